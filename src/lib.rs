@@ -1,1 +1,8 @@
+//! cheems: a compiler, ONNX exporter and native executor for the Wonderful Matrices language models (Cheems and
+//! Doge). A checkpoint is read into a verified graph IR ([`ir`]) by [`model`], and run by [`exec`].
 
+pub mod cli;
+pub mod exec;
+pub mod ir;
+pub mod model;
+pub mod runner;

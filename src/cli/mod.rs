@@ -1,0 +1,41 @@
+//! Command-line interface: argument definitions and dispatch. Each subcommand lives in its own module.
+
+pub mod bench;
+pub mod dump;
+pub mod inspect;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+/// cheems: compile, inspect and run Cheems and Doge checkpoints natively (no Python at run time).
+///
+/// CKPT is a Hugging Face style directory: `config.json` plus `model.safetensors` (or shards listed in
+/// `model.safetensors.index.json`), weights in f32, bf16 or f16.
+#[derive(Parser, Debug)]
+#[command(name = "cheems", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Detect the variant of a checkpoint and print its config, layer plan, parameter count and problems.
+    Inspect(inspect::Args),
+    /// Print the graph IR of a checkpoint as text (or Graphviz DOT with --dot).
+    Dump(dump::Args),
+    /// Run a prefill (and decode steps) on the CPU and write the logits to safetensors.
+    Run(run::Args),
+    /// Measure prefill and decode tokens/s on the CPU (median of several runs).
+    Bench(bench::Args),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(&a),
+        Command::Dump(a) => dump::run(&a),
+        Command::Run(a) => run::run(&a),
+        Command::Bench(a) => bench::run(&a),
+    }
+}

@@ -1,0 +1,55 @@
+//! Executors: they run the graph IR node by node. [`cpu`] is the oracle every other path is checked against;
+//! [`session`] keeps the recurrent state (KV cache, per-key mask values, SSD state, RoPE state) between calls.
+
+pub mod cpu;
+pub mod session;
+
+use crate::ir::{Bindings, Graph, Tensor};
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+
+/// Binds the graph's symbols from the concrete shapes of its inputs and checks every input against its fact.
+pub fn bind_inputs(g: &Graph, inputs: &BTreeMap<String, Tensor>) -> Result<Bindings> {
+    let mut pairs = Vec::new();
+    for &id in g.inputs() {
+        let node = g.node(id);
+        let fact = &node.outputs[0];
+        let Some(t) = inputs.get(&node.name) else {
+            bail!("missing graph input `{}` ({fact})", node.name)
+        };
+        if t.dtype() != fact.dtype || t.dims().len() != fact.rank() {
+            bail!("input `{}` is {t:?}, the graph expects {fact}", node.name);
+        }
+        for (d, &n) in fact.shape.iter().zip(t.dims()) {
+            pairs.push((node.name.as_str(), fact, d, n as i64));
+        }
+    }
+    for name in inputs.keys() {
+        if g.find(name).is_none_or(|id| !g.inputs().contains(&id)) {
+            bail!("`{name}` is not an input of the graph");
+        }
+    }
+    let mut b = Bindings::new();
+    loop {
+        let mut progress = false;
+        for (_, _, d, n) in &pairs {
+            if let Some((s, v)) = d.solve(*n, &b) {
+                b.insert(s, v);
+                progress = true;
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+    for (name, fact, d, n) in &pairs {
+        match d.eval(&b) {
+            Ok(v) if v as i64 == *n => {}
+            Ok(v) => bail!(
+                "input `{name}`: axis `{d}` of {fact} is {n}, but the other inputs make it {v}"
+            ),
+            Err(e) => bail!("input `{name}` of {fact}: {e}"),
+        }
+    }
+    Ok(b)
+}

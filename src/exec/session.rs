@@ -1,0 +1,152 @@
+//! A generation session: prefill then incremental decoding over one graph, carrying the `present.*` outputs of
+//! each call into the `past.*` inputs of the next (KV cache, per-key mask values, f32 SSD state, RoPE state).
+
+use super::cpu::CpuExecutor;
+use crate::ir::{Bindings, Sym, Tensor};
+use crate::model::build::{Model, StateKind};
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeMap;
+
+/// Token ids of a batch: one row per sequence, all rows of equal length.
+pub type Batch = Vec<Vec<i64>>;
+
+/// Prefill and decode state of one batch of sequences.
+pub struct Session<'a> {
+    model: &'a Model,
+    exec: &'a CpuExecutor,
+    states: BTreeMap<String, Tensor>,
+    mask: Batch,
+    batch: usize,
+    past: usize,
+}
+
+/// Outputs of one call: the logits `[B,S,V]` and any tapped node outputs.
+pub struct Step {
+    pub logits: Tensor,
+    pub taps: BTreeMap<String, Tensor>,
+}
+
+fn check_rows(what: &str, rows: &Batch) -> Result<(usize, usize)> {
+    ensure!(!rows.is_empty(), "`{what}` is empty: at least one sequence is needed");
+    let len = rows[0].len();
+    ensure!(len > 0, "`{what}[0]` is empty: at least one token is needed");
+    for (b, r) in rows.iter().enumerate() {
+        ensure!(
+            r.len() == len,
+            "`{what}[{b}]` has {} tokens, `{what}[0]` has {len}: rows must be equal",
+            r.len()
+        );
+    }
+    Ok((rows.len(), len))
+}
+
+impl<'a> Session<'a> {
+    /// A fresh session (empty caches, RoPE state at `max_position_embeddings`).
+    pub fn new(model: &'a Model, exec: &'a CpuExecutor) -> Session<'a> {
+        Session { model, exec, states: BTreeMap::new(), mask: Vec::new(), batch: 0, past: 0 }
+    }
+
+    /// Number of tokens already in the caches.
+    pub fn past_len(&self) -> usize {
+        self.past
+    }
+
+    fn check_ids(&self, what: &str, ids: &Batch) -> Result<()> {
+        let v = self.model.config.vocab_size as i64;
+        for (b, row) in ids.iter().enumerate() {
+            for (t, &id) in row.iter().enumerate() {
+                ensure!(
+                    (0..v).contains(&id),
+                    "`{what}[{b}][{t}]` = {id} is outside the vocabulary [0, {v})"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn initial_states(&mut self, batch: usize) -> Result<()> {
+        let bind = Bindings::from([(Sym::new("B"), batch as i64), (Sym::new("P"), 0)]);
+        self.states.clear();
+        for st in &self.model.states {
+            let t = match st.kind {
+                StateKind::RopeLen => {
+                    Tensor::i64(vec![1], vec![self.model.config.max_position_embeddings as i64])?
+                }
+                StateKind::Key | StateKind::Value | StateKind::MaskValues | StateKind::SsdState => {
+                    Tensor::zeros_f32(st.fact.eval(&bind)?)
+                }
+            };
+            self.states.insert(st.past.clone(), t);
+        }
+        Ok(())
+    }
+
+    /// Runs the prompt `ids` from empty state. `mask` (1 = token, 0 = padding; left padding) defaults to ones.
+    pub fn prefill(&mut self, ids: &Batch, mask: Option<&Batch>, taps: &[&str]) -> Result<Step> {
+        let (b, s) = check_rows("input_ids", ids)?;
+        self.check_ids("input_ids", ids)?;
+        let mask = match mask {
+            Some(m) => {
+                let (mb, ms) = check_rows("attention_mask", m)?;
+                ensure!(
+                    (mb, ms) == (b, s),
+                    "`attention_mask` is {mb}×{ms}, `input_ids` is {b}×{s}"
+                );
+                for (bi, row) in m.iter().enumerate() {
+                    for (t, &x) in row.iter().enumerate() {
+                        ensure!(
+                            x == 0 || x == 1,
+                            "`attention_mask[{bi}][{t}]` = {x}: must be 0 or 1"
+                        );
+                    }
+                }
+                m.clone()
+            }
+            None => vec![vec![1; s]; b],
+        };
+        self.batch = b;
+        self.past = 0;
+        self.mask = mask;
+        self.initial_states(b)?;
+        self.step(ids, taps)
+    }
+
+    /// Feeds one more token per sequence (`ids[b]` for sequence b) after a prefill.
+    pub fn decode(&mut self, ids: &[i64], taps: &[&str]) -> Result<Step> {
+        let rows: Batch = ids.iter().map(|&i| vec![i]).collect();
+        self.extend(&rows, taps)
+    }
+
+    /// Feeds `ids[b]` (equal lengths, no padding) to sequence b after a prefill: a decode step, or a chunk of a
+    /// prompt split over several calls.
+    pub fn extend(&mut self, ids: &Batch, taps: &[&str]) -> Result<Step> {
+        ensure!(self.batch > 0, "decoding needs a prefill first");
+        let (b, s) = check_rows("decode_input_ids", ids)?;
+        ensure!(b == self.batch, "got {b} sequences to extend a batch of {}", self.batch);
+        self.check_ids("decode_input_ids", ids)?;
+        for m in &mut self.mask {
+            m.extend(std::iter::repeat_n(1, s));
+        }
+        self.step(ids, taps)
+    }
+
+    fn step(&mut self, ids: &Batch, taps: &[&str]) -> Result<Step> {
+        let (b, s) = (ids.len(), ids[0].len());
+        let p = self.past;
+        let mut inputs = std::mem::take(&mut self.states);
+        inputs.insert("input_ids".into(), Tensor::i64(vec![b, s], ids.concat())?);
+        inputs.insert("attention_mask".into(), Tensor::i64(vec![b, p + s], self.mask.concat())?);
+        let pos: Vec<i64> = (0..b).flat_map(|_| (p..p + s).map(|x| x as i64)).collect();
+        inputs.insert("position_ids".into(), Tensor::i64(vec![b, s], pos)?);
+        let mut out = self.exec.run(inputs, taps)?;
+        for st in &self.model.states {
+            let t = out
+                .remove(&st.present)
+                .with_context(|| format!("the graph did not produce `{}`", st.present))?;
+            self.states.insert(st.past.clone(), t);
+        }
+        self.past = p + s;
+        let Some(logits) = out.remove("logits") else { bail!("the graph has no `logits` output") };
+        Ok(Step { logits, taps: out })
+    }
+}

@@ -1,0 +1,70 @@
+//! Helpers shared by the integration tests: fixture discovery and tensor comparison.
+#![allow(dead_code)]
+
+use cheems::ir::Tensor;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The golden fixtures: `$CHEEMS_FIXTURES`, else `../shared/fixtures` relative to the working directory.
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("CHEEMS_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/fixtures"))
+}
+
+/// Every fixture case folder, sorted; fails loudly when the fixtures are missing.
+pub fn cases() -> Vec<PathBuf> {
+    let dir = fixtures_dir();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!("fixtures not found at {} ({e}); set CHEEMS_FIXTURES", dir.display())
+        })
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("expected.safetensors").exists())
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no fixture cases in {}", dir.display());
+    v
+}
+
+/// All tensors of a safetensors file (f32 only).
+pub fn read_safetensors(path: &std::path::Path) -> BTreeMap<String, Tensor> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, Tensor::f32(view.shape().to_vec(), data).unwrap())
+        })
+        .collect()
+}
+
+/// Largest absolute difference and largest absolute reference value over the rows `[.., row, :]` of the
+/// `[B,T,X]` tensors where `keep(b, t)`; NaN in either is reported as an infinite difference.
+pub fn compare_rows(
+    got: &Tensor,
+    want: &Tensor,
+    keep: impl Fn(usize, usize) -> bool,
+) -> (f32, f32) {
+    assert_eq!(got.dims(), want.dims(), "shapes differ");
+    let d = want.dims();
+    let (t, x) = (d[1], d[2]);
+    let (g, w) = (got.as_f32().unwrap(), want.as_f32().unwrap());
+    let (mut worst, mut scale) = (0f32, 0f32);
+    for (i, (a, b)) in g.iter().zip(w).enumerate() {
+        let row = i / x;
+        if !keep(row / t, row % t) {
+            continue;
+        }
+        let diff = if a.is_nan() || b.is_nan() { f32::INFINITY } else { (a - b).abs() };
+        worst = worst.max(diff);
+        scale = scale.max(b.abs());
+    }
+    (worst, scale)
+}
