@@ -61,7 +61,7 @@ impl Graph {
                 Op::Input(_) | Op::Const(_) => {
                     ("ellipse", format!("{}\\n{}", node.name, facts(self, id)))
                 }
-                op => ("box", format!("{}\\n{}", node.name, format!("{:?}", op.kind()))),
+                op => ("box", format!("{}\\n{:?}", node.name, op.kind())),
             };
             writeln!(
                 s,

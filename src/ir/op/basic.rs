@@ -81,7 +81,7 @@ pub(crate) fn infer_linear(i: &[&Fact], bias: bool) -> Result<Fact> {
     }
     let out = i[1].shape[0].clone();
     if bias {
-        want_shape(i[2], &[out.clone()], "b")?;
+        want_shape(i[2], std::slice::from_ref(&out), "b")?;
     }
     let mut shape = i[0].shape.clone();
     *shape.last_mut().expect("rank checked") = out;
