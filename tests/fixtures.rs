@@ -3,6 +3,8 @@
 
 mod common;
 
+use cheems::exec::cpu::CpuExecutor;
+use cheems::model::build::{build_with, BuildOptions};
 use cheems::runner::{load, run, Inputs};
 use common::{cases, compare_rows, read_safetensors};
 
@@ -115,5 +117,30 @@ fn every_fixture_matches_the_reference_through_the_cli() {
         let (worst, _) = compare_rows(&got["decode_logits"], &want["decode_logits"], |_, _| true);
         assert!(worst <= LOGITS_ATOL_F32, "{name}: CLI decode_logits max|Δ| {worst:e}");
         assert_eq!(got.len(), 2, "{name}: exactly logits and decode_logits are written");
+    }
+}
+
+/// The export form (positions and RoPE frequencies computed in the graph, per-key mask values recomputed from
+/// the cached values, no model-wide state) computes the same logits.
+#[test]
+fn every_fixture_matches_the_reference_in_the_stateless_export_form() {
+    for case in cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let inputs = Inputs::read(&case.join("inputs.json")).unwrap();
+        let want = read_safetensors(&case.join("expected.safetensors"));
+        let ck = cheems::model::checkpoint::Checkpoint::open(&case).unwrap();
+        let model = build_with(&ck.config, &ck.weights, BuildOptions { stateless: true }).unwrap();
+        assert!(
+            model.graph.find("position_ids").is_none()
+                && model.graph.find("past.rope_len").is_none()
+        );
+        let exec = CpuExecutor::new(model.graph.clone()).unwrap();
+        let out = run(&model, &exec, &inputs, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let keep = |b: usize, t: usize| inputs.attention_mask.as_ref().is_none_or(|m| m[b][t] == 1);
+        let (worst, _) = compare_rows(&out.logits, &want["logits"], keep);
+        assert!(worst <= LOGITS_ATOL_F32, "{name}: stateless logits max|Δ| {worst:e}");
+        let (worst, _) =
+            compare_rows(out.decode_logits.as_ref().unwrap(), &want["decode_logits"], |_, _| true);
+        assert!(worst <= LOGITS_ATOL_F32, "{name}: stateless decode_logits max|Δ| {worst:e}");
     }
 }

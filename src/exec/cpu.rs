@@ -216,7 +216,15 @@ fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
             let y = f32s(x)?.iter().enumerate().map(|(i, v)| v * m[i / d] as f32).collect();
             one(Tensor::f32(x.dims().to_vec(), y)?)
         }
-        Op::RotaryTables(r) => rotary_tables(r, &a[0], &a[1]),
+        Op::Positions => {
+            let (b, s) = (a[0].dims()[0], a[0].dims()[1]);
+            let p = a[1].dims()[1] - s;
+            one(Tensor::i64(
+                vec![b, s],
+                (0..b).flat_map(|_| (p..p + s).map(|x| x as i64)).collect(),
+            )?)
+        }
+        Op::RotaryTables(r) => rotary_tables(r, &a[0], a.get(1).map(|t| &**t)),
         Op::Rope => {
             let d = a[0].dims();
             let p = ops::rope::RopeParams { rows: d[0] * d[1], heads: d[2], dim: d[3] };
@@ -369,9 +377,10 @@ fn concat(a: &Tensor, b: &Tensor, axis: usize) -> Result<Tensor> {
 
 /// RoPE tables with the reference's dynamic-NTK state (`max_seq_len_cached`): grows to `L = max(pos)+1` when
 /// `L` exceeds it, resets to `M` when `L < M` after growing; frequencies follow the state.
-fn rotary_tables(r: &Rotary, pos: &Tensor, rope_len: &Tensor) -> Result<Vec<Tensor>> {
+fn rotary_tables(r: &Rotary, pos: &Tensor, rope_len: Option<&Tensor>) -> Result<Vec<Tensor>> {
     let positions = pos.as_i64()?;
-    let mut cached = rope_len.as_i64()?[0];
+    let initial = r.dynamic.as_ref().map_or(0, |d| d.max_position as i64);
+    let mut cached = rope_len.map(|t| t.as_i64().map(|v| v[0])).transpose()?.unwrap_or(initial);
     let mut theta = r.theta;
     if let Some(dy) = &r.dynamic {
         let m = dy.max_position as i64;

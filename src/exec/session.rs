@@ -136,8 +136,10 @@ impl<'a> Session<'a> {
         let mut inputs = std::mem::take(&mut self.states);
         inputs.insert("input_ids".into(), Tensor::i64(vec![b, s], ids.concat())?);
         inputs.insert("attention_mask".into(), Tensor::i64(vec![b, p + s], self.mask.concat())?);
-        let pos: Vec<i64> = (0..b).flat_map(|_| (p..p + s).map(|x| x as i64)).collect();
-        inputs.insert("position_ids".into(), Tensor::i64(vec![b, s], pos)?);
+        if self.exec.graph().find("position_ids").is_some() {
+            let pos: Vec<i64> = (0..b).flat_map(|_| (p..p + s).map(|x| x as i64)).collect();
+            inputs.insert("position_ids".into(), Tensor::i64(vec![b, s], pos)?);
+        }
         let mut out = self.exec.run(inputs, taps)?;
         for st in &self.model.states {
             let t = out

@@ -42,6 +42,16 @@ pub struct StateSpec {
     pub fact: Fact,
 }
 
+/// How the graph is built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// The export form: positions computed in the graph (`P + arange(S)`), RoPE frequencies from the call's
+    /// positions alone, per-key mask values recomputed from the cached values; the only state is the KV cache and
+    /// the SSD state. Without it, positions are an input and the session keeps the RoPE length and the per-key
+    /// mask values as state.
+    pub stateless: bool,
+}
+
 /// A built model: its config, graph and states.
 #[derive(Clone)]
 pub struct Model {
@@ -116,13 +126,28 @@ struct Builder<'a> {
     b: Dim,
     s: Dim,
     p: Dim,
+    opts: BuildOptions,
 }
 
 /// Builds the graph of `cfg` over `w`; every stored tensor must be used, and every needed one present.
 pub fn build(cfg: &ModelConfig, w: &Weights) -> Result<Model> {
+    build_with(cfg, w, BuildOptions::default())
+}
+
+/// [`build`] with options.
+pub fn build_with(cfg: &ModelConfig, w: &Weights, opts: BuildOptions) -> Result<Model> {
     let (b, s, p) = (Dim::sym("B"), Dim::sym("S"), Dim::sym("P"));
-    let mut bld =
-        Builder { g: Graph::new(), w, cfg, consts: BTreeMap::new(), states: Vec::new(), b, s, p };
+    let mut bld = Builder {
+        g: Graph::new(),
+        w,
+        cfg,
+        consts: BTreeMap::new(),
+        states: Vec::new(),
+        b,
+        s,
+        p,
+        opts,
+    };
     bld.model()?;
     let unused = w.unused();
     if !unused.is_empty() {
@@ -212,14 +237,25 @@ impl Builder<'_> {
         let (b, s, p) = (self.b.clone(), self.s.clone(), self.p.clone());
         let ids = self.g.input("input_ids", Fact::new(DType::I64, [b.clone(), s.clone()]))?;
         let mask = self.g.input("attention_mask", Fact::new(DType::I64, [b.clone(), &p + &s]))?;
-        let pos = self.g.input("position_ids", Fact::new(DType::I64, [b, s]))?;
-        let rope_len =
-            self.past("rope_len", StateKind::RopeLen, None, Fact::konst(DType::I64, &[1]))?;
-        let rotary =
-            Rotary { dim: cfg.rope.dim, theta: cfg.rope.theta, dynamic: cfg.rope.dynamic.clone() };
-        let cos = self.wire("rotary", Op::RotaryTables(rotary), &[pos, rope_len])?;
+        let stateful = !self.opts.stateless;
+        let rotary = Rotary {
+            dim: cfg.rope.dim,
+            theta: cfg.rope.theta,
+            dynamic: cfg.rope.dynamic.clone(),
+            stateful,
+        };
+        let cos = if stateful {
+            let pos = self.g.input("position_ids", Fact::new(DType::I64, [b, s]))?;
+            let rope_len =
+                self.past("rope_len", StateKind::RopeLen, None, Fact::konst(DType::I64, &[1]))?;
+            let cos = self.wire("rotary", Op::RotaryTables(rotary), &[pos, rope_len])?;
+            self.present("rope_len", ValueId { node: cos.node, port: 2 })?;
+            cos
+        } else {
+            let pos = self.wire("positions", Op::Positions, &[ids, mask])?;
+            self.wire("rotary", Op::RotaryTables(rotary), &[pos])?
+        };
         let sin = ValueId { node: cos.node, port: 1 };
-        self.present("rope_len", ValueId { node: cos.node, port: 2 })?;
 
         let table = self.weight(n.embed, &[v, d])?;
         let mut h = self.wire("embed", Op::Embedding, &[ids, table])?;
@@ -389,13 +425,29 @@ impl Builder<'_> {
         let mode = match &ac.mask {
             MaskMode::Boolean | MaskMode::Additive { .. } => {
                 let hm = ac.mask_heads;
-                let dt = self.linear(&format!("{pre}.dt_proj"), v_flat, g * dh, hm, bias)?;
+                let values = if self.opts.stateless {
+                    let t = self.wire(
+                        node("value_rows"),
+                        Op::Permute { perm: smallvec![0, 2, 1, 3] },
+                        &[v_all],
+                    )?;
+                    self.wire(node("value_rows_flat"), Op::MergeLast, &[t])?
+                } else {
+                    v_flat
+                };
+                let dt = self.linear(&format!("{pre}.dt_proj"), values, g * dh, hm, bias)?;
                 let a = self.weight(&format!("{pre}.A"), &[hm])?;
                 let m = self.wire(node("mask_values"), Op::DynamicMaskValues, &[dt, a])?;
-                let fact = Fact::new(DType::F32, [self.b.clone(), hm.into(), self.p.clone()]);
-                let past = self.past(&format!("{i}.mask"), StateKind::MaskValues, Some(i), fact)?;
-                let all = self.wire(node("mask_all"), Op::Concat { axis: 2 }, &[past, m])?;
-                self.present(&format!("{i}.mask"), all)?;
+                let all = if self.opts.stateless {
+                    m
+                } else {
+                    let fact = Fact::new(DType::F32, [self.b.clone(), hm.into(), self.p.clone()]);
+                    let past =
+                        self.past(&format!("{i}.mask"), StateKind::MaskValues, Some(i), fact)?;
+                    let all = self.wire(node("mask_all"), Op::Concat { axis: 2 }, &[past, m])?;
+                    self.present(&format!("{i}.mask"), all)?;
+                    all
+                };
                 ins.push(all);
                 match ac.mask {
                     MaskMode::Boolean => AttentionMask::Boolean,

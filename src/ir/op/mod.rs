@@ -75,8 +75,11 @@ pub enum Op {
     /// `x ⊙ mask[:, P:]` when `P = 0` (a prefill from an empty cache), else `x` (Cheems' SSD input mask).
     /// Inputs: `x [B,S,D]`, `attention_mask i64[B,P+S]`.
     MaskTokens,
+    /// `P + arange(S)` per row, with `P` the attention mask's length minus S. Inputs: `input_ids i64[B,S]`,
+    /// `attention_mask i64[B,P+S]` → `i64[B,S]`.
+    Positions,
     /// RoPE tables with the (dynamic-NTK) frequency state. Inputs: `positions i64[B,S]`, `rope_len i64[1]` →
-    /// `cos [B,S,Dh]`, `sin [B,S,Dh]`, `rope_len' i64[1]`.
+    /// `cos [B,S,Dh]`, `sin [B,S,Dh]`, `rope_len' i64[1]`; stateless: `positions` alone → `cos`, `sin`.
     RotaryTables(Rotary),
     /// `x ⊙ cos + rotate_half(x) ⊙ sin`. Inputs: `x [B,S,H,Dh]`, `cos [B,S,Dh]`, `sin [B,S,Dh]`.
     Rope,
@@ -119,6 +122,7 @@ pub enum OpKind {
     Permute,
     Concat,
     MaskTokens,
+    Positions,
     RotaryTables,
     Rope,
     SsdScan,
@@ -147,6 +151,7 @@ impl Op {
             Op::Permute { .. } => OpKind::Permute,
             Op::Concat { .. } => OpKind::Concat,
             Op::MaskTokens => OpKind::MaskTokens,
+            Op::Positions => OpKind::Positions,
             Op::RotaryTables(_) => OpKind::RotaryTables,
             Op::Rope => OpKind::Rope,
             Op::SsdScan(_) => OpKind::SsdScan,
@@ -183,6 +188,7 @@ impl Op {
             Op::Permute { perm } => one(basic::infer_permute(inputs, perm)?),
             Op::Concat { axis } => one(basic::infer_concat(inputs, *axis)?),
             Op::MaskTokens => one(basic::infer_mask_tokens(inputs)?),
+            Op::Positions => one(rope::infer_positions(inputs)?),
             Op::RotaryTables(r) => r.infer(inputs)?,
             Op::Rope => one(rope::infer_rope(inputs)?),
             Op::SsdScan(s) => s.infer(inputs)?,

@@ -19,24 +19,43 @@ pub struct Rotary {
     /// θ.
     pub theta: f64,
     pub dynamic: Option<DynamicNtk>,
+    /// With a `rope_len` state input and output (the executor's sessions). Without it, the frequencies follow
+    /// `max(M, max(positions)+1)` within the call, which equals the stateful rule for one generation from a fresh
+    /// model (the export form: ONNX has no model-wide state).
+    pub stateful: bool,
 }
 
 impl Rotary {
     pub(crate) fn infer(&self, i: &[&Fact]) -> Result<SmallVec<[Fact; 1]>> {
-        arity(i, 2)?;
+        arity(i, if self.stateful { 2 } else { 1 })?;
         want_dtype(i[0], DType::I64, "positions")?;
         want_rank(i[0], 2, "positions")?;
-        want_dtype(i[1], DType::I64, "rope_len")?;
-        if i[1].shape.as_slice() != [Dim::konst(1)] {
-            bail!("rope_len {} must be i64[1]", i[1]);
+        if self.stateful {
+            want_dtype(i[1], DType::I64, "rope_len")?;
+            if i[1].shape.as_slice() != [Dim::konst(1)] {
+                bail!("rope_len {} must be i64[1]", i[1]);
+            }
         }
         if self.dim == 0 || self.dim % 2 != 0 {
             bail!("rotary dim {} must be even and positive", self.dim);
         }
         let table =
             Fact::new(DType::F32, [i[0].shape[0].clone(), i[0].shape[1].clone(), self.dim.into()]);
-        Ok(smallvec![table.clone(), table, i[1].clone()])
+        if self.stateful {
+            Ok(smallvec![table.clone(), table, i[1].clone()])
+        } else {
+            Ok(smallvec![table.clone(), table])
+        }
     }
+}
+
+pub(crate) fn infer_positions(i: &[&Fact]) -> Result<Fact> {
+    arity(i, 2)?;
+    want_dtype(i[0], DType::I64, "input_ids")?;
+    want_rank(i[0], 2, "input_ids")?;
+    want_dtype(i[1], DType::I64, "attention_mask")?;
+    want_rank(i[1], 2, "attention_mask")?;
+    Ok(i[0].clone())
 }
 
 pub(crate) fn infer_rope(i: &[&Fact]) -> Result<Fact> {
