@@ -1,0 +1,148 @@
+use proptest::prelude::*;
+
+use super::cpu::erfc;
+use super::*;
+use crate::testutil::{assert_close, Rng};
+use crate::KernelError;
+
+/// `(x, erf(x), erfc(x))` from CPython's `math.erf` / `math.erfc`.
+const ERF_TABLE: &[(f64, f64, f64)] = &[
+    (0.0, 0.0, 1.0),
+    (1e-08, 1.1283791670955126e-08, 0.9999999887162083),
+    (0.001, 0.0011283787909692365, 0.9988716212090307),
+    (0.1, 0.1124629160182849, 0.8875370839817152),
+    (0.5, 0.5204998778130465, 0.4795001221869535),
+    (1.0, 0.8427007929497149, 0.15729920705028513),
+    (1.5, 0.9661051464753108, 0.033894853524689274),
+    (2.0, 0.9953222650189527, 0.004677734981047265),
+    (2.4999, 0.9995928300996666, 0.0004071699003334514),
+    (2.5, 0.999593047982555, 0.0004069520174449589),
+    (3.0, 0.9999779095030014, 2.2090496998585438e-05),
+    (3.7, 0.9999998328489421, 1.6715105790914596e-07),
+    (4.5, 0.9999999998033839, 1.9661604415428873e-10),
+    (5.5, 0.9999999999999927, 7.357847917974398e-15),
+    (6.0, 1.0, 2.1519736712498916e-17),
+];
+
+/// Relative accuracy of the `f64` erf/erfc against the table.
+const ERF_RTOL: f64 = 1e-13;
+/// f32 activations against the f64 formulas: a few ulps of the result.
+const ACT_ATOL: f64 = 1e-37;
+const ACT_RTOL: f64 = 4e-7;
+
+fn reference(act: Act, x: f32) -> f64 {
+    let x = f64::from(x);
+    match act {
+        Act::Silu => x / (1.0 + (-x).exp()),
+        Act::Relu => x.max(0.0),
+        Act::Gelu => 0.5 * x * erfc(-x / 2f64.sqrt()),
+        Act::GeluTanh => {
+            let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3));
+            0.5 * x * (1.0 + inner.tanh())
+        }
+    }
+}
+
+fn reference_softplus(z: f32) -> f64 {
+    let z = f64::from(z);
+    if z > 20.0 {
+        z
+    } else {
+        z.exp().ln_1p()
+    }
+}
+
+const ACTS: [Act; 4] = [Act::Silu, Act::Relu, Act::Gelu, Act::GeluTanh];
+
+#[test]
+fn erf_matches_table() {
+    for &(x, e, c) in ERF_TABLE {
+        for (got, want, what) in [
+            (erf(x), e, "erf"),
+            (erf(-x), -e, "erf(-x)"),
+            (erfc(x), c, "erfc"),
+            (erfc(-x), 2.0 - c, "erfc(-x)"),
+        ] {
+            let err = (got - want).abs();
+            assert!(err <= ERF_RTOL * want.abs(), "{what}({x}) = {got:e}, want {want:e}");
+        }
+    }
+    assert!(erf(f64::NAN).is_nan());
+    assert_eq!(erf(f64::INFINITY), 1.0);
+    assert_eq!(erf(f64::NEG_INFINITY), -1.0);
+}
+
+#[test]
+fn activations_on_a_grid() {
+    let xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 / 200.0).collect();
+    for act in ACTS {
+        let got: Vec<f32> = xs.iter().map(|&x| act.apply(x)).collect();
+        let want: Vec<f64> = xs.iter().map(|&x| reference(act, x)).collect();
+        let atol = if act == Act::GeluTanh { 2e-7 } else { ACT_ATOL };
+        assert_close(&got, &want, atol, ACT_RTOL, &format!("{act:?} on [-20, 20]"));
+    }
+}
+
+#[test]
+fn activation_edge_values() {
+    for act in ACTS {
+        assert_eq!(act.apply(0.0), 0.0, "{act:?}(0)");
+        assert!(act.apply(f32::NAN).is_nan(), "{act:?}(NaN)");
+        assert_eq!(act.apply(1e30), 1e30, "{act:?}(1e30)");
+        assert_eq!(act.apply(-1e30), 0.0, "{act:?}(-1e30)");
+    }
+    let tiny = Act::Gelu.apply(-10.0);
+    assert!(
+        tiny < 0.0 && (f64::from(tiny) / -7.619853e-23 - 1.0).abs() < 1e-6,
+        "gelu(-10) = {tiny:e}"
+    );
+}
+
+#[test]
+fn softplus_threshold_and_tails() {
+    let zs: Vec<f32> =
+        (-2000..=2000).map(|i| i as f32 / 40.0).chain([20.0, 20.000002, 88.0, 1e30]).collect();
+    let got: Vec<f32> = zs.iter().map(|&z| softplus(z)).collect();
+    let want: Vec<f64> = zs.iter().map(|&z| reference_softplus(z)).collect();
+    assert_close(&got, &want, 1e-37, ACT_RTOL, "softplus");
+    assert_eq!(softplus(20.5), 20.5);
+    assert!(softplus(-100.0) > 0.0);
+}
+
+#[test]
+fn act_mul_edge_shapes() {
+    for n in [0, 1, 31, 32, 33, 1025, 100_000] {
+        let mut rng = Rng::new(n as u64);
+        let gate = rng.vec(n, -6.0, 6.0);
+        let up = rng.vec(n, -2.0, 2.0);
+        for act in ACTS {
+            let got = act_mul(act, &gate, &up).unwrap();
+            let want: Vec<f64> =
+                gate.iter().zip(&up).map(|(&g, &u)| reference(act, g) * f64::from(u)).collect();
+            assert_close(&got, &want, 2e-7, 1e-6, &format!("act_mul {act:?} n={n}"));
+        }
+    }
+}
+
+#[test]
+fn act_mul_rejects_mismatched_lengths() {
+    let Err(KernelError::BadParams(msg)) = act_mul(Act::Silu, &[1.0; 3], &[1.0; 2]) else {
+        panic!("accepted mismatched lengths");
+    };
+    assert!(msg.contains("`up` has 2 elements, expected 3"), "{msg}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn act_mul_random(n in 0usize..300, seed: u64, which in 0usize..4) {
+        let act = ACTS[which];
+        let mut rng = Rng::new(seed);
+        let gate = rng.vec(n, -30.0, 30.0);
+        let up = rng.vec(n, -3.0, 3.0);
+        let got = act_mul(act, &gate, &up).unwrap();
+        let want: Vec<f64> = gate.iter().zip(&up).map(|(&g, &u)| reference(act, g) * f64::from(u)).collect();
+        assert_close(&got, &want, 1e-6, 1e-6, &format!("act_mul {act:?} n={n}"));
+    }
+}

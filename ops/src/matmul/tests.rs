@@ -1,0 +1,122 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::testutil::{assert_close, Rng};
+use crate::KernelError;
+
+/// f32 gemm against the f64 sum, for operands in [-1, 1] and up to ~1000 terms.
+const ATOL: f64 = 2e-5;
+const RTOL: f64 = 1e-5;
+
+fn reference_linear(p: &LinearParams, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f64> {
+    let mut y = vec![0.0; p.rows * p.out_features];
+    for r in 0..p.rows {
+        for o in 0..p.out_features {
+            let mut acc = bias.map_or(0.0, |b| f64::from(b[o]));
+            for i in 0..p.in_features {
+                acc += f64::from(x[r * p.in_features + i]) * f64::from(w[o * p.in_features + i]);
+            }
+            y[r * p.out_features + o] = acc;
+        }
+    }
+    y
+}
+
+fn reference_matmul(p: &MatmulParams, a: &[f32], b: &[f32]) -> Vec<f64> {
+    let mut c = vec![0.0; p.m * p.n];
+    for i in 0..p.m {
+        for j in 0..p.n {
+            for l in 0..p.k {
+                c[i * p.n + j] += f64::from(a[i * p.k + l]) * f64::from(b[l * p.n + j]);
+            }
+        }
+    }
+    c
+}
+
+fn check_linear(rows: usize, in_features: usize, out_features: usize, with_bias: bool, seed: u64) {
+    let p = LinearParams { rows, in_features, out_features };
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(rows * in_features, -1.0, 1.0);
+    let w = rng.vec(out_features * in_features, -1.0, 1.0);
+    let bias = rng.vec(out_features, -1.0, 1.0);
+    let bias = with_bias.then_some(bias.as_slice());
+    let got = linear(&p, &x, &w, bias).unwrap();
+    let want = reference_linear(&p, &x, &w, bias);
+    assert_close(&got, &want, ATOL, RTOL, &format!("linear {p:?} bias={with_bias}"));
+}
+
+fn check_matmul(m: usize, k: usize, n: usize, seed: u64) {
+    let p = MatmulParams { m, k, n };
+    let mut rng = Rng::new(seed);
+    let a = rng.vec(m * k, -1.0, 1.0);
+    let b = rng.vec(k * n, -1.0, 1.0);
+    let got = matmul(&p, &a, &b).unwrap();
+    assert_close(&got, &reference_matmul(&p, &a, &b), ATOL, RTOL, &format!("matmul {p:?}"));
+}
+
+const EDGE_SHAPES: &[(usize, usize, usize)] = &[
+    (0, 4, 5),
+    (3, 0, 5),
+    (3, 4, 0),
+    (1, 1, 1),
+    (3, 7, 2),
+    (2, 31, 33),
+    (33, 32, 31),
+    (31, 33, 32),
+    (1, 1025, 3),
+    (64, 64, 64),
+    (70, 129, 96),
+];
+
+#[test]
+fn linear_edge_shapes() {
+    for (i, &(r, k, n)) in EDGE_SHAPES.iter().enumerate() {
+        check_linear(r, k, n, false, i as u64);
+        check_linear(r, k, n, true, 100 + i as u64);
+    }
+}
+
+#[test]
+fn matmul_edge_shapes() {
+    for (i, &(m, k, n)) in EDGE_SHAPES.iter().enumerate() {
+        check_matmul(m, k, n, i as u64);
+    }
+}
+
+#[test]
+fn linear_without_inputs_is_the_bias() {
+    let p = LinearParams { rows: 2, in_features: 0, out_features: 3 };
+    let y = linear(&p, &[], &[], Some(&[1.0, -2.0, 0.5])).unwrap();
+    assert_eq!(y, [1.0, -2.0, 0.5, 1.0, -2.0, 0.5]);
+}
+
+#[test]
+fn errors_name_the_buffer() {
+    let p = LinearParams { rows: 2, in_features: 3, out_features: 4 };
+    let msg = |r: Result<Vec<f32>>| match r {
+        Err(KernelError::BadParams(m)) => m,
+        Ok(_) => panic!("accepted bad sizes"),
+    };
+    assert!(msg(linear(&p, &[0.0; 5], &[0.0; 12], None)).contains("`x` has 5 elements, expected 6"));
+    assert!(msg(linear(&p, &[0.0; 6], &[0.0; 11], None)).contains("`w`"));
+    assert!(msg(linear(&p, &[0.0; 6], &[0.0; 12], Some(&[0.0; 3]))).contains("`bias`"));
+    let q = MatmulParams { m: 2, k: 3, n: 4 };
+    assert!(msg(matmul(&q, &[0.0; 6], &[0.0; 13])).contains("`b` has 13 elements, expected 12"));
+    let huge = LinearParams { rows: usize::MAX, in_features: 0, out_features: 2 };
+    assert!(msg(linear(&huge, &[], &[], None)).contains("overflows"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn linear_random(rows in 0usize..40, k in 0usize..70, n in 0usize..40, bias: bool, seed: u64) {
+        check_linear(rows, k, n, bias, seed);
+    }
+
+    #[test]
+    fn matmul_random(m in 0usize..40, k in 0usize..70, n in 0usize..40, seed: u64) {
+        check_matmul(m, k, n, seed);
+    }
+}

@@ -1,0 +1,40 @@
+//! Rotary position embedding (non-interleaved, "rotate_half").
+//!
+//! * [`inv_freq`]: `inv_freq[i] = 1 / θ^{2i/dim}`, `i < dim/2`, in `f32` as PyTorch computes it.
+//! * [`dynamic_ntk_theta`]: `θ' = θ·((f·L/M) − (f − 1))^{dim/(dim−2)}` (dynamic NTK scaling).
+//! * [`tables`]: `freqs[n, i] = pos[n]·inv_freq[i]` (f32), `emb = concat(freqs, freqs)`,
+//!   `cos = cos(emb)`, `sin = sin(emb)`, each `[N, dim]`.
+//! * [`apply`]: `x' = x ⊙ cos + rotate_half(x) ⊙ sin` with
+//!   `rotate_half(x) = concat(−x[dim/2:], x[:dim/2])`, on `x` `[rows, heads, dim]` with one
+//!   `cos`/`sin` row per `x` row, shared by its heads.
+
+pub mod cpu;
+#[cfg(test)]
+mod tests;
+
+pub use cpu::{apply, dynamic_ntk_theta, inv_freq, tables};
+
+use crate::{check_len, KernelError, Result};
+
+/// Sizes of [`apply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RopeParams {
+    /// Rows of `x` (tokens), each with its own `cos`/`sin` row.
+    pub rows: usize,
+    /// Heads per row, rotated with the same `cos`/`sin` row.
+    pub heads: usize,
+    /// Rotated head dimension (even).
+    pub dim: usize,
+}
+
+impl RopeParams {
+    /// Checks that `dim` is even, `x` is `[rows, heads, dim]` and `cos`, `sin` are `[rows, dim]`.
+    pub fn validate(&self, x: usize, cos: usize, sin: usize) -> Result<()> {
+        if self.dim % 2 != 0 {
+            return Err(KernelError::BadParams(format!("rope `dim` {} is odd", self.dim)));
+        }
+        check_len("x", x, &[("rows", self.rows), ("heads", self.heads), ("dim", self.dim)])?;
+        check_len("cos", cos, &[("rows", self.rows), ("dim", self.dim)])?;
+        check_len("sin", sin, &[("rows", self.rows), ("dim", self.dim)])
+    }
+}

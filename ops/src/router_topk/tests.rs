@@ -1,0 +1,135 @@
+use std::collections::HashSet;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::testutil::Rng;
+use crate::KernelError;
+
+/// Indices sorted by value descending, the lower index first on ties.
+fn ranked(v: &[f64]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[b].partial_cmp(&v[a]).unwrap().then(a.cmp(&b)));
+    idx
+}
+
+/// MODEL.md's steps literally: full sort of both rows, all nk² candidates, top_k of them.
+fn reference(p: &RouterTopKParams, logits: &[f32]) -> (Vec<f64>, Vec<i64>) {
+    let (n, nk) = (p.tokens, p.num_keys);
+    let (mut scores, mut ids) = (Vec::new(), Vec::new());
+    for row in 0..n {
+        let x: Vec<f64> = (0..nk).map(|i| f64::from(logits[row * nk + i])).collect();
+        let y: Vec<f64> = (0..nk).map(|i| f64::from(logits[(n + row) * nk + i])).collect();
+        let mut cand = Vec::new();
+        for &i in &ranked(&x) {
+            for &j in &ranked(&y) {
+                cand.push((x[i] + y[j], (i * nk + j) as i64));
+            }
+        }
+        for &c in &ranked(&cand.iter().map(|c| c.0).collect::<Vec<_>>())[..p.top_k] {
+            scores.push(cand[c].0);
+            ids.push(cand[c].1);
+        }
+    }
+    (scores, ids)
+}
+
+fn check_invariants(p: &RouterTopKParams, logits: &[f32], scores: &[f32], ids: &[i64]) {
+    let (n, nk) = (p.tokens, p.num_keys);
+    for (row, (s, id)) in scores.chunks(p.top_k.max(1)).zip(ids.chunks(p.top_k.max(1))).enumerate()
+    {
+        assert!(s.windows(2).all(|w| w[0] >= w[1]), "scores not descending: {s:?}");
+        assert_eq!(id.iter().collect::<HashSet<_>>().len(), id.len(), "duplicate ids {id:?}");
+        let sum = |e: usize| logits[row * nk + e / nk] + logits[(n + row) * nk + e % nk];
+        for (&s, &e) in s.iter().zip(id) {
+            assert_eq!(s, sum(e as usize), "score of id {e} in row {row}");
+        }
+        let last = s.last().copied().unwrap_or(f32::INFINITY);
+        let chosen: HashSet<usize> = id.iter().map(|&e| e as usize).collect();
+        let beaten =
+            (0..nk * nk).filter(|e| !chosen.contains(e)).map(sum).fold(f32::NEG_INFINITY, f32::max);
+        assert!(beaten <= last, "row {row}: an unselected candidate scores {beaten} > {last}");
+    }
+}
+
+fn check(tokens: usize, num_keys: usize, top_k: usize, quantized: bool, seed: u64) {
+    let p = RouterTopKParams { tokens, num_keys, top_k };
+    let mut rng = Rng::new(seed);
+    let len = tokens * 2 * num_keys;
+    let logits = if quantized { rng.quantized(len, 6, 0.5) } else { rng.vec(len, -3.0, 3.0) };
+    let (scores, ids) = router_topk(&p, &logits).unwrap();
+    check_invariants(&p, &logits, &scores, &ids);
+    if quantized {
+        let (want_scores, want_ids) = reference(&p, &logits);
+        assert_eq!(ids, want_ids, "ids {p:?}");
+        assert_eq!(
+            scores.iter().map(|&s| f64::from(s)).collect::<Vec<_>>(),
+            want_scores,
+            "scores {p:?}"
+        );
+    }
+}
+
+#[test]
+fn edge_shapes() {
+    let shapes = [
+        (0, 4, 3),
+        (3, 0, 0),
+        (3, 4, 0),
+        (1, 1, 1),
+        (3, 5, 25),
+        (2, 31, 8),
+        (3, 32, 64),
+        (2, 33, 33),
+        (5, 8, 1),
+    ];
+    for (i, &(n, nk, k)) in shapes.iter().enumerate() {
+        check(n, nk, k, true, i as u64);
+        check(n, nk, k, false, 100 + i as u64);
+    }
+}
+
+#[test]
+fn rows_mix_tokens_as_the_reference_view_does() {
+    let p = RouterTopKParams { tokens: 2, num_keys: 2, top_k: 1 };
+    let logits = [1.0, 0.0, 0.0, 5.0, 0.0, 2.0, 7.0, 0.0];
+    let (scores, ids) = router_topk(&p, &logits).unwrap();
+    assert_eq!(scores, [3.0, 12.0]);
+    assert_eq!(ids, [1, 2]);
+}
+
+#[test]
+fn equal_logits_pick_the_lowest_positions() {
+    let p = RouterTopKParams { tokens: 1, num_keys: 4, top_k: 6 };
+    let (_, ids) = router_topk(&p, &[0.0; 8]).unwrap();
+    assert_eq!(ids, [0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn errors_name_the_buffer() {
+    let p = RouterTopKParams { tokens: 2, num_keys: 3, top_k: 4 };
+    let Err(KernelError::BadParams(msg)) = router_topk(&p, &[0.0; 11]) else { panic!() };
+    assert!(msg.contains("`logits` has 11 elements, expected 12"), "{msg}");
+    let p = RouterTopKParams { tokens: 2, num_keys: 3, top_k: 10 };
+    let Err(KernelError::BadParams(msg)) = router_topk(&p, &[0.0; 12]) else { panic!() };
+    assert!(msg.contains("`top_k` 10 exceeds"), "{msg}");
+}
+
+fn arb_shape() -> impl Strategy<Value = (usize, usize, usize)> {
+    (0usize..6, 1usize..24)
+        .prop_flat_map(|(n, nk)| (0..=(nk * nk).min(80)).prop_map(move |k| (n, nk, k)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn random_exact((n, nk, k) in arb_shape(), seed: u64) {
+        check(n, nk, k, true, seed);
+    }
+
+    #[test]
+    fn random_continuous((n, nk, k) in arb_shape(), seed: u64) {
+        check(n, nk, k, false, seed);
+    }
+}
