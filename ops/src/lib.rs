@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod act;
+pub mod cuda;
 pub mod dynamic_mask;
 pub mod embedding;
 pub mod expert_mix;
@@ -32,6 +33,20 @@ pub enum KernelError {
     /// A size, a buffer length or an index does not agree with the op's parameters.
     #[error("bad kernel parameters: {0}")]
     BadParams(String),
+    /// NVRTC rejected a kernel source; `log` is the compiler's log as text.
+    #[error("compiling {file}:\n{log}")]
+    Compile {
+        /// The kernel source file.
+        file: String,
+        /// NVRTC's log.
+        log: String,
+    },
+    /// A CUDA driver, NVRTC or cuBLAS call failed.
+    #[error("CUDA: {0}")]
+    Driver(String),
+    /// A CUDA library or device is missing; the message says what was looked for and where.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Result of a kernel call.

@@ -332,6 +332,7 @@ fn validation_errors() {
     let err = |c: Case| match c.run() {
         Err(KernelError::BadParams(msg)) => msg,
         Ok(_) => panic!("accepted {:?} {:?}", c.mode, c.p),
+        Err(e) => panic!("unexpected error {e}"),
     };
     let with = |f: &dyn Fn(&mut Case)| {
         let mut c = Case::random(ok.p, ok.mode, false, 1);

@@ -97,6 +97,7 @@ fn errors_name_the_buffer() {
     let msg = |r: Result<Vec<f32>>| match r {
         Err(KernelError::BadParams(m)) => m,
         Ok(_) => panic!("accepted bad sizes"),
+        Err(e) => panic!("unexpected error {e}"),
     };
     assert!(msg(linear(&p, &[0.0; 5], &[0.0; 12], None)).contains("`x` has 5 elements, expected 6"));
     assert!(msg(linear(&p, &[0.0; 6], &[0.0; 11], None)).contains("`w`"));

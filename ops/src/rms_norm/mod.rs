@@ -5,6 +5,7 @@
 //! `f32` in PyTorch's order (scale `x` first, then multiply by `w`).
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

@@ -86,3 +86,57 @@ proptest! {
         check(rows, cols, 4.0, seed);
     }
 }
+
+/// CUDA against the CPU kernel (itself checked against the f64 formula above). f32: a few ulps of the f32
+/// result; bf16: one bf16 rounding of the normalised value plus one of the product (2·2⁻⁸ relative).
+mod gpu {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem};
+
+    const RTOL_F32: f64 = 1e-5;
+    const RTOL_BF16: f64 = 2.0 * 0.00390625;
+
+    fn run<T: Elem>(rows: usize, cols: usize, seed: u64, rtol: f64) {
+        let Some(gpu) = test_gpu() else { return };
+        let p = RmsNormParams { rows, cols, eps: 1e-6 };
+        let mut rng = Rng::new(seed);
+        let x: Vec<T> = rng.vec(rows * cols, -3.0, 3.0).into_iter().map(T::from_f32).collect();
+        let w: Vec<T> = rng.vec(cols, -2.0, 2.0).into_iter().map(T::from_f32).collect();
+        let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+        let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+        let want: Vec<f64> = rms_norm(&p, &xf, &wf).unwrap().into_iter().map(f64::from).collect();
+        let (dx, dw) = (gpu.upload(&x).unwrap(), gpu.upload(&w).unwrap());
+        let mut dy = gpu.upload(&vec![T::from_f32(f32::NAN); rows * cols]).unwrap();
+        cuda::rms_norm(&gpu, &p, &dx, &dw, &mut dy).unwrap();
+        let got: Vec<f32> = gpu.download(&dy).unwrap().into_iter().map(|v| v.to_f32()).collect();
+        assert_close(&got, &want, 1e-6, rtol, &format!("rms_norm_{} {rows}x{cols}", T::NAME));
+    }
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel() {
+        for (i, &(rows, cols)) in
+            [(0, 8), (1, 1), (3, 7), (2, 31), (2, 1024), (4, 1025), (1, 8192)].iter().enumerate()
+        {
+            run::<f32>(rows, cols, 100 + i as u64, RTOL_F32);
+            run::<half::bf16>(rows, cols, 200 + i as u64, RTOL_BF16);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_shapes_match_the_cpu_kernel(rows in 1usize..64, cols in 1usize..3000, seed in any::<u64>()) {
+            run::<f32>(rows, cols, seed, RTOL_F32);
+            run::<half::bf16>(rows, cols, seed, RTOL_BF16);
+        }
+    }
+
+    #[test]
+    fn a_short_output_buffer_is_refused() {
+        let Some(gpu) = test_gpu() else { return };
+        let p = RmsNormParams { rows: 2, cols: 4, eps: 1e-6 };
+        let (x, w) = (gpu.zeros::<f32>(8).unwrap(), gpu.zeros::<f32>(4).unwrap());
+        let mut y = gpu.zeros::<f32>(7).unwrap();
+        assert!(matches!(cuda::rms_norm(&gpu, &p, &x, &w, &mut y), Err(KernelError::BadParams(_))));
+    }
+}

@@ -1,0 +1,441 @@
+//! CUDA plumbing: locating the CUDA libraries and headers, NVRTC compilation of kernel sources to CUBIN (cached
+//! on disk by a hash of source, options and NVRTC version), and [`Gpu`], one context and stream per device with
+//! its loaded modules.
+//!
+//! Nothing here panics when CUDA is missing: every entry point first probes the library it needs and returns
+//! [`KernelError::Unavailable`] naming what was looked for and where.
+
+use crate::{KernelError, Result};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+};
+use cudarc::nvrtc::{result as nvrtc_result, sys as nvrtc_sys};
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A kernel source file, embedded in the binary.
+#[derive(Clone, Copy, Debug)]
+pub struct Source {
+    /// File name, used as the NVRTC program name so errors point at it.
+    pub file: &'static str,
+    /// The CUDA C++ text.
+    pub code: &'static str,
+}
+
+/// Helpers prepended to every kernel source (reductions, bf16/f16 conversions).
+pub const COMMON: &str = include_str!("common.cuh");
+
+/// Directories that may hold a CUDA installation, in search order: `$CHEEMS_CUDA_HOME`, `$CUDA_HOME`,
+/// `$CUDA_PATH`, `/usr/local/cuda`, `/usr/local/cuda-13.0`, and the pip wheels' `nvidia/cu13` folder named by
+/// `$CHEEMS_NVIDIA_WHEELS`.
+pub fn cuda_roots() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> =
+        ["CHEEMS_CUDA_HOME", "CUDA_HOME", "CUDA_PATH", "CHEEMS_NVIDIA_WHEELS"]
+            .iter()
+            .filter_map(|v| std::env::var_os(v).map(PathBuf::from))
+            .collect();
+    roots.extend(["/usr/local/cuda", "/usr/local/cuda-13.0"].map(PathBuf::from));
+    roots.dedup();
+    roots
+}
+
+fn lib_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for r in cuda_roots() {
+        for sub in ["lib64", "lib", "targets/x86_64-linux/lib"] {
+            let d = r.join(sub);
+            if d.is_dir() {
+                dirs.push(d);
+            }
+        }
+    }
+    dirs
+}
+
+/// Folders passed to NVRTC with `-I` (the toolkit's headers, for `cuda_bf16.h` and friends).
+pub fn include_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("CUDA_INCLUDE").map(PathBuf::from).into_iter().collect();
+    for r in cuda_roots() {
+        for sub in ["include", "targets/x86_64-linux/include"] {
+            let d = r.join(sub);
+            if d.join("cuda_fp16.h").is_file() {
+                dirs.push(d);
+            }
+        }
+    }
+    dirs.dedup();
+    dirs
+}
+
+/// Loads `soname` by absolute path from the first CUDA library folder that has it, so that cudarc's later
+/// lookup by soname finds it already loaded. Returns the folders searched when none has it.
+fn preload(soname: &str) -> std::result::Result<PathBuf, Vec<PathBuf>> {
+    static LOADED: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let loaded = LOADED.get_or_init(Default::default);
+    let mut map = loaded.lock().expect("preload lock is never poisoned by a panic");
+    if let Some(p) = map.get(soname) {
+        return Ok(p.clone());
+    }
+    let dirs = lib_dirs();
+    for d in &dirs {
+        let path = d.join(soname);
+        if !path.is_file() {
+            continue;
+        }
+        // SAFETY: loading a CUDA library runs its initialisers only; the handle is kept for the process's life so
+        // its symbols stay valid for cudarc, which opens the same library by soname.
+        let lib = unsafe {
+            libloading::os::unix::Library::open(
+                Some(&path),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+            )
+        };
+        if let Ok(lib) = lib {
+            std::mem::forget(lib);
+            map.insert(soname.to_string(), path.clone());
+            return Ok(path);
+        }
+    }
+    Err(dirs)
+}
+
+fn unavailable(what: &str, soname: &str, searched: &[PathBuf]) -> KernelError {
+    let dirs: Vec<String> = searched.iter().map(|d| d.display().to_string()).collect();
+    KernelError::Unavailable(format!(
+        "{what}: `{soname}` was not found on the loader path nor in [{}] (set CHEEMS_CUDA_HOME or CUDA_HOME to the \
+         CUDA installation, or add its lib folder to LD_LIBRARY_PATH)",
+        dirs.join(", ")
+    ))
+}
+
+/// Makes NVRTC loadable, or says what was looked for.
+pub fn probe_nvrtc() -> Result<()> {
+    let searched = preload("libnvrtc.so.13").err().unwrap_or_default();
+    let _ = preload("libnvrtc-builtins.so.13.0");
+    // SAFETY: `is_culib_present` only tries to dlopen the library by its candidate names.
+    if unsafe { nvrtc_sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(unavailable("NVRTC (the CUDA runtime compiler)", "libnvrtc.so.13", &searched))
+    }
+}
+
+/// Makes the CUDA driver loadable, or says what was looked for.
+pub fn probe_driver() -> Result<()> {
+    let searched = preload("libcuda.so.1").err().unwrap_or_default();
+    // SAFETY: `is_culib_present` only tries to dlopen the library by its candidate names.
+    if unsafe { cudarc::driver::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(unavailable("the CUDA driver", "libcuda.so.1", &searched))
+    }
+}
+
+/// Makes cuBLAS loadable, or says what was looked for.
+pub fn probe_cublas() -> Result<()> {
+    let searched = preload("libcublas.so.13").err().unwrap_or_default();
+    let _ = preload("libcublasLt.so.13");
+    // SAFETY: `is_culib_present` only tries to dlopen the library by its candidate names.
+    if unsafe { cudarc::cublas::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(unavailable("cuBLAS", "libcublas.so.13", &searched))
+    }
+}
+
+/// NVRTC's version as `(major, minor)`.
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    probe_nvrtc()?;
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: NVRTC writes two ints through the valid pointers.
+    let r = unsafe { nvrtc_sys::nvrtcVersion(&mut major, &mut minor) };
+    r.result().map_err(|e| KernelError::Driver(format!("nvrtcVersion: {e:?}")))?;
+    Ok((major, minor))
+}
+
+/// The compile options for `arch` (e.g. `sm_90`).
+fn options(arch: &str) -> Vec<String> {
+    let mut o = vec![
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".to_string(),
+        "-default-device".to_string(),
+    ];
+    o.extend(include_dirs().iter().map(|d| format!("-I{}", d.display())));
+    o
+}
+
+/// The full text NVRTC compiles: the common header, then the source with its line numbers kept.
+fn full_source(src: &Source) -> String {
+    format!("{COMMON}\n#line 1 \"{}\"\n{}", src.file, src.code)
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("CHEEMS_KERNEL_CACHE") {
+        return Some(PathBuf::from(d));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cheems/kernels"))
+}
+
+/// Compiles `src` for `arch` to CUBIN, through the disk cache (`$CHEEMS_KERNEL_CACHE`, else
+/// `~/.cache/cheems/kernels`) keyed by source, options and NVRTC version. A compile error carries NVRTC's log.
+pub fn compile_cubin(src: &Source, arch: &str) -> Result<Vec<u8>> {
+    let version = nvrtc_version()?;
+    let opts = options(arch);
+    let text = full_source(src);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&text, &opts, version).hash(&mut h);
+    let key = format!("{}-{arch}-{:016x}.cubin", src.file.trim_end_matches(".cu"), h.finish());
+    let cached = cache_dir().map(|d| d.join(&key));
+    if let Some(bytes) = cached.as_deref().and_then(|p| std::fs::read(p).ok()) {
+        return Ok(bytes);
+    }
+    let cubin = nvrtc_compile(src.file, &text, &opts)?;
+    if let Some(path) = cached {
+        store(&path, &cubin);
+    }
+    Ok(cubin)
+}
+
+/// Best-effort cache write through a temporary file and a rename; a failure only costs a recompile later.
+fn store(path: &Path, bytes: &[u8]) {
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+fn nvrtc_compile(file: &str, text: &str, opts: &[String]) -> Result<Vec<u8>> {
+    let bad = |what: &str| KernelError::Compile {
+        file: file.to_string(),
+        log: format!("{what} contains a NUL byte"),
+    };
+    let code = CString::new(text).map_err(|_| bad("the source"))?;
+    let name = CString::new(file).map_err(|_| bad("the file name"))?;
+    let prog = nvrtc_result::create_program(&code, Some(&name))
+        .map_err(|e| KernelError::Driver(format!("nvrtcCreateProgram({file}): {e:?}")))?;
+    // SAFETY: `prog` is a live program; the options are plain strings; the log and CUBIN buffers are sized by
+    // NVRTC's own size queries before it writes into them; the program is destroyed exactly once below.
+    let out = unsafe { compile_program(prog, file, opts) };
+    // SAFETY: `prog` was created above and is not used after this call.
+    let _ = unsafe { nvrtc_result::destroy_program(prog) };
+    out
+}
+
+/// # Safety
+/// `prog` must be a live NVRTC program.
+unsafe fn compile_program(
+    prog: nvrtc_sys::nvrtcProgram,
+    file: &str,
+    opts: &[String],
+) -> Result<Vec<u8>> {
+    if let Err(e) = nvrtc_result::compile_program(prog, opts) {
+        let log = nvrtc_result::get_program_log(prog)
+            .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
+            .unwrap_or_else(|_| format!("{e:?} (no log)"));
+        return Err(KernelError::Compile { file: file.to_string(), log });
+    }
+    let mut size = 0usize;
+    nvrtc_sys::nvrtcGetCUBINSize(prog, &mut size)
+        .result()
+        .map_err(|e| KernelError::Driver(format!("nvrtcGetCUBINSize({file}): {e:?}")))?;
+    let mut buf = vec![0u8; size];
+    nvrtc_sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast())
+        .result()
+        .map_err(|e| KernelError::Driver(format!("nvrtcGetCUBIN({file}): {e:?}")))?;
+    Ok(buf)
+}
+
+/// One CUDA device: context, stream, and the modules compiled for it.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    arch: String,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+}
+
+impl Gpu {
+    /// Opens device `ordinal`, after probing the driver and NVRTC.
+    pub fn new(ordinal: usize) -> Result<Gpu> {
+        probe_driver()?;
+        probe_nvrtc()?;
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| KernelError::Driver(format!("opening device {ordinal}: {e}")))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| KernelError::Driver(format!("compute capability: {e}")))?;
+        let stream = ctx.default_stream();
+        Ok(Gpu {
+            ctx,
+            stream,
+            arch: format!("sm_{major}{minor}"),
+            modules: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The device's architecture name (`sm_90`).
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    /// The device's context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every launch of this crate goes to.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The kernel `name` of `src`, compiling and loading the module on first use.
+    pub fn function(&self, src: &Source, name: &str) -> Result<CudaFunction> {
+        let module = {
+            let mut modules = self
+                .modules
+                .lock()
+                .map_err(|_| KernelError::Driver("module cache poisoned".into()))?;
+            match modules.get(src.file) {
+                Some(m) => m.clone(),
+                None => {
+                    let cubin = compile_cubin(src, &self.arch)?;
+                    let m = self
+                        .ctx
+                        .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+                        .map_err(|e| KernelError::Driver(format!("loading {}: {e}", src.file)))?;
+                    modules.insert(src.file, m.clone());
+                    m
+                }
+            }
+        };
+        module
+            .load_function(name)
+            .map_err(|e| KernelError::Driver(format!("{}: kernel `{name}`: {e}", src.file)))
+    }
+
+    /// Waits for the stream.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(|e| KernelError::Driver(format!("synchronize: {e}")))
+    }
+}
+
+/// The device for GPU tests: `None` (with a printed line) when no usable device exists, a failure when
+/// `CHEEMS_REQUIRE_GPU` is set.
+pub fn test_gpu() -> Option<Arc<Gpu>> {
+    static GPU: OnceLock<Option<Arc<Gpu>>> = OnceLock::new();
+    GPU.get_or_init(|| match Gpu::new(0) {
+        Ok(g) => Some(Arc::new(g)),
+        Err(e) => {
+            assert!(std::env::var_os("CHEEMS_REQUIRE_GPU").is_none(), "no usable CUDA device: {e}");
+            eprintln!("skipped: no usable CUDA device ({e})");
+            None
+        }
+    })
+    .clone()
+}
+
+/// Element types of kernel buffers; `NAME` is the kernel-name suffix (`rms_norm_bf16`).
+pub trait Elem: DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + 'static {
+    /// Kernel-name suffix.
+    const NAME: &'static str;
+    /// Conversion from f32 (round to nearest even).
+    fn from_f32(x: f32) -> Self;
+    /// Conversion to f32 (exact).
+    fn to_f32(self) -> f32;
+}
+
+impl Elem for f32 {
+    const NAME: &'static str = "f32";
+    fn from_f32(x: f32) -> f32 {
+        x
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Elem for half::bf16 {
+    const NAME: &'static str = "bf16";
+    fn from_f32(x: f32) -> half::bf16 {
+        half::bf16::from_f32(x)
+    }
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+}
+
+impl Gpu {
+    /// Copies host values to a new device buffer.
+    pub fn upload<T: Elem>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+        self.stream.clone_htod(host).map_err(|e| KernelError::Driver(format!("upload: {e}")))
+    }
+
+    /// A zeroed device buffer of `n` elements.
+    pub fn zeros<T: Elem>(&self, n: usize) -> Result<CudaSlice<T>> {
+        self.stream.alloc_zeros(n).map_err(|e| KernelError::Driver(format!("alloc {n}: {e}")))
+    }
+
+    /// Copies a device buffer back to the host (synchronising the stream).
+    pub fn download<T: Elem>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
+        self.stream.clone_dtoh(dev).map_err(|e| KernelError::Driver(format!("download: {e}")))
+    }
+}
+
+/// Launch failure as a [`KernelError`].
+pub fn launch_error(kernel: &str, e: cudarc::driver::DriverError) -> KernelError {
+    KernelError::Driver(format!("launching {kernel}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel source of the crate, for the compile check.
+    fn sources() -> Vec<Source> {
+        vec![crate::rms_norm::cuda::SOURCE]
+    }
+
+    /// Each kernel compiles with NVRTC for sm_90 (no GPU needed). Skipped without NVRTC unless
+    /// `CHEEMS_REQUIRE_NVRTC` or `CHEEMS_REQUIRE_GPU` is set.
+    #[test]
+    fn all_kernels_compile_for_sm_90() {
+        if let Err(e) = probe_nvrtc() {
+            let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some());
+            assert!(!required, "NVRTC is required: {e}");
+            eprintln!("skipped: {e}");
+            return;
+        }
+        for src in sources() {
+            let cubin = compile_cubin(&src, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                cubin.starts_with(b"\x7fELF"),
+                "{}: NVRTC did not return an ELF CUBIN",
+                src.file
+            );
+        }
+    }
+
+    #[test]
+    fn a_compile_error_carries_the_log_as_text() {
+        if probe_nvrtc().is_err() {
+            eprintln!("skipped: no NVRTC");
+            return;
+        }
+        let bad = Source {
+            file: "broken.cu",
+            code: "extern \"C\" __global__ void k() { undefined_name; }",
+        };
+        let e = compile_cubin(&bad, "sm_90").unwrap_err().to_string();
+        assert!(e.contains("broken.cu") && e.contains("undefined_name"), "{e}");
+        assert!(!e.contains("\\n"), "the log must be readable text, not an escaped string: {e}");
+    }
+}
