@@ -12,6 +12,7 @@
 pub mod act;
 pub mod cuda;
 pub mod dynamic_mask;
+pub mod elementwise;
 pub mod embedding;
 pub mod expert_mix;
 pub mod inner_values;

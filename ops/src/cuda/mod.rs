@@ -259,6 +259,7 @@ pub struct Gpu {
     stream: Arc<CudaStream>,
     arch: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    blas: OnceLock<Mutex<cudarc::cublas::CudaBlas>>,
 }
 
 impl Gpu {
@@ -277,6 +278,7 @@ impl Gpu {
             stream,
             arch: format!("sm_{major}{minor}"),
             modules: Mutex::new(HashMap::new()),
+            blas: OnceLock::new(),
         })
     }
 
@@ -318,6 +320,18 @@ impl Gpu {
         module
             .load_function(name)
             .map_err(|e| KernelError::Driver(format!("{}: kernel `{name}`: {e}", src.file)))
+    }
+
+    /// The cuBLAS handle bound to this device's stream, created on first use.
+    pub fn blas(&self) -> Result<std::sync::MutexGuard<'_, cudarc::cublas::CudaBlas>> {
+        if self.blas.get().is_none() {
+            probe_cublas()?;
+            let b = cudarc::cublas::CudaBlas::new(self.stream.clone())
+                .map_err(|e| KernelError::Driver(format!("creating the cuBLAS handle: {e:?}")))?;
+            let _ = self.blas.set(Mutex::new(b));
+        }
+        let lock = self.blas.get().expect("set above");
+        lock.lock().map_err(|_| KernelError::Driver("cuBLAS handle poisoned".into()))
     }
 
     /// Waits for the stream.
@@ -373,17 +387,17 @@ impl Elem for half::bf16 {
 
 impl Gpu {
     /// Copies host values to a new device buffer.
-    pub fn upload<T: Elem>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         self.stream.clone_htod(host).map_err(|e| KernelError::Driver(format!("upload: {e}")))
     }
 
     /// A zeroed device buffer of `n` elements.
-    pub fn zeros<T: Elem>(&self, n: usize) -> Result<CudaSlice<T>> {
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
         self.stream.alloc_zeros(n).map_err(|e| KernelError::Driver(format!("alloc {n}: {e}")))
     }
 
     /// Copies a device buffer back to the host (synchronising the stream).
-    pub fn download<T: Elem>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
         self.stream.clone_dtoh(dev).map_err(|e| KernelError::Driver(format!("download: {e}")))
     }
 }
@@ -399,7 +413,11 @@ mod tests {
 
     /// Every kernel source of the crate, for the compile check.
     fn sources() -> Vec<Source> {
-        vec![crate::rms_norm::cuda::SOURCE]
+        vec![
+            crate::rms_norm::cuda::SOURCE,
+            crate::matmul::cuda::SOURCE,
+            crate::elementwise::cuda::SOURCE,
+        ]
     }
 
     /// Each kernel compiles with NVRTC for sm_90 (no GPU needed). Skipped without NVRTC unless

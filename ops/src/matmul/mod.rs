@@ -5,6 +5,7 @@
 //! * [`matmul`]: `c[i, j] = Σ_l a[i, l]·b[l, j]` with `a` `[m, k]`, `b` `[k, n]`, `c` `[m, n]`.
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,178 @@
+//! CUDA launchers of the glue ops; each checks its buffers, then launches a grid-stride kernel.
+
+use crate::cuda::{launch_error, Elem, Gpu, Source};
+use crate::{KernelError, Result};
+use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
+
+/// The kernel source.
+pub const SOURCE: Source = Source { file: "elementwise.cu", code: include_str!("elementwise.cu") };
+
+fn check(what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(KernelError::BadParams(format!(
+            "`{what}` has {got} elements, expected {want}"
+        )));
+    }
+    Ok(())
+}
+
+fn grid(n: usize) -> LaunchConfig {
+    let blocks = (n as u64).div_ceil(256).clamp(1, 65535 * 8) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn fire(name: &str, n: usize, mut launch: LaunchArgs<'_>) -> Result<()> {
+    // SAFETY: every caller pushes the argument list of kernel `name` in elementwise.cu after checking each buffer
+    // length against `n`, the number of output elements the grid-stride loop covers.
+    unsafe { launch.launch(grid(n)) }.map_err(|e| launch_error(name, e))?;
+    Ok(())
+}
+
+fn int(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| KernelError::BadParams(format!("{what} {v} exceeds i32")))
+}
+
+/// `y = a + b`.
+pub fn add<T: Elem>(
+    gpu: &Gpu,
+    a: &CudaSlice<T>,
+    b: &CudaSlice<T>,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    let n = a.len();
+    check("b", b.len(), n)?;
+    check("y", y.len(), n)?;
+    let nn = n as i64;
+    if n == 0 {
+        return Ok(());
+    }
+    let name = format!("add_{}", T::NAME);
+    let func = gpu.function(&SOURCE, &name)?;
+    let mut l = gpu.stream().launch_builder(&func);
+    l.arg(a).arg(b).arg(y).arg(&nn);
+    fire(&name, n, l)
+}
+
+/// `y[r, c] = w[c]·res[r, c] + f[r, c]`.
+pub fn scaled_residual<T: Elem>(
+    gpu: &Gpu,
+    w: &CudaSlice<T>,
+    res: &CudaSlice<T>,
+    f: &CudaSlice<T>,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    let n = res.len();
+    check("f", f.len(), n)?;
+    check("y", y.len(), n)?;
+    if w.is_empty() || n % w.len() != 0 {
+        return Err(KernelError::BadParams(format!(
+            "`w` of {} does not tile `res` of {n}",
+            w.len()
+        )));
+    }
+    let (nn, cols) = (n as i64, int(w.len(), "cols")?);
+    if n == 0 {
+        return Ok(());
+    }
+    let name = format!("scaled_residual_{}", T::NAME);
+    let func = gpu.function(&SOURCE, &name)?;
+    let mut l = gpu.stream().launch_builder(&func);
+    l.arg(w).arg(res).arg(f).arg(y).arg(&nn).arg(&cols);
+    fire(&name, n, l)
+}
+
+/// `y[r, :] = x[r, :]·mask[r]`.
+pub fn mask_rows<T: Elem>(
+    gpu: &Gpu,
+    x: &CudaSlice<T>,
+    mask: &CudaSlice<i64>,
+    cols: usize,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    let n = x.len();
+    check("x", n, mask.len() * cols)?;
+    check("y", y.len(), n)?;
+    let (nn, c) = (n as i64, int(cols.max(1), "cols")?);
+    if n == 0 {
+        return Ok(());
+    }
+    let name = format!("mask_rows_{}", T::NAME);
+    let func = gpu.function(&SOURCE, &name)?;
+    let mut l = gpu.stream().launch_builder(&func);
+    l.arg(x).arg(mask).arg(y).arg(&nn).arg(&c);
+    fire(&name, n, l)
+}
+
+/// `[a, b, c, d] → [a, c, b, d]`.
+pub fn swap_axes_12<T: Elem>(
+    gpu: &Gpu,
+    x: &CudaSlice<T>,
+    dims: [usize; 4],
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    let n = dims.iter().product();
+    check("x", x.len(), n)?;
+    check("y", y.len(), n)?;
+    let (nn, b, c, d) = (n as i64, int(dims[1], "b")?, int(dims[2], "c")?, int(dims[3], "d")?);
+    if n == 0 {
+        return Ok(());
+    }
+    let name = format!("swap_axes_12_{}", T::NAME);
+    let func = gpu.function(&SOURCE, &name)?;
+    let mut l = gpu.stream().launch_builder(&func);
+    l.arg(x).arg(y).arg(&nn).arg(&b).arg(&c).arg(&d);
+    fire(&name, n, l)
+}
+
+/// `out` = rows of `x` (`outer × inner_a`) and `y` (`outer × inner_b`) interleaved.
+pub fn concat<T: Elem>(
+    gpu: &Gpu,
+    x: &CudaSlice<T>,
+    y: &CudaSlice<T>,
+    outer: usize,
+    inner_a: usize,
+    inner_b: usize,
+    out: &mut CudaSlice<T>,
+) -> Result<()> {
+    check("x", x.len(), outer * inner_a)?;
+    check("y", y.len(), outer * inner_b)?;
+    let n = outer * (inner_a + inner_b);
+    check("out", out.len(), n)?;
+    let (nn, ia, ib) = (n as i64, inner_a as i64, inner_b as i64);
+    if n == 0 {
+        return Ok(());
+    }
+    let name = format!("concat_{}", T::NAME);
+    let func = gpu.function(&SOURCE, &name)?;
+    let mut l = gpu.stream().launch_builder(&func);
+    l.arg(x).arg(y).arg(out).arg(&nn).arg(&ia).arg(&ib);
+    fire(&name, n, l)
+}
+
+/// f32 → bf16, round to nearest even.
+pub fn cast_to_bf16(gpu: &Gpu, x: &CudaSlice<f32>, y: &mut CudaSlice<half::bf16>) -> Result<()> {
+    check("y", y.len(), x.len())?;
+    let nn = x.len() as i64;
+    if x.len() == 0 {
+        return Ok(());
+    }
+    let name = "cast_f32_bf16";
+    let func = gpu.function(&SOURCE, &name)?;
+    let mut l = gpu.stream().launch_builder(&func);
+    l.arg(x).arg(y).arg(&nn);
+    fire(&name, x.len(), l)
+}
+
+/// bf16 → f32, exact.
+pub fn cast_to_f32(gpu: &Gpu, x: &CudaSlice<half::bf16>, y: &mut CudaSlice<f32>) -> Result<()> {
+    check("y", y.len(), x.len())?;
+    let nn = x.len() as i64;
+    if x.len() == 0 {
+        return Ok(());
+    }
+    let name = "cast_bf16_f32";
+    let func = gpu.function(&SOURCE, &name)?;
+    let mut l = gpu.stream().launch_builder(&func);
+    l.arg(x).arg(y).arg(&nn);
+    fire(&name, x.len(), l)
+}

@@ -1,0 +1,57 @@
+// Glue: y = a + b; y = w[c]*res + f; y = x*mask[row]; [A,B,C,D] -> [A,C,B,D]; concat along an axis; casts.
+// Layout: contiguous row-major buffers; element i of a [rows, cols] view is (i / cols, i % cols).
+// Launch: grid-stride loops over the output elements, 256 threads per block.
+template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
+template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
+template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
+template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
+template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
+template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
+
+#define GRID_STRIDE(i, n) for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (long)gridDim.x * blockDim.x)
+
+template <typename T> __device__ void add(const T *a, const T *b, T *y, long n) {
+    GRID_STRIDE(i, n) st(y, i, ld(a, i) + ld(b, i));
+}
+template <typename T> __device__ void scaled_residual(const T *w, const T *res, const T *f, T *y, long n, int cols) {
+    GRID_STRIDE(i, n) st(y, i, ld(w, i % cols) * ld(res, i) + ld(f, i));
+}
+template <typename T> __device__ void mask_rows(const T *x, const long long *mask, T *y, long n, int cols) {
+    GRID_STRIDE(i, n) st(y, i, ld(x, i) * (float)mask[i / cols]);
+}
+template <typename T> __device__ void swap_axes_12(const T *x, T *y, long n, int b, int c, int d) {
+    GRID_STRIDE(i, n) {
+        const long id = i % d, r = i / d;
+        const long ib = r % b, r2 = r / b;
+        const long ic = r2 % c, ia = r2 / c;
+        y[i] = x[((ia * b + ib) * c + ic) * d + id];
+    }
+}
+template <typename T> __device__ void concat(const T *x, const T *y, T *out, long n, long inner_a, long inner_b) {
+    const long row = inner_a + inner_b;
+    GRID_STRIDE(i, n) {
+        const long o = i / row, j = i % row;
+        out[i] = j < inner_a ? x[o * inner_a + j] : y[o * inner_b + (j - inner_a)];
+    }
+}
+
+#define INSTANTIATE(T, S)                                                                                          \
+    extern "C" __global__ void add_##S(const T *a, const T *b, T *y, long n) { add(a, b, y, n); }                  \
+    extern "C" __global__ void scaled_residual_##S(const T *w, const T *r, const T *f, T *y, long n, int cols) {    \
+        scaled_residual(w, r, f, y, n, cols);                                                                      \
+    }                                                                                                              \
+    extern "C" __global__ void mask_rows_##S(const T *x, const long long *m, T *y, long n, int cols) {             \
+        mask_rows(x, m, y, n, cols);                                                                               \
+    }                                                                                                              \
+    extern "C" __global__ void swap_axes_12_##S(const T *x, T *y, long n, int b, int c, int d) {                   \
+        swap_axes_12(x, y, n, b, c, d);                                                                            \
+    }                                                                                                              \
+    extern "C" __global__ void concat_##S(const T *x, const T *y, T *out, long n, long ia, long ib) {              \
+        concat(x, y, out, n, ia, ib);                                                                              \
+    }
+
+INSTANTIATE(float, f32)
+INSTANTIATE(bf16_t, bf16)
+
+extern "C" __global__ void cast_f32_bf16(const float *x, bf16_t *y, long n) { GRID_STRIDE(i, n) y[i] = f32_to_bf16(x[i]); }
+extern "C" __global__ void cast_bf16_f32(const bf16_t *x, float *y, long n) { GRID_STRIDE(i, n) y[i] = bf16_to_f32(x[i]); }

@@ -1,0 +1,105 @@
+use super::*;
+use crate::testutil::Rng;
+
+#[test]
+fn cpu_glue_matches_its_definitions() {
+    assert_eq!(cpu::add(&[1.0, 2.0], &[3.0, -1.0]).unwrap(), vec![4.0, 1.0]);
+    assert_eq!(
+        cpu::scaled_residual(&[2.0, 3.0], &[1.0, 1.0, 2.0, 2.0], &[0.5; 4]).unwrap(),
+        vec![2.5, 3.5, 4.5, 6.5]
+    );
+    assert_eq!(
+        cpu::mask_rows(&[1.0, 2.0, 3.0, 4.0], &[0, 1], 2).unwrap(),
+        vec![0.0, 0.0, 3.0, 4.0]
+    );
+    let x: Vec<f32> = (0..24).map(|v| v as f32).collect();
+    let y = cpu::swap_axes_12(&x, [1, 2, 3, 4]).unwrap();
+    assert_eq!(&y[..8], &[0.0, 1.0, 2.0, 3.0, 12.0, 13.0, 14.0, 15.0]);
+    assert_eq!(cpu::swap_axes_12(&y, [1, 3, 2, 4]).unwrap(), x, "swapping twice is the identity");
+    assert_eq!(
+        cpu::concat(&[1.0, 2.0], &[7.0, 8.0, 9.0, 10.0], 2, 1, 2).unwrap(),
+        vec![1.0, 7.0, 8.0, 2.0, 9.0, 10.0]
+    );
+    assert!(cpu::add(&[1.0], &[1.0, 2.0]).is_err());
+    assert!(cpu::scaled_residual(&[1.0, 2.0, 3.0], &[0.0; 4], &[0.0; 4]).is_err());
+}
+
+/// CUDA against the CPU glue: exact for f32 (one rounding per element, same order), one bf16 rounding for bf16.
+mod gpu {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem};
+
+    fn up<T: Elem>(g: &crate::cuda::Gpu, v: &[f32]) -> cudarc::driver::CudaSlice<T> {
+        g.upload(&v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>()).unwrap()
+    }
+
+    fn down<T: Elem>(g: &crate::cuda::Gpu, v: &cudarc::driver::CudaSlice<T>) -> Vec<f32> {
+        g.download(v).unwrap().into_iter().map(|x| x.to_f32()).collect()
+    }
+
+    fn rounded<T: Elem>(v: &[f32]) -> Vec<f32> {
+        v.iter().map(|&x| T::from_f32(x).to_f32()).collect()
+    }
+
+    fn run<T: Elem>(seed: u64, dims: [usize; 4]) {
+        let Some(g) = test_gpu() else { return };
+        let mut rng = Rng::new(seed);
+        let n: usize = dims.iter().product();
+        let cols = dims[3];
+        let (a, b) = (rounded::<T>(&rng.vec(n, -2.0, 2.0)), rounded::<T>(&rng.vec(n, -2.0, 2.0)));
+        let w = rounded::<T>(&rng.vec(cols, 0.5, 1.5));
+        let mut y = g.upload(&vec![T::from_f32(f32::NAN); n]).unwrap();
+        cuda::add(&g, &up::<T>(&g, &a), &up::<T>(&g, &b), &mut y).unwrap();
+        assert_eq!(down(&g, &y), rounded::<T>(&cpu::add(&a, &b).unwrap()), "add {dims:?}");
+        cuda::scaled_residual(&g, &up::<T>(&g, &w), &up::<T>(&g, &a), &up::<T>(&g, &b), &mut y)
+            .unwrap();
+        assert_eq!(
+            down(&g, &y),
+            rounded::<T>(&cpu::scaled_residual(&w, &a, &b).unwrap()),
+            "residual {dims:?}"
+        );
+        let mask: Vec<i64> = (0..n / cols.max(1)).map(|r| (r % 3 != 0) as i64).collect();
+        cuda::mask_rows(&g, &up::<T>(&g, &a), &g.upload(&mask).unwrap(), cols, &mut y).unwrap();
+        assert_eq!(down(&g, &y), cpu::mask_rows(&a, &mask, cols).unwrap(), "mask_rows {dims:?}");
+        cuda::swap_axes_12(&g, &up::<T>(&g, &a), dims, &mut y).unwrap();
+        assert_eq!(down(&g, &y), cpu::swap_axes_12(&a, dims).unwrap(), "swap {dims:?}");
+        let (outer, ia, ib) = (dims[0] * dims[1], dims[2] * dims[3], 3 * dims[3]);
+        let c = rounded::<T>(&rng.vec(outer * ib, -1.0, 1.0));
+        let mut out = g.zeros::<T>(outer * (ia + ib)).unwrap();
+        cuda::concat(&g, &up::<T>(&g, &a), &up::<T>(&g, &c), outer, ia, ib, &mut out).unwrap();
+        assert_eq!(down(&g, &out), cpu::concat(&a, &c, outer, ia, ib).unwrap(), "concat {dims:?}");
+    }
+
+    #[test]
+    fn glue_matches_the_cpu() {
+        for (i, dims) in
+            [[0, 1, 1, 1], [1, 1, 1, 1], [2, 3, 5, 7], [1, 17, 4, 128], [3, 2, 1000, 33]]
+                .into_iter()
+                .enumerate()
+        {
+            run::<f32>(i as u64, dims);
+            run::<half::bf16>(50 + i as u64, dims);
+        }
+    }
+
+    #[test]
+    fn casts_round_to_nearest_even() {
+        let Some(g) = test_gpu() else { return };
+        let x: Vec<f32> = Rng::new(9).vec(1000, -100.0, 100.0);
+        let mut b = g.zeros::<half::bf16>(1000).unwrap();
+        cuda::cast_to_bf16(&g, &g.upload(&x).unwrap(), &mut b).unwrap();
+        let want: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
+        assert_eq!(g.download(&b).unwrap(), want);
+        let mut back = g.zeros::<f32>(1000).unwrap();
+        cuda::cast_to_f32(&g, &b, &mut back).unwrap();
+        assert_eq!(g.download(&back).unwrap(), want.iter().map(|v| v.to_f32()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn mismatched_buffers_are_refused() {
+        let Some(g) = test_gpu() else { return };
+        let (a, b) = (g.zeros::<f32>(4).unwrap(), g.zeros::<f32>(5).unwrap());
+        let mut y = g.zeros::<f32>(4).unwrap();
+        assert!(matches!(cuda::add(&g, &a, &b, &mut y), Err(crate::KernelError::BadParams(_))));
+    }
+}

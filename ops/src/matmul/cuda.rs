@@ -1,0 +1,78 @@
+//! cuBLAS linears: `y = x Wᵀ (+ b)` with `W [out, in]`, f32 accumulation (bf16 inputs through `cublasGemmEx`
+//! with `CUBLAS_COMPUTE_32F`; f32 through `cublasSgemm`, without TF32).
+
+use super::LinearParams;
+use crate::cuda::{launch_error, Elem, Gpu, Source};
+use crate::{KernelError, Result};
+use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+/// The bias epilogue kernel.
+pub const SOURCE: Source = Source { file: "matmul.cu", code: include_str!("matmul.cu") };
+
+fn int(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| KernelError::BadParams(format!("{what} {v} exceeds i32")))
+}
+
+/// `y [rows, out] = x [rows, in] · w [out, in]ᵀ + bias`.
+pub fn linear<T: Elem>(
+    gpu: &Gpu,
+    p: &LinearParams,
+    x: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    bias: Option<&CudaSlice<T>>,
+    y: &mut CudaSlice<T>,
+) -> Result<()>
+where
+    CudaBlas: Gemm<T>,
+{
+    p.validate(x.len(), w.len(), bias.map(|b| b.len()))?;
+    if y.len() != p.rows * p.out_features {
+        return Err(KernelError::BadParams(format!(
+            "`y` has {} elements, expected {} (rows {} × out_features {})",
+            y.len(),
+            p.rows * p.out_features,
+            p.rows,
+            p.out_features
+        )));
+    }
+    if p.rows == 0 || p.out_features == 0 {
+        return Ok(());
+    }
+    let (m, n, k) = (
+        int(p.out_features, "out_features")?,
+        int(p.rows, "rows")?,
+        int(p.in_features, "in_features")?,
+    );
+    let cfg = GemmConfig {
+        transa: cublasOperation_t::CUBLAS_OP_T,
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m,
+        n,
+        k,
+        alpha: T::from_f32(1.0),
+        lda: k,
+        ldb: k,
+        beta: T::from_f32(0.0),
+        ldc: m,
+    };
+    let blas = gpu.blas()?;
+    // SAFETY: column-major view of the row-major buffers: w is [in, out] (lda = in), x is [in, rows] (ldb = in), y is
+    // [out, rows] (ldc = out); `validate` checked every length against these sizes.
+    unsafe { blas.gemm(cfg, w, x, y) }
+        .map_err(|e| KernelError::Driver(format!("cuBLAS gemm {m}×{n}×{k}: {e:?}")))?;
+    drop(blas);
+    if let Some(b) = bias {
+        let name = format!("bias_add_{}", T::NAME);
+        let func = gpu.function(&SOURCE, &name)?;
+        let total = (p.rows * p.out_features) as i64;
+        let blocks = (total as u64).div_ceil(256).min(65535 * 4) as u32;
+        let cfg =
+            LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = gpu.stream().launch_builder(&func);
+        launch.arg(y).arg(b).arg(&total).arg(&m);
+        // SAFETY: matches `bias_add_<T>` in matmul.cu; y holds rows·out elements and b holds out (validated).
+        unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    }
+    Ok(())
+}
