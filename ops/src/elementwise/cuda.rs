@@ -153,26 +153,26 @@ pub fn concat<T: Elem>(
 pub fn cast_to_bf16(gpu: &Gpu, x: &CudaSlice<f32>, y: &mut CudaSlice<half::bf16>) -> Result<()> {
     check("y", y.len(), x.len())?;
     let nn = x.len() as i64;
-    if x.len() == 0 {
+    if x.is_empty() {
         return Ok(());
     }
     let name = "cast_f32_bf16";
-    let func = gpu.function(&SOURCE, &name)?;
+    let func = gpu.function(&SOURCE, name)?;
     let mut l = gpu.stream().launch_builder(&func);
     l.arg(x).arg(y).arg(&nn);
-    fire(&name, x.len(), l)
+    fire(name, x.len(), l)
 }
 
 /// bf16 → f32, exact.
 pub fn cast_to_f32(gpu: &Gpu, x: &CudaSlice<half::bf16>, y: &mut CudaSlice<f32>) -> Result<()> {
     check("y", y.len(), x.len())?;
     let nn = x.len() as i64;
-    if x.len() == 0 {
+    if x.is_empty() {
         return Ok(());
     }
     let name = "cast_bf16_f32";
-    let func = gpu.function(&SOURCE, &name)?;
+    let func = gpu.function(&SOURCE, name)?;
     let mut l = gpu.stream().launch_builder(&func);
     l.arg(x).arg(y).arg(&nn);
-    fire(&name, x.len(), l)
+    fire(name, x.len(), l)
 }
