@@ -33,3 +33,33 @@ extern "C" __global__ void rms_norm_f32(const float *x, const float *w, float *y
 extern "C" __global__ void rms_norm_bf16(const bf16_t *x, const bf16_t *w, bf16_t *y, const int cols, const float eps) {
     rms_norm(x, w, y, cols, eps);
 }
+
+// Fused learned residual and norm: h = s[c]*r + f (or r + f without s), y = w[c] * T(h * rsqrt(mean(h^2) + eps)).
+// Layout: r, f, h, y are [rows, cols]; s and w are [cols]. Launch: as rms_norm; h is rounded to T before the norm.
+template <typename T>
+__device__ void residual_rms_norm(const T *s, const T *r, const T *f, const T *w, T *h, T *y, const int cols,
+                                  const float eps) {
+    __shared__ float scratch[32];
+    const long row = (long)blockIdx.x * cols;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        const float scale = s ? ld(s, c) : 1.0f;
+        const float v = round_to<T>(scale * ld(r, row + c) + ld(f, row + c));
+        st(h, row + c, v);
+        ss += v * v;
+    }
+    const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        st(y, row + c, ld(w, c) * round_to<T>(ld(h, row + c) * inv));
+    }
+}
+
+extern "C" __global__ void residual_rms_norm_f32(const float *s, const float *r, const float *f, const float *w,
+                                                 float *h, float *y, const int cols, const float eps) {
+    residual_rms_norm(s, r, f, w, h, y, cols, eps);
+}
+
+extern "C" __global__ void residual_rms_norm_bf16(const bf16_t *s, const bf16_t *r, const bf16_t *f, const bf16_t *w,
+                                                  bf16_t *h, bf16_t *y, const int cols, const float eps) {
+    residual_rms_norm(s, r, f, w, h, y, cols, eps);
+}

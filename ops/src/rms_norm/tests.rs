@@ -140,3 +140,58 @@ mod gpu {
         assert!(matches!(cuda::rms_norm(&gpu, &p, &x, &w, &mut y), Err(KernelError::BadParams(_))));
     }
 }
+
+/// The fused residual + norm against the two CPU steps (residual rounded to the dtype, then the norm).
+mod gpu_fused {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem};
+    use crate::elementwise::cpu::{add, scaled_residual};
+
+    fn run<T: Elem>(rows: usize, cols: usize, scaled: bool, seed: u64, rtol: f64) {
+        let Some(gpu) = test_gpu() else { return };
+        let p = RmsNormParams { rows, cols, eps: 1e-6 };
+        let mut rng = Rng::new(seed);
+        let q =
+            |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| T::from_f32(x).to_f32()).collect() };
+        let (s, r, f, w) = (
+            q(rng.vec(cols, 0.6, 1.4)),
+            q(rng.vec(rows * cols, -3.0, 3.0)),
+            q(rng.vec(rows * cols, -3.0, 3.0)),
+            q(rng.vec(cols, -2.0, 2.0)),
+        );
+        let h_want =
+            q(if scaled { scaled_residual(&s, &r, &f).unwrap() } else { add(&r, &f).unwrap() });
+        let y_want: Vec<f64> =
+            rms_norm(&p, &h_want, &w).unwrap().into_iter().map(f64::from).collect();
+        let up =
+            |v: &[f32]| gpu.upload(&v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>()).unwrap();
+        let (ds, dr, df, dw) = (up(&s), up(&r), up(&f), up(&w));
+        let mut dh = up(&vec![f32::NAN; rows * cols]);
+        let mut dy = up(&vec![f32::NAN; rows * cols]);
+        cuda::residual_rms_norm(&gpu, &p, scaled.then_some(&ds), &dr, &df, &dw, &mut dh, &mut dy)
+            .unwrap();
+        let back = |d: &cudarc::driver::CudaSlice<T>| -> Vec<f32> {
+            gpu.download(d).unwrap().into_iter().map(|v| v.to_f32()).collect()
+        };
+        assert_eq!(back(&dh), h_want, "residual {}x{} scaled {scaled}", rows, cols);
+        assert_close(
+            &back(&dy),
+            &y_want,
+            1e-6,
+            rtol,
+            &format!("residual_rms_norm_{} {rows}x{cols}", T::NAME),
+        );
+    }
+
+    #[test]
+    fn fused_residual_norm_matches_the_two_cpu_steps() {
+        for (i, &(rows, cols)) in
+            [(0, 8), (1, 1), (3, 7), (2, 1024), (4, 1025), (5, 64)].iter().enumerate()
+        {
+            for scaled in [false, true] {
+                run::<f32>(rows, cols, scaled, 300 + i as u64, 1e-5);
+                run::<half::bf16>(rows, cols, scaled, 400 + i as u64, 2.0 * 0.00390625);
+            }
+        }
+    }
+}
