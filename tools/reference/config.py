@@ -95,10 +95,13 @@ def _rope(cfg: dict, variant: str):
     return float(theta), float(scaling["factor"])
 
 
-def from_json(cfg: dict, names: Iterable[str]) -> RefConfig:
-    """Normalises a parsed `config.json` against the checkpoint's tensor names."""
+def from_json(cfg: dict, names: Iterable[str] = (), variant: Optional[str] = None) -> RefConfig:
+    """Normalises a parsed `config.json` against the checkpoint's tensor names (or for a given `variant`, when
+    building a new model)."""
     names = list(names)
-    variant = detect_variant(cfg, names)
+    variant = variant or detect_variant(cfg, names)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
     d, h = cfg["hidden_size"], cfg["num_attention_heads"]
     g = cfg.get("num_key_value_heads") or h
     if variant in ("cheems-v1", "doge-ifa"):
@@ -113,7 +116,7 @@ def from_json(cfg: dict, names: Iterable[str]) -> RefConfig:
         layers = ["attn"] * n
     tie = cfg.get("tie_word_embeddings")
     if tie is None:
-        tie = "lm_head.weight" not in names
+        tie = "lm_head.weight" not in names if names else variant == "cheems-head"
     rc = RefConfig(
         variant=variant, vocab_size=cfg["vocab_size"], hidden_size=d,
         intermediate_size=cfg["intermediate_size"], num_layers=n, num_heads=h, num_kv_heads=g,

@@ -36,6 +36,7 @@ def write_atomic(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -55,6 +56,7 @@ def save(model: Model, config: dict, path: str, dtype=torch.float32) -> None:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": "pt"})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, os.path.join(path, "model.safetensors"))
     except BaseException:
         if os.path.exists(tmp):

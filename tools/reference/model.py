@@ -123,9 +123,13 @@ def ssd_chunked(X, dt, A, Bm, C, chunk: int, state=None):
     X `[b,t,h,p]`, dt `[b,t,h]` (after softplus), A `[h]` (as stored), Bm/C `[b,t,h,n]`, state `[b,h,p,n]` or None.
     Returns Y `[b,t,h,p]` and the final state `[b,h,p,n]`.
     """
+    with torch.autocast(device_type=X.device.type, enabled=False):
+        return _ssd_chunked(X.float(), dt.float(), A.float(), Bm.float(), C.float(), chunk, state)
+
+
+def _ssd_chunked(X, dt, A, Bm, C, chunk, state):
     b, t, h, p = X.shape
     n = Bm.shape[-1]
-    X, dt, A, Bm, C = (v.float() for v in (X, dt, A, Bm, C))
     pad = (-t) % chunk
     if pad:
         X, Bm, C = (F.pad(v, (0, 0, 0, 0, 0, pad)) for v in (X, Bm, C))
@@ -164,7 +168,10 @@ def min_of(dtype):
 def attend(q, k, v, bias, fast: bool):
     """softmax(q·kᵀ/√Dh + bias)·v with k, v already repeated to the query heads; softmax in float32."""
     if fast:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        kind = q.device.type
+        dt = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else q.dtype
+        q, k, v, bias = (x.to(dt) for x in (q, k, v, bias))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(q.shape[-1]) + bias
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     return torch.matmul(probs, v)
@@ -575,14 +582,15 @@ class Model(nn.Module):
         return self.model.final_norm(h)
 
 
-def init_weights(model: Model, std: float = 0.02, generator=None):
+def init_weights(model: Model, std: float = 0.02, generator=None, ssd_decay=(0.01, 0.5)):
     """Training initialisation: normal(0, std) linears and embeddings (zero biases), norms and residuals at one,
-    SSD `A` log-uniform in [−0.5, −0.01] (decaying state), attention `A` as the references initialise it."""
+    SSD `A` = −u with u log-uniform in `ssd_decay` (a decaying state), attention `A` as the references initialise
+    it."""
     for name, p in model.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
         with torch.no_grad():
             if name.endswith("ssd.A"):
-                lo, hi = math.log(0.01), math.log(0.5)
+                lo, hi = math.log(ssd_decay[0]), math.log(ssd_decay[1])
                 p.copy_(-torch.exp(torch.empty_like(p).uniform_(lo, hi, generator=generator)))
             elif leaf == "A" or leaf == "dynamic_mask" or "norm" in name or "residual" in name:
                 continue
