@@ -415,6 +415,8 @@ mod tests {
     fn sources() -> Vec<Source> {
         vec![
             crate::rms_norm::cuda::SOURCE,
+            crate::masked_attention::cuda::SOURCE,
+            crate::dynamic_mask::cuda::SOURCE,
             crate::matmul::cuda::SOURCE,
             crate::elementwise::cuda::SOURCE,
         ]

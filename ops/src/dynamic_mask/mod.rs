@@ -4,6 +4,7 @@
 //! (transposed, one contiguous row of keys per head), as `masked_attention` takes it.
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

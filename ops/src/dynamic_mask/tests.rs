@@ -71,3 +71,82 @@ proptest! {
         check(b, s, h, seed);
     }
 }
+
+/// CUDA against the CPU kernel (itself checked against the f64 formula above), on `dt` rounded to
+/// the kernel's dtype first: `expf`, `log1pf` and the product each within 2 ulp, amplified by
+/// `|A·Δ| ≤ 12` in the exponent, stay under 1e-5 relative.
+mod gpu {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem};
+
+    const RTOL_GPU: f64 = 1e-5;
+
+    fn run<T: Elem>(batch: usize, seq: usize, heads: usize, seed: u64) {
+        let Some(gpu) = test_gpu() else { return };
+        let p = KeyValuesParams { batch, seq, heads };
+        let mut rng = Rng::new(seed);
+        let dt: Vec<T> =
+            rng.vec(batch * seq * heads, -6.0, 6.0).into_iter().map(T::from_f32).collect();
+        let mut a = rng.vec(heads, -2.0, 2.0);
+        if let Some(a0) = a.first_mut() {
+            *a0 = 0.0;
+        }
+        let dtf: Vec<f32> = dt.iter().map(|v| v.to_f32()).collect();
+        let want: Vec<f64> = key_values(&p, &dtf, &a).unwrap().into_iter().map(f64::from).collect();
+        let (ddt, da) = (gpu.upload(&dt).unwrap(), gpu.upload(&a).unwrap());
+        let mut dm = gpu.upload(&vec![f32::NAN; dt.len()]).unwrap();
+        cuda::key_values(&gpu, &p, &ddt, &da, &mut dm).unwrap();
+        let got = gpu.download(&dm).unwrap();
+        assert_close(&got, &want, 0.0, RTOL_GPU, &format!("dynamic_mask_{} {p:?}", T::NAME));
+    }
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel() {
+        let shapes =
+            [(0, 3, 2), (2, 0, 2), (2, 3, 0), (1, 1, 1), (2, 7, 3), (1, 33, 4), (2, 4097, 8)];
+        for (i, &(b, s, h)) in shapes.iter().enumerate() {
+            run::<f32>(b, s, h, 100 + i as u64);
+            run::<half::bf16>(b, s, h, 200 + i as u64);
+        }
+    }
+
+    #[test]
+    fn large_inputs_use_the_softplus_threshold() {
+        let Some(gpu) = test_gpu() else { return };
+        let p = KeyValuesParams { batch: 1, seq: 3, heads: 2 };
+        let dt = [25.0f32, 30.0, 21.0, -40.0, 20.5, 0.0];
+        let a = [0.5f32, -1.0];
+        let want: Vec<f64> = key_values(&p, &dt, &a).unwrap().into_iter().map(f64::from).collect();
+        let (ddt, da) = (gpu.upload(&dt).unwrap(), gpu.upload(&a).unwrap());
+        let mut dm = gpu.zeros::<f32>(6).unwrap();
+        cuda::key_values(&gpu, &p, &ddt, &da, &mut dm).unwrap();
+        assert_close(&gpu.download(&dm).unwrap(), &want, 0.0, RTOL_GPU, "threshold");
+    }
+
+    #[test]
+    fn a_short_output_buffer_is_refused() {
+        let Some(gpu) = test_gpu() else { return };
+        let p = KeyValuesParams { batch: 1, seq: 2, heads: 2 };
+        let (dt, a) = (gpu.zeros::<f32>(4).unwrap(), gpu.zeros::<f32>(2).unwrap());
+        let mut m = gpu.zeros::<f32>(3).unwrap();
+        assert!(matches!(
+            cuda::key_values(&gpu, &p, &dt, &a, &mut m),
+            Err(KernelError::BadParams(_))
+        ));
+        let mut m = gpu.zeros::<f32>(4).unwrap();
+        let a = gpu.zeros::<f32>(3).unwrap();
+        assert!(matches!(
+            cuda::key_values(&gpu, &p, &dt, &a, &mut m),
+            Err(KernelError::BadParams(_))
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_shapes_match_the_cpu_kernel(b in 1usize..4, s in 1usize..3000, h in 1usize..9, seed: u64) {
+            run::<f32>(b, s, h, seed);
+            run::<half::bf16>(b, s, h, seed);
+        }
+    }
+}

@@ -19,6 +19,7 @@
 //! `[H,T]`; `attn_mask` `[B,T]` (1 = token, 0 = padding).
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

@@ -389,3 +389,388 @@ proptest! {
         check(&Case::random(p, mode, padding, seed), "random");
     }
 }
+
+/// CUDA against the CPU kernel (itself checked against the f64 definition above), on inputs rounded
+/// to the kernel's dtype first. f32: twice the CPU kernel's own tolerance against f64, as both sides
+/// are within it; bf16: one rounding of the output (2⁻⁹ relative) with a factor 4 to spare.
+mod gpu {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem, Gpu};
+
+    const ATOL_F32: f64 = 2.0 * ATOL;
+    const RTOL_F32: f64 = 2.0 * RTOL;
+    const ATOL_BF16: f64 = 2.0 * ATOL;
+    const RTOL_BF16: f64 = 4.0 * 0.001953125;
+
+    /// Which kernel runs: the launcher's choice by `S`, or one forced.
+    #[derive(Clone, Copy, Debug)]
+    enum Path {
+        Auto,
+        Prefill,
+        Decode,
+    }
+
+    const PATHS: [Path; 2] = [Path::Prefill, Path::Decode];
+
+    fn rounded<T: Elem>(c: &Case) -> Case {
+        let round = |x: &[f32]| x.iter().map(|&v| T::from_f32(v).to_f32()).collect();
+        Case {
+            p: c.p,
+            mode: c.mode,
+            q: round(&c.q),
+            k: round(&c.k),
+            v: round(&c.v),
+            key_m: c.key_m.clone(),
+            learned: c.learned.clone(),
+            attn_mask: c.attn_mask.clone(),
+        }
+    }
+
+    fn on_gpu<T: Elem>(gpu: &Gpu, c: &Case, path: Path) -> Result<Vec<f32>> {
+        let up = |x: &[f32]| gpu.upload(&x.iter().map(|&v| T::from_f32(v)).collect::<Vec<T>>());
+        let (q, k, v) = (up(&c.q)?, up(&c.k)?, up(&c.v)?);
+        let key_m = c.key_m.as_deref().map(|m| gpu.upload(m)).transpose()?;
+        let learned = c.learned.as_deref().map(|l| gpu.upload(l)).transpose()?;
+        let attn_mask = gpu
+            .stream()
+            .clone_htod(&c.attn_mask)
+            .map_err(|e| KernelError::Driver(format!("upload: {e}")))?;
+        let mut out = gpu.upload(&vec![T::from_f32(f32::NAN); c.q.len()])?;
+        let args = (key_m.as_ref(), learned.as_ref());
+        match path {
+            Path::Auto => cuda::masked_attention(
+                gpu, &c.p, c.mode, &q, &k, &v, args.0, args.1, &attn_mask, &mut out,
+            ),
+            Path::Prefill | Path::Decode => cuda::attention_on(
+                gpu,
+                &c.p,
+                c.mode,
+                &q,
+                &k,
+                &v,
+                args.0,
+                args.1,
+                &attn_mask,
+                &mut out,
+                matches!(path, Path::Decode),
+            ),
+        }?;
+        Ok(gpu.download(&out)?.into_iter().map(|x| x.to_f32()).collect())
+    }
+
+    /// Runs `c` in `T` on `path` and compares with the CPU kernel; returns the GPU output.
+    fn check_as<T: Elem>(gpu: &Gpu, c: &Case, path: Path, what: &str) -> Vec<f32> {
+        let c = rounded::<T>(c);
+        let want: Vec<f64> = c.run().unwrap().into_iter().map(f64::from).collect();
+        let got = on_gpu::<T>(gpu, &c, path).unwrap();
+        let (atol, rtol) =
+            if T::NAME == "f32" { (ATOL_F32, RTOL_F32) } else { (ATOL_BF16, RTOL_BF16) };
+        let what = format!("{what} {} {path:?} {:?} {:?}", T::NAME, c.mode, c.p);
+        assert_close(&got, &want, atol, rtol, &what);
+        got
+    }
+
+    /// Both dtypes on both kernels.
+    fn check_all(gpu: &Gpu, c: &Case, what: &str) {
+        for path in PATHS {
+            check_as::<f32>(gpu, c, path, what);
+            check_as::<half::bf16>(gpu, c, path, what);
+        }
+    }
+
+    /// Row `(b, h, i)` of `out` equals the mean of the values over all `T` keys.
+    fn assert_uniform(c: &Case, out: &[f32], b: usize, h: usize, i: usize, what: &str) {
+        let p = &c.p;
+        let g = h / (p.heads / p.kv_heads);
+        let row = &out[((b * p.q_len + i) * p.heads + h) * p.head_dim..][..p.head_dim];
+        let want: Vec<f64> = (0..p.head_dim).map(|d| mean_of_values(c, b, g, d)).collect();
+        assert_close(row, &want, ATOL_F32, RTOL_F32, &format!("{what}: uniform row {b} {h} {i}"));
+    }
+
+    const GPU_MODES: [MaskMode; 9] = [
+        MaskMode::Causal,
+        MaskMode::Boolean,
+        MaskMode::Learned,
+        MaskMode::Additive { ratio: 0.0, keep_window: None },
+        MaskMode::Additive { ratio: 0.3, keep_window: None },
+        MaskMode::Additive { ratio: 0.0, keep_window: Some(5) },
+        MaskMode::Additive { ratio: 0.25, keep_window: Some(12) },
+        MaskMode::Additive { ratio: 0.6, keep_window: Some(0) },
+        MaskMode::Additive { ratio: 0.1, keep_window: Some(1) },
+    ];
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel() {
+        let Some(gpu) = test_gpu() else { return };
+        let shapes = [
+            (1, 0, 0, 2, 1, 4),
+            (2, 0, 5, 2, 2, 4),
+            (1, 1, 1, 1, 1, 0),
+            (1, 1, 1, 1, 1, 1),
+            (2, 3, 7, 2, 1, 4),
+            (1, 31, 31, 2, 2, 8),
+            (1, 33, 33, 4, 2, 31),
+            (1, 1, 33, 4, 2, 33),
+            (2, 5, 40, 3, 3, 7),
+            (1, 70, 70, 1, 1, 3),
+            (1, 40, 100, 2, 1, 64),
+            (1, 65, 130, 2, 2, 16),
+            (1, 9, 9, 2, 1, 96),
+            (1, 20, 50, 2, 1, 200),
+            (1, 17, 40, 2, 1, 256),
+            (2, 100, 100, 8, 2, 128),
+        ];
+        for (n, &(b, s, t, h, g, dh)) in shapes.iter().enumerate() {
+            for (m, &mode) in GPU_MODES.iter().enumerate() {
+                for padding in [false, true] {
+                    let seed = (1000 + n * 100 + m * 2 + usize::from(padding)) as u64;
+                    check_all(
+                        &gpu,
+                        &Case::random(params(b, s, t, h, g, dh), mode, padding, seed),
+                        "edge",
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decode_over_long_caches() {
+        let Some(gpu) = test_gpu() else { return };
+        for (n, &t) in [1, 7, 1000, 4097].iter().enumerate() {
+            for (g, dh) in [(2, 64), (1, 128), (8, 16)] {
+                let modes = GPU_MODES.iter().copied().chain([
+                    MaskMode::Additive { ratio: 0.5, keep_window: Some(2048) },
+                    MaskMode::Additive { ratio: 0.0, keep_window: Some(t / 2) },
+                ]);
+                for (m, mode) in modes.enumerate() {
+                    let seed = (n * 1000 + g * 100 + m) as u64;
+                    let mut c = Case::random(params(2, 1, t, 8, g, dh), mode, false, seed);
+                    c.attn_mask[t..t + t / 3].iter_mut().for_each(|m| *m = 0);
+                    check_as::<f32>(&gpu, &c, Path::Auto, "decode");
+                    check_as::<half::bf16>(&gpu, &c, Path::Auto, "decode");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefill_after_a_cached_prefix() {
+        let Some(gpu) = test_gpu() else { return };
+        let modes = GPU_MODES.iter().copied().chain([
+            MaskMode::Additive { ratio: 0.3, keep_window: Some(300) },
+            MaskMode::Additive { ratio: 0.0, keep_window: Some(999) },
+        ]);
+        for (m, mode) in modes.enumerate() {
+            for (g, mask_heads) in [(2, 8), (2, 2), (1, 1)] {
+                let p = AttentionParams { mask_heads, ..params(2, 200, 1000, 8, g, 64) };
+                let mut c = Case::random(p, mode, false, 77 + m as u64);
+                c.attn_mask[1000..1050].iter_mut().for_each(|m| *m = 0);
+                check_as::<f32>(&gpu, &c, Path::Auto, "cached prefix");
+                check_as::<half::bf16>(&gpu, &c, Path::Auto, "cached prefix");
+            }
+        }
+    }
+
+    #[test]
+    fn long_prefill_with_the_default_keep_window() {
+        let Some(gpu) = test_gpu() else { return };
+        for mode in [
+            MaskMode::Causal,
+            MaskMode::Additive { ratio: 0.25, keep_window: Some(2048) },
+            MaskMode::Additive { ratio: 0.0, keep_window: Some(2048) },
+        ] {
+            let c = Case::random(params(1, 4097, 4097, 2, 1, 64), mode, true, 5);
+            check_as::<f32>(&gpu, &c, Path::Prefill, "long prefill");
+        }
+    }
+
+    #[test]
+    fn left_padded_rows_are_uniform_over_all_keys() {
+        let Some(gpu) = test_gpu() else { return };
+        for (m, &mode) in GPU_MODES.iter().enumerate() {
+            for (s, t) in [(70, 70), (5, 5), (40, 90)] {
+                let mut c = Case::random(params(2, s, t, 4, 2, 16), mode, false, 300 + m as u64);
+                let pad = t - s + 3;
+                c.attn_mask[t..t + pad].iter_mut().for_each(|m| *m = 0);
+                for path in PATHS {
+                    let out = check_as::<f32>(&gpu, &c, path, "left padding");
+                    for h in 0..4 {
+                        for i in 0..3 {
+                            assert_uniform(&c, &out, 1, h, i, &format!("{mode:?} {path:?}"));
+                        }
+                    }
+                    check_as::<half::bf16>(&gpu, &c, path, "left padding");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn boolean_heads_masked_everywhere_are_uniform() {
+        let Some(gpu) = test_gpu() else { return };
+        for (s, t) in [(1, 1), (1, 300), (3, 50), (100, 100)] {
+            let p = AttentionParams { mask_heads: 4, ..params(2, s, t, 4, 2, 32) };
+            let mut c = Case::random(p, MaskMode::Boolean, true, 9);
+            let m = c.key_m.as_mut().unwrap();
+            for hm in [1, 3] {
+                m[hm * t..][..t].iter_mut().for_each(|v| *v = 0.5);
+                m[(4 + hm) * t..][..t].iter_mut().for_each(|v| *v = 0.99);
+            }
+            for path in PATHS {
+                let out = check_as::<f32>(&gpu, &c, path, "boolean uniform");
+                for (b, h, i) in [(0, 1, 0), (0, 3, s - 1), (1, 1, s / 2), (1, 3, 0)] {
+                    assert_uniform(&c, &out, b, h, i, &format!("Boolean {path:?}"));
+                }
+                check_as::<half::bf16>(&gpu, &c, path, "boolean uniform");
+            }
+        }
+    }
+
+    #[test]
+    fn learned_exact_zeros() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut c = Case::random(params(2, 20, 60, 4, 4, 64), MaskMode::Learned, true, 11);
+        let t = 60;
+        let l = c.learned.as_mut().unwrap();
+        l[2 * t..3 * t].iter_mut().for_each(|v| *v = 0.0);
+        l[t..2 * t].iter_mut().step_by(2).for_each(|v| *v = -0.0);
+        l[3 * t..].iter_mut().step_by(3).for_each(|v| *v = 1e-38);
+        check_all(&gpu, &c, "learned zeros");
+        let out = check_as::<f32>(&gpu, &c, Path::Prefill, "learned zeros");
+        for i in [0, 7, 19] {
+            assert_uniform(&c, &out, 0, 2, i, "Learned head of zeros");
+        }
+    }
+
+    #[test]
+    fn very_negative_finite_biases() {
+        let Some(gpu) = test_gpu() else { return };
+        let huge = [-1e30, -1e9, -3e38, f32::MIN, f32::MIN / 2.0];
+        for (n, &(s, t)) in [(1, 1), (1, 200), (4, 37), (50, 120)].iter().enumerate() {
+            for (m, keep_window) in [None, Some(10), Some(t / 2)].into_iter().enumerate() {
+                let mode = MaskMode::Additive { ratio: 0.2, keep_window };
+                let mut c =
+                    Case::random(params(2, s, t, 4, 2, 16), mode, true, (n * 10 + m) as u64);
+                let mut rng = Rng::new(n as u64);
+                let key_m = c.key_m.as_mut().unwrap();
+                for v in key_m.iter_mut() {
+                    if rng.below(3) == 0 {
+                        *v = huge[rng.below(huge.len())];
+                    }
+                }
+                for v in key_m[..t].iter_mut() {
+                    *v = huge[rng.below(huge.len())];
+                }
+                check_all(&gpu, &c, "very negative biases");
+            }
+        }
+    }
+
+    #[test]
+    fn keep_window_ties_keep_the_lower_index() {
+        let Some(gpu) = test_gpu() else { return };
+        for (n, &(s, t, w)) in
+            [(1, 50, 7), (1, 50, 49), (30, 50, 20), (12, 300, 64), (1, 3000, 1000)]
+                .iter()
+                .enumerate()
+        {
+            for ratio in [0.0, 0.5] {
+                let mode = MaskMode::Additive { ratio, keep_window: Some(w) };
+                let mut c = Case::random(params(2, s, t, 4, 2, 32), mode, true, n as u64);
+                let mut rng = Rng::new(40 + n as u64);
+                c.key_m = Some(rng.quantized(2 * 4 * t, 3, 0.5));
+                check_all(&gpu, &c, "keep-window ties");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_of_probabilities_sum_to_one() {
+        let Some(gpu) = test_gpu() else { return };
+        for (m, &mode) in GPU_MODES.iter().enumerate() {
+            for (s, t) in [(1, 77), (13, 37), (70, 200)] {
+                let mut c = Case::random(params(2, s, t, 4, 2, 48), mode, true, 50 + m as u64);
+                c.v.iter_mut().for_each(|v| *v = 1.0);
+                for path in PATHS {
+                    let out = on_gpu::<f32>(&gpu, &c, path).unwrap();
+                    let worst = out.iter().map(|o| (o - 1.0).abs()).fold(0.0, f32::max);
+                    assert!(worst <= 2e-6, "{mode:?} {path:?}: Σ_j p_j deviates from 1 by {worst}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        let Some(gpu) = test_gpu() else { return };
+        let c = Case::random(params(1, 2, 3, 4, 2, 8), MaskMode::Boolean, false, 1);
+        let bad =
+            |c: &Case| matches!(on_gpu::<f32>(&gpu, c, Path::Auto), Err(KernelError::BadParams(_)));
+        let mut wide = Case::random(params(1, 2, 3, 2, 1, 257), MaskMode::Causal, false, 1);
+        assert!(bad(&wide), "head_dim 257");
+        wide.p.head_dim = 256;
+        assert!(bad(&wide), "q sized for head_dim 257");
+        let mut short = Case::random(c.p, c.mode, false, 1);
+        short.q.pop();
+        assert!(bad(&short), "short q");
+        let no_key_m = Case { key_m: None, ..Case::random(c.p, c.mode, false, 1) };
+        assert!(bad(&no_key_m), "Boolean without key_m");
+        let (q, k, v) =
+            (gpu.zeros::<f32>(64).unwrap(), gpu.zeros::<f32>(48).unwrap(), gpu.zeros(48).unwrap());
+        let key_m = gpu.zeros::<f32>(12).unwrap();
+        let attn_mask = gpu.stream().clone_htod(&[1i64; 3]).unwrap();
+        let mut out = gpu.zeros::<f32>(63).unwrap();
+        let r = cuda::masked_attention(
+            &gpu,
+            &c.p,
+            c.mode,
+            &q,
+            &k,
+            &v,
+            Some(&key_m),
+            None,
+            &attn_mask,
+            &mut out,
+        );
+        assert!(matches!(r, Err(KernelError::BadParams(_))), "short out");
+    }
+
+    fn arb_gpu_case() -> impl Strategy<Value = (AttentionParams, MaskMode, bool, u64)> {
+        (
+            1usize..3,
+            1usize..4,
+            prop_oneof![Just(1usize), Just(2), Just(4)],
+            1usize..300,
+            0usize..300,
+            prop_oneof![1usize..=256, Just(16), Just(64), Just(128)],
+            any::<u64>(),
+        )
+            .prop_flat_map(|(b, g, ratio, t, s, dh, seed)| {
+                let s = s.min(t);
+                let mode = prop_oneof![
+                    Just(MaskMode::Causal),
+                    Just(MaskMode::Boolean),
+                    Just(MaskMode::Learned),
+                    (0.0f32..0.9, proptest::option::of(0usize..300))
+                        .prop_map(|(ratio, keep_window)| MaskMode::Additive { ratio, keep_window }),
+                ];
+                (mode, any::<bool>(), any::<bool>()).prop_map(move |(mode, per_kv, padding)| {
+                    let mut p = params(b, s, t, g * ratio, g, dh);
+                    p.mask_heads = if per_kv { g } else { g * ratio };
+                    (p, mode, padding, seed)
+                })
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn random_shapes_match_the_cpu_kernel((p, mode, padding, seed) in arb_gpu_case()) {
+            let Some(gpu) = test_gpu() else { return Ok(()) };
+            let c = Case::random(p, mode, padding, seed);
+            check_as::<f32>(&gpu, &c, Path::Auto, "random");
+            check_all(&gpu, &c, "random");
+        }
+    }
+}

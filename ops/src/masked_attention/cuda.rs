@@ -1,0 +1,239 @@
+//! CUDA launchers of [`super::masked_attention`]: a flash-style prefill kernel (online softmax over
+//! key tiles of 32, query tiles of one `(b, h)`), and for `S ≤ DECODE_MAX_Q_LEN` a split-key
+//! decode kernel whose per-slice partial softmax states a second kernel combines.
+//!
+//! `Additive` runs one or two selection kernels first: `ratio_threshold` (radix select of the
+//! `⌊T·ratio⌋`-th smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, `keep_window` (per
+//! query row, radix select of the `W`-th largest bias and of the last kept index among its ties),
+//! whose results the attention kernels read. Both read global memory only and cost a few passes
+//! over the keys per `(b, hm)` or per row.
+
+use super::{AttentionParams, MaskMode};
+use crate::cuda::{launch_error, Elem, Gpu, Source};
+use crate::{KernelError, Result};
+use cudarc::driver::{
+    CudaSlice, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
+
+/// The kernel source.
+pub const SOURCE: Source =
+    Source { file: "masked_attention.cu", code: include_str!("masked_attention.cu") };
+
+/// Up to this many queries per sequence, the split-key decode kernel runs instead of prefill.
+pub const DECODE_MAX_Q_LEN: usize = 8;
+
+/// The largest head dimension the kernels support.
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Head-dimension capacities compiled in masked_attention.cu, with each one's prefill query tile.
+const TILES: [(usize, usize); 6] = [(16, 64), (32, 64), (64, 64), (96, 32), (128, 32), (256, 8)];
+
+/// Blocks the decode kernel aims for, over all rows and key slices.
+const DECODE_BLOCKS: usize = 1024;
+
+/// Fewest keys in one decode slice.
+const DECODE_MIN_CHUNK: usize = 64;
+
+/// Attention output `[B, S, H, Dh]` on the device; see the module documentation of
+/// [`super`] for the masks. `key_m` is `[B, Hm, T]`, `learned` `[H, T]`, `attn_mask` `[B, T]`.
+/// Runs the decode kernel for `S ≤ DECODE_MAX_Q_LEN`, prefill otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn masked_attention<T: Elem>(
+    gpu: &Gpu,
+    p: &AttentionParams,
+    mode: MaskMode,
+    q: &CudaSlice<T>,
+    k: &CudaSlice<T>,
+    v: &CudaSlice<T>,
+    key_m: Option<&CudaSlice<f32>>,
+    learned: Option<&CudaSlice<f32>>,
+    attn_mask: &CudaSlice<i64>,
+    out: &mut CudaSlice<T>,
+) -> Result<()> {
+    let decode = p.q_len <= DECODE_MAX_Q_LEN;
+    attention_on(gpu, p, mode, q, k, v, key_m, learned, attn_mask, out, decode)
+}
+
+fn to_i32(name: &str, n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| KernelError::BadParams(format!("{name} {n} exceeds i32")))
+}
+
+fn to_u32(name: &str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| KernelError::BadParams(format!("{name} {n} exceeds u32")))
+}
+
+/// Pushes `buf`, or a null pointer for an absent buffer.
+fn arg_or_null<'a, U>(launch: &mut LaunchArgs<'a>, buf: Option<&'a CudaSlice<U>>, null: &'a u64) {
+    match buf {
+        Some(buf) => launch.arg(buf),
+        None => launch.arg(null),
+    };
+}
+
+fn alloc<U: DeviceRepr + ValidAsZeroBits>(gpu: &Gpu, n: usize) -> Result<CudaSlice<U>> {
+    gpu.stream().alloc_zeros(n).map_err(|e| KernelError::Driver(format!("alloc {n}: {e}")))
+}
+
+/// [`masked_attention`] with the kernel chosen by the caller: the split-key decode kernel when
+/// `decode`, else prefill (both take any `S`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_on<T: Elem>(
+    gpu: &Gpu,
+    p: &AttentionParams,
+    mode: MaskMode,
+    q: &CudaSlice<T>,
+    k: &CudaSlice<T>,
+    v: &CudaSlice<T>,
+    key_m: Option<&CudaSlice<f32>>,
+    learned: Option<&CudaSlice<f32>>,
+    attn_mask: &CudaSlice<i64>,
+    out: &mut CudaSlice<T>,
+    decode: bool,
+) -> Result<()> {
+    let len = |b: Option<&CudaSlice<f32>>| b.map(CudaSlice::len);
+    p.validate(mode, q.len(), k.len(), v.len(), len(key_m), len(learned), attn_mask.len())?;
+    if out.len() != q.len() {
+        return Err(KernelError::BadParams(format!(
+            "`out` has {} elements, `q` has {}",
+            out.len(),
+            q.len()
+        )));
+    }
+    if q.is_empty() {
+        return Ok(());
+    }
+    let Some(&(cap, bq)) = TILES.iter().find(|&&(cap, _)| p.head_dim <= cap) else {
+        return Err(KernelError::BadParams(format!(
+            "`head_dim` {} exceeds {MAX_HEAD_DIM}, the largest the CUDA kernels support",
+            p.head_dim
+        )));
+    };
+    let (b, s, t, h) = (p.batch, p.q_len, p.kv_len, p.heads);
+    let rows = b * h * s;
+    let mask_heads = if key_m.is_some() { p.mask_heads } else { 0 };
+    let (s_i, t_i) = (to_i32("q_len", s)?, to_i32("kv_len", t)?);
+    let (h_i, g_i, hm_i) =
+        (to_i32("heads", h)?, to_i32("kv_heads", p.kv_heads)?, to_i32("mask_heads", mask_heads)?);
+    let dh_i = to_i32("head_dim", p.head_dim)?;
+    let rows_u = to_u32("batch·heads·q_len", rows)?;
+    let mode_i: i32 = match mode {
+        MaskMode::Causal => 0,
+        MaskMode::Boolean => 1,
+        MaskMode::Additive { .. } => 2,
+        MaskMode::Learned => 3,
+    };
+    let null = 0u64;
+
+    let mut tau = None;
+    let mut keep = None;
+    if let MaskMode::Additive { ratio, keep_window } = mode {
+        let n = (t as f32 * ratio) as usize;
+        if ratio > 0.0 && ratio < 1.0 && n > 0 {
+            let m = key_m.ok_or_else(|| KernelError::BadParams("Additive needs `key_m`".into()))?;
+            let n_i = to_i32("⌊T·ratio⌋", n.min(t))?;
+            let blocks = to_u32("batch·mask_heads", b * mask_heads)?;
+            let mut out_tau = alloc::<f32>(gpu, b * mask_heads)?;
+            let name = "masked_attention_ratio_threshold";
+            let func = gpu.function(&SOURCE, name)?;
+            let cfg = LaunchConfig {
+                grid_dim: (blocks, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = gpu.stream().launch_builder(&func);
+            launch.arg(m).arg(&mut out_tau).arg(&t_i).arg(&n_i);
+            // SAFETY: the argument list matches `masked_attention_ratio_threshold`; `validate`
+            // checked `key_m` is [B, Hm, T], `tau` holds B·Hm values, and 1 ≤ n ≤ T.
+            unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+            tau = Some(out_tau);
+        }
+        if let Some(w) = keep_window.filter(|&w| t > w) {
+            let w_i = to_i32("keep_window", w)?;
+            let mut out_keep = alloc::<u32>(gpu, 2 * rows)?;
+            let name = "masked_attention_keep_window";
+            let func = gpu.function(&SOURCE, name)?;
+            let cfg = LaunchConfig {
+                grid_dim: (rows_u, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = gpu.stream().launch_builder(&func);
+            arg_or_null(&mut launch, key_m, &null);
+            arg_or_null(&mut launch, learned, &null);
+            launch.arg(attn_mask);
+            arg_or_null(&mut launch, tau.as_ref(), &null);
+            launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
+            launch.arg(&mut out_keep).arg(&w_i);
+            // SAFETY: the argument list matches `masked_attention_keep_window`; `validate` checked
+            // every mask buffer against `p`, the null pointers are those of absent buffers the
+            // mode does not read (and of `keep`, which this kernel does not use), `tau` holds B·Hm
+            // values and `keep_out` 2 per row, and the grid has one block per row.
+            unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+            keep = Some(out_keep);
+        }
+    }
+
+    let scale = p.scale;
+    if decode {
+        let want = DECODE_BLOCKS.div_ceil(rows).max(1);
+        let chunk = t.div_ceil(want).max(DECODE_MIN_CHUNK);
+        let splits = t.div_ceil(chunk);
+        let (chunk_i, splits_i) = (to_i32("chunk", chunk)?, to_i32("splits", splits)?);
+        let mut part = alloc::<f32>(gpu, rows * splits * (p.head_dim + 2))?;
+        let name = format!("masked_attention_{}_decode_d{cap}", T::NAME);
+        let func = gpu.function(&SOURCE, &name)?;
+        let cfg = LaunchConfig {
+            grid_dim: (rows_u, to_u32("splits", splits)?, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = gpu.stream().launch_builder(&func);
+        launch.arg(q).arg(k).arg(v).arg(&mut part);
+        arg_or_null(&mut launch, key_m, &null);
+        arg_or_null(&mut launch, learned, &null);
+        launch.arg(attn_mask);
+        arg_or_null(&mut launch, tau.as_ref(), &null);
+        arg_or_null(&mut launch, keep.as_ref(), &null);
+        launch.arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
+        launch.arg(&g_i).arg(&dh_i).arg(&scale).arg(&chunk_i);
+        // SAFETY: the argument list matches `masked_attention_<T>_decode_d<cap>`; `validate`
+        // checked q, k, v and every mask buffer against `p`, head_dim ≤ cap, null pointers stand
+        // for absent buffers the mode does not read, and `part` holds (Dh + 2) values per row
+        // and slice of the grid.
+        unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+
+        let name = format!("masked_attention_{}_combine", T::NAME);
+        let func = gpu.function(&SOURCE, &name)?;
+        let cfg =
+            LaunchConfig { grid_dim: (rows_u, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = gpu.stream().launch_builder(&func);
+        launch.arg(&part).arg(out).arg(&s_i).arg(&h_i).arg(&dh_i).arg(&splits_i);
+        // SAFETY: the argument list matches `masked_attention_<T>_combine`; `part` was written
+        // for `splits` slices of every row and `out` has `q`'s length, [B, S, H, Dh].
+        unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    } else {
+        let name = format!("masked_attention_{}_prefill_d{cap}", T::NAME);
+        let func = gpu.function(&SOURCE, &name)?;
+        let tiles = to_u32("query tiles", s.div_ceil(bq).min(65535))?;
+        let cfg = LaunchConfig {
+            grid_dim: (to_u32("batch·heads", b * h)?, tiles, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = gpu.stream().launch_builder(&func);
+        launch.arg(q).arg(k).arg(v).arg(out);
+        arg_or_null(&mut launch, key_m, &null);
+        arg_or_null(&mut launch, learned, &null);
+        launch.arg(attn_mask);
+        arg_or_null(&mut launch, tau.as_ref(), &null);
+        arg_or_null(&mut launch, keep.as_ref(), &null);
+        launch.arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
+        launch.arg(&g_i).arg(&dh_i).arg(&scale);
+        // SAFETY: the argument list matches `masked_attention_<T>_prefill_d<cap>`; `validate`
+        // checked q, k, v, out and every mask buffer against `p`, head_dim ≤ cap, and null
+        // pointers stand for absent buffers the mode does not read; the kernel loops over query
+        // tiles, so any grid height covers S.
+        unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    }
+    Ok(())
+}
