@@ -2,7 +2,10 @@
 //! Doge). A checkpoint is read into a verified graph IR ([`ir`]) by [`model`], and run by [`exec`].
 
 pub mod cli;
+pub mod eval;
 pub mod exec;
 pub mod ir;
 pub mod model;
+pub mod onnx;
+pub mod passes;
 pub mod runner;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod dump;
+pub mod export;
 pub mod inspect;
 pub mod run;
 
@@ -28,6 +29,8 @@ pub enum Command {
     Run(run::Args),
     /// Measure prefill and decode tokens/s on the CPU (median of several runs).
     Bench(bench::Args),
+    /// Write the checkpoint as ONNX (custom ops in domain ai.cheems with function bodies, or --inline).
+    ExportOnnx(export::Args),
 }
 
 /// Runs the parsed command.
@@ -37,5 +40,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dump(a) => dump::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::ExportOnnx(a) => export::run(&a),
     }
 }

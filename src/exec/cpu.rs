@@ -164,15 +164,43 @@ fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
             one(Tensor::f32(with_last(a[0].dims(), a[1].dims()[0]), y)?)
         }
         Op::ScaledResidual => {
-            let (w, r, f) = (f32s(&a[0])?, f32s(&a[1])?, f32s(&a[2])?);
-            let d = w.len();
-            let y = r.iter().zip(f).enumerate().map(|(i, (r, f))| w[i % d] * r + f).collect();
+            let y =
+                ops::elementwise::cpu::scaled_residual(f32s(&a[0])?, f32s(&a[1])?, f32s(&a[2])?)?;
             one(Tensor::f32(a[1].dims().to_vec(), y)?)
         }
-        Op::Add => {
-            let y = f32s(&a[0])?.iter().zip(f32s(&a[1])?).map(|(x, y)| x + y).collect();
-            one(Tensor::f32(a[0].dims().to_vec(), y)?)
+        Op::ResidualRmsNorm { norm, scaled } => {
+            let (h, w) = if *scaled {
+                (
+                    ops::elementwise::cpu::scaled_residual(
+                        f32s(&a[0])?,
+                        f32s(&a[1])?,
+                        f32s(&a[2])?,
+                    )?,
+                    &a[3],
+                )
+            } else {
+                (ops::elementwise::cpu::add(f32s(&a[0])?, f32s(&a[1])?)?, &a[2])
+            };
+            let cols = w.len();
+            let p =
+                ops::rms_norm::RmsNormParams { rows: h.len() / cols.max(1), cols, eps: norm.eps };
+            let y = ops::rms_norm::rms_norm(&p, &h, f32s(w)?)?;
+            let dims = a[1].dims().to_vec();
+            Ok(vec![Tensor::f32(dims.clone(), h)?, Tensor::f32(dims, y)?])
         }
+        Op::SliceLast { start, len } => {
+            let n = *a[0].dims().last().expect("ranked");
+            let x = f32s(&a[0])?;
+            let y = x
+                .chunks(n.max(1))
+                .flat_map(|row| row[*start..start + len].iter().copied())
+                .collect();
+            one(Tensor::f32(with_last(a[0].dims(), *len), y)?)
+        }
+        Op::Add => one(Tensor::f32(
+            a[0].dims().to_vec(),
+            ops::elementwise::cpu::add(f32s(&a[0])?, f32s(&a[1])?)?,
+        )?),
         Op::GatedMlp { act: f, bias } => {
             let x = f32s(&a[0])?;
             let b = |i: usize| bias.then(|| &*a[4 + i]);

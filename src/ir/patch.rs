@@ -43,6 +43,11 @@ impl Patch {
         PatchValue::New { node: self.nodes.len() - 1, port: 0 }
     }
 
+    /// The graph values this patch replaces.
+    pub fn replaced(&self) -> Vec<ValueId> {
+        self.replacements.iter().map(|(old, _)| *old).collect()
+    }
+
     /// Replaces every use of `old` by `new`.
     pub fn replace(&mut self, old: ValueId, new: PatchValue) {
         self.replacements.push((old, new));

@@ -205,3 +205,30 @@ pub(crate) fn infer_mask_tokens(i: &[&Fact]) -> Result<Fact> {
     want_dim(&i[1].shape[0], &i[0].shape[0], "batch of attention_mask")?;
     Ok(i[0].clone())
 }
+
+pub(crate) fn infer_residual_rms_norm(
+    i: &[&Fact],
+    scaled: bool,
+) -> Result<smallvec::SmallVec<[Fact; 1]>> {
+    let h = if scaled {
+        arity(i, 4)?;
+        infer_scaled_residual(&i[..3])?
+    } else {
+        arity(i, 3)?;
+        infer_add(&i[..2])?
+    };
+    let y = infer_rms_norm(&[&h, i[i.len() - 1]])?;
+    Ok(smallvec::smallvec![h, y])
+}
+
+pub(crate) fn infer_slice_last(i: &[&Fact], start: usize, len: usize) -> Result<Fact> {
+    arity(i, 1)?;
+    want_min_rank(i[0], 1, "x")?;
+    match last(i[0]).as_konst() {
+        Some(n) if len > 0 && (start + len) as i64 <= n => {}
+        _ => bail!("columns {start}..{} are outside the last axis of x {}", start + len, i[0]),
+    }
+    let mut shape = i[0].shape.clone();
+    *shape.last_mut().expect("rank checked") = Dim::from(len);
+    Ok(Fact { dtype: i[0].dtype, shape })
+}

@@ -57,6 +57,11 @@ pub enum Op {
     Linear { bias: bool },
     /// `w ⊙ r + f` (learned residual scale). Inputs: `w [D]`, `r [..,D]`, `f [..,D]`.
     ScaledResidual,
+    /// Fused `h = s ⊙ r + f` (or `r + f` unscaled) and `y = rms_norm(h, w)`. Inputs: `s [D]` when `scaled`, `r`,
+    /// `f`, `w [D]` → `h`, `y`.
+    ResidualRmsNorm { norm: Norm, scaled: bool },
+    /// Columns `start..start+len` of the last axis.
+    SliceLast { start: usize, len: usize },
     /// `a + b`, same shapes.
     Add,
     /// `down(act(gate(x)) ⊙ up(x))`. Inputs: `x`, `w_gate`, `w_up`, `w_down`, then `b_gate`, `b_up`, `b_down`
@@ -114,6 +119,8 @@ pub enum OpKind {
     RmsNorm,
     Linear,
     ScaledResidual,
+    ResidualRmsNorm,
+    SliceLast,
     Add,
     GatedMlp,
     Mlp,
@@ -143,6 +150,8 @@ impl Op {
             Op::RmsNorm(_) => OpKind::RmsNorm,
             Op::Linear { .. } => OpKind::Linear,
             Op::ScaledResidual => OpKind::ScaledResidual,
+            Op::ResidualRmsNorm { .. } => OpKind::ResidualRmsNorm,
+            Op::SliceLast { .. } => OpKind::SliceLast,
             Op::Add => OpKind::Add,
             Op::GatedMlp { .. } => OpKind::GatedMlp,
             Op::Mlp { .. } => OpKind::Mlp,
@@ -180,6 +189,8 @@ impl Op {
             Op::RmsNorm(_) => one(basic::infer_rms_norm(inputs)?),
             Op::Linear { bias } => one(basic::infer_linear(inputs, *bias)?),
             Op::ScaledResidual => one(basic::infer_scaled_residual(inputs)?),
+            Op::ResidualRmsNorm { scaled, .. } => basic::infer_residual_rms_norm(inputs, *scaled)?,
+            Op::SliceLast { start, len } => one(basic::infer_slice_last(inputs, *start, *len)?),
             Op::Add => one(basic::infer_add(inputs)?),
             Op::GatedMlp { bias, .. } => one(basic::infer_gated_mlp(inputs, *bias)?),
             Op::Mlp { bias, .. } => one(basic::infer_mlp(inputs, *bias)?),

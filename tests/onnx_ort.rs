@@ -1,0 +1,344 @@
+//! ONNX export: every fixture exported through the CLI (functions form and `--inline` form) and run by
+//! onnxruntime through `tools/check_onnx.py` against the reference logits; plus the checks that need no Python:
+//! no `Loop`/`Scan` anywhere, standard ops only in function bodies and in the inline form, atomic writes, and
+//! external data.
+
+mod common;
+
+use cheems::model::build::{build_with, BuildOptions, Model};
+use cheems::model::checkpoint::Checkpoint;
+use cheems::onnx::export::{all_nodes, data_path, to_model};
+use cheems::onnx::{self, ExportOptions, FloatType};
+use common::{cases, fixtures_dir};
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tract_onnx::pb::ModelProto;
+
+/// f32 logits: the tolerance the native executor meets against the references (tests/fixtures.rs).
+const LOGITS_ATOL_F32: f64 = 1e-4;
+
+fn cheems_bin() -> PathBuf {
+    std::env::var_os("CHEEMS_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_cheems").into())
+}
+
+fn check_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/check_onnx.py")
+}
+
+/// Whether onnxruntime can be imported; without it the ORT tests skip, unless `CHEEMS_REQUIRE_ONNXRUNTIME` is set.
+fn onnxruntime_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import onnxruntime"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CHEEMS_REQUIRE_ONNXRUNTIME").is_none(),
+            "CHEEMS_REQUIRE_ONNXRUNTIME is set but `python3 -c \"import onnxruntime\"` fails"
+        );
+        eprintln!("skipped: python3 cannot import onnxruntime");
+    }
+    ok
+}
+
+fn export_cli(case: &Path, out: &Path, flags: &[&str]) -> std::process::Output {
+    Command::new(cheems_bin())
+        .arg("export-onnx")
+        .arg(case)
+        .arg("-o")
+        .arg(out)
+        .args(flags)
+        .output()
+        .unwrap()
+}
+
+fn export_ok(case: &Path, out: &Path, flags: &[&str]) {
+    let o = export_cli(case, out, flags);
+    assert!(
+        o.status.success(),
+        "export-onnx {} {flags:?}: {}",
+        case.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Runs `tools/check_onnx.py --json` and returns its report; fails the test on a non-zero exit.
+fn check_onnx(model: &Path, case: &Path, flags: &[&str]) -> serde_json::Value {
+    let o = Command::new("python3")
+        .arg(check_script())
+        .arg(model)
+        .arg(case)
+        .arg("--json")
+        .args(flags)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    eprint!("{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("check_onnx.py printed no JSON ({e}): {stderr}"));
+    assert!(o.status.success(), "check_onnx.py failed on {}: {report}", model.display());
+    report
+}
+
+/// The max |Δ| numbers of a report, named `{run}.{what}`; every run must have both logits and decode logits.
+fn diffs(report: &serde_json::Value) -> Vec<(String, f64)> {
+    let runs = report["runs"].as_array().expect("runs");
+    assert!(!runs.is_empty(), "no run in {report}");
+    let mut v = Vec::new();
+    for run in runs {
+        let form = run["form"].as_str().unwrap();
+        for what in ["logits_max_abs_diff", "decode_logits_max_abs_diff"] {
+            let d = run[what].as_f64().unwrap_or_else(|| panic!("{what} missing in {run}"));
+            v.push((format!("{form}.{what}"), d));
+        }
+    }
+    v
+}
+
+#[test]
+fn every_fixture_matches_the_reference_in_onnxruntime_in_both_forms() {
+    if !onnxruntime_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for case in cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let forms: [(&str, &[&str], &[&str]); 2] =
+            [("functions", &[], &["--inline-check"]), ("inline", &["--inline"], &[])];
+        for (form, export_flags, check_flags) in forms {
+            let model = tmp.path().join(format!("{name}.{form}.onnx"));
+            export_ok(&case, &model, export_flags);
+            let report = check_onnx(&model, &case, check_flags);
+            assert_eq!(report["checker"], "ok", "{name} {form}: {report}");
+            for (what, d) in diffs(&report) {
+                let ok = d <= LOGITS_ATOL_F32;
+                eprintln!(
+                    "{name:24} {form:9} {what:45} max|Δ| {d:.3e} {}",
+                    if ok { "ok" } else { "FAIL" }
+                );
+                if !ok {
+                    failures.push(format!("{name} {form} {what}: max|Δ| {d:e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "onnxruntime mismatches:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn external_data_runs_in_onnxruntime() {
+    let case = fixtures_dir().join("cheems-head-dense-gqa");
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model.onnx");
+    export_ok(&case, &model, &["--external-data"]);
+    let data = tmp.path().join("model.onnx.data");
+    assert!(data.is_file(), "no external data file next to the model");
+    let proto = ModelProto::decode(std::fs::read(&model).unwrap().as_slice()).unwrap();
+    let inits = &proto.graph.as_ref().unwrap().initializer;
+    assert!(!inits.is_empty());
+    let size = std::fs::metadata(&data).unwrap().len();
+    for t in inits {
+        assert_eq!(t.data_location, Some(1), "{} is not external", t.name);
+        assert!(t.raw_data.is_empty(), "{} also has inline data", t.name);
+        let get = |k: &str| t.external_data.iter().find(|e| e.key == k).unwrap().value.clone();
+        assert_eq!(get("location"), "model.onnx.data");
+        let (offset, length): (u64, u64) =
+            (get("offset").parse().unwrap(), get("length").parse().unwrap());
+        assert!(offset + length <= size, "{} lies outside the data file", t.name);
+    }
+    if onnxruntime_available() {
+        let report = check_onnx(&model, &case, &[]);
+        for (what, d) in diffs(&report) {
+            assert!(d <= LOGITS_ATOL_F32, "external data {what}: max|Δ| {d:e}");
+        }
+    }
+}
+
+fn export_model(case: &str) -> Model {
+    let ck = Checkpoint::open(&fixtures_dir().join(case)).unwrap();
+    build_with(&ck.config, &ck.weights, BuildOptions { stateless: true }).unwrap()
+}
+
+/// Every node of both forms of every fixture, read back from the written file: no `Loop` or `Scan` anywhere,
+/// function bodies of standard ops only, and the inline form without any custom node or function.
+#[test]
+fn no_loop_or_scan_and_standard_bodies() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let model = export_model(&name);
+        for inline in [false, true] {
+            let path = tmp.path().join(format!("{name}.{inline}.onnx"));
+            let opts = ExportOptions { inline, ..ExportOptions::default() };
+            onnx::write(&model, &path, &opts).unwrap();
+            let proto = ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+            let nodes = all_nodes(&proto);
+            assert!(nodes.len() > 50, "{name}: only {} nodes", nodes.len());
+            for n in &nodes {
+                assert!(
+                    n.op_type != "Loop" && n.op_type != "Scan",
+                    "{name} (inline {inline}): node `{}` is a {}",
+                    n.name,
+                    n.op_type
+                );
+            }
+            for f in &proto.functions {
+                assert!(
+                    f.node.iter().all(|n| n.domain.is_empty()),
+                    "{name}: {:?} calls a custom op",
+                    f.name
+                );
+            }
+            let custom = proto
+                .graph
+                .as_ref()
+                .unwrap()
+                .node
+                .iter()
+                .filter(|n| n.domain == "ai.cheems")
+                .count();
+            let imports: Vec<&str> = proto.opset_import.iter().map(|o| o.domain.as_str()).collect();
+            if inline {
+                assert_eq!(custom, 0, "{name}: custom nodes in the inline form");
+                assert!(proto.functions.is_empty(), "{name}: functions in the inline form");
+                assert_eq!(imports, [""], "{name}");
+            } else {
+                assert!(custom > 0, "{name}: no custom node in the functions form");
+                assert_eq!(imports, ["", "ai.cheems"], "{name}");
+            }
+            let graph_names: Vec<&str> =
+                proto.graph.as_ref().unwrap().node.iter().map(|n| n.name.as_str()).collect();
+            let mut unique = graph_names.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(
+                unique.len(),
+                graph_names.len(),
+                "{name} (inline {inline}): node names repeat"
+            );
+        }
+    }
+}
+
+/// The graph's interface: names, order, dtypes and `dim_param`s of the inputs and outputs.
+#[test]
+fn graph_inputs_and_outputs_follow_the_schema() {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+    use tract_onnx::pb::type_proto;
+    let describe = |vi: &tract_onnx::pb::ValueInfoProto| -> String {
+        let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().unwrap().value.as_ref()
+        else {
+            panic!("{} is not a tensor", vi.name)
+        };
+        let dims: Vec<String> = t
+            .shape
+            .as_ref()
+            .unwrap()
+            .dim
+            .iter()
+            .map(|d| match d.value.as_ref().unwrap() {
+                Value::DimValue(v) => v.to_string(),
+                Value::DimParam(p) => p.clone(),
+            })
+            .collect();
+        format!("{} {}[{}]", vi.name, t.elem_type, dims.join(","))
+    };
+    let model = export_model("cheems-v1-dense");
+    for (dtype, t) in [(FloatType::F32, 1), (FloatType::F16, 10)] {
+        let opts = ExportOptions { dtype, ..ExportOptions::default() };
+        let proto = to_model(&model, &opts).unwrap();
+        let g = proto.graph.as_ref().unwrap();
+        let inputs: Vec<String> = g.input.iter().map(describe).collect();
+        let outputs: Vec<String> = g.output.iter().map(describe).collect();
+        assert_eq!(
+            inputs,
+            [
+                "input_ids 7[batch,sequence]".to_string(),
+                "attention_mask 7[batch,past_sequence+sequence]".to_string(),
+                "past.0.ssd_state 1[batch,4,16,16]".to_string(),
+                format!("past.1.key {t}[batch,4,past_sequence,16]"),
+                format!("past.1.value {t}[batch,4,past_sequence,16]"),
+                "past.2.ssd_state 1[batch,4,16,16]".to_string(),
+                format!("past.3.key {t}[batch,4,past_sequence,16]"),
+                format!("past.3.value {t}[batch,4,past_sequence,16]"),
+            ]
+        );
+        assert_eq!(
+            outputs,
+            [
+                format!("logits {t}[batch,sequence,128]"),
+                "present.0.ssd_state 1[batch,4,16,16]".to_string(),
+                format!("present.1.key {t}[batch,4,past_sequence+sequence,16]"),
+                format!("present.1.value {t}[batch,4,past_sequence+sequence,16]"),
+                "present.2.ssd_state 1[batch,4,16,16]".to_string(),
+                format!("present.3.key {t}[batch,4,past_sequence+sequence,16]"),
+                format!("present.3.value {t}[batch,4,past_sequence+sequence,16]"),
+            ]
+        );
+        assert_eq!(proto.ir_version, 8);
+        assert_eq!(proto.producer_name, "cheems");
+    }
+}
+
+fn dir_listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// An export that fails after writing both temporary files (the external data cannot be renamed onto a
+/// directory) leaves the existing model untouched and no temporary file behind; so do early failures.
+#[test]
+fn a_failing_export_leaves_an_existing_file_untouched() {
+    let case = fixtures_dir().join("hf-doge-cdmoe");
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model.onnx");
+    std::fs::write(&model, b"previous contents").unwrap();
+    std::fs::create_dir(data_path(&model).unwrap()).unwrap();
+    let before = dir_listing(tmp.path());
+
+    let o = export_cli(&case, &model, &["--external-data"]);
+    assert!(!o.status.success(), "the export should fail: the data path is a directory");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("model.onnx.data"), "the error names the data file: {err}");
+    assert_eq!(std::fs::read(&model).unwrap(), b"previous contents");
+    assert_eq!(dir_listing(tmp.path()), before, "temporary files left behind");
+
+    for flags in [&["--opset", "99"][..], &["--dtype", "f64"][..]] {
+        let o = export_cli(&case, &model, flags);
+        assert!(!o.status.success(), "{flags:?} should fail");
+        assert_eq!(std::fs::read(&model).unwrap(), b"previous contents");
+    }
+    let o = export_cli(&tmp.path().join("no-such-checkpoint"), &model, &[]);
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read(&model).unwrap(), b"previous contents");
+    assert_eq!(dir_listing(tmp.path()), before);
+
+    std::fs::remove_dir(data_path(&model).unwrap()).unwrap();
+    export_ok(&case, &model, &[]);
+    let proto = ModelProto::decode(std::fs::read(&model).unwrap().as_slice()).unwrap();
+    assert!(proto.graph.is_some());
+    assert_eq!(dir_listing(tmp.path()), ["model.onnx"]);
+}
+
+/// The supported opsets all pass through the writer; others are refused with the range in the message.
+#[test]
+fn opsets_outside_the_range_are_refused() {
+    let model = export_model("hf-doge-cdmoe");
+    for opset in onnx::OPSETS {
+        let proto = to_model(&model, &ExportOptions { opset, ..ExportOptions::default() }).unwrap();
+        assert_eq!(proto.opset_import[0].version, opset);
+    }
+    let err = to_model(&model, &ExportOptions { opset: 17, ..ExportOptions::default() })
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("opset 17") && err.contains("18"), "{err}");
+}
