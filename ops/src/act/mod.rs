@@ -11,6 +11,7 @@
 //! computed in `f64` and rounded once.
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

@@ -146,3 +146,93 @@ proptest! {
         assert_close(&got, &want, 1e-6, 1e-6, &format!("act_mul {act:?} n={n}"));
     }
 }
+
+/// CUDA against the CPU kernel. f32: the device's expf/erfcf/tanhf are within a few ulps of the host's, the
+/// rounding of x/√2 moves GELU's tail by about x²·2⁻²⁴ relative, and `1 + tanh` cancels for negative inputs
+/// (about |x|·2⁻²⁴ absolute, times |up| ≤ 3); bf16 rounds the activation and then the product (2⁻⁹ each).
+mod gpu {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem, Gpu};
+
+    const ATOL: f64 = 4e-6;
+    const RTOL_F32: f64 = 1e-5;
+    const RTOL_BF16: f64 = 2.0 * 0.00390625;
+
+    fn run<T: Elem>(gpu: &Gpu, act: Act, gate: &[T], up: &[T]) -> crate::Result<Vec<f32>> {
+        let (dg, du) = (gpu.upload(gate)?, gpu.upload(up)?);
+        let mut y = gpu.upload(&vec![T::from_f32(f32::NAN); gate.len()])?;
+        cuda::act_mul(gpu, act, &dg, &du, &mut y)?;
+        Ok(gpu.download(&y)?.into_iter().map(|v| v.to_f32()).collect())
+    }
+
+    fn check<T: Elem>(gpu: &Gpu, act: Act, gate: &[f32], up: &[f32], rtol: f64) {
+        let to = |v: &[f32]| v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>();
+        let (gate, up) = (to(gate), to(up));
+        let wide = |v: &[T]| v.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
+        let want: Vec<f64> =
+            act_mul(act, &wide(&gate), &wide(&up)).unwrap().into_iter().map(f64::from).collect();
+        let got = run(gpu, act, &gate, &up).unwrap();
+        assert_close(
+            &got,
+            &want,
+            ATOL,
+            rtol,
+            &format!("act_mul_{} {act:?} n={}", T::NAME, gate.len()),
+        );
+    }
+
+    fn check_all(gate: &[f32], up: &[f32]) {
+        let Some(gpu) = test_gpu() else { return };
+        for act in ACTS {
+            check::<f32>(&gpu, act, gate, up, RTOL_F32);
+            check::<half::bf16>(&gpu, act, gate, up, RTOL_BF16);
+        }
+    }
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel() {
+        for n in [0, 1, 3, 4, 5, 31, 1025, 4099, (1 << 20) + 3] {
+            let mut rng = Rng::new(n as u64);
+            check_all(&rng.vec(n, -8.0, 8.0), &rng.vec(n, -3.0, 3.0));
+        }
+        let grid: Vec<f32> = (-4000..=4000).map(|i| i as f32 / 200.0).collect();
+        check_all(&grid, &vec![1.0; grid.len()]);
+    }
+
+    #[test]
+    fn edge_values_match_the_cpu_kernel() {
+        let Some(gpu) = test_gpu() else { return };
+        let gate = [0.0, -0.0, 1e30, -1e30, 88.0, -88.0, 1e-30, -1e-30, f32::NAN];
+        for act in ACTS {
+            let got = run::<f32>(&gpu, act, &gate, &[1.0; 9]).unwrap();
+            let want = act_mul(act, &gate, &[1.0; 9]).unwrap();
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                let same = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-6 * w.abs();
+                assert!(same, "{act:?}({}) = {g}, the CPU gives {w}", gate[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_lengths_are_refused() {
+        let Some(gpu) = test_gpu() else { return };
+        let Err(KernelError::BadParams(msg)) = run::<f32>(&gpu, Act::Silu, &[1.0; 3], &[1.0; 2])
+        else {
+            panic!()
+        };
+        assert!(msg.contains("`up` has 2 elements, expected 3"), "{msg}");
+        let (g, u) = (gpu.zeros::<f32>(3).unwrap(), gpu.zeros::<f32>(3).unwrap());
+        let mut y = gpu.zeros::<f32>(4).unwrap();
+        let r = cuda::act_mul(&gpu, Act::Relu, &g, &u, &mut y);
+        assert!(matches!(r, Err(KernelError::BadParams(m)) if m.contains("`y` has 4")));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_shapes_match_the_cpu_kernel(n in 0usize..5000, seed in any::<u64>()) {
+            let mut rng = Rng::new(seed);
+            check_all(&rng.vec(n, -30.0, 30.0), &rng.vec(n, -3.0, 3.0));
+        }
+    }
+}

@@ -419,6 +419,13 @@ mod tests {
             crate::dynamic_mask::cuda::SOURCE,
             crate::matmul::cuda::SOURCE,
             crate::elementwise::cuda::SOURCE,
+            crate::pk_topk::cuda::SOURCE,
+            crate::router_topk::cuda::SOURCE,
+            crate::expert_mix::cuda::SOURCE,
+            crate::inner_values::cuda::SOURCE,
+            crate::rope::cuda::SOURCE,
+            crate::embedding::cuda::SOURCE,
+            crate::act::cuda::SOURCE,
         ]
     }
 

@@ -1,6 +1,7 @@
 //! Embedding lookup: `y[n, :] = table[ids[n], :]` with `table` `[rows, dim]`, `y` `[ids.len(), dim]`.
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

@@ -7,6 +7,7 @@
 //! `[rows, heads, k]`; `down`, `up` `[E, dim]`. Dots and the output sum accumulate in `f64`.
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

@@ -199,3 +199,248 @@ proptest! {
         }
     }
 }
+
+/// CUDA against the CPU kernel, within a worst-case f32 rounding bound computed per element (see [`gpu::bound`]);
+/// bf16 adds one rounding of the output (2⁻⁸ relative, with margin).
+mod gpu {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem, Gpu};
+
+    const U: f64 = 1.0 / (1u64 << 24) as f64;
+    /// Largest |act'| of the four activations (GELU's is about 1.13), with margin.
+    const LIPSCHITZ: f64 = 1.2;
+    const RTOL_F32: f64 = 0.0;
+    const RTOL_BF16: f64 = 0.00390625;
+
+    /// Error of an f32 activation: a few ulps, the rounding of erfc's argument (z² ulps of GELU's tail), and an
+    /// absolute ulp of z where `1 + tanh` cancels.
+    fn act_error(act: Act, z: f64) -> f64 {
+        U * ((16.0 + z * z) * act64(act, z).abs() + 2.0 * z.abs())
+    }
+
+    /// Bound on |GPU − CPU| per output element: twice the worst-case f32 error of the kernel against the exact
+    /// value (a length-n f32 sum is off by at most n·u·Σ|terms|, u = 2⁻²⁴), which also covers the CPU kernel's own
+    /// smaller error. The dot's error reaches w through the activation (Lipschitz ≤ 1.2); the softmax weights
+    /// carry 2k + 10 roundings (`norm_topk` divides by a sum that is 1 in exact arithmetic).
+    pub(super) fn bound(c: &Case, act: Act, order: ExpertAct) -> Vec<f64> {
+        let p = &c.p;
+        let (dim, k) = (p.dim, p.k);
+        let mut err = vec![0.0; p.rows * dim];
+        let mut mag = vec![0.0; p.rows * dim];
+        for r in 0..p.rows {
+            for h in 0..p.heads {
+                let at = (r * p.heads + h) * k;
+                let s: Vec<f64> = c.scores[at..at + k].iter().map(|&s| f64::from(s)).collect();
+                let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
+                let total: f64 = e.iter().sum();
+                for (j, &id) in c.ids[at..at + k].iter().enumerate() {
+                    let prob = e[j] / total;
+                    let eo = id as usize * dim;
+                    let terms =
+                        (0..dim).map(|i| f64::from(c.x[r * dim + i]) * f64::from(c.down[eo + i]));
+                    let (d, abs) = terms.fold((0.0, 0.0), |(d, a), t| (d + t, a + t.abs()));
+                    let dd = U * (dim as f64 * abs + d.abs());
+                    let dp = (2 * k + 10) as f64 * U * prob;
+                    let (w, dw) = match order {
+                        ExpertAct::BeforeSoftmax => {
+                            let a = act64(act, d);
+                            let w = a * prob;
+                            let dw = LIPSCHITZ * dd * prob
+                                + a.abs() * dp
+                                + act_error(act, d) * prob
+                                + U * w.abs();
+                            (w, dw)
+                        }
+                        ExpertAct::AfterSoftmax => {
+                            let y = d * prob;
+                            let dy = dd * prob + d.abs() * dp + U * y.abs();
+                            let w = act64(act, y);
+                            (w, LIPSCHITZ * dy + act_error(act, y) + U * w.abs())
+                        }
+                    };
+                    for col in 0..dim {
+                        let u = f64::from(c.up[eo + col]).abs();
+                        err[r * dim + col] += dw * u;
+                        mag[r * dim + col] += w.abs() * u;
+                    }
+                }
+            }
+        }
+        let n = (p.heads * k) as f64;
+        err.iter().zip(&mag).map(|(&e, &m)| 2.0 * (e + (n + 2.0) * U * m)).collect()
+    }
+
+    /// `|got − want| ≤ bound + rtol·|want|` elementwise; NaN fails.
+    fn assert_within(got: &[f32], want: &[f32], bound: &[f64], rtol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
+            let excess = (f64::from(g) - f64::from(w)).abs() - (b + rtol * f64::from(w).abs());
+            assert!(
+                !(excess.is_nan() || excess > 0.0),
+                "{what}: element {i}: got {g}, want {w}, bound {b:e}"
+            );
+        }
+    }
+
+    /// The case with x, down and up rounded to T (the CPU kernel then sees exactly the GPU's inputs).
+    fn rounded<T: Elem>(c: &Case) -> Case {
+        let r = |v: &[f32]| v.iter().map(|&x| T::from_f32(x).to_f32()).collect();
+        Case {
+            p: c.p,
+            x: r(&c.x),
+            scores: c.scores.clone(),
+            ids: c.ids.clone(),
+            down: r(&c.down),
+            up: r(&c.up),
+        }
+    }
+
+    fn run<T: Elem>(
+        gpu: &Gpu,
+        c: &Case,
+        act: Act,
+        order: ExpertAct,
+        norm: bool,
+    ) -> crate::Result<Vec<f32>> {
+        let to = |v: &[f32]| v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>();
+        let (x, down, up) =
+            (gpu.upload(&to(&c.x))?, gpu.upload(&to(&c.down))?, gpu.upload(&to(&c.up))?);
+        let scores = gpu.upload(&c.scores)?;
+        let ids = gpu.stream().clone_htod(&c.ids).unwrap();
+        let mut out = gpu.upload(&vec![T::from_f32(f32::NAN); c.p.rows * c.p.dim])?;
+        cuda::expert_mix(gpu, &c.p, act, order, norm, &x, &scores, &ids, &down, &up, &mut out)?;
+        Ok(gpu.download(&out)?.into_iter().map(|v| v.to_f32()).collect())
+    }
+
+    fn check<T: Elem>(gpu: &Gpu, c: &Case, act: Act, order: ExpertAct, norm: bool, rtol: f64) {
+        let c = rounded::<T>(c);
+        let want = c.run(act, order, norm).unwrap();
+        let got = run::<T>(gpu, &c, act, order, norm).unwrap();
+        let what = format!("expert_mix_{} {:?} {act:?} {order:?} norm={norm}", T::NAME, c.p);
+        assert_within(&got, &want, &bound(&c, act, order), rtol, &what);
+    }
+
+    fn check_all(c: &Case) {
+        let Some(gpu) = test_gpu() else { return };
+        for act in ACTS {
+            for order in [ExpertAct::BeforeSoftmax, ExpertAct::AfterSoftmax] {
+                for norm in [false, true] {
+                    check::<f32>(&gpu, c, act, order, norm, RTOL_F32);
+                    check::<half::bf16>(&gpu, c, act, order, norm, RTOL_BF16);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel() {
+        let shapes = [
+            (0, 2, 3, 8, 10),
+            (3, 0, 3, 8, 10),
+            (3, 2, 0, 8, 10),
+            (3, 2, 3, 0, 10),
+            (1, 1, 1, 1, 1),
+            (4, 1, 1, 9, 6),
+            (3, 2, 3, 7, 5),
+            (2, 4, 8, 31, 64),
+            (2, 1, 32, 32, 1024),
+            (3, 2, 2, 33, 16),
+            (16, 4, 8, 256, 1024),
+            (2, 2, 8, 1025, 40),
+            (2, 1, 4, 4096, 8),
+            (1, 32, 32, 64, 100),
+            (2, 1, 40, 12, 50),
+        ];
+        for (i, &(r, h, k, d, e)) in shapes.iter().enumerate() {
+            check_all(&Case::random(params(r, h, k, d, e), 300 + i as u64));
+        }
+    }
+
+    #[test]
+    fn repeated_ids_add_up() {
+        let mut c = Case::random(params(3, 2, 4, 12, 3), 4);
+        c.ids.iter_mut().for_each(|id| *id = 1);
+        check_all(&c);
+        let mut c = Case::random(params(3, 2, 4, 64, 3), 5);
+        c.ids.iter_mut().for_each(|id| *id = 2);
+        check_all(&c);
+    }
+
+    /// With `d = 1` for every expert and `up[:, 0] = 1`, `relu(d)·p` sums the routing weights: `heads` per row.
+    #[test]
+    fn routing_weights_sum_to_one_per_head() {
+        let Some(gpu) = test_gpu() else { return };
+        let (rows, heads, k, dim, e) = (5, 3, 7, 8, 20);
+        let mut c = Case::random(params(rows, heads, k, dim, e), 6);
+        c.x.iter_mut().enumerate().for_each(|(i, v)| *v = if i % dim == 0 { 1.0 } else { 0.0 });
+        c.down.iter_mut().enumerate().for_each(|(i, v)| *v = if i % dim == 0 { 1.0 } else { 0.0 });
+        c.up.iter_mut().enumerate().for_each(|(i, v)| *v = if i % dim == 0 { 1.0 } else { 0.0 });
+        for norm in [false, true] {
+            let got = run::<f32>(&gpu, &c, Act::Relu, ExpertAct::BeforeSoftmax, norm).unwrap();
+            for r in 0..rows {
+                let s = got[r * dim];
+                assert!(
+                    (s - heads as f32).abs() <= 1e-5,
+                    "row {r}: weights sum to {s}, want {heads}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rows_with_an_id_out_of_range_are_nan() {
+        let Some(gpu) = test_gpu() else { return };
+        let (heads, k, dim, e) = (2, 3, 8, 5);
+        let mut c = Case::random(params(4, heads, k, dim, e), 7);
+        let want = c.run(Act::Silu, ExpertAct::BeforeSoftmax, false).unwrap();
+        c.ids[heads * k + 4] = 5;
+        c.ids[3 * heads * k] = -1;
+        let got = run::<f32>(&gpu, &c, Act::Silu, ExpertAct::BeforeSoftmax, false).unwrap();
+        for r in 0..4 {
+            let row = &got[r * dim..][..dim];
+            if r == 1 || r == 3 {
+                assert!(row.iter().all(|v| v.is_nan()), "row {r} with a bad id: {row:?}");
+            } else {
+                let want: Vec<f64> = want[r * dim..][..dim].iter().map(|&v| f64::from(v)).collect();
+                assert_close(row, &want, 1e-5, 1e-5, &format!("row {r} beside bad ids"));
+            }
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        let Some(gpu) = test_gpu() else { return };
+        let c = Case::random(params(2, 33, 32, 4, 5), 8);
+        let Err(KernelError::BadParams(msg)) =
+            run::<f32>(&gpu, &c, Act::Silu, ExpertAct::BeforeSoftmax, false)
+        else {
+            panic!()
+        };
+        assert!(msg.contains("heads 33 × k 32 exceeds"), "{msg}");
+        let mut c = Case::random(params(2, 1, 2, 4, 5), 9);
+        c.up.pop();
+        let Err(KernelError::BadParams(msg)) =
+            run::<f32>(&gpu, &c, Act::Silu, ExpertAct::BeforeSoftmax, false)
+        else {
+            panic!()
+        };
+        assert!(msg.contains("`up` has 19 elements, expected 20"), "{msg}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_shapes_match_the_cpu_kernel(
+            r in 0usize..6, h in 1usize..5, k in 1usize..33, d in 0usize..600, e in 1usize..300,
+            seed in any::<u64>(), which in 0usize..4,
+        ) {
+            let Some(gpu) = test_gpu() else { return Ok(()) };
+            let c = Case::random(params(r, h, k, d, e), seed);
+            for order in [ExpertAct::BeforeSoftmax, ExpertAct::AfterSoftmax] {
+                check::<f32>(&gpu, &c, ACTS[which], order, seed % 2 == 0, RTOL_F32);
+                check::<half::bf16>(&gpu, &c, ACTS[which], order, seed % 2 == 1, RTOL_BF16);
+            }
+        }
+    }
+}

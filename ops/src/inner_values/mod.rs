@@ -7,6 +7,7 @@
 //! sum of embeddings accumulate in `f64`.
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

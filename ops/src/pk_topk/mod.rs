@@ -10,6 +10,7 @@
 //! The dot products accumulate in `f64`; the candidate sums are `f32`.
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

@@ -191,3 +191,146 @@ proptest! {
         check_against_brute_force(p, seed);
     }
 }
+
+/// CUDA against the CPU kernel. Both round f64 similarities once to f32 and form the candidate sums with the same
+/// f32 additions, so they agree bit for bit, ties included (quantized inputs are checked for exact equality). On
+/// continuous inputs the f64 sums are added in different orders and can round to neighbouring f32 values when
+/// one lies within an f64 ulp of an f32 rounding boundary; a score may then move by an ulp of a similarity
+/// (|sim| ≤ half), and ids may swap only between scores that equal within that.
+mod gpu {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem, Gpu};
+
+    const NEAR_RTOL: f64 = 4.0 * f32::EPSILON as f64;
+
+    fn near_atol(p: &PkTopKParams) -> f64 {
+        4.0 * f64::from(f32::EPSILON) * p.half.max(1) as f64
+    }
+
+    fn to<T: Elem>(v: &[f32]) -> Vec<T> {
+        v.iter().map(|&x| T::from_f32(x)).collect()
+    }
+
+    fn back<T: Elem>(v: &[T]) -> Vec<f32> {
+        v.iter().map(|x| x.to_f32()).collect()
+    }
+
+    fn run<T: Elem>(
+        gpu: &Gpu,
+        p: &PkTopKParams,
+        q: &[T],
+        keys: &[T],
+    ) -> crate::Result<(Vec<f32>, Vec<i64>)> {
+        let n = p.rows * p.heads * p.k;
+        let (dq, dk) = (gpu.upload(q)?, gpu.upload(keys)?);
+        let mut scores = gpu.upload(&vec![f32::NAN; n])?;
+        let mut ids = gpu.stream().clone_htod(&vec![-1i64; n]).unwrap();
+        cuda::pk_topk(gpu, p, &dq, &dk, &mut scores, &mut ids)?;
+        Ok((gpu.download(&scores)?, gpu.stream().clone_dtoh(&ids).unwrap()))
+    }
+
+    fn check<T: Elem>(p: PkTopKParams, quantized: bool, seed: u64) {
+        let Some(gpu) = test_gpu() else { return };
+        let (q, keys) = inputs(&p, quantized, seed);
+        let (q, keys): (Vec<T>, Vec<T>) = (to(&q), to(&keys));
+        let (qf, kf) = (back(&q), back(&keys));
+        let (want_scores, want_ids) = pk_topk(&p, &qf, &kf).unwrap();
+        let (scores, ids) = run(&gpu, &p, &q, &keys).unwrap();
+        let what = format!("pk_topk_{} {p:?} quantized={quantized} seed {seed}", T::NAME);
+        check_invariants(&p, &scores, &ids);
+        if quantized {
+            assert_eq!(ids, want_ids, "ids of {what}");
+            assert_eq!(scores, want_scores, "scores of {what}");
+            return;
+        }
+        let want: Vec<f64> = want_scores.iter().map(|&s| f64::from(s)).collect();
+        assert_close(&scores, &want, near_atol(&p), NEAR_RTOL, &what);
+        for (slot, (&got, &want)) in ids.iter().zip(&want_ids).enumerate() {
+            if got == want {
+                continue;
+            }
+            let (row, h) = (slot / (p.heads * p.k), slot / p.k % p.heads);
+            let [x, y] = sims(&p, &qf, &kf, row, h);
+            let nk = p.num_keys as i64;
+            let sum = |id: i64| x[(id / nk) as usize] + y[(id % nk) as usize];
+            let gap = (sum(got) - sum(want)).abs();
+            assert!(
+                gap <= near_atol(&p) + NEAR_RTOL * sum(want).abs(),
+                "{what}: slot {slot} picked id {got} ({}) where the CPU picked {want} ({})",
+                sum(got),
+                sum(want)
+            );
+        }
+    }
+
+    fn check_all(p: PkTopKParams, seed: u64) {
+        for quantized in [true, false] {
+            check::<f32>(p, quantized, seed);
+            check::<half::bf16>(p, quantized, seed);
+        }
+    }
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel() {
+        let shapes = [
+            (0, 2, 8, 4, 2),
+            (3, 2, 4, 3, 0),
+            (3, 2, 5, 0, 2),
+            (1, 1, 1, 1, 1),
+            (3, 2, 8, 5, 1),
+            (3, 2, 8, 5, 8),
+            (2, 3, 32, 16, 8),
+            (2, 2, 127, 9, 127),
+            (1, 2, 128, 64, 128),
+            (2, 1, 128, 128, 16),
+            (1, 1, 256, 3, 256),
+            (2, 2, 256, 130, 8),
+            (3, 4, 64, 128, 8),
+        ];
+        for (i, &(r, h, nk, half, k)) in shapes.iter().enumerate() {
+            check_all(params(r, h, nk, half, k), 300 + i as u64);
+        }
+    }
+
+    #[test]
+    fn equal_similarities_pick_the_lowest_positions() {
+        let Some(gpu) = test_gpu() else { return };
+        let p = params(2, 2, 8, 4, 3);
+        let (q, _) = inputs(&p, false, 1);
+        let (scores, ids) = run(&gpu, &p, &q, &vec![0.0f32; 2 * 8 * 2 * 4]).unwrap();
+        assert_eq!(scores, vec![0.0; 12]);
+        assert_eq!(ids, [0, 1, 2].repeat(4));
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        let Some(gpu) = test_gpu() else { return };
+        let p = params(2, 1, 257, 2, 4);
+        let (q, keys) = (vec![0.0f32; 2 * 2 * 2], vec![0.0f32; 257 * 2 * 2]);
+        let Err(KernelError::BadParams(msg)) = run(&gpu, &p, &q, &keys) else { panic!() };
+        assert!(msg.contains("`num_keys` 257 exceeds"), "{msg}");
+        let p = params(2, 2, 4, 3, 2);
+        let (dq, dk) = (gpu.zeros::<f32>(24).unwrap(), gpu.zeros::<f32>(48).unwrap());
+        let mut scores = gpu.zeros::<f32>(7).unwrap();
+        let mut ids = gpu.stream().clone_htod(&[0i64; 8]).unwrap();
+        let r = cuda::pk_topk(&gpu, &p, &dq, &dk, &mut scores, &mut ids);
+        assert!(matches!(r, Err(KernelError::BadParams(m)) if m.contains("`scores` has 7")));
+        let dq = gpu.zeros::<f32>(23).unwrap();
+        let mut scores = gpu.zeros::<f32>(8).unwrap();
+        let r = cuda::pk_topk(&gpu, &p, &dq, &dk, &mut scores, &mut ids);
+        assert!(matches!(r, Err(KernelError::BadParams(m)) if m.contains("`q` has 23")));
+    }
+
+    fn arb_gpu_params() -> impl Strategy<Value = PkTopKParams> {
+        (0usize..5, 1usize..4, 1usize..=256, 0usize..40)
+            .prop_flat_map(|(r, h, nk, half)| (0..=nk).prop_map(move |k| params(r, h, nk, half, k)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_shapes_match_the_cpu_kernel(p in arb_gpu_params(), seed in any::<u64>()) {
+            check_all(p, seed);
+        }
+    }
+}

@@ -9,6 +9,7 @@
 //!   `cos`/`sin` row per `x` row, shared by its heads.
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

@@ -134,3 +134,182 @@ proptest! {
         check_apply(rows, heads, 2 * half, seed);
     }
 }
+
+/// CUDA against the CPU kernels. Tables: both sides take cos/sin of the same f32 angle in f64 and round once, so
+/// they agree except where the f64 value lies within an f64 ulp of an f32 rounding boundary (one f32 ulp, 2⁻²³
+/// relative); bf16 tables are those values rounded once more (2⁻⁸ relative). Apply: f32 is the CPU kernel bit for
+/// bit (the same two products and sum, no fused multiply-add); bf16 is PyTorch's bf16 order bit for bit (each
+/// product rounded to bf16, then the sum) and within three bf16 roundings (2⁻⁹ of |x·cos| + |x'·sin| each, with
+/// margin) of the CPU's f32 result.
+mod gpu {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem, Gpu};
+    use half::bf16;
+
+    const TABLE_RTOL_F32: f64 = 2.0 * 6e-8;
+    const TABLE_RTOL_BF16: f64 = 0.00390625;
+    const APPLY_BF16_REL: f64 = 4.0 * 0.001953125;
+
+    fn run_tables<T: Elem>(
+        gpu: &Gpu,
+        positions: &[i64],
+        freqs: &[f32],
+    ) -> crate::Result<(Vec<f32>, Vec<f32>)> {
+        let n = positions.len() * 2 * freqs.len();
+        let pos = gpu.stream().clone_htod(positions).unwrap();
+        let inv = gpu.upload(freqs)?;
+        let mut cos = gpu.upload(&vec![T::from_f32(f32::NAN); n])?;
+        let mut sin = gpu.upload(&vec![T::from_f32(f32::NAN); n])?;
+        cuda::tables(gpu, &pos, &inv, &mut cos, &mut sin)?;
+        let back = |v: Vec<T>| v.into_iter().map(|x| x.to_f32()).collect();
+        Ok((back(gpu.download(&cos)?), back(gpu.download(&sin)?)))
+    }
+
+    fn check_tables(positions: &[i64], theta: f64, dim: usize) {
+        let Some(gpu) = test_gpu() else { return };
+        let freqs = inv_freq(theta, dim);
+        let (want_cos, want_sin) = tables(positions, &freqs);
+        let what = format!("θ={theta} dim={dim} {} positions", positions.len());
+        let (cos, sin) = run_tables::<f32>(&gpu, positions, &freqs).unwrap();
+        let wide = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        assert_close(&cos, &wide(&want_cos), 1e-45, TABLE_RTOL_F32, &format!("cos f32 {what}"));
+        assert_close(&sin, &wide(&want_sin), 1e-45, TABLE_RTOL_F32, &format!("sin f32 {what}"));
+        let (cos, sin) = run_tables::<bf16>(&gpu, positions, &freqs).unwrap();
+        let narrow =
+            |v: &[f32]| v.iter().map(|&x| f64::from(bf16::from_f32(x))).collect::<Vec<_>>();
+        assert_close(&cos, &narrow(&want_cos), 1e-45, TABLE_RTOL_BF16, &format!("cos bf16 {what}"));
+        assert_close(&sin, &narrow(&want_sin), 1e-45, TABLE_RTOL_BF16, &format!("sin bf16 {what}"));
+    }
+
+    #[test]
+    fn tables_match_the_cpu_kernel() {
+        let positions: Vec<i64> =
+            (0..300).chain([4095, 65_535, 1_000_000, (1 << 24) + 1, 1 << 40, -7]).collect();
+        for (theta, dim) in
+            [(10_000.0, 2), (10_000.0, 64), (10_000.0, 66), (500_000.0, 128), (1e6, 7)]
+        {
+            check_tables(&positions, theta, dim);
+        }
+        check_tables(&[], 10_000.0, 64);
+        check_tables(&[3, 4], 10_000.0, 0);
+        let mut rng = Rng::new(5);
+        let many: Vec<i64> = (0..3000).map(|_| rng.below(200_000) as i64).collect();
+        check_tables(&many, 10_000.0, 128);
+    }
+
+    fn run_apply<T: Elem>(
+        gpu: &Gpu,
+        p: &RopeParams,
+        x: &[T],
+        cos: &[T],
+        sin: &[T],
+    ) -> crate::Result<Vec<T>> {
+        let (dx, dc, ds) = (gpu.upload(x)?, gpu.upload(cos)?, gpu.upload(sin)?);
+        let mut y = gpu.upload(&vec![T::from_f32(f32::NAN); x.len()])?;
+        cuda::apply(gpu, p, &dx, &dc, &ds, &mut y)?;
+        gpu.download(&y)
+    }
+
+    /// PyTorch's bf16 rotation: each product rounded to bf16, then the sum.
+    fn apply_bf16(p: &RopeParams, x: &[bf16], cos: &[bf16], sin: &[bf16]) -> Vec<bf16> {
+        let half = p.dim / 2;
+        let mul = |a: bf16, b: bf16| bf16::from_f32(a.to_f32() * b.to_f32()).to_f32();
+        let mut y = vec![bf16::ZERO; x.len()];
+        if y.is_empty() {
+            return y;
+        }
+        for (n, (y, x)) in y.chunks_mut(p.dim).zip(x.chunks(p.dim)).enumerate() {
+            let cs = n / p.heads * p.dim;
+            for i in 0..half {
+                let (a, b) = (x[i], x[half + i]);
+                y[i] = bf16::from_f32(mul(a, cos[cs + i]) + mul(-b, sin[cs + i]));
+                y[half + i] =
+                    bf16::from_f32(mul(b, cos[cs + half + i]) + mul(a, sin[cs + half + i]));
+            }
+        }
+        y
+    }
+
+    fn check_apply(rows: usize, heads: usize, dim: usize, seed: u64) {
+        let Some(gpu) = test_gpu() else { return };
+        let p = RopeParams { rows, heads, dim };
+        let mut rng = Rng::new(seed);
+        let x = rng.vec(rows * heads * dim, -3.0, 3.0);
+        let positions: Vec<i64> = (0..rows).map(|_| rng.below(5000) as i64).collect();
+        let (cos, sin) = tables(&positions, &inv_freq(10_000.0, dim));
+        let got = run_apply::<f32>(&gpu, &p, &x, &cos, &sin).unwrap();
+        assert_eq!(got, apply(&p, &x, &cos, &sin).unwrap(), "rope_apply_f32 {p:?}");
+        let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
+        let (xb, cb, sb) = (to(&x), to(&cos), to(&sin));
+        let got = run_apply::<bf16>(&gpu, &p, &xb, &cb, &sb).unwrap();
+        let want = apply_bf16(&p, &xb, &cb, &sb);
+        let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "rope_apply_bf16 {p:?} against PyTorch's bf16 order");
+        let wide = |v: &[bf16]| v.iter().map(|x| x.to_f32()).collect::<Vec<_>>();
+        let (xw, cw, sw) = (wide(&xb), wide(&cb), wide(&sb));
+        let want32 = apply(&p, &xw, &cw, &sw).unwrap();
+        let half = dim / 2;
+        for (i, (&g, &w)) in wide(&got).iter().zip(&want32).enumerate() {
+            let (base, d) = (i - i % dim, i % dim);
+            let cs = i / dim / heads * dim;
+            let partner = if d < half { base + d + half } else { base + d - half };
+            let terms = (xw[i] * cw[cs + d]).abs() + (xw[partner] * sw[cs + d]).abs();
+            let tol = APPLY_BF16_REL * f64::from(terms);
+            assert!(
+                f64::from((g - w).abs()) <= tol,
+                "rope_apply_bf16 {p:?} element {i}: got {g}, CPU f32 {w}, tolerance {tol:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn apply_edge_shapes_match_the_cpu_kernel() {
+        let shapes = [
+            (0, 2, 8),
+            (3, 0, 8),
+            (3, 2, 0),
+            (1, 1, 2),
+            (3, 7, 4),
+            (2, 3, 62),
+            (5, 4, 128),
+            (7, 3, 130),
+            (1, 1, 4096),
+            (300, 8, 64),
+        ];
+        for (i, &(rows, heads, dim)) in shapes.iter().enumerate() {
+            check_apply(rows, heads, dim, 300 + i as u64);
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        let Some(gpu) = test_gpu() else { return };
+        let p = RopeParams { rows: 2, heads: 1, dim: 3 };
+        let Err(KernelError::BadParams(msg)) =
+            run_apply::<f32>(&gpu, &p, &[0.0; 6], &[0.0; 6], &[0.0; 6])
+        else {
+            panic!()
+        };
+        assert!(msg.contains("odd"), "{msg}");
+        let p = RopeParams { rows: 2, heads: 1, dim: 4 };
+        let (x, c) = (gpu.zeros::<f32>(8).unwrap(), gpu.zeros::<f32>(8).unwrap());
+        let mut y = gpu.zeros::<f32>(7).unwrap();
+        let r = cuda::apply(&gpu, &p, &x, &c, &c, &mut y);
+        assert!(matches!(r, Err(KernelError::BadParams(m)) if m.contains("`y` has 7")));
+        let pos = gpu.stream().clone_htod(&[1i64, 2]).unwrap();
+        let inv = gpu.upload(&[1.0f32, 0.5]).unwrap();
+        let (mut cos, mut sin) = (gpu.zeros::<f32>(8).unwrap(), gpu.zeros::<f32>(7).unwrap());
+        let r = cuda::tables(&gpu, &pos, &inv, &mut cos, &mut sin);
+        assert!(matches!(r, Err(KernelError::BadParams(m)) if m.contains("`sin` has 7")));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_shapes_match_the_cpu_kernel(
+            rows in 0usize..40, heads in 0usize..5, half in 0usize..80, seed in any::<u64>(),
+        ) {
+            check_apply(rows, heads, 2 * half, seed);
+        }
+    }
+}

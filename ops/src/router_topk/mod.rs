@@ -9,6 +9,7 @@
 //! Ties go to the lower index in each row sort and to the earlier candidate. Sums are `f32`.
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

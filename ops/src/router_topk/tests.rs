@@ -133,3 +133,109 @@ proptest! {
         check(n, nk, k, false, seed);
     }
 }
+
+/// CUDA against the CPU kernel: the same sorts and the same f32 additions, so the outputs must agree bit for bit,
+/// ties, tie-breaks and the cross-token pairing of rows included.
+mod gpu {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem, Gpu};
+
+    fn run<T: Elem>(
+        gpu: &Gpu,
+        p: &RouterTopKParams,
+        logits: &[T],
+    ) -> crate::Result<(Vec<f32>, Vec<i64>)> {
+        let n = p.tokens * p.top_k;
+        let dl = gpu.upload(logits)?;
+        let mut scores = gpu.upload(&vec![f32::NAN; n])?;
+        let mut ids = gpu.stream().clone_htod(&vec![-1i64; n]).unwrap();
+        cuda::router_topk(gpu, p, &dl, &mut scores, &mut ids)?;
+        Ok((gpu.download(&scores)?, gpu.stream().clone_dtoh(&ids).unwrap()))
+    }
+
+    fn check<T: Elem>(tokens: usize, num_keys: usize, top_k: usize, quantized: bool, seed: u64) {
+        let Some(gpu) = test_gpu() else { return };
+        let p = RouterTopKParams { tokens, num_keys, top_k };
+        let mut rng = Rng::new(seed);
+        let len = tokens * 2 * num_keys;
+        let logits = if quantized { rng.quantized(len, 6, 0.5) } else { rng.vec(len, -3.0, 3.0) };
+        let logits: Vec<T> = logits.into_iter().map(T::from_f32).collect();
+        let lf: Vec<f32> = logits.iter().map(|v| v.to_f32()).collect();
+        let (want_scores, want_ids) = router_topk(&p, &lf).unwrap();
+        let (scores, ids) = run(&gpu, &p, &logits).unwrap();
+        let what = format!("router_topk_{} {p:?} quantized={quantized} seed {seed}", T::NAME);
+        assert_eq!(ids, want_ids, "ids of {what}");
+        assert_eq!(scores, want_scores, "scores of {what}");
+        check_invariants(&p, &lf, &scores, &ids);
+    }
+
+    fn check_all(tokens: usize, num_keys: usize, top_k: usize, seed: u64) {
+        for quantized in [true, false] {
+            check::<f32>(tokens, num_keys, top_k, quantized, seed);
+            check::<half::bf16>(tokens, num_keys, top_k, quantized, seed);
+        }
+    }
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel() {
+        let shapes = [
+            (0, 4, 3),
+            (3, 4, 0),
+            (1, 1, 1),
+            (3, 8, 1),
+            (3, 8, 64),
+            (2, 5, 25),
+            (2, 16, 256),
+            (2, 32, 8),
+            (4, 33, 300),
+            (2, 127, 127),
+            (2, 128, 1024),
+            (3, 256, 1),
+            (1, 256, 1024),
+            (64, 64, 8),
+        ];
+        for (i, &(n, nk, k)) in shapes.iter().enumerate() {
+            check_all(n, nk, k, 300 + i as u64);
+        }
+    }
+
+    #[test]
+    fn rows_mix_tokens_and_ties_pick_the_lowest_positions() {
+        let Some(gpu) = test_gpu() else { return };
+        let p = RouterTopKParams { tokens: 2, num_keys: 2, top_k: 1 };
+        let (scores, ids) = run(&gpu, &p, &[1.0f32, 0.0, 0.0, 5.0, 0.0, 2.0, 7.0, 0.0]).unwrap();
+        assert_eq!((scores, ids), (vec![3.0, 12.0], vec![1, 2]));
+        let p = RouterTopKParams { tokens: 1, num_keys: 4, top_k: 6 };
+        let (_, ids) = run(&gpu, &p, &[0.0f32; 8]).unwrap();
+        assert_eq!(ids, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        let Some(gpu) = test_gpu() else { return };
+        let p = RouterTopKParams { tokens: 1, num_keys: 257, top_k: 2 };
+        let Err(KernelError::BadParams(msg)) = run(&gpu, &p, &[0.0f32; 514]) else { panic!() };
+        assert!(msg.contains("`num_keys` 257 exceeds"), "{msg}");
+        let p = RouterTopKParams { tokens: 2, num_keys: 3, top_k: 4 };
+        let Err(KernelError::BadParams(msg)) = run(&gpu, &p, &[0.0f32; 11]) else { panic!() };
+        assert!(msg.contains("`logits` has 11 elements"), "{msg}");
+        let dl = gpu.zeros::<f32>(12).unwrap();
+        let mut scores = gpu.zeros::<f32>(8).unwrap();
+        let mut ids = gpu.stream().clone_htod(&[0i64; 7]).unwrap();
+        let r = cuda::router_topk(&gpu, &p, &dl, &mut scores, &mut ids);
+        assert!(matches!(r, Err(KernelError::BadParams(m)) if m.contains("`ids` has 7")));
+    }
+
+    fn arb_gpu_shape() -> impl Strategy<Value = (usize, usize, usize)> {
+        (0usize..6, 1usize..=256)
+            .prop_flat_map(|(n, nk)| (0..=(nk * nk).min(1100)).prop_map(move |k| (n, nk, k)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_shapes_match_the_cpu_kernel((n, nk, k) in arb_gpu_shape(), seed in any::<u64>()) {
+            check_all(n, nk, k, seed);
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! CUDA launcher of [`super::expert_mix`].
+
+use super::{ExpertAct, ExpertMixParams};
+use crate::act::Act;
+use crate::cuda::{launch_error, Elem, Gpu, Source};
+use crate::{check_len, KernelError, Result};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+/// The kernel source.
+pub const SOURCE: Source = Source { file: "expert_mix.cu", code: include_str!("expert_mix.cu") };
+
+/// Largest `heads·k` the kernel handles (the routing weights of a row live in shared memory).
+pub const MAX_SELECTED: usize = 1024;
+
+/// The expert mixture on the device, `out` `[rows, dim]`; see the module documentation for the formula.
+///
+/// The ids stay on the device, so they are not checked here: a row with an id outside `0..E` is written as NaN
+/// and no expert row outside `0..E` is read.
+#[allow(clippy::too_many_arguments)]
+pub fn expert_mix<T: Elem>(
+    gpu: &Gpu,
+    p: &ExpertMixParams,
+    act: Act,
+    order: ExpertAct,
+    norm_topk: bool,
+    x: &CudaSlice<T>,
+    scores: &CudaSlice<f32>,
+    ids: &CudaSlice<i64>,
+    down: &CudaSlice<T>,
+    up: &CudaSlice<T>,
+    out: &mut CudaSlice<T>,
+) -> Result<()> {
+    let (r, dim, e) = (("rows", p.rows), ("dim", p.dim), ("num_experts", p.num_experts));
+    let rhk = [r, ("heads", p.heads), ("k", p.k)];
+    check_len("x", x.len(), &[r, dim])?;
+    check_len("scores", scores.len(), &rhk)?;
+    check_len("ids", ids.len(), &rhk)?;
+    check_len("down", down.len(), &[e, dim])?;
+    check_len("up", up.len(), &[e, dim])?;
+    check_len("out", out.len(), &[r, dim])?;
+    if p.heads.checked_mul(p.k).is_none_or(|n| n > MAX_SELECTED) {
+        return Err(KernelError::BadParams(format!(
+            "heads {} × k {} exceeds the CUDA kernel's limit of {MAX_SELECTED} experts per row",
+            p.heads, p.k
+        )));
+    }
+    if p.rows == 0 || p.dim == 0 {
+        return Ok(());
+    }
+    let rows = u32::try_from(p.rows)
+        .ok()
+        .filter(|&b| b <= i32::MAX as u32)
+        .ok_or_else(|| KernelError::BadParams(format!("rows {} exceeds the grid", p.rows)))?;
+    let int = |name: &str, v: usize| {
+        i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
+    };
+    let (heads, k, dim) = (int("heads", p.heads)?, int("k", p.k)?, int("dim", p.dim)?);
+    let num_experts = i64::from(int("num_experts", p.num_experts)?);
+    let act = crate::act::cuda::code(act);
+    let after = i32::from(order == ExpertAct::AfterSoftmax);
+    let norm = i32::from(norm_topk);
+    let name = format!("expert_mix_{}", T::NAME);
+    let func = gpu.function(&SOURCE, &name)?;
+    let cfg = LaunchConfig { grid_dim: (rows, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(scores).arg(ids).arg(down).arg(up).arg(out);
+    launch.arg(&heads).arg(&k).arg(&dim).arg(&num_experts).arg(&act).arg(&after).arg(&norm);
+    // SAFETY: the argument list matches `expert_mix_<T>` in expert_mix.cu; every buffer length was checked against
+    // `p` above, heads·k ≤ 1024 fits the shared arrays, the kernel reads only expert rows below num_experts, and
+    // the grid has one block per row.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+// tables: cos[n, i] = cos[n, half + i] = T(f32(cos(f64(f32(pos[n])·inv_freq[i])))), sin alike (i < half; one f32 rounding).
+// apply: y[i] = x[i]·cos[i] − x[half+i]·sin[i], y[half+i] = x[half+i]·cos[half+i] + x[i]·sin[half+i] per head, each
+// product rounded to T and then the sum (PyTorch's order; plain f32 for T = f32). Layout: pos i64 [N], inv_freq f32
+// [half], cos/sin [N, 2·half], x/y [rows, heads, dim] in T. Launch: 1-D grids of 256 threads striding over (n, i) / (r, h, i).
+template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
+template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
+template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
+template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
+template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
+template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
+template <typename T> __device__ __forceinline__ float round_to(float v);
+template <> __device__ __forceinline__ float round_to<float>(float v) { return v; }
+template <> __device__ __forceinline__ float round_to<bf16_t>(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+#define GRID_STRIDE(t, n)                                                                                              \
+    for (long t = (long)blockIdx.x * blockDim.x + threadIdx.x; t < (n); t += (long)gridDim.x * blockDim.x)
+
+template <typename T>
+__device__ void rope_tables(const long long *pos, const float *inv_freq, T *cos_t, T *sin_t, const long n,
+                            const int half) {
+    GRID_STRIDE(t, n * half) {
+        const long row = t / half;
+        const int i = (int)(t % half);
+        const float f = __fmul_rn((float)pos[row], inv_freq[i]);
+        double s, c;
+        sincos((double)f, &s, &c);
+        const long o = row * 2 * half + i;
+        st(cos_t, o, (float)c);
+        st(cos_t, o + half, (float)c);
+        st(sin_t, o, (float)s);
+        st(sin_t, o + half, (float)s);
+    }
+}
+
+template <typename T>
+__device__ void rope_apply(const T *x, const T *cos_t, const T *sin_t, T *y, const long rows, const int heads,
+                           const int dim) {
+    const int half = dim / 2;
+    GRID_STRIDE(t, rows * heads * half) {
+        const long rh = t / half;
+        const int i = (int)(t % half);
+        const long r = rh / heads, base = rh * dim, cs = r * dim;
+        const float a = ld(x, base + i), b = ld(x, base + half + i);
+        const float lo = __fadd_rn(round_to<T>(__fmul_rn(a, ld(cos_t, cs + i))),
+                                   round_to<T>(__fmul_rn(-b, ld(sin_t, cs + i))));
+        const float hi = __fadd_rn(round_to<T>(__fmul_rn(b, ld(cos_t, cs + half + i))),
+                                   round_to<T>(__fmul_rn(a, ld(sin_t, cs + half + i))));
+        st(y, base + i, lo);
+        st(y, base + half + i, hi);
+    }
+}
+
+extern "C" __global__ void rope_tables_f32(const long long *pos, const float *inv_freq, float *cos_t, float *sin_t,
+                                           const long n, const int half) {
+    rope_tables(pos, inv_freq, cos_t, sin_t, n, half);
+}
+
+extern "C" __global__ void rope_tables_bf16(const long long *pos, const float *inv_freq, bf16_t *cos_t, bf16_t *sin_t,
+                                            const long n, const int half) {
+    rope_tables(pos, inv_freq, cos_t, sin_t, n, half);
+}
+
+extern "C" __global__ void rope_apply_f32(const float *x, const float *cos_t, const float *sin_t, float *y,
+                                          const long rows, const int heads, const int dim) {
+    rope_apply(x, cos_t, sin_t, y, rows, heads, dim);
+}
+
+extern "C" __global__ void rope_apply_bf16(const bf16_t *x, const bf16_t *cos_t, const bf16_t *sin_t, bf16_t *y,
+                                           const long rows, const int heads, const int dim) {
+    rope_apply(x, cos_t, sin_t, y, rows, heads, dim);
+}
