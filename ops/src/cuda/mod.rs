@@ -419,6 +419,8 @@ mod tests {
             crate::dynamic_mask::cuda::SOURCE,
             crate::matmul::cuda::SOURCE,
             crate::elementwise::cuda::SOURCE,
+            crate::ssd_scan::cuda::CHUNK_SCAN_SOURCE,
+            crate::ssd_scan::cuda::STEP_SOURCE,
             crate::pk_topk::cuda::SOURCE,
             crate::router_topk::cuda::SOURCE,
             crate::expert_mix::cuda::SOURCE,

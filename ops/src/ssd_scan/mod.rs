@@ -9,6 +9,7 @@
 //! The state update is `f32`; the output dot accumulates in `f64`.
 
 pub mod cpu;
+pub mod cuda;
 #[cfg(test)]
 mod tests;
 

@@ -198,3 +198,365 @@ proptest! {
         check(&Case::random(params(b, s, h, hp, n), (-2.0, 1.0), (-4.0, 2.0), seed), "random");
     }
 }
+
+/// CUDA against the CPU scan, with the inputs rounded to the kernel's dtype before the CPU sees them.
+///
+/// Tolerances are absolute, scaled by `1 + max|want|` (the growth cases span many orders of magnitude): the
+/// CPU's own error bound (`TOL_PER_STEP` per token, above) plus `F32_CHUNK` for the GPU's reassociation, where
+/// each output is one f32 sum of at most `L + N ≤ 320` products (`√320·2⁻²⁴` typical, a few times that at worst)
+/// after at most `S/L` f32 state hand-overs; it does not grow with the chunk length beyond that sum. bf16 outputs
+/// add one bf16 rounding (2⁻⁹ relative, doubled); the final state is f32 for both dtypes.
+mod gpu {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem, Gpu};
+    use cudarc::driver::CudaSlice;
+
+    const F32_CHUNK: f64 = 1e-5;
+    const RTOL_BF16: f64 = 2.0 * 0.001953125;
+
+    /// `k` with `x`, `dt`, `B` and `C` rounded through `T`.
+    fn rounded<T: Elem>(k: &Case) -> Case {
+        let r = |v: &[f32]| v.iter().map(|&v| T::from_f32(v).to_f32()).collect::<Vec<f32>>();
+        Case {
+            p: k.p,
+            x: r(&k.x),
+            dt: r(&k.dt),
+            a: k.a.clone(),
+            b: r(&k.b),
+            c: r(&k.c),
+            state0: k.state0.clone(),
+        }
+    }
+
+    fn up<T: Elem>(gpu: &Gpu, v: &[f32]) -> CudaSlice<T> {
+        gpu.upload(&v.iter().map(|&v| T::from_f32(v)).collect::<Vec<T>>()).unwrap()
+    }
+
+    fn down<T: Elem>(gpu: &Gpu, d: &CudaSlice<T>) -> Vec<f32> {
+        gpu.download(d).unwrap().into_iter().map(|v| v.to_f32()).collect()
+    }
+
+    /// Device copies of a case's inputs; `y` poisoned with NaN.
+    struct Dev<T: Elem> {
+        x: CudaSlice<T>,
+        dt: CudaSlice<T>,
+        a: CudaSlice<f32>,
+        b: CudaSlice<T>,
+        c: CudaSlice<T>,
+        state: CudaSlice<f32>,
+        y: CudaSlice<T>,
+    }
+
+    impl<T: Elem> Dev<T> {
+        fn new(gpu: &Gpu, k: &Case) -> Dev<T> {
+            Dev {
+                x: up(gpu, &k.x),
+                dt: up(gpu, &k.dt),
+                a: gpu.upload(&k.a).unwrap(),
+                b: up(gpu, &k.b),
+                c: up(gpu, &k.c),
+                state: gpu.upload(&k.state0).unwrap(),
+                y: up(gpu, &vec![f32::NAN; k.x.len()]),
+            }
+        }
+
+        fn chunk_scan(&mut self, gpu: &Gpu, p: &SsdScanParams, chunk: usize) -> Result<()> {
+            let Dev { x, dt, a, b, c, state, y } = self;
+            cuda::ssd_chunk_scan(gpu, p, chunk, x, dt, a, b, c, state, y)
+        }
+
+        fn step(&mut self, gpu: &Gpu, p: &SsdScanParams) -> Result<()> {
+            let Dev { x, dt, a, b, c, state, y } = self;
+            cuda::ssd_step(gpu, p, x, dt, a, b, c, state, y)
+        }
+
+        fn results(&self, gpu: &Gpu) -> (Vec<f32>, Vec<f32>) {
+            (down(gpu, &self.y), gpu.download(&self.state).unwrap())
+        }
+    }
+
+    /// Asserts GPU `(y, state)` against the CPU's, within the tolerances of the module doc.
+    fn compare<T: Elem>(
+        got: (Vec<f32>, Vec<f32>),
+        want: (Vec<f32>, Vec<f32>),
+        seq: usize,
+        what: &str,
+    ) {
+        let widen = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+        let (want_y, want_s) = (widen(want.0), widen(want.1));
+        let tol = TOL_PER_STEP * (seq + 1) as f64 + F32_CHUNK;
+        let rtol_y = if T::NAME == "bf16" { RTOL_BF16 } else { 0.0 };
+        assert_close(&got.0, &want_y, tol * (1.0 + max_abs(&want_y)), rtol_y, &format!("{what} y"));
+        assert_close(
+            &got.1,
+            &want_s,
+            tol * (1.0 + max_abs(&want_s)),
+            0.0,
+            &format!("{what} state"),
+        );
+    }
+
+    fn prefill<T: Elem>(k: &Case, chunk: usize, what: &str) {
+        let Some(gpu) = test_gpu() else { return };
+        let k = rounded::<T>(k);
+        let mut dev = Dev::<T>::new(&gpu, &k);
+        dev.chunk_scan(&gpu, &k.p, chunk).unwrap();
+        let what = format!("ssd_chunk_scan_{} {what} {:?} chunk {chunk}", T::NAME, k.p);
+        compare::<T>(dev.results(&gpu), k.run(), k.p.seq, &what);
+    }
+
+    fn step<T: Elem>(k: &Case, what: &str) {
+        let Some(gpu) = test_gpu() else { return };
+        let k = rounded::<T>(k);
+        let mut dev = Dev::<T>::new(&gpu, &k);
+        dev.step(&gpu, &k.p).unwrap();
+        let what = format!("ssd_step_{} {what} {:?}", T::NAME, k.p);
+        compare::<T>(dev.results(&gpu), k.run(), 1, &what);
+    }
+
+    fn both(k: &Case, chunk: usize, what: &str) {
+        prefill::<f32>(k, chunk, what);
+        prefill::<half::bf16>(k, chunk, what);
+    }
+
+    const DECAY: (f32, f32) = (-2.0, 0.5);
+    const DT: (f32, f32) = (-3.0, 1.0);
+
+    #[test]
+    fn chunk_scan_edge_shapes_match_the_cpu_scan() {
+        let shapes = [
+            (1, 1, 1, 1, 1, 64),
+            (3, 1, 4, 16, 16, 64),
+            (1, 5, 2, 16, 16, 64),
+            (1, 63, 1, 16, 16, 64),
+            (2, 128, 3, 64, 64, 64),
+            (1, 129, 2, 64, 128, 64),
+            (2, 200, 2, 128, 128, 64),
+            (1, 65, 1, 256, 256, 64),
+            (2, 70, 3, 5, 33, 64),
+            (1, 40, 1, 65, 7, 64),
+            (3, 64, 8, 16, 64, 64),
+            (1, 50, 2, 16, 16, 1),
+            (2, 100, 3, 32, 48, 7),
+            (1, 129, 2, 64, 64, 16),
+            (2, 97, 2, 64, 64, 32),
+        ];
+        for (i, &(b, s, h, hp, n, chunk)) in shapes.iter().enumerate() {
+            both(&Case::random(params(b, s, h, hp, n), DECAY, DT, 300 + i as u64), chunk, "edge");
+        }
+    }
+
+    #[test]
+    fn chunk_scan_covers_thousands_of_blocks() {
+        both(&Case::random(params(16, 3, 128, 16, 16), DECAY, DT, 1), 64, "many heads");
+        both(&Case::random(params(2, 600, 4, 64, 64), (-2.0, -0.01), DT, 2), 64, "many chunks");
+    }
+
+    #[test]
+    fn chunk_scan_with_positive_a_grows_like_the_cpu_scan() {
+        for (i, &(s, chunk)) in [(40, 64), (130, 64), (130, 16), (64, 64)].iter().enumerate() {
+            let k = Case::random(params(2, s, 3, 32, 64), (1.0, 1.0), (-4.0, -1.0), 40 + i as u64);
+            both(&k, chunk, "A=+1");
+        }
+        let k = Case::random(params(1, 100, 2, 16, 16), (0.5, 2.0), (-4.0, -2.0), 50);
+        both(&k, 64, "A>0");
+    }
+
+    #[test]
+    fn chunk_scan_with_zero_initial_state() {
+        let mut k = Case::random(params(2, 90, 3, 64, 64), DECAY, DT, 60);
+        k.state0.iter_mut().for_each(|v| *v = 0.0);
+        both(&k, 64, "zero state0");
+    }
+
+    #[test]
+    fn chunk_length_does_not_change_the_result() {
+        let Some(gpu) = test_gpu() else { return };
+        let k = Case::random(params(2, 150, 2, 64, 64), DECAY, DT, 70);
+        let run = |chunk| {
+            let mut dev = Dev::<f32>::new(&gpu, &k);
+            dev.chunk_scan(&gpu, &k.p, chunk).unwrap();
+            dev.results(&gpu)
+        };
+        let (y64, s64) = run(64);
+        for chunk in [1, 13, 32] {
+            let want = (y64.clone(), s64.clone());
+            compare::<f32>(run(chunk), want, k.p.seq, &format!("chunk {chunk} vs 64"));
+        }
+    }
+
+    #[test]
+    fn empty_inputs_launch_nothing_and_keep_the_state() {
+        let Some(gpu) = test_gpu() else { return };
+        for (b, s, h, hp, n) in [(2, 0, 3, 4, 5), (0, 3, 2, 4, 4), (1, 3, 0, 4, 4), (1, 3, 2, 0, 4)]
+        {
+            let k = Case::random(params(b, s, h, hp, n), DECAY, DT, 80);
+            let mut dev = Dev::<f32>::new(&gpu, &k);
+            dev.chunk_scan(&gpu, &k.p, 64).unwrap();
+            let (y, state) = dev.results(&gpu);
+            assert_eq!(state, k.state0, "{:?}", k.p);
+            assert!(y.iter().all(|v| v.is_nan()), "nothing written to y");
+        }
+        let k = Case::random(params(2, 3, 2, 4, 0), DECAY, DT, 81);
+        let mut dev = Dev::<half::bf16>::new(&gpu, &k);
+        dev.chunk_scan(&gpu, &k.p, 64).unwrap();
+        assert!(dev.results(&gpu).0.iter().all(|&v| v == 0.0), "state_dim 0 gives y = 0");
+        let k = Case::random(params(2, 1, 2, 4, 0), DECAY, DT, 82);
+        let mut dev = Dev::<f32>::new(&gpu, &k);
+        dev.step(&gpu, &k.p).unwrap();
+        assert!(dev.results(&gpu).0.iter().all(|&v| v == 0.0), "state_dim 0 gives y = 0");
+    }
+
+    #[test]
+    fn a_dirty_workspace_is_overwritten() {
+        let Some(gpu) = test_gpu() else { return };
+        let k = Case::random(params(2, 100, 3, 32, 16), DECAY, DT, 90);
+        let mut clean = Dev::<f32>::new(&gpu, &k);
+        clean.chunk_scan(&gpu, &k.p, 32).unwrap();
+        let len = cuda::ssd_chunk_scan_workspace_len(&k.p, 32);
+        let mut ws = gpu.upload(&vec![f32::NAN; len + 5]).unwrap();
+        let mut dirty = Dev::<f32>::new(&gpu, &k);
+        let Dev { x, dt, a, b, c, state, y } = &mut dirty;
+        cuda::ssd_chunk_scan_with_workspace(&gpu, &k.p, 32, x, dt, a, b, c, state, y, &mut ws)
+            .unwrap();
+        assert_eq!(dirty.results(&gpu), clean.results(&gpu));
+    }
+
+    #[test]
+    fn step_matches_the_cpu_scan() {
+        let shapes = [
+            (1, 1, 1, 1),
+            (3, 4, 16, 16),
+            (2, 3, 7, 33),
+            (1, 2, 9, 31),
+            (2, 8, 64, 128),
+            (1, 2, 128, 128),
+            (1, 1, 256, 256),
+            (40, 64, 16, 16),
+        ];
+        for (i, &(b, h, hp, n)) in shapes.iter().enumerate() {
+            let k = Case::random(params(b, 1, h, hp, n), DECAY, DT, 400 + i as u64);
+            step::<f32>(&k, "edge");
+            step::<half::bf16>(&k, "edge");
+        }
+        let k = Case::random(params(2, 1, 3, 32, 64), (1.0, 2.0), (-1.0, 2.0), 450);
+        step::<f32>(&k, "A>0");
+        step::<half::bf16>(&k, "A>0");
+    }
+
+    /// Tokens `off..off + len` of every sequence of `k`, starting from `state0`.
+    fn slice(k: &Case, off: usize, len: usize, state0: Vec<f32>) -> Case {
+        let p = k.p;
+        let take = |v: &[f32], per_token: usize| -> Vec<f32> {
+            (0..p.batch)
+                .flat_map(|b| v[(b * p.seq + off) * per_token..][..len * per_token].to_vec())
+                .collect()
+        };
+        Case {
+            p: SsdScanParams { seq: len, ..p },
+            x: take(&k.x, p.heads * p.head_dim),
+            dt: take(&k.dt, p.heads),
+            a: k.a.clone(),
+            b: take(&k.b, p.heads * p.state_dim),
+            c: take(&k.c, p.heads * p.state_dim),
+            state0,
+        }
+    }
+
+    /// Prefill of `S` tokens then one step equals a prefill of `S + 1` tokens, on the GPU and on the CPU.
+    fn prefill_then_step<T: Elem>(k: &Case, chunk: usize) {
+        let Some(gpu) = test_gpu() else { return };
+        let k = rounded::<T>(k);
+        let (p, s) = (k.p, k.p.seq - 1);
+        let what = format!("{} {p:?} chunk {chunk}", T::NAME);
+        let mut full = Dev::<T>::new(&gpu, &k);
+        full.chunk_scan(&gpu, &p, chunk).unwrap();
+        let (y_full, s_full) = full.results(&gpu);
+        let head = slice(&k, 0, s, k.state0.clone());
+        let mut dev = Dev::<T>::new(&gpu, &head);
+        dev.chunk_scan(&gpu, &head.p, chunk).unwrap();
+        let (y_head, s_head) = dev.results(&gpu);
+        let last = slice(&k, s, 1, s_head);
+        let mut dev = Dev::<T>::new(&gpu, &last);
+        dev.step(&gpu, &last.p).unwrap();
+        let (y_last, s_last) = dev.results(&gpu);
+        let per_token = p.heads * p.head_dim;
+        let y_split: Vec<f32> = (0..p.batch)
+            .flat_map(|b| {
+                let mut v = y_head[b * s * per_token..][..s * per_token].to_vec();
+                v.extend_from_slice(&y_last[b * per_token..][..per_token]);
+                v
+            })
+            .collect();
+        compare::<T>((y_split.clone(), s_last.clone()), (y_full, s_full), p.seq, &what);
+        compare::<T>((y_split, s_last), k.run(), p.seq, &format!("{what} vs CPU"));
+    }
+
+    #[test]
+    fn prefill_then_step_equals_a_longer_prefill() {
+        for (i, &(b, s, h, hp, n, chunk)) in [
+            (2, 65, 3, 64, 64, 64),
+            (1, 2, 2, 16, 16, 64),
+            (3, 64, 2, 32, 128, 64),
+            (1, 129, 4, 64, 128, 64),
+            (2, 40, 2, 16, 16, 16),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let k = Case::random(params(b, s, h, hp, n), DECAY, DT, 500 + i as u64);
+            prefill_then_step::<f32>(&k, chunk);
+            prefill_then_step::<half::bf16>(&k, chunk);
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        let Some(gpu) = test_gpu() else { return };
+        let k = Case::random(params(2, 5, 3, 8, 4), DECAY, DT, 600);
+        let mut dev = Dev::<f32>::new(&gpu, &k);
+        for chunk in [0, 65] {
+            let r = dev.chunk_scan(&gpu, &k.p, chunk);
+            assert!(matches!(r, Err(KernelError::BadParams(_))), "chunk {chunk}: {r:?}");
+        }
+        let r = dev.step(&gpu, &k.p);
+        assert!(matches!(r, Err(KernelError::BadParams(_))), "step with seq 5: {r:?}");
+        let Dev { x, dt, a, b, c, state, .. } = &mut dev;
+        let mut short_y = gpu.zeros::<f32>(x.len() - 1).unwrap();
+        let r = cuda::ssd_chunk_scan(&gpu, &k.p, 64, x, dt, a, b, c, state, &mut short_y);
+        let Err(KernelError::BadParams(msg)) = r else { panic!("{r:?}") };
+        assert!(msg.contains("`y`"), "{msg}");
+        let mut ws = gpu.zeros::<f32>(cuda::ssd_chunk_scan_workspace_len(&k.p, 4) - 1).unwrap();
+        let mut y = gpu.zeros::<f32>(x.len()).unwrap();
+        let r = cuda::ssd_chunk_scan_with_workspace(
+            &gpu, &k.p, 4, x, dt, a, b, c, state, &mut y, &mut ws,
+        );
+        let Err(KernelError::BadParams(msg)) = r else { panic!("{r:?}") };
+        assert!(msg.contains("`workspace`"), "{msg}");
+        let wide = Case::random(params(1, 1, 1, 1, 257), DECAY, DT, 601);
+        let mut dev = Dev::<f32>::new(&gpu, &wide);
+        assert!(matches!(dev.chunk_scan(&gpu, &wide.p, 64), Err(KernelError::BadParams(_))));
+        assert!(matches!(dev.step(&gpu, &wide.p), Err(KernelError::BadParams(_))));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn random_prefills_match_the_cpu_scan(
+            b in 1usize..4, s in 1usize..200, h in 1usize..9, hp in 1usize..130, n in 1usize..130,
+            chunk in prop_oneof![Just(64usize), Just(32), Just(16), 1usize..65], seed: u64,
+        ) {
+            both(&Case::random(params(b, s, h, hp, n), (-2.0, 0.25), (-4.0, 2.0), seed), chunk, "random");
+        }
+
+        #[test]
+        fn random_steps_match_the_cpu_scan(
+            b in 1usize..4, h in 1usize..9, hp in 1usize..257, n in 1usize..257, seed: u64,
+        ) {
+            let k = Case::random(params(b, 1, h, hp, n), (-2.0, 1.0), (-4.0, 2.0), seed);
+            step::<f32>(&k, "random");
+            step::<half::bf16>(&k, "random");
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! CUDA launchers of the SSD recurrence: [`ssd_chunk_scan`] for prefill (chunked dual form, three launches) and
+//! [`ssd_step`] for one decode token (one launch).
+
+use super::SsdScanParams;
+use crate::cuda::{launch_error, Elem, Gpu, Source};
+use crate::{KernelError, Result};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+/// The prefill kernels (`ssd_chunk_state`, `ssd_state_pass`, `ssd_chunk_out`).
+pub const CHUNK_SCAN_SOURCE: Source =
+    Source { file: "ssd_chunk_scan.cu", code: include_str!("ssd_chunk_scan.cu") };
+
+/// The decode kernel (`ssd_step`).
+pub const STEP_SOURCE: Source = Source { file: "ssd_step.cu", code: include_str!("ssd_step.cu") };
+
+/// Largest chunk length of [`ssd_chunk_scan`] (the kernels' tile height).
+pub const MAX_CHUNK: usize = 64;
+
+/// Largest head and state dimensions the launchers accept.
+pub const MAX_DIM: usize = 256;
+
+const THREADS: u32 = 256;
+const TILE: usize = 64;
+const STEP_ROWS: usize = 8;
+
+fn bad(msg: String) -> KernelError {
+    KernelError::BadParams(msg)
+}
+
+fn to_i32(what: &str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| bad(format!("{what} {v} exceeds i32")))
+}
+
+fn grid_x(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v)
+        .ok()
+        .filter(|&g| g <= i32::MAX as u32)
+        .ok_or_else(|| bad(format!("{what}: {v} blocks exceed the grid's x limit")))
+}
+
+fn check_dims(p: &SsdScanParams) -> Result<()> {
+    if p.head_dim > MAX_DIM || p.state_dim > MAX_DIM {
+        return Err(bad(format!(
+            "head_dim {} and state_dim {} must be at most {MAX_DIM}",
+            p.head_dim, p.state_dim
+        )));
+    }
+    Ok(())
+}
+
+fn check_outputs(p: &SsdScanParams, y: usize, state: usize) -> Result<()> {
+    crate::check_len(
+        "y",
+        y,
+        &[("batch", p.batch), ("seq", p.seq), ("heads", p.heads), ("head_dim", p.head_dim)],
+    )?;
+    crate::check_len(
+        "state",
+        state,
+        &[
+            ("batch", p.batch),
+            ("heads", p.heads),
+            ("head_dim", p.head_dim),
+            ("state_dim", p.state_dim),
+        ],
+    )
+}
+
+/// Number of chunks of length `chunk` covering `seq` tokens.
+fn chunks(p: &SsdScanParams, chunk: usize) -> usize {
+    p.seq.div_ceil(chunk)
+}
+
+/// Length in `f32` elements of the workspace of [`ssd_chunk_scan_with_workspace`]: one `[P, N]` state per chunk of
+/// every (batch, head), then one log-decay per chunk.
+pub fn ssd_chunk_scan_workspace_len(p: &SsdScanParams, chunk: usize) -> usize {
+    if chunk == 0 {
+        return 0;
+    }
+    let per_chunk = p.head_dim * p.state_dim + 1;
+    p.batch * p.heads * chunks(p, chunk) * per_chunk
+}
+
+/// Prefill: runs the recurrence over `p.seq` tokens from `state` (updated in place to the final state), writing
+/// `y`, in chunks of `chunk` tokens (1 to [`MAX_CHUNK`]; 64 is the intended value). Allocates its workspace; see
+/// [`ssd_chunk_scan_with_workspace`] to reuse one.
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_chunk_scan<T: Elem>(
+    gpu: &Gpu,
+    p: &SsdScanParams,
+    chunk: usize,
+    x: &CudaSlice<T>,
+    dt: &CudaSlice<T>,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<T>,
+    c: &CudaSlice<T>,
+    state: &mut CudaSlice<f32>,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    check_chunk_scan(
+        p,
+        chunk,
+        [x.len(), dt.len(), a.len(), b.len(), c.len(), state.len(), y.len()],
+    )?;
+    let mut ws = gpu.zeros::<f32>(ssd_chunk_scan_workspace_len(p, chunk).max(1))?;
+    ssd_chunk_scan_with_workspace(gpu, p, chunk, x, dt, a, b, c, state, y, &mut ws)
+}
+
+/// Checks the buffer lengths `[x, dt, a, b, c, state, y]`, the dimensions and the chunk length.
+fn check_chunk_scan(p: &SsdScanParams, chunk: usize, lens: [usize; 7]) -> Result<()> {
+    let [x, dt, a, b, c, state, y] = lens;
+    p.validate(x, dt, a, b, c, state)?;
+    check_outputs(p, y, state)?;
+    check_dims(p)?;
+    if chunk == 0 || chunk > MAX_CHUNK {
+        return Err(bad(format!("chunk {chunk} must be in 1..={MAX_CHUNK}")));
+    }
+    Ok(())
+}
+
+/// [`ssd_chunk_scan`] with a caller-provided workspace of at least [`ssd_chunk_scan_workspace_len`] elements (its
+/// contents need not be initialised and are overwritten).
+///
+/// Three launches, 256 threads each: `ssd_chunk_state` (one block per chunk, head, batch and 64×64 tile of the
+/// `[P, N]` chunk state), `ssd_state_pass` (one thread per state element walking the chunks in order), and
+/// `ssd_chunk_out` (one block per chunk, head, batch and 64 columns of `P`).
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_chunk_scan_with_workspace<T: Elem>(
+    gpu: &Gpu,
+    p: &SsdScanParams,
+    chunk: usize,
+    x: &CudaSlice<T>,
+    dt: &CudaSlice<T>,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<T>,
+    c: &CudaSlice<T>,
+    state: &mut CudaSlice<f32>,
+    y: &mut CudaSlice<T>,
+    workspace: &mut CudaSlice<f32>,
+) -> Result<()> {
+    check_chunk_scan(
+        p,
+        chunk,
+        [x.len(), dt.len(), a.len(), b.len(), c.len(), state.len(), y.len()],
+    )?;
+    let need = ssd_chunk_scan_workspace_len(p, chunk);
+    if workspace.len() < need {
+        return Err(bad(format!(
+            "`workspace` has {} elements, needs {need} for {p:?} in chunks of {chunk}",
+            workspace.len()
+        )));
+    }
+    if p.batch == 0 || p.seq == 0 || p.heads == 0 || p.head_dim == 0 {
+        return Ok(());
+    }
+    if p.state_dim == 0 {
+        return gpu.stream().memset_zeros(y).map_err(|e| launch_error("memset y", e));
+    }
+    let n_chunks = chunks(p, chunk);
+    let bh = p.batch * p.heads;
+    let (seq, heads) = (to_i32("seq", p.seq)?, to_i32("heads", p.heads)?);
+    let (hp, n) = (p.head_dim as i32, p.state_dim as i32);
+    let (l, nc) = (chunk as i32, to_i32("chunks", n_chunks)?);
+    let (p_tiles, n_tiles) = (p.head_dim.div_ceil(TILE), p.state_dim.div_ceil(TILE));
+    let blocks = grid_x("chunks × heads × batch", bh.saturating_mul(n_chunks))?;
+    let pn = p.head_dim * p.state_dim;
+    let pass_blocks = grid_x("state tiles × heads × batch", bh.saturating_mul(pn.div_ceil(256)))?;
+    let bhs = i64::try_from(bh).map_err(|_| bad(format!("batch × heads {bh} exceeds i64")))?;
+    let cfg = |grid: (u32, u32)| LaunchConfig {
+        grid_dim: (grid.0, grid.1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+
+    let name = format!("ssd_chunk_state_{}", T::NAME);
+    let func = gpu.function(&CHUNK_SCAN_SOURCE, &name)?;
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(dt).arg(a).arg(b).arg(&mut *workspace);
+    launch.arg(&seq).arg(&heads).arg(&hp).arg(&n).arg(&l).arg(&nc);
+    // SAFETY: the argument list matches `ssd_chunk_state_<T>` in ssd_chunk_scan.cu; `validate` checked x, dt, a, b
+    // against `p`, the workspace holds `ssd_chunk_scan_workspace_len` elements, and the grid has one block per
+    // (batch, head, chunk) by P/64 × N/64 tiles.
+    unsafe { launch.launch(cfg((blocks, (p_tiles * n_tiles) as u32))) }
+        .map_err(|e| launch_error(&name, e))?;
+
+    let name = "ssd_state_pass_f32";
+    let func = gpu.function(&CHUNK_SCAN_SOURCE, name)?;
+    let pn_i32 = to_i32("head_dim × state_dim", pn)?;
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(&mut *state).arg(&mut *workspace).arg(&bhs).arg(&pn_i32).arg(&nc);
+    // SAFETY: the argument list matches `ssd_state_pass_f32` in ssd_chunk_scan.cu; `validate` checked `state`
+    // against `p`, the workspace is large enough (above), and the grid has one thread per state element.
+    unsafe { launch.launch(cfg((pass_blocks, 1))) }.map_err(|e| launch_error(name, e))?;
+
+    let name = format!("ssd_chunk_out_{}", T::NAME);
+    let func = gpu.function(&CHUNK_SCAN_SOURCE, &name)?;
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(&*workspace).arg(y);
+    launch.arg(&seq).arg(&heads).arg(&hp).arg(&n).arg(&l).arg(&nc);
+    // SAFETY: the argument list matches `ssd_chunk_out_<T>` in ssd_chunk_scan.cu; `validate` and `check_outputs`
+    // checked every buffer against `p`, and the grid has one block per (batch, head, chunk) by P/64 tiles.
+    unsafe { launch.launch(cfg((blocks, p_tiles as u32))) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}
+
+/// Decode: one token per sequence (`p.seq` must be 1); updates `state` in place and writes `y` `[B, H, P]`.
+/// One launch: one warp per state row, eight rows per 256-thread block.
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_step<T: Elem>(
+    gpu: &Gpu,
+    p: &SsdScanParams,
+    x: &CudaSlice<T>,
+    dt: &CudaSlice<T>,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<T>,
+    c: &CudaSlice<T>,
+    state: &mut CudaSlice<f32>,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    if p.seq != 1 {
+        return Err(bad(format!("ssd_step takes one token per sequence, got seq {}", p.seq)));
+    }
+    p.validate(x.len(), dt.len(), a.len(), b.len(), c.len(), state.len())?;
+    check_outputs(p, y.len(), state.len())?;
+    check_dims(p)?;
+    if p.batch == 0 || p.heads == 0 || p.head_dim == 0 {
+        return Ok(());
+    }
+    if p.state_dim == 0 {
+        return gpu.stream().memset_zeros(y).map_err(|e| launch_error("memset y", e));
+    }
+    let blocks = grid_x(
+        "row tiles × heads × batch",
+        (p.batch * p.heads).saturating_mul(p.head_dim.div_ceil(STEP_ROWS)),
+    )?;
+    let (heads, hp, n) = (to_i32("heads", p.heads)?, p.head_dim as i32, p.state_dim as i32);
+    let name = format!("ssd_step_{}", T::NAME);
+    let func = gpu.function(&STEP_SOURCE, &name)?;
+    let cfg =
+        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(state).arg(y).arg(&heads).arg(&hp).arg(&n);
+    // SAFETY: the argument list matches `ssd_step_<T>` in ssd_step.cu; `validate` and `check_outputs` checked every
+    // buffer against `p` with seq 1, and the grid has one warp per state row.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}
