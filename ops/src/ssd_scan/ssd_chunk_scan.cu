@@ -77,12 +77,13 @@ __device__ void ssd_state_pass(float *state, float *ws, const long bhs, const in
     const int e = (blockIdx.x % etiles) * SSD_THREADS + threadIdx.x;
     if (e >= PN) return;
     const float *logdecay = ws + bhs * chunks * PN + bh * chunks;
-    float s = state[bh * PN + e];
+    float *slot = ws + bh * chunks * PN + e;
+    float s = state[bh * PN + e], z = slot[0];
     for (int c = 0; c < chunks; ++c) {
-        float *slot = ws + (bh * chunks + c) * PN + e;
-        const float z = *slot;
-        *slot = s;
+        const float next = c + 1 < chunks ? slot[(long)(c + 1) * PN] : 0.0f;
+        slot[(long)c * PN] = s;
         s = expf(logdecay[c]) * s + z;
+        z = next;
     }
     state[bh * PN + e] = s;
 }
