@@ -129,6 +129,135 @@ fn every_fixture_matches_the_reference_in_onnxruntime_in_both_forms() {
     assert!(failures.is_empty(), "onnxruntime mismatches:\n{}", failures.join("\n"));
 }
 
+/// A copy of fixture `case` with its config and inputs edited, and `expected.safetensors` computed by the native
+/// CPU executor (`cheems run`), the oracle of every other path.
+fn variant_case(
+    dir: &Path,
+    case: &str,
+    edit_config: impl Fn(&mut serde_json::Value),
+    edit_inputs: impl Fn(&mut serde_json::Value),
+) -> PathBuf {
+    let src = fixtures_dir().join(case);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    for (file, edit) in [
+        ("config.json", &edit_config as &dyn Fn(&mut serde_json::Value)),
+        ("inputs.json", &edit_inputs),
+    ] {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(src.join(file)).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(dir.join(file), serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    }
+    let o = Command::new(cheems_bin())
+        .arg("run")
+        .arg(dir)
+        .arg("--inputs")
+        .arg(dir.join("inputs.json"))
+        .arg("--out")
+        .arg(dir.join("expected.safetensors"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cheems run {case}: {}", String::from_utf8_lossy(&o.stderr));
+    dir.to_path_buf()
+}
+
+/// Left padding of 3 tokens on the second row.
+fn pad_second_row(inputs: &mut serde_json::Value) {
+    let ids = inputs["input_ids"].as_array().unwrap();
+    let t = ids[0].as_array().unwrap().len();
+    let row = |pad: usize| {
+        serde_json::Value::from((0..t).map(|j| i64::from(j >= pad)).collect::<Vec<_>>())
+    };
+    inputs["attention_mask"] = serde_json::Value::from(vec![row(0), row(3)]);
+}
+
+/// Paths the reference fixtures never take, on edited copies of them, against the native CPU executor: the keep
+/// window active (T > W) with padding, the ratio threshold, every activation, renormalised routing, chunk sizes
+/// that do not divide the prompt or exceed it, and a one-row batch for the router's token mixing.
+#[test]
+fn config_variants_match_the_cpu_executor_in_onnxruntime() {
+    if !onnxruntime_available() {
+        return;
+    }
+    type Edit = fn(&mut serde_json::Value);
+    let keep: Edit = |_| {};
+    let variants: [(&str, &str, Edit, Edit); 8] = [
+        (
+            "hf-doge-dense",
+            "keep-window-8-padded",
+            |c| c["keep_window_size"] = 8.into(),
+            pad_second_row,
+        ),
+        (
+            "hf-doge-dense",
+            "keep-window-8-relu",
+            |c| {
+                c["keep_window_size"] = 8.into();
+                c["hidden_act"] = "relu".into();
+            },
+            keep,
+        ),
+        ("cheems-head-dense-gqa", "ratio-0.3", |c| c["dynamic_mask_ratio"] = 0.3.into(), keep),
+        (
+            "cheems-head-cdmoe-tied",
+            "ratio-0.5-gelu",
+            |c| {
+                c["dynamic_mask_ratio"] = 0.5.into();
+                c["hidden_act"] = "gelu".into();
+            },
+            keep,
+        ),
+        (
+            "hf-doge-cdmoe",
+            "norm-topk-gelu-tanh",
+            |c| {
+                c["norm_topk_prob"] = true.into();
+                c["hidden_act"] = "gelu_pytorch_tanh".into();
+            },
+            keep,
+        ),
+        ("hf-doge-cdmoe", "one-row", keep, |i| {
+            for key in ["input_ids", "decode_input_ids"] {
+                let first = i[key][0].clone();
+                i[key] = serde_json::Value::from(vec![first]);
+            }
+        }),
+        ("cheems-v1-cdmoe", "chunk-3", |c| c["ssd_chunk_size"] = 3.into(), keep),
+        (
+            "cheems-v1-dense",
+            "chunk-64-gelu",
+            |c| {
+                c["ssd_chunk_size"] = 64.into();
+                c["hidden_act"] = "gelu".into();
+            },
+            keep,
+        ),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (case, variant, edit_config, edit_inputs) in variants {
+        let name = format!("{case}.{variant}");
+        let dir = variant_case(&tmp.path().join(&name), case, edit_config, edit_inputs);
+        for (form, flags) in [("functions", &[][..]), ("inline", &["--inline"][..])] {
+            let model = tmp.path().join(format!("{name}.{form}.onnx"));
+            export_ok(&dir, &model, flags);
+            let report = check_onnx(&model, &dir, &[]);
+            for (what, d) in diffs(&report) {
+                let ok = d <= LOGITS_ATOL_F32;
+                eprintln!(
+                    "{name:42} {form:9} {what:40} max|Δ| {d:.3e} {}",
+                    if ok { "ok" } else { "FAIL" }
+                );
+                if !ok {
+                    failures.push(format!("{name} {form} {what}: max|Δ| {d:e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "onnxruntime vs the CPU executor:\n{}", failures.join("\n"));
+}
+
 #[test]
 fn external_data_runs_in_onnxruntime() {
     let case = fixtures_dir().join("cheems-head-dense-gqa");

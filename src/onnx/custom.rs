@@ -173,11 +173,37 @@ fn act_name(a: Act) -> &'static str {
     }
 }
 
-/// `SsdScan(x, dt, A, B, C, state) -> (y, state')` in the quadratic (dual) form: with `a_t = softplus(dt_t)·A`
-/// and `seg[t,s] = Σ_{s<r≤t} a_r` (a cumulative sum of the strictly lower triangle, masked with −inf above the
-/// diagonal before `exp`), `y_t = Σ_{s≤t} (C_t·B_s)·exp(seg[t,s])·Δ_s·x_s + exp(cum_t)·(S0·C_t)` and
-/// `state' = exp(cum_last)·S0 + Σ_s exp(seg[last,s])·Δ_s·x_s ⊗ B_s`.
+/// Within-chunk decay: for `a [.., L]`, `seg[.., t, s] = Σ_{s<r≤t} a_r` (a cumulative sum over `t` of the
+/// strictly lower triangle, so no difference of large sums is taken) and `exp(seg)` with −inf above the
+/// diagonal, so `s > t` gives 0 whatever the sign of `a`. `len` is the scalar `L`; returns `(seg, decay)`.
+fn segment_decay(b: &mut Builder, a: &str, len: &str, hint: &str) -> (String, String) {
+    let (zero, one) = (b.i64_scalar(0), b.i64_scalar(1));
+    let idx = b.op("Range", &[&zero, len, &one], vec![], &format!("{hint}_idx"));
+    let t_col = b.unsqueeze(&idx, &[1], &format!("{hint}_t"));
+    let strict = b.bin("Greater", &t_col, &idx, &format!("{hint}_strict"));
+    let lower = b.bin("GreaterOrEqual", &t_col, &idx, &format!("{hint}_lower"));
+    let a_col = b.unsqueeze(a, &[-1], &format!("{hint}_col"));
+    let zero_f = b.float(0.0, FloatType::F32);
+    let mat = b.op("Where", &[&strict, &a_col, &zero_f], vec![], &format!("{hint}_mat"));
+    let axis = b.i64_scalar(-2);
+    let seg = b.op("CumSum", &[&mat, &axis], vec![], &format!("{hint}_seg"));
+    let neg_inf = b.float(f32::NEG_INFINITY, FloatType::F32);
+    let masked = b.op("Where", &[&lower, &seg, &neg_inf], vec![], &format!("{hint}_masked"));
+    let decay = b.un("Exp", &masked, &format!("{hint}_decay"));
+    (seg, decay)
+}
+
+/// `SsdScan(x, dt, A, B, C, state) -> (y, state')` in the chunked dual form. With `Δ = softplus(dt)`,
+/// `a = Δ·A` and the tokens cut into `nc` chunks of `L = min(chunk, S)` (zero-padded: a padded token has `a = 0`
+/// and `Δ = 0`, so it changes nothing):
+/// * within a chunk, `y_t = Σ_{s≤t} (C_t·B_s)·exp(seg[t,s])·Δ_s·x_s` and the chunk's own final state
+///   `Σ_s exp(seg[L−1,s])·Δ_s·x_s ⊗ B_s` (see [`segment_decay`]);
+/// * across chunks, the state entering chunk `z` is `Σ_{c≤z} exp(Σ_{c<r≤z} tot_r)·states[c]` over the initial
+///   state and the chunk states, with `tot` the chunk sums of `a` (the same segment decay, one level up); the
+///   last one is `state'`;
+/// * each token adds `exp(cum_t)·(C_t·entering)`, with `cum` the within-chunk cumulative sum of `a`.
 pub fn ssd_scan(s: &Ssd, site: &Site) -> Result<CustomOp> {
+    ensure!(s.chunk > 0, "SsdScan node `{}`: chunk size 0", site.name);
     let attrs = vec![
         attr_int("heads", s.heads as i64),
         attr_int("head_dim", s.head_dim as i64),
@@ -199,48 +225,87 @@ pub fn ssd_scan(s: &Ssd, site: &Site) -> Result<CustomOp> {
     let delta = softplus(&mut b, &dtt);
     let a_col = b.unsqueeze(&a, &[1], "a_col");
     let da = b.bin("Mul", &delta, &a_col, "da");
-    let seq = b.dim(&dt, 1, "seq");
-    let (zero, one) = (b.i64_scalar(0), b.i64_scalar(1));
-    let idx = b.op("Range", &[&zero, &seq, &one], vec![], "idx");
-    let t_col = b.unsqueeze(&idx, &[1], "t_col");
-    let strict = b.bin("Greater", &t_col, &idx, "strict");
-    let lower = b.bin("GreaterOrEqual", &t_col, &idx, "lower");
-    let da_col = b.unsqueeze(&da, &[3], "da_col");
-    let zero_f = b.float(0.0, FloatType::F32);
-    let da_mat = b.op("Where", &[&strict, &da_col, &zero_f], vec![], "da_mat");
-    let axis2 = b.i64_scalar(2);
-    let seg = b.op("CumSum", &[&da_mat, &axis2], vec![], "seg");
-    let neg_inf = b.float(f32::NEG_INFINITY, FloatType::F32);
-    let seg_masked = b.op("Where", &[&lower, &seg, &neg_inf], vec![], "seg_masked");
-    let decay = b.un("Exp", &seg_masked, "decay");
-    let bt_t = b.transpose(&bt, &[0, 1, 3, 2], "bt_t");
-    let cb = b.bin("MatMul", &ct, &bt_t, "cb");
+
+    let seq = b.dim("dt", 1, "seq");
+    let chunk = b.attr_value("chunk", AttributeType::Int);
+    let len = b.bin("Min", &chunk, &seq, "chunk_len");
+    let one = b.i64_scalar(1);
+    let len_m1 = b.bin("Sub", &len, &one, "chunk_len_m1");
+    let seq_up = b.bin("Add", &seq, &len_m1, "seq_up");
+    let chunks = b.bin("Div", &seq_up, &len, "chunks");
+    let padded = b.bin("Mul", &chunks, &len, "padded");
+    let pad = b.bin("Sub", &padded, &seq, "pad");
+    let pad1 = b.unsqueeze(&pad, &[0], "pad_1d");
+    let (zeros6, zeros5, zero1) = (b.i64s(&[0; 6]), b.i64s(&[0; 5]), b.i64s(&[0]));
+    let pads4 = b.concat(&[&zeros6, &pad1, &zero1], 0, "pads4");
+    let pads3 = b.concat(&[&zeros5, &pad1], 0, "pads3");
+    let xp = b.op("Pad", &[&xt, &pads4], vec![], "x_padded");
+    let bp = b.op("Pad", &[&bt, &pads4], vec![], "b_padded");
+    let cp = b.op("Pad", &[&ct, &pads4], vec![], "c_padded");
+    let deltap = b.op("Pad", &[&delta, &pads3], vec![], "delta_padded");
+    let dap = b.op("Pad", &[&da, &pads3], vec![], "da_padded");
+    let bh = b.shape_of(&xt, 0, 2, "bh");
+    let chunks1 = b.unsqueeze(&chunks, &[0], "chunks_1d");
+    let len1 = b.unsqueeze(&len, &[0], "chunk_len_1d");
+    let p1 = b.shape_of("x", 3, 4, "head_dim");
+    let n1 = b.shape_of("B", 3, 4, "state_dim");
+    let xc_shape = b.concat(&[&bh, &chunks1, &len1, &p1], 0, "x_chunked_shape");
+    let bc_shape = b.concat(&[&bh, &chunks1, &len1, &n1], 0, "b_chunked_shape");
+    let dc_shape = b.concat(&[&bh, &chunks1, &len1], 0, "delta_chunked_shape");
+    let xc = b.reshape(&xp, &xc_shape, "x_chunked");
+    let bc = b.reshape(&bp, &bc_shape, "b_chunked");
+    let cc = b.reshape(&cp, &bc_shape, "c_chunked");
+    let dc = b.reshape(&deltap, &dc_shape, "delta_chunked");
+    let dac = b.reshape(&dap, &dc_shape, "da_chunked");
+
+    let (seg, decay) = segment_decay(&mut b, &dac, &len, "intra");
+    let bc_t = b.transpose(&bc, &[0, 1, 2, 4, 3], "b_chunked_t");
+    let cb = b.bin("MatMul", &cc, &bc_t, "cb");
     let cb_decay = b.bin("Mul", &cb, &decay, "cb_decay");
-    let delta_row = b.unsqueeze(&delta, &[2], "delta_row");
+    let delta_row = b.unsqueeze(&dc, &[3], "delta_row");
     let w = b.bin("Mul", &cb_decay, &delta_row, "w");
-    let y_diag = b.bin("MatMul", &w, &xt, "y_diag");
-    let cum = b.op("CumSum", &[&da, &axis2], vec![], "cum");
-    let cum_col = b.unsqueeze(&cum, &[3], "cum_col");
-    let e_cum = b.un("Exp", &cum_col, "e_cum");
-    let state_t = b.transpose("state", &[0, 1, 3, 2], "state_t");
-    let c_state = b.bin("MatMul", &ct, &state_t, "c_state");
-    let y_init = b.bin("Mul", &c_state, &e_cum, "y_init");
-    let y_sum = b.bin("Add", &y_diag, &y_init, "y_sum");
-    let y = b.transpose(&y_sum, &[0, 2, 1, 3], "y_f32");
-    finish(&mut b, &y, t, "y");
+    let y_diag = b.bin("MatMul", &w, &xc, "y_diag");
+
     let last_i = b.i64_scalar(-1);
-    let seg_last = b.op("Gather", &[&seg, &last_i], vec![attr_int("axis", 2)], "seg_last");
+    let seg_last = b.op("Gather", &[&seg, &last_i], vec![attr_int("axis", 3)], "seg_last");
     let decay_last = b.un("Exp", &seg_last, "decay_last");
-    let coef = b.bin("Mul", &decay_last, &delta, "coef");
-    let coef_col = b.unsqueeze(&coef, &[3], "coef_col");
-    let xw = b.bin("Mul", &xt, &coef_col, "xw");
-    let xw_t = b.transpose(&xw, &[0, 1, 3, 2], "xw_t");
-    let s_new = b.bin("MatMul", &xw_t, &bt, "s_new");
-    let total = b.op("Gather", &[&cum, &last_i], vec![attr_int("axis", 2)], "total");
-    let total4 = b.unsqueeze(&total, &[2, 3], "total4");
-    let e_total = b.un("Exp", &total4, "e_total");
-    let kept = b.bin("Mul", "state", &e_total, "kept");
-    b.op_to("Add", &[&kept, &s_new], vec![], "state_out");
+    let coef = b.bin("Mul", &decay_last, &dc, "coef");
+    let coef_col = b.unsqueeze(&coef, &[4], "coef_col");
+    let xw = b.bin("Mul", &xc, &coef_col, "xw");
+    let xw_t = b.transpose(&xw, &[0, 1, 2, 4, 3], "xw_t");
+    let chunk_states = b.bin("MatMul", &xw_t, &bc, "chunk_states");
+    let axis3 = b.i64_scalar(3);
+    let cum = b.op("CumSum", &[&dac, &axis3], vec![], "cum");
+    let total = b.op("Gather", &[&cum, &last_i], vec![attr_int("axis", 3)], "chunk_total");
+
+    let lead = b.i64s(&[0, 0, 1, 0, 0, 0]);
+    let total_padded = b.op("Pad", &[&total, &lead], vec![], "chunk_total_padded");
+    let s0 = b.unsqueeze("state", &[2], "state0");
+    let states = b.concat(&[&s0, &chunk_states], 2, "states");
+    let chunks_p1 = b.bin("Add", &chunks, &one, "chunks_p1");
+    let (_, chunk_decay) = segment_decay(&mut b, &total_padded, &chunks_p1, "inter");
+    let flat = b.i64s(&[0, 0, 0, -1]);
+    let states_flat = b.reshape(&states, &flat, "states_flat");
+    let entering_flat = b.bin("MatMul", &chunk_decay, &states_flat, "entering_flat");
+    let states_shape = b.shape(&states);
+    let entering_all = b.reshape(&entering_flat, &states_shape, "entering_all");
+    let (start, axis2) = (b.i64s(&[0]), b.i64s(&[2]));
+    let entering = b.op("Slice", &[&entering_all, &start, &chunks1, &axis2], vec![], "entering");
+    b.op_to("Gather", &[&entering_all, &last_i], vec![attr_int("axis", 2)], "state_out");
+
+    let cum_col = b.unsqueeze(&cum, &[4], "cum_col");
+    let e_cum = b.un("Exp", &cum_col, "e_cum");
+    let entering_t = b.transpose(&entering, &[0, 1, 2, 4, 3], "entering_t");
+    let c_state = b.bin("MatMul", &cc, &entering_t, "c_state");
+    let y_off = b.bin("Mul", &c_state, &e_cum, "y_off");
+    let y_chunked = b.bin("Add", &y_diag, &y_off, "y_chunked");
+    let minus1 = b.i64s(&[-1]);
+    let y_shape = b.concat(&[&bh, &minus1, &p1], 0, "y_padded_shape");
+    let y_padded = b.reshape(&y_chunked, &y_shape, "y_padded");
+    let seq1 = b.unsqueeze(&seq, &[0], "seq_1d");
+    let y4 = b.op("Slice", &[&y_padded, &start, &seq1, &axis2], vec![], "y_bhsp");
+    let y = b.transpose(&y4, &[0, 2, 1, 3], "y_f32");
+    finish(&mut b, &y, t, "y");
     assemble(site, "SsdScan", attrs, &formal_in, &formal_out, b)
 }
 
@@ -397,14 +462,14 @@ pub fn masked_attention(at: &Attention, site: &Site) -> Result<CustomOp> {
         let w = attr_i64_1d(&mut b, "keep_window");
         let kk = b.bin("Min", &w, &t1, "window");
         let (_, kept_idx) = b.top_k(&bias, &kk, true, "largest");
-        let bias_shape = b.op("Shape", &[&bias], vec![], "bias_shape");
+        let bias_shape = b.shape(&bias);
         let falses = b.op(
             "ConstantOfShape",
             &[&bias_shape],
             vec![attr_tensor("value", tensor_bool("", &[1], &[false]))],
             "none_kept",
         );
-        let idx_shape = b.op("Shape", &[&kept_idx], vec![], "kept_shape");
+        let idx_shape = b.shape(&kept_idx);
         let true_s = b.bool_scalar(true);
         let trues = b.op("Expand", &[&true_s, &idx_shape], vec![], "kept_true");
         let keep = b.op(
@@ -579,7 +644,7 @@ pub fn expert_mix(e: &ExpertMix, site: &Site) -> Result<CustomOp> {
     let up_shape = b.concat(&[&bs, &minus1, &dim], 0, "up_flat_shape");
     let up_flat = b.reshape(&up, &up_shape, "up_flat");
     let mixed = b.bin("MatMul", &w_row, &up_flat, "mixed");
-    let x_full = b.op("Shape", &["x"], vec![], "x_shape");
+    let x_full = b.shape("x");
     let out = b.reshape(&mixed, &x_full, "out_f32");
     finish(&mut b, &out, t, "out");
     assemble(site, "ExpertMix", attrs, &formal_in, &formal_out, b)
@@ -612,4 +677,495 @@ pub fn inner_values(iv: &InnerValues, site: &Site) -> Result<CustomOp> {
     let out = b.bin("Mul", &x, &sum, "out_f32");
     finish(&mut b, &out, t, "out");
     assemble(site, "InnerValues", attrs, &formal_in, &formal_out, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::pb::{function_text, node_text};
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The custom node and its function as text.
+    fn text(op: &CustomOp) -> String {
+        format!("{}\n{}", node_text(&op.node), function_text(&op.function))
+    }
+
+    /// Builds op `f` at a site named `name` with actual values `inputs` and `outputs`.
+    fn build(
+        name: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        dtype: FloatType,
+        f: impl Fn(&Site) -> Result<CustomOp>,
+    ) -> String {
+        let (i, o) = (names(inputs), names(outputs));
+        text(&f(&Site { name, inputs: &i, outputs: &o, dtype, opset: 18 }).unwrap())
+    }
+
+    pub(super) fn goldens() -> Vec<(&'static str, String)> {
+        let f32 = FloatType::F32;
+        let ssd = Ssd { heads: 4, head_dim: 16, state_dim: 16, chunk: 8 };
+        let at = Attention {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 16,
+            scale: 0.25,
+            mask: AttentionMask::Additive { ratio: 0.25, keep_window: Some(8) },
+        };
+        let pk = PkTopK { heads: 2, num_keys: 8, k: 4 };
+        let router = RouterTopK { num_keys: 8, k: 4 };
+        let mix = ExpertMix { act: Act::Silu, order: ExpertAct::BeforeSoftmax, norm_topk: true };
+        let iv = InnerValues { heads: 2, k: 3 };
+        vec![
+            (
+                "SSD_SCAN",
+                build("scan", &["x", "dt", "A", "B", "C", "s0"], &["y", "s1"], f32, |s| {
+                    ssd_scan(&ssd, s)
+                }),
+            ),
+            (
+                "DYNAMIC_MASK_VALUES_F16",
+                build("mask", &["dt", "A"], &["m"], FloatType::F16, dynamic_mask_values),
+            ),
+            (
+                "MASKED_ATTENTION",
+                build("attn", &["q", "k", "v", "mask", "m"], &["o"], f32, |s| {
+                    masked_attention(&at, s)
+                }),
+            ),
+            ("PK_TOPK", build("route", &["q", "keys"], &["s", "i"], f32, |s| pk_topk(&pk, s))),
+            (
+                "ROUTER_TOPK",
+                build("route", &["logits"], &["s", "i"], f32, |s| router_topk(&router, s)),
+            ),
+            (
+                "EXPERT_MIX",
+                build("experts", &["x", "s", "i", "down", "up"], &["o"], f32, |s| {
+                    expert_mix(&mix, s)
+                }),
+            ),
+            (
+                "INNER_VALUES",
+                build("values", &["x", "vq", "keys", "embed"], &["o"], f32, |s| {
+                    inner_values(&iv, s)
+                }),
+            ),
+        ]
+    }
+
+    fn golden(name: &str) -> String {
+        goldens().into_iter().find(|(n, _)| *n == name).map(|(_, text)| text).unwrap()
+    }
+
+    #[test]
+    fn ssd_scan_proto_text() {
+        assert_eq!(golden("SSD_SCAN"), SSD_SCAN.trim_start());
+    }
+
+    #[test]
+    fn dynamic_mask_values_f16_proto_text() {
+        assert_eq!(golden("DYNAMIC_MASK_VALUES_F16"), DYNAMIC_MASK_VALUES_F16.trim_start());
+    }
+
+    #[test]
+    fn masked_attention_proto_text() {
+        assert_eq!(golden("MASKED_ATTENTION"), MASKED_ATTENTION.trim_start());
+    }
+
+    #[test]
+    fn pk_topk_proto_text() {
+        assert_eq!(golden("PK_TOPK"), PK_TOPK.trim_start());
+    }
+
+    #[test]
+    fn router_topk_proto_text() {
+        assert_eq!(golden("ROUTER_TOPK"), ROUTER_TOPK.trim_start());
+    }
+
+    #[test]
+    fn expert_mix_proto_text() {
+        assert_eq!(golden("EXPERT_MIX"), EXPERT_MIX.trim_start());
+    }
+
+    #[test]
+    fn inner_values_proto_text() {
+        assert_eq!(golden("INNER_VALUES"), INNER_VALUES.trim_start());
+    }
+
+    /// Prints the golden texts in the form of the constants below (`cargo test --lib print_goldens -- --ignored
+    /// --nocapture`), to review and paste when a body changes on purpose.
+    #[test]
+    #[ignore]
+    fn print_goldens() {
+        for (name, text) in goldens() {
+            println!("const {name}: &str = r#\"\n{text}\"#;\n");
+        }
+    }
+
+    const SSD_SCAN: &str = r#"
+y, s1 = ai.cheems.SsdScan<heads=4, head_dim=16, state_dim=16, chunk=8>(x, dt, A, B, C, s0)
+ai.cheems.SsdScan<heads, head_dim, state_dim, chunk>(x, dt, A, B, C, state) -> (y, state_out) opset ["":18]
+  xt = Transpose<perm=[0,2,1,3]>(x)
+  bt = Transpose<perm=[0,2,1,3]>(B)
+  ct = Transpose<perm=[0,2,1,3]>(C)
+  dtt = Transpose<perm=[0,2,1]>(dt)
+  const.f32.1 = Constant<value=float[]{1}>()
+  const.f32.0 = Constant<value=float[]{0}>()
+  const.f32.20 = Constant<value=float[]{20}>()
+  sp_exp = Exp(dtt)
+  sp_u = Add(sp_exp, const.f32.1)
+  sp_d = Sub(sp_u, const.f32.1)
+  sp_log = Log(sp_u)
+  sp_num = Mul(sp_log, sp_exp)
+  sp_ratio = Div(sp_num, sp_d)
+  sp_tiny = Equal(sp_d, const.f32.0)
+  sp_log1p = Where(sp_tiny, sp_exp, sp_ratio)
+  sp_big = Greater(dtt, const.f32.20)
+  softplus = Where(sp_big, dtt, sp_log1p)
+  const.i64[1] = Constant<value=int64[1]{1}>()
+  a_col = Unsqueeze(A, const.i64[1])
+  da = Mul(softplus, a_col)
+  dt_shape = Shape(dt)
+  const.i64.1 = Constant<value=int64[]{1}>()
+  seq = Gather<axis=0>(dt_shape, const.i64.1)
+  chunk = Constant<value_int=@chunk>()
+  chunk_len = Min(chunk, seq)
+  chunk_len_m1 = Sub(chunk_len, const.i64.1)
+  seq_up = Add(seq, chunk_len_m1)
+  chunks = Div(seq_up, chunk_len)
+  padded = Mul(chunks, chunk_len)
+  pad = Sub(padded, seq)
+  const.i64[0] = Constant<value=int64[1]{0}>()
+  pad_1d = Unsqueeze(pad, const.i64[0])
+  const.i64[0,0,0,0,0,0] = Constant<value=int64[6]{0, 0, 0, 0, 0, 0}>()
+  const.i64[0,0,0,0,0] = Constant<value=int64[5]{0, 0, 0, 0, 0}>()
+  pads4 = Concat<axis=0>(const.i64[0,0,0,0,0,0], pad_1d, const.i64[0])
+  pads3 = Concat<axis=0>(const.i64[0,0,0,0,0], pad_1d)
+  x_padded = Pad(xt, pads4)
+  b_padded = Pad(bt, pads4)
+  c_padded = Pad(ct, pads4)
+  delta_padded = Pad(softplus, pads3)
+  da_padded = Pad(da, pads3)
+  bh = Shape<start=0, end=2>(xt)
+  chunks_1d = Unsqueeze(chunks, const.i64[0])
+  chunk_len_1d = Unsqueeze(chunk_len, const.i64[0])
+  head_dim = Shape<start=3, end=4>(x)
+  state_dim = Shape<start=3, end=4>(B)
+  x_chunked_shape = Concat<axis=0>(bh, chunks_1d, chunk_len_1d, head_dim)
+  b_chunked_shape = Concat<axis=0>(bh, chunks_1d, chunk_len_1d, state_dim)
+  delta_chunked_shape = Concat<axis=0>(bh, chunks_1d, chunk_len_1d)
+  x_chunked = Reshape(x_padded, x_chunked_shape)
+  b_chunked = Reshape(b_padded, b_chunked_shape)
+  c_chunked = Reshape(c_padded, b_chunked_shape)
+  delta_chunked = Reshape(delta_padded, delta_chunked_shape)
+  da_chunked = Reshape(da_padded, delta_chunked_shape)
+  const.i64.0 = Constant<value=int64[]{0}>()
+  intra_idx = Range(const.i64.0, chunk_len, const.i64.1)
+  intra_t = Unsqueeze(intra_idx, const.i64[1])
+  intra_strict = Greater(intra_t, intra_idx)
+  intra_lower = GreaterOrEqual(intra_t, intra_idx)
+  const.i64[-1] = Constant<value=int64[1]{-1}>()
+  intra_col = Unsqueeze(da_chunked, const.i64[-1])
+  intra_mat = Where(intra_strict, intra_col, const.f32.0)
+  const.i64.-2 = Constant<value=int64[]{-2}>()
+  intra_seg = CumSum(intra_mat, const.i64.-2)
+  const.f32.-inf = Constant<value=float[]{-inf}>()
+  intra_masked = Where(intra_lower, intra_seg, const.f32.-inf)
+  intra_decay = Exp(intra_masked)
+  b_chunked_t = Transpose<perm=[0,1,2,4,3]>(b_chunked)
+  cb = MatMul(c_chunked, b_chunked_t)
+  cb_decay = Mul(cb, intra_decay)
+  const.i64[3] = Constant<value=int64[1]{3}>()
+  delta_row = Unsqueeze(delta_chunked, const.i64[3])
+  w = Mul(cb_decay, delta_row)
+  y_diag = MatMul(w, x_chunked)
+  const.i64.-1 = Constant<value=int64[]{-1}>()
+  seg_last = Gather<axis=3>(intra_seg, const.i64.-1)
+  decay_last = Exp(seg_last)
+  coef = Mul(decay_last, delta_chunked)
+  const.i64[4] = Constant<value=int64[1]{4}>()
+  coef_col = Unsqueeze(coef, const.i64[4])
+  xw = Mul(x_chunked, coef_col)
+  xw_t = Transpose<perm=[0,1,2,4,3]>(xw)
+  chunk_states = MatMul(xw_t, b_chunked)
+  const.i64.3 = Constant<value=int64[]{3}>()
+  cum = CumSum(da_chunked, const.i64.3)
+  chunk_total = Gather<axis=3>(cum, const.i64.-1)
+  const.i64[0,0,1,0,0,0] = Constant<value=int64[6]{0, 0, 1, 0, 0, 0}>()
+  chunk_total_padded = Pad(chunk_total, const.i64[0,0,1,0,0,0])
+  const.i64[2] = Constant<value=int64[1]{2}>()
+  state0 = Unsqueeze(state, const.i64[2])
+  states = Concat<axis=2>(state0, chunk_states)
+  chunks_p1 = Add(chunks, const.i64.1)
+  inter_idx = Range(const.i64.0, chunks_p1, const.i64.1)
+  inter_t = Unsqueeze(inter_idx, const.i64[1])
+  inter_strict = Greater(inter_t, inter_idx)
+  inter_lower = GreaterOrEqual(inter_t, inter_idx)
+  inter_col = Unsqueeze(chunk_total_padded, const.i64[-1])
+  inter_mat = Where(inter_strict, inter_col, const.f32.0)
+  inter_seg = CumSum(inter_mat, const.i64.-2)
+  inter_masked = Where(inter_lower, inter_seg, const.f32.-inf)
+  inter_decay = Exp(inter_masked)
+  const.i64[0,0,0,-1] = Constant<value=int64[4]{0, 0, 0, -1}>()
+  states_flat = Reshape(states, const.i64[0,0,0,-1])
+  entering_flat = MatMul(inter_decay, states_flat)
+  states_shape = Shape(states)
+  entering_all = Reshape(entering_flat, states_shape)
+  entering = Slice(entering_all, const.i64[0], chunks_1d, const.i64[2])
+  state_out = Gather<axis=2>(entering_all, const.i64.-1)
+  cum_col = Unsqueeze(cum, const.i64[4])
+  e_cum = Exp(cum_col)
+  entering_t = Transpose<perm=[0,1,2,4,3]>(entering)
+  c_state = MatMul(c_chunked, entering_t)
+  y_off = Mul(c_state, e_cum)
+  y_chunked = Add(y_diag, y_off)
+  y_padded_shape = Concat<axis=0>(bh, const.i64[-1], head_dim)
+  y_padded = Reshape(y_chunked, y_padded_shape)
+  seq_1d = Unsqueeze(seq, const.i64[0])
+  y_bhsp = Slice(y_padded, const.i64[0], seq_1d, const.i64[2])
+  y = Transpose<perm=[0,2,1,3]>(y_bhsp)
+"#;
+
+    const DYNAMIC_MASK_VALUES_F16: &str = r#"
+m = ai.cheems.DynamicMaskValues(dt, A)
+ai.cheems.DynamicMaskValues<>(dt, A) -> (m) opset ["":18]
+  dt_f32 = Cast<to=1>(dt)
+  A_f32 = Cast<to=1>(A)
+  const.f32.1 = Constant<value=float[]{1}>()
+  const.f32.0 = Constant<value=float[]{0}>()
+  const.f32.20 = Constant<value=float[]{20}>()
+  sp_exp = Exp(dt_f32)
+  sp_u = Add(sp_exp, const.f32.1)
+  sp_d = Sub(sp_u, const.f32.1)
+  sp_log = Log(sp_u)
+  sp_num = Mul(sp_log, sp_exp)
+  sp_ratio = Div(sp_num, sp_d)
+  sp_tiny = Equal(sp_d, const.f32.0)
+  sp_log1p = Where(sp_tiny, sp_exp, sp_ratio)
+  sp_big = Greater(dt_f32, const.f32.20)
+  softplus = Where(sp_big, dt_f32, sp_log1p)
+  a_sp = Mul(softplus, A_f32)
+  m_bsh = Exp(a_sp)
+  m_f32 = Transpose<perm=[0,2,1]>(m_bsh)
+  m = Cast<to=10>(m_f32)
+"#;
+
+    const MASKED_ATTENTION: &str = r#"
+o = ai.cheems.MaskedAttention<heads=4, kv_heads=2, head_dim=16, scale=0.25, mask="additive", ratio=0.25, keep_window=8>(q, k, v, mask, m)
+ai.cheems.MaskedAttention<heads, kv_heads, head_dim, scale, mask, ratio, keep_window>(q, k, v, attention_mask, m) -> (out) opset ["":18]
+  batch = Shape<start=0, end=1>(q)
+  seq = Shape<start=1, end=2>(q)
+  heads = Shape<start=2, end=3>(q)
+  head_dim = Shape<start=3, end=4>(q)
+  kv_heads = Shape<start=1, end=2>(k)
+  keys = Shape<start=2, end=3>(k)
+  const.i64[-1] = Constant<value=int64[1]{-1}>()
+  qt = Transpose<perm=[0,2,1,3]>(q)
+  grouped_shape = Concat<axis=0>(batch, kv_heads, const.i64[-1], head_dim)
+  qg = Reshape(qt, grouped_shape)
+  kt = Transpose<perm=[0,1,3,2]>(k)
+  qk = MatMul(qg, kt)
+  scale = Constant<value_float=@scale>()
+  qk_scaled = Mul(qk, scale)
+  score_shape = Concat<axis=0>(batch, heads, seq, keys)
+  scores = Reshape(qk_scaled, score_shape)
+  q_shape = Shape(q)
+  const.i64.1 = Constant<value=int64[]{1}>()
+  seq_scalar = Gather<axis=0>(q_shape, const.i64.1)
+  k_shape = Shape(k)
+  const.i64.2 = Constant<value=int64[]{2}>()
+  keys_scalar = Gather<axis=0>(k_shape, const.i64.2)
+  const.i64.0 = Constant<value=int64[]{0}>()
+  offset = Sub(keys_scalar, seq_scalar)
+  query_idx = Range(const.i64.0, seq_scalar, const.i64.1)
+  key_idx = Range(const.i64.0, keys_scalar, const.i64.1)
+  const.i64[1] = Constant<value=int64[1]{1}>()
+  query_col = Unsqueeze(query_idx, const.i64[1])
+  last_visible = Add(query_col, offset)
+  causal = LessOrEqual(key_idx, last_visible)
+  padding = Equal(attention_mask, const.i64.0)
+  token = Not(padding)
+  const.i64[1,2] = Constant<value=int64[2]{1, 2}>()
+  token4 = Unsqueeze(token, const.i64[1,2])
+  visible = And(causal, token4)
+  const.f32.-3.4028235e38 = Constant<value=float[]{-3.4028235e38}>()
+  const.f32.0 = Constant<value=float[]{0}>()
+  heads_scalar = Gather<axis=0>(q_shape, const.i64.2)
+  m_shape = Shape(m)
+  mask_heads_scalar = Gather<axis=0>(m_shape, const.i64.1)
+  head_idx = Range(const.i64.0, heads_scalar, const.i64.1)
+  head_idx_scaled = Mul(head_idx, mask_heads_scalar)
+  mask_head_idx = Div(head_idx_scaled, heads_scalar)
+  m_heads = Gather<axis=1>(m, mask_head_idx)
+  ratio = Constant<value_float=@ratio>()
+  keys_f32 = Cast<to=1>(keys_scalar)
+  n_f32 = Mul(keys_f32, ratio)
+  n = Cast<to=7>(n_f32)
+  n_at_least_1 = Max(n, const.i64.1)
+  const.i64[0] = Constant<value=int64[1]{0}>()
+  n_1d = Unsqueeze(n_at_least_1, const.i64[0])
+  smallest_values, smallest_indices = TopK<axis=-1, largest=0>(m_heads, n_1d)
+  const.i64[9223372036854775807] = Constant<value=int64[1]{9223372036854775807}>()
+  threshold = Slice(smallest_values, const.i64[-1], const.i64[9223372036854775807], const.i64[-1])
+  below_threshold = Less(m_heads, threshold)
+  ratio_active = Greater(n, const.i64.0)
+  dropped = And(below_threshold, ratio_active)
+  m_thresholded = Where(dropped, const.f32.-3.4028235e38, m_heads)
+  const.i64[2] = Constant<value=int64[1]{2}>()
+  key_bias4 = Unsqueeze(m_thresholded, const.i64[2])
+  bias = Where(visible, key_bias4, const.f32.-3.4028235e38)
+  keep_window = Constant<value_int=@keep_window>()
+  keep_window_1d = Unsqueeze(keep_window, const.i64[0])
+  window = Min(keep_window_1d, keys)
+  largest_values, largest_indices = TopK<axis=-1, largest=1>(bias, window)
+  bias_shape = Shape(bias)
+  none_kept = ConstantOfShape<value=bool[1]{false}>(bias_shape)
+  largest_indices_shape = Shape(largest_indices)
+  const.bool.true = Constant<value=bool[]{true}>()
+  kept_true = Expand(const.bool.true, largest_indices_shape)
+  keep = ScatterElements<axis=-1>(none_kept, largest_indices, kept_true)
+  bias_windowed = Where(keep, bias, const.f32.-3.4028235e38)
+  logits = Add(scores, bias_windowed)
+  probs = Softmax<axis=-1>(logits)
+  probs_grouped_shape = Concat<axis=0>(batch, kv_heads, const.i64[-1], keys)
+  probs_grouped = Reshape(probs, probs_grouped_shape)
+  out_grouped = MatMul(probs_grouped, v)
+  out_shape = Concat<axis=0>(batch, heads, seq, head_dim)
+  out_bhsd = Reshape(out_grouped, out_shape)
+  out = Transpose<perm=[0,2,1,3]>(out_bhsd)
+"#;
+
+    const PK_TOPK: &str = r#"
+s, i = ai.cheems.PkTopK<heads=2, num_keys=8, k=4>(q, keys)
+ai.cheems.PkTopK<heads, num_keys, k>(q, keys) -> (scores, ids) opset ["":18]
+  tokens_shape = Shape<start=0, end=2>(q)
+  heads = Shape<start=0, end=1>(keys)
+  num_keys = Shape<start=1, end=2>(keys)
+  half = Shape<start=3, end=4>(keys)
+  const.i64[2] = Constant<value=int64[1]{2}>()
+  const.i64[1] = Constant<value=int64[1]{1}>()
+  q_shape = Concat<axis=0>(tokens_shape, const.i64[2], heads, const.i64[1], half)
+  q6 = Reshape(q, q_shape)
+  keys_t = Transpose<perm=[2,0,3,1]>(keys)
+  sim6 = MatMul(q6, keys_t)
+  const.i64[4] = Constant<value=int64[1]{4}>()
+  sim = Squeeze(sim6, const.i64[4])
+  k = Constant<value_int=@k>()
+  const.i64[0] = Constant<value=int64[1]{0}>()
+  k_1d = Unsqueeze(k, const.i64[0])
+  axis_best_values, axis_best_indices = TopK<axis=-1, largest=1>(sim, k_1d)
+  const.i64.0 = Constant<value=int64[]{0}>()
+  const.i64.1 = Constant<value=int64[]{1}>()
+  sx = Gather<axis=2>(axis_best_values, const.i64.0)
+  sy = Gather<axis=2>(axis_best_values, const.i64.1)
+  ix = Gather<axis=2>(axis_best_indices, const.i64.0)
+  iy = Gather<axis=2>(axis_best_indices, const.i64.1)
+  sx_col = Unsqueeze(sx, const.i64[4])
+  const.i64[3] = Constant<value=int64[1]{3}>()
+  sy_row = Unsqueeze(sy, const.i64[3])
+  candidates = Add(sx_col, sy_row)
+  ix_col = Unsqueeze(ix, const.i64[4])
+  iy_row = Unsqueeze(iy, const.i64[3])
+  ix_nk = Mul(ix_col, num_keys)
+  candidate_ids = Add(ix_nk, iy_row)
+  const.i64[0,0,0,-1] = Constant<value=int64[4]{0, 0, 0, -1}>()
+  candidates_flat = Reshape(candidates, const.i64[0,0,0,-1])
+  candidate_ids_flat = Reshape(candidate_ids, const.i64[0,0,0,-1])
+  scores, best_indices = TopK<axis=-1, largest=1>(candidates_flat, k_1d)
+  ids = GatherElements<axis=-1>(candidate_ids_flat, best_indices)
+"#;
+
+    const ROUTER_TOPK: &str = r#"
+s, i = ai.cheems.RouterTopK<num_keys=8, k=4>(logits)
+ai.cheems.RouterTopK<num_keys, k>(logits) -> (scores, ids) opset ["":18]
+  width = Shape<start=2, end=3>(logits)
+  const.i64[2] = Constant<value=int64[1]{2}>()
+  num_keys = Div(width, const.i64[2])
+  const.i64[-1] = Constant<value=int64[1]{-1}>()
+  view_shape = Concat<axis=0>(const.i64[2], const.i64[-1], num_keys)
+  view = Reshape(logits, view_shape)
+  const.i64.0 = Constant<value=int64[]{0}>()
+  const.i64.1 = Constant<value=int64[]{1}>()
+  x = Gather<axis=0>(view, const.i64.0)
+  y = Gather<axis=0>(view, const.i64.1)
+  k = Constant<value_int=@k>()
+  const.i64[0] = Constant<value=int64[1]{0}>()
+  k_1d = Unsqueeze(k, const.i64[0])
+  axis_k = Min(k_1d, num_keys)
+  x_best_values, x_best_indices = TopK<axis=-1, largest=1>(x, axis_k)
+  y_best_values, y_best_indices = TopK<axis=-1, largest=1>(y, axis_k)
+  sx_col = Unsqueeze(x_best_values, const.i64[2])
+  const.i64[1] = Constant<value=int64[1]{1}>()
+  sy_row = Unsqueeze(y_best_values, const.i64[1])
+  candidates = Add(sx_col, sy_row)
+  ix_col = Unsqueeze(x_best_indices, const.i64[2])
+  iy_row = Unsqueeze(y_best_indices, const.i64[1])
+  ix_nk = Mul(ix_col, num_keys)
+  candidate_ids = Add(ix_nk, iy_row)
+  const.i64[0,-1] = Constant<value=int64[2]{0, -1}>()
+  candidates_flat = Reshape(candidates, const.i64[0,-1])
+  candidate_ids_flat = Reshape(candidate_ids, const.i64[0,-1])
+  best_values, best_indices = TopK<axis=-1, largest=1>(candidates_flat, k_1d)
+  best_ids = GatherElements<axis=-1>(candidate_ids_flat, best_indices)
+  tokens_shape = Shape<start=0, end=2>(logits)
+  const.i64[1,-1] = Constant<value=int64[2]{1, -1}>()
+  out_shape = Concat<axis=0>(tokens_shape, const.i64[1,-1])
+  scores = Reshape(best_values, out_shape)
+  ids = Reshape(best_ids, out_shape)
+"#;
+
+    const EXPERT_MIX: &str = r#"
+o = ai.cheems.ExpertMix<act="silu", order="before_softmax", norm_topk=1>(x, s, i, down, up)
+ai.cheems.ExpertMix<act, order, norm_topk>(x, scores, ids, down, up) -> (out) opset ["":18]
+  probs = Softmax<axis=-1>(scores)
+  const.i64[-1] = Constant<value=int64[1]{-1}>()
+  probs_sum = ReduceSum<keepdims=1>(probs, const.i64[-1])
+  probs_normed = Div(probs, probs_sum)
+  down_rows = Gather<axis=0>(down, ids)
+  tokens_shape = Shape<start=0, end=2>(x)
+  const.i64[1,-1,1] = Constant<value=int64[3]{1, -1, 1}>()
+  x_col_shape = Concat<axis=0>(tokens_shape, const.i64[1,-1,1])
+  x_col = Reshape(x, x_col_shape)
+  expert_in5 = MatMul(down_rows, x_col)
+  const.i64[4] = Constant<value=int64[1]{4}>()
+  expert_in = Squeeze(expert_in5, const.i64[4])
+  sigmoid = Sigmoid(expert_in)
+  silu = Mul(expert_in, sigmoid)
+  weights = Mul(silu, probs_normed)
+  up_rows = Gather<axis=0>(up, ids)
+  const.i64[1,-1] = Constant<value=int64[2]{1, -1}>()
+  weights_row_shape = Concat<axis=0>(tokens_shape, const.i64[1,-1])
+  weights_row = Reshape(weights, weights_row_shape)
+  dim = Shape<start=2, end=3>(x)
+  up_flat_shape = Concat<axis=0>(tokens_shape, const.i64[-1], dim)
+  up_flat = Reshape(up_rows, up_flat_shape)
+  mixed = MatMul(weights_row, up_flat)
+  x_shape = Shape(x)
+  out = Reshape(mixed, x_shape)
+"#;
+
+    const INNER_VALUES: &str = r#"
+o = ai.cheems.InnerValues<heads=2, k=3>(x, vq, keys, embed)
+ai.cheems.InnerValues<heads, k>(x, vq, v_keys, v_embed) -> (out) opset ["":18]
+  tokens_shape = Shape<start=0, end=2>(vq)
+  heads = Shape<start=0, end=1>(v_keys)
+  retrieval = Shape<start=1, end=2>(v_keys)
+  const.i64[1] = Constant<value=int64[1]{1}>()
+  vq_shape = Concat<axis=0>(tokens_shape, heads, const.i64[1], retrieval)
+  vq5 = Reshape(vq, vq_shape)
+  sim5 = MatMul(vq5, v_keys)
+  const.i64[3] = Constant<value=int64[1]{3}>()
+  sim = Squeeze(sim5, const.i64[3])
+  k = Constant<value_int=@k>()
+  const.i64[0] = Constant<value=int64[1]{0}>()
+  k_1d = Unsqueeze(k, const.i64[0])
+  best_values, best_indices = TopK<axis=-1, largest=1>(sim, k_1d)
+  value_rows = Gather<axis=0>(v_embed, best_indices)
+  const.i64[2,3] = Constant<value=int64[2]{2, 3}>()
+  value_sum = ReduceSum<keepdims=0>(value_rows, const.i64[2,3])
+  out = Mul(x, value_sum)
+"#;
 }

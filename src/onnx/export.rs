@@ -590,7 +590,7 @@ impl Lower<'_> {
                 let one = b.i64_scalar(1);
                 let r = b.op("Range", &[&past, &total, &one], vec![], "range");
                 let row = b.unsqueeze(&r, &[0], "row");
-                let shape = b.op("Shape", &[a[0]], vec![], "ids_shape");
+                let shape = b.shape(a[0]);
                 b.push(name, "Expand", &[&row, &shape], &[&out], vec![]);
             }
             Op::RotaryTables(r) => {

@@ -266,15 +266,25 @@ impl Builder {
         outs
     }
 
-    /// A shared `Constant` node holding `t` (whose name is ignored); `key` identifies the value.
+    /// A shared `Constant` node holding `t` (whose name is ignored); `key` identifies the value and names it
+    /// when short.
     fn konst(&mut self, key: String, mut t: TensorProto) -> String {
         if let Some(name) = self.consts.get(&key) {
             return name.clone();
         }
-        let mut name = key.clone();
+        let base = if key.len() <= 48 {
+            key.clone()
+        } else {
+            let dtype = dtype_name(t.data_type);
+            format!(
+                "const.{dtype}.{}",
+                t.dims.iter().map(i64::to_string).collect::<Vec<_>>().join("x")
+            )
+        };
+        let mut name = base.clone();
         let mut n = 1;
         while self.taken.contains(&name) {
-            name = format!("{key}_{n}");
+            name = format!("{base}_{n}");
             n += 1;
         }
         self.taken.insert(name.clone());
@@ -297,12 +307,12 @@ impl Builder {
 
     /// A scalar float constant of type `t`.
     pub fn float(&mut self, v: f32, t: FloatType) -> String {
-        self.konst(format!("const.{}.{v:e}", t.name()), tensor_float("", t, &[], &[v]))
+        self.konst(format!("const.{}.{}", t.name(), float_text(v)), tensor_float("", t, &[], &[v]))
     }
 
     /// A 1-D float32 constant.
     pub fn f32s(&mut self, v: &[f32]) -> String {
-        let text = v.iter().map(|x| format!("{x:e}")).collect::<Vec<_>>().join(",");
+        let text = v.iter().map(|&x| float_text(x)).collect::<Vec<_>>().join(",");
         self.konst(
             format!("const.f32[{text}]"),
             tensor_float("", FloatType::F32, &[v.len() as i64], v),
@@ -311,7 +321,7 @@ impl Builder {
 
     /// A 1-D float64 constant.
     pub fn f64s(&mut self, v: &[f64]) -> String {
-        let text = v.iter().map(|x| format!("{x:e}")).collect::<Vec<_>>().join(",");
+        let text = v.iter().map(|&x| float_text(x)).collect::<Vec<_>>().join(",");
         self.konst(format!("const.f64[{text}]"), tensor_f64("", &[v.len() as i64], v))
     }
 
@@ -364,9 +374,20 @@ impl Builder {
         self.op("Shape", &[x], vec![attr_int("start", start), attr_int("end", end)], hint)
     }
 
+    /// The shape of `x`, one `Shape` node per value.
+    pub fn shape(&mut self, x: &str) -> String {
+        let key = format!("shape:{x}");
+        if let Some(name) = self.consts.get(&key) {
+            return name.clone();
+        }
+        let s = self.op("Shape", &[x], vec![], &format!("{x}_shape"));
+        self.consts.insert(key, s.clone());
+        s
+    }
+
     /// Axis `axis` of the shape of `x` as an int64 scalar.
     pub fn dim(&mut self, x: &str, axis: i64, hint: &str) -> String {
-        let s = self.op("Shape", &[x], vec![], &format!("{hint}_shape"));
+        let s = self.shape(x);
         let i = self.i64_scalar(axis);
         self.op("Gather", &[&s, &i], vec![attr_int("axis", 0)], hint)
     }
@@ -399,6 +420,16 @@ impl Builder {
     }
 }
 
+/// A float in plain notation between 1e-3 and 1e6 (and for 0), in scientific notation otherwise.
+pub fn float_text<T: std::fmt::Display + std::fmt::LowerExp + Into<f64> + Copy>(v: T) -> String {
+    let x: f64 = v.into();
+    if x == 0.0 || !x.is_finite() || (1e-3..1e6).contains(&x.abs()) {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
+    }
+}
+
 fn dtype_name(dt: i32) -> String {
     DataType::try_from(dt).map_or_else(|_| format!("type{dt}"), |d| d.as_str_name().to_lowercase())
 }
@@ -413,19 +444,19 @@ fn tensor_text(t: &TensorProto) -> String {
             .collect(),
         Ok(DataType::Float) => raw
             .chunks_exact(4)
-            .map(|c| format!("{:e}", f32::from_le_bytes(c.try_into().unwrap())))
+            .map(|c| float_text(f32::from_le_bytes(c.try_into().unwrap())))
             .collect(),
         Ok(DataType::Double) => raw
             .chunks_exact(8)
-            .map(|c| format!("{:e}", f64::from_le_bytes(c.try_into().unwrap())))
+            .map(|c| float_text(f64::from_le_bytes(c.try_into().unwrap())))
             .collect(),
         Ok(DataType::Float16) => raw
             .chunks_exact(2)
-            .map(|c| format!("{:e}", half::f16::from_le_bytes([c[0], c[1]]).to_f32()))
+            .map(|c| float_text(half::f16::from_le_bytes([c[0], c[1]]).to_f32()))
             .collect(),
         Ok(DataType::Bfloat16) => raw
             .chunks_exact(2)
-            .map(|c| format!("{:e}", half::bf16::from_le_bytes([c[0], c[1]]).to_f32()))
+            .map(|c| float_text(half::bf16::from_le_bytes([c[0], c[1]]).to_f32()))
             .collect(),
         Ok(DataType::Bool) => raw.iter().map(|&b| (b != 0).to_string()).collect(),
         _ => vec![format!("{} bytes", raw.len())],
@@ -445,7 +476,7 @@ pub fn attr_text(a: &AttributeProto) -> String {
     }
     let value = match AttributeType::try_from(a.r#type) {
         Ok(AttributeType::Int) => a.i.to_string(),
-        Ok(AttributeType::Float) => format!("{:e}", a.f),
+        Ok(AttributeType::Float) => float_text(a.f),
         Ok(AttributeType::String) => format!("{:?}", String::from_utf8_lossy(&a.s)),
         Ok(AttributeType::Ints) => {
             format!("[{}]", a.ints.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
