@@ -102,7 +102,12 @@ pub fn load(path: &Path) -> Result<Loaded> {
 }
 
 /// Prefill of `input_ids`, then one decode step per column of `decode_input_ids`.
-pub fn run(model: &Model, exec: &CpuExecutor, inputs: &Inputs, taps: &[&str]) -> Result<Outputs> {
+pub fn run(
+    model: &Model,
+    exec: &dyn crate::exec::Executor,
+    inputs: &Inputs,
+    taps: &[&str],
+) -> Result<Outputs> {
     let mut session = Session::new(model, exec);
     let step = session.prefill(&inputs.input_ids, inputs.attention_mask.as_ref(), taps)?;
     let decode_logits = match &inputs.decode_input_ids {
@@ -168,4 +173,47 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         anyhow::anyhow!("renaming {} to {}: {e}", tmp.display(), path.display())
     })
+}
+
+/// Where and how `cheems run`, `check` and `bench` execute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The CPU executor on the graph as built (the oracle).
+    Cpu,
+    /// The CUDA executor on the compiled graph (packed linears, fused glue), device 0.
+    Cuda,
+}
+
+/// A loaded checkpoint ready to run on a device.
+pub struct Prepared {
+    pub checkpoint: Checkpoint,
+    pub model: Model,
+    pub exec: Box<dyn crate::exec::Executor>,
+    /// Rewrites applied by the compile passes (CUDA).
+    pub rewrites: std::collections::BTreeMap<&'static str, usize>,
+}
+
+/// Opens a checkpoint and prepares it for `device` (`dtype` applies to CUDA: f32 or bf16 activations).
+pub fn prepare(
+    path: &Path,
+    device: Device,
+    dtype: crate::exec::cuda::ActDType,
+) -> Result<Prepared> {
+    let checkpoint = Checkpoint::open(path)?;
+    let mut model = build(&checkpoint.config, &checkpoint.weights)
+        .with_context(|| format!("building the graph of {}", checkpoint.dir.display()))?;
+    match device {
+        Device::Cpu => {
+            let exec = Box::new(CpuExecutor::new(model.graph.clone())?);
+            Ok(Prepared { checkpoint, model, exec, rewrites: Default::default() })
+        }
+        Device::Cuda => {
+            let opts = crate::passes::CompileOptions::new(crate::passes::lower::Target::Cuda);
+            let cx = crate::passes::compile(&mut model.graph, &opts)?;
+            let gpu = std::sync::Arc::new(cheems_ops::cuda::Gpu::new(0)?);
+            let exec =
+                Box::new(crate::exec::cuda::CudaExecutor::new(model.graph.clone(), gpu, dtype)?);
+            Ok(Prepared { checkpoint, model, exec, rewrites: cx.rewrites })
+        }
+    }
 }

@@ -24,6 +24,14 @@ PRESETS = {
                       num_attention_heads=4, num_key_value_heads=2, attn_layer_period=8, attn_layer_offset=7,
                       is_moe=True, num_cdmoe_experts=1024, num_cdmoe_heads=2, num_cdmoe_experts_per_head=8,
                       expert_retrieval_size=64, ssd_chunk_size=64),
+    # Doge-320M shape (MODEL.md §8): D1024 I2048 L32 H8 G4.
+    "doge-320m": dict(kind="doge", vocab_size=32768, hidden_size=1024, intermediate_size=2048, num_hidden_layers=32,
+                      num_attention_heads=8, num_key_value_heads=4, is_moe=False),
+    # Cheems of about 350M parameters: 24 layers (period 8 / offset 7: 21 SSD + 3 attention), CDMoE 1024 experts.
+    "cheems-350m": dict(kind="cheems", vocab_size=32768, hidden_size=1024, intermediate_size=2048,
+                        num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=4, attn_layer_period=8,
+                        attn_layer_offset=7, is_moe=True, num_cdmoe_experts=1024, num_cdmoe_heads=4,
+                        num_cdmoe_experts_per_head=8, expert_retrieval_size=64, ssd_chunk_size=64),
     # The default model of README's first command: tiny, every layer family present.
     "cheems-tiny": dict(kind="cheems", vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
                         num_attention_heads=4, num_key_value_heads=2, attn_layer_period=2, attn_layer_offset=1,

@@ -1,8 +1,13 @@
-//! `cheems bench`: prefill and decode throughput on the CPU executor, medians over repeated runs.
+//! `cheems bench`: prefill and decode throughput, medians over repeated runs, on the CPU executor or on CUDA
+//! (device-resident caches, per-op time of one profiled prefill).
 
+use crate::exec::cuda::{ActDType, CudaExecutor, DTensor};
 use crate::exec::session::Session;
-use crate::runner::load;
-use anyhow::{ensure, Result};
+use crate::ir::{Bindings, Sym, Tensor};
+use crate::model::build::{Model, StateKind};
+use crate::runner::{load, Device};
+use anyhow::{ensure, Context, Result};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -25,6 +30,12 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Executor: the CPU, or CUDA (device 0) on the compiled graph.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub target: Device,
+    /// Activation dtype on CUDA.
+    #[arg(long, value_enum, default_value_t = ActDType::BF16)]
+    pub dtype: ActDType,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -42,6 +53,9 @@ pub fn run(a: &Args) -> Result<()> {
         a.prompt > 0 && a.batch > 0 && a.runs > 0,
         "--prompt, --batch and --runs must be positive"
     );
+    if a.target == Device::Cuda {
+        return run_cuda(a);
+    }
     let loaded = load(&a.ckpt)?;
     let (model, exec) = (&loaded.model, &loaded.exec);
     let v = model.config.vocab_size as i64;
@@ -98,6 +112,122 @@ pub fn run(a: &Args) -> Result<()> {
             a.decode,
             a.runs
         );
+    }
+    Ok(())
+}
+
+fn host_inputs(model: &Model, ids: &[Vec<i64>], past: usize) -> Result<BTreeMap<String, Tensor>> {
+    let (b, s) = (ids.len(), ids[0].len());
+    let mut m = BTreeMap::new();
+    m.insert("input_ids".to_string(), Tensor::i64(vec![b, s], ids.concat())?);
+    m.insert(
+        "attention_mask".to_string(),
+        Tensor::i64(vec![b, past + s], vec![1; b * (past + s)])?,
+    );
+    let pos: Vec<i64> = (0..b).flat_map(|_| (past..past + s).map(|x| x as i64)).collect();
+    m.insert("position_ids".to_string(), Tensor::i64(vec![b, s], pos)?);
+    if past == 0 {
+        let bind = Bindings::from([(Sym::new("B"), b as i64), (Sym::new("P"), 0)]);
+        for st in &model.states {
+            let t = match st.kind {
+                StateKind::RopeLen => {
+                    Tensor::i64(vec![1], vec![model.config.max_position_embeddings as i64])?
+                }
+                _ => Tensor::zeros_f32(st.fact.eval(&bind)?),
+            };
+            m.insert(st.past.clone(), t);
+        }
+    }
+    Ok(m)
+}
+
+/// One prefill and `decode` steps with the caches kept on the device; returns (prefill s, decode s).
+fn cuda_pass(
+    model: &Model,
+    exec: &CudaExecutor,
+    ids: &[Vec<i64>],
+    steps: usize,
+    v: i64,
+) -> Result<(f64, f64)> {
+    let upload = |m: BTreeMap<String, Tensor>| -> Result<BTreeMap<String, DTensor>> {
+        m.iter().map(|(k, t)| Ok((k.clone(), exec.upload_input(k, t)?))).collect()
+    };
+    let t0 = Instant::now();
+    let mut out = exec.run_device(upload(host_inputs(model, ids, 0)?)?, &[], None)?;
+    exec.gpu().synchronize()?;
+    let prefill = t0.elapsed().as_secs_f64();
+    let mut past = ids[0].len();
+    let t1 = Instant::now();
+    for k in 0..steps {
+        let step: Vec<Vec<i64>> =
+            (0..ids.len()).map(|b| vec![(3 + 13 * k as i64 + b as i64) % v]).collect();
+        let mut inputs = upload(host_inputs(model, &step, past)?)?;
+        for st in &model.states {
+            let t =
+                out.remove(&st.present).with_context(|| format!("no `{}` output", st.present))?;
+            inputs.insert(st.past.clone(), t);
+        }
+        out = exec.run_device(inputs, &[], None)?;
+        past += 1;
+    }
+    exec.gpu().synchronize()?;
+    Ok((prefill, t1.elapsed().as_secs_f64()))
+}
+
+fn run_cuda(a: &Args) -> Result<()> {
+    let ck = crate::model::checkpoint::Checkpoint::open(&a.ckpt)?;
+    let mut model = crate::model::build::build(&ck.config, &ck.weights)?;
+    let cx = crate::passes::compile(
+        &mut model.graph,
+        &crate::passes::CompileOptions::new(crate::passes::lower::Target::Cuda),
+    )?;
+    let gpu = std::sync::Arc::new(cheems_ops::cuda::Gpu::new(0)?);
+    let exec = CudaExecutor::new(model.graph.clone(), gpu.clone(), a.dtype)?;
+    let v = model.config.vocab_size as i64;
+    let ids: Vec<Vec<i64>> = (0..a.batch)
+        .map(|b| (0..a.prompt).map(|t| (7 + 31 * t as i64 + 17 * b as i64) % v).collect())
+        .collect();
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for run in 0..=a.runs {
+        let (p, d) = cuda_pass(&model, &exec, &ids, a.decode, v)?;
+        if run > 0 {
+            prefill.push(p);
+            decode.push(d);
+        }
+    }
+    let mut timings = Vec::new();
+    let inputs: BTreeMap<String, DTensor> = host_inputs(&model, &ids, 0)?
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), exec.upload_input(k, t)?)))
+        .collect::<Result<_>>()?;
+    exec.run_device(inputs, &[], Some(&mut timings))?;
+    let mut per_op: BTreeMap<String, f64> = BTreeMap::new();
+    for (name, t) in &timings {
+        let id = model.graph.find(name).expect("timed nodes exist");
+        *per_op.entry(format!("{:?}", model.graph.node(id).op.kind())).or_insert(0.0) +=
+            t.as_secs_f64();
+    }
+    let mut per_op: Vec<(String, f64)> = per_op.into_iter().collect();
+    per_op.sort_by(|x, y| y.1.total_cmp(&x.1));
+    let (p, d) = (median(prefill), median(decode));
+    let prefill_tps = (a.batch * a.prompt) as f64 / p;
+    let decode_tps = if a.decode > 0 { (a.batch * a.decode) as f64 / d } else { 0.0 };
+    let params = ck.weights.num_params();
+    let out = serde_json::json!({
+        "checkpoint": a.ckpt.display().to_string(),
+        "variant": model.config.variant.name(),
+        "parameters": params,
+        "target": "cuda", "device_arch": gpu.arch(), "dtype": a.dtype.name(),
+        "rewrites": cx.rewrites,
+        "batch": a.batch, "prompt": a.prompt, "decode": a.decode, "runs": a.runs,
+        "prefill_seconds_median": p, "decode_seconds_median": d,
+        "prefill_tokens_per_second": prefill_tps, "decode_tokens_per_second": decode_tps,
+        "prefill_profile_seconds_by_op": per_op,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
 }

@@ -1,8 +1,11 @@
 //! Command-line interface: argument definitions and dispatch. Each subcommand lives in its own module.
 
 pub mod bench;
+pub mod check;
 pub mod dump;
+pub mod eval;
 pub mod export;
+pub mod generate;
 pub mod inspect;
 pub mod run;
 
@@ -29,6 +32,12 @@ pub enum Command {
     Run(run::Args),
     /// Measure prefill and decode tokens/s on the CPU (median of several runs).
     Bench(bench::Args),
+    /// Run the CPU and CUDA executors side by side and print every node's error, worst first.
+    Check(check::Args),
+    /// Evaluate a checkpoint: MQAR accuracy (`eval mqar`) or the perplexity of a text file (`eval ppl`).
+    Eval(eval::Args),
+    /// Generate text from a prompt with incremental decoding, streamed to stdout (tokens/s on stderr).
+    Generate(generate::Args),
     /// Write the checkpoint as ONNX (custom ops in domain ai.cheems with function bodies, or --inline).
     ExportOnnx(export::Args),
 }
@@ -40,6 +49,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dump(a) => dump::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Check(a) => check::run(&a),
+        Command::Eval(a) => eval::run(&a),
+        Command::Generate(a) => generate::run(&a),
         Command::ExportOnnx(a) => export::run(&a),
     }
 }

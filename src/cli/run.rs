@@ -1,6 +1,7 @@
 //! `cheems run`: prefill and decode on the CPU, logits to safetensors.
 
-use crate::runner::{load, run as run_inputs, write_safetensors, Inputs};
+use crate::exec::cuda::ActDType;
+use crate::runner::{prepare, run as run_inputs, write_safetensors, Device, Inputs};
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,15 +19,21 @@ pub struct Args {
     /// Print a JSON summary (shapes, timings) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Executor: the CPU oracle, or CUDA (device 0) on the compiled graph.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub target: Device,
+    /// Activation dtype on CUDA (the CPU runs f32).
+    #[arg(long, value_enum, default_value_t = ActDType::F32)]
+    pub dtype: ActDType,
 }
 
 pub fn run(a: &Args) -> Result<()> {
     let inputs = Inputs::read(&a.inputs)?;
     let t0 = Instant::now();
-    let loaded = load(&a.ckpt)?;
+    let loaded = prepare(&a.ckpt, a.target, a.dtype)?;
     let load_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let out = run_inputs(&loaded.model, &loaded.exec, &inputs, &[])?;
+    let out = run_inputs(&loaded.model, loaded.exec.as_ref(), &inputs, &[])?;
     let run_s = t1.elapsed().as_secs_f64();
     let mut tensors = vec![("logits", &out.logits)];
     if let Some(d) = &out.decode_logits {
@@ -37,6 +44,7 @@ pub fn run(a: &Args) -> Result<()> {
         let v = serde_json::json!({
             "out": a.out.display().to_string(),
             "variant": loaded.model.config.variant.name(),
+            "target": format!("{:?}", a.target).to_lowercase(),
             "logits": out.logits.dims(),
             "decode_logits": out.decode_logits.as_ref().map(|t| t.dims().to_vec()),
             "load_seconds": load_s,

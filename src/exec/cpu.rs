@@ -405,7 +405,11 @@ fn concat(a: &Tensor, b: &Tensor, axis: usize) -> Result<Tensor> {
 
 /// RoPE tables with the reference's dynamic-NTK state (`max_seq_len_cached`): grows to `L = max(pos)+1` when
 /// `L` exceeds it, resets to `M` when `L < M` after growing; frequencies follow the state.
-fn rotary_tables(r: &Rotary, pos: &Tensor, rope_len: Option<&Tensor>) -> Result<Vec<Tensor>> {
+pub(crate) fn rotary_tables(
+    r: &Rotary,
+    pos: &Tensor,
+    rope_len: Option<&Tensor>,
+) -> Result<Vec<Tensor>> {
     let positions = pos.as_i64()?;
     let initial = r.dynamic.as_ref().map_or(0, |d| d.max_position as i64);
     let mut cached = rope_len.map(|t| t.as_i64().map(|v| v[0])).transpose()?.unwrap_or(initial);

@@ -2,9 +2,47 @@
 //! [`session`] keeps the recurrent state (KV cache, per-key mask values, SSD state, RoPE state) between calls.
 
 pub mod cpu;
+pub mod cuda;
 pub mod session;
 
 use crate::ir::{Bindings, Graph, Tensor};
+
+/// Something that runs a graph on host tensors: the CPU executor, or a device executor at its boundary.
+pub trait Executor {
+    fn graph(&self) -> &Graph;
+    /// Runs the graph; returns every graph output by name plus the output 0 of each node named in `taps`.
+    fn run(
+        &self,
+        inputs: BTreeMap<String, Tensor>,
+        taps: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>>;
+}
+
+impl Executor for cpu::CpuExecutor {
+    fn graph(&self) -> &Graph {
+        cpu::CpuExecutor::graph(self)
+    }
+    fn run(
+        &self,
+        inputs: BTreeMap<String, Tensor>,
+        taps: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>> {
+        cpu::CpuExecutor::run(self, inputs, taps)
+    }
+}
+
+impl Executor for cuda::CudaExecutor {
+    fn graph(&self) -> &Graph {
+        cuda::CudaExecutor::graph(self)
+    }
+    fn run(
+        &self,
+        inputs: BTreeMap<String, Tensor>,
+        taps: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>> {
+        cuda::CudaExecutor::run(self, inputs, taps)
+    }
+}
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 

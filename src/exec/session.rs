@@ -1,7 +1,7 @@
 //! A generation session: prefill then incremental decoding over one graph, carrying the `present.*` outputs of
 //! each call into the `past.*` inputs of the next (KV cache, per-key mask values, f32 SSD state, RoPE state).
 
-use super::cpu::CpuExecutor;
+use super::Executor;
 use crate::ir::{Bindings, Sym, Tensor};
 use crate::model::build::{Model, StateKind};
 use anyhow::{bail, ensure, Context, Result};
@@ -13,7 +13,7 @@ pub type Batch = Vec<Vec<i64>>;
 /// Prefill and decode state of one batch of sequences.
 pub struct Session<'a> {
     model: &'a Model,
-    exec: &'a CpuExecutor,
+    exec: &'a dyn Executor,
     states: BTreeMap<String, Tensor>,
     mask: Batch,
     batch: usize,
@@ -42,7 +42,7 @@ fn check_rows(what: &str, rows: &Batch) -> Result<(usize, usize)> {
 
 impl<'a> Session<'a> {
     /// A fresh session (empty caches, RoPE state at `max_position_embeddings`).
-    pub fn new(model: &'a Model, exec: &'a CpuExecutor) -> Session<'a> {
+    pub fn new(model: &'a Model, exec: &'a dyn Executor) -> Session<'a> {
         Session { model, exec, states: BTreeMap::new(), mask: Vec::new(), batch: 0, past: 0 }
     }
 

@@ -104,7 +104,11 @@ fn preload(soname: &str) -> std::result::Result<PathBuf, Vec<PathBuf>> {
 }
 
 fn unavailable(what: &str, soname: &str, searched: &[PathBuf]) -> KernelError {
-    let dirs: Vec<String> = searched.iter().map(|d| d.display().to_string()).collect();
+    let dirs: Vec<String> = if searched.is_empty() {
+        cuda_roots().iter().map(|d| format!("{} (absent)", d.display())).collect()
+    } else {
+        searched.iter().map(|d| d.display().to_string()).collect()
+    };
     KernelError::Unavailable(format!(
         "{what}: `{soname}` was not found on the loader path nor in [{}] (set CHEEMS_CUDA_HOME or CUDA_HOME to the \
          CUDA installation, or add its lib folder to LD_LIBRARY_PATH)",

@@ -68,3 +68,14 @@ pub fn concat(
     }
     Ok(out)
 }
+
+/// Columns `start..start+len` of each row of `x` (`rows × cols`).
+pub fn slice_cols(x: &[f32], cols: usize, start: usize, len: usize) -> Result<Vec<f32>> {
+    if start + len > cols || (cols > 0 && x.len() % cols != 0) {
+        return Err(KernelError::BadParams(format!(
+            "columns {start}..{} of rows of {cols}",
+            start + len
+        )));
+    }
+    Ok(x.chunks(cols.max(1)).flat_map(|r| r[start..start + len].iter().copied()).collect())
+}

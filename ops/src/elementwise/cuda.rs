@@ -149,6 +149,36 @@ pub fn concat<T: Elem>(
     fire(&name, n, l)
 }
 
+/// Columns `start..start+len` of each of the `rows` rows of `x` (`rows × cols`).
+pub fn slice_cols<T: Elem>(
+    gpu: &Gpu,
+    x: &CudaSlice<T>,
+    rows: usize,
+    cols: usize,
+    start: usize,
+    len: usize,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    check("x", x.len(), rows * cols)?;
+    check("y", y.len(), rows * len)?;
+    if start + len > cols {
+        return Err(KernelError::BadParams(format!(
+            "columns {start}..{} exceed {cols}",
+            start + len
+        )));
+    }
+    let n = rows * len;
+    if n == 0 {
+        return Ok(());
+    }
+    let (nn, c, s, l) = (n as i64, cols as i64, start as i64, len as i64);
+    let name = format!("slice_cols_{}", T::NAME);
+    let func = gpu.function(&SOURCE, &name)?;
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(y).arg(&nn).arg(&c).arg(&s).arg(&l);
+    fire(&name, n, launch)
+}
+
 /// f32 → bf16, round to nearest even.
 pub fn cast_to_bf16(gpu: &Gpu, x: &CudaSlice<f32>, y: &mut CudaSlice<half::bf16>) -> Result<()> {
     check("y", y.len(), x.len())?;

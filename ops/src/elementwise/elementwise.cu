@@ -14,7 +14,7 @@ template <typename T> __device__ void add(const T *a, const T *b, T *y, long n) 
     GRID_STRIDE(i, n) st(y, i, ld(a, i) + ld(b, i));
 }
 template <typename T> __device__ void scaled_residual(const T *w, const T *res, const T *f, T *y, long n, int cols) {
-    GRID_STRIDE(i, n) st(y, i, ld(w, i % cols) * ld(res, i) + ld(f, i));
+    GRID_STRIDE(i, n) st(y, i, __fadd_rn(__fmul_rn(ld(w, i % cols), ld(res, i)), ld(f, i)));
 }
 template <typename T> __device__ void mask_rows(const T *x, const long long *mask, T *y, long n, int cols) {
     GRID_STRIDE(i, n) st(y, i, ld(x, i) * (float)mask[i / cols]);
@@ -35,6 +35,10 @@ template <typename T> __device__ void concat(const T *x, const T *y, T *out, lon
     }
 }
 
+template <typename T> __device__ void slice_cols(const T *x, T *y, long n, long cols, long start, long len) {
+    GRID_STRIDE(i, n) y[i] = x[(i / len) * cols + start + i % len];
+}
+
 #define INSTANTIATE(T, S)                                                                                          \
     extern "C" __global__ void add_##S(const T *a, const T *b, T *y, long n) { add(a, b, y, n); }                  \
     extern "C" __global__ void scaled_residual_##S(const T *w, const T *r, const T *f, T *y, long n, int cols) {    \
@@ -45,6 +49,9 @@ template <typename T> __device__ void concat(const T *x, const T *y, T *out, lon
     }                                                                                                              \
     extern "C" __global__ void swap_axes_12_##S(const T *x, T *y, long n, int b, int c, int d) {                   \
         swap_axes_12(x, y, n, b, c, d);                                                                            \
+    }                                                                                                              \
+    extern "C" __global__ void slice_cols_##S(const T *x, T *y, long n, long cols, long start, long len) {          \
+        slice_cols(x, y, n, cols, start, len);                                                                     \
     }                                                                                                              \
     extern "C" __global__ void concat_##S(const T *x, const T *y, T *out, long n, long ia, long ib) {              \
         concat(x, y, out, n, ia, ib);                                                                              \

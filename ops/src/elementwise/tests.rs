@@ -20,6 +20,11 @@ fn cpu_glue_matches_its_definitions() {
         cpu::concat(&[1.0, 2.0], &[7.0, 8.0, 9.0, 10.0], 2, 1, 2).unwrap(),
         vec![1.0, 7.0, 8.0, 2.0, 9.0, 10.0]
     );
+    assert_eq!(
+        cpu::slice_cols(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 1, 2).unwrap(),
+        vec![2.0, 3.0, 5.0, 6.0]
+    );
+    assert!(cpu::slice_cols(&[1.0, 2.0], 2, 1, 2).is_err());
     assert!(cpu::add(&[1.0], &[1.0, 2.0]).is_err());
     assert!(cpu::scaled_residual(&[1.0, 2.0, 3.0], &[0.0; 4], &[0.0; 4]).is_err());
 }
@@ -68,6 +73,16 @@ mod gpu {
         let mut out = g.zeros::<T>(outer * (ia + ib)).unwrap();
         cuda::concat(&g, &up::<T>(&g, &a), &up::<T>(&g, &c), outer, ia, ib, &mut out).unwrap();
         assert_eq!(down(&g, &out), cpu::concat(&a, &c, outer, ia, ib).unwrap(), "concat {dims:?}");
+        let (rows, cols) = (n / cols.max(1), cols);
+        if cols >= 2 {
+            let mut sl = g.zeros::<T>(rows * (cols - 1)).unwrap();
+            cuda::slice_cols(&g, &up::<T>(&g, &a), rows, cols, 1, cols - 1, &mut sl).unwrap();
+            assert_eq!(
+                down(&g, &sl),
+                cpu::slice_cols(&a, cols, 1, cols - 1).unwrap(),
+                "slice {dims:?}"
+            );
+        }
     }
 
     #[test]

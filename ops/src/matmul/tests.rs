@@ -121,3 +121,59 @@ proptest! {
         check_matmul(m, k, n, seed);
     }
 }
+
+/// cuBLAS against the CPU `linear`: f32 without TF32 only reorders the sums (relative 1e-5 of the row's
+/// magnitude); bf16 inputs with f32 accumulation round the output once (2⁻⁸ relative) on top of that.
+mod gpu {
+    use super::*;
+    use crate::cuda::{test_gpu, Elem};
+    use crate::testutil::{assert_close, Rng};
+
+    fn run<T: Elem>(rows: usize, inp: usize, out: usize, bias: bool, seed: u64, rtol: f64)
+    where
+        cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
+    {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = Rng::new(seed);
+        let q = |v: Vec<f32>| -> Vec<T> { v.into_iter().map(T::from_f32).collect() };
+        let (x, w, b) = (
+            q(rng.vec(rows * inp, -1.0, 1.0)),
+            q(rng.vec(out * inp, -1.0, 1.0)),
+            q(rng.vec(out, -1.0, 1.0)),
+        );
+        let f = |v: &[T]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
+        let p = LinearParams { rows, in_features: inp, out_features: out };
+        let want: Vec<f64> = linear(&p, &f(&x), &f(&w), bias.then(|| f(&b)).as_deref())
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let (dx, dw, db) =
+            (gpu.upload(&x).unwrap(), gpu.upload(&w).unwrap(), gpu.upload(&b).unwrap());
+        let mut dy = gpu.upload(&vec![T::from_f32(f32::NAN); rows * out]).unwrap();
+        cuda::linear(&gpu, &p, &dx, &dw, bias.then_some(&db), &mut dy).unwrap();
+        let got = f(&gpu.download(&dy).unwrap());
+        let scale = (inp as f64).sqrt();
+        assert_close(
+            &got,
+            &want,
+            1e-5 * scale,
+            rtol,
+            &format!("linear_{} {rows}x{inp}x{out}", T::NAME),
+        );
+    }
+
+    #[test]
+    fn linears_match_the_cpu() {
+        for (i, &(r, k, n)) in
+            [(0, 4, 4), (1, 1, 1), (3, 7, 5), (17, 64, 196), (128, 256, 512), (1, 4096, 64)]
+                .iter()
+                .enumerate()
+        {
+            for bias in [false, true] {
+                run::<f32>(r, k, n, bias, i as u64, 1e-5);
+                run::<half::bf16>(r, k, n, bias, 10 + i as u64, 2.0 * 0.00390625);
+            }
+        }
+    }
+}

@@ -44,7 +44,7 @@ __device__ void residual_rms_norm(const T *s, const T *r, const T *f, const T *w
     float ss = 0.0f;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
         const float scale = s ? ld(s, c) : 1.0f;
-        const float v = round_to<T>(scale * ld(r, row + c) + ld(f, row + c));
+        const float v = round_to<T>(__fadd_rn(__fmul_rn(scale, ld(r, row + c)), ld(f, row + c)));
         st(h, row + c, v);
         ss += v * v;
     }

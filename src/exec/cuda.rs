@@ -1,0 +1,856 @@
+//! The CUDA executor: runs a (lowered) graph node by node on one device through the `cheems-ops` CUDA kernels,
+//! with activations in f32 or bf16 (f32 accumulation; SSD state, per-key mask values and routing scores in f32).
+//! Host tensors go in and out at the graph's boundary; [`CudaExecutor::run_device`] keeps them on the device.
+
+use super::cpu::rotary_tables;
+use crate::ir::op::{Act, AttentionMask, ExpertAct};
+use crate::ir::{DType, Graph, NodeId, Op, Tensor, ValueId};
+use crate::passes::lower::{supported, Target};
+use anyhow::{bail, ensure, Context, Result};
+use cheems_ops as ops;
+use cheems_ops::cuda::{Elem, Gpu};
+use cheems_ops::cudarc::cublas::{CudaBlas, Gemm};
+use cheems_ops::cudarc::driver::CudaSlice;
+use half::bf16;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Activation dtype of a CUDA run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActDType {
+    F32,
+    BF16,
+}
+
+impl ActDType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActDType::F32 => "f32",
+            ActDType::BF16 => "bf16",
+        }
+    }
+}
+
+/// A device buffer of one of the storage types; `Empty` stands for any tensor with no element (a device
+/// allocation cannot have zero bytes), such as the caches before the first token.
+pub enum Buf {
+    F32(CudaSlice<f32>),
+    BF16(CudaSlice<bf16>),
+    I64(CudaSlice<i64>),
+    Empty,
+}
+
+/// A device tensor; small i64 tensors (ids, masks, positions) keep a host copy for host-side glue.
+pub struct DTensor {
+    pub dims: Vec<usize>,
+    pub buf: Buf,
+    pub host_i64: Option<Vec<i64>>,
+}
+
+/// Activation element types: access to the matching [`Buf`] variant.
+pub trait ActElem: Elem
+where
+    CudaBlas: Gemm<Self>,
+{
+    const DTYPE: ActDType;
+    fn get(b: &Buf) -> Option<&CudaSlice<Self>>;
+    fn wrap(s: CudaSlice<Self>) -> Buf;
+}
+
+impl ActElem for f32 {
+    const DTYPE: ActDType = ActDType::F32;
+    fn get(b: &Buf) -> Option<&CudaSlice<f32>> {
+        match b {
+            Buf::F32(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn wrap(s: CudaSlice<f32>) -> Buf {
+        Buf::F32(s)
+    }
+}
+
+impl ActElem for bf16 {
+    const DTYPE: ActDType = ActDType::BF16;
+    fn get(b: &Buf) -> Option<&CudaSlice<bf16>> {
+        match b {
+            Buf::BF16(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn wrap(s: CudaSlice<bf16>) -> Buf {
+        Buf::BF16(s)
+    }
+}
+
+impl DTensor {
+    fn len(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    fn act<T: ActElem>(&self) -> Result<&CudaSlice<T>>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        T::get(&self.buf)
+            .with_context(|| format!("expected a {} tensor of {:?}", T::NAME, self.dims))
+    }
+
+    fn f32(&self) -> Result<&CudaSlice<f32>> {
+        match &self.buf {
+            Buf::F32(s) => Ok(s),
+            _ => bail!("expected an f32 tensor of {:?}", self.dims),
+        }
+    }
+
+    fn i64(&self) -> Result<&CudaSlice<i64>> {
+        match &self.buf {
+            Buf::I64(s) => Ok(s),
+            _ => bail!("expected an i64 tensor of {:?}", self.dims),
+        }
+    }
+
+    fn host(&self) -> Result<&[i64]> {
+        self.host_i64
+            .as_deref()
+            .with_context(|| format!("no host copy of the i64 tensor {:?}", self.dims))
+    }
+}
+
+/// How a value is stored on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    Act,
+    F32,
+    I64,
+}
+
+/// Whether operand `port` of `op` is read in f32 whatever the activation dtype.
+fn wants_f32(op: &Op, port: usize) -> bool {
+    matches!(
+        (op, port),
+        (Op::SsdScan(_), 2 | 5) | (Op::DynamicMaskValues, 1) | (Op::MaskedAttention(_), 4)
+    )
+}
+
+/// Storage of every value: i64 facts, f32 for state/scores/mask values and what feeds f32 operands, else the
+/// activation dtype.
+fn plan_storage(g: &Graph, order: &[NodeId]) -> HashMap<ValueId, Store> {
+    let mut st: HashMap<ValueId, Store> = HashMap::new();
+    for &id in order {
+        let node = g.node(id);
+        let ins = g.inputs_of(id);
+        for (port, f) in node.outputs.iter().enumerate() {
+            let v = ValueId { node: id, port: port as u16 };
+            let s = match (&node.op, port) {
+                _ if f.dtype == DType::I64 => Store::I64,
+                (Op::DynamicMaskValues, _)
+                | (Op::SsdScan(_), 1)
+                | (Op::PkTopK(_) | Op::RouterTopK(_), 0) => Store::F32,
+                (Op::Concat { .. }, _) if ins.iter().any(|i| st.get(i) == Some(&Store::F32)) => {
+                    Store::F32
+                }
+                _ => Store::Act,
+            };
+            st.insert(v, s);
+        }
+    }
+    for _ in 0..2 {
+        for &id in order {
+            let node = g.node(id);
+            let ins = g.inputs_of(id);
+            for (port, v) in ins.iter().enumerate() {
+                let src = &g.node(v.node).op;
+                if !matches!(src, Op::Input(_) | Op::Const(_)) || st.get(v) == Some(&Store::I64) {
+                    continue;
+                }
+                let out_f32 = st.get(&ValueId { node: id, port: 0 }) == Some(&Store::F32);
+                if wants_f32(&node.op, port) || (matches!(node.op, Op::Concat { .. }) && out_f32) {
+                    st.insert(*v, Store::F32);
+                }
+            }
+            if matches!(node.op, Op::Concat { .. })
+                && ins.iter().any(|i| st.get(i) == Some(&Store::F32))
+            {
+                st.insert(ValueId { node: id, port: 0 }, Store::F32);
+            }
+        }
+    }
+    st
+}
+
+/// A graph bound to a device, with its weights uploaded.
+pub struct CudaExecutor {
+    graph: Graph,
+    order: Vec<NodeId>,
+    gpu: Arc<Gpu>,
+    dtype: ActDType,
+    storage: HashMap<ValueId, Store>,
+    consts: HashMap<NodeId, Arc<DTensor>>,
+}
+
+fn upload_f32(gpu: &Gpu, t: &Tensor, store: Store, dtype: ActDType) -> Result<DTensor> {
+    let dims = t.dims().to_vec();
+    if t.is_empty() {
+        let host_i64 = (t.dtype() == DType::I64).then(Vec::new);
+        return Ok(DTensor { dims, buf: Buf::Empty, host_i64 });
+    }
+    let buf = match (store, t.dtype()) {
+        (Store::I64, _) | (_, DType::I64) => {
+            let v = t.as_i64()?;
+            return Ok(DTensor { dims, buf: Buf::I64(gpu.upload(v)?), host_i64: Some(v.to_vec()) });
+        }
+        (Store::F32, _) | (Store::Act, _) if store == Store::F32 || dtype == ActDType::F32 => {
+            Buf::F32(gpu.upload(t.as_f32()?)?)
+        }
+        _ => Buf::BF16(
+            gpu.upload(&t.as_f32()?.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>())?,
+        ),
+    };
+    Ok(DTensor { dims, buf, host_i64: None })
+}
+
+/// Copies a device tensor back as an f32 or i64 host tensor.
+pub fn download(gpu: &Gpu, t: &DTensor) -> Result<Tensor> {
+    let dims = t.dims.clone();
+    match &t.buf {
+        Buf::F32(s) => Tensor::f32(dims, gpu.download(s)?),
+        Buf::BF16(s) => {
+            Tensor::f32(dims, gpu.download(s)?.into_iter().map(|x| x.to_f32()).collect())
+        }
+        Buf::I64(s) => Tensor::i64(dims, gpu.download(s)?),
+        Buf::Empty => Ok(Tensor::zeros_f32(dims)),
+    }
+}
+
+impl CudaExecutor {
+    /// Checks that every node has a CUDA kernel, plans storage and uploads the weights.
+    pub fn new(graph: Graph, gpu: Arc<Gpu>, dtype: ActDType) -> Result<CudaExecutor> {
+        graph.verify().context("verifying the graph before execution")?;
+        let order = graph.topo_order()?;
+        let missing: Vec<String> = order
+            .iter()
+            .filter(|id| !supported(&graph.node(**id).op, Target::Cuda))
+            .map(|id| graph.node(*id).name.clone())
+            .collect();
+        ensure!(missing.is_empty(), "no CUDA kernel for: {}", missing.join(", "));
+        let storage = plan_storage(&graph, &order);
+        let mut consts = HashMap::new();
+        for &id in &order {
+            if let Op::Const(c) = &graph.node(id).op {
+                let store = storage[&ValueId { node: id, port: 0 }];
+                let t = upload_f32(&gpu, &c.0, store, dtype)
+                    .with_context(|| format!("uploading `{}`", graph.node(id).name))?;
+                consts.insert(id, Arc::new(t));
+            }
+        }
+        Ok(CudaExecutor { graph, order, gpu, dtype, storage, consts })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    pub fn dtype(&self) -> ActDType {
+        self.dtype
+    }
+
+    /// Uploads a host input of the graph in the storage its readers expect.
+    pub fn upload_input(&self, name: &str, t: &Tensor) -> Result<DTensor> {
+        let id = self
+            .graph
+            .find(name)
+            .with_context(|| format!("`{name}` is not an input of the graph"))?;
+        upload_f32(&self.gpu, t, self.storage[&ValueId { node: id, port: 0 }], self.dtype)
+    }
+
+    /// Runs with host tensors in and out (graph outputs plus the output 0 of each tapped node).
+    pub fn run(
+        &self,
+        inputs: BTreeMap<String, Tensor>,
+        taps: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>> {
+        super::bind_inputs(&self.graph, &inputs)?;
+        let mut dev = BTreeMap::new();
+        for (name, t) in &inputs {
+            dev.insert(name.clone(), self.upload_input(name, t)?);
+        }
+        let out = self.run_device(dev, taps, None)?;
+        out.iter().map(|(k, v)| Ok((k.clone(), download(&self.gpu, v)?))).collect()
+    }
+
+    /// Runs with device tensors in and out; `timings` receives each node's time (stream-synchronised) when given.
+    pub fn run_device(
+        &self,
+        mut inputs: BTreeMap<String, DTensor>,
+        taps: &[&str],
+        mut timings: Option<&mut super::cpu::Timings>,
+    ) -> Result<BTreeMap<String, DTensor>> {
+        let g = &self.graph;
+        let mut wanted: Vec<(String, ValueId)> = g.outputs().to_vec();
+        for t in taps {
+            let id = g.find(t).with_context(|| format!("no node named `{t}` to tap"))?;
+            wanted.push((t.to_string(), id.into()));
+        }
+        let mut remaining: HashMap<ValueId, usize> = HashMap::new();
+        for &id in &self.order {
+            for v in g.inputs_of(id) {
+                *remaining.entry(v).or_insert(0) += 1;
+            }
+        }
+        for (_, v) in &wanted {
+            *remaining.entry(*v).or_insert(0) += 1;
+        }
+        let mut values: HashMap<ValueId, Arc<DTensor>> = HashMap::new();
+        for &id in &self.order {
+            let node = g.node(id);
+            let mut args = Vec::new();
+            for v in g.inputs_of(id) {
+                let left = remaining.get_mut(&v).expect("counted above");
+                *left -= 1;
+                let t = if *left == 0 { values.remove(&v) } else { values.get(&v).cloned() };
+                args.push(
+                    t.with_context(|| format!("value {v:?} read by `{}` is missing", node.name))?,
+                );
+            }
+            let start = std::time::Instant::now();
+            let outs: Vec<Arc<DTensor>> = match &node.op {
+                Op::Input(_) => {
+                    let t = inputs
+                        .remove(&node.name)
+                        .with_context(|| format!("missing graph input `{}`", node.name))?;
+                    vec![Arc::new(t)]
+                }
+                Op::Const(_) => vec![self.consts[&id].clone()],
+                op => {
+                    let r = match self.dtype {
+                        ActDType::F32 => self.eval::<f32>(op, args),
+                        ActDType::BF16 => self.eval::<bf16>(op, args),
+                    };
+                    r.with_context(|| {
+                        format!("running node `{}` ({:?}) on CUDA", node.name, op.kind())
+                    })?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect()
+                }
+            };
+            if let Some(t) = timings.as_deref_mut() {
+                self.gpu.synchronize()?;
+                t.push((node.name.clone(), start.elapsed()));
+            }
+            for (port, t) in outs.into_iter().enumerate() {
+                let v = ValueId { node: id, port: port as u16 };
+                if remaining.get(&v).copied().unwrap_or(0) > 0 {
+                    values.insert(v, t);
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (name, v) in wanted {
+            let t =
+                values.remove(&v).with_context(|| format!("output `{name}` was not computed"))?;
+            let t = Arc::try_unwrap(t).or_else(|shared| self.copy(&shared))?;
+            out.insert(name, t);
+        }
+        Ok(out)
+    }
+
+    fn copy(&self, t: &DTensor) -> Result<DTensor> {
+        let buf = match &t.buf {
+            Buf::F32(s) => Buf::F32(self.gpu.stream().clone_dtod(s).context("copy")?),
+            Buf::BF16(s) => Buf::BF16(self.gpu.stream().clone_dtod(s).context("copy")?),
+            Buf::I64(s) => Buf::I64(self.gpu.stream().clone_dtod(s).context("copy")?),
+            Buf::Empty => Buf::Empty,
+        };
+        Ok(DTensor { dims: t.dims.clone(), buf, host_i64: t.host_i64.clone() })
+    }
+
+    /// The tensor itself when this was its last reader, else a copy.
+    fn owned(&self, t: Arc<DTensor>) -> Result<DTensor> {
+        Arc::try_unwrap(t).or_else(|shared| self.copy(&shared))
+    }
+
+    fn act_out<T: ActElem>(&self, dims: Vec<usize>) -> Result<(Vec<usize>, CudaSlice<T>)>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let n = dims.iter().product();
+        Ok((dims, self.gpu.zeros::<T>(n)?))
+    }
+
+    fn linear<T: ActElem>(
+        &self,
+        x: &CudaSlice<T>,
+        rows: usize,
+        w: &DTensor,
+        b: Option<&DTensor>,
+    ) -> Result<CudaSlice<T>>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let (out, inp) = (w.dims[0], w.dims[1]);
+        let p = ops::matmul::LinearParams { rows, in_features: inp, out_features: out };
+        let mut y = self.gpu.zeros::<T>(rows * out)?;
+        let bias = match b {
+            Some(b) => Some(b.act::<T>()?),
+            None => None,
+        };
+        ops::matmul::cuda::linear(&self.gpu, &p, x, w.act::<T>()?, bias, &mut y)?;
+        Ok(y)
+    }
+
+    fn eval<T: ActElem>(&self, op: &Op, mut a: Vec<Arc<DTensor>>) -> Result<Vec<DTensor>>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let gpu = &*self.gpu;
+        let wrap =
+            |dims: Vec<usize>, s: CudaSlice<T>| DTensor { dims, buf: T::wrap(s), host_i64: None };
+        let f32t = |dims: Vec<usize>, s: CudaSlice<f32>| DTensor {
+            dims,
+            buf: Buf::F32(s),
+            host_i64: None,
+        };
+        let one = |t: DTensor| Ok(vec![t]);
+        match op {
+            Op::Input(_) | Op::Const(_) => unreachable!("bound by run_device"),
+            Op::Embedding => {
+                let (ids, table) = (&a[0], &a[1]);
+                let (v, d) = (table.dims[0], table.dims[1]);
+                let mut dims = ids.dims.clone();
+                dims.push(d);
+                let (dims, mut y) = self.act_out::<T>(dims)?;
+                ops::embedding::cuda::gather(gpu, table.act::<T>()?, v, d, ids.i64()?, &mut y)?;
+                one(wrap(dims, y))
+            }
+            Op::RmsNorm(n) => {
+                let cols = a[1].len();
+                let p = ops::rms_norm::RmsNormParams {
+                    rows: a[0].len() / cols.max(1),
+                    cols,
+                    eps: n.eps,
+                };
+                let (dims, mut y) = self.act_out::<T>(a[0].dims.clone())?;
+                ops::rms_norm::cuda::rms_norm(gpu, &p, a[0].act::<T>()?, a[1].act::<T>()?, &mut y)?;
+                one(wrap(dims, y))
+            }
+            Op::ResidualRmsNorm { norm, scaled } => {
+                let (s, rest) =
+                    if *scaled { (Some(a[0].act::<T>()?), &a[1..]) } else { (None, &a[..]) };
+                let (r, f, w) = (&rest[0], &rest[1], &rest[2]);
+                let cols = w.len();
+                let p = ops::rms_norm::RmsNormParams {
+                    rows: r.len() / cols.max(1),
+                    cols,
+                    eps: norm.eps,
+                };
+                let (dims, mut h) = self.act_out::<T>(r.dims.clone())?;
+                let mut y = gpu.zeros::<T>(r.len())?;
+                ops::rms_norm::cuda::residual_rms_norm(
+                    gpu,
+                    &p,
+                    s,
+                    r.act::<T>()?,
+                    f.act::<T>()?,
+                    w.act::<T>()?,
+                    &mut h,
+                    &mut y,
+                )?;
+                Ok(vec![wrap(dims.clone(), h), wrap(dims, y)])
+            }
+            Op::Linear { bias } => {
+                let inp = a[1].dims[1];
+                let y = self.linear::<T>(
+                    a[0].act::<T>()?,
+                    a[0].len() / inp.max(1),
+                    &a[1],
+                    bias.then(|| &*a[2]),
+                )?;
+                let mut dims = a[0].dims.clone();
+                *dims.last_mut().expect("ranked") = a[1].dims[0];
+                one(wrap(dims, y))
+            }
+            Op::ScaledResidual => {
+                let (dims, mut y) = self.act_out::<T>(a[1].dims.clone())?;
+                ops::elementwise::cuda::scaled_residual(
+                    gpu,
+                    a[0].act::<T>()?,
+                    a[1].act::<T>()?,
+                    a[2].act::<T>()?,
+                    &mut y,
+                )?;
+                one(wrap(dims, y))
+            }
+            Op::Add => {
+                let (dims, mut y) = self.act_out::<T>(a[0].dims.clone())?;
+                ops::elementwise::cuda::add(gpu, a[0].act::<T>()?, a[1].act::<T>()?, &mut y)?;
+                one(wrap(dims, y))
+            }
+            Op::GatedMlp { act, bias } => {
+                let x = a[0].act::<T>()?;
+                let inp = a[1].dims[1];
+                let rows = a[0].len() / inp.max(1);
+                let b = |i: usize| bias.then(|| &*a[4 + i]);
+                let gate = self.linear::<T>(x, rows, &a[1], b(0))?;
+                let up = self.linear::<T>(x, rows, &a[2], b(1))?;
+                let mut h = gpu.zeros::<T>(gate.len())?;
+                ops::act::cuda::act_mul(gpu, ops_act(*act), &gate, &up, &mut h)?;
+                drop((gate, up));
+                one(wrap(a[0].dims.clone(), self.linear::<T>(&h, rows, &a[3], b(2))?))
+            }
+            Op::Mlp { act, bias } => {
+                let x = a[0].act::<T>()?;
+                let inp = a[1].dims[1];
+                let rows = a[0].len() / inp.max(1);
+                let b = |i: usize| bias.then(|| &*a[3 + i]);
+                let up = self.linear::<T>(x, rows, &a[1], b(0))?;
+                let ones = gpu.upload(&vec![T::from_f32(1.0); up.len()])?;
+                let mut h = gpu.zeros::<T>(up.len())?;
+                ops::act::cuda::act_mul(gpu, ops_act(*act), &up, &ones, &mut h)?;
+                one(wrap(a[0].dims.clone(), self.linear::<T>(&h, rows, &a[2], b(1))?))
+            }
+            Op::SplitLast { parts } => {
+                let t = self.owned(a.remove(0))?;
+                let mut dims = t.dims.clone();
+                let n = dims.pop().expect("ranked");
+                dims.extend([*parts, n / parts]);
+                one(DTensor { dims, ..t })
+            }
+            Op::MergeLast => {
+                let t = self.owned(a.remove(0))?;
+                let mut dims = t.dims.clone();
+                let m = dims.pop().expect("ranked");
+                let n = dims.pop().expect("ranked");
+                dims.push(n * m);
+                one(DTensor { dims, ..t })
+            }
+            Op::SliceLast { start, len } => {
+                let n = *a[0].dims.last().expect("ranked");
+                let rows = a[0].len() / n.max(1);
+                let mut dims = a[0].dims.clone();
+                *dims.last_mut().expect("ranked") = *len;
+                let mut y = gpu.zeros::<T>(rows * len)?;
+                ops::elementwise::cuda::slice_cols(
+                    gpu,
+                    a[0].act::<T>()?,
+                    rows,
+                    n,
+                    *start,
+                    *len,
+                    &mut y,
+                )?;
+                one(wrap(dims, y))
+            }
+            Op::Permute { perm } => {
+                ensure!(
+                    perm.as_slice() == [0, 2, 1, 3],
+                    "only the [0, 2, 1, 3] permutation has a CUDA kernel"
+                );
+                let d = &a[0].dims;
+                let dims4 = [d[0], d[1], d[2], d[3]];
+                let dims = vec![d[0], d[2], d[1], d[3]];
+                match &a[0].buf {
+                    Buf::F32(s) => {
+                        let mut y = gpu.zeros::<f32>(s.len())?;
+                        ops::elementwise::cuda::swap_axes_12(gpu, s, dims4, &mut y)?;
+                        one(f32t(dims, y))
+                    }
+                    _ => {
+                        let mut y = gpu.zeros::<T>(a[0].len())?;
+                        ops::elementwise::cuda::swap_axes_12(gpu, a[0].act::<T>()?, dims4, &mut y)?;
+                        one(wrap(dims, y))
+                    }
+                }
+            }
+            Op::Concat { axis } => {
+                let (da, db) = (&a[0].dims, &a[1].dims);
+                let outer: usize = da[..*axis].iter().product();
+                let (ia, ib): (usize, usize) =
+                    (da[*axis..].iter().product(), db[*axis..].iter().product());
+                let mut dims = da.clone();
+                dims[*axis] += db[*axis];
+                if matches!(a[0].buf, Buf::Empty) || matches!(a[1].buf, Buf::Empty) {
+                    let keep =
+                        if matches!(a[0].buf, Buf::Empty) { a.remove(1) } else { a.remove(0) };
+                    let t = self.owned(keep)?;
+                    return one(DTensor { dims, ..t });
+                }
+                match (&a[0].buf, &a[1].buf) {
+                    (Buf::F32(x), Buf::F32(y)) => {
+                        let mut out = gpu.zeros::<f32>(outer * (ia + ib))?;
+                        ops::elementwise::cuda::concat(gpu, x, y, outer, ia, ib, &mut out)?;
+                        one(f32t(dims, out))
+                    }
+                    _ => {
+                        let mut out = gpu.zeros::<T>(outer * (ia + ib))?;
+                        ops::elementwise::cuda::concat(
+                            gpu,
+                            a[0].act::<T>()?,
+                            a[1].act::<T>()?,
+                            outer,
+                            ia,
+                            ib,
+                            &mut out,
+                        )?;
+                        one(wrap(dims, out))
+                    }
+                }
+            }
+            Op::MaskTokens => {
+                let (x, mask) = (&a[0], &a[1]);
+                let (s, d) = (x.dims[1], x.dims[2]);
+                if mask.dims[1] != s {
+                    return one(self.owned(a.remove(0))?);
+                }
+                let (dims, mut y) = self.act_out::<T>(x.dims.clone())?;
+                ops::elementwise::cuda::mask_rows(gpu, x.act::<T>()?, mask.i64()?, d, &mut y)?;
+                one(wrap(dims, y))
+            }
+            Op::Positions => {
+                let (b, s) = (a[0].dims[0], a[0].dims[1]);
+                let p = a[1].dims[1] - s;
+                let pos: Vec<i64> = (0..b).flat_map(|_| (p..p + s).map(|x| x as i64)).collect();
+                one(DTensor {
+                    dims: vec![b, s],
+                    buf: Buf::I64(gpu.upload(&pos)?),
+                    host_i64: Some(pos),
+                })
+            }
+            Op::RotaryTables(r) => {
+                let pos = Tensor::i64(a[0].dims.clone(), a[0].host()?.to_vec())?;
+                let len = match a.get(1) {
+                    Some(t) => Some(Tensor::i64(t.dims.clone(), t.host()?.to_vec())?),
+                    None => None,
+                };
+                let host = rotary_tables(r, &pos, len.as_ref())?;
+                let mut out = Vec::new();
+                for (i, t) in host.iter().enumerate() {
+                    let store = if i < 2 { Store::Act } else { Store::I64 };
+                    out.push(upload_f32(gpu, t, store, T::DTYPE)?);
+                }
+                Ok(out)
+            }
+            Op::Rope => {
+                let d = &a[0].dims;
+                let p = ops::rope::RopeParams { rows: d[0] * d[1], heads: d[2], dim: d[3] };
+                let (dims, mut y) = self.act_out::<T>(d.clone())?;
+                ops::rope::cuda::apply(
+                    gpu,
+                    &p,
+                    a[0].act::<T>()?,
+                    a[1].act::<T>()?,
+                    a[2].act::<T>()?,
+                    &mut y,
+                )?;
+                one(wrap(dims, y))
+            }
+            Op::SsdScan(s) => {
+                let d = &a[0].dims;
+                let p = ops::ssd_scan::SsdScanParams {
+                    batch: d[0],
+                    seq: d[1],
+                    heads: s.heads,
+                    head_dim: s.head_dim,
+                    state_dim: s.state_dim,
+                };
+                let mut state =
+                    gpu.stream().clone_dtod(a[5].f32()?).context("copying the SSD state")?;
+                let (dims, mut y) = self.act_out::<T>(d.clone())?;
+                let (x, dt, am, bm, c) = (
+                    a[0].act::<T>()?,
+                    a[1].act::<T>()?,
+                    a[2].f32()?,
+                    a[3].act::<T>()?,
+                    a[4].act::<T>()?,
+                );
+                if p.seq == 1 {
+                    ops::ssd_scan::cuda::ssd_step(gpu, &p, x, dt, am, bm, c, &mut state, &mut y)?;
+                } else {
+                    ops::ssd_scan::cuda::ssd_chunk_scan(
+                        gpu, &p, 64, x, dt, am, bm, c, &mut state, &mut y,
+                    )?;
+                }
+                Ok(vec![wrap(dims, y), f32t(a[5].dims.clone(), state)])
+            }
+            Op::DynamicMaskValues => {
+                let d = &a[0].dims;
+                let p = ops::dynamic_mask::KeyValuesParams { batch: d[0], seq: d[1], heads: d[2] };
+                let mut m = gpu.zeros::<f32>(a[0].len())?;
+                ops::dynamic_mask::cuda::key_values(
+                    gpu,
+                    &p,
+                    a[0].act::<T>()?,
+                    a[1].f32()?,
+                    &mut m,
+                )?;
+                one(f32t(vec![d[0], d[2], d[1]], m))
+            }
+            Op::MaskedAttention(at) => {
+                let (q, k) = (&a[0].dims, &a[1].dims);
+                let t = k[2];
+                let mut mask_heads = 0;
+                let (mut key_m, mut learned_buf) = (None, None);
+                let mode = match at.mask {
+                    AttentionMask::Causal => ops::masked_attention::MaskMode::Causal,
+                    AttentionMask::Boolean => ops::masked_attention::MaskMode::Boolean,
+                    AttentionMask::Additive { ratio, keep_window } => {
+                        ops::masked_attention::MaskMode::Additive { ratio, keep_window }
+                    }
+                    AttentionMask::Learned => ops::masked_attention::MaskMode::Learned,
+                };
+                match at.mask {
+                    AttentionMask::Causal => {}
+                    AttentionMask::Boolean | AttentionMask::Additive { .. } => {
+                        mask_heads = a[4].dims[1];
+                        key_m = Some(a[4].f32()?);
+                    }
+                    AttentionMask::Learned => {
+                        let l = a[4].dims[1];
+                        ensure!(t <= l, "{t} keys exceed the learned mask's {l} positions (max_position_embeddings)");
+                        let mut sl = gpu.zeros::<f32>(at.heads * t)?;
+                        ops::elementwise::cuda::slice_cols(
+                            gpu,
+                            a[4].f32()?,
+                            at.heads,
+                            l,
+                            0,
+                            t,
+                            &mut sl,
+                        )?;
+                        learned_buf = Some(sl);
+                    }
+                }
+                let p = ops::masked_attention::AttentionParams {
+                    batch: q[0],
+                    q_len: q[1],
+                    kv_len: t,
+                    heads: at.heads,
+                    kv_heads: at.kv_heads,
+                    head_dim: at.head_dim,
+                    mask_heads,
+                    scale: at.scale,
+                };
+                let (dims, mut y) = self.act_out::<T>(q.clone())?;
+                ops::masked_attention::cuda::masked_attention(
+                    gpu,
+                    &p,
+                    mode,
+                    a[0].act::<T>()?,
+                    a[1].act::<T>()?,
+                    a[2].act::<T>()?,
+                    key_m,
+                    learned_buf.as_ref(),
+                    a[3].i64()?,
+                    &mut y,
+                )?;
+                one(wrap(dims, y))
+            }
+            Op::PkTopK(pk) => {
+                let d = &a[0].dims;
+                let p = ops::pk_topk::PkTopKParams {
+                    rows: d[0] * d[1],
+                    heads: pk.heads,
+                    num_keys: pk.num_keys,
+                    half: a[1].dims[3],
+                    k: pk.k,
+                };
+                let n = p.rows * pk.heads * pk.k;
+                let (mut s, mut ids) = (gpu.zeros::<f32>(n)?, gpu.zeros::<i64>(n)?);
+                ops::pk_topk::cuda::pk_topk(
+                    gpu,
+                    &p,
+                    a[0].act::<T>()?,
+                    a[1].act::<T>()?,
+                    &mut s,
+                    &mut ids,
+                )?;
+                let dims = vec![d[0], d[1], pk.heads, pk.k];
+                Ok(vec![
+                    f32t(dims.clone(), s),
+                    DTensor { dims, buf: Buf::I64(ids), host_i64: None },
+                ])
+            }
+            Op::RouterTopK(r) => {
+                let d = &a[0].dims;
+                let p = ops::router_topk::RouterTopKParams {
+                    tokens: d[0] * d[1],
+                    num_keys: r.num_keys,
+                    top_k: r.k,
+                };
+                let n = p.tokens * r.k;
+                let (mut s, mut ids) = (gpu.zeros::<f32>(n)?, gpu.zeros::<i64>(n)?);
+                ops::router_topk::cuda::router_topk(gpu, &p, a[0].act::<T>()?, &mut s, &mut ids)?;
+                let dims = vec![d[0], d[1], 1, r.k];
+                Ok(vec![
+                    f32t(dims.clone(), s),
+                    DTensor { dims, buf: Buf::I64(ids), host_i64: None },
+                ])
+            }
+            Op::ExpertMix(e) => {
+                let (x, sd) = (&a[0].dims, &a[1].dims);
+                let p = ops::expert_mix::ExpertMixParams {
+                    rows: x[0] * x[1],
+                    heads: sd[2],
+                    k: sd[3],
+                    dim: x[2],
+                    num_experts: a[3].dims[0],
+                };
+                let order = match e.order {
+                    ExpertAct::BeforeSoftmax => ops::expert_mix::ExpertAct::BeforeSoftmax,
+                    ExpertAct::AfterSoftmax => ops::expert_mix::ExpertAct::AfterSoftmax,
+                };
+                let (dims, mut y) = self.act_out::<T>(x.clone())?;
+                ops::expert_mix::cuda::expert_mix(
+                    gpu,
+                    &p,
+                    ops_act(e.act),
+                    order,
+                    e.norm_topk,
+                    a[0].act::<T>()?,
+                    a[1].f32()?,
+                    a[2].i64()?,
+                    a[3].act::<T>()?,
+                    a[4].act::<T>()?,
+                    &mut y,
+                )?;
+                one(wrap(dims, y))
+            }
+            Op::InnerValues(iv) => {
+                let (x, vk) = (&a[0].dims, &a[2].dims);
+                let p = ops::inner_values::InnerValuesParams {
+                    rows: x[0] * x[1],
+                    heads: iv.heads,
+                    retrieval: vk[1],
+                    num_values: vk[2],
+                    k: iv.k,
+                    dim: x[2],
+                };
+                let (dims, mut y) = self.act_out::<T>(x.clone())?;
+                ops::inner_values::cuda::inner_values(
+                    gpu,
+                    &p,
+                    a[0].act::<T>()?,
+                    a[1].act::<T>()?,
+                    a[2].act::<T>()?,
+                    a[3].act::<T>()?,
+                    &mut y,
+                )?;
+                one(wrap(dims, y))
+            }
+        }
+    }
+}
+
+fn ops_act(a: Act) -> ops::act::Act {
+    match a {
+        Act::Silu => ops::act::Act::Silu,
+        Act::Relu => ops::act::Act::Relu,
+        Act::Gelu => ops::act::Act::Gelu,
+        Act::GeluTanh => ops::act::Act::GeluTanh,
+    }
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Time the PyTorch reference (tools/reference) on a checkpoint: prefill of a prompt and incremental decode steps,
+eager and under torch.compile, bf16 on CUDA. Prints one JSON line; a peer that fails records its error.
+
+    python3 tools/bench_peers.py CKPT --prompt 4096 --decode 64 --batch 1
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__)))
+from reference.io import load  # noqa: E402
+from reference.model import Cache  # noqa: E402
+
+
+def timed(fn, runs):
+    out = []
+    for r in range(runs + 1):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        if r > 0:
+            out.append(time.perf_counter() - t)
+    out.sort()
+    return out[len(out) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("ckpt")
+    ap.add_argument("--prompt", type=int, default=4096)
+    ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    model = load(args.ckpt, dtype=torch.bfloat16).cuda()
+    v = model.cfg.vocab_size
+    ids = (torch.arange(args.batch * args.prompt, device="cuda").reshape(args.batch, args.prompt) * 31 + 7) % v
+    result = {"checkpoint": args.ckpt, "prompt": args.prompt, "decode": args.decode, "batch": args.batch,
+              "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__}
+
+    def prefill(m):
+        with torch.no_grad():
+            model.reset_rope()
+            m(ids)
+
+    def decode(m):
+        with torch.no_grad():
+            model.reset_rope()
+            cache = Cache()
+            h = m(ids, cache=cache)
+            model.logits(h[:, -1:])
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            for k in range(args.decode):
+                step = torch.full((args.batch, 1), (3 + 13 * k) % v, device="cuda")
+                model.logits(m(step, cache=cache))
+            torch.cuda.synchronize()
+            return time.perf_counter() - t
+
+    def full(m):
+        with torch.no_grad():
+            model.reset_rope()
+            model.logits(m(ids))
+
+    for name, wrap in [("eager", lambda: model), ("compile", lambda: torch.compile(model))]:
+        try:
+            m = wrap()
+            p = timed(lambda: full(m), args.runs)
+            d = sorted(decode(m) for _ in range(args.runs))[args.runs // 2]
+            result[name] = {"prefill_seconds": p, "prefill_tokens_per_second": args.batch * args.prompt / p,
+                            "decode_seconds": d, "decode_tokens_per_second": args.batch * args.decode / d}
+        except Exception as e:  # a peer that does not run is recorded with its error
+            result[name] = {"error": f"{type(e).__name__}: {str(e)[:400]}"}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
