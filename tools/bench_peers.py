@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--peers", default="eager,compile", help="comma-separated: eager, compile")
     args = ap.parse_args()
     model = load(args.ckpt, dtype=torch.bfloat16).cuda()
     v = model.cfg.vocab_size
@@ -68,7 +69,10 @@ def main():
             model.reset_rope()
             model.logits(m(ids))
 
+    wanted = args.peers.split(",")
     for name, wrap in [("eager", lambda: model), ("compile", lambda: torch.compile(model))]:
+        if name not in wanted:
+            continue
         try:
             m = wrap()
             p = timed(lambda: full(m), args.runs)
