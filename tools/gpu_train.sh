@@ -60,9 +60,9 @@ for kind in $MQ_KINDS; do
     done
   done
 done
-timeout $((LM_BUDGET + 120)) $PY tools/train_lm.py train --data .train --model models/cheems-py-5m \
-  --out "$WORK/models/cheems-py-5m" --time-budget "$LM_BUDGET" "${LM_ARGS[@]}" > "$WORK/logs/cheems-py-5m.log" 2>&1 &
-jobs[cheems-py-5m]=$!
+timeout $((LM_BUDGET + 120)) $PY tools/train_lm.py train --data .train --model models/cheems-py \
+  --out "$WORK/models/cheems-py" --time-budget "$LM_BUDGET" "${LM_ARGS[@]}" > "$WORK/logs/cheems-py.log" 2>&1 &
+jobs[cheems-py]=$!
 say "launched ${#jobs[@]} jobs"
 
 for name in $(printf '%s\n' "${!jobs[@]}" | sort); do
@@ -75,7 +75,7 @@ done
 cd "$WORK/models" || exit 1
 tar -czf "$OUT/mqar-256.tar.gz" mqar-*-256-* 2> /dev/null
 tar -czf "$OUT/mqar-512.tar.gz" mqar-*-512-* 2> /dev/null
-tar -czf "$OUT/lm.tar.gz" cheems-py-5m 2> /dev/null
+tar -czf "$OUT/lm.tar.gz" cheems-py 2> /dev/null
 say "packed: $(ls -la "$OUT" | tail -n +2 | awk '{print $9, $5}' | tr '\n' ' ')"
 cd "$WORK" && tar -czf "$OUT/logs.tar.gz" logs
 cp "$WORK/logs/gpu_train.log" "$OUT/gpu_train.log"

@@ -19,9 +19,9 @@ special tokens; consecutive non-overlapping windows of `context` ids (the last o
 id is skipped); each window runs from an empty state; its negative log-likelihood sums −log p(w[t+1] | w[..t]) over
 t = 0..len(w)−2; perplexity = exp(Σ NLL / Σ (len(w) − 1)).
 
-    python3 tools/train_lm.py prepare --model models/cheems-py-5m --data .train
-    python3 tools/train_lm.py train --data .train --model models/cheems-py-5m --out OUT/cheems-py-5m
-    python3 tools/train_lm.py eval models/cheems-py-5m --device cpu
+    python3 tools/train_lm.py prepare --model models/cheems-py --data .train
+    python3 tools/train_lm.py train --data .train --model models/cheems-py --out OUT/cheems-py
+    python3 tools/train_lm.py eval models/cheems-py --device cpu
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from reference import Model, from_json, init_weights, load, save, write_atomic, write_json  # noqa: E402
+from reference import (Model, from_json, init_weights, load, parametrize_for_training,  # noqa: E402
+                       remove_training_parametrization, save, write_atomic, write_json)
 
 EOS = "<|endoftext|>"
 HELDOUT = ["colorsys.py", "fnmatch.py", "glob.py", "heapq.py", "shlex.py", "textwrap.py"]
@@ -49,8 +50,21 @@ SKIP_DIRS = {"site-packages", "encodings", "pydoc_data", "__pycache__"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def model_config(vocab: int) -> dict:
-    """6 layers `[ssd, ssd, attn, ssd, ssd, attn]`, D256, 4 heads (GQA 2), CDMoE 256 experts 2 × 4, tied."""
+PRESETS = {
+    # 6 layers [ssd, ssd, attn, ssd, ssd, attn], D256, 4 heads (GQA 2), CDMoE 256 experts 2 x 4: 5.75 M parameters.
+    "base": {},
+    # 4 layers [ssd, attn, ssd, attn], D128, 2 heads (MQA), CDMoE 256 experts 2 x 4: 1.45 M parameters.
+    "small": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 2,
+              "num_key_value_heads": 1, "attn_layer_period": 2, "attn_layer_offset": 1},
+}
+
+
+def model_config(vocab: int, preset: str = "base") -> dict:
+    """The config.json of a preset (see PRESETS); tied embeddings, no RoPE scaling."""
+    return {**_base_config(vocab), **PRESETS[preset]}
+
+
+def _base_config(vocab: int) -> dict:
     return {"architectures": ["CheemsForCausalLM"], "model_type": "cheems", "vocab_size": vocab,
             "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 6, "num_attention_heads": 4,
             "num_key_value_heads": 2, "hidden_bias": False, "hidden_act": "silu", "max_position_embeddings": 2048,
@@ -169,6 +183,8 @@ def heldout_ids(model_dir: str):
 
 def train(args) -> None:
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
     data = torch.from_numpy(np.load(os.path.join(args.data, "lm_tokens.npy")).astype(np.int64)).to(device)
@@ -178,9 +194,10 @@ def train(args) -> None:
     val = np.load(os.path.join(args.data, "lm_val.npy")).astype(np.int64)
     n_val = len(val) // args.context
     val = torch.from_numpy(val[:n_val * args.context].reshape(n_val, args.context)).to(device)
-    cfg = model_config(data_meta["vocab_size"])
-    model = Model(from_json(cfg, variant="cheems-head")).to(device)
+    cfg = model_config(data_meta["vocab_size"], args.preset)
+    model = Model(from_json(cfg, variant="cheems-head"))
     init_weights(model, generator=torch.Generator().manual_seed(args.seed))
+    parametrize_for_training(model)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"[lm] {n_params / 1e6:.2f} M parameters, {data.numel()} training tokens", flush=True)
@@ -233,13 +250,14 @@ def train(args) -> None:
     else:
         kept = {"step": step, "val_loss": last_val}
     print(f"[lm] keeping the weights of step {kept['step']} (validation loss {kept['val_loss']:.4f})", flush=True)
+    remove_training_parametrization(model)
     save(model, cfg, args.out, DTYPES[args.store_dtype])
     for f in ("tokenizer.json", "heldout.txt"):
         shutil.copyfile(os.path.join(args.model, f), os.path.join(args.out, f))
     stored = load(args.out).to(device)
     torch.backends.cuda.matmul.allow_tf32 = False
     ppl = perplexity(stored, held, t, device)
-    meta = {"data": data_meta, "model": {"variant": "cheems-head", "parameters": n_params,
+    meta = {"data": data_meta, "model": {"variant": "cheems-head", "preset": args.preset, "parameters": n_params,
                                          "store_dtype": args.store_dtype},
             "train": {"steps": step, "batch": args.batch, "context": t, "tokens_seen": step * args.batch * t,
                       "lr": args.lr, "weight_decay": args.weight_decay, "seconds": round(seconds, 1),
@@ -274,7 +292,9 @@ def main():
     t.add_argument("--out", required=True)
     t.add_argument("--context", type=int, default=512)
     t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--preset", choices=sorted(PRESETS), default="base")
+    t.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--max-steps", type=int, default=1_000_000)
     t.add_argument("--time-budget", type=float, default=400.0)

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import mqar  # noqa: E402
-from reference import Model, from_json, init_weights, load, save, write_json  # noqa: E402
+from reference import (Model, from_json, init_weights, load, parametrize_for_training,  # noqa: E402
+                       remove_training_parametrization, save, write_json)
 
 KV_PAIRS = {64: 4, 128: 8, 256: 16, 512: 64, 1024: 128}
 VARIANT = {"ifa": "doge-ifa", "dma": "doge-native", "ssd": "cheems-head"}
@@ -117,7 +118,8 @@ def train(args) -> None:
     cfg = model_config(args.variant, args.vocab_size, args.d_model, args.seq_len)
     model = Model(from_json(cfg, variant=VARIANT[args.variant])).to(device)
     gen = torch.Generator(device="cpu").manual_seed(args.seed)
-    init_weights(model, generator=gen, ssd_decay=(0.005, 0.1))
+    init_weights(model, generator=gen, ssd_decay=(0.005, 0.1), qk_norm=args.qk_norm_init)
+    parametrize_for_training(model)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
@@ -162,11 +164,14 @@ def train(args) -> None:
     meta = {"task": params,
             "train": {"seed": args.train_seed, "examples": args.train_examples, "steps": step,
                       "batch": args.batch, "lr": args.lr, "weight_decay": args.weight_decay,
+                      "init": {"std": 0.02, "ssd_decay": [0.005, 0.1], "qk_norm": args.qk_norm_init,
+                               "attention_A": 0.0, "ssd_A": "trained as -exp(a)"},
                       "seconds": round(train_time, 1), "device": str(device),
                       "precision": "bf16 autocast, float32 master weights", "log": log},
             "model": {"variant": VARIANT[args.variant], "kind": args.variant, "d_model": d, "layers": 2,
                       "parameters": n_params, "store_dtype": args.store_dtype},
             "eval": {"seed": args.eval_seed, "examples": args.eval_examples}}
+    remove_training_parametrization(model)
     save(model, cfg, args.out, DTYPES[args.store_dtype])
     write_json(os.path.join(args.out, "mqar.json"), meta)
     stored = load(args.out).to(device)
@@ -194,6 +199,7 @@ def main():
     ap.add_argument("--eval-batch", type=int, default=100)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--qk-norm-init", type=float, default=1.5, help="initial q/k RMSNorm weights (dma)")
     ap.add_argument("--max-steps", type=int, default=100_000)
     ap.add_argument("--time-budget", type=float, default=240.0, help="seconds of training")
     ap.add_argument("--log-every", type=int, default=100)

@@ -6,7 +6,7 @@ fixtures before anything trained with this code is trusted.
 """
 from .config import RefConfig, detect_variant, from_json
 from .io import load, save, write_atomic, write_json
-from .model import Cache, Model, init_weights
+from .model import Cache, Model, init_weights, parametrize_for_training, remove_training_parametrization
 
-__all__ = ["Cache", "Model", "RefConfig", "detect_variant", "from_json", "init_weights", "load", "save",
-           "write_atomic", "write_json"]
+__all__ = ["Cache", "Model", "RefConfig", "detect_variant", "from_json", "init_weights", "load",
+           "parametrize_for_training", "remove_training_parametrization", "save", "write_atomic", "write_json"]

@@ -168,10 +168,8 @@ def min_of(dtype):
 def attend(q, k, v, bias, fast: bool):
     """softmax(q·kᵀ/√Dh + bias)·v with k, v already repeated to the query heads; softmax in float32."""
     if fast:
-        kind = q.device.type
-        dt = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else q.dtype
-        q, k, v, bias = (x.to(dt) for x in (q, k, v, bias))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias.float())
     scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(q.shape[-1]) + bias
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     return torch.matmul(probs, v)
@@ -582,19 +580,52 @@ class Model(nn.Module):
         return self.model.final_norm(h)
 
 
-def init_weights(model: Model, std: float = 0.02, generator=None, ssd_decay=(0.01, 0.5)):
-    """Training initialisation: normal(0, std) linears and embeddings (zero biases), norms and residuals at one,
-    SSD `A` = −u with u log-uniform in `ssd_decay` (a decaying state), attention `A` as the references initialise
-    it."""
+def init_weights(model: Model, std: float = 0.02, generator=None, ssd_decay=(0.01, 0.5), qk_norm: float = 1.0):
+    """Training initialisation: normal(0, std) linears and embeddings (zero biases), norms and residuals at one
+    (q/k norms of native Doge at `qk_norm`), SSD `A` = −u with u log-uniform in `ssd_decay` (a decaying state),
+    attention `A` at zero (every dynamic-mask value starts at exp(0) = 1, as transformers' Doge initialises it)."""
     for name, p in model.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
+        fresh = torch.empty(p.shape)
         with torch.no_grad():
             if name.endswith("ssd.A"):
                 lo, hi = math.log(ssd_decay[0]), math.log(ssd_decay[1])
-                p.copy_(-torch.exp(torch.empty_like(p).uniform_(lo, hi, generator=generator)))
-            elif leaf == "A" or leaf == "dynamic_mask" or "norm" in name or "residual" in name:
+                p.copy_(-torch.exp(fresh.uniform_(lo, hi, generator=generator)))
+            elif leaf == "A":
+                p.zero_()
+            elif name.endswith(("q_norm.weight", "k_norm.weight")):
+                p.fill_(qk_norm)
+            elif leaf == "dynamic_mask" or "norm" in name or "residual" in name:
                 continue
             elif leaf == "bias":
                 p.zero_()
             else:
-                p.normal_(0.0, std, generator=generator)
+                p.copy_(fresh.normal_(0.0, std, generator=generator))
+
+
+class NegExp(nn.Module):
+    """`A = −exp(a)`: keeps an SSD decay rate negative while training."""
+
+    def forward(self, a):
+        return -torch.exp(a)
+
+    def right_inverse(self, A):
+        return torch.log(-A)
+
+
+def parametrize_for_training(model: Model) -> None:
+    """Trains every SSD `A` through `A = −exp(a)` (the stored `A` stays the plain tensor the checkpoint holds)."""
+    from torch.nn.utils import parametrize
+
+    for m in model.modules():
+        if isinstance(m, CheemsSSD):
+            parametrize.register_parametrization(m, "A", NegExp())
+
+
+def remove_training_parametrization(model: Model) -> None:
+    """Turns the parametrised `A`s back into plain parameters holding −exp(a)."""
+    from torch.nn.utils import parametrize
+
+    for m in model.modules():
+        if isinstance(m, CheemsSSD) and parametrize.is_parametrized(m, "A"):
+            parametrize.remove_parametrizations(m, "A", leave_parametrized=True)
