@@ -9,6 +9,9 @@
 
 #![warn(missing_docs)]
 
+/// The CUDA bindings the launchers take their buffers from.
+pub use cudarc;
+
 pub mod act;
 pub mod cuda;
 pub mod dynamic_mask;
