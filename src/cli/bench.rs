@@ -156,9 +156,10 @@ fn cuda_pass(
     let mut out = exec.run_device(upload(host_inputs(model, ids, 0)?)?, &[], None)?;
     exec.gpu().synchronize()?;
     let prefill = t0.elapsed().as_secs_f64();
-    let mut past = ids[0].len();
+    let prompt = ids[0].len();
     let t1 = Instant::now();
     for k in 0..steps {
+        let past = prompt + k;
         let step: Vec<Vec<i64>> =
             (0..ids.len()).map(|b| vec![(3 + 13 * k as i64 + b as i64) % v]).collect();
         let mut inputs = upload(host_inputs(model, &step, past)?)?;
@@ -168,7 +169,6 @@ fn cuda_pass(
             inputs.insert(st.past.clone(), t);
         }
         out = exec.run_device(inputs, &[], None)?;
-        past += 1;
     }
     exec.gpu().synchronize()?;
     Ok((prefill, t1.elapsed().as_secs_f64()))
