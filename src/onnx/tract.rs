@@ -14,18 +14,20 @@ use crate::runner::{Inputs, Outputs};
 use anyhow::{bail, ensure, Context, Result};
 use cheems_ops as ops;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::{
     check_input_arity, check_output_arity, expand, op_as_typed_op, op_out_of_plan, tvec, DatumType,
-    DimLike, EvalContext, EvalOp, Expansion, InferenceModelExt, InferenceOp, InferenceResult,
-    IntoTValue, IntoTensor, Op, OutletId, Solver, SpecialOps, StaticName, TDim, TValue, TVec,
-    Tensor, TensorProxy, ToDim, TractResult, TypedFact, TypedModel, TypedOp, TypedRunnableModel,
+    DimLike, EvalContext, EvalOp, Expansion, Factoid, InferenceModel, InferenceModelExt,
+    InferenceOp, InferenceResult, IntoTValue, IntoTensor, Op, OutletId, Solver, SpecialOps,
+    StaticName, Symbol, TDim, TValue, TVec, Tensor, TensorProxy, ToDim, TractResult, TypedFact,
+    TypedModel, TypedOp, TypedRunnableModel,
 };
 use tract_onnx::tract_hir::prelude::{Framework, IntoRunnable};
+use tract_onnx::tract_hir::tract_core::optim::Optimizer;
 use tract_onnx::tract_hir::tract_ndarray::ArrayD;
 
 /// The custom-op domain of the export.
@@ -743,10 +745,48 @@ struct InputSpec {
     axes: Vec<Axis>,
 }
 
-/// An exported ONNX model loaded and optimised by tract, with its inputs sorted out: `input_ids`
-/// `i64[B,S]`, `attention_mask` `i64[B,P+S]` and one `past.NAME` per `present.NAME` output.
+/// How much of a plan is bound to the call's sizes. The prefill's plans always bind `past_sequence` to 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Level {
+    /// `batch`, `sequence` (and `past_sequence` after the prefill) symbolic: one plan for every call.
+    Symbolic,
+    /// `batch` and `sequence` bound: one plan per (batch, sequence).
+    Shape,
+    /// Every dim bound: one plan per call shape.
+    Concrete,
+}
+
+/// The key of a plan: prefill or not, its level and the sizes it binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct PlanKey {
+    prefill: bool,
+    level: Level,
+    sizes: (usize, usize, usize),
+}
+
+/// Plans of one model, made on first use and kept.
+struct Planner {
+    source: InferenceModel,
+    batch: Option<Symbol>,
+    sequence: Option<Symbol>,
+    past: Option<Symbol>,
+    plans: Mutex<HashMap<PlanKey, Arc<TypedRunnableModel>>>,
+    /// Why a (prefill, level) could not be planned or run, first failure only.
+    failures: Mutex<BTreeMap<(bool, Level), String>>,
+}
+
+/// An exported ONNX model loaded in tract, with its inputs sorted out: `input_ids` `i64[B,S]`,
+/// `attention_mask` `i64[B,P+S]` and one `past.NAME` per `present.NAME` output.
+///
+/// Each call runs on an optimised plan made on first use and kept. The prefill's plans bind `past_sequence` to
+/// 0: tract 0.23.9 folds `Equal` on two symbolic dims by structural equality, so `sequence ==
+/// past_sequence+sequence` is `false` in a plan where `past_sequence` is symbolic, which is right for every call
+/// after the prefill and wrong for the prefill. A call first tries the plan over symbolic dims; when tract cannot
+/// make or run it (its dim algebra cannot divide some symbolic products, as a `Reshape` with `-1` needs; `TopK`
+/// cannot evaluate a symbolic `k`), the plan bound to the call's (batch, sequence), then to all its sizes.
+/// [`TractModel::fallbacks`] says which plans fell back and why.
 pub struct TractModel {
-    plan: Arc<TypedRunnableModel>,
+    planner: Planner,
     inputs: Vec<InputSpec>,
     outputs: Vec<String>,
     logits: usize,
@@ -754,7 +794,7 @@ pub struct TractModel {
 
 impl TractModel {
     /// Loads `path` with tract: with the `ai.cheems` ops registered when `cheems_ops`, else with
-    /// plain tract (the `--inline` form). The symbolic dims stay symbolic; tract binds them per call.
+    /// plain tract (the `--inline` form), and checks that tract can type it.
     pub fn load(path: &Path, cheems_ops: bool) -> Result<TractModel> {
         let onnx = if cheems_ops { onnx_with_cheems_ops() } else { tract_onnx::onnx() };
         let model = onnx
@@ -765,31 +805,39 @@ impl TractModel {
     }
 
     /// Prepares an already parsed model (see [`TractModel::load`]).
-    pub fn from_inference_model(model: tract_onnx::prelude::InferenceModel) -> Result<TractModel> {
+    pub fn from_inference_model(model: InferenceModel) -> Result<TractModel> {
         let label = |o: &OutletId| -> Result<String> {
             model
                 .outlet_label(*o)
                 .map(str::to_string)
                 .with_context(|| format!("outlet {o:?} has no name"))
         };
-        let input_names: Vec<String> = model
-            .input_outlets()?
-            .iter()
-            .map(|o| Ok(model.node(o.node).name.clone()))
-            .collect::<Result<_>>()?;
+        let input_names: Vec<String> =
+            model.input_outlets()?.iter().map(|o| model.node(o.node).name.clone()).collect();
         let outputs: Vec<String> =
             model.output_outlets()?.iter().map(label).collect::<Result<_>>()?;
-        let typed = model.into_optimized().context("typing and optimising the model")?;
+        let declared = |i: usize| -> Result<(DatumType, TVec<TDim>)> {
+            let fact = model.input_fact(i)?;
+            let name = &input_names[i];
+            let dt = fact
+                .datum_type
+                .concretize()
+                .with_context(|| format!("input `{name}` has no type"))?;
+            let shape =
+                fact.shape.concretize().with_context(|| format!("input `{name}` has no shape"))?;
+            Ok((dt, shape))
+        };
         let ids = input_names
             .iter()
             .position(|n| n == "input_ids")
             .context("the model has no `input_ids` input")?;
-        let batch = typed.input_fact(ids)?.shape[0].clone();
+        let (_, ids_shape) = declared(ids)?;
+        ensure!(ids_shape.len() == 2, "`input_ids` has rank {}, expected 2", ids_shape.len());
+        let batch = ids_shape[0].clone();
         let mut inputs = Vec::new();
         for (i, name) in input_names.iter().enumerate() {
-            let fact = typed.input_fact(i)?;
-            let axes = fact
-                .shape
+            let (dt, shape) = declared(i)?;
+            let axes = shape
                 .iter()
                 .map(|d| match d.to_usize() {
                     Ok(n) => Axis::Fixed(n),
@@ -805,7 +853,7 @@ impl TractModel {
                 }
                 n => bail!("unexpected input `{n}` (expected input_ids, attention_mask, past.*)"),
             }
-            inputs.push(InputSpec { name: name.clone(), dt: fact.datum_type, axes });
+            inputs.push(InputSpec { name: name.clone(), dt, axes });
         }
         ensure!(
             inputs.iter().any(|i| i.name == "attention_mask"),
@@ -815,8 +863,45 @@ impl TractModel {
             .iter()
             .position(|n| n == "logits")
             .context("the model has no `logits` output")?;
-        let plan = typed.into_runnable().context("planning the model")?;
-        Ok(TractModel { plan, inputs, outputs, logits })
+        let sym = |d: &TDim| if let TDim::Sym(s) = d { Some(s.clone()) } else { None };
+        let (batch, sequence) = (sym(&ids_shape[0]), sym(&ids_shape[1]));
+        let mask = inputs.iter().position(|i| i.name == "attention_mask").expect("checked above");
+        let (_, mask_shape) = declared(mask)?;
+        ensure!(
+            mask_shape.len() == 2,
+            "`attention_mask` has rank {}, expected 2",
+            mask_shape.len()
+        );
+        let past = mask_shape[1].symbols().into_iter().find(|s| Some(s) != sequence.as_ref());
+        let planner = Planner {
+            source: model,
+            batch,
+            sequence,
+            past,
+            plans: Mutex::new(HashMap::new()),
+            failures: Mutex::new(BTreeMap::new()),
+        };
+        let typed = planner.source.clone().into_typed().map(|_| ());
+        if let Err(e) = typed {
+            planner
+                .plan(PlanKey { prefill: false, level: Level::Shape, sizes: (1, 1, 0) })
+                .with_context(|| {
+                    format!(
+                        "the model cannot be typed over symbolic dims ({e:#}) nor for one token"
+                    )
+                })?;
+        }
+        Ok(TractModel { planner, inputs, outputs, logits })
+    }
+
+    /// The plans that tract could not make or run, each with the first reason: (`true` for the prefill,
+    /// `"Symbolic"` or `"Shape"`, the error). The calls they would have served ran on more specialised plans.
+    pub fn fallbacks(&self) -> Vec<(bool, String, String)> {
+        let failures = self.planner.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        failures
+            .into_iter()
+            .map(|((prefill, level), e)| (prefill, format!("{level:?}"), e))
+            .collect()
     }
 
     /// A fresh generation session.
@@ -852,6 +937,84 @@ impl TractModel {
         };
         Ok(Outputs { logits, decode_logits, taps: BTreeMap::new() })
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| anyhow::anyhow!("a thread planning the model panicked"))
+}
+
+impl Planner {
+    /// Runs one call of `batch` sequences of `sequence` new tokens after `past` cached ones on the least
+    /// specialised plan that tract can make and run, making it on first use.
+    fn run(
+        &self,
+        (batch, sequence, past): (usize, usize, usize),
+        inputs: &TVec<TValue>,
+    ) -> Result<TVec<TValue>> {
+        let prefill = past == 0;
+        let mut errors = Vec::new();
+        for level in [Level::Symbolic, Level::Shape, Level::Concrete] {
+            if let Some(reason) = lock(&self.failures)?.get(&(prefill, level)) {
+                errors.push(format!("{level:?}: {reason}"));
+                continue;
+            }
+            let sizes = match level {
+                Level::Symbolic => (0, 0, 0),
+                Level::Shape => (batch, sequence, 0),
+                Level::Concrete => (batch, sequence, past),
+            };
+            let key = PlanKey { prefill, level, sizes };
+            let result = self.plan(key).and_then(|plan| plan.run(inputs.clone()));
+            match result {
+                Ok(out) => return Ok(out),
+                Err(e) if level == Level::Concrete => errors.push(format!("{level:?}: {e:#}")),
+                Err(e) => {
+                    lock(&self.plans)?.remove(&key);
+                    lock(&self.failures)?.insert((prefill, level), format!("{e:#}"));
+                    errors.push(format!("{level:?}: {e:#}"));
+                }
+            }
+        }
+        bail!("tract could not run the call:\n{}", errors.join("\n"))
+    }
+
+    fn plan(&self, key: PlanKey) -> Result<Arc<TypedRunnableModel>> {
+        if let Some(p) = lock(&self.plans)?.get(&key) {
+            return Ok(p.clone());
+        }
+        let (b, s, p) = key.sizes;
+        let mut subs: HashMap<Symbol, TDim> = HashMap::new();
+        let mut bind = |sym: &Option<Symbol>, v: usize| {
+            if let Some(sym) = sym {
+                subs.insert(sym.clone(), v.to_dim());
+            }
+        };
+        if key.prefill {
+            bind(&self.past, 0);
+        }
+        if key.level >= Level::Shape {
+            bind(&self.batch, b);
+            bind(&self.sequence, s);
+        }
+        if key.level == Level::Concrete {
+            bind(&self.past, p);
+        }
+        let mut m = self.source.clone();
+        m.set_symbols(&subs)?;
+        let plan = plan(m)?;
+        lock(&self.plans)?.insert(key, plan.clone());
+        Ok(plan)
+    }
+}
+
+/// Types, optimises and plans a parsed model.
+fn plan(model: InferenceModel) -> Result<Arc<TypedRunnableModel>> {
+    let mut typed = model.into_typed().context("typing the model")?;
+    let mut declutter = Optimizer::declutter();
+    declutter.passes.retain(|p| !format!("{p:?}").starts_with("FoldUniformMask"));
+    declutter.optimize(&mut typed).context("decluttering the model")?;
+    typed.optimize().context("optimising the model")?;
+    typed.into_runnable().context("planning the model")
 }
 
 /// `[B,1,V]` logits of `n` steps as `[B,n,V]`.
@@ -956,7 +1119,8 @@ impl TractSession<'_> {
             };
             values.push(v.cast_to_dt(input.dt)?.into_owned().into_tvalue());
         }
-        let outs = self.model.plan.run(values).context("running the model in tract")?;
+        let outs =
+            self.model.planner.run((b, s, t - s), &values).context("running the model in tract")?;
         for (name, value) in self.model.outputs.iter().zip(&outs) {
             if let Some(state) = name.strip_prefix("present.") {
                 self.states.insert(format!("past.{state}"), value.clone());
@@ -971,6 +1135,94 @@ impl TractSession<'_> {
 /// then the decode steps.
 pub fn run_onnx_in_tract(path: &Path, cheems_ops: bool, inputs: &Inputs) -> Result<Outputs> {
     TractModel::load(path, cheems_ops)?.run(inputs)
+}
+
+/// Arguments of `cheems run-onnx`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Exported ONNX file (`cheems export-onnx`), f32 or f16.
+    pub model: std::path::PathBuf,
+    /// Inputs JSON: {"input_ids": [[..]], "attention_mask": [[..]] | null, "decode_input_ids": [[..]] | absent}.
+    #[arg(long)]
+    pub inputs: std::path::PathBuf,
+    /// Output safetensors: `logits` f32 [B,T,V] and, with decode ids, `decode_logits` f32 [B,N,V].
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Load with plain tract, without the `ai.cheems` ops (for `--inline` exports).
+    #[arg(long)]
+    pub plain: bool,
+    /// Print a JSON summary (shapes, timings, tokens/s) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cheems run-onnx`: runs an exported file in tract and writes the logits.
+pub fn run_cli(a: &RunArgs) -> Result<()> {
+    use std::time::Instant;
+    let inputs = Inputs::read(&a.inputs)?;
+    let t0 = Instant::now();
+    let model = TractModel::load(&a.model, !a.plain)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let mut session = model.session();
+    let t1 = Instant::now();
+    let logits = session.prefill(&inputs.input_ids, inputs.attention_mask.as_ref())?;
+    let prefill_s = t1.elapsed().as_secs_f64();
+    let b = inputs.input_ids.len();
+    let t2 = Instant::now();
+    let mut steps = Vec::new();
+    if let Some(dec) = &inputs.decode_input_ids {
+        ensure!(dec.len() == b, "`decode_input_ids` has {} rows, `input_ids` has {b}", dec.len());
+        let n = dec.first().map_or(0, Vec::len);
+        ensure!(
+            dec.iter().all(|r| r.len() == n),
+            "`decode_input_ids` rows must have equal lengths"
+        );
+        for k in 0..n {
+            let ids: Vec<i64> = dec.iter().map(|r| r[k]).collect();
+            steps.push(session.decode(&ids).with_context(|| format!("decode step {k}"))?);
+        }
+    }
+    let decode_s = t2.elapsed().as_secs_f64();
+    let decode_logits =
+        if inputs.decode_input_ids.is_some() { Some(stack_steps(&steps, b)?) } else { None };
+    let mut tensors = vec![("logits", &logits)];
+    if let Some(d) = &decode_logits {
+        tensors.push(("decode_logits", d));
+    }
+    crate::runner::write_safetensors(&a.out, &tensors)?;
+    let prompt_tokens = logits.dims()[0] * logits.dims()[1];
+    let prefill_tps = prompt_tokens as f64 / prefill_s;
+    let decode_tps = (b * steps.len()) as f64 / decode_s;
+    if a.json {
+        let v = serde_json::json!({
+            "out": a.out.display().to_string(),
+            "engine": if a.plain { "tract" } else { "tract+ai.cheems" },
+            "logits": logits.dims(),
+            "decode_logits": decode_logits.as_ref().map(|t| t.dims().to_vec()),
+            "load_seconds": load_s,
+            "prefill_seconds": prefill_s,
+            "decode_seconds": decode_s,
+            "prefill_tokens_per_second": prefill_tps,
+            "decode_tokens_per_second": if steps.is_empty() { 0.0 } else { decode_tps },
+        });
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        eprintln!(
+            "wrote {} (logits {:?}{}); load {load_s:.3} s, prefill {prefill_tps:.1} tok/s{}",
+            a.out.display(),
+            logits.dims(),
+            decode_logits
+                .as_ref()
+                .map(|d| format!(", decode_logits {:?}", d.dims()))
+                .unwrap_or_default(),
+            if steps.is_empty() {
+                String::new()
+            } else {
+                format!(", decode {decode_tps:.1} tok/s")
+            }
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
