@@ -40,6 +40,8 @@ pub enum Command {
     Generate(generate::Args),
     /// Write the checkpoint as ONNX (custom ops in domain ai.cheems with function bodies, or --inline).
     ExportOnnx(export::Args),
+    /// Run an exported ONNX file in tract (prefill and decode steps) and write the logits to safetensors.
+    RunOnnx(crate::onnx::tract::RunArgs),
 }
 
 /// Runs the parsed command.
@@ -53,5 +55,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(&a),
         Command::Generate(a) => generate::run(&a),
         Command::ExportOnnx(a) => export::run(&a),
+        Command::RunOnnx(a) => crate::onnx::tract::run_cli(&a),
     }
 }
