@@ -20,13 +20,14 @@ use std::sync::{Arc, Mutex};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::{
-    check_input_arity, check_output_arity, expand, op_as_typed_op, op_out_of_plan, tvec, DatumType,
-    DimLike, EvalContext, EvalOp, Expansion, Factoid, InferenceModel, InferenceModelExt,
-    InferenceOp, InferenceResult, IntoTValue, IntoTensor, Op, OutletId, Solver, SpecialOps,
-    StaticName, Symbol, TDim, TValue, TVec, Tensor, TensorProxy, ToDim, TractResult, TypedFact,
-    TypedModel, TypedOp, TypedRunnableModel,
+    check_input_arity, check_output_arity, expand, not_out_of_plan, op_as_typed_op, op_out_of_plan,
+    tvec, DatumType, DimLike, EvalContext, EvalOp, Expansion, Factoid, InferenceModel,
+    InferenceModelExt, InferenceOp, InferenceResult, IntoTValue, IntoTensor, Op, OutletId, Solver,
+    SpecialOps, StaticName, Symbol, TDim, TValue, TVec, Tensor, TensorProxy, ToDim, TractResult,
+    TypedFact, TypedModel, TypedModelPatch, TypedOp, TypedRunnableModel,
 };
 use tract_onnx::tract_hir::prelude::{Framework, IntoRunnable};
+use tract_onnx::tract_hir::tract_core::ops::array::Topk;
 use tract_onnx::tract_hir::tract_core::optim::Optimizer;
 use tract_onnx::tract_hir::tract_ndarray::ArrayD;
 
@@ -764,7 +765,8 @@ struct PlanKey {
     sizes: (usize, usize, usize),
 }
 
-/// Plans of one model, made on first use and kept.
+/// Plans of one model, made on first use and kept (of the [`Level::Concrete`] ones, only the latest for the
+/// prefill and the latest for later calls: a decode step on them needs a new plan anyway).
 struct Planner {
     source: InferenceModel,
     batch: Option<Symbol>,
@@ -782,8 +784,8 @@ struct Planner {
 /// 0: tract 0.23.9 folds `Equal` on two symbolic dims by structural equality, so `sequence ==
 /// past_sequence+sequence` is `false` in a plan where `past_sequence` is symbolic, which is right for every call
 /// after the prefill and wrong for the prefill. A call first tries the plan over symbolic dims; when tract cannot
-/// make or run it (its dim algebra cannot divide some symbolic products, as a `Reshape` with `-1` needs; `TopK`
-/// cannot evaluate a symbolic `k`), the plan bound to the call's (batch, sequence), then to all its sizes.
+/// make or run it (its dim algebra cannot divide some symbolic products, as a `Reshape` with `-1` or the chunk
+/// count of the SSD body need), the plan bound to the call's (batch, sequence), then to all its sizes.
 /// [`TractModel::fallbacks`] says which plans fell back and why.
 pub struct TractModel {
     planner: Planner,
@@ -911,31 +913,7 @@ impl TractModel {
 
     /// Prefill of `inputs.input_ids`, then one decode step per column of `inputs.decode_input_ids`.
     pub fn run(&self, inputs: &Inputs) -> Result<Outputs> {
-        let mut session = self.session();
-        let logits = session.prefill(&inputs.input_ids, inputs.attention_mask.as_ref())?;
-        let decode_logits = match &inputs.decode_input_ids {
-            None => None,
-            Some(dec) => {
-                let b = inputs.input_ids.len();
-                ensure!(
-                    dec.len() == b,
-                    "`decode_input_ids` has {} rows, `input_ids` has {b}",
-                    dec.len()
-                );
-                let n = dec.first().map_or(0, Vec::len);
-                ensure!(
-                    dec.iter().all(|r| r.len() == n),
-                    "`decode_input_ids` rows must have equal lengths"
-                );
-                let mut steps = Vec::with_capacity(n);
-                for k in 0..n {
-                    let ids: Vec<i64> = dec.iter().map(|r| r[k]).collect();
-                    steps.push(session.decode(&ids).with_context(|| format!("decode step {k}"))?);
-                }
-                Some(stack_steps(&steps, b)?)
-            }
-        };
-        Ok(Outputs { logits, decode_logits, taps: BTreeMap::new() })
+        timed_run(self, inputs).map(|(out, _, _)| out)
     }
 }
 
@@ -1002,7 +980,11 @@ impl Planner {
         let mut m = self.source.clone();
         m.set_symbols(&subs)?;
         let plan = plan(m)?;
-        lock(&self.plans)?.insert(key, plan.clone());
+        let mut plans = lock(&self.plans)?;
+        if key.level == Level::Concrete {
+            plans.retain(|k, _| k.level != Level::Concrete || k.prefill != key.prefill);
+        }
+        plans.insert(key, plan.clone());
         Ok(plan)
     }
 }
@@ -1013,6 +995,68 @@ impl Planner {
 /// bound). Both only speed up masked attention written in standard ops.
 const SKIPPED_PASSES: [&str; 2] = ["FoldUniformMask", "PropagateRoi"];
 
+/// A tensor of symbolic dims (`TDim`) evaluated to `i64` with the symbol values of the call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct BindDims;
+
+impl Op for BindDims {
+    fn name(&self) -> StaticName {
+        "BindDims".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for BindDims {
+    not_out_of_plan!();
+
+    fn eval(&self, ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let t = inputs[0].cast_to::<TDim>()?;
+        let values = slice::<TDim>(&t)?
+            .iter()
+            .map(|d| d.eval(ctx.symbols).to_i64().map_err(anyhow::Error::from))
+            .collect::<TractResult<Vec<i64>>>()?;
+        Ok(tvec![from_i64(t.shape(), values)?.into_tvalue()])
+    }
+}
+
+impl TypedOp for BindDims {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec![TypedFact::dt_shape(DatumType::I64, inputs[0].shape.clone())])
+    }
+
+    fn as_op(&self) -> &dyn Op {
+        self
+    }
+
+    fn as_op_mut(&mut self) -> &mut dyn Op {
+        self
+    }
+}
+
+/// Routes the `k` of every `TopK` that is a tensor of symbolic dims (`min(sequence, W)` of a keep window) through
+/// [`BindDims`]: tract 0.23.9's `Topk` reads such a `k` without the call's symbol values and fails.
+fn bind_topk_k(model: &mut TypedModel) -> Result<()> {
+    let topks: Vec<usize> =
+        model.nodes().iter().filter(|n| n.op_is::<Topk>()).map(|n| n.id).collect();
+    for id in topks {
+        let node = model.node(id).clone();
+        if model.outlet_fact(node.inputs[1])?.datum_type != DatumType::TDim {
+            continue;
+        }
+        let mut patch = TypedModelPatch::default();
+        let ins = patch.taps(model, &node.inputs)?;
+        let k = patch.wire_node(format!("{}.k", node.name), BindDims, &[ins[1]])?[0];
+        let outs =
+            patch.wire_node(format!("{}.bound", node.name), node.op.clone(), &[ins[0], k])?;
+        for (slot, out) in outs.iter().enumerate() {
+            patch.shunt_outside(model, OutletId::new(id, slot), *out)?;
+        }
+        patch.apply(model)?;
+    }
+    Ok(())
+}
+
 /// Types, optimises and plans a parsed model.
 fn plan(model: InferenceModel) -> Result<Arc<TypedRunnableModel>> {
     let mut typed = model.into_typed().context("typing the model")?;
@@ -1022,6 +1066,7 @@ fn plan(model: InferenceModel) -> Result<Arc<TypedRunnableModel>> {
         !SKIPPED_PASSES.iter().any(|skip| name.starts_with(skip))
     });
     declutter.optimize(&mut typed).context("decluttering the model")?;
+    bind_topk_k(&mut typed).context("binding the symbolic `k` of TopK nodes")?;
     typed.optimize().context("optimising the model")?;
     typed.into_runnable().context("planning the model")
 }
@@ -1160,74 +1205,126 @@ pub struct RunArgs {
     /// Load with plain tract, without the `ai.cheems` ops (for `--inline` exports).
     #[arg(long)]
     pub plain: bool,
+    /// Timed repetitions after the first run (which also makes tract's plans); their median is reported.
+    #[arg(long, default_value_t = 0)]
+    pub repeat: usize,
     /// Print a JSON summary (shapes, timings, tokens/s) on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
+/// One generation with the wall time of its prefill and of its decode steps, in seconds.
+fn timed_run(model: &TractModel, inputs: &Inputs) -> Result<(Outputs, f64, f64)> {
+    use std::time::Instant;
+    let mut session = model.session();
+    let t0 = Instant::now();
+    let logits = session.prefill(&inputs.input_ids, inputs.attention_mask.as_ref())?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+    let b = inputs.input_ids.len();
+    let t1 = Instant::now();
+    let decode_logits = match &inputs.decode_input_ids {
+        None => None,
+        Some(dec) => {
+            ensure!(
+                dec.len() == b,
+                "`decode_input_ids` has {} rows, `input_ids` has {b}",
+                dec.len()
+            );
+            let n = dec.first().map_or(0, Vec::len);
+            ensure!(
+                dec.iter().all(|r| r.len() == n),
+                "`decode_input_ids` rows must have equal lengths"
+            );
+            let mut steps = Vec::with_capacity(n);
+            for k in 0..n {
+                let ids: Vec<i64> = dec.iter().map(|r| r[k]).collect();
+                steps.push(session.decode(&ids).with_context(|| format!("decode step {k}"))?);
+            }
+            Some(stack_steps(&steps, b)?)
+        }
+    };
+    let decode_s = t1.elapsed().as_secs_f64();
+    Ok((Outputs { logits, decode_logits, taps: BTreeMap::new() }, prefill_s, decode_s))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// `cheems run-onnx`: runs an exported file in tract and writes the logits.
 pub fn run_cli(a: &RunArgs) -> Result<()> {
-    use std::time::Instant;
     let inputs = Inputs::read(&a.inputs)?;
-    let t0 = Instant::now();
+    let t0 = std::time::Instant::now();
     let model = TractModel::load(&a.model, !a.plain)?;
     let load_s = t0.elapsed().as_secs_f64();
-    let mut session = model.session();
-    let t1 = Instant::now();
-    let logits = session.prefill(&inputs.input_ids, inputs.attention_mask.as_ref())?;
-    let prefill_s = t1.elapsed().as_secs_f64();
-    let b = inputs.input_ids.len();
-    let t2 = Instant::now();
-    let mut steps = Vec::new();
-    if let Some(dec) = &inputs.decode_input_ids {
-        ensure!(dec.len() == b, "`decode_input_ids` has {} rows, `input_ids` has {b}", dec.len());
-        let n = dec.first().map_or(0, Vec::len);
-        ensure!(
-            dec.iter().all(|r| r.len() == n),
-            "`decode_input_ids` rows must have equal lengths"
-        );
-        for k in 0..n {
-            let ids: Vec<i64> = dec.iter().map(|r| r[k]).collect();
-            steps.push(session.decode(&ids).with_context(|| format!("decode step {k}"))?);
-        }
-    }
-    let decode_s = t2.elapsed().as_secs_f64();
-    let decode_logits =
-        if inputs.decode_input_ids.is_some() { Some(stack_steps(&steps, b)?) } else { None };
-    let mut tensors = vec![("logits", &logits)];
-    if let Some(d) = &decode_logits {
+    let (out, first_prefill, first_decode) = timed_run(&model, &inputs)?;
+    let mut tensors = vec![("logits", &out.logits)];
+    if let Some(d) = &out.decode_logits {
         tensors.push(("decode_logits", d));
     }
     crate::runner::write_safetensors(&a.out, &tensors)?;
-    let prompt_tokens = logits.dims()[0] * logits.dims()[1];
+    let (mut prefills, mut decodes) = (Vec::new(), Vec::new());
+    for _ in 0..a.repeat {
+        let (_, p, d) = timed_run(&model, &inputs)?;
+        prefills.push(p);
+        decodes.push(d);
+    }
+    let (prefill_s, decode_s) = if a.repeat == 0 {
+        (first_prefill, first_decode)
+    } else {
+        (median(prefills), median(decodes))
+    };
+    let prompt_tokens = out.logits.dims()[0] * out.logits.dims()[1];
+    let decode_tokens = out.decode_logits.as_ref().map_or(0, |d| d.dims()[0] * d.dims()[1]);
     let prefill_tps = prompt_tokens as f64 / prefill_s;
-    let decode_tps = (b * steps.len()) as f64 / decode_s;
+    let decode_tps = if decode_tokens == 0 { 0.0 } else { decode_tokens as f64 / decode_s };
+    let fallbacks: Vec<String> = model
+        .fallbacks()
+        .into_iter()
+        .map(|(prefill, level, _)| {
+            format!("{} {level}", if prefill { "prefill" } else { "decode" })
+        })
+        .collect();
     if a.json {
         let v = serde_json::json!({
             "out": a.out.display().to_string(),
             "engine": if a.plain { "tract" } else { "tract+ai.cheems" },
-            "logits": logits.dims(),
-            "decode_logits": decode_logits.as_ref().map(|t| t.dims().to_vec()),
+            "logits": out.logits.dims(),
+            "decode_logits": out.decode_logits.as_ref().map(|t| t.dims().to_vec()),
             "load_seconds": load_s,
+            "first_prefill_seconds": first_prefill,
+            "first_decode_seconds": first_decode,
+            "repeat": a.repeat,
             "prefill_seconds": prefill_s,
             "decode_seconds": decode_s,
             "prefill_tokens_per_second": prefill_tps,
-            "decode_tokens_per_second": if steps.is_empty() { 0.0 } else { decode_tps },
+            "decode_tokens_per_second": decode_tps,
+            "plans_fallen_back": fallbacks,
         });
         println!("{}", serde_json::to_string(&v)?);
     } else {
         eprintln!(
-            "wrote {} (logits {:?}{}); load {load_s:.3} s, prefill {prefill_tps:.1} tok/s{}",
+            "wrote {} (logits {:?}{}); load {load_s:.3} s; prefill {prefill_tps:.1} tok/s{}{}",
             a.out.display(),
-            logits.dims(),
-            decode_logits
+            out.logits.dims(),
+            out.decode_logits
                 .as_ref()
                 .map(|d| format!(", decode_logits {:?}", d.dims()))
                 .unwrap_or_default(),
-            if steps.is_empty() {
+            if decode_tokens == 0 {
                 String::new()
             } else {
                 format!(", decode {decode_tps:.1} tok/s")
+            },
+            if a.repeat == 0 {
+                " (first run, plans included)".to_string()
+            } else {
+                format!(" (median of {} runs after the first)", a.repeat)
             }
         );
     }
