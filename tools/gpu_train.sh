@@ -25,7 +25,7 @@ LM_ARGS=()
 if [ "$SMOKE" = 1 ]; then
   MQ_BUDGET=20 LM_BUDGET=20
   MQ_ARGS=(--train-examples 512 --eval-examples 8 --batch 8 --max-steps 3 --log-every 1 --device cpu)
-  LM_ARGS=(--batch 2 --context 64 --max-steps 3 --log-every 1 --device cpu)
+  LM_ARGS=(--preset small --batch 2 --context 64 --max-steps 3 --log-every 1 --device cpu)
 fi
 
 rm -rf "$WORK"

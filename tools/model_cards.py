@@ -7,7 +7,8 @@ MQAR table of models/README.md.
 
 `--pytorch` re-evaluates every checkpoint with the reference on the CPU in float32 (the `pytorch` block of
 mqar.json, and ppl.json); `--cheems BIN` runs `cheems eval` on the same examples / windows and stores its result
-in the `cheems` block. Without them the cards are rewritten from what the JSON files already hold.
+in the `cheems` block (an MQAR folder's `.cheems-eval.json`, the saved output of `cheems eval mqar --json`, is used
+instead of running it again, then removed). Without them the cards are rewritten from what the JSON files already hold.
 """
 from __future__ import annotations
 
@@ -71,7 +72,13 @@ def run_pytorch(models: str) -> None:
 
 def run_cheems(models: str, binary: str) -> None:
     for d in mqar_dirs(models):
-        r = json.loads(sh([binary, "eval", "mqar", d, "--json"]))
+        saved = os.path.join(d, ".cheems-eval.json")
+        if os.path.exists(saved):
+            with open(saved) as f:
+                r = json.load(f)
+            os.unlink(saved)
+        else:
+            r = json.loads(sh([binary, "eval", "mqar", d, "--json"]))
         meta = load_json(os.path.join(d, "mqar.json"))
         meta["cheems"] = {"accuracy": r["accuracy"], "examples": r["examples"], "seed": r["seed"],
                           "fnv1a64": r["fnv1a64"], "identical_to_pytorch": (r.get("pytorch") or {}).get("identical"),

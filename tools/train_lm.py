@@ -12,7 +12,8 @@ Three steps, each a subcommand:
   train    (GPU): a Cheems-HEAD hybrid (SSD + attention layers, CDMoE) on random 512-token crops of the ids, bf16
            autocast, until `--max-steps` or `--time-budget`; keeps the weights with the best validation loss and
            writes them in `--store-dtype`.
-  eval     perplexity of `heldout.txt` with the stored weights in float32, written to `ppl.json`.
+  eval     perplexity of `heldout.txt` with the stored weights in float32, written to `ppl.json` with a greedy
+           continuation of a fixed prompt decoded through the reference's cache (for `cheems generate`).
 
 Perplexity windowing (the same in `cheems eval ppl`): ids = the tokenizer's encoding of the whole file without
 special tokens; consecutive non-overlapping windows of `context` ids (the last one may be shorter, a window of one
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from reference import (Model, from_json, init_weights, load, parametrize_for_training,  # noqa: E402
+from reference import (Cache, Model, from_json, init_weights, load, parametrize_for_training,  # noqa: E402
                        remove_training_parametrization, save, write_atomic, write_json)
 
 EOS = "<|endoftext|>"
@@ -48,6 +49,7 @@ HELDOUT = ["colorsys.py", "fnmatch.py", "glob.py", "heapq.py", "shlex.py", "text
 VALIDATION = ["bisect.py", "calendar.py", "getopt.py", "pprint.py", "sched.py"]
 SKIP_DIRS = {"site-packages", "encodings", "pydoc_data", "__pycache__"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PRECISION = {True: "bf16 autocast, float32 master weights", False: "float32"}
 
 
 PRESETS = {
@@ -197,6 +199,8 @@ def train(args) -> None:
     cfg = model_config(data_meta["vocab_size"], args.preset)
     model = Model(from_json(cfg, variant="cheems-head"))
     init_weights(model, generator=torch.Generator().manual_seed(args.seed))
+    if args.init:
+        model.load_state_dict(load(args.init).state_dict())
     parametrize_for_training(model)
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -259,19 +263,47 @@ def train(args) -> None:
     ppl = perplexity(stored, held, t, device)
     meta = {"data": data_meta, "model": {"variant": "cheems-head", "preset": args.preset, "parameters": n_params,
                                          "store_dtype": args.store_dtype},
-            "train": {"steps": step, "batch": args.batch, "context": t, "tokens_seen": step * args.batch * t,
+            "train": {"init": args.init, "steps": step, "batch": args.batch, "context": t,
+                      "tokens_seen": step * args.batch * t,
                       "lr": args.lr, "weight_decay": args.weight_decay, "seconds": round(seconds, 1),
-                      "device": str(device), "precision": "bf16 autocast, float32 master weights",
+                      "device": str(device), "precision": PRECISION[device.type == "cuda"],
                       "kept": kept, "log": log},
             "pytorch_train_device": {"ppl": ppl["ppl"], "context": t, "device": str(device)}}
     write_json(os.path.join(args.out, "train.json"), meta)
     print(f"[lm] done: {step} steps in {seconds:.0f}s, heldout ppl {ppl['ppl']:.3f}", flush=True)
 
 
+GREEDY_PROMPT = "def add(a, b):"
+
+
+@torch.no_grad()
+def greedy(model: Model, prompt_ids, n: int, eos: int, device):
+    """Greedy continuation through the reference's decoding cache (prefill, then one step per token)."""
+    model.reset_rope()
+    cache = Cache()
+    logits = model.logits(model(torch.tensor([prompt_ids], device=device), cache=cache))[0, -1]
+    out = []
+    while len(out) < n:
+        nxt = int(logits.argmax())
+        if nxt == eos:
+            break
+        out.append(nxt)
+        logits = model.logits(model(torch.tensor([[nxt]], device=device), cache=cache))[0, -1]
+    return out
+
+
 def evaluate(args) -> None:
+    from tokenizers import Tokenizer
+
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     model = load(args.ckpt).to(args.device)
     res = perplexity(model, heldout_ids(args.ckpt), args.context, args.device)
+    tok = Tokenizer.from_file(os.path.join(args.ckpt, "tokenizer.json"))
+    with open(os.path.join(args.ckpt, "config.json")) as f:
+        cfg = json.load(f)
+    prompt = [cfg["bos_token_id"]] + tok.encode(GREEDY_PROMPT, add_special_tokens=False).ids
+    res["greedy"] = {"prompt": GREEDY_PROMPT, "prompt_ids": prompt,
+                     "ids": greedy(model, prompt, 48, cfg["eos_token_id"], args.device)}
     res.update({"text": "heldout.txt", "device": args.device, "torch": torch.__version__,
                 "dtype": "float32 compute on the stored weights"})
     write_json(os.path.join(args.ckpt, "ppl.json"), res)
@@ -294,6 +326,7 @@ def main():
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--preset", choices=sorted(PRESETS), default="base")
     t.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    t.add_argument("--init", metavar="CKPT", help="start from the weights of a checkpoint of the same preset")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--max-steps", type=int, default=1_000_000)

@@ -36,6 +36,7 @@ from reference import (Model, from_json, init_weights, load, parametrize_for_tra
 KV_PAIRS = {64: 4, 128: 8, 256: 16, 512: 64, 1024: 128}
 VARIANT = {"ifa": "doge-ifa", "dma": "doge-native", "ssd": "cheems-head"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PRECISION = {True: "bf16 autocast, float32 master weights", False: "float32"}
 
 
 def model_config(kind: str, vocab: int, d: int, seq_len: int) -> dict:
@@ -167,7 +168,7 @@ def train(args) -> None:
                       "init": {"std": 0.02, "ssd_decay": [0.005, 0.1], "qk_norm": args.qk_norm_init,
                                "attention_A": 0.0, "ssd_A": "trained as -exp(a)"},
                       "seconds": round(train_time, 1), "device": str(device),
-                      "precision": "bf16 autocast, float32 master weights", "log": log},
+                      "precision": PRECISION[device.type == "cuda"], "log": log},
             "model": {"variant": VARIANT[args.variant], "kind": args.variant, "d_model": d, "layers": 2,
                       "parameters": n_params, "store_dtype": args.store_dtype},
             "eval": {"seed": args.eval_seed, "examples": args.eval_examples}}

@@ -8,9 +8,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 /// The model `generate` uses when no checkpoint is given (relative to the working directory).
-pub const DEFAULT_MODEL: &str = "models/cheems-py-5m";
+pub const DEFAULT_MODEL: &str = "models/cheems-py";
 /// The prompt `generate` uses when none is given.
-pub const DEFAULT_PROMPT: &str = "import os\nimport sys\n\n\ndef main():\n";
+pub const DEFAULT_PROMPT: &str = "import os\nimport sys\n\n\ndef main():";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
