@@ -47,20 +47,7 @@ impl CpuExecutor {
     ) -> Result<BTreeMap<String, Tensor>> {
         let g = &self.graph;
         bind_inputs(g, &inputs)?;
-        let mut wanted: Vec<(String, ValueId)> = g.outputs().to_vec();
-        for t in taps {
-            let id = g.find(t).with_context(|| format!("no node named `{t}` to tap"))?;
-            wanted.push((t.to_string(), id.into()));
-        }
-        let mut remaining: HashMap<ValueId, usize> = HashMap::new();
-        for &id in &self.order {
-            for v in g.inputs_of(id) {
-                *remaining.entry(v).or_insert(0) += 1;
-            }
-        }
-        for (_, v) in &wanted {
-            *remaining.entry(*v).or_insert(0) += 1;
-        }
+        let (wanted, mut remaining) = super::plan_reads(g, &self.order, taps)?;
         let mut values: HashMap<ValueId, Arc<Tensor>> = HashMap::new();
         for &id in &self.order {
             let node = g.node(id);

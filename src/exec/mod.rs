@@ -91,3 +91,31 @@ pub fn bind_inputs(g: &Graph, inputs: &BTreeMap<String, Tensor>) -> Result<Bindi
     }
     Ok(b)
 }
+
+/// Returned values by name, and the number of reads of every value.
+pub(crate) type ReadPlan =
+    (Vec<(String, crate::ir::ValueId)>, std::collections::HashMap<crate::ir::ValueId, usize>);
+
+/// The values a run returns (graph outputs, then the output 0 of each tapped node) and, for every value, how many
+/// times it is read (by nodes and as a returned value): the executors free a value when its count reaches zero.
+pub(crate) fn plan_reads(
+    g: &Graph,
+    order: &[crate::ir::NodeId],
+    taps: &[&str],
+) -> Result<ReadPlan> {
+    let mut wanted: Vec<(String, crate::ir::ValueId)> = g.outputs().to_vec();
+    for t in taps {
+        let Some(id) = g.find(t) else { bail!("no node named `{t}` to tap") };
+        wanted.push((t.to_string(), id.into()));
+    }
+    let mut reads = std::collections::HashMap::new();
+    for &id in order {
+        for v in g.inputs_of(id) {
+            *reads.entry(v).or_insert(0) += 1;
+        }
+    }
+    for (_, v) in &wanted {
+        *reads.entry(*v).or_insert(0) += 1;
+    }
+    Ok((wanted, reads))
+}
