@@ -66,7 +66,7 @@ def run_pytorch(models: str) -> None:
     for d in mqar_dirs(models):
         sh([sys.executable, os.path.join(TOOLS, "train_mqar.py"), "--eval-only", d, "--device", "cpu"])
     lm = os.path.join(models, "cheems-py")
-    if os.path.isdir(lm):
+    if os.path.isfile(os.path.join(lm, "config.json")):
         sh([sys.executable, os.path.join(TOOLS, "train_lm.py"), "eval", lm, "--device", "cpu"])
 
 
@@ -86,7 +86,7 @@ def run_cheems(models: str, binary: str) -> None:
                           "seconds": round(r["seconds"], 1)}
         write_json(os.path.join(d, "mqar.json"), meta)
     lm = os.path.join(models, "cheems-py")
-    if os.path.isdir(lm):
+    if os.path.isfile(os.path.join(lm, "ppl.json")):
         r = json.loads(sh([binary, "eval", "ppl", lm, "--text", os.path.join(lm, "heldout.txt"), "--json"]))
         ppl = load_json(os.path.join(lm, "ppl.json"))
         ppl["cheems"] = {"ppl": r["ppl"], "nll": r["nll"], "predicted": r["predicted"],
@@ -183,11 +183,12 @@ def table(models: str) -> str:
                 if meta is None:
                     continue
                 py, ch = meta.get("pytorch") or {}, meta.get("cheems") or {}
-                paper = PAPER[kind].get((seq, d))
+                paper = f"{fmt(PAPER[kind].get((seq, d)), 2)} ({PAPER_COL[kind]})"
+                if kind == "ifa":
+                    paper = f"{fmt(PAPER['ifa-nomask'].get((seq, d)), 2)} (IFA(V=2)) / {paper}"
                 out.append(f"| `mqar-{kind}-{seq}-d{d}` | {seq} | {d} | {meta['train']['steps']} | "
                            f"{fmt(py.get('accuracy'))} | {fmt(ch.get('accuracy'))} | "
-                           f"{ch.get('identical_to_pytorch', '—')} / {ch.get('examples', '—')} | "
-                           f"{fmt(paper, 2)} ({PAPER_COL[kind]}) |")
+                           f"{ch.get('identical_to_pytorch', '—')} / {ch.get('examples', '—')} | {paper} |")
     out += ["", TABLE_END]
     return "\n".join(out)
 
