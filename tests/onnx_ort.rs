@@ -129,6 +129,61 @@ fn every_fixture_matches_the_reference_in_onnxruntime_in_both_forms() {
     assert!(failures.is_empty(), "onnxruntime mismatches:\n{}", failures.join("\n"));
 }
 
+/// f16 logits: max |Δ| against the float32 references (f16 keeps about 3 significant digits of logits up to 40).
+const LOGITS_ATOL_F16: f64 = 0.25;
+
+/// f16 exports in both forms in onnxruntime. `cheems-v1-cdmoe` is left out: its `A = +1` SSD state grows past
+/// 65504, the f16 maximum, as in any f16 run of that model.
+#[test]
+fn f16_exports_run_in_onnxruntime() {
+    if !onnxruntime_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for case in cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        if name == "cheems-v1-cdmoe" {
+            continue;
+        }
+        for (form, flags) in
+            [("functions", &["--dtype", "f16"][..]), ("inline", &["--dtype", "f16", "--inline"])]
+        {
+            let model = tmp.path().join(format!("{name}.{form}.f16.onnx"));
+            export_ok(&case, &model, flags);
+            let report = check_onnx(&model, &case, &[]);
+            assert_eq!(report["logits_type"], "tensor(float16)", "{name}: {report}");
+            for (what, d) in diffs(&report) {
+                eprintln!("{name:24} f16 {form:9} {what:45} max|Δ| {d:.3e}");
+                if d.is_nan() || d > LOGITS_ATOL_F16 {
+                    failures.push(format!("{name} f16 {form} {what}: max|Δ| {d:e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "f16 mismatches:\n{}", failures.join("\n"));
+}
+
+/// bf16 exports pass the full ONNX check in both forms (onnxruntime's CPU provider has no bf16 kernels to run them).
+#[test]
+fn bf16_exports_pass_the_onnx_checker() {
+    if !onnxruntime_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["cheems-head-cdmoe-tied", "doge-ifa-cdmoe", "hf-doge-cdmoe"] {
+        let case = fixtures_dir().join(name);
+        for (form, flags) in
+            [("functions", &["--dtype", "bf16"][..]), ("inline", &["--dtype", "bf16", "--inline"])]
+        {
+            let model = tmp.path().join(format!("{name}.{form}.bf16.onnx"));
+            export_ok(&case, &model, flags);
+            let report = check_onnx(&model, &case, &["--check-only", "--inline-check"]);
+            assert_eq!(report["checker"], "ok", "{name} {form}: {report}");
+        }
+    }
+}
+
 /// A copy of fixture `case` with its config and inputs edited, and `expected.safetensors` computed by the native
 /// CPU executor (`cheems run`), the oracle of every other path.
 fn variant_case(
@@ -349,6 +404,21 @@ fn no_loop_or_scan_and_standard_bodies() {
                 graph_names.len(),
                 "{name} (inline {inline}): node names repeat"
             );
+        }
+    }
+}
+
+/// Two exports of the same model are byte-identical, in every dtype and form.
+#[test]
+fn exports_are_deterministic() {
+    let model = export_model("cheems-head-cdmoe-tied");
+    for dtype in [FloatType::F32, FloatType::F16, FloatType::BF16] {
+        for inline in [false, true] {
+            let opts = ExportOptions { dtype, inline, ..ExportOptions::default() };
+            let a = to_model(&model, &opts).unwrap().encode_to_vec();
+            let b =
+                to_model(&export_model("cheems-head-cdmoe-tied"), &opts).unwrap().encode_to_vec();
+            assert!(a == b, "{dtype:?} inline {inline}: two exports differ");
         }
     }
 }

@@ -9,11 +9,15 @@ use std::path::PathBuf;
 /// Export dtype of weights and activations.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DTypeArg {
+    /// float32.
     F32,
+    /// float16.
     F16,
+    /// bfloat16.
     Bf16,
 }
 
+/// Arguments of `cheems export-onnx`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Checkpoint directory (config.json + safetensors).
@@ -38,6 +42,7 @@ pub struct Args {
     pub json: bool,
 }
 
+/// Builds the export graph of the checkpoint and writes it as ONNX.
 pub fn run(a: &Args) -> Result<()> {
     let dtype = match a.dtype {
         DTypeArg::F32 => FloatType::F32,

@@ -23,17 +23,24 @@ pub const DOMAIN_VERSION: i64 = 1;
 /// Where a custom node goes: its name, actual input and output value names, the export dtype and opset.
 #[derive(Clone, Copy, Debug)]
 pub struct Site<'a> {
+    /// Node name.
     pub name: &'a str,
+    /// Actual input value names, in operand order.
     pub inputs: &'a [String],
+    /// Actual output value names.
     pub outputs: &'a [String],
+    /// Type of the float inputs and outputs (the SSD states are float32 in every export).
     pub dtype: FloatType,
+    /// Default-domain opset of the function body.
     pub opset: i64,
 }
 
 /// A custom node and the function body that defines its op type.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CustomOp {
+    /// The `ai.cheems` node.
     pub node: NodeProto,
+    /// The model-local function of its op type.
     pub function: FunctionProto,
 }
 
@@ -194,8 +201,8 @@ fn segment_decay(b: &mut Builder, a: &str, len: &str, hint: &str) -> (String, St
 }
 
 /// `SsdScan(x, dt, A, B, C, state) -> (y, state')` in the chunked dual form. With `Δ = softplus(dt)`,
-/// `a = Δ·A` and the tokens cut into `nc` chunks of `L = min(chunk, S)` (zero-padded: a padded token has `a = 0`
-/// and `Δ = 0`, so it changes nothing):
+/// `a = Δ·A` and the tokens cut into `nc = ⌈S/chunk⌉` chunks of `L = min(chunk, S)` (padded by repeating the
+/// last token with `a = 0` and `Δ = 0`, so a padded token changes nothing):
 /// * within a chunk, `y_t = Σ_{s≤t} (C_t·B_s)·exp(seg[t,s])·Δ_s·x_s` and the chunk's own final state
 ///   `Σ_s exp(seg[L−1,s])·Δ_s·x_s ⊗ B_s` (see [`segment_decay`]);
 /// * across chunks, the state entering chunk `z` is `Σ_{c≤z} exp(Σ_{c<r≤z} tot_r)·states[c]` over the initial
@@ -230,20 +237,24 @@ pub fn ssd_scan(s: &Ssd, site: &Site) -> Result<CustomOp> {
     let chunk = b.attr_value("chunk", AttributeType::Int);
     let len = b.bin("Min", &chunk, &seq, "chunk_len");
     let one = b.i64_scalar(1);
-    let len_m1 = b.bin("Sub", &len, &one, "chunk_len_m1");
-    let seq_up = b.bin("Add", &seq, &len_m1, "seq_up");
-    let chunks = b.bin("Div", &seq_up, &len, "chunks");
+    let chunk_m1 = b.bin("Sub", &chunk, &one, "chunk_m1");
+    let seq_up = b.bin("Add", &seq, &chunk_m1, "seq_up");
+    let chunks = b.bin("Div", &seq_up, &chunk, "chunks");
     let padded = b.bin("Mul", &chunks, &len, "padded");
-    let pad = b.bin("Sub", &padded, &seq, "pad");
-    let pad1 = b.unsqueeze(&pad, &[0], "pad_1d");
-    let (zeros6, zeros5, zero1) = (b.i64s(&[0; 6]), b.i64s(&[0; 5]), b.i64s(&[0]));
-    let pads4 = b.concat(&[&zeros6, &pad1, &zero1], 0, "pads4");
-    let pads3 = b.concat(&[&zeros5, &pad1], 0, "pads3");
-    let xp = b.op("Pad", &[&xt, &pads4], vec![], "x_padded");
-    let bp = b.op("Pad", &[&bt, &pads4], vec![], "b_padded");
-    let cp = b.op("Pad", &[&ct, &pads4], vec![], "c_padded");
-    let deltap = b.op("Pad", &[&delta, &pads3], vec![], "delta_padded");
-    let dap = b.op("Pad", &[&da, &pads3], vec![], "da_padded");
+    let zero = b.i64_scalar(0);
+    let token = b.op("Range", &[&zero, &padded, &one], vec![], "padded_idx");
+    let last = b.bin("Sub", &seq, &one, "last_token");
+    let source = b.bin("Min", &token, &last, "source_token");
+    let real = b.bin("Less", &token, &seq, "real_token");
+    let axis2 = vec![attr_int("axis", 2)];
+    let xp = b.op("Gather", &[&xt, &source], axis2.clone(), "x_padded");
+    let bp = b.op("Gather", &[&bt, &source], axis2.clone(), "b_padded");
+    let cp = b.op("Gather", &[&ct, &source], axis2.clone(), "c_padded");
+    let zero_f = b.float(0.0, FloatType::F32);
+    let delta_g = b.op("Gather", &[&delta, &source], axis2.clone(), "delta_gathered");
+    let deltap = b.op("Where", &[&real, &delta_g, &zero_f], vec![], "delta_padded");
+    let da_g = b.op("Gather", &[&da, &source], axis2, "da_gathered");
+    let dap = b.op("Where", &[&real, &da_g, &zero_f], vec![], "da_padded");
     let bh = b.shape_of(&xt, 0, 2, "bh");
     let chunks1 = b.unsqueeze(&chunks, &[0], "chunks_1d");
     let len1 = b.unsqueeze(&len, &[0], "chunk_len_1d");
@@ -284,7 +295,9 @@ pub fn ssd_scan(s: &Ssd, site: &Site) -> Result<CustomOp> {
     let states = b.concat(&[&s0, &chunk_states], 2, "states");
     let chunks_p1 = b.bin("Add", &chunks, &one, "chunks_p1");
     let (_, chunk_decay) = segment_decay(&mut b, &total_padded, &chunks_p1, "inter");
-    let flat = b.i64s(&[0, 0, 0, -1]);
+    let zeros3 = b.i64s(&[0, 0, 0]);
+    let pn = b.bin("Mul", &p1, &n1, "state_size");
+    let flat = b.concat(&[&zeros3, &pn], 0, "states_flat_shape");
     let states_flat = b.reshape(&states, &flat, "states_flat");
     let entering_flat = b.bin("MatMul", &chunk_decay, &states_flat, "entering_flat");
     let states_shape = b.shape(&states);
@@ -299,8 +312,8 @@ pub fn ssd_scan(s: &Ssd, site: &Site) -> Result<CustomOp> {
     let c_state = b.bin("MatMul", &cc, &entering_t, "c_state");
     let y_off = b.bin("Mul", &c_state, &e_cum, "y_off");
     let y_chunked = b.bin("Add", &y_diag, &y_off, "y_chunked");
-    let minus1 = b.i64s(&[-1]);
-    let y_shape = b.concat(&[&bh, &minus1, &p1], 0, "y_padded_shape");
+    let padded1 = b.unsqueeze(&padded, &[0], "padded_1d");
+    let y_shape = b.concat(&[&bh, &padded1, &p1], 0, "y_padded_shape");
     let y_padded = b.reshape(&y_chunked, &y_shape, "y_padded");
     let seq1 = b.unsqueeze(&seq, &[0], "seq_1d");
     let y4 = b.op("Slice", &[&y_padded, &start, &seq1, &axis2], vec![], "y_bhsp");
@@ -376,9 +389,10 @@ pub fn masked_attention(at: &Attention, site: &Site) -> Result<CustomOp> {
     let dh1 = b.shape_of("q", 3, 4, "head_dim");
     let g1 = b.shape_of("k", 1, 2, "kv_heads");
     let t1 = b.shape_of("k", 2, 3, "keys");
-    let minus1 = b.i64s(&[-1]);
+    let rep = b.bin("Div", &h1, &g1, "group_size");
+    let rows = b.bin("Mul", &rep, &s1, "group_rows");
     let qt = b.transpose(&q, &[0, 2, 1, 3], "qt");
-    let grouped = b.concat(&[&b1, &g1, &minus1, &dh1], 0, "grouped_shape");
+    let grouped = b.concat(&[&b1, &g1, &rows, &dh1], 0, "grouped_shape");
     let qg = b.reshape(&qt, &grouped, "qg");
     let kt = b.transpose(&k, &[0, 1, 3, 2], "kt");
     let qk = b.bin("MatMul", &qg, &kt, "qk");
@@ -434,7 +448,7 @@ pub fn masked_attention(at: &Attention, site: &Site) -> Result<CustomOp> {
                 let big = b.i64s(&[i64::MAX]);
                 let last_axis = b.i64s(&[-1]);
                 let thr =
-                    b.op("Slice", &[&smallest, &minus1, &big, &last_axis], vec![], "threshold");
+                    b.op("Slice", &[&smallest, &last_axis, &big, &last_axis], vec![], "threshold");
                 let below = b.bin("Less", &mh, &thr, "below_threshold");
                 let active = b.bin("Greater", &n, &zero, "ratio_active");
                 let drop = b.bin("And", &below, &active, "dropped");
@@ -482,7 +496,7 @@ pub fn masked_attention(at: &Attention, site: &Site) -> Result<CustomOp> {
     }
     let logits = b.bin("Add", &scores, &bias, "logits");
     let probs = b.op("Softmax", &[&logits], vec![attr_int("axis", -1)], "probs");
-    let pg_shape = b.concat(&[&b1, &g1, &minus1, &t1], 0, "probs_grouped_shape");
+    let pg_shape = b.concat(&[&b1, &g1, &rows, &t1], 0, "probs_grouped_shape");
     let pg = b.reshape(&probs, &pg_shape, "probs_grouped");
     let og = b.bin("MatMul", &pg, &v, "out_grouped");
     let out_shape = b.concat(&[&b1, &h1, &s1, &dh1], 0, "out_shape");
@@ -492,8 +506,8 @@ pub fn masked_attention(at: &Attention, site: &Site) -> Result<CustomOp> {
     assemble(site, "MaskedAttention", attrs, &formal_in, &formal_out, b)
 }
 
-/// The top-k candidates `sx[i] + sy[j]` (ids `ix[i]·nk + iy[j]`) over the last two axes of `sx`/`ix` and
-/// `sy`/`iy`, flattened row-major: `(scores, ids)` of the `k` largest.
+/// The top-k candidates `sx[i] + sy[j]` (ids `ix[i]·nk + iy[j]`) of `sx`/`ix` and `sy`/`iy` (rank `flat_rank`,
+/// `k_axis` entries on the last axis), flattened row-major: `(scores, ids)` of the `k` largest.
 #[allow(clippy::too_many_arguments)]
 fn product_top_k(
     b: &mut Builder,
@@ -503,9 +517,10 @@ fn product_top_k(
     iy: &str,
     nk: &str,
     k: &str,
-    flat: &[i64],
+    k_axis: &str,
+    flat_rank: usize,
 ) -> (String, String) {
-    let rank = flat.len() as i64 + 1;
+    let rank = flat_rank as i64 + 1;
     let sx_col = b.unsqueeze(sx, &[rank - 1], "sx_col");
     let sy_row = b.unsqueeze(sy, &[rank - 2], "sy_row");
     let cand = b.bin("Add", &sx_col, &sy_row, "candidates");
@@ -513,7 +528,9 @@ fn product_top_k(
     let iy_row = b.unsqueeze(iy, &[rank - 2], "iy_row");
     let ix_nk = b.bin("Mul", &ix_col, nk, "ix_nk");
     let cand_ids = b.bin("Add", &ix_nk, &iy_row, "candidate_ids");
-    let flat = b.i64s(flat);
+    let lead = b.i64s(&vec![0; flat_rank - 1]);
+    let kk = b.bin("Mul", k_axis, k_axis, "candidate_count");
+    let flat = b.concat(&[&lead, &kk], 0, "candidates_flat_shape");
     let cand_flat = b.reshape(&cand, &flat, "candidates_flat");
     let ids_flat = b.reshape(&cand_ids, &flat, "candidate_ids_flat");
     let (scores, pos) = b.top_k(&cand_flat, k, true, "best");
@@ -552,7 +569,7 @@ pub fn pk_topk(p: &PkTopK, site: &Site) -> Result<CustomOp> {
     let sy = b.op("Gather", &[&sv, &y_i], axis2.clone(), "sy");
     let ix = b.op("Gather", &[&si, &x_i], axis2.clone(), "ix");
     let iy = b.op("Gather", &[&si, &y_i], axis2, "iy");
-    let (scores, ids) = product_top_k(&mut b, &sx, &ix, &sy, &iy, &nk, &k, &[0, 0, 0, -1]);
+    let (scores, ids) = product_top_k(&mut b, &sx, &ix, &sy, &iy, &nk, &k, &k, 4);
     finish(&mut b, &scores, t, "scores");
     b.rename(&ids, "ids");
     assemble(site, "PkTopK", attrs, &formal_in, &formal_out, b)
@@ -569,8 +586,10 @@ pub fn router_topk(r: &RouterTopK, site: &Site) -> Result<CustomOp> {
     let width = b.shape_of("logits", 2, 3, "width");
     let two = b.i64s(&[2]);
     let nk = b.bin("Div", &width, &two, "num_keys");
-    let minus1 = b.i64s(&[-1]);
-    let view_shape = b.concat(&[&two, &minus1, &nk], 0, "view_shape");
+    let batch = b.shape_of("logits", 0, 1, "batch");
+    let seq = b.shape_of("logits", 1, 2, "seq");
+    let tokens = b.bin("Mul", &batch, &seq, "tokens");
+    let view_shape = b.concat(&[&two, &tokens, &nk], 0, "view_shape");
     let view = b.reshape(&logits, &view_shape, "view");
     let (x_i, y_i) = (b.i64_scalar(0), b.i64_scalar(1));
     let x = b.op("Gather", &[&view, &x_i], vec![attr_int("axis", 0)], "x");
@@ -579,10 +598,10 @@ pub fn router_topk(r: &RouterTopK, site: &Site) -> Result<CustomOp> {
     let kk = b.bin("Min", &k, &nk, "axis_k");
     let (sx, ix) = b.top_k(&x, &kk, true, "x_best");
     let (sy, iy) = b.top_k(&y, &kk, true, "y_best");
-    let (scores, ids) = product_top_k(&mut b, &sx, &ix, &sy, &iy, &nk, &k, &[0, -1]);
+    let (scores, ids) = product_top_k(&mut b, &sx, &ix, &sy, &iy, &nk, &k, &kk, 2);
     let bs = b.shape_of("logits", 0, 2, "tokens_shape");
-    let tail = b.i64s(&[1, -1]);
-    let out_shape = b.concat(&[&bs, &tail], 0, "out_shape");
+    let one_1d = b.i64s(&[1]);
+    let out_shape = b.concat(&[&bs, &one_1d, &k], 0, "out_shape");
     let scores4 = b.reshape(&scores, &out_shape, "scores_f32");
     finish(&mut b, &scores4, t, "scores");
     b.op_to("Reshape", &[&ids, &out_shape], vec![], "ids");
@@ -619,8 +638,9 @@ pub fn expert_mix(e: &ExpertMix, site: &Site) -> Result<CustomOp> {
     let down = b.op("Gather", &["down", "ids"], axis0.clone(), "down_rows");
     let down = to_f32(&mut b, &down, t);
     let bs = b.shape_of("x", 0, 2, "tokens_shape");
-    let col = b.i64s(&[1, -1, 1]);
-    let x_shape = b.concat(&[&bs, &col], 0, "x_col_shape");
+    let one_1d = b.i64s(&[1]);
+    let dim = b.shape_of("x", 2, 3, "dim");
+    let x_shape = b.concat(&[&bs, &one_1d, &dim, &one_1d], 0, "x_col_shape");
     let x_col = b.reshape(&x, &x_shape, "x_col");
     let d5 = b.bin("MatMul", &down, &x_col, "expert_in5");
     let d = b.squeeze(&d5, &[4], "expert_in");
@@ -636,12 +656,12 @@ pub fn expert_mix(e: &ExpertMix, site: &Site) -> Result<CustomOp> {
     };
     let up = b.op("Gather", &["up", "ids"], axis0, "up_rows");
     let up = to_f32(&mut b, &up, t);
-    let row = b.i64s(&[1, -1]);
-    let w_shape = b.concat(&[&bs, &row], 0, "weights_row_shape");
+    let heads = b.shape_of("scores", 2, 3, "heads");
+    let per_head = b.shape_of("scores", 3, 4, "per_head");
+    let slots = b.bin("Mul", &heads, &per_head, "slots");
+    let w_shape = b.concat(&[&bs, &one_1d, &slots], 0, "weights_row_shape");
     let w_row = b.reshape(&w, &w_shape, "weights_row");
-    let minus1 = b.i64s(&[-1]);
-    let dim = b.shape_of("x", 2, 3, "dim");
-    let up_shape = b.concat(&[&bs, &minus1, &dim], 0, "up_flat_shape");
+    let up_shape = b.concat(&[&bs, &slots, &dim], 0, "up_flat_shape");
     let up_flat = b.reshape(&up, &up_shape, "up_flat");
     let mixed = b.bin("MatMul", &w_row, &up_flat, "mixed");
     let x_full = b.shape("x");
@@ -833,23 +853,24 @@ ai.cheems.SsdScan<heads, head_dim, state_dim, chunk>(x, dt, A, B, C, state) -> (
   seq = Gather<axis=0>(dt_shape, const.i64.1)
   chunk = Constant<value_int=@chunk>()
   chunk_len = Min(chunk, seq)
-  chunk_len_m1 = Sub(chunk_len, const.i64.1)
-  seq_up = Add(seq, chunk_len_m1)
-  chunks = Div(seq_up, chunk_len)
+  chunk_m1 = Sub(chunk, const.i64.1)
+  seq_up = Add(seq, chunk_m1)
+  chunks = Div(seq_up, chunk)
   padded = Mul(chunks, chunk_len)
-  pad = Sub(padded, seq)
-  const.i64[0] = Constant<value=int64[1]{0}>()
-  pad_1d = Unsqueeze(pad, const.i64[0])
-  const.i64[0,0,0,0,0,0] = Constant<value=int64[6]{0, 0, 0, 0, 0, 0}>()
-  const.i64[0,0,0,0,0] = Constant<value=int64[5]{0, 0, 0, 0, 0}>()
-  pads4 = Concat<axis=0>(const.i64[0,0,0,0,0,0], pad_1d, const.i64[0])
-  pads3 = Concat<axis=0>(const.i64[0,0,0,0,0], pad_1d)
-  x_padded = Pad(xt, pads4)
-  b_padded = Pad(bt, pads4)
-  c_padded = Pad(ct, pads4)
-  delta_padded = Pad(softplus, pads3)
-  da_padded = Pad(da, pads3)
+  const.i64.0 = Constant<value=int64[]{0}>()
+  padded_idx = Range(const.i64.0, padded, const.i64.1)
+  last_token = Sub(seq, const.i64.1)
+  source_token = Min(padded_idx, last_token)
+  real_token = Less(padded_idx, seq)
+  x_padded = Gather<axis=2>(xt, source_token)
+  b_padded = Gather<axis=2>(bt, source_token)
+  c_padded = Gather<axis=2>(ct, source_token)
+  delta_gathered = Gather<axis=2>(softplus, source_token)
+  delta_padded = Where(real_token, delta_gathered, const.f32.0)
+  da_gathered = Gather<axis=2>(da, source_token)
+  da_padded = Where(real_token, da_gathered, const.f32.0)
   bh = Shape<start=0, end=2>(xt)
+  const.i64[0] = Constant<value=int64[1]{0}>()
   chunks_1d = Unsqueeze(chunks, const.i64[0])
   chunk_len_1d = Unsqueeze(chunk_len, const.i64[0])
   head_dim = Shape<start=3, end=4>(x)
@@ -862,7 +883,6 @@ ai.cheems.SsdScan<heads, head_dim, state_dim, chunk>(x, dt, A, B, C, state) -> (
   c_chunked = Reshape(c_padded, b_chunked_shape)
   delta_chunked = Reshape(delta_padded, delta_chunked_shape)
   da_chunked = Reshape(da_padded, delta_chunked_shape)
-  const.i64.0 = Constant<value=int64[]{0}>()
   intra_idx = Range(const.i64.0, chunk_len, const.i64.1)
   intra_t = Unsqueeze(intra_idx, const.i64[1])
   intra_strict = Greater(intra_t, intra_idx)
@@ -909,8 +929,10 @@ ai.cheems.SsdScan<heads, head_dim, state_dim, chunk>(x, dt, A, B, C, state) -> (
   inter_seg = CumSum(inter_mat, const.i64.-2)
   inter_masked = Where(inter_lower, inter_seg, const.f32.-inf)
   inter_decay = Exp(inter_masked)
-  const.i64[0,0,0,-1] = Constant<value=int64[4]{0, 0, 0, -1}>()
-  states_flat = Reshape(states, const.i64[0,0,0,-1])
+  const.i64[0,0,0] = Constant<value=int64[3]{0, 0, 0}>()
+  state_size = Mul(head_dim, state_dim)
+  states_flat_shape = Concat<axis=0>(const.i64[0,0,0], state_size)
+  states_flat = Reshape(states, states_flat_shape)
   entering_flat = MatMul(inter_decay, states_flat)
   states_shape = Shape(states)
   entering_all = Reshape(entering_flat, states_shape)
@@ -922,7 +944,8 @@ ai.cheems.SsdScan<heads, head_dim, state_dim, chunk>(x, dt, A, B, C, state) -> (
   c_state = MatMul(c_chunked, entering_t)
   y_off = Mul(c_state, e_cum)
   y_chunked = Add(y_diag, y_off)
-  y_padded_shape = Concat<axis=0>(bh, const.i64[-1], head_dim)
+  padded_1d = Unsqueeze(padded, const.i64[0])
+  y_padded_shape = Concat<axis=0>(bh, padded_1d, head_dim)
   y_padded = Reshape(y_chunked, y_padded_shape)
   seq_1d = Unsqueeze(seq, const.i64[0])
   y_bhsp = Slice(y_padded, const.i64[0], seq_1d, const.i64[2])
@@ -962,9 +985,10 @@ ai.cheems.MaskedAttention<heads, kv_heads, head_dim, scale, mask, ratio, keep_wi
   head_dim = Shape<start=3, end=4>(q)
   kv_heads = Shape<start=1, end=2>(k)
   keys = Shape<start=2, end=3>(k)
-  const.i64[-1] = Constant<value=int64[1]{-1}>()
+  group_size = Div(heads, kv_heads)
+  group_rows = Mul(group_size, seq)
   qt = Transpose<perm=[0,2,1,3]>(q)
-  grouped_shape = Concat<axis=0>(batch, kv_heads, const.i64[-1], head_dim)
+  grouped_shape = Concat<axis=0>(batch, kv_heads, group_rows, head_dim)
   qg = Reshape(qt, grouped_shape)
   kt = Transpose<perm=[0,1,3,2]>(k)
   qk = MatMul(qg, kt)
@@ -1009,6 +1033,7 @@ ai.cheems.MaskedAttention<heads, kv_heads, head_dim, scale, mask, ratio, keep_wi
   n_1d = Unsqueeze(n_at_least_1, const.i64[0])
   smallest_values, smallest_indices = TopK<axis=-1, largest=0>(m_heads, n_1d)
   const.i64[9223372036854775807] = Constant<value=int64[1]{9223372036854775807}>()
+  const.i64[-1] = Constant<value=int64[1]{-1}>()
   threshold = Slice(smallest_values, const.i64[-1], const.i64[9223372036854775807], const.i64[-1])
   below_threshold = Less(m_heads, threshold)
   ratio_active = Greater(n, const.i64.0)
@@ -1030,7 +1055,7 @@ ai.cheems.MaskedAttention<heads, kv_heads, head_dim, scale, mask, ratio, keep_wi
   bias_windowed = Where(keep, bias, const.f32.-3.4028235e38)
   logits = Add(scores, bias_windowed)
   probs = Softmax<axis=-1>(logits)
-  probs_grouped_shape = Concat<axis=0>(batch, kv_heads, const.i64[-1], keys)
+  probs_grouped_shape = Concat<axis=0>(batch, kv_heads, group_rows, keys)
   probs_grouped = Reshape(probs, probs_grouped_shape)
   out_grouped = MatMul(probs_grouped, v)
   out_shape = Concat<axis=0>(batch, heads, seq, head_dim)
@@ -1071,9 +1096,11 @@ ai.cheems.PkTopK<heads, num_keys, k>(q, keys) -> (scores, ids) opset ["":18]
   iy_row = Unsqueeze(iy, const.i64[3])
   ix_nk = Mul(ix_col, num_keys)
   candidate_ids = Add(ix_nk, iy_row)
-  const.i64[0,0,0,-1] = Constant<value=int64[4]{0, 0, 0, -1}>()
-  candidates_flat = Reshape(candidates, const.i64[0,0,0,-1])
-  candidate_ids_flat = Reshape(candidate_ids, const.i64[0,0,0,-1])
+  const.i64[0,0,0] = Constant<value=int64[3]{0, 0, 0}>()
+  candidate_count = Mul(k_1d, k_1d)
+  candidates_flat_shape = Concat<axis=0>(const.i64[0,0,0], candidate_count)
+  candidates_flat = Reshape(candidates, candidates_flat_shape)
+  candidate_ids_flat = Reshape(candidate_ids, candidates_flat_shape)
   scores, best_indices = TopK<axis=-1, largest=1>(candidates_flat, k_1d)
   ids = GatherElements<axis=-1>(candidate_ids_flat, best_indices)
 "#;
@@ -1084,8 +1111,10 @@ ai.cheems.RouterTopK<num_keys, k>(logits) -> (scores, ids) opset ["":18]
   width = Shape<start=2, end=3>(logits)
   const.i64[2] = Constant<value=int64[1]{2}>()
   num_keys = Div(width, const.i64[2])
-  const.i64[-1] = Constant<value=int64[1]{-1}>()
-  view_shape = Concat<axis=0>(const.i64[2], const.i64[-1], num_keys)
+  batch = Shape<start=0, end=1>(logits)
+  seq = Shape<start=1, end=2>(logits)
+  tokens = Mul(batch, seq)
+  view_shape = Concat<axis=0>(const.i64[2], tokens, num_keys)
   view = Reshape(logits, view_shape)
   const.i64.0 = Constant<value=int64[]{0}>()
   const.i64.1 = Constant<value=int64[]{1}>()
@@ -1105,14 +1134,14 @@ ai.cheems.RouterTopK<num_keys, k>(logits) -> (scores, ids) opset ["":18]
   iy_row = Unsqueeze(y_best_indices, const.i64[1])
   ix_nk = Mul(ix_col, num_keys)
   candidate_ids = Add(ix_nk, iy_row)
-  const.i64[0,-1] = Constant<value=int64[2]{0, -1}>()
-  candidates_flat = Reshape(candidates, const.i64[0,-1])
-  candidate_ids_flat = Reshape(candidate_ids, const.i64[0,-1])
+  candidate_count = Mul(axis_k, axis_k)
+  candidates_flat_shape = Concat<axis=0>(const.i64[0], candidate_count)
+  candidates_flat = Reshape(candidates, candidates_flat_shape)
+  candidate_ids_flat = Reshape(candidate_ids, candidates_flat_shape)
   best_values, best_indices = TopK<axis=-1, largest=1>(candidates_flat, k_1d)
   best_ids = GatherElements<axis=-1>(candidate_ids_flat, best_indices)
   tokens_shape = Shape<start=0, end=2>(logits)
-  const.i64[1,-1] = Constant<value=int64[2]{1, -1}>()
-  out_shape = Concat<axis=0>(tokens_shape, const.i64[1,-1])
+  out_shape = Concat<axis=0>(tokens_shape, const.i64[1], k_1d)
   scores = Reshape(best_values, out_shape)
   ids = Reshape(best_ids, out_shape)
 "#;
@@ -1126,8 +1155,9 @@ ai.cheems.ExpertMix<act, order, norm_topk>(x, scores, ids, down, up) -> (out) op
   probs_normed = Div(probs, probs_sum)
   down_rows = Gather<axis=0>(down, ids)
   tokens_shape = Shape<start=0, end=2>(x)
-  const.i64[1,-1,1] = Constant<value=int64[3]{1, -1, 1}>()
-  x_col_shape = Concat<axis=0>(tokens_shape, const.i64[1,-1,1])
+  const.i64[1] = Constant<value=int64[1]{1}>()
+  dim = Shape<start=2, end=3>(x)
+  x_col_shape = Concat<axis=0>(tokens_shape, const.i64[1], dim, const.i64[1])
   x_col = Reshape(x, x_col_shape)
   expert_in5 = MatMul(down_rows, x_col)
   const.i64[4] = Constant<value=int64[1]{4}>()
@@ -1136,11 +1166,12 @@ ai.cheems.ExpertMix<act, order, norm_topk>(x, scores, ids, down, up) -> (out) op
   silu = Mul(expert_in, sigmoid)
   weights = Mul(silu, probs_normed)
   up_rows = Gather<axis=0>(up, ids)
-  const.i64[1,-1] = Constant<value=int64[2]{1, -1}>()
-  weights_row_shape = Concat<axis=0>(tokens_shape, const.i64[1,-1])
+  heads = Shape<start=2, end=3>(scores)
+  per_head = Shape<start=3, end=4>(scores)
+  slots = Mul(heads, per_head)
+  weights_row_shape = Concat<axis=0>(tokens_shape, const.i64[1], slots)
   weights_row = Reshape(weights, weights_row_shape)
-  dim = Shape<start=2, end=3>(x)
-  up_flat_shape = Concat<axis=0>(tokens_shape, const.i64[-1], dim)
+  up_flat_shape = Concat<axis=0>(tokens_shape, slots, dim)
   up_flat = Reshape(up_rows, up_flat_shape)
   mixed = MatMul(weights_row, up_flat)
   x_shape = Shape(x)

@@ -63,6 +63,7 @@ impl Default for ExportOptions {
 /// What [`write`] wrote.
 #[derive(Clone, Debug)]
 pub struct Summary {
+    /// The model file.
     pub path: PathBuf,
     /// The external data file, when the weights went there.
     pub data_path: Option<PathBuf>,
@@ -70,7 +71,9 @@ pub struct Summary {
     pub nodes: usize,
     /// Model-local functions (custom op types).
     pub functions: usize,
+    /// Initializers (weights), inline or external.
     pub initializers: usize,
+    /// Bytes of the initializers in the export dtype.
     pub weight_bytes: u64,
 }
 
@@ -551,8 +554,13 @@ impl Lower<'_> {
                 self.b.push(name, "Reshape", &[a[0], &s], &[&out], vec![]);
             }
             Op::MergeLast => {
-                let mut shape = vec![0; in_fact(0)?.rank() - 2];
-                shape.push(-1);
+                let f = in_fact(0)?;
+                let mut shape = vec![0; f.rank() - 2];
+                let last2 = &f.shape[f.rank() - 2..];
+                shape.push(match (last2[0].as_konst(), last2[1].as_konst()) {
+                    (Some(n), Some(m)) => n * m,
+                    _ => -1,
+                });
                 let s = self.b.i64s(&shape);
                 self.b.push(name, "Reshape", &[a[0], &s], &[&out], vec![]);
             }
@@ -573,7 +581,9 @@ impl Lower<'_> {
                 let b = &mut self.b;
                 let s1 = b.shape_of(a[0], 1, 2, "seq");
                 let t1 = b.shape_of(a[1], 1, 2, "keys");
-                let prefill = b.bin("Equal", &s1, &t1, "prefill");
+                // `T ≤ S`, not `T = S`: equal for T ≥ S, and an order comparison of symbolic sizes stays undecided in
+                // engines that fold equality structurally (tract), where `T = S` would fold to false.
+                let prefill = b.bin("LessOrEqual", &t1, &s1, "prefill");
                 let neg_s = b.un("Neg", &s1, "minus_seq");
                 let (end, axis) = (b.i64s(&[i64::MAX]), b.i64s(&[1]));
                 let tail = b.op("Slice", &[a[1], &neg_s, &end, &axis], vec![], "new_mask");

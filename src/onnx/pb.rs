@@ -16,8 +16,11 @@ pub use tract_onnx::pb::{
 /// The float type of an export: weights, activations and the float graph inputs and outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FloatType {
+    /// IEEE float32.
     F32,
+    /// IEEE float16.
     F16,
+    /// bfloat16.
     BF16,
 }
 
@@ -130,7 +133,9 @@ pub fn attr_ref(name: &str, target: &str, ty: AttributeType) -> AttributeProto {
 /// One dimension of a value info: a size or a `dim_param`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DimSpec {
+    /// A fixed size (`dim_value`).
     Value(i64),
+    /// A symbolic size (`dim_param`).
     Param(String),
 }
 
@@ -177,6 +182,7 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// An empty builder with no scope.
     pub fn new() -> Builder {
         Builder::default()
     }
