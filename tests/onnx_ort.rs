@@ -192,7 +192,17 @@ fn variant_case(
     edit_config: impl Fn(&mut serde_json::Value),
     edit_inputs: impl Fn(&mut serde_json::Value),
 ) -> PathBuf {
-    let src = fixtures_dir().join(case);
+    edited_copy(dir, &fixtures_dir().join(case), edit_config, edit_inputs)
+}
+
+/// A copy of the checkpoint `src` with its config and inputs edited and `expected.safetensors` from `cheems run`.
+fn edited_copy(
+    dir: &Path,
+    src: &Path,
+    edit_config: impl Fn(&mut serde_json::Value),
+    edit_inputs: impl Fn(&mut serde_json::Value),
+) -> PathBuf {
+    let case = src.display();
     std::fs::create_dir_all(dir).unwrap();
     std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
     for (file, edit) in [
@@ -311,6 +321,43 @@ fn config_variants_match_the_cpu_executor_in_onnxruntime() {
         }
     }
     assert!(failures.is_empty(), "onnxruntime vs the CPU executor:\n{}", failures.join("\n"));
+}
+
+/// A 500-token prompt (left-padded on one row) through the model shipped in `models/`: RoPE arguments in the
+/// hundreds, 32 SSD chunks, against `cheems run`. Catches rewrites of the runtime that change float rounding.
+#[test]
+fn a_long_prompt_matches_the_cpu_executor_in_onnxruntime() {
+    if !onnxruntime_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/cheems-tiny");
+    let dir = edited_copy(
+        &tmp.path().join("long"),
+        &src,
+        |_| {},
+        |inputs| {
+            let mut state = 12345u64;
+            let mut token = || {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 33) % 200
+            };
+            let rows: Vec<Vec<u64>> = (0..2).map(|_| (0..500).map(|_| token()).collect()).collect();
+            let mask: Vec<Vec<i64>> =
+                vec![vec![1; 500], (0..500).map(|j| i64::from(j >= 7)).collect()];
+            let decode: Vec<Vec<u64>> = (0..2).map(|_| (0..3).map(|_| token()).collect()).collect();
+            *inputs = serde_json::json!({"input_ids": rows, "attention_mask": mask, "decode_input_ids": decode});
+        },
+    );
+    for (form, flags) in [("functions", &[][..]), ("inline", &["--inline"][..])] {
+        let model = tmp.path().join(format!("long.{form}.onnx"));
+        export_ok(&dir, &model, flags);
+        let report = check_onnx(&model, &dir, &[]);
+        for (what, d) in diffs(&report) {
+            eprintln!("long prompt {form:9} {what:40} max|Δ| {d:.3e}");
+            assert!(d <= LOGITS_ATOL_F32, "long prompt {form} {what}: max|Δ| {d:e}");
+        }
+    }
 }
 
 #[test]

@@ -473,8 +473,8 @@ impl Lower<'_> {
         let eps = b.float(eps, FloatType::F32);
         let var = b.bin("Add", &ms, &eps, "variance");
         let rms = b.un("Sqrt", &var, "rms");
-        let one = b.float(1.0, FloatType::F32);
-        let inv = b.bin("Div", &one, &rms, "inv_rms");
+        // `Reciprocal` then `Mul` as the executor rounds: onnxruntime rewrites `Div(1, r)·x` into `x / r`.
+        let inv = b.un("Reciprocal", &rms, "inv_rms");
         let mut r = b.bin("Mul", &x, &inv, "normed");
         if t != FloatType::F32 {
             r = b.cast(&r, t.data_type(), "normed_t");
@@ -691,8 +691,7 @@ impl Lower<'_> {
                 let ex = b.f64s(&exponents);
                 let p = b.bin("Pow", &th64, &ex, "theta_pow");
                 let p32 = b.cast(&p, DataType::Float, "theta_pow_f32");
-                let one_f = b.float(1.0, FloatType::F32);
-                b.bin("Div", &one_f, &p32, "inv_freq")
+                b.un("Reciprocal", &p32, "inv_freq")
             }
         };
         let pf = b.cast(pos, DataType::Float, "positions_f32");
