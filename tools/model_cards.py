@@ -67,7 +67,9 @@ def run_pytorch(models: str) -> None:
         sh([sys.executable, os.path.join(TOOLS, "train_mqar.py"), "--eval-only", d, "--device", "cpu"])
     lm = os.path.join(models, "cheems-py")
     if os.path.isfile(os.path.join(lm, "config.json")):
-        sh([sys.executable, os.path.join(TOOLS, "train_lm.py"), "eval", lm, "--device", "cpu"])
+        context = load_json(os.path.join(lm, "train.json"))["train"]["context"]
+        sh([sys.executable, os.path.join(TOOLS, "train_lm.py"), "eval", lm, "--device", "cpu", "--context",
+            str(context)])
 
 
 def run_cheems(models: str, binary: str) -> None:
@@ -87,8 +89,9 @@ def run_cheems(models: str, binary: str) -> None:
         write_json(os.path.join(d, "mqar.json"), meta)
     lm = os.path.join(models, "cheems-py")
     if os.path.isfile(os.path.join(lm, "ppl.json")):
-        r = json.loads(sh([binary, "eval", "ppl", lm, "--text", os.path.join(lm, "heldout.txt"), "--json"]))
         ppl = load_json(os.path.join(lm, "ppl.json"))
+        r = json.loads(sh([binary, "eval", "ppl", lm, "--text", os.path.join(lm, "heldout.txt"),
+                           "--context", str(ppl["context"]), "--json"]))
         ppl["cheems"] = {"ppl": r["ppl"], "nll": r["nll"], "predicted": r["predicted"],
                          "relative_difference": abs(r["ppl"] - ppl["ppl"]) / ppl["ppl"]}
         write_json(os.path.join(lm, "ppl.json"), ppl)

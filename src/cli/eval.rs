@@ -56,6 +56,7 @@ pub struct PplArgs {
     pub json: bool,
 }
 
+/// Runs `cheems eval`.
 pub fn run(a: &Args) -> Result<()> {
     match &a.task {
         Task::Mqar(m) => run_mqar(m),

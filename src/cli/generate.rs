@@ -24,19 +24,20 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     pub max_tokens: usize,
     /// Softmax temperature; 0 is greedy decoding.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Sample among the K most likely tokens (0: all).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
     /// Sample among the most likely tokens whose probability reaches P (1: all).
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Seed of the sampler: the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
+/// Runs `cheems generate`.
 pub fn run(a: &Args) -> Result<()> {
     ensure!(!a.prompt.is_empty(), "the prompt is empty: pass some text with --prompt");
     ensure!(a.max_tokens > 0, "--max-tokens must be at least 1");

@@ -94,8 +94,11 @@ impl MqarParams {
 /// One example: the tokens and, for each query j, the position where `values[j]` must be predicted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Example {
+    /// The T input tokens.
     pub tokens: Vec<i64>,
+    /// Position of query j (where key j appears again).
     pub query_positions: Vec<usize>,
+    /// The value the model must predict at `query_positions[j]`.
     pub values: Vec<i64>,
 }
 
@@ -177,19 +180,28 @@ pub fn fingerprint(examples: &[Example]) -> u64 {
 /// PyTorch's results recorded in `mqar.json` (`pytorch` block).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Recorded {
+    /// Seed of the evaluated examples.
     pub seed: u64,
+    /// Number of evaluated examples (`0..examples`).
     pub examples: usize,
+    /// Fingerprint of those examples.
     pub fnv1a64: u64,
+    /// Correct queries / all queries.
     pub accuracy: f64,
+    /// Correct queries per example.
     pub correct: Vec<u32>,
 }
 
 /// The parts of a checkpoint's `mqar.json` that the evaluation uses.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MqarMeta {
+    /// Generator parameters.
     pub task: MqarParams,
+    /// Seed of the evaluation set (`eval.seed`).
     pub eval_seed: u64,
+    /// Size of the evaluation set (`eval.examples`).
     pub eval_examples: usize,
+    /// PyTorch's results, when recorded.
     pub pytorch: Option<Recorded>,
 }
 
@@ -277,8 +289,11 @@ impl MqarMeta {
 /// Per-example comparison with PyTorch's recorded counts (same seed, examples `0..n` of both).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Comparison {
+    /// PyTorch's accuracy on the compared examples.
     pub pytorch_accuracy_on_these: f64,
+    /// Examples present in both (the first `compared` of the set).
     pub compared: usize,
+    /// Examples with the same number of correct queries in both.
     pub identical: usize,
     /// `(example, cheems, pytorch)` for the first differing examples.
     pub first_differences: Vec<(usize, u32, u32)>,
@@ -287,18 +302,27 @@ pub struct Comparison {
 /// The result of an MQAR evaluation.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MqarReport {
+    /// Generator parameters.
     pub task: MqarParams,
+    /// Seed of the examples.
     pub seed: u64,
+    /// Number of examples.
     pub examples: usize,
+    /// Number of queries (examples × K).
     pub queries: usize,
+    /// Queries answered correctly.
     pub correct_queries: u64,
+    /// `correct_queries / queries`.
     pub accuracy: f64,
     /// Correct queries per example.
     pub correct: Vec<u32>,
+    /// Fingerprint of the generated examples (hex).
     pub fnv1a64: String,
     /// Whether the generated set has the fingerprint PyTorch recorded (only when seed and count are the same).
     pub fingerprint_matches_pytorch: Option<bool>,
+    /// Per-example comparison with PyTorch (same seed only).
     pub pytorch: Option<Comparison>,
+    /// Wall time of generation and scoring.
     pub seconds: f64,
 }
 

@@ -12,20 +12,30 @@ use serde::Serialize;
 /// One window's contribution.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Window {
+    /// Index of the window's first token in the whole sequence.
     pub start: usize,
+    /// Tokens in the window.
     pub tokens: usize,
+    /// Summed negative log-likelihood (nats) of its `tokens − 1` predictions.
     pub nll: f64,
 }
 
 /// The result of a perplexity run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PplReport {
+    /// Window length.
     pub context: usize,
+    /// Tokens in the text.
     pub tokens: usize,
+    /// Scored predictions (Σ window length − 1).
     pub predicted: usize,
+    /// Summed negative log-likelihood (nats).
     pub nll: f64,
+    /// `exp(nll / predicted)`.
     pub ppl: f64,
+    /// Every scored window.
     pub windows: Vec<Window>,
+    /// Wall time.
     pub seconds: f64,
 }
 

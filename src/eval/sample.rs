@@ -107,7 +107,9 @@ pub struct Generation {
     pub ids: Vec<i64>,
     /// Whether it stopped at the end-of-sequence token.
     pub stopped_at_eos: bool,
+    /// Wall time of the prompt's prefill.
     pub prefill_seconds: f64,
+    /// Wall time of sampling and the decode steps.
     pub decode_seconds: f64,
 }
 
