@@ -196,19 +196,33 @@ fn run_cuda(a: &Args) -> Result<()> {
         }
     }
     let mut timings = Vec::new();
-    let inputs: BTreeMap<String, DTensor> = host_inputs(&model, &ids, 0)?
-        .iter()
-        .map(|(k, t)| Ok((k.clone(), exec.upload_input(k, t)?)))
-        .collect::<Result<_>>()?;
-    exec.run_device(inputs, &[], Some(&mut timings))?;
-    let mut per_op: BTreeMap<String, f64> = BTreeMap::new();
-    for (name, t) in &timings {
-        let id = model.graph.find(name).expect("timed nodes exist");
-        *per_op.entry(format!("{:?}", model.graph.node(id).op.kind())).or_insert(0.0) +=
-            t.as_secs_f64();
-    }
-    let mut per_op: Vec<(String, f64)> = per_op.into_iter().collect();
-    per_op.sort_by(|x, y| y.1.total_cmp(&x.1));
+    let upload = |m: BTreeMap<String, Tensor>| -> Result<BTreeMap<String, DTensor>> {
+        m.iter().map(|(k, t)| Ok((k.clone(), exec.upload_input(k, t)?))).collect()
+    };
+    let mut out =
+        exec.run_device(upload(host_inputs(&model, &ids, 0)?)?, &[], Some(&mut timings))?;
+    let per_op = by_op_kind(&model, &timings);
+    let step = |out: &mut BTreeMap<String, DTensor>| -> Result<BTreeMap<String, DTensor>> {
+        let tokens: Vec<Vec<i64>> = (0..a.batch).map(|b| vec![(5 + b as i64) % v]).collect();
+        let mut inputs = upload(host_inputs(&model, &tokens, a.prompt)?)?;
+        for st in &model.states {
+            let t =
+                out.remove(&st.present).with_context(|| format!("no `{}` output", st.present))?;
+            inputs.insert(st.past.clone(), t);
+        }
+        Ok(inputs)
+    };
+    let inputs = step(&mut out)?;
+    exec.gpu().synchronize()?;
+    let t0 = Instant::now();
+    let _ = exec.run_device(inputs, &[], None)?;
+    let issue = t0.elapsed().as_secs_f64();
+    exec.gpu().synchronize()?;
+    let whole = t0.elapsed().as_secs_f64();
+    let inputs = step(&mut out)?;
+    let mut step_timings = Vec::new();
+    exec.run_device(inputs, &[], Some(&mut step_timings))?;
+    let decode_per_op = by_op_kind(&model, &step_timings);
     let (p, d) = (median(prefill), median(decode));
     let prefill_tps = (a.batch * a.prompt) as f64 / p;
     let decode_tps = if a.decode > 0 { (a.batch * a.decode) as f64 / d } else { 0.0 };
@@ -223,6 +237,12 @@ fn run_cuda(a: &Args) -> Result<()> {
         "prefill_seconds_median": p, "decode_seconds_median": d,
         "prefill_tokens_per_second": prefill_tps, "decode_tokens_per_second": decode_tps,
         "prefill_profile_seconds_by_op": per_op,
+        "decode_step_profile": {
+            "host_issue_seconds": issue,
+            "seconds": whole,
+            "nodes": step_timings.len(),
+            "seconds_by_op_synchronised": decode_per_op,
+        },
     });
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
@@ -230,4 +250,17 @@ fn run_cuda(a: &Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
+}
+
+/// Node times summed by op kind, largest first.
+fn by_op_kind(model: &Model, timings: &[(String, std::time::Duration)]) -> Vec<(String, f64)> {
+    let mut per_op: BTreeMap<String, f64> = BTreeMap::new();
+    for (name, t) in timings {
+        let id = model.graph.find(name).expect("timed nodes exist");
+        *per_op.entry(format!("{:?}", model.graph.node(id).op.kind())).or_insert(0.0) +=
+            t.as_secs_f64();
+    }
+    let mut per_op: Vec<(String, f64)> = per_op.into_iter().collect();
+    per_op.sort_by(|x, y| y.1.total_cmp(&x.1));
+    per_op
 }

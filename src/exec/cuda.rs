@@ -367,7 +367,7 @@ impl CudaExecutor {
         CudaBlas: Gemm<T>,
     {
         let n = dims.iter().product();
-        Ok((dims, self.gpu.zeros::<T>(n)?))
+        Ok((dims, self.gpu.uninit::<T>(n)?))
     }
 
     fn linear<T: ActElem>(
@@ -382,7 +382,7 @@ impl CudaExecutor {
     {
         let (out, inp) = (w.dims[0], w.dims[1]);
         let p = ops::matmul::LinearParams { rows, in_features: inp, out_features: out };
-        let mut y = self.gpu.zeros::<T>(rows * out)?;
+        let mut y = self.gpu.uninit::<T>(rows * out)?;
         let bias = match b {
             Some(b) => Some(b.act::<T>()?),
             None => None,
@@ -437,7 +437,7 @@ impl CudaExecutor {
                     eps: norm.eps,
                 };
                 let (dims, mut h) = self.act_out::<T>(r.dims.clone())?;
-                let mut y = gpu.zeros::<T>(r.len())?;
+                let mut y = gpu.uninit::<T>(r.len())?;
                 ops::rms_norm::cuda::residual_rms_norm(
                     gpu,
                     &p,
@@ -485,7 +485,7 @@ impl CudaExecutor {
                 let b = |i: usize| bias.then(|| &*a[4 + i]);
                 let gate = self.linear::<T>(x, rows, &a[1], b(0))?;
                 let up = self.linear::<T>(x, rows, &a[2], b(1))?;
-                let mut h = gpu.zeros::<T>(gate.len())?;
+                let mut h = gpu.uninit::<T>(gate.len())?;
                 ops::act::cuda::act_mul(gpu, ops_act(*act), &gate, &up, &mut h)?;
                 drop((gate, up));
                 one(wrap(a[0].dims.clone(), self.linear::<T>(&h, rows, &a[3], b(2))?))
@@ -497,7 +497,7 @@ impl CudaExecutor {
                 let b = |i: usize| bias.then(|| &*a[3 + i]);
                 let up = self.linear::<T>(x, rows, &a[1], b(0))?;
                 let ones = gpu.upload(&vec![T::from_f32(1.0); up.len()])?;
-                let mut h = gpu.zeros::<T>(up.len())?;
+                let mut h = gpu.uninit::<T>(up.len())?;
                 ops::act::cuda::act_mul(gpu, ops_act(*act), &up, &ones, &mut h)?;
                 one(wrap(a[0].dims.clone(), self.linear::<T>(&h, rows, &a[2], b(1))?))
             }
@@ -521,7 +521,7 @@ impl CudaExecutor {
                 let rows = a[0].len() / n.max(1);
                 let mut dims = a[0].dims.clone();
                 *dims.last_mut().expect("ranked") = *len;
-                let mut y = gpu.zeros::<T>(rows * len)?;
+                let mut y = gpu.uninit::<T>(rows * len)?;
                 ops::elementwise::cuda::slice_cols(
                     gpu,
                     a[0].act::<T>()?,
@@ -543,12 +543,12 @@ impl CudaExecutor {
                 let dims = vec![d[0], d[2], d[1], d[3]];
                 match &a[0].buf {
                     Buf::F32(s) => {
-                        let mut y = gpu.zeros::<f32>(s.len())?;
+                        let mut y = gpu.uninit::<f32>(s.len())?;
                         ops::elementwise::cuda::swap_axes_12(gpu, s, dims4, &mut y)?;
                         one(f32t(dims, y))
                     }
                     _ => {
-                        let mut y = gpu.zeros::<T>(a[0].len())?;
+                        let mut y = gpu.uninit::<T>(a[0].len())?;
                         ops::elementwise::cuda::swap_axes_12(gpu, a[0].act::<T>()?, dims4, &mut y)?;
                         one(wrap(dims, y))
                     }
@@ -569,12 +569,12 @@ impl CudaExecutor {
                 }
                 match (&a[0].buf, &a[1].buf) {
                     (Buf::F32(x), Buf::F32(y)) => {
-                        let mut out = gpu.zeros::<f32>(outer * (ia + ib))?;
+                        let mut out = gpu.uninit::<f32>(outer * (ia + ib))?;
                         ops::elementwise::cuda::concat(gpu, x, y, outer, ia, ib, &mut out)?;
                         one(f32t(dims, out))
                     }
                     _ => {
-                        let mut out = gpu.zeros::<T>(outer * (ia + ib))?;
+                        let mut out = gpu.uninit::<T>(outer * (ia + ib))?;
                         ops::elementwise::cuda::concat(
                             gpu,
                             a[0].act::<T>()?,
@@ -667,7 +667,7 @@ impl CudaExecutor {
             Op::DynamicMaskValues => {
                 let d = &a[0].dims;
                 let p = ops::dynamic_mask::KeyValuesParams { batch: d[0], seq: d[1], heads: d[2] };
-                let mut m = gpu.zeros::<f32>(a[0].len())?;
+                let mut m = gpu.uninit::<f32>(a[0].len())?;
                 ops::dynamic_mask::cuda::key_values(
                     gpu,
                     &p,
@@ -699,7 +699,7 @@ impl CudaExecutor {
                     AttentionMask::Learned => {
                         let l = a[4].dims[1];
                         ensure!(t <= l, "{t} keys exceed the learned mask's {l} positions (max_position_embeddings)");
-                        let mut sl = gpu.zeros::<f32>(at.heads * t)?;
+                        let mut sl = gpu.uninit::<f32>(at.heads * t)?;
                         ops::elementwise::cuda::slice_cols(
                             gpu,
                             a[4].f32()?,
@@ -747,7 +747,7 @@ impl CudaExecutor {
                     k: pk.k,
                 };
                 let n = p.rows * pk.heads * pk.k;
-                let (mut s, mut ids) = (gpu.zeros::<f32>(n)?, gpu.zeros::<i64>(n)?);
+                let (mut s, mut ids) = (gpu.uninit::<f32>(n)?, gpu.uninit::<i64>(n)?);
                 ops::pk_topk::cuda::pk_topk(
                     gpu,
                     &p,
@@ -770,7 +770,7 @@ impl CudaExecutor {
                     top_k: r.k,
                 };
                 let n = p.tokens * r.k;
-                let (mut s, mut ids) = (gpu.zeros::<f32>(n)?, gpu.zeros::<i64>(n)?);
+                let (mut s, mut ids) = (gpu.uninit::<f32>(n)?, gpu.uninit::<i64>(n)?);
                 ops::router_topk::cuda::router_topk(gpu, &p, a[0].act::<T>()?, &mut s, &mut ids)?;
                 let dims = vec![d[0], d[1], 1, r.k];
                 Ok(vec![

@@ -258,12 +258,18 @@ unsafe fn compile_program(
 }
 
 /// One CUDA device: context, stream, and the modules compiled for it.
+///
+/// Every launch, copy and allocation goes to the one stream of the `Gpu` (a non-blocking stream, so that it
+/// can be captured into a CUDA graph), which is why cudarc's per-buffer event tracking is switched off: with a
+/// single stream, stream order alone orders every access.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     arch: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
     blas: OnceLock<Mutex<cudarc::cublas::CudaBlas>>,
+    poison: bool,
 }
 
 impl Gpu {
@@ -276,13 +282,20 @@ impl Gpu {
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| KernelError::Driver(format!("compute capability: {e}")))?;
-        let stream = ctx.default_stream();
+        // SAFETY: every buffer of this context is allocated, used and freed on the single stream below (the
+        // cuBLAS handle is bound to it too), so stream order replaces the per-buffer events.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(|e| {
+            KernelError::Driver(format!("creating a stream on device {ordinal}: {e}"))
+        })?;
         Ok(Gpu {
             ctx,
             stream,
             arch: format!("sm_{major}{minor}"),
             modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
             blas: OnceLock::new(),
+            poison: std::env::var_os("CHEEMS_CUDA_POISON").is_some_and(|v| v != "0"),
         })
     }
 
@@ -303,6 +316,10 @@ impl Gpu {
 
     /// The kernel `name` of `src`, compiling and loading the module on first use.
     pub fn function(&self, src: &Source, name: &str) -> Result<CudaFunction> {
+        let key = (src.file, name.to_string());
+        if let Some(f) = self.functions.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(f);
+        }
         let module = {
             let mut modules = self
                 .modules
@@ -321,9 +338,13 @@ impl Gpu {
                 }
             }
         };
-        module
+        let f = module
             .load_function(name)
-            .map_err(|e| KernelError::Driver(format!("{}: kernel `{name}`: {e}", src.file)))
+            .map_err(|e| KernelError::Driver(format!("{}: kernel `{name}`: {e}", src.file)))?;
+        if let Ok(mut m) = self.functions.lock() {
+            m.insert(key, f.clone());
+        }
+        Ok(f)
     }
 
     /// The cuBLAS handle bound to this device's stream, created on first use.
@@ -393,6 +414,28 @@ impl Gpu {
     /// Copies host values to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         self.stream.clone_htod(host).map_err(|e| KernelError::Driver(format!("upload: {e}")))
+    }
+
+    /// A device buffer of `n` elements whose contents are unspecified, for outputs that a kernel writes in full
+    /// (every bit pattern is a valid value of the element types used here). With `CHEEMS_CUDA_POISON=1` the
+    /// buffer is filled with `0xFF` bytes (NaN for f32/bf16, −1 for i64), so a kernel that leaves part of its
+    /// output unwritten shows up in the results.
+    pub fn uninit<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
+        // SAFETY: the contents are never read as Rust values before a kernel or copy writes them; on the device
+        // any bit pattern is a valid f32, bf16, f16 or i64.
+        let mut s = unsafe { self.stream.alloc::<T>(n) }
+            .map_err(|e| KernelError::Driver(format!("alloc {n}: {e}")))?;
+        if self.poison && n > 0 {
+            use cudarc::driver::DevicePtrMut;
+            let bytes = n * std::mem::size_of::<T>();
+            let (ptr, _record) = s.device_ptr_mut(&self.stream);
+            // SAFETY: `ptr` addresses `bytes` bytes owned by `s`, on this stream.
+            unsafe {
+                cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.stream.cu_stream())
+            }
+            .map_err(|e| KernelError::Driver(format!("poisoning {bytes} bytes: {e}")))?;
+        }
+        Ok(s)
     }
 
     /// A zeroed device buffer of `n` elements.
