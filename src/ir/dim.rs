@@ -8,7 +8,9 @@ use std::ops::{Add, Mul, Sub};
 
 /// A named symbol. Names are short upper-case letters taken from the model (`B` batch, `S` new tokens,
 /// `P` cached tokens).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Sym(pub String);
 
 impl Sym {
@@ -17,8 +19,10 @@ impl Sym {
     }
 }
 
-/// Monomial (sorted symbols, repeated for powers) -> coefficient; never holds a zero coefficient.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Monomial (sorted symbols, repeated for powers) -> coefficient; never holds a zero coefficient. Serialised as
+/// a list of `[coefficient, [symbols]]` terms; reading one back restores the canonical form.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(into = "Vec<(i64, Vec<Sym>)>", from = "Vec<(i64, Vec<Sym>)>")]
 pub struct Dim(BTreeMap<Vec<Sym>, i64>);
 
 /// Values of symbols at run time.
@@ -94,6 +98,23 @@ impl Dim {
         if *e == 0 {
             self.0.remove(&mono);
         }
+    }
+}
+
+impl From<Dim> for Vec<(i64, Vec<Sym>)> {
+    fn from(d: Dim) -> Self {
+        d.0.into_iter().map(|(m, c)| (c, m)).collect()
+    }
+}
+
+impl From<Vec<(i64, Vec<Sym>)>> for Dim {
+    fn from(terms: Vec<(i64, Vec<Sym>)>) -> Dim {
+        let mut d = Dim::konst(0);
+        for (c, mut m) in terms {
+            m.sort();
+            d.insert(m, c);
+        }
+        d
     }
 }
 

@@ -4,7 +4,10 @@ use std::fmt;
 
 /// Element type of a value. Activations run in `F32` on the CPU; `F16`/`BF16` describe checkpoint storage and
 /// reduced-precision targets; `I64` carries token ids, masks and positions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum DType {
     F32,
     F16,

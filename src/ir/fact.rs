@@ -10,7 +10,7 @@ use std::fmt;
 pub type Shape = SmallVec<[Dim; 4]>;
 
 /// Dtype and shape of a value.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Fact {
     pub dtype: DType,
     pub shape: Shape,

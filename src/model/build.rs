@@ -17,7 +17,7 @@ use smallvec::smallvec;
 use std::collections::BTreeMap;
 
 /// What a piece of recurrent state is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StateKind {
     /// Rotary frequency state (`max_seq_len_cached`), starts at `max_position_embeddings`.
     RopeLen,
@@ -32,7 +32,7 @@ pub enum StateKind {
 }
 
 /// A state carried from one call to the next: read from input `past`, written to output `present`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StateSpec {
     pub past: String,
     pub present: String,

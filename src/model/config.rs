@@ -3,10 +3,10 @@
 //! `ModelConfig` is what the graph builder reads. It is produced by [`crate::model::checkpoint`] from
 //! `config.json` plus the tensor names and shapes (variant detection, MODEL.md §5.4).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The implementation a checkpoint was written by (MODEL.md §1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Variant {
     /// Cheems-v1 (WM 8f42512): MHA, boolean dynamic mask, `num_cdmmoe_*` keys, `model_type: "doge"`.
     CheemsV1,
@@ -38,7 +38,7 @@ impl Variant {
 }
 
 /// Activation function (`hidden_act`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Act {
     /// `x · sigmoid(x)` ("silu", "swish").
     Silu,
@@ -51,7 +51,7 @@ pub enum Act {
 }
 
 /// Rotary embedding parameters (MODEL.md §2).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RopeConfig {
     /// θ (`rope_theta`).
     pub theta: f64,
@@ -62,7 +62,7 @@ pub struct RopeConfig {
 }
 
 /// Dynamic-NTK scaling: `θ' = θ · ((f·L/M) − (f−1))^{d/(d−2)}` when `L = max(pos)+1` exceeds the cached length.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DynamicNtk {
     /// f (`rope_scaling.factor`).
     pub factor: f64,
@@ -71,14 +71,14 @@ pub struct DynamicNtk {
 }
 
 /// Kind of a decoder layer's sequence mixer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LayerKind {
     Ssd,
     Attention,
 }
 
 /// How the per-key dynamic mask `m = exp(A · softplus(dt))` enters the attention scores.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum MaskMode {
     /// Cheems-v1 and early remote Doge: key j of head h is dropped when `m < 1`.
     Boolean,
@@ -90,7 +90,7 @@ pub enum MaskMode {
 }
 
 /// Attention layer parameters.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttentionConfig {
     pub mask: MaskMode,
     /// Bias on q/k/v/o/dt projections (`hidden_bias` or `attention_bias`).
@@ -104,7 +104,7 @@ pub struct AttentionConfig {
 }
 
 /// Inner Function Attention values (Doge-IFA): `V = x ⊙ Σ_{h,k} v_embed[topk(v_q·v_keys)]`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InnerValuesConfig {
     /// Nv (`num_inner_values`).
     pub num_values: usize,
@@ -117,7 +117,7 @@ pub struct InnerValuesConfig {
 }
 
 /// Routing of the CDMoE private experts.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Router {
     /// Cheems / Doge-IFA: `queries [Hₑ·R, D]`, `keys [Hₑ, nk, 2, R/2]`, Kₑ per axis then Kₑ of Kₑ².
     ProductKeys { heads: usize, per_head: usize, retrieval: usize },
@@ -126,7 +126,7 @@ pub enum Router {
 }
 
 /// Where the activation is applied in an expert's weight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExpertAct {
     /// `act(x·down[e]) · softmax(s)[k]` (Cheems, HF Doge).
     BeforeSoftmax,
@@ -135,7 +135,7 @@ pub enum ExpertAct {
 }
 
 /// Cross-domain mixture of experts.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CdmoeConfig {
     /// E (`num_cdmoe_experts` / `num_cdmmoe_experts` / `num_experts`); rows of `down_embed`/`up_embed`.
     pub num_experts: usize,
@@ -146,7 +146,7 @@ pub struct CdmoeConfig {
 }
 
 /// Feed-forward block of every layer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Ffn {
     /// `down(act(gate(x)) ⊙ up(x))`.
     GatedMlp,
@@ -157,7 +157,7 @@ pub enum Ffn {
 }
 
 /// How the learned residual scales are stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Residual {
     /// `h + f(h)` (Doge-IFA).
     Plain,
@@ -168,7 +168,7 @@ pub enum Residual {
 }
 
 /// Everything the graph builder needs to know about a checkpoint.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub variant: Variant,
     pub vocab_size: usize,

@@ -5,6 +5,10 @@
 //! Nothing here panics when CUDA is missing: every entry point first probes the library it needs and returns
 //! [`KernelError::Unavailable`] naming what was looked for and where.
 
+pub mod cubin;
+
+pub use cubin::{all_sources, cubin_key, source_hash, CubinSet};
+
 use crate::{KernelError, Result};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
@@ -172,6 +176,11 @@ fn options(arch: &str) -> Vec<String> {
     o
 }
 
+/// The NVRTC options used for `arch`, include folders (`-I`) included.
+pub fn nvrtc_options(arch: &str) -> Vec<String> {
+    options(arch)
+}
+
 /// The full text NVRTC compiles: the common header, then the source with its line numbers kept.
 fn full_source(src: &Source) -> String {
     format!("{COMMON}\n#line 1 \"{}\"\n{}", src.file, src.code)
@@ -266,6 +275,7 @@ pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     arch: String,
+    cubins: CubinSet,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
     blas: OnceLock<Mutex<cudarc::cublas::CudaBlas>>,
@@ -275,8 +285,15 @@ pub struct Gpu {
 impl Gpu {
     /// Opens device `ordinal`, after probing the driver and NVRTC.
     pub fn new(ordinal: usize) -> Result<Gpu> {
-        probe_driver()?;
         probe_nvrtc()?;
+        Gpu::with_cubins(ordinal, CubinSet::default())
+    }
+
+    /// Opens device `ordinal` with precompiled CUBINs (a compiled artifact's): a kernel source with a CUBIN in
+    /// `cubins` for this device's architecture is loaded from it; any other is compiled with NVRTC on first use,
+    /// which must then be available. Only the driver is probed here.
+    pub fn with_cubins(ordinal: usize, cubins: CubinSet) -> Result<Gpu> {
+        probe_driver()?;
         let ctx = CudaContext::new(ordinal)
             .map_err(|e| KernelError::Driver(format!("opening device {ordinal}: {e}")))?;
         let (major, minor) = ctx
@@ -292,6 +309,7 @@ impl Gpu {
             ctx,
             stream,
             arch: format!("sm_{major}{minor}"),
+            cubins,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             blas: OnceLock::new(),
@@ -328,7 +346,10 @@ impl Gpu {
             match modules.get(src.file) {
                 Some(m) => m.clone(),
                 None => {
-                    let cubin = compile_cubin(src, &self.arch)?;
+                    let cubin = match self.cubins.get(src, &self.arch) {
+                        Some(c) => c.to_vec(),
+                        None => compile_cubin(src, &self.arch)?,
+                    };
                     let m = self
                         .ctx
                         .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))

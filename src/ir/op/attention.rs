@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 /// How the mask input enters the scores (MODEL.md §3.2, §4.2, §5.2, §6.1). Query `i` sits at absolute position
 /// `T−S+i`; key `j` is visible when `j ≤ T−S+i` and `attention_mask[b,j] = 1`; masked scores get `+MIN`
 /// (`f32::MIN`), so a fully masked row is uniform over all keys, as in the references.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum AttentionMask {
     /// Visibility only.
     Causal,
@@ -24,7 +24,7 @@ pub enum AttentionMask {
 }
 
 /// `softmax(q·kᵀ·scale + bias)·v` with GQA (query head `h` reads KV head `h/(H/G)`, mask head `h·Hm/H`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Attention {
     pub heads: usize,
     pub kv_heads: usize,

@@ -21,7 +21,7 @@ pub use rope::Rotary;
 pub use ssd::Ssd;
 
 /// Attributes of an RMSNorm over the last axis.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Norm {
     pub eps: f32,
 }
@@ -43,11 +43,13 @@ impl fmt::Debug for Const {
 }
 
 /// Every operation the compiler knows. Inputs are listed in operand order; `[..]` shapes are symbolic.
-#[derive(Clone, Debug, PartialEq)]
+/// Serialisable except for `Const`, whose tensor is stored apart (the compiled artifact's weights file).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// A graph input; its fact is given when it is created.
     Input(Fact),
     /// A weight.
+    #[serde(skip)]
     Const(Const),
     /// `table[ids]`. Inputs: `ids i64[B,S]`, `table [V,D]` → `[B,S,D]`.
     Embedding,

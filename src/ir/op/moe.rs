@@ -12,7 +12,7 @@ use smallvec::{smallvec, SmallVec};
 
 /// Per head: `sim_p = q_p · keys[h,:,p]` for p ∈ {x, y}; top-`k` per axis; top-`k` of the k² sums;
 /// expert id `ix·nk + iy` (MODEL.md §3.2 CDMoE).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PkTopK {
     pub heads: usize,
     pub num_keys: usize,
@@ -20,14 +20,14 @@ pub struct PkTopK {
 }
 
 /// HF Doge router: the `[B,S,2·nk]` logits read as `[2, B·S, nk]`, full sort per axis, top-`k` of nk² sums.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RouterTopK {
     pub num_keys: usize,
     pub k: usize,
 }
 
 /// `Σ_h Σ_k w_hk · up[e_hk]` with `w = act(x·down[e]) · softmax(s)` (or the activation after the product).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExpertMix {
     pub act: Act,
     pub order: ExpertAct,
@@ -35,7 +35,7 @@ pub struct ExpertMix {
 }
 
 /// `x ⊙ Σ_h Σ_{n ∈ topk(vq_h·v_keys[h])} v_embed[n]`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InnerValues {
     pub heads: usize,
     pub k: usize,

@@ -12,7 +12,7 @@ use smallvec::{smallvec, SmallVec};
 /// RoPE table attributes. `rope_len` is the reference's `max_seq_len_cached`: it starts at
 /// `max_position_embeddings` and grows to `max(positions)+1` when a call exceeds it (dynamic NTK), or resets when
 /// a call stays below the original length; the frequencies are a function of it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rotary {
     /// Rotated width (the head dim).
     pub dim: usize,

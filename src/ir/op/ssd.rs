@@ -10,7 +10,7 @@ use smallvec::{smallvec, SmallVec};
 /// `S_t = exp(softplus(dt_t)·A)·S_{t−1} + softplus(dt_t)·x_t ⊗ B_t;  y_t = S_t · C_t` per batch row and head,
 /// with `A` used as stored (MODEL.md §3.2). `chunk` is the checkpoint's `ssd_chunk_size`, used by chunked
 /// kernels; it changes rounding only.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ssd {
     pub heads: usize,
     /// P, the width of x per head.
