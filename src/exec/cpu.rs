@@ -61,13 +61,19 @@ impl CpuExecutor {
                 );
             }
             let start = std::time::Instant::now();
-            let outs = match &node.op {
+            let outs: Vec<Arc<Tensor>> = match &node.op {
                 Op::Input(_) => {
-                    vec![inputs.remove(&node.name).context("bound inputs are present")?]
+                    vec![Arc::new(inputs.remove(&node.name).context("bound inputs are present")?)]
                 }
-                op => eval(op, args).with_context(|| {
-                    format!("running node `{}` ({:?})", node.name, node.op.kind())
-                })?,
+                // Weights are shared with the graph, never copied per run.
+                Op::Const(c) => vec![c.0.clone()],
+                op => eval(op, args)
+                    .with_context(|| {
+                        format!("running node `{}` ({:?})", node.name, node.op.kind())
+                    })?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect(),
             };
             if let Some(t) = timings.as_deref_mut() {
                 t.push((node.name.clone(), start.elapsed()));
@@ -75,14 +81,16 @@ impl CpuExecutor {
             for (port, t) in outs.into_iter().enumerate() {
                 let v = ValueId { node: id, port: port as u16 };
                 if remaining.get(&v).copied().unwrap_or(0) > 0 {
-                    values.insert(v, Arc::new(t));
+                    values.insert(v, t);
                 }
             }
         }
         let mut out = BTreeMap::new();
-        for (name, v) in wanted {
-            let t = values.get(&v).with_context(|| format!("output `{name}` was not computed"))?;
-            out.insert(name, (**t).clone());
+        for (i, (name, v)) in wanted.iter().enumerate() {
+            let again = wanted[i + 1..].iter().any(|(_, w)| w == v);
+            let t = if again { values.get(v).cloned() } else { values.remove(v) };
+            let t = t.with_context(|| format!("output `{name}` was not computed"))?;
+            out.insert(name.clone(), owned(t));
         }
         Ok(out)
     }
@@ -128,7 +136,7 @@ fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
     let one = |t: Tensor| Ok(vec![t]);
     match op {
         Op::Input(_) => unreachable!("inputs are bound by the caller"),
-        Op::Const(c) => one((*c.0).clone()),
+        Op::Const(_) => unreachable!("constants are bound by the caller"),
         Op::Embedding => {
             let (ids, table) = (&a[0], &a[1]);
             let (v, d) = (table.dims()[0], table.dims()[1]);
