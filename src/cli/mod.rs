@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch. Each subcommand lives in its own module.
 
 pub mod bench;
+pub mod bench_kernels;
 pub mod check;
 pub mod dump;
 pub mod eval;
@@ -32,6 +33,8 @@ pub enum Command {
     Run(run::Args),
     /// Measure prefill and decode tokens/s on the CPU (median of several runs).
     Bench(bench::Args),
+    /// Time the CUDA kernels alone (SSD, masked attention, CDMoE) on random inputs, against the roofline.
+    BenchKernels(bench_kernels::Args),
     /// Run the CPU and CUDA executors side by side and print every node's error, worst first.
     Check(check::Args),
     /// Evaluate a checkpoint: MQAR accuracy (`eval mqar`) or the perplexity of a text file (`eval ppl`).
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dump(a) => dump::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::BenchKernels(a) => bench_kernels::run(&a),
         Command::Check(a) => check::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Generate(a) => generate::run(&a),
