@@ -1,6 +1,8 @@
-//! CUDA launchers of [`super::masked_attention`]: a flash-style prefill kernel (online softmax over
-//! key tiles of 32, query tiles of one `(b, h)`), and for `S ≤ DECODE_MAX_Q_LEN` a split-key
-//! decode kernel whose per-slice partial softmax states a second kernel combines.
+//! CUDA launchers of [`super::masked_attention`]: for bf16 activations with a head dimension of 64 or 128, a
+//! tensor-core prefill kernel (`mma.sync` m16n8k16, flash-style online softmax over key tiles of 64, query tiles of
+//! 64 for one or two query heads of a KV head); otherwise a scalar flash-style prefill kernel (key tiles of 32, query
+//! tiles of one `(b, h)`); and for `S ≤ DECODE_MAX_Q_LEN` a split-key decode kernel whose per-slice partial softmax
+//! states a second kernel combines.
 //!
 //! `Additive` runs one or two selection kernels first: `ratio_threshold` (radix select of the
 //! `⌊T·ratio⌋`-th smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, `keep_window` (per
@@ -11,6 +13,7 @@
 use super::{AttentionParams, MaskMode};
 use crate::cuda::{launch_error, Elem, Gpu, Source};
 use crate::{KernelError, Result};
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{
     CudaSlice, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
@@ -27,6 +30,42 @@ pub const MAX_HEAD_DIM: usize = 256;
 
 /// Head-dimension capacities compiled in masked_attention.cu, with each one's prefill query tile.
 const TILES: [(usize, usize); 6] = [(16, 64), (32, 64), (64, 64), (96, 32), (128, 32), (256, 8)];
+
+/// Queries and keys per tile of the tensor-core prefill kernel (`tc::BQ`, `tc::BK`).
+const MMA_TILE: usize = 64;
+
+/// Head dimensions of the tensor-core prefill kernel.
+const MMA_HEAD_DIMS: [usize; 2] = [64, 128];
+
+/// The prefill kernel the launcher runs for `p` with elements `elem` (`Elem::NAME`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Prefill {
+    /// `masked_attention_bf16_prefill_mma_d<head_dim>_r<heads>`: `heads` query heads of one KV head per block.
+    Mma { heads: usize },
+    /// `masked_attention_<T>_prefill_d<cap>`, with `cap` and its query tile from [`TILES`].
+    Scalar,
+}
+
+/// Picks the prefill kernel: tensor cores for bf16 with `head_dim` 64 or 128 (two heads per block when `H/G` is
+/// even, so that they share each K and V tile), the scalar kernel otherwise; `None` when `head_dim` exceeds
+/// [`MAX_HEAD_DIM`].
+pub(crate) fn prefill_kernel(p: &AttentionParams, elem: &str) -> Option<Prefill> {
+    let groups = p.kv_heads.max(1);
+    let heads = if (p.heads / groups) % 2 == 0 { 2 } else { 1 };
+    let fits =
+        p.q_len.div_ceil(MMA_TILE) <= 65535 && p.batch * p.heads / heads <= i32::MAX as usize;
+    if elem == "bf16" && MMA_HEAD_DIMS.contains(&p.head_dim) && fits {
+        return Some(Prefill::Mma { heads });
+    }
+    (p.head_dim <= MAX_HEAD_DIM).then_some(Prefill::Scalar)
+}
+
+/// Dynamic shared memory of the tensor-core prefill kernel (`tc::smem_bytes` in masked_attention.cu): Q for
+/// `heads`·64 queries and two stages of K and V for 64 keys, rows of `head_dim + 8` bf16, and two stages of the
+/// per-key bias and its order key for each head.
+fn mma_smem_bytes(head_dim: usize, heads: usize) -> usize {
+    (heads * MMA_TILE + 4 * MMA_TILE) * (head_dim + 8) * 2 + 2 * heads * MMA_TILE * 8
+}
 
 /// Blocks the decode kernel aims for, over all rows and key slices.
 const DECODE_BLOCKS: usize = 1024;
@@ -210,6 +249,41 @@ pub(crate) fn attention_on<T: Elem>(
         launch.arg(&part).arg(out).arg(&s_i).arg(&h_i).arg(&dh_i).arg(&splits_i);
         // SAFETY: the argument list matches `masked_attention_<T>_combine`; `part` was written
         // for `splits` slices of every row and `out` has `q`'s length, [B, S, H, Dh].
+        unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    } else if let Some(Prefill::Mma { heads }) = prefill_kernel(p, T::NAME) {
+        let dh = p.head_dim;
+        let name = format!("masked_attention_bf16_prefill_mma_d{dh}_r{heads}");
+        let func = gpu.function(&SOURCE, &name)?;
+        let smem = mma_smem_bytes(dh, heads);
+        let smem_i = to_i32("shared memory", smem)?;
+        func.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem_i,
+        )
+        .map_err(|e| KernelError::Driver(format!("{name}: {smem} bytes of shared memory: {e}")))?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                to_u32("batch·heads", b * h / heads)?,
+                to_u32("query tiles", s.div_ceil(MMA_TILE))?,
+                1,
+            ),
+            block_dim: (to_u32("threads", 128 * heads)?, 1, 1),
+            shared_mem_bytes: to_u32("shared memory", smem)?,
+        };
+        let mut launch = gpu.stream().launch_builder(&func);
+        launch.arg(q).arg(k).arg(v).arg(out);
+        arg_or_null(&mut launch, key_m, &null);
+        arg_or_null(&mut launch, learned, &null);
+        launch.arg(attn_mask);
+        arg_or_null(&mut launch, tau.as_ref(), &null);
+        arg_or_null(&mut launch, keep.as_ref(), &null);
+        launch.arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
+        launch.arg(&g_i).arg(&scale);
+        // SAFETY: the argument list matches `masked_attention_bf16_prefill_mma_d<Dh>_r<heads>` and `T` is bf16
+        // (`prefill_kernel` picks it only then); `validate` checked q, k, v, out and every mask buffer against `p`,
+        // head_dim is the kernel's Dh, `heads` divides H/G, null pointers stand for absent buffers the mode does not
+        // read, the grid covers B·H/heads head groups and ⌈S/64⌉ query tiles, and the dynamic shared memory is the
+        // kernel's `tc::smem_bytes`, allowed by the attribute set above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else {
         let name = format!("masked_attention_{}_prefill_d{cap}", T::NAME);

@@ -359,3 +359,332 @@ __device__ void combine(const float *part, E *out, const int S, const int H, con
 
 ALL(float, f32)
 ALL(bf16_t, bf16)
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Tensor-core prefill for bf16, Dh ∈ {64, 128}: mma.sync m16n8k16 (bf16 inputs, f32 accumulators), any mode; the
+// ratio threshold and the keep window come from the selection kernels above, as for `prefill`.
+// Block: R·4 warps, R query heads of one KV head (R divides H/G) × 64 queries; warp w takes head h0 + w/4, queries
+// i0 + 16·(w%4) + [0, 16). Key tiles of 64 keys run through a two-stage cp.async pipeline (K, V and the per-key bias
+// of tile n + 1 load while tile n computes); tiles past the block's last causal key are skipped unless a row of the
+// block is still fully masked, in which case every remaining tile is visited as `prefill` does. The probabilities are
+// rounded to bf16 for the P·V product and the row sums add those rounded values. Grid (B·H/R, ⌈S/64⌉): query tiles
+// from the last (most keys) to the first, so the heaviest blocks start first.
+// Shared memory (dynamic, bytes): Q [R·64][Dh + 8], K and V [2][64][Dh + 8] (bf16, rows padded by 16 bytes so the
+// eight rows of an ldmatrix fall in distinct banks), key bias f32 and its order key [2][R·64]; cuda.rs has the same
+// formula.
+#if __CUDA_ARCH__ >= 800
+namespace tc {
+constexpr int BQ = 64, BK = 64;
+constexpr unsigned MASKED_KEY = 0x00800000u;  // order_key(MASKED)
+constexpr float LOG2E = 1.4426950408889634f;
+
+__host__ __device__ constexpr int smem_bytes(int dh, int r) { return (r * BQ + 4 * BK) * (dh + 8) * 2 + 2 * r * BK * 8; }
+
+__device__ __forceinline__ unsigned saddr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+
+// 16 bytes global -> shared; bytes = 0 writes zeros.
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(saddr(dst)), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(saddr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(saddr(p)));
+}
+
+// d += a·b for a 16×16 row-major A, a 16×8 column-major B and a 16×8 f32 D.
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// (lo, hi) rounded to bf16 in one register, lo in the low half.
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ float lo_f32(unsigned x) { return __uint_as_float(x << 16); }
+__device__ __forceinline__ float hi_f32(unsigned x) { return __uint_as_float(x & 0xffff0000u); }
+
+__device__ __forceinline__ float exp2_approx(float x) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+}
+
+// The raw per-key inputs of Mask::key_bias, loaded before they are needed (no branch on loaded values).
+struct KeyRaw {
+    long long am;
+    float x;
+};
+
+__device__ __forceinline__ KeyRaw key_raw(const Mask &mk, int b, int h, int j) {
+    KeyRaw r{mk.attn_mask[(long)b * mk.T + j], 0.0f};
+    if (mk.mode == LEARNED) r.x = mk.learned[(long)h * mk.T + j];
+    else if (mk.mode != CAUSAL) r.x = mk.key_m[((long)b * mk.Hm + (long)h * mk.Hm / mk.H) * mk.T + j];
+    return r;
+}
+
+// Mask::key_bias from the raw inputs; tau_v is the head's ratio threshold, or -inf without one.
+__device__ __forceinline__ float key_bias_of(const Mask &mk, KeyRaw r, float tau_v) {
+    if (r.am == 0) return MASKED;
+    if (mk.mode == CAUSAL) return 0.0f;
+    if (mk.mode == LEARNED) return r.x != 0.0f ? 0.0f : MASKED;
+    if (mk.mode == BOOLEAN) return r.x < 1.0f ? MASKED : 0.0f;
+    return r.x < tau_v ? MASKED : r.x;
+}
+
+template <int DH, int R, bool KEEP>
+__device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk, const int G,
+                            const float scale) {
+    constexpr int NT = 128 * R, LD = DH + 8, KD = DH / 16, NS = BK / 8, ND = DH / 8, CH = DH / 8;
+    static_assert(DH % 16 == 0 && ND % 2 == 0, "head dimension");
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16_t *const Qs = reinterpret_cast<bf16_t *>(smem);
+    bf16_t *const Ks = Qs + R * BQ * LD;
+    bf16_t *const Vs = Ks + 2 * BK * LD;
+    float *const kb_s = reinterpret_cast<float *>(Vs + 2 * BK * LD);
+    unsigned *const kk_s = reinterpret_cast<unsigned *>(kb_s + 2 * R * BK);
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gr = lane >> 2, tg = lane & 3;
+    const int S = mk.S, T = mk.T, H = mk.H;
+    const int b = blockIdx.x / (H / R), h0 = blockIdx.x % (H / R) * R, g = h0 / (H / G);
+    const int hw = h0 + warp / 4;  // this warp's head
+    const int i0 = (gridDim.y - 1 - blockIdx.y) * BQ;
+    const bf16_t *const kg = k + ((long)b * G + g) * T * DH;
+    const bf16_t *const vg = v + ((long)b * G + g) * T * DH;
+
+    // Q tile: rows r = R heads × 64 queries, zeros past S.
+    for (int c = tid; c < R * BQ * CH; c += NT) {
+        const int r = c / CH, col = c % CH * 8, i = i0 + r % BQ, hh = h0 + r / BQ;
+        cp_async16(Qs + r * LD + col, q + (((long)b * S + min(i, S - 1)) * H + hh) * DH + col, i < S ? 16 : 0);
+    }
+
+    // The per-key bias of one tile: thread tid < R·64 takes key tid % 64 of head h0 + tid / 64.
+    const bool kb_thread = tid < R * BK;
+    const int kb_head = h0 + (kb_thread ? tid / BK : 0), kb_key = tid % BK;
+    float tau_v = neg_inf();
+    if (kb_thread && mk.mode == ADDITIVE && mk.tau != nullptr)
+        tau_v = mk.tau[(long)b * mk.Hm + (long)kb_head * mk.Hm / H];
+    auto fetch_bias = [&](int n) {
+        const int j = n * BK + kb_key;
+        return kb_thread && j < T ? key_raw(mk, b, kb_head, j) : KeyRaw{1, 0.0f};
+    };
+    auto store_bias = [&](int st, KeyRaw r) {
+        if (!kb_thread) return;
+        const float kb = key_bias_of(mk, r, tau_v);
+        kb_s[st * R * BK + tid] = kb;
+        kk_s[st * R * BK + tid] = order_key(kb);
+    };
+    auto load_kv = [&](int n, int st) {
+        for (int c = tid; c < BK * CH; c += NT) {
+            const int r = c / CH, col = c % CH * 8, j = n * BK + r;
+            const long off = (long)min(j, T - 1) * DH + col;
+            const int bytes = j < T ? 16 : 0;
+            cp_async16(Ks + (st * BK + r) * LD + col, kg + off, bytes);
+            cp_async16(Vs + (st * BK + r) * LD + col, vg + off, bytes);
+        }
+    };
+
+    // This thread's two rows: queries i0 + 16·(warp % 4) + gr (+ 8) of head hw.
+    const int ir0 = i0 + 16 * (warp % 4) + gr;
+    int lim[2], ivalid[2];
+    unsigned vk[2] = {0u, 0u}, vlast[2] = {0xffffffffu, 0xffffffffu};
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = ir0 + 8 * r;
+        lim[r] = T - S + i;
+        ivalid[r] = i < S;
+        if (KEEP && i < S) {
+            const long row = ((long)b * H + hw) * S + i;
+            vk[r] = mk.keep[2 * row];
+            vlast[r] = mk.keep[2 * row + 1];
+        }
+    }
+    const int warp_lim = T - S + i0 + 16 * (warp % 4);  // the smallest limit of the warp's rows
+
+    float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.0f, 0.0f};
+    float o[ND][4];
+#pragma unroll
+    for (int t = 0; t < ND; ++t) o[t][0] = o[t][1] = o[t][2] = o[t][3] = 0.0f;
+    unsigned qf[KD][4];
+
+    const int kend = min(T, T - S + min(i0 + BQ, S));
+    const int n_all = (T + BK - 1) / BK;
+    int n = 0, n_end = (kend + BK - 1) / BK;
+    bool q_ready = false, extended = false;
+
+    load_kv(0, 0);
+    store_bias(0, fetch_bias(0));
+    cp_async_commit();
+    for (;;) {
+        for (; n < n_end; ++n) {
+            const int st = n & 1, k0 = n * BK;
+            const bool more = n + 1 < n_end;
+            KeyRaw next{1, 0.0f};
+            if (more) {
+                load_kv(n + 1, st ^ 1);
+                next = fetch_bias(n + 1);
+            }
+            cp_async_commit();
+            cp_async_wait<1>();
+            __syncthreads();
+            if (!q_ready) {
+                const bf16_t *qrow = Qs + ((warp / 4) * BQ + 16 * (warp % 4) + (lane & 15)) * LD + (lane >> 4) * 8;
+#pragma unroll
+                for (int kd = 0; kd < KD; ++kd) ldmatrix_x4(qf[kd], qrow + kd * 16);
+                q_ready = true;
+            }
+            const bf16_t *const Kt = Ks + st * BK * LD;
+            const bf16_t *const Vt = Vs + st * BK * LD;
+
+            // s = q·kᵀ for the warp's 16 rows × 64 keys: n-tile t holds keys 8t + 2·tg + {0, 1}.
+            float s[NS][4];
+#pragma unroll
+            for (int t = 0; t < NS; ++t) s[t][0] = s[t][1] = s[t][2] = s[t][3] = 0.0f;
+#pragma unroll
+            for (int np = 0; np < NS / 2; ++np) {
+                const bf16_t *krow = Kt + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + ((lane >> 3) & 1) * 8;
+#pragma unroll
+                for (int kd = 0; kd < KD; ++kd) {
+                    unsigned kf[4];
+                    ldmatrix_x4(kf, krow + kd * 16);
+                    mma(s[2 * np], qf[kd], kf[0], kf[1]);
+                    mma(s[2 * np + 1], qf[kd], kf[2], kf[3]);
+                }
+            }
+
+            // Scores with the bias, as `prefill`: fl(q·k·scale) + bias, -inf past T.
+            const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
+            const float *const kb_t = kb_s + st * R * BK + (warp / 4) * BK;
+            const unsigned *const kk_t = kk_s + st * R * BK + (warp / 4) * BK;
+            float mx[2] = {m[0], m[1]};
+#pragma unroll
+            for (int t = 0; t < NS; ++t) {
+                const int jl = 8 * t + 2 * tg;
+                const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + jl);
+                uint2 kk2 = make_uint2(0u, 0u);
+                if (KEEP) kk2 = *reinterpret_cast<const uint2 *>(kk_t + jl);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = e >> 1, j = k0 + jl + (e & 1);
+                    float bias = (e & 1) ? kb2.y : kb2.x;
+                    if (!full && j > lim[r]) bias = MASKED;
+                    if (KEEP) {
+                        const unsigned ok = j > lim[r] ? MASKED_KEY : ((e & 1) ? kk2.y : kk2.x);
+                        if (!(ok > vk[r] || (ok == vk[r] && (unsigned)j <= vlast[r]))) bias = MASKED;
+                    }
+                    float sc = __fadd_rn(__fmul_rn(s[t][e], scale), bias);
+                    if (!full && j >= T) sc = neg_inf();
+                    s[t][e] = sc;
+                    mx[r] = fmaxf(mx[r], sc);
+                }
+            }
+
+            // Online softmax: the four threads of a quad share a row.
+            float alpha[2];
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+                alpha[r] = exp2_approx((m[r] - mx[r]) * LOG2E);
+                m[r] = mx[r];
+                l[r] *= alpha[r];
+            }
+#pragma unroll
+            for (int t = 0; t < ND; ++t) {
+                o[t][0] *= alpha[0];
+                o[t][1] *= alpha[0];
+                o[t][2] *= alpha[1];
+                o[t][3] *= alpha[1];
+            }
+            // P as the A operand of P·V: key step kk covers n-tiles 2kk and 2kk + 1.
+            unsigned pf[BK / 16][4];
+#pragma unroll
+            for (int t = 0; t < NS; ++t) {
+                const unsigned p01 = pack_bf16(exp2_approx((s[t][0] - m[0]) * LOG2E),
+                                               exp2_approx((s[t][1] - m[0]) * LOG2E));
+                const unsigned p23 = pack_bf16(exp2_approx((s[t][2] - m[1]) * LOG2E),
+                                               exp2_approx((s[t][3] - m[1]) * LOG2E));
+                l[0] += lo_f32(p01) + hi_f32(p01);
+                l[1] += lo_f32(p23) + hi_f32(p23);
+                pf[t / 2][(t & 1) * 2] = p01;
+                pf[t / 2][(t & 1) * 2 + 1] = p23;
+            }
+
+            // o += P·V: d-tile pair dp covers dims 16·dp + [0, 16).
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; ++kk) {
+                const bf16_t *vrow = Vt + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8;
+#pragma unroll
+                for (int dp = 0; dp < ND / 2; ++dp) {
+                    unsigned vf[4];
+                    ldmatrix_x4_trans(vf, vrow + dp * 16);
+                    mma(o[2 * dp], pf[kk], vf[0], vf[1]);
+                    mma(o[2 * dp + 1], pf[kk], vf[2], vf[3]);
+                }
+            }
+
+            if (more) store_bias(st ^ 1, next);
+            __syncthreads();
+        }
+        if (extended) break;
+        // A row whose every score so far is MASKED sees MASKED for the remaining keys too: it becomes uniform over
+        // all T keys, so the remaining tiles are visited (rare: padding or masks that hide a whole causal prefix).
+        const int fully = (ivalid[0] && m[0] == MASKED) || (ivalid[1] && m[1] == MASKED);
+        if (!__syncthreads_or(fully) || n_end == n_all) break;
+        extended = true;
+        n_end = n_all;
+        load_kv(n, n & 1);
+        store_bias(n & 1, fetch_bias(n));
+        cp_async_commit();
+    }
+    cp_async_wait<0>();
+
+    // out = o / l, staged through the warp's own rows of Qs for 16-byte stores.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        l[r] = 1.0f / l[r];
+    }
+    bf16_t *const Ow = Qs + ((warp / 4) * BQ + 16 * (warp % 4)) * LD;
+#pragma unroll
+    for (int t = 0; t < ND; ++t) {
+        const int d = 8 * t + 2 * tg;
+        *reinterpret_cast<unsigned *>(Ow + gr * LD + d) = pack_bf16(o[t][0] * l[0], o[t][1] * l[0]);
+        *reinterpret_cast<unsigned *>(Ow + (gr + 8) * LD + d) = pack_bf16(o[t][2] * l[1], o[t][3] * l[1]);
+    }
+    __syncwarp();
+    for (int c = lane; c < 16 * CH; c += 32) {
+        const int r = c / CH, col = c % CH * 8, i = i0 + 16 * (warp % 4) + r;
+        if (i < S)
+            *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + hw) * DH + col) =
+                *reinterpret_cast<const uint4 *>(Ow + r * LD + col);
+    }
+}
+}  // namespace tc
+
+#define PREFILL_MMA(DH, R)                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128 * R) masked_attention_bf16_prefill_mma_d##DH##_r##R(              \
+        const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale) { \
+        const Mask mk = MASK_INIT;                                                                                     \
+        if (keep != nullptr) tc::prefill_mma<DH, R, true>(q, k, v, out, mk, G, scale);                                 \
+        else tc::prefill_mma<DH, R, false>(q, k, v, out, mk, G, scale);                                                \
+    }
+PREFILL_MMA(64, 1)
+PREFILL_MMA(64, 2)
+PREFILL_MMA(128, 1)
+PREFILL_MMA(128, 2)
+#endif

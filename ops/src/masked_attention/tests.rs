@@ -396,11 +396,16 @@ proptest! {
 mod gpu {
     use super::*;
     use crate::cuda::{test_gpu, Elem, Gpu};
+    use cuda::{prefill_kernel, Prefill};
 
     const ATOL_F32: f64 = 2.0 * ATOL;
     const RTOL_F32: f64 = 2.0 * RTOL;
     const ATOL_BF16: f64 = 2.0 * ATOL;
     const RTOL_BF16: f64 = 4.0 * 0.001953125;
+    /// Tensor-core prefill: each probability is rounded to bf16 (2⁻⁹ relative) before P·V and the
+    /// row sum adds the rounded values, so the normalised weights move by at most 2⁻⁸ relative and
+    /// the output by at most 2⁻⁸·max|v| = 2⁻⁸ for v in [-1, 1]; plus RTOL_BF16 for the output.
+    const ATOL_MMA: f64 = 0.00390625;
 
     /// Which kernel runs: the launcher's choice by `S`, or one forced.
     #[derive(Clone, Copy, Debug)]
@@ -463,11 +468,26 @@ mod gpu {
         let c = rounded::<T>(c);
         let want: Vec<f64> = c.run().unwrap().into_iter().map(f64::from).collect();
         let got = on_gpu::<T>(gpu, &c, path).unwrap();
-        let (atol, rtol) =
-            if T::NAME == "f32" { (ATOL_F32, RTOL_F32) } else { (ATOL_BF16, RTOL_BF16) };
+        let (atol, rtol) = if T::NAME == "f32" {
+            (ATOL_F32, RTOL_F32)
+        } else if uses_mma::<T>(&c.p, path) {
+            (ATOL_MMA, RTOL_BF16)
+        } else {
+            (ATOL_BF16, RTOL_BF16)
+        };
         let what = format!("{what} {} {path:?} {:?} {:?}", T::NAME, c.mode, c.p);
         assert_close(&got, &want, atol, rtol, &what);
         got
+    }
+
+    /// Whether `path` runs the tensor-core prefill kernel for `p` in `T`.
+    fn uses_mma<T: Elem>(p: &AttentionParams, path: Path) -> bool {
+        let prefill = match path {
+            Path::Auto => p.q_len > cuda::DECODE_MAX_Q_LEN,
+            Path::Prefill => true,
+            Path::Decode => false,
+        };
+        prefill && matches!(prefill_kernel(p, T::NAME), Some(Prefill::Mma { .. }))
     }
 
     /// Both dtypes on both kernels.
@@ -771,6 +791,214 @@ mod gpu {
             let c = Case::random(p, mode, padding, seed);
             check_as::<f32>(&gpu, &c, Path::Auto, "random");
             check_all(&gpu, &c, "random");
+        }
+    }
+
+    /// Query heads of the Doge-320M and Cheems-350M attention layers with their KV heads and head
+    /// dimensions (tools/random_checkpoint.py).
+    const HOT_SHAPES: [(usize, usize, usize); 2] = [(8, 4, 128), (16, 4, 64)];
+
+    #[test]
+    fn bf16_prefill_of_the_model_shapes_runs_on_tensor_cores() {
+        for (h, g, dh) in HOT_SHAPES {
+            for s in [9, 1024, 4096, 16384] {
+                let p = AttentionParams { mask_heads: g, ..params(1, s, s, h, g, dh) };
+                assert_eq!(prefill_kernel(&p, "bf16"), Some(Prefill::Mma { heads: 2 }), "{p:?}");
+                assert_eq!(prefill_kernel(&p, "f32"), Some(Prefill::Scalar), "{p:?}");
+            }
+        }
+        let odd = params(2, 100, 100, 3, 1, 64);
+        assert_eq!(prefill_kernel(&odd, "bf16"), Some(Prefill::Mma { heads: 1 }));
+        assert_eq!(prefill_kernel(&params(1, 100, 100, 2, 1, 96), "bf16"), Some(Prefill::Scalar));
+        assert_eq!(prefill_kernel(&params(1, 10, 10, 2, 1, 257), "bf16"), None);
+    }
+
+    /// The tensor-core kernels the launcher names are in the compiled module (no GPU needed).
+    #[test]
+    fn tensor_core_kernels_compile_for_sm_90() {
+        if let Err(e) = crate::cuda::probe_nvrtc() {
+            let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some());
+            assert!(!required, "NVRTC is required: {e}");
+            eprintln!("skipped: {e}");
+            return;
+        }
+        let cubin = crate::cuda::compile_cubin(&cuda::SOURCE, "sm_90").unwrap();
+        for dh in [64, 128] {
+            for heads in [1, 2] {
+                let name = format!("masked_attention_bf16_prefill_mma_d{dh}_r{heads}");
+                assert!(cubin.windows(name.len()).any(|w| w == name.as_bytes()), "{name} missing");
+            }
+        }
+    }
+
+    const MMA_SHAPES: [(usize, usize, usize, usize, usize, usize); 10] = [
+        (1, 1, 1, 2, 1, 64),
+        (1, 1, 100, 2, 1, 128),
+        (1, 9, 9, 2, 2, 64),
+        (2, 65, 65, 4, 2, 64),
+        (1, 63, 200, 3, 1, 128),
+        (1, 130, 130, 2, 2, 128),
+        (1, 64, 64, 1, 1, 64),
+        (2, 129, 257, 4, 1, 128),
+        (2, 200, 1000, 8, 2, 64),
+        (1, 300, 300, 8, 4, 128),
+    ];
+
+    #[test]
+    fn tensor_core_prefill_edge_shapes_match_the_cpu_kernel() {
+        let Some(gpu) = test_gpu() else { return };
+        for (n, &(b, s, t, h, g, dh)) in MMA_SHAPES.iter().enumerate() {
+            for (m, &mode) in GPU_MODES.iter().enumerate() {
+                for (x, mask_heads) in [h, g].into_iter().enumerate() {
+                    for padding in [false, true] {
+                        let p = AttentionParams { mask_heads, ..params(b, s, t, h, g, dh) };
+                        let seed = (5000 + n * 100 + m * 4 + x * 2 + usize::from(padding)) as u64;
+                        let c = Case::random(p, mode, padding, seed);
+                        assert!(uses_mma::<half::bf16>(&c.p, Path::Prefill));
+                        check_as::<half::bf16>(&gpu, &c, Path::Prefill, "mma edge");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tensor_core_prefill_rows_are_uniform_when_fully_masked_and_sum_to_one() {
+        let Some(gpu) = test_gpu() else { return };
+        for (m, &mode) in GPU_MODES.iter().enumerate() {
+            for &(s, t, dh) in &[(70, 70, 64), (5, 5, 128), (40, 90, 128), (200, 260, 64)] {
+                let mut c = Case::random(params(2, s, t, 4, 2, dh), mode, false, 900 + m as u64);
+                // Sequence 1 is left-padded past its first queries' horizon: those rows see only MIN.
+                let pad = t - s + 3;
+                c.attn_mask[t..t + pad].iter_mut().for_each(|m| *m = 0);
+                let out = check_as::<half::bf16>(&gpu, &c, Path::Prefill, "mma left padding");
+                let c = rounded::<half::bf16>(&c);
+                for h in 0..4 {
+                    for i in 0..3 {
+                        let g = h / 2;
+                        let row = &out[((c.p.q_len + i) * 4 + h) * dh..][..dh];
+                        let want: Vec<f64> = (0..dh).map(|d| mean_of_values(&c, 1, g, d)).collect();
+                        let what = format!("{mode:?} uniform row 1 {h} {i}");
+                        assert_close(row, &want, ATOL_MMA, RTOL_BF16, &what);
+                    }
+                }
+                let mut ones = c;
+                ones.v.iter_mut().for_each(|v| *v = 1.0);
+                let out = on_gpu::<half::bf16>(&gpu, &ones, Path::Prefill).unwrap();
+                let worst = out.iter().map(|o| (o - 1.0).abs()).fold(0.0, f32::max);
+                assert_eq!(worst, 0.0, "{mode:?} S={s} T={t}: Σ_j p_j / l is not 1 in bf16");
+            }
+        }
+    }
+
+    #[test]
+    fn long_tensor_core_prefill_at_the_doge_shape() {
+        let Some(gpu) = test_gpu() else { return };
+        for mode in [
+            MaskMode::Additive { ratio: 0.0, keep_window: None },
+            MaskMode::Additive { ratio: 0.0, keep_window: Some(2048) },
+            MaskMode::Causal,
+        ] {
+            let p = AttentionParams { mask_heads: 4, ..params(1, 4096, 4096, 8, 4, 128) };
+            let mut c = Case::random(p, mode, false, 21);
+            if let Some(m) = c.key_m.as_mut() {
+                let mut rng = Rng::new(22);
+                m.iter_mut().for_each(|v| *v = rng.uniform(-3.0, 3.0));
+            }
+            check_as::<half::bf16>(&gpu, &c, Path::Auto, "long mma");
+        }
+    }
+
+    fn arb_mma_case() -> impl Strategy<Value = (AttentionParams, MaskMode, bool, u64)> {
+        (
+            1usize..3,
+            1usize..4,
+            prop_oneof![Just(1usize), Just(2), Just(3), Just(4)],
+            1usize..400,
+            1usize..400,
+            prop_oneof![Just(64usize), Just(128)],
+            any::<u64>(),
+        )
+            .prop_flat_map(|(b, g, ratio, t, s, dh, seed)| {
+                let s = s.min(t);
+                let mode = prop_oneof![
+                    Just(MaskMode::Causal),
+                    Just(MaskMode::Boolean),
+                    Just(MaskMode::Learned),
+                    (0.0f32..0.9, proptest::option::of(0usize..400))
+                        .prop_map(|(ratio, keep_window)| MaskMode::Additive { ratio, keep_window }),
+                ];
+                (mode, any::<bool>(), any::<bool>()).prop_map(move |(mode, per_kv, padding)| {
+                    let mut p = params(b, s, t, g * ratio, g, dh);
+                    p.mask_heads = if per_kv { g } else { g * ratio };
+                    (p, mode, padding, seed)
+                })
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn tensor_core_prefill_random_shapes((p, mode, padding, seed) in arb_mma_case()) {
+            let Some(gpu) = test_gpu() else { return Ok(()) };
+            let c = Case::random(p, mode, padding, seed);
+            check_as::<half::bf16>(&gpu, &c, Path::Prefill, "mma random");
+        }
+    }
+
+    /// Median time of 20 launches (after 5 warm-up launches) of the bf16 prefill at the Doge-320M
+    /// attention shape (B 1, H 8, G 4, Dh 128, Hm = G), S = T = 1K, 4K, 16K. Run with
+    /// `cargo test --release -p cheems-ops masked_attention::tests::gpu::time_ -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn time_bf16_prefill_at_the_doge_320m_shape() {
+        let Some(gpu) = test_gpu() else { return };
+        let (h, g, dh) = (8, 4, 128);
+        for s in [1024, 4096, 16384] {
+            let p = AttentionParams { mask_heads: g, ..params(1, s, s, h, g, dh) };
+            let mut rng = Rng::new(s as u64);
+            let bf = |x: Vec<f32>| x.into_iter().map(half::bf16::from_f32).collect::<Vec<_>>();
+            let q = gpu.upload(&bf(rng.vec(s * h * dh, -1.0, 1.0))).unwrap();
+            let k = gpu.upload(&bf(rng.vec(g * s * dh, -1.0, 1.0))).unwrap();
+            let v = gpu.upload(&bf(rng.vec(g * s * dh, -1.0, 1.0))).unwrap();
+            let key_m = gpu.upload(&rng.vec(g * s, 0.2, 3.0)).unwrap();
+            let attn_mask = gpu.stream().clone_htod(&vec![1i64; s]).unwrap();
+            let mut out = gpu.zeros::<half::bf16>(s * h * dh).unwrap();
+            let flops = 4.0 * (h * dh) as f64 * (s as f64 * (s as f64 + 1.0) / 2.0);
+            for (name, mode) in [
+                ("causal", MaskMode::Causal),
+                ("additive", MaskMode::Additive { ratio: 0.0, keep_window: None }),
+                ("additive_w2048", MaskMode::Additive { ratio: 0.0, keep_window: Some(2048) }),
+            ] {
+                let km = (mode != MaskMode::Causal).then_some(&key_m);
+                let mut run = || {
+                    cuda::masked_attention(
+                        &gpu, &p, mode, &q, &k, &v, km, None, &attn_mask, &mut out,
+                    )
+                    .unwrap()
+                };
+                for _ in 0..5 {
+                    run();
+                }
+                let mut ms = Vec::new();
+                for _ in 0..20 {
+                    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+                    let start = gpu.stream().record_event(flags).unwrap();
+                    run();
+                    let end = gpu.stream().record_event(flags).unwrap();
+                    ms.push(start.elapsed_ms(&end).unwrap());
+                }
+                ms.sort_by(f32::total_cmp);
+                let med = f64::from(ms[ms.len() / 2]);
+                println!(
+                    "masked_attention bf16 prefill {name} S=T={s} H={h} G={g} Dh={dh}: median {:.4} ms, \
+                     {:.1} TFLOP/s (causal FLOPs 4·H·Dh·S(S+1)/2)",
+                    med,
+                    flops / (med * 1e-3) / 1e12
+                );
+            }
         }
     }
 }
