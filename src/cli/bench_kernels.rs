@@ -61,7 +61,7 @@ const MAX_SETS: usize = 512;
 /// Least work between the two events of one sample.
 pub const MIN_SAMPLE_MS: f64 = 2.0;
 /// A case whose launch takes longer is sampled fewer times, down to [`MIN_RUNS`], to stay near this budget.
-const CASE_BUDGET_MS: f64 = 3000.0;
+const CASE_BUDGET_MS: f64 = 2000.0;
 const MIN_RUNS: usize = 3;
 
 /// Cheems-350M (`random_checkpoint.py --preset cheems-350m`): 16 heads of 64, SSD state 64×64 in chunks of 64;
