@@ -13,7 +13,7 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Checkpoint directory (config.json + safetensors).
+    /// Checkpoint directory (config.json + safetensors), or an artifact of `cheems compile`.
     pub ckpt: PathBuf,
     /// Prompt length of the prefill, in tokens per sequence.
     #[arg(long, default_value_t = 128)]
@@ -30,12 +30,13 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Executor: the CPU, or CUDA (device 0) on the compiled graph.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    pub target: Device,
-    /// Activation dtype on CUDA.
-    #[arg(long, value_enum, default_value_t = ActDType::BF16)]
-    pub dtype: ActDType,
+    /// Executor: the CPU, or CUDA (device 0) on the compiled graph. Default: an artifact's target, else the
+    /// CPU.
+    #[arg(long, value_enum)]
+    pub target: Option<Device>,
+    /// Activation dtype on CUDA. Default: an artifact's dtype, else bf16.
+    #[arg(long, value_enum)]
+    pub dtype: Option<ActDType>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -53,7 +54,7 @@ pub fn run(a: &Args) -> Result<()> {
         a.prompt > 0 && a.batch > 0 && a.runs > 0,
         "--prompt, --batch and --runs must be positive"
     );
-    if a.target == Device::Cuda {
+    if a.target.map_or_else(|| crate::runner::default_device(&a.ckpt), Ok)? == Device::Cuda {
         return run_cuda(a);
     }
     let loaded = load(&a.ckpt)?;
@@ -89,7 +90,7 @@ pub fn run(a: &Args) -> Result<()> {
     let (p, d) = (median(prefill), median(decode));
     let prefill_tps = (a.batch * a.prompt) as f64 / p;
     let decode_tps = if a.decode > 0 { (a.batch * a.decode) as f64 / d } else { 0.0 };
-    let params = loaded.checkpoint.weights.num_params();
+    let params = loaded.num_params;
     if a.json {
         let out = serde_json::json!({
             "checkpoint": a.ckpt.display().to_string(),
@@ -175,14 +176,14 @@ fn cuda_pass(
 }
 
 fn run_cuda(a: &Args) -> Result<()> {
-    let ck = crate::model::checkpoint::Checkpoint::open(&a.ckpt)?;
-    let mut model = crate::model::build::build(&ck.config, &ck.weights)?;
-    let cx = crate::passes::compile(
-        &mut model.graph,
-        &crate::passes::CompileOptions::new(crate::passes::lower::Target::Cuda),
-    )?;
-    let gpu = std::sync::Arc::new(cheems_ops::cuda::Gpu::new(0)?);
-    let exec = CudaExecutor::new(model.graph.clone(), gpu.clone(), a.dtype)?;
+    let dtype = if crate::artifact::is_artifact(&a.ckpt) {
+        a.dtype
+    } else {
+        Some(a.dtype.unwrap_or(ActDType::BF16))
+    };
+    let crate::runner::CudaPrepared { model, exec, rewrites, num_params } =
+        crate::runner::prepare_cuda(&a.ckpt, dtype)?;
+    let gpu = exec.gpu().clone();
     let v = model.config.vocab_size as i64;
     let ids: Vec<Vec<i64>> = (0..a.batch)
         .map(|b| (0..a.prompt).map(|t| (7 + 31 * t as i64 + 17 * b as i64) % v).collect())
@@ -202,9 +203,11 @@ fn run_cuda(a: &Args) -> Result<()> {
     let mut out =
         exec.run_device(upload(host_inputs(&model, &ids, 0)?)?, &[], Some(&mut timings))?;
     let per_op = by_op_kind(&model, &timings);
-    let step = |out: &mut BTreeMap<String, DTensor>| -> Result<BTreeMap<String, DTensor>> {
+    let step = |out: &mut BTreeMap<String, DTensor>,
+                past: usize|
+     -> Result<BTreeMap<String, DTensor>> {
         let tokens: Vec<Vec<i64>> = (0..a.batch).map(|b| vec![(5 + b as i64) % v]).collect();
-        let mut inputs = upload(host_inputs(&model, &tokens, a.prompt)?)?;
+        let mut inputs = upload(host_inputs(&model, &tokens, past)?)?;
         for st in &model.states {
             let t =
                 out.remove(&st.present).with_context(|| format!("no `{}` output", st.present))?;
@@ -212,27 +215,27 @@ fn run_cuda(a: &Args) -> Result<()> {
         }
         Ok(inputs)
     };
-    let inputs = step(&mut out)?;
+    let inputs = step(&mut out, a.prompt)?;
     exec.gpu().synchronize()?;
     let t0 = Instant::now();
-    let _ = exec.run_device(inputs, &[], None)?;
+    out = exec.run_device(inputs, &[], None)?;
     let issue = t0.elapsed().as_secs_f64();
     exec.gpu().synchronize()?;
     let whole = t0.elapsed().as_secs_f64();
-    let inputs = step(&mut out)?;
+    let inputs = step(&mut out, a.prompt + 1)?;
     let mut step_timings = Vec::new();
     exec.run_device(inputs, &[], Some(&mut step_timings))?;
     let decode_per_op = by_op_kind(&model, &step_timings);
     let (p, d) = (median(prefill), median(decode));
     let prefill_tps = (a.batch * a.prompt) as f64 / p;
     let decode_tps = if a.decode > 0 { (a.batch * a.decode) as f64 / d } else { 0.0 };
-    let params = ck.weights.num_params();
+    let params = num_params;
     let out = serde_json::json!({
         "checkpoint": a.ckpt.display().to_string(),
         "variant": model.config.variant.name(),
         "parameters": params,
-        "target": "cuda", "device_arch": gpu.arch(), "dtype": a.dtype.name(),
-        "rewrites": cx.rewrites,
+        "target": "cuda", "device_arch": gpu.arch(), "dtype": exec.dtype().name(),
+        "rewrites": rewrites,
         "batch": a.batch, "prompt": a.prompt, "decode": a.decode, "runs": a.runs,
         "prefill_seconds_median": p, "decode_seconds_median": d,
         "prefill_tokens_per_second": prefill_tps, "decode_tokens_per_second": decode_tps,
