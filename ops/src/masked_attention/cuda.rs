@@ -4,11 +4,12 @@
 //! tiles of one `(b, h)`); and for `S ≤ DECODE_MAX_Q_LEN` a split-key decode kernel whose per-slice partial softmax
 //! states a second kernel combines.
 //!
-//! `Additive` runs one or two selection kernels first: `ratio_threshold` (radix select of the
-//! `⌊T·ratio⌋`-th smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, `keep_window` (per
-//! query row, radix select of the `W`-th largest bias and of the last kept index among its ties),
-//! whose results the attention kernels read. Both read global memory only and cost a few passes
-//! over the keys per `(b, hm)` or per row.
+//! `Additive` runs selection kernels first: `ratio_threshold` (radix select of the `⌊T·ratio⌋`-th
+//! smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, the keep window: for the tensor-core
+//! kernel `order_keys` and `keep_until` (per key, the position of the `W`-th key that beats it, a
+//! scan of the keys of its `(b, hm)` that stops there), otherwise `keep_window` (per query row,
+//! radix select of the `W`-th largest bias and of the last kept index among its ties). The
+//! attention kernels read their results.
 
 use super::{AttentionParams, MaskMode};
 use crate::cuda::{launch_error, Elem, Gpu, Source};
@@ -164,7 +165,9 @@ pub(crate) fn attention_on<T: Elem>(
     let null = 0u64;
 
     let mut tau = None;
+    let mma = if decode { None } else { prefill_kernel(p, T::NAME) };
     let mut keep = None;
+    let mut until = None;
     if let MaskMode::Additive { ratio, keep_window } = mode {
         let n = (t as f32 * ratio) as usize;
         if ratio > 0.0 && ratio < 1.0 && n > 0 {
@@ -186,7 +189,41 @@ pub(crate) fn attention_on<T: Elem>(
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
             tau = Some(out_tau);
         }
-        if let Some(w) = keep_window.filter(|&w| t > w) {
+        let w = keep_window.filter(|&w| t > w);
+        if let (Some(w), Some(m), Some(Prefill::Mma { .. })) = (w, key_m, mma) {
+            let w_i = to_i32("keep_window", w)?;
+            let bhm = to_u32("batch·mask_heads", b * mask_heads)?;
+            let mut keys = alloc::<u32>(gpu, b * mask_heads * t)?;
+            let name = "masked_attention_order_keys";
+            let func = gpu.function(&SOURCE, name)?;
+            let cfg = LaunchConfig {
+                grid_dim: (to_u32("key blocks", t.div_ceil(256))?, bhm, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = gpu.stream().launch_builder(&func);
+            launch.arg(m).arg(attn_mask);
+            arg_or_null(&mut launch, tau.as_ref(), &null);
+            launch.arg(&mut keys).arg(&t_i).arg(&hm_i);
+            // SAFETY: the argument list matches `masked_attention_order_keys`; `validate` checked
+            // `key_m` [B, Hm, T] and `attn_mask` [B, T], `tau` (or null) holds B·Hm values, `keys`
+            // B·Hm·T, and the grid covers T keys of each (b, hm).
+            unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+            let mut out_until = alloc::<i32>(gpu, b * mask_heads * t)?;
+            let name = "masked_attention_keep_until";
+            let func = gpu.function(&SOURCE, name)?;
+            let cfg = LaunchConfig {
+                grid_dim: (to_u32("key blocks", t.div_ceil(8))?, bhm, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = gpu.stream().launch_builder(&func);
+            launch.arg(&keys).arg(&mut out_until).arg(&t_i).arg(&w_i);
+            // SAFETY: the argument list matches `masked_attention_keep_until`; `keys` and `until`
+            // hold B·Hm·T values and the grid has one warp per key of each (b, hm).
+            unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+            until = Some(out_until);
+        } else if let Some(w) = w {
             let w_i = to_i32("keep_window", w)?;
             let mut out_keep = alloc::<u32>(gpu, 2 * rows)?;
             let name = "masked_attention_keep_window";
@@ -250,7 +287,7 @@ pub(crate) fn attention_on<T: Elem>(
         // SAFETY: the argument list matches `masked_attention_<T>_combine`; `part` was written
         // for `splits` slices of every row and `out` has `q`'s length, [B, S, H, Dh].
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
-    } else if let Some(Prefill::Mma { heads }) = prefill_kernel(p, T::NAME) {
+    } else if let Some(Prefill::Mma { heads }) = mma {
         let dh = p.head_dim;
         let name = format!("masked_attention_bf16_prefill_mma_d{dh}_r{heads}");
         let func = gpu.function(&SOURCE, &name)?;
@@ -276,14 +313,15 @@ pub(crate) fn attention_on<T: Elem>(
         arg_or_null(&mut launch, learned, &null);
         launch.arg(attn_mask);
         arg_or_null(&mut launch, tau.as_ref(), &null);
-        arg_or_null(&mut launch, keep.as_ref(), &null);
-        launch.arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
+        launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
         launch.arg(&g_i).arg(&scale);
+        arg_or_null(&mut launch, until.as_ref(), &null);
         // SAFETY: the argument list matches `masked_attention_bf16_prefill_mma_d<Dh>_r<heads>` and `T` is bf16
         // (`prefill_kernel` picks it only then); `validate` checked q, k, v, out and every mask buffer against `p`,
         // head_dim is the kernel's Dh, `heads` divides H/G, null pointers stand for absent buffers the mode does not
-        // read, the grid covers B·H/heads head groups and ⌈S/64⌉ query tiles, and the dynamic shared memory is the
-        // kernel's `tc::smem_bytes`, allowed by the attribute set above.
+        // read (`keep` is never read: `until`, B·Hm·T positions, carries the keep window), the grid covers B·H/heads
+        // head groups and ⌈S/64⌉ query tiles, and the dynamic shared memory is the kernel's `tc::smem_bytes`, allowed
+        // by the attribute set above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else {
         let name = format!("masked_attention_{}_prefill_d{cap}", T::NAME);

@@ -362,7 +362,7 @@ ALL(bf16_t, bf16)
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Tensor-core prefill for bf16, Dh ∈ {64, 128}: mma.sync m16n8k16 (bf16 inputs, f32 accumulators), any mode; the
-// ratio threshold and the keep window come from the selection kernels above, as for `prefill`.
+// ratio threshold comes from `ratio_threshold`, the keep window from `keep_until` below.
 // Block: R·4 warps, R query heads of one KV head (R divides H/G) × 64 queries; warp w takes head h0 + w/4, queries
 // i0 + 16·(w%4) + [0, 16). Key tiles of 64 keys run through a two-stage cp.async pipeline (K, V and the per-key bias
 // of tile n + 1 load while tile n computes); tiles past the block's last causal key are skipped unless a row of the
@@ -370,12 +370,67 @@ ALL(bf16_t, bf16)
 // rounded to bf16 for the P·V product and the row sums add those rounded values. Grid (B·H/R, ⌈S/64⌉): query tiles
 // from the last (most keys) to the first, so the heaviest blocks start first.
 // Shared memory (dynamic, bytes): Q [R·64][Dh + 8], K and V [2][64][Dh + 8] (bf16, rows padded by 16 bytes so the
-// eight rows of an ldmatrix fall in distinct banks), key bias f32 and its order key [2][R·64]; cuda.rs has the same
-// formula.
+// eight rows of an ldmatrix fall in distinct banks), key bias f32 and keep-until position [2][R·64]; cuda.rs has the
+// same formula.
+
+// The keep window per key instead of per row, for `Additive`. With bias m_j (after padding and the ratio) and the
+// order `j' beats j` ⇔ (order_key(m_j'), -j') > (order_key(m_j), -j), row i (position p = T − S + i) keeps visible key
+// j exactly when fewer than W keys j' ≤ p beat j (invisible keys carry MIN and beat no key above MIN). That count
+// grows with p, so key j is kept for the positions p < until_j, the position of the W-th key that beats j (INT_MAX
+// when fewer than W do). Keys with m_j ≤ MIN get until_j = 0: MIN stays MIN either way; a -inf bias, which the row
+// order puts below every MIN, becomes MIN as well (the reference keeps it at -inf only when fewer than W of the
+// row's T biases are above -inf).
+// order_keys: key[bhm][j] = order_key(bias of key j); grid (⌈T/256⌉, B·Hm), 256 threads.
+extern "C" __global__ void __launch_bounds__(256) masked_attention_order_keys(const float *key_m,
+                                                                             const long long *attn_mask,
+                                                                             const float *tau, unsigned *key,
+                                                                             const int T, const int Hm) {
+    const int j = blockIdx.x * 256 + threadIdx.x;
+    const long bhm = blockIdx.y;
+    if (j >= T) return;
+    const float m = key_m[bhm * T + j];
+    const bool dropped = attn_mask[bhm / Hm * T + j] == 0 || (tau != nullptr && m < tau[bhm]);
+    key[bhm * T + j] = order_key(dropped ? MASKED : m);
+}
+
+// keep_until: one warp per key j of one (b, hm), scanning the keys in index order 32 at a time; grid (⌈T/8⌉, B·Hm),
+// 256 threads.
+extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(const unsigned *key, int *until,
+                                                                             const int T, const int W) {
+    const int lane = threadIdx.x & 31, j = blockIdx.x * 8 + (threadIdx.x >> 5);
+    const long bhm = blockIdx.y;
+    if (j >= T) return;
+    const unsigned *row = key + bhm * T;
+    const unsigned kj = row[j];
+    int e = 0;
+    if (kj > 0x00800000u && W > 0) {  // above order_key(MASKED)
+        e = 0x7fffffff;
+        int count = 0;
+        for (int base = 0; base < T; base += 32) {
+            const int x = base + lane;
+            bool beats = false;
+            if (x < T) {
+                const unsigned kx = row[x];
+                beats = kx > kj || (kx == kj && x < j);
+            }
+            const unsigned ballot = __ballot_sync(0xffffffffu, beats);
+            const int c = __popc(ballot);
+            if (count + c >= W) {
+                const int need = W - count;  // the need-th set bit of the ballot
+                const unsigned hit =
+                    __ballot_sync(0xffffffffu, beats && __popc(ballot & ((1u << lane) - 1u)) == need - 1);
+                e = base + __ffs(hit) - 1;
+                break;
+            }
+            count += c;
+        }
+    }
+    if (lane == 0) until[bhm * T + j] = e;
+}
+
 #if __CUDA_ARCH__ >= 800
 namespace tc {
 constexpr int BQ = 64, BK = 64;
-constexpr unsigned MASKED_KEY = 0x00800000u;  // order_key(MASKED)
 constexpr float LOG2E = 1.4426950408889634f;
 
 __host__ __device__ constexpr int smem_bytes(int dh, int r) { return (r * BQ + 4 * BK) * (dh + 8) * 2 + 2 * r * BK * 8; }
@@ -427,12 +482,15 @@ __device__ __forceinline__ float exp2_approx(float x) {
 struct KeyRaw {
     long long am;
     float x;
+    int until;
 };
 
-__device__ __forceinline__ KeyRaw key_raw(const Mask &mk, int b, int h, int j) {
-    KeyRaw r{mk.attn_mask[(long)b * mk.T + j], 0.0f};
+__device__ __forceinline__ KeyRaw key_raw(const Mask &mk, const int *until, int b, int h, int j) {
+    KeyRaw r{mk.attn_mask[(long)b * mk.T + j], 0.0f, 0x7fffffff};
+    const long bhm = (long)b * mk.Hm + (long)h * mk.Hm / mk.H;
     if (mk.mode == LEARNED) r.x = mk.learned[(long)h * mk.T + j];
-    else if (mk.mode != CAUSAL) r.x = mk.key_m[((long)b * mk.Hm + (long)h * mk.Hm / mk.H) * mk.T + j];
+    else if (mk.mode != CAUSAL) r.x = mk.key_m[bhm * mk.T + j];
+    if (until != nullptr) r.until = until[bhm * mk.T + j];
     return r;
 }
 
@@ -447,7 +505,7 @@ __device__ __forceinline__ float key_bias_of(const Mask &mk, KeyRaw r, float tau
 
 template <int DH, int R, bool KEEP>
 __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk, const int G,
-                            const float scale) {
+                            const float scale, const int *until) {
     constexpr int NT = 128 * R, LD = DH + 8, KD = DH / 16, NS = BK / 8, ND = DH / 8, CH = DH / 8;
     static_assert(DH % 16 == 0 && ND % 2 == 0, "head dimension");
     extern __shared__ __align__(16) unsigned char smem[];
@@ -455,7 +513,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     bf16_t *const Ks = Qs + R * BQ * LD;
     bf16_t *const Vs = Ks + 2 * BK * LD;
     float *const kb_s = reinterpret_cast<float *>(Vs + 2 * BK * LD);
-    unsigned *const kk_s = reinterpret_cast<unsigned *>(kb_s + 2 * R * BK);
+    int *const ku_s = reinterpret_cast<int *>(kb_s + 2 * R * BK);
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gr = lane >> 2, tg = lane & 3;
     const int S = mk.S, T = mk.T, H = mk.H;
@@ -479,13 +537,12 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
         tau_v = mk.tau[(long)b * mk.Hm + (long)kb_head * mk.Hm / H];
     auto fetch_bias = [&](int n) {
         const int j = n * BK + kb_key;
-        return kb_thread && j < T ? key_raw(mk, b, kb_head, j) : KeyRaw{1, 0.0f};
+        return kb_thread && j < T ? key_raw(mk, until, b, kb_head, j) : KeyRaw{1, 0.0f, 0};
     };
     auto store_bias = [&](int st, KeyRaw r) {
         if (!kb_thread) return;
-        const float kb = key_bias_of(mk, r, tau_v);
-        kb_s[st * R * BK + tid] = kb;
-        kk_s[st * R * BK + tid] = order_key(kb);
+        kb_s[st * R * BK + tid] = key_bias_of(mk, r, tau_v);
+        ku_s[st * R * BK + tid] = r.until;
     };
     auto load_kv = [&](int n, int st) {
         for (int c = tid; c < BK * CH; c += NT) {
@@ -500,17 +557,11 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     // This thread's two rows: queries i0 + 16·(warp % 4) + gr (+ 8) of head hw.
     const int ir0 = i0 + 16 * (warp % 4) + gr;
     int lim[2], ivalid[2];
-    unsigned vk[2] = {0u, 0u}, vlast[2] = {0xffffffffu, 0xffffffffu};
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         const int i = ir0 + 8 * r;
         lim[r] = T - S + i;
         ivalid[r] = i < S;
-        if (KEEP && i < S) {
-            const long row = ((long)b * H + hw) * S + i;
-            vk[r] = mk.keep[2 * row];
-            vlast[r] = mk.keep[2 * row + 1];
-        }
     }
     const int warp_lim = T - S + i0 + 16 * (warp % 4);  // the smallest limit of the warp's rows
 
@@ -532,7 +583,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
         for (; n < n_end; ++n) {
             const int st = n & 1, k0 = n * BK;
             const bool more = n + 1 < n_end;
-            KeyRaw next{1, 0.0f};
+            KeyRaw next{1, 0.0f, 0};
             if (more) {
                 load_kv(n + 1, st ^ 1);
                 next = fetch_bias(n + 1);
@@ -568,23 +619,20 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             // Scores with the bias, as `prefill`: fl(q·k·scale) + bias, -inf past T.
             const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
             const float *const kb_t = kb_s + st * R * BK + (warp / 4) * BK;
-            const unsigned *const kk_t = kk_s + st * R * BK + (warp / 4) * BK;
+            const int *const ku_t = ku_s + st * R * BK + (warp / 4) * BK;
             float mx[2] = {m[0], m[1]};
 #pragma unroll
             for (int t = 0; t < NS; ++t) {
                 const int jl = 8 * t + 2 * tg;
                 const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + jl);
-                uint2 kk2 = make_uint2(0u, 0u);
-                if (KEEP) kk2 = *reinterpret_cast<const uint2 *>(kk_t + jl);
+                int2 ku2 = make_int2(0, 0);
+                if (KEEP) ku2 = *reinterpret_cast<const int2 *>(ku_t + jl);
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int r = e >> 1, j = k0 + jl + (e & 1);
                     float bias = (e & 1) ? kb2.y : kb2.x;
                     if (!full && j > lim[r]) bias = MASKED;
-                    if (KEEP) {
-                        const unsigned ok = j > lim[r] ? MASKED_KEY : ((e & 1) ? kk2.y : kk2.x);
-                        if (!(ok > vk[r] || (ok == vk[r] && (unsigned)j <= vlast[r]))) bias = MASKED;
-                    }
+                    if (KEEP && lim[r] >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
                     float sc = __fadd_rn(__fmul_rn(s[t][e], scale), bias);
                     if (!full && j >= T) sc = neg_inf();
                     s[t][e] = sc;
@@ -676,12 +724,14 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 }
 }  // namespace tc
 
+// `keep` is unused (null); `until` is keep_until's [B, Hm, T], or null without a keep window.
 #define PREFILL_MMA(DH, R)                                                                                             \
     extern "C" __global__ void __launch_bounds__(128 * R) masked_attention_bf16_prefill_mma_d##DH##_r##R(              \
-        const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale) { \
+        const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
+        const int *until) {                                                                                            \
         const Mask mk = MASK_INIT;                                                                                     \
-        if (keep != nullptr) tc::prefill_mma<DH, R, true>(q, k, v, out, mk, G, scale);                                 \
-        else tc::prefill_mma<DH, R, false>(q, k, v, out, mk, G, scale);                                                \
+        if (until != nullptr) tc::prefill_mma<DH, R, true>(q, k, v, out, mk, G, scale, until);                         \
+        else tc::prefill_mma<DH, R, false>(q, k, v, out, mk, G, scale, until);                                         \
     }
 PREFILL_MMA(64, 1)
 PREFILL_MMA(64, 2)

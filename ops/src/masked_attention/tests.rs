@@ -894,6 +894,24 @@ mod gpu {
     }
 
     #[test]
+    fn tensor_core_keep_window_ties_keep_the_lower_index() {
+        let Some(gpu) = test_gpu() else { return };
+        for (n, &(s, t, w)) in
+            [(1, 50, 7), (30, 50, 20), (12, 300, 64), (65, 130, 1), (64, 64, 63), (300, 3000, 1000)]
+                .iter()
+                .enumerate()
+        {
+            for (ratio, dh) in [(0.0, 64), (0.5, 128)] {
+                let mode = MaskMode::Additive { ratio, keep_window: Some(w) };
+                let mut c = Case::random(params(2, s, t, 4, 2, dh), mode, true, n as u64);
+                let mut rng = Rng::new(60 + n as u64);
+                c.key_m = Some(rng.quantized(2 * 4 * t, 3, 0.5));
+                check_as::<half::bf16>(&gpu, &c, Path::Prefill, "mma keep-window ties");
+            }
+        }
+    }
+
+    #[test]
     fn long_tensor_core_prefill_at_the_doge_shape() {
         let Some(gpu) = test_gpu() else { return };
         for mode in [
