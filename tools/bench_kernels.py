@@ -627,7 +627,10 @@ def run_cheems(args):
         cmd += ["--kernel", args.kernel]
     print("running " + " ".join(cmd), flush=True)
     t = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.cheems_timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return dict(error=f"{type(e).__name__}: {e}")
     sys.stderr.write(p.stderr)
     if p.returncode != 0:
         return dict(error=f"exit {p.returncode}: {p.stderr[-800:]}")
@@ -642,6 +645,7 @@ def run_cheems(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cheems", help="path of the cheems binary; its bench-kernels runs first, in this command")
+    ap.add_argument("--cheems-timeout", type=float, default=200.0, help="seconds given to cheems bench-kernels")
     ap.add_argument("--out", help="write the JSON report here")
     ap.add_argument("--markdown", help="write the tables here")
     ap.add_argument("--runs", type=int, default=20)
@@ -651,10 +655,10 @@ def main():
                          "and CDMoE), fla; or exact peer names")
     ap.add_argument("--lengths", type=lambda s: [int(v) for v in s.split(",")], default=[1024, 4096, 16384])
     ap.add_argument("--decode-batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 4, 16, 64, 256])
-    ap.add_argument("--compile-budget", type=float, default=150.0,
+    ap.add_argument("--compile-budget", type=float, default=120.0,
                     help="seconds of torch.compile warm-up after which the remaining compiled peers are skipped")
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--budget", type=float, default=330.0,
+    ap.add_argument("--budget", type=float, default=320.0,
                     help="seconds (from the start, cheems included) after which the remaining peer cases are skipped")
     ap.add_argument("--peak-tflops", type=float, default=790.0)
     ap.add_argument("--peak-gbps", type=float, default=4300.0)
@@ -724,6 +728,9 @@ def main():
             peers.records.append(dict(kernel=c.kernel, case=c.case, peer="(inputs)",
                                       error=f"{type(e).__name__}: {str(e)[:400]}"))
             peers.free()
+        if args.out:  # what is done so far survives a kill
+            with open(args.out, "w") as f:
+                json.dump(dict(report, peers=peers.records, partial=True), f, indent=1)
     report["peers"] = peers.records
     report["compile_seconds"] = peers.compile_spent
     cheems = report.get("cheems", {}).get("records", [])
