@@ -1,6 +1,7 @@
 //! cheems: a compiler, ONNX exporter and native executor for the Wonderful Matrices language models (Cheems and
 //! Doge). A checkpoint is read into a verified graph IR ([`ir`]) by [`model`], and run by [`exec`].
 
+pub mod artifact;
 pub mod cli;
 pub mod eval;
 pub mod exec;

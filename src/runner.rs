@@ -1,7 +1,9 @@
 //! The `run` contract shared by the CLI and the library: read `INPUTS.json`, prefill, decode step by step, and
 //! write `logits` / `decode_logits` to safetensors.
 
+use crate::artifact::{self, ArtifactTarget};
 use crate::exec::cpu::CpuExecutor;
+use crate::exec::cuda::ActDType;
 use crate::exec::session::{Batch, Session};
 use crate::ir::Tensor;
 use crate::model::build::{build, Model};
@@ -85,20 +87,33 @@ impl Inputs {
     }
 }
 
-/// A loaded checkpoint with its built graph and CPU executor.
+/// A loaded checkpoint (or CPU artifact) with its graph and CPU executor.
 pub struct Loaded {
-    pub checkpoint: Checkpoint,
     pub model: Model,
     pub exec: CpuExecutor,
+    /// Parameters stored in the checkpoint (the artifact's source checkpoint).
+    pub num_params: usize,
 }
 
-/// Opens a checkpoint directory and builds its graph.
+/// Opens a checkpoint directory and builds its graph, or opens a `--target cpu` artifact of `cheems compile`.
 pub fn load(path: &Path) -> Result<Loaded> {
+    if artifact::is_artifact(path) {
+        let a = artifact::open(path)?;
+        ensure!(
+            a.target()? == ArtifactTarget::Cpu,
+            "{}: compiled for {} (manifest field `target`), but this command runs on the CPU: compile the \
+             checkpoint with --target cpu",
+            a.dir.display(),
+            a.manifest.target
+        );
+        let exec = CpuExecutor::new(a.model.graph.clone())?;
+        return Ok(Loaded { num_params: a.manifest.checkpoint.parameters, model: a.model, exec });
+    }
     let checkpoint = Checkpoint::open(path)?;
     let model = build(&checkpoint.config, &checkpoint.weights)
         .with_context(|| format!("building the graph of {}", checkpoint.dir.display()))?;
     let exec = CpuExecutor::new(model.graph.clone())?;
-    Ok(Loaded { checkpoint, model, exec })
+    Ok(Loaded { num_params: checkpoint.weights.num_params(), model, exec })
 }
 
 /// Prefill of `input_ids`, then one decode step per column of `decode_input_ids`.
@@ -184,36 +199,184 @@ pub enum Device {
     Cuda,
 }
 
-/// A loaded checkpoint ready to run on a device.
+/// A loaded checkpoint or artifact ready to run on a device.
 pub struct Prepared {
-    pub checkpoint: Checkpoint,
     pub model: Model,
     pub exec: Box<dyn crate::exec::Executor>,
     /// Rewrites applied by the compile passes (CUDA).
-    pub rewrites: std::collections::BTreeMap<&'static str, usize>,
+    pub rewrites: BTreeMap<String, usize>,
+    /// Parameters stored in the checkpoint (the artifact's source checkpoint).
+    pub num_params: usize,
+    /// Where it runs.
+    pub device: Device,
 }
 
-/// Opens a checkpoint and prepares it for `device` (`dtype` applies to CUDA: f32 or bf16 activations).
-pub fn prepare(
+/// Opens a checkpoint or artifact and prepares it for `device` (`dtype` applies to CUDA: f32 or bf16
+/// activations).
+pub fn prepare(path: &Path, device: Device, dtype: ActDType) -> Result<Prepared> {
+    prepare_with(path, Some(device), Some(dtype))
+}
+
+/// [`prepare`] where `None` means the artifact's own target and dtype (for a checkpoint: the CPU, f32). An
+/// artifact runs only on its target and in its dtype; asking for another is an error naming both.
+pub fn prepare_with(
     path: &Path,
-    device: Device,
-    dtype: crate::exec::cuda::ActDType,
+    device: Option<Device>,
+    dtype: Option<ActDType>,
 ) -> Result<Prepared> {
+    if artifact::is_artifact(path) {
+        let a = artifact::open(path)?;
+        let target = a.target()?;
+        let wanted = device.unwrap_or(match target {
+            ArtifactTarget::Cpu => Device::Cpu,
+            ArtifactTarget::Cuda { .. } => Device::Cuda,
+        });
+        match (&target, wanted) {
+            (ArtifactTarget::Cpu, Device::Cpu) => {
+                let exec = Box::new(CpuExecutor::new(a.model.graph.clone())?);
+                let num_params = a.manifest.checkpoint.parameters;
+                return Ok(Prepared {
+                    model: a.model,
+                    exec,
+                    rewrites: BTreeMap::new(),
+                    num_params,
+                    device: Device::Cpu,
+                });
+            }
+            (ArtifactTarget::Cuda { .. }, Device::Cuda) => {
+                let c = cuda_from_artifact(a, dtype)?;
+                let exec = Box::new(c.exec);
+                return Ok(Prepared {
+                    model: c.model,
+                    exec,
+                    rewrites: c.rewrites,
+                    num_params: c.num_params,
+                    device: Device::Cuda,
+                });
+            }
+            _ => bail!(
+                "{}: compiled for {} (manifest field `target`), asked to run on {}: compile the checkpoint for \
+                 that target",
+                a.dir.display(),
+                a.manifest.target,
+                format!("{wanted:?}").to_lowercase()
+            ),
+        }
+    }
+    let dtype = dtype.unwrap_or(ActDType::F32);
+    match device.unwrap_or(Device::Cpu) {
+        Device::Cpu => {
+            let checkpoint = Checkpoint::open(path)?;
+            let model = build(&checkpoint.config, &checkpoint.weights)
+                .with_context(|| format!("building the graph of {}", checkpoint.dir.display()))?;
+            let exec = Box::new(CpuExecutor::new(model.graph.clone())?);
+            let num_params = checkpoint.weights.num_params();
+            Ok(Prepared { model, exec, rewrites: BTreeMap::new(), num_params, device: Device::Cpu })
+        }
+        Device::Cuda => {
+            let c = prepare_cuda(path, Some(dtype))?;
+            Ok(Prepared {
+                model: c.model,
+                exec: Box::new(c.exec),
+                rewrites: c.rewrites,
+                num_params: c.num_params,
+                device: Device::Cuda,
+            })
+        }
+    }
+}
+
+/// Where `path` runs when no device is asked for: an artifact's target, else the CPU.
+pub fn default_device(path: &Path) -> Result<Device> {
+    if !artifact::is_artifact(path) {
+        return Ok(Device::Cpu);
+    }
+    let dir = if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) };
+    let m = artifact::read_manifest(dir)?;
+    Ok(if m.target.starts_with("cuda") { Device::Cuda } else { Device::Cpu })
+}
+
+/// A model bound to the CUDA executor (device 0).
+pub struct CudaPrepared {
+    pub model: Model,
+    pub exec: crate::exec::cuda::CudaExecutor,
+    pub rewrites: BTreeMap<String, usize>,
+    pub num_params: usize,
+}
+
+/// Opens a checkpoint (compiling its graph for CUDA now) or a CUDA artifact (its compiled graph and CUBINs) on
+/// device 0. `dtype` `None` is the artifact's dtype, or f32 for a checkpoint.
+pub fn prepare_cuda(path: &Path, dtype: Option<ActDType>) -> Result<CudaPrepared> {
+    if artifact::is_artifact(path) {
+        let a = artifact::open(path)?;
+        ensure!(
+            matches!(a.target()?, ArtifactTarget::Cuda { .. }),
+            "{}: compiled for {} (manifest field `target`), asked to run on CUDA: compile the checkpoint with \
+             --target cuda:sm_XY",
+            a.dir.display(),
+            a.manifest.target
+        );
+        return cuda_from_artifact(a, dtype);
+    }
     let checkpoint = Checkpoint::open(path)?;
     let mut model = build(&checkpoint.config, &checkpoint.weights)
         .with_context(|| format!("building the graph of {}", checkpoint.dir.display()))?;
-    match device {
-        Device::Cpu => {
-            let exec = Box::new(CpuExecutor::new(model.graph.clone())?);
-            Ok(Prepared { checkpoint, model, exec, rewrites: Default::default() })
-        }
-        Device::Cuda => {
-            let opts = crate::passes::CompileOptions::new(crate::passes::lower::Target::Cuda);
-            let cx = crate::passes::compile(&mut model.graph, &opts)?;
-            let gpu = std::sync::Arc::new(cheems_ops::cuda::Gpu::new(0)?);
-            let exec =
-                Box::new(crate::exec::cuda::CudaExecutor::new(model.graph.clone(), gpu, dtype)?);
-            Ok(Prepared { checkpoint, model, exec, rewrites: cx.rewrites })
+    let opts = crate::passes::CompileOptions::new(crate::passes::lower::Target::Cuda);
+    let cx = crate::passes::compile(&mut model.graph, &opts)?;
+    let gpu = std::sync::Arc::new(cheems_ops::cuda::Gpu::new(0)?);
+    let exec = crate::exec::cuda::CudaExecutor::new(
+        model.graph.clone(),
+        gpu,
+        dtype.unwrap_or(ActDType::F32),
+    )?;
+    let rewrites = cx.rewrites.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    Ok(CudaPrepared { model, exec, rewrites, num_params: checkpoint.weights.num_params() })
+}
+
+/// Binds a CUDA artifact to device 0: checks the dtype and the device's architecture against the manifest and
+/// loads the artifact's CUBINs (NVRTC is needed only for a kernel source this build has and the artifact lacks).
+fn cuda_from_artifact(a: artifact::Artifact, dtype: Option<ActDType>) -> Result<CudaPrepared> {
+    let manifest_path = a.dir.join(artifact::MANIFEST);
+    let act = a.act_dtype();
+    if let Some(d) = dtype {
+        ensure!(
+            d == act,
+            "{}: manifest field `dtype` is {}, but {} activations were asked for: compile with --dtype {}",
+            manifest_path.display(),
+            act.name(),
+            d.name(),
+            d.name()
+        );
+    }
+    let ArtifactTarget::Cuda { arch } = a.target()? else {
+        bail!("{}: not a CUDA artifact", a.dir.display())
+    };
+    let cubins = a.cubins.clone().unwrap_or_default();
+    let missing = cubins.missing();
+    if !missing.is_empty() {
+        if let Err(e) = cheems_ops::cuda::probe_nvrtc() {
+            bail!(
+                "{}: the artifact has no CUBIN for this build's kernel source(s) {} (compiled by another cheems), and \
+                 NVRTC is not available to compile them ({e}): recompile the artifact with this cheems",
+                a.dir.display(),
+                missing.join(", ")
+            );
         }
     }
+    let gpu = cheems_ops::cuda::Gpu::with_cubins(0, cubins)?;
+    ensure!(
+        gpu.arch() == arch,
+        "{}: manifest field `arch` is {arch}, but device 0 is {}: compile with --target cuda:{}",
+        manifest_path.display(),
+        gpu.arch(),
+        gpu.arch()
+    );
+    let exec =
+        crate::exec::cuda::CudaExecutor::new(a.model.graph.clone(), std::sync::Arc::new(gpu), act)?;
+    Ok(CudaPrepared {
+        rewrites: a.manifest.passes.rewrites.clone(),
+        num_params: a.manifest.checkpoint.parameters,
+        model: a.model,
+        exec,
+    })
 }

@@ -14,7 +14,8 @@ pub const DEFAULT_PROMPT: &str = "import os\nimport sys\n\n\ndef main():";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Checkpoint directory with config.json, model.safetensors and tokenizer.json.
+    /// Checkpoint directory with config.json, model.safetensors and tokenizer.json, or a `--target cpu` artifact
+    /// of `cheems compile` (which carries the tokenizer).
     #[arg(default_value = DEFAULT_MODEL)]
     pub ckpt: PathBuf,
     /// Text to continue; it is printed first, then the continuation as it is generated.
@@ -47,7 +48,7 @@ pub fn run(a: &Args) -> Result<()> {
         top_p: a.top_p,
         seed: a.seed,
     })?;
-    if !a.ckpt.join("config.json").is_file() {
+    if !a.ckpt.join("config.json").is_file() && !crate::artifact::is_artifact(&a.ckpt) {
         bail!(
             "{}: no checkpoint there (config.json missing){}",
             a.ckpt.display(),

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_kernels;
 pub mod check;
+pub mod compile;
 pub mod dump;
 pub mod eval;
 pub mod export;
@@ -27,6 +28,9 @@ pub struct Cli {
 pub enum Command {
     /// Detect the variant of a checkpoint and print its config, layer plan, parameter count and problems.
     Inspect(inspect::Args),
+    /// Compile a checkpoint into an artifact directory (graph after the passes, packed weights, CUBINs for
+    /// CUDA, manifest) that run, generate, bench and eval load in place of the checkpoint.
+    Compile(compile::Args),
     /// Print the graph IR of a checkpoint as text (or Graphviz DOT with --dot).
     Dump(dump::Args),
     /// Run a prefill (and decode steps) on the CPU and write the logits to safetensors.
@@ -51,6 +55,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(&a),
+        Command::Compile(a) => compile::run(&a),
         Command::Dump(a) => dump::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Bench(a) => bench::run(&a),

@@ -1,14 +1,14 @@
 //! `cheems run`: prefill and decode on the CPU, logits to safetensors.
 
 use crate::exec::cuda::ActDType;
-use crate::runner::{prepare, run as run_inputs, write_safetensors, Device, Inputs};
+use crate::runner::{prepare_with, run as run_inputs, write_safetensors, Device, Inputs};
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Checkpoint directory (config.json + safetensors).
+    /// Checkpoint directory (config.json + safetensors), or an artifact of `cheems compile`.
     pub ckpt: PathBuf,
     /// Inputs JSON: {"input_ids": [[..]], "attention_mask": [[..]] | null, "decode_input_ids": [[..]] | absent}.
     #[arg(long)]
@@ -19,18 +19,19 @@ pub struct Args {
     /// Print a JSON summary (shapes, timings) on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Executor: the CPU oracle, or CUDA (device 0) on the compiled graph.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    pub target: Device,
-    /// Activation dtype on CUDA (the CPU runs f32).
-    #[arg(long, value_enum, default_value_t = ActDType::F32)]
-    pub dtype: ActDType,
+    /// Executor: the CPU oracle, or CUDA (device 0) on the compiled graph. Default: an artifact's target, else
+    /// the CPU.
+    #[arg(long, value_enum)]
+    pub target: Option<Device>,
+    /// Activation dtype on CUDA (the CPU runs f32). Default: an artifact's dtype, else f32.
+    #[arg(long, value_enum)]
+    pub dtype: Option<ActDType>,
 }
 
 pub fn run(a: &Args) -> Result<()> {
     let inputs = Inputs::read(&a.inputs)?;
     let t0 = Instant::now();
-    let loaded = prepare(&a.ckpt, a.target, a.dtype)?;
+    let loaded = prepare_with(&a.ckpt, a.target, a.dtype)?;
     let load_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let out = run_inputs(&loaded.model, loaded.exec.as_ref(), &inputs, &[])?;
@@ -44,7 +45,7 @@ pub fn run(a: &Args) -> Result<()> {
         let v = serde_json::json!({
             "out": a.out.display().to_string(),
             "variant": loaded.model.config.variant.name(),
-            "target": format!("{:?}", a.target).to_lowercase(),
+            "target": format!("{:?}", loaded.device).to_lowercase(),
             "logits": out.logits.dims(),
             "decode_logits": out.decode_logits.as_ref().map(|t| t.dims().to_vec()),
             "load_seconds": load_s,

@@ -179,6 +179,27 @@ fn plan_storage(g: &Graph, order: &[NodeId]) -> HashMap<ValueId, Store> {
     st
 }
 
+/// The dtype each weight (`Const` node, by name) is uploaded in under `dtype` activations: a compiled artifact
+/// stores its weights this way, so that loading it uploads the same bits as compiling at load time.
+pub fn const_dtypes(graph: &Graph, dtype: ActDType) -> Result<BTreeMap<String, DType>> {
+    let order = graph.topo_order()?;
+    let storage = plan_storage(graph, &order);
+    let mut out = BTreeMap::new();
+    for &id in &order {
+        let node = graph.node(id);
+        if !matches!(node.op, Op::Const(_)) {
+            continue;
+        }
+        let d = match (storage[&ValueId { node: id, port: 0 }], node.outputs[0].dtype) {
+            (Store::I64, _) | (_, DType::I64) => DType::I64,
+            (Store::Act, _) if dtype == ActDType::BF16 => DType::BF16,
+            _ => DType::F32,
+        };
+        out.insert(node.name.clone(), d);
+    }
+    Ok(out)
+}
+
 /// A graph bound to a device, with its weights uploaded.
 pub struct CudaExecutor {
     graph: Graph,

@@ -98,6 +98,25 @@ impl Graph {
         Ok(ValueId { node: id, port: 0 })
     }
 
+    /// Declares the graph inputs in order (a graph read back from a file): exactly the `Input` nodes, each once.
+    pub fn set_inputs(&mut self, ids: Vec<NodeId>) -> Result<()> {
+        for id in &ids {
+            let node = self.g.node_weight(id.0).with_context(|| format!("no node {id:?}"))?;
+            if !matches!(node.op, Op::Input(_)) {
+                bail!("node `{}` is declared an input but is {}", node.name, node.op);
+            }
+        }
+        let n_inputs = self.g.node_weights().filter(|n| matches!(n.op, Op::Input(_))).count();
+        let mut distinct = ids.clone();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() != ids.len() || ids.len() != n_inputs {
+            bail!("{} input(s) declared for {n_inputs} `Input` node(s)", ids.len());
+        }
+        self.inputs = ids;
+        Ok(())
+    }
+
     /// Marks `v` as a graph output called `name`.
     pub fn output(&mut self, name: &str, v: ValueId) -> Result<()> {
         self.fact(v)?;

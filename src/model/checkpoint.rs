@@ -184,6 +184,14 @@ impl Weights {
         self.entries.values().map(|e| e.shape.iter().product::<usize>()).sum()
     }
 
+    /// Maps one safetensors file (a compiled artifact's weights); tensors are converted to f32 when taken.
+    pub fn open_file(path: &Path) -> Result<Weights> {
+        let (shard, tensors) = open_shard(path)?;
+        let entries =
+            tensors.into_iter().map(|(name, found)| (name, found.into_entry(0))).collect();
+        Ok(Weights::new(entries, vec![shard], path.to_path_buf()))
+    }
+
     /// An in-memory set, for tests and synthetic models.
     pub fn from_tensors(tensors: Vec<(String, Tensor)>) -> Weights {
         let entries = tensors
