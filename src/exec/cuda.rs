@@ -304,6 +304,49 @@ impl CudaExecutor {
         out.iter().map(|(k, v)| Ok((k.clone(), download(&self.gpu, v)?))).collect()
     }
 
+    /// A session step (see [`super::Executor::run_step`]): the states stay on the device; host-held ones (the
+    /// initial zeros) are uploaded once.
+    pub fn run_step(
+        &self,
+        inputs: BTreeMap<String, Tensor>,
+        states: &mut BTreeMap<String, super::Held>,
+        carry: &[(String, String)],
+        taps: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>> {
+        let mut all: BTreeMap<String, Tensor> = inputs.clone();
+        let mut shapes = BTreeMap::new();
+        for (name, held) in states.iter() {
+            match held {
+                super::Held::Host(t) => {
+                    all.insert(name.clone(), t.clone());
+                }
+                super::Held::Device(d) => {
+                    shapes.insert(name.clone(), d.dims.clone());
+                }
+            }
+        }
+        super::bind_inputs_with_shapes(&self.graph, &all, &shapes)?;
+        let mut dev = BTreeMap::new();
+        for (name, t) in &inputs {
+            dev.insert(name.clone(), self.upload_input(name, t)?);
+        }
+        for (name, held) in std::mem::take(states) {
+            let d = match held {
+                super::Held::Host(t) => self.upload_input(&name, &t)?,
+                super::Held::Device(d) => d,
+            };
+            dev.insert(name, d);
+        }
+        let mut out = self.run_device(dev, taps, None)?;
+        for (present, past) in carry {
+            let t = out
+                .remove(present)
+                .with_context(|| format!("the graph did not produce `{present}`"))?;
+            states.insert(past.clone(), super::Held::Device(t));
+        }
+        out.iter().map(|(k, v)| Ok((k.clone(), download(&self.gpu, v)?))).collect()
+    }
+
     /// Runs with device tensors in and out; `timings` receives each node's time (stream-synchronised) when given.
     pub fn run_device(
         &self,
@@ -658,7 +701,7 @@ impl CudaExecutor {
                 one(wrap(dims, y))
             }
             Op::SsdScan(s) => {
-                let d = &a[0].dims;
+                let d = &a[0].dims.clone();
                 let p = ops::ssd_scan::SsdScanParams {
                     batch: d[0],
                     seq: d[1],
@@ -666,8 +709,11 @@ impl CudaExecutor {
                     head_dim: s.head_dim,
                     state_dim: s.state_dim,
                 };
-                let mut state =
-                    gpu.stream().clone_dtod(a[5].f32()?).context("copying the SSD state")?;
+                let state_dims = a[5].dims.clone();
+                let mut state = match self.owned(a.remove(5))?.buf {
+                    Buf::F32(s) => s,
+                    _ => bail!("expected an f32 SSD state of {state_dims:?}"),
+                };
                 let (dims, mut y) = self.act_out::<T>(d.clone())?;
                 let (x, dt, am, bm, c) = (
                     a[0].act::<T>()?,
@@ -683,7 +729,7 @@ impl CudaExecutor {
                         gpu, &p, 64, x, dt, am, bm, c, &mut state, &mut y,
                     )?;
                 }
-                Ok(vec![wrap(dims, y), f32t(a[5].dims.clone(), state)])
+                Ok(vec![wrap(dims, y), f32t(state_dims, state)])
             }
             Op::DynamicMaskValues => {
                 let d = &a[0].dims;

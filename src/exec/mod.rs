@@ -7,6 +7,13 @@ pub mod session;
 
 use crate::ir::{Bindings, Graph, Tensor};
 
+/// A recurrent-state value carried between the calls of a session, where the executor keeps it: a host tensor,
+/// or a buffer on the executor's device (never copied to the host between steps).
+pub enum Held {
+    Host(Tensor),
+    Device(cuda::DTensor),
+}
+
 /// Something that runs a graph on host tensors: the CPU executor, or a device executor at its boundary.
 pub trait Executor {
     fn graph(&self) -> &Graph;
@@ -16,6 +23,32 @@ pub trait Executor {
         inputs: BTreeMap<String, Tensor>,
         taps: &[&str],
     ) -> Result<BTreeMap<String, Tensor>>;
+
+    /// One session step: `states` holds the `past.*` inputs (keyed by input name) and receives the matching
+    /// `present.*` outputs (`carry` maps each present output to its past input); the other inputs and the
+    /// returned outputs are host tensors.
+    fn run_step(
+        &self,
+        mut inputs: BTreeMap<String, Tensor>,
+        states: &mut BTreeMap<String, Held>,
+        carry: &[(String, String)],
+        taps: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>> {
+        for (name, held) in std::mem::take(states) {
+            match held {
+                Held::Host(t) => inputs.insert(name, t),
+                Held::Device(_) => bail!("`{name}` is held on a device this executor cannot read"),
+            };
+        }
+        let mut out = self.run(inputs, taps)?;
+        for (present, past) in carry {
+            let t = out
+                .remove(present)
+                .with_context(|| format!("the graph did not produce `{present}`"))?;
+            states.insert(past.clone(), Held::Host(t));
+        }
+        Ok(out)
+    }
 }
 
 impl Executor for cpu::CpuExecutor {
@@ -42,27 +75,56 @@ impl Executor for cuda::CudaExecutor {
     ) -> Result<BTreeMap<String, Tensor>> {
         cuda::CudaExecutor::run(self, inputs, taps)
     }
+
+    fn run_step(
+        &self,
+        inputs: BTreeMap<String, Tensor>,
+        states: &mut BTreeMap<String, Held>,
+        carry: &[(String, String)],
+        taps: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>> {
+        cuda::CudaExecutor::run_step(self, inputs, states, carry, taps)
+    }
 }
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 
 /// Binds the graph's symbols from the concrete shapes of its inputs and checks every input against its fact.
 pub fn bind_inputs(g: &Graph, inputs: &BTreeMap<String, Tensor>) -> Result<Bindings> {
+    bind_inputs_with_shapes(g, inputs, &BTreeMap::new())
+}
+
+/// [`bind_inputs`] where some inputs are given by their shape alone (values held on a device, in the storage
+/// dtype the executor chose for them).
+pub fn bind_inputs_with_shapes(
+    g: &Graph,
+    inputs: &BTreeMap<String, Tensor>,
+    shapes: &BTreeMap<String, Vec<usize>>,
+) -> Result<Bindings> {
     let mut pairs = Vec::new();
     for &id in g.inputs() {
         let node = g.node(id);
         let fact = &node.outputs[0];
-        let Some(t) = inputs.get(&node.name) else {
-            bail!("missing graph input `{}` ({fact})", node.name)
+        let dims = match (inputs.get(&node.name), shapes.get(&node.name)) {
+            (Some(t), _) => {
+                if t.dtype() != fact.dtype || t.dims().len() != fact.rank() {
+                    bail!("input `{}` is {t:?}, the graph expects {fact}", node.name);
+                }
+                t.dims()
+            }
+            (None, Some(d)) => {
+                if d.len() != fact.rank() {
+                    bail!("input `{}` has shape {d:?}, the graph expects {fact}", node.name);
+                }
+                d.as_slice()
+            }
+            (None, None) => bail!("missing graph input `{}` ({fact})", node.name),
         };
-        if t.dtype() != fact.dtype || t.dims().len() != fact.rank() {
-            bail!("input `{}` is {t:?}, the graph expects {fact}", node.name);
-        }
-        for (d, &n) in fact.shape.iter().zip(t.dims()) {
+        for (d, &n) in fact.shape.iter().zip(dims) {
             pairs.push((node.name.as_str(), fact, d, n as i64));
         }
     }
-    for name in inputs.keys() {
+    for name in inputs.keys().chain(shapes.keys()) {
         if g.find(name).is_none_or(|id| !g.inputs().contains(&id)) {
             bail!("`{name}` is not an input of the graph");
         }

@@ -1,10 +1,10 @@
 //! A generation session: prefill then incremental decoding over one graph, carrying the `present.*` outputs of
 //! each call into the `past.*` inputs of the next (KV cache, per-key mask values, f32 SSD state, RoPE state).
 
-use super::Executor;
+use super::{Executor, Held};
 use crate::ir::{Bindings, Sym, Tensor};
 use crate::model::build::{Model, StateKind};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use std::collections::BTreeMap;
 
 /// Token ids of a batch: one row per sequence, all rows of equal length.
@@ -14,7 +14,7 @@ pub type Batch = Vec<Vec<i64>>;
 pub struct Session<'a> {
     model: &'a Model,
     exec: &'a dyn Executor,
-    states: BTreeMap<String, Tensor>,
+    states: BTreeMap<String, Held>,
     mask: Batch,
     batch: usize,
     past: usize,
@@ -76,7 +76,7 @@ impl<'a> Session<'a> {
                     Tensor::zeros_f32(st.fact.eval(&bind)?)
                 }
             };
-            self.states.insert(st.past.clone(), t);
+            self.states.insert(st.past.clone(), Held::Host(t));
         }
         Ok(())
     }
@@ -133,20 +133,16 @@ impl<'a> Session<'a> {
     fn step(&mut self, ids: &Batch, taps: &[&str]) -> Result<Step> {
         let (b, s) = (ids.len(), ids[0].len());
         let p = self.past;
-        let mut inputs = std::mem::take(&mut self.states);
+        let mut inputs = BTreeMap::new();
         inputs.insert("input_ids".into(), Tensor::i64(vec![b, s], ids.concat())?);
         inputs.insert("attention_mask".into(), Tensor::i64(vec![b, p + s], self.mask.concat())?);
         if self.exec.graph().find("position_ids").is_some() {
             let pos: Vec<i64> = (0..b).flat_map(|_| (p..p + s).map(|x| x as i64)).collect();
             inputs.insert("position_ids".into(), Tensor::i64(vec![b, s], pos)?);
         }
-        let mut out = self.exec.run(inputs, taps)?;
-        for st in &self.model.states {
-            let t = out
-                .remove(&st.present)
-                .with_context(|| format!("the graph did not produce `{}`", st.present))?;
-            self.states.insert(st.past.clone(), t);
-        }
+        let carry: Vec<(String, String)> =
+            self.model.states.iter().map(|st| (st.present.clone(), st.past.clone())).collect();
+        let mut out = self.exec.run_step(inputs, &mut self.states, &carry, taps)?;
         self.past = p + s;
         let Some(logits) = out.remove("logits") else { bail!("the graph has no `logits` output") };
         Ok(Step { logits, taps: out })
