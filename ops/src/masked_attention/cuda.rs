@@ -38,27 +38,49 @@ const MMA_TILE: usize = 64;
 /// Head dimensions of the tensor-core prefill kernel.
 const MMA_HEAD_DIMS: [usize; 2] = [64, 128];
 
-/// The prefill kernel the launcher runs for `p` with elements `elem` (`Elem::NAME`).
+/// The attention kernel of one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Prefill {
-    /// `masked_attention_bf16_prefill_mma_d<head_dim>_r<heads>`: `heads` query heads of one KV head per block.
-    Mma { heads: usize },
+pub(crate) enum Kernel {
+    /// `masked_attention_<T>_decode_d<cap>` and `masked_attention_<T>_combine`.
+    Decode,
     /// `masked_attention_<T>_prefill_d<cap>`, with `cap` and its query tile from [`TILES`].
     Scalar,
+    /// `masked_attention_bf16_prefill_mma_d<head_dim>_r<heads>`: `heads` query heads of one KV
+    /// head per block.
+    Mma { heads: usize },
 }
 
-/// Picks the prefill kernel: tensor cores for bf16 with `head_dim` 64 or 128 (two heads per block when `H/G` is
-/// even, so that they share each K and V tile), the scalar kernel otherwise; `None` when `head_dim` exceeds
-/// [`MAX_HEAD_DIM`].
-pub(crate) fn prefill_kernel(p: &AttentionParams, elem: &str) -> Option<Prefill> {
-    let groups = p.kv_heads.max(1);
-    let heads = if (p.heads / groups) % 2 == 0 { 2 } else { 1 };
-    let fits =
-        p.q_len.div_ceil(MMA_TILE) <= 65535 && p.batch * p.heads / heads <= i32::MAX as usize;
-    if elem == "bf16" && MMA_HEAD_DIMS.contains(&p.head_dim) && fits {
-        return Some(Prefill::Mma { heads });
+/// Fewest blocks of two heads for which the tensor-core kernel pairs heads: two blocks for each of the
+/// H200's 132 multiprocessors, rounded; below it, single-head blocks spread over more of them.
+const MMA_PAIR_MIN_BLOCKS: usize = 256;
+
+/// The kernel [`masked_attention`] runs: decode for `S ≤ DECODE_MAX_Q_LEN`; else tensor cores for
+/// bf16 with `head_dim` 64 or 128 (two heads per block, sharing each K and V tile, when `H/G` is
+/// even and that still makes [`MMA_PAIR_MIN_BLOCKS`] blocks), the scalar prefill kernel otherwise.
+pub(crate) fn pick_kernel(p: &AttentionParams, elem: &str) -> Kernel {
+    if p.q_len <= DECODE_MAX_Q_LEN {
+        return Kernel::Decode;
     }
-    (p.head_dim <= MAX_HEAD_DIM).then_some(Prefill::Scalar)
+    let groups = p.kv_heads.max(1);
+    let pair_blocks = p.batch * p.heads / 2 * p.q_len.div_ceil(MMA_TILE);
+    let pairs = (p.heads / groups) % 2 == 0 && pair_blocks >= MMA_PAIR_MIN_BLOCKS;
+    let heads = if pairs { 2 } else { 1 };
+    if mma_fits(p, elem, heads) {
+        Kernel::Mma { heads }
+    } else {
+        Kernel::Scalar
+    }
+}
+
+/// Whether the tensor-core kernel with `heads` heads per block takes `p` in `elem`.
+fn mma_fits(p: &AttentionParams, elem: &str, heads: usize) -> bool {
+    let per_group = p.heads / p.kv_heads.max(1);
+    elem == "bf16"
+        && MMA_HEAD_DIMS.contains(&p.head_dim)
+        && (heads == 1 || heads == 2)
+        && per_group % heads == 0
+        && p.q_len.div_ceil(MMA_TILE) <= 65535
+        && p.batch * p.heads / heads <= i32::MAX as usize
 }
 
 /// Dynamic shared memory of the tensor-core prefill kernel (`tc::smem_bytes` in masked_attention.cu): Q for
@@ -76,7 +98,7 @@ const DECODE_MIN_CHUNK: usize = 64;
 
 /// Attention output `[B, S, H, Dh]` on the device; see the module documentation of
 /// [`super`] for the masks. `key_m` is `[B, Hm, T]`, `learned` `[H, T]`, `attn_mask` `[B, T]`.
-/// Runs the decode kernel for `S ≤ DECODE_MAX_Q_LEN`, prefill otherwise.
+/// Runs the kernel of [`pick_kernel`].
 #[allow(clippy::too_many_arguments)]
 pub fn masked_attention<T: Elem>(
     gpu: &Gpu,
@@ -90,8 +112,8 @@ pub fn masked_attention<T: Elem>(
     attn_mask: &CudaSlice<i64>,
     out: &mut CudaSlice<T>,
 ) -> Result<()> {
-    let decode = p.q_len <= DECODE_MAX_Q_LEN;
-    attention_on(gpu, p, mode, q, k, v, key_m, learned, attn_mask, out, decode)
+    let kernel = pick_kernel(p, T::NAME);
+    attention_on(gpu, p, mode, q, k, v, key_m, learned, attn_mask, out, kernel)
 }
 
 fn to_i32(name: &str, n: usize) -> Result<i32> {
@@ -114,8 +136,8 @@ fn alloc<U: DeviceRepr + ValidAsZeroBits>(gpu: &Gpu, n: usize) -> Result<CudaSli
     gpu.stream().alloc_zeros(n).map_err(|e| KernelError::Driver(format!("alloc {n}: {e}")))
 }
 
-/// [`masked_attention`] with the kernel chosen by the caller: the split-key decode kernel when
-/// `decode`, else prefill (both take any `S`).
+/// [`masked_attention`] with the kernel chosen by the caller (each takes any `S`); `Kernel::Mma`
+/// needs bf16, `head_dim` 64 or 128, and `heads` (1 or 2) dividing `H/G`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_on<T: Elem>(
     gpu: &Gpu,
@@ -128,7 +150,7 @@ pub(crate) fn attention_on<T: Elem>(
     learned: Option<&CudaSlice<f32>>,
     attn_mask: &CudaSlice<i64>,
     out: &mut CudaSlice<T>,
-    decode: bool,
+    kernel: Kernel,
 ) -> Result<()> {
     let len = |b: Option<&CudaSlice<f32>>| b.map(CudaSlice::len);
     p.validate(mode, q.len(), k.len(), v.len(), len(key_m), len(learned), attn_mask.len())?;
@@ -138,6 +160,14 @@ pub(crate) fn attention_on<T: Elem>(
             out.len(),
             q.len()
         )));
+    }
+    if let Kernel::Mma { heads } = kernel {
+        if !mma_fits(p, T::NAME, heads) {
+            return Err(KernelError::BadParams(format!(
+                "the tensor-core kernel with {heads} heads per block does not take {} {p:?}",
+                T::NAME
+            )));
+        }
     }
     if q.is_empty() {
         return Ok(());
@@ -165,7 +195,6 @@ pub(crate) fn attention_on<T: Elem>(
     let null = 0u64;
 
     let mut tau = None;
-    let mma = if decode { None } else { prefill_kernel(p, T::NAME) };
     let mut keep = None;
     let mut until = None;
     if let MaskMode::Additive { ratio, keep_window } = mode {
@@ -190,7 +219,7 @@ pub(crate) fn attention_on<T: Elem>(
             tau = Some(out_tau);
         }
         let w = keep_window.filter(|&w| t > w);
-        if let (Some(w), Some(m), Some(Prefill::Mma { .. })) = (w, key_m, mma) {
+        if let (Some(w), Some(m), Kernel::Mma { .. }) = (w, key_m, kernel) {
             let w_i = to_i32("keep_window", w)?;
             let bhm = to_u32("batch·mask_heads", b * mask_heads)?;
             let mut keys = alloc::<u32>(gpu, b * mask_heads * t)?;
@@ -250,7 +279,7 @@ pub(crate) fn attention_on<T: Elem>(
     }
 
     let scale = p.scale;
-    if decode {
+    if kernel == Kernel::Decode {
         let want = DECODE_BLOCKS.div_ceil(rows).max(1);
         let chunk = t.div_ceil(want).max(DECODE_MIN_CHUNK);
         let splits = t.div_ceil(chunk);
@@ -287,7 +316,7 @@ pub(crate) fn attention_on<T: Elem>(
         // SAFETY: the argument list matches `masked_attention_<T>_combine`; `part` was written
         // for `splits` slices of every row and `out` has `q`'s length, [B, S, H, Dh].
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
-    } else if let Some(Prefill::Mma { heads }) = mma {
+    } else if let Kernel::Mma { heads } = kernel {
         let dh = p.head_dim;
         let name = format!("masked_attention_bf16_prefill_mma_d{dh}_r{heads}");
         let func = gpu.function(&SOURCE, &name)?;
@@ -317,7 +346,7 @@ pub(crate) fn attention_on<T: Elem>(
         launch.arg(&g_i).arg(&scale);
         arg_or_null(&mut launch, until.as_ref(), &null);
         // SAFETY: the argument list matches `masked_attention_bf16_prefill_mma_d<Dh>_r<heads>` and `T` is bf16
-        // (`prefill_kernel` picks it only then); `validate` checked q, k, v, out and every mask buffer against `p`,
+        // (`mma_fits` checked it above); `validate` checked q, k, v, out and every mask buffer against `p`,
         // head_dim is the kernel's Dh, `heads` divides H/G, null pointers stand for absent buffers the mode does not
         // read (`keep` is never read: `until`, B·Hm·T positions, carries the keep window), the grid covers B·H/heads
         // head groups and ⌈S/64⌉ query tiles, and the dynamic shared memory is the kernel's `tc::smem_bytes`, allowed

@@ -616,7 +616,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 }
             }
 
-            // Scores with the bias, as `prefill`: fl(q·k·scale) + bias, -inf past T.
+            // Scores with the bias: fl(q·k·scale + bias) (one rounding, where `prefill` rounds twice), -inf past T.
             const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
             const float *const kb_t = kb_s + st * R * BK + (warp / 4) * BK;
             const int *const ku_t = ku_s + st * R * BK + (warp / 4) * BK;
@@ -633,7 +633,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                     float bias = (e & 1) ? kb2.y : kb2.x;
                     if (!full && j > lim[r]) bias = MASKED;
                     if (KEEP && lim[r] >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
-                    float sc = __fadd_rn(__fmul_rn(s[t][e], scale), bias);
+                    float sc = fmaf(s[t][e], scale, bias);
                     if (!full && j >= T) sc = neg_inf();
                     s[t][e] = sc;
                     mx[r] = fmaxf(mx[r], sc);

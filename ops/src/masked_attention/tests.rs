@@ -396,7 +396,7 @@ proptest! {
 mod gpu {
     use super::*;
     use crate::cuda::{test_gpu, Elem, Gpu};
-    use cuda::{prefill_kernel, Prefill};
+    use cuda::{pick_kernel, Kernel};
 
     const ATOL_F32: f64 = 2.0 * ATOL;
     const RTOL_F32: f64 = 2.0 * RTOL;
@@ -407,12 +407,14 @@ mod gpu {
     /// the output by at most 2⁻⁸·max|v| = 2⁻⁸ for v in [-1, 1]; plus RTOL_BF16 for the output.
     const ATOL_MMA: f64 = 0.00390625;
 
-    /// Which kernel runs: the launcher's choice by `S`, or one forced.
+    /// Which kernel runs: the launcher's choice, or one forced (`Prefill`: the launcher's choice
+    /// among the prefill kernels).
     #[derive(Clone, Copy, Debug)]
     enum Path {
         Auto,
         Prefill,
         Decode,
+        Mma(usize),
     }
 
     const PATHS: [Path; 2] = [Path::Prefill, Path::Decode];
@@ -442,24 +444,10 @@ mod gpu {
             .map_err(|e| KernelError::Driver(format!("upload: {e}")))?;
         let mut out = gpu.upload(&vec![T::from_f32(f32::NAN); c.q.len()])?;
         let args = (key_m.as_ref(), learned.as_ref());
-        match path {
-            Path::Auto => cuda::masked_attention(
-                gpu, &c.p, c.mode, &q, &k, &v, args.0, args.1, &attn_mask, &mut out,
-            ),
-            Path::Prefill | Path::Decode => cuda::attention_on(
-                gpu,
-                &c.p,
-                c.mode,
-                &q,
-                &k,
-                &v,
-                args.0,
-                args.1,
-                &attn_mask,
-                &mut out,
-                matches!(path, Path::Decode),
-            ),
-        }?;
+        let kernel = kernel_of::<T>(&c.p, path);
+        cuda::attention_on(
+            gpu, &c.p, c.mode, &q, &k, &v, args.0, args.1, &attn_mask, &mut out, kernel,
+        )?;
         Ok(gpu.download(&out)?.into_iter().map(|x| x.to_f32()).collect())
     }
 
@@ -480,14 +468,22 @@ mod gpu {
         got
     }
 
+    /// The kernel `path` runs for `p` in `T`.
+    fn kernel_of<T: Elem>(p: &AttentionParams, path: Path) -> Kernel {
+        match path {
+            Path::Auto => pick_kernel(p, T::NAME),
+            Path::Prefill => {
+                let long = AttentionParams { q_len: p.q_len.max(cuda::DECODE_MAX_Q_LEN + 1), ..*p };
+                pick_kernel(&long, T::NAME)
+            }
+            Path::Decode => Kernel::Decode,
+            Path::Mma(heads) => Kernel::Mma { heads },
+        }
+    }
+
     /// Whether `path` runs the tensor-core prefill kernel for `p` in `T`.
     fn uses_mma<T: Elem>(p: &AttentionParams, path: Path) -> bool {
-        let prefill = match path {
-            Path::Auto => p.q_len > cuda::DECODE_MAX_Q_LEN,
-            Path::Prefill => true,
-            Path::Decode => false,
-        };
-        prefill && matches!(prefill_kernel(p, T::NAME), Some(Prefill::Mma { .. }))
+        matches!(kernel_of::<T>(p, path), Kernel::Mma { .. })
     }
 
     /// Both dtypes on both kernels.
@@ -803,14 +799,19 @@ mod gpu {
         for (h, g, dh) in HOT_SHAPES {
             for s in [9, 1024, 4096, 16384] {
                 let p = AttentionParams { mask_heads: g, ..params(1, s, s, h, g, dh) };
-                assert_eq!(prefill_kernel(&p, "bf16"), Some(Prefill::Mma { heads: 2 }), "{p:?}");
-                assert_eq!(prefill_kernel(&p, "f32"), Some(Prefill::Scalar), "{p:?}");
+                // Pairs of heads from 256 blocks of two on: S ≥ 4K for H = 8, S ≥ 2K for H = 16.
+                let heads = if h / 2 * s.div_ceil(64) >= 256 { 2 } else { 1 };
+                assert_eq!(pick_kernel(&p, "bf16"), Kernel::Mma { heads }, "{p:?}");
+                assert_eq!(pick_kernel(&p, "f32"), Kernel::Scalar, "{p:?}");
+                let step = AttentionParams { q_len: 1, ..p };
+                assert_eq!(pick_kernel(&step, "bf16"), Kernel::Decode, "{p:?}");
             }
         }
-        let odd = params(2, 100, 100, 3, 1, 64);
-        assert_eq!(prefill_kernel(&odd, "bf16"), Some(Prefill::Mma { heads: 1 }));
-        assert_eq!(prefill_kernel(&params(1, 100, 100, 2, 1, 96), "bf16"), Some(Prefill::Scalar));
-        assert_eq!(prefill_kernel(&params(1, 10, 10, 2, 1, 257), "bf16"), None);
+        let p = params(1, 4096, 4096, 8, 4, 128);
+        assert_eq!(pick_kernel(&p, "bf16"), Kernel::Mma { heads: 2 });
+        let odd = params(2, 4096, 4096, 3, 1, 64);
+        assert_eq!(pick_kernel(&odd, "bf16"), Kernel::Mma { heads: 1 });
+        assert_eq!(pick_kernel(&params(1, 100, 100, 2, 1, 96), "bf16"), Kernel::Scalar);
     }
 
     /// The tensor-core kernels the launcher names are in the compiled module (no GPU needed).
@@ -856,8 +857,9 @@ mod gpu {
                         let p = AttentionParams { mask_heads, ..params(b, s, t, h, g, dh) };
                         let seed = (5000 + n * 100 + m * 4 + x * 2 + usize::from(padding)) as u64;
                         let c = Case::random(p, mode, padding, seed);
-                        assert!(uses_mma::<half::bf16>(&c.p, Path::Prefill));
-                        check_as::<half::bf16>(&gpu, &c, Path::Prefill, "mma edge");
+                        for heads in [1, 2].into_iter().filter(|r| (h / g) % r == 0) {
+                            check_as::<half::bf16>(&gpu, &c, Path::Mma(heads), "mma edge");
+                        }
                     }
                 }
             }
@@ -873,22 +875,26 @@ mod gpu {
                 // Sequence 1 is left-padded past its first queries' horizon: those rows see only MIN.
                 let pad = t - s + 3;
                 c.attn_mask[t..t + pad].iter_mut().for_each(|m| *m = 0);
-                let out = check_as::<half::bf16>(&gpu, &c, Path::Prefill, "mma left padding");
-                let c = rounded::<half::bf16>(&c);
-                for h in 0..4 {
-                    for i in 0..3 {
-                        let g = h / 2;
-                        let row = &out[((c.p.q_len + i) * 4 + h) * dh..][..dh];
-                        let want: Vec<f64> = (0..dh).map(|d| mean_of_values(&c, 1, g, d)).collect();
-                        let what = format!("{mode:?} uniform row 1 {h} {i}");
-                        assert_close(row, &want, ATOL_MMA, RTOL_BF16, &what);
+                for path in [Path::Mma(1), Path::Mma(2)] {
+                    let out = check_as::<half::bf16>(&gpu, &c, path, "mma left padding");
+                    let c = rounded::<half::bf16>(&c);
+                    for h in 0..4 {
+                        for i in 0..3 {
+                            let g = h / 2;
+                            let row = &out[((c.p.q_len + i) * 4 + h) * dh..][..dh];
+                            let want: Vec<f64> =
+                                (0..dh).map(|d| mean_of_values(&c, 1, g, d)).collect();
+                            let what = format!("{mode:?} {path:?} uniform row 1 {h} {i}");
+                            assert_close(row, &want, ATOL_MMA, RTOL_BF16, &what);
+                        }
                     }
+                    let mut ones = c;
+                    ones.v.iter_mut().for_each(|v| *v = 1.0);
+                    let out = on_gpu::<half::bf16>(&gpu, &ones, path).unwrap();
+                    let worst = out.iter().map(|o| (o - 1.0).abs()).fold(0.0, f32::max);
+                    let what = format!("{mode:?} {path:?} S={s} T={t}");
+                    assert_eq!(worst, 0.0, "{what}: Σ_j p_j / l is not 1 in bf16");
                 }
-                let mut ones = c;
-                ones.v.iter_mut().for_each(|v| *v = 1.0);
-                let out = on_gpu::<half::bf16>(&gpu, &ones, Path::Prefill).unwrap();
-                let worst = out.iter().map(|o| (o - 1.0).abs()).fold(0.0, f32::max);
-                assert_eq!(worst, 0.0, "{mode:?} S={s} T={t}: Σ_j p_j / l is not 1 in bf16");
             }
         }
     }
@@ -906,7 +912,9 @@ mod gpu {
                 let mut c = Case::random(params(2, s, t, 4, 2, dh), mode, true, n as u64);
                 let mut rng = Rng::new(60 + n as u64);
                 c.key_m = Some(rng.quantized(2 * 4 * t, 3, 0.5));
-                check_as::<half::bf16>(&gpu, &c, Path::Prefill, "mma keep-window ties");
+                for path in [Path::Mma(1), Path::Mma(2)] {
+                    check_as::<half::bf16>(&gpu, &c, path, "mma keep-window ties");
+                }
             }
         }
     }
@@ -962,7 +970,9 @@ mod gpu {
         fn tensor_core_prefill_random_shapes((p, mode, padding, seed) in arb_mma_case()) {
             let Some(gpu) = test_gpu() else { return Ok(()) };
             let c = Case::random(p, mode, padding, seed);
-            check_as::<half::bf16>(&gpu, &c, Path::Prefill, "mma random");
+            for heads in [1, 2].into_iter().filter(|r| (p.heads / p.kv_heads) % r == 0) {
+                check_as::<half::bf16>(&gpu, &c, Path::Mma(heads), "mma random");
+            }
         }
     }
 
