@@ -335,7 +335,7 @@ pub fn prepare_cuda(path: &Path, dtype: Option<ActDType>) -> Result<CudaPrepared
 
 /// Binds a CUDA artifact to device 0: checks the dtype and the device's architecture against the manifest and
 /// loads the artifact's CUBINs (NVRTC is needed only for a kernel source this build has and the artifact lacks).
-fn cuda_from_artifact(a: artifact::Artifact, dtype: Option<ActDType>) -> Result<CudaPrepared> {
+fn cuda_from_artifact(mut a: artifact::Artifact, dtype: Option<ActDType>) -> Result<CudaPrepared> {
     let manifest_path = a.dir.join(artifact::MANIFEST);
     let act = a.act_dtype();
     if let Some(d) = dtype {
@@ -351,8 +351,16 @@ fn cuda_from_artifact(a: artifact::Artifact, dtype: Option<ActDType>) -> Result<
     let ArtifactTarget::Cuda { arch } = a.target()? else {
         bail!("{}: not a CUDA artifact", a.dir.display())
     };
-    let cubins = a.cubins.clone().unwrap_or_default();
+    let cubins = a.cubins.take().unwrap_or_default();
     let missing = cubins.missing();
+    let gpu = cheems_ops::cuda::Gpu::with_cubins(0, cubins)?;
+    ensure!(
+        gpu.arch() == arch,
+        "{}: manifest field `arch` is {arch}, but device 0 is {}: compile with --target cuda:{}",
+        manifest_path.display(),
+        gpu.arch(),
+        gpu.arch()
+    );
     if !missing.is_empty() {
         if let Err(e) = cheems_ops::cuda::probe_nvrtc() {
             bail!(
@@ -363,14 +371,6 @@ fn cuda_from_artifact(a: artifact::Artifact, dtype: Option<ActDType>) -> Result<
             );
         }
     }
-    let gpu = cheems_ops::cuda::Gpu::with_cubins(0, cubins)?;
-    ensure!(
-        gpu.arch() == arch,
-        "{}: manifest field `arch` is {arch}, but device 0 is {}: compile with --target cuda:{}",
-        manifest_path.display(),
-        gpu.arch(),
-        gpu.arch()
-    );
     let exec =
         crate::exec::cuda::CudaExecutor::new(a.model.graph.clone(), std::sync::Arc::new(gpu), act)?;
     Ok(CudaPrepared {
