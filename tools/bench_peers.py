@@ -7,6 +7,7 @@ eager and under torch.compile, bf16 on CUDA. Prints one JSON line; a peer that f
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -38,6 +39,8 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--peers", default="eager,compile", help="comma-separated: eager, compile")
+    ap.add_argument("--compile-budget", type=float, default=150.0,
+                    help="seconds allowed to each torch.compile phase (prefill, decode), compilation included")
     args = ap.parse_args()
     model = load(args.ckpt, dtype=torch.bfloat16).cuda()
     v = model.cfg.vocab_size
@@ -70,18 +73,54 @@ def main():
             model.logits(m(ids))
 
     wanted = args.peers.split(",")
-    for name, wrap in [("eager", lambda: model), ("compile", lambda: torch.compile(model))]:
+    # The compiled peer: a static-shape compile for the prefill, a dynamic-shape one for the decode steps (the
+    # cache grows by one position per step, which a static compile would recompile for).
+    peers = [("eager", lambda: model, lambda: model),
+             ("compile", lambda: torch.compile(model), lambda: torch.compile(model, dynamic=True))]
+    for name, for_prefill, for_decode in peers:
         if name not in wanted:
             continue
-        try:
-            m = wrap()
-            p = timed(lambda: full(m), args.runs)
-            d = sorted(decode(m) for _ in range(args.runs))[args.runs // 2]
-            result[name] = {"prefill_seconds": p, "prefill_tokens_per_second": args.batch * args.prompt / p,
-                            "decode_seconds": d, "decode_tokens_per_second": args.batch * args.decode / d}
-        except Exception as e:  # a peer that does not run is recorded with its error
-            result[name] = {"error": f"{type(e).__name__}: {str(e)[:400]}"}
+        r = {}
+        for phase, wrap in (("prefill", for_prefill), ("decode", for_decode)):
+            budget = args.compile_budget if name == "compile" else 0
+            t0 = time.perf_counter()
+            try:
+                with time_limit(budget):
+                    m = wrap()
+                    if phase == "prefill":
+                        p = timed(lambda: full(m), args.runs)
+                        r.update(prefill_seconds=p, prefill_tokens_per_second=args.batch * args.prompt / p)
+                    else:
+                        d = sorted(decode(m) for _ in range(args.runs))[args.runs // 2]
+                        r.update(decode_seconds=d, decode_tokens_per_second=args.batch * args.decode / d)
+            except Exception as e:  # a peer that does not run is recorded with its error
+                r[f"{phase}_error"] = f"{type(e).__name__}: {str(e)[:400]}"
+            r[f"{phase}_wall_seconds"] = time.perf_counter() - t0
+        result[name] = r
     print(json.dumps(result))
+
+
+class PhaseTimeout(Exception):
+    pass
+
+
+class time_limit:
+    """Raises PhaseTimeout in the main thread after `seconds` (0: no limit)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __enter__(self):
+        if self.seconds > 0:
+            def fire(signum, frame):
+                raise PhaseTimeout(f"did not finish within {self.seconds:.0f} s")
+            signal.signal(signal.SIGALRM, fire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc):
+        if self.seconds > 0:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        return False
 
 
 if __name__ == "__main__":

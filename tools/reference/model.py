@@ -564,7 +564,7 @@ class Model(nn.Module):
         causal = torch.arange(s, device=dev)[None, :] <= pos[:, None]
         allowed = causal[None, None] & (mask2d[:, None, None, :] == 1)
         ssd_mask = None
-        if past == 0 and not bool((mask2d == 1).all()):
+        if past == 0 and attention_mask is not None and not bool((mask2d == 1).all()):
             ssd_mask = mask2d[:, past:]
         h = self.model.embed(ids)
         cos, sin = self.rotary.tables(pos[None].expand(b, t), h.dtype)
