@@ -223,6 +223,12 @@ fn run_cuda(a: &Args) -> Result<()> {
     exec.gpu().synchronize()?;
     let whole = t0.elapsed().as_secs_f64();
     let inputs = step(&mut out, a.prompt + 1)?;
+    let mut host_timings = Vec::new();
+    exec.gpu().synchronize()?;
+    out = exec.run_device_profiled(inputs, &[], Some(&mut host_timings), false)?;
+    exec.gpu().synchronize()?;
+    let decode_host_per_op = by_op_kind(&model, &host_timings);
+    let inputs = step(&mut out, a.prompt + 2)?;
     let mut step_timings = Vec::new();
     exec.run_device(inputs, &[], Some(&mut step_timings))?;
     let decode_per_op = by_op_kind(&model, &step_timings);
@@ -245,6 +251,7 @@ fn run_cuda(a: &Args) -> Result<()> {
             "seconds": whole,
             "nodes": step_timings.len(),
             "seconds_by_op_synchronised": decode_per_op,
+            "host_issue_seconds_by_op": decode_host_per_op,
         },
     });
     if a.json {
