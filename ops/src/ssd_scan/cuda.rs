@@ -203,8 +203,46 @@ pub fn ssd_chunk_scan_with_workspace<T: Elem>(
     Ok(())
 }
 
+/// Launch shape of the decode step: the kernel and, for the vectorised one, its lanes per row and rows per thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepLayout {
+    /// `ssd_step_vec<G>` (`state_dim` a multiple of 4) with 16-byte accesses to `G = ⌈state_dim / (4·lanes)⌉`
+    /// column groups per lane.
+    Vec {
+        /// Threads per state row (a power of two ≤ 32).
+        lanes: usize,
+        /// Rows per thread (1 or 4).
+        rows: usize,
+        /// Grid size.
+        blocks: usize,
+    },
+    /// `ssd_step` (any `state_dim`): one warp per state row, 8 rows per block.
+    Scalar {
+        /// Grid size.
+        blocks: usize,
+    },
+}
+
+/// Resident blocks that fill the H200's 132 multiprocessors a few times over; below this many the vectorised step
+/// gives each thread one row, so that small batches still spread over the chip.
+const STEP_FULL_GRID: usize = 4 * 132;
+
+/// The decode layout for `p` (`state_dim` ≥ 1).
+pub fn step_layout(p: &SsdScanParams) -> StepLayout {
+    let bh = p.batch * p.heads;
+    if p.state_dim % 4 != 0 {
+        return StepLayout::Scalar { blocks: bh.saturating_mul(p.head_dim.div_ceil(STEP_ROWS)) };
+    }
+    let lanes = (p.state_dim / 4).next_power_of_two().min(32);
+    let per_pass = THREADS as usize / lanes;
+    let blocks = |rows: usize| bh.saturating_mul(p.head_dim.div_ceil(per_pass * rows));
+    let rows = if blocks(4) >= STEP_FULL_GRID { 4 } else { 1 };
+    StepLayout::Vec { lanes, rows, blocks: blocks(rows) }
+}
+
 /// Decode: one token per sequence (`p.seq` must be 1); updates `state` in place and writes `y` `[B, H, P]`.
-/// One launch: one warp per state row, eight rows per 256-thread block.
+/// One launch of the kernel [`step_layout`] picks: `ssd_step_vec` when `state_dim` is a multiple of 4, else
+/// `ssd_step`.
 #[allow(clippy::too_many_arguments)]
 pub fn ssd_step<T: Elem>(
     gpu: &Gpu,
@@ -229,19 +267,40 @@ pub fn ssd_step<T: Elem>(
     if p.state_dim == 0 {
         return gpu.stream().memset_zeros(y).map_err(|e| launch_error("memset y", e));
     }
-    let blocks = grid_x(
-        "row tiles × heads × batch",
-        (p.batch * p.heads).saturating_mul(p.head_dim.div_ceil(STEP_ROWS)),
-    )?;
     let (heads, hp, n) = (to_i32("heads", p.heads)?, p.head_dim as i32, p.state_dim as i32);
-    let name = format!("ssd_step_{}", T::NAME);
-    let func = gpu.function(&STEP_SOURCE, &name)?;
-    let cfg =
-        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
-    let mut launch = gpu.stream().launch_builder(&func);
-    launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(state).arg(y).arg(&heads).arg(&hp).arg(&n);
-    // SAFETY: the argument list matches `ssd_step_<T>` in ssd_step.cu; `validate` and `check_outputs` checked every
-    // buffer against `p` with seq 1, and the grid has one warp per state row.
-    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    let cfg = |blocks: u32| LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    match step_layout(p) {
+        StepLayout::Vec { lanes, rows, blocks } => {
+            let blocks = grid_x("row tiles × heads × batch", blocks)?;
+            let groups = (p.state_dim / 4).div_ceil(lanes);
+            let (lanes, rows) = (lanes as i32, rows as i32);
+            let name = format!("ssd_step_vec{groups}_{}", T::NAME);
+            let func = gpu.function(&STEP_SOURCE, &name)?;
+            let mut launch = gpu.stream().launch_builder(&func);
+            launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(state).arg(y);
+            launch.arg(&heads).arg(&hp).arg(&n).arg(&lanes).arg(&rows);
+            // SAFETY: the argument list matches `ssd_step_vec<G>_<T>` in ssd_step.cu (G is 1 or 2 since
+            // `check_dims` bounds `state_dim` by 256); `validate` and `check_outputs` checked every buffer against
+            // `p` with seq 1; `state_dim` is a multiple of 4, so every state row and every 4-element group of `b`
+            // and `c` starts 16-byte (f32) or 8-byte (bf16) aligned in the allocations; the grid covers every row
+            // with `rows` rows per thread and `lanes` lanes per row.
+            unsafe { launch.launch(cfg(blocks)) }.map_err(|e| launch_error(&name, e))?;
+        }
+        StepLayout::Scalar { blocks } => {
+            let blocks = grid_x("row tiles × heads × batch", blocks)?;
+            let name = format!("ssd_step_{}", T::NAME);
+            let func = gpu.function(&STEP_SOURCE, &name)?;
+            let mut launch = gpu.stream().launch_builder(&func);
+            launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(state).arg(y);
+            launch.arg(&heads).arg(&hp).arg(&n);
+            // SAFETY: the argument list matches `ssd_step_<T>` in ssd_step.cu; `validate` and `check_outputs`
+            // checked every buffer against `p` with seq 1, and the grid has one warp per state row.
+            unsafe { launch.launch(cfg(blocks)) }.map_err(|e| launch_error(&name, e))?;
+        }
+    }
     Ok(())
 }

@@ -444,6 +444,30 @@ mod gpu {
         step::<half::bf16>(&k, "A>0");
     }
 
+    /// Both decode kernels, both row counts per thread, lane counts 1 to 32 and two 4-column groups per lane, at
+    /// the fixtures' head dims (12, 16) and the 350M preset's (64) up to batch 256.
+    #[test]
+    fn step_layouts_match_the_cpu_scan() {
+        let shapes = [
+            (1, 4, 12, 12),
+            (2, 4, 16, 16),
+            (1, 1, 5, 4),
+            (3, 2, 7, 8),
+            (1, 16, 64, 64),
+            (16, 16, 64, 64),
+            (64, 16, 64, 64),
+            (256, 16, 64, 64),
+            (40, 16, 100, 200),
+            (33, 16, 64, 36),
+            (9, 64, 65, 256),
+        ];
+        for (i, &(b, h, hp, n)) in shapes.iter().enumerate() {
+            let k = Case::random(params(b, 1, h, hp, n), DECAY, DT, 700 + i as u64);
+            step::<f32>(&k, "layout");
+            step::<half::bf16>(&k, "layout");
+        }
+    }
+
     /// Tokens `off..off + len` of every sequence of `k`, starting from `state0`.
     fn slice(k: &Case, off: usize, len: usize, state0: Vec<f32>) -> Case {
         let p = k.p;
@@ -558,5 +582,26 @@ mod gpu {
             step::<f32>(&k, "random");
             step::<half::bf16>(&k, "random");
         }
+    }
+}
+
+#[test]
+fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
+    use cuda::{step_layout, StepLayout};
+    let vec = |b, h, hp, n| step_layout(&params(b, 1, h, hp, n));
+    assert_eq!(vec(256, 16, 64, 64), StepLayout::Vec { lanes: 16, rows: 4, blocks: 4096 });
+    assert_eq!(vec(1, 16, 64, 64), StepLayout::Vec { lanes: 16, rows: 1, blocks: 64 });
+    assert_eq!(vec(1, 4, 12, 12), StepLayout::Vec { lanes: 4, rows: 1, blocks: 4 });
+    assert_eq!(vec(1, 1, 256, 256), StepLayout::Vec { lanes: 32, rows: 1, blocks: 32 });
+    assert_eq!(vec(2, 4, 16, 33), StepLayout::Scalar { blocks: 16 });
+    assert_eq!(vec(2, 4, 16, 6), StepLayout::Scalar { blocks: 16 });
+    for (b, h, hp, n) in [(3, 5, 7, 4), (64, 16, 64, 64), (9, 64, 65, 256), (40, 16, 100, 200)] {
+        let StepLayout::Vec { lanes, rows, blocks } = vec(b, h, hp, n) else { panic!() };
+        assert!(lanes.is_power_of_two() && lanes <= 32);
+        assert!(2 * lanes >= n / 4, "two 4-column groups per lane cover a row of {n}");
+        assert!(
+            blocks * rows * (256 / lanes) >= b * h * hp,
+            "every row of {b}×{h}×{hp} is covered"
+        );
     }
 }
