@@ -68,3 +68,20 @@ pub fn compare_rows(
     }
     (worst, scale)
 }
+
+/// The bfloat16 bound on an executor's logits against a fixture's float32 ones: the larger of `rel × max|logit|`
+/// and 1.25 × how far the PyTorch reference itself lands when it runs in bfloat16
+/// (`tests/reference/bf16_deviation.json`, made by `tools/reference/bf16_deviation.py`). Routing by top-k can flip
+/// under bfloat16 rounding, so no bfloat16 executor can be held closer than the reference's own bfloat16 run;
+/// 1.25 leaves room for rounding at other points than the reference's.
+#[allow(dead_code)]
+pub fn bf16_bound(case: &str, what: &str, scale: f32, rel: f32) -> f32 {
+    let path = std::path::Path::new("tests/reference/bf16_deviation.json");
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run from the repository root)", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let reference = v["cases"][case][what]["max_abs_diff"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{}: no `{case}`/`{what}` entry", path.display()));
+    (rel * scale).max(1.25 * reference as f32)
+}
