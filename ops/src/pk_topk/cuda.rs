@@ -8,11 +8,83 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 /// The kernel source.
 pub const SOURCE: Source = Source { file: "pk_topk.cu", code: include_str!("pk_topk.cu") };
 
-/// Largest `num_keys` the kernel handles (one similarity per thread of a 256-thread block).
+/// Largest `num_keys` the kernel handles (per-axis positions are packed in 16 bits, and the candidate ranking is
+/// quadratic in `k ≤ num_keys`).
 pub const MAX_KEYS: usize = 256;
 
-/// Product-key top-k on the device: `scores` and `ids` `[rows, He, k]`, the same values and ids as the CPU
-/// kernel (similarities accumulate in `f64` there and here), including its tie-breaks.
+/// Shared memory a block may use without raising the kernel's limit.
+const SMEM_BUDGET: usize = 48 * 1024;
+/// Most warps of a block.
+const MAX_WARPS: usize = 8;
+/// Blocks aimed for: several per multiprocessor of a 132-SM device.
+const TARGET_BLOCKS: usize = 1056;
+/// Most rows one warp takes within a block.
+const MAX_ROWS_PER_WARP: usize = 16;
+
+/// How a call is launched: one warp per (row, head), `rows_per_block` rows of one head per block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// The head's keys are staged in shared memory (else read from device memory by each warp).
+    pub keys_in_smem: bool,
+    /// Warps per block.
+    pub warps: usize,
+    /// Rows of one block.
+    pub rows_per_block: usize,
+    /// Row stride, in floats, of the staged keys (odd, so that the lanes of a warp hit distinct banks).
+    pub stride: usize,
+    /// Shared bytes of the staged keys (0 when they are not staged), a multiple of 16.
+    pub key_bytes: usize,
+    /// Shared bytes of one warp's scratch, a multiple of 16.
+    pub warp_bytes: usize,
+    /// Candidate slots per warp: [`candidates`] rounded up to even.
+    pub cand_pad: usize,
+}
+
+impl Plan {
+    /// Dynamic shared memory of one block.
+    pub fn smem_bytes(&self) -> usize {
+        self.key_bytes + self.warps * self.warp_bytes
+    }
+}
+
+/// Candidates `(i, j)` with `(i + 1)·(j + 1) ≤ k`, the only ones that can rank among the first `k`.
+pub(crate) fn candidates(k: usize) -> usize {
+    (1..=k).map(|i| k / i).sum()
+}
+
+/// The launch of `p` (`p` validated, `num_keys ≤ MAX_KEYS`); an error when one warp's scratch cannot fit.
+pub(crate) fn plan(p: &PkTopKParams) -> Result<Plan> {
+    let (nk, half, k) = (p.num_keys, p.half, p.k);
+    let cand_pad = candidates(k).next_multiple_of(2);
+    let warp_bytes =
+        (16 * nk + 8 * cand_pad + 8 * nk + 8 * half + 16 * k + 4 * cand_pad).next_multiple_of(16);
+    if warp_bytes > SMEM_BUDGET {
+        return Err(KernelError::BadParams(format!(
+            "pk_topk with num_keys {nk}, half {half}, k {k} needs {warp_bytes} bytes of shared memory per \
+             warp, more than the CUDA kernel's {SMEM_BUDGET}"
+        )));
+    }
+    let stride = half | 1;
+    let staged = (2 * nk * stride * 4).next_multiple_of(16);
+    let keys_in_smem = staged + 4 * warp_bytes <= SMEM_BUDGET;
+    let key_bytes = if keys_in_smem { staged } else { 0 };
+    let warps = ((SMEM_BUDGET - key_bytes) / warp_bytes).min(MAX_WARPS);
+    let tasks = p.rows.saturating_mul(p.heads);
+    let per_warp = tasks.div_ceil(warps * TARGET_BLOCKS).clamp(1, MAX_ROWS_PER_WARP);
+    Ok(Plan {
+        keys_in_smem,
+        warps,
+        rows_per_block: warps * per_warp,
+        stride,
+        key_bytes,
+        warp_bytes,
+        cand_pad,
+    })
+}
+
+/// Product-key top-k on the device: `scores` and `ids` `[rows, He, k]`, bit for bit the CPU kernel's (the
+/// similarities are the same f64 sums in the same order, the candidate sums the same f32 additions), ties
+/// included.
 pub fn pk_topk<T: Elem>(
     gpu: &Gpu,
     p: &PkTopKParams,
@@ -34,31 +106,50 @@ pub fn pk_topk<T: Elem>(
     if p.rows == 0 || p.heads == 0 || p.k == 0 {
         return Ok(());
     }
-    let blocks = p
-        .rows
-        .checked_mul(p.heads)
-        .and_then(|b| u32::try_from(b).ok())
-        .filter(|&b| b <= i32::MAX as u32)
-        .ok_or_else(|| {
-            KernelError::BadParams(format!("rows {} × heads {} exceeds the grid", p.rows, p.heads))
-        })?;
+    let plan = plan(p)?;
     let int = |name: &str, v: usize| {
         i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
     };
-    let (heads, nk, half, k) = (
+    let tiles = u32::try_from(p.rows.div_ceil(plan.rows_per_block))
+        .ok()
+        .filter(|&b| b <= i32::MAX as u32)
+        .ok_or_else(|| KernelError::BadParams(format!("rows {} exceed the grid", p.rows)))?;
+    let grid_heads = u32::try_from(p.heads)
+        .ok()
+        .filter(|&h| h <= 65535)
+        .ok_or_else(|| KernelError::BadParams(format!("heads {} exceed the grid", p.heads)))?;
+    let (rows, heads, nk, half, k) = (
+        int("rows", p.rows)?,
         int("heads", p.heads)?,
         int("num_keys", p.num_keys)?,
         int("half", p.half)?,
         int("k", p.k)?,
     );
-    let name = format!("pk_topk_{}", T::NAME);
+    let (rows_per_block, stride, key_bytes, warp_bytes, cand_pad) = (
+        plan.rows_per_block as i32,
+        plan.stride as i32,
+        plan.key_bytes as i32,
+        plan.warp_bytes as i32,
+        plan.cand_pad as i32,
+    );
+    let name = if plan.keys_in_smem {
+        format!("pk_topk_{}", T::NAME)
+    } else {
+        format!("pk_topk_{}_global", T::NAME)
+    };
     let func = gpu.function(&SOURCE, &name)?;
-    let cfg =
-        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (tiles, grid_heads, 1),
+        block_dim: (32 * plan.warps as u32, 1, 1),
+        shared_mem_bytes: plan.smem_bytes() as u32,
+    };
     let mut launch = gpu.stream().launch_builder(&func);
-    launch.arg(q).arg(keys).arg(scores).arg(ids).arg(&heads).arg(&nk).arg(&half).arg(&k);
-    // SAFETY: the argument list matches `pk_topk_<T>` in pk_topk.cu; `validate` and the checks above tied q, keys,
-    // scores and ids to `p`, nk ≤ 256 fits the shared arrays, and the grid has one block per (row, head).
+    launch.arg(q).arg(keys).arg(scores).arg(ids);
+    launch.arg(&rows).arg(&heads).arg(&nk).arg(&half).arg(&k);
+    launch.arg(&rows_per_block).arg(&stride).arg(&key_bytes).arg(&warp_bytes).arg(&cand_pad);
+    // SAFETY: the argument list matches `pk_topk_<T>[_global]` in pk_topk.cu; `validate` and the checks above tied
+    // q, keys, scores and ids to `p`; `plan` sized the dynamic shared memory for the staged keys and each warp's
+    // scratch (within the 48 KB every kernel may use), and the grid covers every (row, head) once.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
 }

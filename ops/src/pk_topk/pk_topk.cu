@@ -1,118 +1,134 @@
-// sim[a][n] = q[r, a, h, :]·keys[h, n, a, :] (f64 sums rounded to f32, as the CPU kernel); (sx, ix), (sy, iy) = per-axis top-k;
-// out = the k largest sx[i] + sy[j] with id ix[i]·nk + iy[j]; ties go to the lower index, then the lower (i, j).
+// sim[a][n] = q[r, a, h, :]·keys[h, n, a, :] (f64, summed in the CPU kernel's order, rounded to f32); (sx, ix), (sy, iy) =
+// per-axis top-k; out = the k largest sx[i] + sy[j] with id ix[i]·nk + iy[j]; ties go to the lower index, then the lower (i, j).
 // Layout: q [rows, 2, He, half], keys [He, nk, 2, half] in T; scores f32 and ids i64 [rows, He, k].
-// Launch: one block of 256 threads per (row, head), blockIdx.x = row·He + head; nk ≤ 256; warp 0 merges the k rows.
-#define PK_MAX_KEYS 256
+// Launch: grid (row tiles, He), one warp per (row, head); the head's keys staged once per block in shared memory or read from T.
+
+// Order key of (v, idx): larger keys come first; NaN is the largest value, ±0 are equal, equal values go to the lower idx.
+__device__ __forceinline__ unsigned long long order_key(float v, int idx) {
+    unsigned int b = v == 0.0f ? 0u : __float_as_uint(v);
+    b = v != v ? 0xffffffffu : (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    return ((unsigned long long)b << 32) | (0xffffffffu - (unsigned int)idx);
+}
 
 template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
 template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
 template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
 
-// (va, ia) comes before (vb, ib): the larger value first, NaN largest, equal values by the lower index.
-__device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
-    const bool na = va != va, nb = vb != vb;
-    if (na || nb) return na && (!nb || ia < ib);
-    return va > vb || (va == vb && ia < ib);
-}
-
-__device__ __forceinline__ double warp_sum_f64(double v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-// Values v[0..n) ranked in `before` order; the first `keep` land in sv, si.
-__device__ void rank_sort(const float *v, int n, int keep, float *sv, int *si) {
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const float vi = v[i];
-        int rank = 0;
-        for (int j = 0; j < n; ++j) rank += before(v[j], j, vi, i);
-        if (rank < keep) {
-            sv[rank] = vi;
-            si[rank] = i;
-        }
+// Σ_i q[i]·k[i] as the CPU `dot`: eight interleaved f64 partial sums, added in order, then the tail; rounded once.
+template <typename K> __device__ __forceinline__ float dot_f64(const float *q, const K *k, int half) {
+    double l[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    const int body = half & ~7;
+    for (int i = 0; i < body; i += 8) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) l[j] += (double)q[i + j] * (double)ld(k, i + j);
     }
+    double s = -0.0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) s += l[j];
+    double rest = -0.0;
+    for (int i = body; i < half; ++i) rest += (double)q[i] * (double)ld(k, i);
+    return (float)(s + rest);
 }
 
-// The first unmerged candidate among this lane's rows a ≡ lane (mod 32); row a holds sx[a] + sy[c] for
-// next[a] ≤ c < min(ny, k / (a + 1)). No candidate gives (-inf, INT_MAX), which every candidate comes before.
-__device__ __forceinline__ void lane_best(const float *sx, const float *sy, const int *next, int nx, int ny, int k,
-                                          float &bv, int &ba) {
-    bv = __int_as_float(0xff800000);
-    ba = 0x7fffffff;
-    for (int a = threadIdx.x & 31; a < nx; a += 32) {
-        const int c = next[a];
-        if (c < min(ny, k / (a + 1)) && before(sx[a] + sy[c], a, bv, ba)) {
-            bv = sx[a] + sy[c];
-            ba = a;
+// Per-warp scratch, in this order (the launcher sizes it the same way): skey u64 [nk][2], ckey u64 [cand_pad],
+// sim f32 [nk][2], sq f32 [2][half], sv f32 [2][k], si i32 [2][k], cac i32 [cand_pad].
+template <typename T, bool SMEM_KEYS>
+__device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids, const int rows, const int heads,
+                        const int nk, const int half, const int k, const int rows_per_block, const int stride,
+                        const int key_bytes, const int warp_bytes, const int cand_pad) {
+    extern __shared__ __align__(16) unsigned char pk_smem[];
+    const int h = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const long kh = (long)h * nk * 2 * half;
+    float *sk = reinterpret_cast<float *>(pk_smem);
+    if (SMEM_KEYS) {
+        for (int t = threadIdx.x; t < nk * 2 * half; t += blockDim.x) {
+            const int n = t / (2 * half), a = (t / half) & 1, i = t % half;
+            sk[(a * nk + n) * stride + i] = ld(keys, kh + t);
         }
+        __syncthreads();
     }
-}
-
-// Warp 0 only: the k first candidates (sum, a, c) with a < nx, c < ny, (a + 1)·(c + 1) ≤ k, in the order sum
-// (descending), a, c. sx and sy descend, so each row is already in that order and a k-step merge of the row heads
-// suffices. next[a] is read and written by the lane owning row a only.
-__device__ void merge_rows(const float *sx, const int *ix, const float *sy, const int *iy, int nx, int ny, int k,
-                           long long nk, int *next, float *scores, long long *ids) {
-    const int lane = threadIdx.x & 31;
-    for (int a = lane; a < nx; a += 32) next[a] = 0;
-    float mv;
-    int ma;
-    lane_best(sx, sy, next, nx, ny, k, mv, ma);
-    for (int slot = 0; slot < k; ++slot) {
-        float bv = mv;
-        int ba = ma;
-        for (int o = 16; o > 0; o >>= 1) {
-            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            const int oa = __shfl_xor_sync(0xffffffffu, ba, o);
-            if (before(ov, oa, bv, ba)) {
-                bv = ov;
-                ba = oa;
+    unsigned char *base = pk_smem + key_bytes + warp * warp_bytes;
+    unsigned long long *skey = reinterpret_cast<unsigned long long *>(base);
+    unsigned long long *ckey = skey + 2 * nk;
+    float *sim = reinterpret_cast<float *>(ckey + cand_pad);
+    float *sq = sim + 2 * nk;
+    float *sv = sq + 2 * half;
+    int *si = reinterpret_cast<int *>(sv + 2 * k);
+    int *cac = si + 2 * k;
+    const long row0 = (long)blockIdx.x * rows_per_block;
+    const long row_end = min((long)rows, row0 + rows_per_block);
+    for (long r = row0 + warp; r < row_end; r += warps) {
+        for (int t = lane; t < 2 * half; t += 32) {
+            const int a = t >= half;
+            sq[t] = ld(q, ((r * 2 + a) * heads + h) * (long)half + (t - a * half));
+        }
+        __syncwarp();
+        for (int n = lane; n < nk; n += 32) {
+#pragma unroll
+            for (int a = 0; a < 2; ++a) {
+                const float s = SMEM_KEYS ? dot_f64(sq + a * half, sk + (a * nk + n) * stride, half)
+                                          : dot_f64(sq + a * half, keys + kh + (n * 2 + a) * (long)half, half);
+                sim[2 * n + a] = s;
+                skey[2 * n + a] = order_key(s, n);
             }
         }
-        if (ba == 0x7fffffff) break;
-        if ((ba & 31) == lane) {
-            const int c = next[ba];
-            scores[slot] = bv;
-            ids[slot] = (long long)ix[ba] * nk + iy[c];
-            next[ba] = c + 1;
-            lane_best(sx, sy, next, nx, ny, k, mv, ma);
+        __syncwarp();
+        for (int n = lane; n < nk; n += 32) {
+            const unsigned long long kx = skey[2 * n], ky = skey[2 * n + 1];
+            int rx = 0, ry = 0;
+            for (int j = 0; j < nk; ++j) {
+                const ulonglong2 o = reinterpret_cast<const ulonglong2 *>(skey)[j];
+                rx += o.x > kx;
+                ry += o.y > ky;
+            }
+            if (rx < k) {
+                sv[rx] = sim[2 * n];
+                si[rx] = n;
+            }
+            if (ry < k) {
+                sv[k + ry] = sim[2 * n + 1];
+                si[k + ry] = n;
+            }
         }
+        __syncwarp();
+        // Candidates (i, j) with (i + 1)·(j + 1) ≤ k in row-major order; position t breaks ties.
+        int cand = 0;
+        for (int i = 0; i < k; ++i) {
+            const int cnt = k / (i + 1);
+            for (int j = lane; j < cnt; j += 32) {
+                ckey[cand + j] = order_key(sv[i] + sv[k + j], cand + j);
+                cac[cand + j] = (i << 16) | j;
+            }
+            cand += cnt;
+        }
+        __syncwarp();
+        float *out_s = scores + (r * heads + h) * (long)k;
+        long long *out_i = ids + (r * heads + h) * (long)k;
+        for (int t = lane; t < cand; t += 32) {
+            const unsigned long long key = ckey[t];
+            int rank = 0;
+            for (int j = 0; j < cand; ++j) rank += ckey[j] > key;
+            if (rank < k) {
+                const int i = cac[t] >> 16, j = cac[t] & 0xffff;
+                out_s[rank] = sv[i] + sv[k + j];
+                out_i[rank] = (long long)si[i] * nk + si[k + j];
+            }
+        }
+        __syncwarp();
     }
 }
 
-template <typename T>
-__device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids, const int heads, const int nk,
-                        const int half, const int k) {
-    __shared__ float sim[2][PK_MAX_KEYS];
-    __shared__ float sv[2][PK_MAX_KEYS];
-    __shared__ int si[2][PK_MAX_KEYS];
-    __shared__ int next[PK_MAX_KEYS];
-    const long rh = blockIdx.x;
-    const long row = rh / heads;
-    const int h = (int)(rh % heads);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    for (int t = warp; t < 2 * nk; t += warps) {
-        const int axis = t / nk, n = t % nk;
-        const long qo = ((row * 2 + axis) * heads + h) * (long)half;
-        const long ko = (((long)h * nk + n) * 2 + axis) * (long)half;
-        double s = 0.0;
-        for (int i = lane; i < half; i += 32) s += (double)ld(q, qo + i) * (double)ld(keys, ko + i);
-        s = warp_sum_f64(s);
-        if (lane == 0) sim[axis][n] = (float)s;
+#define PK_TOPK(NAME, T, SMEM)                                                                                        \
+    extern "C" __global__ void NAME(const T *q, const T *keys, float *scores, long long *ids, const int rows,          \
+                                    const int heads, const int nk, const int half, const int k,                       \
+                                    const int rows_per_block, const int stride, const int key_bytes,                  \
+                                    const int warp_bytes, const int cand_pad) {                                       \
+        pk_topk<T, SMEM>(q, keys, scores, ids, rows, heads, nk, half, k, rows_per_block, stride, key_bytes,            \
+                         warp_bytes, cand_pad);                                                                       \
     }
-    __syncthreads();
-    rank_sort(sim[0], nk, k, sv[0], si[0]);
-    rank_sort(sim[1], nk, k, sv[1], si[1]);
-    __syncthreads();
-    if (warp == 0) merge_rows(sv[0], si[0], sv[1], si[1], k, k, k, nk, next, scores + rh * k, ids + rh * k);
-}
 
-extern "C" __global__ void pk_topk_f32(const float *q, const float *keys, float *scores, long long *ids,
-                                       const int heads, const int nk, const int half, const int k) {
-    pk_topk(q, keys, scores, ids, heads, nk, half, k);
-}
-
-extern "C" __global__ void pk_topk_bf16(const bf16_t *q, const bf16_t *keys, float *scores, long long *ids,
-                                        const int heads, const int nk, const int half, const int k) {
-    pk_topk(q, keys, scores, ids, heads, nk, half, k);
-}
+PK_TOPK(pk_topk_f32, float, true)
+PK_TOPK(pk_topk_bf16, bf16_t, true)
+PK_TOPK(pk_topk_f32_global, float, false)
+PK_TOPK(pk_topk_bf16_global, bf16_t, false)

@@ -192,6 +192,96 @@ proptest! {
     }
 }
 
+/// The kernels compile with NVRTC for sm_90 (no GPU needed); skipped without NVRTC unless `CHEEMS_REQUIRE_NVRTC` or
+/// `CHEEMS_REQUIRE_GPU` is set.
+#[test]
+fn cuda_kernels_compile_for_sm_90() {
+    if let Err(e) = crate::cuda::probe_nvrtc() {
+        let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        assert!(!required, "NVRTC is required: {e}");
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let cubin =
+        crate::cuda::compile_cubin(&cuda::SOURCE, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+    assert!(cubin.starts_with(b"\x7fELF"));
+}
+
+/// Launch choices, checked without a GPU.
+mod plan {
+    use super::*;
+    use crate::pk_topk::cuda::{candidates, plan};
+
+    #[test]
+    fn candidates_count_the_pairs_that_can_rank() {
+        for k in 0..40 {
+            let brute = (0..k)
+                .flat_map(|i| (0..k).map(move |j| (i + 1) * (j + 1) <= k))
+                .filter(|&b| b)
+                .count();
+            assert_eq!(candidates(k), brute, "k {k}");
+        }
+        assert_eq!(candidates(8), 20);
+    }
+
+    #[test]
+    fn cheems_shape_stages_its_keys_and_fills_the_device() {
+        let p = params(4096, 4, 32, 32, 8);
+        let plan = plan(&p).unwrap();
+        assert!(plan.keys_in_smem);
+        assert_eq!(plan.warps, 8);
+        assert_eq!(plan.stride, 33);
+        assert!(plan.smem_bytes() <= 48 * 1024);
+        let blocks = p.rows.div_ceil(plan.rows_per_block) * p.heads;
+        assert!((528..=2112).contains(&blocks), "{blocks} blocks");
+        let one = plan_of(1, 4, 32, 32, 8);
+        assert_eq!((one.rows_per_block, one.warps), (8, 8));
+    }
+
+    fn plan_of(r: usize, h: usize, nk: usize, half: usize, k: usize) -> crate::pk_topk::cuda::Plan {
+        plan(&params(r, h, nk, half, k)).unwrap()
+    }
+
+    #[test]
+    fn large_keys_are_read_from_device_memory() {
+        let big = plan_of(2, 2, 256, 130, 8);
+        assert!(!big.keys_in_smem);
+        assert_eq!(big.key_bytes, 0);
+        let full = plan_of(1, 1, 256, 3, 256);
+        assert!(full.warps >= 1 && full.smem_bytes() <= 48 * 1024, "{full:?}");
+    }
+
+    #[test]
+    fn every_plan_fits_and_aligns() {
+        for nk in [1, 2, 5, 31, 32, 33, 64, 127, 128, 255, 256] {
+            for half in [0, 1, 2, 7, 8, 9, 32, 64, 128, 130, 1000] {
+                for k in [1, nk / 2 + 1, nk] {
+                    let p = plan_of(4096, 3, nk, half, k);
+                    assert!(p.warps >= 1 && p.warps <= 8, "{p:?}");
+                    assert!(p.smem_bytes() <= 48 * 1024, "{p:?}");
+                    assert_eq!(
+                        (p.key_bytes % 16, p.warp_bytes % 16, p.stride % 2),
+                        (0, 0, 1),
+                        "{p:?}"
+                    );
+                    assert!(p.cand_pad >= candidates(k) && p.cand_pad % 2 == 0, "{p:?}");
+                    assert_eq!(p.rows_per_block % p.warps, 0, "{p:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_scratch_too_large_for_one_warp_is_refused() {
+        let Err(KernelError::BadParams(msg)) = plan(&params(1, 1, 256, 6000, 256)) else {
+            panic!()
+        };
+        assert!(msg.contains("shared memory"), "{msg}");
+    }
+}
+
 /// CUDA against the CPU kernel. Both round f64 similarities once to f32 and form the candidate sums with the same
 /// f32 additions, so they agree bit for bit, ties included (quantized inputs are checked for exact equality). On
 /// continuous inputs the f64 sums are added in different orders and can round to neighbouring f32 values when
@@ -286,9 +376,30 @@ mod gpu {
             (1, 1, 256, 3, 256),
             (2, 2, 256, 130, 8),
             (3, 4, 64, 128, 8),
+            (37, 3, 32, 32, 8),
+            (300, 2, 32, 32, 8),
+            (4500, 2, 16, 8, 4),
+            (1, 4, 32, 32, 8),
+            (5, 1, 32, 33, 32),
         ];
         for (i, &(r, h, nk, half, k)) in shapes.iter().enumerate() {
             check_all(params(r, h, nk, half, k), 300 + i as u64);
+        }
+    }
+
+    /// The similarities are the CPU kernel's f64 sums in the same order, so continuous inputs agree bit for bit too.
+    #[test]
+    fn continuous_inputs_match_bit_for_bit() {
+        let Some(gpu) = test_gpu() else { return };
+        for (i, &(r, h, nk, half, k)) in
+            [(64, 4, 32, 32, 8), (9, 2, 31, 13, 31), (3, 1, 200, 70, 12)].iter().enumerate()
+        {
+            let p = params(r, h, nk, half, k);
+            let (q, keys) = inputs(&p, false, 900 + i as u64);
+            let (want_scores, want_ids) = pk_topk(&p, &q, &keys).unwrap();
+            let (scores, ids) = run(&gpu, &p, &q, &keys).unwrap();
+            assert_eq!(ids, want_ids, "ids of {p:?}");
+            assert_eq!(scores, want_scores, "scores of {p:?}");
         }
     }
 
