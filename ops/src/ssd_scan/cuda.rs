@@ -6,7 +6,8 @@ use crate::cuda::{launch_error, Elem, Gpu, Source};
 use crate::{KernelError, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-/// The prefill kernels (`ssd_chunk_state`, `ssd_state_pass`, `ssd_chunk_out`).
+/// The prefill kernels (`ssd_chunk_state`, `ssd_state_pass`, `ssd_chunk_out`, and the tensor-core
+/// `ssd_chunk_state_tc_bf16`, `ssd_chunk_out_tc_bf16`).
 pub const CHUNK_SCAN_SOURCE: Source =
     Source { file: "ssd_chunk_scan.cu", code: include_str!("ssd_chunk_scan.cu") };
 
@@ -20,6 +21,7 @@ pub const MAX_CHUNK: usize = 64;
 pub const MAX_DIM: usize = 256;
 
 const THREADS: u32 = 256;
+const TC_THREADS: u32 = 128;
 const TILE: usize = 64;
 const STEP_ROWS: usize = 8;
 
@@ -69,6 +71,20 @@ fn check_outputs(p: &SsdScanParams, y: usize, state: usize) -> Result<()> {
 /// Number of chunks of length `chunk` covering `seq` tokens.
 fn chunks(p: &SsdScanParams, chunk: usize) -> usize {
     p.seq.div_ceil(chunk)
+}
+
+/// The three prefill kernels for element type `dtype` (`"f32"` or `"bf16"`) in launch order, each with its block
+/// size: bf16 takes the tensor-core chunk kernels (mma.sync, bf16 operands with f32 operands split into two bf16
+/// halves); f32 keeps the FFMA kernels, whose f32 operands the tensor cores would round.
+pub fn chunk_scan_kernels(dtype: &str) -> [(String, u32); 3] {
+    let pass = ("ssd_state_pass_f32".to_string(), THREADS);
+    if dtype == "bf16" {
+        let tc = |k: &str| (format!("{k}_tc_bf16"), TC_THREADS);
+        [tc("ssd_chunk_state"), pass, tc("ssd_chunk_out")]
+    } else {
+        let ffma = |k: &str| (format!("{k}_{dtype}"), THREADS);
+        [ffma("ssd_chunk_state"), pass, ffma("ssd_chunk_out")]
+    }
 }
 
 /// Length in `f32` elements of the workspace of [`ssd_chunk_scan_with_workspace`]: one `[P, N]` state per chunk of
@@ -121,9 +137,9 @@ fn check_chunk_scan(p: &SsdScanParams, chunk: usize, lens: [usize; 7]) -> Result
 /// [`ssd_chunk_scan`] with a caller-provided workspace of at least [`ssd_chunk_scan_workspace_len`] elements (its
 /// contents need not be initialised and are overwritten).
 ///
-/// Three launches, 256 threads each: `ssd_chunk_state` (one block per chunk, head, batch and 64×64 tile of the
-/// `[P, N]` chunk state), `ssd_state_pass` (one thread per state element walking the chunks in order), and
-/// `ssd_chunk_out` (one block per chunk, head, batch and 64 columns of `P`).
+/// Three launches ([`chunk_scan_kernels`] names them): `ssd_chunk_state` (one block per chunk, head, batch and
+/// 64×64 tile of the `[P, N]` chunk state), `ssd_state_pass` (one thread per state element walking the chunks in
+/// order), and `ssd_chunk_out` (one block per chunk, head, batch and 64 columns of `P`).
 #[allow(clippy::too_many_arguments)]
 pub fn ssd_chunk_scan_with_workspace<T: Elem>(
     gpu: &Gpu,
@@ -166,40 +182,45 @@ pub fn ssd_chunk_scan_with_workspace<T: Elem>(
     let pn = p.head_dim * p.state_dim;
     let pass_blocks = grid_x("state tiles × heads × batch", bh.saturating_mul(pn.div_ceil(256)))?;
     let bhs = i64::try_from(bh).map_err(|_| bad(format!("batch × heads {bh} exceeds i64")))?;
-    let cfg = |grid: (u32, u32)| LaunchConfig {
+    let cfg = |grid: (u32, u32), threads: u32| LaunchConfig {
         grid_dim: (grid.0, grid.1, 1),
-        block_dim: (THREADS, 1, 1),
+        block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     };
+    let [(state_name, state_threads), (pass_name, pass_threads), (out_name, out_threads)] =
+        chunk_scan_kernels(T::NAME);
 
-    let name = format!("ssd_chunk_state_{}", T::NAME);
+    let name = state_name;
     let func = gpu.function(&CHUNK_SCAN_SOURCE, &name)?;
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(dt).arg(a).arg(b).arg(&mut *workspace);
     launch.arg(&seq).arg(&heads).arg(&hp).arg(&n).arg(&l).arg(&nc);
-    // SAFETY: the argument list matches `ssd_chunk_state_<T>` in ssd_chunk_scan.cu; `validate` checked x, dt, a, b
-    // against `p`, the workspace holds `ssd_chunk_scan_workspace_len` elements, and the grid has one block per
-    // (batch, head, chunk) by P/64 × N/64 tiles.
-    unsafe { launch.launch(cfg((blocks, (p_tiles * n_tiles) as u32))) }
+    // SAFETY: the argument list matches `ssd_chunk_state_<T>` and `ssd_chunk_state_tc_bf16` in ssd_chunk_scan.cu;
+    // `validate` checked x, dt, a, b against `p`, the workspace holds `ssd_chunk_scan_workspace_len` elements, and
+    // the grid has one block per (batch, head, chunk) by P/64 × N/64 tiles.
+    unsafe { launch.launch(cfg((blocks, (p_tiles * n_tiles) as u32), state_threads)) }
         .map_err(|e| launch_error(&name, e))?;
 
-    let name = "ssd_state_pass_f32";
+    let name = pass_name.as_str();
     let func = gpu.function(&CHUNK_SCAN_SOURCE, name)?;
     let pn_i32 = to_i32("head_dim × state_dim", pn)?;
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(&mut *state).arg(&mut *workspace).arg(&bhs).arg(&pn_i32).arg(&nc);
     // SAFETY: the argument list matches `ssd_state_pass_f32` in ssd_chunk_scan.cu; `validate` checked `state`
     // against `p`, the workspace is large enough (above), and the grid has one thread per state element.
-    unsafe { launch.launch(cfg((pass_blocks, 1))) }.map_err(|e| launch_error(name, e))?;
+    unsafe { launch.launch(cfg((pass_blocks, 1), pass_threads)) }
+        .map_err(|e| launch_error(name, e))?;
 
-    let name = format!("ssd_chunk_out_{}", T::NAME);
+    let name = out_name;
     let func = gpu.function(&CHUNK_SCAN_SOURCE, &name)?;
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(&*workspace).arg(y);
     launch.arg(&seq).arg(&heads).arg(&hp).arg(&n).arg(&l).arg(&nc);
-    // SAFETY: the argument list matches `ssd_chunk_out_<T>` in ssd_chunk_scan.cu; `validate` and `check_outputs`
-    // checked every buffer against `p`, and the grid has one block per (batch, head, chunk) by P/64 tiles.
-    unsafe { launch.launch(cfg((blocks, p_tiles as u32))) }.map_err(|e| launch_error(&name, e))?;
+    // SAFETY: the argument list matches `ssd_chunk_out_<T>` and `ssd_chunk_out_tc_bf16` in ssd_chunk_scan.cu;
+    // `validate` and `check_outputs` checked every buffer against `p`, and the grid has one block per (batch, head,
+    // chunk) by P/64 tiles.
+    unsafe { launch.launch(cfg((blocks, p_tiles as u32), out_threads)) }
+        .map_err(|e| launch_error(&name, e))?;
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 // SSD prefill, chunked dual form: per chunk a_t = softplus(dt_t)·A, Z = Σ_s e^{a_{s+1..L}}Δ_s x_s⊗B_s, S_c = e^{a_{1..L}}S_{c-1} + Z,
 // y_t = Σ_{s≤t} (C_t·B_s) e^{a_{s+1..t}} Δ_s x_s + e^{a_{1..t}} S_{c-1}·C_t. x, y [B,S,H,P]; dt [B,S,H]; B, C [B,S,H,N]; S [B,H,P,N].
 // Launch: chunk_state (grid B·H·chunks × P/64·N/64), state_pass (grid B·H·⌈PN/256⌉), chunk_out (grid B·H·chunks × P/64);
-// 256 threads each; workspace: per-chunk states [B,H,chunks,P,N] then chunk log-decays [B,H,chunks].
+// 256 threads each, 128 for the tensor-core forms (_tc, bf16, same grids); workspace: per-chunk states [B,H,chunks,P,N]
+// then chunk log-decays [B,H,chunks].
 #define SSD_CH 64
 #define SSD_TILE 64
 #define SSD_KT 32
@@ -71,6 +72,8 @@ __device__ void ssd_chunk_state(const T *x, const T *dt, const float *A, const T
 }
 
 // In place over the workspace: slot c gets the state before chunk c (Z_c is read first); `state` gets the final state.
+// Chunks go in groups of SSD_PASS_AHEAD whose loads are all issued before the group's first update.
+#define SSD_PASS_AHEAD 16
 __device__ void ssd_state_pass(float *state, float *ws, const long bhs, const int PN, const int chunks) {
     const int etiles = (PN + SSD_THREADS - 1) / SSD_THREADS;
     const long bh = blockIdx.x / etiles;
@@ -78,12 +81,23 @@ __device__ void ssd_state_pass(float *state, float *ws, const long bhs, const in
     if (e >= PN) return;
     const float *logdecay = ws + bhs * chunks * PN + bh * chunks;
     float *slot = ws + bh * chunks * PN + e;
-    float s = state[bh * PN + e], z = slot[0];
-    for (int c = 0; c < chunks; ++c) {
-        const float next = c + 1 < chunks ? slot[(long)(c + 1) * PN] : 0.0f;
-        slot[(long)c * PN] = s;
-        s = expf(logdecay[c]) * s + z;
-        z = next;
+    float s = state[bh * PN + e];
+    for (int c0 = 0; c0 < chunks; c0 += SSD_PASS_AHEAD) {
+        float z[SSD_PASS_AHEAD], d[SSD_PASS_AHEAD];
+#pragma unroll
+        for (int i = 0; i < SSD_PASS_AHEAD; ++i) {
+            if (c0 + i < chunks) {
+                z[i] = slot[(long)(c0 + i) * PN];
+                d[i] = logdecay[c0 + i];
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < SSD_PASS_AHEAD; ++i) {
+            if (c0 + i < chunks) {
+                slot[(long)(c0 + i) * PN] = s;
+                s = expf(d[i]) * s + z[i];
+            }
+        }
     }
     state[bh * PN + e] = s;
 }
@@ -219,4 +233,275 @@ extern "C" __global__ void ssd_chunk_out_bf16(const bf16_t *x, const bf16_t *dt,
                                               const bf16_t *Cm, const float *ws, bf16_t *y, const int seq,
                                               const int heads, const int P, const int N, const int L, const int chunks) {
     ssd_chunk_out(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks);
+}
+
+// Tensor-core forms of ssd_chunk_state and ssd_chunk_out for bf16 inputs: mma.sync m16n8k16 (bf16 operands, f32
+// accumulators), 128 threads (4 warps). x, B and C enter the tensor cores exactly; every f32 operand (the decayed
+// weights w_s·B_s, the masked decay matrix M, the f32 state S_{c-1}) enters as the sum of two bf16 halves
+// hi = bf16(v), lo = bf16(v − hi), two products each, which leaves |v − hi − lo| ≤ 2⁻¹⁸|v|. Shared tiles are bf16 with
+// the reduction index contiguous and rows padded by 8 (the fragment reads of a warp then hit 32 distinct banks).
+#define SSD_TC_THREADS 128
+#define SSD_TC_KN 32
+#define SSD_TC_KN_PAD (SSD_TC_KN + 8)
+#define SSD_TC_PAD (SSD_TILE + 8)
+
+namespace ssd_tc {
+
+// d += a·b for a 16×16 row-major A, a 16×8 column-major B and a 16×8 f32 D.
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// (lo, hi) rounded to bf16 in one register, lo in the low half.
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// The bf16 pair (hi of v0, hi of v1) and the pair of their remainders.
+__device__ __forceinline__ void split2(float v0, float v1, unsigned &hi, unsigned &lo) {
+    hi = pack_bf16(v0, v1);
+    lo = pack_bf16(v0 - __uint_as_float(hi << 16), v1 - __uint_as_float(hi & 0xffff0000u));
+}
+
+__device__ __forceinline__ void split1(float v, bf16_t &hi, bf16_t &lo) {
+    hi = f32_to_bf16(v);
+    lo = f32_to_bf16(v - bf16_to_f32(hi));
+}
+
+__device__ __forceinline__ unsigned ld32(const bf16_t *p) { return *reinterpret_cast<const unsigned *>(p); }
+
+// A fragment of rows r0..r0+15, columns k0..k0+15 of a row-major bf16 tile with row stride `ld`.
+__device__ __forceinline__ void frag_a(unsigned (&a)[4], const bf16_t *tile, int ld, int r0, int k0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const bf16_t *p = tile + (r0 + g) * ld + k0 + 2 * q;
+    a[0] = ld32(p);
+    a[1] = ld32(p + 8 * ld);
+    a[2] = ld32(p + 8);
+    a[3] = ld32(p + 8 * ld + 8);
+}
+
+// B fragment (16 reduction rows k0.., 8 columns c0..) of a tile stored column by column ([c][k], stride `ld`).
+__device__ __forceinline__ void frag_b(unsigned &b0, unsigned &b1, const bf16_t *tile, int ld, int c0, int k0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const bf16_t *p = tile + (c0 + g) * ld + k0 + 2 * q;
+    b0 = ld32(p);
+    b1 = ld32(p + 8);
+}
+
+// xt[j][s] = x[token s, column p0 + j] (zero outside the chunk and P).
+__device__ __forceinline__ void load_xt(bf16_t (*xt)[SSD_TC_PAD], const bf16_t *x, long row0, int heads, int P, int p0,
+                                        int lc) {
+    for (int i = threadIdx.x; i < SSD_CH * SSD_TILE; i += SSD_TC_THREADS) {
+        const int s = i / SSD_TILE, j = i % SSD_TILE;
+        xt[j][s] = (s < lc && p0 + j < P) ? x[(row0 + (long)s * heads) * P + p0 + j] : (bf16_t)0;
+    }
+}
+
+} // namespace ssd_tc
+
+// Z[p, n] of chunk c for a 64×64 tile as Xᵀ·diag(w)·B (p rows per warp: 16); block (0 of y) stores the log-decay.
+__device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm, float *ws,
+                                   const int seq, const int heads, const int P, const int N, const int L,
+                                   const int chunks) {
+    using namespace ssd_tc;
+    __shared__ __align__(16) bf16_t xt[SSD_TILE][SSD_TC_PAD];
+    __shared__ __align__(16) bf16_t bh_[SSD_TILE][SSD_TC_PAD];
+    __shared__ __align__(16) bf16_t bl_[SSD_TILE][SSD_TC_PAD];
+    __shared__ float w[SSD_CH], a[SSD_CH];
+    const long bh = blockIdx.x / chunks;
+    const int c = blockIdx.x % chunks, h = bh % heads;
+    const long b = bh / heads;
+    const int t0 = c * L, lc = min(L, seq - t0);
+    const int ntiles = (N + SSD_TILE - 1) / SSD_TILE;
+    const int p0 = (blockIdx.y / ntiles) * SSD_TILE, n0 = (blockIdx.y % ntiles) * SSD_TILE;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+    const long row0 = (b * seq + t0) * heads + h;
+    if (tid < lc) {
+        const float d = softplus_f32(bf16_to_f32(dt[row0 + (long)tid * heads]));
+        w[tid] = d;
+        a[tid] = d * A[h];
+    }
+    __syncthreads();
+    if (tid < lc) {
+        float acc = 0.0f;
+        for (int s = lc - 1; s > tid; --s) acc += a[s];
+        w[tid] *= expf(acc);
+        if (tid == 0 && blockIdx.y == 0) ws[(long)gridDim.x * P * N + blockIdx.x] = acc + a[0];
+    }
+    load_xt(xt, x, row0, heads, P, p0, lc);
+    __syncthreads();
+    for (int i = tid; i < SSD_CH * SSD_TILE; i += SSD_TC_THREADS) {
+        const int s = i / SSD_TILE, j = i % SSD_TILE;
+        const bool ok = s < lc && n0 + j < N;
+        bf16_t hi = 0, lo = 0;
+        if (ok) split1(w[s] * bf16_to_f32(Bm[(row0 + (long)s * heads) * N + n0 + j]), hi, lo);
+        bh_[j][s] = hi;
+        bl_[j][s] = lo;
+    }
+    __syncthreads();
+    float z[8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < SSD_CH / 16; ++kk) {
+        unsigned af[4];
+        frag_a(af, &xt[0][0], SSD_TC_PAD, 16 * warp, 16 * kk);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            unsigned b0, b1;
+            frag_b(b0, b1, &bh_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
+            mma(z[j], af, b0, b1);
+            frag_b(b0, b1, &bl_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
+            mma(z[j], af, b0, b1);
+        }
+    }
+    float *out = ws + (long)blockIdx.x * P * N;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int p = p0 + 16 * warp + g + 8 * (e >> 1), n = n0 + 8 * j + 2 * q + (e & 1);
+            if (p < P && n < N) out[(long)p * N + n] = z[j][e];
+        }
+    }
+}
+
+// y of chunk c for 64 head-dim columns: warp w owns rows t = 16w..16w+15 and computes G = C·Bᵀ (columns s ≤ t only)
+// and C·S_{c-1}ᵀ in one pass over N, then y = diag(e^{cum})·C·S_{c-1}ᵀ + (G ∘ D)·X with
+// D[t, s] = exp(a_{s+1} + … + a_t)·Δ_s for s ≤ t < lc, else 0 (the segment sums accumulated from t downwards).
+__device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,
+                                 const bf16_t *Cm, const float *ws, bf16_t *y, const int seq, const int heads,
+                                 const int P, const int N, const int L, const int chunks) {
+    using namespace ssd_tc;
+    __shared__ __align__(16) bf16_t cs[SSD_CH][SSD_TC_KN_PAD];
+    __shared__ __align__(16) bf16_t bs[SSD_CH][SSD_TC_KN_PAD];
+    __shared__ __align__(16) bf16_t sh[SSD_TILE][SSD_TC_KN_PAD];
+    __shared__ __align__(16) bf16_t sl[SSD_TILE][SSD_TC_KN_PAD];
+    __shared__ __align__(16) bf16_t xt[SSD_TILE][SSD_TC_PAD];
+    __shared__ float dm[SSD_CH][SSD_CH + 1];
+    __shared__ float delta[SSD_CH], a[SSD_CH], cexp[SSD_CH];
+    const long bh = blockIdx.x / chunks;
+    const int c = blockIdx.x % chunks, h = bh % heads;
+    const long b = bh / heads;
+    const int t0 = c * L, lc = min(L, seq - t0);
+    const int p0 = blockIdx.y * SSD_TILE;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+    const long row0 = (b * seq + t0) * heads + h;
+    if (tid < SSD_CH) {
+        const float d = tid < lc ? softplus_f32(bf16_to_f32(dt[row0 + (long)tid * heads])) : 0.0f;
+        delta[tid] = d;
+        a[tid] = d * A[h];
+    }
+    load_xt(xt, x, row0, heads, P, p0, lc);
+    __syncthreads();
+    {
+        // Row t: thread t takes s = t … m, thread t + 64 takes s = m − 1 … 0 after summing a[t] … a[m] in the same order.
+        const int t = tid & (SSD_CH - 1), m = (t + 1) / 2;
+        float acc = 0.0f;
+        if (tid < SSD_CH) {
+            for (int s = SSD_CH - 1; s > t || (t >= lc && s >= 0); --s) dm[t][s] = 0.0f;
+            if (t < lc) {
+                for (int s = t; s >= m; --s) {
+                    dm[t][s] = expf(acc) * delta[s];
+                    acc += a[s];
+                }
+            }
+        } else {
+            if (t < lc) {
+                for (int s = t; s >= m; --s) acc += a[s];
+                for (int s = m - 1; s >= 0; --s) {
+                    dm[t][s] = expf(acc) * delta[s];
+                    acc += a[s];
+                }
+            }
+            cexp[t] = t < lc ? expf(acc) : 0.0f;
+        }
+    }
+    float gm[8][4] = {}, yo[8][4] = {};
+    const float *prev = ws + (long)blockIdx.x * P * N;
+    for (int k0 = 0; k0 < N; k0 += SSD_TC_KN) {
+        __syncthreads();
+        for (int i = tid; i < SSD_CH * SSD_TC_KN; i += SSD_TC_THREADS) {
+            const int t = i / SSD_TC_KN, k = i % SSD_TC_KN;
+            const bool ok = t < lc && k0 + k < N;
+            const long off = (row0 + (long)t * heads) * N + k0 + k;
+            cs[t][k] = ok ? Cm[off] : (bf16_t)0;
+            bs[t][k] = ok ? Bm[off] : (bf16_t)0;
+            const bool in = p0 + t < P && k0 + k < N;
+            bf16_t hi = 0, lo = 0;
+            if (in) split1(prev[(long)(p0 + t) * N + k0 + k], hi, lo);
+            sh[t][k] = hi;
+            sl[t][k] = lo;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < SSD_TC_KN / 16; ++kk) {
+            unsigned af[4];
+            frag_a(af, &cs[0][0], SSD_TC_KN_PAD, 16 * warp, 16 * kk);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                unsigned b0, b1;
+                if (j <= 2 * warp + 1) {
+                    frag_b(b0, b1, &bs[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
+                    mma(gm[j], af, b0, b1);
+                }
+                frag_b(b0, b1, &sh[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
+                mma(yo[j], af, b0, b1);
+                frag_b(b0, b1, &sl[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
+                mma(yo[j], af, b0, b1);
+            }
+        }
+    }
+    __syncthreads();
+    const int r = 16 * warp + g;
+    const float e0 = cexp[r], e1 = cexp[r + 8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        yo[j][0] *= e0;
+        yo[j][1] *= e0;
+        yo[j][2] *= e1;
+        yo[j][3] *= e1;
+    }
+#pragma unroll
+    for (int kk = 0; kk < SSD_CH / 16; ++kk) {
+        if (kk > warp) break;
+        unsigned ah[4], al[4];
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int j = 2 * kk + half, s = 8 * j + 2 * q;
+            split2(gm[j][0] * dm[r][s], gm[j][1] * dm[r][s + 1], ah[2 * half], al[2 * half]);
+            split2(gm[j][2] * dm[r + 8][s], gm[j][3] * dm[r + 8][s + 1], ah[2 * half + 1], al[2 * half + 1]);
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            unsigned b0, b1;
+            frag_b(b0, b1, &xt[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
+            mma(yo[j], ah, b0, b1);
+            mma(yo[j], al, b0, b1);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int t = r + 8 * (e >> 1), p = p0 + 8 * j + 2 * q + (e & 1);
+            if (t < lc && p < P) y[(row0 + (long)t * heads) * P + p] = f32_to_bf16(yo[j][e]);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS)
+    ssd_chunk_state_tc_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm, float *ws,
+                            const int seq, const int heads, const int P, const int N, const int L, const int chunks) {
+    ssd_chunk_state_tc(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks);
+}
+
+extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS)
+    ssd_chunk_out_tc_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm, const bf16_t *Cm,
+                          const float *ws, bf16_t *y, const int seq, const int heads, const int P, const int N,
+                          const int L, const int chunks) {
+    ssd_chunk_out_tc(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks);
 }

@@ -352,6 +352,24 @@ mod gpu {
         both(&Case::random(params(2, 600, 4, 64, 64), (-2.0, -0.01), DT, 2), 64, "many chunks");
     }
 
+    /// The fixtures' head dims (12, 16) and the 350M preset's SSD shape (H16, P = N = 64) over more than 16 chunks
+    /// (the state pass's prefetch group), with L = 1 and lengths that are not a multiple of the chunk.
+    #[test]
+    fn chunk_scan_model_shapes_match_the_cpu_scan() {
+        let shapes = [
+            (1, 1, 4, 12, 12, 64),
+            (2, 70, 4, 12, 12, 64),
+            (3, 130, 4, 16, 16, 64),
+            (1, 1, 16, 64, 64, 64),
+            (2, 1100, 16, 64, 64, 64),
+            (1, 4100, 16, 64, 64, 64),
+            (2, 2500, 2, 64, 64, 16),
+        ];
+        for (i, &(b, s, h, hp, n, chunk)) in shapes.iter().enumerate() {
+            both(&Case::random(params(b, s, h, hp, n), DECAY, DT, 800 + i as u64), chunk, "model");
+        }
+    }
+
     #[test]
     fn chunk_scan_with_positive_a_grows_like_the_cpu_scan() {
         for (i, &(s, chunk)) in [(40, 64), (130, 64), (130, 16), (64, 64)].iter().enumerate() {
@@ -603,5 +621,21 @@ fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
             blocks * rows * (256 / lanes) >= b * h * hp,
             "every row of {b}×{h}×{hp} is covered"
         );
+    }
+}
+
+#[test]
+fn chunk_scan_takes_the_tensor_core_kernels_for_bf16_only() {
+    let names = |d: &str| cuda::chunk_scan_kernels(d).map(|(k, t)| format!("{k}/{t}"));
+    assert_eq!(
+        names("bf16"),
+        ["ssd_chunk_state_tc_bf16/128", "ssd_state_pass_f32/256", "ssd_chunk_out_tc_bf16/128"]
+    );
+    assert_eq!(
+        names("f32"),
+        ["ssd_chunk_state_f32/256", "ssd_state_pass_f32/256", "ssd_chunk_out_f32/256"]
+    );
+    for (k, _) in cuda::chunk_scan_kernels("bf16").iter().chain(&cuda::chunk_scan_kernels("f32")) {
+        assert!(cuda::CHUNK_SCAN_SOURCE.code.contains(&format!(" {k}(")), "{k} is in the source");
     }
 }
