@@ -1,15 +1,17 @@
 //! CUDA launchers of [`super::masked_attention`]: for bf16 activations with a head dimension of 64 or 128, a
 //! tensor-core prefill kernel (`mma.sync` m16n8k16, flash-style online softmax over key tiles of 64, query tiles of
 //! 64 for one or two query heads of a KV head); otherwise a scalar flash-style prefill kernel (key tiles of 32, query
-//! tiles of one `(b, h)`); and for `S ≤ DECODE_MAX_Q_LEN` a split-key decode kernel whose per-slice partial softmax
-//! states a second kernel combines.
+//! tiles of one `(b, h)`). For `S ≤ DECODE_MAX_Q_LEN`, a split-key decode kernel writes per-slice partial softmax
+//! states that a second kernel combines: for f32 and bf16 with a head dimension of 64 or 128 the GQA kernel (each
+//! block reads its slice of a KV head once, in 16-byte pieces, for up to 8 queries of that KV head's query heads),
+//! otherwise one block per query row and slice.
 //!
 //! `Additive` runs selection kernels first: `ratio_threshold` (radix select of the `⌊T·ratio⌋`-th
 //! smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, the keep window: for the tensor-core
 //! kernel `order_keys` and `keep_until` (per key, the position of the `W`-th key that beats it, a
-//! scan of the keys of its `(b, hm)` that stops there), otherwise `keep_window` (per query row,
-//! radix select of the `W`-th largest bias and of the last kept index among its ties). The
-//! attention kernels read their results.
+//! scan of the keys of its `(b, hm)` that stops there), otherwise `keep_window` (per `(b, hm, i)`,
+//! shared by the query heads of mask head `hm`: radix select of the `W`-th largest bias and a block
+//! count of its ties for the last kept index). The attention kernels read their results.
 
 use super::{AttentionParams, MaskMode};
 use crate::cuda::{launch_error, Elem, Gpu, Source};
@@ -43,6 +45,8 @@ const MMA_HEAD_DIMS: [usize; 2] = [64, 128];
 pub(crate) enum Kernel {
     /// `masked_attention_<T>_decode_d<cap>` and `masked_attention_<T>_combine`.
     Decode,
+    /// `masked_attention_<T>_decode_gqa_d<head_dim>_q<NQ>` and `masked_attention_<T>_combine`.
+    DecodeGqa,
     /// `masked_attention_<T>_prefill_d<cap>`, with `cap` and its query tile from [`TILES`].
     Scalar,
     /// `masked_attention_bf16_prefill_mma_d<head_dim>_r<heads>`: `heads` query heads of one KV
@@ -59,7 +63,7 @@ const MMA_PAIR_MIN_BLOCKS: usize = 256;
 /// even and that still makes [`MMA_PAIR_MIN_BLOCKS`] blocks), the scalar prefill kernel otherwise.
 pub(crate) fn pick_kernel(p: &AttentionParams, elem: &str) -> Kernel {
     if p.q_len <= DECODE_MAX_Q_LEN {
-        return Kernel::Decode;
+        return if gqa_fits(p, elem) { Kernel::DecodeGqa } else { Kernel::Decode };
     }
     let groups = p.kv_heads.max(1);
     let pair_blocks = p.batch * p.heads / 2 * p.q_len.div_ceil(MMA_TILE);
@@ -88,6 +92,48 @@ fn mma_fits(p: &AttentionParams, elem: &str, heads: usize) -> bool {
 /// per-key bias and its order key for each head.
 fn mma_smem_bytes(head_dim: usize, heads: usize) -> usize {
     (heads * MMA_TILE + 4 * MMA_TILE) * (head_dim + 8) * 2 + 2 * heads * MMA_TILE * 8
+}
+
+/// Head dimensions of the GQA decode kernel.
+const GQA_HEAD_DIMS: [usize; 2] = [64, 128];
+
+/// Queries per block of the GQA decode kernel (`NQ`) compiled in masked_attention.cu.
+const GQA_QUERIES: [usize; 4] = [1, 2, 4, 8];
+
+/// Blocks the GQA decode kernel aims for: four for each of the H200's 132 multiprocessors.
+const GQA_BLOCKS: usize = 528;
+
+/// Keys of a GQA decode slice are a multiple of this (the most keys one block step covers).
+const GQA_CHUNK_STEP: usize = 64;
+
+/// Whether the GQA decode kernel takes `p` in `elem`.
+pub(crate) fn gqa_fits(p: &AttentionParams, elem: &str) -> bool {
+    (elem == "bf16" || elem == "f32")
+        && GQA_HEAD_DIMS.contains(&p.head_dim)
+        && p.kv_heads > 0
+        && p.batch * p.kv_heads <= 65535
+        && (p.heads / p.kv_heads * p.q_len).div_ceil(8) <= 65535
+}
+
+/// The GQA decode launch: `queries` (NQ) of each KV head's (H/G)·S per block, `groups` blocks of
+/// them, and `splits` slices of `chunk` keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GqaGrid {
+    pub queries: usize,
+    pub groups: usize,
+    pub chunk: usize,
+    pub splits: usize,
+}
+
+/// Slices of at least [`GQA_CHUNK_STEP`] keys, as many as make [`GQA_BLOCKS`] blocks in all.
+pub(crate) fn gqa_grid(p: &AttentionParams) -> GqaGrid {
+    let per_kv = p.heads / p.kv_heads.max(1) * p.q_len;
+    let queries = GQA_QUERIES.into_iter().find(|&n| n >= per_kv).unwrap_or(8);
+    let groups = per_kv.div_ceil(queries).max(1);
+    let heads = (p.batch * p.kv_heads * groups).max(1);
+    let chunk = p.kv_len.div_ceil(GQA_BLOCKS.div_ceil(heads)).next_multiple_of(GQA_CHUNK_STEP);
+    let chunk = chunk.max(GQA_CHUNK_STEP);
+    GqaGrid { queries, groups, chunk, splits: p.kv_len.div_ceil(chunk).max(1) }
 }
 
 /// Blocks the decode kernel aims for, over all rows and key slices.
@@ -159,6 +205,12 @@ pub(crate) fn attention_on<T: Elem>(
             "`out` has {} elements, `q` has {}",
             out.len(),
             q.len()
+        )));
+    }
+    if kernel == Kernel::DecodeGqa && !gqa_fits(p, T::NAME) {
+        return Err(KernelError::BadParams(format!(
+            "the GQA decode kernel does not take {} {p:?}",
+            T::NAME
         )));
     }
     if let Kernel::Mma { heads } = kernel {
@@ -253,60 +305,96 @@ pub(crate) fn attention_on<T: Elem>(
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
             until = Some(out_until);
         } else if let Some(w) = w {
+            let m = key_m.ok_or_else(|| KernelError::BadParams("Additive needs `key_m`".into()))?;
             let w_i = to_i32("keep_window", w)?;
-            let mut out_keep = alloc::<u32>(gpu, 2 * rows)?;
+            let keep_rows = b * mask_heads * s;
+            let mut out_keep = alloc::<u32>(gpu, 2 * keep_rows)?;
             let name = "masked_attention_keep_window";
             let func = gpu.function(&SOURCE, name)?;
             let cfg = LaunchConfig {
-                grid_dim: (rows_u, 1, 1),
-                block_dim: (256, 1, 1),
+                grid_dim: (to_u32("batch·mask_heads·q_len", keep_rows)?, 1, 1),
+                block_dim: (512, 1, 1),
                 shared_mem_bytes: 0,
             };
             let mut launch = gpu.stream().launch_builder(&func);
-            arg_or_null(&mut launch, key_m, &null);
-            arg_or_null(&mut launch, learned, &null);
-            launch.arg(attn_mask);
+            launch.arg(m).arg(attn_mask);
             arg_or_null(&mut launch, tau.as_ref(), &null);
-            launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
-            launch.arg(&mut out_keep).arg(&w_i);
+            launch.arg(&mut out_keep).arg(&s_i).arg(&t_i).arg(&hm_i).arg(&w_i);
             // SAFETY: the argument list matches `masked_attention_keep_window`; `validate` checked
-            // every mask buffer against `p`, the null pointers are those of absent buffers the
-            // mode does not read (and of `keep`, which this kernel does not use), `tau` holds B·Hm
-            // values and `keep_out` 2 per row, and the grid has one block per row.
+            // `key_m` [B, Hm, T] and `attn_mask` [B, T], `tau` (or null) holds B·Hm values,
+            // `keep_out` 2 per (b, hm, i), and the grid has one block per (b, hm, i).
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
             keep = Some(out_keep);
         }
     }
 
     let scale = p.scale;
-    if kernel == Kernel::Decode {
-        let want = DECODE_BLOCKS.div_ceil(rows).max(1);
-        let chunk = t.div_ceil(want).max(DECODE_MIN_CHUNK);
-        let splits = t.div_ceil(chunk);
-        let (chunk_i, splits_i) = (to_i32("chunk", chunk)?, to_i32("splits", splits)?);
-        let mut part = alloc::<f32>(gpu, rows * splits * (p.head_dim + 2))?;
-        let name = format!("masked_attention_{}_decode_d{cap}", T::NAME);
-        let func = gpu.function(&SOURCE, &name)?;
-        let cfg = LaunchConfig {
-            grid_dim: (rows_u, to_u32("splits", splits)?, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
+    if kernel == Kernel::Decode || kernel == Kernel::DecodeGqa {
+        let splits = if kernel == Kernel::Decode {
+            let want = DECODE_BLOCKS.div_ceil(rows).max(1);
+            let chunk = t.div_ceil(want).max(DECODE_MIN_CHUNK);
+            let splits = t.div_ceil(chunk);
+            let (chunk_i, splits_i) = (to_i32("chunk", chunk)?, to_i32("splits", splits)?);
+            let mut part = alloc::<f32>(gpu, rows * splits * (p.head_dim + 2))?;
+            let name = format!("masked_attention_{}_decode_d{cap}", T::NAME);
+            let func = gpu.function(&SOURCE, &name)?;
+            let cfg = LaunchConfig {
+                grid_dim: (rows_u, to_u32("splits", splits)?, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = gpu.stream().launch_builder(&func);
+            launch.arg(q).arg(k).arg(v).arg(&mut part);
+            arg_or_null(&mut launch, key_m, &null);
+            arg_or_null(&mut launch, learned, &null);
+            launch.arg(attn_mask);
+            arg_or_null(&mut launch, tau.as_ref(), &null);
+            arg_or_null(&mut launch, keep.as_ref(), &null);
+            launch.arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
+            launch.arg(&g_i).arg(&dh_i).arg(&scale).arg(&chunk_i);
+            // SAFETY: the argument list matches `masked_attention_<T>_decode_d<cap>`; `validate`
+            // checked q, k, v and every mask buffer against `p`, head_dim ≤ cap, null pointers
+            // stand for absent buffers the mode does not read, `keep` (or null) holds 2 values per
+            // (b, hm, i), and `part` holds (Dh + 2) values per row and slice of the grid.
+            unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+            (part, splits_i)
+        } else {
+            let g = gqa_grid(p);
+            let splits_i = to_i32("splits", g.splits)?;
+            let chunk_i = to_i32("chunk", g.chunk)?;
+            let mut part = alloc::<f32>(gpu, rows * g.splits * (p.head_dim + 2))?;
+            let name =
+                format!("masked_attention_{}_decode_gqa_d{}_q{}", T::NAME, p.head_dim, g.queries);
+            let func = gpu.function(&SOURCE, &name)?;
+            let cfg = LaunchConfig {
+                grid_dim: (
+                    to_u32("splits", g.splits)?,
+                    to_u32("batch·kv_heads", b * p.kv_heads)?,
+                    to_u32("query groups", g.groups)?,
+                ),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = gpu.stream().launch_builder(&func);
+            launch.arg(q).arg(k).arg(v).arg(&mut part);
+            arg_or_null(&mut launch, key_m, &null);
+            arg_or_null(&mut launch, learned, &null);
+            launch.arg(attn_mask);
+            arg_or_null(&mut launch, tau.as_ref(), &null);
+            arg_or_null(&mut launch, keep.as_ref(), &null);
+            launch.arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
+            launch.arg(&g_i).arg(&scale).arg(&chunk_i);
+            // SAFETY: the argument list matches `masked_attention_<T>_decode_gqa_d<Dh>_q<NQ>`;
+            // `gqa_fits` (through `pick_kernel` or the check above) holds, so Dh is the kernel's
+            // and T f32 or bf16, whose 16-byte pieces of q, k, v rows are aligned; `validate`
+            // checked q, k, v and every mask buffer against `p`, null pointers stand for absent
+            // buffers the mode does not read, `keep` (or null) holds 2 values per (b, hm, i), the
+            // grid covers ⌈T/chunk⌉ splits, B·G KV heads and the (H/G)·S queries of each in groups
+            // of NQ, and `part` holds (Dh + 2) values per row and split.
+            unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+            (part, splits_i)
         };
-        let mut launch = gpu.stream().launch_builder(&func);
-        launch.arg(q).arg(k).arg(v).arg(&mut part);
-        arg_or_null(&mut launch, key_m, &null);
-        arg_or_null(&mut launch, learned, &null);
-        launch.arg(attn_mask);
-        arg_or_null(&mut launch, tau.as_ref(), &null);
-        arg_or_null(&mut launch, keep.as_ref(), &null);
-        launch.arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
-        launch.arg(&g_i).arg(&dh_i).arg(&scale).arg(&chunk_i);
-        // SAFETY: the argument list matches `masked_attention_<T>_decode_d<cap>`; `validate`
-        // checked q, k, v and every mask buffer against `p`, head_dim ≤ cap, null pointers stand
-        // for absent buffers the mode does not read, and `part` holds (Dh + 2) values per row
-        // and slice of the grid.
-        unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
-
+        let (part, splits_i) = splits;
         let name = format!("masked_attention_{}_combine", T::NAME);
         let func = gpu.function(&SOURCE, &name)?;
         let cfg =

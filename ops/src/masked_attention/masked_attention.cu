@@ -1,7 +1,9 @@
 // out[b,i,h,:] = Σ_j softmax_j(fl(q·k_j·scale) + bias[b,h,i,j])·v_j, online over key tiles; bias as in mod.rs (MIN = f32::MIN).
 // Layout: q, out [B,S,H,Dh]; k, v [B,G,T,Dh]; key_m [B,Hm,T]; learned [H,T]; attn_mask i64 [B,T]; row r = (b·H + h)·S + i.
-// Launch (128 threads): prefill grid (B·H, ⌈S/BQ⌉); decode grid (B·H·S, splits), then combine grid B·H·S.
-// Before them (256 threads) when the mode needs it: ratio_threshold grid B·Hm -> tau; keep_window grid B·H·S -> keep.
+// Launch (128 threads): prefill grid (B·H, ⌈S/BQ⌉); decode grid (B·H·S, splits) or decode_gqa grid (splits, B·G,
+// ⌈(H/G)·S/NQ⌉), then combine grid B·H·S.
+// Before them when the mode needs it: ratio_threshold (256 threads) grid B·Hm -> tau; keep_window (512 threads) grid
+// B·Hm·S -> keep.
 constexpr float MASKED = -3.40282346638528859811704183484516925e+38f;
 
 template <typename E> __device__ __forceinline__ float ld(const E *p, long i);
@@ -33,7 +35,7 @@ struct Mask {
     const float *key_m, *learned;
     const long long *attn_mask;
     const float *tau;      // [B, Hm] ratio thresholds, or null when the ratio is inactive
-    const unsigned *keep;  // [rows][2] keep-window (order key, last kept index), or null
+    const unsigned *keep;  // [B, Hm, S][2] keep-window (order key, last kept index), or null
     int mode, S, T, H, Hm;
 
     // The bias of key j before the causal mask and the keep window: padding, then the mode.
@@ -47,12 +49,13 @@ struct Mask {
         return tau != nullptr && m < tau[bhm] ? MASKED : m;
     }
 
-    // The full bias of key j for query i of row `row`, given kb = key_bias(b, h, j).
-    __device__ float row_bias(float kb, long row, int i, int j) const {
+    // The full bias of key j for query i of head h, given kb = key_bias(b, h, j).
+    __device__ float row_bias(float kb, int b, int h, int i, int j) const {
         float bias = j <= T - S + i ? kb : MASKED;
         if (keep != nullptr) {
-            const unsigned ok = order_key(bias), vk = keep[2 * row];
-            const int last = (int)keep[2 * row + 1];
+            const long kr = ((long)b * Hm + (long)h * Hm / H) * S + i;
+            const unsigned ok = order_key(bias), vk = keep[2 * kr];
+            const int last = (int)keep[2 * kr + 1];
             if (!(ok > vk || (ok == vk && j <= last))) bias = MASKED;
         }
         return bias;
@@ -64,24 +67,53 @@ struct Mask {
         const int mode, const int S, const int T, const int H, const int Hm
 #define MASK_INIT Mask{key_m, learned, attn_mask, tau, keep, mode, S, T, H, Hm}
 
+// Exclusive prefix sum of c over the block's threads in thread order; *total gets the sum. `wsum` holds 32 values.
+__device__ unsigned block_exclusive_sum(unsigned c, unsigned *wsum, unsigned *total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    unsigned x = c;
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
+    __syncthreads();
+    if (lane == 31) wsum[warp] = x;
+    __syncthreads();
+    unsigned before = 0, all = 0;
+    for (int w = 0; w < warps; ++w) {
+        before += w < warp ? wsum[w] : 0u;
+        all += wsum[w];
+    }
+    *total = all;
+    return before + x - c;
+}
+
 // The rank-th smallest (0-based) of key_of(j) over the j in [0, n) that key_of takes; the count of taken keys must
-// exceed rank. *rest = rank minus the number of taken keys below the result. Radix select, 8 bits a pass.
+// exceed rank. *rest = rank minus the number of taken keys below the result. Radix select, 8 bits a pass: a
+// histogram with one shared atomic per distinct digit of a warp, and the digit found by a block prefix sum.
+// blockDim.x is a multiple of 32, at least 256.
 template <typename KeyOf>
 __device__ unsigned radix_select(const int n, unsigned rank, KeyOf key_of, unsigned *hist, unsigned *bcast,
                                  unsigned *rest) {
+    __shared__ unsigned wsum[32];
+    const int lane = threadIdx.x & 31;
     unsigned prefix = 0, mask = 0;
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int d = threadIdx.x; d < 256; d += blockDim.x) hist[d] = 0;
         __syncthreads();
-        for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        for (int base = threadIdx.x - lane; base < n; base += blockDim.x) {
+            const int j = base + lane;
             unsigned key;
-            if (key_of(j, key) && (key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+            const bool taken = j < n && key_of(j, key) && (key & mask) == prefix;
+            const int digit = taken ? (int)((key >> shift) & 255u) : -1;
+            const unsigned peers = __match_any_sync(0xffffffffu, digit);
+            if (taken && __ffs(peers) - 1 == lane) atomicAdd(&hist[digit], (unsigned)__popc(peers));
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-            unsigned d = 0, below = 0;
-            while (d < 255 && below + hist[d] <= rank) below += hist[d++];
-            bcast[0] = prefix | (d << shift);
+        const unsigned c = threadIdx.x < 256 ? hist[threadIdx.x] : 0u;
+        unsigned total;
+        const unsigned below = block_exclusive_sum(c, wsum, &total);
+        if (threadIdx.x < 256 && below <= rank && rank < below + c) {
+            bcast[0] = prefix | ((unsigned)threadIdx.x << shift);
             bcast[1] = rank - below;
         }
         __syncthreads();
@@ -110,20 +142,28 @@ extern "C" __global__ void __launch_bounds__(256)
     if (threadIdx.x == 0) tau[blockIdx.x] = from_total_key(k);
 }
 
-// Per row, the W-th largest bias in (value descending, index ascending) order, as (order key, index): a key is kept
-// when it comes no later in that order. W = 0 keeps nothing.
-extern "C" __global__ void __launch_bounds__(256)
-    masked_attention_keep_window(MASK_PARAMS, unsigned *keep_out, const int W) {
-    __shared__ unsigned hist[256], bcast[2];
-    const Mask mk = MASK_INIT;
-    const long row = blockIdx.x;
-    const int i = (int)(row % S), h = (int)(row / S % H), b = (int)(row / S / H);
+// The keep window of `Additive` per (b, hm, i), shared by the query heads of mask head hm: the W-th largest bias in
+// (value descending, index ascending) order, as (order key, index); a key is kept when it comes no later in that
+// order. W = 0 keeps nothing. Grid B·Hm·S, 512 threads.
+extern "C" __global__ void __launch_bounds__(512)
+    masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
+                                 const int S, const int T, const int Hm, const int W) {
+    __shared__ unsigned hist[256], bcast[2], wsum[32];
+    const long kr = blockIdx.x, bhm = kr / S;
+    const int i = (int)(kr % S);
     if (W == 0) {
-        if (threadIdx.x == 0) keep_out[2 * row] = keep_out[2 * row + 1] = 0xffffffffu;
+        if (threadIdx.x == 0) keep_out[2 * kr] = keep_out[2 * kr + 1] = 0xffffffffu;
         return;
     }
-    auto okey = [&](int j) { return order_key(mk.row_bias(mk.key_bias(b, h, j), row, i, j)); };
-    unsigned rest, unused;
+    const float *m = key_m + bhm * T;
+    const float tau_v = tau != nullptr ? tau[bhm] : neg_inf();
+    const long long *am = attn_mask + bhm / Hm * T;
+    auto okey = [&](int j) {
+        const float x = m[j];
+        const bool kept = j <= T - S + i && am[j] != 0 && !(x < tau_v);
+        return order_key(kept ? x : MASKED);
+    };
+    unsigned rest;
     const unsigned vk = ~radix_select(
         T, (unsigned)(W - 1),
         [&](int j, unsigned &key) {
@@ -131,16 +171,23 @@ extern "C" __global__ void __launch_bounds__(256)
             return true;
         },
         hist, bcast, &rest);
-    const unsigned last = radix_select(
-        T, rest,
-        [&](int j, unsigned &key) {
-            key = (unsigned)j;
-            return okey(j) == vk;
-        },
-        hist, bcast, &unused);
-    if (threadIdx.x == 0) {
-        keep_out[2 * row] = vk;
-        keep_out[2 * row + 1] = last;
+    // The rest-th (0-based) key of order key vk in index order: each thread counts the ties of a run of keys.
+    const int per = (T + blockDim.x - 1) / blockDim.x, j0 = threadIdx.x * per, j1 = min(T, j0 + per);
+    unsigned c = 0;
+    for (int j = j0; j < j1; ++j) c += okey(j) == vk;
+    unsigned total;
+    const unsigned below = block_exclusive_sum(c, wsum, &total);
+    if (below <= rest && rest < below + c) {
+        unsigned seen = below;
+        for (int j = j0; j < j1; ++j) {
+            if (okey(j) != vk) continue;
+            if (seen == rest) {
+                keep_out[2 * kr] = vk;
+                keep_out[2 * kr + 1] = (unsigned)j;
+                break;
+            }
+            ++seen;
+        }
     }
 }
 
@@ -199,7 +246,7 @@ __device__ void prefill(const E *q, const E *k, const E *v, E *out, const Mask m
                 const int qi = warp + NW * r, i = i0 + qi;
                 float sc = neg_inf();
                 if (j < T) {
-                    const float bias = i < S ? mk.row_bias(kb_s[lane], ((long)b * H + h) * S + i, i, j) : 0.0f;
+                    const float bias = i < S ? mk.row_bias(kb_s[lane], b, h, i, j) : 0.0f;
                     sc = __fadd_rn(__fmul_rn(s[r], scale), bias);
                 }
                 const float m_new = fmaxf(m[r], warp_max(sc));
@@ -268,7 +315,7 @@ __device__ void decode(const E *q, const E *k, const E *v, float *part, const Ma
             if (d < dh) dot += qr[e] * ld(k, kj + d);
         }
         dot = warp_sum(dot);
-        const float s = __fadd_rn(__fmul_rn(dot, scale), mk.row_bias(mk.key_bias(b, h, j), row, i, j));
+        const float s = __fadd_rn(__fmul_rn(dot, scale), mk.row_bias(mk.key_bias(b, h, j), b, h, i, j));
         const float m_new = fmaxf(m, s), alpha = expf(m - m_new), p = expf(s - m_new);
         l = l * alpha + p;
 #pragma unroll
@@ -326,6 +373,173 @@ __device__ void combine(const float *part, E *out, const int S, const int H, con
         st(out, (((long)b * S + i) * H + h) * dh + d, o / sum);
     }
 }
+
+// Split-key decode shared by the query heads of a KV head, for Dh ∈ {64, 128}: block (split, b·G + g, z) reads keys
+// [split·chunk, +chunk) of KV head g once for the NQ queries n = z·NQ + [0, NQ) of the group's (H/G)·S, query n being
+// head g·(H/G) + n / S, position n % S. Lane groups of LK = Dh/EPT threads hold one key row in 16-byte pieces (EPT
+// elements each), so a warp reads 32/LK consecutive rows and the block 4·32/LK; U keys per thread are loaded before
+// they are used. Online softmax per thread over its keys (one rescale per U keys), then merged over the lane groups
+// and warps into the same partial records as `decode`, part[row][split], which `combine` reads.
+template <typename E> struct Piece;
+template <> struct Piece<bf16_t> {
+    static constexpr int EPT = 8;
+    __device__ static void unpack(const uint4 &r, float (&x)[8]) {
+        const unsigned w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            x[2 * e] = __uint_as_float(w[e] << 16);
+            x[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+        }
+    }
+};
+template <> struct Piece<float> {
+    static constexpr int EPT = 4;
+    __device__ static void unpack(const uint4 &r, float (&x)[4]) {
+        x[0] = __uint_as_float(r.x), x[1] = __uint_as_float(r.y), x[2] = __uint_as_float(r.z), x[3] = __uint_as_float(r.w);
+    }
+};
+
+constexpr float DECODE_LOG2E = 1.4426950408889634f;
+__device__ __forceinline__ float ex2(float x) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+}
+
+template <typename E, int DH, int NQ>
+__device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, const Mask mk, const int G,
+                           const float scale, const int chunk) {
+    constexpr int NT = 128, NW = NT / 32, EPT = Piece<E>::EPT, LK = DH / EPT, KPW = 32 / LK, KPB = NW * KPW;
+    constexpr int U = NQ >= 8 ? 2 : 4;
+    static_assert(DH % EPT == 0 && LK <= 32 && 32 % LK == 0, "head dimension");
+    __shared__ float sm_m[NW][NQ], sm_l[NW][NQ], sm_acc[NW][NQ][DH];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, c = lane % LK;
+    const int ks = warp * KPW + lane / LK;
+    const int S = mk.S, T = mk.T, H = mk.H, per = H / G;
+    const int b = blockIdx.y / G, g = blockIdx.y % G, n0 = blockIdx.z * NQ, nq = min(NQ, per * S - n0);
+    const int j0 = blockIdx.x * chunk, j1 = min(T, j0 + chunk);
+    const long kv0 = ((long)b * G + g) * T * DH + c * EPT;
+
+    int hq[NQ], iq[NQ];
+    float qf[NQ][EPT], acc[NQ][EPT], m[NQ], l[NQ];
+#pragma unroll
+    for (int n = 0; n < NQ; ++n) {
+        const int nn = min(n0 + n, per * S - 1);
+        hq[n] = g * per + nn / S;
+        iq[n] = nn % S;
+        const uint4 raw = *reinterpret_cast<const uint4 *>(q + (((long)b * S + iq[n]) * H + hq[n]) * DH + c * EPT);
+        Piece<E>::unpack(raw, qf[n]);
+        m[n] = MASKED;
+        l[n] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < EPT; ++e) acc[n][e] = 0.0f;
+    }
+
+    for (int base = j0; base < j1; base += U * KPB) {
+        uint4 kr[U], vr[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int j = base + u * KPB + ks;
+            kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+            if (j < j1) {
+                kr[u] = *reinterpret_cast<const uint4 *>(k + kv0 + (long)j * DH);
+                vr[u] = *reinterpret_cast<const uint4 *>(v + kv0 + (long)j * DH);
+            }
+        }
+        float sc[NQ][U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int j = base + u * KPB + ks;
+            float kf[EPT];
+            Piece<E>::unpack(kr[u], kf);
+#pragma unroll
+            for (int n = 0; n < NQ; ++n) {
+                float dot = 0.0f;
+#pragma unroll
+                for (int e = 0; e < EPT; ++e) dot = fmaf(qf[n][e], kf[e], dot);
+#pragma unroll
+                for (int o = 1; o < LK; o <<= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+                sc[n][u] = neg_inf();
+                if (j < j1 && n < nq)
+                    sc[n][u] =
+                        __fadd_rn(__fmul_rn(dot, scale), mk.row_bias(mk.key_bias(b, hq[n], j), b, hq[n], iq[n], j));
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < NQ; ++n) {
+            float mx = m[n];
+#pragma unroll
+            for (int u = 0; u < U; ++u) mx = fmaxf(mx, sc[n][u]);
+            const float alpha = ex2((m[n] - mx) * DECODE_LOG2E);
+            m[n] = mx;
+            l[n] *= alpha;
+#pragma unroll
+            for (int e = 0; e < EPT; ++e) acc[n][e] *= alpha;
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const float p = ex2((sc[n][u] - mx) * DECODE_LOG2E);
+                float vf[EPT];
+                Piece<E>::unpack(vr[u], vf);
+                l[n] += p;
+#pragma unroll
+                for (int e = 0; e < EPT; ++e) acc[n][e] = fmaf(p, vf[e], acc[n][e]);
+            }
+        }
+    }
+
+    // Merge the KPW lane groups of the warp, then the warps.
+#pragma unroll
+    for (int n = 0; n < NQ; ++n) {
+#pragma unroll
+        for (int o = LK; o < 32; o <<= 1) {
+            const float mo = __shfl_xor_sync(0xffffffffu, m[n], o), lo = __shfl_xor_sync(0xffffffffu, l[n], o);
+            const float mx = fmaxf(m[n], mo), wa = ex2((m[n] - mx) * DECODE_LOG2E), wb = ex2((mo - mx) * DECODE_LOG2E);
+            l[n] = l[n] * wa + lo * wb;
+#pragma unroll
+            for (int e = 0; e < EPT; ++e) acc[n][e] = acc[n][e] * wa + __shfl_xor_sync(0xffffffffu, acc[n][e], o) * wb;
+            m[n] = mx;
+        }
+        if (lane < LK) {
+            if (lane == 0) sm_m[warp][n] = m[n], sm_l[warp][n] = l[n];
+#pragma unroll
+            for (int e = 0; e < EPT; ++e) sm_acc[warp][n][c * EPT + e] = acc[n][e];
+        }
+    }
+    __syncthreads();
+    for (int f = tid; f < nq * (DH + 2); f += NT) {
+        const int n = f / (DH + 2), d = f % (DH + 2);
+        float mx = MASKED;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) mx = fmaxf(mx, sm_m[w][n]);
+        float x = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) {
+            const float wt = ex2((sm_m[w][n] - mx) * DECODE_LOG2E);
+            x += (d == 0 ? 0.0f : d == 1 ? sm_l[w][n] : sm_acc[w][n][d - 2]) * wt;
+        }
+        const int nn = n0 + n, h = g * per + nn / S, i = nn % S;
+        const long row = ((long)b * H + h) * S + i;
+        part[(row * gridDim.x + blockIdx.x) * (long)(DH + 2) + d] = d == 0 ? mx : x;
+    }
+}
+
+#define DECODE_GQA(E, NAME, DH, NQ)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(128) masked_attention_##NAME##_decode_gqa_d##DH##_q##NQ(               \
+        const E *q, const E *k, const E *v, float *part, MASK_PARAMS, const int G, const float scale,                   \
+        const int chunk) {                                                                                             \
+        decode_gqa<E, DH, NQ>(q, k, v, part, MASK_INIT, G, scale, chunk);                                              \
+    }
+#define DECODE_GQA_ALL(E, NAME)                                                                                        \
+    DECODE_GQA(E, NAME, 64, 1)                                                                                         \
+    DECODE_GQA(E, NAME, 64, 2)                                                                                         \
+    DECODE_GQA(E, NAME, 64, 4)                                                                                         \
+    DECODE_GQA(E, NAME, 64, 8)                                                                                         \
+    DECODE_GQA(E, NAME, 128, 1)                                                                                        \
+    DECODE_GQA(E, NAME, 128, 2)                                                                                        \
+    DECODE_GQA(E, NAME, 128, 4)                                                                                        \
+    DECODE_GQA(E, NAME, 128, 8)
+DECODE_GQA_ALL(float, f32)
+DECODE_GQA_ALL(bf16_t, bf16)
 
 #define PREFILL(E, NAME, DH, BQ)                                                                                       \
     extern "C" __global__ void __launch_bounds__(128) masked_attention_##NAME##_prefill_d##DH(                         \

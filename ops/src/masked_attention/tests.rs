@@ -414,6 +414,7 @@ mod gpu {
         Auto,
         Prefill,
         Decode,
+        Gqa,
         Mma(usize),
     }
 
@@ -477,6 +478,7 @@ mod gpu {
                 pick_kernel(&long, T::NAME)
             }
             Path::Decode => Kernel::Decode,
+            Path::Gqa => Kernel::DecodeGqa,
             Path::Mma(heads) => Kernel::Mma { heads },
         }
     }
@@ -697,6 +699,12 @@ mod gpu {
                 let mut rng = Rng::new(40 + n as u64);
                 c.key_m = Some(rng.quantized(2 * 4 * t, 3, 0.5));
                 check_all(&gpu, &c, "keep-window ties");
+                if s <= cuda::DECODE_MAX_Q_LEN {
+                    let c = Case::random(params(2, s, t, 4, 2, 64), mode, true, n as u64);
+                    let c = Case { key_m: Some(rng.quantized(2 * 4 * t, 3, 0.5)), ..c };
+                    check_as::<f32>(&gpu, &c, Path::Gqa, "gqa keep-window ties");
+                    check_as::<half::bf16>(&gpu, &c, Path::Gqa, "gqa keep-window ties");
+                }
             }
         }
     }
@@ -804,7 +812,7 @@ mod gpu {
                 assert_eq!(pick_kernel(&p, "bf16"), Kernel::Mma { heads }, "{p:?}");
                 assert_eq!(pick_kernel(&p, "f32"), Kernel::Scalar, "{p:?}");
                 let step = AttentionParams { q_len: 1, ..p };
-                assert_eq!(pick_kernel(&step, "bf16"), Kernel::Decode, "{p:?}");
+                assert_eq!(pick_kernel(&step, "bf16"), Kernel::DecodeGqa, "{p:?}");
             }
         }
         let p = params(1, 4096, 4096, 8, 4, 128);
@@ -831,6 +839,127 @@ mod gpu {
                 let name = format!("masked_attention_bf16_prefill_mma_d{dh}_r{heads}");
                 assert!(cubin.windows(name.len()).any(|w| w == name.as_bytes()), "{name} missing");
             }
+            for elem in ["f32", "bf16"] {
+                for nq in [1, 2, 4, 8] {
+                    let name = format!("masked_attention_{elem}_decode_gqa_d{dh}_q{nq}");
+                    assert!(
+                        cubin.windows(name.len()).any(|w| w == name.as_bytes()),
+                        "{name} missing"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Decode steps take the GQA kernel for Dh 64 and 128 in f32 and bf16, the per-row kernel
+    /// otherwise; the grid fills the H200 at B 1 and B 16 of the Doge-320M shape (no GPU needed).
+    #[test]
+    fn decode_launch_choices() {
+        let step =
+            |b, s, t, h, g, dh| AttentionParams { mask_heads: g, ..params(b, s, t, h, g, dh) };
+        for elem in ["f32", "bf16"] {
+            for dh in [64, 128] {
+                for s in 1..=cuda::DECODE_MAX_Q_LEN {
+                    let p = step(2, s, 100, 6, 2, dh);
+                    assert_eq!(pick_kernel(&p, elem), Kernel::DecodeGqa, "{elem} {p:?}");
+                }
+            }
+            for dh in [16, 32, 96, 256, 65] {
+                assert_eq!(pick_kernel(&step(1, 1, 64, 2, 1, dh), elem), Kernel::Decode);
+            }
+        }
+        let grid = cuda::gqa_grid(&step(1, 1, 4096, 8, 4, 128));
+        let want = cuda::GqaGrid { queries: 2, groups: 1, chunk: 64, splits: 64 };
+        assert_eq!(grid, want, "B1");
+        let grid = cuda::gqa_grid(&step(16, 1, 4096, 8, 4, 128));
+        assert_eq!(grid, cuda::GqaGrid { queries: 2, groups: 1, chunk: 512, splits: 8 }, "B16");
+        assert!(16 * 4 * grid.splits >= 2 * 132, "B16 fills the 132 multiprocessors");
+        // 3 heads per KV head and 8 queries: 24 queries per KV head, three blocks of 8.
+        let grid = cuda::gqa_grid(&step(1, 8, 1000, 6, 2, 64));
+        assert_eq!((grid.queries, grid.groups), (8, 3));
+        assert_eq!(grid.splits, 1000usize.div_ceil(grid.chunk));
+        assert_eq!(grid.chunk % 64, 0);
+        let one = cuda::gqa_grid(&step(1, 1, 1, 1, 1, 64));
+        assert_eq!(one, cuda::GqaGrid { queries: 1, groups: 1, chunk: 64, splits: 1 });
+    }
+
+    /// The GQA decode kernel on edge shapes: B 1 and 16, T around the 64-key slices, padding,
+    /// H/G = 1, 2, 3 and 8 (query groups of up to 8, several per KV head), key_m per query or KV
+    /// head, S up to `DECODE_MAX_Q_LEN`, every mode, Dh 64 and 128, both dtypes.
+    #[test]
+    fn gqa_decode_edge_shapes_match_the_cpu_kernel() {
+        let Some(gpu) = test_gpu() else { return };
+        let shapes = [
+            (1, 1, 1, 2, 1, 64),
+            (1, 1, 63, 2, 2, 128),
+            (1, 1, 65, 3, 1, 64),
+            (2, 1, 200, 8, 4, 128),
+            (16, 1, 130, 8, 4, 128),
+            (2, 3, 77, 6, 2, 64),
+            (1, 8, 300, 8, 1, 128),
+            (2, 2, 129, 4, 4, 64),
+            (1, 5, 1000, 16, 2, 64),
+        ];
+        let modes = GPU_MODES.iter().copied().chain([
+            MaskMode::Additive { ratio: 0.0, keep_window: Some(64) },
+            MaskMode::Additive { ratio: 0.0, keep_window: Some(1000) },
+        ]);
+        for (m, mode) in modes.enumerate() {
+            for (n, &(b, s, t, h, g, dh)) in shapes.iter().enumerate() {
+                for (x, mask_heads) in [h, g].into_iter().enumerate() {
+                    for padding in [false, true] {
+                        let p = AttentionParams { mask_heads, ..params(b, s, t, h, g, dh) };
+                        let seed = (7000 + m * 100 + n * 4 + x * 2 + usize::from(padding)) as u64;
+                        let c = Case::random(p, mode, padding, seed);
+                        check_as::<f32>(&gpu, &c, Path::Gqa, "gqa edge");
+                        check_as::<half::bf16>(&gpu, &c, Path::Gqa, "gqa edge");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Long caches at the Doge-320M decode shape (B 1 and 16, H 8, G 4, Dh 128, Hm = G), with
+    /// the default keep window of 2048 and quantised `key_m` so that the window ends among ties.
+    #[test]
+    fn gqa_decode_over_long_caches_with_keep_window_ties() {
+        let Some(gpu) = test_gpu() else { return };
+        for (n, &(b, t)) in [(1, 4096), (16, 4096), (1, 2049), (2, 5000)].iter().enumerate() {
+            for mode in [
+                MaskMode::Causal,
+                MaskMode::Additive { ratio: 0.0, keep_window: None },
+                MaskMode::Additive { ratio: 0.0, keep_window: Some(2048) },
+                MaskMode::Additive { ratio: 0.3, keep_window: Some(2048) },
+            ] {
+                let p = AttentionParams { mask_heads: 4, ..params(b, 1, t, 8, 4, 128) };
+                let mut c = Case::random(p, mode, true, 300 + n as u64);
+                let mut rng = Rng::new(400 + n as u64);
+                c.key_m = Some(rng.quantized(b * 4 * t, 3, 0.5));
+                check_as::<half::bf16>(&gpu, &c, Path::Auto, "gqa long");
+                if b == 1 {
+                    check_as::<f32>(&gpu, &c, Path::Gqa, "gqa long");
+                }
+            }
+        }
+    }
+
+    /// Rows of the GQA decode kernel whose keys are all masked are uniform over all `T` keys.
+    #[test]
+    fn gqa_decode_fully_masked_rows_are_uniform() {
+        let Some(gpu) = test_gpu() else { return };
+        for (s, t) in [(1, 1), (1, 300), (3, 50), (8, 70)] {
+            let p = AttentionParams { mask_heads: 4, ..params(2, s, t, 4, 2, 64) };
+            let mut c = Case::random(p, MaskMode::Boolean, true, 19);
+            let m = c.key_m.as_mut().unwrap();
+            for hm in [1, 3] {
+                m[hm * t..][..t].iter_mut().for_each(|v| *v = 0.5);
+                m[(4 + hm) * t..][..t].iter_mut().for_each(|v| *v = 0.99);
+            }
+            let out = check_as::<f32>(&gpu, &c, Path::Gqa, "gqa boolean uniform");
+            for (b, h, i) in [(0, 1, 0), (0, 3, s - 1), (1, 1, s / 2), (1, 3, 0)] {
+                assert_uniform(&c, &out, b, h, i, "Boolean gqa");
+            }
+            check_as::<half::bf16>(&gpu, &c, Path::Gqa, "gqa boolean uniform");
         }
     }
 
