@@ -12,6 +12,33 @@ pub const SOURCE: Source = Source { file: "expert_mix.cu", code: include_str!("e
 /// Largest `heads·k` the kernel handles (the routing weights of a row live in shared memory).
 pub const MAX_SELECTED: usize = 1024;
 
+/// Threads of a block (`EM_THREADS` in expert_mix.cu).
+const THREADS: usize = 256;
+/// Blocks aimed for when few rows are given: two per multiprocessor of a 132-SM device.
+const TARGET_BLOCKS: usize = 264;
+/// Narrowest column slice: each slice's block recomputes every down dot of its row.
+const MIN_WIDTH: usize = 64;
+
+/// How a call is launched: one block per (row, column slice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Column slices of a row (the grid's second axis).
+    pub slices: usize,
+    /// Columns of a slice, a multiple of 8 (so of every 16-byte vector width).
+    pub width: usize,
+    /// Threads per down dot, a power of two in 8..=32.
+    pub lanes: usize,
+}
+
+/// The launch for `rows` rows of `dim` columns with `selected = heads·k` experts each (`rows`, `dim` > 0).
+pub(crate) fn plan(rows: usize, dim: usize, selected: usize) -> Plan {
+    let slices = TARGET_BLOCKS.div_ceil(rows).clamp(1, dim.div_ceil(MIN_WIDTH));
+    let width = dim.div_ceil(slices).next_multiple_of(8);
+    let per_expert = THREADS / selected.max(1);
+    let lanes = if per_expert == 0 { 8 } else { (1 << per_expert.ilog2()).clamp(8, 32) };
+    Plan { slices: dim.div_ceil(width), width, lanes }
+}
+
 /// The expert mixture on the device, `out` `[rows, dim]`; see the module documentation for the formula.
 ///
 /// The ids stay on the device, so they are not checked here: a row with an id outside `0..E` is written as NaN
@@ -51,6 +78,7 @@ pub fn expert_mix<T: Elem>(
         .ok()
         .filter(|&b| b <= i32::MAX as u32)
         .ok_or_else(|| KernelError::BadParams(format!("rows {} exceeds the grid", p.rows)))?;
+    let plan = plan(p.rows, p.dim, p.heads * p.k);
     let int = |name: &str, v: usize| {
         i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
     };
@@ -61,13 +89,19 @@ pub fn expert_mix<T: Elem>(
     let norm = i32::from(norm_topk);
     let name = format!("expert_mix_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
-    let cfg = LaunchConfig { grid_dim: (rows, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let (width, lanes) = (plan.width as i32, plan.lanes as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (rows, plan.slices as u32, 1),
+        block_dim: (THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(scores).arg(ids).arg(down).arg(up).arg(out);
     launch.arg(&heads).arg(&k).arg(&dim).arg(&num_experts).arg(&act).arg(&after).arg(&norm);
+    launch.arg(&width).arg(&lanes);
     // SAFETY: the argument list matches `expert_mix_<T>` in expert_mix.cu; every buffer length was checked against
     // `p` above, heads·k ≤ 1024 fits the shared arrays, the kernel reads only expert rows below num_experts, and
-    // the grid has one block per row.
+    // the grid has one block per (row, column slice), the slices covering `dim` (`plan`).
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
 }

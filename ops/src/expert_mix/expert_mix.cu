@@ -1,37 +1,39 @@
 // out[r] = Σ_{h,j} w·up[e], e = ids[r,h,j], w = act(x[r]·down[e])·p or act(x[r]·down[e]·p), p = softmax_j(scores[r,h,:])
 // (÷ Σ_j p when norm); f32 math; a row with an id outside 0..E is written as NaN and no row outside 0..E is read.
 // Layout: x, out [rows, dim]; down, up [E, dim] in T; scores f32, ids i64 [rows, heads, k]; act 0..3 = silu, relu, gelu, gelu_tanh.
-// Launch: one block of 256 threads per row; heads·k ≤ 1024; 4-wide loads when dim % 4 == 0 and the buffers are aligned.
+// Launch: grid (rows, column slices of `width`), 256 threads; each block weighs all heads·k ≤ 1024 experts of its row
+// (`lanes` threads per down dot), then sums its slice of up rows; 16-byte loads when dim and the buffers allow.
 #define EM_MAX_SEL 1024
+#define EM_THREADS 256
 
-template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
-template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
-template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
-template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
-
-// Elements i..i+3 (i a multiple of 4, p aligned to 4 elements).
-__device__ __forceinline__ void ld4(const float *p, long i, float v[4]) {
+__device__ __forceinline__ void ldv(const float *p, long i, float (&v)[1]) { v[0] = p[i]; }
+__device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[1]) { v[0] = bf16_to_f32(p[i]); }
+__device__ __forceinline__ void ldv(const float *p, long i, float (&v)[4]) {
     const float4 t = *reinterpret_cast<const float4 *>(p + i);
     v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
 }
-__device__ __forceinline__ void ld4(const bf16_t *p, long i, float v[4]) {
-    const uint2 t = *reinterpret_cast<const uint2 *>(p + i);
-    v[0] = __uint_as_float(t.x << 16), v[1] = __uint_as_float(t.x & 0xffff0000u);
-    v[2] = __uint_as_float(t.y << 16), v[3] = __uint_as_float(t.y & 0xffff0000u);
+__device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[8]) {
+    const uint4 t = *reinterpret_cast<const uint4 *>(p + i);
+    const unsigned int w[4] = {t.x, t.y, t.z, t.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        v[2 * j] = __uint_as_float(w[j] << 16);
+        v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+    }
 }
-__device__ __forceinline__ void st4(float *p, long i, const float v[4]) {
+__device__ __forceinline__ void stv(float *p, long i, const float (&v)[1]) { p[i] = v[0]; }
+__device__ __forceinline__ void stv(bf16_t *p, long i, const float (&v)[1]) { p[i] = f32_to_bf16(v[0]); }
+__device__ __forceinline__ void stv(float *p, long i, const float (&v)[4]) {
     *reinterpret_cast<float4 *>(p + i) = make_float4(v[0], v[1], v[2], v[3]);
 }
-__device__ __forceinline__ void st4(bf16_t *p, long i, const float v[4]) {
-    uint2 t;
-    t.x = (unsigned int)f32_to_bf16(v[0]) | ((unsigned int)f32_to_bf16(v[1]) << 16);
-    t.y = (unsigned int)f32_to_bf16(v[2]) | ((unsigned int)f32_to_bf16(v[3]) << 16);
-    *reinterpret_cast<uint2 *>(p + i) = t;
+__device__ __forceinline__ void stv(bf16_t *p, long i, const float (&v)[8]) {
+    unsigned int w[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) w[j] = (unsigned int)f32_to_bf16(v[2 * j]) | ((unsigned int)f32_to_bf16(v[2 * j + 1]) << 16);
+    *reinterpret_cast<uint4 *>(p + i) = make_uint4(w[0], w[1], w[2], w[3]);
 }
-template <typename T> __device__ __forceinline__ bool aligned4(const T *p) {
-    return ((unsigned long long)p & (4 * sizeof(T) - 1)) == 0;
+template <typename T> __device__ __forceinline__ bool aligned16(const T *p) {
+    return ((unsigned long long)p & 15) == 0;
 }
 
 __device__ __forceinline__ float activate(float x, int act) {
@@ -43,17 +45,91 @@ __device__ __forceinline__ float activate(float x, int act) {
     }
 }
 
+// w[j] ← the weight of expert j; groups of `lanes` threads (a power of two ≤ 32) take one expert each per round.
+template <typename T, int V>
+__device__ __forceinline__ void weigh(const T *x, const T *down, const int *eid, float *w, const int n, const int dim,
+                                      const int lanes, const int act, const int after) {
+    const int groups = blockDim.x / lanes, g = threadIdx.x / lanes, l = threadIdx.x % lanes;
+    for (int j0 = 0; j0 < n; j0 += groups) {
+        const int j = j0 + g;
+        float d = 0.0f;
+        if (j < n) {
+            const long eo = (long)eid[j] * dim;
+#pragma unroll 4
+            for (int c = l * V; c < dim; c += lanes * V) {
+                float a[V], b[V];
+                ldv(x, c, a);
+                ldv(down, eo + c, b);
+#pragma unroll
+                for (int i = 0; i < V; ++i) d += a[i] * b[i];
+            }
+        }
+        for (int o = lanes >> 1; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        if (j < n && l == 0) w[j] = after ? activate(d * w[j], act) : activate(d, act) * w[j];
+    }
+}
+
+// out[c0 .. c1) of one row: groups of threads split the experts of each V-wide column pack, then add in group order.
+template <typename T, int V>
+__device__ __forceinline__ void mix(const T *up, T *out, const int *eid, const float *w, float *part, const int n,
+                                   const int dim, const int c0, const int c1) {
+    const int packs = (c1 - c0) / V;
+    const int groups = max(1, (int)blockDim.x / packs);
+    if (groups == 1) {
+        for (int p = threadIdx.x; p < packs; p += blockDim.x) {
+            const int c = c0 + p * V;
+            float acc[V];
+#pragma unroll
+            for (int i = 0; i < V; ++i) acc[i] = 0.0f;
+#pragma unroll 8
+            for (int j = 0; j < n; ++j) {
+                float u[V];
+                ldv(up, (long)eid[j] * dim + c, u);
+#pragma unroll
+                for (int i = 0; i < V; ++i) acc[i] += w[j] * u[i];
+            }
+            stv(out, c, acc);
+        }
+        return;
+    }
+    const int p = threadIdx.x % packs, g = threadIdx.x / packs;
+    if (g < groups) {
+        float acc[V];
+#pragma unroll
+        for (int i = 0; i < V; ++i) acc[i] = 0.0f;
+#pragma unroll 4
+        for (int j = g; j < n; j += groups) {
+            float u[V];
+            ldv(up, (long)eid[j] * dim + c0 + p * V, u);
+#pragma unroll
+            for (int i = 0; i < V; ++i) acc[i] += w[j] * u[i];
+        }
+#pragma unroll
+        for (int i = 0; i < V; ++i) part[(g * packs + p) * V + i] = acc[i];
+    }
+    __syncthreads();
+    for (int o = threadIdx.x; o < packs * V; o += blockDim.x) {
+        float s[1] = {0.0f};
+        for (int gg = 0; gg < groups; ++gg) s[0] += part[gg * packs * V + o];
+        stv(out, c0 + o, s);
+    }
+}
+
 template <typename T>
 __device__ void expert_mix(const T *x, const float *scores, const long long *ids, const T *down, const T *up, T *out,
                            const int heads, const int k, const int dim, const long long num_experts, const int act,
-                           const int after, const int norm) {
+                           const int after, const int norm, const int width, const int lanes) {
+    constexpr int V = 16 / sizeof(T);
     __shared__ float w[EM_MAX_SEL];
     __shared__ int eid[EM_MAX_SEL];
+    __shared__ __align__(16) float part[EM_THREADS * V];
     __shared__ int bad;
     const long row = blockIdx.x;
+    const int c0 = blockIdx.y * width, c1 = min(dim, c0 + width);
     const int n = heads * k;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    const bool vec = dim % 4 == 0 && aligned4(x) && aligned4(down) && aligned4(up) && aligned4(out);
+    const long xo = row * dim;
+    const bool vec = dim % V == 0 && aligned16(x) && aligned16(down) && aligned16(up) && aligned16(out);
     if (threadIdx.x == 0) bad = 0;
     __syncthreads();
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
@@ -82,56 +158,36 @@ __device__ void expert_mix(const T *x, const float *scores, const long long *ids
         }
     }
     __syncthreads();
-    const long xo = row * dim;
-    for (int j = warp; j < n; j += warps) {
-        const long eo = (long)eid[j] * dim;
-        float d = 0.0f;
-        if (vec) {
-            for (int c = 4 * lane; c < dim; c += 128) {
-                float a[4], b[4];
-                ld4(x, xo + c, a);
-                ld4(down, eo + c, b);
-                d += a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3];
-            }
-        } else {
-            for (int c = lane; c < dim; c += 32) d += ld(x, xo + c) * ld(down, eo + c);
-        }
-        d = warp_sum(d);
-        if (lane == 0) w[j] = after ? activate(d * w[j], act) : activate(d, act) * w[j];
-    }
-    __syncthreads();
     if (bad) {
-        for (int c = threadIdx.x; c < dim; c += blockDim.x) st(out, xo + c, __int_as_float(0x7fc00000));
+        for (int c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
+            const float v[1] = {__int_as_float(0x7fc00000)};
+            stv(out, xo + c, v);
+        }
         return;
     }
     if (vec) {
-        for (int c = 4 * threadIdx.x; c < dim; c += 4 * blockDim.x) {
-            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            for (int j = 0; j < n; ++j) {
-                float u[4];
-                ld4(up, (long)eid[j] * dim + c, u);
-                for (int i = 0; i < 4; ++i) acc[i] += w[j] * u[i];
-            }
-            st4(out, xo + c, acc);
-        }
+        weigh<T, V>(x + xo, down, eid, w, n, dim, lanes, act, after);
     } else {
-        for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-            float acc = 0.0f;
-            for (int j = 0; j < n; ++j) acc += w[j] * ld(up, (long)eid[j] * dim + c);
-            st(out, xo + c, acc);
-        }
+        weigh<T, 1>(x + xo, down, eid, w, n, dim, lanes, act, after);
+    }
+    __syncthreads();
+    if (vec) {
+        mix<T, V>(up, out + xo, eid, w, part, n, dim, c0, c1);
+    } else {
+        mix<T, 1>(up, out + xo, eid, w, part, n, dim, c0, c1);
     }
 }
 
-extern "C" __global__ void expert_mix_f32(const float *x, const float *scores, const long long *ids, const float *down,
-                                          const float *up, float *out, const int heads, const int k, const int dim,
-                                          const long long num_experts, const int act, const int after, const int norm) {
-    expert_mix(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm);
+extern "C" __global__ void __launch_bounds__(EM_THREADS)
+    expert_mix_f32(const float *x, const float *scores, const long long *ids, const float *down, const float *up,
+                   float *out, const int heads, const int k, const int dim, const long long num_experts, const int act,
+                   const int after, const int norm, const int width, const int lanes) {
+    expert_mix(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm, width, lanes);
 }
 
-extern "C" __global__ void expert_mix_bf16(const bf16_t *x, const float *scores, const long long *ids,
-                                           const bf16_t *down, const bf16_t *up, bf16_t *out, const int heads,
-                                           const int k, const int dim, const long long num_experts, const int act,
-                                           const int after, const int norm) {
-    expert_mix(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm);
+extern "C" __global__ void __launch_bounds__(EM_THREADS)
+    expert_mix_bf16(const bf16_t *x, const float *scores, const long long *ids, const bf16_t *down, const bf16_t *up,
+                    bf16_t *out, const int heads, const int k, const int dim, const long long num_experts,
+                    const int act, const int after, const int norm, const int width, const int lanes) {
+    expert_mix(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm, width, lanes);
 }

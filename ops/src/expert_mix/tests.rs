@@ -202,6 +202,63 @@ proptest! {
 
 /// CUDA against the CPU kernel, within a worst-case f32 rounding bound computed per element (see [`gpu::bound`]);
 /// bf16 adds one rounding of the output (2⁻⁸ relative, with margin).
+/// The kernel compiles with NVRTC for sm_90 (no GPU needed); skipped without NVRTC unless `CHEEMS_REQUIRE_NVRTC` or
+/// `CHEEMS_REQUIRE_GPU` is set.
+#[test]
+fn cuda_kernel_compiles_for_sm_90() {
+    if let Err(e) = crate::cuda::probe_nvrtc() {
+        let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        assert!(!required, "NVRTC is required: {e}");
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let cubin =
+        crate::cuda::compile_cubin(&cuda::SOURCE, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+    assert!(cubin.starts_with(b"\x7fELF"));
+}
+
+/// Launch choices, checked without a GPU.
+mod plan {
+    use crate::expert_mix::cuda::plan;
+
+    #[test]
+    fn few_rows_split_their_columns_and_many_rows_do_not() {
+        let one = plan(1, 1024, 32);
+        assert_eq!((one.slices, one.width, one.lanes), (16, 64, 8));
+        let many = plan(4096, 1024, 32);
+        assert_eq!((many.slices, many.width, many.lanes), (1, 1024, 8));
+        assert_eq!(plan(16, 1024, 32).slices, 16);
+        assert_eq!(plan(4, 3, 2).slices, 1);
+    }
+
+    #[test]
+    fn dot_lanes_follow_the_experts_per_row() {
+        assert_eq!(plan(1, 64, 1).lanes, 32);
+        assert_eq!(plan(1, 64, 8).lanes, 32);
+        assert_eq!(plan(1, 64, 9).lanes, 16);
+        assert_eq!(plan(1, 64, 33).lanes, 8);
+        assert_eq!(plan(1, 64, 1024).lanes, 8);
+        assert_eq!(plan(1, 64, 0).lanes, 32);
+    }
+
+    #[test]
+    fn slices_cover_every_column_once() {
+        for rows in [1, 2, 7, 16, 100, 263, 264, 265, 4096] {
+            for dim in [1, 3, 8, 9, 63, 64, 65, 130, 1000, 1024, 1025, 4096, 8191] {
+                for sel in [1, 7, 32, 300, 1024] {
+                    let p = plan(rows, dim, sel);
+                    assert_eq!(p.width % 8, 0, "{p:?}");
+                    assert!(p.slices * p.width >= dim && (p.slices - 1) * p.width < dim, "{p:?}");
+                    assert!((1..=264).contains(&p.slices), "{p:?}");
+                    assert!(p.lanes.is_power_of_two() && (8..=32).contains(&p.lanes), "{p:?}");
+                }
+            }
+        }
+    }
+}
+
 mod gpu {
     use super::*;
     use crate::cuda::{test_gpu, Elem, Gpu};
@@ -351,6 +408,13 @@ mod gpu {
             (2, 1, 4, 4096, 8),
             (1, 32, 32, 64, 100),
             (2, 1, 40, 12, 50),
+            (1, 4, 8, 1024, 1024),
+            (5, 4, 8, 1024, 1024),
+            (300, 4, 8, 1024, 1024),
+            (3, 4, 8, 1000, 64),
+            (2, 3, 5, 130, 40),
+            (1, 1, 1, 4096, 3),
+            (1, 2, 3, 520, 9),
         ];
         for (i, &(r, h, k, d, e)) in shapes.iter().enumerate() {
             check_all(&Case::random(params(r, h, k, d, e), 300 + i as u64));
