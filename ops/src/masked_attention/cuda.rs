@@ -8,8 +8,9 @@
 //!
 //! `Additive` runs selection kernels first: `ratio_threshold` (radix select of the `⌊T·ratio⌋`-th
 //! smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, the keep window: for the tensor-core
-//! kernel `order_keys` and `keep_until` (per key, the position of the `W`-th key that beats it, a
-//! scan of the keys of its `(b, hm)` that stops there), otherwise `keep_window` (per `(b, hm, i)`,
+//! kernel `order_keys` and `keep_until` (per key, the position of the `W`-th key that beats it:
+//! eight segments of the keys of its `(b, hm)` counted in parallel, then the one segment that holds
+//! it scanned again), otherwise `keep_window` (per `(b, hm, i)`,
 //! shared by the query heads of mask head `hm`: radix select of the `W`-th largest bias and a block
 //! count of its ties for the last kept index). The attention kernels read their results.
 
@@ -93,6 +94,9 @@ fn mma_fits(p: &AttentionParams, elem: &str, heads: usize) -> bool {
 fn mma_smem_bytes(head_dim: usize, heads: usize) -> usize {
     (heads * MMA_TILE + 4 * MMA_TILE) * (head_dim + 8) * 2 + 2 * heads * MMA_TILE * 8
 }
+
+/// Keys per block of `masked_attention_keep_until` (`UNTIL_KEYS` in masked_attention.cu).
+const UNTIL_KEYS: usize = 32;
 
 /// Head dimensions of the GQA decode kernel.
 const GQA_HEAD_DIMS: [usize; 2] = [64, 128];
@@ -294,14 +298,14 @@ pub(crate) fn attention_on<T: Elem>(
             let name = "masked_attention_keep_until";
             let func = gpu.function(&SOURCE, name)?;
             let cfg = LaunchConfig {
-                grid_dim: (to_u32("key blocks", t.div_ceil(8))?, bhm, 1),
+                grid_dim: (to_u32("key blocks", t.div_ceil(UNTIL_KEYS))?, bhm, 1),
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
             let mut launch = gpu.stream().launch_builder(&func);
             launch.arg(&keys).arg(&mut out_until).arg(&t_i).arg(&w_i);
             // SAFETY: the argument list matches `masked_attention_keep_until`; `keys` and `until`
-            // hold B·Hm·T values and the grid has one warp per key of each (b, hm).
+            // hold B·Hm·T values and the grid has one block per 32 keys of each (b, hm).
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
             until = Some(out_until);
         } else if let Some(w) = w {

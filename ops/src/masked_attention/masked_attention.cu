@@ -607,39 +607,73 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_order_keys(co
     key[bhm * T + j] = order_key(dropped ? MASKED : m);
 }
 
-// keep_until: one warp per key j of one (b, hm), scanning the keys in index order 32 at a time; grid (⌈T/8⌉, B·Hm),
-// 256 threads.
+// keep_until: block (key block, bhm) of 32 keys × 8 segments of [0, T); the warp of segment s counts, for each of its
+// 32 keys j, the keys x of segment s that beat j (x < j: key[x] ≥ key[j]; x > j: key[x] > key[j]), 8 loads in flight
+// per step; the thread whose segment holds the W-th beater of j, in index order, scans that segment again to place it.
+// Grid (⌈T/32⌉, B·Hm), 256 threads.
+constexpr int UNTIL_KEYS = 32, UNTIL_SEGS = 8, UNTIL_STEP = 8;
+
+// Keys x in [a, b) with row[x] ≥ k.
+__device__ __forceinline__ unsigned count_at_least(const unsigned *row, int a, const int b, const unsigned k) {
+    unsigned c = 0;
+    for (; a + UNTIL_STEP <= b; a += UNTIL_STEP) {
+        unsigned x[UNTIL_STEP];
+#pragma unroll
+        for (int u = 0; u < UNTIL_STEP; ++u) x[u] = row[a + u];
+#pragma unroll
+        for (int u = 0; u < UNTIL_STEP; ++u) c += x[u] >= k;
+    }
+    for (; a < b; ++a) c += row[a] >= k;
+    return c;
+}
+
 extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(const unsigned *key, int *until,
                                                                              const int T, const int W) {
-    const int lane = threadIdx.x & 31, j = blockIdx.x * 8 + (threadIdx.x >> 5);
-    const long bhm = blockIdx.y;
-    if (j >= T) return;
-    const unsigned *row = key + bhm * T;
-    const unsigned kj = row[j];
-    int e = 0;
-    if (kj > 0x00800000u && W > 0) {  // above order_key(MASKED)
-        e = 0x7fffffff;
-        int count = 0;
-        for (int base = 0; base < T; base += 32) {
-            const int x = base + lane;
-            bool beats = false;
-            if (x < T) {
-                const unsigned kx = row[x];
-                beats = kx > kj || (kx == kj && x < j);
-            }
-            const unsigned ballot = __ballot_sync(0xffffffffu, beats);
-            const int c = __popc(ballot);
-            if (count + c >= W) {
-                const int need = W - count;  // the need-th set bit of the ballot
-                const unsigned hit =
-                    __ballot_sync(0xffffffffu, beats && __popc(ballot & ((1u << lane) - 1u)) == need - 1);
-                e = base + __ffs(hit) - 1;
-                break;
-            }
-            count += c;
+    __shared__ unsigned cnt[UNTIL_SEGS][UNTIL_KEYS];
+    const int jl = threadIdx.x % UNTIL_KEYS, sg = threadIdx.x / UNTIL_KEYS, j = blockIdx.x * UNTIL_KEYS + jl;
+    const unsigned *row = key + (long)blockIdx.y * T;
+    const int len = (T + UNTIL_SEGS - 1) / UNTIL_SEGS, x0 = min(T, sg * len), x1 = min(T, x0 + len);
+    const bool live = j < T;
+    const unsigned kj = live ? row[j] : 0u;
+    const bool scan = live && kj > 0x00800000u && W > 0;  // above order_key(MASKED)
+    // Beaters of j in [a, b): at least kj below j, above kj after it (none above the largest key).
+    auto beaters = [&](int a, int b) {
+        const int m = min(max(a, j), b);
+        unsigned c = count_at_least(row, a, m, kj);
+        if (kj != 0xffffffffu) c += count_at_least(row, m, b, kj + 1);
+        return c;
+    };
+    const unsigned c = scan ? beaters(x0, x1) : 0u;
+    cnt[sg][jl] = c;
+    __syncthreads();
+    if (!live) return;
+    unsigned before = 0, total = 0;
+#pragma unroll
+    for (int s = 0; s < UNTIL_SEGS; ++s) {
+        before += s < sg ? cnt[s][jl] : 0u;
+        total += cnt[s][jl];
+    }
+    int *const out = until + (long)blockIdx.y * T + j;
+    if (!scan || total < (unsigned)W) {
+        if (sg == 0) *out = scan ? 0x7fffffff : 0;
+        return;
+    }
+    if (!(before < (unsigned)W && (unsigned)W <= before + c)) return;
+    // The need-th beater of j in [x0, x1): whole steps while they hold fewer, then one key at a time.
+    unsigned need = (unsigned)W - before;
+    int x = x0;
+    for (; x + UNTIL_STEP <= x1; x += UNTIL_STEP) {
+        const unsigned in_step = beaters(x, x + UNTIL_STEP);
+        if (in_step >= need) break;
+        need -= in_step;
+    }
+    for (; x < x1; ++x) {
+        const unsigned kx = row[x];
+        if (kx > kj || (kx == kj && x < j)) {
+            if (--need == 0) break;
         }
     }
-    if (lane == 0) until[bhm * T + j] = e;
+    *out = x;
 }
 
 #if __CUDA_ARCH__ >= 800

@@ -1031,10 +1031,18 @@ mod gpu {
     #[test]
     fn tensor_core_keep_window_ties_keep_the_lower_index() {
         let Some(gpu) = test_gpu() else { return };
-        for (n, &(s, t, w)) in
-            [(1, 50, 7), (30, 50, 20), (12, 300, 64), (65, 130, 1), (64, 64, 63), (300, 3000, 1000)]
-                .iter()
-                .enumerate()
+        for (n, &(s, t, w)) in [
+            (1, 50, 7),
+            (30, 50, 20),
+            (12, 300, 64),
+            (65, 130, 1),
+            (64, 64, 63),
+            (300, 3000, 1000),
+            (3, 5, 2),
+            (20, 1001, 500),
+        ]
+        .iter()
+        .enumerate()
         {
             for (ratio, dh) in [(0.0, 64), (0.5, 128)] {
                 let mode = MaskMode::Additive { ratio, keep_window: Some(w) };
