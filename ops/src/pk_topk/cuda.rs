@@ -3,6 +3,7 @@
 use super::PkTopKParams;
 use crate::cuda::{launch_error, Elem, Gpu, Source};
 use crate::{check_len, KernelError, Result};
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 /// The kernel source.
@@ -13,7 +14,10 @@ pub const SOURCE: Source = Source { file: "pk_topk.cu", code: include_str!("pk_t
 pub const MAX_KEYS: usize = 256;
 
 /// Shared memory a block may use without raising the kernel's limit.
-const SMEM_BUDGET: usize = 48 * 1024;
+const SMEM_DEFAULT: usize = 48 * 1024;
+/// Most shared memory a block is given (past [`SMEM_DEFAULT`] through the kernel's attribute); two such blocks
+/// fit a Hopper multiprocessor.
+pub(crate) const SMEM_MAX: usize = 112 * 1024;
 /// Most warps of a block.
 const MAX_WARPS: usize = 8;
 /// Blocks aimed for: several per multiprocessor of a 132-SM device.
@@ -30,7 +34,7 @@ pub(crate) struct Plan {
     pub warps: usize,
     /// Rows of one block.
     pub rows_per_block: usize,
-    /// Row stride, in floats, of the staged keys (odd, so that the lanes of a warp hit distinct banks).
+    /// Row stride, in elements, of the staged keys (odd, so that the lanes of a warp hit distinct banks).
     pub stride: usize,
     /// Shared bytes of the staged keys (0 when they are not staged), a multiple of 16.
     pub key_bytes: usize,
@@ -52,23 +56,24 @@ pub(crate) fn candidates(k: usize) -> usize {
     (1..=k).map(|i| k / i).sum()
 }
 
-/// The launch of `p` (`p` validated, `num_keys ≤ MAX_KEYS`); an error when one warp's scratch cannot fit.
-pub(crate) fn plan(p: &PkTopKParams) -> Result<Plan> {
+/// The launch of `p` for elements of `elem` bytes (`p` validated, `num_keys ≤ MAX_KEYS`); an error when one
+/// warp's scratch cannot fit.
+pub(crate) fn plan(p: &PkTopKParams, elem: usize) -> Result<Plan> {
     let (nk, half, k) = (p.num_keys, p.half, p.k);
     let cand_pad = candidates(k).next_multiple_of(2);
     let warp_bytes =
-        (16 * nk + 8 * cand_pad + 8 * nk + 8 * half + 16 * k + 4 * cand_pad).next_multiple_of(16);
-    if warp_bytes > SMEM_BUDGET {
+        (16 * nk + 8 * cand_pad + 16 * half + 8 * nk + 16 * k + 4 * cand_pad).next_multiple_of(16);
+    if warp_bytes > SMEM_MAX {
         return Err(KernelError::BadParams(format!(
             "pk_topk with num_keys {nk}, half {half}, k {k} needs {warp_bytes} bytes of shared memory per \
-             warp, more than the CUDA kernel's {SMEM_BUDGET}"
+             warp, more than the CUDA kernel's {SMEM_MAX}"
         )));
     }
     let stride = half | 1;
-    let staged = (2 * nk * stride * 4).next_multiple_of(16);
-    let keys_in_smem = staged + 4 * warp_bytes <= SMEM_BUDGET;
+    let staged = (2 * nk * stride * elem).next_multiple_of(16);
+    let keys_in_smem = staged + 4 * warp_bytes <= SMEM_MAX;
     let key_bytes = if keys_in_smem { staged } else { 0 };
-    let warps = ((SMEM_BUDGET - key_bytes) / warp_bytes).min(MAX_WARPS);
+    let warps = ((SMEM_MAX - key_bytes) / warp_bytes).min(MAX_WARPS);
     let tasks = p.rows.saturating_mul(p.heads);
     let per_warp = tasks.div_ceil(warps * TARGET_BLOCKS).clamp(1, MAX_ROWS_PER_WARP);
     Ok(Plan {
@@ -106,7 +111,7 @@ pub fn pk_topk<T: Elem>(
     if p.rows == 0 || p.heads == 0 || p.k == 0 {
         return Ok(());
     }
-    let plan = plan(p)?;
+    let plan = plan(p, std::mem::size_of::<T>())?;
     let int = |name: &str, v: usize| {
         i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
     };
@@ -138,10 +143,18 @@ pub fn pk_topk<T: Elem>(
         format!("pk_topk_{}_global", T::NAME)
     };
     let func = gpu.function(&SOURCE, &name)?;
+    let smem = plan.smem_bytes();
+    if smem > SMEM_DEFAULT {
+        func.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem as i32,
+        )
+        .map_err(|e| KernelError::Driver(format!("{name}: {smem} bytes of shared memory: {e}")))?;
+    }
     let cfg = LaunchConfig {
         grid_dim: (tiles, grid_heads, 1),
         block_dim: (32 * plan.warps as u32, 1, 1),
-        shared_mem_bytes: plan.smem_bytes() as u32,
+        shared_mem_bytes: smem as u32,
     };
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(q).arg(keys).arg(scores).arg(ids);
@@ -149,7 +162,7 @@ pub fn pk_topk<T: Elem>(
     launch.arg(&rows_per_block).arg(&stride).arg(&key_bytes).arg(&warp_bytes).arg(&cand_pad);
     // SAFETY: the argument list matches `pk_topk_<T>[_global]` in pk_topk.cu; `validate` and the checks above tied
     // q, keys, scores and ids to `p`; `plan` sized the dynamic shared memory for the staged keys and each warp's
-    // scratch (within the 48 KB every kernel may use), and the grid covers every (row, head) once.
+    // scratch within the limit set above, and the grid covers every (row, head) once.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
 }

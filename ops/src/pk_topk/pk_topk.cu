@@ -10,28 +10,28 @@ __device__ __forceinline__ unsigned long long order_key(float v, int idx) {
     return ((unsigned long long)b << 32) | (0xffffffffu - (unsigned int)idx);
 }
 
-template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
-template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
+__device__ __forceinline__ double ld(const float *p, long i) { return (double)p[i]; }
+__device__ __forceinline__ double ld(const bf16_t *p, long i) { return (double)bf16_to_f32(p[i]); }
 
 // Σ_i q[i]·k[i] as the CPU `dot`: eight interleaved f64 partial sums, added in order, then the tail; rounded once.
-template <typename K> __device__ __forceinline__ float dot_f64(const float *q, const K *k, int half) {
+// The products of f32 values are exact in f64, so a fused multiply-add rounds as the CPU's multiply then add.
+template <typename K> __device__ __forceinline__ float dot_f64(const double *q, const K *k, int half) {
     double l[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
     const int body = half & ~7;
     for (int i = 0; i < body; i += 8) {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) l[j] += (double)q[i + j] * (double)ld(k, i + j);
+        for (int j = 0; j < 8; ++j) l[j] += q[i + j] * ld(k, i + j);
     }
     double s = -0.0;
 #pragma unroll
     for (int j = 0; j < 8; ++j) s += l[j];
     double rest = -0.0;
-    for (int i = body; i < half; ++i) rest += (double)q[i] * (double)ld(k, i);
+    for (int i = body; i < half; ++i) rest += q[i] * ld(k, i);
     return (float)(s + rest);
 }
 
-// Per-warp scratch, in this order (the launcher sizes it the same way): skey u64 [nk][2], ckey u64 [cand_pad],
-// sim f32 [nk][2], sq f32 [2][half], sv f32 [2][k], si i32 [2][k], cac i32 [cand_pad].
+// Staged keys: T [2][nk][stride]. Per-warp scratch, in this order (the launcher sizes it the same way):
+// skey u64 [nk][2], ckey u64 [cand_pad], sq f64 [2][half], sim f32 [nk][2], sv f32 [2][k], si i32 [2][k], cac i32 [cand_pad].
 template <typename T, bool SMEM_KEYS>
 __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids, const int rows, const int heads,
                         const int nk, const int half, const int k, const int rows_per_block, const int stride,
@@ -40,20 +40,20 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     const int h = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const long kh = (long)h * nk * 2 * half;
-    float *sk = reinterpret_cast<float *>(pk_smem);
+    T *sk = reinterpret_cast<T *>(pk_smem);
     if (SMEM_KEYS) {
         for (int t = threadIdx.x; t < nk * 2 * half; t += blockDim.x) {
             const int n = t / (2 * half), a = (t / half) & 1, i = t % half;
-            sk[(a * nk + n) * stride + i] = ld(keys, kh + t);
+            sk[(a * nk + n) * stride + i] = keys[kh + t];
         }
         __syncthreads();
     }
     unsigned char *base = pk_smem + key_bytes + warp * warp_bytes;
     unsigned long long *skey = reinterpret_cast<unsigned long long *>(base);
     unsigned long long *ckey = skey + 2 * nk;
-    float *sim = reinterpret_cast<float *>(ckey + cand_pad);
-    float *sq = sim + 2 * nk;
-    float *sv = sq + 2 * half;
+    double *sq = reinterpret_cast<double *>(ckey + cand_pad);
+    float *sim = reinterpret_cast<float *>(sq + 2 * half);
+    float *sv = sim + 2 * nk;
     int *si = reinterpret_cast<int *>(sv + 2 * k);
     int *cac = si + 2 * k;
     const long row0 = (long)blockIdx.x * rows_per_block;

@@ -212,7 +212,7 @@ fn cuda_kernels_compile_for_sm_90() {
 /// Launch choices, checked without a GPU.
 mod plan {
     use super::*;
-    use crate::pk_topk::cuda::{candidates, plan};
+    use crate::pk_topk::cuda::{candidates, plan, SMEM_MAX};
 
     #[test]
     fn candidates_count_the_pairs_that_can_rank() {
@@ -229,11 +229,11 @@ mod plan {
     #[test]
     fn cheems_shape_stages_its_keys_and_fills_the_device() {
         let p = params(4096, 4, 32, 32, 8);
-        let plan = plan(&p).unwrap();
+        let plan = plan(&p, 2).unwrap();
         assert!(plan.keys_in_smem);
         assert_eq!(plan.warps, 8);
         assert_eq!(plan.stride, 33);
-        assert!(plan.smem_bytes() <= 48 * 1024);
+        assert!(plan.smem_bytes() <= 48 * 1024, "{plan:?}");
         let blocks = p.rows.div_ceil(plan.rows_per_block) * p.heads;
         assert!((528..=2112).contains(&blocks), "{blocks} blocks");
         let one = plan_of(1, 4, 32, 32, 8);
@@ -241,7 +241,15 @@ mod plan {
     }
 
     fn plan_of(r: usize, h: usize, nk: usize, half: usize, k: usize) -> crate::pk_topk::cuda::Plan {
-        plan(&params(r, h, nk, half, k)).unwrap()
+        plan(&params(r, h, nk, half, k), 2).unwrap()
+    }
+
+    #[test]
+    fn checkpoint_shapes_stage_their_keys() {
+        for (nk, half) in [(127, 32), (64, 128), (32, 32)] {
+            let p = plan_of(4096, 4, nk, half, 8);
+            assert!(p.keys_in_smem && p.warps == 8, "nk {nk} half {half}: {p:?}");
+        }
     }
 
     #[test]
@@ -250,7 +258,7 @@ mod plan {
         assert!(!big.keys_in_smem);
         assert_eq!(big.key_bytes, 0);
         let full = plan_of(1, 1, 256, 3, 256);
-        assert!(full.warps >= 1 && full.smem_bytes() <= 48 * 1024, "{full:?}");
+        assert!(full.warps >= 1 && full.smem_bytes() <= SMEM_MAX, "{full:?}");
     }
 
     #[test]
@@ -260,7 +268,7 @@ mod plan {
                 for k in [1, nk / 2 + 1, nk] {
                     let p = plan_of(4096, 3, nk, half, k);
                     assert!(p.warps >= 1 && p.warps <= 8, "{p:?}");
-                    assert!(p.smem_bytes() <= 48 * 1024, "{p:?}");
+                    assert!(p.smem_bytes() <= SMEM_MAX, "{p:?}");
                     assert_eq!(
                         (p.key_bytes % 16, p.warp_bytes % 16, p.stride % 2),
                         (0, 0, 1),
@@ -275,7 +283,7 @@ mod plan {
 
     #[test]
     fn a_scratch_too_large_for_one_warp_is_refused() {
-        let Err(KernelError::BadParams(msg)) = plan(&params(1, 1, 256, 6000, 256)) else {
+        let Err(KernelError::BadParams(msg)) = plan(&params(1, 1, 256, 6000, 256), 2) else {
             panic!()
         };
         assert!(msg.contains("shared memory"), "{msg}");
