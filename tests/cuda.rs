@@ -79,3 +79,51 @@ fn every_fixture_matches_on_cuda_in_f32() {
 fn every_fixture_matches_on_cuda_in_bf16() {
     check(ActDType::BF16);
 }
+
+/// One sequence (the fixture's first fully unpadded row), prefilled then decoded for four steps in one session on
+/// CUDA (f32) and on the CPU: a batch of one takes the executor's single-row paths (zero-copy slices of packed
+/// projections, the decode kernels at B = 1), which the fixtures' two-row batches do not.
+#[test]
+fn single_sequence_sessions_match_the_cpu_executor() {
+    use cheems::exec::session::Session;
+    if !gpu_available() {
+        return;
+    }
+    let mut failures = Vec::new();
+    for case in cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let inputs = Inputs::read(&case.join("inputs.json")).unwrap();
+        let row = (0..inputs.input_ids.len())
+            .find(|&b| inputs.attention_mask.as_ref().is_none_or(|m| m[b].iter().all(|&x| x == 1)))
+            .expect("an unpadded row");
+        let prompt = vec![inputs.input_ids[row].clone()];
+        let cpu = prepare(&case, Device::Cpu, ActDType::F32).unwrap();
+        let gpu = prepare(&case, Device::Cuda, ActDType::F32).unwrap();
+        let mut sc = Session::new(&cpu.model, cpu.exec.as_ref());
+        let mut sg = Session::new(&gpu.model, gpu.exec.as_ref());
+        let mut steps = vec![(
+            sc.prefill(&prompt, None, &[]).unwrap(),
+            sg.prefill(&prompt, None, &[]).unwrap(),
+        )];
+        for k in 0..4 {
+            let id = (3 + 7 * k) as i64 % cpu.model.config.vocab_size as i64;
+            steps.push((sc.decode(&[id], &[]).unwrap(), sg.decode(&[id], &[]).unwrap()));
+        }
+        for (k, (c, g)) in steps.iter().enumerate() {
+            let (worst, scale) = compare_rows(&g.logits, &c.logits, |_, _| true);
+            let ok = worst <= ATOL_F32;
+            eprintln!(
+                "{name:28} step {k} max|Δ| {worst:.3e} (max|ref| {scale:.2}) {}",
+                if ok { "ok" } else { "FAIL" }
+            );
+            if !ok {
+                failures.push(format!("{name} step {k}: max|Δ| {worst:e}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "single-sequence CUDA sessions differ from the CPU:\n{}",
+        failures.join("\n")
+    );
+}

@@ -34,10 +34,80 @@ impl ActDType {
 /// A device buffer of one of the storage types; `Empty` stands for any tensor with no element (a device
 /// allocation cannot have zero bytes), such as the caches before the first token.
 pub enum Buf {
-    F32(CudaSlice<f32>),
-    BF16(CudaSlice<bf16>),
-    I64(CudaSlice<i64>),
+    F32(Dev<f32>),
+    BF16(Dev<bf16>),
+    I64(Dev<i64>),
     Empty,
+}
+
+/// A device buffer that a tensor owns, or a view of a contiguous range of another tensor's buffer (no copy);
+/// a view keeps that tensor alive and never frees the memory it points into. Both dereference to the
+/// `CudaSlice` the kernels take.
+pub struct Dev<T> {
+    slice: std::mem::ManuallyDrop<CudaSlice<T>>,
+    owner: Option<Arc<DTensor>>,
+}
+
+impl<T> From<CudaSlice<T>> for Dev<T> {
+    fn from(s: CudaSlice<T>) -> Dev<T> {
+        Dev { slice: std::mem::ManuallyDrop::new(s), owner: None }
+    }
+}
+
+impl<T> std::ops::Deref for Dev<T> {
+    type Target = CudaSlice<T>;
+    fn deref(&self) -> &CudaSlice<T> {
+        &self.slice
+    }
+}
+
+impl<T> Drop for Dev<T> {
+    fn drop(&mut self) {
+        // SAFETY: `slice` is taken exactly once, here.
+        let s = unsafe { std::mem::ManuallyDrop::take(&mut self.slice) };
+        if self.owner.is_some() {
+            // A view: the memory belongs to `owner`, which frees it (stream-ordered) after this view's readers.
+            s.leak();
+        } else {
+            drop(s);
+        }
+    }
+}
+
+impl<T: cheems_ops::cudarc::driver::DeviceRepr> Dev<T> {
+    /// Elements `offset..offset + len` of `owner`'s buffer `of`, without a copy.
+    fn view(
+        gpu: &Gpu,
+        owner: &Arc<DTensor>,
+        of: &CudaSlice<T>,
+        offset: usize,
+        len: usize,
+    ) -> Result<Dev<T>> {
+        use cheems_ops::cudarc::driver::DevicePtr;
+        ensure!(offset + len <= of.len(), "view {offset}+{len} outside a buffer of {}", of.len());
+        let (base, _record) = of.device_ptr(gpu.stream());
+        let ptr = base + (offset * std::mem::size_of::<T>()) as u64;
+        // SAFETY: `ptr .. ptr + len·size_of::<T>()` lies inside `of`'s live allocation, which `owner` keeps
+        // alive for as long as the view exists; the view leaks instead of freeing on drop.
+        let s = unsafe { gpu.stream().upgrade_device_ptr::<T>(ptr, len) };
+        Ok(Dev { slice: std::mem::ManuallyDrop::new(s), owner: Some(owner.clone()) })
+    }
+
+    /// Whether this buffer is a view of another tensor's memory.
+    fn is_view(&self) -> bool {
+        self.owner.is_some()
+    }
+
+    /// The owned buffer; a view is copied.
+    fn into_owned(mut self, gpu: &Gpu) -> Result<CudaSlice<T>> {
+        if self.is_view() {
+            return gpu.stream().clone_dtod(&*self.slice).context("copying a view");
+        }
+        // SAFETY: `slice` is taken once and `self` is forgotten, so `Drop` does not take it again.
+        let s = unsafe { std::mem::ManuallyDrop::take(&mut self.slice) };
+        std::mem::forget(self);
+        Ok(s)
+    }
 }
 
 /// A device tensor; small i64 tensors (ids, masks, positions) keep a host copy for host-side glue.
@@ -66,7 +136,7 @@ impl ActElem for f32 {
         }
     }
     fn wrap(s: CudaSlice<f32>) -> Buf {
-        Buf::F32(s)
+        Buf::F32(s.into())
     }
 }
 
@@ -79,7 +149,7 @@ impl ActElem for bf16 {
         }
     }
     fn wrap(s: CudaSlice<bf16>) -> Buf {
-        Buf::BF16(s)
+        Buf::BF16(s.into())
     }
 }
 
@@ -219,13 +289,14 @@ fn upload_f32(gpu: &Gpu, t: &Tensor, store: Store, dtype: ActDType) -> Result<DT
     let buf = match (store, t.dtype()) {
         (Store::I64, _) | (_, DType::I64) => {
             let v = t.as_i64()?;
-            return Ok(DTensor { dims, buf: Buf::I64(gpu.upload(v)?), host_i64: Some(v.to_vec()) });
+            let buf = Buf::I64(gpu.upload(v)?.into());
+            return Ok(DTensor { dims, buf, host_i64: Some(v.to_vec()) });
         }
         (Store::F32, _) | (Store::Act, _) if store == Store::F32 || dtype == ActDType::F32 => {
-            Buf::F32(gpu.upload(t.as_f32()?)?)
+            Buf::F32(gpu.upload(t.as_f32()?)?.into())
         }
         _ => Buf::BF16(
-            gpu.upload(&t.as_f32()?.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>())?,
+            gpu.upload(&t.as_f32()?.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>())?.into(),
         ),
     };
     Ok(DTensor { dims, buf, host_i64: None })
@@ -427,9 +498,9 @@ impl CudaExecutor {
 
     fn copy(&self, t: &DTensor) -> Result<DTensor> {
         let buf = match &t.buf {
-            Buf::F32(s) => Buf::F32(self.gpu.stream().clone_dtod(s).context("copy")?),
-            Buf::BF16(s) => Buf::BF16(self.gpu.stream().clone_dtod(s).context("copy")?),
-            Buf::I64(s) => Buf::I64(self.gpu.stream().clone_dtod(s).context("copy")?),
+            Buf::F32(s) => Buf::F32(self.gpu.stream().clone_dtod(&**s).context("copy")?.into()),
+            Buf::BF16(s) => Buf::BF16(self.gpu.stream().clone_dtod(&**s).context("copy")?.into()),
+            Buf::I64(s) => Buf::I64(self.gpu.stream().clone_dtod(&**s).context("copy")?.into()),
             Buf::Empty => Buf::Empty,
         };
         Ok(DTensor { dims: t.dims.clone(), buf, host_i64: t.host_i64.clone() })
@@ -478,7 +549,7 @@ impl CudaExecutor {
             |dims: Vec<usize>, s: CudaSlice<T>| DTensor { dims, buf: T::wrap(s), host_i64: None };
         let f32t = |dims: Vec<usize>, s: CudaSlice<f32>| DTensor {
             dims,
-            buf: Buf::F32(s),
+            buf: Buf::F32(s.into()),
             host_i64: None,
         };
         let one = |t: DTensor| Ok(vec![t]);
@@ -599,6 +670,16 @@ impl CudaExecutor {
                 let rows = a[0].len() / n.max(1);
                 let mut dims = a[0].dims.clone();
                 *dims.last_mut().expect("ranked") = *len;
+                if rows == 1 && *len > 0 {
+                    let src = a.remove(0);
+                    let buf = match &src.buf {
+                        Buf::F32(x) => Buf::F32(Dev::view(gpu, &src, x, *start, *len)?),
+                        Buf::BF16(x) => Buf::BF16(Dev::view(gpu, &src, x, *start, *len)?),
+                        Buf::I64(x) => Buf::I64(Dev::view(gpu, &src, x, *start, *len)?),
+                        Buf::Empty => Buf::Empty,
+                    };
+                    return one(DTensor { dims, buf, host_i64: None });
+                }
                 let mut y = gpu.uninit::<T>(rows * len)?;
                 ops::elementwise::cuda::slice_cols(
                     gpu,
@@ -682,7 +763,7 @@ impl CudaExecutor {
                 let pos: Vec<i64> = (0..b).flat_map(|_| (p..p + s).map(|x| x as i64)).collect();
                 one(DTensor {
                     dims: vec![b, s],
-                    buf: Buf::I64(gpu.upload(&pos)?),
+                    buf: Buf::I64(gpu.upload(&pos)?.into()),
                     host_i64: Some(pos),
                 })
             }
@@ -725,7 +806,7 @@ impl CudaExecutor {
                 };
                 let state_dims = a[5].dims.clone();
                 let mut state = match self.owned(a.remove(5))?.buf {
-                    Buf::F32(s) => s,
+                    Buf::F32(s) => s.into_owned(gpu)?,
                     _ => bail!("expected an f32 SSD state of {state_dims:?}"),
                 };
                 let (dims, mut y) = self.act_out::<T>(d.clone())?;
@@ -840,7 +921,7 @@ impl CudaExecutor {
                 let dims = vec![d[0], d[1], pk.heads, pk.k];
                 Ok(vec![
                     f32t(dims.clone(), s),
-                    DTensor { dims, buf: Buf::I64(ids), host_i64: None },
+                    DTensor { dims, buf: Buf::I64(ids.into()), host_i64: None },
                 ])
             }
             Op::RouterTopK(r) => {
@@ -856,7 +937,7 @@ impl CudaExecutor {
                 let dims = vec![d[0], d[1], 1, r.k];
                 Ok(vec![
                     f32t(dims.clone(), s),
-                    DTensor { dims, buf: Buf::I64(ids), host_i64: None },
+                    DTensor { dims, buf: Buf::I64(ids.into()), host_i64: None },
                 ])
             }
             Op::ExpertMix(e) => {
