@@ -293,18 +293,71 @@ __device__ __forceinline__ void frag_b(unsigned &b0, unsigned &b1, const bf16_t 
     b1 = ld32(p + 8);
 }
 
-// xt[j][s] = x[token s, column p0 + j] (zero outside the chunk and P).
-__device__ __forceinline__ void load_xt(bf16_t (*xt)[SSD_TC_PAD], const bf16_t *x, long row0, int heads, int P, int p0,
-                                        int lc) {
-    for (int i = threadIdx.x; i < SSD_CH * SSD_TILE; i += SSD_TC_THREADS) {
-        const int s = i / SSD_TILE, j = i % SSD_TILE;
-        xt[j][s] = (s < lc && p0 + j < P) ? x[(row0 + (long)s * heads) * P + p0 + j] : (bf16_t)0;
+// Transposed tile t[j][s] = f(v[token s, column c0 + j]) for 64 tokens × 64 columns (zero outside the chunk and
+// `cols`), with v a [token, cols] bf16 matrix and f the identity (lo == nullptr) or w_s·v split into t (hi) and lo.
+// VEC (cols % 8 == 0): thread (token pair, 8-column group) loads two 16-byte rows and stores 32-bit token pairs,
+// all loads first; else one element per step.
+template <bool VEC>
+__device__ __forceinline__ void load_t(bf16_t (*t)[SSD_TC_PAD], bf16_t (*lo)[SSD_TC_PAD], const bf16_t *v,
+                                       const float *w, long row0, int heads, int cols, int c0, int lc) {
+    if (!VEC) {
+        for (int i = threadIdx.x; i < SSD_CH * SSD_TILE; i += SSD_TC_THREADS) {
+            const int s = i / SSD_TILE, j = i % SSD_TILE;
+            const bool ok = s < lc && c0 + j < cols;
+            const bf16_t raw = ok ? v[(row0 + (long)s * heads) * cols + c0 + j] : (bf16_t)0;
+            if (lo == nullptr) {
+                t[j][s] = raw;
+            } else {
+                bf16_t h = 0, l = 0;
+                if (ok) split1(w[s] * bf16_to_f32(raw), h, l);
+                t[j][s] = h;
+                lo[j][s] = l;
+            }
+        }
+        return;
+    }
+    const int sp = threadIdx.x & 31, jv0 = threadIdx.x >> 5;
+    uint4 r[2][2];
+    bool ok[2][2];
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+        const int j = c0 + 8 * (jv0 + 4 * k);
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const int s = 2 * sp + u;
+            ok[k][u] = s < lc && j < cols;
+            r[k][u] = ok[k][u] ? *reinterpret_cast<const uint4 *>(v + (row0 + (long)s * heads) * cols + j)
+                               : make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+        const int jv = jv0 + 4 * k;
+        const unsigned a[4] = {r[k][0].x, r[k][0].y, r[k][0].z, r[k][0].w};
+        const unsigned b[4] = {r[k][1].x, r[k][1].y, r[k][1].z, r[k][1].w};
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            const unsigned pair = __byte_perm(a[e >> 1], b[e >> 1], (e & 1) ? 0x7632 : 0x5410);
+            unsigned *dst = reinterpret_cast<unsigned *>(&t[8 * jv + e][2 * sp]);
+            if (lo == nullptr) {
+                *dst = pair;
+            } else {
+                const float f0 = ok[k][0] ? w[2 * sp] * __uint_as_float(pair << 16) : 0.0f;
+                const float f1 = ok[k][1] ? w[2 * sp + 1] * __uint_as_float(pair & 0xffff0000u) : 0.0f;
+                unsigned h, l;
+                split2(f0, f1, h, l);
+                *dst = h;
+                *reinterpret_cast<unsigned *>(&lo[8 * jv + e][2 * sp]) = l;
+            }
+        }
     }
 }
 
 } // namespace ssd_tc
 
 // Z[p, n] of chunk c for a 64×64 tile as Xᵀ·diag(w)·B (p rows per warp: 16); block (0 of y) stores the log-decay.
+// VEC: P and N are multiples of 8 (16-byte loads).
+template <bool VEC>
 __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm, float *ws,
                                    const int seq, const int heads, const int P, const int N, const int L,
                                    const int chunks) {
@@ -333,16 +386,9 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
         w[tid] *= expf(acc);
         if (tid == 0 && blockIdx.y == 0) ws[(long)gridDim.x * P * N + blockIdx.x] = acc + a[0];
     }
-    load_xt(xt, x, row0, heads, P, p0, lc);
+    load_t<VEC>(xt, nullptr, x, nullptr, row0, heads, P, p0, lc);
     __syncthreads();
-    for (int i = tid; i < SSD_CH * SSD_TILE; i += SSD_TC_THREADS) {
-        const int s = i / SSD_TILE, j = i % SSD_TILE;
-        const bool ok = s < lc && n0 + j < N;
-        bf16_t hi = 0, lo = 0;
-        if (ok) split1(w[s] * bf16_to_f32(Bm[(row0 + (long)s * heads) * N + n0 + j]), hi, lo);
-        bh_[j][s] = hi;
-        bl_[j][s] = lo;
-    }
+    load_t<VEC>(bh_, bl_, Bm, w, row0, heads, N, n0, lc);
     __syncthreads();
     float z[8][4] = {};
 #pragma unroll
@@ -362,9 +408,14 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int p = p0 + 16 * warp + g + 8 * (e >> 1), n = n0 + 8 * j + 2 * q + (e & 1);
-            if (p < P && n < N) out[(long)p * N + n] = z[j][e];
+        for (int e = 0; e < 4; e += 2) {
+            const int p = p0 + 16 * warp + g + 4 * e, n = n0 + 8 * j + 2 * q;
+            if (VEC) {
+                if (p < P && n < N) *reinterpret_cast<float2 *>(out + (long)p * N + n) = make_float2(z[j][e], z[j][e + 1]);
+            } else {
+                if (p < P && n < N) out[(long)p * N + n] = z[j][e];
+                if (p < P && n + 1 < N) out[(long)p * N + n + 1] = z[j][e + 1];
+            }
         }
     }
 }
@@ -372,6 +423,8 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
 // y of chunk c for 64 head-dim columns: warp w owns rows t = 16w..16w+15 and computes G = C·Bᵀ (columns s ≤ t only)
 // and C·S_{c-1}ᵀ in one pass over N, then y = diag(e^{cum})·C·S_{c-1}ᵀ + (G ∘ D)·X with
 // D[t, s] = exp(a_{s+1} + … + a_t)·Δ_s for s ≤ t < lc, else 0 (the segment sums accumulated from t downwards).
+// VEC: P and N are multiples of 8 (16-byte loads).
+template <bool VEC>
 __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,
                                  const bf16_t *Cm, const float *ws, bf16_t *y, const int seq, const int heads,
                                  const int P, const int N, const int L, const int chunks) {
@@ -395,7 +448,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
         delta[tid] = d;
         a[tid] = d * A[h];
     }
-    load_xt(xt, x, row0, heads, P, p0, lc);
+    load_t<VEC>(xt, nullptr, x, nullptr, row0, heads, P, p0, lc);
     __syncthreads();
     {
         // Row t: thread t takes s = t … m, thread t + 64 takes s = m − 1 … 0 after summing a[t] … a[m] in the same order.
@@ -424,17 +477,52 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     const float *prev = ws + (long)blockIdx.x * P * N;
     for (int k0 = 0; k0 < N; k0 += SSD_TC_KN) {
         __syncthreads();
-        for (int i = tid; i < SSD_CH * SSD_TC_KN; i += SSD_TC_THREADS) {
-            const int t = i / SSD_TC_KN, k = i % SSD_TC_KN;
-            const bool ok = t < lc && k0 + k < N;
-            const long off = (row0 + (long)t * heads) * N + k0 + k;
-            cs[t][k] = ok ? Cm[off] : (bf16_t)0;
-            bs[t][k] = ok ? Bm[off] : (bf16_t)0;
-            const bool in = p0 + t < P && k0 + k < N;
-            bf16_t hi = 0, lo = 0;
-            if (in) split1(prev[(long)(p0 + t) * N + k0 + k], hi, lo);
-            sh[t][k] = hi;
-            sl[t][k] = lo;
+        if (VEC) {
+            uint4 cv[2], bv[2];
+            float4 sv[4];
+#pragma unroll
+            for (int k = 0; k < 2; ++k) {
+                const int i = tid + SSD_TC_THREADS * k, t = i / 4, kv = 8 * (i % 4);
+                const bool ok = t < lc && k0 + kv < N;
+                const long off = (row0 + (long)t * heads) * N + k0 + kv;
+                cv[k] = ok ? *reinterpret_cast<const uint4 *>(Cm + off) : make_uint4(0u, 0u, 0u, 0u);
+                bv[k] = ok ? *reinterpret_cast<const uint4 *>(Bm + off) : make_uint4(0u, 0u, 0u, 0u);
+            }
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int i = tid + SSD_TC_THREADS * k, pp = i / 8, nv = 4 * (i % 8);
+                const bool in = p0 + pp < P && k0 + nv < N;
+                sv[k] = in ? *reinterpret_cast<const float4 *>(prev + (long)(p0 + pp) * N + k0 + nv)
+                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int k = 0; k < 2; ++k) {
+                const int i = tid + SSD_TC_THREADS * k, t = i / 4, kv = 8 * (i % 4);
+                *reinterpret_cast<uint4 *>(&cs[t][kv]) = cv[k];
+                *reinterpret_cast<uint4 *>(&bs[t][kv]) = bv[k];
+            }
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int i = tid + SSD_TC_THREADS * k, pp = i / 8, nv = 4 * (i % 8);
+                uint2 h, l;
+                split2(sv[k].x, sv[k].y, h.x, l.x);
+                split2(sv[k].z, sv[k].w, h.y, l.y);
+                *reinterpret_cast<uint2 *>(&sh[pp][nv]) = h;
+                *reinterpret_cast<uint2 *>(&sl[pp][nv]) = l;
+            }
+        } else {
+            for (int i = tid; i < SSD_CH * SSD_TC_KN; i += SSD_TC_THREADS) {
+                const int t = i / SSD_TC_KN, k = i % SSD_TC_KN;
+                const bool ok = t < lc && k0 + k < N;
+                const long off = (row0 + (long)t * heads) * N + k0 + k;
+                cs[t][k] = ok ? Cm[off] : (bf16_t)0;
+                bs[t][k] = ok ? Bm[off] : (bf16_t)0;
+                const bool in = p0 + t < P && k0 + k < N;
+                bf16_t hi = 0, lo = 0;
+                if (in) split1(prev[(long)(p0 + t) * N + k0 + k], hi, lo);
+                sh[t][k] = hi;
+                sl[t][k] = lo;
+            }
         }
         __syncthreads();
 #pragma unroll
@@ -486,22 +574,32 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int t = r + 8 * (e >> 1), p = p0 + 8 * j + 2 * q + (e & 1);
-            if (t < lc && p < P) y[(row0 + (long)t * heads) * P + p] = f32_to_bf16(yo[j][e]);
+        for (int e = 0; e < 4; e += 2) {
+            const int t = r + 4 * e, p = p0 + 8 * j + 2 * q;
+            bf16_t *dst = y + (row0 + (long)t * heads) * P + p;
+            if (VEC) {
+                if (t < lc && p < P) *reinterpret_cast<unsigned *>(dst) = pack_bf16(yo[j][e], yo[j][e + 1]);
+            } else {
+                if (t < lc && p < P) dst[0] = f32_to_bf16(yo[j][e]);
+                if (t < lc && p + 1 < P) dst[1] = f32_to_bf16(yo[j][e + 1]);
+            }
         }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS)
-    ssd_chunk_state_tc_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm, float *ws,
-                            const int seq, const int heads, const int P, const int N, const int L, const int chunks) {
-    ssd_chunk_state_tc(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks);
-}
+#define SSD_TC_KERNELS(SUFFIX, VEC)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS)                                                       \
+        ssd_chunk_state_##SUFFIX##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,           \
+                                        float *ws, const int seq, const int heads, const int P, const int N,           \
+                                        const int L, const int chunks) {                                               \
+        ssd_chunk_state_tc<VEC>(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks);                                        \
+    }                                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS)                                                       \
+        ssd_chunk_out_##SUFFIX##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,             \
+                                      const bf16_t *Cm, const float *ws, bf16_t *y, const int seq, const int heads,    \
+                                      const int P, const int N, const int L, const int chunks) {                       \
+        ssd_chunk_out_tc<VEC>(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks);                                   \
+    }
 
-extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS)
-    ssd_chunk_out_tc_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm, const bf16_t *Cm,
-                          const float *ws, bf16_t *y, const int seq, const int heads, const int P, const int N,
-                          const int L, const int chunks) {
-    ssd_chunk_out_tc(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks);
-}
+SSD_TC_KERNELS(tc, false)
+SSD_TC_KERNELS(tc8, true)

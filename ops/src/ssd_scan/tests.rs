@@ -593,6 +593,15 @@ mod gpu {
         }
 
         #[test]
+        fn random_prefills_with_16_byte_rows_match_the_cpu_scan(
+            b in 1usize..3, s in 1usize..300, h in 1usize..5, hp in 1usize..33, n in 1usize..33,
+            chunk in prop_oneof![Just(64usize), 1usize..65], seed: u64,
+        ) {
+            let k = Case::random(params(b, s, h, 8 * hp, 8 * n), (-2.0, 0.25), (-4.0, 2.0), seed);
+            both(&k, chunk, "random, P and N multiples of 8");
+        }
+
+        #[test]
         fn random_steps_match_the_cpu_scan(
             b in 1usize..4, h in 1usize..9, hp in 1usize..257, n in 1usize..257, seed: u64,
         ) {
@@ -626,16 +635,30 @@ fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
 
 #[test]
 fn chunk_scan_takes_the_tensor_core_kernels_for_bf16_only() {
-    let names = |d: &str| cuda::chunk_scan_kernels(d).map(|(k, t)| format!("{k}/{t}"));
-    assert_eq!(
-        names("bf16"),
-        ["ssd_chunk_state_tc_bf16/128", "ssd_state_pass_f32/256", "ssd_chunk_out_tc_bf16/128"]
-    );
-    assert_eq!(
-        names("f32"),
-        ["ssd_chunk_state_f32/256", "ssd_state_pass_f32/256", "ssd_chunk_out_f32/256"]
-    );
-    for (k, _) in cuda::chunk_scan_kernels("bf16").iter().chain(&cuda::chunk_scan_kernels("f32")) {
-        assert!(cuda::CHUNK_SCAN_SOURCE.code.contains(&format!(" {k}(")), "{k} is in the source");
+    let names = |d: &str, hp, n| {
+        cuda::chunk_scan_kernels(d, &params(1, 100, 2, hp, n)).map(|(k, t)| format!("{k}/{t}"))
+    };
+    let tc8 =
+        ["ssd_chunk_state_tc8_bf16/128", "ssd_state_pass_f32/256", "ssd_chunk_out_tc8_bf16/128"];
+    let tc = ["ssd_chunk_state_tc_bf16/128", "ssd_state_pass_f32/256", "ssd_chunk_out_tc_bf16/128"];
+    let ffma = ["ssd_chunk_state_f32/256", "ssd_state_pass_f32/256", "ssd_chunk_out_f32/256"];
+    assert_eq!(names("bf16", 64, 64), tc8);
+    assert_eq!(names("bf16", 16, 256), tc8);
+    assert_eq!(names("bf16", 12, 12), tc);
+    assert_eq!(names("bf16", 64, 36), tc);
+    assert_eq!(names("bf16", 20, 64), tc);
+    assert_eq!(names("f32", 64, 64), ffma);
+    assert_eq!(names("f32", 12, 12), ffma);
+    let code = cuda::CHUNK_SCAN_SOURCE.code;
+    for k in tc8.iter().chain(&tc).chain(&ffma) {
+        let name = k.split('/').next().unwrap();
+        let defined = match name.strip_suffix("_bf16").and_then(|n| n.rsplit_once("_tc")) {
+            Some((kernel, form)) => {
+                code.contains(&format!("{kernel}_##SUFFIX##_bf16("))
+                    && code.contains(&format!("SSD_TC_KERNELS(tc{form}, "))
+            }
+            None => code.contains(&format!("void {name}(")),
+        };
+        assert!(defined, "{name} is defined in the source");
     }
 }
