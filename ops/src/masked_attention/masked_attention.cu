@@ -399,10 +399,12 @@ template <> struct Piece<float> {
     }
 };
 
-constexpr float DECODE_LOG2E = 1.4426950408889634f;
-__device__ __forceinline__ float ex2(float x) {
+// exp(x) for x ≤ 0 or -inf: expf for f32, ex2.approx for bf16, whose output rounding (2⁻⁹) dwarfs its error.
+template <typename E> __device__ __forceinline__ float decode_exp(float x);
+template <> __device__ __forceinline__ float decode_exp<float>(float x) { return expf(x); }
+template <> __device__ __forceinline__ float decode_exp<bf16_t>(float x) {
     float r;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x * 1.4426950408889634f));
     return r;
 }
 
@@ -470,14 +472,14 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
             float mx = m[n];
 #pragma unroll
             for (int u = 0; u < U; ++u) mx = fmaxf(mx, sc[n][u]);
-            const float alpha = ex2((m[n] - mx) * DECODE_LOG2E);
+            const float alpha = decode_exp<E>(m[n] - mx);
             m[n] = mx;
             l[n] *= alpha;
 #pragma unroll
             for (int e = 0; e < EPT; ++e) acc[n][e] *= alpha;
 #pragma unroll
             for (int u = 0; u < U; ++u) {
-                const float p = ex2((sc[n][u] - mx) * DECODE_LOG2E);
+                const float p = decode_exp<E>(sc[n][u] - mx);
                 float vf[EPT];
                 Piece<E>::unpack(vr[u], vf);
                 l[n] += p;
@@ -493,7 +495,7 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
 #pragma unroll
         for (int o = LK; o < 32; o <<= 1) {
             const float mo = __shfl_xor_sync(0xffffffffu, m[n], o), lo = __shfl_xor_sync(0xffffffffu, l[n], o);
-            const float mx = fmaxf(m[n], mo), wa = ex2((m[n] - mx) * DECODE_LOG2E), wb = ex2((mo - mx) * DECODE_LOG2E);
+            const float mx = fmaxf(m[n], mo), wa = decode_exp<E>(m[n] - mx), wb = decode_exp<E>(mo - mx);
             l[n] = l[n] * wa + lo * wb;
 #pragma unroll
             for (int e = 0; e < EPT; ++e) acc[n][e] = acc[n][e] * wa + __shfl_xor_sync(0xffffffffu, acc[n][e], o) * wb;
@@ -514,7 +516,7 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
         float x = 0.0f;
 #pragma unroll
         for (int w = 0; w < NW; ++w) {
-            const float wt = ex2((sm_m[w][n] - mx) * DECODE_LOG2E);
+            const float wt = decode_exp<E>(sm_m[w][n] - mx);
             x += (d == 0 ? 0.0f : d == 1 ? sm_l[w][n] : sm_acc[w][n][d - 2]) * wt;
         }
         const int nn = n0 + n, h = g * per + nn / S, i = nn % S;

@@ -406,6 +406,8 @@ mod gpu {
     /// row sum adds the rounded values, so the normalised weights move by at most 2⁻⁸ relative and
     /// the output by at most 2⁻⁸·max|v| = 2⁻⁸ for v in [-1, 1]; plus RTOL_BF16 for the output.
     const ATOL_MMA: f64 = 0.00390625;
+    // The GQA decode kernel takes the f32 and bf16 tolerances above: expf in f32, as the CPU kernel;
+    // in bf16 ex2.approx, whose relative error (about 2⁻²²) is far below the output rounding (2⁻⁹).
 
     /// Which kernel runs: the launcher's choice, or one forced (`Prefill`: the launcher's choice
     /// among the prefill kernels).
