@@ -1,9 +1,7 @@
 // SSD decode step: Δ = softplus(dt), S[p,n] ← S[p,n]·exp(Δ·A) + (Δ·x[p])·B[n] in place, y[p] = Σ_n S[p,n]·C[n].
-// Layout: x, y [B,H,P] (one token); dt [B,H]; A [H] f32; B, C [B,H,N]; S [B,H,P,N] f32.
-// ssd_step_vec (N % 4 == 0): 16-byte state accesses, R lanes per row (R a power of two ≤ 32), each lane owning the
-// 4-column groups j ≡ lane (mod R) of K rows (G = ⌈N/(4R)⌉ ≤ 2 groups per row, in the kernel's name); every state
-// load of a thread is issued before the first update. Launch: grid B·H·⌈P/(K·256/R)⌉, 256 threads. ssd_step (any N): grid B·H·⌈P/8⌉, 256 threads; warp w owns row
-// p = 8·(block % ⌈P/8⌉) + w, lanes stride over n.
+// Layout: x, y [B,H,P] (one token); dt [B,H]; A [H] f32; B, C [B,H,N]; S [B,H,P,N] f32. 256 threads per block.
+// ssd_step_vec<G> (N % 4 == 0): grid B·H·⌈P/(K·256/R)⌉, R lanes per row, each with G float4 column groups of K rows.
+// ssd_step (any N): grid B·H·⌈P/8⌉; warp w owns row p = 8·(block % ⌈P/8⌉) + w, lanes stride over n.
 #define SSD_STEP_ROWS 8
 
 template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
@@ -30,6 +28,8 @@ __device__ __forceinline__ float4 step4(float4 s, float decay, float dx, float4 
     return make_float4(s.x * decay + dx * b.x, s.y * decay + dx * b.y, s.z * decay + dx * b.z, s.w * decay + dx * b.w);
 }
 
+// Lane l of a row owns the 4-column groups l, l + R (< N/4); every state load of a thread is issued before its first
+// update.
 template <typename T, int G>
 __device__ void ssd_step_vec(const T *x, const T *dt, const float *A, const T *Bm, const T *Cm, float *state, T *y,
                              const int heads, const int P, const int N, const int R, const int K) {
