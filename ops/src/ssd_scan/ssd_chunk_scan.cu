@@ -1,8 +1,7 @@
 // SSD prefill, chunked dual form: per chunk a_t = softplus(dt_t)·A, Z = Σ_s e^{a_{s+1..L}}Δ_s x_s⊗B_s, S_c = e^{a_{1..L}}S_{c-1} + Z,
 // y_t = Σ_{s≤t} (C_t·B_s) e^{a_{s+1..t}} Δ_s x_s + e^{a_{1..t}} S_{c-1}·C_t. x, y [B,S,H,P]; dt [B,S,H]; B, C [B,S,H,N]; S [B,H,P,N].
-// Launch: chunk_state (grid B·H·chunks × P/64·N/64), state_pass (grid B·H·⌈PN/256⌉), chunk_out (grid B·H·chunks × P/64);
-// 256 threads each, 128 for the tensor-core forms (_tc, bf16, same grids); workspace: per-chunk states [B,H,chunks,P,N]
-// then chunk log-decays [B,H,chunks].
+// Launch: chunk_state (grid B·H·chunks × P/64·N/64), state_pass (B·H·⌈PN/256⌉), chunk_out (B·H·chunks × P/64), 256 threads
+// (128 for the bf16 tensor-core forms _tc, _tc8); workspace: chunk states [B,H,chunks,P,N], then log-decays [B,H,chunks].
 #define SSD_CH 64
 #define SSD_TILE 64
 #define SSD_KT 32

@@ -205,7 +205,9 @@ proptest! {
 /// CPU's own error bound (`TOL_PER_STEP` per token, above) plus `F32_CHUNK` for the GPU's reassociation, where
 /// each output is one f32 sum of at most `L + N ≤ 320` products (`√320·2⁻²⁴` typical, a few times that at worst)
 /// after at most `S/L` f32 state hand-overs; it does not grow with the chunk length beyond that sum. bf16 outputs
-/// add one bf16 rounding (2⁻⁹ relative, doubled); the final state is f32 for both dtypes.
+/// add one bf16 rounding (2⁻⁹ relative, doubled); the final state is f32 for both dtypes. The bf16 tensor-core
+/// path feeds each f32 operand as two bf16 halves (≤ 2⁻¹⁸ relative per product, which stays within `F32_CHUNK`);
+/// one bf16 rounding of those operands (2⁻⁹ per product) would exceed it by more than 10×.
 mod gpu {
     use super::*;
     use crate::cuda::{test_gpu, Elem, Gpu};
