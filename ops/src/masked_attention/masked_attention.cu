@@ -610,22 +610,23 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_order_keys(co
 }
 
 // keep_until: block (key block, bhm) of 32 keys × 8 segments of [0, T); the warp of segment s counts, for each of its
-// 32 keys j, the keys x of segment s that beat j (x < j: key[x] ≥ key[j]; x > j: key[x] > key[j]), 8 loads in flight
-// per step; the thread whose segment holds the W-th beater of j, in index order, scans that segment again to place it.
+// 32 keys j, the keys x of segment s that beat j (x < j: key[x] ≥ key[j]; x > j: key[x] > key[j]), 16 keys a step
+// in 16-byte loads; the thread whose segment holds the W-th beater of j, in index order, scans that segment again to place it.
 // Grid (⌈T/32⌉, B·Hm), 256 threads.
-constexpr int UNTIL_KEYS = 32, UNTIL_SEGS = 8, UNTIL_STEP = 8;
+constexpr int UNTIL_KEYS = 32, UNTIL_SEGS = 8, UNTIL_STEP = 16;
 
-// Keys x in [a, b) with row[x] ≥ k.
-__device__ __forceinline__ unsigned count_at_least(const unsigned *row, int a, const int b, const unsigned k) {
+// Keys x in [a, b) with key[x] ≥ k: single keys up to a multiple of 4, then 16-byte loads, UNTIL_STEP keys a step.
+__device__ __forceinline__ unsigned count_at_least(const unsigned *key, long a, const long b, const unsigned k) {
     unsigned c = 0;
+    for (; a < b && (a & 3) != 0; ++a) c += key[a] >= k;
     for (; a + UNTIL_STEP <= b; a += UNTIL_STEP) {
-        unsigned x[UNTIL_STEP];
+        uint4 x[UNTIL_STEP / 4];
 #pragma unroll
-        for (int u = 0; u < UNTIL_STEP; ++u) x[u] = row[a + u];
+        for (int u = 0; u < UNTIL_STEP / 4; ++u) x[u] = *reinterpret_cast<const uint4 *>(key + a + 4 * u);
 #pragma unroll
-        for (int u = 0; u < UNTIL_STEP; ++u) c += x[u] >= k;
+        for (int u = 0; u < UNTIL_STEP / 4; ++u) c += (x[u].x >= k) + (x[u].y >= k) + (x[u].z >= k) + (x[u].w >= k);
     }
-    for (; a < b; ++a) c += row[a] >= k;
+    for (; a < b; ++a) c += key[a] >= k;
     return c;
 }
 
@@ -639,10 +640,11 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(co
     const unsigned kj = live ? row[j] : 0u;
     const bool scan = live && kj > 0x00800000u && W > 0;  // above order_key(MASKED)
     // Beaters of j in [a, b): at least kj below j, above kj after it (none above the largest key).
+    const long r0 = (long)blockIdx.y * T;
     auto beaters = [&](int a, int b) {
         const int m = min(max(a, j), b);
-        unsigned c = count_at_least(row, a, m, kj);
-        if (kj != 0xffffffffu) c += count_at_least(row, m, b, kj + 1);
+        unsigned c = count_at_least(key, r0 + a, r0 + m, kj);
+        if (kj != 0xffffffffu) c += count_at_least(key, r0 + m, r0 + b, kj + 1);
         return c;
     };
     const unsigned c = scan ? beaters(x0, x1) : 0u;
