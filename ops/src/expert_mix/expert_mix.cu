@@ -70,39 +70,48 @@ __device__ __forceinline__ void weigh(const T *x, const T *down, const int *eid,
 }
 
 // out[c0 .. c1) of one row: groups of threads split the experts of each V-wide column pack, then add in group order.
+// With several groups, each thread's first up pack is loaded before the weights are known (`u`).
 template <typename T, int V>
-__device__ __forceinline__ void mix(const T *up, T *out, const int *eid, const float *w, float *part, const int n,
-                                   const int dim, const int c0, const int c1) {
+__device__ __forceinline__ void weigh_and_mix(const T *x, const T *down, const T *up, T *out, const int *eid, float *w,
+                                              float *part, const int n, const int dim, const int lanes, const int act,
+                                              const int after, const int c0, const int c1) {
     const int packs = (c1 - c0) / V;
     const int groups = max(1, (int)blockDim.x / packs);
+    const int p = threadIdx.x % packs, g = threadIdx.x / packs;
+    const bool first = groups > 1 && g < groups && g < n;
+    float u[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) u[i] = 0.0f;
+    if (first) ldv(up, (long)eid[g] * dim + c0 + p * V, u);
+    weigh<T, V>(x, down, eid, w, n, dim, lanes, act, after);
+    __syncthreads();
     if (groups == 1) {
-        for (int p = threadIdx.x; p < packs; p += blockDim.x) {
-            const int c = c0 + p * V;
+        for (int pc = threadIdx.x; pc < packs; pc += blockDim.x) {
+            const int c = c0 + pc * V;
             float acc[V];
 #pragma unroll
             for (int i = 0; i < V; ++i) acc[i] = 0.0f;
 #pragma unroll 8
             for (int j = 0; j < n; ++j) {
-                float u[V];
-                ldv(up, (long)eid[j] * dim + c, u);
+                float v[V];
+                ldv(up, (long)eid[j] * dim + c, v);
 #pragma unroll
-                for (int i = 0; i < V; ++i) acc[i] += w[j] * u[i];
+                for (int i = 0; i < V; ++i) acc[i] += w[j] * v[i];
             }
             stv(out, c, acc);
         }
         return;
     }
-    const int p = threadIdx.x % packs, g = threadIdx.x / packs;
     if (g < groups) {
         float acc[V];
 #pragma unroll
-        for (int i = 0; i < V; ++i) acc[i] = 0.0f;
+        for (int i = 0; i < V; ++i) acc[i] = first ? w[g] * u[i] : 0.0f;
 #pragma unroll 4
-        for (int j = g; j < n; j += groups) {
-            float u[V];
-            ldv(up, (long)eid[j] * dim + c0 + p * V, u);
+        for (int j = g + groups; j < n; j += groups) {
+            float v[V];
+            ldv(up, (long)eid[j] * dim + c0 + p * V, v);
 #pragma unroll
-            for (int i = 0; i < V; ++i) acc[i] += w[j] * u[i];
+            for (int i = 0; i < V; ++i) acc[i] += w[j] * v[i];
         }
 #pragma unroll
         for (int i = 0; i < V; ++i) part[(g * packs + p) * V + i] = acc[i];
@@ -166,15 +175,9 @@ __device__ void expert_mix(const T *x, const float *scores, const long long *ids
         return;
     }
     if (vec) {
-        weigh<T, V>(x + xo, down, eid, w, n, dim, lanes, act, after);
+        weigh_and_mix<T, V>(x + xo, down, up, out + xo, eid, w, part, n, dim, lanes, act, after, c0, c1);
     } else {
-        weigh<T, 1>(x + xo, down, eid, w, n, dim, lanes, act, after);
-    }
-    __syncthreads();
-    if (vec) {
-        mix<T, V>(up, out + xo, eid, w, part, n, dim, c0, c1);
-    } else {
-        mix<T, 1>(up, out + xo, eid, w, part, n, dim, c0, c1);
+        weigh_and_mix<T, 1>(x + xo, down, up, out + xo, eid, w, part, n, dim, lanes, act, after, c0, c1);
     }
 }
 
