@@ -68,6 +68,12 @@ fn check_outputs(p: &SsdScanParams, y: usize, state: usize) -> Result<()> {
     )
 }
 
+/// The device address of `s`.
+fn address<T>(gpu: &Gpu, s: &CudaSlice<T>) -> u64 {
+    use cudarc::driver::DevicePtr;
+    s.device_ptr(gpu.stream()).0
+}
+
 /// Number of chunks of length `chunk` covering `seq` tokens.
 fn chunks(p: &SsdScanParams, chunk: usize) -> usize {
     p.seq.div_ceil(chunk)
@@ -252,10 +258,11 @@ pub enum StepLayout {
 /// gives each thread one row, so that small batches still spread over the chip.
 const STEP_FULL_GRID: usize = 4 * 132;
 
-/// The decode layout for `p` (`state_dim` ≥ 1).
-pub fn step_layout(p: &SsdScanParams) -> StepLayout {
+/// The decode layout for `p` (`state_dim` ≥ 1); `aligned`: `state` starts 16-byte aligned and `b` and `c` at a
+/// multiple of four elements (a buffer can be a view into another at any element offset).
+pub fn step_layout(p: &SsdScanParams, aligned: bool) -> StepLayout {
     let bh = p.batch * p.heads;
-    if p.state_dim % 4 != 0 {
+    if p.state_dim % 4 != 0 || !aligned {
         return StepLayout::Scalar { blocks: bh.saturating_mul(p.head_dim.div_ceil(STEP_ROWS)) };
     }
     let lanes = (p.state_dim / 4).next_power_of_two().min(32);
@@ -266,8 +273,8 @@ pub fn step_layout(p: &SsdScanParams) -> StepLayout {
 }
 
 /// Decode: one token per sequence (`p.seq` must be 1); updates `state` in place and writes `y` `[B, H, P]`.
-/// One launch of the kernel [`step_layout`] picks: `ssd_step_vec` when `state_dim` is a multiple of 4, else
-/// `ssd_step`.
+/// One launch of the kernel [`step_layout`] picks: `ssd_step_vec` when `state_dim` is a multiple of 4 and the
+/// buffers are aligned for it, else `ssd_step`.
 #[allow(clippy::too_many_arguments)]
 pub fn ssd_step<T: Elem>(
     gpu: &Gpu,
@@ -298,7 +305,11 @@ pub fn ssd_step<T: Elem>(
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    match step_layout(p) {
+    let elem4 = 4 * std::mem::size_of::<T>() as u64;
+    let aligned = address(gpu, state) % 16 == 0
+        && address(gpu, b) % elem4 == 0
+        && address(gpu, c) % elem4 == 0;
+    match step_layout(p, aligned) {
         StepLayout::Vec { lanes, rows, blocks } => {
             let blocks = grid_x("row tiles × heads × batch", blocks)?;
             let groups = (p.state_dim / 4).div_ceil(lanes);
@@ -310,9 +321,9 @@ pub fn ssd_step<T: Elem>(
             launch.arg(&heads).arg(&hp).arg(&n).arg(&lanes).arg(&rows);
             // SAFETY: the argument list matches `ssd_step_vec<G>_<T>` in ssd_step.cu (G is 1 or 2 since
             // `check_dims` bounds `state_dim` by 256); `validate` and `check_outputs` checked every buffer against
-            // `p` with seq 1; `state_dim` is a multiple of 4, so every state row and every 4-element group of `b`
-            // and `c` starts 16-byte (f32) or 8-byte (bf16) aligned in the allocations; the grid covers every row
-            // with `rows` rows per thread and `lanes` lanes per row.
+            // `p` with seq 1; `state_dim` is a multiple of 4 and `state`, `b`, `c` start aligned (checked above), so
+            // every state row and every 4-element group of `b` and `c` is 16-byte (f32) or 8-byte (bf16) aligned;
+            // the grid covers every row with `rows` rows per thread and `lanes` lanes per row.
             unsafe { launch.launch(cfg(blocks)) }.map_err(|e| launch_error(&name, e))?;
         }
         StepLayout::Scalar { blocks } => {

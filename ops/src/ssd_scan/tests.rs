@@ -617,13 +617,15 @@ mod gpu {
 #[test]
 fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
     use cuda::{step_layout, StepLayout};
-    let vec = |b, h, hp, n| step_layout(&params(b, 1, h, hp, n));
+    let vec = |b, h, hp, n| step_layout(&params(b, 1, h, hp, n), true);
     assert_eq!(vec(256, 16, 64, 64), StepLayout::Vec { lanes: 16, rows: 4, blocks: 4096 });
     assert_eq!(vec(1, 16, 64, 64), StepLayout::Vec { lanes: 16, rows: 1, blocks: 64 });
     assert_eq!(vec(1, 4, 12, 12), StepLayout::Vec { lanes: 4, rows: 1, blocks: 4 });
     assert_eq!(vec(1, 1, 256, 256), StepLayout::Vec { lanes: 32, rows: 1, blocks: 32 });
     assert_eq!(vec(2, 4, 16, 33), StepLayout::Scalar { blocks: 16 });
     assert_eq!(vec(2, 4, 16, 6), StepLayout::Scalar { blocks: 16 });
+    let misaligned = step_layout(&params(2, 1, 4, 16, 64), false);
+    assert_eq!(misaligned, StepLayout::Scalar { blocks: 16 }, "a view at an odd offset");
     for (b, h, hp, n) in [(3, 5, 7, 4), (64, 16, 64, 64), (9, 64, 65, 256), (40, 16, 100, 200)] {
         let StepLayout::Vec { lanes, rows, blocks } = vec(b, h, hp, n) else { panic!() };
         assert!(lanes.is_power_of_two() && lanes <= 32);
