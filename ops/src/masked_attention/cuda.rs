@@ -334,7 +334,7 @@ pub(crate) fn attention_on<T: Elem>(
 
     let scale = p.scale;
     if kernel == Kernel::Decode || kernel == Kernel::DecodeGqa {
-        let splits = if kernel == Kernel::Decode {
+        let (part, splits_i) = if kernel == Kernel::Decode {
             let want = DECODE_BLOCKS.div_ceil(rows).max(1);
             let chunk = t.div_ceil(want).max(DECODE_MIN_CHUNK);
             let splits = t.div_ceil(chunk);
@@ -398,7 +398,6 @@ pub(crate) fn attention_on<T: Elem>(
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
             (part, splits_i)
         };
-        let (part, splits_i) = splits;
         let name = format!("masked_attention_{}_combine", T::NAME);
         let func = gpu.function(&SOURCE, &name)?;
         let cfg =

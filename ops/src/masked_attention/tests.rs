@@ -1168,4 +1168,58 @@ mod gpu {
             }
         }
     }
+
+    /// Median time of 20 launches (after 5 warm-up launches) of a bf16 decode step against a 4K
+    /// cache at the Doge-320M attention shape (H 8, G 4, Dh 128, Hm = G), B 1 and 16, with the
+    /// fewest bytes it must read (K and V once) and the bandwidth that implies. Run with
+    /// `cargo test --release -p cheems-ops masked_attention::tests::gpu::time_ -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn time_bf16_decode_at_the_doge_320m_shape() {
+        let Some(gpu) = test_gpu() else { return };
+        let (h, g, dh, t) = (8, 4, 128, 4096);
+        for b in [1, 16] {
+            let p = AttentionParams { mask_heads: g, ..params(b, 1, t, h, g, dh) };
+            let mut rng = Rng::new(b as u64);
+            let bf = |x: Vec<f32>| x.into_iter().map(half::bf16::from_f32).collect::<Vec<_>>();
+            let q = gpu.upload(&bf(rng.vec(b * h * dh, -1.0, 1.0))).unwrap();
+            let k = gpu.upload(&bf(rng.vec(b * g * t * dh, -1.0, 1.0))).unwrap();
+            let v = gpu.upload(&bf(rng.vec(b * g * t * dh, -1.0, 1.0))).unwrap();
+            let key_m = gpu.upload(&rng.vec(b * g * t, 0.2, 3.0)).unwrap();
+            let attn_mask = gpu.stream().clone_htod(&vec![1i64; b * t]).unwrap();
+            let mut out = gpu.zeros::<half::bf16>(b * h * dh).unwrap();
+            let bytes = 2.0 * (b * g * t * dh * 2) as f64;
+            for (name, mode) in [
+                ("causal", MaskMode::Causal),
+                ("additive", MaskMode::Additive { ratio: 0.0, keep_window: None }),
+                ("additive_w2048", MaskMode::Additive { ratio: 0.0, keep_window: Some(2048) }),
+            ] {
+                let km = (mode != MaskMode::Causal).then_some(&key_m);
+                let mut run = || {
+                    cuda::masked_attention(
+                        &gpu, &p, mode, &q, &k, &v, km, None, &attn_mask, &mut out,
+                    )
+                    .unwrap()
+                };
+                for _ in 0..5 {
+                    run();
+                }
+                let mut ms = Vec::new();
+                for _ in 0..20 {
+                    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+                    let start = gpu.stream().record_event(flags).unwrap();
+                    run();
+                    let end = gpu.stream().record_event(flags).unwrap();
+                    ms.push(start.elapsed_ms(&end).unwrap());
+                }
+                ms.sort_by(f32::total_cmp);
+                let med = f64::from(ms[ms.len() / 2]);
+                println!(
+                    "masked_attention bf16 decode {name} B={b} T={t} H={h} G={g} Dh={dh}: median {med:.4} ms, \
+                     {:.2} TB/s of K and V",
+                    bytes / (med * 1e-3) / 1e12
+                );
+            }
+        }
+    }
 }
