@@ -81,12 +81,15 @@ fn chunks(p: &SsdScanParams, chunk: usize) -> usize {
 
 /// The three prefill kernels for element type `dtype` (`"f32"` or `"bf16"`) and sizes `p`, in launch order, each
 /// with its block size: bf16 takes the tensor-core chunk kernels (mma.sync, with f32 operands split into two bf16
-/// halves), with 16-byte loads (`_tc8`) when `head_dim` and `state_dim` are multiples of 8, else element loads
-/// (`_tc`); f32 keeps the FFMA chunk kernels, whose f32 operands the tensor cores would round.
-pub fn chunk_scan_kernels(dtype: &str, p: &SsdScanParams) -> [(String, u32); 3] {
+/// halves), with 16-byte loads (`_tc8`) when `head_dim` and `state_dim` are multiples of 8 and the buffers are
+/// `aligned` (`x`, `b`, `c` and the workspace start 16-byte aligned, `y` 4-byte: a buffer can be a view into another
+/// at any element offset), else element loads (`_tc`); f32 keeps the FFMA chunk kernels, whose f32 operands the
+/// tensor cores would round.
+pub fn chunk_scan_kernels(dtype: &str, p: &SsdScanParams, aligned: bool) -> [(String, u32); 3] {
     let pass = ("ssd_state_pass_f32".to_string(), THREADS);
     if dtype == "bf16" {
-        let form = if p.head_dim % 8 == 0 && p.state_dim % 8 == 0 { "tc8" } else { "tc" };
+        let form =
+            if aligned && p.head_dim % 8 == 0 && p.state_dim % 8 == 0 { "tc8" } else { "tc" };
         let tc = |k: &str| (format!("{k}_{form}_bf16"), TC_THREADS);
         [tc("ssd_chunk_state"), pass, tc("ssd_chunk_out")]
     } else {
@@ -195,8 +198,12 @@ pub fn ssd_chunk_scan_with_workspace<T: Elem>(
         block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     };
+    let aligned = [address(gpu, x), address(gpu, b), address(gpu, c), address(gpu, workspace)]
+        .iter()
+        .all(|a| a % 16 == 0)
+        && address(gpu, y) % 4 == 0;
     let [(state_name, state_threads), (pass_name, pass_threads), (out_name, out_threads)] =
-        chunk_scan_kernels(T::NAME, p);
+        chunk_scan_kernels(T::NAME, p, aligned);
 
     let name = state_name;
     let func = gpu.function(&CHUNK_SCAN_SOURCE, &name)?;
@@ -206,8 +213,8 @@ pub fn ssd_chunk_scan_with_workspace<T: Elem>(
     // SAFETY: the argument list matches `ssd_chunk_state_<T>` and `ssd_chunk_state_tc[8]_bf16` in
     // ssd_chunk_scan.cu; `validate` checked x, dt, a, b against `p`, the workspace holds
     // `ssd_chunk_scan_workspace_len` elements, the grid has one block per (batch, head, chunk) by P/64 × N/64 tiles,
-    // and `_tc8` (16-byte accesses) is taken only when P and N are multiples of 8, so every row it reads or writes
-    // starts 16-byte aligned in its allocation.
+    // and `_tc8` (16-byte accesses) is taken only when P and N are multiples of 8 and the buffers start aligned
+    // (checked above), so every row it reads or writes is 16-byte aligned.
     unsafe { launch.launch(cfg((blocks, (p_tiles * n_tiles) as u32), state_threads)) }
         .map_err(|e| launch_error(&name, e))?;
 
@@ -228,7 +235,7 @@ pub fn ssd_chunk_scan_with_workspace<T: Elem>(
     launch.arg(&seq).arg(&heads).arg(&hp).arg(&n).arg(&l).arg(&nc);
     // SAFETY: the argument list matches `ssd_chunk_out_<T>` and `ssd_chunk_out_tc[8]_bf16` in ssd_chunk_scan.cu;
     // `validate` and `check_outputs` checked every buffer against `p`, the grid has one block per (batch, head,
-    // chunk) by P/64 tiles, and `_tc8` runs only when P and N are multiples of 8 (aligned rows, as above).
+    // chunk) by P/64 tiles, and `_tc8` runs only on aligned rows, as above.
     unsafe { launch.launch(cfg((blocks, p_tiles as u32), out_threads)) }
         .map_err(|e| launch_error(&name, e))?;
     Ok(())

@@ -640,7 +640,8 @@ fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
 #[test]
 fn chunk_scan_takes_the_tensor_core_kernels_for_bf16_only() {
     let names = |d: &str, hp, n| {
-        cuda::chunk_scan_kernels(d, &params(1, 100, 2, hp, n)).map(|(k, t)| format!("{k}/{t}"))
+        cuda::chunk_scan_kernels(d, &params(1, 100, 2, hp, n), true)
+            .map(|(k, t)| format!("{k}/{t}"))
     };
     let tc8 =
         ["ssd_chunk_state_tc8_bf16/128", "ssd_state_pass_f32/256", "ssd_chunk_out_tc8_bf16/128"];
@@ -651,6 +652,8 @@ fn chunk_scan_takes_the_tensor_core_kernels_for_bf16_only() {
     assert_eq!(names("bf16", 12, 12), tc);
     assert_eq!(names("bf16", 64, 36), tc);
     assert_eq!(names("bf16", 20, 64), tc);
+    let misaligned = cuda::chunk_scan_kernels("bf16", &params(1, 100, 2, 64, 64), false);
+    assert_eq!(misaligned.map(|(k, t)| format!("{k}/{t}")), tc, "a view at an odd offset");
     assert_eq!(names("f32", 64, 64), ffma);
     assert_eq!(names("f32", 12, 12), ffma);
     let code = cuda::CHUNK_SCAN_SOURCE.code;
