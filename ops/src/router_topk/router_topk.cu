@@ -1,8 +1,10 @@
 // x = logits[r·nk ..], y = logits[(N + r)·nk ..] (the reference's view(2, N, nk), mixing tokens), each sorted descending
 // into (sx, ix), (sy, iy); out = the top_k largest sx[a] + sy[c] with id ix[a]·nk + iy[c]; ties: lower index, then (a, c).
 // Layout: logits [N, 2·nk] in T; scores f32 and ids i64 [N, top_k].
-// Launch: one block of 256 threads per token r; nk ≤ 256; warp 0 merges the min(top_k, nk) sorted rows.
+// Launch: one block of 256 threads per token r; nk ≤ 256; the block ranks the candidates (rank = 1, at most RT_MAX_CAND of
+// them) or warp 0 merges the min(top_k, nk) sorted rows.
 #define RT_MAX_KEYS 256
+#define RT_MAX_CAND 2048
 
 template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
 template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
@@ -75,10 +77,45 @@ __device__ void merge_rows(const float *sx, const int *ix, const float *sy, cons
     }
 }
 
+// Order key of (v, idx): larger keys come first, in `before` order (NaN largest, ±0 equal, then the lower idx).
+__device__ __forceinline__ unsigned long long order_key(float v, int idx) {
+    unsigned int b = v == 0.0f ? 0u : __float_as_uint(v);
+    b = v != v ? 0xffffffffu : (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    return ((unsigned long long)b << 32) | (0xffffffffu - (unsigned int)idx);
+}
+
+// The whole block: the same k first candidates as merge_rows, each placed by its rank among all candidates
+// (a, c) with c < min(ny, k / (a + 1)), numbered in row-major order so that the number breaks ties.
+__device__ void rank_candidates(const float *sx, const int *ix, const float *sy, const int *iy, int nx, int ny, int k,
+                                long long nk, unsigned long long *ckey, int *cac, float *scores, long long *ids) {
+    int cand = 0;
+    for (int a = 0; a < nx; ++a) {
+        const int cnt = min(ny, k / (a + 1));
+        for (int c = threadIdx.x; c < cnt; c += blockDim.x) {
+            ckey[cand + c] = order_key(sx[a] + sy[c], cand + c);
+            cac[cand + c] = (a << 16) | c;
+        }
+        cand += cnt;
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < cand; t += blockDim.x) {
+        const unsigned long long key = ckey[t];
+        int rank = 0;
+        for (int j = 0; j < cand; ++j) rank += ckey[j] > key;
+        if (rank < k) {
+            const int a = cac[t] >> 16, c = cac[t] & 0xffff;
+            scores[rank] = sx[a] + sy[c];
+            ids[rank] = (long long)ix[a] * nk + iy[c];
+        }
+    }
+}
+
 template <typename T>
 __device__ void router_topk(const T *logits, float *scores, long long *ids, const int tokens, const int nk,
-                            const int top_k) {
+                            const int top_k, const int rank) {
     __shared__ float v[2][RT_MAX_KEYS];
+    __shared__ unsigned long long ckey[RT_MAX_CAND];
+    __shared__ int cac[RT_MAX_CAND];
     __shared__ float sv[2][RT_MAX_KEYS];
     __shared__ int si[2][RT_MAX_KEYS];
     __shared__ int next[RT_MAX_KEYS];
@@ -92,17 +129,19 @@ __device__ void router_topk(const T *logits, float *scores, long long *ids, cons
     rank_sort(v[0], nk, n, sv[0], si[0]);
     rank_sort(v[1], nk, n, sv[1], si[1]);
     __syncthreads();
-    if (threadIdx.x < 32) {
+    if (rank) {
+        rank_candidates(sv[0], si[0], sv[1], si[1], n, n, top_k, nk, ckey, cac, scores + r * top_k, ids + r * top_k);
+    } else if (threadIdx.x < 32) {
         merge_rows(sv[0], si[0], sv[1], si[1], n, n, top_k, nk, next, scores + r * top_k, ids + r * top_k);
     }
 }
 
 extern "C" __global__ void router_topk_f32(const float *logits, float *scores, long long *ids, const int tokens,
-                                           const int nk, const int top_k) {
-    router_topk(logits, scores, ids, tokens, nk, top_k);
+                                           const int nk, const int top_k, const int rank) {
+    router_topk(logits, scores, ids, tokens, nk, top_k, rank);
 }
 
 extern "C" __global__ void router_topk_bf16(const bf16_t *logits, float *scores, long long *ids, const int tokens,
-                                            const int nk, const int top_k) {
-    router_topk(logits, scores, ids, tokens, nk, top_k);
+                                            const int nk, const int top_k, const int rank) {
+    router_topk(logits, scores, ids, tokens, nk, top_k, rank);
 }

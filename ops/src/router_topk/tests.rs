@@ -134,6 +134,57 @@ proptest! {
     }
 }
 
+/// The kernel compiles with NVRTC for sm_90 (no GPU needed); skipped without NVRTC unless `CHEEMS_REQUIRE_NVRTC` or
+/// `CHEEMS_REQUIRE_GPU` is set.
+#[test]
+fn cuda_kernel_compiles_for_sm_90() {
+    if let Err(e) = crate::cuda::probe_nvrtc() {
+        let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        assert!(!required, "NVRTC is required: {e}");
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let cubin =
+        crate::cuda::compile_cubin(&cuda::SOURCE, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+    assert!(cubin.starts_with(b"\x7fELF"));
+}
+
+/// Launch choices, checked without a GPU.
+mod plan {
+    use super::*;
+    use crate::router_topk::cuda::{candidates, ranks_candidates};
+
+    fn p(tokens: usize, num_keys: usize, top_k: usize) -> RouterTopKParams {
+        RouterTopKParams { tokens, num_keys, top_k }
+    }
+
+    #[test]
+    fn candidates_count_the_pairs_that_can_rank() {
+        for nk in 1..20 {
+            for k in 0..=nk * nk {
+                let n = k.min(nk);
+                let brute = (0..n)
+                    .flat_map(|a| (0..n).map(move |c| (a + 1) * (c + 1) <= k))
+                    .filter(|&b| b)
+                    .count();
+                assert_eq!(candidates(&p(1, nk, k)), brute, "nk {nk} k {k}");
+                assert!(brute >= k, "nk {nk} k {k}: {brute} candidates");
+            }
+        }
+    }
+
+    #[test]
+    fn few_tokens_rank_and_many_merge() {
+        assert!(ranks_candidates(&p(1, 128, 64)));
+        assert!(ranks_candidates(&p(512, 128, 64)));
+        assert!(!ranks_candidates(&p(513, 128, 64)));
+        assert!(!ranks_candidates(&p(1, 128, 1024)), "{} candidates", candidates(&p(1, 128, 1024)));
+        assert!(ranks_candidates(&p(1, 256, 256)));
+    }
+}
+
 /// CUDA against the CPU kernel: the same sorts and the same f32 additions, so the outputs must agree bit for bit,
 /// ties, tie-breaks and the cross-token pairing of rows included.
 mod gpu {
@@ -193,6 +244,11 @@ mod gpu {
             (3, 256, 1),
             (1, 256, 1024),
             (64, 64, 8),
+            (1, 128, 64),
+            (600, 128, 64),
+            (600, 32, 8),
+            (2, 128, 1024),
+            (3, 64, 4096),
         ];
         for (i, &(n, nk, k)) in shapes.iter().enumerate() {
             check_all(n, nk, k, 300 + i as u64);
