@@ -270,6 +270,32 @@ pub fn const_dtypes(graph: &Graph, dtype: ActDType) -> Result<BTreeMap<String, D
     Ok(out)
 }
 
+/// Linears (not graph outputs) every reader of which is a `SliceLast`, with those readers.
+fn split_linears(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, Vec<NodeId>> {
+    let mut readers: HashMap<ValueId, Vec<NodeId>> = HashMap::new();
+    for &id in order {
+        for v in g.inputs_of(id) {
+            readers.entry(v).or_default().push(id);
+        }
+    }
+    let outputs: Vec<ValueId> = g.outputs().iter().map(|(_, v)| *v).collect();
+    let mut split = HashMap::new();
+    for &id in order {
+        if !matches!(g.node(id).op, Op::Linear { .. }) {
+            continue;
+        }
+        let v = ValueId { node: id, port: 0 };
+        let Some(r) = readers.get(&v) else { continue };
+        if !outputs.contains(&v)
+            && r.iter().all(|&n| matches!(g.node(n).op, Op::SliceLast { .. }))
+            && r.iter().all(|&n| g.inputs_of(n).len() == 1)
+        {
+            split.insert(id, r.clone());
+        }
+    }
+    split
+}
+
 /// A graph bound to a device, with its weights uploaded.
 pub struct CudaExecutor {
     graph: Graph,
@@ -278,6 +304,10 @@ pub struct CudaExecutor {
     dtype: ActDType,
     storage: HashMap<ValueId, Store>,
     consts: HashMap<NodeId, Arc<DTensor>>,
+    /// Linears whose output only `SliceLast` nodes read (packed projections), with those nodes: for more than
+    /// one row, each slice is one GEMM over a view of the packed weight, written straight into the slice's
+    /// output (a row-major slice of several rows is not contiguous, a range of weight rows is).
+    split: HashMap<NodeId, Vec<NodeId>>,
 }
 
 fn upload_f32(gpu: &Gpu, t: &Tensor, store: Store, dtype: ActDType) -> Result<DTensor> {
@@ -336,7 +366,8 @@ impl CudaExecutor {
                 consts.insert(id, Arc::new(t));
             }
         }
-        Ok(CudaExecutor { graph, order, gpu, dtype, storage, consts })
+        let split = split_linears(&graph, &order);
+        Ok(CudaExecutor { graph, order, gpu, dtype, storage, consts, split })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -440,6 +471,7 @@ impl CudaExecutor {
         let g = &self.graph;
         let (wanted, mut remaining) = super::plan_reads(g, &self.order, taps)?;
         let mut values: HashMap<ValueId, Arc<DTensor>> = HashMap::new();
+        let mut pending: HashMap<NodeId, DTensor> = HashMap::new();
         for &id in &self.order {
             let node = g.node(id);
             let mut args = Vec::new();
@@ -452,25 +484,59 @@ impl CudaExecutor {
                 );
             }
             let start = std::time::Instant::now();
-            let outs: Vec<Arc<DTensor>> = match &node.op {
-                Op::Input(_) => {
-                    let t = inputs
-                        .remove(&node.name)
-                        .with_context(|| format!("missing graph input `{}`", node.name))?;
-                    vec![Arc::new(t)]
+            let mut early = None;
+            if let (Op::Linear { bias }, Some(slices)) = (&node.op, self.split.get(&id)) {
+                let rows = args[0].len() / args[1].dims[1].max(1);
+                if rows > 1 && !wanted.iter().any(|(_, v)| v.node == id) {
+                    for &sid in slices {
+                        let Op::SliceLast { start, len } = g.node(sid).op else {
+                            unreachable!("split linears feed slices only")
+                        };
+                        let b = bias.then(|| &args[2]);
+                        let t = match self.dtype {
+                            ActDType::F32 => {
+                                self.slice_linear::<f32>(&args[0], &args[1], b, start, len)
+                            }
+                            ActDType::BF16 => {
+                                self.slice_linear::<bf16>(&args[0], &args[1], b, start, len)
+                            }
+                        };
+                        pending.insert(
+                            sid,
+                            t.with_context(|| format!("running node `{}`", node.name))?,
+                        );
+                    }
+                    let mut dims = args[0].dims.clone();
+                    *dims.last_mut().expect("ranked") = args[1].dims[0];
+                    early = Some(vec![Arc::new(DTensor { dims, buf: Buf::Empty, host_i64: None })]);
                 }
-                Op::Const(_) => vec![self.consts[&id].clone()],
-                op => {
-                    let r = match self.dtype {
-                        ActDType::F32 => self.eval::<f32>(op, args),
-                        ActDType::BF16 => self.eval::<bf16>(op, args),
-                    };
-                    r.with_context(|| {
-                        format!("running node `{}` ({:?}) on CUDA", node.name, op.kind())
-                    })?
-                    .into_iter()
-                    .map(Arc::new)
-                    .collect()
+            }
+            if let Some(t) = pending.remove(&id) {
+                early = Some(vec![Arc::new(t)]);
+            }
+            let outs: Vec<Arc<DTensor>> = if let Some(o) = early {
+                o
+            } else {
+                match &node.op {
+                    Op::Input(_) => {
+                        let t = inputs
+                            .remove(&node.name)
+                            .with_context(|| format!("missing graph input `{}`", node.name))?;
+                        vec![Arc::new(t)]
+                    }
+                    Op::Const(_) => vec![self.consts[&id].clone()],
+                    op => {
+                        let r = match self.dtype {
+                            ActDType::F32 => self.eval::<f32>(op, args),
+                            ActDType::BF16 => self.eval::<bf16>(op, args),
+                        };
+                        r.with_context(|| {
+                            format!("running node `{}` ({:?}) on CUDA", node.name, op.kind())
+                        })?
+                        .into_iter()
+                        .map(Arc::new)
+                        .collect()
+                    }
                 }
             };
             if let Some(t) = timings.as_deref_mut() {
@@ -538,6 +604,40 @@ impl CudaExecutor {
         };
         ops::matmul::cuda::linear(&self.gpu, &p, x, w.act::<T>()?, bias, &mut y)?;
         Ok(y)
+    }
+
+    /// Columns `start..start + len` of `x·wᵀ (+ b)` as one GEMM over weight rows `start..start + len`.
+    fn slice_linear<T: ActElem>(
+        &self,
+        x: &DTensor,
+        w: &Arc<DTensor>,
+        b: Option<&Arc<DTensor>>,
+        start: usize,
+        len: usize,
+    ) -> Result<DTensor>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let inp = w.dims[1];
+        let rows = x.len() / inp.max(1);
+        let view = |t: &Arc<DTensor>, per: usize| -> Result<DTensor> {
+            let buf = match &t.buf {
+                Buf::F32(s) => Buf::F32(Dev::view(&self.gpu, t, s, start * per, len * per)?),
+                Buf::BF16(s) => Buf::BF16(Dev::view(&self.gpu, t, s, start * per, len * per)?),
+                _ => bail!("expected a floating-point weight of {:?}", t.dims),
+            };
+            let dims = if per == 1 { vec![len] } else { vec![len, per] };
+            Ok(DTensor { dims, buf, host_i64: None })
+        };
+        let wv = view(w, inp)?;
+        let bv = match b {
+            Some(b) => Some(view(b, 1)?),
+            None => None,
+        };
+        let y = self.linear::<T>(x.act::<T>()?, rows, &wv, bv.as_ref())?;
+        let mut dims = x.dims.clone();
+        *dims.last_mut().expect("ranked") = len;
+        Ok(DTensor { dims, buf: T::wrap(y), host_i64: None })
     }
 
     fn eval<T: ActElem>(&self, op: &Op, mut a: Vec<Arc<DTensor>>) -> Result<Vec<DTensor>>
