@@ -355,20 +355,21 @@ mod gpu {
     }
 
     /// The fixtures' head dims (12, 16) and the 350M preset's SSD shape (H16, P = N = 64) over more than 16 chunks
-    /// (the state pass's prefetch group), with L = 1 and lengths that are not a multiple of the chunk.
+    /// (the state pass's prefetch group), with L = 1 and lengths that are not a multiple of the chunk; long
+    /// sequences decay (A < 0) so that the state stays finite.
     #[test]
     fn chunk_scan_model_shapes_match_the_cpu_scan() {
         let shapes = [
-            (1, 1, 4, 12, 12, 64),
-            (2, 70, 4, 12, 12, 64),
-            (3, 130, 4, 16, 16, 64),
-            (1, 1, 16, 64, 64, 64),
-            (2, 1100, 16, 64, 64, 64),
-            (1, 4100, 16, 64, 64, 64),
-            (2, 2500, 2, 64, 64, 16),
+            (1, 1, 4, 12, 12, 64, DECAY),
+            (2, 70, 4, 12, 12, 64, DECAY),
+            (3, 130, 4, 16, 16, 64, DECAY),
+            (1, 1, 16, 64, 64, 64, DECAY),
+            (2, 1100, 16, 64, 64, 64, (-2.0, -0.01)),
+            (1, 4100, 16, 64, 64, 64, (-2.0, -0.01)),
+            (2, 2500, 2, 64, 64, 16, (-2.0, -0.01)),
         ];
-        for (i, &(b, s, h, hp, n, chunk)) in shapes.iter().enumerate() {
-            both(&Case::random(params(b, s, h, hp, n), DECAY, DT, 800 + i as u64), chunk, "model");
+        for (i, &(b, s, h, hp, n, chunk, decay)) in shapes.iter().enumerate() {
+            both(&Case::random(params(b, s, h, hp, n), decay, DT, 800 + i as u64), chunk, "model");
         }
     }
 
@@ -596,7 +597,7 @@ mod gpu {
 
         #[test]
         fn random_prefills_with_16_byte_rows_match_the_cpu_scan(
-            b in 1usize..3, s in 1usize..300, h in 1usize..5, hp in 1usize..33, n in 1usize..33,
+            b in 1usize..3, s in 1usize..200, h in 1usize..5, hp in 1usize..33, n in 1usize..33,
             chunk in prop_oneof![Just(64usize), 1usize..65], seed: u64,
         ) {
             let k = Case::random(params(b, s, h, 8 * hp, 8 * n), (-2.0, 0.25), (-4.0, 2.0), seed);
