@@ -1115,8 +1115,25 @@ mod gpu {
         }
     }
 
-    /// Median time of 20 launches (after 5 warm-up launches) of the bf16 prefill at the Doge-320M
-    /// attention shape (B 1, H 8, G 4, Dh 128, Hm = G), S = T = 1K, 4K, 16K. Run with
+    /// Median of 20 timed calls of `run` (CUDA events around each), after 5 warm-up calls, in ms.
+    fn median_ms(gpu: &Gpu, mut run: impl FnMut()) -> f64 {
+        for _ in 0..5 {
+            run();
+        }
+        let mut ms = Vec::new();
+        for _ in 0..20 {
+            let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+            let start = gpu.stream().record_event(flags).unwrap();
+            run();
+            let end = gpu.stream().record_event(flags).unwrap();
+            ms.push(start.elapsed_ms(&end).unwrap());
+        }
+        ms.sort_by(f32::total_cmp);
+        f64::from(ms[ms.len() / 2])
+    }
+
+    /// Median time of 20 launches (after 5 warm-up launches) of the bf16 prefill on one and two
+    /// heads per block at the Doge-320M attention shape (B 1, H 8, G 4, Dh 128, Hm = G), S = T = 1K, 4K, 16K. Run with
     /// `cargo test --release -p cheems-ops masked_attention::tests::gpu::time_ -- --ignored --nocapture`.
     #[test]
     #[ignore]
@@ -1140,38 +1157,30 @@ mod gpu {
                 ("additive_w2048", MaskMode::Additive { ratio: 0.0, keep_window: Some(2048) }),
             ] {
                 let km = (mode != MaskMode::Causal).then_some(&key_m);
-                let mut run = || {
-                    cuda::masked_attention(
-                        &gpu, &p, mode, &q, &k, &v, km, None, &attn_mask, &mut out,
-                    )
-                    .unwrap()
-                };
-                for _ in 0..5 {
-                    run();
+                for kernel in [Kernel::Mma { heads: 1 }, Kernel::Mma { heads: 2 }] {
+                    let run = || {
+                        cuda::attention_on(
+                            &gpu, &p, mode, &q, &k, &v, km, None, &attn_mask, &mut out, kernel,
+                        )
+                        .unwrap()
+                    };
+                    let med = median_ms(&gpu, run);
+                    let chosen = if pick_kernel(&p, "bf16") == kernel { " (chosen)" } else { "" };
+                    println!(
+                        "masked_attention bf16 prefill {name} S=T={s} H={h} G={g} Dh={dh} \
+                         {kernel:?}{chosen}: median {med:.4} ms, {:.1} TFLOP/s (causal FLOPs \
+                         4·H·Dh·S(S+1)/2)",
+                        flops / (med * 1e-3) / 1e12
+                    );
                 }
-                let mut ms = Vec::new();
-                for _ in 0..20 {
-                    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-                    let start = gpu.stream().record_event(flags).unwrap();
-                    run();
-                    let end = gpu.stream().record_event(flags).unwrap();
-                    ms.push(start.elapsed_ms(&end).unwrap());
-                }
-                ms.sort_by(f32::total_cmp);
-                let med = f64::from(ms[ms.len() / 2]);
-                println!(
-                    "masked_attention bf16 prefill {name} S=T={s} H={h} G={g} Dh={dh}: median {:.4} ms, \
-                     {:.1} TFLOP/s (causal FLOPs 4·H·Dh·S(S+1)/2)",
-                    med,
-                    flops / (med * 1e-3) / 1e12
-                );
             }
         }
     }
 
     /// Median time of 20 launches (after 5 warm-up launches) of a bf16 decode step against a 4K
-    /// cache at the Doge-320M attention shape (H 8, G 4, Dh 128, Hm = G), B 1 and 16, with the
-    /// fewest bytes it must read (K and V once) and the bandwidth that implies. Run with
+    /// cache at the Doge-320M attention shape (H 8, G 4, Dh 128, Hm = G), B 1 and 16, on the
+    /// per-row and the GQA decode kernels, with the fewest bytes it must read (K and V once) and
+    /// the bandwidth that implies. Run with
     /// `cargo test --release -p cheems-ops masked_attention::tests::gpu::time_ -- --ignored --nocapture`.
     #[test]
     #[ignore]
@@ -1195,30 +1204,21 @@ mod gpu {
                 ("additive_w2048", MaskMode::Additive { ratio: 0.0, keep_window: Some(2048) }),
             ] {
                 let km = (mode != MaskMode::Causal).then_some(&key_m);
-                let mut run = || {
-                    cuda::masked_attention(
-                        &gpu, &p, mode, &q, &k, &v, km, None, &attn_mask, &mut out,
-                    )
-                    .unwrap()
-                };
-                for _ in 0..5 {
-                    run();
+                for kernel in [Kernel::Decode, Kernel::DecodeGqa] {
+                    let run = || {
+                        cuda::attention_on(
+                            &gpu, &p, mode, &q, &k, &v, km, None, &attn_mask, &mut out, kernel,
+                        )
+                        .unwrap()
+                    };
+                    let med = median_ms(&gpu, run);
+                    let chosen = if pick_kernel(&p, "bf16") == kernel { " (chosen)" } else { "" };
+                    println!(
+                        "masked_attention bf16 decode {name} B={b} T={t} H={h} G={g} Dh={dh} \
+                         {kernel:?}{chosen}: median {med:.4} ms, {:.2} TB/s of K and V",
+                        bytes / (med * 1e-3) / 1e12
+                    );
                 }
-                let mut ms = Vec::new();
-                for _ in 0..20 {
-                    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-                    let start = gpu.stream().record_event(flags).unwrap();
-                    run();
-                    let end = gpu.stream().record_event(flags).unwrap();
-                    ms.push(start.elapsed_ms(&end).unwrap());
-                }
-                ms.sort_by(f32::total_cmp);
-                let med = f64::from(ms[ms.len() / 2]);
-                println!(
-                    "masked_attention bf16 decode {name} B={b} T={t} H={h} G={g} Dh={dh}: median {med:.4} ms, \
-                     {:.2} TB/s of K and V",
-                    bytes / (med * 1e-3) / 1e12
-                );
             }
         }
     }
