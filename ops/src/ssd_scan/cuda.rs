@@ -33,6 +33,12 @@ fn to_i32(what: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| bad(format!("{what} {v} exceeds i32")))
 }
 
+/// The device address of `s`.
+fn address<T>(gpu: &Gpu, s: &CudaSlice<T>) -> u64 {
+    use cudarc::driver::DevicePtr;
+    s.device_ptr(gpu.stream()).0
+}
+
 fn grid_x(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v)
         .ok()
@@ -66,12 +72,6 @@ fn check_outputs(p: &SsdScanParams, y: usize, state: usize) -> Result<()> {
             ("state_dim", p.state_dim),
         ],
     )
-}
-
-/// The device address of `s`.
-fn address<T>(gpu: &Gpu, s: &CudaSlice<T>) -> u64 {
-    use cudarc::driver::DevicePtr;
-    s.device_ptr(gpu.stream()).0
 }
 
 /// Number of chunks of length `chunk` covering `seq` tokens.

@@ -190,6 +190,39 @@ fn errors_name_the_buffer() {
     assert!(msg.contains("`b`"), "{msg}");
 }
 
+#[test]
+fn chunk_scan_takes_the_tensor_core_kernels_for_bf16_only() {
+    let names = |d: &str, hp, n| {
+        cuda::chunk_scan_kernels(d, &params(1, 100, 2, hp, n), true)
+            .map(|(k, t)| format!("{k}/{t}"))
+    };
+    let tc8 =
+        ["ssd_chunk_state_tc8_bf16/128", "ssd_state_pass_f32/256", "ssd_chunk_out_tc8_bf16/128"];
+    let tc = ["ssd_chunk_state_tc_bf16/128", "ssd_state_pass_f32/256", "ssd_chunk_out_tc_bf16/128"];
+    let ffma = ["ssd_chunk_state_f32/256", "ssd_state_pass_f32/256", "ssd_chunk_out_f32/256"];
+    assert_eq!(names("bf16", 64, 64), tc8);
+    assert_eq!(names("bf16", 16, 256), tc8);
+    assert_eq!(names("bf16", 12, 12), tc);
+    assert_eq!(names("bf16", 64, 36), tc);
+    assert_eq!(names("bf16", 20, 64), tc);
+    let misaligned = cuda::chunk_scan_kernels("bf16", &params(1, 100, 2, 64, 64), false);
+    assert_eq!(misaligned.map(|(k, t)| format!("{k}/{t}")), tc, "a view at an odd offset");
+    assert_eq!(names("f32", 64, 64), ffma);
+    assert_eq!(names("f32", 12, 12), ffma);
+    let code = cuda::CHUNK_SCAN_SOURCE.code;
+    for k in tc8.iter().chain(&tc).chain(&ffma) {
+        let name = k.split('/').next().unwrap();
+        let defined = match name.strip_suffix("_bf16").and_then(|n| n.rsplit_once("_tc")) {
+            Some((kernel, form)) => {
+                code.contains(&format!("{kernel}_##SUFFIX##_bf16("))
+                    && code.contains(&format!("SSD_TC_KERNELS(tc{form}, "))
+            }
+            None => code.contains(&format!("void {name}(")),
+        };
+        assert!(defined, "{name} is defined in the source");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -635,38 +668,5 @@ fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
             blocks * rows * (256 / lanes) >= b * h * hp,
             "every row of {b}×{h}×{hp} is covered"
         );
-    }
-}
-
-#[test]
-fn chunk_scan_takes_the_tensor_core_kernels_for_bf16_only() {
-    let names = |d: &str, hp, n| {
-        cuda::chunk_scan_kernels(d, &params(1, 100, 2, hp, n), true)
-            .map(|(k, t)| format!("{k}/{t}"))
-    };
-    let tc8 =
-        ["ssd_chunk_state_tc8_bf16/128", "ssd_state_pass_f32/256", "ssd_chunk_out_tc8_bf16/128"];
-    let tc = ["ssd_chunk_state_tc_bf16/128", "ssd_state_pass_f32/256", "ssd_chunk_out_tc_bf16/128"];
-    let ffma = ["ssd_chunk_state_f32/256", "ssd_state_pass_f32/256", "ssd_chunk_out_f32/256"];
-    assert_eq!(names("bf16", 64, 64), tc8);
-    assert_eq!(names("bf16", 16, 256), tc8);
-    assert_eq!(names("bf16", 12, 12), tc);
-    assert_eq!(names("bf16", 64, 36), tc);
-    assert_eq!(names("bf16", 20, 64), tc);
-    let misaligned = cuda::chunk_scan_kernels("bf16", &params(1, 100, 2, 64, 64), false);
-    assert_eq!(misaligned.map(|(k, t)| format!("{k}/{t}")), tc, "a view at an odd offset");
-    assert_eq!(names("f32", 64, 64), ffma);
-    assert_eq!(names("f32", 12, 12), ffma);
-    let code = cuda::CHUNK_SCAN_SOURCE.code;
-    for k in tc8.iter().chain(&tc).chain(&ffma) {
-        let name = k.split('/').next().unwrap();
-        let defined = match name.strip_suffix("_bf16").and_then(|n| n.rsplit_once("_tc")) {
-            Some((kernel, form)) => {
-                code.contains(&format!("{kernel}_##SUFFIX##_bf16("))
-                    && code.contains(&format!("SSD_TC_KERNELS(tc{form}, "))
-            }
-            None => code.contains(&format!("void {name}(")),
-        };
-        assert!(defined, "{name} is defined in the source");
     }
 }
