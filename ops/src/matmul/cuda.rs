@@ -14,6 +14,47 @@ fn int(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v).map_err(|_| KernelError::BadParams(format!("{what} {v} exceeds i32")))
 }
 
+/// Linears of at most this many rows (decode steps) run as one matrix-vector kernel (`gemv<R>_<T>`, bias
+/// fused) instead of cuBLAS: the same f32 accumulation and roundings, and one plain launch.
+pub const GEMV_MAX_ROWS: usize = 4;
+
+/// The kernel [`linear`] runs for `rows ≤ GEMV_MAX_ROWS`.
+pub fn gemv_kernel<T: Elem>(rows: usize) -> String {
+    format!("gemv{rows}_{}", T::NAME)
+}
+
+fn gemv<T: Elem>(
+    gpu: &Gpu,
+    p: &LinearParams,
+    x: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    bias: Option<&CudaSlice<T>>,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    use cudarc::driver::DevicePtr;
+    let name = gemv_kernel::<T>(p.rows);
+    let func = gpu.function(&SOURCE, &name)?;
+    let per_vec = 16 / std::mem::size_of::<T>();
+    let aligned = |s: &CudaSlice<T>| s.device_ptr(gpu.stream()).0 % 16 == 0;
+    let vec = i32::from(p.in_features % per_vec == 0 && aligned(x) && aligned(w));
+    let (inp, out) = (int(p.in_features, "in_features")?, int(p.out_features, "out_features")?);
+    let blocks = p.out_features.div_ceil(8) as u32;
+    let cfg =
+        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let null = 0u64;
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(w);
+    match bias {
+        Some(b) => launch.arg(b),
+        None => launch.arg(&null),
+    };
+    launch.arg(y).arg(&inp).arg(&out).arg(&vec);
+    // SAFETY: matches `gemv<R>_<T>` in matmul.cu (R = rows); x holds rows·in, w out·in, y rows·out and the bias
+    // out elements (validated); `vec` is set only when `in` is a multiple of the 16-byte width and x, w are aligned.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}
+
 /// `y [rows, out] = x [rows, in] · w [out, in]ᵀ + bias`.
 pub fn linear<T: Elem>(
     gpu: &Gpu,
@@ -44,6 +85,9 @@ where
         int(p.rows, "rows")?,
         int(p.in_features, "in_features")?,
     );
+    if p.rows <= GEMV_MAX_ROWS && p.in_features > 0 {
+        return gemv(gpu, p, x, w, bias, y);
+    }
     let cfg = GemmConfig {
         transa: cublasOperation_t::CUBLAS_OP_T,
         transb: cublasOperation_t::CUBLAS_OP_N,

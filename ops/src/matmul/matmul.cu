@@ -20,3 +20,90 @@ extern "C" __global__ void bias_add_f32(float *y, const float *bias, const long 
 extern "C" __global__ void bias_add_bf16(bf16_t *y, const bf16_t *bias, const long n, const int out) {
     bias_add(y, bias, n, out);
 }
+
+// Few-row linear (decode): y[r, o] = Σ_i x[r, i]·w[o, i] (+ bias[o]) for r < R ≤ 4, accumulated in f32 and rounded
+// once to T, as the cuBLAS path does. Layout: x [R, in], w [out, in], y [R, out], row-major; bias [out] or null.
+// Launch: 256 threads per block, one warp per output feature (8 per block), lanes striding over `in` with
+// 16-byte loads of w (and x) when `in` is a multiple of the vector width and both buffers are 16-byte aligned.
+template <typename T> struct Vec16;
+template <> struct Vec16<float> { static constexpr int n = 4; };
+template <> struct Vec16<bf16_t> { static constexpr int n = 8; };
+
+template <typename T> __device__ __forceinline__ void unpack16(const uint4 &v, float *out);
+template <> __device__ __forceinline__ void unpack16<float>(const uint4 &v, float *out) {
+    out[0] = __uint_as_float(v.x);
+    out[1] = __uint_as_float(v.y);
+    out[2] = __uint_as_float(v.z);
+    out[3] = __uint_as_float(v.w);
+}
+template <> __device__ __forceinline__ void unpack16<bf16_t>(const uint4 &v, float *out) {
+    const unsigned int w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        out[2 * k] = __uint_as_float(w[k] << 16);
+        out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+}
+
+// The value a T output holds: v rounded to T, read back as f32.
+template <typename T> __device__ __forceinline__ float ld_round(float v);
+template <> __device__ __forceinline__ float ld_round<float>(float v) { return v; }
+template <> __device__ __forceinline__ float ld_round<bf16_t>(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+template <typename T, int R>
+__device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
+    const int lane = threadIdx.x & 31;
+    const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (o >= out) return;
+    const T *wr = w + (long)o * in;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = 0.f;
+    constexpr int V = Vec16<T>::n;
+    if (vec) {
+        const uint4 *w4 = reinterpret_cast<const uint4 *>(wr);
+        for (int c = lane; c < in / V; c += 32) {
+            float wv[V];
+            unpack16<T>(w4[c], wv);
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                float xv[V];
+                unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
+#pragma unroll
+                for (int k = 0; k < V; ++k) acc[r] = fmaf(xv[k], wv[k], acc[r]);
+            }
+        }
+    } else {
+        for (int i = lane; i < in; i += 32) {
+            const float wv = ld(wr, i);
+#pragma unroll
+            for (int r = 0; r < R; ++r) acc[r] = fmaf(ld(x, (long)r * in + i), wv, acc[r]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        float v = acc[r];
+#pragma unroll
+        for (int s = 16; s > 0; s >>= 1) v += __shfl_xor_sync(0xffffffffu, v, s);
+        acc[r] = v;
+    }
+    if (lane == 0) {
+        const float b = bias ? ld(bias, o) : 0.f;
+#pragma unroll
+        for (int r = 0; r < R; ++r) st(y, (long)r * out + o, bias ? ld_round<T>(acc[r]) + b : acc[r]);
+    }
+}
+
+#define GEMV(T, NAME, R)                                                                                          \
+    extern "C" __global__ void gemv##R##_##NAME(const T *x, const T *w, const T *bias, T *y, const int in,        \
+                                                const int out, const int vec) {                                    \
+        gemv<T, R>(x, w, bias, y, in, out, vec);                                                                   \
+    }
+GEMV(float, f32, 1)
+GEMV(float, f32, 2)
+GEMV(float, f32, 3)
+GEMV(float, f32, 4)
+GEMV(bf16_t, bf16, 1)
+GEMV(bf16_t, bf16, 2)
+GEMV(bf16_t, bf16, 3)
+GEMV(bf16_t, bf16, 4)

@@ -163,15 +163,43 @@ mod gpu {
 
     #[test]
     fn linears_match_the_cpu() {
-        for (i, &(r, k, n)) in
-            [(0, 4, 4), (1, 1, 1), (3, 7, 5), (17, 64, 196), (128, 256, 512), (1, 4096, 64)]
-                .iter()
-                .enumerate()
+        for (i, &(r, k, n)) in [
+            (0, 4, 4),
+            (1, 1, 1),
+            (3, 7, 5),
+            (17, 64, 196),
+            (128, 256, 512),
+            (1, 4096, 64),
+            (2, 1024, 300),
+            (4, 130, 33),
+            (5, 64, 40),
+        ]
+        .iter()
+        .enumerate()
         {
             for bias in [false, true] {
                 run::<f32>(r, k, n, bias, i as u64, 1e-5);
                 run::<half::bf16>(r, k, n, bias, 10 + i as u64, 2.0 * 0.00390625);
             }
+        }
+    }
+}
+
+/// The matrix-vector kernels the launcher names for few-row linears are in the compiled module (no GPU needed).
+#[test]
+fn gemv_kernels_compile_for_sm_90() {
+    if let Err(e) = crate::cuda::probe_nvrtc() {
+        let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        assert!(!required, "NVRTC is required: {e}");
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let cubin = crate::cuda::compile_cubin(&cuda::SOURCE, "sm_90").unwrap();
+    for rows in 1..=cuda::GEMV_MAX_ROWS {
+        for name in [cuda::gemv_kernel::<f32>(rows), cuda::gemv_kernel::<half::bf16>(rows)] {
+            assert!(cubin.windows(name.len()).any(|w| w == name.as_bytes()), "{name} missing");
         }
     }
 }
