@@ -30,6 +30,15 @@ template <typename K> __device__ __forceinline__ float dot_f64(const double *q, 
     return (float)(s + rest);
 }
 
+// sq[a·half + i] = q[r, a, h, i] in f64, by the lanes of one warp.
+template <typename T>
+__device__ __forceinline__ void stage_queries(const T *q, double *sq, long r, int heads, int h, int half, int lane) {
+    for (int t = lane; t < 2 * half; t += 32) {
+        const int a = t >= half;
+        sq[t] = ld(q, ((r * 2 + a) * heads + h) * (long)half + (t - a * half));
+    }
+}
+
 // Staged keys: T [2][nk][stride]. Per-warp scratch, in this order (the launcher sizes it the same way):
 // skey u64 [nk][2], ckey u64 [cand_pad], sq f64 [2][half], sim f32 [nk][2], sv f32 [2][k], si i32 [2][k], cac i32 [cand_pad].
 template <typename T, bool SMEM_KEYS>
@@ -41,13 +50,6 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const long kh = (long)h * nk * 2 * half;
     T *sk = reinterpret_cast<T *>(pk_smem);
-    if (SMEM_KEYS) {
-        for (int t = threadIdx.x; t < nk * 2 * half; t += blockDim.x) {
-            const int n = t / (2 * half), a = (t / half) & 1, i = t % half;
-            sk[(a * nk + n) * stride + i] = keys[kh + t];
-        }
-        __syncthreads();
-    }
     unsigned char *base = pk_smem + key_bytes + warp * warp_bytes;
     unsigned long long *skey = reinterpret_cast<unsigned long long *>(base);
     unsigned long long *ckey = skey + 2 * nk;
@@ -58,11 +60,17 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     int *cac = si + 2 * k;
     const long row0 = (long)blockIdx.x * rows_per_block;
     const long row_end = min((long)rows, row0 + rows_per_block);
-    for (long r = row0 + warp; r < row_end; r += warps) {
-        for (int t = lane; t < 2 * half; t += 32) {
-            const int a = t >= half;
-            sq[t] = ld(q, ((r * 2 + a) * heads + h) * (long)half + (t - a * half));
+    const long first = row0 + warp;
+    if (first < row_end) stage_queries(q, sq, first, heads, h, half, lane);
+    if (SMEM_KEYS) {
+        for (int t = threadIdx.x; t < nk * 2 * half; t += blockDim.x) {
+            const int n = t / (2 * half), a = (t / half) & 1, i = t % half;
+            sk[(a * nk + n) * stride + i] = keys[kh + t];
         }
+        __syncthreads();
+    }
+    for (long r = first; r < row_end; r += warps) {
+        if (r != first) stage_queries(q, sq, r, heads, h, half, lane);
         __syncwarp();
         for (int n = lane; n < nk; n += 32) {
 #pragma unroll
