@@ -572,6 +572,23 @@ impl CudaExecutor {
         Ok(DTensor { dims: t.dims.clone(), buf, host_i64: t.host_i64.clone() })
     }
 
+    /// `t` with new dims over the same elements in the same order: the tensor itself when this was its last
+    /// reader, else a view of its buffer (no copy either way).
+    fn reshaped(&self, t: Arc<DTensor>, dims: Vec<usize>) -> Result<DTensor> {
+        let t = match Arc::try_unwrap(t) {
+            Ok(t) => return Ok(DTensor { dims, ..t }),
+            Err(shared) => shared,
+        };
+        let n = t.len();
+        let buf = match &t.buf {
+            Buf::F32(s) => Buf::F32(Dev::view(&self.gpu, &t, s, 0, n)?),
+            Buf::BF16(s) => Buf::BF16(Dev::view(&self.gpu, &t, s, 0, n)?),
+            Buf::I64(s) => Buf::I64(Dev::view(&self.gpu, &t, s, 0, n)?),
+            Buf::Empty => Buf::Empty,
+        };
+        Ok(DTensor { dims, buf, host_i64: t.host_i64.clone() })
+    }
+
     /// The tensor itself when this was its last reader, else a copy.
     fn owned(&self, t: Arc<DTensor>) -> Result<DTensor> {
         Arc::try_unwrap(t).or_else(|shared| self.copy(&shared))
@@ -751,19 +768,17 @@ impl CudaExecutor {
                 one(wrap(a[0].dims.clone(), self.linear::<T>(&h, rows, &a[2], b(1))?))
             }
             Op::SplitLast { parts } => {
-                let t = self.owned(a.remove(0))?;
-                let mut dims = t.dims.clone();
+                let mut dims = a[0].dims.clone();
                 let n = dims.pop().expect("ranked");
                 dims.extend([*parts, n / parts]);
-                one(DTensor { dims, ..t })
+                one(self.reshaped(a.remove(0), dims)?)
             }
             Op::MergeLast => {
-                let t = self.owned(a.remove(0))?;
-                let mut dims = t.dims.clone();
+                let mut dims = a[0].dims.clone();
                 let m = dims.pop().expect("ranked");
                 let n = dims.pop().expect("ranked");
                 dims.push(n * m);
-                one(DTensor { dims, ..t })
+                one(self.reshaped(a.remove(0), dims)?)
             }
             Op::SliceLast { start, len } => {
                 let n = *a[0].dims.last().expect("ranked");
@@ -800,6 +815,9 @@ impl CudaExecutor {
                 let d = &a[0].dims;
                 let dims4 = [d[0], d[1], d[2], d[3]];
                 let dims = vec![d[0], d[2], d[1], d[3]];
+                if d[1] == 1 || d[2] == 1 {
+                    return one(self.reshaped(a.remove(0), dims)?);
+                }
                 match &a[0].buf {
                     Buf::F32(s) => {
                         let mut y = gpu.uninit::<f32>(s.len())?;
