@@ -22,6 +22,9 @@ const MIN_WIDTH: usize = 64;
 /// How a call is launched: one block per (row, column slice).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Plan {
+    /// `expert_mix_rows_<T>`: one block per whole row, a warp per down dot, every up row summed by one thread
+    /// per column pack (no partial sums through shared memory). Taken when the rows alone fill the device.
+    pub whole_rows: bool,
     /// Column slices of a row (the grid's second axis).
     pub slices: usize,
     /// Columns of a slice, a multiple of 8 (so of every 16-byte vector width).
@@ -32,11 +35,14 @@ pub(crate) struct Plan {
 
 /// The launch for `rows` rows of `dim` columns with `selected = heads·k` experts each (`rows`, `dim` > 0).
 pub(crate) fn plan(rows: usize, dim: usize, selected: usize) -> Plan {
+    if rows >= TARGET_BLOCKS {
+        return Plan { whole_rows: true, slices: 1, width: dim.next_multiple_of(8), lanes: 32 };
+    }
     let slices = TARGET_BLOCKS.div_ceil(rows).clamp(1, dim.div_ceil(MIN_WIDTH));
     let width = dim.div_ceil(slices).next_multiple_of(8);
     let per_expert = THREADS / selected.max(1);
     let lanes = if per_expert == 0 { 8 } else { (1 << per_expert.ilog2()).clamp(8, 32) };
-    Plan { slices: dim.div_ceil(width), width, lanes }
+    Plan { whole_rows: false, slices: dim.div_ceil(width), width, lanes }
 }
 
 /// The expert mixture on the device, `out` `[rows, dim]`; see the module documentation for the formula.
@@ -87,7 +93,8 @@ pub fn expert_mix<T: Elem>(
     let act = crate::act::cuda::code(act);
     let after = i32::from(order == ExpertAct::AfterSoftmax);
     let norm = i32::from(norm_topk);
-    let name = format!("expert_mix_{}", T::NAME);
+    let kind = if plan.whole_rows { "expert_mix_rows" } else { "expert_mix" };
+    let name = format!("{kind}_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
     let (width, lanes) = (plan.width as i32, plan.lanes as i32);
     let cfg = LaunchConfig {
@@ -98,10 +105,13 @@ pub fn expert_mix<T: Elem>(
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(scores).arg(ids).arg(down).arg(up).arg(out);
     launch.arg(&heads).arg(&k).arg(&dim).arg(&num_experts).arg(&act).arg(&after).arg(&norm);
-    launch.arg(&width).arg(&lanes);
-    // SAFETY: the argument list matches `expert_mix_<T>` in expert_mix.cu; every buffer length was checked against
-    // `p` above, heads·k ≤ 1024 fits the shared arrays, the kernel reads only expert rows below num_experts, and
-    // the grid has one block per (row, column slice), the slices covering `dim` (`plan`).
+    if !plan.whole_rows {
+        launch.arg(&width).arg(&lanes);
+    }
+    // SAFETY: the argument list matches `expert_mix_<T>` (with width and lanes) or `expert_mix_rows_<T>` (without)
+    // in expert_mix.cu; every buffer length was checked against `p` above, heads·k ≤ 1024 fits the shared arrays,
+    // the kernel reads only expert rows below num_experts, and the grid has one block per (row, column slice), the
+    // slices covering `dim` (`plan`; one slice of the whole row for `expert_mix_rows_<T>`).
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
 }

@@ -1,8 +1,10 @@
 // out[r] = Σ_{h,j} w·up[e], e = ids[r,h,j], w = act(x[r]·down[e])·p or act(x[r]·down[e]·p), p = softmax_j(scores[r,h,:])
 // (÷ Σ_j p when norm); f32 math; a row with an id outside 0..E is written as NaN and no row outside 0..E is read.
 // Layout: x, out [rows, dim]; down, up [E, dim] in T; scores f32, ids i64 [rows, heads, k]; act 0..3 = silu, relu, gelu, gelu_tanh.
-// Launch: grid (rows, column slices of `width`), 256 threads; each block weighs all heads·k ≤ 1024 experts of its row
-// (`lanes` threads per down dot), then sums its slice of up rows; 16-byte loads when dim and the buffers allow.
+// Launch (expert_mix_*): grid (rows, column slices of `width`), 256 threads; each block weighs all heads·k ≤ 1024
+// experts of its row (`lanes` threads per down dot), then sums its slice of up rows; 16-byte loads when dim and the
+// buffers allow. expert_mix_rows_*: one block of 256 threads per row, a warp per down dot, each thread owns 4-wide
+// columns of the up sum over all experts; 4-wide loads when dim and the buffers allow.
 #define EM_MAX_SEL 1024
 #define EM_THREADS 256
 
@@ -11,6 +13,11 @@ __device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[1]) { v[
 __device__ __forceinline__ void ldv(const float *p, long i, float (&v)[4]) {
     const float4 t = *reinterpret_cast<const float4 *>(p + i);
     v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+}
+__device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[4]) {
+    const uint2 t = *reinterpret_cast<const uint2 *>(p + i);
+    v[0] = __uint_as_float(t.x << 16), v[1] = __uint_as_float(t.x & 0xffff0000u);
+    v[2] = __uint_as_float(t.y << 16), v[3] = __uint_as_float(t.y & 0xffff0000u);
 }
 __device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[8]) {
     const uint4 t = *reinterpret_cast<const uint4 *>(p + i);
@@ -26,6 +33,12 @@ __device__ __forceinline__ void stv(bf16_t *p, long i, const float (&v)[1]) { p[
 __device__ __forceinline__ void stv(float *p, long i, const float (&v)[4]) {
     *reinterpret_cast<float4 *>(p + i) = make_float4(v[0], v[1], v[2], v[3]);
 }
+__device__ __forceinline__ void stv(bf16_t *p, long i, const float (&v)[4]) {
+    uint2 t;
+    t.x = (unsigned int)f32_to_bf16(v[0]) | ((unsigned int)f32_to_bf16(v[1]) << 16);
+    t.y = (unsigned int)f32_to_bf16(v[2]) | ((unsigned int)f32_to_bf16(v[3]) << 16);
+    *reinterpret_cast<uint2 *>(p + i) = t;
+}
 __device__ __forceinline__ void stv(bf16_t *p, long i, const float (&v)[8]) {
     unsigned int w[4];
 #pragma unroll
@@ -34,6 +47,9 @@ __device__ __forceinline__ void stv(bf16_t *p, long i, const float (&v)[8]) {
 }
 template <typename T> __device__ __forceinline__ bool aligned16(const T *p) {
     return ((unsigned long long)p & 15) == 0;
+}
+template <typename T> __device__ __forceinline__ bool aligned4(const T *p) {
+    return ((unsigned long long)p & (4 * sizeof(T) - 1)) == 0;
 }
 
 __device__ __forceinline__ float activate(float x, int act) {
@@ -124,27 +140,18 @@ __device__ __forceinline__ void weigh_and_mix(const T *x, const T *down, const T
     }
 }
 
-template <typename T>
-__device__ void expert_mix(const T *x, const float *scores, const long long *ids, const T *down, const T *up, T *out,
-                           const int heads, const int k, const int dim, const long long num_experts, const int act,
-                           const int after, const int norm, const int width, const int lanes) {
-    constexpr int V = 16 / sizeof(T);
-    __shared__ float w[EM_MAX_SEL];
-    __shared__ int eid[EM_MAX_SEL];
-    __shared__ __align__(16) float part[EM_THREADS * V];
-    __shared__ int bad;
-    const long row = blockIdx.x;
-    const int c0 = blockIdx.y * width, c1 = min(dim, c0 + width);
+// eid[j] ← ids[row, j] (0 where out of range, and *bad set), w[j] ← the routing weight of slot j; ends on a barrier.
+__device__ __forceinline__ void routing(const float *scores, const long long *ids, float *w, int *eid, int *bad,
+                                        const long row, const int heads, const int k, const long long num_experts,
+                                        const int norm) {
     const int n = heads * k;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    const long xo = row * dim;
-    const bool vec = dim % V == 0 && aligned16(x) && aligned16(down) && aligned16(up) && aligned16(out);
-    if (threadIdx.x == 0) bad = 0;
+    if (threadIdx.x == 0) *bad = 0;
     __syncthreads();
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
         const long long id = ids[row * n + j];
         const bool ok = id >= 0 && id < num_experts;
-        if (!ok) bad = 1;
+        if (!ok) *bad = 1;
         eid[j] = ok ? (int)id : 0;
     }
     for (int h = warp; h < heads; h += warps) {
@@ -167,6 +174,23 @@ __device__ void expert_mix(const T *x, const float *scores, const long long *ids
         }
     }
     __syncthreads();
+}
+
+template <typename T>
+__device__ void expert_mix(const T *x, const float *scores, const long long *ids, const T *down, const T *up, T *out,
+                           const int heads, const int k, const int dim, const long long num_experts, const int act,
+                           const int after, const int norm, const int width, const int lanes) {
+    constexpr int V = 16 / sizeof(T);
+    __shared__ float w[EM_MAX_SEL];
+    __shared__ int eid[EM_MAX_SEL];
+    __shared__ __align__(16) float part[EM_THREADS * V];
+    __shared__ int bad;
+    const long row = blockIdx.x;
+    const int c0 = blockIdx.y * width, c1 = min(dim, c0 + width);
+    const int n = heads * k;
+    const long xo = row * dim;
+    const bool vec = dim % V == 0 && aligned16(x) && aligned16(down) && aligned16(up) && aligned16(out);
+    routing(scores, ids, w, eid, &bad, row, heads, k, num_experts, norm);
     if (bad) {
         for (int c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
             const float v[1] = {__int_as_float(0x7fc00000)};
@@ -178,6 +202,65 @@ __device__ void expert_mix(const T *x, const float *scores, const long long *ids
         weigh_and_mix<T, V>(x + xo, down, up, out + xo, eid, w, part, n, dim, lanes, act, after, c0, c1);
     } else {
         weigh_and_mix<T, 1>(x + xo, down, up, out + xo, eid, w, part, n, dim, lanes, act, after, c0, c1);
+    }
+}
+
+// One block per row: warp w weighs experts w, w + 8, ...; then thread t sums columns 4t, 4t + 1024, ... over all experts.
+template <typename T, int V>
+__device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, T *out, const int *eid, float *w,
+                                        const int n, const int dim, const int act, const int after) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int j = warp; j < n; j += warps) {
+        const long eo = (long)eid[j] * dim;
+        float d = 0.0f;
+        for (int c = V * lane; c < dim; c += 32 * V) {
+            float a[V], b[V];
+            ldv(x, c, a);
+            ldv(down, eo + c, b);
+#pragma unroll
+            for (int i = 0; i < V; ++i) d += a[i] * b[i];
+        }
+        d = warp_sum(d);
+        if (lane == 0) w[j] = after ? activate(d * w[j], act) : activate(d, act) * w[j];
+    }
+    __syncthreads();
+    for (int c = V * threadIdx.x; c < dim; c += V * blockDim.x) {
+        float acc[V];
+#pragma unroll
+        for (int i = 0; i < V; ++i) acc[i] = 0.0f;
+        for (int j = 0; j < n; ++j) {
+            float u[V];
+            ldv(up, (long)eid[j] * dim + c, u);
+#pragma unroll
+            for (int i = 0; i < V; ++i) acc[i] += w[j] * u[i];
+        }
+        stv(out, c, acc);
+    }
+}
+
+template <typename T>
+__device__ void expert_mix_rows(const T *x, const float *scores, const long long *ids, const T *down, const T *up,
+                                T *out, const int heads, const int k, const int dim, const long long num_experts,
+                                const int act, const int after, const int norm) {
+    __shared__ float w[EM_MAX_SEL];
+    __shared__ int eid[EM_MAX_SEL];
+    __shared__ int bad;
+    const long row = blockIdx.x;
+    const int n = heads * k;
+    const long xo = row * dim;
+    const bool vec = dim % 4 == 0 && aligned4(x) && aligned4(down) && aligned4(up) && aligned4(out);
+    routing(scores, ids, w, eid, &bad, row, heads, k, num_experts, norm);
+    if (bad) {
+        for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+            const float v[1] = {__int_as_float(0x7fc00000)};
+            stv(out, xo + c, v);
+        }
+        return;
+    }
+    if (vec) {
+        mix_row<T, 4>(x + xo, down, up, out + xo, eid, w, n, dim, act, after);
+    } else {
+        mix_row<T, 1>(x + xo, down, up, out + xo, eid, w, n, dim, act, after);
     }
 }
 
@@ -193,4 +276,18 @@ extern "C" __global__ void __launch_bounds__(EM_THREADS)
                     bf16_t *out, const int heads, const int k, const int dim, const long long num_experts,
                     const int act, const int after, const int norm, const int width, const int lanes) {
     expert_mix(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm, width, lanes);
+}
+
+extern "C" __global__ void __launch_bounds__(EM_THREADS)
+    expert_mix_rows_f32(const float *x, const float *scores, const long long *ids, const float *down, const float *up,
+                        float *out, const int heads, const int k, const int dim, const long long num_experts,
+                        const int act, const int after, const int norm) {
+    expert_mix_rows(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm);
+}
+
+extern "C" __global__ void __launch_bounds__(EM_THREADS)
+    expert_mix_rows_bf16(const bf16_t *x, const float *scores, const long long *ids, const bf16_t *down,
+                         const bf16_t *up, bf16_t *out, const int heads, const int k, const int dim,
+                         const long long num_experts, const int act, const int after, const int norm) {
+    expert_mix_rows(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm);
 }

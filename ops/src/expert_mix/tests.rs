@@ -227,10 +227,23 @@ mod plan {
     fn few_rows_split_their_columns_and_many_rows_do_not() {
         let one = plan(1, 1024, 32);
         assert_eq!((one.slices, one.width, one.lanes), (16, 64, 8));
+        assert!(!one.whole_rows);
         let many = plan(4096, 1024, 32);
-        assert_eq!((many.slices, many.width, many.lanes), (1, 1024, 8));
+        assert_eq!((many.whole_rows, many.slices, many.width), (true, 1, 1024));
         assert_eq!(plan(16, 1024, 32).slices, 16);
         assert_eq!(plan(4, 3, 2).slices, 1);
+    }
+
+    #[test]
+    fn rows_that_fill_the_device_take_the_whole_row_kernel() {
+        assert!(!plan(263, 1024, 32).whole_rows);
+        assert_eq!(plan(263, 1024, 32).slices, 2);
+        for rows in [264, 265, 300, 4096, 1 << 20] {
+            for dim in [1, 7, 1024, 1025] {
+                let p = plan(rows, dim, 32);
+                assert!(p.whole_rows && p.slices == 1 && p.width >= dim, "{p:?}");
+            }
+        }
     }
 
     #[test]
@@ -411,6 +424,12 @@ mod gpu {
             (1, 4, 8, 1024, 1024),
             (5, 4, 8, 1024, 1024),
             (300, 4, 8, 1024, 1024),
+            (264, 1, 1, 1, 1),
+            (265, 2, 3, 7, 5),
+            (270, 3, 5, 130, 40),
+            (300, 2, 2, 33, 16),
+            (280, 1, 40, 12, 50),
+            (264, 32, 32, 64, 100),
             (3, 4, 8, 1000, 64),
             (2, 3, 5, 130, 40),
             (1, 1, 1, 4096, 3),
