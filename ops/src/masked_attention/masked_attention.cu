@@ -737,9 +737,9 @@ struct KeyRaw {
     int until;
 };
 
-__device__ __forceinline__ KeyRaw key_raw(const Mask &mk, const int *until, int b, int h, int j) {
+// bhm = b·Hm + hm, the mask row of head h, which the caller computes once rather than per key tile.
+__device__ __forceinline__ KeyRaw key_raw(const Mask &mk, const int *until, int b, int h, long bhm, int j) {
     KeyRaw r{mk.attn_mask[(long)b * mk.T + j], 0.0f, 0x7fffffff};
-    const long bhm = (long)b * mk.Hm + (long)h * mk.Hm / mk.H;
     if (mk.mode == LEARNED) r.x = mk.learned[(long)h * mk.T + j];
     else if (mk.mode != CAUSAL) r.x = mk.key_m[bhm * mk.T + j];
     if (until != nullptr) r.until = until[bhm * mk.T + j];
@@ -784,12 +784,12 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     // The per-key bias of one tile: thread tid < R·64 takes key tid % 64 of head h0 + tid / 64.
     const bool kb_thread = tid < R * BK;
     const int kb_head = h0 + (kb_thread ? tid / BK : 0), kb_key = tid % BK;
+    const long kb_bhm = (long)b * mk.Hm + (long)kb_head * mk.Hm / H;
     float tau_v = neg_inf();
-    if (kb_thread && mk.mode == ADDITIVE && mk.tau != nullptr)
-        tau_v = mk.tau[(long)b * mk.Hm + (long)kb_head * mk.Hm / H];
+    if (kb_thread && mk.mode == ADDITIVE && mk.tau != nullptr) tau_v = mk.tau[kb_bhm];
     auto fetch_bias = [&](int n) {
         const int j = n * BK + kb_key;
-        return kb_thread && j < T ? key_raw(mk, until, b, kb_head, j) : KeyRaw{1, 0.0f, 0};
+        return kb_thread && j < T ? key_raw(mk, until, b, kb_head, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
     };
     auto store_bias = [&](int st, KeyRaw r) {
         if (!kb_thread) return;
