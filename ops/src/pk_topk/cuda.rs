@@ -20,8 +20,11 @@ const SMEM_DEFAULT: usize = 48 * 1024;
 pub(crate) const SMEM_MAX: usize = 112 * 1024;
 /// Most warps of a block.
 const MAX_WARPS: usize = 8;
-/// Blocks aimed for: several per multiprocessor of a 132-SM device.
-const TARGET_BLOCKS: usize = 1056;
+/// Blocks aimed for: one wave of four blocks per multiprocessor of a 132-SM device (the `_wide` kernels' 64
+/// registers allow four), so that each block stages its keys for as many rows as the device allows.
+const TARGET_BLOCKS: usize = 528;
+/// Most shared memory of a block whose keys are staged in f64: four such blocks fit a Hopper multiprocessor.
+pub(crate) const WIDE_MAX: usize = 56 * 1024;
 /// Most rows one warp takes within a block.
 const MAX_ROWS_PER_WARP: usize = 16;
 
@@ -30,6 +33,9 @@ const MAX_ROWS_PER_WARP: usize = 16;
 pub(crate) struct Plan {
     /// The head's keys are staged in shared memory (else read from device memory by each warp).
     pub keys_in_smem: bool,
+    /// The staged keys are widened to f64 once per block (`pk_topk_<T>_wide`), so that the similarities need no
+    /// conversion per product.
+    pub wide_keys: bool,
     /// Warps per block.
     pub warps: usize,
     /// Rows of one block.
@@ -70,14 +76,21 @@ pub(crate) fn plan(p: &PkTopKParams, elem: usize) -> Result<Plan> {
         )));
     }
     let stride = half | 1;
+    let wide = (2 * nk * stride * 8).next_multiple_of(16);
     let staged = (2 * nk * stride * elem).next_multiple_of(16);
-    let keys_in_smem = staged + 4 * warp_bytes <= SMEM_MAX;
-    let key_bytes = if keys_in_smem { staged } else { 0 };
+    let wide_keys = wide + MAX_WARPS * warp_bytes <= WIDE_MAX;
+    let keys_in_smem = wide_keys || staged + 4 * warp_bytes <= SMEM_MAX;
+    let key_bytes = match (wide_keys, keys_in_smem) {
+        (true, _) => wide,
+        (false, true) => staged,
+        (false, false) => 0,
+    };
     let warps = ((SMEM_MAX - key_bytes) / warp_bytes).min(MAX_WARPS);
     let tasks = p.rows.saturating_mul(p.heads);
     let per_warp = tasks.div_ceil(warps * TARGET_BLOCKS).clamp(1, MAX_ROWS_PER_WARP);
     Ok(Plan {
         keys_in_smem,
+        wide_keys,
         warps,
         rows_per_block: warps * per_warp,
         stride,
@@ -137,10 +150,10 @@ pub fn pk_topk<T: Elem>(
         plan.warp_bytes as i32,
         plan.cand_pad as i32,
     );
-    let name = if plan.keys_in_smem {
-        format!("pk_topk_{}", T::NAME)
-    } else {
-        format!("pk_topk_{}_global", T::NAME)
+    let name = match (plan.wide_keys, plan.keys_in_smem) {
+        (true, _) => format!("pk_topk_{}_wide", T::NAME),
+        (false, true) => format!("pk_topk_{}", T::NAME),
+        (false, false) => format!("pk_topk_{}_global", T::NAME),
     };
     let func = gpu.function(&SOURCE, &name)?;
     let smem = plan.smem_bytes();
@@ -160,7 +173,7 @@ pub fn pk_topk<T: Elem>(
     launch.arg(q).arg(keys).arg(scores).arg(ids);
     launch.arg(&rows).arg(&heads).arg(&nk).arg(&half).arg(&k);
     launch.arg(&rows_per_block).arg(&stride).arg(&key_bytes).arg(&warp_bytes).arg(&cand_pad);
-    // SAFETY: the argument list matches `pk_topk_<T>[_global]` in pk_topk.cu; `validate` and the checks above tied
+    // SAFETY: the argument list matches `pk_topk_<T>[_wide|_global]` in pk_topk.cu; `validate` and the checks above tied
     // q, keys, scores and ids to `p`; `plan` sized the dynamic shared memory for the staged keys and each warp's
     // scratch within the limit set above, and the grid covers every (row, head) once.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;

@@ -1,7 +1,8 @@
 // sim[a][n] = q[r, a, h, :]·keys[h, n, a, :] (f64, summed in the CPU kernel's order, rounded to f32); (sx, ix), (sy, iy) =
 // per-axis top-k; out = the k largest sx[i] + sy[j] with id ix[i]·nk + iy[j]; ties go to the lower index, then the lower (i, j).
 // Layout: q [rows, 2, He, half], keys [He, nk, 2, half] in T; scores f32 and ids i64 [rows, He, k].
-// Launch: grid (row tiles, He), one warp per (row, head); the head's keys staged once per block in shared memory or read from T.
+// Launch: grid (row tiles, He), one warp per (row, head); the head's keys staged once per block in shared memory, in f64
+// (_wide) or in T, or read from T (_global); each warp loads its next row's queries while it ranks the current one.
 
 // Order key of (v, idx): larger keys come first; NaN is the largest value, ±0 are equal, equal values go to the lower idx.
 __device__ __forceinline__ unsigned long long order_key(float v, int idx) {
@@ -12,6 +13,16 @@ __device__ __forceinline__ unsigned long long order_key(float v, int idx) {
 
 __device__ __forceinline__ double ld(const float *p, long i) { return (double)p[i]; }
 __device__ __forceinline__ double ld(const bf16_t *p, long i) { return (double)bf16_to_f32(p[i]); }
+__device__ __forceinline__ double ld(const double *p, long i) { return p[i]; }
+__device__ __forceinline__ float ldf(const float *p, long i) { return p[i]; }
+__device__ __forceinline__ float ldf(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
+
+// A staged key: copied in its own type, or widened to f64.
+template <typename T> __device__ __forceinline__ void put_key(T *d, const T *s) { *d = *s; }
+template <typename T> __device__ __forceinline__ void put_key(double *d, const T *s) { *d = ld(s, 0); }
+
+// Query values a lane holds for the next row: 2·half ≤ 32·PK_PREFETCH is loaded ahead into registers.
+#define PK_PREFETCH 4
 
 // Σ_i q[i]·k[i] as the CPU `dot`: eight interleaved f64 partial sums, added in order, then the tail; rounded once.
 // The products of f32 values are exact in f64, so a fused multiply-add rounds as the CPU's multiply then add.
@@ -39,9 +50,29 @@ __device__ __forceinline__ void stage_queries(const T *q, double *sq, long r, in
     }
 }
 
-// Staged keys: T [2][nk][stride]. Per-warp scratch, in this order (the launcher sizes it the same way):
+// pre[i] = q[r, a, h, j] for t = lane + 32·i = a·half + j < 2·half (2·half ≤ 32·PK_PREFETCH).
+template <typename T>
+__device__ __forceinline__ void load_queries(const T *q, float (&pre)[PK_PREFETCH], long r, int heads, int h, int half,
+                                             int lane) {
+#pragma unroll
+    for (int i = 0; i < PK_PREFETCH; ++i) {
+        const int t = lane + 32 * i;
+        const int a = t >= half;
+        if (t < 2 * half) pre[i] = ldf(q, ((r * 2 + a) * heads + h) * (long)half + (t - a * half));
+    }
+}
+
+__device__ __forceinline__ void store_queries(const float (&pre)[PK_PREFETCH], double *sq, int half, int lane) {
+#pragma unroll
+    for (int i = 0; i < PK_PREFETCH; ++i) {
+        const int t = lane + 32 * i;
+        if (t < 2 * half) sq[t] = (double)pre[i];
+    }
+}
+
+// Staged keys: K (T or f64) [2][nk][stride]. Per-warp scratch, in this order (the launcher sizes it the same way):
 // skey u64 [nk][2], ckey u64 [cand_pad], sq f64 [2][half], sim f32 [nk][2], sv f32 [2][k], si i32 [2][k], cac i32 [cand_pad].
-template <typename T, bool SMEM_KEYS>
+template <typename T, typename K, bool SMEM_KEYS>
 __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids, const int rows, const int heads,
                         const int nk, const int half, const int k, const int rows_per_block, const int stride,
                         const int key_bytes, const int warp_bytes, const int cand_pad) {
@@ -49,7 +80,7 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     const int h = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const long kh = (long)h * nk * 2 * half;
-    T *sk = reinterpret_cast<T *>(pk_smem);
+    K *sk = reinterpret_cast<K *>(pk_smem);
     unsigned char *base = pk_smem + key_bytes + warp * warp_bytes;
     unsigned long long *skey = reinterpret_cast<unsigned long long *>(base);
     unsigned long long *ckey = skey + 2 * nk;
@@ -65,12 +96,20 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     if (SMEM_KEYS) {
         for (int t = threadIdx.x; t < nk * 2 * half; t += blockDim.x) {
             const int n = t / (2 * half), a = (t / half) & 1, i = t % half;
-            sk[(a * nk + n) * stride + i] = keys[kh + t];
+            put_key(sk + (a * nk + n) * stride + i, keys + kh + t);
         }
         __syncthreads();
     }
+    const bool prefetch = 2 * half <= 32 * PK_PREFETCH;
+    float pre[PK_PREFETCH] = {};
     for (long r = first; r < row_end; r += warps) {
-        if (r != first) stage_queries(q, sq, r, heads, h, half, lane);
+        if (r != first) {
+            if (prefetch) {
+                store_queries(pre, sq, half, lane);
+            } else {
+                stage_queries(q, sq, r, heads, h, half, lane);
+            }
+        }
         __syncwarp();
         for (int n = lane; n < nk; n += 32) {
 #pragma unroll
@@ -81,6 +120,7 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
                 skey[2 * n + a] = order_key(s, n);
             }
         }
+        if (prefetch && r + warps < row_end) load_queries(q, pre, r + warps, heads, h, half, lane);
         __syncwarp();
         for (int n = lane; n < nk; n += 32) {
             const unsigned long long kx = skey[2 * n], ky = skey[2 * n + 1];
@@ -127,16 +167,19 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     }
 }
 
-#define PK_TOPK(NAME, T, SMEM)                                                                                        \
-    extern "C" __global__ void NAME(const T *q, const T *keys, float *scores, long long *ids, const int rows,          \
-                                    const int heads, const int nk, const int half, const int k,                       \
-                                    const int rows_per_block, const int stride, const int key_bytes,                  \
-                                    const int warp_bytes, const int cand_pad) {                                       \
-        pk_topk<T, SMEM>(q, keys, scores, ids, rows, heads, nk, half, k, rows_per_block, stride, key_bytes,            \
-                         warp_bytes, cand_pad);                                                                       \
+#define PK_TOPK(NAME, T, K, SMEM, MINB)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(256, MINB)                                                           \
+        NAME(const T *q, const T *keys, float *scores, long long *ids, const int rows, const int heads, const int nk, \
+             const int half, const int k, const int rows_per_block, const int stride, const int key_bytes,            \
+             const int warp_bytes, const int cand_pad) {                                                              \
+        pk_topk<T, K, SMEM>(q, keys, scores, ids, rows, heads, nk, half, k, rows_per_block, stride, key_bytes,         \
+                            warp_bytes, cand_pad);                                                                    \
     }
 
-PK_TOPK(pk_topk_f32, float, true)
-PK_TOPK(pk_topk_bf16, bf16_t, true)
-PK_TOPK(pk_topk_f32_global, float, false)
-PK_TOPK(pk_topk_bf16_global, bf16_t, false)
+// The _wide kernels fit 64 registers (four blocks of 256 threads per multiprocessor) without spilling.
+PK_TOPK(pk_topk_f32_wide, float, double, true, 4)
+PK_TOPK(pk_topk_bf16_wide, bf16_t, double, true, 4)
+PK_TOPK(pk_topk_f32, float, float, true, 3)
+PK_TOPK(pk_topk_bf16, bf16_t, bf16_t, true, 3)
+PK_TOPK(pk_topk_f32_global, float, float, false, 3)
+PK_TOPK(pk_topk_bf16_global, bf16_t, bf16_t, false, 3)

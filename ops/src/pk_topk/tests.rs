@@ -212,7 +212,7 @@ fn cuda_kernels_compile_for_sm_90() {
 /// Launch choices, checked without a GPU.
 mod plan {
     use super::*;
-    use crate::pk_topk::cuda::{candidates, plan, SMEM_MAX};
+    use crate::pk_topk::cuda::{candidates, plan, SMEM_MAX, WIDE_MAX};
 
     #[test]
     fn candidates_count_the_pairs_that_can_rank() {
@@ -230,14 +230,16 @@ mod plan {
     fn cheems_shape_stages_its_keys_and_fills_the_device() {
         let p = params(4096, 4, 32, 32, 8);
         let plan = plan(&p, 2).unwrap();
-        assert!(plan.keys_in_smem);
+        assert!(plan.keys_in_smem && plan.wide_keys);
         assert_eq!(plan.warps, 8);
         assert_eq!(plan.stride, 33);
+        assert_eq!(plan.key_bytes, 2 * 32 * 33 * 8);
         assert!(plan.smem_bytes() <= 48 * 1024, "{plan:?}");
         let blocks = p.rows.div_ceil(plan.rows_per_block) * p.heads;
-        assert!((528..=2112).contains(&blocks), "{blocks} blocks");
+        assert!((396..=528).contains(&blocks), "{blocks} blocks");
         let one = plan_of(1, 4, 32, 32, 8);
         assert_eq!((one.rows_per_block, one.warps), (8, 8));
+        assert!(one.wide_keys);
     }
 
     fn plan_of(r: usize, h: usize, nk: usize, half: usize, k: usize) -> crate::pk_topk::cuda::Plan {
@@ -249,6 +251,15 @@ mod plan {
         for (nk, half) in [(127, 32), (64, 128), (32, 32)] {
             let p = plan_of(4096, 4, nk, half, 8);
             assert!(p.keys_in_smem && p.warps == 8, "nk {nk} half {half}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn keys_too_large_for_f64_stay_in_their_own_type() {
+        for (nk, half) in [(127, 32), (64, 128)] {
+            let p = plan_of(4096, 4, nk, half, 8);
+            assert!(p.keys_in_smem && !p.wide_keys, "nk {nk} half {half}: {p:?}");
+            assert_eq!(p.key_bytes, (2 * nk * (half | 1) * 2).next_multiple_of(16));
         }
     }
 
@@ -269,6 +280,8 @@ mod plan {
                     let p = plan_of(4096, 3, nk, half, k);
                     assert!(p.warps >= 1 && p.warps <= 8, "{p:?}");
                     assert!(p.smem_bytes() <= SMEM_MAX, "{p:?}");
+                    assert!(!p.wide_keys || p.smem_bytes() <= WIDE_MAX, "{p:?}");
+                    assert!(!p.wide_keys || p.keys_in_smem, "{p:?}");
                     assert_eq!(
                         (p.key_bytes % 16, p.warp_bytes % 16, p.stride % 2),
                         (0, 0, 1),
@@ -389,6 +402,12 @@ mod gpu {
             (4500, 2, 16, 8, 4),
             (1, 4, 32, 32, 8),
             (5, 1, 32, 33, 32),
+            (1500, 3, 20, 33, 5),
+            (2500, 2, 16, 64, 4),
+            (2500, 2, 16, 65, 4),
+            (3000, 2, 8, 70, 4),
+            (2000, 3, 64, 128, 8),
+            (4096, 4, 32, 32, 8),
         ];
         for (i, &(r, h, nk, half, k)) in shapes.iter().enumerate() {
             check_all(params(r, h, nk, half, k), 300 + i as u64);
