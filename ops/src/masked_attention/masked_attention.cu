@@ -38,28 +38,33 @@ struct Mask {
     const unsigned *keep;  // [B, Hm, S][2] keep-window (order key, last kept index), or null
     int mode, S, T, H, Hm;
 
-    // The bias of key j before the causal mask and the keep window: padding, then the mode.
-    __device__ float key_bias(int b, int h, int j) const {
+    // The mask head of head h.
+    __device__ int mask_head(int h) const { return (int)((long)h * Hm / H); }
+
+    // The bias of key j before the causal mask and the keep window: padding, then the mode; hm = mask_head(h).
+    __device__ float key_bias(int b, int h, int hm, int j) const {
         if (attn_mask[(long)b * T + j] == 0) return MASKED;
         if (mode == CAUSAL) return 0.0f;
         if (mode == LEARNED) return learned[(long)h * T + j] != 0.0f ? 0.0f : MASKED;
-        const long bhm = (long)b * Hm + (long)h * Hm / H;
+        const long bhm = (long)b * Hm + hm;
         const float m = key_m[bhm * T + j];
         if (mode == BOOLEAN) return m < 1.0f ? MASKED : 0.0f;
         return tau != nullptr && m < tau[bhm] ? MASKED : m;
     }
+    __device__ float key_bias(int b, int h, int j) const { return key_bias(b, h, mask_head(h), j); }
 
-    // The full bias of key j for query i of head h, given kb = key_bias(b, h, j).
-    __device__ float row_bias(float kb, int b, int h, int i, int j) const {
+    // The full bias of key j for query i of mask head hm, given kb = key_bias(b, h, hm, j).
+    __device__ float row_bias_hm(float kb, int b, int hm, int i, int j) const {
         float bias = j <= T - S + i ? kb : MASKED;
         if (keep != nullptr) {
-            const long kr = ((long)b * Hm + (long)h * Hm / H) * S + i;
+            const long kr = ((long)b * Hm + hm) * S + i;
             const unsigned ok = order_key(bias), vk = keep[2 * kr];
             const int last = (int)keep[2 * kr + 1];
             if (!(ok > vk || (ok == vk && j <= last))) bias = MASKED;
         }
         return bias;
     }
+    __device__ float row_bias(float kb, int b, int h, int i, int j) const { return row_bias_hm(kb, b, mask_head(h), i, j); }
 };
 
 #define MASK_PARAMS                                                                                                    \
@@ -422,6 +427,9 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
     const int j0 = blockIdx.x * chunk, j1 = min(T, j0 + chunk);
     const long kv0 = ((long)b * G + g) * T * DH + c * EPT;
 
+    // Mask heads: hq[n] when Hm = H, else the one of the whole group (Hm ∈ {0, G}, as validated).
+    const bool hm_per_head = mk.Hm == H;
+    const int hm_group = mk.mask_head(g * per);
     int hq[NQ], iq[NQ];
     float qf[NQ][EPT], acc[NQ][EPT], m[NQ], l[NQ];
 #pragma unroll
@@ -462,9 +470,11 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
 #pragma unroll
                 for (int o = 1; o < LK; o <<= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
                 sc[n][u] = neg_inf();
-                if (j < j1 && n < nq)
-                    sc[n][u] =
-                        __fadd_rn(__fmul_rn(dot, scale), mk.row_bias(mk.key_bias(b, hq[n], j), b, hq[n], iq[n], j));
+                if (j < j1 && n < nq) {
+                    const int hm = hm_per_head ? hq[n] : hm_group;
+                    const float kb = mk.key_bias(b, hq[n], hm, j);
+                    sc[n][u] = __fadd_rn(__fmul_rn(dot, scale), mk.row_bias_hm(kb, b, hm, iq[n], j));
+                }
             }
         }
 #pragma unroll
