@@ -910,14 +910,18 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
                 alpha[r] = exp2_approx((m[r] - mx[r]) * LOG2E);
                 m[r] = mx[r];
-                l[r] *= alpha[r];
             }
+            // Once the row maxima settle, alpha is exactly 1 for the whole warp and the rescale changes nothing.
+            if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+                l[0] *= alpha[0];
+                l[1] *= alpha[1];
 #pragma unroll
-            for (int t = 0; t < ND; ++t) {
-                o[t][0] *= alpha[0];
-                o[t][1] *= alpha[0];
-                o[t][2] *= alpha[1];
-                o[t][3] *= alpha[1];
+                for (int t = 0; t < ND; ++t) {
+                    o[t][0] *= alpha[0];
+                    o[t][1] *= alpha[0];
+                    o[t][2] *= alpha[1];
+                    o[t][3] *= alpha[1];
+                }
             }
             // P as the A operand of P·V: key step kk covers n-tiles 2kk and 2kk + 1.
             unsigned pf[BK / 16][4];
