@@ -140,13 +140,21 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
             }
         }
         __syncwarp();
-        // Candidates (i, j) with (i + 1)·(j + 1) ≤ k in row-major order; position t breaks ties.
+        // Candidates (i, j) with (i + 1)·(j + 1) ≤ k in row-major order; position t breaks ties. Row i holds
+        // j < ⌊k / (i + 1)⌋, counted by a ballot over chunks of 32 j (no division).
         int cand = 0;
         for (int i = 0; i < k; ++i) {
-            const int cnt = k / (i + 1);
-            for (int j = lane; j < cnt; j += 32) {
-                ckey[cand + j] = order_key(sv[i] + sv[k + j], cand + j);
-                cac[cand + j] = (i << 16) | j;
+            int cnt = 0;
+            for (int j0 = 0; j0 < k; j0 += 32) {
+                const int j = j0 + lane;
+                const bool ok = j < k && (i + 1) * (j + 1) <= k;
+                if (ok) {
+                    ckey[cand + j] = order_key(sv[i] + sv[k + j], cand + j);
+                    cac[cand + j] = (i << 16) | j;
+                }
+                const int c = __popc(__ballot_sync(0xffffffffu, ok));
+                cnt += c;
+                if (c < 32) break;
             }
             cand += cnt;
         }
