@@ -94,9 +94,9 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     const long first = row0 + warp;
     if (first < row_end) stage_queries(q, sq, first, heads, h, half, lane);
     if (SMEM_KEYS) {
-        for (int t = threadIdx.x; t < nk * 2 * half; t += blockDim.x) {
-            const int n = t / (2 * half), a = (t / half) & 1, i = t % half;
-            put_key(sk + (a * nk + n) * stride + i, keys + kh + t);
+        for (int na = warp; na < 2 * nk; na += warps) {
+            K *dst = sk + ((na & 1) * nk + (na >> 1)) * stride;
+            for (int i = lane; i < half; i += 32) put_key(dst + i, keys + kh + (long)na * half + i);
         }
         __syncthreads();
     }
