@@ -11,7 +11,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 pub const CHUNK_SCAN_SOURCE: Source =
     Source { file: "ssd_chunk_scan.cu", code: include_str!("ssd_chunk_scan.cu") };
 
-/// The decode kernel (`ssd_step`).
+/// The decode kernels (`ssd_step_vec<G>x<rows>` and `ssd_step`; [`step_kernel`] names the one a launch takes).
 pub const STEP_SOURCE: Source = Source { file: "ssd_step.cu", code: include_str!("ssd_step.cu") };
 
 /// Largest chunk length of [`ssd_chunk_scan`] (the kernels' tile height).
@@ -244,8 +244,8 @@ pub fn ssd_chunk_scan_with_workspace<T: Elem>(
 /// Launch shape of the decode step: the kernel and, for the vectorised one, its lanes per row and rows per thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StepLayout {
-    /// `ssd_step_vec<G>` (`state_dim` a multiple of 4) with 16-byte accesses to `G = ⌈state_dim / (4·lanes)⌉`
-    /// column groups per lane.
+    /// `ssd_step_vec<G>x<rows>` (`state_dim` a multiple of 4) with 16-byte accesses to
+    /// `G = ⌈state_dim / (4·lanes)⌉` column groups per lane.
     Vec {
         /// Threads per state row (a power of two ≤ 32).
         lanes: usize,
@@ -279,9 +279,20 @@ pub fn step_layout(p: &SsdScanParams, aligned: bool) -> StepLayout {
     StepLayout::Vec { lanes, rows, blocks: blocks(rows) }
 }
 
+/// The kernel of `layout` (from [`step_layout`] for `p`) for element type `dtype` (`"f32"` or `"bf16"`):
+/// `ssd_step_vec<G>x<rows>_<dtype>` with `G` 4-column groups per lane, or `ssd_step_<dtype>`.
+pub fn step_kernel(dtype: &str, p: &SsdScanParams, layout: StepLayout) -> String {
+    match layout {
+        StepLayout::Vec { lanes, rows, .. } => {
+            format!("ssd_step_vec{}x{rows}_{dtype}", (p.state_dim / 4).div_ceil(lanes))
+        }
+        StepLayout::Scalar { .. } => format!("ssd_step_{dtype}"),
+    }
+}
+
 /// Decode: one token per sequence (`p.seq` must be 1); updates `state` in place and writes `y` `[B, H, P]`.
-/// One launch of the kernel [`step_layout`] picks: `ssd_step_vec` when `state_dim` is a multiple of 4 and the
-/// buffers are aligned for it, else `ssd_step`.
+/// One launch of the kernel [`step_layout`] picks: `ssd_step_vec<G>x<rows>` when `state_dim` is a multiple of 4 and
+/// the buffers are aligned for it, else `ssd_step`.
 #[allow(clippy::too_many_arguments)]
 pub fn ssd_step<T: Elem>(
     gpu: &Gpu,
@@ -316,26 +327,26 @@ pub fn ssd_step<T: Elem>(
     let aligned = address(gpu, state) % 16 == 0
         && address(gpu, b) % elem4 == 0
         && address(gpu, c) % elem4 == 0;
-    match step_layout(p, aligned) {
-        StepLayout::Vec { lanes, rows, blocks } => {
+    let layout = step_layout(p, aligned);
+    let name = step_kernel(T::NAME, p, layout);
+    match layout {
+        StepLayout::Vec { lanes, blocks, .. } => {
             let blocks = grid_x("row tiles × heads × batch", blocks)?;
-            let groups = (p.state_dim / 4).div_ceil(lanes);
-            let (lanes, rows) = (lanes as i32, rows as i32);
-            let name = format!("ssd_step_vec{groups}_{}", T::NAME);
+            let lanes = lanes as i32;
             let func = gpu.function(&STEP_SOURCE, &name)?;
             let mut launch = gpu.stream().launch_builder(&func);
             launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(state).arg(y);
-            launch.arg(&heads).arg(&hp).arg(&n).arg(&lanes).arg(&rows);
-            // SAFETY: the argument list matches `ssd_step_vec<G>_<T>` in ssd_step.cu (G is 1 or 2 since
-            // `check_dims` bounds `state_dim` by 256); `validate` and `check_outputs` checked every buffer against
-            // `p` with seq 1; `state_dim` is a multiple of 4 and `state`, `b`, `c` start aligned (checked above), so
-            // every state row and every 4-element group of `b` and `c` is 16-byte (f32) or 8-byte (bf16) aligned;
-            // the grid covers every row with `rows` rows per thread and `lanes` lanes per row.
+            launch.arg(&heads).arg(&hp).arg(&n).arg(&lanes);
+            // SAFETY: the argument list matches `ssd_step_vec<G>x<K>_<T>` in ssd_step.cu (G is 1 or 2 since
+            // `check_dims` bounds `state_dim` by 256, K = `rows` is 1 or 4, both instantiated); `validate` and
+            // `check_outputs` checked every buffer against `p` with seq 1; `state_dim` is a multiple of 4 and
+            // `state`, `b`, `c` start aligned (checked above), so every state row and every 4-element group of `b`
+            // and `c` is 16-byte (f32) or 8-byte (bf16) aligned; `lanes` is a power of two ≤ 32, and the grid
+            // covers every row with `rows` rows per thread and `lanes` lanes per row.
             unsafe { launch.launch(cfg(blocks)) }.map_err(|e| launch_error(&name, e))?;
         }
         StepLayout::Scalar { blocks } => {
             let blocks = grid_x("row tiles × heads × batch", blocks)?;
-            let name = format!("ssd_step_{}", T::NAME);
             let func = gpu.function(&STEP_SOURCE, &name)?;
             let mut launch = gpu.stream().launch_builder(&func);
             launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(state).arg(y);

@@ -658,6 +658,15 @@ fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
     assert_eq!(vec(1, 1, 256, 256), StepLayout::Vec { lanes: 32, rows: 1, blocks: 32 });
     assert_eq!(vec(2, 4, 16, 33), StepLayout::Scalar { blocks: 16 });
     assert_eq!(vec(2, 4, 16, 6), StepLayout::Scalar { blocks: 16 });
+    let name = |b, h, hp, n, dtype| {
+        let p = params(b, 1, h, hp, n);
+        cuda::step_kernel(dtype, &p, step_layout(&p, true))
+    };
+    assert_eq!(name(256, 16, 64, 64, "bf16"), "ssd_step_vec1x4_bf16");
+    assert_eq!(name(1, 16, 64, 64, "f32"), "ssd_step_vec1x1_f32");
+    assert_eq!(name(9, 64, 65, 256, "bf16"), "ssd_step_vec2x4_bf16");
+    assert_eq!(name(1, 1, 256, 256, "f32"), "ssd_step_vec2x1_f32");
+    assert_eq!(name(2, 4, 16, 33, "bf16"), "ssd_step_bf16");
     let misaligned = step_layout(&params(2, 1, 4, 16, 64), false);
     assert_eq!(misaligned, StepLayout::Scalar { blocks: 16 }, "a view at an odd offset");
     for (b, h, hp, n) in [(3, 5, 7, 4), (64, 16, 64, 64), (9, 64, 65, 256), (40, 16, 100, 200)] {
@@ -668,5 +677,37 @@ fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
             blocks * rows * (256 / lanes) >= b * h * hp,
             "every row of {b}×{h}×{hp} is covered"
         );
+    }
+}
+
+/// Every decode kernel the launcher can name (both row counts, one and two column groups, the scalar fallback) is in
+/// the compiled module (no GPU needed).
+#[test]
+fn step_kernels_compile_for_sm_90() {
+    if let Err(e) = crate::cuda::probe_nvrtc() {
+        let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        assert!(!required, "NVRTC is required: {e}");
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let cubin = crate::cuda::compile_cubin(&cuda::STEP_SOURCE, "sm_90").unwrap();
+    let mut named = std::collections::BTreeSet::new();
+    for (b, h, hp, n) in
+        [(1, 16, 64, 64), (256, 16, 64, 64), (1, 1, 256, 256), (256, 4, 64, 256), (2, 4, 16, 33)]
+    {
+        for aligned in [true, false] {
+            let p = params(b, 1, h, hp, n);
+            let layout = cuda::step_layout(&p, aligned);
+            for dtype in ["f32", "bf16"] {
+                let name = cuda::step_kernel(dtype, &p, layout);
+                assert!(cubin.windows(name.len()).any(|w| w == name.as_bytes()), "{name} missing");
+                named.insert(name);
+            }
+        }
+    }
+    for form in ["vec1x1", "vec1x4", "vec2x1", "vec2x4"] {
+        assert!(named.contains(&format!("ssd_step_{form}_bf16")), "no shape above takes {form}");
     }
 }
