@@ -924,17 +924,27 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 }
             }
             // P as the A operand of P·V: key step kk covers n-tiles 2kk and 2kk + 1.
+            // exp(s − m) = 2^(s·log2e − m·log2e), one fma per score, when every row maximum of the warp is below 4096
+            // in magnitude: the rounding of m·log2e then moves p by under 2.5e-4 relative, an eighth of p's bf16
+            // rounding, and a score of MIN or -inf still gives 0. Otherwise 2^((s − m)·log2e), which also gives a row
+            // whose maximum is MIN exp(MIN − MIN) = 1.
             unsigned pf[BK / 16][4];
+            auto probabilities = [&](auto ex) {
 #pragma unroll
-            for (int t = 0; t < NS; ++t) {
-                const unsigned p01 = pack_bf16(exp2_approx((s[t][0] - m[0]) * LOG2E),
-                                               exp2_approx((s[t][1] - m[0]) * LOG2E));
-                const unsigned p23 = pack_bf16(exp2_approx((s[t][2] - m[1]) * LOG2E),
-                                               exp2_approx((s[t][3] - m[1]) * LOG2E));
-                l[0] += lo_f32(p01) + hi_f32(p01);
-                l[1] += lo_f32(p23) + hi_f32(p23);
-                pf[t / 2][(t & 1) * 2] = p01;
-                pf[t / 2][(t & 1) * 2 + 1] = p23;
+                for (int t = 0; t < NS; ++t) {
+                    const unsigned p01 = pack_bf16(ex(s[t][0], 0), ex(s[t][1], 0));
+                    const unsigned p23 = pack_bf16(ex(s[t][2], 1), ex(s[t][3], 1));
+                    l[0] += lo_f32(p01) + hi_f32(p01);
+                    l[1] += lo_f32(p23) + hi_f32(p23);
+                    pf[t / 2][(t & 1) * 2] = p01;
+                    pf[t / 2][(t & 1) * 2 + 1] = p23;
+                }
+            };
+            if (__all_sync(0xffffffffu, fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f)) {
+                const float ml[2] = {m[0] * LOG2E, m[1] * LOG2E};
+                probabilities([&](float x, int r) { return exp2_approx(fmaf(x, LOG2E, -ml[r])); });
+            } else {
+                probabilities([&](float x, int r) { return exp2_approx((x - m[r]) * LOG2E); });
             }
 
             // o += P·V: d-tile pair dp covers dims 16·dp + [0, 16).

@@ -978,6 +978,30 @@ mod gpu {
         (1, 300, 300, 8, 4, 128),
     ];
 
+    /// Biases of large magnitude on the tensor-core kernel: row maxima on both sides of the 4096
+    /// below which the probabilities come from one fma per score, and very negative finite ones.
+    #[test]
+    fn tensor_core_prefill_large_biases() {
+        let Some(gpu) = test_gpu() else { return };
+        let offsets = [-5000.0, -1000.0, 0.0, 1000.0, 4000.0, 5000.0, -3e38];
+        for (n, &(b, s, t, h, g, dh)) in
+            [(1, 130, 300, 4, 2, 128), (2, 65, 200, 4, 2, 64)].iter().enumerate()
+        {
+            for keep_window in [None, Some(100)] {
+                let mode = MaskMode::Additive { ratio: 0.0, keep_window };
+                let p = AttentionParams { mask_heads: g, ..params(b, s, t, h, g, dh) };
+                let mut c = Case::random(p, mode, true, 900 + n as u64);
+                for (r, row) in c.key_m.as_mut().unwrap().chunks_mut(t).enumerate() {
+                    let off = offsets[(r + n) % offsets.len()];
+                    row.iter_mut().for_each(|v| *v += off);
+                }
+                for heads in [1, 2] {
+                    check_as::<half::bf16>(&gpu, &c, Path::Mma(heads), "mma large biases");
+                }
+            }
+        }
+    }
+
     #[test]
     fn tensor_core_prefill_edge_shapes_match_the_cpu_kernel() {
         let Some(gpu) = test_gpu() else { return };
