@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Time the PyTorch reference (tools/reference) on a checkpoint: prefill of a prompt and incremental decode steps,
-eager and under torch.compile, bf16 on CUDA. Prints one JSON line; a peer that fails records its error.
+eager and under torch.compile, bf16 on CUDA. Prints one JSON line per finished phase (`"partial": true`, so that a
+run stopped from outside keeps what it measured) and a final one; a peer that fails records its error.
 
     python3 tools/bench_peers.py CKPT --prompt 4096 --decode 64 --batch 1
 """
@@ -96,8 +97,9 @@ def main():
             except Exception as e:  # a peer that does not run is recorded with its error
                 r[f"{phase}_error"] = f"{type(e).__name__}: {str(e)[:400]}"
             r[f"{phase}_wall_seconds"] = time.perf_counter() - t0
-        result[name] = r
-    print(json.dumps(result))
+            result[name] = r
+            print(json.dumps({"partial": True, **result}), flush=True)
+    print(json.dumps(result), flush=True)
 
 
 class PhaseTimeout(Exception):
