@@ -806,13 +806,17 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
         kb_s[st * R * BK + tid] = key_bias_of(mk, r, tau_v);
         ku_s[st * R * BK + tid] = r.until;
     };
+    // K and V of tile n into stage st: thread tid takes 16 bytes at column kv_col of rows kv_row + (NT/CH)·u.
+    static_assert(BK * CH % NT == 0 && NT % CH == 0, "tile loads");
+    const int kv_row = tid / CH, kv_col = tid % CH * 8;
     auto load_kv = [&](int n, int st) {
-        for (int c = tid; c < BK * CH; c += NT) {
-            const int r = c / CH, col = c % CH * 8, j = n * BK + r;
-            const long off = (long)min(j, T - 1) * DH + col;
+#pragma unroll
+        for (int u = 0; u < BK * CH / NT; ++u) {
+            const int r = kv_row + NT / CH * u, j = n * BK + r;
+            const long off = (long)min(j, T - 1) * DH + kv_col;
             const int bytes = j < T ? 16 : 0;
-            cp_async16(Ks + (st * BK + r) * LD + col, kg + off, bytes);
-            cp_async16(Vs + (st * BK + r) * LD + col, vg + off, bytes);
+            cp_async16(Ks + (st * BK + r) * LD + kv_col, kg + off, bytes);
+            cp_async16(Vs + (st * BK + r) * LD + kv_col, vg + off, bytes);
         }
     };
 
