@@ -697,6 +697,11 @@ constexpr float LOG2E = 1.4426950408889634f;
 
 __host__ __device__ constexpr int smem_bytes(int dh, int r) { return (r * BQ + 4 * BK) * (dh + 8) * 2 + 2 * r * BK * 8; }
 
+// A compile-time flag for generic lambdas.
+template <bool B> struct Flag {
+    static constexpr bool value = B;
+};
+
 __device__ __forceinline__ unsigned saddr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
 
 // 16 bytes global -> shared; bytes = 0 writes zeros.
@@ -886,25 +891,32 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
             const float *const kb_t = kb_s + st * R * BK + (warp / 4) * BK;
             const int *const ku_t = ku_s + st * R * BK + (warp / 4) * BK;
+            // The per-score causal and end-of-keys tests are compiled only into the copy for partial tiles (`full` is
+            // the same for the whole warp).
             float mx[2] = {m[0], m[1]};
+            auto add_bias = [&](auto partial) {
+                constexpr bool PARTIAL = decltype(partial)::value;
 #pragma unroll
-            for (int t = 0; t < NS; ++t) {
-                const int jl = 8 * t + 2 * tg;
-                const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + jl);
-                int2 ku2 = make_int2(0, 0);
-                if (KEEP) ku2 = *reinterpret_cast<const int2 *>(ku_t + jl);
+                for (int t = 0; t < NS; ++t) {
+                    const int jl = 8 * t + 2 * tg;
+                    const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + jl);
+                    int2 ku2 = make_int2(0, 0);
+                    if (KEEP) ku2 = *reinterpret_cast<const int2 *>(ku_t + jl);
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int r = e >> 1, j = k0 + jl + (e & 1);
-                    float bias = (e & 1) ? kb2.y : kb2.x;
-                    if (!full && j > lim[r]) bias = MASKED;
-                    if (KEEP && lim[r] >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
-                    float sc = fmaf(s[t][e], scale, bias);
-                    if (!full && j >= T) sc = neg_inf();
-                    s[t][e] = sc;
-                    mx[r] = fmaxf(mx[r], sc);
+                    for (int e = 0; e < 4; ++e) {
+                        const int r = e >> 1, j = k0 + jl + (e & 1);
+                        float bias = (e & 1) ? kb2.y : kb2.x;
+                        if (PARTIAL && j > lim[r]) bias = MASKED;
+                        if (KEEP && lim[r] >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
+                        float sc = fmaf(s[t][e], scale, bias);
+                        if (PARTIAL && j >= T) sc = neg_inf();
+                        s[t][e] = sc;
+                        mx[r] = fmaxf(mx[r], sc);
+                    }
                 }
-            }
+            };
+            if (full) add_bias(Flag<false>{});
+            else add_bias(Flag<true>{});
 
             // Online softmax: the four threads of a quad share a row.
             float alpha[2];
