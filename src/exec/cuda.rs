@@ -43,14 +43,25 @@ pub enum Buf {
 /// A device buffer that a tensor owns, or a view of a contiguous range of another tensor's buffer (no copy);
 /// a view keeps that tensor alive and never frees the memory it points into. Both dereference to the
 /// `CudaSlice` the kernels take.
+///
+/// An owned buffer made by the executor goes back to its device's spare buffers when dropped
+/// ([`Gpu::recycle`]), so that the outputs of the next call reuse it without a driver allocation.
 pub struct Dev<T> {
     slice: std::mem::ManuallyDrop<CudaSlice<T>>,
     owner: Option<Arc<DTensor>>,
+    home: Option<Arc<Gpu>>,
 }
 
 impl<T> From<CudaSlice<T>> for Dev<T> {
     fn from(s: CudaSlice<T>) -> Dev<T> {
-        Dev { slice: std::mem::ManuallyDrop::new(s), owner: None }
+        Dev { slice: std::mem::ManuallyDrop::new(s), owner: None, home: None }
+    }
+}
+
+impl<T> Dev<T> {
+    /// An owned buffer that returns to `gpu`'s spare buffers when dropped.
+    fn recycled_by(s: CudaSlice<T>, gpu: &Arc<Gpu>) -> Dev<T> {
+        Dev { slice: std::mem::ManuallyDrop::new(s), owner: None, home: Some(gpu.clone()) }
     }
 }
 
@@ -68,6 +79,8 @@ impl<T> Drop for Dev<T> {
         if self.owner.is_some() {
             // A view: the memory belongs to `owner`, which frees it (stream-ordered) after this view's readers.
             s.leak();
+        } else if let Some(gpu) = &self.home {
+            gpu.recycle(s);
         } else {
             drop(s);
         }
@@ -90,7 +103,7 @@ impl<T: cheems_ops::cudarc::driver::DeviceRepr> Dev<T> {
         // SAFETY: `ptr .. ptr + len·size_of::<T>()` lies inside `of`'s live allocation, which `owner` keeps
         // alive for as long as the view exists; the view leaks instead of freeing on drop.
         let s = unsafe { gpu.stream().upgrade_device_ptr::<T>(ptr, len) };
-        Ok(Dev { slice: std::mem::ManuallyDrop::new(s), owner: Some(owner.clone()) })
+        Ok(Dev { slice: std::mem::ManuallyDrop::new(s), owner: Some(owner.clone()), home: None })
     }
 
     /// Whether this buffer is a view of another tensor's memory.
@@ -124,7 +137,10 @@ where
 {
     const DTYPE: ActDType;
     fn get(b: &Buf) -> Option<&CudaSlice<Self>>;
-    fn wrap(s: CudaSlice<Self>) -> Buf;
+    fn wrap(s: CudaSlice<Self>) -> Buf {
+        Self::wrap_dev(s.into())
+    }
+    fn wrap_dev(d: Dev<Self>) -> Buf;
 }
 
 impl ActElem for f32 {
@@ -135,8 +151,8 @@ impl ActElem for f32 {
             _ => None,
         }
     }
-    fn wrap(s: CudaSlice<f32>) -> Buf {
-        Buf::F32(s.into())
+    fn wrap_dev(d: Dev<f32>) -> Buf {
+        Buf::F32(d)
     }
 }
 
@@ -148,8 +164,8 @@ impl ActElem for bf16 {
             _ => None,
         }
     }
-    fn wrap(s: CudaSlice<bf16>) -> Buf {
-        Buf::BF16(s.into())
+    fn wrap_dev(d: Dev<bf16>) -> Buf {
+        Buf::BF16(d)
     }
 }
 
@@ -662,11 +678,15 @@ impl CudaExecutor {
         CudaBlas: Gemm<T>,
     {
         let gpu = &*self.gpu;
-        let wrap =
-            |dims: Vec<usize>, s: CudaSlice<T>| DTensor { dims, buf: T::wrap(s), host_i64: None };
+        let home = &self.gpu;
+        let wrap = |dims: Vec<usize>, s: CudaSlice<T>| DTensor {
+            dims,
+            buf: T::wrap_dev(Dev::recycled_by(s, home)),
+            host_i64: None,
+        };
         let f32t = |dims: Vec<usize>, s: CudaSlice<f32>| DTensor {
             dims,
-            buf: Buf::F32(s.into()),
+            buf: Buf::F32(Dev::recycled_by(s, home)),
             host_i64: None,
         };
         let one = |t: DTensor| Ok(vec![t]);
@@ -1039,7 +1059,7 @@ impl CudaExecutor {
                 let dims = vec![d[0], d[1], pk.heads, pk.k];
                 Ok(vec![
                     f32t(dims.clone(), s),
-                    DTensor { dims, buf: Buf::I64(ids.into()), host_i64: None },
+                    DTensor { dims, buf: Buf::I64(Dev::recycled_by(ids, home)), host_i64: None },
                 ])
             }
             Op::RouterTopK(r) => {
@@ -1055,7 +1075,7 @@ impl CudaExecutor {
                 let dims = vec![d[0], d[1], 1, r.k];
                 Ok(vec![
                     f32t(dims.clone(), s),
-                    DTensor { dims, buf: Buf::I64(ids.into()), host_i64: None },
+                    DTensor { dims, buf: Buf::I64(Dev::recycled_by(ids, home)), host_i64: None },
                 ])
             }
             Op::ExpertMix(e) => {

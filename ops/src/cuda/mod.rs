@@ -280,6 +280,25 @@ pub struct Gpu {
     functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
     blas: OnceLock<Mutex<cudarc::cublas::CudaBlas>>,
     poison: bool,
+    spare: Mutex<HashMap<usize, Vec<cudarc::driver::sys::CUdeviceptr>>>,
+}
+
+/// Buffers of at most this many bytes are kept for reuse by [`Gpu::recycle`].
+pub const SPARE_MAX_BYTES: usize = 1 << 20;
+/// At most this many spare buffers are kept per size.
+const SPARE_PER_SIZE: usize = 64;
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        if let Ok(spare) = self.spare.get_mut() {
+            for ptr in spare.drain().flat_map(|(_, v)| v) {
+                // SAFETY: each pointer is a live allocation of this context handed over by `recycle`, owned by
+                // the pool alone; it is freed once, in stream order.
+                let _ = unsafe { cudarc::driver::result::free_async(ptr, self.stream.cu_stream()) };
+            }
+        }
+        let _ = self.stream.synchronize();
+    }
 }
 
 impl Gpu {
@@ -314,6 +333,7 @@ impl Gpu {
             functions: Mutex::new(HashMap::new()),
             blas: OnceLock::new(),
             poison: std::env::var_os("CHEEMS_CUDA_POISON").is_some_and(|v| v != "0"),
+            spare: Mutex::new(HashMap::new()),
         })
     }
 
@@ -442,10 +462,20 @@ impl Gpu {
     /// buffer is filled with `0xFF` bytes (NaN for f32/bf16, −1 for i64), so a kernel that leaves part of its
     /// output unwritten shows up in the results.
     pub fn uninit<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
-        // SAFETY: the contents are never read as Rust values before a kernel or copy writes them; on the device
-        // any bit pattern is a valid f32, bf16, f16 or i64.
-        let mut s = unsafe { self.stream.alloc::<T>(n) }
-            .map_err(|e| KernelError::Driver(format!("alloc {n}: {e}")))?;
+        let bytes = n * std::mem::size_of::<T>();
+        let reused = match self.spare.lock() {
+            Ok(mut spare) => spare.get_mut(&bytes).and_then(|v| v.pop()),
+            Err(_) => None,
+        };
+        let mut s = match reused {
+            // SAFETY: `ptr` is a spare allocation of exactly `bytes` bytes of this context, handed over by
+            // `recycle` after its last use was issued on this stream; stream order makes the reuse safe.
+            Some(ptr) => unsafe { self.stream.upgrade_device_ptr::<T>(ptr, n) },
+            // SAFETY: the contents are never read as Rust values before a kernel or copy writes them; on the
+            // device any bit pattern is a valid f32, bf16, f16 or i64.
+            None => unsafe { self.stream.alloc::<T>(n) }
+                .map_err(|e| KernelError::Driver(format!("alloc {n}: {e}")))?,
+        };
         if self.poison && n > 0 {
             use cudarc::driver::DevicePtrMut;
             let bytes = n * std::mem::size_of::<T>();
@@ -457,6 +487,23 @@ impl Gpu {
             .map_err(|e| KernelError::Driver(format!("poisoning {bytes} bytes: {e}")))?;
         }
         Ok(s)
+    }
+
+    /// Takes back a buffer whose last use has been issued on this stream: buffers of at most
+    /// [`SPARE_MAX_BYTES`] are kept (a bounded number per size) and handed out again by [`Gpu::uninit`] without
+    /// a driver call; others are freed.
+    pub fn recycle<T>(&self, s: CudaSlice<T>) {
+        let bytes = s.len() * std::mem::size_of::<T>();
+        if bytes == 0 || bytes > SPARE_MAX_BYTES {
+            return drop(s);
+        }
+        let Ok(mut spare) = self.spare.lock() else { return drop(s) };
+        let v = spare.entry(bytes).or_default();
+        if v.len() >= SPARE_PER_SIZE {
+            drop(spare);
+            return drop(s);
+        }
+        v.push(s.leak());
     }
 
     /// A zeroed device buffer of `n` elements.
