@@ -147,6 +147,9 @@ extern "C" __global__ void __launch_bounds__(256)
     if (threadIdx.x == 0) tau[blockIdx.x] = from_total_key(k);
 }
 
+// Keys whose order keys keep_window holds in shared memory.
+constexpr int KEEP_CACHE = 8192;
+
 // The keep window of `Additive` per (b, hm, i), shared by the query heads of mask head hm: the W-th largest bias in
 // (value descending, index ascending) order, as (order key, index); a key is kept when it comes no later in that
 // order. W = 0 keeps nothing. Grid B·Hm·S, 512 threads.
@@ -163,11 +166,18 @@ extern "C" __global__ void __launch_bounds__(512)
     const float *m = key_m + bhm * T;
     const float tau_v = tau != nullptr ? tau[bhm] : neg_inf();
     const long long *am = attn_mask + bhm / Hm * T;
-    auto okey = [&](int j) {
+    auto okey_of = [&](int j) {
         const float x = m[j];
         const bool kept = j <= T - S + i && am[j] != 0 && !(x < tau_v);
         return order_key(kept ? x : MASKED);
     };
+    // The order keys of the first KEEP_CACHE keys, read from global memory once for the five passes below.
+    __shared__ unsigned cache[KEEP_CACHE];
+    const int cached = min(T, KEEP_CACHE);
+#pragma unroll 4
+    for (int j = threadIdx.x; j < cached; j += blockDim.x) cache[j] = okey_of(j);
+    __syncthreads();
+    auto okey = [&](int j) { return j < cached ? cache[j] : okey_of(j); };
     unsigned rest;
     const unsigned vk = ~radix_select(
         T, (unsigned)(W - 1),

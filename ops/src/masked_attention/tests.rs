@@ -945,6 +945,24 @@ mod gpu {
         }
     }
 
+    /// Decode keep windows over more keys than `keep_window` holds in shared memory (8192), with
+    /// the window's last key on either side of that boundary and ties among the keys.
+    #[test]
+    fn decode_keep_window_beyond_the_shared_key_cache() {
+        let Some(gpu) = test_gpu() else { return };
+        for (n, &(b, s, t, w)) in
+            [(1, 1, 9000, 2048), (2, 1, 8200, 8195), (1, 3, 10000, 9000)].iter().enumerate()
+        {
+            let mode = MaskMode::Additive { ratio: 0.1, keep_window: Some(w) };
+            let p = AttentionParams { mask_heads: 4, ..params(b, s, t, 8, 4, 128) };
+            let mut c = Case::random(p, mode, true, 600 + n as u64);
+            let mut rng = Rng::new(700 + n as u64);
+            c.key_m = Some(rng.quantized(b * 4 * t, 3, 0.5));
+            check_as::<half::bf16>(&gpu, &c, Path::Auto, "keep beyond cache");
+            check_as::<f32>(&gpu, &c, Path::Auto, "keep beyond cache");
+        }
+    }
+
     /// Rows of the GQA decode kernel whose keys are all masked are uniform over all `T` keys.
     #[test]
     fn gqa_decode_fully_masked_rows_are_uniform() {
