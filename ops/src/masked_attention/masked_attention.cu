@@ -864,14 +864,16 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
         for (; n < n_end; ++n) {
             const int st = n & 1, k0 = n * BK;
             const bool more = n + 1 < n_end;
+            // One barrier per tile: after it tile n is visible and every warp is done with stage st ^ 1 (tile n − 1),
+            // which tile n + 1 then fills while tile n computes.
+            cp_async_wait<0>();
+            __syncthreads();
             KeyRaw next{1, 0.0f, 0};
             if (more) {
                 load_kv(n + 1, st ^ 1);
+                cp_async_commit();
                 next = fetch_bias(n + 1);
             }
-            cp_async_commit();
-            cp_async_wait<1>();
-            __syncthreads();
             if (!q_ready) {
                 const bf16_t *qrow = Qs + ((warp / 4) * BQ + 16 * (warp % 4) + (lane & 15)) * LD + (lane >> 4) * 8;
 #pragma unroll
@@ -987,7 +989,6 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             }
 
             if (more) store_bias(st ^ 1, next);
-            __syncthreads();
         }
         if (extended) break;
         // A row whose every score so far is MASKED sees MASKED for the remaining keys too: it becomes uniform over
