@@ -37,6 +37,13 @@ pub struct Args {
     /// Activation dtype on CUDA. Default: an artifact's dtype, else bf16.
     #[arg(long, value_enum)]
     pub dtype: Option<ActDType>,
+    /// The device's dense matrix-product ceiling in TFLOP/s, for the roofline fractions on CUDA (H200 bf16,
+    /// measured with cuBLAS).
+    #[arg(long, default_value_t = 790.0)]
+    pub peak_tflops: f64,
+    /// The device's memory-bandwidth ceiling in GB/s, for the roofline fractions on CUDA (H200 device copy).
+    #[arg(long, default_value_t = 4300.0)]
+    pub peak_gbps: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -236,6 +243,11 @@ fn run_cuda(a: &Args) -> Result<()> {
     let prefill_tps = (a.batch * a.prompt) as f64 / p;
     let decode_tps = if a.decode > 0 { (a.batch * a.decode) as f64 / d } else { 0.0 };
     let params = num_params;
+    // Prefill: 2·parameters FLOPs per token (attention's quadratic term left out, so a lower bound); decode: every
+    // weight read once per step in the activation dtype (caches left out, so a lower bound on the bytes).
+    let weight_bytes = params as f64 * if exec.dtype() == ActDType::BF16 { 2.0 } else { 4.0 };
+    let prefill_tflops = 2.0 * params as f64 * (a.batch * a.prompt) as f64 / p / 1e12;
+    let decode_gbps = if a.decode > 0 { weight_bytes * a.decode as f64 / d / 1e9 } else { 0.0 };
     let out = serde_json::json!({
         "checkpoint": a.ckpt.display().to_string(),
         "variant": model.config.variant.name(),
@@ -245,6 +257,13 @@ fn run_cuda(a: &Args) -> Result<()> {
         "batch": a.batch, "prompt": a.prompt, "decode": a.decode, "runs": a.runs,
         "prefill_seconds_median": p, "decode_seconds_median": d,
         "prefill_tokens_per_second": prefill_tps, "decode_tokens_per_second": decode_tps,
+        "prefill_tflops": prefill_tflops,
+        "prefill_roofline_fraction": prefill_tflops / a.peak_tflops,
+        "decode_weight_gbps": decode_gbps,
+        "decode_roofline_fraction": decode_gbps / a.peak_gbps,
+        "roofline": {"peak_tflops": a.peak_tflops, "peak_gbps": a.peak_gbps,
+                     "prefill_flops": "2 × parameters × tokens (attention's quadratic term left out)",
+                     "decode_bytes": "every weight once per step in the activation dtype (caches left out)"},
         "prefill_profile_seconds_by_op": per_op,
         "decode_step_profile": {
             "host_issue_seconds": issue,
