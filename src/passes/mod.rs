@@ -4,6 +4,7 @@
 
 pub mod fuse;
 pub mod lower;
+pub mod memory;
 pub mod pack;
 pub mod pattern;
 
