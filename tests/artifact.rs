@@ -179,9 +179,7 @@ fn generate_on_a_cpu_artifact_gives_the_checkpoints_text() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("cheems-py.cheems");
-    let bin: std::path::PathBuf = std::env::var_os("CHEEMS_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_cheems").into());
+    let bin = common::cheems_bin();
     let bin = bin.as_path();
     let st = Command::new(bin)
         .args(["compile", "models/cheems-py", "-o"])

@@ -3,15 +3,9 @@
 
 mod common;
 
-use common::fixtures_dir;
+use common::{cheems_bin, fixtures_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn cheems_bin() -> PathBuf {
-    std::env::var_os("CHEEMS_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_cheems").into())
-}
 
 /// Runs `cheems run` on `ckpt` with `inputs` written to a file; returns (success, stderr, out path).
 fn run_cli(

@@ -2,6 +2,10 @@
 //! counts on a subset of the evaluation set, the generator's fingerprint on the whole set, and the perplexity
 //! windows of the language model; plus `cheems generate` and `cheems eval` through the CLI.
 
+mod common;
+
+use common::cheems_bin;
+
 use cheems::eval::mqar::{evaluate, examples, fingerprint, MqarMeta};
 use cheems::eval::ppl::perplexity;
 use cheems::eval::{load_tokenizer, sample};
@@ -28,12 +32,6 @@ fn mqar_checkpoints() -> Vec<PathBuf> {
 
 fn lm() -> PathBuf {
     models_dir().join("cheems-py")
-}
-
-fn cheems_bin() -> PathBuf {
-    std::env::var_os("CHEEMS_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_cheems").into())
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 use cheems::exec::cpu::CpuExecutor;
 use cheems::model::build::{build_with, BuildOptions};
 use cheems::runner::{load, run, Inputs};
-use common::{cases, compare_rows, read_safetensors};
+use common::{cases, cheems_bin, compare_rows, read_safetensors};
 
 /// f32 logits: max |Δ| over unpadded rows. The reference's own f64-vs-f32 spread is at most 1.9e-5 on these
 /// cases (fixtures README), so 1e-4 leaves 5× room for a different but valid f32 summation order.
@@ -81,12 +81,6 @@ fn check(case: &std::path::Path) -> Vec<String> {
 fn every_fixture_matches_the_reference_through_the_library() {
     let failures: Vec<String> = cases().iter().flat_map(|c| check(c)).collect();
     assert!(failures.is_empty(), "fixture mismatches:\n{}", failures.join("\n"));
-}
-
-fn cheems_bin() -> std::path::PathBuf {
-    std::env::var_os("CHEEMS_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_cheems").into())
 }
 
 #[test]

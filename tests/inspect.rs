@@ -1,12 +1,11 @@
 //! `cheems inspect --memory`: the activation plan of one call, through the CLI.
 
+mod common;
+
 use std::process::Command;
 
 fn cheems() -> Command {
-    let bin: std::path::PathBuf = std::env::var_os("CHEEMS_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_cheems").into());
-    Command::new(bin)
+    Command::new(common::cheems_bin())
 }
 
 fn memory(args: &[&str]) -> serde_json::Value {

@@ -9,7 +9,7 @@ use cheems::model::build::{build_with, BuildOptions, Model};
 use cheems::model::checkpoint::Checkpoint;
 use cheems::onnx::export::{all_nodes, data_path, to_model};
 use cheems::onnx::{self, ExportOptions, FloatType};
-use common::{cases, fixtures_dir};
+use common::{cases, cheems_bin, fixtures_dir};
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,12 +17,6 @@ use tract_onnx::pb::ModelProto;
 
 /// f32 logits: the tolerance the native executor meets against the references (tests/fixtures.rs).
 const LOGITS_ATOL_F32: f64 = 1e-4;
-
-fn cheems_bin() -> PathBuf {
-    std::env::var_os("CHEEMS_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_cheems").into())
-}
 
 fn check_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/check_onnx.py")

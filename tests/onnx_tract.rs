@@ -7,7 +7,7 @@ mod common;
 use cheems::ir::Tensor;
 use cheems::onnx::tract::TractModel;
 use cheems::runner::Inputs;
-use common::{cases, compare_rows, read_safetensors};
+use common::{cases, cheems_bin, compare_rows, read_safetensors};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,12 +18,6 @@ const LOGITS_ATOL_F32: f32 = 1e-4;
 /// relative rounding per op; a few dozen roundings across the layers and the vocabulary projection give errors
 /// of a few 1e-3 of the logit scale, so 1e-2 bounds it with room while catching any real mistake (≥ 1e-1).
 const LOGITS_REL_F16: f32 = 1e-2;
-
-fn cheems_bin() -> PathBuf {
-    std::env::var_os("CHEEMS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cheems")))
-}
 
 /// Exports `case` to `dir/NAME.onnx` with the extra CLI `args`.
 fn export(case: &Path, dir: &Path, name: &str, args: &[&str]) -> PathBuf {

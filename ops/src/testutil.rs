@@ -76,3 +76,25 @@ pub(crate) fn assert_close(got: &[f32], want: &[f64], atol: f64, rtol: f64, what
         );
     }
 }
+
+/// The module of `src` compiled by NVRTC for sm_90 (no GPU needed), checked to be an ELF CUBIN; `None`, with a
+/// printed line, when NVRTC is missing, which fails instead when `CHEEMS_REQUIRE_NVRTC` or `CHEEMS_REQUIRE_GPU` is
+/// set.
+pub(crate) fn sm90_cubin(src: &crate::cuda::Source) -> Option<Vec<u8>> {
+    if let Err(e) = crate::cuda::probe_nvrtc() {
+        let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        assert!(!required, "NVRTC is required: {e}");
+        eprintln!("skipped: {e}");
+        return None;
+    }
+    let cubin = crate::cuda::compile_cubin(src, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+    assert!(cubin.starts_with(b"\x7fELF"), "{}: NVRTC did not return an ELF CUBIN", src.file);
+    Some(cubin)
+}
+
+/// Whether a compiled module holds the symbol `name`.
+pub(crate) fn has_symbol(cubin: &[u8], name: &str) -> bool {
+    cubin.windows(name.len()).any(|w| w == name.as_bytes())
+}

@@ -149,6 +149,30 @@ fn host_inputs(model: &Model, ids: &[Vec<i64>], past: usize) -> Result<BTreeMap<
     Ok(m)
 }
 
+/// The device inputs of one call over `ids` after `past` tokens: the host inputs uploaded and, after a prefill,
+/// the caches moved from the previous call's outputs `prev` (a prefill's zero states come from `host_inputs`).
+fn device_inputs(
+    model: &Model,
+    exec: &CudaExecutor,
+    ids: &[Vec<i64>],
+    past: usize,
+    prev: Option<&mut BTreeMap<String, DTensor>>,
+) -> Result<BTreeMap<String, DTensor>> {
+    let mut inputs = BTreeMap::new();
+    for (k, t) in host_inputs(model, ids, past)? {
+        let d = exec.upload_input(&k, &t)?;
+        inputs.insert(k, d);
+    }
+    if let Some(out) = prev {
+        for st in &model.states {
+            let t =
+                out.remove(&st.present).with_context(|| format!("no `{}` output", st.present))?;
+            inputs.insert(st.past.clone(), t);
+        }
+    }
+    Ok(inputs)
+}
+
 /// One prefill and `decode` steps with the caches kept on the device; returns (prefill s, decode s).
 fn cuda_pass(
     model: &Model,
@@ -157,25 +181,16 @@ fn cuda_pass(
     steps: usize,
     v: i64,
 ) -> Result<(f64, f64)> {
-    let upload = |m: BTreeMap<String, Tensor>| -> Result<BTreeMap<String, DTensor>> {
-        m.iter().map(|(k, t)| Ok((k.clone(), exec.upload_input(k, t)?))).collect()
-    };
     let t0 = Instant::now();
-    let mut out = exec.run_device(upload(host_inputs(model, ids, 0)?)?, &[], None)?;
+    let mut out = exec.run_device(device_inputs(model, exec, ids, 0, None)?, &[], None)?;
     exec.gpu().synchronize()?;
     let prefill = t0.elapsed().as_secs_f64();
     let prompt = ids[0].len();
     let t1 = Instant::now();
     for k in 0..steps {
-        let past = prompt + k;
         let step: Vec<Vec<i64>> =
             (0..ids.len()).map(|b| vec![(3 + 13 * k as i64 + b as i64) % v]).collect();
-        let mut inputs = upload(host_inputs(model, &step, past)?)?;
-        for st in &model.states {
-            let t =
-                out.remove(&st.present).with_context(|| format!("no `{}` output", st.present))?;
-            inputs.insert(st.past.clone(), t);
-        }
+        let inputs = device_inputs(model, exec, &step, prompt + k, Some(&mut out))?;
         out = exec.run_device(inputs, &[], None)?;
     }
     exec.gpu().synchronize()?;
@@ -204,23 +219,12 @@ fn run_cuda(a: &Args) -> Result<()> {
         }
     }
     let mut timings = Vec::new();
-    let upload = |m: BTreeMap<String, Tensor>| -> Result<BTreeMap<String, DTensor>> {
-        m.iter().map(|(k, t)| Ok((k.clone(), exec.upload_input(k, t)?))).collect()
-    };
     let mut out =
-        exec.run_device(upload(host_inputs(&model, &ids, 0)?)?, &[], Some(&mut timings))?;
+        exec.run_device(device_inputs(&model, &exec, &ids, 0, None)?, &[], Some(&mut timings))?;
     let per_op = by_op_kind(&model, &timings);
-    let step = |out: &mut BTreeMap<String, DTensor>,
-                past: usize|
-     -> Result<BTreeMap<String, DTensor>> {
-        let tokens: Vec<Vec<i64>> = (0..a.batch).map(|b| vec![(5 + b as i64) % v]).collect();
-        let mut inputs = upload(host_inputs(&model, &tokens, past)?)?;
-        for st in &model.states {
-            let t =
-                out.remove(&st.present).with_context(|| format!("no `{}` output", st.present))?;
-            inputs.insert(st.past.clone(), t);
-        }
-        Ok(inputs)
+    let tokens: Vec<Vec<i64>> = (0..a.batch).map(|b| vec![(5 + b as i64) % v]).collect();
+    let step = |out: &mut BTreeMap<String, DTensor>, past: usize| {
+        device_inputs(&model, &exec, &tokens, past, Some(out))
     };
     let inputs = step(&mut out, a.prompt)?;
     exec.gpu().synchronize()?;

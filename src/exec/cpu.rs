@@ -3,10 +3,10 @@
 
 use super::bind_inputs;
 use crate::ir::op::{Act, AttentionMask, ExpertAct, Rotary};
-use crate::ir::{Graph, NodeId, Op, Tensor, ValueId};
+use crate::ir::{Graph, NodeId, Op, Tensor};
 use anyhow::{bail, Context, Result};
 use cheems_ops as ops;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A verified graph with its execution order.
@@ -47,19 +47,10 @@ impl CpuExecutor {
     ) -> Result<BTreeMap<String, Tensor>> {
         let g = &self.graph;
         bind_inputs(g, &inputs)?;
-        let (wanted, mut remaining) = super::plan_reads(g, &self.order, taps)?;
-        let mut values: HashMap<ValueId, Arc<Tensor>> = HashMap::new();
+        let mut values = super::Values::new(g, &self.order, taps)?;
         for &id in &self.order {
             let node = g.node(id);
-            let mut args = Vec::new();
-            for v in g.inputs_of(id) {
-                let left = remaining.get_mut(&v).expect("counted above");
-                *left -= 1;
-                let t = if *left == 0 { values.remove(&v) } else { values.get(&v).cloned() };
-                args.push(
-                    t.with_context(|| format!("value {v:?} read by `{}` is missing", node.name))?,
-                );
-            }
+            let args = values.operands(g, id)?;
             let start = std::time::Instant::now();
             let outs: Vec<Arc<Tensor>> = match &node.op {
                 Op::Input(_) => {
@@ -78,21 +69,9 @@ impl CpuExecutor {
             if let Some(t) = timings.as_deref_mut() {
                 t.push((node.name.clone(), start.elapsed()));
             }
-            for (port, t) in outs.into_iter().enumerate() {
-                let v = ValueId { node: id, port: port as u16 };
-                if remaining.get(&v).copied().unwrap_or(0) > 0 {
-                    values.insert(v, t);
-                }
-            }
+            values.keep(id, outs);
         }
-        let mut out = BTreeMap::new();
-        for (i, (name, v)) in wanted.iter().enumerate() {
-            let again = wanted[i + 1..].iter().any(|(_, w)| w == v);
-            let t = if again { values.get(v).cloned() } else { values.remove(v) };
-            let t = t.with_context(|| format!("output `{name}` was not computed"))?;
-            out.insert(name.clone(), owned(t));
-        }
-        Ok(out)
+        values.finish(|t| Ok(owned(t)))
     }
 }
 

@@ -174,6 +174,24 @@ impl DTensor {
         self.dims.iter().product()
     }
 
+    /// Elements `offset..offset + len` of `t` as a tensor of `dims`, sharing `t`'s memory (no copy).
+    fn view(
+        gpu: &Gpu,
+        t: &Arc<DTensor>,
+        offset: usize,
+        len: usize,
+        dims: Vec<usize>,
+    ) -> Result<DTensor> {
+        let buf = match &t.buf {
+            Buf::F32(s) => Buf::F32(Dev::view(gpu, t, s, offset, len)?),
+            Buf::BF16(s) => Buf::BF16(Dev::view(gpu, t, s, offset, len)?),
+            Buf::I64(s) => Buf::I64(Dev::view(gpu, t, s, offset, len)?),
+            Buf::Empty => Buf::Empty,
+        };
+        let host_i64 = t.host_i64.as_ref().map(|h| h[offset..offset + len].to_vec());
+        Ok(DTensor { dims, buf, host_i64 })
+    }
+
     fn act<T: ActElem>(&self) -> Result<&CudaSlice<T>>
     where
         CudaBlas: Gemm<T>,
@@ -485,25 +503,16 @@ impl CudaExecutor {
         synchronise: bool,
     ) -> Result<BTreeMap<String, DTensor>> {
         let g = &self.graph;
-        let (wanted, mut remaining) = super::plan_reads(g, &self.order, taps)?;
-        let mut values: HashMap<ValueId, Arc<DTensor>> = HashMap::new();
+        let mut values = super::Values::<DTensor>::new(g, &self.order, taps)?;
         let mut pending: HashMap<NodeId, DTensor> = HashMap::new();
         for &id in &self.order {
             let node = g.node(id);
-            let mut args = Vec::new();
-            for v in g.inputs_of(id) {
-                let left = remaining.get_mut(&v).expect("counted above");
-                *left -= 1;
-                let t = if *left == 0 { values.remove(&v) } else { values.get(&v).cloned() };
-                args.push(
-                    t.with_context(|| format!("value {v:?} read by `{}` is missing", node.name))?,
-                );
-            }
+            let args = values.operands(g, id)?;
             let start = std::time::Instant::now();
             let mut early = None;
             if let (Op::Linear { bias }, Some(slices)) = (&node.op, self.split.get(&id)) {
                 let rows = args[0].len() / args[1].dims[1].max(1);
-                if rows > 1 && !wanted.iter().any(|(_, v)| v.node == id) {
+                if rows > 1 && !values.returns(id) {
                     for &sid in slices {
                         let Op::SliceLast { start, len } = g.node(sid).op else {
                             unreachable!("split linears feed slices only")
@@ -561,21 +570,9 @@ impl CudaExecutor {
                 }
                 t.push((node.name.clone(), start.elapsed()));
             }
-            for (port, t) in outs.into_iter().enumerate() {
-                let v = ValueId { node: id, port: port as u16 };
-                if remaining.get(&v).copied().unwrap_or(0) > 0 {
-                    values.insert(v, t);
-                }
-            }
+            values.keep(id, outs);
         }
-        let mut out = BTreeMap::new();
-        for (name, v) in wanted {
-            let t =
-                values.remove(&v).with_context(|| format!("output `{name}` was not computed"))?;
-            let t = Arc::try_unwrap(t).or_else(|shared| self.copy(&shared))?;
-            out.insert(name, t);
-        }
-        Ok(out)
+        values.finish(|t| self.owned(t))
     }
 
     fn copy(&self, t: &DTensor) -> Result<DTensor> {
@@ -595,14 +592,7 @@ impl CudaExecutor {
             Ok(t) => return Ok(DTensor { dims, ..t }),
             Err(shared) => shared,
         };
-        let n = t.len();
-        let buf = match &t.buf {
-            Buf::F32(s) => Buf::F32(Dev::view(&self.gpu, &t, s, 0, n)?),
-            Buf::BF16(s) => Buf::BF16(Dev::view(&self.gpu, &t, s, 0, n)?),
-            Buf::I64(s) => Buf::I64(Dev::view(&self.gpu, &t, s, 0, n)?),
-            Buf::Empty => Buf::Empty,
-        };
-        Ok(DTensor { dims, buf, host_i64: t.host_i64.clone() })
+        DTensor::view(&self.gpu, &t, 0, t.len(), dims)
     }
 
     /// The tensor itself when this was its last reader, else a copy.
@@ -653,14 +643,9 @@ impl CudaExecutor {
     {
         let inp = w.dims[1];
         let rows = x.len() / inp.max(1);
-        let view = |t: &Arc<DTensor>, per: usize| -> Result<DTensor> {
-            let buf = match &t.buf {
-                Buf::F32(s) => Buf::F32(Dev::view(&self.gpu, t, s, start * per, len * per)?),
-                Buf::BF16(s) => Buf::BF16(Dev::view(&self.gpu, t, s, start * per, len * per)?),
-                _ => bail!("expected a floating-point weight of {:?}", t.dims),
-            };
+        let view = |t: &Arc<DTensor>, per: usize| {
             let dims = if per == 1 { vec![len] } else { vec![len, per] };
-            Ok(DTensor { dims, buf, host_i64: None })
+            DTensor::view(&self.gpu, t, start * per, len * per, dims)
         };
         let wv = view(w, inp)?;
         let bv = match b {
@@ -806,14 +791,7 @@ impl CudaExecutor {
                 let mut dims = a[0].dims.clone();
                 *dims.last_mut().expect("ranked") = *len;
                 if rows == 1 && *len > 0 {
-                    let src = a.remove(0);
-                    let buf = match &src.buf {
-                        Buf::F32(x) => Buf::F32(Dev::view(gpu, &src, x, *start, *len)?),
-                        Buf::BF16(x) => Buf::BF16(Dev::view(gpu, &src, x, *start, *len)?),
-                        Buf::I64(x) => Buf::I64(Dev::view(gpu, &src, x, *start, *len)?),
-                        Buf::Empty => Buf::Empty,
-                    };
-                    return one(DTensor { dims, buf, host_i64: None });
+                    return one(DTensor::view(gpu, &a[0], *start, *len, dims)?);
                 }
                 let mut y = gpu.uninit::<T>(rows * len)?;
                 ops::elementwise::cuda::slice_cols(

@@ -86,8 +86,10 @@ impl Executor for cuda::CudaExecutor {
         cuda::CudaExecutor::run_step(self, inputs, states, carry, taps)
     }
 }
+use crate::ir::{NodeId, ValueId};
 use anyhow::{bail, Context, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Binds the graph's symbols from the concrete shapes of its inputs and checks every input against its fact.
 pub fn bind_inputs(g: &Graph, inputs: &BTreeMap<String, Tensor>) -> Result<Bindings> {
@@ -154,30 +156,77 @@ pub fn bind_inputs_with_shapes(
     Ok(b)
 }
 
-/// Returned values by name, and the number of reads of every value.
-pub(crate) type ReadPlan =
-    (Vec<(String, crate::ir::ValueId)>, std::collections::HashMap<crate::ir::ValueId, usize>);
+/// The values of one run of a graph, each kept until its last read: by the nodes that take it as an operand, and
+/// as a returned value (graph outputs, then the output 0 of each tapped node). Both executors run through it.
+pub(crate) struct Values<V> {
+    wanted: Vec<(String, ValueId)>,
+    remaining: HashMap<ValueId, usize>,
+    live: HashMap<ValueId, Arc<V>>,
+}
 
-/// The values a run returns (graph outputs, then the output 0 of each tapped node) and, for every value, how many
-/// times it is read (by nodes and as a returned value): the executors free a value when its count reaches zero.
-pub(crate) fn plan_reads(
-    g: &Graph,
-    order: &[crate::ir::NodeId],
-    taps: &[&str],
-) -> Result<ReadPlan> {
-    let mut wanted: Vec<(String, crate::ir::ValueId)> = g.outputs().to_vec();
-    for t in taps {
-        let Some(id) = g.find(t) else { bail!("no node named `{t}` to tap") };
-        wanted.push((t.to_string(), id.into()));
+impl<V> Values<V> {
+    /// Counts the reads of every value of `g` over `order`, with the outputs of the nodes named in `taps`.
+    pub(crate) fn new(g: &Graph, order: &[NodeId], taps: &[&str]) -> Result<Values<V>> {
+        let mut wanted: Vec<(String, ValueId)> = g.outputs().to_vec();
+        for t in taps {
+            let Some(id) = g.find(t) else { bail!("no node named `{t}` to tap") };
+            wanted.push((t.to_string(), id.into()));
+        }
+        let mut remaining = HashMap::new();
+        for &id in order {
+            for v in g.inputs_of(id) {
+                *remaining.entry(v).or_insert(0) += 1;
+            }
+        }
+        for (_, v) in &wanted {
+            *remaining.entry(*v).or_insert(0) += 1;
+        }
+        Ok(Values { wanted, remaining, live: HashMap::new() })
     }
-    let mut reads = std::collections::HashMap::new();
-    for &id in order {
+
+    /// Whether a value of node `id` is returned by the run.
+    pub(crate) fn returns(&self, id: NodeId) -> bool {
+        self.wanted.iter().any(|(_, v)| v.node == id)
+    }
+
+    /// The operands of node `id`; a value is released here by its last reader, so that a kernel may take it.
+    pub(crate) fn operands(&mut self, g: &Graph, id: NodeId) -> Result<Vec<Arc<V>>> {
+        let mut args = Vec::new();
         for v in g.inputs_of(id) {
-            *reads.entry(v).or_insert(0) += 1;
+            let left = self.remaining.get_mut(&v).expect("every operand is counted");
+            *left -= 1;
+            let t = if *left == 0 { self.live.remove(&v) } else { self.live.get(&v).cloned() };
+            args.push(t.with_context(|| {
+                format!("value {v:?} read by `{}` is missing", g.node(id).name)
+            })?);
+        }
+        Ok(args)
+    }
+
+    /// Keeps the outputs of node `id` that are read later.
+    pub(crate) fn keep(&mut self, id: NodeId, outs: Vec<Arc<V>>) {
+        for (port, t) in outs.into_iter().enumerate() {
+            let v = ValueId { node: id, port: port as u16 };
+            if self.remaining.get(&v).copied().unwrap_or(0) > 0 {
+                self.live.insert(v, t);
+            }
         }
     }
-    for (_, v) in &wanted {
-        *reads.entry(*v).or_insert(0) += 1;
+
+    /// The returned values by name; `own` turns a value into an owned one (it is still shared when returned under
+    /// another name too).
+    pub(crate) fn finish(
+        mut self,
+        mut own: impl FnMut(Arc<V>) -> Result<V>,
+    ) -> Result<BTreeMap<String, V>> {
+        let mut out = BTreeMap::new();
+        let wanted = std::mem::take(&mut self.wanted);
+        for (i, (name, v)) in wanted.iter().enumerate() {
+            let again = wanted[i + 1..].iter().any(|(_, w)| w == v);
+            let t = if again { self.live.get(v).cloned() } else { self.live.remove(v) };
+            let t = t.with_context(|| format!("output `{name}` was not computed"))?;
+            out.insert(name.clone(), own(t)?);
+        }
+        Ok(out)
     }
-    Ok((wanted, reads))
 }

@@ -5,6 +5,13 @@ use cheems::ir::Tensor;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// The cheems binary: `$CHEEMS_BIN` (the GPU machine has no build tree), else the one cargo built.
+pub fn cheems_bin() -> PathBuf {
+    std::env::var_os("CHEEMS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cheems")))
+}
+
 /// The golden fixtures: `$CHEEMS_FIXTURES`, else `../shared/fixtures` relative to the working directory.
 pub fn fixtures_dir() -> PathBuf {
     std::env::var_os("CHEEMS_FIXTURES")

@@ -762,6 +762,34 @@ mod gpu {
         assert!(matches!(r, Err(KernelError::BadParams(_))), "short out");
     }
 
+    /// A mask mode (keep windows below `max_window`), mask heads per query or per KV head, and padding or not,
+    /// for B sequences, G KV heads with `ratio` query heads each, T keys and min(S, T) queries of head dim `dh`.
+    #[allow(clippy::too_many_arguments)]
+    fn arb_modes(
+        b: usize,
+        g: usize,
+        ratio: usize,
+        t: usize,
+        s: usize,
+        dh: usize,
+        seed: u64,
+        max_window: usize,
+    ) -> impl Strategy<Value = (AttentionParams, MaskMode, bool, u64)> {
+        let s = s.min(t);
+        let mode = prop_oneof![
+            Just(MaskMode::Causal),
+            Just(MaskMode::Boolean),
+            Just(MaskMode::Learned),
+            (0.0f32..0.9, proptest::option::of(0usize..max_window))
+                .prop_map(|(ratio, keep_window)| MaskMode::Additive { ratio, keep_window }),
+        ];
+        (mode, any::<bool>(), any::<bool>()).prop_map(move |(mode, per_kv, padding)| {
+            let mut p = params(b, s, t, g * ratio, g, dh);
+            p.mask_heads = if per_kv { g } else { g * ratio };
+            (p, mode, padding, seed)
+        })
+    }
+
     fn arb_gpu_case() -> impl Strategy<Value = (AttentionParams, MaskMode, bool, u64)> {
         (
             1usize..3,
@@ -773,19 +801,7 @@ mod gpu {
             any::<u64>(),
         )
             .prop_flat_map(|(b, g, ratio, t, s, dh, seed)| {
-                let s = s.min(t);
-                let mode = prop_oneof![
-                    Just(MaskMode::Causal),
-                    Just(MaskMode::Boolean),
-                    Just(MaskMode::Learned),
-                    (0.0f32..0.9, proptest::option::of(0usize..300))
-                        .prop_map(|(ratio, keep_window)| MaskMode::Additive { ratio, keep_window }),
-                ];
-                (mode, any::<bool>(), any::<bool>()).prop_map(move |(mode, per_kv, padding)| {
-                    let mut p = params(b, s, t, g * ratio, g, dh);
-                    p.mask_heads = if per_kv { g } else { g * ratio };
-                    (p, mode, padding, seed)
-                })
+                arb_modes(b, g, ratio, t, s, dh, seed, 300)
             })
     }
 
@@ -827,27 +843,16 @@ mod gpu {
     /// The tensor-core kernels the launcher names are in the compiled module (no GPU needed).
     #[test]
     fn tensor_core_kernels_compile_for_sm_90() {
-        if let Err(e) = crate::cuda::probe_nvrtc() {
-            let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
-                .iter()
-                .any(|v| std::env::var_os(v).is_some());
-            assert!(!required, "NVRTC is required: {e}");
-            eprintln!("skipped: {e}");
-            return;
-        }
-        let cubin = crate::cuda::compile_cubin(&cuda::SOURCE, "sm_90").unwrap();
+        let Some(cubin) = crate::testutil::sm90_cubin(&cuda::SOURCE) else { return };
         for dh in [64, 128] {
             for heads in [1, 2] {
                 let name = format!("masked_attention_bf16_prefill_mma_d{dh}_r{heads}");
-                assert!(cubin.windows(name.len()).any(|w| w == name.as_bytes()), "{name} missing");
+                assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
             for elem in ["f32", "bf16"] {
                 for nq in [1, 2, 4, 8] {
                     let name = format!("masked_attention_{elem}_decode_gqa_d{dh}_q{nq}");
-                    assert!(
-                        cubin.windows(name.len()).any(|w| w == name.as_bytes()),
-                        "{name} missing"
-                    );
+                    assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
                 }
             }
         }
@@ -1129,19 +1134,7 @@ mod gpu {
             any::<u64>(),
         )
             .prop_flat_map(|(b, g, ratio, t, s, dh, seed)| {
-                let s = s.min(t);
-                let mode = prop_oneof![
-                    Just(MaskMode::Causal),
-                    Just(MaskMode::Boolean),
-                    Just(MaskMode::Learned),
-                    (0.0f32..0.9, proptest::option::of(0usize..400))
-                        .prop_map(|(ratio, keep_window)| MaskMode::Additive { ratio, keep_window }),
-                ];
-                (mode, any::<bool>(), any::<bool>()).prop_map(move |(mode, per_kv, padding)| {
-                    let mut p = params(b, s, t, g * ratio, g, dh);
-                    p.mask_heads = if per_kv { g } else { g * ratio };
-                    (p, mode, padding, seed)
-                })
+                arb_modes(b, g, ratio, t, s, dh, seed, 400)
             })
     }
 

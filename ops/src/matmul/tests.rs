@@ -188,18 +188,10 @@ mod gpu {
 /// The matrix-vector kernels the launcher names for few-row linears are in the compiled module (no GPU needed).
 #[test]
 fn gemv_kernels_compile_for_sm_90() {
-    if let Err(e) = crate::cuda::probe_nvrtc() {
-        let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some());
-        assert!(!required, "NVRTC is required: {e}");
-        eprintln!("skipped: {e}");
-        return;
-    }
-    let cubin = crate::cuda::compile_cubin(&cuda::SOURCE, "sm_90").unwrap();
+    let Some(cubin) = crate::testutil::sm90_cubin(&cuda::SOURCE) else { return };
     for rows in 1..=cuda::GEMV_MAX_ROWS {
         for name in [cuda::gemv_kernel::<f32>(rows), cuda::gemv_kernel::<half::bf16>(rows)] {
-            assert!(cubin.windows(name.len()).any(|w| w == name.as_bytes()), "{name} missing");
+            assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
         }
     }
 }

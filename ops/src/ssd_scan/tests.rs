@@ -684,15 +684,7 @@ fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
 /// the compiled module (no GPU needed).
 #[test]
 fn step_kernels_compile_for_sm_90() {
-    if let Err(e) = crate::cuda::probe_nvrtc() {
-        let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some());
-        assert!(!required, "NVRTC is required: {e}");
-        eprintln!("skipped: {e}");
-        return;
-    }
-    let cubin = crate::cuda::compile_cubin(&cuda::STEP_SOURCE, "sm_90").unwrap();
+    let Some(cubin) = crate::testutil::sm90_cubin(&cuda::STEP_SOURCE) else { return };
     let mut named = std::collections::BTreeSet::new();
     for (b, h, hp, n) in
         [(1, 16, 64, 64), (256, 16, 64, 64), (1, 1, 256, 256), (256, 4, 64, 256), (2, 4, 16, 33)]
@@ -702,7 +694,7 @@ fn step_kernels_compile_for_sm_90() {
             let layout = cuda::step_layout(&p, aligned);
             for dtype in ["f32", "bf16"] {
                 let name = cuda::step_kernel(dtype, &p, layout);
-                assert!(cubin.windows(name.len()).any(|w| w == name.as_bytes()), "{name} missing");
+                assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
                 named.insert(name);
             }
         }
