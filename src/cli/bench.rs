@@ -2,7 +2,9 @@
 //! (device-resident caches, per-op time of one profiled prefill).
 
 use crate::exec::cuda::{ActDType, CudaExecutor, DTensor};
+use crate::exec::cuda_graph::DecodeGraph;
 use crate::exec::session::Session;
+use crate::exec::Held;
 use crate::ir::{Bindings, Sym, Tensor};
 use crate::model::build::{Model, StateKind};
 use crate::runner::{load, Device};
@@ -78,7 +80,7 @@ pub fn run(a: &Args) -> Result<()> {
         let p = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         for k in 0..a.decode {
-            let step: Vec<i64> = (0..a.batch).map(|b| (3 + 13 * k as i64 + b as i64) % v).collect();
+            let step: Vec<i64> = (0..a.batch).map(|b| decode_token(k, b, v)).collect();
             s.decode(&step, &[])?;
         }
         let d = t1.elapsed().as_secs_f64();
@@ -188,13 +190,58 @@ fn cuda_pass(
     let prompt = ids[0].len();
     let t1 = Instant::now();
     for k in 0..steps {
-        let step: Vec<Vec<i64>> =
-            (0..ids.len()).map(|b| vec![(3 + 13 * k as i64 + b as i64) % v]).collect();
+        let step: Vec<Vec<i64>> = (0..ids.len()).map(|b| vec![decode_token(k, b, v)]).collect();
         let inputs = device_inputs(model, exec, &step, prompt + k, Some(&mut out))?;
         out = exec.run_device(inputs, &[], None)?;
     }
     exec.gpu().synchronize()?;
     Ok((prefill, t1.elapsed().as_secs_f64()))
+}
+
+/// The token fed to sequence `b` at decode step `k`.
+fn decode_token(k: usize, b: usize, v: i64) -> i64 {
+    (3 + 13 * k as i64 + b as i64) % v
+}
+
+/// Timings of decoding from a recorded step, in seconds.
+struct Replayed {
+    /// The first step: run eagerly, then recorded.
+    record: f64,
+    /// The other steps, replayed (launched back to back, one wait at the end).
+    replay: f64,
+    pool_bytes: usize,
+}
+
+/// One prefill, then `steps` decode steps through a [`DecodeGraph`] with room for them all.
+fn graph_pass(
+    model: &Model,
+    exec: &CudaExecutor,
+    ids: &[Vec<i64>],
+    steps: usize,
+    v: i64,
+) -> Result<Replayed> {
+    let mut out = exec.run_device(device_inputs(model, exec, ids, 0, None)?, &[], None)?;
+    let mut states = BTreeMap::new();
+    for st in &model.states {
+        let t = out.remove(&st.present).with_context(|| format!("no `{}` output", st.present))?;
+        states.insert(st.past.clone(), Held::Device(t));
+    }
+    let (b, prompt) = (ids.len(), ids[0].len());
+    let mask = vec![vec![1; prompt]; b];
+    let mut g = DecodeGraph::new(exec, model, &states, &mask, prompt, prompt + steps)?;
+    drop(states);
+    exec.gpu().synchronize()?;
+    let t0 = Instant::now();
+    let step = |k: usize| -> Vec<i64> { (0..b).map(|i| decode_token(k, i, v)).collect() };
+    g.step(&step(0))?;
+    g.logits()?;
+    let record = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for k in 1..steps {
+        g.step(&step(k))?;
+    }
+    exec.gpu().synchronize()?;
+    Ok(Replayed { record, replay: t1.elapsed().as_secs_f64(), pool_bytes: g.pool_bytes() })
 }
 
 fn run_cuda(a: &Args) -> Result<()> {
@@ -210,12 +257,18 @@ fn run_cuda(a: &Args) -> Result<()> {
     let ids: Vec<Vec<i64>> = (0..a.batch)
         .map(|b| (0..a.prompt).map(|t| (7 + 31 * t as i64 + 17 * b as i64) % v).collect())
         .collect();
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    let (mut prefill, mut decode, mut replayed) = (Vec::new(), Vec::new(), Vec::new());
+    let recording = crate::exec::cuda_graph::unsupported(&exec);
     for run in 0..=a.runs {
         let (p, d) = cuda_pass(&model, &exec, &ids, a.decode, v)?;
+        let r = match (&recording, a.decode) {
+            (None, 2..) => Some(graph_pass(&model, &exec, &ids, a.decode, v)?),
+            _ => None,
+        };
         if run > 0 {
             prefill.push(p);
             decode.push(d);
+            replayed.extend(r);
         }
     }
     let mut timings = Vec::new();
@@ -245,13 +298,33 @@ fn run_cuda(a: &Args) -> Result<()> {
     let decode_per_op = by_op_kind(&model, &step_timings);
     let (p, d) = (median(prefill), median(decode));
     let prefill_tps = (a.batch * a.prompt) as f64 / p;
-    let decode_tps = if a.decode > 0 { (a.batch * a.decode) as f64 / d } else { 0.0 };
+    let eager_tps = if a.decode > 0 { (a.batch * a.decode) as f64 / d } else { 0.0 };
+    let graph = (!replayed.is_empty()).then(|| {
+        let replay = median(replayed.iter().map(|r| r.replay).collect());
+        let record = median(replayed.iter().map(|r| r.record).collect());
+        (replay, record, replayed[0].pool_bytes)
+    });
+    let steps = a.decode.saturating_sub(1) as f64;
+    let decode_tps = match graph {
+        Some((replay, ..)) => a.batch as f64 * steps / replay,
+        None => eager_tps,
+    };
     let params = num_params;
     // Prefill: 2·parameters FLOPs per token (attention's quadratic term left out, so a lower bound); decode: every
     // weight read once per step in the activation dtype (caches left out, so a lower bound on the bytes).
     let weight_bytes = params as f64 * if exec.dtype() == ActDType::BF16 { 2.0 } else { 4.0 };
     let prefill_tflops = 2.0 * params as f64 * (a.batch * a.prompt) as f64 / p / 1e12;
-    let decode_gbps = if a.decode > 0 { weight_bytes * a.decode as f64 / d / 1e9 } else { 0.0 };
+    let decode_gbps =
+        if a.decode > 0 { weight_bytes * decode_tps / a.batch as f64 / 1e9 } else { 0.0 };
+    let graph_json = match (graph, &recording) {
+        (Some((replay, record, pool)), _) => serde_json::json!({
+            "replay_seconds_median": replay, "replayed_steps": steps as usize,
+            "first_step_seconds_median": record, "pool_bytes": pool,
+            "capacity": a.prompt + a.decode,
+        }),
+        (None, Some(why)) => serde_json::json!({ "unsupported": why }),
+        (None, None) => serde_json::json!({ "unsupported": "fewer than 2 decode steps" }),
+    };
     let out = serde_json::json!({
         "checkpoint": a.ckpt.display().to_string(),
         "variant": model.config.variant.name(),
@@ -259,8 +332,10 @@ fn run_cuda(a: &Args) -> Result<()> {
         "target": "cuda", "device_arch": gpu.arch(), "dtype": exec.dtype().name(),
         "rewrites": rewrites,
         "batch": a.batch, "prompt": a.prompt, "decode": a.decode, "runs": a.runs,
-        "prefill_seconds_median": p, "decode_seconds_median": d,
+        "prefill_seconds_median": p, "decode_eager_seconds_median": d,
         "prefill_tokens_per_second": prefill_tps, "decode_tokens_per_second": decode_tps,
+        "decode_eager_tokens_per_second": eager_tps,
+        "decode_graph": graph_json,
         "prefill_tflops": prefill_tflops,
         "prefill_roofline_fraction": prefill_tflops / a.peak_tflops,
         "decode_weight_gbps": decode_gbps,

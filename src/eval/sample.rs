@@ -126,6 +126,7 @@ pub fn generate(
     ensure!(!prompt.is_empty(), "the prompt has no tokens");
     let v = loaded.model.config.vocab_size;
     let mut session = Session::new(&loaded.model, &loaded.exec);
+    session.reserve(prompt.len() + max_tokens);
     let t0 = Instant::now();
     let step = session.prefill(&vec![prompt.to_vec()], None, &[])?;
     let prefill_seconds = t0.elapsed().as_secs_f64();

@@ -40,9 +40,10 @@ pub enum Buf {
     Empty,
 }
 
-/// A device buffer that a tensor owns, or a view of a contiguous range of another tensor's buffer (no copy);
-/// a view keeps that tensor alive and never frees the memory it points into. Both dereference to the
-/// `CudaSlice` the kernels take.
+/// A device buffer that a tensor owns, a view of a contiguous range of another tensor's buffer (no copy), or a
+/// fixed buffer: memory that outlives every run (a recorded decode step's state and inputs), which a kernel may
+/// update in place. A view keeps its owner tensor alive; views and fixed buffers never free the memory they point
+/// into. All three dereference to the `CudaSlice` the kernels take.
 ///
 /// An owned buffer made by the executor goes back to its device's spare buffers when dropped
 /// ([`Gpu::recycle`]), so that the outputs of the next call reuse it without a driver allocation.
@@ -50,18 +51,24 @@ pub struct Dev<T> {
     slice: std::mem::ManuallyDrop<CudaSlice<T>>,
     owner: Option<Arc<DTensor>>,
     home: Option<Arc<Gpu>>,
+    fixed: bool,
 }
 
 impl<T> From<CudaSlice<T>> for Dev<T> {
     fn from(s: CudaSlice<T>) -> Dev<T> {
-        Dev { slice: std::mem::ManuallyDrop::new(s), owner: None, home: None }
+        Dev { slice: std::mem::ManuallyDrop::new(s), owner: None, home: None, fixed: false }
     }
 }
 
 impl<T> Dev<T> {
     /// An owned buffer that returns to `gpu`'s spare buffers when dropped.
     fn recycled_by(s: CudaSlice<T>, gpu: &Arc<Gpu>) -> Dev<T> {
-        Dev { slice: std::mem::ManuallyDrop::new(s), owner: None, home: Some(gpu.clone()) }
+        Dev {
+            slice: std::mem::ManuallyDrop::new(s),
+            owner: None,
+            home: Some(gpu.clone()),
+            fixed: false,
+        }
     }
 }
 
@@ -72,12 +79,19 @@ impl<T> std::ops::Deref for Dev<T> {
     }
 }
 
+impl<T> std::ops::DerefMut for Dev<T> {
+    fn deref_mut(&mut self) -> &mut CudaSlice<T> {
+        &mut self.slice
+    }
+}
+
 impl<T> Drop for Dev<T> {
     fn drop(&mut self) {
         // SAFETY: `slice` is taken exactly once, here.
         let s = unsafe { std::mem::ManuallyDrop::take(&mut self.slice) };
-        if self.owner.is_some() {
-            // A view: the memory belongs to `owner`, which frees it (stream-ordered) after this view's readers.
+        if self.owner.is_some() || self.fixed {
+            // The memory belongs to `owner` (freed stream-ordered after this view's readers) or to whoever made
+            // the fixed buffer.
             s.leak();
         } else if let Some(gpu) = &self.home {
             gpu.recycle(s);
@@ -96,14 +110,26 @@ impl<T: cheems_ops::cudarc::driver::DeviceRepr> Dev<T> {
         offset: usize,
         len: usize,
     ) -> Result<Dev<T>> {
-        use cheems_ops::cudarc::driver::DevicePtr;
         ensure!(offset + len <= of.len(), "view {offset}+{len} outside a buffer of {}", of.len());
-        let (base, _record) = of.device_ptr(gpu.stream());
-        let ptr = base + (offset * std::mem::size_of::<T>()) as u64;
-        // SAFETY: `ptr .. ptr + len·size_of::<T>()` lies inside `of`'s live allocation, which `owner` keeps
-        // alive for as long as the view exists; the view leaks instead of freeing on drop.
-        let s = unsafe { gpu.stream().upgrade_device_ptr::<T>(ptr, len) };
-        Ok(Dev { slice: std::mem::ManuallyDrop::new(s), owner: Some(owner.clone()), home: None })
+        // SAFETY: the range lies inside `of`'s live allocation, which `owner` keeps alive for as long as the view
+        // exists; the view leaks instead of freeing on drop.
+        let s = unsafe { alias(gpu, of, offset, len) };
+        Ok(Dev {
+            slice: std::mem::ManuallyDrop::new(s),
+            owner: Some(owner.clone()),
+            home: None,
+            fixed: false,
+        })
+    }
+
+    /// A fixed buffer over all of `of`, which the caller keeps alive (and does not otherwise use) for as long as
+    /// the returned handle and every run that reads or writes it.
+    ///
+    /// # Safety
+    /// `of` must outlive the handle and the work issued through it.
+    pub(crate) unsafe fn fixed(gpu: &Gpu, of: &CudaSlice<T>) -> Dev<T> {
+        let s = alias(gpu, of, 0, of.len());
+        Dev { slice: std::mem::ManuallyDrop::new(s), owner: None, home: None, fixed: true }
     }
 
     /// Whether this buffer is a view of another tensor's memory.
@@ -111,16 +137,34 @@ impl<T: cheems_ops::cudarc::driver::DeviceRepr> Dev<T> {
         self.owner.is_some()
     }
 
-    /// The owned buffer; a view is copied.
-    fn into_owned(mut self, gpu: &Gpu) -> Result<CudaSlice<T>> {
-        if self.is_view() {
-            return gpu.stream().clone_dtod(&*self.slice).context("copying a view");
+    /// This buffer when it may be written in place (owned or fixed); a view is copied into a new buffer first.
+    fn writable(self, gpu: &Arc<Gpu>) -> Result<Dev<T>>
+    where
+        T: cheems_ops::cudarc::driver::ValidAsZeroBits,
+    {
+        if !self.is_view() {
+            return Ok(self);
         }
-        // SAFETY: `slice` is taken once and `self` is forgotten, so `Drop` does not take it again.
-        let s = unsafe { std::mem::ManuallyDrop::take(&mut self.slice) };
-        std::mem::forget(self);
-        Ok(s)
+        let mut s = gpu.uninit::<T>(self.len())?;
+        gpu.stream().memcpy_dtod(&*self.slice, &mut s).context("copying a view")?;
+        Ok(Dev::recycled_by(s, gpu))
     }
+}
+
+/// A second `CudaSlice` handle on elements `offset..offset + len` of `of`; it must be leaked, not dropped.
+///
+/// # Safety
+/// The range must lie inside `of`'s allocation, which must stay alive while the handle is used.
+unsafe fn alias<T: cheems_ops::cudarc::driver::DeviceRepr>(
+    gpu: &Gpu,
+    of: &CudaSlice<T>,
+    offset: usize,
+    len: usize,
+) -> CudaSlice<T> {
+    use cheems_ops::cudarc::driver::DevicePtr;
+    let (base, _record) = of.device_ptr(gpu.stream());
+    let ptr = base + (offset * std::mem::size_of::<T>()) as u64;
+    gpu.stream().upgrade_device_ptr::<T>(ptr, len)
 }
 
 /// A device tensor; small i64 tensors (ids, masks, positions) keep a host copy for host-side glue.
@@ -137,9 +181,6 @@ where
 {
     const DTYPE: ActDType;
     fn get(b: &Buf) -> Option<&CudaSlice<Self>>;
-    fn wrap(s: CudaSlice<Self>) -> Buf {
-        Self::wrap_dev(s.into())
-    }
     fn wrap_dev(d: Dev<Self>) -> Buf;
 }
 
@@ -425,6 +466,22 @@ impl CudaExecutor {
         upload_f32(&self.gpu, t, self.storage[&ValueId { node: id, port: 0 }], self.dtype)
     }
 
+    /// A zero tensor of `dims` for input `name`, in the storage its readers expect.
+    pub(crate) fn zeros_for_input(&self, name: &str, dims: Vec<usize>) -> Result<DTensor> {
+        let id = self
+            .graph
+            .find(name)
+            .with_context(|| format!("`{name}` is not an input of the graph"))?;
+        let n = dims.iter().product();
+        let gpu = &self.gpu;
+        let buf = match (self.storage[&ValueId { node: id, port: 0 }], self.dtype) {
+            (Store::I64, _) => Buf::I64(gpu.zeros::<i64>(n)?.into()),
+            (Store::F32, _) | (Store::Act, ActDType::F32) => Buf::F32(gpu.zeros::<f32>(n)?.into()),
+            (Store::Act, ActDType::BF16) => Buf::BF16(gpu.zeros::<bf16>(n)?.into()),
+        };
+        Ok(DTensor { dims, buf, host_i64: None })
+    }
+
     /// Runs with host tensors in and out (graph outputs plus the output 0 of each tapped node).
     pub fn run(
         &self,
@@ -497,7 +554,23 @@ impl CudaExecutor {
     /// launches, allocations and host-side work) while the device runs behind.
     pub fn run_device_profiled(
         &self,
+        inputs: BTreeMap<String, DTensor>,
+        taps: &[&str],
+        timings: Option<&mut super::cpu::Timings>,
+        synchronise: bool,
+    ) -> Result<BTreeMap<String, DTensor>> {
+        self.run_nodes(inputs, HashMap::new(), None, taps, timings, synchronise)
+    }
+
+    /// [`Self::run_device_profiled`] with the outputs of the `preset` nodes given instead of computed, and, with
+    /// `appends` = (nodes, pos), each of those nodes (a `Concat` along axis 2 of a cache with room for more rows,
+    /// and the step's rows) writing its rows into the cache in place at the row `pos` holds on the device: the
+    /// cache itself is the output.
+    pub(crate) fn run_nodes(
+        &self,
         mut inputs: BTreeMap<String, DTensor>,
+        mut preset: HashMap<NodeId, Vec<DTensor>>,
+        appends: Option<(&std::collections::HashSet<NodeId>, &CudaSlice<i64>)>,
         taps: &[&str],
         mut timings: Option<&mut super::cpu::Timings>,
         synchronise: bool,
@@ -507,7 +580,7 @@ impl CudaExecutor {
         let mut pending: HashMap<NodeId, DTensor> = HashMap::new();
         for &id in &self.order {
             let node = g.node(id);
-            let args = values.operands(g, id)?;
+            let mut args = values.operands(g, id)?;
             let start = std::time::Instant::now();
             let mut early = None;
             if let (Op::Linear { bias }, Some(slices)) = (&node.op, self.split.get(&id)) {
@@ -537,6 +610,15 @@ impl CudaExecutor {
                 }
             }
             if let Some(t) = pending.remove(&id) {
+                early = Some(vec![Arc::new(t)]);
+            }
+            if let Some(outs) = preset.remove(&id) {
+                early = Some(outs.into_iter().map(Arc::new).collect());
+            }
+            if let Some((_, pos)) = appends.filter(|(set, _)| set.contains(&id)) {
+                let t = self
+                    .append(&node.op, std::mem::take(&mut args), pos)
+                    .with_context(|| format!("appending to the cache at node `{}`", node.name))?;
                 early = Some(vec![Arc::new(t)]);
             }
             let outs: Vec<Arc<DTensor>> = if let Some(o) = early {
@@ -576,13 +658,50 @@ impl CudaExecutor {
     }
 
     fn copy(&self, t: &DTensor) -> Result<DTensor> {
+        fn dup<
+            T: cheems_ops::cudarc::driver::DeviceRepr + cheems_ops::cudarc::driver::ValidAsZeroBits,
+        >(
+            gpu: &Arc<Gpu>,
+            s: &CudaSlice<T>,
+        ) -> Result<Dev<T>> {
+            let mut d = gpu.uninit::<T>(s.len())?;
+            gpu.stream().memcpy_dtod(s, &mut d).context("copy")?;
+            Ok(Dev::recycled_by(d, gpu))
+        }
         let buf = match &t.buf {
-            Buf::F32(s) => Buf::F32(self.gpu.stream().clone_dtod(&**s).context("copy")?.into()),
-            Buf::BF16(s) => Buf::BF16(self.gpu.stream().clone_dtod(&**s).context("copy")?.into()),
-            Buf::I64(s) => Buf::I64(self.gpu.stream().clone_dtod(&**s).context("copy")?.into()),
+            Buf::F32(s) => Buf::F32(dup(&self.gpu, s)?),
+            Buf::BF16(s) => Buf::BF16(dup(&self.gpu, s)?),
+            Buf::I64(s) => Buf::I64(dup(&self.gpu, s)?),
             Buf::Empty => Buf::Empty,
         };
         Ok(DTensor { dims: t.dims.clone(), buf, host_i64: t.host_i64.clone() })
+    }
+
+    /// The cache `a[0]` (`[B, X, capacity, …]`, this node its only reader) with the rows of `a[1]` written at
+    /// row `pos[0]` of axis 2.
+    fn append(&self, op: &Op, mut a: Vec<Arc<DTensor>>, pos: &CudaSlice<i64>) -> Result<DTensor> {
+        ensure!(matches!(op, Op::Concat { axis: 2 }), "a cache append is a Concat along axis 2");
+        let new = a.pop().context("two operands")?;
+        let mut cache = Arc::try_unwrap(a.pop().context("two operands")?)
+            .map_err(|_| anyhow::anyhow!("the cache is read by another node too"))?;
+        let (c, n) = (&cache.dims, &new.dims);
+        ensure!(
+            c.len() == n.len() && c.len() >= 3 && c[..2] == n[..2] && c[3..] == n[3..],
+            "rows of {n:?} do not fit a cache of {c:?}"
+        );
+        let (outer, inner) = (c[0] * c[1], c[3..].iter().product::<usize>());
+        let (rows, cap) = (n[2], c[2]);
+        let gpu = &*self.gpu;
+        match (&mut cache.buf, &new.buf) {
+            (Buf::F32(d), Buf::F32(x)) => {
+                ops::elementwise::cuda::place_rows(gpu, x, outer, rows, inner, cap, pos, d)?
+            }
+            (Buf::BF16(d), Buf::BF16(x)) => {
+                ops::elementwise::cuda::place_rows(gpu, x, outer, rows, inner, cap, pos, d)?
+            }
+            _ => bail!("the cache and the rows appended to it differ in dtype"),
+        }
+        Ok(cache)
     }
 
     /// `t` with new dims over the same elements in the same order: the tensor itself when this was its last
@@ -655,7 +774,7 @@ impl CudaExecutor {
         let y = self.linear::<T>(x.act::<T>()?, rows, &wv, bv.as_ref())?;
         let mut dims = x.dims.clone();
         *dims.last_mut().expect("ranked") = len;
-        Ok(DTensor { dims, buf: T::wrap(y), host_i64: None })
+        Ok(DTensor { dims, buf: T::wrap_dev(Dev::recycled_by(y, &self.gpu)), host_i64: None })
     }
 
     fn eval<T: ActElem>(&self, op: &Op, mut a: Vec<Arc<DTensor>>) -> Result<Vec<DTensor>>
@@ -754,9 +873,9 @@ impl CudaExecutor {
                 let inp = a[1].dims[1];
                 let rows = a[0].len() / inp.max(1);
                 let b = |i: usize| bias.then(|| &*a[4 + i]);
-                let gate = self.linear::<T>(x, rows, &a[1], b(0))?;
-                let up = self.linear::<T>(x, rows, &a[2], b(1))?;
-                let mut h = gpu.uninit::<T>(gate.len())?;
+                let gate = Dev::recycled_by(self.linear::<T>(x, rows, &a[1], b(0))?, home);
+                let up = Dev::recycled_by(self.linear::<T>(x, rows, &a[2], b(1))?, home);
+                let mut h = Dev::recycled_by(gpu.uninit::<T>(gate.len())?, home);
                 ops::act::cuda::act_mul(gpu, ops_act(*act), &gate, &up, &mut h)?;
                 drop((gate, up));
                 one(wrap(a[0].dims.clone(), self.linear::<T>(&h, rows, &a[3], b(2))?))
@@ -766,9 +885,10 @@ impl CudaExecutor {
                 let inp = a[1].dims[1];
                 let rows = a[0].len() / inp.max(1);
                 let b = |i: usize| bias.then(|| &*a[3 + i]);
-                let up = self.linear::<T>(x, rows, &a[1], b(0))?;
-                let ones = gpu.upload(&vec![T::from_f32(1.0); up.len()])?;
-                let mut h = gpu.uninit::<T>(up.len())?;
+                let up = Dev::recycled_by(self.linear::<T>(x, rows, &a[1], b(0))?, home);
+                let mut ones = Dev::recycled_by(gpu.uninit::<T>(up.len())?, home);
+                gpu.fill(&mut ones, 1.0)?;
+                let mut h = Dev::recycled_by(gpu.uninit::<T>(up.len())?, home);
                 ops::act::cuda::act_mul(gpu, ops_act(*act), &up, &ones, &mut h)?;
                 one(wrap(a[0].dims.clone(), self.linear::<T>(&h, rows, &a[2], b(1))?))
             }
@@ -922,7 +1042,7 @@ impl CudaExecutor {
                 };
                 let state_dims = a[5].dims.clone();
                 let mut state = match self.owned(a.remove(5))?.buf {
-                    Buf::F32(s) => s.into_owned(gpu)?,
+                    Buf::F32(s) => s.writable(home)?,
                     _ => bail!("expected an f32 SSD state of {state_dims:?}"),
                 };
                 let (dims, mut y) = self.act_out::<T>(d.clone())?;
@@ -940,7 +1060,10 @@ impl CudaExecutor {
                         gpu, &p, 64, x, dt, am, bm, c, &mut state, &mut y,
                     )?;
                 }
-                Ok(vec![wrap(dims, y), f32t(state_dims, state)])
+                Ok(vec![
+                    wrap(dims, y),
+                    DTensor { dims: state_dims, buf: Buf::F32(state), host_i64: None },
+                ])
             }
             Op::DynamicMaskValues => {
                 let d = &a[0].dims;
@@ -977,7 +1100,7 @@ impl CudaExecutor {
                     AttentionMask::Learned => {
                         let l = a[4].dims[1];
                         ensure!(t <= l, "{t} keys exceed the learned mask's {l} positions (max_position_embeddings)");
-                        let mut sl = gpu.uninit::<f32>(at.heads * t)?;
+                        let mut sl = Dev::recycled_by(gpu.uninit::<f32>(at.heads * t)?, home);
                         ops::elementwise::cuda::slice_cols(
                             gpu,
                             a[4].f32()?,
@@ -1009,7 +1132,7 @@ impl CudaExecutor {
                     a[1].act::<T>()?,
                     a[2].act::<T>()?,
                     key_m,
-                    learned_buf.as_ref(),
+                    learned_buf.as_deref(),
                     a[3].i64()?,
                     &mut y,
                 )?;

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod cuda_graph;
 pub mod session;
 
 use crate::ir::{Bindings, Graph, Tensor};
@@ -12,6 +13,35 @@ use crate::ir::{Bindings, Graph, Tensor};
 pub enum Held {
     Host(Tensor),
     Device(cuda::DTensor),
+}
+
+/// Decode steps of a session replayed from one recording of the step ([`cuda_graph`]); it holds the session's
+/// state, in buffers with room for [`Replay::capacity`] tokens, until given back.
+pub trait Replay {
+    /// Feeds one token per sequence; returns the logits `[B, 1, V]`.
+    fn step(&mut self, ids: &[i64]) -> Result<Tensor>;
+    /// Tokens in the caches.
+    fn past(&self) -> usize;
+    /// Tokens the caches have room for.
+    fn capacity(&self) -> usize;
+    /// The state as a session holds it between ordinary steps.
+    fn into_states(self: Box<Self>) -> Result<BTreeMap<String, Held>>;
+}
+
+impl Replay for cuda_graph::DecodeGraph<'_> {
+    fn step(&mut self, ids: &[i64]) -> Result<Tensor> {
+        cuda_graph::DecodeGraph::step(self, ids)?;
+        self.logits()
+    }
+    fn past(&self) -> usize {
+        cuda_graph::DecodeGraph::past(self)
+    }
+    fn capacity(&self) -> usize {
+        cuda_graph::DecodeGraph::capacity(self)
+    }
+    fn into_states(self: Box<Self>) -> Result<BTreeMap<String, Held>> {
+        cuda_graph::DecodeGraph::into_states(*self)
+    }
 }
 
 /// Something that runs a graph on host tensors: the CPU executor, or a device executor at its boundary.
@@ -49,6 +79,20 @@ pub trait Executor {
         }
         Ok(out)
     }
+
+    /// Decode steps replayed from a recording for a session after `past` tokens (`states`, `mask` its attention
+    /// mask), with room for `capacity` tokens: `None` when this executor does not record steps, an error saying
+    /// why when this graph cannot be recorded.
+    fn replay<'s>(
+        &'s self,
+        _model: &Model,
+        _states: &BTreeMap<String, Held>,
+        _mask: &[Vec<i64>],
+        _past: usize,
+        _capacity: usize,
+    ) -> Option<Result<Box<dyn Replay + 's>>> {
+        None
+    }
 }
 
 impl Executor for cpu::CpuExecutor {
@@ -85,8 +129,21 @@ impl Executor for cuda::CudaExecutor {
     ) -> Result<BTreeMap<String, Tensor>> {
         cuda::CudaExecutor::run_step(self, inputs, states, carry, taps)
     }
+
+    fn replay<'s>(
+        &'s self,
+        model: &Model,
+        states: &BTreeMap<String, Held>,
+        mask: &[Vec<i64>],
+        past: usize,
+        capacity: usize,
+    ) -> Option<Result<Box<dyn Replay + 's>>> {
+        let g = cuda_graph::DecodeGraph::new(self, model, states, mask, past, capacity);
+        Some(g.map(|g| Box::new(g) as Box<dyn Replay + 's>))
+    }
 }
 use crate::ir::{NodeId, ValueId};
+use crate::model::build::Model;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! A generation session: prefill then incremental decoding over one graph, carrying the `present.*` outputs of
 //! each call into the `past.*` inputs of the next (KV cache, per-key mask values, f32 SSD state, RoPE state).
 
-use super::{Executor, Held};
+use super::{Executor, Held, Replay};
 use crate::ir::{Bindings, Sym, Tensor};
 use crate::model::build::{Model, StateKind};
 use anyhow::{bail, ensure, Result};
@@ -11,13 +11,35 @@ use std::collections::BTreeMap;
 pub type Batch = Vec<Vec<i64>>;
 
 /// Prefill and decode state of one batch of sequences.
+///
+/// Where the executor can record a decode step (CUDA graphs), [`Session::decode`] replays a recording instead of
+/// running the graph node by node; the recorded step holds the state while it is used and gives it back for any
+/// other call. On by default; `CHEEMS_CUDA_GRAPHS=0` or [`Session::set_recording`] turn it off.
 pub struct Session<'a> {
     model: &'a Model,
     exec: &'a dyn Executor,
     states: BTreeMap<String, Held>,
+    replay: Option<Box<dyn Replay + 'a>>,
+    record: bool,
+    reserve: usize,
     mask: Batch,
     batch: usize,
     past: usize,
+}
+
+/// Tokens a recorded step's caches grow by when no [`Session::reserve`] covers the next token.
+const GROWTH: usize = 256;
+
+fn recording_by_default() -> bool {
+    std::env::var_os("CHEEMS_CUDA_GRAPHS").is_none_or(|v| v != "0")
+}
+
+/// Says once per process why decoding goes on without a recorded step.
+fn declined(e: &anyhow::Error) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("cheems: decoding node by node, without a recorded step: {e:#}");
+    }
 }
 
 /// Outputs of one call: the logits `[B,S,V]` and any tapped node outputs.
@@ -43,7 +65,83 @@ fn check_rows(what: &str, rows: &Batch) -> Result<(usize, usize)> {
 impl<'a> Session<'a> {
     /// A fresh session (empty caches, RoPE state at `max_position_embeddings`).
     pub fn new(model: &'a Model, exec: &'a dyn Executor) -> Session<'a> {
-        Session { model, exec, states: BTreeMap::new(), mask: Vec::new(), batch: 0, past: 0 }
+        Session {
+            model,
+            exec,
+            states: BTreeMap::new(),
+            replay: None,
+            record: recording_by_default(),
+            reserve: 0,
+            mask: Vec::new(),
+            batch: 0,
+            past: 0,
+        }
+    }
+
+    /// Whether decode steps may be replayed from a recording (see [`Session`]).
+    pub fn set_recording(&mut self, on: bool) -> Result<()> {
+        if !on {
+            self.settle()?;
+        }
+        self.record = on;
+        Ok(())
+    }
+
+    /// The total tokens per sequence (prompt and generated) the caller expects, so that a recorded step's caches
+    /// have room for them all from the start.
+    pub fn reserve(&mut self, tokens: usize) {
+        self.reserve = tokens;
+    }
+
+    /// Whether decode steps are being replayed from a recording.
+    pub fn replaying(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    /// Takes the state back from a recorded step.
+    fn settle(&mut self) -> Result<()> {
+        if let Some(r) = self.replay.take() {
+            self.states = r.into_states()?;
+        }
+        Ok(())
+    }
+
+    /// The logits of a decode step replayed from a recording, or `None` when this step runs node by node.
+    fn replayed(&mut self, ids: &[i64]) -> Result<Option<Tensor>> {
+        if self.replay.as_ref().is_some_and(|r| r.past() >= r.capacity()) {
+            self.settle()?;
+        }
+        if let Some(r) = &mut self.replay {
+            return r.step(ids).map(Some);
+        }
+        let capacity = if self.reserve > self.past {
+            self.reserve
+        } else {
+            (self.past + GROWTH).next_multiple_of(GROWTH)
+        };
+        match self.exec.replay(self.model, &self.states, &self.mask, self.past, capacity) {
+            None => {
+                self.record = false;
+                Ok(None)
+            }
+            Some(Err(e)) => {
+                declined(&e);
+                self.record = false;
+                Ok(None)
+            }
+            Some(Ok(mut r)) => match r.step(ids) {
+                Ok(logits) => {
+                    self.states.clear();
+                    self.replay = Some(r);
+                    Ok(Some(logits))
+                }
+                Err(e) => {
+                    declined(&e);
+                    self.record = false;
+                    Ok(None)
+                }
+            },
+        }
     }
 
     /// Number of tokens already in the caches.
@@ -104,6 +202,7 @@ impl<'a> Session<'a> {
             }
             None => vec![vec![1; s]; b],
         };
+        self.replay = None;
         self.batch = b;
         self.past = 0;
         self.mask = mask;
@@ -114,6 +213,18 @@ impl<'a> Session<'a> {
     /// Feeds one more token per sequence (`ids[b]` for sequence b) after a prefill.
     pub fn decode(&mut self, ids: &[i64], taps: &[&str]) -> Result<Step> {
         let rows: Batch = ids.iter().map(|&i| vec![i]).collect();
+        if taps.is_empty() && self.record && self.batch > 0 {
+            let (b, _) = check_rows("decode_input_ids", &rows)?;
+            ensure!(b == self.batch, "got {b} sequences to extend a batch of {}", self.batch);
+            self.check_ids("decode_input_ids", &rows)?;
+            if let Some(logits) = self.replayed(ids)? {
+                for m in &mut self.mask {
+                    m.push(1);
+                }
+                self.past += 1;
+                return Ok(Step { logits, taps: BTreeMap::new() });
+            }
+        }
         self.extend(&rows, taps)
     }
 
@@ -121,6 +232,7 @@ impl<'a> Session<'a> {
     /// prompt split over several calls.
     pub fn extend(&mut self, ids: &Batch, taps: &[&str]) -> Result<Step> {
         ensure!(self.batch > 0, "decoding needs a prefill first");
+        self.settle()?;
         let (b, s) = check_rows("decode_input_ids", ids)?;
         ensure!(b == self.batch, "got {b} sequences to extend a batch of {}", self.batch);
         self.check_ids("decode_input_ids", ids)?;

@@ -281,6 +281,39 @@ pub struct Gpu {
     blas: OnceLock<Mutex<cudarc::cublas::CudaBlas>>,
     poison: bool,
     spare: Mutex<HashMap<usize, Vec<cudarc::driver::sys::CUdeviceptr>>>,
+    graph_pool: Mutex<Option<GraphPool>>,
+}
+
+/// The buffers of one recorded graph while it is being built: handed out by [`Gpu::uninit`] and taken back by
+/// [`Gpu::recycle`] (any size), so that the recorded kernels address memory that nothing else reuses.
+#[derive(Default)]
+struct GraphPool {
+    spare: HashMap<usize, Vec<cudarc::driver::sys::CUdeviceptr>>,
+    sealed: bool,
+}
+
+/// The device memory a recorded graph's kernels address (the graph pool's buffers when it was closed); freed on
+/// drop, which must come after the graph's last launch has been issued.
+pub struct GraphBuffers {
+    ptrs: Vec<(cudarc::driver::sys::CUdeviceptr, usize)>,
+    stream: Arc<CudaStream>,
+}
+
+impl GraphBuffers {
+    /// Total bytes held.
+    pub fn bytes(&self) -> usize {
+        self.ptrs.iter().map(|p| p.1).sum()
+    }
+}
+
+impl Drop for GraphBuffers {
+    fn drop(&mut self) {
+        for (ptr, _) in self.ptrs.drain(..) {
+            // SAFETY: each pointer is a live allocation of this stream's context that the pool alone owned; it is
+            // freed once, in stream order after the graph launches that use it.
+            let _ = unsafe { cudarc::driver::result::free_async(ptr, self.stream.cu_stream()) };
+        }
+    }
 }
 
 /// Buffers of at most this many bytes are kept for reuse by [`Gpu::recycle`].
@@ -334,6 +367,7 @@ impl Gpu {
             blas: OnceLock::new(),
             poison: std::env::var_os("CHEEMS_CUDA_POISON").is_some_and(|v| v != "0"),
             spare: Mutex::new(HashMap::new()),
+            graph_pool: Mutex::new(None),
         })
     }
 
@@ -429,6 +463,8 @@ pub trait Elem: DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + 's
     fn from_f32(x: f32) -> Self;
     /// Conversion to f32 (exact).
     fn to_f32(self) -> f32;
+    /// The bit pattern, widened to 32 bits.
+    fn bits(self) -> u32;
 }
 
 impl Elem for f32 {
@@ -439,6 +475,9 @@ impl Elem for f32 {
     fn to_f32(self) -> f32 {
         self
     }
+    fn bits(self) -> u32 {
+        self.to_bits()
+    }
 }
 
 impl Elem for half::bf16 {
@@ -448,6 +487,9 @@ impl Elem for half::bf16 {
     }
     fn to_f32(self) -> f32 {
         half::bf16::to_f32(self)
+    }
+    fn bits(self) -> u32 {
+        self.to_bits() as u32
     }
 }
 
@@ -463,10 +505,23 @@ impl Gpu {
     /// output unwritten shows up in the results.
     pub fn uninit<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
         let bytes = n * std::mem::size_of::<T>();
-        let reused = match self.spare.lock() {
-            Ok(mut spare) => spare.get_mut(&bytes).and_then(|v| v.pop()),
-            Err(_) => None,
-        };
+        let mut reused = None;
+        if let Ok(mut pool) = self.graph_pool.lock() {
+            if let Some(pool) = pool.as_mut().filter(|_| bytes > 0) {
+                reused = pool.spare.get_mut(&bytes).and_then(|v| v.pop());
+                if reused.is_none() && pool.sealed {
+                    return Err(KernelError::Driver(format!(
+                        "a recorded step asked for a buffer of {bytes} bytes that its eager run did not use"
+                    )));
+                }
+            }
+        }
+        if reused.is_none() {
+            reused = match self.spare.lock() {
+                Ok(mut spare) => spare.get_mut(&bytes).and_then(|v| v.pop()),
+                Err(_) => None,
+            };
+        }
         let mut s = match reused {
             // SAFETY: `ptr` is a spare allocation of exactly `bytes` bytes of this context, handed over by
             // `recycle` after its last use was issued on this stream; stream order makes the reuse safe.
@@ -494,6 +549,12 @@ impl Gpu {
     /// a driver call; others are freed.
     pub fn recycle<T>(&self, s: CudaSlice<T>) {
         let bytes = s.len() * std::mem::size_of::<T>();
+        if let Ok(mut pool) = self.graph_pool.lock() {
+            if let Some(pool) = pool.as_mut().filter(|_| bytes > 0) {
+                pool.spare.entry(bytes).or_default().push(s.leak());
+                return;
+            }
+        }
         if bytes == 0 || bytes > SPARE_MAX_BYTES {
             return drop(s);
         }
@@ -504,6 +565,59 @@ impl Gpu {
             return drop(s);
         }
         v.push(s.leak());
+    }
+
+    /// Starts building a recorded graph's memory: from now until [`Gpu::end_graph_pool`], [`Gpu::uninit`] hands
+    /// out and [`Gpu::recycle`] takes back buffers of a pool that only this graph uses. Run the step once eagerly
+    /// (the pool fills with every buffer it needs), [`Gpu::seal_graph_pool`], then record the same step: it finds
+    /// every buffer in the pool, so the recording makes no driver allocation.
+    pub fn begin_graph_pool(&self) -> Result<()> {
+        let mut pool = self
+            .graph_pool
+            .lock()
+            .map_err(|_| KernelError::Driver("graph pool poisoned".into()))?;
+        if pool.is_some() {
+            return Err(KernelError::Driver("a graph pool is already open".into()));
+        }
+        *pool = Some(GraphPool::default());
+        Ok(())
+    }
+
+    /// From now on a buffer the pool does not hold is an error rather than a driver allocation.
+    pub fn seal_graph_pool(&self) {
+        if let Ok(Some(pool)) = self.graph_pool.lock().as_deref_mut() {
+            pool.sealed = true;
+        }
+    }
+
+    /// Closes the graph pool; its buffers now belong to the returned value (keep it as long as the graph).
+    pub fn end_graph_pool(&self) -> GraphBuffers {
+        let pool = self.graph_pool.lock().ok().and_then(|mut p| p.take()).unwrap_or_default();
+        let ptrs =
+            pool.spare.into_iter().flat_map(|(b, v)| v.into_iter().map(move |p| (p, b))).collect();
+        GraphBuffers { ptrs, stream: self.stream.clone() }
+    }
+
+    /// Sets every element of `s` to `v` (rounded to `T`) on the stream: a memset, which a recording can hold (a
+    /// copy from host memory it could not).
+    pub fn fill<T: Elem>(&self, s: &mut CudaSlice<T>, v: f32) -> Result<()> {
+        use cudarc::driver::DevicePtrMut;
+        let n = s.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let bits = T::from_f32(v).bits();
+        let stream = self.stream.cu_stream();
+        let (ptr, _record) = s.device_ptr_mut(&self.stream);
+        // SAFETY: `ptr` addresses the `n` elements of `s`, each of `size_of::<T>()` bytes, on this stream.
+        let r = unsafe {
+            match std::mem::size_of::<T>() {
+                4 => cudarc::driver::sys::cuMemsetD32Async(ptr, bits, n, stream),
+                2 => cudarc::driver::sys::cuMemsetD16Async(ptr, bits as u16, n, stream),
+                w => return Err(KernelError::BadParams(format!("no fill for {w}-byte elements"))),
+            }
+        };
+        r.result().map_err(|e| KernelError::Driver(format!("filling {n} elements: {e:?}")))
     }
 
     /// A zeroed device buffer of `n` elements.

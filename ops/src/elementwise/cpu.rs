@@ -79,3 +79,29 @@ pub fn slice_cols(x: &[f32], cols: usize, start: usize, len: usize) -> Result<Ve
     }
     Ok(x.chunks(cols.max(1)).flat_map(|r| r[start..start + len].iter().copied()).collect())
 }
+
+/// `dst[o, pos + r, :] = x[o, r, :]`: `x` holds `outer` blocks of `rows × inner`, `dst` `outer` blocks of
+/// `cap × inner`, and rows `pos..pos + rows` of each block are replaced.
+pub fn place_rows<T: Copy>(
+    x: &[T],
+    dst: &mut [T],
+    outer: usize,
+    rows: usize,
+    inner: usize,
+    cap: usize,
+    pos: usize,
+) -> Result<()> {
+    same("x", outer * rows * inner, x.len())?;
+    same("dst", outer * cap * inner, dst.len())?;
+    if pos + rows > cap {
+        return Err(KernelError::BadParams(format!(
+            "rows {pos}..{} exceed the capacity {cap}",
+            pos + rows
+        )));
+    }
+    for o in 0..outer {
+        let at = (o * cap + pos) * inner;
+        dst[at..at + rows * inner].copy_from_slice(&x[o * rows * inner..(o + 1) * rows * inner]);
+    }
+    Ok(())
+}

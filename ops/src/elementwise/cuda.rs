@@ -179,6 +179,56 @@ pub fn slice_cols<T: Elem>(
     fire(&name, n, launch)
 }
 
+/// Element types [`place_rows`] moves (a plain copy: activations, f32 states, i64 masks).
+pub trait Placed: cudarc::driver::DeviceRepr {
+    /// Kernel-name suffix.
+    const NAME: &'static str;
+}
+
+impl Placed for f32 {
+    const NAME: &'static str = "f32";
+}
+
+impl Placed for half::bf16 {
+    const NAME: &'static str = "bf16";
+}
+
+impl Placed for i64 {
+    const NAME: &'static str = "i64";
+}
+
+/// Writes the `rows` rows of `inner` elements of each of the `outer` blocks of `x` into `dst` (`outer` blocks of
+/// `cap` rows) at row `pos[0]`, read on the device: `dst[o, pos + r, :] = x[o, r, :]`. The caller keeps
+/// `pos + rows ≤ cap`; the kernel cannot check a value it reads on the device.
+#[allow(clippy::too_many_arguments)]
+pub fn place_rows<T: Placed>(
+    gpu: &Gpu,
+    x: &CudaSlice<T>,
+    outer: usize,
+    rows: usize,
+    inner: usize,
+    cap: usize,
+    pos: &CudaSlice<i64>,
+    dst: &mut CudaSlice<T>,
+) -> Result<()> {
+    let n = outer * rows * inner;
+    check("x", x.len(), n)?;
+    check("dst", dst.len(), outer * cap * inner)?;
+    check("pos", pos.len(), 1)?;
+    if rows > cap {
+        return Err(KernelError::BadParams(format!("{rows} rows exceed the capacity {cap}")));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let (nn, r, i, c) = (n as i64, rows as i64, inner as i64, cap as i64);
+    let name = format!("place_rows_{}", T::NAME);
+    let func = gpu.function(&SOURCE, &name)?;
+    let mut l = gpu.stream().launch_builder(&func);
+    l.arg(x).arg(dst).arg(pos).arg(&nn).arg(&r).arg(&i).arg(&c);
+    fire(&name, n, l)
+}
+
 /// f32 → bf16, round to nearest even.
 pub fn cast_to_bf16(gpu: &Gpu, x: &CudaSlice<f32>, y: &mut CudaSlice<half::bf16>) -> Result<()> {
     check("y", y.len(), x.len())?;

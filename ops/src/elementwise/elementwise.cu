@@ -39,6 +39,17 @@ template <typename T> __device__ void slice_cols(const T *x, T *y, long n, long 
     GRID_STRIDE(i, n) y[i] = x[(i / len) * cols + start + i % len];
 }
 
+// dst[o, pos + r, :] = x[o, r, :] for r < rows, with dst of cap rows per o and pos read from the device (a cache
+// append whose offset a replayed graph cannot bake in). n = outer·rows·inner.
+template <typename T>
+__device__ void place_rows(const T *x, T *dst, const long long *pos, long n, long rows, long inner, long cap) {
+    const long p = *pos;
+    GRID_STRIDE(i, n) {
+        const long per = rows * inner, o = i / per, j = i % per;
+        dst[o * cap * inner + p * inner + j] = x[i];
+    }
+}
+
 #define INSTANTIATE(T, S)                                                                                          \
     extern "C" __global__ void add_##S(const T *a, const T *b, T *y, long n) { add(a, b, y, n); }                  \
     extern "C" __global__ void scaled_residual_##S(const T *w, const T *r, const T *f, T *y, long n, int cols) {    \
@@ -57,6 +68,15 @@ template <typename T> __device__ void slice_cols(const T *x, T *y, long n, long 
         concat(x, y, out, n, ia, ib);                                                                              \
     }
 
+#define INSTANTIATE_PLACE(T, S)                                                                                    \
+    extern "C" __global__ void place_rows_##S(const T *x, T *dst, const long long *pos, long n, long rows, long inner, \
+                                              long cap) {                                                                \
+        place_rows(x, dst, pos, n, rows, inner, cap);                                                                    \
+    }
+
+INSTANTIATE_PLACE(float, f32)
+INSTANTIATE_PLACE(bf16_t, bf16)
+INSTANTIATE_PLACE(long long, i64)
 INSTANTIATE(float, f32)
 INSTANTIATE(bf16_t, bf16)
 

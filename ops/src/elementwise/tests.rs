@@ -25,6 +25,13 @@ fn cpu_glue_matches_its_definitions() {
         vec![2.0, 3.0, 5.0, 6.0]
     );
     assert!(cpu::slice_cols(&[1.0, 2.0], 2, 1, 2).is_err());
+    let mut dst = vec![0.0; 8];
+    cpu::place_rows(&[1.0, 2.0, 3.0, 4.0], &mut dst, 2, 1, 2, 2, 1).unwrap();
+    assert_eq!(dst, vec![0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 3.0, 4.0]);
+    assert!(
+        cpu::place_rows(&[1.0, 2.0, 3.0, 4.0], &mut dst, 2, 1, 2, 2, 2).is_err(),
+        "past the capacity"
+    );
     assert!(cpu::add(&[1.0], &[1.0, 2.0]).is_err());
     assert!(cpu::scaled_residual(&[1.0, 2.0, 3.0], &[0.0; 4], &[0.0; 4]).is_err());
 }
@@ -94,6 +101,80 @@ mod gpu {
         {
             run::<f32>(i as u64, dims);
             run::<half::bf16>(50 + i as u64, dims);
+        }
+    }
+
+    /// `place_rows` against the CPU for every position of small caches and random larger ones, all three element
+    /// types (a copy: exact).
+    #[test]
+    fn place_rows_matches_the_cpu() {
+        let Some(g) = test_gpu() else { return };
+        let mut rng = Rng::new(77);
+        let mut cases = vec![(1, 1, 1, 1), (1, 3, 1, 4), (2, 1, 5, 3), (3, 2, 64, 7)];
+        for _ in 0..6 {
+            let (outer, inner) = (1 + rng.below(9), 1 + rng.below(130));
+            let rows = 1 + rng.below(5);
+            cases.push((outer, rows, inner, rows + rng.below(40)));
+        }
+        for (outer, rows, inner, cap) in cases {
+            for pos in [0, (cap - rows) / 2, cap - rows] {
+                let x = rng.vec(outer * rows * inner, -4.0, 4.0);
+                let base = rng.vec(outer * cap * inner, -4.0, 4.0);
+                let mut want = base.clone();
+                cpu::place_rows(&x, &mut want, outer, rows, inner, cap, pos).unwrap();
+                let at = g.upload(&[pos as i64]).unwrap();
+                let mut d = up::<f32>(&g, &base);
+                cuda::place_rows(&g, &up::<f32>(&g, &x), outer, rows, inner, cap, &at, &mut d)
+                    .unwrap();
+                assert_eq!(down(&g, &d), want, "f32 {outer}×{rows}×{inner} cap {cap} at {pos}");
+                let mut d = up::<half::bf16>(&g, &base);
+                cuda::place_rows(
+                    &g,
+                    &up::<half::bf16>(&g, &x),
+                    outer,
+                    rows,
+                    inner,
+                    cap,
+                    &at,
+                    &mut d,
+                )
+                .unwrap();
+                assert_eq!(down(&g, &d), rounded::<half::bf16>(&want), "bf16 at {pos}");
+                let xi: Vec<i64> = x.iter().map(|v| (v * 1000.0) as i64).collect();
+                let mut wi: Vec<i64> = base.iter().map(|v| (v * 1000.0) as i64).collect();
+                let mut di = g.upload(&wi).unwrap();
+                cpu::place_rows(&xi, &mut wi, outer, rows, inner, cap, pos).unwrap();
+                cuda::place_rows(
+                    &g,
+                    &g.upload(&xi).unwrap(),
+                    outer,
+                    rows,
+                    inner,
+                    cap,
+                    &at,
+                    &mut di,
+                )
+                .unwrap();
+                assert_eq!(g.download(&di).unwrap(), wi, "i64 at {pos}");
+            }
+        }
+        let mut small = g.zeros::<f32>(4).unwrap();
+        let at = g.upload(&[0i64]).unwrap();
+        let r = cuda::place_rows(&g, &g.zeros::<f32>(6).unwrap(), 1, 3, 2, 2, &at, &mut small);
+        assert!(matches!(r, Err(crate::KernelError::BadParams(_))), "more rows than the capacity");
+    }
+
+    /// `Gpu::fill` sets every element to the value rounded to the element type.
+    #[test]
+    fn fill_sets_every_element() {
+        let Some(g) = test_gpu() else { return };
+        for n in [1, 3, 1000] {
+            let mut a = g.zeros::<f32>(n).unwrap();
+            g.fill(&mut a, 1.0).unwrap();
+            assert_eq!(g.download(&a).unwrap(), vec![1.0; n]);
+            let mut b = g.zeros::<half::bf16>(n).unwrap();
+            g.fill(&mut b, 0.1).unwrap();
+            assert_eq!(g.download(&b).unwrap(), vec![half::bf16::from_f32(0.1); n]);
         }
     }
 

@@ -182,7 +182,7 @@ fn attend(
     for (r, row) in scores.chunks_exact_mut(t).enumerate() {
         let last = offset + rows.start + r;
         bias.clear();
-        bias.extend((0..t).map(|j| if j <= last && attn_mask[j] != 0 { key_bias[j] } else { MIN }));
+        bias.extend((0..t).map(|j| if j <= last && attn_mask[j] > 0 { key_bias[j] } else { MIN }));
         if let MaskMode::Additive { keep_window: Some(w), .. } = mode {
             if t > w {
                 keep_largest(&mut bias, w, &mut order);
@@ -190,6 +190,9 @@ fn attend(
         }
         for (s, &b) in row[..visible_end].iter_mut().zip(&bias) {
             *s += b;
+        }
+        for (s, _) in row.iter_mut().zip(attn_mask).filter(|(_, &m)| m < 0) {
+            *s = f32::NEG_INFINITY;
         }
         softmax(row);
     }

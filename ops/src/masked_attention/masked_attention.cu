@@ -1,4 +1,5 @@
 // out[b,i,h,:] = Σ_j softmax_j(fl(q·k_j·scale) + bias[b,h,i,j])·v_j, online over key tiles; bias as in mod.rs (MIN = f32::MIN).
+// The decode kernels leave out the keys whose attn_mask is negative (slots of a cache with room for more; S = 1).
 // Layout: q, out [B,S,H,Dh]; k, v [B,G,T,Dh]; key_m [B,Hm,T]; learned [H,T]; attn_mask i64 [B,T]; row r = (b·H + h)·S + i.
 // Launch (128 threads): prefill grid (B·H, ⌈S/BQ⌉); decode grid (B·H·S, splits) or decode_gqa grid (splits, B·G,
 // ⌈(H/G)·S/NQ⌉), then combine grid B·H·S.
@@ -168,7 +169,7 @@ extern "C" __global__ void __launch_bounds__(512)
     const long long *am = attn_mask + bhm / Hm * T;
     auto okey_of = [&](int j) {
         const float x = m[j];
-        const bool kept = j <= T - S + i && am[j] != 0 && !(x < tau_v);
+        const bool kept = j <= T - S + i && am[j] > 0 && !(x < tau_v);
         return order_key(kept ? x : MASKED);
     };
     // The order keys of the first KEEP_CACHE keys, read from global memory once for the five passes below.
@@ -322,6 +323,7 @@ __device__ void decode(const E *q, const E *k, const E *v, float *part, const Ma
     }
     float m = neg_inf(), l = 0.0f;
     for (int j = j0 + warp; j < j1; j += NW) {
+        if (mk.attn_mask[(long)b * T + j] < 0) continue;
         const long kj = kv0 + (long)j * dh;
         float dot = 0.0f;
 #pragma unroll
@@ -480,7 +482,7 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
 #pragma unroll
                 for (int o = 1; o < LK; o <<= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
                 sc[n][u] = neg_inf();
-                if (j < j1 && n < nq) {
+                if (j < j1 && n < nq && mk.attn_mask[(long)b * mk.T + j] >= 0) {
                     const int hm = hm_per_head ? hq[n] : hm_group;
                     const float kb = mk.key_bias(b, hq[n], hm, j);
                     sc[n][u] = __fadd_rn(__fmul_rn(dot, scale), mk.row_bias_hm(kb, b, hm, iq[n], j));

@@ -17,6 +17,11 @@
 //! reference implementations do. Scores and softmax are `f32`; softmax sums in `f64`.
 //! Layouts: `q`, `out` `[B,S,H,Dh]`; `k`, `v` `[B,G,T,Dh]`; `key_m` `[B,Hm,T]`; `learned`
 //! `[H,T]`; `attn_mask` `[B,T]` (1 = token, 0 = padding).
+//!
+//! With one query (`S = 1`, a decode step), `attn_mask[b, j] < 0` marks a slot with no key, as in a
+//! cache with room for more tokens: key `j` is left out (score `-inf`, no part in the keep window),
+//! so the result is that of the keys that are there. The ratio threshold still counts all `T`:
+//! callers with a ratio mask do not mark slots.
 
 pub mod cpu;
 pub mod cuda;

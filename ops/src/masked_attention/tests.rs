@@ -162,6 +162,68 @@ const MODES: [MaskMode; 7] = [
     MaskMode::Additive { ratio: 0.25, keep_window: Some(12) },
 ];
 
+/// `c` (one query per row) with `extra` slots of no key after its keys: random keys, values and mask values, and
+/// `attn_mask` −1, which the result must not depend on.
+fn with_absent_slots(c: &Case, extra: usize, seed: u64) -> Case {
+    assert_eq!(c.p.q_len, 1, "slots with no key are for decode steps");
+    let mut rng = Rng::new(seed);
+    let (t, t2, dh) = (c.p.kv_len, c.p.kv_len + extra, c.p.head_dim);
+    let grow = |x: &[f32], rows: usize, per: usize, rng: &mut Rng| -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows * t2 * per);
+        for r in 0..rows {
+            out.extend_from_slice(&x[r * t * per..(r + 1) * t * per]);
+            out.extend(rng.vec(extra * per, -3.0, 3.0));
+        }
+        out
+    };
+    let p = AttentionParams { kv_len: t2, ..c.p };
+    let kv_rows = p.batch * p.kv_heads;
+    let mut attn_mask = Vec::new();
+    for b in 0..p.batch {
+        attn_mask.extend_from_slice(&c.attn_mask[b * t..(b + 1) * t]);
+        attn_mask.extend(std::iter::repeat_n(-1, extra));
+    }
+    Case {
+        p,
+        mode: c.mode,
+        q: c.q.clone(),
+        k: grow(&c.k, kv_rows, dh, &mut rng),
+        v: grow(&c.v, kv_rows, dh, &mut rng),
+        key_m: c.key_m.as_ref().map(|m| grow(m, p.batch * p.mask_heads, 1, &mut rng)),
+        learned: c.learned.as_ref().map(|l| grow(l, p.heads, 1, &mut rng)),
+        attn_mask,
+    }
+}
+
+/// Modes whose result does not count the slots (all but an active ratio).
+fn slot_modes() -> impl Iterator<Item = MaskMode> {
+    MODES.into_iter().filter(|m| !matches!(m, MaskMode::Additive { ratio, .. } if *ratio > 0.0))
+}
+
+/// Slots with no key change nothing, exactly: every mode without a ratio, with padding and fully masked rows,
+/// with keep windows that the slots would otherwise cross.
+#[test]
+fn absent_slots_change_nothing() {
+    for (m, mode) in slot_modes().enumerate() {
+        for (n, &(b, t, h, g, extra)) in
+            [(1, 1, 2, 1, 3), (2, 4, 4, 2, 9), (3, 17, 4, 4, 40), (1, 9, 2, 2, 1)]
+                .iter()
+                .enumerate()
+        {
+            for padding in [false, true] {
+                let seed = (m * 100 + n * 2 + usize::from(padding)) as u64;
+                let c = Case::random(params(b, 1, t, h, g, 8), mode, padding, seed);
+                let wide = with_absent_slots(&c, extra, seed + 50);
+                assert_eq!(
+                    wide.run().unwrap(),
+                    c.run().unwrap(),
+                    "{mode:?} b{b} t{t} +{extra} {padding}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn edge_shapes() {
     let shapes = [
@@ -920,6 +982,50 @@ mod gpu {
                         let c = Case::random(p, mode, padding, seed);
                         check_as::<f32>(&gpu, &c, Path::Gqa, "gqa edge");
                         check_as::<half::bf16>(&gpu, &c, Path::Gqa, "gqa edge");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Slots with no key on both decode kernels, f32 and bf16, against the CPU kernel over the keys alone.
+    #[test]
+    fn decode_kernels_leave_out_absent_slots() {
+        let Some(gpu) = test_gpu() else { return };
+        for (m, mode) in slot_modes()
+            .chain([MaskMode::Additive { ratio: 0.0, keep_window: Some(64) }])
+            .enumerate()
+        {
+            for (n, &(b, t, h, g, dh, extra)) in [
+                (1, 1, 2, 1, 64, 300),
+                (2, 70, 8, 4, 128, 200),
+                (1, 100, 4, 4, 64, 4000),
+                (3, 5, 6, 2, 64, 1),
+            ]
+            .iter()
+            .enumerate()
+            {
+                for padding in [false, true] {
+                    let seed = (9000 + m * 100 + n * 2 + usize::from(padding)) as u64;
+                    let c = Case::random(params(b, 1, t, h, g, dh), mode, padding, seed);
+                    let wide = with_absent_slots(&c, extra, seed + 50);
+                    for path in [Path::Decode, Path::Gqa] {
+                        for bf16 in [false, true] {
+                            let what = format!(
+                                "absent slots {mode:?} {path:?} bf16 {bf16} b{b} t{t} +{extra}"
+                            );
+                            let (got, want) = if bf16 {
+                                let (w, c) =
+                                    (rounded::<half::bf16>(&wide), rounded::<half::bf16>(&c));
+                                (on_gpu::<half::bf16>(&gpu, &w, path).unwrap(), c.run().unwrap())
+                            } else {
+                                (on_gpu::<f32>(&gpu, &wide, path).unwrap(), c.run().unwrap())
+                            };
+                            let want: Vec<f64> = want.into_iter().map(f64::from).collect();
+                            let (atol, rtol) =
+                                if bf16 { (ATOL_BF16, RTOL_BF16) } else { (ATOL_F32, RTOL_F32) };
+                            assert_close(&got, &want, atol, rtol, &what);
+                        }
                     }
                 }
             }

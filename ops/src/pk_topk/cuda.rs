@@ -158,11 +158,13 @@ pub fn pk_topk<T: Elem>(
     let func = gpu.function(&SOURCE, &name)?;
     let smem = plan.smem_bytes();
     if smem > SMEM_DEFAULT {
+        // The ceiling, not this call's size: the attribute belongs to the kernel, which calls from other threads
+        // share, so a per-call value could be lowered by another call between this one's setting and launch.
         func.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            smem as i32,
+            SMEM_MAX as i32,
         )
-        .map_err(|e| KernelError::Driver(format!("{name}: {smem} bytes of shared memory: {e}")))?;
+        .map_err(|e| KernelError::Driver(format!("{name}: {SMEM_MAX} bytes of shared memory: {e}")))?;
     }
     let cfg = LaunchConfig {
         grid_dim: (tiles, grid_heads, 1),

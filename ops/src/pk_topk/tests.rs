@@ -323,6 +323,32 @@ mod gpu {
         Ok((gpu.download(&scores)?, gpu.stream().clone_dtoh(&ids).unwrap()))
     }
 
+    /// Two threads launching the same kernel with different shared-memory sizes (both past the 48 KB default):
+    /// each launch must find the kernel allowed its size whatever the other thread set in between.
+    #[test]
+    fn concurrent_launches_with_different_shared_memory() {
+        let Some(gpu) = test_gpu() else { return };
+        let shapes = [
+            PkTopKParams { rows: 1, heads: 2, num_keys: 251, half: 36, k: 197 },
+            PkTopKParams { rows: 3, heads: 2, num_keys: 251, half: 36, k: 60 },
+        ];
+        for p in &shapes {
+            let plan = cuda::plan(p, 4).unwrap();
+            assert!(!plan.keys_in_smem && plan.smem_bytes() > 48 * 1024, "{p:?}: {plan:?}");
+        }
+        std::thread::scope(|s| {
+            for p in shapes {
+                let gpu = gpu.clone();
+                s.spawn(move || {
+                    let (q, keys) = inputs(&p, false, 3);
+                    for _ in 0..40 {
+                        run::<f32>(&gpu, &p, &q, &keys).unwrap();
+                    }
+                });
+            }
+        });
+    }
+
     fn check<T: Elem>(p: PkTopKParams, quantized: bool, seed: u64) {
         let Some(gpu) = test_gpu() else { return };
         let (q, keys) = inputs(&p, quantized, seed);

@@ -1,0 +1,486 @@
+//! Decode steps replayed as one CUDA graph.
+//!
+//! The eager decode step of [`CudaExecutor`] costs the host microseconds per node, far more than the device needs
+//! at small batch. A recorded step costs one launch, but a recording fixes every address and launch shape, so the
+//! step is arranged to be the same every time:
+//! * the caches (keys, values, per-key mask values) are buffers with room for `capacity` tokens, zero past the
+//!   current length; each step writes its rows in place at the row a device scalar holds (`place_rows`), and
+//!   attention runs over all `capacity` slots, those past the length marked −1 in the attention mask: slots with
+//!   no key, which the decode kernels leave out (`cheems_ops::masked_attention`);
+//! * the attention mask is a `[B, capacity]` buffer; the step itself sets the new token's column to 1 (a decode
+//!   token is never padding), and the SSD layers' token mask reads no column of it at one token a step;
+//! * the RoPE tables of the new position are computed on the host, as in the eager step, and copied into fixed
+//!   buffers before the launch; SSD states are updated in place;
+//! * every other buffer comes from a pool that only the recording uses, filled by one eager run of the step.
+//!
+//! The first step runs eagerly (filling the pool) and is then recorded; later steps replay the recording.
+//! Graphs whose step depends on the key count otherwise (the ratio threshold of `Additive` masks, positions
+//! computed from the mask length) are refused with the reason; with a learned mask the capacity is at most its
+//! `max_position_embeddings` positions.
+
+use super::cuda::{download, ActDType, Buf, CudaExecutor, DTensor, Dev};
+use super::Held;
+use crate::ir::op::AttentionMask;
+use crate::ir::{NodeId, Op, Tensor};
+use crate::model::build::{Model, StateKind};
+use anyhow::{bail, ensure, Context, Result};
+use cheems_ops as ops;
+use cheems_ops::cuda::GraphBuffers;
+use cheems_ops::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cheems_ops::cudarc::driver::{CudaGraph, CudaSlice};
+use half::bf16;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// One recurrent state in its fixed buffer.
+struct Slot {
+    past: String,
+    kind: StateKind,
+    /// Caches: `[B, X, capacity, …]`; SSD states as they are.
+    buf: DTensor,
+}
+
+/// A RoPE-table node whose outputs are computed on the host each step and copied into `cos`/`sin`.
+struct RopeSlot {
+    node: NodeId,
+    rotary: crate::ir::op::rope::Rotary,
+    /// The RoPE length state (`past.rope_len`), when the graph carries one.
+    len: Option<i64>,
+    cos: DTensor,
+    sin: DTensor,
+    len_out: CudaSlice<i64>,
+}
+
+/// Decode steps of one batch, replayed from a recording (fields drop in order: the recording before the memory it
+/// addresses).
+pub struct DecodeGraph<'e> {
+    recorded: Option<CudaGraph>,
+    logits: Option<DTensor>,
+    first_logits: Option<Tensor>,
+    pool: Option<GraphBuffers>,
+    exec: &'e CudaExecutor,
+    slots: Vec<Slot>,
+    rope: Vec<RopeSlot>,
+    appends: HashSet<NodeId>,
+    ids: CudaSlice<i64>,
+    mask: CudaSlice<i64>,
+    pos: CudaSlice<i64>,
+    ones: CudaSlice<i64>,
+    batch: usize,
+    capacity: usize,
+    past: usize,
+}
+
+/// The most keys the graph's attention can take: a learned mask has `max_position_embeddings` positions.
+fn key_limit(exec: &CudaExecutor, model: &Model) -> usize {
+    let learned = exec.graph().node_ids().into_iter().any(|id| {
+        matches!(&exec.graph().node(id).op, Op::MaskedAttention(at) if at.mask == AttentionMask::Learned)
+    });
+    if learned {
+        model.config.max_position_embeddings
+    } else {
+        usize::MAX
+    }
+}
+
+/// Why `exec`'s graph cannot be recorded, if it cannot.
+pub fn unsupported(exec: &CudaExecutor) -> Option<String> {
+    let g = exec.graph();
+    for id in g.node_ids() {
+        let node = g.node(id);
+        match &node.op {
+            Op::Positions => {
+                return Some(format!(
+                    "node `{}` computes positions from the mask length",
+                    node.name
+                ))
+            }
+            Op::MaskedAttention(at) => match at.mask {
+                AttentionMask::Additive { ratio, .. } if ratio > 0.0 && ratio < 1.0 => {
+                    return Some(format!(
+                        "node `{}` drops keys below a ratio of the key count ({ratio})",
+                        node.name
+                    ))
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A fixed handle on `t`'s buffer with `t`'s dims.
+///
+/// # Safety
+/// `t` must outlive the handle and the device work issued through it.
+unsafe fn fixed(exec: &CudaExecutor, t: &DTensor) -> DTensor {
+    let gpu = exec.gpu();
+    let buf = match &t.buf {
+        Buf::F32(s) => Buf::F32(Dev::fixed(gpu, s)),
+        Buf::BF16(s) => Buf::BF16(Dev::fixed(gpu, s)),
+        Buf::I64(s) => Buf::I64(Dev::fixed(gpu, s)),
+        Buf::Empty => Buf::Empty,
+    };
+    DTensor { dims: t.dims.clone(), buf, host_i64: None }
+}
+
+/// # Safety
+/// As [`fixed`].
+unsafe fn fixed_i64(exec: &CudaExecutor, s: &CudaSlice<i64>, dims: Vec<usize>) -> DTensor {
+    DTensor { dims, buf: Buf::I64(Dev::fixed(exec.gpu(), s)), host_i64: None }
+}
+
+impl<'e> DecodeGraph<'e> {
+    /// Moves copies of a session's states (after `past` tokens, `mask` the session's attention mask) into buffers
+    /// with room for `capacity` tokens. Nothing runs on the device but the copies; the first [`Self::step`] runs
+    /// and records.
+    pub fn new(
+        exec: &'e CudaExecutor,
+        model: &Model,
+        states: &BTreeMap<String, Held>,
+        mask: &[Vec<i64>],
+        past: usize,
+        capacity: usize,
+    ) -> Result<DecodeGraph<'e>> {
+        let capacity = capacity.min(key_limit(exec, model));
+        ensure!(past < capacity, "a capacity of {capacity} tokens leaves no room after {past}");
+        if let Some(why) = unsupported(exec) {
+            bail!("the decode step cannot be recorded: {why}");
+        }
+        let batch = mask.len();
+        ensure!(
+            batch > 0 && mask.iter().all(|r| r.len() == past),
+            "the mask must be {batch}×{past}"
+        );
+        let g = exec.graph();
+        let gpu = exec.gpu();
+        let zero = gpu.upload(&[0i64])?;
+        let mut slots = Vec::new();
+        let mut appends = HashSet::new();
+        let mut rope_len = None;
+        for st in &model.states {
+            let held = states.get(&st.past).with_context(|| format!("no state `{}`", st.past))?;
+            let uploaded;
+            let d = match held {
+                Held::Device(d) => d,
+                Held::Host(t) => {
+                    uploaded = exec.upload_input(&st.past, t)?;
+                    &uploaded
+                }
+            };
+            match st.kind {
+                StateKind::RopeLen => {
+                    let v = match held {
+                        Held::Host(t) => t.as_i64()?.to_vec(),
+                        Held::Device(d) => {
+                            d.host_i64.clone().context("no host copy of the RoPE length")?
+                        }
+                    };
+                    rope_len = Some(*v.first().context("an empty RoPE length")?);
+                }
+                StateKind::SsdState => {
+                    let Buf::F32(s) = &d.buf else { bail!("`{}` is not an f32 state", st.past) };
+                    let mut copy = gpu.uninit::<f32>(s.len())?;
+                    gpu.stream().memcpy_dtod(&**s, &mut copy).context("copying a state")?;
+                    let buf = DTensor {
+                        dims: d.dims.clone(),
+                        buf: Buf::F32(copy.into()),
+                        host_i64: None,
+                    };
+                    slots.push(Slot { past: st.past.clone(), kind: st.kind, buf });
+                }
+                StateKind::Key | StateKind::Value | StateKind::MaskValues => {
+                    let id = g.find(&st.past).with_context(|| format!("no input `{}`", st.past))?;
+                    let readers: Vec<NodeId> = g
+                        .node_ids()
+                        .into_iter()
+                        .filter(|&n| g.inputs_of(n).iter().any(|v| v.node == id))
+                        .collect();
+                    let append = match readers.as_slice() {
+                        [r] if matches!(g.node(*r).op, Op::Concat { axis: 2 })
+                            && g.inputs_of(*r)[0].node == id
+                            && g.inputs_of(*r)[1].node != id =>
+                        {
+                            *r
+                        }
+                        _ => bail!(
+                            "the decode step cannot be recorded: `{}` is not read by one cache append",
+                            st.past
+                        ),
+                    };
+                    appends.insert(append);
+                    let dims = &d.dims;
+                    ensure!(
+                        dims.len() >= 3 && dims[2] == past && dims[0] == batch,
+                        "`{}` is {dims:?}, expected {batch} sequences of {past} tokens",
+                        st.past
+                    );
+                    let (outer, inner) = (dims[0] * dims[1], dims[3..].iter().product::<usize>());
+                    let mut cdims = dims.clone();
+                    cdims[2] = capacity;
+                    let mut buf = exec.zeros_for_input(&st.past, cdims.clone())?.buf;
+                    use ops::elementwise::cuda::place_rows;
+                    match (&mut buf, &d.buf) {
+                        (_, Buf::Empty) => {}
+                        (Buf::F32(c), Buf::F32(x)) => {
+                            place_rows(gpu, x, outer, past, inner, capacity, &zero, c)?
+                        }
+                        (Buf::BF16(c), Buf::BF16(x)) => {
+                            place_rows(gpu, x, outer, past, inner, capacity, &zero, c)?
+                        }
+                        _ => bail!("`{}` has an unexpected storage type", st.past),
+                    }
+                    let buf = DTensor { dims: cdims, buf, host_i64: None };
+                    slots.push(Slot { past: st.past.clone(), kind: st.kind, buf });
+                }
+            }
+        }
+        let mut rope = Vec::new();
+        for id in g.node_ids() {
+            let Op::RotaryTables(r) = &g.node(id).op else { continue };
+            let dim = r.dim;
+            let n = batch * dim;
+            let table = |_: ()| -> Result<DTensor> {
+                let buf = match exec.dtype() {
+                    ActDType::F32 => Buf::F32(gpu.zeros::<f32>(n)?.into()),
+                    ActDType::BF16 => Buf::BF16(gpu.zeros::<bf16>(n)?.into()),
+                };
+                Ok(DTensor { dims: vec![batch, 1, dim], buf, host_i64: None })
+            };
+            rope.push(RopeSlot {
+                node: id,
+                rotary: r.clone(),
+                len: rope_len,
+                cos: table(())?,
+                sin: table(())?,
+                len_out: gpu.zeros::<i64>(1)?,
+            });
+        }
+        let mut host_mask = vec![-1i64; batch * capacity];
+        for (b, row) in mask.iter().enumerate() {
+            host_mask[b * capacity..b * capacity + past].copy_from_slice(row);
+        }
+        Ok(DecodeGraph {
+            recorded: None,
+            logits: None,
+            first_logits: None,
+            pool: None,
+            exec,
+            slots,
+            rope,
+            appends,
+            ids: gpu.zeros::<i64>(batch)?,
+            mask: gpu.upload(&host_mask)?,
+            pos: gpu.upload(&[past as i64])?,
+            ones: gpu.upload(&vec![1i64; batch])?,
+            batch,
+            capacity,
+            past,
+        })
+    }
+
+    /// Tokens in the caches.
+    pub fn past(&self) -> usize {
+        self.past
+    }
+
+    /// Tokens the caches have room for.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether the step has been recorded (after the first [`Self::step`]).
+    pub fn recorded(&self) -> bool {
+        self.recorded.is_some()
+    }
+
+    /// Device memory of the recording's private pool, in bytes.
+    pub fn pool_bytes(&self) -> usize {
+        self.pool.as_ref().map_or(0, |p| p.bytes())
+    }
+
+    /// Host work of a step: the token ids, the row to write and the RoPE tables of the new position.
+    fn prepare(&mut self, ids: &[i64]) -> Result<()> {
+        let gpu = self.exec.gpu().clone();
+        let s = gpu.stream();
+        s.memcpy_htod(ids, &mut self.ids).context("copying the token ids")?;
+        s.memcpy_htod(&[self.past as i64], &mut self.pos).context("copying the position")?;
+        let pos = Tensor::i64(vec![self.batch, 1], vec![self.past as i64; self.batch])?;
+        for r in &mut self.rope {
+            let len = r.len.map(|l| Tensor::i64(vec![1], vec![l])).transpose()?;
+            let t = super::cpu::rotary_tables(&r.rotary, &pos, len.as_ref())?;
+            for (dst, src) in [(&mut r.cos, &t[0]), (&mut r.sin, &t[1])] {
+                let v = src.as_f32()?;
+                match &mut dst.buf {
+                    Buf::F32(d) => s.memcpy_htod(v, &mut **d),
+                    Buf::BF16(d) => {
+                        let h: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+                        s.memcpy_htod(&h, &mut **d)
+                    }
+                    _ => unreachable!("RoPE tables are f32 or bf16"),
+                }
+                .context("copying the RoPE tables")?;
+            }
+            if r.len.is_some() {
+                r.len = Some(t[2].as_i64()?[0]);
+            }
+        }
+        Ok(())
+    }
+
+    /// The device work of a step (the mask column, then the graph's nodes), issued on the stream.
+    fn issue(&self) -> Result<BTreeMap<String, DTensor>> {
+        let exec = self.exec;
+        let gpu = exec.gpu();
+        // SAFETY: `self.mask` outlives the handle, dropped at the end of this function, and the work issued.
+        let mut mask = unsafe { Dev::fixed(gpu, &self.mask) };
+        ops::elementwise::cuda::place_rows(
+            gpu,
+            &self.ones,
+            self.batch,
+            1,
+            1,
+            self.capacity,
+            &self.pos,
+            &mut mask,
+        )?;
+        let g = exec.graph();
+        let mut inputs = BTreeMap::new();
+        // SAFETY: every buffer handed out below is a field of `self`, which outlives the run and the recording
+        // (the recording is dropped first); none is freed while a run uses it.
+        unsafe {
+            inputs.insert("input_ids".into(), fixed_i64(exec, &self.ids, vec![self.batch, 1]));
+            inputs.insert(
+                "attention_mask".into(),
+                fixed_i64(exec, &self.mask, vec![self.batch, self.capacity]),
+            );
+            if g.find("position_ids").is_some() {
+                inputs.insert("position_ids".into(), fixed_i64(exec, &self.pos, vec![1, 1]));
+            }
+            for s in &self.slots {
+                inputs.insert(s.past.clone(), fixed(exec, &s.buf));
+            }
+            let mut preset = HashMap::new();
+            for r in &self.rope {
+                if r.len.is_some() {
+                    let id = g.inputs_of(r.node)[1].node;
+                    inputs.insert(g.node(id).name.clone(), fixed_i64(exec, &r.len_out, vec![1]));
+                }
+                let outs = vec![
+                    fixed(exec, &r.cos),
+                    fixed(exec, &r.sin),
+                    fixed_i64(exec, &r.len_out, vec![1]),
+                ];
+                preset.insert(r.node, outs);
+            }
+            exec.run_nodes(inputs, preset, Some((&self.appends, &self.pos)), &[], None, false)
+        }
+    }
+
+    /// Feeds one token per sequence (`ids[b]` to sequence b). The first call runs the step eagerly and records it;
+    /// later calls replay the recording. Nothing waits for the device; [`Self::logits`] does.
+    pub fn step(&mut self, ids: &[i64]) -> Result<()> {
+        ensure!(ids.len() == self.batch, "{} token ids for a batch of {}", ids.len(), self.batch);
+        ensure!(
+            self.past < self.capacity,
+            "the caches are full ({} tokens): a larger capacity is needed",
+            self.capacity
+        );
+        self.prepare(ids)?;
+        if let Some(g) = &self.recorded {
+            g.launch().context("launching the recorded decode step")?;
+            self.first_logits = None;
+        } else {
+            let gpu = self.exec.gpu().clone();
+            gpu.begin_graph_pool()?;
+            let r = self.record();
+            self.pool = Some(gpu.end_graph_pool());
+            r?;
+        }
+        self.past += 1;
+        Ok(())
+    }
+
+    /// The eager first step (its logits kept on the host) and the recording of the same step.
+    fn record(&mut self) -> Result<()> {
+        let gpu = self.exec.gpu().clone();
+        let mut out = self.issue().context("running the decode step before recording it")?;
+        let logits = out.remove("logits").context("the graph has no `logits` output")?;
+        self.first_logits = Some(download(&gpu, &logits)?);
+        drop((out, logits));
+        gpu.seal_graph_pool();
+        let stream = gpu.stream();
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .context("starting to record the decode step")?;
+        let issued = self.issue();
+        let ended = stream.end_capture(CUgraphInstantiate_flags(0));
+        let mut out = issued.context("recording the decode step")?;
+        let graph = ended.context("instantiating the recorded decode step")?;
+        let graph = graph.context("the recording of the decode step is empty")?;
+        graph.upload().context("uploading the recorded decode step")?;
+        self.logits = Some(out.remove("logits").context("the graph has no `logits` output")?);
+        self.recorded = Some(graph);
+        Ok(())
+    }
+
+    /// The logits `[B, 1, V]` of the last step (waits for it).
+    pub fn logits(&mut self) -> Result<Tensor> {
+        if let Some(t) = self.first_logits.take() {
+            return Ok(t);
+        }
+        let l = self.logits.as_ref().context("no decode step has run")?;
+        download(self.exec.gpu(), l)
+    }
+
+    /// The states as an eager session holds them: caches cut to the tokens seen, on the device.
+    pub fn into_states(self) -> Result<BTreeMap<String, Held>> {
+        let gpu = self.exec.gpu().clone();
+        let mut out = BTreeMap::new();
+        for r in &self.rope {
+            if let Some(l) = r.len {
+                let id = self.exec.graph().inputs_of(r.node)[1].node;
+                out.insert(
+                    self.exec.graph().node(id).name.clone(),
+                    Held::Host(Tensor::i64(vec![1], vec![l])?),
+                );
+            }
+        }
+        for s in &self.slots {
+            let t = match s.kind {
+                StateKind::Key | StateKind::Value | StateKind::MaskValues => {
+                    let d = &s.buf.dims;
+                    let (outer, inner) = (d[0] * d[1], d[3..].iter().product::<usize>());
+                    let mut dims = d.clone();
+                    dims[2] = self.past;
+                    let (cols, len) = (self.capacity * inner, self.past * inner);
+                    use ops::elementwise::cuda::slice_cols;
+                    let buf = match &s.buf.buf {
+                        Buf::F32(c) => {
+                            let mut y = gpu.uninit::<f32>(outer * len)?;
+                            slice_cols(&gpu, c, outer, cols, 0, len, &mut y)?;
+                            Buf::F32(y.into())
+                        }
+                        Buf::BF16(c) => {
+                            let mut y = gpu.uninit::<bf16>(outer * len)?;
+                            slice_cols(&gpu, c, outer, cols, 0, len, &mut y)?;
+                            Buf::BF16(y.into())
+                        }
+                        _ => bail!("`{}` has an unexpected storage type", s.past),
+                    };
+                    DTensor { dims, buf, host_i64: None }
+                }
+                StateKind::SsdState => {
+                    let Buf::F32(c) = &s.buf.buf else { bail!("`{}` is not f32", s.past) };
+                    let mut y = gpu.uninit::<f32>(c.len())?;
+                    gpu.stream().memcpy_dtod(&**c, &mut y).context("copying a state")?;
+                    DTensor { dims: s.buf.dims.clone(), buf: Buf::F32(y.into()), host_i64: None }
+                }
+                StateKind::RopeLen => continue,
+            };
+            out.insert(s.past.clone(), Held::Device(t));
+        }
+        gpu.synchronize()?;
+        Ok(out)
+    }
+}
