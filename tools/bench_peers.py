@@ -40,6 +40,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--peers", default="eager,compile", help="comma-separated: eager, compile")
+    ap.add_argument("--phases", default="prefill,decode", help="comma-separated: prefill, decode")
     ap.add_argument("--compile-budget", type=float, default=150.0,
                     help="seconds allowed to each torch.compile phase (prefill, decode), compilation included")
     args = ap.parse_args()
@@ -83,6 +84,8 @@ def main():
             continue
         r = {}
         for phase, wrap in (("prefill", for_prefill), ("decode", for_decode)):
+            if phase not in args.phases.split(","):
+                continue
             budget = args.compile_budget if name == "compile" else 0
             t0 = time.perf_counter()
             try:

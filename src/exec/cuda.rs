@@ -873,11 +873,31 @@ impl CudaExecutor {
                 let inp = a[1].dims[1];
                 let rows = a[0].len() / inp.max(1);
                 let b = |i: usize| bias.then(|| &*a[4 + i]);
-                let gate = Dev::recycled_by(self.linear::<T>(x, rows, &a[1], b(0))?, home);
-                let up = Dev::recycled_by(self.linear::<T>(x, rows, &a[2], b(1))?, home);
-                let mut h = Dev::recycled_by(gpu.uninit::<T>(gate.len())?, home);
-                ops::act::cuda::act_mul(gpu, ops_act(*act), &gate, &up, &mut h)?;
-                drop((gate, up));
+                let hidden = a[1].dims[0];
+                let mut h = Dev::recycled_by(gpu.uninit::<T>(rows * hidden)?, home);
+                if (1..=ops::matmul::cuda::GEMV_MAX_ROWS).contains(&rows) && inp > 0 {
+                    let p =
+                        ops::matmul::LinearParams { rows, in_features: inp, out_features: hidden };
+                    let bias = match bias {
+                        true => Some((a[4].act::<T>()?, a[5].act::<T>()?)),
+                        false => None,
+                    };
+                    let (wg, wu) = (a[1].act::<T>()?, a[2].act::<T>()?);
+                    ops::matmul::cuda::gated_linear(
+                        gpu,
+                        &p,
+                        ops_act(*act),
+                        x,
+                        wg,
+                        wu,
+                        bias,
+                        &mut h,
+                    )?;
+                } else {
+                    let gate = Dev::recycled_by(self.linear::<T>(x, rows, &a[1], b(0))?, home);
+                    let up = Dev::recycled_by(self.linear::<T>(x, rows, &a[2], b(1))?, home);
+                    ops::act::cuda::act_mul(gpu, ops_act(*act), &gate, &up, &mut h)?;
+                }
                 one(wrap(a[0].dims.clone(), self.linear::<T>(&h, rows, &a[3], b(2))?))
             }
             Op::Mlp { act, bias } => {

@@ -34,15 +34,6 @@ template <typename T> __device__ __forceinline__ bool aligned4(const T *p) {
     return ((unsigned long long)p & (4 * sizeof(T) - 1)) == 0;
 }
 
-__device__ __forceinline__ float activate(float x, int act) {
-    switch (act) {
-    case 0: return x / (1.0f + expf(-x));
-    case 1: return x < 0.0f ? 0.0f : x;
-    case 2: return 0.5f * x * erfcf(-x * 0.70710678118654752f);
-    default: return 0.5f * x * (1.0f + tanhf(0.7978846f * (x + 0.044715f * (x * x * x))));
-    }
-}
-
 template <typename T> __device__ void act_mul(const T *gate, const T *up, T *y, const long n, const int act) {
     const bool vec = aligned4(gate) && aligned4(up) && aligned4(y);
     for (long i = 4 * ((long)blockIdx.x * blockDim.x + threadIdx.x); i < n; i += 4L * gridDim.x * blockDim.x) {

@@ -11,6 +11,17 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
     return r;
 }
 
+// The activations by number (act::cuda::code): 0 silu x/(1+e^-x), 1 relu, 2 gelu 0.5·x·erfc(-x/√2), 3 gelu_tanh
+// 0.5·x·(1+tanh(√(2/π)·(x+0.044715·x³))).
+__device__ __forceinline__ float activate(float x, int act) {
+    switch (act) {
+    case 0: return x / (1.0f + expf(-x));
+    case 1: return x < 0.0f ? 0.0f : x;
+    case 2: return 0.5f * x * erfcf(-x * 0.70710678118654752f);
+    default: return 0.5f * x * (1.0f + tanhf(0.7978846f * (x + 0.044715f * (x * x * x))));
+    }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

@@ -52,15 +52,6 @@ template <typename T> __device__ __forceinline__ bool aligned4(const T *p) {
     return ((unsigned long long)p & (4 * sizeof(T) - 1)) == 0;
 }
 
-__device__ __forceinline__ float activate(float x, int act) {
-    switch (act) {
-    case 0: return x / (1.0f + expf(-x));
-    case 1: return x < 0.0f ? 0.0f : x;
-    case 2: return 0.5f * x * erfcf(-x * 0.70710678118654752f);
-    default: return 0.5f * x * (1.0f + tanhf(0.7978846f * (x + 0.044715f * (x * x * x))));
-    }
-}
-
 // w[j] ← the weight of expert j; groups of `lanes` threads (a power of two ≤ 32) take one expert each per round.
 template <typename T, int V>
 __device__ __forceinline__ void weigh(const T *x, const T *down, const int *eid, float *w, const int n, const int dim,

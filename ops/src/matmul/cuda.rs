@@ -55,6 +55,71 @@ fn gemv<T: Elem>(
     Ok(())
 }
 
+/// The kernel [`gated_linear`] runs for `rows` rows.
+pub fn gated_gemv_kernel<T: Elem>(rows: usize) -> String {
+    format!("gated_gemv{rows}_{}", T::NAME)
+}
+
+/// `h [rows, out] = act(x·wgᵀ + bg) ⊙ (x·wuᵀ + bu)` for `rows ≤ GEMV_MAX_ROWS` in one launch, bit for bit the two
+/// [`linear`]s and [`crate::act::cuda::act_mul`] it replaces (each product rounded to `T` where they round). `p`
+/// gives the sizes of each product: `wg`, `wu` `[out, in]`, biases `[out]`.
+#[allow(clippy::too_many_arguments)]
+pub fn gated_linear<T: Elem>(
+    gpu: &Gpu,
+    p: &LinearParams,
+    act: crate::act::Act,
+    x: &CudaSlice<T>,
+    wg: &CudaSlice<T>,
+    wu: &CudaSlice<T>,
+    bias: Option<(&CudaSlice<T>, &CudaSlice<T>)>,
+    h: &mut CudaSlice<T>,
+) -> Result<()> {
+    use cudarc::driver::DevicePtr;
+    p.validate(x.len(), wg.len(), bias.map(|b| b.0.len()))?;
+    p.validate(x.len(), wu.len(), bias.map(|b| b.1.len()))?;
+    if h.len() != p.rows * p.out_features {
+        return Err(KernelError::BadParams(format!(
+            "`h` has {} elements, expected {} (rows {} × out_features {})",
+            h.len(),
+            p.rows * p.out_features,
+            p.rows,
+            p.out_features
+        )));
+    }
+    if p.rows == 0 || p.rows > GEMV_MAX_ROWS || p.in_features == 0 {
+        return Err(KernelError::BadParams(format!(
+            "the gated GEMV takes 1 to {GEMV_MAX_ROWS} rows of at least one feature, not {} × {}",
+            p.rows, p.in_features
+        )));
+    }
+    if p.out_features == 0 {
+        return Ok(());
+    }
+    let name = gated_gemv_kernel::<T>(p.rows);
+    let func = gpu.function(&SOURCE, &name)?;
+    let per_vec = 16 / std::mem::size_of::<T>();
+    let aligned = |s: &CudaSlice<T>| s.device_ptr(gpu.stream()).0 % 16 == 0;
+    let vec = i32::from(p.in_features % per_vec == 0 && aligned(x) && aligned(wg) && aligned(wu));
+    let (inp, out) = (int(p.in_features, "in_features")?, int(p.out_features, "out_features")?);
+    let act = crate::act::cuda::code(act);
+    let blocks = p.out_features.div_ceil(8) as u32;
+    let cfg =
+        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let null = 0u64;
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(wg).arg(wu);
+    match bias {
+        Some((bg, bu)) => launch.arg(bg).arg(bu),
+        None => launch.arg(&null).arg(&null),
+    };
+    launch.arg(h).arg(&inp).arg(&out).arg(&vec).arg(&act);
+    // SAFETY: matches `gated_gemv<R>_<T>` in matmul.cu (R = rows ≤ 4); x holds rows·in, wg and wu out·in, h rows·out
+    // and each bias out elements (validated); `vec` is set only when `in` is a multiple of the 16-byte width and x,
+    // wg, wu are aligned.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}
+
 /// `y [rows, out] = x [rows, in] · w [out, in]ᵀ + bias`.
 pub fn linear<T: Elem>(
     gpu: &Gpu,

@@ -94,10 +94,77 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
     }
 }
 
+// Gated few-row linear (decode): h[r, o] = T(T(act(g))·u) with g = T(x·wg[o] (+ bg[o])) and u = T(x·wu[o] (+ bu[o]))
+// each accumulated exactly as `gemv` does, so h is bit for bit gemv, gemv, then act_mul (act.cu). One warp per output
+// feature computes both products; same launch as `gemv`.
+template <typename T, int R>
+__device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, const T *bu, T *h, const int in,
+                           const int out, const int vec, const int act) {
+    const int lane = threadIdx.x & 31;
+    const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (o >= out) return;
+    const T *gr = wg + (long)o * in, *ur = wu + (long)o * in;
+    float ag[R], au[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) ag[r] = au[r] = 0.f;
+    constexpr int V = Vec16<T>::n;
+    if (vec) {
+        const uint4 *g4 = reinterpret_cast<const uint4 *>(gr), *u4 = reinterpret_cast<const uint4 *>(ur);
+        for (int c = lane; c < in / V; c += 32) {
+            float gv[V], uv[V];
+            unpack16<T>(g4[c], gv);
+            unpack16<T>(u4[c], uv);
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                float xv[V];
+                unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
+#pragma unroll
+                for (int k = 0; k < V; ++k) {
+                    ag[r] = fmaf(xv[k], gv[k], ag[r]);
+                    au[r] = fmaf(xv[k], uv[k], au[r]);
+                }
+            }
+        }
+    } else {
+        for (int i = lane; i < in; i += 32) {
+            const float gv = ld(gr, i), uv = ld(ur, i);
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const float xv = ld(x, (long)r * in + i);
+                ag[r] = fmaf(xv, gv, ag[r]);
+                au[r] = fmaf(xv, uv, au[r]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        float g = ag[r], u = au[r];
+#pragma unroll
+        for (int s = 16; s > 0; s >>= 1) {
+            g += __shfl_xor_sync(0xffffffffu, g, s);
+            u += __shfl_xor_sync(0xffffffffu, u, s);
+        }
+        ag[r] = g, au[r] = u;
+    }
+    if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const float g = ld_round<T>(bg ? ld_round<T>(ag[r]) + ld(bg, o) : ag[r]);
+            const float u = ld_round<T>(bu ? ld_round<T>(au[r]) + ld(bu, o) : au[r]);
+            st(h, (long)r * out + o, ld_round<T>(activate(g, act)) * u);
+        }
+    }
+}
+
 #define GEMV(T, NAME, R)                                                                                          \
     extern "C" __global__ void gemv##R##_##NAME(const T *x, const T *w, const T *bias, T *y, const int in,        \
                                                 const int out, const int vec) {                                    \
         gemv<T, R>(x, w, bias, y, in, out, vec);                                                                   \
+    }                                                                                                              \
+    extern "C" __global__ void gated_gemv##R##_##NAME(const T *x, const T *wg, const T *wu, const T *bg, const T *bu, \
+                                                      T *h, const int in, const int out, const int vec,           \
+                                                      const int act) {                                           \
+        gated_gemv<T, R>(x, wg, wu, bg, bu, h, in, out, vec, act);                                                 \
     }
 GEMV(float, f32, 1)
 GEMV(float, f32, 2)

@@ -126,6 +126,7 @@ proptest! {
 /// magnitude); bf16 inputs with f32 accumulation round the output once (2⁻⁸ relative) on top of that.
 mod gpu {
     use super::*;
+    use crate::act::Act;
     use crate::cuda::{test_gpu, Elem};
     use crate::testutil::{assert_close, Rng};
 
@@ -161,6 +162,77 @@ mod gpu {
         assert_close(&got, &want, atol, rtol, &format!("linear_{} {rows}x{inp}x{out}", T::NAME));
     }
 
+    /// The gated GEMV against the two GEMVs and `act_mul` it replaces (bit for bit), and against the CPU (`linear`
+    /// twice, then `act_mul` with the device's roundings) within the `linear` tolerance.
+    fn run_gated<T: Elem>(
+        rows: usize,
+        inp: usize,
+        out: usize,
+        bias: bool,
+        act: Act,
+        seed: u64,
+        rtol: f64,
+    ) where
+        cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
+    {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = Rng::new(seed);
+        let q = |v: Vec<f32>| -> Vec<T> { v.into_iter().map(T::from_f32).collect() };
+        let f = |v: &[T]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
+        let x = q(rng.vec(rows * inp, -1.0, 1.0));
+        let (wg, wu) = (q(rng.vec(out * inp, -1.0, 1.0)), q(rng.vec(out * inp, -1.0, 1.0)));
+        let (bg, bu) = (q(rng.vec(out, -1.0, 1.0)), q(rng.vec(out, -1.0, 1.0)));
+        let p = LinearParams { rows, in_features: inp, out_features: out };
+        let up = |v: &[T]| gpu.upload(v).unwrap();
+        let (dx, dwg, dwu, dbg, dbu) = (up(&x), up(&wg), up(&wu), up(&bg), up(&bu));
+        let nan = || gpu.upload(&vec![T::from_f32(f32::NAN); rows * out]).unwrap();
+        let (mut g, mut u, mut h, mut fused) = (nan(), nan(), nan(), nan());
+        cuda::linear(&gpu, &p, &dx, &dwg, bias.then_some(&dbg), &mut g).unwrap();
+        cuda::linear(&gpu, &p, &dx, &dwu, bias.then_some(&dbu), &mut u).unwrap();
+        crate::act::cuda::act_mul(&gpu, act, &g, &u, &mut h).unwrap();
+        let b = bias.then_some((&dbg, &dbu));
+        cuda::gated_linear(&gpu, &p, act, &dx, &dwg, &dwu, b, &mut fused).unwrap();
+        let (want, got) = (gpu.download(&h).unwrap(), gpu.download(&fused).unwrap());
+        let what = format!("gated_gemv_{} {rows}x{inp}x{out} {act:?} bias {bias}", T::NAME);
+        assert_eq!(f(&got), f(&want), "{what}: differs from gemv, gemv, act_mul");
+        let lin =
+            |w: &[T], b: &[T]| linear(&p, &f(&x), &f(w), bias.then(|| f(b)).as_deref()).unwrap();
+        let (cg, cu) = (lin(&wg, &bg), lin(&wu, &bu));
+        let round = |v: f32| T::from_f32(v).to_f32();
+        let cpu: Vec<f64> = cg
+            .iter()
+            .zip(&cu)
+            .map(|(&g, &u)| f64::from(round(round(act.apply(round(g))) * round(u))))
+            .collect();
+        let atol = 1e-5 * (inp as f64).sqrt() + 4.0 * rtol;
+        assert_close(&f(&got), &cpu, atol, 4.0 * rtol, &what);
+    }
+
+    #[test]
+    fn gated_gemv_matches_its_parts_and_the_cpu() {
+        let acts = [Act::Silu, Act::Relu, Act::Gelu, Act::GeluTanh];
+        for (i, &(r, k, n)) in
+            [(1, 1, 1), (1, 7, 5), (2, 64, 196), (4, 130, 33), (3, 1024, 300), (1, 4096, 64)]
+                .iter()
+                .enumerate()
+        {
+            for bias in [false, true] {
+                let act = acts[i % 4];
+                run_gated::<f32>(r, k, n, bias, act, 40 + i as u64, 1e-5);
+                run_gated::<half::bf16>(r, k, n, bias, act, 50 + i as u64, 2.0 * 0.00390625);
+            }
+        }
+        let Some(gpu) = test_gpu() else { return };
+        let p = LinearParams { rows: 5, in_features: 4, out_features: 2 };
+        let (x, w) = (gpu.zeros::<f32>(20).unwrap(), gpu.zeros::<f32>(8).unwrap());
+        let mut h = gpu.zeros::<f32>(10).unwrap();
+        let r = cuda::gated_linear(&gpu, &p, Act::Silu, &x, &w, &w, None, &mut h);
+        assert!(
+            matches!(r, Err(crate::KernelError::BadParams(_))),
+            "more rows than the GEMV takes"
+        );
+    }
+
     #[test]
     fn linears_match_the_cpu() {
         for (i, &(r, k, n)) in [
@@ -190,7 +262,12 @@ mod gpu {
 fn gemv_kernels_compile_for_sm_90() {
     let Some(cubin) = crate::testutil::sm90_cubin(&cuda::SOURCE) else { return };
     for rows in 1..=cuda::GEMV_MAX_ROWS {
-        for name in [cuda::gemv_kernel::<f32>(rows), cuda::gemv_kernel::<half::bf16>(rows)] {
+        for name in [
+            cuda::gemv_kernel::<f32>(rows),
+            cuda::gemv_kernel::<half::bf16>(rows),
+            cuda::gated_gemv_kernel::<f32>(rows),
+            cuda::gated_gemv_kernel::<half::bf16>(rows),
+        ] {
             assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
         }
     }

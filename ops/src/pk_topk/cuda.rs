@@ -164,7 +164,9 @@ pub fn pk_topk<T: Elem>(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             SMEM_MAX as i32,
         )
-        .map_err(|e| KernelError::Driver(format!("{name}: {SMEM_MAX} bytes of shared memory: {e}")))?;
+        .map_err(|e| {
+            KernelError::Driver(format!("{name}: {SMEM_MAX} bytes of shared memory: {e}"))
+        })?;
     }
     let cfg = LaunchConfig {
         grid_dim: (tiles, grid_heads, 1),
