@@ -209,7 +209,10 @@ struct Replayed {
     record: f64,
     /// The other steps, replayed (launched back to back, one wait at the end).
     replay: f64,
+    /// The host's part of `replay`: the time to issue the steps, before the wait.
+    issue: f64,
     pool_bytes: usize,
+    nodes: BTreeMap<&'static str, usize>,
 }
 
 /// One prefill, then `steps` decode steps through a [`DecodeGraph`] with room for them all.
@@ -240,8 +243,10 @@ fn graph_pass(
     for k in 1..steps {
         g.step(&step(k))?;
     }
+    let issue = t1.elapsed().as_secs_f64();
     exec.gpu().synchronize()?;
-    Ok(Replayed { record, replay: t1.elapsed().as_secs_f64(), pool_bytes: g.pool_bytes() })
+    let replay = t1.elapsed().as_secs_f64();
+    Ok(Replayed { record, replay, issue, pool_bytes: g.pool_bytes(), nodes: g.node_counts()? })
 }
 
 fn run_cuda(a: &Args) -> Result<()> {
@@ -302,7 +307,8 @@ fn run_cuda(a: &Args) -> Result<()> {
     let graph = (!replayed.is_empty()).then(|| {
         let replay = median(replayed.iter().map(|r| r.replay).collect());
         let record = median(replayed.iter().map(|r| r.record).collect());
-        (replay, record, replayed[0].pool_bytes)
+        let issue = median(replayed.iter().map(|r| r.issue).collect());
+        (replay, record, issue, replayed[0].pool_bytes, replayed[0].nodes.clone())
     });
     let steps = a.decode.saturating_sub(1) as f64;
     let decode_tps = match graph {
@@ -317,10 +323,11 @@ fn run_cuda(a: &Args) -> Result<()> {
     let decode_gbps =
         if a.decode > 0 { weight_bytes * decode_tps / a.batch as f64 / 1e9 } else { 0.0 };
     let graph_json = match (graph, &recording) {
-        (Some((replay, record, pool)), _) => serde_json::json!({
+        (Some((replay, record, issue, pool, nodes)), _) => serde_json::json!({
             "replay_seconds_median": replay, "replayed_steps": steps as usize,
+            "replay_host_issue_seconds_median": issue,
             "first_step_seconds_median": record, "pool_bytes": pool,
-            "capacity": a.prompt + a.decode,
+            "capacity": a.prompt + a.decode, "recorded_nodes": nodes,
         }),
         (None, Some(why)) => serde_json::json!({ "unsupported": why }),
         (None, None) => serde_json::json!({ "unsupported": "fewer than 2 decode steps" }),

@@ -294,6 +294,38 @@ impl<'e> DecodeGraph<'e> {
         self.recorded.is_some()
     }
 
+    /// The recording's nodes by kind (`kernel`, `memset`, `memcpy`, `alloc`, `free`, `other`), once recorded.
+    pub fn node_counts(&self) -> Result<BTreeMap<&'static str, usize>> {
+        use cheems_ops::cudarc::driver::sys;
+        let g = self.recorded.as_ref().context("the step is not recorded yet")?;
+        let mut n = 0usize;
+        // SAFETY: `g.cu_graph()` is a live graph owned by `self.recorded`; a null node array asks for the count.
+        unsafe { sys::cuGraphGetNodes(g.cu_graph(), std::ptr::null_mut(), &mut n) }
+            .result()
+            .context("counting the recorded nodes")?;
+        let mut nodes = vec![std::ptr::null_mut(); n];
+        // SAFETY: `nodes` has room for the `n` handles the driver writes.
+        unsafe { sys::cuGraphGetNodes(g.cu_graph(), nodes.as_mut_ptr(), &mut n) }
+            .result()
+            .context("listing the recorded nodes")?;
+        let mut counts = BTreeMap::new();
+        for &node in &nodes[..n] {
+            let mut ty = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+            // SAFETY: `node` is a node of the live graph above; the driver writes one enum value.
+            unsafe { sys::cuGraphNodeGetType(node, &mut ty) }.result().context("a node's type")?;
+            let kind = match ty {
+                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL => "kernel",
+                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEMSET => "memset",
+                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEMCPY => "memcpy",
+                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC => "alloc",
+                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_FREE => "free",
+                _ => "other",
+            };
+            *counts.entry(kind).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
     /// Device memory of the recording's private pool, in bytes.
     pub fn pool_bytes(&self) -> usize {
         self.pool.as_ref().map_or(0, |p| p.bytes())
