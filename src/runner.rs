@@ -124,6 +124,8 @@ pub fn run(
     taps: &[&str],
 ) -> Result<Outputs> {
     let mut session = Session::new(model, exec);
+    let steps = inputs.decode_input_ids.as_ref().and_then(|d| d.first()).map_or(0, Vec::len);
+    session.reserve(inputs.input_ids.first().map_or(0, Vec::len) + steps);
     let step = session.prefill(&inputs.input_ids, inputs.attention_mask.as_ref(), taps)?;
     let decode_logits = match &inputs.decode_input_ids {
         None => None,
