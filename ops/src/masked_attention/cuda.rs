@@ -312,7 +312,8 @@ pub(crate) fn attention_on<T: Elem>(
             let m = key_m.ok_or_else(|| KernelError::BadParams("Additive needs `key_m`".into()))?;
             let w_i = to_i32("keep_window", w)?;
             let keep_rows = b * mask_heads * s;
-            let mut out_keep = alloc::<u32>(gpu, 2 * keep_rows)?;
+            // Written in full (one pair per row): no clearing, and back to the device's spare buffers after use.
+            let mut out_keep = gpu.uninit::<u32>(2 * keep_rows)?;
             let name = "masked_attention_keep_window";
             let func = gpu.function(&SOURCE, name)?;
             let cfg = LaunchConfig {
@@ -339,7 +340,7 @@ pub(crate) fn attention_on<T: Elem>(
             let chunk = t.div_ceil(want).max(DECODE_MIN_CHUNK);
             let splits = t.div_ceil(chunk);
             let (chunk_i, splits_i) = (to_i32("chunk", chunk)?, to_i32("splits", splits)?);
-            let mut part = alloc::<f32>(gpu, rows * splits * (p.head_dim + 2))?;
+            let mut part = gpu.uninit::<f32>(rows * splits * (p.head_dim + 2))?;
             let name = format!("masked_attention_{}_decode_d{cap}", T::NAME);
             let func = gpu.function(&SOURCE, &name)?;
             let cfg = LaunchConfig {
@@ -366,7 +367,7 @@ pub(crate) fn attention_on<T: Elem>(
             let g = gqa_grid(p);
             let splits_i = to_i32("splits", g.splits)?;
             let chunk_i = to_i32("chunk", g.chunk)?;
-            let mut part = alloc::<f32>(gpu, rows * g.splits * (p.head_dim + 2))?;
+            let mut part = gpu.uninit::<f32>(rows * g.splits * (p.head_dim + 2))?;
             let name =
                 format!("masked_attention_{}_decode_gqa_d{}_q{}", T::NAME, p.head_dim, g.queries);
             let func = gpu.function(&SOURCE, &name)?;
@@ -407,6 +408,7 @@ pub(crate) fn attention_on<T: Elem>(
         // SAFETY: the argument list matches `masked_attention_<T>_combine`; `part` was written
         // for `splits` slices of every row and `out` has `q`'s length, [B, S, H, Dh].
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+        gpu.recycle(part);
     } else if let Kernel::Mma { heads } = kernel {
         let dh = p.head_dim;
         let name = format!("masked_attention_bf16_prefill_mma_d{dh}_r{heads}");
@@ -466,6 +468,9 @@ pub(crate) fn attention_on<T: Elem>(
         // pointers stand for absent buffers the mode does not read; the kernel loops over query
         // tiles, so any grid height covers S.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    }
+    if let Some(k) = keep {
+        gpu.recycle(k);
     }
     Ok(())
 }
