@@ -166,16 +166,23 @@ fn script(s: &mut Session, inputs: &Inputs, v: i64, tap: &str) -> (Vec<Tensor>, 
     (out, replayed)
 }
 
+/// A node every model has, tapped in one step of the script.
+const TAP: &str = "embed";
+
+/// The script on a session that never replays.
+fn plain_script(plain: &Recording, inputs: &Inputs) -> (Vec<Tensor>, Vec<bool>) {
+    let mut a = Session::new(&plain.model, plain);
+    a.set_recording(false).unwrap();
+    script(&mut a, inputs, plain.model.config.vocab_size as i64, TAP)
+}
+
 #[test]
 fn replayed_steps_give_the_logits_of_plain_steps() {
     for case in ["cheems-v1-cdmoe", "hf-doge-dense"] {
         let inputs = Inputs::read(&fixtures_dir().join(case).join("inputs.json")).unwrap();
         let plain = recording(case, Fault::None);
         let v = plain.model.config.vocab_size as i64;
-        let tap = "embed";
-        let mut a = Session::new(&plain.model, &plain);
-        a.set_recording(false).unwrap();
-        let (want, off) = script(&mut a, &inputs, v, tap);
+        let (want, off) = plain_script(&plain, &inputs);
         assert!(off.iter().all(|r| !r), "{case}: recording off replays nothing");
         assert!(plain.log.borrow().built.is_empty());
 
@@ -184,7 +191,7 @@ fn replayed_steps_give_the_logits_of_plain_steps() {
         b.set_recording(true).unwrap();
         let prompt = inputs.input_ids[0].len();
         b.reserve(prompt + 3);
-        let (got, on) = script(&mut b, &inputs, v, tap);
+        let (got, on) = script(&mut b, &inputs, v, TAP);
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(g.as_f32().unwrap(), w.as_f32().unwrap(), "{case}: call {i}");
@@ -216,14 +223,11 @@ fn a_replayer_that_fails_leaves_plain_steps() {
         let inputs = Inputs::read(&fixtures_dir().join(case).join("inputs.json")).unwrap();
         let plain = recording(case, Fault::None);
         let v = plain.model.config.vocab_size as i64;
-        let tap = "embed";
-        let mut a = Session::new(&plain.model, &plain);
-        a.set_recording(false).unwrap();
-        let (want, _) = script(&mut a, &inputs, v, tap);
+        let (want, _) = plain_script(&plain, &inputs);
         let bad = recording(case, fault);
         let mut b = Session::new(&bad.model, &bad);
         b.set_recording(true).unwrap();
-        let (got, on) = script(&mut b, &inputs, v, tap);
+        let (got, on) = script(&mut b, &inputs, v, TAP);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(g.as_f32().unwrap(), w.as_f32().unwrap(), "call {i}");
         }

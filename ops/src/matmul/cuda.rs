@@ -23,6 +23,31 @@ pub fn gemv_kernel<T: Elem>(rows: usize) -> String {
     format!("gemv{rows}_{}", T::NAME)
 }
 
+/// The launch shared by the matrix-vector kernels: one warp per output feature, eight per block; `vec` when `in`
+/// is a multiple of the 16-byte width and every buffer in `aligned` starts on 16 bytes.
+struct GemvLaunch {
+    vec: i32,
+    inp: i32,
+    out: i32,
+    cfg: LaunchConfig,
+}
+
+fn gemv_launch<T: Elem>(
+    gpu: &Gpu,
+    p: &LinearParams,
+    aligned: &[&CudaSlice<T>],
+) -> Result<GemvLaunch> {
+    use cudarc::driver::DevicePtr;
+    let per_vec = 16 / std::mem::size_of::<T>();
+    let on16 = aligned.iter().all(|s| s.device_ptr(gpu.stream()).0 % 16 == 0);
+    let vec = i32::from(p.in_features % per_vec == 0 && on16);
+    let (inp, out) = (int(p.in_features, "in_features")?, int(p.out_features, "out_features")?);
+    let blocks = p.out_features.div_ceil(8) as u32;
+    let cfg =
+        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    Ok(GemvLaunch { vec, inp, out, cfg })
+}
+
 fn gemv<T: Elem>(
     gpu: &Gpu,
     p: &LinearParams,
@@ -31,16 +56,9 @@ fn gemv<T: Elem>(
     bias: Option<&CudaSlice<T>>,
     y: &mut CudaSlice<T>,
 ) -> Result<()> {
-    use cudarc::driver::DevicePtr;
     let name = gemv_kernel::<T>(p.rows);
     let func = gpu.function(&SOURCE, &name)?;
-    let per_vec = 16 / std::mem::size_of::<T>();
-    let aligned = |s: &CudaSlice<T>| s.device_ptr(gpu.stream()).0 % 16 == 0;
-    let vec = i32::from(p.in_features % per_vec == 0 && aligned(x) && aligned(w));
-    let (inp, out) = (int(p.in_features, "in_features")?, int(p.out_features, "out_features")?);
-    let blocks = p.out_features.div_ceil(8) as u32;
-    let cfg =
-        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let GemvLaunch { vec, inp, out, cfg } = gemv_launch(gpu, p, &[x, w])?;
     let null = 0u64;
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(w);
@@ -74,7 +92,6 @@ pub fn gated_linear<T: Elem>(
     bias: Option<(&CudaSlice<T>, &CudaSlice<T>)>,
     h: &mut CudaSlice<T>,
 ) -> Result<()> {
-    use cudarc::driver::DevicePtr;
     p.validate(x.len(), wg.len(), bias.map(|b| b.0.len()))?;
     p.validate(x.len(), wu.len(), bias.map(|b| b.1.len()))?;
     if h.len() != p.rows * p.out_features {
@@ -97,14 +114,8 @@ pub fn gated_linear<T: Elem>(
     }
     let name = gated_gemv_kernel::<T>(p.rows);
     let func = gpu.function(&SOURCE, &name)?;
-    let per_vec = 16 / std::mem::size_of::<T>();
-    let aligned = |s: &CudaSlice<T>| s.device_ptr(gpu.stream()).0 % 16 == 0;
-    let vec = i32::from(p.in_features % per_vec == 0 && aligned(x) && aligned(wg) && aligned(wu));
-    let (inp, out) = (int(p.in_features, "in_features")?, int(p.out_features, "out_features")?);
+    let GemvLaunch { vec, inp, out, cfg } = gemv_launch(gpu, p, &[x, wg, wu])?;
     let act = crate::act::cuda::code(act);
-    let blocks = p.out_features.div_ceil(8) as u32;
-    let cfg =
-        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let null = 0u64;
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(wg).arg(wu);
