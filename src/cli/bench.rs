@@ -1,5 +1,6 @@
 //! `cheems bench`: prefill and decode throughput, medians over repeated runs, on the CPU executor or on CUDA
-//! (device-resident caches, per-op time of one profiled prefill).
+//! (device-resident caches; decode both replayed from a recorded step and node by node; per-op time of one
+//! profiled prefill and one node-by-node decode step).
 
 use crate::exec::cuda::{ActDType, CudaExecutor, DTensor};
 use crate::exec::cuda_graph::DecodeGraph;

@@ -33,9 +33,10 @@ pub enum Command {
     Compile(compile::Args),
     /// Print the graph IR of a checkpoint as text (or Graphviz DOT with --dot).
     Dump(dump::Args),
-    /// Run a prefill (and decode steps) on the CPU and write the logits to safetensors.
+    /// Run a prefill (and decode steps) and write the logits to safetensors.
     Run(run::Args),
-    /// Measure prefill and decode tokens/s on the CPU (median of several runs).
+    /// Measure prefill and decode tokens/s (median of several runs) on the CPU or on CUDA, where decode steps are
+    /// replayed from a recorded CUDA graph and also timed node by node.
     Bench(bench::Args),
     /// Time the CUDA kernels alone (SSD, masked attention, CDMoE) on random inputs, against the roofline.
     BenchKernels(bench_kernels::Args),
