@@ -581,39 +581,59 @@ mod gpu {
         MaskMode::Additive { ratio: 0.1, keep_window: Some(1) },
     ];
 
-    #[test]
-    fn edge_shapes_match_the_cpu_kernel() {
+    /// Shapes of the edge-shape tests: empty, single, odd head dims, tile boundaries, the largest head dim.
+    const EDGE_SHAPES: [(usize, usize, usize, usize, usize, usize); 16] = [
+        (1, 0, 0, 2, 1, 4),
+        (2, 0, 5, 2, 2, 4),
+        (1, 1, 1, 1, 1, 0),
+        (1, 1, 1, 1, 1, 1),
+        (2, 3, 7, 2, 1, 4),
+        (1, 31, 31, 2, 2, 8),
+        (1, 33, 33, 4, 2, 31),
+        (1, 1, 33, 4, 2, 33),
+        (2, 5, 40, 3, 3, 7),
+        (1, 70, 70, 1, 1, 3),
+        (1, 40, 100, 2, 1, 64),
+        (1, 65, 130, 2, 2, 16),
+        (1, 9, 9, 2, 1, 96),
+        (1, 20, 50, 2, 1, 200),
+        (1, 17, 40, 2, 1, 256),
+        (2, 100, 100, 8, 2, 128),
+    ];
+
+    /// Every edge shape in every mode, with and without padding, on `path` in `T` (one test per path and dtype,
+    /// so that slow tools such as racecheck can take them in parallel).
+    fn edge_shapes_on<T: Elem>(path: Path) {
         let Some(gpu) = test_gpu() else { return };
-        let shapes = [
-            (1, 0, 0, 2, 1, 4),
-            (2, 0, 5, 2, 2, 4),
-            (1, 1, 1, 1, 1, 0),
-            (1, 1, 1, 1, 1, 1),
-            (2, 3, 7, 2, 1, 4),
-            (1, 31, 31, 2, 2, 8),
-            (1, 33, 33, 4, 2, 31),
-            (1, 1, 33, 4, 2, 33),
-            (2, 5, 40, 3, 3, 7),
-            (1, 70, 70, 1, 1, 3),
-            (1, 40, 100, 2, 1, 64),
-            (1, 65, 130, 2, 2, 16),
-            (1, 9, 9, 2, 1, 96),
-            (1, 20, 50, 2, 1, 200),
-            (1, 17, 40, 2, 1, 256),
-            (2, 100, 100, 8, 2, 128),
-        ];
-        for (n, &(b, s, t, h, g, dh)) in shapes.iter().enumerate() {
+        for (n, &(b, s, t, h, g, dh)) in EDGE_SHAPES.iter().enumerate() {
             for (m, &mode) in GPU_MODES.iter().enumerate() {
                 for padding in [false, true] {
                     let seed = (1000 + n * 100 + m * 2 + usize::from(padding)) as u64;
-                    check_all(
-                        &gpu,
-                        &Case::random(params(b, s, t, h, g, dh), mode, padding, seed),
-                        "edge",
-                    );
+                    let c = Case::random(params(b, s, t, h, g, dh), mode, padding, seed);
+                    check_as::<T>(&gpu, &c, path, "edge");
                 }
             }
         }
+    }
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel_prefill_f32() {
+        edge_shapes_on::<f32>(Path::Prefill);
+    }
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel_prefill_bf16() {
+        edge_shapes_on::<half::bf16>(Path::Prefill);
+    }
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel_decode_f32() {
+        edge_shapes_on::<f32>(Path::Decode);
+    }
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel_decode_bf16() {
+        edge_shapes_on::<half::bf16>(Path::Decode);
     }
 
     #[test]
