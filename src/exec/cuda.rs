@@ -145,10 +145,18 @@ impl<T: cheems_ops::cudarc::driver::DeviceRepr> Dev<T> {
         if !self.is_view() {
             return Ok(self);
         }
-        let mut s = gpu.uninit::<T>(self.len())?;
-        gpu.stream().memcpy_dtod(&*self.slice, &mut s).context("copying a view")?;
-        Ok(Dev::recycled_by(s, gpu))
+        dup(gpu, &self.slice)
     }
+}
+
+/// A copy of `s` in a new buffer that returns to `gpu`'s spare buffers when dropped.
+pub(crate) fn dup<T>(gpu: &Arc<Gpu>, s: &CudaSlice<T>) -> Result<Dev<T>>
+where
+    T: cheems_ops::cudarc::driver::DeviceRepr + cheems_ops::cudarc::driver::ValidAsZeroBits,
+{
+    let mut d = gpu.uninit::<T>(s.len())?;
+    gpu.stream().memcpy_dtod(s, &mut d).context("copying a device buffer")?;
+    Ok(Dev::recycled_by(d, gpu))
 }
 
 /// A second `CudaSlice` handle on elements `offset..offset + len` of `of`; it must be leaked, not dropped.
@@ -658,16 +666,6 @@ impl CudaExecutor {
     }
 
     fn copy(&self, t: &DTensor) -> Result<DTensor> {
-        fn dup<
-            T: cheems_ops::cudarc::driver::DeviceRepr + cheems_ops::cudarc::driver::ValidAsZeroBits,
-        >(
-            gpu: &Arc<Gpu>,
-            s: &CudaSlice<T>,
-        ) -> Result<Dev<T>> {
-            let mut d = gpu.uninit::<T>(s.len())?;
-            gpu.stream().memcpy_dtod(s, &mut d).context("copy")?;
-            Ok(Dev::recycled_by(d, gpu))
-        }
         let buf = match &t.buf {
             Buf::F32(s) => Buf::F32(dup(&self.gpu, s)?),
             Buf::BF16(s) => Buf::BF16(dup(&self.gpu, s)?),

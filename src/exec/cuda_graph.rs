@@ -18,7 +18,7 @@
 //! computed from the mask length) are refused with the reason; with a learned mask the capacity is at most its
 //! `max_position_embeddings` positions.
 
-use super::cuda::{download, ActDType, Buf, CudaExecutor, DTensor, Dev};
+use super::cuda::{download, dup, ActDType, Buf, CudaExecutor, DTensor, Dev};
 use super::Held;
 use crate::ir::op::AttentionMask;
 use crate::ir::{NodeId, Op, Tensor};
@@ -43,8 +43,6 @@ struct Slot {
 struct RopeSlot {
     node: NodeId,
     rotary: crate::ir::op::rope::Rotary,
-    /// The RoPE length state (`past.rope_len`), when the graph carries one.
-    len: Option<i64>,
     cos: DTensor,
     sin: DTensor,
     len_out: CudaSlice<i64>,
@@ -60,6 +58,8 @@ pub struct DecodeGraph<'e> {
     exec: &'e CudaExecutor,
     slots: Vec<Slot>,
     rope: Vec<RopeSlot>,
+    /// The RoPE length state (input name, value), when the graph carries one.
+    rope_len: Option<(String, i64)>,
     appends: HashSet<NodeId>,
     ids: CudaSlice<i64>,
     mask: CudaSlice<i64>,
@@ -107,6 +107,19 @@ pub fn unsupported(exec: &CudaExecutor) -> Option<String> {
         }
     }
     None
+}
+
+/// A state on the device: the session's buffer, or `held` uploaded into `upload`.
+fn on_device<'a>(
+    exec: &CudaExecutor,
+    name: &str,
+    held: &'a Held,
+    upload: &'a mut Option<DTensor>,
+) -> Result<&'a DTensor> {
+    match held {
+        Held::Device(d) => Ok(d),
+        Held::Host(t) => Ok(upload.insert(exec.upload_input(name, t)?)),
+    }
 }
 
 /// A fixed handle on `t`'s buffer with `t`'s dims.
@@ -160,14 +173,7 @@ impl<'e> DecodeGraph<'e> {
         let mut rope_len = None;
         for st in &model.states {
             let held = states.get(&st.past).with_context(|| format!("no state `{}`", st.past))?;
-            let uploaded;
-            let d = match held {
-                Held::Device(d) => d,
-                Held::Host(t) => {
-                    uploaded = exec.upload_input(&st.past, t)?;
-                    &uploaded
-                }
-            };
+            let mut uploaded = None;
             match st.kind {
                 StateKind::RopeLen => {
                     let v = match held {
@@ -176,20 +182,21 @@ impl<'e> DecodeGraph<'e> {
                             d.host_i64.clone().context("no host copy of the RoPE length")?
                         }
                     };
-                    rope_len = Some(*v.first().context("an empty RoPE length")?);
+                    let v = *v.first().context("an empty RoPE length")?;
+                    rope_len = Some((st.past.clone(), v));
                 }
                 StateKind::SsdState => {
+                    let d = on_device(exec, &st.past, held, &mut uploaded)?;
                     let Buf::F32(s) = &d.buf else { bail!("`{}` is not an f32 state", st.past) };
-                    let mut copy = gpu.uninit::<f32>(s.len())?;
-                    gpu.stream().memcpy_dtod(&**s, &mut copy).context("copying a state")?;
                     let buf = DTensor {
                         dims: d.dims.clone(),
-                        buf: Buf::F32(copy.into()),
+                        buf: Buf::F32(dup(gpu, s)?),
                         host_i64: None,
                     };
                     slots.push(Slot { past: st.past.clone(), kind: st.kind, buf });
                 }
                 StateKind::Key | StateKind::Value | StateKind::MaskValues => {
+                    let d = on_device(exec, &st.past, held, &mut uploaded)?;
                     let id = g.find(&st.past).with_context(|| format!("no input `{}`", st.past))?;
                     let readers: Vec<NodeId> = g
                         .node_ids()
@@ -250,7 +257,6 @@ impl<'e> DecodeGraph<'e> {
             rope.push(RopeSlot {
                 node: id,
                 rotary: r.clone(),
-                len: rope_len,
                 cos: table(())?,
                 sin: table(())?,
                 len_out: gpu.zeros::<i64>(1)?,
@@ -268,6 +274,7 @@ impl<'e> DecodeGraph<'e> {
             exec,
             slots,
             rope,
+            rope_len,
             appends,
             ids: gpu.zeros::<i64>(batch)?,
             mask: gpu.upload(&host_mask)?,
@@ -338,8 +345,9 @@ impl<'e> DecodeGraph<'e> {
         s.memcpy_htod(ids, &mut self.ids).context("copying the token ids")?;
         s.memcpy_htod(&[self.past as i64], &mut self.pos).context("copying the position")?;
         let pos = Tensor::i64(vec![self.batch, 1], vec![self.past as i64; self.batch])?;
+        let len = self.rope_len.as_ref().map(|l| Tensor::i64(vec![1], vec![l.1])).transpose()?;
+        let mut next_len = None;
         for r in &mut self.rope {
-            let len = r.len.map(|l| Tensor::i64(vec![1], vec![l])).transpose()?;
             let t = super::cpu::rotary_tables(&r.rotary, &pos, len.as_ref())?;
             for (dst, src) in [(&mut r.cos, &t[0]), (&mut r.sin, &t[1])] {
                 let v = src.as_f32()?;
@@ -353,9 +361,10 @@ impl<'e> DecodeGraph<'e> {
                 }
                 .context("copying the RoPE tables")?;
             }
-            if r.len.is_some() {
-                r.len = Some(t[2].as_i64()?[0]);
-            }
+            next_len = Some(t[2].as_i64()?[0]);
+        }
+        if let (Some(l), Some(next)) = (self.rope_len.as_mut(), next_len) {
+            l.1 = next;
         }
         Ok(())
     }
@@ -394,9 +403,8 @@ impl<'e> DecodeGraph<'e> {
             }
             let mut preset = HashMap::new();
             for r in &self.rope {
-                if r.len.is_some() {
-                    let id = g.inputs_of(r.node)[1].node;
-                    inputs.insert(g.node(id).name.clone(), fixed_i64(exec, &r.len_out, vec![1]));
+                if let Some((name, _)) = &self.rope_len {
+                    inputs.insert(name.clone(), fixed_i64(exec, &r.len_out, vec![1]));
                 }
                 let outs = vec![
                     fixed(exec, &r.cos),
@@ -469,14 +477,8 @@ impl<'e> DecodeGraph<'e> {
     pub fn into_states(self) -> Result<BTreeMap<String, Held>> {
         let gpu = self.exec.gpu().clone();
         let mut out = BTreeMap::new();
-        for r in &self.rope {
-            if let Some(l) = r.len {
-                let id = self.exec.graph().inputs_of(r.node)[1].node;
-                out.insert(
-                    self.exec.graph().node(id).name.clone(),
-                    Held::Host(Tensor::i64(vec![1], vec![l])?),
-                );
-            }
+        if let Some((name, l)) = &self.rope_len {
+            out.insert(name.clone(), Held::Host(Tensor::i64(vec![1], vec![*l])?));
         }
         for s in &self.slots {
             let t = match s.kind {
@@ -504,9 +506,11 @@ impl<'e> DecodeGraph<'e> {
                 }
                 StateKind::SsdState => {
                     let Buf::F32(c) = &s.buf.buf else { bail!("`{}` is not f32", s.past) };
-                    let mut y = gpu.uninit::<f32>(c.len())?;
-                    gpu.stream().memcpy_dtod(&**c, &mut y).context("copying a state")?;
-                    DTensor { dims: s.buf.dims.clone(), buf: Buf::F32(y.into()), host_i64: None }
+                    DTensor {
+                        dims: s.buf.dims.clone(),
+                        buf: Buf::F32(dup(&gpu, c)?),
+                        host_i64: None,
+                    }
                 }
                 StateKind::RopeLen => continue,
             };

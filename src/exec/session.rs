@@ -213,10 +213,8 @@ impl<'a> Session<'a> {
     /// Feeds one more token per sequence (`ids[b]` for sequence b) after a prefill.
     pub fn decode(&mut self, ids: &[i64], taps: &[&str]) -> Result<Step> {
         let rows: Batch = ids.iter().map(|&i| vec![i]).collect();
-        if taps.is_empty() && self.record && self.batch > 0 {
-            let (b, _) = check_rows("decode_input_ids", &rows)?;
-            ensure!(b == self.batch, "got {b} sequences to extend a batch of {}", self.batch);
-            self.check_ids("decode_input_ids", &rows)?;
+        self.check_extension(&rows)?;
+        if taps.is_empty() && self.record {
             if let Some(logits) = self.replayed(ids)? {
                 for m in &mut self.mask {
                     m.push(1);
@@ -225,17 +223,28 @@ impl<'a> Session<'a> {
                 return Ok(Step { logits, taps: BTreeMap::new() });
             }
         }
-        self.extend(&rows, taps)
+        self.extend_checked(&rows, 1, taps)
     }
 
     /// Feeds `ids[b]` (equal lengths, no padding) to sequence b after a prefill: a decode step, or a chunk of a
     /// prompt split over several calls.
     pub fn extend(&mut self, ids: &Batch, taps: &[&str]) -> Result<Step> {
+        let s = self.check_extension(ids)?;
+        self.extend_checked(ids, s, taps)
+    }
+
+    /// Checks tokens to append after a prefill; returns how many per sequence.
+    fn check_extension(&self, ids: &Batch) -> Result<usize> {
         ensure!(self.batch > 0, "decoding needs a prefill first");
-        self.settle()?;
         let (b, s) = check_rows("decode_input_ids", ids)?;
         ensure!(b == self.batch, "got {b} sequences to extend a batch of {}", self.batch);
         self.check_ids("decode_input_ids", ids)?;
+        Ok(s)
+    }
+
+    /// [`Self::extend`] after [`Self::check_extension`], node by node.
+    fn extend_checked(&mut self, ids: &Batch, s: usize, taps: &[&str]) -> Result<Step> {
+        self.settle()?;
         for m in &mut self.mask {
             m.extend(std::iter::repeat_n(1, s));
         }

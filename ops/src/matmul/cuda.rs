@@ -94,15 +94,7 @@ pub fn gated_linear<T: Elem>(
 ) -> Result<()> {
     p.validate(x.len(), wg.len(), bias.map(|b| b.0.len()))?;
     p.validate(x.len(), wu.len(), bias.map(|b| b.1.len()))?;
-    if h.len() != p.rows * p.out_features {
-        return Err(KernelError::BadParams(format!(
-            "`h` has {} elements, expected {} (rows {} × out_features {})",
-            h.len(),
-            p.rows * p.out_features,
-            p.rows,
-            p.out_features
-        )));
-    }
+    crate::check_len("h", h.len(), &[("rows", p.rows), ("out_features", p.out_features)])?;
     if p.rows == 0 || p.rows > GEMV_MAX_ROWS || p.in_features == 0 {
         return Err(KernelError::BadParams(format!(
             "the gated GEMV takes 1 to {GEMV_MAX_ROWS} rows of at least one feature, not {} × {}",
@@ -144,15 +136,7 @@ where
     CudaBlas: Gemm<T>,
 {
     p.validate(x.len(), w.len(), bias.map(|b| b.len()))?;
-    if y.len() != p.rows * p.out_features {
-        return Err(KernelError::BadParams(format!(
-            "`y` has {} elements, expected {} (rows {} × out_features {})",
-            y.len(),
-            p.rows * p.out_features,
-            p.rows,
-            p.out_features
-        )));
-    }
+    crate::check_len("y", y.len(), &[("rows", p.rows), ("out_features", p.out_features)])?;
     if p.rows == 0 || p.out_features == 0 {
         return Ok(());
     }
