@@ -214,6 +214,8 @@ struct Replayed {
     issue: f64,
     pool_bytes: usize,
     nodes: BTreeMap<&'static str, usize>,
+    /// Kernel-to-kernel edges recorded as programmatic dependencies.
+    programmatic: usize,
 }
 
 /// One prefill, then `steps` decode steps through a [`DecodeGraph`] with room for them all.
@@ -247,7 +249,9 @@ fn graph_pass(
     let issue = t1.elapsed().as_secs_f64();
     exec.gpu().synchronize()?;
     let replay = t1.elapsed().as_secs_f64();
-    Ok(Replayed { record, replay, issue, pool_bytes: g.pool_bytes(), nodes: g.node_counts()? })
+    let (pool_bytes, nodes) = (g.pool_bytes(), g.node_counts()?);
+    let programmatic = g.programmatic_edges().unwrap_or(0);
+    Ok(Replayed { record, replay, issue, pool_bytes, nodes, programmatic })
 }
 
 fn run_cuda(a: &Args) -> Result<()> {
@@ -309,7 +313,8 @@ fn run_cuda(a: &Args) -> Result<()> {
         let replay = median(replayed.iter().map(|r| r.replay).collect());
         let record = median(replayed.iter().map(|r| r.record).collect());
         let issue = median(replayed.iter().map(|r| r.issue).collect());
-        (replay, record, issue, replayed[0].pool_bytes, replayed[0].nodes.clone())
+        let r = &replayed[0];
+        (replay, record, issue, r.pool_bytes, r.nodes.clone(), r.programmatic)
     });
     let steps = a.decode.saturating_sub(1) as f64;
     let decode_tps = match graph {
@@ -324,11 +329,12 @@ fn run_cuda(a: &Args) -> Result<()> {
     let decode_gbps =
         if a.decode > 0 { weight_bytes * decode_tps / a.batch as f64 / 1e9 } else { 0.0 };
     let graph_json = match (graph, &recording) {
-        (Some((replay, record, issue, pool, nodes)), _) => serde_json::json!({
+        (Some((replay, record, issue, pool, nodes, programmatic)), _) => serde_json::json!({
             "replay_seconds_median": replay, "replayed_steps": steps as usize,
             "replay_host_issue_seconds_median": issue,
             "first_step_seconds_median": record, "pool_bytes": pool,
             "capacity": a.prompt + a.decode, "recorded_nodes": nodes,
+            "programmatic_edges": programmatic,
         }),
         (None, Some(why)) => serde_json::json!({ "unsupported": why }),
         (None, None) => serde_json::json!({ "unsupported": "fewer than 2 decode steps" }),

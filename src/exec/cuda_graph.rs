@@ -13,7 +13,9 @@
 //!   buffers before the launch; SSD states are updated in place;
 //! * every other buffer comes from a pool that only the recording uses, filled by one eager run of the step.
 //!
-//! The first step runs eagerly (filling the pool) and is then recorded; later steps replay the recording.
+//! The first step runs eagerly (filling the pool) and is then recorded; later steps replay the recording. In the
+//! recording each cheems kernel may be scheduled while the kernel before it still runs (a programmatic dependency,
+//! `cheems_ops::cuda::graph`); `CHEEMS_CUDA_PDL=0` records plain edges instead.
 //! Graphs whose step depends on the key count otherwise (the ratio threshold of `Additive` masks, positions
 //! computed from the mask length) are refused with the reason; with a learned mask the capacity is at most its
 //! `max_position_embeddings` positions.
@@ -25,9 +27,9 @@ use crate::ir::{NodeId, Op, Tensor};
 use crate::model::build::{Model, StateKind};
 use anyhow::{bail, ensure, Context, Result};
 use cheems_ops as ops;
+use cheems_ops::cuda::graph::Recording;
 use cheems_ops::cuda::GraphBuffers;
-use cheems_ops::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cheems_ops::cudarc::driver::{CudaGraph, CudaSlice};
+use cheems_ops::cudarc::driver::CudaSlice;
 use half::bf16;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -51,7 +53,7 @@ struct RopeSlot {
 /// Decode steps of one batch, replayed from a recording (fields drop in order: the recording before the memory it
 /// addresses).
 pub struct DecodeGraph<'e> {
-    recorded: Option<CudaGraph>,
+    recorded: Option<Recording>,
     logits: Option<DTensor>,
     first_logits: Option<Tensor>,
     pool: Option<GraphBuffers>,
@@ -80,6 +82,11 @@ fn key_limit(exec: &CudaExecutor, model: &Model) -> usize {
     } else {
         usize::MAX
     }
+}
+
+/// Whether recordings make kernel-to-kernel edges programmatic: unless `CHEEMS_CUDA_PDL=0`.
+fn programmatic_edges() -> bool {
+    std::env::var_os("CHEEMS_CUDA_PDL").is_none_or(|v| v != "0")
 }
 
 /// Why `exec`'s graph cannot be recorded, if it cannot.
@@ -303,34 +310,13 @@ impl<'e> DecodeGraph<'e> {
 
     /// The recording's nodes by kind (`kernel`, `memset`, `memcpy`, `alloc`, `free`, `other`), once recorded.
     pub fn node_counts(&self) -> Result<BTreeMap<&'static str, usize>> {
-        use cheems_ops::cudarc::driver::sys;
         let g = self.recorded.as_ref().context("the step is not recorded yet")?;
-        let mut n = 0usize;
-        // SAFETY: `g.cu_graph()` is a live graph owned by `self.recorded`; a null node array asks for the count.
-        unsafe { sys::cuGraphGetNodes(g.cu_graph(), std::ptr::null_mut(), &mut n) }
-            .result()
-            .context("counting the recorded nodes")?;
-        let mut nodes = vec![std::ptr::null_mut(); n];
-        // SAFETY: `nodes` has room for the `n` handles the driver writes.
-        unsafe { sys::cuGraphGetNodes(g.cu_graph(), nodes.as_mut_ptr(), &mut n) }
-            .result()
-            .context("listing the recorded nodes")?;
-        let mut counts = BTreeMap::new();
-        for &node in &nodes[..n] {
-            let mut ty = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
-            // SAFETY: `node` is a node of the live graph above; the driver writes one enum value.
-            unsafe { sys::cuGraphNodeGetType(node, &mut ty) }.result().context("a node's type")?;
-            let kind = match ty {
-                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL => "kernel",
-                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEMSET => "memset",
-                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEMCPY => "memcpy",
-                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC => "alloc",
-                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_FREE => "free",
-                _ => "other",
-            };
-            *counts.entry(kind).or_insert(0) += 1;
-        }
-        Ok(counts)
+        Ok(g.node_counts()?)
+    }
+
+    /// Kernel-to-kernel edges of the recording that are programmatic dependencies, once recorded.
+    pub fn programmatic_edges(&self) -> Option<usize> {
+        self.recorded.as_ref().map(Recording::programmatic_edges)
     }
 
     /// Device memory of the recording's private pool, in bytes.
@@ -449,12 +435,9 @@ impl<'e> DecodeGraph<'e> {
         self.first_logits = Some(download(&gpu, &logits)?);
         drop((out, logits));
         gpu.seal_graph_pool();
-        let stream = gpu.stream();
-        stream
-            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .context("starting to record the decode step")?;
+        gpu.begin_recording().context("starting to record the decode step")?;
         let issued = self.issue();
-        let ended = stream.end_capture(CUgraphInstantiate_flags(0));
+        let ended = gpu.end_recording(programmatic_edges());
         let mut out = issued.context("recording the decode step")?;
         let graph = ended.context("instantiating the recorded decode step")?;
         let graph = graph.context("the recording of the decode step is empty")?;

@@ -50,9 +50,11 @@ template <typename T> __device__ void act_mul(const T *gate, const T *up, T *y, 
 }
 
 extern "C" __global__ void act_mul_f32(const float *gate, const float *up, float *y, const long n, const int act) {
+    grid_entry();
     act_mul(gate, up, y, n, act);
 }
 
 extern "C" __global__ void act_mul_bf16(const bf16_t *gate, const bf16_t *up, bf16_t *y, const long n, const int act) {
+    grid_entry();
     act_mul(gate, up, y, n, act);
 }

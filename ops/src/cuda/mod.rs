@@ -6,6 +6,7 @@
 //! [`KernelError::Unavailable`] naming what was looked for and where.
 
 pub mod cubin;
+pub mod graph;
 
 pub use cubin::{all_sources, cubin_key, source_hash, CubinSet};
 
@@ -640,35 +641,46 @@ pub fn launch_error(kernel: &str, e: cudarc::driver::DriverError) -> KernelError
 mod tests {
     use super::*;
 
-    /// Every kernel source of the crate, for the compile check.
-    fn sources() -> Vec<Source> {
-        vec![
-            crate::rms_norm::cuda::SOURCE,
-            crate::masked_attention::cuda::SOURCE,
-            crate::dynamic_mask::cuda::SOURCE,
-            crate::matmul::cuda::SOURCE,
-            crate::elementwise::cuda::SOURCE,
-            crate::ssd_scan::cuda::CHUNK_SCAN_SOURCE,
-            crate::ssd_scan::cuda::STEP_SOURCE,
-            crate::pk_topk::cuda::SOURCE,
-            crate::router_topk::cuda::SOURCE,
-            crate::expert_mix::cuda::SOURCE,
-            crate::inner_values::cuda::SOURCE,
-            crate::rope::cuda::SOURCE,
-            crate::embedding::cuda::SOURCE,
-            crate::act::cuda::SOURCE,
-        ]
-    }
-
     /// Each kernel compiles with NVRTC for sm_90 (no GPU needed). Skipped without NVRTC unless
     /// `CHEEMS_REQUIRE_NVRTC` or `CHEEMS_REQUIRE_GPU` is set.
     #[test]
     fn all_kernels_compile_for_sm_90() {
-        for src in sources() {
+        for src in all_sources() {
             if crate::testutil::sm90_cubin(&src).is_none() {
                 return;
             }
         }
+    }
+
+    /// A recorded step lets a kernel start before the kernel it depends on has finished (`graph`), which is only
+    /// sound when the kernel's first statement waits for it: `grid_entry()` opens every kernel body.
+    #[test]
+    fn every_kernel_opens_with_grid_entry() {
+        let mut kernels = 0;
+        for src in all_sources() {
+            let mut rest = src.code;
+            while let Some(at) = rest.find("__global__") {
+                let decl = &rest[at..];
+                let open = decl
+                    .find('{')
+                    .unwrap_or_else(|| panic!("{}: a kernel without a body", src.file));
+                let name = decl[..open]
+                    .split('(')
+                    .filter_map(|part| part.split_whitespace().last())
+                    .find(|w| *w != "__launch_bounds__");
+                let body =
+                    decl[open + 1..].trim_start_matches(|c: char| c.is_whitespace() || c == '\\');
+                assert!(
+                    body.starts_with("grid_entry();"),
+                    "{}: kernel `{}` does not open with grid_entry()",
+                    src.file,
+                    name.unwrap_or("?")
+                );
+                kernels += 1;
+                rest = &decl[open..];
+            }
+        }
+        assert!(kernels >= 58, "found {kernels} kernels");
     }
 
     #[test]

@@ -15,10 +15,12 @@ __device__ void dynamic_mask(const E *dt, const float *a, float *m, const int S,
 
 extern "C" __global__ void dynamic_mask_f32(const float *dt, const float *a, float *m, const int S, const int Hm,
                                             const long n) {
+    grid_entry();
     dynamic_mask(dt, a, m, S, Hm, n);
 }
 
 extern "C" __global__ void dynamic_mask_bf16(const bf16_t *dt, const float *a, float *m, const int S, const int Hm,
                                              const long n) {
+    grid_entry();
     dynamic_mask(dt, a, m, S, Hm, n);
 }

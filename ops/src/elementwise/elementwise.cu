@@ -51,26 +51,35 @@ __device__ void place_rows(const T *x, T *dst, const long long *pos, long n, lon
 }
 
 #define INSTANTIATE(T, S)                                                                                          \
-    extern "C" __global__ void add_##S(const T *a, const T *b, T *y, long n) { add(a, b, y, n); }                  \
-    extern "C" __global__ void scaled_residual_##S(const T *w, const T *r, const T *f, T *y, long n, int cols) {    \
+    extern "C" __global__ void add_##S(const T *a, const T *b, T *y, long n) {                                     \
+        grid_entry();                                                                                              \
+        add(a, b, y, n);                                                                                           \
+    }                                                                                                              \
+    extern "C" __global__ void scaled_residual_##S(const T *w, const T *r, const T *f, T *y, long n, int cols) {   \
+        grid_entry();                                                                                              \
         scaled_residual(w, r, f, y, n, cols);                                                                      \
     }                                                                                                              \
     extern "C" __global__ void mask_rows_##S(const T *x, const long long *m, T *y, long n, int cols) {             \
+        grid_entry();                                                                                              \
         mask_rows(x, m, y, n, cols);                                                                               \
     }                                                                                                              \
     extern "C" __global__ void swap_axes_12_##S(const T *x, T *y, long n, int b, int c, int d) {                   \
+        grid_entry();                                                                                              \
         swap_axes_12(x, y, n, b, c, d);                                                                            \
     }                                                                                                              \
-    extern "C" __global__ void slice_cols_##S(const T *x, T *y, long n, long cols, long start, long len) {          \
+    extern "C" __global__ void slice_cols_##S(const T *x, T *y, long n, long cols, long start, long len) {         \
+        grid_entry();                                                                                              \
         slice_cols(x, y, n, cols, start, len);                                                                     \
     }                                                                                                              \
     extern "C" __global__ void concat_##S(const T *x, const T *y, T *out, long n, long ia, long ib) {              \
+        grid_entry();                                                                                              \
         concat(x, y, out, n, ia, ib);                                                                              \
     }
 
 #define INSTANTIATE_PLACE(T, S)                                                                                    \
     extern "C" __global__ void place_rows_##S(const T *x, T *dst, const long long *pos, long n, long rows, long inner, \
                                               long cap) {                                                                \
+        grid_entry();                                                                                                    \
         place_rows(x, dst, pos, n, rows, inner, cap);                                                                    \
     }
 
@@ -80,5 +89,11 @@ INSTANTIATE_PLACE(long long, i64)
 INSTANTIATE(float, f32)
 INSTANTIATE(bf16_t, bf16)
 
-extern "C" __global__ void cast_f32_bf16(const float *x, bf16_t *y, long n) { GRID_STRIDE(i, n) y[i] = f32_to_bf16(x[i]); }
-extern "C" __global__ void cast_bf16_f32(const bf16_t *x, float *y, long n) { GRID_STRIDE(i, n) y[i] = bf16_to_f32(x[i]); }
+extern "C" __global__ void cast_f32_bf16(const float *x, bf16_t *y, long n) {
+    grid_entry();
+    GRID_STRIDE(i, n) y[i] = f32_to_bf16(x[i]);
+}
+extern "C" __global__ void cast_bf16_f32(const bf16_t *x, float *y, long n) {
+    grid_entry();
+    GRID_STRIDE(i, n) y[i] = bf16_to_f32(x[i]);
+}

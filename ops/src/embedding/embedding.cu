@@ -28,10 +28,12 @@ __device__ void embedding(const T *table, const long long *ids, T *y, const long
 
 extern "C" __global__ void embedding_f32(const float *table, const long long *ids, float *y, const long long rows,
                                          const int dim) {
+    grid_entry();
     embedding(table, ids, y, rows, dim);
 }
 
 extern "C" __global__ void embedding_bf16(const bf16_t *table, const long long *ids, bf16_t *y, const long long rows,
                                           const int dim) {
+    grid_entry();
     embedding(table, ids, y, rows, dim);
 }

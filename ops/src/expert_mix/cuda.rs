@@ -18,6 +18,10 @@ const THREADS: usize = 256;
 const TARGET_BLOCKS: usize = 264;
 /// Narrowest column slice: each slice's block recomputes every down dot of its row.
 const MIN_WIDTH: usize = 64;
+/// Column slices from which a row's down dots are computed once, by a launch of their own (`split`).
+const SPLIT_SLICES: usize = 8;
+/// Down dots of one `expert_weigh_<T>` block: one per warp.
+const WEIGH_WARPS: usize = THREADS / 32;
 
 /// How a call is launched: one block per (row, column slice).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,18 +35,24 @@ pub(crate) struct Plan {
     pub width: usize,
     /// Threads per down dot, a power of two in 8..=32.
     pub lanes: usize,
+    /// Two launches: `expert_weigh_<T>` computes every weight once into a scratch buffer, then
+    /// `expert_sum_<T>` sums the column slices with them. Taken when a row is cut into so many slices that
+    /// recomputing the down dots in each would dominate.
+    pub split: bool,
 }
 
 /// The launch for `rows` rows of `dim` columns with `selected = heads·k` experts each (`rows`, `dim` > 0).
 pub(crate) fn plan(rows: usize, dim: usize, selected: usize) -> Plan {
     if rows >= TARGET_BLOCKS {
-        return Plan { whole_rows: true, slices: 1, width: dim.next_multiple_of(8), lanes: 32 };
+        let width = dim.next_multiple_of(8);
+        return Plan { whole_rows: true, slices: 1, width, lanes: 32, split: false };
     }
     let slices = TARGET_BLOCKS.div_ceil(rows).clamp(1, dim.div_ceil(MIN_WIDTH));
     let width = dim.div_ceil(slices).next_multiple_of(8);
     let per_expert = THREADS / selected.max(1);
     let lanes = if per_expert == 0 { 8 } else { (1 << per_expert.ilog2()).clamp(8, 32) };
-    Plan { whole_rows: false, slices: dim.div_ceil(width), width, lanes }
+    let slices = dim.div_ceil(width);
+    Plan { whole_rows: false, slices, width, lanes, split: slices >= SPLIT_SLICES && selected > 0 }
 }
 
 /// The expert mixture on the device, `out` `[rows, dim]`; see the module documentation for the formula.
@@ -93,6 +103,9 @@ pub fn expert_mix<T: Elem>(
     let act = crate::act::cuda::code(act);
     let after = i32::from(order == ExpertAct::AfterSoftmax);
     let norm = i32::from(norm_topk);
+    if plan.split {
+        return split::<T>(gpu, p, &plan, (act, after, norm), x, scores, ids, down, up, out);
+    }
     let kind = if plan.whole_rows { "expert_mix_rows" } else { "expert_mix" };
     let name = format!("{kind}_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
@@ -113,5 +126,58 @@ pub fn expert_mix<T: Elem>(
     // the kernel reads only expert rows below num_experts, and the grid has one block per (row, column slice), the
     // slices covering `dim` (`plan`; one slice of the whole row for `expert_mix_rows_<T>`).
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}
+
+/// The two launches of a `split` plan: `expert_weigh_<T>` writes the weights of every (row, slot) into a scratch
+/// buffer, `expert_sum_<T>` sums each column slice of up rows with them. `codes` are the activation, `after` and
+/// `norm` as the kernels take them; sizes were checked by [`expert_mix`].
+#[allow(clippy::too_many_arguments)]
+fn split<T: Elem>(
+    gpu: &Gpu,
+    p: &ExpertMixParams,
+    plan: &Plan,
+    codes: (i32, i32, i32),
+    x: &CudaSlice<T>,
+    scores: &CudaSlice<f32>,
+    ids: &CudaSlice<i64>,
+    down: &CudaSlice<T>,
+    up: &CudaSlice<T>,
+    out: &mut CudaSlice<T>,
+) -> Result<()> {
+    let (act, after, norm) = codes;
+    let n = p.heads * p.k;
+    let (heads, k, dim, sel) = (p.heads as i32, p.k as i32, p.dim as i32, n as i32);
+    let (num_experts, width) = (p.num_experts as i64, plan.width as i32);
+    let rows = p.rows as u32;
+    let mut w = gpu.uninit::<f32>(p.rows * n)?;
+    let name = format!("expert_weigh_{}", T::NAME);
+    let func = gpu.function(&SOURCE, &name)?;
+    let cfg = LaunchConfig {
+        grid_dim: (rows, n.div_ceil(WEIGH_WARPS) as u32, 1),
+        block_dim: (THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(scores).arg(ids).arg(down).arg(&mut w);
+    launch.arg(&heads).arg(&k).arg(&dim).arg(&num_experts).arg(&act).arg(&after).arg(&norm);
+    // SAFETY: matches `expert_weigh_<T>` in expert_mix.cu; x, scores, ids and down were checked against `p`, w holds
+    // rows·heads·k weights, one warp per (row, slot) over a grid of (rows, ⌈heads·k / 8⌉) blocks of 8 warps, and no
+    // down row outside 0..E is read.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    let name = format!("expert_sum_{}", T::NAME);
+    let func = gpu.function(&SOURCE, &name)?;
+    let cfg = LaunchConfig {
+        grid_dim: (rows, plan.slices as u32, 1),
+        block_dim: (THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(ids).arg(&w).arg(up).arg(out).arg(&sel).arg(&dim).arg(&num_experts).arg(&width);
+    // SAFETY: matches `expert_sum_<T>` in expert_mix.cu; ids and w hold rows·heads·k ≤ rows·1024 entries (the
+    // shared arrays' size), up and out were checked against `p`, the slices cover `dim`, and no up row outside 0..E
+    // is read.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    gpu.recycle(w);
     Ok(())
 }

@@ -4,9 +4,14 @@
 // Launch (expert_mix_*): grid (rows, column slices of `width`), 256 threads; each block weighs all heads·k ≤ 1024
 // experts of its row (`lanes` threads per down dot), then sums its slice of up rows; 16-byte loads when dim and the
 // buffers allow. expert_mix_rows_*: one block of 256 threads per row, a warp per down dot, each thread owns 4-wide
-// columns of the up sum over all experts; 4-wide loads when dim and the buffers allow.
+// columns of the up sum over all experts; 4-wide loads when dim and the buffers allow. For few rows, two launches:
+// expert_weigh_* (grid (rows, ⌈heads·k / 8⌉), 256 threads, a warp per down dot) writes the weights w f32
+// [rows, heads·k], NaN for an id outside 0..E; expert_sum_* (grid (rows, column slices of `width`), 256 threads)
+// sums its slice of up rows with them, so that no down dot is computed twice.
 #define EM_MAX_SEL 1024
 #define EM_THREADS 256
+// Down packs a lane of expert_weigh loads before it consumes the first.
+#define EM_BATCH 4
 
 __device__ __forceinline__ void ldv(const float *p, long i, float (&v)[1]) { v[0] = p[i]; }
 __device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[1]) { v[0] = bf16_to_f32(p[i]); }
@@ -76,22 +81,30 @@ __device__ __forceinline__ void weigh(const T *x, const T *down, const int *eid,
     }
 }
 
-// out[c0 .. c1) of one row: groups of threads split the experts of each V-wide column pack, then add in group order.
-// With several groups, each thread's first up pack is loaded before the weights are known (`u`).
+// The thread's first up pack of a column slice when several groups of threads split the experts (`mix_slice`): loaded
+// before the weights are known.
 template <typename T, int V>
-__device__ __forceinline__ void weigh_and_mix(const T *x, const T *down, const T *up, T *out, const int *eid, float *w,
-                                              float *part, const int n, const int dim, const int lanes, const int act,
-                                              const int after, const int c0, const int c1) {
+__device__ __forceinline__ bool first_pack(const T *up, const int *eid, float (&u)[V], const int n, const int dim,
+                                           const int c0, const int c1) {
     const int packs = (c1 - c0) / V;
     const int groups = max(1, (int)blockDim.x / packs);
     const int p = threadIdx.x % packs, g = threadIdx.x / packs;
     const bool first = groups > 1 && g < groups && g < n;
-    float u[V];
 #pragma unroll
     for (int i = 0; i < V; ++i) u[i] = 0.0f;
     if (first) ldv(up, (long)eid[g] * dim + c0 + p * V, u);
-    weigh<T, V>(x, down, eid, w, n, dim, lanes, act, after);
-    __syncthreads();
+    return first;
+}
+
+// out[c0 .. c1) of one row = Σ_j w[j]·up[eid[j]]: groups of threads split the experts of each V-wide column pack, then
+// add in group order; `u` is the thread's `first_pack`.
+template <typename T, int V>
+__device__ __forceinline__ void mix_slice(const T *up, T *out, const int *eid, const float *w, float *part, const int n,
+                                          const int dim, const int c0, const int c1, const float (&u)[V],
+                                          const bool first) {
+    const int packs = (c1 - c0) / V;
+    const int groups = max(1, (int)blockDim.x / packs);
+    const int p = threadIdx.x % packs, g = threadIdx.x / packs;
     if (groups == 1) {
         for (int pc = threadIdx.x; pc < packs; pc += blockDim.x) {
             const int c = c0 + pc * V;
@@ -131,6 +144,26 @@ __device__ __forceinline__ void weigh_and_mix(const T *x, const T *down, const T
     }
 }
 
+// The softmax of one head's k scores, taken by one warp: p_j = e^{s_j − m}/sum, divided by total = Σ_j p_j when norm.
+struct HeadSoftmax {
+    float m, sum, total;
+};
+__device__ __forceinline__ HeadSoftmax head_softmax(const float *s, const int k, const int lane) {
+    float m = __int_as_float(0xff800000);
+    for (int j = lane; j < k; j += 32) m = fmaxf(m, s[j]);
+    m = warp_max(m);
+    float sum = 0.0f;
+    for (int j = lane; j < k; j += 32) sum += expf(s[j] - m);
+    sum = warp_sum(sum);
+    float total = 0.0f;
+    for (int j = lane; j < k; j += 32) total += expf(s[j] - m) / sum;
+    return {m, sum, warp_sum(total)};
+}
+__device__ __forceinline__ float head_prob(const HeadSoftmax &hs, const float *s, const int j, const int norm) {
+    const float p = expf(s[j] - hs.m) / hs.sum;
+    return norm ? p / hs.total : p;
+}
+
 // eid[j] ← ids[row, j] (0 where out of range, and *bad set), w[j] ← the routing weight of slot j; ends on a barrier.
 __device__ __forceinline__ void routing(const float *scores, const long long *ids, float *w, int *eid, int *bad,
                                         const long row, const int heads, const int k, const long long num_experts,
@@ -147,22 +180,8 @@ __device__ __forceinline__ void routing(const float *scores, const long long *id
     }
     for (int h = warp; h < heads; h += warps) {
         const float *s = scores + (row * heads + h) * (long)k;
-        float *p = w + h * k;
-        float m = __int_as_float(0xff800000);
-        for (int j = lane; j < k; j += 32) m = fmaxf(m, s[j]);
-        m = warp_max(m);
-        float sum = 0.0f;
-        for (int j = lane; j < k; j += 32) sum += expf(s[j] - m);
-        sum = warp_sum(sum);
-        float total = 0.0f;
-        for (int j = lane; j < k; j += 32) {
-            p[j] = expf(s[j] - m) / sum;
-            total += p[j];
-        }
-        total = warp_sum(total);
-        if (norm) {
-            for (int j = lane; j < k; j += 32) p[j] = p[j] / total;
-        }
+        const HeadSoftmax hs = head_softmax(s, k, lane);
+        for (int j = lane; j < k; j += 32) w[h * k + j] = head_prob(hs, s, j, norm);
     }
     __syncthreads();
 }
@@ -190,9 +209,94 @@ __device__ void expert_mix(const T *x, const float *scores, const long long *ids
         return;
     }
     if (vec) {
-        weigh_and_mix<T, V>(x + xo, down, up, out + xo, eid, w, part, n, dim, lanes, act, after, c0, c1);
+        float u[V];
+        const bool first = first_pack<T, V>(up, eid, u, n, dim, c0, c1);
+        weigh<T, V>(x + xo, down, eid, w, n, dim, lanes, act, after);
+        __syncthreads();
+        mix_slice<T, V>(up, out + xo, eid, w, part, n, dim, c0, c1, u, first);
     } else {
-        weigh_and_mix<T, 1>(x + xo, down, up, out + xo, eid, w, part, n, dim, lanes, act, after, c0, c1);
+        float u[1];
+        const bool first = first_pack<T, 1>(up, eid, u, n, dim, c0, c1);
+        weigh<T, 1>(x + xo, down, eid, w, n, dim, lanes, act, after);
+        __syncthreads();
+        mix_slice<T, 1>(up, out + xo, eid, w, part, n, dim, c0, c1, u, first);
+    }
+}
+
+// The few-row form's weights: warp j of the grid's row takes slot j = head·k + i; NaN for an id outside 0..E.
+template <typename T>
+__device__ void expert_weigh(const T *x, const float *scores, const long long *ids, const T *down, float *wout,
+                             const int heads, const int k, const int dim, const long long num_experts, const int act,
+                             const int after, const int norm) {
+    constexpr int V = 16 / sizeof(T);
+    const long row = blockIdx.x;
+    const int n = heads * k;
+    const int lane = threadIdx.x & 31;
+    const int j = blockIdx.y * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (j >= n) return;
+    const long long id = ids[row * n + j];
+    if (!(id >= 0 && id < num_experts)) {
+        if (lane == 0) wout[row * n + j] = __int_as_float(0x7fc00000);
+        return;
+    }
+    const HeadSoftmax hs = head_softmax(scores + (row * heads + j / k) * (long)k, k, lane);
+    const float prob = head_prob(hs, scores + (row * heads + j / k) * (long)k, j % k, norm);
+    const T *xr = x + row * dim, *dr = down + id * dim;
+    float d = 0.0f;
+    if (dim % V == 0 && aligned16(xr) && aligned16(dr)) {
+        const int packs = dim / V;
+        for (int c0 = lane; c0 < packs; c0 += 32 * EM_BATCH) {
+            float b[EM_BATCH][V];
+#pragma unroll
+            for (int t = 0; t < EM_BATCH; ++t) {
+                if (c0 + 32 * t < packs) ldv(dr, (long)(c0 + 32 * t) * V, b[t]);
+            }
+#pragma unroll
+            for (int t = 0; t < EM_BATCH; ++t) {
+                if (c0 + 32 * t >= packs) break;
+                float a[V];
+                ldv(xr, (long)(c0 + 32 * t) * V, a);
+#pragma unroll
+                for (int i = 0; i < V; ++i) d += a[i] * b[t][i];
+            }
+        }
+    } else {
+        for (int c = lane; c < dim; c += 32) {
+            float a[1], b[1];
+            ldv(xr, c, a);
+            ldv(dr, c, b);
+            d += a[0] * b[0];
+        }
+    }
+    d = warp_sum(d);
+    if (lane == 0) wout[row * n + j] = after ? activate(d * prob, act) : activate(d, act) * prob;
+}
+
+// The few-row form's sums: out[row, c0 .. c1) = Σ_j w[row, j]·up[ids[row, j]], an id outside 0..E read as row 0 (its
+// NaN weight makes the row NaN).
+template <typename T>
+__device__ void expert_sum(const long long *ids, const float *wts, const T *up, T *out, const int n, const int dim,
+                           const long long num_experts, const int width) {
+    constexpr int V = 16 / sizeof(T);
+    __shared__ float w[EM_MAX_SEL];
+    __shared__ int eid[EM_MAX_SEL];
+    __shared__ __align__(16) float part[EM_THREADS * V];
+    const long row = blockIdx.x;
+    const int c0 = blockIdx.y * width, c1 = min(dim, c0 + width);
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        const long long id = ids[row * n + j];
+        eid[j] = id >= 0 && id < num_experts ? (int)id : 0;
+        w[j] = wts[row * n + j];
+    }
+    __syncthreads();
+    if (dim % V == 0 && aligned16(up) && aligned16(out)) {
+        float u[V];
+        const bool first = first_pack<T, V>(up, eid, u, n, dim, c0, c1);
+        mix_slice<T, V>(up, out + row * dim, eid, w, part, n, dim, c0, c1, u, first);
+    } else {
+        float u[1];
+        const bool first = first_pack<T, 1>(up, eid, u, n, dim, c0, c1);
+        mix_slice<T, 1>(up, out + row * dim, eid, w, part, n, dim, c0, c1, u, first);
     }
 }
 
@@ -259,6 +363,7 @@ extern "C" __global__ void __launch_bounds__(EM_THREADS)
     expert_mix_f32(const float *x, const float *scores, const long long *ids, const float *down, const float *up,
                    float *out, const int heads, const int k, const int dim, const long long num_experts, const int act,
                    const int after, const int norm, const int width, const int lanes) {
+    grid_entry();
     expert_mix(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm, width, lanes);
 }
 
@@ -266,6 +371,7 @@ extern "C" __global__ void __launch_bounds__(EM_THREADS)
     expert_mix_bf16(const bf16_t *x, const float *scores, const long long *ids, const bf16_t *down, const bf16_t *up,
                     bf16_t *out, const int heads, const int k, const int dim, const long long num_experts,
                     const int act, const int after, const int norm, const int width, const int lanes) {
+    grid_entry();
     expert_mix(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm, width, lanes);
 }
 
@@ -273,6 +379,7 @@ extern "C" __global__ void __launch_bounds__(EM_THREADS)
     expert_mix_rows_f32(const float *x, const float *scores, const long long *ids, const float *down, const float *up,
                         float *out, const int heads, const int k, const int dim, const long long num_experts,
                         const int act, const int after, const int norm) {
+    grid_entry();
     expert_mix_rows(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm);
 }
 
@@ -280,5 +387,23 @@ extern "C" __global__ void __launch_bounds__(EM_THREADS)
     expert_mix_rows_bf16(const bf16_t *x, const float *scores, const long long *ids, const bf16_t *down,
                          const bf16_t *up, bf16_t *out, const int heads, const int k, const int dim,
                          const long long num_experts, const int act, const int after, const int norm) {
+    grid_entry();
     expert_mix_rows(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm);
 }
+
+#define EXPERT_SPLIT(NAME, T)                                                                                           \
+    extern "C" __global__ void __launch_bounds__(EM_THREADS)                                                            \
+        expert_weigh_##NAME(const T *x, const float *scores, const long long *ids, const T *down, float *w,             \
+                            const int heads, const int k, const int dim, const long long num_experts, const int act,    \
+                            const int after, const int norm) {                                                          \
+        grid_entry();                                                                                                   \
+        expert_weigh(x, scores, ids, down, w, heads, k, dim, num_experts, act, after, norm);                            \
+    }                                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(EM_THREADS)                                                            \
+        expert_sum_##NAME(const long long *ids, const float *w, const T *up, T *out, const int n, const int dim,         \
+                          const long long num_experts, const int width) {                                               \
+        grid_entry();                                                                                                   \
+        expert_sum(ids, w, up, out, n, dim, num_experts, width);                                                        \
+    }
+EXPERT_SPLIT(f32, float)
+EXPERT_SPLIT(bf16, bf16_t)

@@ -208,11 +208,23 @@ mod plan {
     fn few_rows_split_their_columns_and_many_rows_do_not() {
         let one = plan(1, 1024, 32);
         assert_eq!((one.slices, one.width, one.lanes), (16, 64, 8));
-        assert!(!one.whole_rows);
+        assert!(!one.whole_rows && one.split);
         let many = plan(4096, 1024, 32);
         assert_eq!((many.whole_rows, many.slices, many.width), (true, 1, 1024));
         assert_eq!(plan(16, 1024, 32).slices, 16);
         assert_eq!(plan(4, 3, 2).slices, 1);
+    }
+
+    #[test]
+    fn down_dots_get_a_launch_of_their_own_when_a_row_is_cut_into_many_slices() {
+        for rows in [1, 2, 16, 33] {
+            assert!(plan(rows, 1024, 32).split, "{rows} rows");
+        }
+        assert!(!plan(40, 1024, 32).split);
+        assert!(!plan(1, 448, 32).split);
+        assert!(plan(1, 449, 32).split);
+        assert!(!plan(1, 1024, 0).split);
+        assert!(!plan(4096, 1024, 32).split);
     }
 
     #[test]
@@ -454,22 +466,32 @@ mod gpu {
         }
     }
 
+    /// Through the one-launch form (dim 8) and the split form (dim 1024, see `plan`).
     #[test]
     fn rows_with_an_id_out_of_range_are_nan() {
         let Some(gpu) = test_gpu() else { return };
-        let (heads, k, dim, e) = (2, 3, 8, 5);
-        let mut c = Case::random(params(4, heads, k, dim, e), 7);
-        let want = c.run(Act::Silu, ExpertAct::BeforeSoftmax, false).unwrap();
-        c.ids[heads * k + 4] = 5;
-        c.ids[3 * heads * k] = -1;
-        let got = run::<f32>(&gpu, &c, Act::Silu, ExpertAct::BeforeSoftmax, false).unwrap();
-        for r in 0..4 {
-            let row = &got[r * dim..][..dim];
-            if r == 1 || r == 3 {
-                assert!(row.iter().all(|v| v.is_nan()), "row {r} with a bad id: {row:?}");
-            } else {
-                let want: Vec<f64> = want[r * dim..][..dim].iter().map(|&v| f64::from(v)).collect();
-                assert_close(row, &want, 1e-5, 1e-5, &format!("row {r} beside bad ids"));
+        for dim in [8, 1024] {
+            let (heads, k, e) = (2, 3, 5);
+            let mut c = Case::random(params(4, heads, k, dim, e), 7);
+            let want = c.run(Act::Silu, ExpertAct::BeforeSoftmax, false).unwrap();
+            let b = bound(&c, Act::Silu, ExpertAct::BeforeSoftmax);
+            c.ids[heads * k + 4] = 5;
+            c.ids[3 * heads * k] = -1;
+            let got = run::<f32>(&gpu, &c, Act::Silu, ExpertAct::BeforeSoftmax, false).unwrap();
+            for r in 0..4 {
+                let row = &got[r * dim..][..dim];
+                if r == 1 || r == 3 {
+                    assert!(row.iter().all(|v| v.is_nan()), "dim {dim}, row {r} with a bad id");
+                } else {
+                    let (want, b) = (&want[r * dim..][..dim], &b[r * dim..][..dim]);
+                    assert_within(
+                        row,
+                        want,
+                        b,
+                        RTOL_F32,
+                        &format!("dim {dim}, row {r} beside bad ids"),
+                    );
+                }
             }
         }
     }

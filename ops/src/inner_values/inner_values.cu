@@ -116,11 +116,13 @@ __device__ void inner_values(const T *x, const T *vq, const T *v_keys, const T *
 extern "C" __global__ void inner_values_f32(const float *x, const float *vq, const float *v_keys,
                                             const float *v_embed, float *out, const int heads, const int rv,
                                             const int nv, const int k, const int dim) {
+    grid_entry();
     inner_values(x, vq, v_keys, v_embed, out, heads, rv, nv, k, dim);
 }
 
 extern "C" __global__ void inner_values_bf16(const bf16_t *x, const bf16_t *vq, const bf16_t *v_keys,
                                              const bf16_t *v_embed, bf16_t *out, const int heads, const int rv,
                                              const int nv, const int k, const int dim) {
+    grid_entry();
     inner_values(x, vq, v_keys, v_embed, out, heads, rv, nv, k, dim);
 }

@@ -135,6 +135,7 @@ __device__ unsigned radix_select(const int n, unsigned rank, KeyOf key_of, unsig
 // tau[b, hm] = the n-th smallest key_m[b, hm, :] in total_cmp order (1 ≤ n ≤ T).
 extern "C" __global__ void __launch_bounds__(256)
     masked_attention_ratio_threshold(const float *key_m, float *tau, const int T, const int n) {
+    grid_entry();
     __shared__ unsigned hist[256], bcast[2];
     const float *m = key_m + (long)blockIdx.x * T;
     unsigned rest;
@@ -157,6 +158,7 @@ constexpr int KEEP_CACHE = 8192;
 extern "C" __global__ void __launch_bounds__(512)
     masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
                                  const int S, const int T, const int Hm, const int W) {
+    grid_entry();
     __shared__ unsigned hist[256], bcast[2], wsum[32];
     const long kr = blockIdx.x, bhm = kr / S;
     const int i = (int)(kr % S);
@@ -551,6 +553,7 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
     extern "C" __global__ void __launch_bounds__(128) masked_attention_##NAME##_decode_gqa_d##DH##_q##NQ(               \
         const E *q, const E *k, const E *v, float *part, MASK_PARAMS, const int G, const float scale,                   \
         const int chunk) {                                                                                             \
+        grid_entry();                                                                                                  \
         decode_gqa<E, DH, NQ>(q, k, v, part, MASK_INIT, G, scale, chunk);                                              \
     }
 #define DECODE_GQA_ALL(E, NAME)                                                                                        \
@@ -568,12 +571,14 @@ DECODE_GQA_ALL(bf16_t, bf16)
 #define PREFILL(E, NAME, DH, BQ)                                                                                       \
     extern "C" __global__ void __launch_bounds__(128) masked_attention_##NAME##_prefill_d##DH(                         \
         const E *q, const E *k, const E *v, E *out, MASK_PARAMS, const int G, const int dh, const float scale) {       \
+        grid_entry();                                                                                                  \
         prefill<E, DH, BQ>(q, k, v, out, MASK_INIT, G, dh, scale);                                                     \
     }
 #define DECODE(E, NAME, DH)                                                                                            \
     extern "C" __global__ void __launch_bounds__(128) masked_attention_##NAME##_decode_d##DH(                          \
         const E *q, const E *k, const E *v, float *part, MASK_PARAMS, const int G, const int dh, const float scale,    \
         const int chunk) {                                                                                             \
+        grid_entry();                                                                                                  \
         decode<E, DH>(q, k, v, part, MASK_INIT, G, dh, scale, chunk);                                                  \
     }
 // Query tile BQ per head-dimension capacity DH (cuda.rs has the same table): shared memory stays under 48 KB.
@@ -592,6 +597,7 @@ DECODE_GQA_ALL(bf16_t, bf16)
     DECODE(E, NAME, 256)                                                                                               \
     extern "C" __global__ void __launch_bounds__(128) masked_attention_##NAME##_combine(                               \
         const float *part, E *out, const int S, const int H, const int dh, const int splits) {                         \
+        grid_entry();                                                                                                  \
         combine<E>(part, out, S, H, dh, splits);                                                                       \
     }
 
@@ -623,6 +629,7 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_order_keys(co
                                                                              const long long *attn_mask,
                                                                              const float *tau, unsigned *key,
                                                                              const int T, const int Hm) {
+    grid_entry();
     const int j = blockIdx.x * 256 + threadIdx.x;
     const long bhm = blockIdx.y;
     if (j >= T) return;
@@ -654,6 +661,7 @@ __device__ __forceinline__ unsigned count_at_least(const unsigned *key, long a, 
 
 extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(const unsigned *key, int *until,
                                                                              const int T, const int W) {
+    grid_entry();
     __shared__ unsigned cnt[UNTIL_SEGS][UNTIL_KEYS];
     const int jl = threadIdx.x % UNTIL_KEYS, sg = threadIdx.x / UNTIL_KEYS, j = blockIdx.x * UNTIL_KEYS + jl;
     const unsigned *row = key + (long)blockIdx.y * T;
@@ -1034,6 +1042,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     extern "C" __global__ void __launch_bounds__(128 * R) masked_attention_bf16_prefill_mma_d##DH##_r##R(              \
         const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
         const int *until) {                                                                                            \
+        grid_entry();                                                                                                  \
         const Mask mk = MASK_INIT;                                                                                     \
         if (until != nullptr) tc::prefill_mma<DH, R, true>(q, k, v, out, mk, G, scale, until);                         \
         else tc::prefill_mma<DH, R, false>(q, k, v, out, mk, G, scale, until);                                         \

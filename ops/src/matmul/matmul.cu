@@ -15,16 +15,20 @@ template <typename T> __device__ void bias_add(T *y, const T *bias, const long n
 }
 
 extern "C" __global__ void bias_add_f32(float *y, const float *bias, const long n, const int out) {
+    grid_entry();
     bias_add(y, bias, n, out);
 }
 extern "C" __global__ void bias_add_bf16(bf16_t *y, const bf16_t *bias, const long n, const int out) {
+    grid_entry();
     bias_add(y, bias, n, out);
 }
 
 // Few-row linear (decode): y[r, o] = Σ_i x[r, i]·w[o, i] (+ bias[o]) for r < R ≤ 4, accumulated in f32 and rounded
 // once to T, as the cuBLAS path does. Layout: x [R, in], w [out, in], y [R, out], row-major; bias [out] or null.
 // Launch: 256 threads per block, one warp per output feature (8 per block), lanes striding over `in` with
-// 16-byte loads of w (and x) when `in` is a multiple of the vector width and both buffers are 16-byte aligned.
+// 16-byte loads of w (and x) when `in` is a multiple of the vector width and both buffers are 16-byte aligned; a
+// lane issues GEMV_BATCH loads of w before it consumes the first, the sums still taken in column order.
+#define GEMV_BATCH 8
 template <typename T> struct Vec16;
 template <> struct Vec16<float> { static constexpr int n = 4; };
 template <> struct Vec16<bf16_t> { static constexpr int n = 8; };
@@ -62,15 +66,26 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
     constexpr int V = Vec16<T>::n;
     if (vec) {
         const uint4 *w4 = reinterpret_cast<const uint4 *>(wr);
-        for (int c = lane; c < in / V; c += 32) {
-            float wv[V];
-            unpack16<T>(w4[c], wv);
+        const int packs = in / V;
+        for (int c0 = lane; c0 < packs; c0 += 32 * GEMV_BATCH) {
+            uint4 wp[GEMV_BATCH];
 #pragma unroll
-            for (int r = 0; r < R; ++r) {
-                float xv[V];
-                unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
+            for (int u = 0; u < GEMV_BATCH; ++u) {
+                if (c0 + 32 * u < packs) wp[u] = w4[c0 + 32 * u];
+            }
 #pragma unroll
-                for (int k = 0; k < V; ++k) acc[r] = fmaf(xv[k], wv[k], acc[r]);
+            for (int u = 0; u < GEMV_BATCH; ++u) {
+                const int c = c0 + 32 * u;
+                if (c >= packs) break;
+                float wv[V];
+                unpack16<T>(wp[u], wv);
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    float xv[V];
+                    unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
+#pragma unroll
+                    for (int k = 0; k < V; ++k) acc[r] = fmaf(xv[k], wv[k], acc[r]);
+                }
             }
         }
     } else {
@@ -110,18 +125,30 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
     constexpr int V = Vec16<T>::n;
     if (vec) {
         const uint4 *g4 = reinterpret_cast<const uint4 *>(gr), *u4 = reinterpret_cast<const uint4 *>(ur);
-        for (int c = lane; c < in / V; c += 32) {
-            float gv[V], uv[V];
-            unpack16<T>(g4[c], gv);
-            unpack16<T>(u4[c], uv);
+        constexpr int B = GEMV_BATCH / 2;
+        const int packs = in / V;
+        for (int c0 = lane; c0 < packs; c0 += 32 * B) {
+            uint4 gp[B], up[B];
 #pragma unroll
-            for (int r = 0; r < R; ++r) {
-                float xv[V];
-                unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
+            for (int u = 0; u < B; ++u) {
+                if (c0 + 32 * u < packs) gp[u] = g4[c0 + 32 * u], up[u] = u4[c0 + 32 * u];
+            }
 #pragma unroll
-                for (int k = 0; k < V; ++k) {
-                    ag[r] = fmaf(xv[k], gv[k], ag[r]);
-                    au[r] = fmaf(xv[k], uv[k], au[r]);
+            for (int u = 0; u < B; ++u) {
+                const int c = c0 + 32 * u;
+                if (c >= packs) break;
+                float gv[V], uv[V];
+                unpack16<T>(gp[u], gv);
+                unpack16<T>(up[u], uv);
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    float xv[V];
+                    unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
+#pragma unroll
+                    for (int k = 0; k < V; ++k) {
+                        ag[r] = fmaf(xv[k], gv[k], ag[r]);
+                        au[r] = fmaf(xv[k], uv[k], au[r]);
+                    }
                 }
             }
         }
@@ -159,11 +186,13 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
 #define GEMV(T, NAME, R)                                                                                          \
     extern "C" __global__ void gemv##R##_##NAME(const T *x, const T *w, const T *bias, T *y, const int in,        \
                                                 const int out, const int vec) {                                    \
+        grid_entry();                                                                                              \
         gemv<T, R>(x, w, bias, y, in, out, vec);                                                                   \
     }                                                                                                              \
     extern "C" __global__ void gated_gemv##R##_##NAME(const T *x, const T *wg, const T *wu, const T *bg, const T *bu, \
                                                       T *h, const int in, const int out, const int vec,           \
-                                                      const int act) {                                           \
+                                                      const int act) {                                             \
+        grid_entry();                                                                                              \
         gated_gemv<T, R>(x, wg, wu, bg, bu, h, in, out, vec, act);                                                 \
     }
 GEMV(float, f32, 1)

@@ -21,6 +21,9 @@ __device__ __forceinline__ float ldf(const bf16_t *p, long i) { return bf16_to_f
 template <typename T> __device__ __forceinline__ void put_key(T *d, const T *s) { *d = *s; }
 template <typename T> __device__ __forceinline__ void put_key(double *d, const T *s) { *d = ld(s, 0); }
 
+// Key elements a thread loads before it stores the first to shared memory.
+#define PK_STAGE 8
+
 // Query values a lane holds for the next row: 2·half ≤ 32·PK_PREFETCH is loaded ahead into registers.
 #define PK_PREFETCH 4
 
@@ -94,9 +97,21 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     const long first = row0 + warp;
     if (first < row_end) stage_queries(q, sq, first, heads, h, half, lane);
     if (SMEM_KEYS) {
-        for (int na = warp; na < 2 * nk; na += warps) {
-            K *dst = sk + ((na & 1) * nk + (na >> 1)) * stride;
-            for (int i = lane; i < half; i += 32) put_key(dst + i, keys + kh + (long)na * half + i);
+        const int total = 2 * nk * half;
+        for (int t0 = threadIdx.x; t0 < total; t0 += PK_STAGE * blockDim.x) {
+            T v[PK_STAGE];
+#pragma unroll
+            for (int u = 0; u < PK_STAGE; ++u) {
+                const int t = t0 + u * blockDim.x;
+                if (t < total) v[u] = keys[kh + t];
+            }
+#pragma unroll
+            for (int u = 0; u < PK_STAGE; ++u) {
+                const int t = t0 + u * blockDim.x;
+                if (t >= total) break;
+                const int na = t / half, i = t - na * half;
+                put_key(sk + ((na & 1) * nk + (na >> 1)) * stride + i, &v[u]);
+            }
         }
         __syncthreads();
     }
@@ -179,7 +194,8 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     extern "C" __global__ void __launch_bounds__(256, MINB)                                                           \
         NAME(const T *q, const T *keys, float *scores, long long *ids, const int rows, const int heads, const int nk, \
              const int half, const int k, const int rows_per_block, const int stride, const int key_bytes,            \
-             const int warp_bytes, const int cand_pad) {                                                              \
+             const int warp_bytes, const int cand_pad) {                                                               \
+        grid_entry();                                                                                                  \
         pk_topk<T, K, SMEM>(q, keys, scores, ids, rows, heads, nk, half, k, rows_per_block, stride, key_bytes,         \
                             warp_bytes, cand_pad);                                                                    \
     }

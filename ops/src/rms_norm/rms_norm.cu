@@ -27,10 +27,12 @@ __device__ void rms_norm(const T *x, const T *w, T *y, const int cols, const flo
 }
 
 extern "C" __global__ void rms_norm_f32(const float *x, const float *w, float *y, const int cols, const float eps) {
+    grid_entry();
     rms_norm(x, w, y, cols, eps);
 }
 
 extern "C" __global__ void rms_norm_bf16(const bf16_t *x, const bf16_t *w, bf16_t *y, const int cols, const float eps) {
+    grid_entry();
     rms_norm(x, w, y, cols, eps);
 }
 
@@ -56,10 +58,12 @@ __device__ void residual_rms_norm(const T *s, const T *r, const T *f, const T *w
 
 extern "C" __global__ void residual_rms_norm_f32(const float *s, const float *r, const float *f, const float *w,
                                                  float *h, float *y, const int cols, const float eps) {
+    grid_entry();
     residual_rms_norm(s, r, f, w, h, y, cols, eps);
 }
 
 extern "C" __global__ void residual_rms_norm_bf16(const bf16_t *s, const bf16_t *r, const bf16_t *f, const bf16_t *w,
                                                   bf16_t *h, bf16_t *y, const int cols, const float eps) {
+    grid_entry();
     residual_rms_norm(s, r, f, w, h, y, cols, eps);
 }

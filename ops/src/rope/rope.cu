@@ -52,20 +52,24 @@ __device__ void rope_apply(const T *x, const T *cos_t, const T *sin_t, T *y, con
 
 extern "C" __global__ void rope_tables_f32(const long long *pos, const float *inv_freq, float *cos_t, float *sin_t,
                                            const long n, const int half) {
+    grid_entry();
     rope_tables(pos, inv_freq, cos_t, sin_t, n, half);
 }
 
 extern "C" __global__ void rope_tables_bf16(const long long *pos, const float *inv_freq, bf16_t *cos_t, bf16_t *sin_t,
                                             const long n, const int half) {
+    grid_entry();
     rope_tables(pos, inv_freq, cos_t, sin_t, n, half);
 }
 
 extern "C" __global__ void rope_apply_f32(const float *x, const float *cos_t, const float *sin_t, float *y,
                                           const long rows, const int heads, const int dim) {
+    grid_entry();
     rope_apply(x, cos_t, sin_t, y, rows, heads, dim);
 }
 
 extern "C" __global__ void rope_apply_bf16(const bf16_t *x, const bf16_t *cos_t, const bf16_t *sin_t, bf16_t *y,
                                            const long rows, const int heads, const int dim) {
+    grid_entry();
     rope_apply(x, cos_t, sin_t, y, rows, heads, dim);
 }

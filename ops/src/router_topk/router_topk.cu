@@ -138,10 +138,12 @@ __device__ void router_topk(const T *logits, float *scores, long long *ids, cons
 
 extern "C" __global__ void router_topk_f32(const float *logits, float *scores, long long *ids, const int tokens,
                                            const int nk, const int top_k, const int rank) {
+    grid_entry();
     router_topk(logits, scores, ids, tokens, nk, top_k, rank);
 }
 
 extern "C" __global__ void router_topk_bf16(const bf16_t *logits, float *scores, long long *ids, const int tokens,
                                             const int nk, const int top_k, const int rank) {
+    grid_entry();
     router_topk(logits, scores, ids, tokens, nk, top_k, rank);
 }

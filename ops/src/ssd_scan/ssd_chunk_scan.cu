@@ -209,28 +209,33 @@ __device__ void ssd_chunk_out(const T *x, const T *dt, const float *A, const T *
 extern "C" __global__ void ssd_chunk_state_f32(const float *x, const float *dt, const float *A, const float *Bm, float *ws,
                                                const int seq, const int heads, const int P, const int N, const int L,
                                                const int chunks) {
+    grid_entry();
     ssd_chunk_state(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks);
 }
 
 extern "C" __global__ void ssd_chunk_state_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,
                                                 float *ws, const int seq, const int heads, const int P, const int N,
                                                 const int L, const int chunks) {
+    grid_entry();
     ssd_chunk_state(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks);
 }
 
 extern "C" __global__ void ssd_state_pass_f32(float *state, float *ws, const long bhs, const int PN, const int chunks) {
+    grid_entry();
     ssd_state_pass(state, ws, bhs, PN, chunks);
 }
 
 extern "C" __global__ void ssd_chunk_out_f32(const float *x, const float *dt, const float *A, const float *Bm,
                                              const float *Cm, const float *ws, float *y, const int seq, const int heads,
                                              const int P, const int N, const int L, const int chunks) {
+    grid_entry();
     ssd_chunk_out(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks);
 }
 
 extern "C" __global__ void ssd_chunk_out_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,
                                               const bf16_t *Cm, const float *ws, bf16_t *y, const int seq,
                                               const int heads, const int P, const int N, const int L, const int chunks) {
+    grid_entry();
     ssd_chunk_out(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks);
 }
 
@@ -591,12 +596,14 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
         ssd_chunk_state_##SUFFIX##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,           \
                                         float *ws, const int seq, const int heads, const int P, const int N,           \
                                         const int L, const int chunks) {                                               \
+        grid_entry();                                                                                                  \
         ssd_chunk_state_tc<VEC>(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks);                                        \
     }                                                                                                                  \
     extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS)                                                       \
         ssd_chunk_out_##SUFFIX##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,             \
                                       const bf16_t *Cm, const float *ws, bf16_t *y, const int seq, const int heads,    \
                                       const int P, const int N, const int L, const int chunks) {                       \
+        grid_entry();                                                                                                  \
         ssd_chunk_out_tc<VEC>(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks);                                   \
     }
 

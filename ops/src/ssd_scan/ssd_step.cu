@@ -137,12 +137,14 @@ __device__ void ssd_step(const T *x, const T *dt, const float *A, const T *Bm, c
 extern "C" __global__ void ssd_step_f32(const float *x, const float *dt, const float *A, const float *Bm,
                                         const float *Cm, float *state, float *y, const int heads, const int P,
                                         const int N) {
+    grid_entry();
     ssd_step(x, dt, A, Bm, Cm, state, y, heads, P, N);
 }
 
 extern "C" __global__ void ssd_step_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,
                                          const bf16_t *Cm, float *state, bf16_t *y, const int heads, const int P,
                                          const int N) {
+    grid_entry();
     ssd_step(x, dt, A, Bm, Cm, state, y, heads, P, N);
 }
 
@@ -150,12 +152,14 @@ extern "C" __global__ void ssd_step_bf16(const bf16_t *x, const bf16_t *dt, cons
     extern "C" __global__ void __launch_bounds__(SSD_STEP_THREADS, MIN_BLOCKS)                                         \
         ssd_step_vec##G##x##K##_f32(const float *x, const float *dt, const float *A, const float *Bm, const float *Cm, \
                                     float *state, float *y, const int heads, const int P, const int N, const int R) {  \
+        grid_entry();                                                                                                  \
         ssd_step_vec<float, G, K>(x, dt, A, Bm, Cm, state, y, heads, P, N, R);                                         \
     }                                                                                                                  \
     extern "C" __global__ void __launch_bounds__(SSD_STEP_THREADS, MIN_BLOCKS)                                         \
         ssd_step_vec##G##x##K##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,              \
                                      const bf16_t *Cm, float *state, bf16_t *y, const int heads, const int P,          \
                                      const int N, const int R) {                                                       \
+        grid_entry();                                                                                                  \
         ssd_step_vec<bf16_t, G, K>(x, dt, A, Bm, Cm, state, y, heads, P, N, R);                                        \
     }
 

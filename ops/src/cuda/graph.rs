@@ -1,0 +1,308 @@
+//! Recorded stream work (CUDA graphs) whose kernels may overlap their neighbours' launch.
+//!
+//! A recording made by [`Gpu::begin_recording`] / [`Gpu::end_recording`] is the captured graph with one change
+//! before it is instantiated: every edge from a kernel to one of this crate's kernels becomes a programmatic
+//! dependency. The dependent kernel's blocks are then scheduled as soon as every block of the kernel before it has
+//! started (each kernel lets its dependents go right after its own wait, `grid_entry` in common.cuh), and wait in
+//! `griddepcontrol.wait` until that kernel has finished and its writes are visible. Results are those of the plain
+//! graph; what goes away is the launch latency between consecutive kernels. Edges into other work (cuBLAS kernels,
+//! copies, memsets) stay as they were.
+
+use super::Gpu;
+use crate::{KernelError, Result};
+use cudarc::driver::sys;
+use cudarc::driver::CudaStream;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+/// An instantiated recording, launched on the stream it was recorded on.
+pub struct Recording {
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+    stream: Arc<CudaStream>,
+    programmatic: usize,
+}
+
+// SAFETY: the graph and its executable are driver handles used only through `&self` methods that issue work on the
+// owning stream; the driver API is thread safe for these calls.
+unsafe impl Send for Recording {}
+// SAFETY: as above; no method mutates the handles.
+unsafe impl Sync for Recording {}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        // SAFETY: both handles were created by `end_recording` and are destroyed once, here; a launch already
+        // issued keeps its own reference to the executable.
+        unsafe {
+            let _ = sys::cuGraphExecDestroy(self.exec);
+            let _ = sys::cuGraphDestroy(self.graph);
+        }
+    }
+}
+
+fn check(r: sys::CUresult, what: &str) -> Result<()> {
+    r.result().map_err(|e| KernelError::Driver(format!("{what}: {e}")))
+}
+
+impl Recording {
+    /// Issues the recorded work on its stream.
+    pub fn launch(&self) -> Result<()> {
+        // SAFETY: `exec` is a live executable graph of this stream's context.
+        check(
+            unsafe { sys::cuGraphLaunch(self.exec, self.stream.cu_stream()) },
+            "launching a recording",
+        )
+    }
+
+    /// Moves the executable to the device ahead of its first launch.
+    pub fn upload(&self) -> Result<()> {
+        // SAFETY: as in `launch`.
+        check(
+            unsafe { sys::cuGraphUpload(self.exec, self.stream.cu_stream()) },
+            "uploading a recording",
+        )
+    }
+
+    /// Edges made programmatic when the recording was instantiated.
+    pub fn programmatic_edges(&self) -> usize {
+        self.programmatic
+    }
+
+    /// The recording's nodes by kind (`kernel`, `memset`, `memcpy`, `alloc`, `free`, `other`).
+    pub fn node_counts(&self) -> Result<BTreeMap<&'static str, usize>> {
+        let mut counts = BTreeMap::new();
+        for node in nodes(self.graph)? {
+            let kind = match node_type(node)? {
+                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL => "kernel",
+                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEMSET => "memset",
+                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEMCPY => "memcpy",
+                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC => "alloc",
+                sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_FREE => "free",
+                _ => "other",
+            };
+            *counts.entry(kind).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+}
+
+fn nodes(graph: sys::CUgraph) -> Result<Vec<sys::CUgraphNode>> {
+    let mut n = 0usize;
+    // SAFETY: `graph` is live; a null array asks for the count.
+    check(
+        unsafe { sys::cuGraphGetNodes(graph, std::ptr::null_mut(), &mut n) },
+        "counting graph nodes",
+    )?;
+    let mut out = vec![std::ptr::null_mut(); n];
+    // SAFETY: `out` has room for the `n` handles the driver writes.
+    check(unsafe { sys::cuGraphGetNodes(graph, out.as_mut_ptr(), &mut n) }, "listing graph nodes")?;
+    out.truncate(n);
+    Ok(out)
+}
+
+fn node_type(node: sys::CUgraphNode) -> Result<sys::CUgraphNodeType> {
+    let mut ty = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+    // SAFETY: `node` belongs to a live graph; the driver writes one enum value.
+    check(unsafe { sys::cuGraphNodeGetType(node, &mut ty) }, "a graph node's type")?;
+    Ok(ty)
+}
+
+/// The function a kernel node launches.
+fn kernel_function(node: sys::CUgraphNode) -> Result<sys::CUfunction> {
+    // SAFETY: an all-zero parameter block is a valid value for the driver to overwrite.
+    let mut p: sys::CUDA_KERNEL_NODE_PARAMS = unsafe { std::mem::zeroed() };
+    // SAFETY: `node` is a kernel node of a live graph; the driver fills `p`.
+    check(
+        unsafe { sys::cuGraphKernelNodeGetParams_v2(node, &mut p) },
+        "a kernel node's parameters",
+    )?;
+    Ok(p.func)
+}
+
+/// Turns every plain edge from a kernel node into a kernel of `own` into a programmatic one; returns how many.
+fn make_programmatic(graph: sys::CUgraph, own: &HashSet<usize>) -> Result<usize> {
+    let mut n = 0usize;
+    let (no_nodes, no_data) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: `graph` is live; null arrays ask for the edge count.
+    check(
+        unsafe { sys::cuGraphGetEdges_v2(graph, no_nodes, no_nodes, no_data, &mut n) },
+        "counting graph edges",
+    )?;
+    let mut from = vec![std::ptr::null_mut(); n];
+    let mut to = vec![std::ptr::null_mut(); n];
+    // SAFETY: an all-zero edge is a valid value for the driver to overwrite.
+    let mut data: Vec<sys::CUgraphEdgeData> = vec![unsafe { std::mem::zeroed() }; n];
+    // SAFETY: the three arrays have room for the `n` edges the driver writes.
+    check(
+        unsafe {
+            sys::cuGraphGetEdges_v2(
+                graph,
+                from.as_mut_ptr(),
+                to.as_mut_ptr(),
+                data.as_mut_ptr(),
+                &mut n,
+            )
+        },
+        "listing graph edges",
+    )?;
+    let is_kernel = |node| -> Result<bool> {
+        Ok(node_type(node)? == sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL)
+    };
+    let (mut rf, mut rt, mut rd) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let plain =
+            data[i].type_ == sys::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_DEFAULT as u8;
+        if plain
+            && is_kernel(from[i])?
+            && is_kernel(to[i])?
+            && own.contains(&(kernel_function(to[i])? as usize))
+        {
+            rf.push(from[i]);
+            rt.push(to[i]);
+            rd.push(data[i]);
+        }
+    }
+    if rf.is_empty() {
+        return Ok(0);
+    }
+    // SAFETY: the arrays hold `rf.len()` existing edges of `graph`, as listed above.
+    check(
+        unsafe {
+            sys::cuGraphRemoveDependencies_v2(
+                graph,
+                rf.as_ptr(),
+                rt.as_ptr(),
+                rd.as_ptr(),
+                rf.len(),
+            )
+        },
+        "removing kernel edges",
+    )?;
+    let edge = sys::CUgraphEdgeData {
+        from_port: sys::CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC as u8,
+        to_port: 0,
+        type_: sys::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC as u8,
+        reserved: [0; 5],
+    };
+    let pd = vec![edge; rf.len()];
+    // SAFETY: the nodes are kernel nodes of `graph`; one edge datum per pair.
+    check(
+        unsafe {
+            sys::cuGraphAddDependencies_v2(graph, rf.as_ptr(), rt.as_ptr(), pd.as_ptr(), rf.len())
+        },
+        "adding programmatic kernel edges",
+    )?;
+    Ok(rf.len())
+}
+
+impl Gpu {
+    /// Starts recording the work issued on this device's stream by this thread.
+    pub fn begin_recording(&self) -> Result<()> {
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| KernelError::Driver(format!("starting a recording: {e}")))
+    }
+
+    /// Ends the recording begun by [`Gpu::begin_recording`] and instantiates it; `None` when nothing was
+    /// recorded. With `programmatic`, kernel-to-kernel edges into this crate's kernels become programmatic
+    /// dependencies (see the module documentation); on devices before sm_90 they are left plain.
+    pub fn end_recording(&self, programmatic: bool) -> Result<Option<Recording>> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| KernelError::Driver(format!("binding the context: {e}")))?;
+        let mut graph = std::ptr::null_mut();
+        // SAFETY: the stream is capturing (begun by `begin_recording`); the driver writes the graph handle.
+        check(
+            unsafe { sys::cuStreamEndCapture(self.stream.cu_stream(), &mut graph) },
+            "ending a recording",
+        )?;
+        if graph.is_null() {
+            return Ok(None);
+        }
+        let built = (|| {
+            let programmatic = if programmatic && self.supports_programmatic() {
+                make_programmatic(graph, &self.own_functions())?
+            } else {
+                0
+            };
+            let mut exec = std::ptr::null_mut();
+            // SAFETY: `graph` is a complete, live graph; the driver writes the executable handle.
+            check(
+                unsafe { sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0) },
+                "instantiating a recording",
+            )?;
+            Ok((exec, programmatic))
+        })();
+        match built {
+            Ok((exec, programmatic)) => {
+                Ok(Some(Recording { graph, exec, stream: self.stream.clone(), programmatic }))
+            }
+            Err(e) => {
+                // SAFETY: `graph` was created above and is not referenced elsewhere.
+                unsafe {
+                    let _ = sys::cuGraphDestroy(graph);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Programmatic dependencies need sm_90 or later (`grid_entry` is a no-op before).
+    fn supports_programmatic(&self) -> bool {
+        self.arch
+            .strip_prefix("sm_")
+            .and_then(|v| v.trim_end_matches(char::is_alphabetic).parse::<u32>().ok())
+            .is_some_and(|v| v >= 90)
+    }
+
+    /// The functions loaded from this crate's kernel sources, as raw handles.
+    fn own_functions(&self) -> HashSet<usize> {
+        let Ok(m) = self.functions.lock() else { return HashSet::new() };
+        m.values().flat_map(|f| f.values()).map(|f| f.cu_function() as usize).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cuda::test_gpu;
+    use crate::elementwise::cuda::add;
+
+    /// A chain of dependent kernels ping-ponging between two buffers (each reads what the one before wrote and
+    /// overwrites what it read), recorded with and without programmatic edges and replayed: every replay adds
+    /// `b` once per kernel, exactly (small integers in f32), so a kernel that ran ahead of its input shows.
+    #[test]
+    fn programmatic_chains_wait_for_their_inputs() {
+        let Some(gpu) = test_gpu() else { return };
+        let (n, links, replays) = (1 << 20, 64, 3);
+        for programmatic in [true, false] {
+            let mut x = [gpu.upload(&vec![1.0f32; n]).unwrap(), gpu.zeros::<f32>(n).unwrap()];
+            let b = gpu.upload(&vec![1.0f32; n]).unwrap();
+            gpu.synchronize().unwrap();
+            gpu.begin_recording().unwrap();
+            let issued = (0..links).try_for_each(|i| {
+                let [x0, x1] = &mut x;
+                if i % 2 == 0 {
+                    add(&gpu, x0, &b, x1)
+                } else {
+                    add(&gpu, x1, &b, x0)
+                }
+            });
+            let rec = gpu.end_recording(programmatic).unwrap().expect("work was recorded");
+            issued.unwrap();
+            let want_edges = if programmatic && gpu.supports_programmatic() { links - 1 } else { 0 };
+            assert_eq!(rec.programmatic_edges(), want_edges, "programmatic {programmatic}");
+            assert_eq!(rec.node_counts().unwrap().get("kernel"), Some(&links));
+            for r in 1..=replays {
+                rec.launch().unwrap();
+                let got = gpu.download(&x[0]).unwrap();
+                let want = (1 + r * links) as f32;
+                let bad = got.iter().position(|&v| v != want);
+                assert!(
+                    bad.is_none(),
+                    "programmatic {programmatic}, replay {r}: {:?} at {bad:?}, want {want}",
+                    bad.map(|i| got[i])
+                );
+            }
+        }
+    }
+}
