@@ -10,8 +10,7 @@
 // sums its slice of up rows with them, so that no down dot is computed twice.
 #define EM_MAX_SEL 1024
 #define EM_THREADS 256
-// Down packs a lane of expert_weigh and expert_mix_rows loads before it consumes the first (twice as many up rows
-// in expert_mix_rows' sums).
+// Down packs a lane of expert_weigh loads before it consumes the first.
 #define EM_BATCH 4
 
 __device__ __forceinline__ void ldv(const float *p, long i, float (&v)[1]) { v[0] = p[i]; }
@@ -309,21 +308,12 @@ __device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, 
     for (int j = warp; j < n; j += warps) {
         const long eo = (long)eid[j] * dim;
         float d = 0.0f;
-        for (int c0 = V * lane; c0 < dim; c0 += 32 * V * EM_BATCH) {
-            float b[EM_BATCH][V];
+        for (int c = V * lane; c < dim; c += 32 * V) {
+            float a[V], b[V];
+            ldv(x, c, a);
+            ldv(down, eo + c, b);
 #pragma unroll
-            for (int t = 0; t < EM_BATCH; ++t) {
-                if (c0 + 32 * V * t < dim) ldv(down, eo + c0 + 32 * V * t, b[t]);
-            }
-#pragma unroll
-            for (int t = 0; t < EM_BATCH; ++t) {
-                const int c = c0 + 32 * V * t;
-                if (c >= dim) break;
-                float a[V];
-                ldv(x, c, a);
-#pragma unroll
-                for (int i = 0; i < V; ++i) d += a[i] * b[t][i];
-            }
+            for (int i = 0; i < V; ++i) d += a[i] * b[i];
         }
         d = warp_sum(d);
         if (lane == 0) w[j] = after ? activate(d * w[j], act) : activate(d, act) * w[j];
@@ -333,18 +323,11 @@ __device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, 
         float acc[V];
 #pragma unroll
         for (int i = 0; i < V; ++i) acc[i] = 0.0f;
-        for (int j0 = 0; j0 < n; j0 += 2 * EM_BATCH) {
-            float u[2 * EM_BATCH][V];
+        for (int j = 0; j < n; ++j) {
+            float u[V];
+            ldv(up, (long)eid[j] * dim + c, u);
 #pragma unroll
-            for (int t = 0; t < 2 * EM_BATCH; ++t) {
-                if (j0 + t < n) ldv(up, (long)eid[j0 + t] * dim + c, u[t]);
-            }
-#pragma unroll
-            for (int t = 0; t < 2 * EM_BATCH; ++t) {
-                if (j0 + t >= n) break;
-#pragma unroll
-                for (int i = 0; i < V; ++i) acc[i] += w[j0 + t] * u[t][i];
-            }
+            for (int i = 0; i < V; ++i) acc[i] += w[j] * u[i];
         }
         stv(out, c, acc);
     }
