@@ -9,7 +9,9 @@ when a process hit its time limit (its tests after that point were not checked),
 
 The tests are the binary's `::gpu` tests that are not ignored (`--skip-random` leaves out the proptest `random*` suites, which take
 long under the tools), dealt to the processes longest-first by a weight per test name (`--weights` NAME=N,...;
-unknown names weigh 1), so that slow suites do not share a process. `--dry-run` prints the partition only.
+unknown names weigh 1), so that slow suites do not share a process. `--only WORD,...` keeps the tests whose full
+name contains one of the words (to finish the tests an earlier run left unchecked). `--dry-run` prints the
+partition only.
 """
 import argparse
 import os
@@ -58,6 +60,7 @@ def main():
     ap.add_argument("--skip-random", action="store_true", help="leave out the proptest random* suites")
     ap.add_argument("--weights", default="edge_shapes=4,long=3,model_shapes=3,thousands=3",
                     help="NAME=N,...: relative cost of tests whose name contains NAME")
+    ap.add_argument("--only", help="WORD,...: keep the tests whose full name contains one of the words")
     ap.add_argument("--dry-run", action="store_true", help="print the partition and stop")
     args = ap.parse_args()
 
@@ -66,8 +69,11 @@ def main():
         key, _, w = item.partition("=")
         weights[key] = int(w)
     names = gpu_tests(args.bin, args.skip_random)
+    if args.only:
+        words = [w for w in args.only.split(",") if w]
+        names = [n for n in names if any(w in n for w in words)]
     if not names:
-        sys.exit(f"{args.bin} lists no ::gpu tests")
+        sys.exit(f"{args.bin} lists no ::gpu tests" + (f" matching --only {args.only}" if args.only else ""))
     groups = partition(names, args.jobs, weights)
     if args.dry_run:
         for i, g in enumerate(groups):
