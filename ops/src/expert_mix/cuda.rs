@@ -104,7 +104,8 @@ pub fn expert_mix<T: Elem>(
     let after = i32::from(order == ExpertAct::AfterSoftmax);
     let norm = i32::from(norm_topk);
     if plan.split {
-        return split::<T>(gpu, p, &plan, (act, after, norm), x, scores, ids, down, up, out);
+        let operands = Operands { x, scores, ids, down, up };
+        return split::<T>(gpu, p, &plan, (act, after, norm), &operands, out);
     }
     let kind = if plan.whole_rows { "expert_mix_rows" } else { "expert_mix" };
     let name = format!("{kind}_{}", T::NAME);
@@ -129,22 +130,27 @@ pub fn expert_mix<T: Elem>(
     Ok(())
 }
 
+/// The inputs of [`expert_mix`], sizes checked.
+struct Operands<'a, T> {
+    x: &'a CudaSlice<T>,
+    scores: &'a CudaSlice<f32>,
+    ids: &'a CudaSlice<i64>,
+    down: &'a CudaSlice<T>,
+    up: &'a CudaSlice<T>,
+}
+
 /// The two launches of a `split` plan: `expert_weigh_<T>` writes the weights of every (row, slot) into a scratch
 /// buffer, `expert_sum_<T>` sums each column slice of up rows with them. `codes` are the activation, `after` and
-/// `norm` as the kernels take them; sizes were checked by [`expert_mix`].
-#[allow(clippy::too_many_arguments)]
+/// `norm` as the kernels take them.
 fn split<T: Elem>(
     gpu: &Gpu,
     p: &ExpertMixParams,
     plan: &Plan,
     codes: (i32, i32, i32),
-    x: &CudaSlice<T>,
-    scores: &CudaSlice<f32>,
-    ids: &CudaSlice<i64>,
-    down: &CudaSlice<T>,
-    up: &CudaSlice<T>,
+    o: &Operands<'_, T>,
     out: &mut CudaSlice<T>,
 ) -> Result<()> {
+    let Operands { x, scores, ids, down, up } = *o;
     let (act, after, norm) = codes;
     let n = p.heads * p.k;
     let (heads, k, dim, sel) = (p.heads as i32, p.k as i32, p.dim as i32, n as i32);
