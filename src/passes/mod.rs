@@ -9,7 +9,7 @@ pub mod pack;
 pub mod pattern;
 
 use crate::ir::Graph;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,8 @@ pub struct CompileOptions {
     pub verify: bool,
     /// Pass names after which the graph is dumped into the context.
     pub dump_after: Vec<String>,
+    /// Dumps in Graphviz DOT instead of the text form.
+    pub dump_dot: bool,
     /// Stop after this pass.
     pub stop_after: Option<String>,
 }
@@ -56,9 +58,36 @@ impl CompileOptions {
             fuse: fuse::FuseOptions::default(),
             verify: cfg!(debug_assertions),
             dump_after: Vec::new(),
+            dump_dot: false,
             stop_after: None,
         }
     }
+
+    /// Checks that every disabled rule exists and that every pass named by `dump_after` and `stop_after` is in
+    /// this pipeline; the error lists what there is.
+    pub fn validate(&self) -> Result<()> {
+        let rules = rule_names();
+        if let Some(bad) = self.fuse.disabled.iter().find(|r| !rules.contains(&r.as_str())) {
+            bail!("--disable-rule {bad}: no such rule; the rules are {}", rules.join(", "));
+        }
+        let names: Vec<&str> = pipeline(self).iter().map(|p| p.name()).collect();
+        let flags = self.dump_after.iter().map(|p| ("--dump-after", p));
+        for (flag, pass) in flags.chain(self.stop_after.iter().map(|p| ("--stop-after", p))) {
+            if !names.contains(&pass.as_str()) {
+                bail!(
+                    "{flag} {pass}: no such pass in this pipeline ({}{})",
+                    names.join(", "),
+                    if self.no_fuse { "; packing and fusion are off" } else { "" }
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every rule `--disable-rule` accepts: `pack_linears` (the packing pass) and the fusion rules.
+pub fn rule_names() -> Vec<&'static str> {
+    std::iter::once("pack_linears").chain(fuse::rules().iter().map(|r| r.name)).collect()
 }
 
 /// The pipeline, in order.
@@ -76,6 +105,7 @@ pub fn pipeline(opts: &CompileOptions) -> Vec<Box<dyn Pass>> {
 
 /// Runs the pipeline on `g`.
 pub fn compile(g: &mut Graph, opts: &CompileOptions) -> Result<PassContext> {
+    opts.validate()?;
     let mut cx = PassContext { verify: opts.verify, ..PassContext::default() };
     for pass in pipeline(opts) {
         let t = Instant::now();
@@ -85,7 +115,7 @@ pub fn compile(g: &mut Graph, opts: &CompileOptions) -> Result<PassContext> {
             g.verify().with_context(|| format!("graph invalid after pass `{}`", pass.name()))?;
         }
         if opts.dump_after.iter().any(|d| d == pass.name()) {
-            cx.dumps.push((pass.name(), g.dump()?));
+            cx.dumps.push((pass.name(), if opts.dump_dot { g.dot()? } else { g.dump()? }));
         }
         if opts.stop_after.as_deref() == Some(pass.name()) {
             break;
