@@ -3,7 +3,7 @@
 //! A recording made by [`Gpu::begin_recording`] / [`Gpu::end_recording`] is the captured graph with one change
 //! before it is instantiated: every edge from a kernel to one of this crate's kernels becomes a programmatic
 //! dependency. The dependent kernel's blocks are then scheduled as soon as every block of the kernel before it has
-//! started (each kernel lets its dependents go right after its own wait, `grid_entry` in common.cuh), and wait in
+//! passed its own wait (each kernel lets its dependents go right after it, `grid_entry` in common.cuh), and wait in
 //! `griddepcontrol.wait` until that kernel has finished and its writes are visible. Results are those of the plain
 //! graph; what goes away is the launch latency between consecutive kernels. Edges into other work (cuBLAS kernels,
 //! copies, memsets) stay as they were.
