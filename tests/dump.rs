@@ -83,3 +83,26 @@ fn unknown_passes_and_rules_are_errors_that_list_what_exists() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn compile_refuses_an_unknown_rule_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("tiny.cheems");
+    let out = Command::new(common::cheems_bin())
+        .args([
+            "compile",
+            "models/cheems-tiny",
+            "--target",
+            "cuda:sm_90",
+            "--disable-rule",
+            "fuse_all",
+            "-o",
+        ])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--disable-rule fuse_all: no such rule; the rules are"), "{stderr}");
+    assert!(!out_dir.exists());
+}
