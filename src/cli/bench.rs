@@ -369,9 +369,70 @@ fn run_cuda(a: &Args) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&out)?);
     } else {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        print!("{}", cuda_summary(&out));
     }
     Ok(())
+}
+
+/// The human-readable form of a CUDA bench report (the `--json` object): the headline rates against the roofline,
+/// the replayed decode step and the prefill's largest ops.
+fn cuda_summary(o: &serde_json::Value) -> String {
+    let f = |k: &str| o[k].as_f64().unwrap_or(f64::NAN);
+    let u = |k: &str| o[k].as_u64().unwrap_or(0);
+    let mut s = format!(
+        "{} ({:.1} M params, CUDA {}, {}): batch {}, prompt {}, {} decode steps, median of {}\n",
+        o["variant"].as_str().unwrap_or("?"),
+        f("parameters") / 1e6,
+        o["device_arch"].as_str().unwrap_or("?"),
+        o["dtype"].as_str().unwrap_or("?"),
+        u("batch"),
+        u("prompt"),
+        u("decode"),
+        u("runs"),
+    );
+    s += &format!(
+        "  prefill {:.0} tok/s ({:.2} ms), {:.0} TFLOP/s = {:.1} % of the peak\n",
+        f("prefill_tokens_per_second"),
+        f("prefill_seconds_median") * 1e3,
+        f("prefill_tflops"),
+        100.0 * f("prefill_roofline_fraction"),
+    );
+    let g = &o["decode_graph"];
+    match g["unsupported"].as_str() {
+        Some(why) => {
+            s += &format!(
+                "  decode {:.1} tok/s node by node (not replayed: {why})\n",
+                f("decode_tokens_per_second")
+            )
+        }
+        None => {
+            let steps = g["replayed_steps"].as_f64().unwrap_or(f64::NAN);
+            let kernels = g["recorded_nodes"]["kernel"].as_u64().unwrap_or(0);
+            s += &format!(
+                "  decode {:.1} tok/s replayed ({:.3} ms per step, {kernels} kernels, {} programmatic edges), \
+                 {:.1} % of the weight-bandwidth floor; node by node {:.1} tok/s\n",
+                f("decode_tokens_per_second"),
+                g["replay_seconds_median"].as_f64().unwrap_or(f64::NAN) / steps * 1e3,
+                g["programmatic_edges"].as_u64().unwrap_or(0),
+                100.0 * f("decode_roofline_fraction"),
+                f("decode_eager_tokens_per_second"),
+            );
+        }
+    }
+    let ops: Vec<String> = o["prefill_profile_seconds_by_op"]
+        .as_array()
+        .map(|ops| {
+            ops.iter()
+                .take(5)
+                .filter_map(|e| Some(format!("{} {:.2} ms", e[0].as_str()?, e[1].as_f64()? * 1e3)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !ops.is_empty() {
+        s += &format!("  prefill by op (synchronised per node): {}\n", ops.join(", "));
+    }
+    s += "  (--json prints every field)\n";
+    s
 }
 
 /// Node times summed by op kind, largest first.
@@ -385,4 +446,50 @@ fn by_op_kind(model: &Model, timings: &[(String, std::time::Duration)]) -> Vec<(
     let mut per_op: Vec<(String, f64)> = per_op.into_iter().collect();
     per_op.sort_by(|x, y| y.1.total_cmp(&x.1));
     per_op
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cuda_summary;
+
+    #[test]
+    fn the_cuda_summary_reads_the_report() {
+        let o = serde_json::json!({
+            "variant": "cheems-head", "parameters": 337_769_856u64, "device_arch": "sm_90", "dtype": "bf16",
+            "batch": 1, "prompt": 4096, "decode": 32, "runs": 2,
+            "prefill_tokens_per_second": 244_200.0, "prefill_seconds_median": 0.01677,
+            "prefill_tflops": 165.0, "prefill_roofline_fraction": 0.209,
+            "decode_tokens_per_second": 1064.3, "decode_eager_tokens_per_second": 476.8,
+            "decode_roofline_fraction": 0.167,
+            "decode_graph": {"replay_seconds_median": 0.02914, "replayed_steps": 31,
+                             "recorded_nodes": {"kernel": 358}, "programmatic_edges": 357},
+            "prefill_profile_seconds_by_op": [["GatedMlp", 0.007], ["Linear", 0.0048]],
+        });
+        let s = cuda_summary(&o);
+        assert!(
+            s.starts_with("cheems-head (337.8 M params, CUDA sm_90, bf16): batch 1, prompt 4096"),
+            "{s}"
+        );
+        assert!(
+            s.contains("prefill 244200 tok/s (16.77 ms), 165 TFLOP/s = 20.9 % of the peak"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "decode 1064.3 tok/s replayed (0.940 ms per step, 358 kernels, 357 programmatic"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("16.7 % of the weight-bandwidth floor; node by node 476.8 tok/s"),
+            "{s}"
+        );
+        assert!(
+            s.contains("prefill by op (synchronised per node): GatedMlp 7.00 ms, Linear 4.80 ms"),
+            "{s}"
+        );
+        let mut o = o;
+        o["decode_graph"] = serde_json::json!({"unsupported": "fewer than 2 decode steps"});
+        assert!(cuda_summary(&o).contains("node by node (not replayed: fewer than 2 decode steps)"));
+    }
 }
