@@ -31,7 +31,8 @@ pub enum Command {
     /// Compile a checkpoint into an artifact directory (graph after the passes, packed weights, CUBINs for
     /// CUDA, manifest) that run, generate, bench and eval load in place of the checkpoint.
     Compile(compile::Args),
-    /// Print the graph IR of a checkpoint as text (or Graphviz DOT with --dot).
+    /// Print the graph IR of a checkpoint as text (or Graphviz DOT with --dot), as built or after the passes of a
+    /// target's pipeline (--target, --dump-after, --stop-after).
     Dump(dump::Args),
     /// Run a prefill (and decode steps) and write the logits to safetensors.
     Run(run::Args),
