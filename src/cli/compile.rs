@@ -32,15 +32,23 @@ pub struct Args {
     /// bf16/f16 round the weights, which the CPU still computes with in f32).
     #[arg(long, value_enum)]
     pub dtype: Option<DTypeArg>,
-    /// Skip packing and fusion (CUDA; the CPU target never fuses).
-    #[arg(long)]
-    pub no_fuse: bool,
-    /// Fusion rule not to apply (repeatable; `pack_linears` disables packing).
-    #[arg(long = "disable-rule")]
-    pub disable_rule: Vec<String>,
+    #[command(flatten)]
+    pub fusion: FusionArgs,
     /// Print a one-line JSON summary (manifest, sizes, step timings) on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The fusion switches `compile` and `dump` share.
+#[derive(clap::Args, Debug)]
+pub struct FusionArgs {
+    /// Skip packing and fusion (CUDA; the CPU target never fuses).
+    #[arg(long)]
+    pub no_fuse: bool,
+    /// Fusion rule not to apply (repeatable; `pack_linears` disables packing); an unknown name is an error that
+    /// lists the rules.
+    #[arg(long = "disable-rule")]
+    pub disable_rule: Vec<String>,
 }
 
 /// Runs `cheems compile`.
@@ -52,8 +60,8 @@ pub fn run(a: &Args) -> Result<()> {
             DTypeArg::Bf16 => DType::BF16,
             DTypeArg::F16 => DType::F16,
         }),
-        no_fuse: a.no_fuse,
-        disabled_rules: a.disable_rule.clone(),
+        no_fuse: a.fusion.no_fuse,
+        disabled_rules: a.fusion.disable_rule.clone(),
         progress: !a.json,
     };
     let t = std::time::Instant::now();

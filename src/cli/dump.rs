@@ -1,5 +1,6 @@
 //! `cheems dump`: the graph IR of a checkpoint, as built or after the passes of a target's pipeline.
 
+use super::compile::FusionArgs;
 use crate::artifact::ArtifactTarget;
 use crate::model::build::build;
 use crate::model::checkpoint::Checkpoint;
@@ -20,13 +21,8 @@ pub struct Args {
     /// as built). Without it, the graph as built.
     #[arg(long)]
     pub target: Option<String>,
-    /// Skip packing and fusion.
-    #[arg(long)]
-    pub no_fuse: bool,
-    /// Fusion rule not to apply (repeatable; `pack_linears` disables packing); an unknown name is an error that
-    /// lists the rules.
-    #[arg(long = "disable-rule")]
-    pub disable_rule: Vec<String>,
+    #[command(flatten)]
+    pub fusion: FusionArgs,
     /// Stop the fusion pass after this many rewrites (to find the rewrite that changes a result by bisection).
     #[arg(long)]
     pub max_rewrites: Option<usize>,
@@ -44,8 +40,8 @@ pub fn run(a: &Args) -> Result<()> {
     let mut model = build(&ck.config, &ck.weights)?;
     let Some(target) = &a.target else {
         let pass_flags = [
-            (a.no_fuse, "--no-fuse"),
-            (!a.disable_rule.is_empty(), "--disable-rule"),
+            (a.fusion.no_fuse, "--no-fuse"),
+            (!a.fusion.disable_rule.is_empty(), "--disable-rule"),
             (a.max_rewrites.is_some(), "--max-rewrites"),
             (!a.dump_after.is_empty(), "--dump-after"),
             (a.stop_after.is_some(), "--stop-after"),
@@ -65,8 +61,8 @@ pub fn run(a: &Args) -> Result<()> {
         },
     };
     let mut opts = CompileOptions::new(target);
-    opts.no_fuse = a.no_fuse || target == Target::Cpu;
-    opts.fuse.disabled = a.disable_rule.clone();
+    opts.no_fuse = a.fusion.no_fuse || target == Target::Cpu;
+    opts.fuse.disabled = a.fusion.disable_rule.clone();
     opts.fuse.max_rewrites = a.max_rewrites;
     opts.verify = true;
     opts.dump_dot = a.dot;

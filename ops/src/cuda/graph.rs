@@ -12,7 +12,7 @@ use super::Gpu;
 use crate::{KernelError, Result};
 use cudarc::driver::sys;
 use cudarc::driver::CudaStream;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// An instantiated recording, launched on the stream it was recorded on.
@@ -123,13 +123,19 @@ fn kernel_function(node: sys::CUgraphNode) -> Result<sys::CUfunction> {
 /// A graph with memory allocation or free nodes is left as it is (the driver does not let their graphs' edges be
 /// removed).
 fn make_programmatic(graph: sys::CUgraph, own: &HashSet<usize>) -> Result<usize> {
+    use sys::CUgraphNodeType::{
+        CU_GRAPH_NODE_TYPE_KERNEL as KERNEL, CU_GRAPH_NODE_TYPE_MEM_ALLOC as ALLOC,
+        CU_GRAPH_NODE_TYPE_MEM_FREE as FREE,
+    };
+    // Per node: a kernel node, and whether it launches one of `own`.
+    let mut kernels: HashMap<usize, bool> = HashMap::new();
     for node in nodes(graph)? {
-        if matches!(
-            node_type(node)?,
-            sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC
-                | sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_FREE
-        ) {
-            return Ok(0);
+        match node_type(node)? {
+            ALLOC | FREE => return Ok(0),
+            KERNEL => {
+                kernels.insert(node as usize, own.contains(&(kernel_function(node)? as usize)));
+            }
+            _ => {}
         }
     }
     let mut n = 0usize;
@@ -156,17 +162,13 @@ fn make_programmatic(graph: sys::CUgraph, own: &HashSet<usize>) -> Result<usize>
         },
         "listing graph edges",
     )?;
-    let is_kernel = |node| -> Result<bool> {
-        Ok(node_type(node)? == sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL)
-    };
     let (mut rf, mut rt, mut rd) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         let plain =
             data[i].type_ == sys::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_DEFAULT as u8;
         if plain
-            && is_kernel(from[i])?
-            && is_kernel(to[i])?
-            && own.contains(&(kernel_function(to[i])? as usize))
+            && kernels.contains_key(&(from[i] as usize))
+            && kernels.get(&(to[i] as usize)) == Some(&true)
         {
             rf.push(from[i]);
             rt.push(to[i]);

@@ -104,8 +104,8 @@ pub fn expert_mix<T: Elem>(
     let after = i32::from(order == ExpertAct::AfterSoftmax);
     let norm = i32::from(norm_topk);
     if plan.split {
-        let operands = Operands { x, scores, ids, down, up };
-        return split::<T>(gpu, p, &plan, (act, after, norm), &operands, out);
+        let sc = Scalars { rows, heads, k, dim, num_experts, act, after, norm };
+        return split::<T>(gpu, &plan, &sc, &Operands { x, scores, ids, down, up }, out);
     }
     let kind = if plan.whole_rows { "expert_mix_rows" } else { "expert_mix" };
     let name = format!("{kind}_{}", T::NAME);
@@ -139,24 +139,33 @@ struct Operands<'a, T> {
     up: &'a CudaSlice<T>,
 }
 
+/// The scalar arguments of the kernels, converted and checked by [`expert_mix`] (`act`, `after` and `norm` as
+/// codes).
+struct Scalars {
+    rows: u32,
+    heads: i32,
+    k: i32,
+    dim: i32,
+    num_experts: i64,
+    act: i32,
+    after: i32,
+    norm: i32,
+}
+
 /// The two launches of a `split` plan: `expert_weigh_<T>` writes the weights of every (row, slot) into a scratch
-/// buffer, `expert_sum_<T>` sums each column slice of up rows with them. `codes` are the activation, `after` and
-/// `norm` as the kernels take them.
+/// buffer, `expert_sum_<T>` sums each column slice of up rows with them.
 fn split<T: Elem>(
     gpu: &Gpu,
-    p: &ExpertMixParams,
     plan: &Plan,
-    codes: (i32, i32, i32),
+    sc: &Scalars,
     o: &Operands<'_, T>,
     out: &mut CudaSlice<T>,
 ) -> Result<()> {
     let Operands { x, scores, ids, down, up } = *o;
-    let (act, after, norm) = codes;
-    let n = p.heads * p.k;
-    let (heads, k, dim, sel) = (p.heads as i32, p.k as i32, p.dim as i32, n as i32);
-    let (num_experts, width) = (p.num_experts as i64, plan.width as i32);
-    let rows = p.rows as u32;
-    let mut w = gpu.uninit::<f32>(p.rows * n)?;
+    let Scalars { rows, heads, k, dim, num_experts, act, after, norm } = *sc;
+    let (sel, width) = (heads * k, plan.width as i32);
+    let n = sel as usize;
+    let mut w = gpu.uninit::<f32>(rows as usize * n)?;
     let name = format!("expert_weigh_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
     let cfg = LaunchConfig {
