@@ -4,8 +4,8 @@
 mod common;
 
 use cheems::exec::cpu::CpuExecutor;
-use cheems::ir::op::Norm;
-use cheems::ir::{DType, Dim, Fact, Graph, Op, OpKind, Tensor};
+use cheems::ir::op::{Norm, Ssd};
+use cheems::ir::{DType, Dim, Fact, Graph, Op, OpKind, Tensor, ValueId};
 use cheems::model::build::build;
 use cheems::model::checkpoint::Checkpoint;
 use cheems::passes::fuse::FuseOptions;
@@ -93,6 +93,89 @@ fn a_norm_of_anything_but_a_residual_is_not_fused() {
     assert_eq!(g.census().get(&OpKind::RmsNorm), Some(&1));
 }
 
+/// `ssd_scan(x, dt, A, rope(B, cos, sin), rope(C, cos_c, sin), state)` with `y`, the state and, with
+/// `b_out`, the rotated B as graph outputs.
+fn ssd_graph(separate_c_table: bool, b_out: bool) -> Graph {
+    let mut g = Graph::new();
+    let (b, s) = (Dim::sym("B"), Dim::sym("S"));
+    let f = |dims: &[Dim]| Fact::new(DType::F32, dims.iter().cloned());
+    let (h, n) = (Dim::konst(2), Dim::konst(4));
+    let tok = [b.clone(), s.clone(), h.clone(), n.clone()];
+    let x = g.input("x", f(&tok)).unwrap();
+    let dt = g.input("dt", f(&[b.clone(), s.clone(), h.clone()])).unwrap();
+    let a = g.input("a", f(std::slice::from_ref(&h))).unwrap();
+    let bm = g.input("b", f(&tok)).unwrap();
+    let c = g.input("c", f(&tok)).unwrap();
+    let state = g.input("state", f(&[b.clone(), h, n.clone(), n.clone()])).unwrap();
+    let table = [b, s, n];
+    let cos = g.input("cos", f(&table)).unwrap();
+    let sin = g.input("sin", f(&table)).unwrap();
+    let cos_c = if separate_c_table { g.input("cos_c", f(&table)).unwrap() } else { cos };
+    let rb = g.wire("b_rope", Op::Rope, &[bm, cos, sin]).unwrap();
+    let rc = g.wire("c_rope", Op::Rope, &[c, cos_c, sin]).unwrap();
+    let ssd = Ssd { heads: 2, head_dim: 4, state_dim: 4, chunk: 2, rope: false };
+    let y = g.wire("scan", Op::SsdScan(ssd), &[x, dt, a, rb, rc, state]).unwrap();
+    g.output("y", y).unwrap();
+    g.output("state_out", ValueId { node: y.node, port: 1 }).unwrap();
+    if b_out {
+        g.output("b_rotated", rb).unwrap();
+    }
+    g
+}
+
+fn ssd_inputs(separate_c_table: bool) -> BTreeMap<String, Tensor> {
+    let v = |n: usize, k: usize| -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + k * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
+    };
+    let (b, s) = (2, 3);
+    let mut m = BTreeMap::from([
+        ("x".to_string(), Tensor::f32(vec![b, s, 2, 4], v(b * s * 8, 1)).unwrap()),
+        ("dt".to_string(), Tensor::f32(vec![b, s, 2], v(b * s * 2, 2)).unwrap()),
+        ("a".to_string(), Tensor::f32(vec![2], vec![-0.5, -1.5]).unwrap()),
+        ("b".to_string(), Tensor::f32(vec![b, s, 2, 4], v(b * s * 8, 3)).unwrap()),
+        ("c".to_string(), Tensor::f32(vec![b, s, 2, 4], v(b * s * 8, 4)).unwrap()),
+        ("state".to_string(), Tensor::f32(vec![b, 2, 4, 4], v(b * 32, 5)).unwrap()),
+        ("cos".to_string(), Tensor::f32(vec![b, s, 4], v(b * s * 4, 6)).unwrap()),
+        ("sin".to_string(), Tensor::f32(vec![b, s, 4], v(b * s * 4, 7)).unwrap()),
+    ]);
+    if separate_c_table {
+        m.insert("cos_c".into(), Tensor::f32(vec![b, s, 4], v(b * s * 4, 8)).unwrap());
+    }
+    m
+}
+
+#[test]
+fn ssd_rope_fires_and_keeps_the_scan_and_state_outputs() {
+    let mut g = ssd_graph(false, false);
+    let before = CpuExecutor::new(g.clone()).unwrap().run(ssd_inputs(false), &[]).unwrap();
+    let cx = compile(&mut g, &opts()).unwrap();
+    assert_eq!(cx.rewrites.get("ssd_rope"), Some(&1));
+    let census = g.census();
+    assert_eq!(census.get(&OpKind::Rope), None, "both rotations moved into the scan");
+    let scan = g.find("scan.rope").expect("the fused scan");
+    assert!(matches!(&g.node(scan).op, Op::SsdScan(s) if s.rope));
+    assert_eq!(g.inputs_of(scan).len(), 8);
+    let after = CpuExecutor::new(g).unwrap().run(ssd_inputs(false), &[]).unwrap();
+    assert_eq!(before, after, "the fused scan rotates exactly as the Rope nodes did");
+}
+
+#[test]
+fn ssd_rope_is_blocked_by_other_readers_and_by_different_tables() {
+    for (separate, b_out) in [(true, false), (false, true)] {
+        let mut g = ssd_graph(separate, b_out);
+        let dump = g.dump().unwrap();
+        let cx = compile(&mut g, &opts()).unwrap();
+        assert_eq!(cx.rewrites.get("ssd_rope"), None, "separate tables {separate}, B read {b_out}");
+        assert_eq!(g.dump().unwrap(), dump);
+    }
+    let mut g = ssd_graph(false, false);
+    let mut o = opts();
+    o.fuse.disabled = vec!["ssd_rope".into()];
+    let cx = compile(&mut g, &o).unwrap();
+    assert!(cx.rewrites.is_empty());
+    assert_eq!(g.census().get(&OpKind::Rope), Some(&2));
+}
+
 #[test]
 fn max_rewrites_bisects() {
     let ck = Checkpoint::open(&cases()[0]).unwrap();
@@ -117,7 +200,8 @@ fn logits_of(model: &cheems::model::build::Model, inputs: &Inputs) -> (Tensor, T
 }
 
 /// On every fixture: every layer's two norms fuse with the residual before them (the first norm of layer 0 reads
-/// the embedding, so it stays), sibling projections are packed, and the logits do not move: bit for bit with the
+/// the embedding, so it stays), every SSD layer's scan takes over the RoPE of its B and C, sibling projections are
+/// packed, and the logits do not move: bit for bit with the
 /// fusion rules alone, within the f32 tolerance with packing.
 #[test]
 fn every_fixture_fuses_and_keeps_its_logits() {
@@ -152,6 +236,15 @@ fn every_fixture_fuses_and_keeps_its_logits() {
             "{name}: only layer 0's first norm (and q/k norms) remain"
         );
         assert!(!census.contains_key(&OpKind::SliceLast), "{name}: packing was disabled");
+        let ssd_layers = model
+            .config
+            .layers
+            .iter()
+            .filter(|k| **k == cheems::model::config::LayerKind::Ssd)
+            .count();
+        assert_eq!(cx.rewrites.get("ssd_rope").copied().unwrap_or(0), ssd_layers, "{name}");
+        let ropes = |g: &Graph| g.census().get(&OpKind::Rope).copied().unwrap_or(0);
+        assert_eq!(ropes(&fused.graph), ropes(&model.graph) - 2 * ssd_layers, "{name}");
         let (l, d) = logits_of(&fused, &inputs);
         assert_eq!(l, logits, "{name}: fused logits differ");
         assert_eq!(d, decode, "{name}: fused decode logits differ");

@@ -6,6 +6,7 @@ use crate::ir::op::{Act, AttentionMask, ExpertAct, Rotary};
 use crate::ir::{Graph, NodeId, Op, Tensor};
 use anyhow::{bail, Context, Result};
 use cheems_ops as ops;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -244,13 +245,24 @@ fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
                 head_dim: s.head_dim,
                 state_dim: s.state_dim,
             };
+            let (b, c) = if s.rope {
+                let rp =
+                    ops::rope::RopeParams { rows: d[0] * d[1], heads: s.heads, dim: s.state_dim };
+                let (cos, sin) = (f32s(&a[6])?, f32s(&a[7])?);
+                (
+                    Cow::Owned(ops::rope::apply(&rp, f32s(&a[3])?, cos, sin)?),
+                    Cow::Owned(ops::rope::apply(&rp, f32s(&a[4])?, cos, sin)?),
+                )
+            } else {
+                (Cow::Borrowed(f32s(&a[3])?), Cow::Borrowed(f32s(&a[4])?))
+            };
             let (y, state) = ops::ssd_scan::ssd_scan(
                 &p,
                 f32s(&a[0])?,
                 f32s(&a[1])?,
                 f32s(&a[2])?,
-                f32s(&a[3])?,
-                f32s(&a[4])?,
+                &b,
+                &c,
                 f32s(&a[5])?,
             )?;
             Ok(vec![Tensor::f32(d.to_vec(), y)?, Tensor::f32(a[5].dims().to_vec(), state)?])

@@ -346,7 +346,7 @@ impl Builder<'_> {
         let state_fact = Fact::new(DType::F32, [self.b.clone(), h.into(), dh.into(), dh.into()]);
         let state =
             self.past(&format!("{i}.ssd_state"), StateKind::SsdState, Some(i), state_fact)?;
-        let ssd = Ssd { heads: h, head_dim: dh, state_dim: dh, chunk };
+        let ssd = Ssd { heads: h, head_dim: dh, state_dim: dh, chunk, rope: false };
         let y = self.wire(
             format!("layers.{i}.ssd.scan"),
             Op::SsdScan(ssd),

@@ -727,7 +727,7 @@ mod tests {
 
     pub(super) fn goldens() -> Vec<(&'static str, String)> {
         let f32 = FloatType::F32;
-        let ssd = Ssd { heads: 4, head_dim: 16, state_dim: 16, chunk: 8 };
+        let ssd = Ssd { heads: 4, head_dim: 16, state_dim: 16, chunk: 8, rope: false };
         let at = Attention {
             heads: 4,
             kv_heads: 2,

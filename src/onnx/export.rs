@@ -443,6 +443,21 @@ impl Lower<'_> {
         }
     }
 
+    /// `x ⊙ cos + rotate_half(x) ⊙ sin` for `x` `[B,S,H,dh]` and tables `[B,S,dh]`, its last node named `node`
+    /// with output `out`.
+    fn rope(&mut self, x: &str, cos: &str, sin: &str, dh: i64, node: &str, out: &str) {
+        let b = &mut self.b;
+        let split = b.i64s(&[dh / 2, dh / 2]);
+        let halves = b.op_multi("Split", &[x, &split], vec![attr_int("axis", -1)], &["x1", "x2"]);
+        let neg = b.un("Neg", &halves[1], "minus_x2");
+        let rot = b.concat(&[&neg, &halves[0]], -1, "rotated");
+        let c4 = b.unsqueeze(cos, &[2], "cos4");
+        let s4 = b.unsqueeze(sin, &[2], "sin4");
+        let xc = b.bin("Mul", x, &c4, "x_cos");
+        let rs = b.bin("Mul", &rot, &s4, "rot_sin");
+        b.push(node, "Add", &[&xc, &rs], &[out], vec![]);
+    }
+
     fn custom(&mut self, op: CustomOp) -> Result<()> {
         let op_type = op.function.name.clone().unwrap_or_default();
         match self.functions.get(&op_type) {
@@ -609,17 +624,22 @@ impl Lower<'_> {
             }
             Op::Rope => {
                 let dh = in_fact(0)?.shape[3].as_konst().context("head dim must be constant")?;
-                let b = &mut self.b;
-                let split = b.i64s(&[dh / 2, dh / 2]);
-                let halves =
-                    b.op_multi("Split", &[a[0], &split], vec![attr_int("axis", -1)], &["x1", "x2"]);
-                let neg = b.un("Neg", &halves[1], "minus_x2");
-                let rot = b.concat(&[&neg, &halves[0]], -1, "rotated");
-                let c4 = b.unsqueeze(a[1], &[2], "cos4");
-                let s4 = b.unsqueeze(a[2], &[2], "sin4");
-                let xc = b.bin("Mul", a[0], &c4, "x_cos");
-                let rs = b.bin("Mul", &rot, &s4, "rot_sin");
-                b.push(name, "Add", &[&xc, &rs], &[&out], vec![]);
+                self.rope(a[0], a[1], a[2], dh, name, &out);
+            }
+            Op::SsdScan(s) if s.rope => {
+                let n = s.state_dim as i64;
+                let (rb, rc) = (self.b.fresh("b_rope"), self.b.fresh("c_rope"));
+                self.rope(a[3], a[6], a[7], n, &rb, &rb);
+                self.rope(a[4], a[6], a[7], n, &rc, &rc);
+                let inputs: Vec<String> =
+                    [a[0], a[1], a[2], &rb, &rc, a[5]].map(String::from).into();
+                let outputs: Vec<String> =
+                    (0..node.outputs.len()).map(|p| self.out(id, p as u16)).collect();
+                let site =
+                    Site { name, inputs: &inputs, outputs: &outputs, dtype: t, opset: self.opset };
+                let plain = crate::ir::op::Ssd { rope: false, ..s.clone() };
+                let c = custom::ssd_scan(&plain, &site)?;
+                self.custom(c)?;
             }
             op @ (Op::SsdScan(_)
             | Op::DynamicMaskValues

@@ -30,7 +30,7 @@ pub struct FuseOptions {
 
 /// Every fusion rule, in priority order.
 pub fn rules() -> Vec<Rule> {
-    vec![residual_rms_norm(), add_rms_norm()]
+    vec![residual_rms_norm(), add_rms_norm(), ssd_rope()]
 }
 
 /// `rms_norm(s ⊙ r + f, w)` => `residual_rms_norm(s, r, f, w)` (the residual sum stays available as output 0).
@@ -54,6 +54,36 @@ fn add_rms_norm() -> Rule {
         name: "add_rms_norm",
         pattern: op(RmsNorm, [op(Add, [any("r"), any("f")]).named("res"), any("w")]).named("norm"),
         rewrite: |g, m| fused_norm(g, m, false),
+    }
+}
+
+/// `ssd_scan(x, dt, A, rope(B, cos, sin), rope(C, cos, sin), state)` => `ssd_scan{rope}(x, dt, A, B, C, state, cos,
+/// sin)`: the scan rotates B and C as it loads them (one table pair for both, as the model wires it).
+fn ssd_rope() -> Rule {
+    use OpKind::{Rope, SsdScan};
+    let rope =
+        |x: &'static str, n: &'static str| op(Rope, [any(x), any("cos"), any("sin")]).named(n);
+    Rule {
+        name: "ssd_rope",
+        pattern: op(
+            SsdScan,
+            [any("x"), any("dt"), any("a"), rope("b", "b_rope"), rope("c", "c_rope"), any("state")],
+        )
+        .named("scan"),
+        rewrite: |g, m| {
+            let scan = g.node(m.root);
+            let Op::SsdScan(ssd) = &scan.op else { unreachable!("pattern roots at SsdScan") };
+            let ins = ["x", "dt", "a", "b", "c", "state", "cos", "sin"].map(|v| m.value(v).into());
+            let mut patch = Patch::default();
+            let fused = patch.wire(
+                format!("{}.rope", scan.name),
+                Op::SsdScan(crate::ir::op::Ssd { rope: true, ..ssd.clone() }),
+                &ins,
+            );
+            patch.replace(ValueId { node: m.root, port: 0 }, fused);
+            patch.replace(ValueId { node: m.root, port: 1 }, fused.port(1));
+            Ok(patch)
+        },
     }
 }
 

@@ -8,9 +8,6 @@ template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i)
 template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
 template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
 template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
-template <typename T> __device__ __forceinline__ float round_to(float v);
-template <> __device__ __forceinline__ float round_to<float>(float v) { return v; }
-template <> __device__ __forceinline__ float round_to<bf16_t>(float v) { return bf16_to_f32(f32_to_bf16(v)); }
 
 __device__ __forceinline__ void ld4(const float *p, long i, float v[4]) {
     const float4 t = *reinterpret_cast<const float4 *>(p + i);

@@ -11,6 +11,20 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
     return r;
 }
 
+// v rounded to T and back (identity for f32).
+template <typename T> __device__ __forceinline__ float round_to(float v);
+template <> __device__ __forceinline__ float round_to<float>(float v) { return v; }
+template <> __device__ __forceinline__ float round_to<bf16_t>(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+// One element of rotate_half RoPE, the value stored as T: element i < dim/2 is own·cos − partner·sin with partner =
+// x[i + dim/2], element i ≥ dim/2 is own·cos + partner·sin with partner = x[i − dim/2]; each product is rounded to T,
+// then the sum (PyTorch's order in T; plain f32 for T = f32).
+template <typename T>
+__device__ __forceinline__ float rope_rotate(float own, float partner, float c, float s, bool lower) {
+    return round_to<T>(
+        __fadd_rn(round_to<T>(__fmul_rn(own, c)), round_to<T>(__fmul_rn(lower ? -partner : partner, s))));
+}
+
 // The activations by number (act::cuda::code): 0 silu x/(1+e^-x), 1 relu, 2 gelu 0.5·x·erfc(-x/√2), 3 gelu_tanh
 // 0.5·x·(1+tanh(√(2/π)·(x+0.044715·x³))).
 __device__ __forceinline__ float activate(float x, int act) {

@@ -4,9 +4,6 @@
 template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
 template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
 template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
-template <typename T> __device__ __forceinline__ float round_to(float v);
-template <> __device__ __forceinline__ float round_to<float>(float v) { return v; }
-template <> __device__ __forceinline__ float round_to<bf16_t>(float v) { return bf16_to_f32(f32_to_bf16(v)); }
 template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
 template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
 template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }

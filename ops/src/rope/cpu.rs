@@ -81,3 +81,27 @@ pub fn apply(p: &RopeParams, x: &[f32], cos: &[f32], sin: &[f32]) -> Result<Vec<
         });
     Ok(y)
 }
+
+/// [`apply`] as PyTorch computes it in the storage type `T`: each product rounded to `T`, then the sum (the values of
+/// `x`, `cos` and `sin` are taken as given, normally already `T` values). Equal to [`apply`] for `f32`; the reference
+/// of the CUDA kernels that rotate in `T` (`rope_apply`, the fused SSD decode step).
+pub fn apply_rounded<T: crate::cuda::Elem>(
+    p: &RopeParams,
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+) -> Result<Vec<f32>> {
+    p.validate(x.len(), cos.len(), sin.len())?;
+    let r = |v: f32| T::from_f32(v).to_f32();
+    let mut y = vec![0.0; x.len()];
+    let half = p.dim / 2;
+    for (n, (y, x)) in y.chunks_mut(p.dim.max(1)).zip(x.chunks(p.dim.max(1))).enumerate() {
+        let cs = n / p.heads.max(1) * p.dim;
+        for i in 0..half {
+            let (a, b) = (x[i], x[half + i]);
+            y[i] = r(r(a * cos[cs + i]) + r(-b * sin[cs + i]));
+            y[half + i] = r(r(b * cos[cs + half + i]) + r(a * sin[cs + half + i]));
+        }
+    }
+    Ok(y)
+}

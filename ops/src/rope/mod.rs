@@ -6,14 +6,14 @@
 //!   `cos = cos(emb)`, `sin = sin(emb)`, each `[N, dim]`.
 //! * [`apply`]: `x' = x ⊙ cos + rotate_half(x) ⊙ sin` with
 //!   `rotate_half(x) = concat(−x[dim/2:], x[:dim/2])`, on `x` `[rows, heads, dim]` with one
-//!   `cos`/`sin` row per `x` row, shared by its heads.
+//!   `cos`/`sin` row per `x` row, shared by its heads; [`apply_rounded`] the same in a storage type's rounding.
 
 pub mod cpu;
 pub mod cuda;
 #[cfg(test)]
 mod tests;
 
-pub use cpu::{apply, dynamic_ntk_theta, inv_freq, tables};
+pub use cpu::{apply, apply_rounded, dynamic_ntk_theta, inv_freq, tables};
 
 use crate::{check_len, KernelError, Result};
 

@@ -1,6 +1,6 @@
 // tables: cos[n, i] = cos[n, half + i] = T(f32(cos(f64(f32(pos[n])·inv_freq[i])))), sin alike (i < half; one f32 rounding).
-// apply: y[i] = x[i]·cos[i] − x[half+i]·sin[i], y[half+i] = x[half+i]·cos[half+i] + x[i]·sin[half+i] per head, each
-// product rounded to T and then the sum (PyTorch's order; plain f32 for T = f32). Layout: pos i64 [N], inv_freq f32
+// apply: y[i] = x[i]·cos[i] − x[half+i]·sin[i], y[half+i] = x[half+i]·cos[half+i] + x[i]·sin[half+i] per head
+// (rope_rotate in common.cuh: each product rounded to T, then the sum). Layout: pos i64 [N], inv_freq f32
 // [half], cos/sin [N, 2·half], x/y [rows, heads, dim] in T. Launch: 1-D grids of 256 threads striding over (n, i) / (r, h, i).
 template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
 template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
@@ -8,9 +8,6 @@ template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i)
 template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
 template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
 template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
-template <typename T> __device__ __forceinline__ float round_to(float v);
-template <> __device__ __forceinline__ float round_to<float>(float v) { return v; }
-template <> __device__ __forceinline__ float round_to<bf16_t>(float v) { return bf16_to_f32(f32_to_bf16(v)); }
 
 #define GRID_STRIDE(t, n)                                                                                              \
     for (long t = (long)blockIdx.x * blockDim.x + threadIdx.x; t < (n); t += (long)gridDim.x * blockDim.x)
@@ -41,12 +38,8 @@ __device__ void rope_apply(const T *x, const T *cos_t, const T *sin_t, T *y, con
         const int i = (int)(t % half);
         const long r = rh / heads, base = rh * dim, cs = r * dim;
         const float a = ld(x, base + i), b = ld(x, base + half + i);
-        const float lo = __fadd_rn(round_to<T>(__fmul_rn(a, ld(cos_t, cs + i))),
-                                   round_to<T>(__fmul_rn(-b, ld(sin_t, cs + i))));
-        const float hi = __fadd_rn(round_to<T>(__fmul_rn(b, ld(cos_t, cs + half + i))),
-                                   round_to<T>(__fmul_rn(a, ld(sin_t, cs + half + i))));
-        st(y, base + i, lo);
-        st(y, base + half + i, hi);
+        st(y, base + i, rope_rotate<T>(a, b, ld(cos_t, cs + i), ld(sin_t, cs + i), true));
+        st(y, base + half + i, rope_rotate<T>(b, a, ld(cos_t, cs + half + i), ld(sin_t, cs + half + i), false));
     }
 }
 

@@ -105,6 +105,23 @@ fn apply_edge_shapes() {
 }
 
 #[test]
+fn rounding_in_f32_is_plain_apply() {
+    let p = RopeParams { rows: 3, heads: 2, dim: 10 };
+    let mut rng = Rng::new(8);
+    let x = rng.vec(60, -3.0, 3.0);
+    let (cos, sin) = tables(&[0, 7, 4000], &inv_freq(10_000.0, 10));
+    assert_eq!(
+        apply_rounded::<f32>(&p, &x, &cos, &sin).unwrap(),
+        apply(&p, &x, &cos, &sin).unwrap()
+    );
+    let bf = apply_rounded::<half::bf16>(&p, &x, &cos, &sin).unwrap();
+    assert!(bf.iter().all(|v| half::bf16::from_f32(*v).to_f32() == *v), "bf16 values");
+    assert!(
+        apply_rounded::<f32>(&RopeParams { rows: 1, heads: 1, dim: 4 }, &x, &cos, &sin).is_err()
+    );
+}
+
+#[test]
 fn position_zero_is_the_identity() {
     let p = RopeParams { rows: 1, heads: 2, dim: 6 };
     let x: Vec<f32> = (0..12).map(|i| i as f32 - 5.5).collect();
@@ -210,26 +227,6 @@ mod gpu {
         gpu.download(&y)
     }
 
-    /// PyTorch's bf16 rotation: each product rounded to bf16, then the sum.
-    fn apply_bf16(p: &RopeParams, x: &[bf16], cos: &[bf16], sin: &[bf16]) -> Vec<bf16> {
-        let half = p.dim / 2;
-        let mul = |a: bf16, b: bf16| bf16::from_f32(a.to_f32() * b.to_f32()).to_f32();
-        let mut y = vec![bf16::ZERO; x.len()];
-        if y.is_empty() {
-            return y;
-        }
-        for (n, (y, x)) in y.chunks_mut(p.dim).zip(x.chunks(p.dim)).enumerate() {
-            let cs = n / p.heads * p.dim;
-            for i in 0..half {
-                let (a, b) = (x[i], x[half + i]);
-                y[i] = bf16::from_f32(mul(a, cos[cs + i]) + mul(-b, sin[cs + i]));
-                y[half + i] =
-                    bf16::from_f32(mul(b, cos[cs + half + i]) + mul(a, sin[cs + half + i]));
-            }
-        }
-        y
-    }
-
     fn check_apply(rows: usize, heads: usize, dim: usize, seed: u64) {
         let Some(gpu) = test_gpu() else { return };
         let p = RopeParams { rows, heads, dim };
@@ -242,11 +239,15 @@ mod gpu {
         let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
         let (xb, cb, sb) = (to(&x), to(&cos), to(&sin));
         let got = run_apply::<bf16>(&gpu, &p, &xb, &cb, &sb).unwrap();
-        let want = apply_bf16(&p, &xb, &cb, &sb);
-        let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&got), bits(&want), "rope_apply_bf16 {p:?} against PyTorch's bf16 order");
         let wide = |v: &[bf16]| v.iter().map(|x| x.to_f32()).collect::<Vec<_>>();
         let (xw, cw, sw) = (wide(&xb), wide(&cb), wide(&sb));
+        let want = apply_rounded::<bf16>(&p, &xw, &cw, &sw).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&wide(&got)),
+            bits(&want),
+            "rope_apply_bf16 {p:?} against PyTorch's bf16 order"
+        );
         let want32 = apply(&p, &xw, &cw, &sw).unwrap();
         let half = dim / 2;
         for (i, (&g, &w)) in wide(&got).iter().zip(&want32).enumerate() {

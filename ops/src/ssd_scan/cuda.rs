@@ -265,11 +265,13 @@ pub enum StepLayout {
 /// gives each thread one row, so that small batches still spread over the chip.
 const STEP_FULL_GRID: usize = 4 * 132;
 
-/// The decode layout for `p` (`state_dim` ≥ 1); `aligned`: `state` starts 16-byte aligned and `b` and `c` at a
-/// multiple of four elements (a buffer can be a view into another at any element offset).
-pub fn step_layout(p: &SsdScanParams, aligned: bool) -> StepLayout {
+/// The decode layout for `p` (`state_dim` ≥ 1); `aligned`: `state` starts 16-byte aligned and `b` and `c` (and
+/// with `rope` the rotary tables) at a multiple of four elements (a buffer can be a view into another at any element
+/// offset). With `rope` the vectorised form pairs 4-column groups across the two halves of a head, so it also needs
+/// `state_dim` a multiple of 8.
+pub fn step_layout(p: &SsdScanParams, aligned: bool, rope: bool) -> StepLayout {
     let bh = p.batch * p.heads;
-    if p.state_dim % 4 != 0 || !aligned {
+    if p.state_dim % if rope { 8 } else { 4 } != 0 || !aligned {
         return StepLayout::Scalar { blocks: bh.saturating_mul(p.head_dim.div_ceil(STEP_ROWS)) };
     }
     let lanes = (p.state_dim / 4).next_power_of_two().min(32);
@@ -280,14 +282,23 @@ pub fn step_layout(p: &SsdScanParams, aligned: bool) -> StepLayout {
 }
 
 /// The kernel of `layout` (from [`step_layout`] for `p`) for element type `dtype` (`"f32"` or `"bf16"`):
-/// `ssd_step_vec<G>x<rows>_<dtype>` with `G` 4-column groups per lane, or `ssd_step_<dtype>`.
-pub fn step_kernel(dtype: &str, p: &SsdScanParams, layout: StepLayout) -> String {
+/// `ssd_step[_rope]_vec<G>x<rows>_<dtype>` with `G` 4-column groups per lane, or `ssd_step[_rope]_<dtype>`.
+pub fn step_kernel(dtype: &str, p: &SsdScanParams, layout: StepLayout, rope: bool) -> String {
+    let rope = if rope { "_rope" } else { "" };
     match layout {
         StepLayout::Vec { lanes, rows, .. } => {
-            format!("ssd_step_vec{}x{rows}_{dtype}", (p.state_dim / 4).div_ceil(lanes))
+            format!("ssd_step{rope}_vec{}x{rows}_{dtype}", (p.state_dim / 4).div_ceil(lanes))
         }
-        StepLayout::Scalar { .. } => format!("ssd_step_{dtype}"),
+        StepLayout::Scalar { .. } => format!("ssd_step{rope}_{dtype}"),
     }
+}
+
+/// The rotary tables of [`ssd_step_rope`]: `cos`, `sin` `[B, N]`, one row per sequence (its token's position).
+pub struct StepRope<'a, T> {
+    /// `cos[b, n]`.
+    pub cos: &'a CudaSlice<T>,
+    /// `sin[b, n]`.
+    pub sin: &'a CudaSlice<T>,
 }
 
 /// Decode: one token per sequence (`p.seq` must be 1); updates `state` in place and writes `y` `[B, H, P]`.
@@ -305,12 +316,55 @@ pub fn ssd_step<T: Elem>(
     state: &mut CudaSlice<f32>,
     y: &mut CudaSlice<T>,
 ) -> Result<()> {
+    step(gpu, p, x, dt, a, b, c, None, state, y)
+}
+
+/// [`ssd_step`] with `b` and `c` given before RoPE: each is rotated on load (`rope::apply` with `rope.cos`,
+/// `rope.sin`, rounded to `T` as that kernel stores it), in the same single launch (`ssd_step_rope*`). `state_dim`
+/// must be even.
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_step_rope<T: Elem>(
+    gpu: &Gpu,
+    p: &SsdScanParams,
+    x: &CudaSlice<T>,
+    dt: &CudaSlice<T>,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<T>,
+    c: &CudaSlice<T>,
+    rope: StepRope<'_, T>,
+    state: &mut CudaSlice<f32>,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    step(gpu, p, x, dt, a, b, c, Some(rope), state, y)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step<T: Elem>(
+    gpu: &Gpu,
+    p: &SsdScanParams,
+    x: &CudaSlice<T>,
+    dt: &CudaSlice<T>,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<T>,
+    c: &CudaSlice<T>,
+    rope: Option<StepRope<'_, T>>,
+    state: &mut CudaSlice<f32>,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
     if p.seq != 1 {
         return Err(bad(format!("ssd_step takes one token per sequence, got seq {}", p.seq)));
     }
     p.validate(x.len(), dt.len(), a.len(), b.len(), c.len(), state.len())?;
     check_outputs(p, y.len(), state.len())?;
     check_dims(p)?;
+    if let Some(r) = &rope {
+        if p.state_dim % 2 != 0 {
+            return Err(bad(format!("rope needs an even state_dim, got {}", p.state_dim)));
+        }
+        let dims = [("batch", p.batch), ("state_dim", p.state_dim)];
+        crate::check_len("cos", r.cos.len(), &dims)?;
+        crate::check_len("sin", r.sin.len(), &dims)?;
+    }
     if p.batch == 0 || p.heads == 0 || p.head_dim == 0 {
         return Ok(());
     }
@@ -324,35 +378,40 @@ pub fn ssd_step<T: Elem>(
         shared_mem_bytes: 0,
     };
     let elem4 = 4 * std::mem::size_of::<T>() as u64;
+    let tables_aligned =
+        rope.as_ref().is_none_or(|r| [r.cos, r.sin].iter().all(|t| address(gpu, t) % elem4 == 0));
     let aligned = address(gpu, state) % 16 == 0
         && address(gpu, b) % elem4 == 0
-        && address(gpu, c) % elem4 == 0;
-    let layout = step_layout(p, aligned);
-    let name = step_kernel(T::NAME, p, layout);
+        && address(gpu, c) % elem4 == 0
+        && tables_aligned;
+    let layout = step_layout(p, aligned, rope.is_some());
+    let name = step_kernel(T::NAME, p, layout, rope.is_some());
+    let func = gpu.function(&STEP_SOURCE, &name)?;
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(dt).arg(a).arg(b).arg(c);
+    if let Some(r) = &rope {
+        launch.arg(r.cos).arg(r.sin);
+    }
+    launch.arg(state).arg(y).arg(&heads).arg(&hp).arg(&n);
     match layout {
         StepLayout::Vec { lanes, blocks, .. } => {
             let blocks = grid_x("row tiles × heads × batch", blocks)?;
             let lanes = lanes as i32;
-            let func = gpu.function(&STEP_SOURCE, &name)?;
-            let mut launch = gpu.stream().launch_builder(&func);
-            launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(state).arg(y);
-            launch.arg(&heads).arg(&hp).arg(&n).arg(&lanes);
-            // SAFETY: the argument list matches `ssd_step_vec<G>x<K>_<T>` in ssd_step.cu (G is 1 or 2 since
-            // `check_dims` bounds `state_dim` by 256, K = `rows` is 1 or 4, both instantiated); `validate` and
-            // `check_outputs` checked every buffer against `p` with seq 1; `state_dim` is a multiple of 4 and
-            // `state`, `b`, `c` start aligned (checked above), so every state row and every 4-element group of `b`
-            // and `c` is 16-byte (f32) or 8-byte (bf16) aligned; `lanes` is a power of two ≤ 32, and the grid
+            launch.arg(&lanes);
+            // SAFETY: the argument list matches `ssd_step[_rope]_vec<G>x<K>_<T>` in ssd_step.cu (G is 1 or 2 since
+            // `check_dims` bounds `state_dim` by 256, K = `rows` is 1 or 4, both instantiated; cos and sin only in
+            // the rope form); `validate`, `check_outputs` and the table checks above checked every buffer against
+            // `p` with seq 1; `state_dim` is a multiple of 4 (8 with rope) and `state`, `b`, `c` and the tables
+            // start aligned (checked above), so every state row and every 4-element group of `b`, `c` and the
+            // tables is 16-byte (f32) or 8-byte (bf16) aligned; `lanes` is a power of two ≤ 32, and the grid
             // covers every row with `rows` rows per thread and `lanes` lanes per row.
             unsafe { launch.launch(cfg(blocks)) }.map_err(|e| launch_error(&name, e))?;
         }
         StepLayout::Scalar { blocks } => {
             let blocks = grid_x("row tiles × heads × batch", blocks)?;
-            let func = gpu.function(&STEP_SOURCE, &name)?;
-            let mut launch = gpu.stream().launch_builder(&func);
-            launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(state).arg(y);
-            launch.arg(&heads).arg(&hp).arg(&n);
-            // SAFETY: the argument list matches `ssd_step_<T>` in ssd_step.cu; `validate` and `check_outputs`
-            // checked every buffer against `p` with seq 1, and the grid has one warp per state row.
+            // SAFETY: the argument list matches `ssd_step[_rope]_<T>` in ssd_step.cu; `validate`, `check_outputs`
+            // and the table checks above checked every buffer against `p` with seq 1 (an even `state_dim` with
+            // rope), and the grid has one warp per state row.
             unsafe { launch.launch(cfg(blocks)) }.map_err(|e| launch_error(&name, e))?;
         }
     }

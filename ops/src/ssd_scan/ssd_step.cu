@@ -3,6 +3,8 @@
 // ssd_step_vec<G>x<K> (N % 4 == 0): grid B·H·⌈P/(K·256/R)⌉, R lanes per row, each with G float4 column groups of K
 // rows.
 // ssd_step (any N): grid B·H·⌈P/8⌉; warp w owns row p = 8·(block % ⌈P/8⌉) + w, lanes stride over n.
+// ssd_step_rope*: the same with B and C given before RoPE and rotated on load (rope_rotate, as rope_apply stores
+// them) with cos, sin [B, N] (one row per sequence, N even; the vectorised form needs N % 8 == 0).
 #define SSD_STEP_ROWS 8
 
 template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
@@ -43,10 +45,19 @@ __device__ __forceinline__ float4 step4(float4 s, float decay, float dx, float4 
 // tile for k < K. Every load of a thread (A, dt, x, B, C and its K·G state groups) is issued before the first use, so
 // a block waits for one memory round trip. The state is read once and written once: streaming (evict-first) loads
 // and stores. The K row sums reduce across the R lanes together.
-template <typename T, int G, int K>
+template <typename T>
+__device__ __forceinline__ float4 rotate4(float4 own, float4 partner, float4 c, float4 s, bool lower) {
+    return make_float4(rope_rotate<T>(own.x, partner.x, c.x, s.x, lower),
+                       rope_rotate<T>(own.y, partner.y, c.y, s.y, lower),
+                       rope_rotate<T>(own.z, partner.z, c.z, s.z, lower),
+                       rope_rotate<T>(own.w, partner.w, c.w, s.w, lower));
+}
+
+// With ROPE, group j of B and C pairs with group j ± V/2 (the other half of the head), loaded alongside it.
+template <typename T, int G, int K, bool ROPE>
 __device__ __forceinline__ void ssd_step_vec(const T *x, const T *dt, const float *A, const T *Bm, const T *Cm,
-                                             float *state, T *y, const int heads, const int P, const int N,
-                                             const int R) {
+                                             const T *cos_t, const T *sin_t, float *state, T *y, const int heads,
+                                             const int P, const int N, const int R) {
     const int V = N / 4, shift = __ffs(R) - 1, rows_pass = SSD_STEP_THREADS >> shift;
     const unsigned rows_block = rows_pass * K, tiles = (P + rows_block - 1) / rows_block;
     const unsigned bhu = blockIdx.x / tiles;
@@ -68,13 +79,36 @@ __device__ __forceinline__ void ssd_step_vec(const T *x, const T *dt, const floa
             xv[k] = ldg(x, bh * P + p);
         }
     }
-    typename Quad<T>::raw b[G], c[G];
+    typename Quad<T>::raw b[G], c[G], bp[G], cp[G], co[G], si[G];
+    const int half = V / 2;
+    const long rope_row = (long)(bhu / (unsigned)heads) * N;
 #pragma unroll
     for (int g = 0; g < G; ++g) {
         const int j = lane + g * R;
         if (j < V) {
             b[g] = ldg4(Bm, bh * N + 4 * j);
             c[g] = ldg4(Cm, bh * N + 4 * j);
+            if (ROPE) {
+                const int jp = j < half ? j + half : j - half;
+                bp[g] = ldg4(Bm, bh * N + 4 * jp);
+                cp[g] = ldg4(Cm, bh * N + 4 * jp);
+                co[g] = ldg4(cos_t, rope_row + 4 * j);
+                si[g] = ldg4(sin_t, rope_row + 4 * j);
+            }
+        }
+    }
+    float4 bv[G], cv[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const int j = lane + g * R;
+        if (j < V) {
+            bv[g] = unpack4(b[g]);
+            cv[g] = unpack4(c[g]);
+            if (ROPE) {
+                const float4 cs = unpack4(co[g]), sn = unpack4(si[g]);
+                bv[g] = rotate4<T>(bv[g], unpack4(bp[g]), cs, sn, j < half);
+                cv[g] = rotate4<T>(cv[g], unpack4(cp[g]), cs, sn, j < half);
+            }
         }
     }
     const float delta = softplus_f32(z);
@@ -91,10 +125,9 @@ __device__ __forceinline__ void ssd_step_vec(const T *x, const T *dt, const floa
             for (int g = 0; g < G; ++g) {
                 const int j = lane + g * R;
                 if (j < V) {
-                    const float4 v = step4(s[k][g], decay, dx, unpack4(b[g]));
+                    const float4 v = step4(s[k][g], decay, dx, bv[g]);
                     __stcs(row + j, v);
-                    const float4 cv = unpack4(c[g]);
-                    acc[k] += v.x * cv.x + v.y * cv.y + v.z * cv.z + v.w * cv.w;
+                    acc[k] += v.x * cv[g].x + v.y * cv[g].y + v.z * cv[g].z + v.w * cv[g].w;
                 }
             }
         }
@@ -112,9 +145,21 @@ __device__ __forceinline__ void ssd_step_vec(const T *x, const T *dt, const floa
     }
 }
 
-template <typename T>
-__device__ void ssd_step(const T *x, const T *dt, const float *A, const T *Bm, const T *Cm, float *state, T *y,
-                         const int heads, const int P, const int N) {
+// Element n of B or C at `base`, rotated with the sequence's cos/sin row under ROPE.
+template <typename T, bool ROPE>
+__device__ __forceinline__ float bc_at(const T *m, long base, int n, const T *cos_t, const T *sin_t, long rope_row,
+                                       int N) {
+    const float v = ld(m, base + n);
+    if (!ROPE) return v;
+    const int half = N / 2;
+    const bool lower = n < half;
+    return rope_rotate<T>(v, ld(m, base + (lower ? n + half : n - half)), ld(cos_t, rope_row + n),
+                          ld(sin_t, rope_row + n), lower);
+}
+
+template <typename T, bool ROPE>
+__device__ void ssd_step(const T *x, const T *dt, const float *A, const T *Bm, const T *Cm, const T *cos_t,
+                         const T *sin_t, float *state, T *y, const int heads, const int P, const int N) {
     const int tiles = (P + SSD_STEP_ROWS - 1) / SSD_STEP_ROWS;
     const long bh = blockIdx.x / tiles;
     const int p = (blockIdx.x % tiles) * SSD_STEP_ROWS + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -125,43 +170,46 @@ __device__ void ssd_step(const T *x, const T *dt, const float *A, const T *Bm, c
     const float dx = delta * ld(x, bh * P + p);
     float *row = state + (bh * P + p) * N;
     float acc = 0.0f;
+    const long rope_row = bh / heads * N;
     for (int n = lane; n < N; n += 32) {
-        const float s = row[n] * decay + dx * ld(Bm, bh * N + n);
+        const float s = row[n] * decay + dx * bc_at<T, ROPE>(Bm, bh * N, n, cos_t, sin_t, rope_row, N);
         row[n] = s;
-        acc += s * ld(Cm, bh * N + n);
+        acc += s * bc_at<T, ROPE>(Cm, bh * N, n, cos_t, sin_t, rope_row, N);
     }
     acc = warp_sum(acc);
     if (lane == 0) st(y, bh * P + p, acc);
 }
 
-extern "C" __global__ void ssd_step_f32(const float *x, const float *dt, const float *A, const float *Bm,
-                                        const float *Cm, float *state, float *y, const int heads, const int P,
-                                        const int N) {
-    grid_entry();
-    ssd_step(x, dt, A, Bm, Cm, state, y, heads, P, N);
-}
-
-extern "C" __global__ void ssd_step_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,
-                                         const bf16_t *Cm, float *state, bf16_t *y, const int heads, const int P,
-                                         const int N) {
-    grid_entry();
-    ssd_step(x, dt, A, Bm, Cm, state, y, heads, P, N);
-}
-
-#define SSD_STEP_VEC(G, K, MIN_BLOCKS)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(SSD_STEP_THREADS, MIN_BLOCKS)                                         \
-        ssd_step_vec##G##x##K##_f32(const float *x, const float *dt, const float *A, const float *Bm, const float *Cm, \
-                                    float *state, float *y, const int heads, const int P, const int N, const int R) {  \
+#define SSD_STEP(NAME, T, ROPE, ROPE_PARAMS, ROPE_ARGS)                                                            \
+    extern "C" __global__ void NAME(const T *x, const T *dt, const float *A, const T *Bm, const T *Cm ROPE_PARAMS,     \
+                                    float *state, T *y, const int heads, const int P, const int N) {                 \
         grid_entry();                                                                                                  \
-        ssd_step_vec<float, G, K>(x, dt, A, Bm, Cm, state, y, heads, P, N, R);                                         \
-    }                                                                                                                  \
-    extern "C" __global__ void __launch_bounds__(SSD_STEP_THREADS, MIN_BLOCKS)                                         \
-        ssd_step_vec##G##x##K##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,              \
-                                     const bf16_t *Cm, float *state, bf16_t *y, const int heads, const int P,          \
-                                     const int N, const int R) {                                                       \
-        grid_entry();                                                                                                  \
-        ssd_step_vec<bf16_t, G, K>(x, dt, A, Bm, Cm, state, y, heads, P, N, R);                                        \
+        ssd_step<T, ROPE>(x, dt, A, Bm, Cm, ROPE_ARGS, state, y, heads, P, N);                                         \
     }
+#define NO_ROPE_ARGS nullptr, nullptr
+#define ROPE_PARAMS_OF(T) , const T *cos_t, const T *sin_t
+#define ROPE_ARGS cos_t, sin_t
+#define EMPTY
+
+SSD_STEP(ssd_step_f32, float, false, EMPTY, NO_ROPE_ARGS)
+SSD_STEP(ssd_step_bf16, bf16_t, false, EMPTY, NO_ROPE_ARGS)
+SSD_STEP(ssd_step_rope_f32, float, true, ROPE_PARAMS_OF(float), ROPE_ARGS)
+SSD_STEP(ssd_step_rope_bf16, bf16_t, true, ROPE_PARAMS_OF(bf16_t), ROPE_ARGS)
+
+#define SSD_STEP_VEC_ONE(NAME, T, G, K, MIN_BLOCKS, ROPE, ROPE_PARAMS, ROPE_ARGS)                                      \
+    extern "C" __global__ void __launch_bounds__(SSD_STEP_THREADS, MIN_BLOCKS)                                         \
+        NAME(const T *x, const T *dt, const float *A, const T *Bm, const T *Cm ROPE_PARAMS, float *state, T *y,       \
+             const int heads, const int P, const int N, const int R) {                                                 \
+        grid_entry();                                                                                                  \
+        ssd_step_vec<T, G, K, ROPE>(x, dt, A, Bm, Cm, ROPE_ARGS, state, y, heads, P, N, R);                            \
+    }
+#define SSD_STEP_VEC(G, K, MIN_BLOCKS)                                                                                 \
+    SSD_STEP_VEC_ONE(ssd_step_vec##G##x##K##_f32, float, G, K, MIN_BLOCKS, false, EMPTY, NO_ROPE_ARGS)                 \
+    SSD_STEP_VEC_ONE(ssd_step_vec##G##x##K##_bf16, bf16_t, G, K, MIN_BLOCKS, false, EMPTY, NO_ROPE_ARGS)               \
+    SSD_STEP_VEC_ONE(ssd_step_rope_vec##G##x##K##_f32, float, G, K, MIN_BLOCKS, true, ROPE_PARAMS_OF(float),           \
+                     ROPE_ARGS)                                                                                        \
+    SSD_STEP_VEC_ONE(ssd_step_rope_vec##G##x##K##_bf16, bf16_t, G, K, MIN_BLOCKS, true, ROPE_PARAMS_OF(bf16_t),        \
+                     ROPE_ARGS)
 
 SSD_STEP_VEC(1, 1, 4)
 SSD_STEP_VEC(1, 4, 5)

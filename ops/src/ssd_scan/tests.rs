@@ -522,6 +522,111 @@ mod gpu {
         }
     }
 
+    /// `k` (values of `T`) with B and C rotated by the CPU reference in `T`'s rounding, and the random tables
+    /// (`[B, N]`, rounded to `T`) it used.
+    fn roped<T: Elem>(k: &Case, seed: u64) -> (Case, Vec<f32>, Vec<f32>) {
+        let p = k.p;
+        let mut rng = Rng::new(seed);
+        let positions: Vec<i64> = (0..p.batch).map(|_| rng.below(5000) as i64).collect();
+        let freqs = crate::rope::inv_freq(10_000.0, p.state_dim);
+        let (cos, sin) = crate::rope::tables(&positions, &freqs);
+        let r = |v: Vec<f32>| v.into_iter().map(|v| T::from_f32(v).to_f32()).collect::<Vec<f32>>();
+        let (cos, sin) = (r(cos), r(sin));
+        let rp = crate::rope::RopeParams { rows: p.batch, heads: p.heads, dim: p.state_dim };
+        let rot = |m: &[f32]| crate::rope::apply_rounded::<T>(&rp, m, &cos, &sin).unwrap();
+        let case = Case {
+            p,
+            x: k.x.clone(),
+            dt: k.dt.clone(),
+            a: k.a.clone(),
+            b: rot(&k.b),
+            c: rot(&k.c),
+            state0: k.state0.clone(),
+        };
+        (case, cos, sin)
+    }
+
+    /// The decode step with RoPE fused (B and C rotated on load) against the CPU scan of B and C rotated by the CPU
+    /// reference in `T`'s rounding; and bit for bit against `rope_apply` then `ssd_step` on the GPU when both take
+    /// the same kernel form (`state_dim` a multiple of 8, or not of 4).
+    fn step_rope<T: Elem>(k: &Case, what: &str) {
+        let Some(gpu) = test_gpu() else { return };
+        let k = rounded::<T>(k);
+        let p = k.p;
+        let (want, cos, sin) = roped::<T>(&k, 99 + p.state_dim as u64);
+        let (dcos, dsin) = (up::<T>(&gpu, &cos), up::<T>(&gpu, &sin));
+        let mut fused = Dev::<T>::new(&gpu, &k);
+        {
+            let Dev { x, dt, a, b, c, state, y } = &mut fused;
+            let rope = cuda::StepRope { cos: &dcos, sin: &dsin };
+            cuda::ssd_step_rope(&gpu, &p, x, dt, a, b, c, rope, state, y).unwrap();
+        }
+        let got = fused.results(&gpu);
+        let name = format!("ssd_step_rope_{} {what} {p:?}", T::NAME);
+        compare::<T>(got.clone(), want.run(), 1, &name);
+
+        let mut plain = Dev::<T>::new(&gpu, &k);
+        let rp = crate::rope::RopeParams { rows: p.batch, heads: p.heads, dim: p.state_dim };
+        let rotated = |m: &CudaSlice<T>| {
+            let mut out = up::<T>(&gpu, &vec![f32::NAN; m.len()]);
+            crate::rope::cuda::apply(&gpu, &rp, m, &dcos, &dsin, &mut out).unwrap();
+            out
+        };
+        (plain.b, plain.c) = (rotated(&plain.b), rotated(&plain.c));
+        plain.step(&gpu, &p).unwrap();
+        if p.state_dim % 8 == 0 || p.state_dim % 4 != 0 {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            let unfused = plain.results(&gpu);
+            assert_eq!(
+                bits(&got.0),
+                bits(&unfused.0),
+                "{name}: y differs from rope_apply + ssd_step"
+            );
+            assert_eq!(
+                bits(&got.1),
+                bits(&unfused.1),
+                "{name}: state differs from rope_apply + ssd_step"
+            );
+        }
+    }
+
+    #[test]
+    fn step_with_rope_matches_rope_then_step() {
+        let shapes = [
+            (1, 1, 1, 2),
+            (2, 3, 5, 6),
+            (1, 4, 12, 12),
+            (2, 4, 16, 16),
+            (3, 2, 7, 8),
+            (1, 16, 64, 64),
+            (256, 16, 64, 64),
+            (40, 16, 100, 200),
+            (9, 64, 65, 256),
+            (2, 2, 3, 34),
+        ];
+        for (i, &(b, h, hp, n)) in shapes.iter().enumerate() {
+            let k = Case::random(params(b, 1, h, hp, n), DECAY, DT, 900 + i as u64);
+            step_rope::<f32>(&k, "rope");
+            step_rope::<half::bf16>(&k, "rope");
+        }
+    }
+
+    #[test]
+    fn step_with_rope_refuses_odd_state_dims_and_short_tables() {
+        let Some(gpu) = test_gpu() else { return };
+        for (n, table) in [(5, 5), (4, 3)] {
+            let k = Case::random(params(1, 1, 2, 3, n), DECAY, DT, 5);
+            let mut dev = Dev::<f32>::new(&gpu, &k);
+            let (cos, sin) =
+                (up::<f32>(&gpu, &vec![1.0; table]), up::<f32>(&gpu, &vec![0.0; table]));
+            let Dev { x, dt, a, b, c, state, y } = &mut dev;
+            let rope = cuda::StepRope { cos: &cos, sin: &sin };
+            let err = cuda::ssd_step_rope(&gpu, &k.p, x, dt, a, b, c, rope, state, y).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(if n % 2 == 1 { "even state_dim" } else { "cos" }), "{msg}");
+        }
+    }
+
     /// Tokens `off..off + len` of every sequence of `k`, starting from `state0`.
     fn slice(k: &Case, off: usize, len: usize, state0: Vec<f32>) -> Case {
         let p = k.p;
@@ -644,6 +749,10 @@ mod gpu {
             let k = Case::random(params(b, 1, h, hp, n), (-2.0, 1.0), (-4.0, 2.0), seed);
             step::<f32>(&k, "random");
             step::<half::bf16>(&k, "random");
+            if n % 2 == 0 {
+                step_rope::<f32>(&k, "random");
+                step_rope::<half::bf16>(&k, "random");
+            }
         }
     }
 }
@@ -651,7 +760,7 @@ mod gpu {
 #[test]
 fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
     use cuda::{step_layout, StepLayout};
-    let vec = |b, h, hp, n| step_layout(&params(b, 1, h, hp, n), true);
+    let vec = |b, h, hp, n| step_layout(&params(b, 1, h, hp, n), true, false);
     assert_eq!(vec(256, 16, 64, 64), StepLayout::Vec { lanes: 16, rows: 4, blocks: 4096 });
     assert_eq!(vec(1, 16, 64, 64), StepLayout::Vec { lanes: 16, rows: 1, blocks: 64 });
     assert_eq!(vec(1, 4, 12, 12), StepLayout::Vec { lanes: 4, rows: 1, blocks: 4 });
@@ -660,15 +769,27 @@ fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
     assert_eq!(vec(2, 4, 16, 6), StepLayout::Scalar { blocks: 16 });
     let name = |b, h, hp, n, dtype| {
         let p = params(b, 1, h, hp, n);
-        cuda::step_kernel(dtype, &p, step_layout(&p, true))
+        cuda::step_kernel(dtype, &p, step_layout(&p, true, false), false)
     };
     assert_eq!(name(256, 16, 64, 64, "bf16"), "ssd_step_vec1x4_bf16");
     assert_eq!(name(1, 16, 64, 64, "f32"), "ssd_step_vec1x1_f32");
     assert_eq!(name(9, 64, 65, 256, "bf16"), "ssd_step_vec2x4_bf16");
     assert_eq!(name(1, 1, 256, 256, "f32"), "ssd_step_vec2x1_f32");
     assert_eq!(name(2, 4, 16, 33, "bf16"), "ssd_step_bf16");
-    let misaligned = step_layout(&params(2, 1, 4, 16, 64), false);
+    let misaligned = step_layout(&params(2, 1, 4, 16, 64), false, false);
     assert_eq!(misaligned, StepLayout::Scalar { blocks: 16 }, "a view at an odd offset");
+    let rope = |n| step_layout(&params(1, 1, 16, 64, n), true, true);
+    assert_eq!(rope(64), vec(1, 16, 64, 64), "rope keeps the layout when halves hold whole groups");
+    assert_eq!(rope(12), StepLayout::Scalar { blocks: 128 }, "half of 12 splits a 4-column group");
+    let p = params(256, 1, 16, 64, 64);
+    assert_eq!(
+        cuda::step_kernel("bf16", &p, step_layout(&p, true, true), true),
+        "ssd_step_rope_vec1x4_bf16"
+    );
+    assert_eq!(
+        cuda::step_kernel("f32", &p, StepLayout::Scalar { blocks: 1 }, true),
+        "ssd_step_rope_f32"
+    );
     for (b, h, hp, n) in [(3, 5, 7, 4), (64, 16, 64, 64), (9, 64, 65, 256), (40, 16, 100, 200)] {
         let StepLayout::Vec { lanes, rows, blocks } = vec(b, h, hp, n) else { panic!() };
         assert!(lanes.is_power_of_two() && lanes <= 32);
@@ -689,17 +810,20 @@ fn step_kernels_compile_for_sm_90() {
     for (b, h, hp, n) in
         [(1, 16, 64, 64), (256, 16, 64, 64), (1, 1, 256, 256), (256, 4, 64, 256), (2, 4, 16, 33)]
     {
-        for aligned in [true, false] {
+        for (aligned, rope) in [(true, false), (false, false), (true, true), (false, true)] {
             let p = params(b, 1, h, hp, n);
-            let layout = cuda::step_layout(&p, aligned);
+            let layout = cuda::step_layout(&p, aligned, rope);
             for dtype in ["f32", "bf16"] {
-                let name = cuda::step_kernel(dtype, &p, layout);
+                let name = cuda::step_kernel(dtype, &p, layout, rope);
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
                 named.insert(name);
             }
         }
     }
     for form in ["vec1x1", "vec1x4", "vec2x1", "vec2x4"] {
-        assert!(named.contains(&format!("ssd_step_{form}_bf16")), "no shape above takes {form}");
+        for rope in ["", "_rope"] {
+            let name = format!("ssd_step{rope}_{form}_bf16");
+            assert!(named.contains(&name), "no shape above takes {name}");
+        }
     }
 }

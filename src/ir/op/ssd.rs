@@ -9,7 +9,8 @@ use smallvec::{smallvec, SmallVec};
 
 /// `S_t = exp(softplus(dt_t)·A)·S_{t−1} + softplus(dt_t)·x_t ⊗ B_t;  y_t = S_t · C_t` per batch row and head,
 /// with `A` used as stored (MODEL.md §3.2). `chunk` is the checkpoint's `ssd_chunk_size`, used by chunked
-/// kernels; it changes rounding only.
+/// kernels; it changes rounding only. Operands `(x, dt, A, B, C, state)`, and with `rope` two more, `cos` and `sin`
+/// `[B,S,N]`: then `B` and `C` are given before RoPE and the op rotates them first, exactly as `Rope` would.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ssd {
     pub heads: usize,
@@ -18,11 +19,14 @@ pub struct Ssd {
     /// N, the width of B and C per head.
     pub state_dim: usize,
     pub chunk: usize,
+    /// RoPE of `B` and `C` inside the op (the `ssd_rope` fusion).
+    #[serde(default)]
+    pub rope: bool,
 }
 
 impl Ssd {
     pub(crate) fn infer(&self, i: &[&Fact]) -> Result<SmallVec<[Fact; 1]>> {
-        arity(i, 6)?;
+        arity(i, if self.rope { 8 } else { 6 })?;
         if i[0].rank() != 4 {
             bail!("x {} must be [B,S,H,P]", i[0]);
         }
@@ -34,7 +38,11 @@ impl Ssd {
         want_shape(i[2], std::slice::from_ref(&h), "A")?;
         want_shape(i[3], &[b.clone(), s.clone(), h.clone(), n.clone()], "B")?;
         want_shape(i[4], &[b.clone(), s.clone(), h.clone(), n.clone()], "C")?;
-        want_shape(i[5], &[b, h, p, n], "state")?;
+        want_shape(i[5], &[b.clone(), h, p, n.clone()], "state")?;
+        if self.rope {
+            want_shape(i[6], &[b.clone(), s.clone(), n.clone()], "cos")?;
+            want_shape(i[7], &[b, s, n], "sin")?;
+        }
         Ok(smallvec![i[0].clone(), i[5].clone()])
     }
 }
