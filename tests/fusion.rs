@@ -176,6 +176,73 @@ fn ssd_rope_is_blocked_by_other_readers_and_by_different_tables() {
     assert_eq!(g.census().get(&OpKind::Rope), Some(&2));
 }
 
+/// `y = s + expert_mix(x, scores, ids, down, up)` (or the operands swapped), with the mixture itself also an output
+/// when `mix_out`.
+fn mix_graph(swapped: bool, mix_out: bool) -> Graph {
+    use cheems::ir::op::{Act, ExpertAct, ExpertMix};
+    let mut g = Graph::new();
+    let f = |dims: &[usize]| Fact::konst(DType::F32, dims);
+    let x = g.input("x", f(&[1, 3, 8])).unwrap();
+    let scores = g.input("scores", f(&[1, 3, 2, 2])).unwrap();
+    let ids = g.input("ids", Fact::konst(DType::I64, &[1, 3, 2, 2])).unwrap();
+    let down = g.input("down", f(&[5, 8])).unwrap();
+    let up = g.input("up", f(&[5, 8])).unwrap();
+    let s = g.input("s", f(&[1, 3, 8])).unwrap();
+    let e =
+        ExpertMix { act: Act::Silu, order: ExpertAct::BeforeSoftmax, norm_topk: false, add: false };
+    let mix = g.wire("mix", Op::ExpertMix(e), &[x, scores, ids, down, up]).unwrap();
+    let ins = if swapped { [mix, s] } else { [s, mix] };
+    let y = g.wire("sum", Op::Add, &ins).unwrap();
+    g.output("y", y).unwrap();
+    if mix_out {
+        g.output("mix", mix).unwrap();
+    }
+    g
+}
+
+fn mix_inputs() -> BTreeMap<String, Tensor> {
+    let v = |n: usize, k: usize| -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + k * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
+    };
+    let ids: Vec<i64> = (0..12).map(|i| (i * 3 % 5) as i64).collect();
+    BTreeMap::from([
+        ("x".to_string(), Tensor::f32(vec![1, 3, 8], v(24, 1)).unwrap()),
+        ("scores".to_string(), Tensor::f32(vec![1, 3, 2, 2], v(12, 2)).unwrap()),
+        ("ids".to_string(), Tensor::i64(vec![1, 3, 2, 2], ids).unwrap()),
+        ("down".to_string(), Tensor::f32(vec![5, 8], v(40, 3)).unwrap()),
+        ("up".to_string(), Tensor::f32(vec![5, 8], v(40, 4)).unwrap()),
+        ("s".to_string(), Tensor::f32(vec![1, 3, 8], v(24, 5)).unwrap()),
+    ])
+}
+
+#[test]
+fn expert_mix_add_fires_in_either_operand_order() {
+    for swapped in [false, true] {
+        let mut g = mix_graph(swapped, false);
+        let before = CpuExecutor::new(g.clone()).unwrap().run(mix_inputs(), &[]).unwrap();
+        let cx = compile(&mut g, &opts()).unwrap();
+        assert_eq!(cx.rewrites.get("expert_mix_add"), Some(&1), "swapped {swapped}");
+        assert_eq!(g.census().get(&OpKind::Add), None);
+        let mix = g.find("mix.add").expect("the fused mixture");
+        assert!(matches!(&g.node(mix).op, Op::ExpertMix(e) if e.add));
+        let after = CpuExecutor::new(g).unwrap().run(mix_inputs(), &[]).unwrap();
+        assert_eq!(before, after, "the fused mixture adds exactly as the Add did");
+    }
+}
+
+#[test]
+fn expert_mix_add_is_blocked_when_the_mixture_has_another_reader() {
+    let mut g = mix_graph(false, true);
+    let dump = g.dump().unwrap();
+    let cx = compile(&mut g, &opts()).unwrap();
+    assert_eq!(cx.rewrites.get("expert_mix_add"), None);
+    assert_eq!(g.dump().unwrap(), dump);
+    let mut g = mix_graph(false, false);
+    let mut o = opts();
+    o.fuse.disabled = vec!["expert_mix_add".into()];
+    assert!(compile(&mut g, &o).unwrap().rewrites.is_empty());
+}
+
 #[test]
 fn max_rewrites_bisects() {
     let ck = Checkpoint::open(&cases()[0]).unwrap();
@@ -245,6 +312,8 @@ fn every_fixture_fuses_and_keeps_its_logits() {
         assert_eq!(cx.rewrites.get("ssd_rope").copied().unwrap_or(0), ssd_layers, "{name}");
         let ropes = |g: &Graph| g.census().get(&OpKind::Rope).copied().unwrap_or(0);
         assert_eq!(ropes(&fused.graph), ropes(&model.graph) - 2 * ssd_layers, "{name}");
+        let mixes = model.graph.census().get(&OpKind::ExpertMix).copied().unwrap_or(0);
+        assert_eq!(cx.rewrites.get("expert_mix_add").copied().unwrap_or(0), mixes, "{name}");
         let (l, d) = logits_of(&fused, &inputs);
         assert_eq!(l, logits, "{name}: fused logits differ");
         assert_eq!(d, decode, "{name}: fused decode logits differ");

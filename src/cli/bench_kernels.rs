@@ -765,6 +765,7 @@ fn bench_moe(b: &mut Bench, kernel: &str, rows: usize) -> Result<()> {
                 &s.ids,
                 &s.down,
                 &s.up,
+                None,
                 &mut s.out,
             )?;
         }

@@ -314,7 +314,7 @@ fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
                 ExpertAct::BeforeSoftmax => ops::expert_mix::ExpertAct::BeforeSoftmax,
                 ExpertAct::AfterSoftmax => ops::expert_mix::ExpertAct::AfterSoftmax,
             };
-            let y = ops::expert_mix::expert_mix(
+            let mut y = ops::expert_mix::expert_mix(
                 &p,
                 act(e.act),
                 order,
@@ -325,6 +325,9 @@ fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
                 f32s(&a[3])?,
                 f32s(&a[4])?,
             )?;
+            if e.add {
+                y.iter_mut().zip(f32s(&a[5])?).for_each(|(y, s)| *y += s);
+            }
             one(Tensor::f32(x.to_vec(), y)?)
         }
         Op::InnerValues(iv) => {

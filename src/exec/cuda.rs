@@ -1245,6 +1245,7 @@ impl CudaExecutor {
                     a[2].i64()?,
                     a[3].act::<T>()?,
                     a[4].act::<T>()?,
+                    a.get(5).map(|t| t.act::<T>()).transpose()?,
                     &mut y,
                 )?;
                 one(wrap(dims, y))

@@ -516,7 +516,7 @@ impl Builder<'_> {
         let norm_topk = matches!(m.router, Router::Gate { norm_topk_prob: true, .. });
         let down = self.weight(&format!("{pre}.down_embed.weight"), &[m.num_experts, d])?;
         let up = self.weight(&format!("{pre}.up_embed.weight"), &[m.num_experts, d])?;
-        let op = Op::ExpertMix(ExpertMix { act, order: m.expert_act, norm_topk });
+        let op = Op::ExpertMix(ExpertMix { act, order: m.expert_act, norm_topk, add: false });
         let experts = self.wire(node("experts"), op, &[x, scores, ids, down, up])?;
         self.wire(node("sum"), Op::Add, &[shared, experts])
     }

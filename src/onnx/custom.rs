@@ -737,7 +737,12 @@ mod tests {
         };
         let pk = PkTopK { heads: 2, num_keys: 8, k: 4 };
         let router = RouterTopK { num_keys: 8, k: 4 };
-        let mix = ExpertMix { act: Act::Silu, order: ExpertAct::BeforeSoftmax, norm_topk: true };
+        let mix = ExpertMix {
+            act: Act::Silu,
+            order: ExpertAct::BeforeSoftmax,
+            norm_topk: true,
+            add: false,
+        };
         let iv = InnerValues { heads: 2, k: 3 };
         vec![
             (

@@ -626,6 +626,20 @@ impl Lower<'_> {
                 let dh = in_fact(0)?.shape[3].as_konst().context("head dim must be constant")?;
                 self.rope(a[0], a[1], a[2], dh, name, &out);
             }
+            Op::ExpertMix(e) if e.add => {
+                let mixed = self.b.fresh("mixture");
+                let inputs: Vec<String> = a[..5].iter().map(|s| s.to_string()).collect();
+                let outputs = [mixed.clone()];
+                let site =
+                    Site { name, inputs: &inputs, outputs: &outputs, dtype: t, opset: self.opset };
+                let c = custom::expert_mix(
+                    &crate::ir::op::ExpertMix { add: false, ..e.clone() },
+                    &site,
+                )?;
+                self.custom(c)?;
+                let node = self.b.fresh("add");
+                self.b.push(&node, "Add", &[&mixed, a[5]], &[&out], vec![]);
+            }
             Op::SsdScan(s) if s.rope => {
                 let n = s.state_dim as i64;
                 let (rb, rc) = (self.b.fresh("b_rope"), self.b.fresh("c_rope"));

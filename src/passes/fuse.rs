@@ -30,7 +30,7 @@ pub struct FuseOptions {
 
 /// Every fusion rule, in priority order.
 pub fn rules() -> Vec<Rule> {
-    vec![residual_rms_norm(), add_rms_norm(), ssd_rope()]
+    vec![residual_rms_norm(), add_rms_norm(), ssd_rope(), expert_mix_add()]
 }
 
 /// `rms_norm(s ⊙ r + f, w)` => `residual_rms_norm(s, r, f, w)` (the residual sum stays available as output 0).
@@ -82,6 +82,28 @@ fn ssd_rope() -> Rule {
             );
             patch.replace(ValueId { node: m.root, port: 0 }, fused);
             patch.replace(ValueId { node: m.root, port: 1 }, fused.port(1));
+            Ok(patch)
+        },
+    }
+}
+
+/// `add(s, expert_mix(x, scores, ids, down, up))` (either operand order) => `expert_mix{add}(x, scores, ids, down, up,
+/// s)`: the mixture's kernels add `s` as they store.
+fn expert_mix_add() -> Rule {
+    use OpKind::{Add, ExpertMix};
+    let mix =
+        op(ExpertMix, [any("x"), any("scores"), any("ids"), any("down"), any("up")]).named("mix");
+    Rule {
+        name: "expert_mix_add",
+        pattern: op(Add, [any("s"), mix]).commutative().named("add"),
+        rewrite: |g, m| {
+            let mix = g.node(m.node("mix"));
+            let Op::ExpertMix(e) = &mix.op else { unreachable!("pattern binds an ExpertMix") };
+            let ins = ["x", "scores", "ids", "down", "up", "s"].map(|v| m.value(v).into());
+            let mut patch = Patch::default();
+            let op = Op::ExpertMix(crate::ir::op::ExpertMix { add: true, ..e.clone() });
+            let fused = patch.wire(format!("{}.add", mix.name), op, &ins);
+            patch.replace(ValueId { node: m.root, port: 0 }, fused);
             Ok(patch)
         },
     }

@@ -2,7 +2,7 @@
 
 use super::{ExpertAct, ExpertMixParams};
 use crate::act::Act;
-use crate::cuda::{launch_error, Elem, Gpu, Source};
+use crate::cuda::{arg_or_null, launch_error, Elem, Gpu, Source};
 use crate::{check_len, KernelError, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -55,7 +55,9 @@ pub(crate) fn plan(rows: usize, dim: usize, selected: usize) -> Plan {
     Plan { whole_rows: false, slices, width, lanes, split: slices >= SPLIT_SLICES && selected > 0 }
 }
 
-/// The expert mixture on the device, `out` `[rows, dim]`; see the module documentation for the formula.
+/// The expert mixture on the device, `out` `[rows, dim]`; see the module documentation for the formula. With
+/// `add` (`[rows, dim]`), `out = T(mix) + add` rounded to `T`: the unfused mixture followed by an elementwise add, in
+/// the same launch(es).
 ///
 /// The ids stay on the device, so they are not checked here: a row with an id outside `0..E` is written as NaN
 /// and no expert row outside `0..E` is read.
@@ -71,6 +73,7 @@ pub fn expert_mix<T: Elem>(
     ids: &CudaSlice<i64>,
     down: &CudaSlice<T>,
     up: &CudaSlice<T>,
+    add: Option<&CudaSlice<T>>,
     out: &mut CudaSlice<T>,
 ) -> Result<()> {
     let (r, dim, e) = (("rows", p.rows), ("dim", p.dim), ("num_experts", p.num_experts));
@@ -81,6 +84,9 @@ pub fn expert_mix<T: Elem>(
     check_len("down", down.len(), &[e, dim])?;
     check_len("up", up.len(), &[e, dim])?;
     check_len("out", out.len(), &[r, dim])?;
+    if let Some(add) = add {
+        check_len("add", add.len(), &[r, dim])?;
+    }
     if p.heads.checked_mul(p.k).is_none_or(|n| n > MAX_SELECTED) {
         return Err(KernelError::BadParams(format!(
             "heads {} × k {} exceeds the CUDA kernel's limit of {MAX_SELECTED} experts per row",
@@ -105,7 +111,7 @@ pub fn expert_mix<T: Elem>(
     let norm = i32::from(norm_topk);
     if plan.split {
         let sc = Scalars { rows, heads, k, dim, num_experts, act, after, norm };
-        return split::<T>(gpu, &plan, &sc, &Operands { x, scores, ids, down, up }, out);
+        return split::<T>(gpu, &plan, &sc, &Operands { x, scores, ids, down, up, add }, out);
     }
     let kind = if plan.whole_rows { "expert_mix_rows" } else { "expert_mix" };
     let name = format!("{kind}_{}", T::NAME);
@@ -116,14 +122,16 @@ pub fn expert_mix<T: Elem>(
         block_dim: (THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     };
+    let null = 0u64;
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(scores).arg(ids).arg(down).arg(up).arg(out);
+    arg_or_null(&mut launch, add, &null);
     launch.arg(&heads).arg(&k).arg(&dim).arg(&num_experts).arg(&act).arg(&after).arg(&norm);
     if !plan.whole_rows {
         launch.arg(&width).arg(&lanes);
     }
     // SAFETY: the argument list matches `expert_mix_<T>` (with width and lanes) or `expert_mix_rows_<T>` (without)
-    // in expert_mix.cu; every buffer length was checked against `p` above, heads·k ≤ 1024 fits the shared arrays,
+    // in expert_mix.cu; every buffer length (the addend's too, or null) was checked against `p` above, heads·k ≤ 1024 fits the shared arrays,
     // the kernel reads only expert rows below num_experts, and the grid has one block per (row, column slice), the
     // slices covering `dim` (`plan`; one slice of the whole row for `expert_mix_rows_<T>`).
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
@@ -137,6 +145,7 @@ struct Operands<'a, T> {
     ids: &'a CudaSlice<i64>,
     down: &'a CudaSlice<T>,
     up: &'a CudaSlice<T>,
+    add: Option<&'a CudaSlice<T>>,
 }
 
 /// The scalar arguments of the kernels, converted and checked by [`expert_mix`] (`act`, `after` and `norm` as
@@ -161,7 +170,7 @@ fn split<T: Elem>(
     o: &Operands<'_, T>,
     out: &mut CudaSlice<T>,
 ) -> Result<()> {
-    let Operands { x, scores, ids, down, up } = *o;
+    let Operands { x, scores, ids, down, up, add } = *o;
     let Scalars { rows, heads, k, dim, num_experts, act, after, norm } = *sc;
     let (sel, width) = (heads * k, plan.width as i32);
     let n = sel as usize;
@@ -187,10 +196,13 @@ fn split<T: Elem>(
         block_dim: (THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     };
+    let null = 0u64;
     let mut launch = gpu.stream().launch_builder(&func);
-    launch.arg(ids).arg(&w).arg(up).arg(out).arg(&sel).arg(&dim).arg(&num_experts).arg(&width);
+    launch.arg(ids).arg(&w).arg(up).arg(out);
+    arg_or_null(&mut launch, add, &null);
+    launch.arg(&sel).arg(&dim).arg(&num_experts).arg(&width);
     // SAFETY: matches `expert_sum_<T>` in expert_mix.cu; ids and w hold rows·heads·k ≤ rows·1024 entries (the
-    // shared arrays' size), up and out were checked against `p`, the slices cover `dim`, and no up row outside 0..E
+    // shared arrays' size), up, out and the addend (or null) were checked against `p`, the slices cover `dim`, and no up row outside 0..E
     // is read.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     gpu.recycle(w);

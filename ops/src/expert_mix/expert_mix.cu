@@ -8,6 +8,8 @@
 // expert_weigh_* (grid (rows, ⌈heads·k / 8⌉), 256 threads, a warp per down dot) writes the weights w f32
 // [rows, heads·k], NaN for an id outside 0..E; expert_sum_* (grid (rows, column slices of `width`), 256 threads)
 // sums its slice of up rows with them, so that no down dot is computed twice.
+// With an addend `add` [rows, dim] (null for none; the fused residual add of the shared MLP) every output element is
+// T(mix) + add in f32, rounded to T: the value of the unfused ExpertMix followed by Add.
 #define EM_MAX_SEL 1024
 #define EM_THREADS 256
 // Down packs a lane of expert_weigh loads before it consumes the first.
@@ -50,6 +52,26 @@ __device__ __forceinline__ void stv(bf16_t *p, long i, const float (&v)[8]) {
     for (int j = 0; j < 4; ++j) w[j] = (unsigned int)f32_to_bf16(v[2 * j]) | ((unsigned int)f32_to_bf16(v[2 * j + 1]) << 16);
     *reinterpret_cast<uint4 *>(p + i) = make_uint4(w[0], w[1], w[2], w[3]);
 }
+// out[i .. i + V) = v, or T(v) + add[i .. i + V) when there is an addend.
+template <typename T, int V>
+__device__ __forceinline__ void put(T *out, const T *add, long i, const float (&v)[V]) {
+    float r[V];
+#pragma unroll
+    for (int t = 0; t < V; ++t) r[t] = v[t];
+    if (add != nullptr) {
+        float a[V];
+        ldv(add, i, a);
+#pragma unroll
+        for (int t = 0; t < V; ++t) r[t] = round_to<T>(r[t]) + a[t];
+    }
+    stv(out, i, r);
+}
+
+// The addend's row at `offset`, or null.
+template <typename T> __device__ __forceinline__ const T *add_row(const T *add, long offset) {
+    return add != nullptr ? add + offset : nullptr;
+}
+
 template <typename T> __device__ __forceinline__ bool aligned16(const T *p) {
     return ((unsigned long long)p & 15) == 0;
 }
@@ -99,9 +121,9 @@ __device__ __forceinline__ bool first_pack(const T *up, const int *eid, float (&
 // out[c0 .. c1) of one row = Σ_j w[j]·up[eid[j]]: groups of threads split the experts of each V-wide column pack, then
 // add in group order; `u` is the thread's `first_pack`.
 template <typename T, int V>
-__device__ __forceinline__ void mix_slice(const T *up, T *out, const int *eid, const float *w, float *part, const int n,
-                                          const int dim, const int c0, const int c1, const float (&u)[V],
-                                          const bool first) {
+__device__ __forceinline__ void mix_slice(const T *up, T *out, const T *add, const int *eid, const float *w,
+                                          float *part, const int n, const int dim, const int c0, const int c1,
+                                          const float (&u)[V], const bool first) {
     const int packs = (c1 - c0) / V;
     const int groups = max(1, (int)blockDim.x / packs);
     const int p = threadIdx.x % packs, g = threadIdx.x / packs;
@@ -118,7 +140,7 @@ __device__ __forceinline__ void mix_slice(const T *up, T *out, const int *eid, c
 #pragma unroll
                 for (int i = 0; i < V; ++i) acc[i] += w[j] * v[i];
             }
-            stv(out, c, acc);
+            put(out, add, c, acc);
         }
         return;
     }
@@ -140,7 +162,7 @@ __device__ __forceinline__ void mix_slice(const T *up, T *out, const int *eid, c
     for (int o = threadIdx.x; o < packs * V; o += blockDim.x) {
         float s[1] = {0.0f};
         for (int gg = 0; gg < groups; ++gg) s[0] += part[gg * packs * V + o];
-        stv(out, c0 + o, s);
+        put(out, add, c0 + o, s);
     }
 }
 
@@ -188,8 +210,8 @@ __device__ __forceinline__ void routing(const float *scores, const long long *id
 
 template <typename T>
 __device__ void expert_mix(const T *x, const float *scores, const long long *ids, const T *down, const T *up, T *out,
-                           const int heads, const int k, const int dim, const long long num_experts, const int act,
-                           const int after, const int norm, const int width, const int lanes) {
+                           const T *add, const int heads, const int k, const int dim, const long long num_experts,
+                           const int act, const int after, const int norm, const int width, const int lanes) {
     constexpr int V = 16 / sizeof(T);
     __shared__ float w[EM_MAX_SEL];
     __shared__ int eid[EM_MAX_SEL];
@@ -199,12 +221,13 @@ __device__ void expert_mix(const T *x, const float *scores, const long long *ids
     const int c0 = blockIdx.y * width, c1 = min(dim, c0 + width);
     const int n = heads * k;
     const long xo = row * dim;
-    const bool vec = dim % V == 0 && aligned16(x) && aligned16(down) && aligned16(up) && aligned16(out);
+    const bool vec =
+        dim % V == 0 && aligned16(x) && aligned16(down) && aligned16(up) && aligned16(out) && aligned16(add);
     routing(scores, ids, w, eid, &bad, row, heads, k, num_experts, norm);
     if (bad) {
         for (int c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
             const float v[1] = {__int_as_float(0x7fc00000)};
-            stv(out, xo + c, v);
+            put(out, add, xo + c, v);
         }
         return;
     }
@@ -213,13 +236,13 @@ __device__ void expert_mix(const T *x, const float *scores, const long long *ids
         const bool first = first_pack<T, V>(up, eid, u, n, dim, c0, c1);
         weigh<T, V>(x + xo, down, eid, w, n, dim, lanes, act, after);
         __syncthreads();
-        mix_slice<T, V>(up, out + xo, eid, w, part, n, dim, c0, c1, u, first);
+        mix_slice<T, V>(up, out + xo, add_row(add, xo), eid, w, part, n, dim, c0, c1, u, first);
     } else {
         float u[1];
         const bool first = first_pack<T, 1>(up, eid, u, n, dim, c0, c1);
         weigh<T, 1>(x + xo, down, eid, w, n, dim, lanes, act, after);
         __syncthreads();
-        mix_slice<T, 1>(up, out + xo, eid, w, part, n, dim, c0, c1, u, first);
+        mix_slice<T, 1>(up, out + xo, add_row(add, xo), eid, w, part, n, dim, c0, c1, u, first);
     }
 }
 
@@ -275,8 +298,8 @@ __device__ void expert_weigh(const T *x, const float *scores, const long long *i
 // The few-row form's sums: out[row, c0 .. c1) = Σ_j w[row, j]·up[ids[row, j]], an id outside 0..E read as row 0 (its
 // NaN weight makes the row NaN).
 template <typename T>
-__device__ void expert_sum(const long long *ids, const float *wts, const T *up, T *out, const int n, const int dim,
-                           const long long num_experts, const int width) {
+__device__ void expert_sum(const long long *ids, const float *wts, const T *up, T *out, const T *add, const int n,
+                           const int dim, const long long num_experts, const int width) {
     constexpr int V = 16 / sizeof(T);
     __shared__ float w[EM_MAX_SEL];
     __shared__ int eid[EM_MAX_SEL];
@@ -289,21 +312,22 @@ __device__ void expert_sum(const long long *ids, const float *wts, const T *up, 
         w[j] = wts[row * n + j];
     }
     __syncthreads();
-    if (dim % V == 0 && aligned16(up) && aligned16(out)) {
+    const T *add_r = add_row(add, row * dim);
+    if (dim % V == 0 && aligned16(up) && aligned16(out) && aligned16(add)) {
         float u[V];
         const bool first = first_pack<T, V>(up, eid, u, n, dim, c0, c1);
-        mix_slice<T, V>(up, out + row * dim, eid, w, part, n, dim, c0, c1, u, first);
+        mix_slice<T, V>(up, out + row * dim, add_r, eid, w, part, n, dim, c0, c1, u, first);
     } else {
         float u[1];
         const bool first = first_pack<T, 1>(up, eid, u, n, dim, c0, c1);
-        mix_slice<T, 1>(up, out + row * dim, eid, w, part, n, dim, c0, c1, u, first);
+        mix_slice<T, 1>(up, out + row * dim, add_r, eid, w, part, n, dim, c0, c1, u, first);
     }
 }
 
 // One block per row: warp w weighs experts w, w + 8, ...; then thread t sums columns 4t, 4t + 1024, ... over all experts.
 template <typename T, int V>
-__device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, T *out, const int *eid, float *w,
-                                        const int n, const int dim, const int act, const int after) {
+__device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, T *out, const T *add, const int *eid,
+                                        float *w, const int n, const int dim, const int act, const int after) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     for (int j = warp; j < n; j += warps) {
         const long eo = (long)eid[j] * dim;
@@ -329,67 +353,53 @@ __device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, 
 #pragma unroll
             for (int i = 0; i < V; ++i) acc[i] += w[j] * u[i];
         }
-        stv(out, c, acc);
+        put(out, add, c, acc);
     }
 }
 
 template <typename T>
 __device__ void expert_mix_rows(const T *x, const float *scores, const long long *ids, const T *down, const T *up,
-                                T *out, const int heads, const int k, const int dim, const long long num_experts,
-                                const int act, const int after, const int norm) {
+                                T *out, const T *add, const int heads, const int k, const int dim,
+                                const long long num_experts, const int act, const int after, const int norm) {
     __shared__ float w[EM_MAX_SEL];
     __shared__ int eid[EM_MAX_SEL];
     __shared__ int bad;
     const long row = blockIdx.x;
     const int n = heads * k;
     const long xo = row * dim;
-    const bool vec = dim % 4 == 0 && aligned4(x) && aligned4(down) && aligned4(up) && aligned4(out);
+    const bool vec = dim % 4 == 0 && aligned4(x) && aligned4(down) && aligned4(up) && aligned4(out) && aligned4(add);
     routing(scores, ids, w, eid, &bad, row, heads, k, num_experts, norm);
     if (bad) {
         for (int c = threadIdx.x; c < dim; c += blockDim.x) {
             const float v[1] = {__int_as_float(0x7fc00000)};
-            stv(out, xo + c, v);
+            put(out, add, xo + c, v);
         }
         return;
     }
     if (vec) {
-        mix_row<T, 4>(x + xo, down, up, out + xo, eid, w, n, dim, act, after);
+        mix_row<T, 4>(x + xo, down, up, out + xo, add_row(add, xo), eid, w, n, dim, act, after);
     } else {
-        mix_row<T, 1>(x + xo, down, up, out + xo, eid, w, n, dim, act, after);
+        mix_row<T, 1>(x + xo, down, up, out + xo, add_row(add, xo), eid, w, n, dim, act, after);
     }
 }
 
-extern "C" __global__ void __launch_bounds__(EM_THREADS)
-    expert_mix_f32(const float *x, const float *scores, const long long *ids, const float *down, const float *up,
-                   float *out, const int heads, const int k, const int dim, const long long num_experts, const int act,
-                   const int after, const int norm, const int width, const int lanes) {
-    grid_entry();
-    expert_mix(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm, width, lanes);
-}
-
-extern "C" __global__ void __launch_bounds__(EM_THREADS)
-    expert_mix_bf16(const bf16_t *x, const float *scores, const long long *ids, const bf16_t *down, const bf16_t *up,
-                    bf16_t *out, const int heads, const int k, const int dim, const long long num_experts,
-                    const int act, const int after, const int norm, const int width, const int lanes) {
-    grid_entry();
-    expert_mix(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm, width, lanes);
-}
-
-extern "C" __global__ void __launch_bounds__(EM_THREADS)
-    expert_mix_rows_f32(const float *x, const float *scores, const long long *ids, const float *down, const float *up,
-                        float *out, const int heads, const int k, const int dim, const long long num_experts,
-                        const int act, const int after, const int norm) {
-    grid_entry();
-    expert_mix_rows(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm);
-}
-
-extern "C" __global__ void __launch_bounds__(EM_THREADS)
-    expert_mix_rows_bf16(const bf16_t *x, const float *scores, const long long *ids, const bf16_t *down,
-                         const bf16_t *up, bf16_t *out, const int heads, const int k, const int dim,
-                         const long long num_experts, const int act, const int after, const int norm) {
-    grid_entry();
-    expert_mix_rows(x, scores, ids, down, up, out, heads, k, dim, num_experts, act, after, norm);
-}
+#define EXPERT_MIX(NAME, T)                                                                                             \
+    extern "C" __global__ void __launch_bounds__(EM_THREADS)                                                            \
+        expert_mix_##NAME(const T *x, const float *scores, const long long *ids, const T *down, const T *up, T *out,    \
+                          const T *add, const int heads, const int k, const int dim, const long long num_experts,       \
+                          const int act, const int after, const int norm, const int width, const int lanes) {           \
+        grid_entry();                                                                                                   \
+        expert_mix(x, scores, ids, down, up, out, add, heads, k, dim, num_experts, act, after, norm, width, lanes);     \
+    }                                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(EM_THREADS)                                                            \
+        expert_mix_rows_##NAME(const T *x, const float *scores, const long long *ids, const T *down, const T *up,       \
+                               T *out, const T *add, const int heads, const int k, const int dim,                       \
+                               const long long num_experts, const int act, const int after, const int norm) {           \
+        grid_entry();                                                                                                   \
+        expert_mix_rows(x, scores, ids, down, up, out, add, heads, k, dim, num_experts, act, after, norm);              \
+    }
+EXPERT_MIX(f32, float)
+EXPERT_MIX(bf16, bf16_t)
 
 #define EXPERT_SPLIT(NAME, T)                                                                                           \
     extern "C" __global__ void __launch_bounds__(EM_THREADS)                                                            \
@@ -400,10 +410,10 @@ extern "C" __global__ void __launch_bounds__(EM_THREADS)
         expert_weigh(x, scores, ids, down, w, heads, k, dim, num_experts, act, after, norm);                            \
     }                                                                                                                   \
     extern "C" __global__ void __launch_bounds__(EM_THREADS)                                                            \
-        expert_sum_##NAME(const long long *ids, const float *w, const T *up, T *out, const int n, const int dim,         \
-                          const long long num_experts, const int width) {                                               \
+        expert_sum_##NAME(const long long *ids, const float *w, const T *up, T *out, const T *add, const int n,          \
+                          const int dim, const long long num_experts, const int width) {                                \
         grid_entry();                                                                                                   \
-        expert_sum(ids, w, up, out, n, dim, num_experts, width);                                                        \
+        expert_sum(ids, w, up, out, add, n, dim, num_experts, width);                                                   \
     }
 EXPERT_SPLIT(f32, float)
 EXPERT_SPLIT(bf16, bf16_t)

@@ -368,14 +368,85 @@ mod gpu {
         order: ExpertAct,
         norm: bool,
     ) -> crate::Result<Vec<f32>> {
+        run_add::<T>(gpu, c, act, order, norm, None)
+    }
+
+    /// The mixture on the GPU, with the addend `add` (values of `T`) when given.
+    fn run_add<T: Elem>(
+        gpu: &Gpu,
+        c: &Case,
+        act: Act,
+        order: ExpertAct,
+        norm: bool,
+        add: Option<&[f32]>,
+    ) -> crate::Result<Vec<f32>> {
         let to = |v: &[f32]| v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>();
         let (x, down, up) =
             (gpu.upload(&to(&c.x))?, gpu.upload(&to(&c.down))?, gpu.upload(&to(&c.up))?);
         let scores = gpu.upload(&c.scores)?;
         let ids = gpu.stream().clone_htod(&c.ids).unwrap();
+        let add = add.map(|a| gpu.upload(&to(a))).transpose()?;
         let mut out = gpu.upload(&vec![T::from_f32(f32::NAN); c.p.rows * c.p.dim])?;
-        cuda::expert_mix(gpu, &c.p, act, order, norm, &x, &scores, &ids, &down, &up, &mut out)?;
+        let (o, a) = (order, add.as_ref());
+        cuda::expert_mix(gpu, &c.p, act, o, norm, &x, &scores, &ids, &down, &up, a, &mut out)?;
         Ok(gpu.download(&out)?.into_iter().map(|v| v.to_f32()).collect())
+    }
+
+    /// With an addend, every plan (split, sliced, whole rows; 16-byte and scalar accesses; rows with a bad id) gives
+    /// bit for bit the mixture followed by the elementwise add kernel; NaN rows stay NaN.
+    fn check_add<T: Elem>(gpu: &Gpu, c: &Case, what: &str) {
+        let n = c.p.rows * c.p.dim;
+        let add: Vec<f32> = Rng::new(n as u64)
+            .vec(n, -2.0, 2.0)
+            .into_iter()
+            .map(|v| T::from_f32(v).to_f32())
+            .collect();
+        let (act, order) = (Act::Silu, ExpertAct::BeforeSoftmax);
+        let fused = run_add::<T>(gpu, c, act, order, false, Some(&add)).unwrap();
+        let mix = run::<T>(gpu, c, act, order, false).unwrap();
+        let to = |v: &[f32]| v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>();
+        let (dm, da) = (gpu.upload(&to(&mix)).unwrap(), gpu.upload(&to(&add)).unwrap());
+        let mut sum = gpu.upload(&vec![T::from_f32(f32::NAN); n]).unwrap();
+        crate::elementwise::cuda::add(gpu, &dm, &da, &mut sum).unwrap();
+        let want: Vec<f32> = gpu.download(&sum).unwrap().into_iter().map(|v| v.to_f32()).collect();
+        for (i, (g, w)) in fused.iter().zip(&want).enumerate() {
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "expert_mix_{} + add {what} {:?}: element {i}: fused {g}, unfused {w}",
+                T::NAME,
+                c.p
+            );
+        }
+    }
+
+    #[test]
+    fn an_addend_matches_the_mixture_then_the_add_kernel() {
+        let Some(gpu) = test_gpu() else { return };
+        let shapes = [
+            (1, 4, 8, 1024, 1024),
+            (2, 2, 8, 1025, 40),
+            (3, 2, 3, 7, 5),
+            (1, 1, 1, 4096, 3),
+            (300, 4, 8, 1024, 1024),
+            (265, 2, 3, 7, 5),
+            (2, 4, 8, 31, 64),
+        ];
+        for (i, &(r, h, k, d, e)) in shapes.iter().enumerate() {
+            let mut c = Case::random(params(r, h, k, d, e), 600 + i as u64);
+            if i % 2 == 0 {
+                c.ids[0] = e as i64;
+            }
+            check_add::<f32>(&gpu, &c, "edge");
+            check_add::<half::bf16>(&gpu, &c, "edge");
+        }
+        let c = Case::random(params(2, 1, 2, 4, 5), 9);
+        let (act, order) = (Act::Silu, ExpertAct::BeforeSoftmax);
+        let Err(KernelError::BadParams(msg)) =
+            run_add::<f32>(&gpu, &c, act, order, false, Some(&[0.0; 7]))
+        else {
+            panic!()
+        };
+        assert!(msg.contains("`add` has 7 elements"), "{msg}");
     }
 
     fn check<T: Elem>(gpu: &Gpu, c: &Case, act: Act, order: ExpertAct, norm: bool, rtol: f64) {

@@ -15,12 +15,10 @@
 //! count of its ties for the last kept index). The attention kernels read their results.
 
 use super::{AttentionParams, MaskMode};
-use crate::cuda::{launch_error, Elem, Gpu, Source};
+use crate::cuda::{arg_or_null, launch_error, Elem, Gpu, Source};
 use crate::{KernelError, Result};
 use cudarc::driver::sys::CUfunction_attribute;
-use cudarc::driver::{
-    CudaSlice, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits,
-};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 
 /// The kernel source.
 pub const SOURCE: Source =
@@ -172,14 +170,6 @@ fn to_i32(name: &str, n: usize) -> Result<i32> {
 
 fn to_u32(name: &str, n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| KernelError::BadParams(format!("{name} {n} exceeds u32")))
-}
-
-/// Pushes `buf`, or a null pointer for an absent buffer.
-fn arg_or_null<'a, U>(launch: &mut LaunchArgs<'a>, buf: Option<&'a CudaSlice<U>>, null: &'a u64) {
-    match buf {
-        Some(buf) => launch.arg(buf),
-        None => launch.arg(null),
-    };
 }
 
 fn alloc<U: DeviceRepr + ValidAsZeroBits>(gpu: &Gpu, n: usize) -> Result<CudaSlice<U>> {

@@ -27,11 +27,16 @@ pub struct RouterTopK {
 }
 
 /// `Σ_h Σ_k w_hk · up[e_hk]` with `w = act(x·down[e]) · softmax(s)` (or the activation after the product).
+/// Operands `(x, scores, ids, down, up)`, and with `add` a sixth of `x`'s shape added to the mixture (the
+/// `expert_mix_add` fusion of the following `Add`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExpertMix {
     pub act: Act,
     pub order: ExpertAct,
     pub norm_topk: bool,
+    /// The output is `mixture + operand 5`.
+    #[serde(default)]
+    pub add: bool,
 }
 
 /// `x ⊙ Σ_h Σ_{n ∈ topk(vq_h·v_keys[h])} v_embed[n]`.
@@ -80,7 +85,7 @@ impl RouterTopK {
 
 impl ExpertMix {
     pub(crate) fn infer(&self, i: &[&Fact]) -> Result<Fact> {
-        arity(i, 5)?;
+        arity(i, if self.add { 6 } else { 5 })?;
         want_dtype(i[0], DType::F32, "x")?;
         want_rank(i[0], 3, "x")?;
         want_rank(i[1], 4, "scores")?;
@@ -98,6 +103,9 @@ impl ExpertMix {
         let e = i[3].shape[0].clone();
         want_shape(i[3], &[e.clone(), i[0].shape[2].clone()], "down")?;
         want_shape(i[4], &[e, i[0].shape[2].clone()], "up")?;
+        if self.add {
+            want_shape(i[5], &i[0].shape, "add")?;
+        }
         Ok(i[0].clone())
     }
 }
