@@ -665,12 +665,28 @@ mod tests {
         }
     }
 
+    /// Kernels whose body first loads constants (weights or keys, which no kernel writes) and then calls
+    /// `grid_entry()`, so that those loads overlap the kernel they depend on: the function that runs the body, and
+    /// its source file.
+    const CONSTANTS_BEFORE_ENTRY: [(&str, &str); 3] =
+        [("matmul.cu", "gemv"), ("matmul.cu", "gated_gemv"), ("pk_topk.cu", "pk_topk")];
+
     /// A recorded step lets a kernel start before the kernel it depends on has finished (`graph`), which is only
-    /// sound when the kernel's first statement waits for it: `grid_entry()` opens every kernel body.
+    /// sound when the kernel's first statement waits for it: `grid_entry()` opens every kernel body, except in
+    /// [`CONSTANTS_BEFORE_ENTRY`], where the body calls the named function and that function reads only constants
+    /// before its own `grid_entry()`.
     #[test]
     fn every_kernel_opens_with_grid_entry() {
         let mut kernels = 0;
         for src in all_sources() {
+            let early: Vec<&str> = CONSTANTS_BEFORE_ENTRY
+                .iter()
+                .filter(|(f, _)| *f == src.file)
+                .map(|(_, func)| *func)
+                .collect();
+            if !early.is_empty() {
+                assert!(src.code.contains("grid_entry();"), "{}: no grid_entry()", src.file);
+            }
             let mut rest = src.code;
             while let Some(at) = rest.find("__global__") {
                 let decl = &rest[at..];
@@ -683,8 +699,11 @@ mod tests {
                     .find(|w| *w != "__launch_bounds__");
                 let body =
                     decl[open + 1..].trim_start_matches(|c: char| c.is_whitespace() || c == '\\');
+                let opens_early = early.iter().any(|func| {
+                    body.strip_prefix(func).is_some_and(|after| after.starts_with(['<', '(']))
+                });
                 assert!(
-                    body.starts_with("grid_entry();"),
+                    body.starts_with("grid_entry();") || opens_early,
                     "{}: kernel `{}` does not open with grid_entry()",
                     src.file,
                     name.unwrap_or("?")

@@ -27,7 +27,9 @@ extern "C" __global__ void bias_add_bf16(bf16_t *y, const bf16_t *bias, const lo
 // once to T, as the cuBLAS path does. Layout: x [R, in], w [out, in], y [R, out], row-major; bias [out] or null.
 // Launch: 256 threads per block, one warp per output feature (8 per block), lanes striding over `in` with
 // 16-byte loads of w (and x) when `in` is a multiple of the vector width and both buffers are 16-byte aligned; a
-// lane issues GEMV_BATCH loads of w before it consumes the first, the sums still taken in column order.
+// lane issues GEMV_BATCH loads of w before it consumes the first, the sums still taken in column order. The weights
+// are constants (no kernel writes them), so the first batch is loaded before grid_entry(): in a recorded step those
+// loads overlap the kernel this one depends on, and only x waits for it.
 #define GEMV_BATCH 8
 template <typename T> struct Vec16;
 template <> struct Vec16<float> { static constexpr int n = 4; };
@@ -54,25 +56,33 @@ template <typename T> __device__ __forceinline__ float ld_round(float v);
 template <> __device__ __forceinline__ float ld_round<float>(float v) { return v; }
 template <> __device__ __forceinline__ float ld_round<bf16_t>(float v) { return bf16_to_f32(f32_to_bf16(v)); }
 
+// wp[u] ← pack c0 + 32·u of a weight row, for the packs below `packs`.
+template <int N>
+__device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], const int c0, const int packs) {
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+        if (c0 + 32 * u < packs) wp[u] = w4[c0 + 32 * u];
+    }
+}
+
 template <typename T, int R>
 __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (o >= out) return;
+    constexpr int V = Vec16<T>::n;
     const T *wr = w + (long)o * in;
+    const uint4 *w4 = reinterpret_cast<const uint4 *>(wr);
+    const int packs = in / V;
+    uint4 wp[GEMV_BATCH];
+    if (o < out && vec) load_packs(w4, wp, lane, packs);
+    grid_entry();
+    if (o >= out) return;
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.f;
-    constexpr int V = Vec16<T>::n;
     if (vec) {
-        const uint4 *w4 = reinterpret_cast<const uint4 *>(wr);
-        const int packs = in / V;
         for (int c0 = lane; c0 < packs; c0 += 32 * GEMV_BATCH) {
-            uint4 wp[GEMV_BATCH];
-#pragma unroll
-            for (int u = 0; u < GEMV_BATCH; ++u) {
-                if (c0 + 32 * u < packs) wp[u] = w4[c0 + 32 * u];
-            }
+            if (c0 != lane) load_packs(w4, wp, c0, packs);
 #pragma unroll
             for (int u = 0; u < GEMV_BATCH; ++u) {
                 const int c = c0 + 32 * u;
@@ -111,27 +121,32 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
 
 // Gated few-row linear (decode): h[r, o] = T(T(act(g))·u) with g = T(x·wg[o] (+ bg[o])) and u = T(x·wu[o] (+ bu[o]))
 // each accumulated exactly as `gemv` does, so h is bit for bit gemv, gemv, then act_mul (act.cu). One warp per output
-// feature computes both products; same launch as `gemv`.
+// feature computes both products; same launch as `gemv`, its first weight batches loaded before grid_entry() likewise.
 template <typename T, int R>
 __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, const T *bu, T *h, const int in,
                            const int out, const int vec, const int act) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (o >= out) return;
+    constexpr int V = Vec16<T>::n;
+    constexpr int B = GEMV_BATCH / 2;
     const T *gr = wg + (long)o * in, *ur = wu + (long)o * in;
+    const uint4 *g4 = reinterpret_cast<const uint4 *>(gr), *u4 = reinterpret_cast<const uint4 *>(ur);
+    const int packs = in / V;
+    uint4 gp[B], up[B];
+    if (o < out && vec) {
+        load_packs(g4, gp, lane, packs);
+        load_packs(u4, up, lane, packs);
+    }
+    grid_entry();
+    if (o >= out) return;
     float ag[R], au[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) ag[r] = au[r] = 0.f;
-    constexpr int V = Vec16<T>::n;
     if (vec) {
-        const uint4 *g4 = reinterpret_cast<const uint4 *>(gr), *u4 = reinterpret_cast<const uint4 *>(ur);
-        constexpr int B = GEMV_BATCH / 2;
-        const int packs = in / V;
         for (int c0 = lane; c0 < packs; c0 += 32 * B) {
-            uint4 gp[B], up[B];
-#pragma unroll
-            for (int u = 0; u < B; ++u) {
-                if (c0 + 32 * u < packs) gp[u] = g4[c0 + 32 * u], up[u] = u4[c0 + 32 * u];
+            if (c0 != lane) {
+                load_packs(g4, gp, c0, packs);
+                load_packs(u4, up, c0, packs);
             }
 #pragma unroll
             for (int u = 0; u < B; ++u) {
@@ -186,13 +201,11 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
 #define GEMV(T, NAME, R)                                                                                          \
     extern "C" __global__ void gemv##R##_##NAME(const T *x, const T *w, const T *bias, T *y, const int in,        \
                                                 const int out, const int vec) {                                    \
-        grid_entry();                                                                                              \
         gemv<T, R>(x, w, bias, y, in, out, vec);                                                                   \
     }                                                                                                              \
     extern "C" __global__ void gated_gemv##R##_##NAME(const T *x, const T *wg, const T *wu, const T *bg, const T *bu, \
                                                       T *h, const int in, const int out, const int vec,           \
                                                       const int act) {                                             \
-        grid_entry();                                                                                              \
         gated_gemv<T, R>(x, wg, wu, bg, bu, h, in, out, vec, act);                                                 \
     }
 GEMV(float, f32, 1)

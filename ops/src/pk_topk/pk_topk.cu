@@ -2,7 +2,9 @@
 // per-axis top-k; out = the k largest sx[i] + sy[j] with id ix[i]·nk + iy[j]; ties go to the lower index, then the lower (i, j).
 // Layout: q [rows, 2, He, half], keys [He, nk, 2, half] in T; scores f32 and ids i64 [rows, He, k].
 // Launch: grid (row tiles, He), one warp per (row, head); the head's keys staged once per block in shared memory, in f64
-// (_wide) or in T, or read from T (_global); each warp loads its next row's queries while it ranks the current one.
+// (_wide) or in T, or read from T (_global); each warp loads its next row's queries while it ranks the current one. The
+// keys are constants (no kernel writes them): they are staged before grid_entry(), overlapping the kernel this one
+// depends on (the queries' projection).
 
 // Order key of (v, idx): larger keys come first; NaN is the largest value, ±0 are equal, equal values go to the lower idx.
 __device__ __forceinline__ unsigned long long order_key(float v, int idx) {
@@ -95,7 +97,6 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     const long row0 = (long)blockIdx.x * rows_per_block;
     const long row_end = min((long)rows, row0 + rows_per_block);
     const long first = row0 + warp;
-    if (first < row_end) stage_queries(q, sq, first, heads, h, half, lane);
     if (SMEM_KEYS) {
         const int total = 2 * nk * half;
         for (int t0 = threadIdx.x; t0 < total; t0 += PK_STAGE * blockDim.x) {
@@ -115,6 +116,8 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
         }
         __syncthreads();
     }
+    grid_entry();
+    if (first < row_end) stage_queries(q, sq, first, heads, h, half, lane);
     const bool prefetch = 2 * half <= 32 * PK_PREFETCH;
     float pre[PK_PREFETCH] = {};
     for (long r = first; r < row_end; r += warps) {
@@ -195,7 +198,6 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
         NAME(const T *q, const T *keys, float *scores, long long *ids, const int rows, const int heads, const int nk, \
              const int half, const int k, const int rows_per_block, const int stride, const int key_bytes,            \
              const int warp_bytes, const int cand_pad) {                                                               \
-        grid_entry();                                                                                                  \
         pk_topk<T, K, SMEM>(q, keys, scores, ids, rows, heads, nk, half, k, rows_per_block, stride, key_bytes,         \
                             warp_bytes, cand_pad);                                                                    \
     }
