@@ -33,7 +33,7 @@ echo "ncu rc=$?"; python3 tools/ncu_step.py /tmp/ncu-doge-4096.csv > $L/ncu-doge
 { timeout 150 $T --test-threads=4; echo "ops rc=$?"
   CHEEMS_CUDA_POISON=1 timeout 60 $T expert_mix; echo "ops-poison rc=$?"
   CHEEMS_CUDA_POISON=1 timeout 80 .gpu/tests/cuda-* --test-threads=1; echo "cuda rc=$?"
-  timeout 100 .gpu/tests/artifact-* --test-threads=2; echo "artifact rc=$?"; } > /tmp/tests.log 2>&1
+  } > /tmp/tests.log 2>&1
 grep -E "test result|rc=|FAILED|panicked" /tmp/tests.log | head -20
 wait
 tail -3 $L/racecheck.txt; tail -3 $L/memcheck.txt
