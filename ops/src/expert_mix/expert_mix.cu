@@ -324,9 +324,6 @@ __device__ void expert_sum(const long long *ids, const float *wts, const T *up, 
     }
 }
 
-// Up rows whose loads a thread of mix_row issues before it consumes the first (the sum stays in expert order).
-#define MIX_BATCH 8
-
 // One block per row: warp w weighs experts w, w + 8, ...; then thread t sums columns 4t, 4t + 1024, ... over all experts.
 template <typename T, int V>
 __device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, T *out, const T *add, const int *eid,
@@ -335,7 +332,6 @@ __device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, 
     for (int j = warp; j < n; j += warps) {
         const long eo = (long)eid[j] * dim;
         float d = 0.0f;
-#pragma unroll 4
         for (int c = V * lane; c < dim; c += 32 * V) {
             float a[V], b[V];
             ldv(x, c, a);
@@ -351,18 +347,11 @@ __device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, 
         float acc[V];
 #pragma unroll
         for (int i = 0; i < V; ++i) acc[i] = 0.0f;
-        for (int j0 = 0; j0 < n; j0 += MIX_BATCH) {
-            float u[MIX_BATCH][V];
+        for (int j = 0; j < n; ++j) {
+            float u[V];
+            ldv(up, (long)eid[j] * dim + c, u);
 #pragma unroll
-            for (int b = 0; b < MIX_BATCH; ++b) {
-                if (j0 + b < n) ldv(up, (long)eid[j0 + b] * dim + c, u[b]);
-            }
-#pragma unroll
-            for (int b = 0; b < MIX_BATCH; ++b) {
-                if (j0 + b >= n) break;
-#pragma unroll
-                for (int i = 0; i < V; ++i) acc[i] += w[j0 + b] * u[b][i];
-            }
+            for (int i = 0; i < V; ++i) acc[i] += w[j] * u[i];
         }
         put(out, add, c, acc);
     }
