@@ -45,10 +45,29 @@ pub struct FusionArgs {
     /// Skip packing and fusion (CUDA; the CPU target never fuses).
     #[arg(long)]
     pub no_fuse: bool,
-    /// Fusion rule not to apply (repeatable; `pack_linears` disables packing); an unknown name is an error that
-    /// lists the rules.
+    /// Fusion rule not to apply (repeatable): `pack_linears` (sibling projections as one linear),
+    /// `residual_rms_norm` and `add_rms_norm` (the residual add inside the next norm), `ssd_rope` (the RoPE of B and
+    /// C inside the SSD scan), `expert_mix_add` (the shared MLP's add inside the CDMoE mixture); an unknown name is
+    /// an error that lists the rules.
     #[arg(long = "disable-rule")]
     pub disable_rule: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    /// The help of `--disable-rule` names every rule the pipeline has.
+    #[test]
+    fn the_rule_help_names_every_rule() {
+        use clap::CommandFactory;
+        let help = super::super::Cli::command()
+            .find_subcommand_mut("compile")
+            .expect("a compile command")
+            .render_long_help()
+            .to_string();
+        for rule in crate::passes::rule_names() {
+            assert!(help.contains(&format!("`{rule}`")), "--disable-rule's help lacks `{rule}`");
+        }
+    }
 }
 
 /// Runs `cheems compile`.
