@@ -53,23 +53,6 @@ pub struct FusionArgs {
     pub disable_rule: Vec<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    /// The help of `--disable-rule` names every rule the pipeline has.
-    #[test]
-    fn the_rule_help_names_every_rule() {
-        use clap::CommandFactory;
-        let help = super::super::Cli::command()
-            .find_subcommand_mut("compile")
-            .expect("a compile command")
-            .render_long_help()
-            .to_string();
-        for rule in crate::passes::rule_names() {
-            assert!(help.contains(&format!("`{rule}`")), "--disable-rule's help lacks `{rule}`");
-        }
-    }
-}
-
 /// Runs `cheems compile`.
 pub fn run(a: &Args) -> Result<()> {
     let spec = CompileSpec {
@@ -105,4 +88,21 @@ pub fn run(a: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The help of `--disable-rule` names every rule the pipeline has.
+    #[test]
+    fn the_rule_help_names_every_rule() {
+        use clap::CommandFactory;
+        let help = super::super::Cli::command()
+            .find_subcommand_mut("compile")
+            .expect("a compile command")
+            .render_long_help()
+            .to_string();
+        for rule in crate::passes::rule_names() {
+            assert!(help.contains(&format!("`{rule}`")), "--disable-rule's help lacks `{rule}`");
+        }
+    }
 }
