@@ -5,10 +5,12 @@
         cheems bench CKPT --target cuda --dtype bf16 --prompt 1 --decode 4 --runs 1 > ncu.csv
     python3 tools/ncu_step.py ncu.csv
 
-The step is the last run of kernels that starts with an embedding gather (the bench's final, node-by-node decode
-step; a replayed step holds the same kernels except that the caches take `place_rows` where this step
-concatenates). ncu times each kernel alone, so the sum exceeds the step's time back to back. Prints the kernels
-grouped by name and launch shape, largest total first; `--json` prints the same as one JSON object.
+A step is a run of kernels that starts with an embedding gather. By default the tool takes the last one (the bench's
+final, node-by-node decode step, whose cache appends copy the whole cache); `--replayed` takes the last step that
+writes its cache rows in place (`place_rows`, as a replayed recorded step does; `ncu --graph-profiling node` times
+each node of a replayed graph). ncu times each kernel alone, so the sum exceeds the step's time back to back.
+Prints the kernels grouped by name and launch shape, largest total first; `--json` prints the same as one JSON
+object.
 """
 import argparse
 import csv
@@ -39,12 +41,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("csv")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--replayed", action="store_true", help="the last step that appends in place (place_rows)")
     a = ap.parse_args()
     rows = read(a.csv)
     starts = [i for i, r in enumerate(rows) if r[0].startswith("embedding")]
     if not starts:
         sys.exit(f"{a.csv}: no embedding kernel marks a step")
-    step = rows[starts[-1]:]
+    steps = [rows[s:e] for s, e in zip(starts, starts[1:] + [len(rows)])]
+    if a.replayed:
+        steps = [s for s in steps if any(r[0].startswith("place_rows") for r in s)]
+        if not steps:
+            sys.exit(f"{a.csv}: no step appends in place (was the step replayed under --graph-profiling node?)")
+    step = steps[-1]
     groups = defaultdict(lambda: [0, 0.0])
     for name, grid, block, us in step:
         g = groups[(name, grid, block)]
