@@ -580,6 +580,7 @@ fn bench_ssd_decode(b: &mut Bench, batch: usize) -> Result<()> {
             &s.a,
             &s.bm,
             &s.c,
+            None,
             &mut s.state,
             &mut s.y,
         )?;

@@ -1068,15 +1068,15 @@ impl CudaExecutor {
                 let (x, dt, am) = (a[0].act::<T>()?, a[1].act::<T>()?, a[2].f32()?);
                 let (bm, c) = (a[3].act::<T>()?, a[4].act::<T>()?);
                 match (&tables, p.seq) {
-                    (None, 1) => ops::ssd_scan::cuda::ssd_step(
-                        gpu, &p, x, dt, am, bm, c, &mut state, &mut y,
-                    )?,
-                    (Some((cos, sin)), 1) => {
-                        let rope = ops::ssd_scan::cuda::StepRope {
-                            cos: cos.act::<T>()?,
-                            sin: sin.act::<T>()?,
+                    (_, 1) => {
+                        let rope = match &tables {
+                            Some((cos, sin)) => Some(ops::ssd_scan::cuda::StepRope {
+                                cos: cos.act::<T>()?,
+                                sin: sin.act::<T>()?,
+                            }),
+                            None => None,
                         };
-                        ops::ssd_scan::cuda::ssd_step_rope(
+                        ops::ssd_scan::cuda::ssd_step(
                             gpu, &p, x, dt, am, bm, c, rope, &mut state, &mut y,
                         )?
                     }

@@ -293,7 +293,7 @@ pub fn step_kernel(dtype: &str, p: &SsdScanParams, layout: StepLayout, rope: boo
     }
 }
 
-/// The rotary tables of [`ssd_step_rope`]: `cos`, `sin` `[B, N]`, one row per sequence (its token's position).
+/// The rotary tables of a fused RoPE in [`ssd_step`]: `cos`, `sin` `[B, N]`, one row per sequence (its token's position).
 pub struct StepRope<'a, T> {
     /// `cos[b, n]`.
     pub cos: &'a CudaSlice<T>,
@@ -303,43 +303,11 @@ pub struct StepRope<'a, T> {
 
 /// Decode: one token per sequence (`p.seq` must be 1); updates `state` in place and writes `y` `[B, H, P]`.
 /// One launch of the kernel [`step_layout`] picks: `ssd_step_vec<G>x<rows>` when `state_dim` is a multiple of 4 and
-/// the buffers are aligned for it, else `ssd_step`.
+/// the buffers are aligned for it, else `ssd_step`. With `rope`, `b` and `c` are given before RoPE and rotated on
+/// load (`rope::apply` with `rope.cos`, `rope.sin`, rounded to `T` as that kernel stores it) in the same launch
+/// (`ssd_step_rope*`); `state_dim` must then be even.
 #[allow(clippy::too_many_arguments)]
 pub fn ssd_step<T: Elem>(
-    gpu: &Gpu,
-    p: &SsdScanParams,
-    x: &CudaSlice<T>,
-    dt: &CudaSlice<T>,
-    a: &CudaSlice<f32>,
-    b: &CudaSlice<T>,
-    c: &CudaSlice<T>,
-    state: &mut CudaSlice<f32>,
-    y: &mut CudaSlice<T>,
-) -> Result<()> {
-    step(gpu, p, x, dt, a, b, c, None, state, y)
-}
-
-/// [`ssd_step`] with `b` and `c` given before RoPE: each is rotated on load (`rope::apply` with `rope.cos`,
-/// `rope.sin`, rounded to `T` as that kernel stores it), in the same single launch (`ssd_step_rope*`). `state_dim`
-/// must be even.
-#[allow(clippy::too_many_arguments)]
-pub fn ssd_step_rope<T: Elem>(
-    gpu: &Gpu,
-    p: &SsdScanParams,
-    x: &CudaSlice<T>,
-    dt: &CudaSlice<T>,
-    a: &CudaSlice<f32>,
-    b: &CudaSlice<T>,
-    c: &CudaSlice<T>,
-    rope: StepRope<'_, T>,
-    state: &mut CudaSlice<f32>,
-    y: &mut CudaSlice<T>,
-) -> Result<()> {
-    step(gpu, p, x, dt, a, b, c, Some(rope), state, y)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn step<T: Elem>(
     gpu: &Gpu,
     p: &SsdScanParams,
     x: &CudaSlice<T>,

@@ -302,7 +302,7 @@ mod gpu {
 
         fn step(&mut self, gpu: &Gpu, p: &SsdScanParams) -> Result<()> {
             let Dev { x, dt, a, b, c, state, y } = self;
-            cuda::ssd_step(gpu, p, x, dt, a, b, c, state, y)
+            cuda::ssd_step(gpu, p, x, dt, a, b, c, None, state, y)
         }
 
         fn results(&self, gpu: &Gpu) -> (Vec<f32>, Vec<f32>) {
@@ -559,7 +559,7 @@ mod gpu {
         {
             let Dev { x, dt, a, b, c, state, y } = &mut fused;
             let rope = cuda::StepRope { cos: &dcos, sin: &dsin };
-            cuda::ssd_step_rope(&gpu, &p, x, dt, a, b, c, rope, state, y).unwrap();
+            cuda::ssd_step(&gpu, &p, x, dt, a, b, c, Some(rope), state, y).unwrap();
         }
         let got = fused.results(&gpu);
         let name = format!("ssd_step_rope_{} {what} {p:?}", T::NAME);
@@ -621,7 +621,7 @@ mod gpu {
                 (up::<f32>(&gpu, &vec![1.0; table]), up::<f32>(&gpu, &vec![0.0; table]));
             let Dev { x, dt, a, b, c, state, y } = &mut dev;
             let rope = cuda::StepRope { cos: &cos, sin: &sin };
-            let err = cuda::ssd_step_rope(&gpu, &k.p, x, dt, a, b, c, rope, state, y).unwrap_err();
+            let err = cuda::ssd_step(&gpu, &k.p, x, dt, a, b, c, Some(rope), state, y).unwrap_err();
             let msg = err.to_string();
             assert!(msg.contains(if n % 2 == 1 { "even state_dim" } else { "cos" }), "{msg}");
         }
