@@ -1058,7 +1058,7 @@ impl CudaExecutor {
                     head_dim: s.head_dim,
                     state_dim: s.state_dim,
                 };
-                let tables = if s.rope { Some((a.remove(6), a.remove(6))) } else { None };
+                let rope_args = if s.rope { Some((a.remove(6), a.remove(6))) } else { None };
                 let state_dims = a[5].dims.clone();
                 let mut state = match self.owned(a.remove(5))?.buf {
                     Buf::F32(s) => s.writable(home)?,
@@ -1067,39 +1067,36 @@ impl CudaExecutor {
                 let (dims, mut y) = self.act_out::<T>(d.clone())?;
                 let (x, dt, am) = (a[0].act::<T>()?, a[1].act::<T>()?, a[2].f32()?);
                 let (bm, c) = (a[3].act::<T>()?, a[4].act::<T>()?);
-                match (&tables, p.seq) {
-                    (_, 1) => {
-                        let rope = match &tables {
-                            Some((cos, sin)) => Some(ops::ssd_scan::cuda::StepRope {
-                                cos: cos.act::<T>()?,
-                                sin: sin.act::<T>()?,
-                            }),
-                            None => None,
-                        };
-                        ops::ssd_scan::cuda::ssd_step(
-                            gpu, &p, x, dt, am, bm, c, rope, &mut state, &mut y,
-                        )?
-                    }
-                    (None, _) => ops::ssd_scan::cuda::ssd_chunk_scan(
+                let tables = match &rope_args {
+                    Some((cos, sin)) => Some((cos.act::<T>()?, sin.act::<T>()?)),
+                    None => None,
+                };
+                if p.seq == 1 {
+                    let rope = tables.map(|(cos, sin)| ops::ssd_scan::cuda::StepRope { cos, sin });
+                    ops::ssd_scan::cuda::ssd_step(
+                        gpu, &p, x, dt, am, bm, c, rope, &mut state, &mut y,
+                    )?;
+                } else {
+                    let rotated = match tables {
+                        Some((cos, sin)) => {
+                            let rp = ops::rope::RopeParams {
+                                rows: d[0] * d[1],
+                                heads: s.heads,
+                                dim: s.state_dim,
+                            };
+                            let rotate = |m: &CudaSlice<T>| -> Result<Dev<T>> {
+                                let mut out = Dev::recycled_by(gpu.uninit::<T>(m.len())?, home);
+                                ops::rope::cuda::apply(gpu, &rp, m, cos, sin, &mut out)?;
+                                Ok(out)
+                            };
+                            Some((rotate(bm)?, rotate(c)?))
+                        }
+                        None => None,
+                    };
+                    let (bm, c) = rotated.as_ref().map_or((bm, c), |(b, c)| (&**b, &**c));
+                    ops::ssd_scan::cuda::ssd_chunk_scan(
                         gpu, &p, 64, x, dt, am, bm, c, &mut state, &mut y,
-                    )?,
-                    (Some((cos, sin)), _) => {
-                        let rp = ops::rope::RopeParams {
-                            rows: d[0] * d[1],
-                            heads: s.heads,
-                            dim: s.state_dim,
-                        };
-                        let (cos, sin) = (cos.act::<T>()?, sin.act::<T>()?);
-                        let rotate = |m: &CudaSlice<T>| -> Result<Dev<T>> {
-                            let mut out = Dev::recycled_by(gpu.uninit::<T>(m.len())?, home);
-                            ops::rope::cuda::apply(gpu, &rp, m, cos, sin, &mut out)?;
-                            Ok(out)
-                        };
-                        let (bm, c) = (rotate(bm)?, rotate(c)?);
-                        ops::ssd_scan::cuda::ssd_chunk_scan(
-                            gpu, &p, 64, x, dt, am, &bm, &c, &mut state, &mut y,
-                        )?
-                    }
+                    )?;
                 }
                 Ok(vec![
                     wrap(dims, y),

@@ -8,6 +8,7 @@ use super::pb::{
     attr_int, attr_ints, opset, tensor, value_info, Builder, DataType, DimSpec, FloatType,
     FunctionProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto,
 };
+use crate::ir::op::{ExpertMix, Ssd};
 use crate::ir::{DType, Dim, Fact, Graph, NodeId, Op, Tensor, ValueId};
 use crate::model::build::{Model, StateKind};
 use anyhow::{bail, ensure, Context, Result};
@@ -626,35 +627,6 @@ impl Lower<'_> {
                 let dh = in_fact(0)?.shape[3].as_konst().context("head dim must be constant")?;
                 self.rope(a[0], a[1], a[2], dh, name, &out);
             }
-            Op::ExpertMix(e) if e.add => {
-                let mixed = self.b.fresh("mixture");
-                let inputs: Vec<String> = a[..5].iter().map(|s| s.to_string()).collect();
-                let outputs = [mixed.clone()];
-                let site =
-                    Site { name, inputs: &inputs, outputs: &outputs, dtype: t, opset: self.opset };
-                let c = custom::expert_mix(
-                    &crate::ir::op::ExpertMix { add: false, ..e.clone() },
-                    &site,
-                )?;
-                self.custom(c)?;
-                let node = self.b.fresh("add");
-                self.b.push(&node, "Add", &[&mixed, a[5]], &[&out], vec![]);
-            }
-            Op::SsdScan(s) if s.rope => {
-                let n = s.state_dim as i64;
-                let (rb, rc) = (self.b.fresh("b_rope"), self.b.fresh("c_rope"));
-                self.rope(a[3], a[6], a[7], n, &rb, &rb);
-                self.rope(a[4], a[6], a[7], n, &rc, &rc);
-                let inputs: Vec<String> =
-                    [a[0], a[1], a[2], &rb, &rc, a[5]].map(String::from).into();
-                let outputs: Vec<String> =
-                    (0..node.outputs.len()).map(|p| self.out(id, p as u16)).collect();
-                let site =
-                    Site { name, inputs: &inputs, outputs: &outputs, dtype: t, opset: self.opset };
-                let plain = crate::ir::op::Ssd { rope: false, ..s.clone() };
-                let c = custom::ssd_scan(&plain, &site)?;
-                self.custom(c)?;
-            }
             op @ (Op::SsdScan(_)
             | Op::DynamicMaskValues
             | Op::MaskedAttention(_)
@@ -662,21 +634,47 @@ impl Lower<'_> {
             | Op::RouterTopK(_)
             | Op::ExpertMix(_)
             | Op::InnerValues(_)) => {
-                let outputs: Vec<String> =
+                let mut inputs = args.clone();
+                let mut outputs: Vec<String> =
                     (0..node.outputs.len()).map(|p| self.out(id, p as u16)).collect();
+                // The fused glue is written in standard ops around the plain custom op.
+                let mut sum = None;
+                match op {
+                    Op::SsdScan(s) if s.rope => {
+                        let n = s.state_dim as i64;
+                        for k in [3, 4] {
+                            let rotated = self.b.fresh(if k == 3 { "b_rope" } else { "c_rope" });
+                            self.rope(a[k], a[6], a[7], n, &rotated, &rotated);
+                            inputs[k] = rotated;
+                        }
+                        inputs.truncate(6);
+                    }
+                    Op::ExpertMix(e) if e.add => {
+                        let addend = inputs.pop().expect("the addend operand");
+                        let mixed = self.b.fresh("mixture");
+                        sum = Some((addend, std::mem::replace(&mut outputs[0], mixed)));
+                    }
+                    _ => {}
+                }
                 let site =
-                    Site { name, inputs: &args, outputs: &outputs, dtype: t, opset: self.opset };
+                    Site { name, inputs: &inputs, outputs: &outputs, dtype: t, opset: self.opset };
                 let c = match op {
-                    Op::SsdScan(s) => custom::ssd_scan(s, &site)?,
+                    Op::SsdScan(s) => custom::ssd_scan(&Ssd { rope: false, ..s.clone() }, &site)?,
                     Op::DynamicMaskValues => custom::dynamic_mask_values(&site)?,
                     Op::MaskedAttention(at) => custom::masked_attention(at, &site)?,
                     Op::PkTopK(p) => custom::pk_topk(p, &site)?,
                     Op::RouterTopK(r) => custom::router_topk(r, &site)?,
-                    Op::ExpertMix(e) => custom::expert_mix(e, &site)?,
+                    Op::ExpertMix(e) => {
+                        custom::expert_mix(&ExpertMix { add: false, ..e.clone() }, &site)?
+                    }
                     Op::InnerValues(v) => custom::inner_values(v, &site)?,
                     _ => unreachable!("matched above"),
                 };
                 self.custom(c)?;
+                if let Some((addend, out)) = sum {
+                    let node = self.b.fresh("add");
+                    self.b.push(&node, "Add", &[&outputs[0], &addend], &[&out], vec![]);
+                }
             }
         }
         Ok(())

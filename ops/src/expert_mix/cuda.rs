@@ -55,6 +55,16 @@ pub(crate) fn plan(rows: usize, dim: usize, selected: usize) -> Plan {
     Plan { whole_rows: false, slices, width, lanes, split: slices >= SPLIT_SLICES && selected > 0 }
 }
 
+/// A grid of `rows × y` blocks of [`THREADS`] threads (`y`: column slices, at most ⌈dim / 64⌉, or weight blocks, at
+/// most 128).
+fn grid(rows: u32, y: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows, y as u32, 1),
+        block_dim: (THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 /// The expert mixture on the device, `out` `[rows, dim]`; see the module documentation for the formula. With
 /// `add` (`[rows, dim]`), `out = T(mix) + add` rounded to `T`: the unfused mixture followed by an elementwise add, in
 /// the same launch(es).
@@ -117,11 +127,7 @@ pub fn expert_mix<T: Elem>(
     let name = format!("{kind}_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
     let (width, lanes) = (plan.width as i32, plan.lanes as i32);
-    let cfg = LaunchConfig {
-        grid_dim: (rows, plan.slices as u32, 1),
-        block_dim: (THREADS as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = grid(rows, plan.slices);
     let null = 0u64;
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(scores).arg(ids).arg(down).arg(up).arg(out);
@@ -131,8 +137,8 @@ pub fn expert_mix<T: Elem>(
         launch.arg(&width).arg(&lanes);
     }
     // SAFETY: the argument list matches `expert_mix_<T>` (with width and lanes) or `expert_mix_rows_<T>` (without)
-    // in expert_mix.cu; every buffer length (the addend's too, or null) was checked against `p` above, heads·k ≤ 1024 fits the shared arrays,
-    // the kernel reads only expert rows below num_experts, and the grid has one block per (row, column slice), the
+    // in expert_mix.cu; every buffer length (the addend's too, or null) was checked against `p` above, heads·k ≤ 1024
+    // fits the shared arrays, the kernel reads only expert rows below num_experts, and the grid has one block per (row, column slice), the
     // slices covering `dim` (`plan`; one slice of the whole row for `expert_mix_rows_<T>`).
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
@@ -177,11 +183,7 @@ fn split<T: Elem>(
     let mut w = gpu.uninit::<f32>(rows as usize * n)?;
     let name = format!("expert_weigh_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
-    let cfg = LaunchConfig {
-        grid_dim: (rows, n.div_ceil(WEIGH_WARPS) as u32, 1),
-        block_dim: (THREADS as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = grid(rows, n.div_ceil(WEIGH_WARPS));
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(scores).arg(ids).arg(down).arg(&mut w);
     launch.arg(&heads).arg(&k).arg(&dim).arg(&num_experts).arg(&act).arg(&after).arg(&norm);
@@ -191,19 +193,15 @@ fn split<T: Elem>(
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     let name = format!("expert_sum_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
-    let cfg = LaunchConfig {
-        grid_dim: (rows, plan.slices as u32, 1),
-        block_dim: (THREADS as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = grid(rows, plan.slices);
     let null = 0u64;
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(ids).arg(&w).arg(up).arg(out);
     arg_or_null(&mut launch, add, &null);
     launch.arg(&sel).arg(&dim).arg(&num_experts).arg(&width);
     // SAFETY: matches `expert_sum_<T>` in expert_mix.cu; ids and w hold rows·heads·k ≤ rows·1024 entries (the
-    // shared arrays' size), up, out and the addend (or null) were checked against `p`, the slices cover `dim`, and no up row outside 0..E
-    // is read.
+    // shared arrays' size), up, out and the addend (or null) were checked against `p`, the slices cover `dim`, and no
+    // up row outside 0..E is read.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     gpu.recycle(w);
     Ok(())

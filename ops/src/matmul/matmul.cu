@@ -51,11 +51,6 @@ template <> __device__ __forceinline__ void unpack16<bf16_t>(const uint4 &v, flo
     }
 }
 
-// The value a T output holds: v rounded to T, read back as f32.
-template <typename T> __device__ __forceinline__ float ld_round(float v);
-template <> __device__ __forceinline__ float ld_round<float>(float v) { return v; }
-template <> __device__ __forceinline__ float ld_round<bf16_t>(float v) { return bf16_to_f32(f32_to_bf16(v)); }
-
 // wp[u] ← pack c0 + 32·u of a weight row, for the packs below `packs`.
 template <int N>
 __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], const int c0, const int packs) {
@@ -115,7 +110,7 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
     if (lane == 0) {
         const float b = bias ? ld(bias, o) : 0.f;
 #pragma unroll
-        for (int r = 0; r < R; ++r) st(y, (long)r * out + o, bias ? ld_round<T>(acc[r]) + b : acc[r]);
+        for (int r = 0; r < R; ++r) st(y, (long)r * out + o, bias ? round_to<T>(acc[r]) + b : acc[r]);
     }
 }
 
@@ -191,9 +186,9 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
     if (lane == 0) {
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-            const float g = ld_round<T>(bg ? ld_round<T>(ag[r]) + ld(bg, o) : ag[r]);
-            const float u = ld_round<T>(bu ? ld_round<T>(au[r]) + ld(bu, o) : au[r]);
-            st(h, (long)r * out + o, ld_round<T>(activate(g, act)) * u);
+            const float g = round_to<T>(bg ? round_to<T>(ag[r]) + ld(bg, o) : ag[r]);
+            const float u = round_to<T>(bu ? round_to<T>(au[r]) + ld(bu, o) : au[r]);
+            st(h, (long)r * out + o, round_to<T>(activate(g, act)) * u);
         }
     }
 }

@@ -58,13 +58,26 @@ pub fn tables(positions: &[i64], inv_freq: &[f32]) -> (Vec<f32>, Vec<f32>) {
     (cos, sin)
 }
 
-/// `x' = x ⊙ cos + rotate_half(x) ⊙ sin` for `x` `[rows, heads, dim]`, `cos`/`sin` `[rows, dim]`.
+/// `x' = x ⊙ cos + rotate_half(x) ⊙ sin` for `x` `[rows, heads, dim]`, `cos`/`sin` `[rows, dim]`, in f32.
 pub fn apply(p: &RopeParams, x: &[f32], cos: &[f32], sin: &[f32]) -> Result<Vec<f32>> {
+    apply_rounded::<f32>(p, x, cos, sin)
+}
+
+/// [`apply`] as PyTorch computes it in the storage type `T`: each product rounded to `T`, then the sum (the values of
+/// `x`, `cos` and `sin` are taken as given, normally already `T` values); plain f32 arithmetic for `T = f32`. The
+/// reference of the CUDA kernels that rotate in `T` (`rope_apply`, the fused SSD decode step).
+pub fn apply_rounded<T: crate::cuda::Elem>(
+    p: &RopeParams,
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+) -> Result<Vec<f32>> {
     p.validate(x.len(), cos.len(), sin.len())?;
     let mut y = vec![0.0; x.len()];
     if y.is_empty() {
         return Ok(y);
     }
+    let r = |v: f32| T::from_f32(v).to_f32();
     let (half, row) = (p.dim / 2, p.heads * p.dim);
     y.par_chunks_mut(row)
         .zip(x.par_chunks(row))
@@ -74,34 +87,10 @@ pub fn apply(p: &RopeParams, x: &[f32], cos: &[f32], sin: &[f32]) -> Result<Vec<
             for (y, x) in y.chunks_exact_mut(p.dim).zip(x.chunks_exact(p.dim)) {
                 for i in 0..half {
                     let (a, b) = (x[i], x[half + i]);
-                    y[i] = a * cos[i] + -b * sin[i];
-                    y[half + i] = b * cos[half + i] + a * sin[half + i];
+                    y[i] = r(r(a * cos[i]) + r(-b * sin[i]));
+                    y[half + i] = r(r(b * cos[half + i]) + r(a * sin[half + i]));
                 }
             }
         });
-    Ok(y)
-}
-
-/// [`apply`] as PyTorch computes it in the storage type `T`: each product rounded to `T`, then the sum (the values of
-/// `x`, `cos` and `sin` are taken as given, normally already `T` values). Equal to [`apply`] for `f32`; the reference
-/// of the CUDA kernels that rotate in `T` (`rope_apply`, the fused SSD decode step).
-pub fn apply_rounded<T: crate::cuda::Elem>(
-    p: &RopeParams,
-    x: &[f32],
-    cos: &[f32],
-    sin: &[f32],
-) -> Result<Vec<f32>> {
-    p.validate(x.len(), cos.len(), sin.len())?;
-    let r = |v: f32| T::from_f32(v).to_f32();
-    let mut y = vec![0.0; x.len()];
-    let half = p.dim / 2;
-    for (n, (y, x)) in y.chunks_mut(p.dim.max(1)).zip(x.chunks(p.dim.max(1))).enumerate() {
-        let cs = n / p.heads.max(1) * p.dim;
-        for i in 0..half {
-            let (a, b) = (x[i], x[half + i]);
-            y[i] = r(r(a * cos[cs + i]) + r(-b * sin[cs + i]));
-            y[half + i] = r(r(b * cos[cs + half + i]) + r(a * sin[cs + half + i]));
-        }
-    }
     Ok(y)
 }
