@@ -22,6 +22,12 @@ const MIN_WIDTH: usize = 64;
 const SPLIT_SLICES: usize = 8;
 /// Down dots of one `expert_weigh_<T>` block: one per warp.
 const WEIGH_WARPS: usize = THREADS / 32;
+/// Most experts per selected slot for which a many-row call computes every row's dot with every down row in one GEMM
+/// (`dense`) rather than gathering the selected down rows: the GEMM's cost grows with E on tensor cores, the gather's
+/// with the slots through the L2 cache, which moves bytes about a hundred times slower than the tensor cores multiply.
+const DENSE_EXPERTS_PER_SLOT: usize = 64;
+/// Largest scratch of down dots (f32 `[rows, E]`) a `dense` call allocates.
+const DENSE_MAX_BYTES: usize = 256 << 20;
 
 /// How a call is launched: one block per (row, column slice).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,20 +45,30 @@ pub(crate) struct Plan {
     /// `expert_sum_<T>` sums the column slices with them. Taken when a row is cut into so many slices that
     /// recomputing the down dots in each would dominate.
     pub split: bool,
+    /// With `whole_rows`: the dots of every row with every down row come first from one GEMM (cuBLAS, f32
+    /// accumulation and output) into a scratch buffer that `expert_mix_rows_<T>` reads. Taken when the experts are
+    /// few for the slots (at most [`DENSE_EXPERTS_PER_SLOT`] per slot) and the scratch is at most
+    /// [`DENSE_MAX_BYTES`].
+    pub dense: bool,
 }
 
-/// The launch for `rows` rows of `dim` columns with `selected = heads·k` experts each (`rows`, `dim` > 0).
-pub(crate) fn plan(rows: usize, dim: usize, selected: usize) -> Plan {
+/// The launch for `rows` rows of `dim` columns with `selected = heads·k` of `experts` experts each (`rows`, `dim` >
+/// 0).
+pub(crate) fn plan(rows: usize, dim: usize, selected: usize, experts: usize) -> Plan {
     if rows >= TARGET_BLOCKS {
         let width = dim.next_multiple_of(8);
-        return Plan { whole_rows: true, slices: 1, width, lanes: 32, split: false };
+        let dense = selected > 0
+            && experts <= DENSE_EXPERTS_PER_SLOT * selected
+            && rows.saturating_mul(experts).saturating_mul(4) <= DENSE_MAX_BYTES;
+        return Plan { whole_rows: true, slices: 1, width, lanes: 32, split: false, dense };
     }
     let slices = TARGET_BLOCKS.div_ceil(rows).clamp(1, dim.div_ceil(MIN_WIDTH));
     let width = dim.div_ceil(slices).next_multiple_of(8);
     let per_expert = THREADS / selected.max(1);
     let lanes = if per_expert == 0 { 8 } else { (1 << per_expert.ilog2()).clamp(8, 32) };
     let slices = dim.div_ceil(width);
-    Plan { whole_rows: false, slices, width, lanes, split: slices >= SPLIT_SLICES && selected > 0 }
+    let split = slices >= SPLIT_SLICES && selected > 0;
+    Plan { whole_rows: false, slices, width, lanes, split, dense: false }
 }
 
 /// A grid of `rows × y` blocks of [`THREADS`] threads (`y`: column slices, at most ⌈dim / 64⌉, or weight blocks, at
@@ -110,7 +126,7 @@ pub fn expert_mix<T: Elem>(
         .ok()
         .filter(|&b| b <= i32::MAX as u32)
         .ok_or_else(|| KernelError::BadParams(format!("rows {} exceeds the grid", p.rows)))?;
-    let plan = plan(p.rows, p.dim, p.heads * p.k);
+    let plan = plan(p.rows, p.dim, p.heads * p.k, p.num_experts);
     let int = |name: &str, v: usize| {
         i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
     };
@@ -123,6 +139,13 @@ pub fn expert_mix<T: Elem>(
         let sc = Scalars { rows, heads, k, dim, num_experts, act, after, norm };
         return split::<T>(gpu, &plan, &sc, &Operands { x, scores, ids, down, up, add }, out);
     }
+    let dots = if plan.dense {
+        let mut dots = gpu.uninit::<f32>(p.rows * p.num_experts)?;
+        down_dots(gpu, p, x, down, &mut dots)?;
+        Some(dots)
+    } else {
+        None
+    };
     let kind = if plan.whole_rows { "expert_mix_rows" } else { "expert_mix" };
     let name = format!("{kind}_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
@@ -132,16 +155,81 @@ pub fn expert_mix<T: Elem>(
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(scores).arg(ids).arg(down).arg(up).arg(out);
     arg_or_null(&mut launch, add, &null);
+    if plan.whole_rows {
+        arg_or_null(&mut launch, dots.as_ref(), &null);
+    }
     launch.arg(&heads).arg(&k).arg(&dim).arg(&num_experts).arg(&act).arg(&after).arg(&norm);
     if !plan.whole_rows {
         launch.arg(&width).arg(&lanes);
     }
-    // SAFETY: the argument list matches `expert_mix_<T>` (with width and lanes) or `expert_mix_rows_<T>` (without)
-    // in expert_mix.cu; every buffer length (the addend's too, or null) was checked against `p` above, heads·k ≤ 1024
-    // fits the shared arrays, the kernel reads only expert rows below num_experts, and the grid has one block per (row, column slice), the
+    // SAFETY: the argument list matches `expert_mix_<T>` (with width and lanes) or `expert_mix_rows_<T>` (with the
+    // dots, without width and lanes) in expert_mix.cu; every buffer length (the addend's too, or null) was checked
+    // against `p` above, the dots (or null) hold rows·E values, heads·k ≤ 1024 fits the shared arrays, the kernel
+    // reads only expert rows (and dots) below num_experts, and the grid has one block per (row, column slice), the
     // slices covering `dim` (`plan`; one slice of the whole row for `expert_mix_rows_<T>`).
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    if let Some(dots) = dots {
+        gpu.recycle(dots);
+    }
     Ok(())
+}
+
+/// `dots [rows, E] = x [rows, dim] · down [E, dim]ᵀ` through cuBLAS: f32 output and accumulation (bf16 products are
+/// exact in f32; f32 inputs without reduced-precision shortcuts), the values `expert_mix_rows_<T>` would compute
+/// itself up to the order of the sum.
+fn down_dots<T: Elem>(
+    gpu: &Gpu,
+    p: &ExpertMixParams,
+    x: &CudaSlice<T>,
+    down: &CudaSlice<T>,
+    dots: &mut CudaSlice<f32>,
+) -> Result<()> {
+    use cudarc::cublas::sys::{
+        cublasComputeType_t as Compute, cublasGemmAlgo_t, cublasOperation_t as Op,
+        cudaDataType as Ty,
+    };
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+    let int = |name: &str, v: usize| {
+        i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
+    };
+    let (m, n, k) = (int("num_experts", p.num_experts)?, int("rows", p.rows)?, int("dim", p.dim)?);
+    let (ty, compute) = match T::NAME {
+        "bf16" => (Ty::CUDA_R_16BF, Compute::CUBLAS_COMPUTE_32F),
+        _ => (Ty::CUDA_R_32F, Compute::CUBLAS_COMPUTE_32F_PEDANTIC),
+    };
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let blas = gpu.blas()?;
+    let stream = gpu.stream();
+    let (a, _a) = down.device_ptr(stream);
+    let (b, _b) = x.device_ptr(stream);
+    let (c, _c) = dots.device_ptr_mut(stream);
+    // SAFETY: column-major view of the row-major buffers: down is [dim, E] (lda = dim, transposed), x is [dim, rows]
+    // (ldb = dim), dots is [E, rows] (ldc = E); `expert_mix` checked x and down against `p` and dots holds rows·E
+    // values; alpha and beta are host f32 values, as the f32 compute type takes them, alive across the call.
+    unsafe {
+        cudarc::cublas::result::gemm_ex(
+            *blas.handle(),
+            Op::CUBLAS_OP_T,
+            Op::CUBLAS_OP_N,
+            m,
+            n,
+            k,
+            (&alpha as *const f32).cast(),
+            a as *const std::ffi::c_void,
+            ty,
+            k,
+            b as *const std::ffi::c_void,
+            ty,
+            k,
+            (&beta as *const f32).cast(),
+            c as *mut std::ffi::c_void,
+            Ty::CUDA_R_32F,
+            m,
+            compute,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| KernelError::Driver(format!("cuBLAS down dots {m}×{n}×{k}: {e:?}")))
 }
 
 /// The inputs of [`expert_mix`], sizes checked.

@@ -4,7 +4,9 @@
 // Launch (expert_mix_*): grid (rows, column slices of `width`), 256 threads; each block weighs all heads·k ≤ 1024
 // experts of its row (`lanes` threads per down dot), then sums its slice of up rows; 16-byte loads when dim and the
 // buffers allow. expert_mix_rows_*: one block of 256 threads per row, a warp per down dot, each thread owns 4-wide
-// columns of the up sum over all experts; 4-wide loads when dim and the buffers allow. For few rows, two launches:
+// columns of the up sum over all experts; 4-wide loads when dim and the buffers allow; with `dots` (f32 [rows, E], the
+// dot of every row with every down row, from a GEMM; null for none) the weights are read from it instead of
+// computed. For few rows, two launches:
 // expert_weigh_* (grid (rows, ⌈heads·k / 8⌉), 256 threads, a warp per down dot) writes the weights w f32
 // [rows, heads·k], NaN for an id outside 0..E; expert_sum_* (grid (rows, column slices of `width`), 256 threads)
 // sums its slice of up rows with them, so that no down dot is computed twice.
@@ -324,12 +326,20 @@ __device__ void expert_sum(const long long *ids, const float *wts, const T *up, 
     }
 }
 
-// One block per row: warp w weighs experts w, w + 8, ...; then thread t sums columns 4t, 4t + 1024, ... over all experts.
+// One block per row: warp w weighs experts w, w + 8, ... (or, with the row's down dots `dots` [E] given, thread t
+// weighs experts t, t + 256, ... from them); then thread t sums columns 4t, 4t + 1024, ... over all experts.
 template <typename T, int V>
-__device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, T *out, const T *add, const int *eid,
-                                        float *w, const int n, const int dim, const int act, const int after) {
+__device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, T *out, const T *add, const float *dots,
+                                        const int *eid, float *w, const int n, const int dim, const int act,
+                                        const int after) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    for (int j = warp; j < n; j += warps) {
+    if (dots != nullptr) {
+        for (int j = threadIdx.x; j < n; j += blockDim.x) {
+            const float d = dots[eid[j]];
+            w[j] = after ? activate(d * w[j], act) : activate(d, act) * w[j];
+        }
+    }
+    for (int j = warp; j < n && dots == nullptr; j += warps) {
         const long eo = (long)eid[j] * dim;
         float d = 0.0f;
         for (int c = V * lane; c < dim; c += 32 * V) {
@@ -359,7 +369,7 @@ __device__ __forceinline__ void mix_row(const T *x, const T *down, const T *up, 
 
 template <typename T>
 __device__ void expert_mix_rows(const T *x, const float *scores, const long long *ids, const T *down, const T *up,
-                                T *out, const T *add, const int heads, const int k, const int dim,
+                                T *out, const T *add, const float *dots, const int heads, const int k, const int dim,
                                 const long long num_experts, const int act, const int after, const int norm) {
     __shared__ float w[EM_MAX_SEL];
     __shared__ int eid[EM_MAX_SEL];
@@ -376,10 +386,11 @@ __device__ void expert_mix_rows(const T *x, const float *scores, const long long
         }
         return;
     }
+    const float *drow = dots != nullptr ? dots + row * num_experts : nullptr;
     if (vec) {
-        mix_row<T, 4>(x + xo, down, up, out + xo, add_row(add, xo), eid, w, n, dim, act, after);
+        mix_row<T, 4>(x + xo, down, up, out + xo, add_row(add, xo), drow, eid, w, n, dim, act, after);
     } else {
-        mix_row<T, 1>(x + xo, down, up, out + xo, add_row(add, xo), eid, w, n, dim, act, after);
+        mix_row<T, 1>(x + xo, down, up, out + xo, add_row(add, xo), drow, eid, w, n, dim, act, after);
     }
 }
 
@@ -393,10 +404,10 @@ __device__ void expert_mix_rows(const T *x, const float *scores, const long long
     }                                                                                                                   \
     extern "C" __global__ void __launch_bounds__(EM_THREADS)                                                            \
         expert_mix_rows_##NAME(const T *x, const float *scores, const long long *ids, const T *down, const T *up,       \
-                               T *out, const T *add, const int heads, const int k, const int dim,                       \
+                               T *out, const T *add, const float *dots, const int heads, const int k, const int dim,    \
                                const long long num_experts, const int act, const int after, const int norm) {           \
         grid_entry();                                                                                                   \
-        expert_mix_rows(x, scores, ids, down, up, out, add, heads, k, dim, num_experts, act, after, norm);              \
+        expert_mix_rows(x, scores, ids, down, up, out, add, dots, heads, k, dim, num_experts, act, after, norm);        \
     }
 EXPERT_MIX(f32, float)
 EXPERT_MIX(bf16, bf16_t)

@@ -204,36 +204,51 @@ proptest! {
 mod plan {
     use crate::expert_mix::cuda::plan;
 
+    /// Experts enough that no many-row call computes its down dots with a GEMM.
+    const MANY: usize = 1 << 20;
+
     #[test]
     fn few_rows_split_their_columns_and_many_rows_do_not() {
-        let one = plan(1, 1024, 32);
+        let one = plan(1, 1024, 32, MANY);
         assert_eq!((one.slices, one.width, one.lanes), (16, 64, 8));
         assert!(!one.whole_rows && one.split);
-        let many = plan(4096, 1024, 32);
+        let many = plan(4096, 1024, 32, MANY);
         assert_eq!((many.whole_rows, many.slices, many.width), (true, 1, 1024));
-        assert_eq!(plan(16, 1024, 32).slices, 16);
-        assert_eq!(plan(4, 3, 2).slices, 1);
+        assert_eq!(plan(16, 1024, 32, MANY).slices, 16);
+        assert_eq!(plan(4, 3, 2, MANY).slices, 1);
     }
 
     #[test]
     fn down_dots_get_a_launch_of_their_own_when_a_row_is_cut_into_many_slices() {
         for rows in [1, 2, 16, 33] {
-            assert!(plan(rows, 1024, 32).split, "{rows} rows");
+            assert!(plan(rows, 1024, 32, MANY).split, "{rows} rows");
         }
-        assert!(!plan(40, 1024, 32).split);
-        assert!(!plan(1, 448, 32).split);
-        assert!(plan(1, 449, 32).split);
-        assert!(!plan(1, 1024, 0).split);
-        assert!(!plan(4096, 1024, 32).split);
+        assert!(!plan(40, 1024, 32, MANY).split);
+        assert!(!plan(1, 448, 32, MANY).split);
+        assert!(plan(1, 449, 32, MANY).split);
+        assert!(!plan(1, 1024, 0, MANY).split);
+        assert!(!plan(4096, 1024, 32, MANY).split);
+    }
+
+    #[test]
+    fn many_rows_with_few_experts_per_slot_take_their_down_dots_from_a_gemm() {
+        assert!(plan(4096, 1024, 32, 1024).dense);
+        assert!(plan(264, 1024, 32, 64 * 32).dense);
+        assert!(!plan(264, 1024, 32, 64 * 32 + 1).dense, "too many experts per slot");
+        assert!(!plan(263, 1024, 32, 1024).dense, "few rows");
+        assert!(!plan(4096, 1024, 0, 1).dense, "no slots");
+        assert!(!plan(70_000, 1024, 32, 1024).dense, "scratch over 256 MiB");
+        assert!(plan(65_536, 1024, 32, 1024).dense);
+        assert!(!plan(4096, 1024, 32, 16384).dense, "the Cheems default of 16384 experts");
     }
 
     #[test]
     fn rows_that_fill_the_device_take_the_whole_row_kernel() {
-        assert!(!plan(263, 1024, 32).whole_rows);
-        assert_eq!(plan(263, 1024, 32).slices, 2);
+        assert!(!plan(263, 1024, 32, MANY).whole_rows);
+        assert_eq!(plan(263, 1024, 32, MANY).slices, 2);
         for rows in [264, 265, 300, 4096, 1 << 20] {
             for dim in [1, 7, 1024, 1025] {
-                let p = plan(rows, dim, 32);
+                let p = plan(rows, dim, 32, MANY);
                 assert!(p.whole_rows && p.slices == 1 && p.width >= dim, "{p:?}");
             }
         }
@@ -241,12 +256,12 @@ mod plan {
 
     #[test]
     fn dot_lanes_follow_the_experts_per_row() {
-        assert_eq!(plan(1, 64, 1).lanes, 32);
-        assert_eq!(plan(1, 64, 8).lanes, 32);
-        assert_eq!(plan(1, 64, 9).lanes, 16);
-        assert_eq!(plan(1, 64, 33).lanes, 8);
-        assert_eq!(plan(1, 64, 1024).lanes, 8);
-        assert_eq!(plan(1, 64, 0).lanes, 32);
+        assert_eq!(plan(1, 64, 1, MANY).lanes, 32);
+        assert_eq!(plan(1, 64, 8, MANY).lanes, 32);
+        assert_eq!(plan(1, 64, 9, MANY).lanes, 16);
+        assert_eq!(plan(1, 64, 33, MANY).lanes, 8);
+        assert_eq!(plan(1, 64, 1024, MANY).lanes, 8);
+        assert_eq!(plan(1, 64, 0, MANY).lanes, 32);
     }
 
     #[test]
@@ -254,7 +269,7 @@ mod plan {
         for rows in [1, 2, 7, 16, 100, 263, 264, 265, 4096] {
             for dim in [1, 3, 8, 9, 63, 64, 65, 130, 1000, 1024, 1025, 4096, 8191] {
                 for sel in [1, 7, 32, 300, 1024] {
-                    let p = plan(rows, dim, sel);
+                    let p = plan(rows, dim, sel, MANY);
                     assert_eq!(p.width % 8, 0, "{p:?}");
                     assert!(p.slices * p.width >= dim && (p.slices - 1) * p.width < dim, "{p:?}");
                     assert!((1..=264).contains(&p.slices), "{p:?}");
@@ -392,8 +407,9 @@ mod gpu {
         Ok(gpu.download(&out)?.into_iter().map(|v| v.to_f32()).collect())
     }
 
-    /// With an addend, every plan (split, sliced, whole rows; 16-byte and scalar accesses; rows with a bad id) gives
-    /// bit for bit the mixture followed by the elementwise add kernel; NaN rows stay NaN.
+    /// With an addend, every plan (split, sliced, whole rows with and without the GEMM's down dots; 16-byte and scalar
+    /// accesses; rows with a bad id) gives bit for bit the mixture followed by the elementwise add kernel; NaN rows
+    /// stay NaN.
     fn check_add<T: Elem>(gpu: &Gpu, c: &Case, what: &str) {
         let n = c.p.rows * c.p.dim;
         let add: Vec<f32> = Rng::new(n as u64)
@@ -430,6 +446,8 @@ mod gpu {
             (300, 4, 8, 1024, 1024),
             (265, 2, 3, 7, 5),
             (2, 4, 8, 31, 64),
+            (266, 1, 1, 64, 70),
+            (267, 1, 2, 7, 300),
         ];
         for (i, &(r, h, k, d, e)) in shapes.iter().enumerate() {
             let mut c = Case::random(params(r, h, k, d, e), 600 + i as u64);
@@ -496,6 +514,8 @@ mod gpu {
             (300, 2, 2, 33, 16),
             (280, 1, 40, 12, 50),
             (264, 32, 32, 64, 100),
+            (270, 1, 1, 40, 100),
+            (300, 1, 2, 33, 200),
             (3, 4, 8, 1000, 64),
             (2, 3, 5, 130, 40),
             (1, 1, 1, 4096, 3),

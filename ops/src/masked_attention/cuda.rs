@@ -11,8 +11,9 @@
 //! kernel `order_keys` and `keep_until` (per key, the position of the `W`-th key that beats it:
 //! eight segments of the keys of its `(b, hm)` counted in parallel, then the one segment that holds
 //! it scanned again), otherwise `keep_window` (per `(b, hm, i)`,
-//! shared by the query heads of mask head `hm`: radix select of the `W`-th largest bias and a block
-//! count of its ties for the last kept index). The attention kernels read their results.
+//! shared by the query heads of mask head `hm`: radix select of the `W`-th largest bias over keys
+//! held in registers, then its ties counted in index order for the last kept index). The attention
+//! kernels read their results.
 
 use super::{AttentionParams, MaskMode};
 use crate::cuda::{arg_or_null, launch_error, Elem, Gpu, Source};
@@ -92,6 +93,13 @@ fn mma_fits(p: &AttentionParams, elem: &str, heads: usize) -> bool {
 fn mma_smem_bytes(head_dim: usize, heads: usize) -> usize {
     (heads * MMA_TILE + 4 * MMA_TILE) * (head_dim + 8) * 2 + 2 * heads * MMA_TILE * 8
 }
+
+/// Threads of `masked_attention_keep_window` (`KEEP_THREADS` in masked_attention.cu).
+const KEEP_THREADS: u32 = 1024;
+
+/// Threads of `masked_attention_<T>_combine` (`COMBINE_THREADS` in masked_attention.cu), each block taking 32
+/// dimensions of one row.
+const COMBINE_THREADS: u32 = 256;
 
 /// Keys per block of `masked_attention_keep_until` (`UNTIL_KEYS` in masked_attention.cu).
 const UNTIL_KEYS: usize = 32;
@@ -308,7 +316,7 @@ pub(crate) fn attention_on<T: Elem>(
             let func = gpu.function(&SOURCE, name)?;
             let cfg = LaunchConfig {
                 grid_dim: (to_u32("batch·mask_heads·q_len", keep_rows)?, 1, 1),
-                block_dim: (512, 1, 1),
+                block_dim: (KEEP_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
             let mut launch = gpu.stream().launch_builder(&func);
@@ -391,12 +399,16 @@ pub(crate) fn attention_on<T: Elem>(
         };
         let name = format!("masked_attention_{}_combine", T::NAME);
         let func = gpu.function(&SOURCE, &name)?;
-        let cfg =
-            LaunchConfig { grid_dim: (rows_u, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (rows_u, to_u32("head_dim / 32", p.head_dim.div_ceil(32))?, 1),
+            block_dim: (COMBINE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut launch = gpu.stream().launch_builder(&func);
         launch.arg(&part).arg(out).arg(&s_i).arg(&h_i).arg(&dh_i).arg(&splits_i);
         // SAFETY: the argument list matches `masked_attention_<T>_combine`; `part` was written
-        // for `splits` slices of every row and `out` has `q`'s length, [B, S, H, Dh].
+        // for `splits` slices of every row, `out` has `q`'s length, [B, S, H, Dh], and the grid
+        // covers every row and ⌈Dh/32⌉ groups of 32 dimensions.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
         gpu.recycle(part);
     } else if let Kernel::Mma { heads } = kernel {

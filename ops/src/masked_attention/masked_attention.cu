@@ -2,8 +2,8 @@
 // The decode kernels leave out the keys whose attn_mask is negative (slots of a cache with room for more; S = 1).
 // Layout: q, out [B,S,H,Dh]; k, v [B,G,T,Dh]; key_m [B,Hm,T]; learned [H,T]; attn_mask i64 [B,T]; row r = (b·H + h)·S + i.
 // Launch (128 threads): prefill grid (B·H, ⌈S/BQ⌉); decode grid (B·H·S, splits) or decode_gqa grid (splits, B·G,
-// ⌈(H/G)·S/NQ⌉), then combine grid B·H·S.
-// Before them when the mode needs it: ratio_threshold (256 threads) grid B·Hm -> tau; keep_window (512 threads) grid
+// ⌈(H/G)·S/NQ⌉), then combine (256 threads) grid (B·H·S, ⌈Dh/32⌉).
+// Before them when the mode needs it: ratio_threshold (256 threads) grid B·Hm -> tau; keep_window (1024 threads) grid
 // B·Hm·S -> keep.
 constexpr float MASKED = -3.40282346638528859811704183484516925e+38f;
 
@@ -42,26 +42,42 @@ struct Mask {
     // The mask head of head h.
     __device__ int mask_head(int h) const { return (int)((long)h * Hm / H); }
 
-    // The bias of key j before the causal mask and the keep window: padding, then the mode; hm = mask_head(h).
-    __device__ float key_bias(int b, int h, int hm, int j) const {
-        if (attn_mask[(long)b * T + j] == 0) return MASKED;
+    // The per-key value the mode reads for key j of head h (mask head hm): learned[h, j], key_m[b, hm, j], or 0.
+    __device__ float key_value(int b, int h, int hm, int j) const {
+        if (mode == LEARNED) return learned[(long)h * T + j];
         if (mode == CAUSAL) return 0.0f;
-        if (mode == LEARNED) return learned[(long)h * T + j] != 0.0f ? 0.0f : MASKED;
-        const long bhm = (long)b * Hm + hm;
-        const float m = key_m[bhm * T + j];
-        if (mode == BOOLEAN) return m < 1.0f ? MASKED : 0.0f;
-        return tau != nullptr && m < tau[bhm] ? MASKED : m;
+        return key_m[((long)b * Hm + hm) * T + j];
+    }
+    // The ratio threshold of mask head hm, or -inf without one.
+    __device__ float tau_of(int b, int hm) const {
+        return tau != nullptr && mode == ADDITIVE ? tau[(long)b * Hm + hm] : neg_inf();
+    }
+    // The bias of a key before the causal mask and the keep window, from its attn_mask value `am`, its key_value x
+    // and its head's tau_of: padding, then the mode.
+    __device__ float key_bias_of(long long am, float x, float tau_v) const {
+        if (am == 0) return MASKED;
+        if (mode == CAUSAL) return 0.0f;
+        if (mode == LEARNED) return x != 0.0f ? 0.0f : MASKED;
+        if (mode == BOOLEAN) return x < 1.0f ? MASKED : 0.0f;
+        return x < tau_v ? MASKED : x;
+    }
+    // key_bias_of key j of head h; hm = mask_head(h).
+    __device__ float key_bias(int b, int h, int hm, int j) const {
+        return key_bias_of(attn_mask[(long)b * T + j], key_value(b, h, hm, j), tau_of(b, hm));
     }
     __device__ float key_bias(int b, int h, int j) const { return key_bias(b, h, mask_head(h), j); }
 
+    // bias, or MASKED when key j falls outside the keep window (vk, last) of its row.
+    __device__ static float kept(float bias, int j, unsigned vk, int last) {
+        const unsigned ok = order_key(bias);
+        return ok > vk || (ok == vk && j <= last) ? bias : MASKED;
+    }
     // The full bias of key j for query i of mask head hm, given kb = key_bias(b, h, hm, j).
     __device__ float row_bias_hm(float kb, int b, int hm, int i, int j) const {
         float bias = j <= T - S + i ? kb : MASKED;
         if (keep != nullptr) {
             const long kr = ((long)b * Hm + hm) * S + i;
-            const unsigned ok = order_key(bias), vk = keep[2 * kr];
-            const int last = (int)keep[2 * kr + 1];
-            if (!(ok > vk || (ok == vk && j <= last))) bias = MASKED;
+            bias = kept(bias, j, keep[2 * kr], (int)keep[2 * kr + 1]);
         }
         return bias;
     }
@@ -93,6 +109,19 @@ __device__ unsigned block_exclusive_sum(unsigned c, unsigned *wsum, unsigned *to
     return before + x - c;
 }
 
+// The lanes of the warp whose `taken` is set and whose 8-bit digit equals this lane's (meaningful for a taken lane):
+// nine warp votes.
+__device__ __forceinline__ unsigned digit_peers(unsigned digit, bool taken) {
+    unsigned peers = __ballot_sync(0xffffffffu, taken);
+#pragma unroll
+    for (int bit = 0; bit < 8; ++bit) {
+        const bool set = (digit >> bit) & 1u;
+        const unsigned b = __ballot_sync(0xffffffffu, set);
+        peers &= set ? b : ~b;
+    }
+    return peers;
+}
+
 // The rank-th smallest (0-based) of key_of(j) over the j in [0, n) that key_of takes; the count of taken keys must
 // exceed rank. *rest = rank minus the number of taken keys below the result. Radix select, 8 bits a pass: a
 // histogram with one shared atomic per distinct digit of a warp, and the digit found by a block prefix sum.
@@ -110,8 +139,8 @@ __device__ unsigned radix_select(const int n, unsigned rank, KeyOf key_of, unsig
             const int j = base + lane;
             unsigned key;
             const bool taken = j < n && key_of(j, key) && (key & mask) == prefix;
-            const int digit = taken ? (int)((key >> shift) & 255u) : -1;
-            const unsigned peers = __match_any_sync(0xffffffffu, digit);
+            const unsigned digit = (key >> shift) & 255u;
+            const unsigned peers = digit_peers(digit, taken);
             if (taken && __ffs(peers) - 1 == lane) atomicAdd(&hist[digit], (unsigned)__popc(peers));
         }
         __syncthreads();
@@ -149,64 +178,122 @@ extern "C" __global__ void __launch_bounds__(256)
     if (threadIdx.x == 0) tau[blockIdx.x] = from_total_key(k);
 }
 
-// Keys whose order keys keep_window holds in shared memory.
-constexpr int KEEP_CACHE = 8192;
+// Threads of keep_window, and the keys each holds in registers: keys j = threadIdx.x + KEEP_THREADS·r for r <
+// KEEP_REGS; keys past KEEP_THREADS·KEEP_REGS are read again from global memory in each pass.
+constexpr int KEEP_THREADS = 1024, KEEP_REGS = 8;
 
 // The keep window of `Additive` per (b, hm, i), shared by the query heads of mask head hm: the W-th largest bias in
 // (value descending, index ascending) order, as (order key, index); a key is kept when it comes no later in that
-// order. W = 0 keeps nothing. Grid B·Hm·S, 512 threads.
-extern "C" __global__ void __launch_bounds__(512)
-    masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
-                                 const int S, const int T, const int Hm, const int W) {
-    grid_entry();
-    __shared__ unsigned hist[256], bcast[2], wsum[32];
+// order. W = 0 keeps nothing. Radix select of the (W-1)-th smallest inverted order key, 8 bits a pass, each pass one
+// shared histogram (one atomic per distinct digit of a warp) that warp 0 scans; then the rest-th key of the found
+// order key in index order, one round of KEEP_THREADS keys at a time. The block's key_m and attn_mask rows are
+// prefetched into L2 before grid_entry(). Grid B·Hm·S, KEEP_THREADS threads.
+__device__ void keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
+                            const int S, const int T, const int Hm, const int W) {
+    __shared__ unsigned hist[2][256], bcast[2], wcount[KEEP_THREADS / 32];
     const long kr = blockIdx.x, bhm = kr / S;
-    const int i = (int)(kr % S);
+    const int i = (int)(kr % S), tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    prefetch_l2(key_m + bhm * T, 4L * T, tid, KEEP_THREADS);
+    prefetch_l2(attn_mask + bhm / Hm * T, 8L * T, tid, KEEP_THREADS);
+    grid_entry();
     if (W == 0) {
-        if (threadIdx.x == 0) keep_out[2 * kr] = keep_out[2 * kr + 1] = 0xffffffffu;
+        if (tid == 0) keep_out[2 * kr] = keep_out[2 * kr + 1] = 0xffffffffu;
         return;
     }
     const float *m = key_m + bhm * T;
     const float tau_v = tau != nullptr ? tau[bhm] : neg_inf();
     const long long *am = attn_mask + bhm / Hm * T;
-    auto okey_of = [&](int j) {
+    // ~order key of key j: the selection runs over the smallest.
+    auto inv_key = [&](int j) {
         const float x = m[j];
         const bool kept = j <= T - S + i && am[j] > 0 && !(x < tau_v);
-        return order_key(kept ? x : MASKED);
+        return ~order_key(kept ? x : MASKED);
     };
-    // The order keys of the first KEEP_CACHE keys, read from global memory once for the five passes below.
-    __shared__ unsigned cache[KEEP_CACHE];
-    const int cached = min(T, KEEP_CACHE);
-#pragma unroll 4
-    for (int j = threadIdx.x; j < cached; j += blockDim.x) cache[j] = okey_of(j);
-    __syncthreads();
-    auto okey = [&](int j) { return j < cached ? cache[j] : okey_of(j); };
-    unsigned rest;
-    const unsigned vk = ~radix_select(
-        T, (unsigned)(W - 1),
-        [&](int j, unsigned &key) {
-            key = ~okey(j);
-            return true;
-        },
-        hist, bcast, &rest);
-    // The rest-th (0-based) key of order key vk in index order: each thread counts the ties of a run of keys.
-    const int per = (T + blockDim.x - 1) / blockDim.x, j0 = threadIdx.x * per, j1 = min(T, j0 + per);
-    unsigned c = 0;
-    for (int j = j0; j < j1; ++j) c += okey(j) == vk;
-    unsigned total;
-    const unsigned below = block_exclusive_sum(c, wsum, &total);
-    if (below <= rest && rest < below + c) {
-        unsigned seen = below;
-        for (int j = j0; j < j1; ++j) {
-            if (okey(j) != vk) continue;
-            if (seen == rest) {
-                keep_out[2 * kr] = vk;
-                keep_out[2 * kr + 1] = (unsigned)j;
-                break;
-            }
-            ++seen;
-        }
+    unsigned key[KEEP_REGS];
+#pragma unroll
+    for (int r = 0; r < KEEP_REGS; ++r) {
+        const int j = tid + KEEP_THREADS * r;
+        key[r] = j < T ? inv_key(j) : 0u;
     }
+    const int rounds = (T + KEEP_THREADS - 1) / KEEP_THREADS;
+    if (tid < 256) hist[0][tid] = 0;
+    __syncthreads();
+    unsigned prefix = 0, mask = 0, rank = (unsigned)(W - 1);
+    for (int pass = 0, shift = 24; shift >= 0; ++pass, shift -= 8) {
+        unsigned *h = hist[pass & 1];
+        if (tid < 256) hist[(pass + 1) & 1][tid] = 0;
+        auto count = [&](unsigned k, int j) {
+            const bool taken = j < T && (k & mask) == prefix;
+            const unsigned digit = (k >> shift) & 255u;
+            const unsigned peers = digit_peers(digit, taken);
+            if (taken && __ffs(peers) - 1 == lane) atomicAdd(&h[digit], (unsigned)__popc(peers));
+        };
+#pragma unroll
+        for (int r = 0; r < KEEP_REGS; ++r)
+            if (r < rounds) count(key[r], tid + KEEP_THREADS * r);
+        for (int r = KEEP_REGS; r < rounds; ++r) {
+            const int j = tid + KEEP_THREADS * r;
+            count(j < T ? inv_key(j) : 0u, j);
+        }
+        __syncthreads();
+        if (warp == 0) {
+            unsigned c[8], sum = 0;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) c[e] = h[8 * lane + e], sum += c[e];
+            unsigned incl = sum;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const unsigned y = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o) incl += y;
+            }
+            unsigned below = incl - sum;
+            if (below <= rank && rank < incl) {
+                int found = -1;
+                unsigned at = below;
+#pragma unroll
+                for (int e = 0; e < 8; ++e) {
+                    if (found < 0 && rank < below + c[e]) found = e, at = below;
+                    below += c[e];
+                }
+                bcast[0] = prefix | ((unsigned)(8 * lane + found) << shift);
+                bcast[1] = rank - at;
+            }
+        }
+        __syncthreads();
+        prefix = bcast[0];
+        rank = bcast[1];
+        mask |= 255u << shift;
+    }
+    // The rank-th (0-based) key of inverted order key `prefix` in index order.
+    for (int r = 0; r < rounds; ++r) {
+        const int j = tid + KEEP_THREADS * r;
+        unsigned k = 0;
+#pragma unroll
+        for (int q = 0; q < KEEP_REGS; ++q)
+            if (q == r) k = key[q];
+        const bool tie = j < T && (r < KEEP_REGS ? k : inv_key(j)) == prefix;
+        const unsigned ties = (unsigned)__syncthreads_count(tie);
+        if (rank >= ties) {
+            rank -= ties;
+            continue;
+        }
+        const unsigned ballot = __ballot_sync(0xffffffffu, tie);
+        if (lane == 0) wcount[warp] = __popc(ballot);
+        __syncthreads();
+        unsigned below = __popc(ballot & ((1u << lane) - 1u));
+        for (int w = 0; w < warp; ++w) below += wcount[w];
+        if (tie && below == rank) {
+            keep_out[2 * kr] = ~prefix;
+            keep_out[2 * kr + 1] = (unsigned)j;
+        }
+        break;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(KEEP_THREADS)
+    masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
+                                 const int S, const int T, const int Hm, const int W) {
+    keep_window(key_m, attn_mask, tau, keep_out, S, T, Hm, W);
 }
 
 // One block per tile of BQ queries of one (b, h); warp w owns query rows w, w + 4, ...; lane = key of the tile.
@@ -370,26 +457,54 @@ __device__ void decode(const E *q, const E *k, const E *v, float *part, const Ma
     }
 }
 
-// out[b,i,h,:] of row blockIdx.x from its `splits` partial records.
+// out[b,i,h,d] for the 32 dimensions d of blockIdx.y in row blockIdx.x, from the row's `splits` partial records:
+// out = Σ_s w_s·acc_s / Σ_s w_s·l_s with w_s = exp(m_s − max m). The weights of up to COMBINE_TILE splits at a time go
+// to shared memory; warp w sums splits w, w + 8, … for its lane's dimension, then warp 0 adds the eight sums.
+// Grid (B·H·S, ⌈dh/32⌉), COMBINE_THREADS threads.
+constexpr int COMBINE_THREADS = 256, COMBINE_TILE = 1024;
+
 template <typename E>
 __device__ void combine(const float *part, E *out, const int S, const int H, const int dh, const int splits) {
+    constexpr int NW = COMBINE_THREADS / 32;
+    __shared__ float wt[COMBINE_TILE], red[NW][33];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, d = blockIdx.y * 32 + lane;
     const long row = blockIdx.x;
     const int i = (int)(row % S), h = (int)(row / S % H), b = (int)(row / S / H);
     const long stride = dh + 2;
     const float *rec = part + row * splits * stride;
-    float mx = neg_inf(), sum = 0.0f;
-    for (int s = 0; s < splits; ++s) mx = fmaxf(mx, rec[s * stride]);
-    for (int s = 0; s < splits; ++s) {
-        const float ms = rec[s * stride];
-        sum += ms == neg_inf() ? 0.0f : rec[s * stride + 1] * expf(ms - mx);
-    }
-    for (int d = threadIdx.x; d < dh; d += blockDim.x) {
-        float o = 0.0f;
-        for (int s = 0; s < splits; ++s) {
-            const float ms = rec[s * stride];
-            o += ms == neg_inf() ? 0.0f : rec[s * stride + 2 + d] * expf(ms - mx);
+    float mx = neg_inf();
+    for (int s = tid; s < splits; s += COMBINE_THREADS) mx = fmaxf(mx, rec[s * stride]);
+    mx = warp_max(mx);
+    if (lane == 0) red[warp][0] = mx;
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red[w][0]);
+    float sum = 0.0f, o = 0.0f;
+    for (int t0 = 0; t0 < splits; t0 += COMBINE_TILE) {
+        const int n = min(COMBINE_TILE, splits - t0);
+        __syncthreads();
+        for (int s = tid; s < n; s += COMBINE_THREADS) {
+            const float ms = rec[(t0 + s) * stride];
+            const float w = ms == neg_inf() ? 0.0f : expf(ms - mx);
+            wt[s] = w;
+            sum += w * rec[(t0 + s) * stride + 1];
         }
-        st(out, (((long)b * S + i) * H + h) * dh + d, o / sum);
+        __syncthreads();
+        if (d < dh) {
+#pragma unroll 4
+            for (int s = warp; s < n; s += NW) o += wt[s] * rec[(t0 + s) * stride + 2 + d];
+        }
+    }
+    sum = warp_sum(sum);
+    __syncthreads();
+    red[warp][lane] = o;
+    if (lane == 0) red[warp][32] = sum;
+    __syncthreads();
+    if (warp == 0 && d < dh) {
+        float x = 0.0f, total = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) x += red[w][lane], total += red[w][32];
+        st(out, (((long)b * S + i) * H + h) * dh + d, x / total);
     }
 }
 
@@ -398,7 +513,8 @@ __device__ void combine(const float *part, E *out, const int S, const int H, con
 // head g·(H/G) + n / S, position n % S. Lane groups of LK = Dh/EPT threads hold one key row in 16-byte pieces (EPT
 // elements each), so a warp reads 32/LK consecutive rows and the block 4·32/LK; U keys per thread are loaded before
 // they are used. Online softmax per thread over its keys (one rescale per U keys), then merged over the lane groups
-// and warps into the same partial records as `decode`, part[row][split], which `combine` reads.
+// and warps into the same partial records as `decode`, part[row][split], which `combine` reads. The block's K and V
+// rows are prefetched into L2 before grid_entry(), overlapping the kernels before it.
 template <typename E> struct Piece;
 template <> struct Piece<bf16_t> {
     static constexpr int EPT = 8;
@@ -440,17 +556,33 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
     const int b = blockIdx.y / G, g = blockIdx.y % G, n0 = blockIdx.z * NQ, nq = min(NQ, per * S - n0);
     const int j0 = blockIdx.x * chunk, j1 = min(T, j0 + chunk);
     const long kv0 = ((long)b * G + g) * T * DH + c * EPT;
+    if (j0 < j1) {
+        const long rows = ((long)b * G + g) * T + j0, bytes = (long)(j1 - j0) * DH * sizeof(E);
+        prefetch_l2(k + rows * DH, bytes, tid, NT);
+        prefetch_l2(v + rows * DH, bytes, tid, NT);
+    }
+    grid_entry();
 
     // Mask heads: hq[n] when Hm = H, else the one of the whole group (Hm ∈ {0, G}, as validated).
     const bool hm_per_head = mk.Hm == H;
     const int hm_group = mk.mask_head(g * per);
-    int hq[NQ], iq[NQ];
-    float qf[NQ][EPT], acc[NQ][EPT], m[NQ], l[NQ];
+    int hq[NQ], iq[NQ], hm[NQ], wlast[NQ];
+    unsigned wvk[NQ];
+    float qf[NQ][EPT], acc[NQ][EPT], m[NQ], l[NQ], tq[NQ];
 #pragma unroll
     for (int n = 0; n < NQ; ++n) {
         const int nn = min(n0 + n, per * S - 1);
         hq[n] = g * per + nn / S;
         iq[n] = nn % S;
+        hm[n] = hm_per_head ? hq[n] : hm_group;
+        tq[n] = mk.tau_of(b, hm[n]);
+        wvk[n] = 0u;
+        wlast[n] = 0;
+        if (mk.keep != nullptr) {
+            const long kr = ((long)b * mk.Hm + hm[n]) * S + iq[n];
+            wvk[n] = mk.keep[2 * kr];
+            wlast[n] = (int)mk.keep[2 * kr + 1];
+        }
         const uint4 raw = *reinterpret_cast<const uint4 *>(q + (((long)b * S + iq[n]) * H + hq[n]) * DH + c * EPT);
         Piece<E>::unpack(raw, qf[n]);
         m[n] = MASKED;
@@ -460,14 +592,23 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
     }
 
     for (int base = j0; base < j1; base += U * KPB) {
+        // K and V rows and each key's mask inputs, all loaded before any is used.
         uint4 kr[U], vr[U];
+        long long am[U];
+        float kx[NQ][U];
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             const int j = base + u * KPB + ks;
             kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+            am[u] = -1;
+#pragma unroll
+            for (int n = 0; n < NQ; ++n) kx[n][u] = 0.0f;
             if (j < j1) {
                 kr[u] = *reinterpret_cast<const uint4 *>(k + kv0 + (long)j * DH);
                 vr[u] = *reinterpret_cast<const uint4 *>(v + kv0 + (long)j * DH);
+                am[u] = mk.attn_mask[(long)b * T + j];
+#pragma unroll
+                for (int n = 0; n < NQ; ++n) kx[n][u] = mk.key_value(b, hq[n], hm[n], j);
             }
         }
         float sc[NQ][U];
@@ -484,10 +625,10 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
 #pragma unroll
                 for (int o = 1; o < LK; o <<= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
                 sc[n][u] = neg_inf();
-                if (j < j1 && n < nq && mk.attn_mask[(long)b * mk.T + j] >= 0) {
-                    const int hm = hm_per_head ? hq[n] : hm_group;
-                    const float kb = mk.key_bias(b, hq[n], hm, j);
-                    sc[n][u] = __fadd_rn(__fmul_rn(dot, scale), mk.row_bias_hm(kb, b, hm, iq[n], j));
+                if (j < j1 && n < nq && am[u] >= 0) {
+                    float bias = j <= T - S + iq[n] ? mk.key_bias_of(am[u], kx[n][u], tq[n]) : MASKED;
+                    if (mk.keep != nullptr) bias = Mask::kept(bias, j, wvk[n], wlast[n]);
+                    sc[n][u] = __fadd_rn(__fmul_rn(dot, scale), bias);
                 }
             }
         }
@@ -550,10 +691,10 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
 }
 
 #define DECODE_GQA(E, NAME, DH, NQ)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(128) masked_attention_##NAME##_decode_gqa_d##DH##_q##NQ(               \
+    extern "C" __global__ void __launch_bounds__(128, NQ <= 2 ? 4 : 1)                                                \
+        masked_attention_##NAME##_decode_gqa_d##DH##_q##NQ(                                                            \
         const E *q, const E *k, const E *v, float *part, MASK_PARAMS, const int G, const float scale,                   \
         const int chunk) {                                                                                             \
-        grid_entry();                                                                                                  \
         decode_gqa<E, DH, NQ>(q, k, v, part, MASK_INIT, G, scale, chunk);                                              \
     }
 #define DECODE_GQA_ALL(E, NAME)                                                                                        \
@@ -595,7 +736,7 @@ DECODE_GQA_ALL(bf16_t, bf16)
     DECODE(E, NAME, 96)                                                                                                \
     DECODE(E, NAME, 128)                                                                                               \
     DECODE(E, NAME, 256)                                                                                               \
-    extern "C" __global__ void __launch_bounds__(128) masked_attention_##NAME##_combine(                               \
+    extern "C" __global__ void __launch_bounds__(COMBINE_THREADS) masked_attention_##NAME##_combine(                   \
         const float *part, E *out, const int S, const int H, const int dh, const int splits) {                         \
         grid_entry();                                                                                                  \
         combine<E>(part, out, S, H, dh, splits);                                                                       \
@@ -774,20 +915,9 @@ struct KeyRaw {
 
 // bhm = b·Hm + hm, the mask row of head h, which the caller computes once rather than per key tile.
 __device__ __forceinline__ KeyRaw key_raw(const Mask &mk, const int *until, int b, int h, long bhm, int j) {
-    KeyRaw r{mk.attn_mask[(long)b * mk.T + j], 0.0f, 0x7fffffff};
-    if (mk.mode == LEARNED) r.x = mk.learned[(long)h * mk.T + j];
-    else if (mk.mode != CAUSAL) r.x = mk.key_m[bhm * mk.T + j];
+    KeyRaw r{mk.attn_mask[(long)b * mk.T + j], mk.key_value(b, h, (int)(bhm - (long)b * mk.Hm), j), 0x7fffffff};
     if (until != nullptr) r.until = until[bhm * mk.T + j];
     return r;
-}
-
-// Mask::key_bias from the raw inputs; tau_v is the head's ratio threshold, or -inf without one.
-__device__ __forceinline__ float key_bias_of(const Mask &mk, KeyRaw r, float tau_v) {
-    if (r.am == 0) return MASKED;
-    if (mk.mode == CAUSAL) return 0.0f;
-    if (mk.mode == LEARNED) return r.x != 0.0f ? 0.0f : MASKED;
-    if (mk.mode == BOOLEAN) return r.x < 1.0f ? MASKED : 0.0f;
-    return r.x < tau_v ? MASKED : r.x;
 }
 
 template <int DH, int R, bool KEEP>
@@ -828,7 +958,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     };
     auto store_bias = [&](int st, KeyRaw r) {
         if (!kb_thread) return;
-        kb_s[st * R * BK + tid] = key_bias_of(mk, r, tau_v);
+        kb_s[st * R * BK + tid] = mk.key_bias_of(r.am, r.x, tau_v);
         ku_s[st * R * BK + tid] = r.until;
     };
     // K and V of tile n into stage st: thread tid takes 16 bytes at column kv_col of rows kv_row + (NT/CH)·u.
