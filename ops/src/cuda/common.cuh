@@ -37,7 +37,7 @@ __device__ __forceinline__ float activate(float x, int act) {
 }
 
 // The first statement of every kernel, or the first after loads of constants (weights and keys no kernel writes; the
-// GEMVs and pk_topk) or L2 prefetches (prefetch_l2; the decode attention kernels). Under a programmatic dependency (the kernels of a recorded decode step, from sm_90) it waits
+// GEMVs and pk_topk). Under a programmatic dependency (the kernels of a recorded decode step, from sm_90) it waits
 // until the kernels before this one have finished and their writes are visible, then lets the next kernel's blocks be
 // scheduled while this one runs; after an ordinary launch both instructions return at once.
 __device__ __forceinline__ void grid_entry() {
@@ -45,13 +45,6 @@ __device__ __forceinline__ void grid_entry() {
     asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
-}
-
-// Asks the L2 cache for the 128-byte lines of bytes [p, p + n): a hint that moves no data into the thread, so it may
-// come before grid_entry() even for memory the kernels before this one write.
-__device__ __forceinline__ void prefetch_l2(const void *p, long n, int tid, int threads) {
-    const char *c = static_cast<const char *>(p);
-    for (long o = 128L * tid; o < n; o += 128L * threads) asm volatile("prefetch.global.L2 [%0];" ::"l"(c + o));
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

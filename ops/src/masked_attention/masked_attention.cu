@@ -109,19 +109,6 @@ __device__ unsigned block_exclusive_sum(unsigned c, unsigned *wsum, unsigned *to
     return before + x - c;
 }
 
-// The lanes of the warp whose `taken` is set and whose 8-bit digit equals this lane's (meaningful for a taken lane):
-// nine warp votes.
-__device__ __forceinline__ unsigned digit_peers(unsigned digit, bool taken) {
-    unsigned peers = __ballot_sync(0xffffffffu, taken);
-#pragma unroll
-    for (int bit = 0; bit < 8; ++bit) {
-        const bool set = (digit >> bit) & 1u;
-        const unsigned b = __ballot_sync(0xffffffffu, set);
-        peers &= set ? b : ~b;
-    }
-    return peers;
-}
-
 // The rank-th smallest (0-based) of key_of(j) over the j in [0, n) that key_of takes; the count of taken keys must
 // exceed rank. *rest = rank minus the number of taken keys below the result. Radix select, 8 bits a pass: a
 // histogram with one shared atomic per distinct digit of a warp, and the digit found by a block prefix sum.
@@ -139,8 +126,8 @@ __device__ unsigned radix_select(const int n, unsigned rank, KeyOf key_of, unsig
             const int j = base + lane;
             unsigned key;
             const bool taken = j < n && key_of(j, key) && (key & mask) == prefix;
-            const unsigned digit = (key >> shift) & 255u;
-            const unsigned peers = digit_peers(digit, taken);
+            const int digit = taken ? (int)((key >> shift) & 255u) : -1;
+            const unsigned peers = __match_any_sync(0xffffffffu, digit);
             if (taken && __ffs(peers) - 1 == lane) atomicAdd(&hist[digit], (unsigned)__popc(peers));
         }
         __syncthreads();
@@ -186,16 +173,14 @@ constexpr int KEEP_THREADS = 1024, KEEP_REGS = 8;
 // (value descending, index ascending) order, as (order key, index); a key is kept when it comes no later in that
 // order. W = 0 keeps nothing. Radix select of the (W-1)-th smallest inverted order key, 8 bits a pass, each pass one
 // shared histogram (one atomic per distinct digit of a warp) that warp 0 scans; then the rest-th key of the found
-// order key in index order, one round of KEEP_THREADS keys at a time. The block's key_m and attn_mask rows are
-// prefetched into L2 before grid_entry(). Grid B·Hm·S, KEEP_THREADS threads.
-__device__ void keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
-                            const int S, const int T, const int Hm, const int W) {
+// order key in index order, one round of KEEP_THREADS keys at a time. Grid B·Hm·S, KEEP_THREADS threads.
+extern "C" __global__ void __launch_bounds__(KEEP_THREADS)
+    masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
+                                 const int S, const int T, const int Hm, const int W) {
+    grid_entry();
     __shared__ unsigned hist[2][256], bcast[2], wcount[KEEP_THREADS / 32];
     const long kr = blockIdx.x, bhm = kr / S;
     const int i = (int)(kr % S), tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    prefetch_l2(key_m + bhm * T, 4L * T, tid, KEEP_THREADS);
-    prefetch_l2(attn_mask + bhm / Hm * T, 8L * T, tid, KEEP_THREADS);
-    grid_entry();
     if (W == 0) {
         if (tid == 0) keep_out[2 * kr] = keep_out[2 * kr + 1] = 0xffffffffu;
         return;
@@ -203,17 +188,25 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
     const float *m = key_m + bhm * T;
     const float tau_v = tau != nullptr ? tau[bhm] : neg_inf();
     const long long *am = attn_mask + bhm / Hm * T;
-    // ~order key of key j: the selection runs over the smallest.
-    auto inv_key = [&](int j) {
-        const float x = m[j];
-        const bool kept = j <= T - S + i && am[j] > 0 && !(x < tau_v);
+    // ~order key of key j, from x = key_m and a = attn_mask of key j: the selection runs over the smallest.
+    auto inv_key_of = [&](int j, float x, long long a) {
+        const bool kept = j <= T - S + i && a > 0 && !(x < tau_v);
         return ~order_key(kept ? x : MASKED);
     };
+    auto inv_key = [&](int j) { return inv_key_of(j, m[j], am[j]); };
+    // Every load of the held keys is issued before any is used: indices clamped into [0, T), no branch on loaded values.
     unsigned key[KEEP_REGS];
+    {
+        float x[KEEP_REGS];
+        long long a[KEEP_REGS];
 #pragma unroll
-    for (int r = 0; r < KEEP_REGS; ++r) {
-        const int j = tid + KEEP_THREADS * r;
-        key[r] = j < T ? inv_key(j) : 0u;
+        for (int r = 0; r < KEEP_REGS; ++r) {
+            const int j = min(tid + KEEP_THREADS * r, T - 1);
+            x[r] = m[j];
+            a[r] = am[j];
+        }
+#pragma unroll
+        for (int r = 0; r < KEEP_REGS; ++r) key[r] = inv_key_of(tid + KEEP_THREADS * r, x[r], a[r]);
     }
     const int rounds = (T + KEEP_THREADS - 1) / KEEP_THREADS;
     if (tid < 256) hist[0][tid] = 0;
@@ -224,8 +217,8 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
         if (tid < 256) hist[(pass + 1) & 1][tid] = 0;
         auto count = [&](unsigned k, int j) {
             const bool taken = j < T && (k & mask) == prefix;
-            const unsigned digit = (k >> shift) & 255u;
-            const unsigned peers = digit_peers(digit, taken);
+            const int digit = taken ? (int)((k >> shift) & 255u) : -1;
+            const unsigned peers = __match_any_sync(0xffffffffu, digit);
             if (taken && __ffs(peers) - 1 == lane) atomicAdd(&h[digit], (unsigned)__popc(peers));
         };
 #pragma unroll
@@ -288,12 +281,6 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
         }
         break;
     }
-}
-
-extern "C" __global__ void __launch_bounds__(KEEP_THREADS)
-    masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
-                                 const int S, const int T, const int Hm, const int W) {
-    keep_window(key_m, attn_mask, tau, keep_out, S, T, Hm, W);
 }
 
 // One block per tile of BQ queries of one (b, h); warp w owns query rows w, w + 4, ...; lane = key of the tile.
@@ -513,8 +500,7 @@ __device__ void combine(const float *part, E *out, const int S, const int H, con
 // head g·(H/G) + n / S, position n % S. Lane groups of LK = Dh/EPT threads hold one key row in 16-byte pieces (EPT
 // elements each), so a warp reads 32/LK consecutive rows and the block 4·32/LK; U keys per thread are loaded before
 // they are used. Online softmax per thread over its keys (one rescale per U keys), then merged over the lane groups
-// and warps into the same partial records as `decode`, part[row][split], which `combine` reads. The block's K and V
-// rows are prefetched into L2 before grid_entry(), overlapping the kernels before it.
+// and warps into the same partial records as `decode`, part[row][split], which `combine` reads.
 template <typename E> struct Piece;
 template <> struct Piece<bf16_t> {
     static constexpr int EPT = 8;
@@ -556,12 +542,6 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
     const int b = blockIdx.y / G, g = blockIdx.y % G, n0 = blockIdx.z * NQ, nq = min(NQ, per * S - n0);
     const int j0 = blockIdx.x * chunk, j1 = min(T, j0 + chunk);
     const long kv0 = ((long)b * G + g) * T * DH + c * EPT;
-    if (j0 < j1) {
-        const long rows = ((long)b * G + g) * T + j0, bytes = (long)(j1 - j0) * DH * sizeof(E);
-        prefetch_l2(k + rows * DH, bytes, tid, NT);
-        prefetch_l2(v + rows * DH, bytes, tid, NT);
-    }
-    grid_entry();
 
     // Mask heads: hq[n] when Hm = H, else the one of the whole group (Hm ∈ {0, G}, as validated).
     const bool hm_per_head = mk.Hm == H;
@@ -695,6 +675,7 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
         masked_attention_##NAME##_decode_gqa_d##DH##_q##NQ(                                                            \
         const E *q, const E *k, const E *v, float *part, MASK_PARAMS, const int G, const float scale,                   \
         const int chunk) {                                                                                             \
+        grid_entry();                                                                                                  \
         decode_gqa<E, DH, NQ>(q, k, v, part, MASK_INIT, G, scale, chunk);                                              \
     }
 #define DECODE_GQA_ALL(E, NAME)                                                                                        \
