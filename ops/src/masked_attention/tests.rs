@@ -1076,10 +1076,10 @@ mod gpu {
         }
     }
 
-    /// Decode keep windows over more keys than `keep_window` holds in shared memory (8192), with
+    /// Decode keep windows over more keys than `keep_window` holds in registers (8192), with
     /// the window's last key on either side of that boundary and ties among the keys.
     #[test]
-    fn decode_keep_window_beyond_the_shared_key_cache() {
+    fn decode_keep_window_beyond_the_held_keys() {
         let Some(gpu) = test_gpu() else { return };
         for (n, &(b, s, t, w)) in
             [(1, 1, 9000, 2048), (2, 1, 8200, 8195), (1, 3, 10000, 9000)].iter().enumerate()
