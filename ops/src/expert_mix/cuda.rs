@@ -141,7 +141,8 @@ pub fn expert_mix<T: Elem>(
     }
     let dots = if plan.dense {
         let mut dots = gpu.uninit::<f32>(p.rows * p.num_experts)?;
-        down_dots(gpu, p, x, down, &mut dots)?;
+        // `rows` ≤ i32::MAX and `num_experts` came from an i32 above.
+        down_dots(gpu, (num_experts as i32, rows as i32, dim), x, down, &mut dots)?;
         Some(dots)
     } else {
         None
@@ -176,10 +177,10 @@ pub fn expert_mix<T: Elem>(
 
 /// `dots [rows, E] = x [rows, dim] · down [E, dim]ᵀ` through cuBLAS: f32 output and accumulation (bf16 products are
 /// exact in f32; f32 inputs without reduced-precision shortcuts), the values `expert_mix_rows_<T>` would compute
-/// itself up to the order of the sum.
+/// itself up to the order of the sum; `(m, n, k)` = (E, rows, dim).
 fn down_dots<T: Elem>(
     gpu: &Gpu,
-    p: &ExpertMixParams,
+    (m, n, k): (i32, i32, i32),
     x: &CudaSlice<T>,
     down: &CudaSlice<T>,
     dots: &mut CudaSlice<f32>,
@@ -189,10 +190,6 @@ fn down_dots<T: Elem>(
         cudaDataType as Ty,
     };
     use cudarc::driver::{DevicePtr, DevicePtrMut};
-    let int = |name: &str, v: usize| {
-        i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
-    };
-    let (m, n, k) = (int("num_experts", p.num_experts)?, int("rows", p.rows)?, int("dim", p.dim)?);
     let (ty, compute) = match T::NAME {
         "bf16" => (Ty::CUDA_R_16BF, Compute::CUBLAS_COMPUTE_32F),
         _ => (Ty::CUDA_R_32F, Compute::CUBLAS_COMPUTE_32F_PEDANTIC),
