@@ -250,7 +250,7 @@ fn graph_pass(
     exec.gpu().synchronize()?;
     let replay = t1.elapsed().as_secs_f64();
     let (pool_bytes, nodes) = (g.pool_bytes(), g.node_counts()?);
-    let programmatic = g.programmatic_edges().unwrap_or(0);
+    let programmatic = g.programmatic_edges().context("the step is not recorded yet")?;
     Ok(Replayed { record, replay, issue, pool_bytes, nodes, programmatic })
 }
 
