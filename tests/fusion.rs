@@ -176,6 +176,67 @@ fn ssd_rope_is_blocked_by_other_readers_and_by_different_tables() {
     assert_eq!(g.census().get(&OpKind::Rope), Some(&2));
 }
 
+/// `rope(rms_norm(x, w), cos, sin)`, with the normed heads also a graph output when `norm_out`.
+fn norm_rope_graph(norm_out: bool) -> Graph {
+    let mut g = Graph::new();
+    let (b, s) = (Dim::sym("B"), Dim::sym("S"));
+    let f = |dims: &[Dim]| Fact::new(DType::F32, dims.iter().cloned());
+    let x = g.input("x", f(&[b.clone(), s.clone(), Dim::konst(3), Dim::konst(6)])).unwrap();
+    let w = g.input("w", Fact::konst(DType::F32, &[6])).unwrap();
+    let cos = g.input("cos", f(&[b.clone(), s.clone(), Dim::konst(6)])).unwrap();
+    let sin = g.input("sin", f(&[b, s, Dim::konst(6)])).unwrap();
+    let n = g.wire("q_norm", Op::RmsNorm(Norm { eps: 1e-6 }), &[x, w]).unwrap();
+    let y = g.wire("q_rope", Op::Rope, &[n, cos, sin]).unwrap();
+    g.output("y", y).unwrap();
+    if norm_out {
+        g.output("normed", n).unwrap();
+    }
+    g
+}
+
+fn norm_rope_inputs() -> BTreeMap<String, Tensor> {
+    let v = |n: usize, k: usize| -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + k * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
+    };
+    let (b, s) = (2, 4);
+    BTreeMap::from([
+        ("x".to_string(), Tensor::f32(vec![b, s, 3, 6], v(b * s * 18, 1)).unwrap()),
+        ("w".to_string(), Tensor::f32(vec![6], v(6, 2)).unwrap()),
+        ("cos".to_string(), Tensor::f32(vec![b, s, 6], v(b * s * 6, 3)).unwrap()),
+        ("sin".to_string(), Tensor::f32(vec![b, s, 6], v(b * s * 6, 4)).unwrap()),
+    ])
+}
+
+#[test]
+fn norm_rope_fires_and_keeps_the_numerics() {
+    let mut g = norm_rope_graph(false);
+    let before = CpuExecutor::new(g.clone()).unwrap().run(norm_rope_inputs(), &[]).unwrap();
+    let cx = compile(&mut g, &opts()).unwrap();
+    assert_eq!(cx.rewrites.get("norm_rope"), Some(&1));
+    assert_eq!(
+        g.dump().unwrap(),
+        "%0 x = Input -> f32[B,S,3,6]\n%1 w = Input -> f32[6]\n%2 cos = Input -> f32[B,S,6]\n\
+         %3 sin = Input -> f32[B,S,6]\n\
+         %6 q_rope.norm = NormRope(Norm { eps: 1e-6 })(%0, %1, %2, %3) -> f32[B,S,3,6]\noutput y = %6\n"
+    );
+    let after = CpuExecutor::new(g).unwrap().run(norm_rope_inputs(), &[]).unwrap();
+    assert_eq!(before, after, "the fused op computes exactly the norm then the rotation");
+}
+
+#[test]
+fn norm_rope_is_blocked_by_another_reader_of_the_norm() {
+    let mut g = norm_rope_graph(true);
+    let dump = g.dump().unwrap();
+    let cx = compile(&mut g, &opts()).unwrap();
+    assert_eq!(cx.rewrites.get("norm_rope"), None);
+    assert_eq!(g.dump().unwrap(), dump);
+    let mut g = norm_rope_graph(false);
+    let mut o = opts();
+    o.fuse.disabled = vec!["norm_rope".into()];
+    assert!(compile(&mut g, &o).unwrap().rewrites.is_empty());
+    assert_eq!(g.census().get(&OpKind::Rope), Some(&1));
+}
+
 /// `y = s + expert_mix(x, scores, ids, down, up)` (or the operands swapped), with the mixture itself also an output
 /// when `mix_out`.
 fn mix_graph(swapped: bool, mix_out: bool) -> Graph {
@@ -267,11 +328,12 @@ fn logits_of(model: &cheems::model::build::Model, inputs: &Inputs) -> (Tensor, T
 }
 
 /// On every fixture: every layer's two norms fuse with the residual before them (the first norm of layer 0 reads
-/// the embedding, so it stays), every SSD layer's scan takes over the RoPE of its B and C, sibling projections are
-/// packed, and the logits do not move: bit for bit with the
+/// the embedding, so it stays), the q/k norms with the rotation after them, every SSD layer's scan takes over the
+/// RoPE of its B and C, sibling projections are packed, and the logits do not move: bit for bit with the
 /// fusion rules alone, within the f32 tolerance with packing.
 #[test]
 fn every_fixture_fuses_and_keeps_its_logits() {
+    let mut norm_ropes = 0;
     for case in cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
         let ck = Checkpoint::open(&case).unwrap();
@@ -284,7 +346,12 @@ fn every_fixture_fuses_and_keeps_its_logits() {
             .iter()
             .filter(|k| **k == cheems::model::config::LayerKind::Attention)
             .count();
-        let qk_norms = if model.config.attention.qk_norm { 2 * attn_layers } else { 0 };
+        let ac = &model.config.attention;
+        let (qk_fused, qk_left) = match (ac.qk_norm, ac.rope_keys) {
+            (false, _) => (0, 0),
+            (true, true) => (2 * attn_layers, 0),
+            (true, false) => (attn_layers, attn_layers),
+        };
 
         let mut fused = model.clone();
         let mut o = opts();
@@ -299,9 +366,12 @@ fn every_fixture_fuses_and_keeps_its_logits() {
         );
         assert_eq!(
             census.get(&OpKind::RmsNorm).copied().unwrap_or(0),
-            1 + qk_norms,
-            "{name}: only layer 0's first norm (and q/k norms) remain"
+            1 + qk_left,
+            "{name}: only layer 0's first norm (and k norms of unrotated keys) remain"
         );
+        assert_eq!(cx.rewrites.get("norm_rope").copied().unwrap_or(0), qk_fused, "{name}");
+        assert_eq!(census.get(&OpKind::NormRope).copied().unwrap_or(0), qk_fused, "{name}");
+        norm_ropes += qk_fused;
         assert!(!census.contains_key(&OpKind::SliceLast), "{name}: packing was disabled");
         let ssd_layers = model
             .config
@@ -311,7 +381,7 @@ fn every_fixture_fuses_and_keeps_its_logits() {
             .count();
         assert_eq!(cx.rewrites.get("ssd_rope").copied().unwrap_or(0), ssd_layers, "{name}");
         let ropes = |g: &Graph| g.census().get(&OpKind::Rope).copied().unwrap_or(0);
-        assert_eq!(ropes(&fused.graph), ropes(&model.graph) - 2 * ssd_layers, "{name}");
+        assert_eq!(ropes(&fused.graph), ropes(&model.graph) - 2 * ssd_layers - qk_fused, "{name}");
         let mixes = model.graph.census().get(&OpKind::ExpertMix).copied().unwrap_or(0);
         assert_eq!(cx.rewrites.get("expert_mix_add").copied().unwrap_or(0), mixes, "{name}");
         let (l, d) = logits_of(&fused, &inputs);
@@ -332,6 +402,7 @@ fn every_fixture_fuses_and_keeps_its_logits() {
         let (worst, _) = compare_rows(&d, &decode, |_, _| true);
         assert!(worst <= PACKED_ATOL_F32, "{name}: packed decode logits moved by {worst:e}");
     }
+    assert!(norm_ropes > 0, "some fixture has q/k norms");
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod expert_mix;
 pub mod inner_values;
 pub mod masked_attention;
 pub mod matmul;
+pub mod norm_rope;
 pub mod pk_topk;
 pub mod rms_norm;
 pub mod rope;

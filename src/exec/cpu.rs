@@ -236,6 +236,23 @@ fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
                 ops::rope::apply(&p, f32s(&a[0])?, f32s(&a[1])?, f32s(&a[2])?)?,
             )?)
         }
+        Op::NormRope(n) => {
+            let d = a[0].dims();
+            let p = ops::norm_rope::NormRopeParams {
+                rows: d[0] * d[1],
+                heads: d[2],
+                dim: d[3],
+                eps: n.eps,
+            };
+            let y = ops::norm_rope::norm_rope(
+                &p,
+                f32s(&a[0])?,
+                f32s(&a[1])?,
+                f32s(&a[2])?,
+                f32s(&a[3])?,
+            )?;
+            one(Tensor::f32(d.to_vec(), y)?)
+        }
         Op::SsdScan(s) => {
             let d = a[0].dims();
             let p = ops::ssd_scan::SsdScanParams {

@@ -1049,6 +1049,26 @@ impl CudaExecutor {
                 )?;
                 one(wrap(dims, y))
             }
+            Op::NormRope(n) => {
+                let d = &a[0].dims;
+                let p = ops::norm_rope::NormRopeParams {
+                    rows: d[0] * d[1],
+                    heads: d[2],
+                    dim: d[3],
+                    eps: n.eps,
+                };
+                let (dims, mut y) = self.act_out::<T>(d.clone())?;
+                ops::norm_rope::cuda::norm_rope(
+                    gpu,
+                    &p,
+                    a[0].act::<T>()?,
+                    a[1].act::<T>()?,
+                    a[2].act::<T>()?,
+                    a[3].act::<T>()?,
+                    &mut y,
+                )?;
+                one(wrap(dims, y))
+            }
             Op::SsdScan(s) => {
                 let d = &a[0].dims.clone();
                 let p = ops::ssd_scan::SsdScanParams {

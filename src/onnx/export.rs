@@ -627,6 +627,12 @@ impl Lower<'_> {
                 let dh = in_fact(0)?.shape[3].as_konst().context("head dim must be constant")?;
                 self.rope(a[0], a[1], a[2], dh, name, &out);
             }
+            Op::NormRope(n) => {
+                let dh = in_fact(0)?.shape[3].as_konst().context("head dim must be constant")?;
+                let normed = self.b.fresh("normed");
+                self.rms_norm(a[0], a[1], n.eps, &format!("{name}/norm"), &normed);
+                self.rope(&normed, a[2], a[3], dh, name, &out);
+            }
             op @ (Op::SsdScan(_)
             | Op::DynamicMaskValues
             | Op::MaskedAttention(_)

@@ -30,7 +30,7 @@ pub struct FuseOptions {
 
 /// Every fusion rule, in priority order.
 pub fn rules() -> Vec<Rule> {
-    vec![residual_rms_norm(), add_rms_norm(), ssd_rope(), expert_mix_add()]
+    vec![residual_rms_norm(), add_rms_norm(), norm_rope(), ssd_rope(), expert_mix_add()]
 }
 
 /// `rms_norm(s ⊙ r + f, w)` => `residual_rms_norm(s, r, f, w)` (the residual sum stays available as output 0).
@@ -54,6 +54,31 @@ fn add_rms_norm() -> Rule {
         name: "add_rms_norm",
         pattern: op(RmsNorm, [op(Add, [any("r"), any("f")]).named("res"), any("w")]).named("norm"),
         rewrite: |g, m| fused_norm(g, m, false),
+    }
+}
+
+/// `rope(rms_norm(x, w), cos, sin)` => `norm_rope(x, w, cos, sin)`: the q/k norm and rotation of an attention
+/// head in one kernel.
+fn norm_rope() -> Rule {
+    use OpKind::{RmsNorm, Rope};
+    Rule {
+        name: "norm_rope",
+        pattern: op(
+            Rope,
+            [op(RmsNorm, [any("x"), any("w")]).named("norm"), any("cos"), any("sin")],
+        )
+        .named("rope"),
+        rewrite: |g, m| {
+            let Op::RmsNorm(norm) = g.node(m.node("norm")).op else {
+                unreachable!("pattern binds an RmsNorm")
+            };
+            let ins = ["x", "w", "cos", "sin"].map(|v| m.value(v).into());
+            let mut patch = Patch::default();
+            let fused =
+                patch.wire(format!("{}.norm", g.node(m.root).name), Op::NormRope(norm), &ins);
+            patch.replace(ValueId { node: m.root, port: 0 }, fused);
+            Ok(patch)
+        },
     }
 }
 

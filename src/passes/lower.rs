@@ -36,6 +36,7 @@ pub fn supported(op: &Op, target: Target) -> bool {
             | Op::Positions
             | Op::RotaryTables(_)
             | Op::Rope
+            | Op::NormRope(_)
             | Op::SsdScan(_)
             | Op::DynamicMaskValues
             | Op::MaskedAttention(_)

@@ -16,6 +16,7 @@ pub fn all_sources() -> Vec<Source> {
         crate::inner_values::cuda::SOURCE,
         crate::masked_attention::cuda::SOURCE,
         crate::matmul::cuda::SOURCE,
+        crate::norm_rope::cuda::SOURCE,
         crate::pk_topk::cuda::SOURCE,
         crate::rms_norm::cuda::SOURCE,
         crate::rope::cuda::SOURCE,

@@ -10,9 +10,10 @@
 //! smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, the keep window: for the tensor-core
 //! kernel `order_keys` and `keep_until` (per key, the position of the `W`-th key that beats it:
 //! eight segments of the keys of its `(b, hm)` counted in parallel, then the one segment that holds
-//! it scanned again), otherwise `keep_window` (per `(b, hm, i)`,
-//! shared by the query heads of mask head `hm`: radix select of the `W`-th largest bias over keys
-//! held in registers, then its ties counted in index order for the last kept index). The attention
+//! it scanned again), otherwise `keep_window` (per `(b, hm, i)`, shared by the query heads of mask
+//! head `hm`: a cluster of 8 blocks, each holding a slice of the keys in registers, radix selects
+//! the `W`-th largest bias over the cluster's histograms summed through distributed shared memory,
+//! then counts its ties in index order for the last kept index). The attention
 //! kernels read their results.
 
 use super::{AttentionParams, MaskMode};
@@ -95,7 +96,10 @@ fn mma_smem_bytes(head_dim: usize, heads: usize) -> usize {
 }
 
 /// Threads of `masked_attention_keep_window` (`KEEP_THREADS` in masked_attention.cu).
-const KEEP_THREADS: u32 = 1024;
+const KEEP_THREADS: u32 = 256;
+
+/// Blocks of one `masked_attention_keep_window` row, the cluster size it is compiled with (`KEEP_CLUSTER`).
+const KEEP_CLUSTER: usize = 8;
 
 /// Threads of `masked_attention_<T>_combine` (`COMBINE_THREADS` in masked_attention.cu), each block taking 32
 /// dimensions of one row.
@@ -315,7 +319,7 @@ pub(crate) fn attention_on<T: Elem>(
             let name = "masked_attention_keep_window";
             let func = gpu.function(&SOURCE, name)?;
             let cfg = LaunchConfig {
-                grid_dim: (to_u32("batch·mask_heads·q_len", keep_rows)?, 1, 1),
+                grid_dim: (to_u32("8·batch·mask_heads·q_len", KEEP_CLUSTER * keep_rows)?, 1, 1),
                 block_dim: (KEEP_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
@@ -325,7 +329,8 @@ pub(crate) fn attention_on<T: Elem>(
             launch.arg(&mut out_keep).arg(&s_i).arg(&t_i).arg(&hm_i).arg(&w_i);
             // SAFETY: the argument list matches `masked_attention_keep_window`; `validate` checked
             // `key_m` [B, Hm, T] and `attn_mask` [B, T], `tau` (or null) holds B·Hm values,
-            // `keep_out` 2 per (b, hm, i), and the grid has one block per (b, hm, i).
+            // `keep_out` 2 per (b, hm, i), and the grid has one cluster of KEEP_CLUSTER blocks (the kernel's
+            // `__cluster_dims__`) per (b, hm, i).
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
             keep = Some(out_keep);
         }

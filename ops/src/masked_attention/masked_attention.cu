@@ -3,8 +3,8 @@
 // Layout: q, out [B,S,H,Dh]; k, v [B,G,T,Dh]; key_m [B,Hm,T]; learned [H,T]; attn_mask i64 [B,T]; row r = (b·H + h)·S + i.
 // Launch (128 threads): prefill grid (B·H, ⌈S/BQ⌉); decode grid (B·H·S, splits) or decode_gqa grid (splits, B·G,
 // ⌈(H/G)·S/NQ⌉), then combine (256 threads) grid (B·H·S, ⌈Dh/32⌉).
-// Before them when the mode needs it: ratio_threshold (256 threads) grid B·Hm -> tau; keep_window (1024 threads) grid
-// B·Hm·S -> keep.
+// Before them when the mode needs it: ratio_threshold (256 threads) grid B·Hm -> tau; keep_window (clusters of 8 blocks
+// of 256 threads) grid 8·B·Hm·S -> keep.
 constexpr float MASKED = -3.40282346638528859811704183484516925e+38f;
 
 template <typename E> __device__ __forceinline__ float ld(const E *p, long i);
@@ -165,33 +165,63 @@ extern "C" __global__ void __launch_bounds__(256)
     if (threadIdx.x == 0) tau[blockIdx.x] = from_total_key(k);
 }
 
-// Threads of keep_window, and the keys each holds in registers: keys j = threadIdx.x + KEEP_THREADS·r for r <
-// KEEP_REGS; keys past KEEP_THREADS·KEEP_REGS are read again from global memory in each pass.
-constexpr int KEEP_THREADS = 1024, KEEP_REGS = 8;
+// The cluster of thread blocks this one belongs to (sm_90): its rank, the cluster's index, a barrier of all its
+// threads (release/acquire, so shared-memory writes before it are seen by every block after it), and a word of
+// another block's shared memory (the same variable of block `rank`).
+__device__ __forceinline__ unsigned cluster_rank() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ unsigned cluster_index() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%clusterid.x;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release;\n\tbarrier.cluster.wait.acquire;" ::: "memory");
+}
+__device__ __forceinline__ unsigned ld_cluster(const unsigned *p, unsigned rank) {
+    const unsigned local = (unsigned)__cvta_generic_to_shared(p);
+    unsigned remote, v;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+    asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(v) : "r"(remote) : "memory");
+    return v;
+}
+
+// Blocks per keep-window row (one cluster), threads per block, and the keys a thread holds in registers: block r of
+// the cluster takes keys [r·L, (r+1)·L) with L = ⌈T/KEEP_CLUSTER⌉, its thread t keys r·L + t + KEEP_THREADS·k for
+// k < KEEP_REGS; keys past KEEP_THREADS·KEEP_REGS of a block are read again from global memory in each pass.
+constexpr int KEEP_CLUSTER = 8, KEEP_THREADS = 256, KEEP_REGS = 8;
 
 // The keep window of `Additive` per (b, hm, i), shared by the query heads of mask head hm: the W-th largest bias in
 // (value descending, index ascending) order, as (order key, index); a key is kept when it comes no later in that
-// order. W = 0 keeps nothing. Radix select of the (W-1)-th smallest inverted order key, 8 bits a pass, each pass one
-// shared histogram (one atomic per distinct digit of a warp) that warp 0 scans; then the rest-th key of the found
-// order key in index order, one round of KEEP_THREADS keys at a time. Grid B·Hm·S, KEEP_THREADS threads.
-extern "C" __global__ void __launch_bounds__(KEEP_THREADS)
+// order. W = 0 keeps nothing. Radix select of the (W-1)-th smallest inverted order key, 8 bits a pass: each block
+// counts its keys into its shared histogram (one atomic per distinct digit of a warp), every block sums the
+// cluster's histograms bin by bin and its warp 0 finds the digit (the same in every block); then the ties of the
+// found order key are counted per block, and the block holding the rest-th of them in index order writes it.
+// Grid B·Hm·S clusters of KEEP_CLUSTER blocks, KEEP_THREADS threads each.
+extern "C" __global__ void __cluster_dims__(KEEP_CLUSTER, 1, 1) __launch_bounds__(KEEP_THREADS)
     masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
                                  const int S, const int T, const int Hm, const int W) {
     grid_entry();
-    __shared__ unsigned hist[2][256], bcast[2], wcount[KEEP_THREADS / 32];
-    const long kr = blockIdx.x, bhm = kr / S;
+    __shared__ unsigned hist[2][256], tot[256], bcast[2], wcount[KEEP_THREADS / 32], slice_ties;
+    const unsigned part = cluster_rank();
+    const long kr = cluster_index(), bhm = kr / S;
     const int i = (int)(kr % S), tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     if (W == 0) {
-        if (tid == 0) keep_out[2 * kr] = keep_out[2 * kr + 1] = 0xffffffffu;
+        if (part == 0 && tid == 0) keep_out[2 * kr] = keep_out[2 * kr + 1] = 0xffffffffu;
         return;
     }
+    const int len = (T + KEEP_CLUSTER - 1) / KEEP_CLUSTER, lo = (int)part * len, hi = min(T, lo + len);
+    const Mask mk{key_m, nullptr, attn_mask, tau, nullptr, ADDITIVE, S, T, Hm, Hm};
     const float *m = key_m + bhm * T;
-    const float tau_v = tau != nullptr ? tau[bhm] : neg_inf();
+    const float tau_v = mk.tau_of((int)(bhm / Hm), (int)(bhm % Hm));
     const long long *am = attn_mask + bhm / Hm * T;
-    // ~order key of key j, from x = key_m and a = attn_mask of key j: the selection runs over the smallest.
+    // ~order key of key j, from x = key_m and a = attn_mask of key j (absent slots, a < 0, as masked): the selection
+    // runs over the smallest.
     auto inv_key_of = [&](int j, float x, long long a) {
-        const bool kept = j <= T - S + i && a > 0 && !(x < tau_v);
-        return ~order_key(kept ? x : MASKED);
+        return ~order_key(j <= T - S + i && a >= 0 ? mk.key_bias_of(a, x, tau_v) : MASKED);
     };
     auto inv_key = [&](int j) { return inv_key_of(j, m[j], am[j]); };
     // Every load of the held keys is issued before any is used: indices clamped into [0, T), no branch on loaded values.
@@ -201,38 +231,45 @@ extern "C" __global__ void __launch_bounds__(KEEP_THREADS)
         long long a[KEEP_REGS];
 #pragma unroll
         for (int r = 0; r < KEEP_REGS; ++r) {
-            const int j = min(tid + KEEP_THREADS * r, T - 1);
+            const int j = min(lo + tid + KEEP_THREADS * r, T - 1);
             x[r] = m[j];
             a[r] = am[j];
         }
 #pragma unroll
-        for (int r = 0; r < KEEP_REGS; ++r) key[r] = inv_key_of(tid + KEEP_THREADS * r, x[r], a[r]);
+        for (int r = 0; r < KEEP_REGS; ++r) key[r] = inv_key_of(lo + tid + KEEP_THREADS * r, x[r], a[r]);
     }
-    const int rounds = (T + KEEP_THREADS - 1) / KEEP_THREADS;
-    if (tid < 256) hist[0][tid] = 0;
+    const int rounds = (max(hi - lo, 0) + KEEP_THREADS - 1) / KEEP_THREADS;
+    hist[0][tid] = 0;
     __syncthreads();
     unsigned prefix = 0, mask = 0, rank = (unsigned)(W - 1);
     for (int pass = 0, shift = 24; shift >= 0; ++pass, shift -= 8) {
         unsigned *h = hist[pass & 1];
-        if (tid < 256) hist[(pass + 1) & 1][tid] = 0;
         auto count = [&](unsigned k, int j) {
-            const bool taken = j < T && (k & mask) == prefix;
+            const bool taken = j < hi && (k & mask) == prefix;
             const int digit = taken ? (int)((k >> shift) & 255u) : -1;
             const unsigned peers = __match_any_sync(0xffffffffu, digit);
             if (taken && __ffs(peers) - 1 == lane) atomicAdd(&h[digit], (unsigned)__popc(peers));
         };
 #pragma unroll
         for (int r = 0; r < KEEP_REGS; ++r)
-            if (r < rounds) count(key[r], tid + KEEP_THREADS * r);
+            if (r < rounds) count(key[r], lo + tid + KEEP_THREADS * r);
         for (int r = KEEP_REGS; r < rounds; ++r) {
-            const int j = tid + KEEP_THREADS * r;
-            count(j < T ? inv_key(j) : 0u, j);
+            const int j = lo + tid + KEEP_THREADS * r;
+            count(j < hi ? inv_key(j) : 0u, j);
+        }
+        cluster_sync();
+        {
+            unsigned sum = 0;
+#pragma unroll
+            for (int q = 0; q < KEEP_CLUSTER; ++q) sum += ld_cluster(&h[tid], (unsigned)q);
+            tot[tid] = sum;
+            hist[(pass + 1) & 1][tid] = 0;
         }
         __syncthreads();
         if (warp == 0) {
             unsigned c[8], sum = 0;
 #pragma unroll
-            for (int e = 0; e < 8; ++e) c[e] = h[8 * lane + e], sum += c[e];
+            for (int e = 0; e < 8; ++e) c[e] = tot[8 * lane + e], sum += c[e];
             unsigned incl = sum;
 #pragma unroll
             for (int o = 1; o < 32; o <<= 1) {
@@ -257,14 +294,30 @@ extern "C" __global__ void __launch_bounds__(KEEP_THREADS)
         rank = bcast[1];
         mask |= 255u << shift;
     }
-    // The rank-th (0-based) key of inverted order key `prefix` in index order.
-    for (int r = 0; r < rounds; ++r) {
-        const int j = tid + KEEP_THREADS * r;
+    // Ties of the found order key: this block's count, then the blocks before it in the cluster.
+    auto held = [&](int r) {
         unsigned k = 0;
 #pragma unroll
         for (int q = 0; q < KEEP_REGS; ++q)
             if (q == r) k = key[q];
-        const bool tie = j < T && (r < KEEP_REGS ? k : inv_key(j)) == prefix;
+        return k;
+    };
+    auto tie_at = [&](int r) {
+        const int j = lo + tid + KEEP_THREADS * r;
+        return j < hi && (r < KEEP_REGS ? held(r) : inv_key(j)) == prefix;
+    };
+    unsigned mine = 0;
+    for (int r = 0; r < rounds; ++r) mine += (unsigned)__syncthreads_count(tie_at(r));
+    if (tid == 0) slice_ties = mine;
+    cluster_sync();
+    unsigned before = 0;
+    for (unsigned q = 0; q < part; ++q) before += ld_cluster(&slice_ties, q);
+    cluster_sync();
+    if (rank < before || rank >= before + mine) return;
+    rank -= before;
+    // The rank-th tie of this block in index order, one round of KEEP_THREADS keys at a time.
+    for (int r = 0; r < rounds; ++r) {
+        const bool tie = tie_at(r);
         const unsigned ties = (unsigned)__syncthreads_count(tie);
         if (rank >= ties) {
             rank -= ties;
@@ -277,7 +330,7 @@ extern "C" __global__ void __launch_bounds__(KEEP_THREADS)
         for (int w = 0; w < warp; ++w) below += wcount[w];
         if (tie && below == rank) {
             keep_out[2 * kr] = ~prefix;
-            keep_out[2 * kr + 1] = (unsigned)j;
+            keep_out[2 * kr + 1] = (unsigned)(lo + tid + KEEP_THREADS * r);
         }
         break;
     }

@@ -1076,13 +1076,14 @@ mod gpu {
         }
     }
 
-    /// Decode keep windows over more keys than `keep_window` holds in registers (8192), with
-    /// the window's last key on either side of that boundary and ties among the keys.
+    /// Decode keep windows over more keys than `keep_window` holds in registers (2048 per block of
+    /// its cluster of 8, 16384 in all), with the window's last key on either side of a block's
+    /// boundary and ties among the keys.
     #[test]
     fn decode_keep_window_beyond_the_held_keys() {
         let Some(gpu) = test_gpu() else { return };
         for (n, &(b, s, t, w)) in
-            [(1, 1, 9000, 2048), (2, 1, 8200, 8195), (1, 3, 10000, 9000)].iter().enumerate()
+            [(1, 1, 17000, 2048), (2, 1, 16500, 16390), (1, 3, 18000, 17000)].iter().enumerate()
         {
             let mode = MaskMode::Additive { ratio: 0.1, keep_window: Some(w) };
             let p = AttentionParams { mask_heads: 4, ..params(b, s, t, 8, 4, 128) };

@@ -90,6 +90,9 @@ pub enum Op {
     RotaryTables(Rotary),
     /// `x ⊙ cos + rotate_half(x) ⊙ sin`. Inputs: `x [B,S,H,Dh]`, `cos [B,S,Dh]`, `sin [B,S,Dh]`.
     Rope,
+    /// `rope(rms_norm(x, w), cos, sin)`: the q/k prologue of the attention. Inputs: `x [B,S,H,Dh]`, `w [Dh]`,
+    /// `cos [B,S,Dh]`, `sin [B,S,Dh]`.
+    NormRope(Norm),
     /// The SSD recurrence over S tokens from a state. Inputs: `x [B,S,H,P]`, `dt [B,S,H]` (raw), `A [H]`,
     /// `B [B,S,H,N]`, `C [B,S,H,N]`, `state [B,H,P,N]` → `y [B,S,H,P]`, `state' [B,H,P,N]`.
     SsdScan(Ssd),
@@ -134,6 +137,7 @@ pub enum OpKind {
     Positions,
     RotaryTables,
     Rope,
+    NormRope,
     SsdScan,
     DynamicMaskValues,
     MaskedAttention,
@@ -165,6 +169,7 @@ impl Op {
             Op::Positions => OpKind::Positions,
             Op::RotaryTables(_) => OpKind::RotaryTables,
             Op::Rope => OpKind::Rope,
+            Op::NormRope(_) => OpKind::NormRope,
             Op::SsdScan(_) => OpKind::SsdScan,
             Op::DynamicMaskValues => OpKind::DynamicMaskValues,
             Op::MaskedAttention(_) => OpKind::MaskedAttention,
@@ -204,6 +209,7 @@ impl Op {
             Op::Positions => one(rope::infer_positions(inputs)?),
             Op::RotaryTables(r) => r.infer(inputs)?,
             Op::Rope => one(rope::infer_rope(inputs)?),
+            Op::NormRope(_) => one(rope::infer_norm_rope(inputs)?),
             Op::SsdScan(s) => s.infer(inputs)?,
             Op::DynamicMaskValues => one(attention::infer_mask_values(inputs)?),
             Op::MaskedAttention(a) => one(a.infer(inputs)?),

@@ -68,3 +68,10 @@ pub(crate) fn infer_rope(i: &[&Fact]) -> Result<Fact> {
     want_shape(i[2], &table, "sin")?;
     Ok(i[0].clone())
 }
+
+pub(crate) fn infer_norm_rope(i: &[&Fact]) -> Result<Fact> {
+    arity(i, 4)?;
+    let y = infer_rope(&[i[0], i[2], i[3]])?;
+    want_shape(i[1], std::slice::from_ref(&i[0].shape[3]), "w")?;
+    Ok(y)
+}

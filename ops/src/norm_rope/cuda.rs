@@ -1,0 +1,59 @@
+//! CUDA launcher of [`super::norm_rope`].
+
+use super::NormRopeParams;
+use crate::cuda::{launch_error, Elem, Gpu, Source};
+use crate::{check_len, KernelError, Result};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+/// The kernel source.
+pub const SOURCE: Source = Source { file: "norm_rope.cu", code: include_str!("norm_rope.cu") };
+
+/// The largest head dimension: its normalised values fit the 48 KiB of shared memory a block has by default.
+pub const MAX_DIM: usize = 12 * 1024;
+
+/// `y = rope(rms_norm(x, w), cos, sin)` per head on the device, in one launch. Each head's values are those of
+/// `rms_norm` then `rope::apply` on the device bit for bit: the sum of squares adds in `rms_norm`'s order (the same
+/// block size), the normalised values are rounded to `T` as `rms_norm` stores them, and the rotation is
+/// `rope_apply`'s.
+pub fn norm_rope<T: Elem>(
+    gpu: &Gpu,
+    p: &NormRopeParams,
+    x: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    cos: &CudaSlice<T>,
+    sin: &CudaSlice<T>,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    p.validate(x.len(), w.len(), cos.len(), sin.len())?;
+    check_len("y", y.len(), &[("rows", p.rows), ("heads", p.heads), ("dim", p.dim)])?;
+    if p.dim > MAX_DIM {
+        return Err(KernelError::BadParams(format!(
+            "norm_rope head dim {} exceeds {MAX_DIM}",
+            p.dim
+        )));
+    }
+    if y.is_empty() {
+        return Ok(());
+    }
+    let vectors = u32::try_from(p.rows * p.heads).map_err(|_| {
+        KernelError::BadParams(format!("{} rows × {} heads exceed u32", p.rows, p.heads))
+    })?;
+    let heads = i32::try_from(p.heads)
+        .map_err(|_| KernelError::BadParams(format!("heads {} exceed i32", p.heads)))?;
+    let dim = p.dim as i32;
+    let name = format!("norm_rope_{}", T::NAME);
+    let func = gpu.function(&SOURCE, &name)?;
+    let threads = p.dim.next_multiple_of(32).min(1024) as u32;
+    let cfg = LaunchConfig {
+        grid_dim: (vectors, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: (p.dim * 4) as u32,
+    };
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(w).arg(cos).arg(sin).arg(y).arg(&heads).arg(&dim).arg(&p.eps);
+    // SAFETY: the argument list matches `norm_rope_<T>` in norm_rope.cu; `validate` checked x, w, cos and sin against
+    // `p` (dim even and at most MAX_DIM), y has x's length, the grid
+    // has one block per head vector and the dynamic shared memory holds dim floats.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}
