@@ -11,9 +11,9 @@
 //! kernel `order_keys` and `keep_until` (per key, the position of the `W`-th key that beats it:
 //! eight segments of the keys of its `(b, hm)` counted in parallel, then the one segment that holds
 //! it scanned again), otherwise `keep_window` (per `(b, hm, i)`, shared by the query heads of mask
-//! head `hm`: a cluster of 8 blocks, each holding a slice of the keys in registers, radix selects
-//! the `W`-th largest bias over the cluster's histograms summed through distributed shared memory,
-//! then counts its ties in index order for the last kept index). The attention
+//! head `hm`: one block, or for few rows a cluster of 8 blocks, holds the keys in registers and
+//! radix selects the `W`-th largest bias (a cluster sums its blocks' histograms through distributed
+//! shared memory), then counts its ties in index order for the last kept index). The attention
 //! kernels read their results.
 
 use super::{AttentionParams, MaskMode};
@@ -95,11 +95,20 @@ fn mma_smem_bytes(head_dim: usize, heads: usize) -> usize {
     (heads * MMA_TILE + 4 * MMA_TILE) * (head_dim + 8) * 2 + 2 * heads * MMA_TILE * 8
 }
 
-/// Threads of `masked_attention_keep_window` (`KEEP_THREADS` in masked_attention.cu).
-const KEEP_THREADS: u32 = 256;
+/// The keep-window selection of `rows` rows (B·Hm·S): one block of 1024 threads per row (`masked_attention_keep_window`),
+/// or, for at most [`KEEP_CLUSTER_MAX_ROWS`] rows, a cluster of 8 blocks of 256 threads per row
+/// (`masked_attention_keep_window_cluster`, its `__cluster_dims__`): the kernel's name, blocks per row and threads.
+pub(crate) fn keep_launch(rows: usize) -> (&'static str, usize, u32) {
+    if rows <= KEEP_CLUSTER_MAX_ROWS {
+        ("masked_attention_keep_window_cluster", 8, 256)
+    } else {
+        ("masked_attention_keep_window", 1, 1024)
+    }
+}
 
-/// Blocks of one `masked_attention_keep_window` row, the cluster size it is compiled with (`KEEP_CLUSTER`).
-const KEEP_CLUSTER: usize = 8;
+/// Rows up to which the keep window spreads each row over a cluster of 8 blocks: 128 blocks, about one per
+/// multiprocessor of the H200's 132; with more rows, single blocks already fill the device.
+const KEEP_CLUSTER_MAX_ROWS: usize = 16;
 
 /// Threads of `masked_attention_<T>_combine` (`COMBINE_THREADS` in masked_attention.cu), each block taking 32
 /// dimensions of one row.
@@ -316,21 +325,21 @@ pub(crate) fn attention_on<T: Elem>(
             let keep_rows = b * mask_heads * s;
             // Written in full (one pair per row): no clearing, and back to the device's spare buffers after use.
             let mut out_keep = gpu.uninit::<u32>(2 * keep_rows)?;
-            let name = "masked_attention_keep_window";
+            let (name, per_row, threads) = keep_launch(keep_rows);
             let func = gpu.function(&SOURCE, name)?;
             let cfg = LaunchConfig {
-                grid_dim: (to_u32("8·batch·mask_heads·q_len", KEEP_CLUSTER * keep_rows)?, 1, 1),
-                block_dim: (KEEP_THREADS, 1, 1),
+                grid_dim: (to_u32("batch·mask_heads·q_len blocks", per_row * keep_rows)?, 1, 1),
+                block_dim: (threads, 1, 1),
                 shared_mem_bytes: 0,
             };
             let mut launch = gpu.stream().launch_builder(&func);
             launch.arg(m).arg(attn_mask);
             arg_or_null(&mut launch, tau.as_ref(), &null);
             launch.arg(&mut out_keep).arg(&s_i).arg(&t_i).arg(&hm_i).arg(&w_i);
-            // SAFETY: the argument list matches `masked_attention_keep_window`; `validate` checked
-            // `key_m` [B, Hm, T] and `attn_mask` [B, T], `tau` (or null) holds B·Hm values,
-            // `keep_out` 2 per (b, hm, i), and the grid has one cluster of KEEP_CLUSTER blocks (the kernel's
-            // `__cluster_dims__`) per (b, hm, i).
+            // SAFETY: the argument list matches both keep-window kernels; `validate` checked `key_m`
+            // [B, Hm, T] and `attn_mask` [B, T], `tau` (or null) holds B·Hm values, `keep_out` 2 per
+            // (b, hm, i), and the grid has the kernel's blocks per row (its cluster size) for each
+            // (b, hm, i) and its block size.
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
             keep = Some(out_keep);
         }

@@ -3,8 +3,8 @@
 // Layout: q, out [B,S,H,Dh]; k, v [B,G,T,Dh]; key_m [B,Hm,T]; learned [H,T]; attn_mask i64 [B,T]; row r = (b·H + h)·S + i.
 // Launch (128 threads): prefill grid (B·H, ⌈S/BQ⌉); decode grid (B·H·S, splits) or decode_gqa grid (splits, B·G,
 // ⌈(H/G)·S/NQ⌉), then combine (256 threads) grid (B·H·S, ⌈Dh/32⌉).
-// Before them when the mode needs it: ratio_threshold (256 threads) grid B·Hm -> tau; keep_window (clusters of 8 blocks
-// of 256 threads) grid 8·B·Hm·S -> keep.
+// Before them when the mode needs it: ratio_threshold (256 threads) grid B·Hm -> tau; keep_window (1024 threads) grid
+// B·Hm·S, or keep_window_cluster (clusters of 8 blocks of 256 threads) grid 8·B·Hm·S -> keep.
 constexpr float MASKED = -3.40282346638528859811704183484516925e+38f;
 
 template <typename E> __device__ __forceinline__ float ld(const E *p, long i);
@@ -189,31 +189,30 @@ __device__ __forceinline__ unsigned ld_cluster(const unsigned *p, unsigned rank)
     return v;
 }
 
-// Blocks per keep-window row (one cluster), threads per block, and the keys a thread holds in registers: block r of
-// the cluster takes keys [r·L, (r+1)·L) with L = ⌈T/KEEP_CLUSTER⌉, its thread t keys r·L + t + KEEP_THREADS·k for
-// k < KEEP_REGS; keys past KEEP_THREADS·KEEP_REGS of a block are read again from global memory in each pass.
-constexpr int KEEP_CLUSTER = 8, KEEP_THREADS = 256, KEEP_REGS = 8;
+// Keys a keep-window thread holds in registers: block r of a row's CLUSTER blocks takes keys [r·L, (r+1)·L) with
+// L = ⌈T/CLUSTER⌉, its thread t keys r·L + t + THREADS·k for k < KEEP_REGS; keys past THREADS·KEEP_REGS of a block are
+// read again from global memory in each pass.
+constexpr int KEEP_REGS = 8;
 
 // The keep window of `Additive` per (b, hm, i), shared by the query heads of mask head hm: the W-th largest bias in
 // (value descending, index ascending) order, as (order key, index); a key is kept when it comes no later in that
 // order. W = 0 keeps nothing. Radix select of the (W-1)-th smallest inverted order key, 8 bits a pass: each block
-// counts its keys into its shared histogram (one atomic per distinct digit of a warp), every block sums the
-// cluster's histograms bin by bin and its warp 0 finds the digit (the same in every block); then the ties of the
-// found order key are counted per block, and the block holding the rest-th of them in index order writes it.
-// Grid B·Hm·S clusters of KEEP_CLUSTER blocks, KEEP_THREADS threads each.
-extern "C" __global__ void __cluster_dims__(KEEP_CLUSTER, 1, 1) __launch_bounds__(KEEP_THREADS)
-    masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
-                                 const int S, const int T, const int Hm, const int W) {
-    grid_entry();
-    __shared__ unsigned hist[2][256], tot[256], bcast[2], wcount[KEEP_THREADS / 32], slice_ties;
-    const unsigned part = cluster_rank();
-    const long kr = cluster_index(), bhm = kr / S;
+// counts its keys into its shared histogram (one atomic per distinct digit of a warp); with CLUSTER > 1 blocks per
+// row (a thread-block cluster) every block sums the cluster's histograms bin by bin through distributed shared memory;
+// warp 0 finds the digit (the same in every block). Then the ties of the found order key are counted per block, and
+// the block holding the rest-th of them in index order writes it. Grid B·Hm·S·CLUSTER blocks of THREADS threads.
+template <int CLUSTER, int THREADS>
+__device__ void keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
+                            const int S, const int T, const int Hm, const int W) {
+    __shared__ unsigned hist[2][256], tot[256], bcast[2], wcount[THREADS / 32], slice_ties;
+    const unsigned part = CLUSTER > 1 ? cluster_rank() : 0u;
+    const long kr = CLUSTER > 1 ? (long)cluster_index() : (long)blockIdx.x, bhm = kr / S;
     const int i = (int)(kr % S), tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     if (W == 0) {
         if (part == 0 && tid == 0) keep_out[2 * kr] = keep_out[2 * kr + 1] = 0xffffffffu;
         return;
     }
-    const int len = (T + KEEP_CLUSTER - 1) / KEEP_CLUSTER, lo = (int)part * len, hi = min(T, lo + len);
+    const int len = (T + CLUSTER - 1) / CLUSTER, lo = (int)part * len, hi = min(T, lo + len);
     const Mask mk{key_m, nullptr, attn_mask, tau, nullptr, ADDITIVE, S, T, Hm, Hm};
     const float *m = key_m + bhm * T;
     const float tau_v = mk.tau_of((int)(bhm / Hm), (int)(bhm % Hm));
@@ -231,19 +230,21 @@ extern "C" __global__ void __cluster_dims__(KEEP_CLUSTER, 1, 1) __launch_bounds_
         long long a[KEEP_REGS];
 #pragma unroll
         for (int r = 0; r < KEEP_REGS; ++r) {
-            const int j = min(lo + tid + KEEP_THREADS * r, T - 1);
+            const int j = min(lo + tid + THREADS * r, T - 1);
             x[r] = m[j];
             a[r] = am[j];
         }
 #pragma unroll
-        for (int r = 0; r < KEEP_REGS; ++r) key[r] = inv_key_of(lo + tid + KEEP_THREADS * r, x[r], a[r]);
+        for (int r = 0; r < KEEP_REGS; ++r) key[r] = inv_key_of(lo + tid + THREADS * r, x[r], a[r]);
     }
-    const int rounds = (max(hi - lo, 0) + KEEP_THREADS - 1) / KEEP_THREADS;
-    hist[0][tid] = 0;
+    const int rounds = (max(hi - lo, 0) + THREADS - 1) / THREADS;
+    if (tid < 256) hist[0][tid] = 0;
     __syncthreads();
     unsigned prefix = 0, mask = 0, rank = (unsigned)(W - 1);
     for (int pass = 0, shift = 24; shift >= 0; ++pass, shift -= 8) {
         unsigned *h = hist[pass & 1];
+        // A cluster's other blocks may still read the other histogram until they reach this pass's barrier.
+        if (CLUSTER == 1 && tid < 256) hist[(pass + 1) & 1][tid] = 0;
         auto count = [&](unsigned k, int j) {
             const bool taken = j < hi && (k & mask) == prefix;
             const int digit = taken ? (int)((k >> shift) & 255u) : -1;
@@ -252,24 +253,28 @@ extern "C" __global__ void __cluster_dims__(KEEP_CLUSTER, 1, 1) __launch_bounds_
         };
 #pragma unroll
         for (int r = 0; r < KEEP_REGS; ++r)
-            if (r < rounds) count(key[r], lo + tid + KEEP_THREADS * r);
+            if (r < rounds) count(key[r], lo + tid + THREADS * r);
         for (int r = KEEP_REGS; r < rounds; ++r) {
-            const int j = lo + tid + KEEP_THREADS * r;
+            const int j = lo + tid + THREADS * r;
             count(j < hi ? inv_key(j) : 0u, j);
         }
-        cluster_sync();
-        {
-            unsigned sum = 0;
+        const unsigned *bins = h;
+        if (CLUSTER > 1) {
+            cluster_sync();
+            if (tid < 256) {
+                unsigned sum = 0;
 #pragma unroll
-            for (int q = 0; q < KEEP_CLUSTER; ++q) sum += ld_cluster(&h[tid], (unsigned)q);
-            tot[tid] = sum;
-            hist[(pass + 1) & 1][tid] = 0;
+                for (int q = 0; q < CLUSTER; ++q) sum += ld_cluster(&h[tid], (unsigned)q);
+                tot[tid] = sum;
+                hist[(pass + 1) & 1][tid] = 0;
+            }
+            bins = tot;
         }
         __syncthreads();
         if (warp == 0) {
             unsigned c[8], sum = 0;
 #pragma unroll
-            for (int e = 0; e < 8; ++e) c[e] = tot[8 * lane + e], sum += c[e];
+            for (int e = 0; e < 8; ++e) c[e] = bins[8 * lane + e], sum += c[e];
             unsigned incl = sum;
 #pragma unroll
             for (int o = 1; o < 32; o <<= 1) {
@@ -294,7 +299,7 @@ extern "C" __global__ void __cluster_dims__(KEEP_CLUSTER, 1, 1) __launch_bounds_
         rank = bcast[1];
         mask |= 255u << shift;
     }
-    // Ties of the found order key: this block's count, then the blocks before it in the cluster.
+    // Ties of the found order key: this block's count, then (in a cluster) the blocks before it.
     auto held = [&](int r) {
         unsigned k = 0;
 #pragma unroll
@@ -303,19 +308,21 @@ extern "C" __global__ void __cluster_dims__(KEEP_CLUSTER, 1, 1) __launch_bounds_
         return k;
     };
     auto tie_at = [&](int r) {
-        const int j = lo + tid + KEEP_THREADS * r;
+        const int j = lo + tid + THREADS * r;
         return j < hi && (r < KEEP_REGS ? held(r) : inv_key(j)) == prefix;
     };
-    unsigned mine = 0;
-    for (int r = 0; r < rounds; ++r) mine += (unsigned)__syncthreads_count(tie_at(r));
-    if (tid == 0) slice_ties = mine;
-    cluster_sync();
-    unsigned before = 0;
-    for (unsigned q = 0; q < part; ++q) before += ld_cluster(&slice_ties, q);
-    cluster_sync();
-    if (rank < before || rank >= before + mine) return;
-    rank -= before;
-    // The rank-th tie of this block in index order, one round of KEEP_THREADS keys at a time.
+    if (CLUSTER > 1) {
+        unsigned mine = 0;
+        for (int r = 0; r < rounds; ++r) mine += (unsigned)__syncthreads_count(tie_at(r));
+        if (tid == 0) slice_ties = mine;
+        cluster_sync();
+        unsigned before = 0;
+        for (unsigned q = 0; q < part; ++q) before += ld_cluster(&slice_ties, q);
+        cluster_sync();
+        if (rank < before || rank >= before + mine) return;
+        rank -= before;
+    }
+    // The rank-th tie of this block in index order, one round of THREADS keys at a time.
     for (int r = 0; r < rounds; ++r) {
         const bool tie = tie_at(r);
         const unsigned ties = (unsigned)__syncthreads_count(tie);
@@ -330,10 +337,25 @@ extern "C" __global__ void __cluster_dims__(KEEP_CLUSTER, 1, 1) __launch_bounds_
         for (int w = 0; w < warp; ++w) below += wcount[w];
         if (tie && below == rank) {
             keep_out[2 * kr] = ~prefix;
-            keep_out[2 * kr + 1] = (unsigned)(lo + tid + KEEP_THREADS * r);
+            keep_out[2 * kr + 1] = (unsigned)(lo + tid + THREADS * r);
         }
         break;
     }
+}
+
+// One block of 1024 threads per row (8192 keys held); and a cluster of 8 blocks of 256 threads per row (2048 keys held
+// by each), for few rows.
+extern "C" __global__ void __launch_bounds__(1024)
+    masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
+                                 const int S, const int T, const int Hm, const int W) {
+    grid_entry();
+    keep_window<1, 1024>(key_m, attn_mask, tau, keep_out, S, T, Hm, W);
+}
+extern "C" __global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(256)
+    masked_attention_keep_window_cluster(const float *key_m, const long long *attn_mask, const float *tau,
+                                         unsigned *keep_out, const int S, const int T, const int Hm, const int W) {
+    grid_entry();
+    keep_window<8, 256>(key_m, attn_mask, tau, keep_out, S, T, Hm, W);
 }
 
 // One block per tile of BQ queries of one (b, h); warp w owns query rows w, w + 4, ...; lane = key of the tile.

@@ -200,6 +200,17 @@ fn slot_modes() -> impl Iterator<Item = MaskMode> {
     MODES.into_iter().filter(|m| !matches!(m, MaskMode::Additive { ratio, .. } if *ratio > 0.0))
 }
 
+/// The keep window spreads each row over a cluster of 8 blocks for up to 16 rows, one block per row beyond.
+#[test]
+fn few_keep_window_rows_take_the_cluster() {
+    for rows in [1, 4, 16] {
+        assert_eq!(cuda::keep_launch(rows), ("masked_attention_keep_window_cluster", 8, 256));
+    }
+    for rows in [17, 64, 16384] {
+        assert_eq!(cuda::keep_launch(rows), ("masked_attention_keep_window", 1, 1024));
+    }
+}
+
 /// Slots with no key change nothing, exactly: every mode without a ratio, with padding and fully masked rows,
 /// with keep windows that the slots would otherwise cross.
 #[test]
@@ -1076,14 +1087,17 @@ mod gpu {
         }
     }
 
-    /// Decode keep windows over more keys than `keep_window` holds in registers (2048 per block of
-    /// its cluster of 8, 16384 in all), with the window's last key on either side of a block's
-    /// boundary and ties among the keys.
+    /// Decode keep windows over more keys than the keep-window kernels hold in registers (8192 in
+    /// one block; 2048 per block of a cluster of 8, 16384 in all), in both kernels (few rows take
+    /// the cluster), with the window's last key on either side of a boundary and ties among the
+    /// keys.
     #[test]
     fn decode_keep_window_beyond_the_held_keys() {
         let Some(gpu) = test_gpu() else { return };
         for (n, &(b, s, t, w)) in
-            [(1, 1, 17000, 2048), (2, 1, 16500, 16390), (1, 3, 18000, 17000)].iter().enumerate()
+            [(1, 1, 17000, 2048), (2, 1, 16500, 16390), (1, 3, 18000, 17000), (5, 1, 9000, 8195)]
+                .iter()
+                .enumerate()
         {
             let mode = MaskMode::Additive { ratio: 0.1, keep_window: Some(w) };
             let p = AttentionParams { mask_heads: 4, ..params(b, s, t, 8, 4, 128) };

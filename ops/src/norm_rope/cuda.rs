@@ -8,8 +8,9 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 /// The kernel source.
 pub const SOURCE: Source = Source { file: "norm_rope.cu", code: include_str!("norm_rope.cu") };
 
-/// The largest head dimension: its normalised values fit the 48 KiB of shared memory a block has by default.
-pub const MAX_DIM: usize = 12 * 1024;
+/// The largest head dimension: its normalised values (32 KiB of f32) and the kernel's own shared memory fit the
+/// 48 KiB a block has by default.
+pub const MAX_DIM: usize = 8 * 1024;
 
 /// `y = rope(rms_norm(x, w), cos, sin)` per head on the device, in one launch. Each head's values are those of
 /// `rms_norm` then `rope::apply` on the device bit for bit: the sum of squares adds in `rms_norm`'s order (the same
