@@ -152,6 +152,10 @@ fn linear_weight_operands(op: &Op) -> &'static [usize] {
     match op {
         Op::Linear { .. } => &[1],
         Op::GatedMlp { .. } => &[1, 2, 3],
+        Op::NormLinear { scaled: true, .. } => &[4],
+        Op::NormLinear { scaled: false, .. } => &[3],
+        Op::NormGatedMlp { scaled: true, .. } => &[4, 5, 6],
+        Op::NormGatedMlp { scaled: false, .. } => &[3, 4, 5],
         Op::Mlp { .. } => &[1, 2],
         _ => &[],
     }
@@ -459,6 +463,47 @@ impl Lower<'_> {
         b.push(node, "Add", &[&xc, &rs], &[out], vec![]);
     }
 
+    /// `h = s ⊙ r + f` (or `r + f`) to `h_out` (node `{node}/residual`) and `rms_norm(h, w)` to `y_out` (node `node`),
+    /// from the operands `[s], r, f, w`.
+    fn residual_norm(
+        &mut self,
+        a: &[&str],
+        eps: f32,
+        scaled: bool,
+        node: &str,
+        h_out: &str,
+        y_out: &str,
+    ) {
+        let h_node = format!("{node}/residual");
+        if scaled {
+            let m = self.b.bin("Mul", a[0], a[1], "scaled");
+            self.b.push(&h_node, "Add", &[&m, a[2]], &[h_out], vec![]);
+        } else {
+            self.b.push(&h_node, "Add", &[a[0], a[1]], &[h_out], vec![]);
+        }
+        self.rms_norm(h_out, a[a.len() - 1], eps, node, y_out);
+    }
+
+    /// `down(act(gate(x)) ⊙ up(x))` to `out` (last node `node`), `w` the transposed gate, up and down weights, then
+    /// their biases when `bias`.
+    fn gated_mlp(
+        &mut self,
+        x: &str,
+        w: &[&str],
+        act: crate::ir::op::Act,
+        bias: bool,
+        node: &str,
+        out: &str,
+    ) {
+        let t = self.t;
+        let bias_of = |i: usize| bias.then(|| w[3 + i]);
+        let gate = self.linear(x, w[0], bias_of(0), None, "gate");
+        let up = self.linear(x, w[1], bias_of(1), None, "up");
+        let act = custom::activation(&mut self.b, &gate, act, t);
+        let h = self.b.bin("Mul", &act, &up, "hidden");
+        self.linear(&h, w[2], bias_of(2), Some((node, out)), "down");
+    }
+
     fn custom(&mut self, op: CustomOp) -> Result<()> {
         let op_type = op.function.name.clone().unwrap_or_default();
         match self.functions.get(&op_type) {
@@ -528,14 +573,21 @@ impl Lower<'_> {
             Op::Add => self.b.push(name, "Add", &[a[0], a[1]], &[&out], vec![]),
             Op::ResidualRmsNorm { norm, scaled } => {
                 let (h_out, y_out) = (self.out(id, 0), self.out(id, 1));
-                let h_node = format!("{name}/residual");
-                if *scaled {
-                    let m = self.b.bin("Mul", a[0], a[1], "scaled");
-                    self.b.push(&h_node, "Add", &[&m, a[2]], &[&h_out], vec![]);
-                } else {
-                    self.b.push(&h_node, "Add", &[a[0], a[1]], &[&h_out], vec![]);
-                }
-                self.rms_norm(&h_out, a[a.len() - 1], norm.eps, name, &y_out);
+                self.residual_norm(&a, norm.eps, *scaled, name, &h_out, &y_out);
+            }
+            Op::NormLinear { norm, scaled, bias } => {
+                let k = if *scaled { 4 } else { 3 };
+                let (h_out, y_out) = (self.out(id, 0), self.out(id, 1));
+                let x = self.b.fresh("normed");
+                self.residual_norm(&a[..k], norm.eps, *scaled, &format!("{name}/norm"), &h_out, &x);
+                self.linear(&x, a[k], bias.then(|| a[k + 1]), Some((name, &y_out)), "linear");
+            }
+            Op::NormGatedMlp { norm, scaled, act, bias } => {
+                let k = if *scaled { 4 } else { 3 };
+                let (h_out, y_out) = (self.out(id, 0), self.out(id, 1));
+                let x = self.b.fresh("normed");
+                self.residual_norm(&a[..k], norm.eps, *scaled, &format!("{name}/norm"), &h_out, &x);
+                self.gated_mlp(&x, &a[k..], *act, *bias, name, &y_out);
             }
             Op::SliceLast { start, len } => {
                 let b = &mut self.b;
@@ -543,14 +595,7 @@ impl Lower<'_> {
                 let axis = b.i64s(&[-1]);
                 b.push(name, "Slice", &[a[0], &s0, &s1, &axis], &[&out], vec![]);
             }
-            Op::GatedMlp { act, bias } => {
-                let bias_of = |i: usize| bias.then(|| a[4 + i]);
-                let gate = self.linear(a[0], a[1], bias_of(0), None, "gate");
-                let up = self.linear(a[0], a[2], bias_of(1), None, "up");
-                let act = custom::activation(&mut self.b, &gate, *act, t);
-                let h = self.b.bin("Mul", &act, &up, "hidden");
-                self.linear(&h, a[3], bias_of(2), Some((name, &out)), "down");
-            }
+            Op::GatedMlp { act, bias } => self.gated_mlp(a[0], &a[1..], *act, *bias, name, &out),
             Op::Mlp { act, bias } => {
                 let bias_of = |i: usize| bias.then(|| a[3 + i]);
                 let up = self.linear(a[0], a[1], bias_of(0), None, "up");

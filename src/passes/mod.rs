@@ -87,7 +87,10 @@ impl CompileOptions {
 
 /// Every rule `--disable-rule` accepts: `pack_linears` (the packing pass) and the fusion rules.
 pub fn rule_names() -> Vec<&'static str> {
-    std::iter::once("pack_linears").chain(fuse::rules().iter().map(|r| r.name)).collect()
+    let mut names: Vec<&'static str> =
+        std::iter::once("pack_linears").chain(fuse::rules().iter().map(|r| r.name)).collect();
+    names.dedup();
+    names
 }
 
 /// The pipeline, in order.

@@ -123,6 +123,163 @@ pub fn gated_linear<T: Elem>(
     Ok(())
 }
 
+/// The kernel [`norm_linear`] runs for `rows` rows.
+pub fn norm_gemv_kernel<T: Elem>(rows: usize) -> String {
+    format!("norm_gemv{rows}_{}", T::NAME)
+}
+
+/// The kernel [`norm_gated_linear`] runs for `rows` rows.
+pub fn norm_gated_gemv_kernel<T: Elem>(rows: usize) -> String {
+    format!("norm_gated_gemv{rows}_{}", T::NAME)
+}
+
+/// The residual norm a [`norm_linear`] or [`norm_gated_linear`] computes in front of its product: `h = s ⊙ r + f` (or
+/// `r + f` without `s`) and `x = rms_norm(h, wn)`, `r`, `f`, `h` `[rows, in]`, `s`, `wn` `[in]`.
+pub struct NormInput<'a, T> {
+    /// The learned residual scale, when the residual is scaled.
+    pub s: Option<&'a CudaSlice<T>>,
+    /// The residual stream.
+    pub r: &'a CudaSlice<T>,
+    /// The sublayer output added to it.
+    pub f: &'a CudaSlice<T>,
+    /// The norm's weight.
+    pub wn: &'a CudaSlice<T>,
+    /// The norm's epsilon.
+    pub eps: f32,
+}
+
+/// The most bytes of normalised rows (`rows · in` elements of `T`) a fused norm and GEMV holds in shared memory.
+pub const NORM_GEMV_MAX_BYTES: usize = 32 * 1024;
+
+/// Whether [`norm_linear`] and [`norm_gated_linear`] take `rows` rows of `in` features in `T`: a decode step's rows
+/// (1 to [`GEMV_MAX_ROWS`]) whose normalised values fit [`NORM_GEMV_MAX_BYTES`].
+pub fn norm_gemv_fits<T: Elem>(rows: usize, in_features: usize) -> bool {
+    (1..=GEMV_MAX_ROWS).contains(&rows)
+        && in_features > 0
+        && rows * in_features * std::mem::size_of::<T>() <= NORM_GEMV_MAX_BYTES
+}
+
+impl<T: Elem> NormInput<'_, T> {
+    /// Checks `r`, `f` and `h` `[rows, in]`, `s` and `wn` `[in]`, and that the fused kernels take the sizes.
+    fn validate(&self, p: &LinearParams, h: usize) -> Result<()> {
+        let rows = [("rows", p.rows), ("in_features", p.in_features)];
+        crate::check_len("r", self.r.len(), &rows)?;
+        crate::check_len("f", self.f.len(), &rows)?;
+        crate::check_len("h", h, &rows)?;
+        crate::check_len("wn", self.wn.len(), &[("in_features", p.in_features)])?;
+        if let Some(s) = self.s {
+            crate::check_len("s", s.len(), &[("in_features", p.in_features)])?;
+        }
+        if !norm_gemv_fits::<T>(p.rows, p.in_features) {
+            return Err(KernelError::BadParams(format!(
+                "the fused norm and GEMV take 1 to {GEMV_MAX_ROWS} rows of at most {NORM_GEMV_MAX_BYTES} bytes, not \
+                 {} × {} {}",
+                p.rows,
+                p.in_features,
+                T::NAME
+            )));
+        }
+        Ok(())
+    }
+
+    fn push<'b>(
+        &'b self,
+        launch: &mut cudarc::driver::LaunchArgs<'b>,
+        h: &'b mut CudaSlice<T>,
+        null: &'b u64,
+    ) {
+        match self.s {
+            Some(s) => launch.arg(s),
+            None => launch.arg(null),
+        };
+        launch.arg(self.r).arg(self.f).arg(self.wn).arg(h).arg(&self.eps);
+    }
+}
+
+/// `h = s ⊙ r + f`, `y = rms_norm(h, wn)·wᵀ + bias` for a decode step's rows in one launch: `h` and `y` bit for bit
+/// those of `rms_norm::cuda::residual_rms_norm` then [`linear`] (every block normalises the rows into its shared memory
+/// in the norm kernel's order; block 0 stores `h`). Sizes as [`linear`]'s, `rows` and `in` within
+/// [`norm_gemv_fits`].
+pub fn norm_linear<T: Elem>(
+    gpu: &Gpu,
+    p: &LinearParams,
+    n: &NormInput<'_, T>,
+    w: &CudaSlice<T>,
+    bias: Option<&CudaSlice<T>>,
+    h: &mut CudaSlice<T>,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    p.validate(n.r.len(), w.len(), bias.map(|b| b.len()))?;
+    crate::check_len("y", y.len(), &[("rows", p.rows), ("out_features", p.out_features)])?;
+    n.validate(p, h.len())?;
+    let name = norm_gemv_kernel::<T>(p.rows);
+    let func = gpu.function(&SOURCE, &name)?;
+    let GemvLaunch { vec, inp, out, mut cfg } = gemv_launch(gpu, p, &[w])?;
+    cfg.grid_dim.0 = cfg.grid_dim.0.max(1);
+    cfg.shared_mem_bytes = (p.rows * p.in_features * std::mem::size_of::<T>()) as u32;
+    let null = 0u64;
+    let mut launch = gpu.stream().launch_builder(&func);
+    n.push(&mut launch, h, &null);
+    launch.arg(w);
+    match bias {
+        Some(b) => launch.arg(b),
+        None => launch.arg(&null),
+    };
+    launch.arg(y).arg(&inp).arg(&out).arg(&vec);
+    // SAFETY: matches `norm_gemv<R>_<T>` in matmul.cu (R = rows ≤ 4); r, f and h hold rows·in elements, s (or null)
+    // and wn in, w out·in, y rows·out and the bias out (validated); the dynamic shared memory holds the rows·in
+    // normalised values (at most NORM_GEMV_MAX_BYTES, within a block's default); `vec` is set only when `in` is a
+    // multiple of the 16-byte width and w is aligned (the normalised rows in shared memory are).
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}
+
+/// `h = s ⊙ r + f` and `hidden = act(x·wgᵀ + bg) ⊙ (x·wuᵀ + bu)` with `x = rms_norm(h, wn)`, in one launch: bit for bit
+/// `rms_norm::cuda::residual_rms_norm` then [`gated_linear`]. Sizes as [`gated_linear`]'s, `rows` and `in` within
+/// [`norm_gemv_fits`].
+#[allow(clippy::too_many_arguments)]
+pub fn norm_gated_linear<T: Elem>(
+    gpu: &Gpu,
+    p: &LinearParams,
+    act: crate::act::Act,
+    n: &NormInput<'_, T>,
+    wg: &CudaSlice<T>,
+    wu: &CudaSlice<T>,
+    bias: Option<(&CudaSlice<T>, &CudaSlice<T>)>,
+    h: &mut CudaSlice<T>,
+    hidden: &mut CudaSlice<T>,
+) -> Result<()> {
+    p.validate(n.r.len(), wg.len(), bias.map(|b| b.0.len()))?;
+    p.validate(n.r.len(), wu.len(), bias.map(|b| b.1.len()))?;
+    crate::check_len(
+        "hidden",
+        hidden.len(),
+        &[("rows", p.rows), ("out_features", p.out_features)],
+    )?;
+    n.validate(p, h.len())?;
+    let name = norm_gated_gemv_kernel::<T>(p.rows);
+    let func = gpu.function(&SOURCE, &name)?;
+    let GemvLaunch { vec, inp, out, mut cfg } = gemv_launch(gpu, p, &[wg, wu])?;
+    cfg.grid_dim.0 = cfg.grid_dim.0.max(1);
+    cfg.shared_mem_bytes = (p.rows * p.in_features * std::mem::size_of::<T>()) as u32;
+    let act = crate::act::cuda::code(act);
+    let null = 0u64;
+    let mut launch = gpu.stream().launch_builder(&func);
+    n.push(&mut launch, h, &null);
+    launch.arg(wg).arg(wu);
+    match bias {
+        Some((bg, bu)) => launch.arg(bg).arg(bu),
+        None => launch.arg(&null).arg(&null),
+    };
+    launch.arg(hidden).arg(&inp).arg(&out).arg(&vec).arg(&act);
+    // SAFETY: matches `norm_gated_gemv<R>_<T>` in matmul.cu (R = rows ≤ 4); r, f and h hold rows·in elements, s (or
+    // null) and wn in, wg and wu out·in, hidden rows·out and each bias out (validated); the dynamic shared memory holds
+    // the rows·in normalised values (at most NORM_GEMV_MAX_BYTES); `vec` is set only when `in` is a multiple of the
+    // 16-byte width and wg, wu are aligned.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}
+
 /// `y [rows, out] = x [rows, in] · w [out, in]ᵀ + bias`.
 pub fn linear<T: Elem>(
     gpu: &Gpu,

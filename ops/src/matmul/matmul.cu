@@ -60,8 +60,50 @@ __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], cons
     }
 }
 
-template <typename T, int R>
-__device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
+// The residual norm in front of a few-row linear (norm_gemv, norm_gated_gemv): per row r < R, h = T(s[c]·res + f) (or
+// T(res + f) without s) and x[c] = T(wn[c]·T(h[c]·rsqrt(Σ_c h²/in + eps))), exactly as residual_rms_norm (rms_norm.cu)
+// computes them: the squares are summed in the order of its block of NV = min(1024, in rounded up to 32) threads (each
+// virtual thread over c ≡ t mod NV, then each virtual warp's butterfly, then one butterfly over the warps' sums). Every
+// block computes x into shared memory `xs` [R, in]; block 0 also stores h.
+template <typename T> struct NormIn {
+    const T *s, *res, *f, *wn;
+    T *h;
+    float eps;
+};
+
+template <typename T, int R> __device__ void norm_prologue(const NormIn<T> n, const int in, T *xs) {
+    __shared__ float vsum[R][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int nv = min(1024, (in + 31) & ~31), vwarps = nv >> 5;
+    for (int r = 0; r < R; ++r) {
+        for (int vw = warp; vw < vwarps; vw += warps) {
+            float ss = 0.0f;
+            for (int c = vw * 32 + lane; c < in; c += nv) {
+                const long i = (long)r * in + c;
+                const float scale = n.s ? ld(n.s, c) : 1.0f;
+                const float v = round_to<T>(__fadd_rn(__fmul_rn(scale, ld(n.res, i)), ld(n.f, i)));
+                st(xs, i, v);
+                if (blockIdx.x == 0) st(n.h, i, v);
+                ss += v * v;
+            }
+            ss = warp_sum(ss);
+            if (lane == 0) vsum[r][vw] = ss;
+        }
+    }
+    __syncthreads();
+    for (int r = 0; r < R; ++r) {
+        const float inv = rsqrtf(warp_sum(lane < vwarps ? vsum[r][lane] : 0.0f) / (float)in + n.eps);
+        for (int c = threadIdx.x; c < in; c += blockDim.x) {
+            const long i = (long)r * in + c;
+            st(xs, i, ld(n.wn, c) * round_to<T>(ld(xs, i) * inv));
+        }
+    }
+    __syncthreads();
+}
+
+template <typename T, int R, bool NORM>
+__device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec,
+                     const NormIn<T> n) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     constexpr int V = Vec16<T>::n;
@@ -71,6 +113,11 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
     uint4 wp[GEMV_BATCH];
     if (o < out && vec) load_packs(w4, wp, lane, packs);
     grid_entry();
+    if (NORM) {
+        extern __shared__ uint4 norm_x[];
+        norm_prologue<T, R>(n, in, reinterpret_cast<T *>(norm_x));
+        x = reinterpret_cast<const T *>(norm_x);
+    }
     if (o >= out) return;
     float acc[R];
 #pragma unroll
@@ -117,9 +164,9 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
 // Gated few-row linear (decode): h[r, o] = T(T(act(g))·u) with g = T(x·wg[o] (+ bg[o])) and u = T(x·wu[o] (+ bu[o]))
 // each accumulated exactly as `gemv` does, so h is bit for bit gemv, gemv, then act_mul (act.cu). One warp per output
 // feature computes both products; same launch as `gemv`, its first weight batches loaded before grid_entry() likewise.
-template <typename T, int R>
+template <typename T, int R, bool NORM>
 __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, const T *bu, T *h, const int in,
-                           const int out, const int vec, const int act) {
+                           const int out, const int vec, const int act, const NormIn<T> n) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     constexpr int V = Vec16<T>::n;
@@ -133,6 +180,11 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
         load_packs(u4, up, lane, packs);
     }
     grid_entry();
+    if (NORM) {
+        extern __shared__ uint4 norm_x[];
+        norm_prologue<T, R>(n, in, reinterpret_cast<T *>(norm_x));
+        x = reinterpret_cast<const T *>(norm_x);
+    }
     if (o >= out) return;
     float ag[R], au[R];
 #pragma unroll
@@ -196,12 +248,22 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
 #define GEMV(T, NAME, R)                                                                                          \
     extern "C" __global__ void gemv##R##_##NAME(const T *x, const T *w, const T *bias, T *y, const int in,        \
                                                 const int out, const int vec) {                                    \
-        gemv<T, R>(x, w, bias, y, in, out, vec);                                                                   \
+        gemv<T, R, false>(x, w, bias, y, in, out, vec, NormIn<T>{});                                               \
     }                                                                                                              \
     extern "C" __global__ void gated_gemv##R##_##NAME(const T *x, const T *wg, const T *wu, const T *bg, const T *bu, \
                                                       T *h, const int in, const int out, const int vec,           \
                                                       const int act) {                                             \
-        gated_gemv<T, R>(x, wg, wu, bg, bu, h, in, out, vec, act);                                                 \
+        gated_gemv<T, R, false>(x, wg, wu, bg, bu, h, in, out, vec, act, NormIn<T>{});                             \
+    }                                                                                                              \
+    extern "C" __global__ void norm_gemv##R##_##NAME(const T *s, const T *res, const T *f, const T *wn, T *hr,      \
+                                                     const float eps, const T *w, const T *bias, T *y,            \
+                                                     const int in, const int out, const int vec) {                 \
+        gemv<T, R, true>(nullptr, w, bias, y, in, out, vec, NormIn<T>{s, res, f, wn, hr, eps});                    \
+    }                                                                                                              \
+    extern "C" __global__ void norm_gated_gemv##R##_##NAME(                                                        \
+        const T *s, const T *res, const T *f, const T *wn, T *hr, const float eps, const T *wg, const T *wu,       \
+        const T *bg, const T *bu, T *h, const int in, const int out, const int vec, const int act) {               \
+        gated_gemv<T, R, true>(nullptr, wg, wu, bg, bu, h, in, out, vec, act, NormIn<T>{s, res, f, wn, hr, eps});  \
     }
 GEMV(float, f32, 1)
 GEMV(float, f32, 2)

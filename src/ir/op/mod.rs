@@ -62,6 +62,12 @@ pub enum Op {
     /// Fused `h = s ⊙ r + f` (or `r + f` unscaled) and `y = rms_norm(h, w)`. Inputs: `s [D]` when `scaled`, `r`,
     /// `f`, `w [D]` → `h`, `y`.
     ResidualRmsNorm { norm: Norm, scaled: bool },
+    /// A residual norm feeding a linear: `h` as `ResidualRmsNorm`'s, `y = rms_norm(h, wn)·Wᵀ (+ b)`. Inputs: `s [D]`
+    /// when `scaled`, `r [..,D]`, `f [..,D]`, `wn [D]`, `w [O,D]`, then `b [O]` when `bias` → `h [..,D]`, `y [..,O]`.
+    NormLinear { norm: Norm, scaled: bool, bias: bool },
+    /// A residual norm feeding a gated MLP: `h` as `ResidualRmsNorm`'s, `y = gated_mlp(rms_norm(h, wn))`. Inputs:
+    /// `s [D]` when `scaled`, `r`, `f`, `wn [D]`, then `GatedMlp`'s weights (and biases) → `h`, `y`.
+    NormGatedMlp { norm: Norm, scaled: bool, act: Act, bias: bool },
     /// Columns `start..start+len` of the last axis.
     SliceLast { start: usize, len: usize },
     /// `a + b`, same shapes.
@@ -125,6 +131,8 @@ pub enum OpKind {
     Linear,
     ScaledResidual,
     ResidualRmsNorm,
+    NormLinear,
+    NormGatedMlp,
     SliceLast,
     Add,
     GatedMlp,
@@ -157,6 +165,8 @@ impl Op {
             Op::Linear { .. } => OpKind::Linear,
             Op::ScaledResidual => OpKind::ScaledResidual,
             Op::ResidualRmsNorm { .. } => OpKind::ResidualRmsNorm,
+            Op::NormLinear { .. } => OpKind::NormLinear,
+            Op::NormGatedMlp { .. } => OpKind::NormGatedMlp,
             Op::SliceLast { .. } => OpKind::SliceLast,
             Op::Add => OpKind::Add,
             Op::GatedMlp { .. } => OpKind::GatedMlp,
@@ -197,6 +207,12 @@ impl Op {
             Op::Linear { bias } => one(basic::infer_linear(inputs, *bias)?),
             Op::ScaledResidual => one(basic::infer_scaled_residual(inputs)?),
             Op::ResidualRmsNorm { scaled, .. } => basic::infer_residual_rms_norm(inputs, *scaled)?,
+            Op::NormLinear { scaled, bias, .. } => {
+                basic::infer_norm_linear(inputs, *scaled, *bias)?
+            }
+            Op::NormGatedMlp { scaled, bias, .. } => {
+                basic::infer_norm_gated_mlp(inputs, *scaled, *bias)?
+            }
             Op::SliceLast { start, len } => one(basic::infer_slice_last(inputs, *start, *len)?),
             Op::Add => one(basic::infer_add(inputs)?),
             Op::GatedMlp { bias, .. } => one(basic::infer_gated_mlp(inputs, *bias)?),
