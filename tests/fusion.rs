@@ -326,6 +326,57 @@ fn norm_linear_and_norm_gated_mlp_fire_and_keep_the_numerics() {
     }
 }
 
+/// `linear(mask_tokens(rms_norm(s ⊙ r + f, w), mask), wl)` with `r`, `f` `[B,S,8]`: Cheems' SSD input projection.
+fn masked_norm_graph() -> Graph {
+    let mut g = Graph::new();
+    let (b, sq) = (Dim::sym("B"), Dim::sym("S"));
+    let x = Fact::new(DType::F32, [b.clone(), sq, Dim::konst(8)]);
+    let r = g.input("r", x.clone()).unwrap();
+    let f = g.input("f", x).unwrap();
+    let s = g.input("s", Fact::konst(DType::F32, &[8])).unwrap();
+    let w = g.input("w", Fact::konst(DType::F32, &[8])).unwrap();
+    let mask = g.input("mask", Fact::new(DType::I64, [b, Dim::sym("T")])).unwrap();
+    let wl = g.input("wl", Fact::konst(DType::F32, &[6, 8])).unwrap();
+    let h = g.wire("res", Op::ScaledResidual, &[s, r, f]).unwrap();
+    let y = g.wire("norm", Op::RmsNorm(Norm { eps: 1e-6 }), &[h, w]).unwrap();
+    let m = g.wire("masked_input", Op::MaskTokens, &[y, mask]).unwrap();
+    let out = g.wire("in_proj", Op::Linear { bias: false }, &[m, wl]).unwrap();
+    g.output("h", h).unwrap();
+    g.output("out", out).unwrap();
+    g
+}
+
+#[test]
+fn norm_linear_takes_the_ssd_input_mask_with_it() {
+    let mut g = masked_norm_graph();
+    let unfused = g.clone();
+    let cx = compile(&mut g, &opts()).unwrap();
+    assert_eq!(cx.rewrites.get("norm_linear"), Some(&1));
+    let fused = g.find("in_proj.normed").expect("the fused projection");
+    assert!(matches!(
+        g.node(fused).op,
+        Op::NormLinear { masked: true, scaled: true, bias: false, .. }
+    ));
+    assert_eq!(g.census().get(&OpKind::MaskTokens), None);
+    let v = |n: usize, k: usize| -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + k * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
+    };
+    // A prefill from an empty cache (the mask as long as the rows: masked) and a step after two cached tokens.
+    for (mask, t) in [(vec![1, 0, 1], 3), (vec![1, 1, 0, 1, 1], 5)] {
+        let ins = BTreeMap::from([
+            ("r".to_string(), Tensor::f32(vec![1, 3, 8], v(24, 1)).unwrap()),
+            ("f".to_string(), Tensor::f32(vec![1, 3, 8], v(24, 2)).unwrap()),
+            ("s".to_string(), Tensor::f32(vec![8], v(8, 3)).unwrap()),
+            ("w".to_string(), Tensor::f32(vec![8], v(8, 4)).unwrap()),
+            ("mask".to_string(), Tensor::i64(vec![1, t], mask).unwrap()),
+            ("wl".to_string(), Tensor::f32(vec![6, 8], v(48, 5)).unwrap()),
+        ]);
+        let before = CpuExecutor::new(unfused.clone()).unwrap().run(ins.clone(), &[]).unwrap();
+        let after = CpuExecutor::new(g.clone()).unwrap().run(ins, &[]).unwrap();
+        assert_eq!(before, after, "mask of {t} keys");
+    }
+}
+
 #[test]
 fn norm_linear_is_blocked_when_the_normed_rows_have_another_reader() {
     for gated in [false, true] {
@@ -508,12 +559,18 @@ fn every_fixture_fuses_and_keeps_its_logits() {
             if g.node(id).op.kind() != OpKind::ResidualRmsNorm {
                 continue;
             }
-            let y = ValueId { node: id, port: 1 };
-            let readers: Vec<_> =
-                g.node_ids().into_iter().filter(|&n| g.inputs_of(n).contains(&y)).collect();
-            let lone_projection = g.uses(y) == 1
-                && readers.len() == 1
-                && matches!(g.node(readers[0]).op.kind(), OpKind::Linear | OpKind::GatedMlp);
+            let lone_reader = |v: ValueId| {
+                let readers: Vec<_> =
+                    g.node_ids().into_iter().filter(|&n| g.inputs_of(n).contains(&v)).collect();
+                (g.uses(v) == 1 && readers.len() == 1).then(|| readers[0])
+            };
+            let mut reader = lone_reader(ValueId { node: id, port: 1 });
+            if let Some(r) = reader.filter(|&r| g.node(r).op.kind() == OpKind::MaskTokens) {
+                reader = lone_reader(ValueId { node: r, port: 0 })
+                    .filter(|&n| g.inputs_of(n)[0].node == r);
+            }
+            let lone_projection = reader
+                .is_some_and(|r| matches!(g.node(r).op.kind(), OpKind::Linear | OpKind::GatedMlp));
             assert!(!lone_projection, "{name}: `{}` feeds one projection unfused", g.node(id).name);
         }
         assert!(

@@ -111,11 +111,23 @@ fn with_last(dims: &[usize], last: usize) -> Vec<usize> {
     d
 }
 
-/// A residual norm and the op it feeds (`NormLinear`, `NormGatedMlp`): exactly the two ops in turn.
-fn norm_then(norm: Norm, scaled: bool, mut a: Vec<Arc<Tensor>>, then: &Op) -> Result<Vec<Tensor>> {
-    let rest = a.split_off(if scaled { 4 } else { 3 });
+/// A residual norm and the op it feeds (`NormLinear`, `NormGatedMlp`): exactly the ops in turn (with `MaskTokens`
+/// between them when `masked`).
+fn norm_then(
+    norm: Norm,
+    scaled: bool,
+    masked: bool,
+    mut a: Vec<Arc<Tensor>>,
+    then: &Op,
+) -> Result<Vec<Tensor>> {
+    let mut rest = a.split_off(if scaled { 4 } else { 3 });
     let mut hy = eval(&Op::ResidualRmsNorm { norm, scaled }, a)?;
-    let y = hy.pop().context("the norm's two outputs")?;
+    let mut y = hy.pop().context("the norm's two outputs")?;
+    if masked {
+        let mask = rest.remove(0);
+        let out = eval(&Op::MaskTokens, vec![Arc::new(y), mask])?;
+        y = out.into_iter().next().context("one output")?;
+    }
     let out = eval(then, std::iter::once(Arc::new(y)).chain(rest).collect())?;
     let h = hy.pop().context("the norm's two outputs")?;
     Ok(vec![h, out.into_iter().next().context("one output")?])
@@ -173,11 +185,11 @@ fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
             let dims = a[1].dims().to_vec();
             Ok(vec![Tensor::f32(dims.clone(), h)?, Tensor::f32(dims, y)?])
         }
-        Op::NormLinear { norm, scaled, bias } => {
-            norm_then(*norm, *scaled, a, &Op::Linear { bias: *bias })
+        Op::NormLinear { norm, scaled, masked, bias } => {
+            norm_then(*norm, *scaled, *masked, a, &Op::Linear { bias: *bias })
         }
         Op::NormGatedMlp { norm, scaled, act, bias } => {
-            norm_then(*norm, *scaled, a, &Op::GatedMlp { act: *act, bias: *bias })
+            norm_then(*norm, *scaled, false, a, &Op::GatedMlp { act: *act, bias: *bias })
         }
         Op::SliceLast { start, len } => {
             let n = *a[0].dims().last().expect("ranked");

@@ -3,7 +3,7 @@
 //! Host tensors go in and out at the graph's boundary; [`CudaExecutor::run_device`] keeps them on the device.
 
 use super::cpu::rotary_tables;
-use crate::ir::op::{Act, AttentionMask, ExpertAct, Norm};
+use crate::ir::op::{Act, AttentionMask, ExpertAct, Norm, NormLinearLayout};
 use crate::ir::{DType, Graph, NodeId, Op, Tensor, ValueId};
 use crate::passes::lower::{supported, Target};
 use anyhow::{bail, ensure, Context, Result};
@@ -354,6 +354,11 @@ pub fn const_dtypes(graph: &Graph, dtype: ActDType) -> Result<BTreeMap<String, D
 }
 
 /// Linears (not graph outputs) every reader of which is a `SliceLast`, with those readers.
+/// Whether `MaskTokens` masks the rows `x [B,S,D]` with `mask [B,P+S]`: only for `P = 0`.
+fn masks_tokens(x: &DTensor, mask: &DTensor) -> bool {
+    mask.dims[1] == x.dims[1]
+}
+
 fn split_linears(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, Vec<NodeId>> {
     let mut readers: HashMap<ValueId, Vec<NodeId>> = HashMap::new();
     for &id in order {
@@ -660,26 +665,26 @@ impl CudaExecutor {
         g: &Graph,
         pending: &mut HashMap<NodeId, DTensor>,
     ) -> Result<Option<Vec<Arc<DTensor>>>> {
-        let (k, norm, bias) = match op {
-            Op::Linear { bias } => (0, None, *bias),
-            Op::NormLinear { norm, scaled, bias } => {
-                (if *scaled { 4 } else { 3 }, Some((*norm, *scaled)), *bias)
+        let (at, norm, bias) = match op {
+            Op::Linear { bias } => (NormLinearLayout { norm: 0, w: 1 }, None, *bias),
+            Op::NormLinear { norm, scaled, masked, bias } => {
+                (NormLinearLayout::of(*scaled, *masked), Some((*norm, *scaled, *masked)), *bias)
             }
             _ => return Ok(None),
         };
-        let wi = k.max(1);
-        let (w, b) = (&args[wi], bias.then(|| &args[wi + 1]));
-        let x_len = if k == 0 { args[0].len() } else { args[k - 3].len() };
+        let (w, b) = (&args[at.w], bias.then(|| &args[at.w + 1]));
+        let x_len = if norm.is_none() { args[0].len() } else { args[at.norm - 3].len() };
         if x_len / w.dims[1].max(1) <= 1 {
             return Ok(None);
         }
         let mut outs = Vec::new();
         let x = match norm {
             None => args[0].clone(),
-            Some((norm, scaled)) => {
+            Some((norm, scaled, masked)) => {
+                let (ns, mask) = (&args[..at.norm], masked.then(|| &*args[at.norm]));
                 let (h, x) = match self.dtype {
-                    ActDType::F32 => self.residual_norm::<f32>(norm, scaled, &args[..k])?,
-                    ActDType::BF16 => self.residual_norm::<bf16>(norm, scaled, &args[..k])?,
+                    ActDType::F32 => self.residual_norm_masked::<f32>(norm, scaled, ns, mask)?,
+                    ActDType::BF16 => self.residual_norm_masked::<bf16>(norm, scaled, ns, mask)?,
                 };
                 outs.push(Arc::new(h));
                 Arc::new(x)
@@ -733,6 +738,38 @@ impl CudaExecutor {
             host_i64: None,
         };
         Ok((wrap(dims.clone(), h), wrap(dims, y)))
+    }
+
+    /// [`Self::residual_norm`], its normed rows through `MaskTokens` with `mask` when given.
+    fn residual_norm_masked<T: ActElem>(
+        &self,
+        norm: Norm,
+        scaled: bool,
+        a: &[Arc<DTensor>],
+        mask: Option<&DTensor>,
+    ) -> Result<(DTensor, DTensor)>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let (h, y) = self.residual_norm::<T>(norm, scaled, a)?;
+        match mask {
+            Some(m) => Ok((h, self.mask_tokens::<T>(Arc::new(y), m)?)),
+            None => Ok((h, y)),
+        }
+    }
+
+    /// `MaskTokens`: `x ⊙ mask[:, P:]` for a prefill from an empty cache (the mask as long as the rows), else `x`.
+    fn mask_tokens<T: ActElem>(&self, x: Arc<DTensor>, mask: &DTensor) -> Result<DTensor>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        if !masks_tokens(&x, mask) {
+            return self.owned(x);
+        }
+        let d = x.dims[2];
+        let (dims, mut y) = self.act_out::<T>(x.dims.clone())?;
+        ops::elementwise::cuda::mask_rows(&self.gpu, x.act::<T>()?, mask.i64()?, d, &mut y)?;
+        Ok(DTensor { dims, buf: T::wrap_dev(Dev::recycled_by(y, &self.gpu)), host_i64: None })
     }
 
     /// `down(act(x·gateᵀ) ⊙ x·upᵀ)` over `rows` rows: `w` holds the gate, up and down weights, then their biases when
@@ -922,15 +959,18 @@ impl CudaExecutor {
                 let (h, y) = self.residual_norm::<T>(*norm, *scaled, &a)?;
                 Ok(vec![h, y])
             }
-            Op::NormLinear { norm, scaled, bias } => {
-                let k = if *scaled { 4 } else { 3 };
-                let (r, w) = (&a[k - 3], &a[k]);
+            Op::NormLinear { norm, scaled, masked, bias } => {
+                let at = NormLinearLayout::of(*scaled, *masked);
+                let k = at.norm;
+                let (r, w) = (&a[k - 3], &a[at.w]);
                 let (inp, out) = (w.dims[1], w.dims[0]);
                 let rows = r.len() / inp.max(1);
-                let b = bias.then(|| &*a[k + 1]);
+                let b = bias.then(|| &*a[at.w + 1]);
+                let mask = masked.then(|| &*a[k]);
                 let mut dims = r.dims.clone();
                 *dims.last_mut().expect("ranked") = out;
-                if ops::matmul::cuda::norm_gemv_fits::<T>(rows, inp) {
+                let masks_rows = mask.is_some_and(|m| masks_tokens(r, m));
+                if !masks_rows && ops::matmul::cuda::norm_gemv_fits::<T>(rows, inp) {
                     let p = ops::matmul::LinearParams { rows, in_features: inp, out_features: out };
                     let n = ops::matmul::cuda::NormInput {
                         s: if *scaled { Some(a[0].act::<T>()?) } else { None },
@@ -956,7 +996,7 @@ impl CudaExecutor {
                     )?;
                     return Ok(vec![wrap(hdims, h), wrap(dims, y)]);
                 }
-                let (h, x) = self.residual_norm::<T>(*norm, *scaled, &a[..k])?;
+                let (h, x) = self.residual_norm_masked::<T>(*norm, *scaled, &a[..k], mask)?;
                 let y = self.linear::<T>(x.act::<T>()?, rows, w, b)?;
                 Ok(vec![h, wrap(dims, y)])
             }
@@ -1140,14 +1180,9 @@ impl CudaExecutor {
                 }
             }
             Op::MaskTokens => {
-                let (x, mask) = (&a[0], &a[1]);
-                let (s, d) = (x.dims[1], x.dims[2]);
-                if mask.dims[1] != s {
-                    return one(self.owned(a.remove(0))?);
-                }
-                let (dims, mut y) = self.act_out::<T>(x.dims.clone())?;
-                ops::elementwise::cuda::mask_rows(gpu, x.act::<T>()?, mask.i64()?, d, &mut y)?;
-                one(wrap(dims, y))
+                let mask = a.pop().context("two operands")?;
+                let x = a.pop().context("two operands")?;
+                one(self.mask_tokens::<T>(x, &mask)?)
             }
             Op::Positions => {
                 let (b, s) = (a[0].dims[0], a[0].dims[1]);
