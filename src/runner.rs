@@ -309,6 +309,16 @@ pub struct CudaPrepared {
 /// Opens a checkpoint (compiling its graph for CUDA now) or a CUDA artifact (its compiled graph and CUBINs) on
 /// device 0. `dtype` `None` is the artifact's dtype, or f32 for a checkpoint.
 pub fn prepare_cuda(path: &Path, dtype: Option<ActDType>) -> Result<CudaPrepared> {
+    let opts = crate::passes::CompileOptions::new(crate::passes::lower::Target::Cuda);
+    prepare_cuda_with(path, dtype, &opts)
+}
+
+/// [`prepare_cuda`] with the compile options of a checkpoint's graph (an artifact's graph is compiled already).
+pub fn prepare_cuda_with(
+    path: &Path,
+    dtype: Option<ActDType>,
+    opts: &crate::passes::CompileOptions,
+) -> Result<CudaPrepared> {
     if artifact::is_artifact(path) {
         let a = artifact::open(path)?;
         ensure!(
@@ -323,8 +333,8 @@ pub fn prepare_cuda(path: &Path, dtype: Option<ActDType>) -> Result<CudaPrepared
     let checkpoint = Checkpoint::open(path)?;
     let mut model = build(&checkpoint.config, &checkpoint.weights)
         .with_context(|| format!("building the graph of {}", checkpoint.dir.display()))?;
-    let opts = crate::passes::CompileOptions::new(crate::passes::lower::Target::Cuda);
-    let cx = crate::passes::compile(&mut model.graph, &opts)?;
+    opts.validate()?;
+    let cx = crate::passes::compile(&mut model.graph, opts)?;
     let gpu = std::sync::Arc::new(cheems_ops::cuda::Gpu::new(0)?);
     let exec = crate::exec::cuda::CudaExecutor::new(
         model.graph.clone(),

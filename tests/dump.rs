@@ -114,3 +114,24 @@ fn compile_refuses_an_unknown_rule_and_writes_nothing() {
     assert!(stderr.contains("--disable-rule fuse_all: no such rule; the rules are"), "{stderr}");
     assert!(!out_dir.exists());
 }
+
+#[test]
+fn bench_takes_the_fusion_switches_for_cuda_checkpoints_only() {
+    let bench = |args: &[&str]| {
+        Command::new(common::cheems_bin()).arg("bench").args(args).output().unwrap()
+    };
+    let out = bench(&["models/cheems-tiny", "--target", "cpu", "--disable-rule", "norm_linear"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("CPU executor never fuses"), "{stderr}");
+    let tmp = tempfile::tempdir().unwrap();
+    let art = tmp.path().join("tiny.cheems");
+    let out = Command::new(common::cheems_bin())
+        .args(["compile", "models/cheems-tiny", "--target", "cpu", "-o"])
+        .arg(&art)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bench(&[art.to_str().unwrap(), "--target", "cuda", "--no-fuse"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("compiled already"), "{stderr}");
+}

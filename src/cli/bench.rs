@@ -47,6 +47,9 @@ pub struct Args {
     /// The device's memory-bandwidth ceiling in GB/s, for the roofline fractions on CUDA (H200 device copy).
     #[arg(long, default_value_t = 4300.0)]
     pub peak_gbps: f64,
+    /// Fusion switches of the graph compiled for CUDA from a checkpoint (an artifact is compiled already).
+    #[command(flatten)]
+    pub fusion: super::compile::FusionArgs,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -67,6 +70,10 @@ pub fn run(a: &Args) -> Result<()> {
     if a.target.map_or_else(|| crate::runner::default_device(&a.ckpt), Ok)? == Device::Cuda {
         return run_cuda(a);
     }
+    ensure!(
+        !a.fusion.no_fuse && a.fusion.disable_rule.is_empty(),
+        "--no-fuse and --disable-rule apply to the graph compiled for CUDA (the CPU executor never fuses)"
+    );
     let loaded = load(&a.ckpt)?;
     let (model, exec) = (&loaded.model, &loaded.exec);
     let v = model.config.vocab_size as i64;
@@ -260,8 +267,17 @@ fn run_cuda(a: &Args) -> Result<()> {
     } else {
         Some(a.dtype.unwrap_or(ActDType::BF16))
     };
+    let fusing = a.fusion.no_fuse || !a.fusion.disable_rule.is_empty();
+    ensure!(
+        !fusing || !crate::artifact::is_artifact(&a.ckpt),
+        "{}: an artifact's graph is compiled already; --no-fuse and --disable-rule apply to checkpoints",
+        a.ckpt.display()
+    );
+    let mut opts = crate::passes::CompileOptions::new(crate::passes::lower::Target::Cuda);
+    opts.no_fuse = a.fusion.no_fuse;
+    opts.fuse.disabled = a.fusion.disable_rule.clone();
     let crate::runner::CudaPrepared { model, exec, rewrites, num_params } =
-        crate::runner::prepare_cuda(&a.ckpt, dtype)?;
+        crate::runner::prepare_cuda_with(&a.ckpt, dtype, &opts)?;
     let gpu = exec.gpu().clone();
     let v = model.config.vocab_size as i64;
     let ids: Vec<Vec<i64>> = (0..a.batch)
