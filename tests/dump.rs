@@ -120,7 +120,7 @@ fn bench_takes_the_fusion_switches_for_cuda_checkpoints_only() {
     let bench = |args: &[&str]| {
         Command::new(common::cheems_bin()).arg("bench").args(args).output().unwrap()
     };
-    let out = bench(&["models/cheems-tiny", "--target", "cpu", "--disable-rule", "norm_linear"]);
+    let out = bench(&["models/cheems-tiny", "--target", "cpu", "--disable-rule", "norm_rope"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("CPU executor never fuses"), "{stderr}");
     let tmp = tempfile::tempdir().unwrap();

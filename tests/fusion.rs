@@ -237,163 +237,6 @@ fn norm_rope_is_blocked_by_another_reader_of_the_norm() {
     assert_eq!(g.census().get(&OpKind::Rope), Some(&1));
 }
 
-/// `h = s ⊙ r + f`, `y = rms_norm(h, wn)` read by a linear (with a bias when `bias`) or a gated MLP, with `h` an output;
-/// with `y_out`, the normed rows are an output too.
-fn norm_proj_graph(gated: bool, bias: bool, y_out: bool) -> Graph {
-    use cheems::ir::op::Act;
-    let mut g = Graph::new();
-    let x = Fact::new(DType::F32, [Dim::sym("B"), Dim::konst(8)]);
-    let r = g.input("r", x.clone()).unwrap();
-    let f = g.input("f", x).unwrap();
-    let s = g.input("s", Fact::konst(DType::F32, &[8])).unwrap();
-    let w = g.input("w", Fact::konst(DType::F32, &[8])).unwrap();
-    let hh = g.wire("res", Op::ScaledResidual, &[s, r, f]).unwrap();
-    let yy = g.wire("norm", Op::RmsNorm(Norm { eps: 1e-6 }), &[hh, w]).unwrap();
-    let k = |g: &mut Graph, n: &str, d: &[usize]| g.input(n, Fact::konst(DType::F32, d)).unwrap();
-    let out = if gated {
-        let mut ins =
-            vec![yy, k(&mut g, "wg", &[5, 8]), k(&mut g, "wu", &[5, 8]), k(&mut g, "wd", &[8, 5])];
-        if bias {
-            ins.extend([k(&mut g, "bg", &[5]), k(&mut g, "bu", &[5]), k(&mut g, "bd", &[8])]);
-        }
-        g.wire("mlp", Op::GatedMlp { act: Act::Silu, bias }, &ins).unwrap()
-    } else {
-        let mut ins = vec![yy, k(&mut g, "wl", &[6, 8])];
-        if bias {
-            ins.push(k(&mut g, "bl", &[6]));
-        }
-        g.wire("proj", Op::Linear { bias }, &ins).unwrap()
-    };
-    g.output("h", hh).unwrap();
-    g.output("out", out).unwrap();
-    if y_out {
-        g.output("y", yy).unwrap();
-    }
-    g
-}
-
-fn norm_proj_inputs() -> BTreeMap<String, Tensor> {
-    let v = |n: usize, k: u32| -> Vec<f32> {
-        (0..n).map(|i| ((i as u32 * 7919 + k * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
-    };
-    let mut m = inputs(3);
-    for (name, dims, k) in [
-        ("wg", vec![5, 8], 11),
-        ("wu", vec![5, 8], 12),
-        ("wd", vec![8, 5], 13),
-        ("bg", vec![5], 14),
-        ("bu", vec![5], 15),
-        ("bd", vec![8], 16),
-        ("wl", vec![6, 8], 17),
-        ("bl", vec![6], 18),
-    ] {
-        let n = dims.iter().product();
-        m.insert(name.to_string(), Tensor::f32(dims, v(n, k)).unwrap());
-    }
-    m
-}
-
-fn run_on(g: &Graph) -> BTreeMap<String, Tensor> {
-    let names: Vec<String> = g.inputs().iter().map(|&i| g.node(i).name.clone()).collect();
-    let all = norm_proj_inputs();
-    let ins = names.iter().map(|n| (n.clone(), all[n].clone())).collect();
-    CpuExecutor::new(g.clone()).unwrap().run(ins, &[]).unwrap()
-}
-
-#[test]
-fn norm_linear_and_norm_gated_mlp_fire_and_keep_the_numerics() {
-    for (gated, bias) in [(false, false), (false, true), (true, false), (true, true)] {
-        let mut g = norm_proj_graph(gated, bias, false);
-        let before = run_on(&g);
-        let cx = compile(&mut g, &opts()).unwrap();
-        let (rule, kind) = if gated {
-            ("norm_gated_mlp", OpKind::NormGatedMlp)
-        } else {
-            ("norm_linear", OpKind::NormLinear)
-        };
-        assert_eq!(cx.rewrites.get(rule), Some(&1), "gated {gated} bias {bias}");
-        let census = g.census();
-        assert_eq!(census.get(&kind), Some(&1));
-        assert!(
-            !census.contains_key(&OpKind::ResidualRmsNorm)
-                && !census.contains_key(&OpKind::RmsNorm)
-        );
-        assert_eq!(
-            before,
-            run_on(&g),
-            "the fused op is the norm then the projection, gated {gated}"
-        );
-    }
-}
-
-/// `linear(mask_tokens(rms_norm(s ⊙ r + f, w), mask), wl)` with `r`, `f` `[B,S,8]`: Cheems' SSD input projection.
-fn masked_norm_graph() -> Graph {
-    let mut g = Graph::new();
-    let (b, sq) = (Dim::sym("B"), Dim::sym("S"));
-    let x = Fact::new(DType::F32, [b.clone(), sq, Dim::konst(8)]);
-    let r = g.input("r", x.clone()).unwrap();
-    let f = g.input("f", x).unwrap();
-    let s = g.input("s", Fact::konst(DType::F32, &[8])).unwrap();
-    let w = g.input("w", Fact::konst(DType::F32, &[8])).unwrap();
-    let mask = g.input("mask", Fact::new(DType::I64, [b, Dim::sym("T")])).unwrap();
-    let wl = g.input("wl", Fact::konst(DType::F32, &[6, 8])).unwrap();
-    let h = g.wire("res", Op::ScaledResidual, &[s, r, f]).unwrap();
-    let y = g.wire("norm", Op::RmsNorm(Norm { eps: 1e-6 }), &[h, w]).unwrap();
-    let m = g.wire("masked_input", Op::MaskTokens, &[y, mask]).unwrap();
-    let out = g.wire("in_proj", Op::Linear { bias: false }, &[m, wl]).unwrap();
-    g.output("h", h).unwrap();
-    g.output("out", out).unwrap();
-    g
-}
-
-#[test]
-fn norm_linear_takes_the_ssd_input_mask_with_it() {
-    let mut g = masked_norm_graph();
-    let unfused = g.clone();
-    let cx = compile(&mut g, &opts()).unwrap();
-    assert_eq!(cx.rewrites.get("norm_linear"), Some(&1));
-    let fused = g.find("in_proj.normed").expect("the fused projection");
-    assert!(matches!(
-        g.node(fused).op,
-        Op::NormLinear { masked: true, scaled: true, bias: false, .. }
-    ));
-    assert_eq!(g.census().get(&OpKind::MaskTokens), None);
-    let v = |n: usize, k: usize| -> Vec<f32> {
-        (0..n).map(|i| ((i * 7919 + k * 104_729) % 1000) as f32 / 500.0 - 1.0).collect()
-    };
-    // A prefill from an empty cache (the mask as long as the rows: masked) and a step after two cached tokens.
-    for (mask, t) in [(vec![1, 0, 1], 3), (vec![1, 1, 0, 1, 1], 5)] {
-        let ins = BTreeMap::from([
-            ("r".to_string(), Tensor::f32(vec![1, 3, 8], v(24, 1)).unwrap()),
-            ("f".to_string(), Tensor::f32(vec![1, 3, 8], v(24, 2)).unwrap()),
-            ("s".to_string(), Tensor::f32(vec![8], v(8, 3)).unwrap()),
-            ("w".to_string(), Tensor::f32(vec![8], v(8, 4)).unwrap()),
-            ("mask".to_string(), Tensor::i64(vec![1, t], mask).unwrap()),
-            ("wl".to_string(), Tensor::f32(vec![6, 8], v(48, 5)).unwrap()),
-        ]);
-        let before = CpuExecutor::new(unfused.clone()).unwrap().run(ins.clone(), &[]).unwrap();
-        let after = CpuExecutor::new(g.clone()).unwrap().run(ins, &[]).unwrap();
-        assert_eq!(before, after, "mask of {t} keys");
-    }
-}
-
-#[test]
-fn norm_linear_is_blocked_when_the_normed_rows_have_another_reader() {
-    for gated in [false, true] {
-        let mut g = norm_proj_graph(gated, false, true);
-        let cx = compile(&mut g, &opts()).unwrap();
-        assert_eq!(cx.rewrites.get("norm_linear"), None);
-        assert_eq!(cx.rewrites.get("norm_gated_mlp"), None);
-        assert_eq!(g.census().get(&OpKind::ResidualRmsNorm), Some(&1));
-    }
-    let mut g = norm_proj_graph(false, true, false);
-    let mut o = opts();
-    o.fuse.disabled = vec!["norm_linear".into()];
-    let cx = compile(&mut g, &o).unwrap();
-    assert_eq!(cx.rewrites.get("norm_linear"), None);
-    assert_eq!(g.census().get(&OpKind::Linear), Some(&1));
-}
-
 /// `y = s + expert_mix(x, scores, ids, down, up)` (or the operands swapped), with the mixture itself also an output
 /// when `mix_out`.
 fn mix_graph(swapped: bool, mix_out: bool) -> Graph {
@@ -515,19 +358,12 @@ fn every_fixture_fuses_and_keeps_its_logits() {
         o.fuse.disabled = vec!["pack_linears".into()];
         let cx = compile(&mut fused.graph, &o).unwrap();
         let census = fused.graph.census();
-        let count = |k: OpKind| census.get(&k).copied().unwrap_or(0);
-        let rule = |r: &str| cx.rewrites.get(r).copied().unwrap_or(0);
         assert_eq!(
-            count(OpKind::ResidualRmsNorm)
-                + count(OpKind::NormLinear)
-                + count(OpKind::NormGatedMlp),
+            census.get(&OpKind::ResidualRmsNorm).copied().unwrap_or(0),
             2 * model.config.layers.len(),
             "{name}: {:?}",
             cx.rewrites
         );
-        assert_eq!(count(OpKind::NormLinear), rule("norm_linear"), "{name}");
-        assert_eq!(count(OpKind::NormGatedMlp), rule("norm_gated_mlp"), "{name}");
-        assert!(rule("norm_linear") >= 1, "{name}: the final norm feeds the LM head alone");
         assert_eq!(
             census.get(&OpKind::RmsNorm).copied().unwrap_or(0),
             1 + qk_left,
@@ -554,25 +390,6 @@ fn every_fixture_fuses_and_keeps_its_logits() {
 
         let mut packed = model.clone();
         let cx = compile(&mut packed.graph, &opts()).unwrap();
-        let g = &packed.graph;
-        for id in g.node_ids() {
-            if g.node(id).op.kind() != OpKind::ResidualRmsNorm {
-                continue;
-            }
-            let lone_reader = |v: ValueId| {
-                let readers: Vec<_> =
-                    g.node_ids().into_iter().filter(|&n| g.inputs_of(n).contains(&v)).collect();
-                (g.uses(v) == 1 && readers.len() == 1).then(|| readers[0])
-            };
-            let mut reader = lone_reader(ValueId { node: id, port: 1 });
-            if let Some(r) = reader.filter(|&r| g.node(r).op.kind() == OpKind::MaskTokens) {
-                reader = lone_reader(ValueId { node: r, port: 0 })
-                    .filter(|&n| g.inputs_of(n)[0].node == r);
-            }
-            let lone_projection = reader
-                .is_some_and(|r| matches!(g.node(r).op.kind(), OpKind::Linear | OpKind::GatedMlp));
-            assert!(!lone_projection, "{name}: `{}` feeds one projection unfused", g.node(id).name);
-        }
         assert!(
             cx.rewrites.get("pack_linears").copied().unwrap_or(0) >= 1,
             "{name}: no linears packed"

@@ -2,7 +2,7 @@
 //! kernel, freeing every value after its last reader.
 
 use super::bind_inputs;
-use crate::ir::op::{Act, AttentionMask, ExpertAct, Norm, Rotary};
+use crate::ir::op::{Act, AttentionMask, ExpertAct, Rotary};
 use crate::ir::{Graph, NodeId, Op, Tensor};
 use anyhow::{bail, Context, Result};
 use cheems_ops as ops;
@@ -111,28 +111,6 @@ fn with_last(dims: &[usize], last: usize) -> Vec<usize> {
     d
 }
 
-/// A residual norm and the op it feeds (`NormLinear`, `NormGatedMlp`): exactly the ops in turn (with `MaskTokens`
-/// between them when `masked`).
-fn norm_then(
-    norm: Norm,
-    scaled: bool,
-    masked: bool,
-    mut a: Vec<Arc<Tensor>>,
-    then: &Op,
-) -> Result<Vec<Tensor>> {
-    let mut rest = a.split_off(if scaled { 4 } else { 3 });
-    let mut hy = eval(&Op::ResidualRmsNorm { norm, scaled }, a)?;
-    let mut y = hy.pop().context("the norm's two outputs")?;
-    if masked {
-        let mask = rest.remove(0);
-        let out = eval(&Op::MaskTokens, vec![Arc::new(y), mask])?;
-        y = out.into_iter().next().context("one output")?;
-    }
-    let out = eval(then, std::iter::once(Arc::new(y)).chain(rest).collect())?;
-    let h = hy.pop().context("the norm's two outputs")?;
-    Ok(vec![h, out.into_iter().next().context("one output")?])
-}
-
 /// Evaluates one op on concrete tensors.
 fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
     let one = |t: Tensor| Ok(vec![t]);
@@ -184,12 +162,6 @@ fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
             let y = ops::rms_norm::rms_norm(&p, &h, f32s(w)?)?;
             let dims = a[1].dims().to_vec();
             Ok(vec![Tensor::f32(dims.clone(), h)?, Tensor::f32(dims, y)?])
-        }
-        Op::NormLinear { norm, scaled, masked, bias } => {
-            norm_then(*norm, *scaled, *masked, a, &Op::Linear { bias: *bias })
-        }
-        Op::NormGatedMlp { norm, scaled, act, bias } => {
-            norm_then(*norm, *scaled, false, a, &Op::GatedMlp { act: *act, bias: *bias })
         }
         Op::SliceLast { start, len } => {
             let n = *a[0].dims().last().expect("ranked");

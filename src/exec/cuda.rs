@@ -3,7 +3,7 @@
 //! Host tensors go in and out at the graph's boundary; [`CudaExecutor::run_device`] keeps them on the device.
 
 use super::cpu::rotary_tables;
-use crate::ir::op::{Act, AttentionMask, ExpertAct, Norm, NormLinearLayout};
+use crate::ir::op::{Act, AttentionMask, ExpertAct};
 use crate::ir::{DType, Graph, NodeId, Op, Tensor, ValueId};
 use crate::passes::lower::{supported, Target};
 use anyhow::{bail, ensure, Context, Result};
@@ -354,11 +354,6 @@ pub fn const_dtypes(graph: &Graph, dtype: ActDType) -> Result<BTreeMap<String, D
 }
 
 /// Linears (not graph outputs) every reader of which is a `SliceLast`, with those readers.
-/// Whether `MaskTokens` masks the rows `x [B,S,D]` with `mask [B,P+S]`: only for `P = 0`.
-fn masks_tokens(x: &DTensor, mask: &DTensor) -> bool {
-    mask.dims[1] == x.dims[1]
-}
-
 fn split_linears(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, Vec<NodeId>> {
     let mut readers: HashMap<ValueId, Vec<NodeId>> = HashMap::new();
     for &id in order {
@@ -369,12 +364,10 @@ fn split_linears(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, Vec<NodeId>> {
     let outputs: Vec<ValueId> = g.outputs().iter().map(|(_, v)| *v).collect();
     let mut split = HashMap::new();
     for &id in order {
-        let port = match g.node(id).op {
-            Op::Linear { .. } => 0,
-            Op::NormLinear { .. } => 1,
-            _ => continue,
-        };
-        let v = ValueId { node: id, port };
+        if !matches!(g.node(id).op, Op::Linear { .. }) {
+            continue;
+        }
+        let v = ValueId { node: id, port: 0 };
         let Some(r) = readers.get(&v) else { continue };
         if !outputs.contains(&v)
             && r.iter().all(|&n| matches!(g.node(n).op, Op::SliceLast { .. }))
@@ -394,8 +387,7 @@ pub struct CudaExecutor {
     dtype: ActDType,
     storage: HashMap<ValueId, Store>,
     consts: HashMap<NodeId, Arc<DTensor>>,
-    /// Linears (and norms with linears) whose product only `SliceLast` nodes read (packed projections), with those
-    /// nodes: for more than
+    /// Linears whose output only `SliceLast` nodes read (packed projections), with those nodes: for more than
     /// one row, each slice is one GEMM over a view of the packed weight, written straight into the slice's
     /// output (a row-major slice of several rows is not contiguous, a range of weight rows is).
     split: HashMap<NodeId, Vec<NodeId>>,
@@ -599,11 +591,30 @@ impl CudaExecutor {
             let mut args = values.operands(g, id)?;
             let start = std::time::Instant::now();
             let mut early = None;
-            if let Some(slices) = self.split.get(&id) {
-                if !values.returns(id) {
-                    early = self
-                        .run_split(&node.op, &args, slices, g, &mut pending)
-                        .with_context(|| format!("running node `{}`", node.name))?;
+            if let (Op::Linear { bias }, Some(slices)) = (&node.op, self.split.get(&id)) {
+                let rows = args[0].len() / args[1].dims[1].max(1);
+                if rows > 1 && !values.returns(id) {
+                    for &sid in slices {
+                        let Op::SliceLast { start, len } = g.node(sid).op else {
+                            unreachable!("split linears feed slices only")
+                        };
+                        let b = bias.then(|| &args[2]);
+                        let t = match self.dtype {
+                            ActDType::F32 => {
+                                self.slice_linear::<f32>(&args[0], &args[1], b, start, len)
+                            }
+                            ActDType::BF16 => {
+                                self.slice_linear::<bf16>(&args[0], &args[1], b, start, len)
+                            }
+                        };
+                        pending.insert(
+                            sid,
+                            t.with_context(|| format!("running node `{}`", node.name))?,
+                        );
+                    }
+                    let mut dims = args[0].dims.clone();
+                    *dims.last_mut().expect("ranked") = args[1].dims[0];
+                    early = Some(vec![Arc::new(DTensor { dims, buf: Buf::Empty, host_i64: None })]);
                 }
             }
             if let Some(t) = pending.remove(&id) {
@@ -652,158 +663,6 @@ impl CudaExecutor {
             values.keep(id, outs);
         }
         values.finish(|t| self.owned(t))
-    }
-
-    /// A packed linear (or residual norm and linear) whose product only slices read, for more than one row: each
-    /// slice one GEMM over its weight rows into `pending`; the node's outputs are the norm's `h` (for `NormLinear`) and
-    /// an empty product. `None` for one row, which runs as one kernel.
-    fn run_split(
-        &self,
-        op: &Op,
-        args: &[Arc<DTensor>],
-        slices: &[NodeId],
-        g: &Graph,
-        pending: &mut HashMap<NodeId, DTensor>,
-    ) -> Result<Option<Vec<Arc<DTensor>>>> {
-        let (at, norm, bias) = match op {
-            Op::Linear { bias } => (NormLinearLayout { norm: 0, w: 1 }, None, *bias),
-            Op::NormLinear { norm, scaled, masked, bias } => {
-                (NormLinearLayout::of(*scaled, *masked), Some((*norm, *scaled, *masked)), *bias)
-            }
-            _ => return Ok(None),
-        };
-        let (w, b) = (&args[at.w], bias.then(|| &args[at.w + 1]));
-        let x_len = if norm.is_none() { args[0].len() } else { args[at.norm - 3].len() };
-        if x_len / w.dims[1].max(1) <= 1 {
-            return Ok(None);
-        }
-        let mut outs = Vec::new();
-        let x = match norm {
-            None => args[0].clone(),
-            Some((norm, scaled, masked)) => {
-                let (ns, mask) = (&args[..at.norm], masked.then(|| &*args[at.norm]));
-                let (h, x) = match self.dtype {
-                    ActDType::F32 => self.residual_norm_masked::<f32>(norm, scaled, ns, mask)?,
-                    ActDType::BF16 => self.residual_norm_masked::<bf16>(norm, scaled, ns, mask)?,
-                };
-                outs.push(Arc::new(h));
-                Arc::new(x)
-            }
-        };
-        for &sid in slices {
-            let Op::SliceLast { start, len } = g.node(sid).op else {
-                unreachable!("split linears feed slices only")
-            };
-            let t = match self.dtype {
-                ActDType::F32 => self.slice_linear::<f32>(&x, w, b, start, len),
-                ActDType::BF16 => self.slice_linear::<bf16>(&x, w, b, start, len),
-            };
-            pending.insert(sid, t?);
-        }
-        let mut dims = x.dims.clone();
-        *dims.last_mut().expect("ranked") = w.dims[0];
-        outs.push(Arc::new(DTensor { dims, buf: Buf::Empty, host_i64: None }));
-        Ok(Some(outs))
-    }
-
-    /// `h = s ⊙ r + f` (or `r + f`) and `y = rms_norm(h, w)` on the operands `[s], r, f, w`.
-    fn residual_norm<T: ActElem>(
-        &self,
-        norm: Norm,
-        scaled: bool,
-        a: &[Arc<DTensor>],
-    ) -> Result<(DTensor, DTensor)>
-    where
-        CudaBlas: Gemm<T>,
-    {
-        let (s, rest) = if scaled { (Some(a[0].act::<T>()?), &a[1..]) } else { (None, a) };
-        let (r, f, w) = (&rest[0], &rest[1], &rest[2]);
-        let cols = w.len();
-        let p = ops::rms_norm::RmsNormParams { rows: r.len() / cols.max(1), cols, eps: norm.eps };
-        let (dims, mut h) = self.act_out::<T>(r.dims.clone())?;
-        let mut y = self.gpu.uninit::<T>(r.len())?;
-        ops::rms_norm::cuda::residual_rms_norm(
-            &self.gpu,
-            &p,
-            s,
-            r.act::<T>()?,
-            f.act::<T>()?,
-            w.act::<T>()?,
-            &mut h,
-            &mut y,
-        )?;
-        let wrap = |dims: Vec<usize>, s: CudaSlice<T>| DTensor {
-            dims,
-            buf: T::wrap_dev(Dev::recycled_by(s, &self.gpu)),
-            host_i64: None,
-        };
-        Ok((wrap(dims.clone(), h), wrap(dims, y)))
-    }
-
-    /// [`Self::residual_norm`], its normed rows through `MaskTokens` with `mask` when given.
-    fn residual_norm_masked<T: ActElem>(
-        &self,
-        norm: Norm,
-        scaled: bool,
-        a: &[Arc<DTensor>],
-        mask: Option<&DTensor>,
-    ) -> Result<(DTensor, DTensor)>
-    where
-        CudaBlas: Gemm<T>,
-    {
-        let (h, y) = self.residual_norm::<T>(norm, scaled, a)?;
-        match mask {
-            Some(m) => Ok((h, self.mask_tokens::<T>(Arc::new(y), m)?)),
-            None => Ok((h, y)),
-        }
-    }
-
-    /// `MaskTokens`: `x ⊙ mask[:, P:]` for a prefill from an empty cache (the mask as long as the rows), else `x`.
-    fn mask_tokens<T: ActElem>(&self, x: Arc<DTensor>, mask: &DTensor) -> Result<DTensor>
-    where
-        CudaBlas: Gemm<T>,
-    {
-        if !masks_tokens(&x, mask) {
-            return self.owned(x);
-        }
-        let d = x.dims[2];
-        let (dims, mut y) = self.act_out::<T>(x.dims.clone())?;
-        ops::elementwise::cuda::mask_rows(&self.gpu, x.act::<T>()?, mask.i64()?, d, &mut y)?;
-        Ok(DTensor { dims, buf: T::wrap_dev(Dev::recycled_by(y, &self.gpu)), host_i64: None })
-    }
-
-    /// `down(act(x·gateᵀ) ⊙ x·upᵀ)` over `rows` rows: `w` holds the gate, up and down weights, then their biases when
-    /// `bias`.
-    fn gated_mlp<T: ActElem>(
-        &self,
-        x: &CudaSlice<T>,
-        rows: usize,
-        act: Act,
-        bias: bool,
-        w: &[Arc<DTensor>],
-    ) -> Result<CudaSlice<T>>
-    where
-        CudaBlas: Gemm<T>,
-    {
-        let (gpu, home) = (&*self.gpu, &self.gpu);
-        let inp = w[0].dims[1];
-        let b = |i: usize| bias.then(|| &*w[3 + i]);
-        let hidden = w[0].dims[0];
-        let mut h = Dev::recycled_by(gpu.uninit::<T>(rows * hidden)?, home);
-        if (1..=ops::matmul::cuda::GEMV_MAX_ROWS).contains(&rows) && inp > 0 {
-            let p = ops::matmul::LinearParams { rows, in_features: inp, out_features: hidden };
-            let biases = match bias {
-                true => Some((w[3].act::<T>()?, w[4].act::<T>()?)),
-                false => None,
-            };
-            let (wg, wu) = (w[0].act::<T>()?, w[1].act::<T>()?);
-            ops::matmul::cuda::gated_linear(gpu, &p, ops_act(act), x, wg, wu, biases, &mut h)?;
-        } else {
-            let gate = Dev::recycled_by(self.linear::<T>(x, rows, &w[0], b(0))?, home);
-            let up = Dev::recycled_by(self.linear::<T>(x, rows, &w[1], b(1))?, home);
-            ops::act::cuda::act_mul(gpu, ops_act(act), &gate, &up, &mut h)?;
-        }
-        self.linear::<T>(&h, rows, &w[2], b(2))
     }
 
     fn copy(&self, t: &DTensor) -> Result<DTensor> {
@@ -956,92 +815,28 @@ impl CudaExecutor {
                 one(wrap(dims, y))
             }
             Op::ResidualRmsNorm { norm, scaled } => {
-                let (h, y) = self.residual_norm::<T>(*norm, *scaled, &a)?;
-                Ok(vec![h, y])
-            }
-            Op::NormLinear { norm, scaled, masked, bias } => {
-                let at = NormLinearLayout::of(*scaled, *masked);
-                let k = at.norm;
-                let (r, w) = (&a[k - 3], &a[at.w]);
-                let (inp, out) = (w.dims[1], w.dims[0]);
-                let rows = r.len() / inp.max(1);
-                let b = bias.then(|| &*a[at.w + 1]);
-                let mask = masked.then(|| &*a[k]);
-                let mut dims = r.dims.clone();
-                *dims.last_mut().expect("ranked") = out;
-                let masks_rows = mask.is_some_and(|m| masks_tokens(r, m));
-                if !masks_rows && ops::matmul::cuda::norm_gemv_fits::<T>(rows, inp) {
-                    let p = ops::matmul::LinearParams { rows, in_features: inp, out_features: out };
-                    let n = ops::matmul::cuda::NormInput {
-                        s: if *scaled { Some(a[0].act::<T>()?) } else { None },
-                        r: r.act::<T>()?,
-                        f: a[k - 2].act::<T>()?,
-                        wn: a[k - 1].act::<T>()?,
-                        eps: norm.eps,
-                    };
-                    let (hdims, mut h) = self.act_out::<T>(r.dims.clone())?;
-                    let mut y = gpu.uninit::<T>(rows * out)?;
-                    let bias = match b {
-                        Some(b) => Some(b.act::<T>()?),
-                        None => None,
-                    };
-                    ops::matmul::cuda::norm_linear(
-                        gpu,
-                        &p,
-                        &n,
-                        w.act::<T>()?,
-                        bias,
-                        &mut h,
-                        &mut y,
-                    )?;
-                    return Ok(vec![wrap(hdims, h), wrap(dims, y)]);
-                }
-                let (h, x) = self.residual_norm_masked::<T>(*norm, *scaled, &a[..k], mask)?;
-                let y = self.linear::<T>(x.act::<T>()?, rows, w, b)?;
-                Ok(vec![h, wrap(dims, y)])
-            }
-            Op::NormGatedMlp { norm, scaled, act, bias } => {
-                let k = if *scaled { 4 } else { 3 };
-                let r = &a[k - 3];
-                let inp = a[k].dims[1];
-                let rows = r.len() / inp.max(1);
-                if ops::matmul::cuda::norm_gemv_fits::<T>(rows, inp) {
-                    let hidden = a[k].dims[0];
-                    let p =
-                        ops::matmul::LinearParams { rows, in_features: inp, out_features: hidden };
-                    let n = ops::matmul::cuda::NormInput {
-                        s: if *scaled { Some(a[0].act::<T>()?) } else { None },
-                        r: r.act::<T>()?,
-                        f: a[k - 2].act::<T>()?,
-                        wn: a[k - 1].act::<T>()?,
-                        eps: norm.eps,
-                    };
-                    let biases = match bias {
-                        true => Some((a[k + 3].act::<T>()?, a[k + 4].act::<T>()?)),
-                        false => None,
-                    };
-                    let (hdims, mut h) = self.act_out::<T>(r.dims.clone())?;
-                    let mut mid = Dev::recycled_by(gpu.uninit::<T>(rows * hidden)?, home);
-                    let (wg, wu) = (a[k].act::<T>()?, a[k + 1].act::<T>()?);
-                    ops::matmul::cuda::norm_gated_linear(
-                        gpu,
-                        &p,
-                        ops_act(*act),
-                        &n,
-                        wg,
-                        wu,
-                        biases,
-                        &mut h,
-                        &mut mid,
-                    )?;
-                    let down = bias.then(|| &*a[k + 5]);
-                    let y = self.linear::<T>(&mid, rows, &a[k + 2], down)?;
-                    return Ok(vec![wrap(hdims.clone(), h), wrap(hdims, y)]);
-                }
-                let (h, x) = self.residual_norm::<T>(*norm, *scaled, &a[..k])?;
-                let y = self.gated_mlp::<T>(x.act::<T>()?, rows, *act, *bias, &a[k..])?;
-                let dims = h.dims.clone();
-                Ok(vec![h, wrap(dims, y)])
+                let (s, rest) =
+                    if *scaled { (Some(a[0].act::<T>()?), &a[1..]) } else { (None, &a[..]) };
+                let (r, f, w) = (&rest[0], &rest[1], &rest[2]);
+                let cols = w.len();
+                let p = ops::rms_norm::RmsNormParams {
+                    rows: r.len() / cols.max(1),
+                    cols,
+                    eps: norm.eps,
+                };
+                let (dims, mut h) = self.act_out::<T>(r.dims.clone())?;
+                let mut y = gpu.uninit::<T>(r.len())?;
+                ops::rms_norm::cuda::residual_rms_norm(
+                    gpu,
+                    &p,
+                    s,
+                    r.act::<T>()?,
+                    f.act::<T>()?,
+                    w.act::<T>()?,
+                    &mut h,
+                    &mut y,
+                )?;
+                Ok(vec![wrap(dims.clone(), h), wrap(dims, y)])
             }
             Op::Linear { bias } => {
                 let inp = a[1].dims[1];
@@ -1072,9 +867,36 @@ impl CudaExecutor {
                 one(wrap(dims, y))
             }
             Op::GatedMlp { act, bias } => {
-                let rows = a[0].len() / a[1].dims[1].max(1);
-                let y = self.gated_mlp::<T>(a[0].act::<T>()?, rows, *act, *bias, &a[1..])?;
-                one(wrap(a[0].dims.clone(), y))
+                let x = a[0].act::<T>()?;
+                let inp = a[1].dims[1];
+                let rows = a[0].len() / inp.max(1);
+                let b = |i: usize| bias.then(|| &*a[4 + i]);
+                let hidden = a[1].dims[0];
+                let mut h = Dev::recycled_by(gpu.uninit::<T>(rows * hidden)?, home);
+                if (1..=ops::matmul::cuda::GEMV_MAX_ROWS).contains(&rows) && inp > 0 {
+                    let p =
+                        ops::matmul::LinearParams { rows, in_features: inp, out_features: hidden };
+                    let bias = match bias {
+                        true => Some((a[4].act::<T>()?, a[5].act::<T>()?)),
+                        false => None,
+                    };
+                    let (wg, wu) = (a[1].act::<T>()?, a[2].act::<T>()?);
+                    ops::matmul::cuda::gated_linear(
+                        gpu,
+                        &p,
+                        ops_act(*act),
+                        x,
+                        wg,
+                        wu,
+                        bias,
+                        &mut h,
+                    )?;
+                } else {
+                    let gate = Dev::recycled_by(self.linear::<T>(x, rows, &a[1], b(0))?, home);
+                    let up = Dev::recycled_by(self.linear::<T>(x, rows, &a[2], b(1))?, home);
+                    ops::act::cuda::act_mul(gpu, ops_act(*act), &gate, &up, &mut h)?;
+                }
+                one(wrap(a[0].dims.clone(), self.linear::<T>(&h, rows, &a[3], b(2))?))
             }
             Op::Mlp { act, bias } => {
                 let x = a[0].act::<T>()?;
@@ -1180,9 +1002,14 @@ impl CudaExecutor {
                 }
             }
             Op::MaskTokens => {
-                let mask = a.pop().context("two operands")?;
-                let x = a.pop().context("two operands")?;
-                one(self.mask_tokens::<T>(x, &mask)?)
+                let (x, mask) = (&a[0], &a[1]);
+                let (s, d) = (x.dims[1], x.dims[2]);
+                if mask.dims[1] != s {
+                    return one(self.owned(a.remove(0))?);
+                }
+                let (dims, mut y) = self.act_out::<T>(x.dims.clone())?;
+                ops::elementwise::cuda::mask_rows(gpu, x.act::<T>()?, mask.i64()?, d, &mut y)?;
+                one(wrap(dims, y))
             }
             Op::Positions => {
                 let (b, s) = (a[0].dims[0], a[0].dims[1]);

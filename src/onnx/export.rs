@@ -8,7 +8,7 @@ use super::pb::{
     attr_int, attr_ints, opset, tensor, value_info, Builder, DataType, DimSpec, FloatType,
     FunctionProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto,
 };
-use crate::ir::op::{ExpertMix, NormLinearLayout, Ssd};
+use crate::ir::op::{ExpertMix, Ssd};
 use crate::ir::{DType, Dim, Fact, Graph, NodeId, Op, Tensor, ValueId};
 use crate::model::build::{Model, StateKind};
 use anyhow::{bail, ensure, Context, Result};
@@ -152,13 +152,6 @@ fn linear_weight_operands(op: &Op) -> &'static [usize] {
     match op {
         Op::Linear { .. } => &[1],
         Op::GatedMlp { .. } => &[1, 2, 3],
-        Op::NormLinear { scaled, masked, .. } => match NormLinearLayout::of(*scaled, *masked).w {
-            3 => &[3],
-            4 => &[4],
-            _ => &[5],
-        },
-        Op::NormGatedMlp { scaled: true, .. } => &[4, 5, 6],
-        Op::NormGatedMlp { scaled: false, .. } => &[3, 4, 5],
         Op::Mlp { .. } => &[1, 2],
         _ => &[],
     }
@@ -466,65 +459,6 @@ impl Lower<'_> {
         b.push(node, "Add", &[&xc, &rs], &[out], vec![]);
     }
 
-    /// `h = s ⊙ r + f` (or `r + f`) to `h_out` (node `{node}/residual`) and `rms_norm(h, w)` to `y_out` (node `node`),
-    /// from the operands `[s], r, f, w`.
-    fn residual_norm(
-        &mut self,
-        a: &[&str],
-        eps: f32,
-        scaled: bool,
-        node: &str,
-        h_out: &str,
-        y_out: &str,
-    ) {
-        let h_node = format!("{node}/residual");
-        if scaled {
-            let m = self.b.bin("Mul", a[0], a[1], "scaled");
-            self.b.push(&h_node, "Add", &[&m, a[2]], &[h_out], vec![]);
-        } else {
-            self.b.push(&h_node, "Add", &[a[0], a[1]], &[h_out], vec![]);
-        }
-        self.rms_norm(h_out, a[a.len() - 1], eps, node, y_out);
-    }
-
-    /// `x ⊙ mask[:, P:]` when `P = 0`, else `x` (`MaskTokens`), to `out` by a last node named `node`.
-    fn mask_tokens(&mut self, x: &str, mask: &str, node: &str, out: &str) {
-        let t = self.t;
-        let b = &mut self.b;
-        let s1 = b.shape_of(x, 1, 2, "seq");
-        let t1 = b.shape_of(mask, 1, 2, "keys");
-        // `T ≤ S`, not `T = S`: equal for T ≥ S, and an order comparison of symbolic sizes stays undecided in
-        // engines that fold equality structurally (tract), where `T = S` would fold to false.
-        let prefill = b.bin("LessOrEqual", &t1, &s1, "prefill");
-        let neg_s = b.un("Neg", &s1, "minus_seq");
-        let (end, axis) = (b.i64s(&[i64::MAX]), b.i64s(&[1]));
-        let tail = b.op("Slice", &[mask, &neg_s, &end, &axis], vec![], "new_mask");
-        let mf = b.cast(&tail, t.data_type(), "new_mask_float");
-        let m3 = b.unsqueeze(&mf, &[-1], "new_mask_col");
-        let xm = b.bin("Mul", x, &m3, "masked");
-        b.push(node, "Where", &[&prefill, &xm, x], &[out], vec![]);
-    }
-
-    /// `down(act(gate(x)) ⊙ up(x))` to `out` (last node `node`), `w` the transposed gate, up and down weights, then
-    /// their biases when `bias`.
-    fn gated_mlp(
-        &mut self,
-        x: &str,
-        w: &[&str],
-        act: crate::ir::op::Act,
-        bias: bool,
-        node: &str,
-        out: &str,
-    ) {
-        let t = self.t;
-        let bias_of = |i: usize| bias.then(|| w[3 + i]);
-        let gate = self.linear(x, w[0], bias_of(0), None, "gate");
-        let up = self.linear(x, w[1], bias_of(1), None, "up");
-        let act = custom::activation(&mut self.b, &gate, act, t);
-        let h = self.b.bin("Mul", &act, &up, "hidden");
-        self.linear(&h, w[2], bias_of(2), Some((node, out)), "down");
-    }
-
     fn custom(&mut self, op: CustomOp) -> Result<()> {
         let op_type = op.function.name.clone().unwrap_or_default();
         match self.functions.get(&op_type) {
@@ -594,27 +528,14 @@ impl Lower<'_> {
             Op::Add => self.b.push(name, "Add", &[a[0], a[1]], &[&out], vec![]),
             Op::ResidualRmsNorm { norm, scaled } => {
                 let (h_out, y_out) = (self.out(id, 0), self.out(id, 1));
-                self.residual_norm(&a, norm.eps, *scaled, name, &h_out, &y_out);
-            }
-            Op::NormLinear { norm, scaled, masked, bias } => {
-                let at = NormLinearLayout::of(*scaled, *masked);
-                let (h_out, y_out) = (self.out(id, 0), self.out(id, 1));
-                let mut x = self.b.fresh("normed");
-                let k = at.norm;
-                self.residual_norm(&a[..k], norm.eps, *scaled, &format!("{name}/norm"), &h_out, &x);
-                if *masked {
-                    let xm = self.b.fresh("normed_masked");
-                    self.mask_tokens(&x, a[k], &format!("{name}/mask_tokens"), &xm);
-                    x = xm;
+                let h_node = format!("{name}/residual");
+                if *scaled {
+                    let m = self.b.bin("Mul", a[0], a[1], "scaled");
+                    self.b.push(&h_node, "Add", &[&m, a[2]], &[&h_out], vec![]);
+                } else {
+                    self.b.push(&h_node, "Add", &[a[0], a[1]], &[&h_out], vec![]);
                 }
-                self.linear(&x, a[at.w], bias.then(|| a[at.w + 1]), Some((name, &y_out)), "linear");
-            }
-            Op::NormGatedMlp { norm, scaled, act, bias } => {
-                let k = if *scaled { 4 } else { 3 };
-                let (h_out, y_out) = (self.out(id, 0), self.out(id, 1));
-                let x = self.b.fresh("normed");
-                self.residual_norm(&a[..k], norm.eps, *scaled, &format!("{name}/norm"), &h_out, &x);
-                self.gated_mlp(&x, &a[k..], *act, *bias, name, &y_out);
+                self.rms_norm(&h_out, a[a.len() - 1], norm.eps, name, &y_out);
             }
             Op::SliceLast { start, len } => {
                 let b = &mut self.b;
@@ -622,7 +543,14 @@ impl Lower<'_> {
                 let axis = b.i64s(&[-1]);
                 b.push(name, "Slice", &[a[0], &s0, &s1, &axis], &[&out], vec![]);
             }
-            Op::GatedMlp { act, bias } => self.gated_mlp(a[0], &a[1..], *act, *bias, name, &out),
+            Op::GatedMlp { act, bias } => {
+                let bias_of = |i: usize| bias.then(|| a[4 + i]);
+                let gate = self.linear(a[0], a[1], bias_of(0), None, "gate");
+                let up = self.linear(a[0], a[2], bias_of(1), None, "up");
+                let act = custom::activation(&mut self.b, &gate, *act, t);
+                let h = self.b.bin("Mul", &act, &up, "hidden");
+                self.linear(&h, a[3], bias_of(2), Some((name, &out)), "down");
+            }
             Op::Mlp { act, bias } => {
                 let bias_of = |i: usize| bias.then(|| a[3 + i]);
                 let up = self.linear(a[0], a[1], bias_of(0), None, "up");
@@ -665,7 +593,21 @@ impl Lower<'_> {
                     vec![attr_int("axis", *axis as i64)],
                 );
             }
-            Op::MaskTokens => self.mask_tokens(a[0], a[1], name, &out),
+            Op::MaskTokens => {
+                let b = &mut self.b;
+                let s1 = b.shape_of(a[0], 1, 2, "seq");
+                let t1 = b.shape_of(a[1], 1, 2, "keys");
+                // `T ≤ S`, not `T = S`: equal for T ≥ S, and an order comparison of symbolic sizes stays undecided in
+                // engines that fold equality structurally (tract), where `T = S` would fold to false.
+                let prefill = b.bin("LessOrEqual", &t1, &s1, "prefill");
+                let neg_s = b.un("Neg", &s1, "minus_seq");
+                let (end, axis) = (b.i64s(&[i64::MAX]), b.i64s(&[1]));
+                let tail = b.op("Slice", &[a[1], &neg_s, &end, &axis], vec![], "new_mask");
+                let mf = b.cast(&tail, t.data_type(), "new_mask_float");
+                let m3 = b.unsqueeze(&mf, &[-1], "new_mask_col");
+                let xm = b.bin("Mul", a[0], &m3, "masked");
+                b.push(name, "Where", &[&prefill, &xm, a[0]], &[&out], vec![]);
+            }
             Op::Positions => {
                 let b = &mut self.b;
                 let s = b.dim(a[0], 1, "seq");

@@ -3,7 +3,7 @@
 //! patch replaces it), applies the patch (which re-infers and checks facts) and verifies the graph after each
 //! rewrite.
 
-use super::pattern::{any, matches, op, op_of, Match, Pat};
+use super::pattern::{any, matches, op, Match, Pat};
 use super::{Pass, PassContext};
 use crate::ir::op::Op;
 use crate::ir::{Graph, OpKind, Patch, PatchValue, ValueId};
@@ -30,81 +30,7 @@ pub struct FuseOptions {
 
 /// Every fusion rule, in priority order.
 pub fn rules() -> Vec<Rule> {
-    let mut rules =
-        vec![residual_rms_norm(), add_rms_norm(), norm_rope(), ssd_rope(), expert_mix_add()];
-    for proj in [Proj::Linear, Proj::MaskedLinear, Proj::Gated] {
-        for (scaled, bias) in [(true, false), (true, true), (false, false), (false, true)] {
-            rules.push(norm_then(scaled, bias, proj));
-        }
-    }
-    rules
-}
-
-/// The projection a residual norm feeds in a `norm_linear` or `norm_gated_mlp` rule.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Proj {
-    Linear,
-    /// A linear of the normed rows through `MaskTokens` (Cheems' SSD input).
-    MaskedLinear,
-    Gated,
-}
-
-/// `linear(residual_rms_norm(…)₁, w[, b])` (or `linear(mask_tokens(residual_rms_norm(…)₁, mask), w[, b])`) =>
-/// `norm_linear(…[, mask], w[, b])` (rule `norm_linear`) and `gated_mlp(residual_rms_norm(…)₁, …)` =>
-/// `norm_gated_mlp(…, …)` (rule `norm_gated_mlp`): the projection normalises its rows itself (one kernel at decode);
-/// the norm's residual sum stays available as output 0. One rule per arity: scaled or plain residual, with or without
-/// biases.
-fn norm_then(scaled: bool, bias: bool, proj: Proj) -> Rule {
-    use OpKind::{GatedMlp, Linear, MaskTokens, ResidualRmsNorm};
-    const NORM: [&str; 4] = ["s", "r", "f", "wn"];
-    const LINEAR: [&str; 2] = ["w", "b"];
-    const GATED: [&str; 6] = ["wg", "wu", "wd", "bg", "bu", "bd"];
-    let norm_ins = if scaled { &NORM[..] } else { &NORM[1..] };
-    let gated = proj == Proj::Gated;
-    let rest = match (gated, bias) {
-        (false, false) => &LINEAR[..1],
-        (false, true) => &LINEAR[..],
-        (true, false) => &GATED[..3],
-        (true, true) => &GATED[..],
-    };
-    let mut x =
-        op_of(ResidualRmsNorm, norm_ins.iter().map(|n| any(n)).collect()).port(1).named("norm");
-    if proj == Proj::MaskedLinear {
-        x = op(MaskTokens, [x, any("mask")]).named("mask_tokens");
-    }
-    let root = if gated { GatedMlp } else { Linear };
-    let args = std::iter::once(x).chain(rest.iter().map(|n| any(n))).collect();
-    Rule {
-        name: if gated { "norm_gated_mlp" } else { "norm_linear" },
-        pattern: op_of(root, args),
-        rewrite: norm_rewrite,
-    }
-}
-
-fn norm_rewrite(g: &Graph, m: &Match) -> Result<Patch> {
-    let norm_node = m.node("norm");
-    let Op::ResidualRmsNorm { norm, scaled } = g.node(norm_node).op else {
-        unreachable!("pattern binds a ResidualRmsNorm")
-    };
-    let root = g.node(m.root);
-    let masked = g.node(g.inputs_of(m.root)[0].node).op.kind() == OpKind::MaskTokens;
-    let ins: Vec<PatchValue> = g
-        .inputs_of(norm_node)
-        .into_iter()
-        .chain(masked.then(|| m.value("mask")))
-        .chain(g.inputs_of(m.root).into_iter().skip(1))
-        .map(PatchValue::from)
-        .collect();
-    let op = match &root.op {
-        Op::Linear { bias } => Op::NormLinear { norm, scaled, masked, bias: *bias },
-        Op::GatedMlp { act, bias } => Op::NormGatedMlp { norm, scaled, act: *act, bias: *bias },
-        _ => unreachable!("pattern roots at a Linear or a GatedMlp"),
-    };
-    let mut patch = Patch::default();
-    let fused = patch.wire(format!("{}.normed", root.name), op, &ins);
-    patch.replace(ValueId { node: norm_node, port: 0 }, fused);
-    patch.replace(ValueId { node: m.root, port: 0 }, fused.port(1));
-    Ok(patch)
+    vec![residual_rms_norm(), add_rms_norm(), norm_rope(), ssd_rope(), expert_mix_add()]
 }
 
 /// `rms_norm(s ⊙ r + f, w)` => `residual_rms_norm(s, r, f, w)` (the residual sum stays available as output 0).

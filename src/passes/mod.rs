@@ -87,10 +87,7 @@ impl CompileOptions {
 
 /// Every rule `--disable-rule` accepts: `pack_linears` (the packing pass) and the fusion rules.
 pub fn rule_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> =
-        std::iter::once("pack_linears").chain(fuse::rules().iter().map(|r| r.name)).collect();
-    names.dedup();
-    names
+    std::iter::once("pack_linears").chain(fuse::rules().iter().map(|r| r.name)).collect()
 }
 
 /// The pipeline, in order.

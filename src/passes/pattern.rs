@@ -1,6 +1,6 @@
 //! The small pattern language of fusion rules: `any("x")` binds a value, `op(kind, [...])` matches output 0 of a
-//! node of that kind (`.port(p)` output `p` instead), `.named("n")` binds the node, `.commutative()` also tries two
-//! operands swapped. A name bound twice must bind the same value.
+//! node of that kind, `.named("n")` binds the node, `.commutative()` also tries two operands swapped. A name bound
+//! twice must bind the same value.
 
 use crate::ir::{Graph, NodeId, OpKind, ValueId};
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug)]
 pub enum Pat {
     Any(&'static str),
-    Op { kind: OpKind, args: Vec<Pat>, name: Option<&'static str>, commutative: bool, port: u16 },
+    Op { kind: OpKind, args: Vec<Pat>, name: Option<&'static str>, commutative: bool },
 }
 
 /// Binds a value.
@@ -19,20 +19,15 @@ pub fn any(name: &'static str) -> Pat {
 
 /// Matches output 0 of a node of `kind` whose operands match `args` (all operands, in order).
 pub fn op<const N: usize>(kind: OpKind, args: [Pat; N]) -> Pat {
-    op_of(kind, args.into())
-}
-
-/// [`op`] with the operands in a vector (for rules built over several arities).
-pub fn op_of(kind: OpKind, args: Vec<Pat>) -> Pat {
-    Pat::Op { kind, args, name: None, commutative: false, port: 0 }
+    Pat::Op { kind, args: args.into(), name: None, commutative: false }
 }
 
 impl Pat {
     /// Binds the matched node under `name`.
     pub fn named(self, n: &'static str) -> Pat {
         match self {
-            Pat::Op { kind, args, commutative, port, .. } => {
-                Pat::Op { kind, args, name: Some(n), commutative, port }
+            Pat::Op { kind, args, commutative, .. } => {
+                Pat::Op { kind, args, name: Some(n), commutative }
             }
             any => any,
         }
@@ -41,19 +36,7 @@ impl Pat {
     /// Also tries the first two operands swapped.
     pub fn commutative(self) -> Pat {
         match self {
-            Pat::Op { kind, args, name, port, .. } => {
-                Pat::Op { kind, args, name, commutative: true, port }
-            }
-            any => any,
-        }
-    }
-
-    /// Matches output `p` of the node instead of output 0 (below the root only: a rule's root is its output 0).
-    pub fn port(self, p: u16) -> Pat {
-        match self {
-            Pat::Op { kind, args, name, commutative, .. } => {
-                Pat::Op { kind, args, name, commutative, port: p }
-            }
+            Pat::Op { kind, args, name, .. } => Pat::Op { kind, args, name, commutative: true },
             any => any,
         }
     }
@@ -105,8 +88,8 @@ fn go(g: &Graph, pat: &Pat, v: ValueId, m: &mut Match, is_root: bool) -> bool {
                 true
             }
         },
-        Pat::Op { kind, args, name, commutative, port } => {
-            if v.port != *port || g.node(v.node).op.kind() != *kind {
+        Pat::Op { kind, args, name, commutative } => {
+            if v.port != 0 || g.node(v.node).op.kind() != *kind {
                 return false;
             }
             let ins = g.inputs_of(v.node);

@@ -60,113 +60,8 @@ __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], cons
     }
 }
 
-// The residual norm in front of a few-row linear (norm_gemv, norm_gated_gemv): per row r < R, h = T(s[c]·res + f) (or
-// T(res + f) without s) and x[c] = T(wn[c]·T(h[c]·rsqrt(Σ_c h²/in + eps))), exactly as residual_rms_norm (rms_norm.cu)
-// computes them: the squares are summed in the order of its block of NV = min(1024, in rounded up to 32) threads (each
-// virtual thread over c ≡ t mod NV, then each virtual warp's butterfly, then one butterfly over the warps' sums). Every
-// block computes x into shared memory `xs` [R, in]; block 0 also stores h. A thread takes the columns of virtual
-// threads lane of virtual warps warp, warp + warps, … (element e = k·M + m: the k-th such warp, round m of M); the
-// first NORM_HELD have s and wn loaded before grid_entry() (constants) and their residual loads issued together.
-template <typename T> struct NormIn {
-    const T *s, *res, *f, *wn;
-    T *h;
-    float eps;
-};
-
-constexpr int NORM_HELD = 8;
-
-struct NormCols {
-    int nv, vwarps, rounds, per_thread;
-    __device__ NormCols(const int in) {
-        nv = min(1024, (in + 31) & ~31);
-        vwarps = nv >> 5;
-        rounds = (in + nv - 1) / nv;
-        per_thread = (vwarps + (int)(blockDim.x >> 5) - 1) / (int)(blockDim.x >> 5) * rounds;
-    }
-    // Column of element e of this thread, or -1 past the row.
-    __device__ int col(const int e, const int in) const {
-        const int k = e / rounds, m = e - k * rounds, vw = (int)(threadIdx.x >> 5) + (int)(blockDim.x >> 5) * k;
-        const int c = vw * 32 + (int)(threadIdx.x & 31) + m * nv;
-        return e < per_thread && vw < vwarps && c < in ? c : -1;
-    }
-};
-
-template <typename T> struct NormHeld {
-    float s[NORM_HELD], wn[NORM_HELD];
-};
-
-template <typename T> __device__ __forceinline__ void norm_preload(const NormIn<T> &n, const int in, NormHeld<T> &held) {
-    const NormCols nc(in);
-#pragma unroll
-    for (int e = 0; e < NORM_HELD; ++e) {
-        const int c = nc.col(e, in);
-        held.s[e] = c >= 0 && n.s ? ld(n.s, c) : 1.0f;
-        held.wn[e] = c >= 0 ? ld(n.wn, c) : 0.0f;
-    }
-}
-
 template <typename T, int R>
-__device__ void norm_finish(const NormIn<T> &n, const int in, const NormHeld<T> &held, T *xs) {
-    __shared__ float vsum[R][32];
-    const NormCols nc(in);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    auto h_of = [&](float scale, float res, float f) { return round_to<T>(__fadd_rn(__fmul_rn(scale, res), f)); };
-    for (int r = 0; r < R; ++r) {
-        const long row = (long)r * in;
-        float a[NORM_HELD], b[NORM_HELD];
-#pragma unroll
-        for (int e = 0; e < NORM_HELD; ++e) {
-            const int c = max(nc.col(e, in), 0);
-            a[e] = ld(n.res, row + c);
-            b[e] = ld(n.f, row + c);
-        }
-#pragma unroll
-        for (int e = 0; e < NORM_HELD; ++e) {
-            const int c = nc.col(e, in);
-            if (c < 0) continue;
-            const float v = h_of(held.s[e], a[e], b[e]);
-            st(xs, row + c, v);
-            if (blockIdx.x == 0) st(n.h, row + c, v);
-        }
-        for (int e = NORM_HELD; e < nc.per_thread; ++e) {
-            const int c = nc.col(e, in);
-            if (c < 0) continue;
-            const float v = h_of(n.s ? ld(n.s, c) : 1.0f, ld(n.res, row + c), ld(n.f, row + c));
-            st(xs, row + c, v);
-            if (blockIdx.x == 0) st(n.h, row + c, v);
-        }
-        for (int k = 0, vw = warp; vw < nc.vwarps; ++k, vw += warps) {
-            float ss = 0.0f;
-            for (int m = 0; m < nc.rounds; ++m) {
-                const int c = nc.col(k * nc.rounds + m, in);
-                if (c < 0) continue;
-                const float v = ld(xs, row + c);
-                ss += v * v;
-            }
-            ss = warp_sum(ss);
-            if (lane == 0) vsum[r][vw] = ss;
-        }
-    }
-    __syncthreads();
-    for (int r = 0; r < R; ++r) {
-        const long row = (long)r * in;
-        const float inv = rsqrtf(warp_sum(lane < nc.vwarps ? vsum[r][lane] : 0.0f) / (float)in + n.eps);
-#pragma unroll
-        for (int e = 0; e < NORM_HELD; ++e) {
-            const int c = nc.col(e, in);
-            if (c >= 0) st(xs, row + c, held.wn[e] * round_to<T>(ld(xs, row + c) * inv));
-        }
-        for (int e = NORM_HELD; e < nc.per_thread; ++e) {
-            const int c = nc.col(e, in);
-            if (c >= 0) st(xs, row + c, ld(n.wn, c) * round_to<T>(ld(xs, row + c) * inv));
-        }
-    }
-    __syncthreads();
-}
-
-template <typename T, int R, bool NORM>
-__device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec,
-                     const NormIn<T> n) {
+__device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     constexpr int V = Vec16<T>::n;
@@ -175,14 +70,7 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
     const int packs = in / V;
     uint4 wp[GEMV_BATCH];
     if (o < out && vec) load_packs(w4, wp, lane, packs);
-    NormHeld<T> held;
-    if (NORM) norm_preload(n, in, held);
     grid_entry();
-    if (NORM) {
-        extern __shared__ uint4 norm_x[];
-        norm_finish<T, R>(n, in, held, reinterpret_cast<T *>(norm_x));
-        x = reinterpret_cast<const T *>(norm_x);
-    }
     if (o >= out) return;
     float acc[R];
 #pragma unroll
@@ -229,9 +117,9 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
 // Gated few-row linear (decode): h[r, o] = T(T(act(g))·u) with g = T(x·wg[o] (+ bg[o])) and u = T(x·wu[o] (+ bu[o]))
 // each accumulated exactly as `gemv` does, so h is bit for bit gemv, gemv, then act_mul (act.cu). One warp per output
 // feature computes both products; same launch as `gemv`, its first weight batches loaded before grid_entry() likewise.
-template <typename T, int R, bool NORM>
+template <typename T, int R>
 __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, const T *bu, T *h, const int in,
-                           const int out, const int vec, const int act, const NormIn<T> n) {
+                           const int out, const int vec, const int act) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     constexpr int V = Vec16<T>::n;
@@ -244,14 +132,7 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
         load_packs(g4, gp, lane, packs);
         load_packs(u4, up, lane, packs);
     }
-    NormHeld<T> held;
-    if (NORM) norm_preload(n, in, held);
     grid_entry();
-    if (NORM) {
-        extern __shared__ uint4 norm_x[];
-        norm_finish<T, R>(n, in, held, reinterpret_cast<T *>(norm_x));
-        x = reinterpret_cast<const T *>(norm_x);
-    }
     if (o >= out) return;
     float ag[R], au[R];
 #pragma unroll
@@ -315,22 +196,12 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
 #define GEMV(T, NAME, R)                                                                                          \
     extern "C" __global__ void gemv##R##_##NAME(const T *x, const T *w, const T *bias, T *y, const int in,        \
                                                 const int out, const int vec) {                                    \
-        gemv<T, R, false>(x, w, bias, y, in, out, vec, NormIn<T>{});                                               \
+        gemv<T, R>(x, w, bias, y, in, out, vec);                                                                   \
     }                                                                                                              \
     extern "C" __global__ void gated_gemv##R##_##NAME(const T *x, const T *wg, const T *wu, const T *bg, const T *bu, \
                                                       T *h, const int in, const int out, const int vec,           \
                                                       const int act) {                                             \
-        gated_gemv<T, R, false>(x, wg, wu, bg, bu, h, in, out, vec, act, NormIn<T>{});                             \
-    }                                                                                                              \
-    extern "C" __global__ void norm_gemv##R##_##NAME(const T *s, const T *res, const T *f, const T *wn, T *hr,      \
-                                                     const float eps, const T *w, const T *bias, T *y,            \
-                                                     const int in, const int out, const int vec) {                 \
-        gemv<T, R, true>(nullptr, w, bias, y, in, out, vec, NormIn<T>{s, res, f, wn, hr, eps});                    \
-    }                                                                                                              \
-    extern "C" __global__ void norm_gated_gemv##R##_##NAME(                                                        \
-        const T *s, const T *res, const T *f, const T *wn, T *hr, const float eps, const T *wg, const T *wu,       \
-        const T *bg, const T *bu, T *h, const int in, const int out, const int vec, const int act) {               \
-        gated_gemv<T, R, true>(nullptr, wg, wu, bg, bu, h, in, out, vec, act, NormIn<T>{s, res, f, wn, hr, eps});  \
+        gated_gemv<T, R>(x, wg, wu, bg, bu, h, in, out, vec, act);                                                 \
     }
 GEMV(float, f32, 1)
 GEMV(float, f32, 2)

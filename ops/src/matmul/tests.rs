@@ -233,110 +233,6 @@ mod gpu {
         );
     }
 
-    /// The fused residual norm and GEMV (plain and gated) against the norm kernel and the GEMV it replaces, bit for
-    /// bit (`h` and the product), for scaled and plain residuals, with and without biases.
-    fn run_norm<T: Elem>(rows: usize, inp: usize, out: usize, scaled: bool, bias: bool, seed: u64)
-    where
-        cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
-    {
-        let Some(gpu) = test_gpu() else { return };
-        let mut rng = Rng::new(seed);
-        let q = |v: Vec<f32>| -> Vec<T> { v.into_iter().map(T::from_f32).collect() };
-        let f = |v: &[T]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
-        let up = |v: &[T]| gpu.upload(v).unwrap();
-        let (s, r, fv, wn) = (
-            up(&q(rng.vec(inp, 0.5, 1.5))),
-            up(&q(rng.vec(rows * inp, -3.0, 3.0))),
-            up(&q(rng.vec(rows * inp, -3.0, 3.0))),
-            up(&q(rng.vec(inp, -2.0, 2.0))),
-        );
-        let (w, wu, b, bu) = (
-            up(&q(rng.vec(out * inp, -1.0, 1.0))),
-            up(&q(rng.vec(out * inp, -1.0, 1.0))),
-            up(&q(rng.vec(out, -1.0, 1.0))),
-            up(&q(rng.vec(out, -1.0, 1.0))),
-        );
-        let nan = |n: usize| gpu.upload(&vec![T::from_f32(f32::NAN); n]).unwrap();
-        let np = crate::rms_norm::RmsNormParams { rows, cols: inp, eps: 1e-6 };
-        let (mut h, mut x) = (nan(rows * inp), nan(rows * inp));
-        crate::rms_norm::cuda::residual_rms_norm(
-            &gpu,
-            &np,
-            scaled.then_some(&s),
-            &r,
-            &fv,
-            &wn,
-            &mut h,
-            &mut x,
-        )
-        .unwrap();
-        let p = LinearParams { rows, in_features: inp, out_features: out };
-        let n = cuda::NormInput { s: scaled.then_some(&s), r: &r, f: &fv, wn: &wn, eps: 1e-6 };
-        let what = format!("{} {rows}x{inp}x{out} scaled {scaled} bias {bias}", T::NAME);
-
-        let mut want = nan(rows * out);
-        cuda::linear(&gpu, &p, &x, &w, bias.then_some(&b), &mut want).unwrap();
-        let (mut fh, mut fy) = (nan(rows * inp), nan(rows * out));
-        cuda::norm_linear(&gpu, &p, &n, &w, bias.then_some(&b), &mut fh, &mut fy).unwrap();
-        let back = |d: &cudarc::driver::CudaSlice<T>| f(&gpu.download(d).unwrap());
-        assert_eq!(back(&fh), back(&h), "norm_gemv h {what}");
-        assert_eq!(back(&fy), back(&want), "norm_gemv y {what}");
-
-        let mut want = nan(rows * out);
-        let bb = bias.then_some((&b, &bu));
-        cuda::gated_linear(&gpu, &p, Act::Silu, &x, &w, &wu, bb, &mut want).unwrap();
-        let (mut fh, mut fy) = (nan(rows * inp), nan(rows * out));
-        cuda::norm_gated_linear(&gpu, &p, Act::Silu, &n, &w, &wu, bb, &mut fh, &mut fy).unwrap();
-        assert_eq!(back(&fh), back(&h), "norm_gated_gemv h {what}");
-        assert_eq!(back(&fy), back(&want), "norm_gated_gemv y {what}");
-    }
-
-    #[test]
-    fn norm_gemvs_match_the_norm_then_the_gemv() {
-        for (i, &(r, k, n)) in [
-            (1, 1, 1),
-            (1, 7, 5),
-            (2, 31, 9),
-            (1, 64, 0),
-            (3, 1000, 300),
-            (1, 1024, 2048),
-            (4, 1025, 33),
-            (2, 2048, 64),
-            (1, 4096, 40),
-        ]
-        .iter()
-        .enumerate()
-        {
-            for (scaled, bias) in [(false, false), (true, false), (true, true)] {
-                if cuda::norm_gemv_fits::<f32>(r, k) {
-                    run_norm::<f32>(r, k, n, scaled, bias, 60 + i as u64);
-                }
-                run_norm::<half::bf16>(r, k, n, scaled, bias, 70 + i as u64);
-            }
-        }
-    }
-
-    #[test]
-    fn norm_gemvs_refuse_what_they_do_not_take() {
-        assert!(cuda::norm_gemv_fits::<half::bf16>(4, 4096));
-        assert!(!cuda::norm_gemv_fits::<f32>(4, 4096), "64 KiB of rows");
-        assert!(!cuda::norm_gemv_fits::<f32>(5, 8) && !cuda::norm_gemv_fits::<f32>(0, 8));
-        assert!(!cuda::norm_gemv_fits::<f32>(1, 0));
-        let Some(gpu) = test_gpu() else { return };
-        let z = |n: usize| gpu.zeros::<f32>(n).unwrap();
-        let (r, wn, w) = (z(5 * 8), z(8), z(16));
-        let n = cuda::NormInput { s: None, r: &r, f: &r, wn: &wn, eps: 1e-6 };
-        let p = LinearParams { rows: 5, in_features: 8, out_features: 2 };
-        let (mut h, mut y) = (z(40), z(10));
-        let e = cuda::norm_linear(&gpu, &p, &n, &w, None, &mut h, &mut y);
-        assert!(matches!(e, Err(crate::KernelError::BadParams(m)) if m.contains("1 to 4 rows")));
-        let p = LinearParams { rows: 1, in_features: 8, out_features: 2 };
-        let (r, mut h, mut y) = (z(8), z(7), z(2));
-        let n = cuda::NormInput { s: None, r: &r, f: &r, wn: &wn, eps: 1e-6 };
-        let e = cuda::norm_linear(&gpu, &p, &n, &w, None, &mut h, &mut y);
-        assert!(matches!(e, Err(crate::KernelError::BadParams(m)) if m.contains("`h`")));
-    }
-
     #[test]
     fn linears_match_the_cpu() {
         for (i, &(r, k, n)) in [
@@ -371,10 +267,6 @@ fn gemv_kernels_compile_for_sm_90() {
             cuda::gemv_kernel::<half::bf16>(rows),
             cuda::gated_gemv_kernel::<f32>(rows),
             cuda::gated_gemv_kernel::<half::bf16>(rows),
-            cuda::norm_gemv_kernel::<f32>(rows),
-            cuda::norm_gemv_kernel::<half::bf16>(rows),
-            cuda::norm_gated_gemv_kernel::<f32>(rows),
-            cuda::norm_gated_gemv_kernel::<half::bf16>(rows),
         ] {
             assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
         }

@@ -221,43 +221,6 @@ pub(crate) fn infer_residual_rms_norm(
     Ok(smallvec::smallvec![h, y])
 }
 
-/// The residual norm's operands: `s` (when `scaled`), `r`, `f`, `wn`.
-fn norm_operands(scaled: bool) -> usize {
-    if scaled {
-        4
-    } else {
-        3
-    }
-}
-
-pub(crate) fn infer_norm_linear(
-    i: &[&Fact],
-    scaled: bool,
-    masked: bool,
-    bias: bool,
-) -> Result<smallvec::SmallVec<[Fact; 1]>> {
-    let at = super::NormLinearLayout::of(scaled, masked);
-    arity(i, at.w + if bias { 2 } else { 1 })?;
-    let hy = infer_residual_rms_norm(&i[..at.norm], scaled)?;
-    let x = if masked { infer_mask_tokens(&[&hy[1], i[at.norm]])? } else { hy[1].clone() };
-    let lin: Vec<&Fact> = std::iter::once(&x).chain(i[at.w..].iter().copied()).collect();
-    let y = infer_linear(&lin, bias)?;
-    Ok(smallvec::smallvec![hy[0].clone(), y])
-}
-
-pub(crate) fn infer_norm_gated_mlp(
-    i: &[&Fact],
-    scaled: bool,
-    bias: bool,
-) -> Result<smallvec::SmallVec<[Fact; 1]>> {
-    let k = norm_operands(scaled);
-    arity(i, k + if bias { 6 } else { 3 })?;
-    let hy = infer_residual_rms_norm(&i[..k], scaled)?;
-    let mlp: Vec<&Fact> = std::iter::once(&hy[1]).chain(i[k..].iter().copied()).collect();
-    let y = infer_gated_mlp(&mlp, bias)?;
-    Ok(smallvec::smallvec![hy[0].clone(), y])
-}
-
 pub(crate) fn infer_slice_last(i: &[&Fact], start: usize, len: usize) -> Result<Fact> {
     arity(i, 1)?;
     want_min_rank(i[0], 1, "x")?;

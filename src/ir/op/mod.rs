@@ -62,13 +62,6 @@ pub enum Op {
     /// Fused `h = s ⊙ r + f` (or `r + f` unscaled) and `y = rms_norm(h, w)`. Inputs: `s [D]` when `scaled`, `r`,
     /// `f`, `w [D]` → `h`, `y`.
     ResidualRmsNorm { norm: Norm, scaled: bool },
-    /// A residual norm feeding a linear: `h` as `ResidualRmsNorm`'s, `y = rms_norm(h, wn)·Wᵀ (+ b)`, the normed rows
-    /// through `MaskTokens` first when `masked`. Inputs: `s [D]` when `scaled`, `r [..,D]`, `f [..,D]`, `wn [D]`, then
-    /// `attention_mask i64[B,P+S]` when `masked`, `w [O,D]`, then `b [O]` when `bias` → `h [..,D]`, `y [..,O]`.
-    NormLinear { norm: Norm, scaled: bool, masked: bool, bias: bool },
-    /// A residual norm feeding a gated MLP: `h` as `ResidualRmsNorm`'s, `y = gated_mlp(rms_norm(h, wn))`. Inputs:
-    /// `s [D]` when `scaled`, `r`, `f`, `wn [D]`, then `GatedMlp`'s weights (and biases) → `h`, `y`.
-    NormGatedMlp { norm: Norm, scaled: bool, act: Act, bias: bool },
     /// Columns `start..start+len` of the last axis.
     SliceLast { start: usize, len: usize },
     /// `a + b`, same shapes.
@@ -132,8 +125,6 @@ pub enum OpKind {
     Linear,
     ScaledResidual,
     ResidualRmsNorm,
-    NormLinear,
-    NormGatedMlp,
     SliceLast,
     Add,
     GatedMlp,
@@ -156,21 +147,6 @@ pub enum OpKind {
     InnerValues,
 }
 
-/// Operand positions of `NormLinear`: the norm's operands are `..norm`, the attention mask (when masked) sits at
-/// `norm`, the weight at `w`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NormLinearLayout {
-    pub norm: usize,
-    pub w: usize,
-}
-
-impl NormLinearLayout {
-    pub fn of(scaled: bool, masked: bool) -> NormLinearLayout {
-        let norm = if scaled { 4 } else { 3 };
-        NormLinearLayout { norm, w: norm + usize::from(masked) }
-    }
-}
-
 impl Op {
     pub fn kind(&self) -> OpKind {
         match self {
@@ -181,8 +157,6 @@ impl Op {
             Op::Linear { .. } => OpKind::Linear,
             Op::ScaledResidual => OpKind::ScaledResidual,
             Op::ResidualRmsNorm { .. } => OpKind::ResidualRmsNorm,
-            Op::NormLinear { .. } => OpKind::NormLinear,
-            Op::NormGatedMlp { .. } => OpKind::NormGatedMlp,
             Op::SliceLast { .. } => OpKind::SliceLast,
             Op::Add => OpKind::Add,
             Op::GatedMlp { .. } => OpKind::GatedMlp,
@@ -223,12 +197,6 @@ impl Op {
             Op::Linear { bias } => one(basic::infer_linear(inputs, *bias)?),
             Op::ScaledResidual => one(basic::infer_scaled_residual(inputs)?),
             Op::ResidualRmsNorm { scaled, .. } => basic::infer_residual_rms_norm(inputs, *scaled)?,
-            Op::NormLinear { scaled, masked, bias, .. } => {
-                basic::infer_norm_linear(inputs, *scaled, *masked, *bias)?
-            }
-            Op::NormGatedMlp { scaled, bias, .. } => {
-                basic::infer_norm_gated_mlp(inputs, *scaled, *bias)?
-            }
             Op::SliceLast { start, len } => one(basic::infer_slice_last(inputs, *start, *len)?),
             Op::Add => one(basic::infer_add(inputs)?),
             Op::GatedMlp { bias, .. } => one(basic::infer_gated_mlp(inputs, *bias)?),
