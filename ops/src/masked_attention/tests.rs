@@ -933,7 +933,8 @@ mod gpu {
         assert_eq!(pick_kernel(&params(1, 100, 100, 2, 1, 96), "bf16"), Kernel::Scalar);
     }
 
-    /// The tensor-core kernels the launcher names are in the compiled module (no GPU needed).
+    /// The tensor-core, GQA decode and keep-window kernels the launcher names are in the compiled
+    /// module (no GPU needed).
     #[test]
     fn tensor_core_kernels_compile_for_sm_90() {
         let Some(cubin) = crate::testutil::sm90_cubin(&cuda::SOURCE) else { return };
@@ -948,6 +949,10 @@ mod gpu {
                     assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
                 }
             }
+        }
+        for rows in [1, 17] {
+            let (name, _, _) = cuda::keep_launch(rows);
+            assert!(crate::testutil::has_symbol(&cubin, name), "{name} missing");
         }
     }
 

@@ -226,3 +226,12 @@ mod gpu {
         assert!(matches!(r, Err(crate::KernelError::BadParams(m)) if m.contains("exceeds")));
     }
 }
+
+/// Both kernels the launcher names are in the compiled module (no GPU needed).
+#[test]
+fn kernels_compile_for_sm_90() {
+    let Some(cubin) = crate::testutil::sm90_cubin(&cuda::SOURCE) else { return };
+    for name in ["norm_rope_f32", "norm_rope_bf16"] {
+        assert!(crate::testutil::has_symbol(&cubin, name), "{name} missing");
+    }
+}
