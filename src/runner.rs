@@ -313,13 +313,19 @@ pub fn prepare_cuda(path: &Path, dtype: Option<ActDType>) -> Result<CudaPrepared
     prepare_cuda_with(path, dtype, &opts)
 }
 
-/// [`prepare_cuda`] with the compile options of a checkpoint's graph (an artifact's graph is compiled already).
+/// [`prepare_cuda`] with the compile options of a checkpoint's graph; an artifact's graph is compiled already, so
+/// for one any packing or fusion switch in `opts` is an error.
 pub fn prepare_cuda_with(
     path: &Path,
     dtype: Option<ActDType>,
     opts: &crate::passes::CompileOptions,
 ) -> Result<CudaPrepared> {
     if artifact::is_artifact(path) {
+        ensure!(
+            !opts.no_fuse && opts.fuse.disabled.is_empty(),
+            "{}: an artifact's graph is compiled already; --no-fuse and --disable-rule apply to checkpoints",
+            path.display()
+        );
         let a = artifact::open(path)?;
         ensure!(
             matches!(a.target()?, ArtifactTarget::Cuda { .. }),

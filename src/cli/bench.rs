@@ -71,7 +71,7 @@ pub fn run(a: &Args) -> Result<()> {
         return run_cuda(a);
     }
     ensure!(
-        !a.fusion.no_fuse && a.fusion.disable_rule.is_empty(),
+        !a.fusion.given(),
         "--no-fuse and --disable-rule apply to the graph compiled for CUDA (the CPU executor never fuses)"
     );
     let loaded = load(&a.ckpt)?;
@@ -267,15 +267,8 @@ fn run_cuda(a: &Args) -> Result<()> {
     } else {
         Some(a.dtype.unwrap_or(ActDType::BF16))
     };
-    let fusing = a.fusion.no_fuse || !a.fusion.disable_rule.is_empty();
-    ensure!(
-        !fusing || !crate::artifact::is_artifact(&a.ckpt),
-        "{}: an artifact's graph is compiled already; --no-fuse and --disable-rule apply to checkpoints",
-        a.ckpt.display()
-    );
     let mut opts = crate::passes::CompileOptions::new(crate::passes::lower::Target::Cuda);
-    opts.no_fuse = a.fusion.no_fuse;
-    opts.fuse.disabled = a.fusion.disable_rule.clone();
+    a.fusion.apply(&mut opts);
     let crate::runner::CudaPrepared { model, exec, rewrites, num_params } =
         crate::runner::prepare_cuda_with(&a.ckpt, dtype, &opts)?;
     let gpu = exec.gpu().clone();

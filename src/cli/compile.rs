@@ -54,6 +54,19 @@ pub struct FusionArgs {
     pub disable_rule: Vec<String>,
 }
 
+impl FusionArgs {
+    /// Whether a switch is given, i.e. the pipeline differs from the default one.
+    pub fn given(&self) -> bool {
+        self.no_fuse || !self.disable_rule.is_empty()
+    }
+
+    /// Sets the switches on `opts`.
+    pub fn apply(&self, opts: &mut crate::passes::CompileOptions) {
+        opts.no_fuse |= self.no_fuse;
+        opts.fuse.disabled = self.disable_rule.clone();
+    }
+}
+
 /// Runs `cheems compile`.
 pub fn run(a: &Args) -> Result<()> {
     let spec = CompileSpec {

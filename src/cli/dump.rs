@@ -61,8 +61,8 @@ pub fn run(a: &Args) -> Result<()> {
         },
     };
     let mut opts = CompileOptions::new(target);
-    opts.no_fuse = a.fusion.no_fuse || target == Target::Cpu;
-    opts.fuse.disabled = a.fusion.disable_rule.clone();
+    a.fusion.apply(&mut opts);
+    opts.no_fuse |= target == Target::Cpu;
     opts.fuse.max_rewrites = a.max_rewrites;
     opts.verify = true;
     opts.dump_dot = a.dot;
