@@ -804,13 +804,15 @@ ALL(bf16_t, bf16)
 // ---------------------------------------------------------------------------------------------------------------------
 // Tensor-core prefill for bf16, Dh ∈ {64, 128}: mma.sync m16n8k16 (bf16 inputs, f32 accumulators), any mode; the
 // ratio threshold comes from `ratio_threshold`, the keep window from `keep_until` below.
-// Block: R·4 warps, R query heads of one KV head (R divides H/G) × 64 queries; warp w takes head h0 + w/4, queries
-// i0 + 16·(w%4) + [0, 16). Key tiles of 64 keys run through a two-stage cp.async pipeline (K, V and the per-key bias
-// of tile n + 1 load while tile n computes); tiles past the block's last causal key are skipped unless a row of the
-// block is still fully masked, in which case every remaining tile is visited as `prefill` does. The probabilities are
-// rounded to bf16 for the P·V product and the row sums add those rounded values. Grid (B·H/R, ⌈S/64⌉): query tiles
-// from the last (most keys) to the first, so the heaviest blocks start first.
-// Shared memory (dynamic, bytes): Q [R·64][Dh + 8], K and V [2][64][Dh + 8] (bf16, rows padded by 16 bytes so the
+// Block: R·4 warps, R query heads of one KV head (R divides H/G) × 64·MT queries; warp w takes head h0 + w/4, queries
+// i0 + 16·MT·(w%4) + [0, 16·MT) as MT row tiles of 16, so each K and V fragment it loads from shared memory feeds MT
+// products (MT = 1 holds the warp's Q fragments in registers; MT = 2 loads them per key tile). Key tiles of 64 keys
+// run through a two-stage cp.async pipeline (K, V and the per-key bias of tile n + 1 load while tile n computes);
+// tiles past the block's last causal key are skipped unless a row of the block is still fully masked, in which case
+// every remaining tile is visited as `prefill` does. The probabilities are rounded to bf16 for the P·V product and
+// the row sums add those rounded values. Grid (B·H/R, ⌈S/(64·MT)⌉): query tiles from the last (most keys) to the
+// first, so the heaviest blocks start first.
+// Shared memory (dynamic, bytes): Q [R·64·MT][Dh + 8], K and V [2][64][Dh + 8] (bf16, rows padded by 16 bytes so the
 // eight rows of an ldmatrix fall in distinct banks), key bias f32 and keep-until position [2][R·64]; cuda.rs has the
 // same formula.
 
@@ -912,7 +914,9 @@ namespace tc {
 constexpr int BQ = 64, BK = 64;
 constexpr float LOG2E = 1.4426950408889634f;
 
-__host__ __device__ constexpr int smem_bytes(int dh, int r) { return (r * BQ + 4 * BK) * (dh + 8) * 2 + 2 * r * BK * 8; }
+__host__ __device__ constexpr int smem_bytes(int dh, int r, int mt) {
+    return (r * BQ * mt + 4 * BK) * (dh + 8) * 2 + 2 * r * BK * 8;
+}
 
 // A compile-time flag for generic lambdas.
 template <bool B> struct Flag {
@@ -976,14 +980,14 @@ __device__ __forceinline__ KeyRaw key_raw(const Mask &mk, const int *until, int 
     return r;
 }
 
-template <int DH, int R, bool KEEP>
+template <int DH, int R, int MT, bool KEEP>
 __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk, const int G,
                             const float scale, const int *until) {
-    constexpr int NT = 128 * R, LD = DH + 8, KD = DH / 16, NS = BK / 8, ND = DH / 8, CH = DH / 8;
-    static_assert(DH % 16 == 0 && ND % 2 == 0, "head dimension");
+    constexpr int NT = 128 * R, LD = DH + 8, KD = DH / 16, NS = BK / 8, ND = DH / 8, CH = DH / 8, BQM = BQ * MT;
+    static_assert(DH % 16 == 0 && ND % 2 == 0 && (MT == 1 || MT == 2), "head dimension, row tiles");
     extern __shared__ __align__(16) unsigned char smem[];
     bf16_t *const Qs = reinterpret_cast<bf16_t *>(smem);
-    bf16_t *const Ks = Qs + R * BQ * LD;
+    bf16_t *const Ks = Qs + R * BQM * LD;
     bf16_t *const Vs = Ks + 2 * BK * LD;
     float *const kb_s = reinterpret_cast<float *>(Vs + 2 * BK * LD);
     int *const ku_s = reinterpret_cast<int *>(kb_s + 2 * R * BK);
@@ -992,13 +996,13 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     const int S = mk.S, T = mk.T, H = mk.H;
     const int b = blockIdx.x / (H / R), h0 = blockIdx.x % (H / R) * R, g = h0 / (H / G);
     const int hw = h0 + warp / 4;  // this warp's head
-    const int i0 = (gridDim.y - 1 - blockIdx.y) * BQ;
+    const int i0 = (gridDim.y - 1 - blockIdx.y) * BQM;
     const bf16_t *const kg = k + ((long)b * G + g) * T * DH;
     const bf16_t *const vg = v + ((long)b * G + g) * T * DH;
 
-    // Q tile: rows r = R heads × 64 queries, zeros past S.
-    for (int c = tid; c < R * BQ * CH; c += NT) {
-        const int r = c / CH, col = c % CH * 8, i = i0 + r % BQ, hh = h0 + r / BQ;
+    // Q tile: rows r = R heads × 64·MT queries, zeros past S.
+    for (int c = tid; c < R * BQM * CH; c += NT) {
+        const int r = c / CH, col = c % CH * 8, i = i0 + r % BQM, hh = h0 + r / BQM;
         cp_async16(Qs + r * LD + col, q + (((long)b * S + min(i, S - 1)) * H + hh) * DH + col, i < S ? 16 : 0);
     }
 
@@ -1031,24 +1035,25 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
         }
     };
 
-    // This thread's two rows: queries i0 + 16·(warp % 4) + gr (+ 8) of head hw.
-    const int ir0 = i0 + 16 * (warp % 4) + gr;
-    int lim[2], ivalid[2];
+    // This warp's rows of Qs start at wrow, its queries at iw; this thread's rows of row tile mt are queries
+    // iw + 16·mt + gr + 8·r, which see the keys j ≤ lim0 + 16·mt + 8·r.
+    const int wrow = (warp / 4) * BQM + 16 * MT * (warp % 4), iw = i0 + 16 * MT * (warp % 4);
+    const int warp_lim = T - S + iw;  // the smallest limit of the warp's rows
+    const int lim0 = warp_lim + gr;
+
+    float m[MT][2], l[MT][2], o[MT][ND][4];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int i = ir0 + 8 * r;
-        lim[r] = T - S + i;
-        ivalid[r] = i < S;
+    for (int mt = 0; mt < MT; ++mt) {
+        m[mt][0] = m[mt][1] = neg_inf();
+        l[mt][0] = l[mt][1] = 0.0f;
+#pragma unroll
+        for (int t = 0; t < ND; ++t) o[mt][t][0] = o[mt][t][1] = o[mt][t][2] = o[mt][t][3] = 0.0f;
     }
-    const int warp_lim = T - S + i0 + 16 * (warp % 4);  // the smallest limit of the warp's rows
+    // The Q fragments of one row tile start at qrow + 16·mt·LD; with one row tile they are held in qf.
+    const bf16_t *const qrow = Qs + (wrow + (lane & 15)) * LD + (lane >> 4) * 8;
+    unsigned qf[MT == 1 ? KD : 1][4];
 
-    float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.0f, 0.0f};
-    float o[ND][4];
-#pragma unroll
-    for (int t = 0; t < ND; ++t) o[t][0] = o[t][1] = o[t][2] = o[t][3] = 0.0f;
-    unsigned qf[KD][4];
-
-    const int kend = min(T, T - S + min(i0 + BQ, S));
+    const int kend = min(T, T - S + min(i0 + BQM, S));
     const int n_all = (T + BK - 1) / BK;
     int n = 0, n_end = (kend + BK - 1) / BK;
     bool q_ready = false, extended = false;
@@ -1070,28 +1075,49 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 cp_async_commit();
                 next = fetch_bias(n + 1);
             }
-            if (!q_ready) {
-                const bf16_t *qrow = Qs + ((warp / 4) * BQ + 16 * (warp % 4) + (lane & 15)) * LD + (lane >> 4) * 8;
-#pragma unroll
-                for (int kd = 0; kd < KD; ++kd) ldmatrix_x4(qf[kd], qrow + kd * 16);
-                q_ready = true;
-            }
             const bf16_t *const Kt = Ks + st * BK * LD;
             const bf16_t *const Vt = Vs + st * BK * LD;
 
-            // s = q·kᵀ for the warp's 16 rows × 64 keys: n-tile t holds keys 8t + 2·tg + {0, 1}.
-            float s[NS][4];
+            // s = q·kᵀ for the warp's 16·MT rows × 64 keys: n-tile t holds keys 8t + 2·tg + {0, 1}.
+            float s[MT][NS][4];
 #pragma unroll
-            for (int t = 0; t < NS; ++t) s[t][0] = s[t][1] = s[t][2] = s[t][3] = 0.0f;
+            for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-            for (int np = 0; np < NS / 2; ++np) {
-                const bf16_t *krow = Kt + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LD + ((lane >> 3) & 1) * 8;
+                for (int t = 0; t < NS; ++t) s[mt][t][0] = s[mt][t][1] = s[mt][t][2] = s[mt][t][3] = 0.0f;
+            }
+            const bf16_t *const krow = Kt + ((lane >> 4) * 8 + (lane & 7)) * LD + ((lane >> 3) & 1) * 8;
+            if constexpr (MT == 1) {
+                if (!q_ready) {
 #pragma unroll
+                    for (int kd = 0; kd < KD; ++kd) ldmatrix_x4(qf[kd], qrow + kd * 16);
+                    q_ready = true;
+                }
+#pragma unroll
+                for (int np = 0; np < NS / 2; ++np) {
+#pragma unroll
+                    for (int kd = 0; kd < KD; ++kd) {
+                        unsigned kf[4];
+                        ldmatrix_x4(kf, krow + np * 16 * LD + kd * 16);
+                        mma(s[0][2 * np], qf[kd], kf[0], kf[1]);
+                        mma(s[0][2 * np + 1], qf[kd], kf[2], kf[3]);
+                    }
+                }
+            } else {
+#pragma unroll 2
                 for (int kd = 0; kd < KD; ++kd) {
-                    unsigned kf[4];
-                    ldmatrix_x4(kf, krow + kd * 16);
-                    mma(s[2 * np], qf[kd], kf[0], kf[1]);
-                    mma(s[2 * np + 1], qf[kd], kf[2], kf[3]);
+                    unsigned qa[MT][4];
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) ldmatrix_x4(qa[mt], qrow + 16 * mt * LD + kd * 16);
+#pragma unroll
+                    for (int np = 0; np < NS / 2; ++np) {
+                        unsigned kf[4];
+                        ldmatrix_x4(kf, krow + np * 16 * LD + kd * 16);
+#pragma unroll
+                        for (int mt = 0; mt < MT; ++mt) {
+                            mma(s[mt][2 * np], qa[mt], kf[0], kf[1]);
+                            mma(s[mt][2 * np + 1], qa[mt], kf[2], kf[3]);
+                        }
+                    }
                 }
             }
 
@@ -1101,7 +1127,9 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             const int *const ku_t = ku_s + st * R * BK + (warp / 4) * BK;
             // The per-score causal and end-of-keys tests are compiled only into the copy for partial tiles (`full` is
             // the same for the whole warp).
-            float mx[2] = {m[0], m[1]};
+            float mx[MT][2];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) mx[mt][0] = m[mt][0], mx[mt][1] = m[mt][1];
             auto add_bias = [&](auto partial) {
                 constexpr bool PARTIAL = decltype(partial)::value;
 #pragma unroll
@@ -1111,15 +1139,19 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                     int2 ku2 = make_int2(0, 0);
                     if (KEEP) ku2 = *reinterpret_cast<const int2 *>(ku_t + jl);
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int r = e >> 1, j = k0 + jl + (e & 1);
-                        float bias = (e & 1) ? kb2.y : kb2.x;
-                        if (PARTIAL && j > lim[r]) bias = MASKED;
-                        if (KEEP && lim[r] >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
-                        float sc = fmaf(s[t][e], scale, bias);
-                        if (PARTIAL && j >= T) sc = neg_inf();
-                        s[t][e] = sc;
-                        mx[r] = fmaxf(mx[r], sc);
+                    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            const int r = e >> 1, j = k0 + jl + (e & 1);
+                            float bias = (e & 1) ? kb2.y : kb2.x;
+                            const int lim = lim0 + 16 * mt + 8 * r;
+                            if (PARTIAL && j > lim) bias = MASKED;
+                            if (KEEP && lim >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
+                            float sc = fmaf(s[mt][t][e], scale, bias);
+                            if (PARTIAL && j >= T) sc = neg_inf();
+                            s[mt][t][e] = sc;
+                            mx[mt][r] = fmaxf(mx[mt][r], sc);
+                        }
                     }
                 }
             };
@@ -1127,24 +1159,33 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             else add_bias(Flag<true>{});
 
             // Online softmax: the four threads of a quad share a row.
-            float alpha[2];
+            float alpha[MT][2];
+            bool rescale = false;
 #pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-                alpha[r] = exp2_approx((m[r] - mx[r]) * LOG2E);
-                m[r] = mx[r];
+            for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    float x = mx[mt][r];
+                    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+                    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+                    alpha[mt][r] = exp2_approx((m[mt][r] - x) * LOG2E);
+                    m[mt][r] = x;
+                    rescale |= alpha[mt][r] != 1.0f;
+                }
             }
             // Once the row maxima settle, alpha is exactly 1 for the whole warp and the rescale changes nothing.
-            if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
-                l[0] *= alpha[0];
-                l[1] *= alpha[1];
+            if (__any_sync(0xffffffffu, rescale)) {
 #pragma unroll
-                for (int t = 0; t < ND; ++t) {
-                    o[t][0] *= alpha[0];
-                    o[t][1] *= alpha[0];
-                    o[t][2] *= alpha[1];
-                    o[t][3] *= alpha[1];
+                for (int mt = 0; mt < MT; ++mt) {
+                    l[mt][0] *= alpha[mt][0];
+                    l[mt][1] *= alpha[mt][1];
+#pragma unroll
+                    for (int t = 0; t < ND; ++t) {
+                        o[mt][t][0] *= alpha[mt][0];
+                        o[mt][t][1] *= alpha[mt][0];
+                        o[mt][t][2] *= alpha[mt][1];
+                        o[mt][t][3] *= alpha[mt][1];
+                    }
                 }
             }
             // P as the A operand of P·V: key step kk covers n-tiles 2kk and 2kk + 1.
@@ -1152,23 +1193,31 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             // in magnitude: the rounding of m·log2e then moves p by under 2.5e-4 relative, an eighth of p's bf16
             // rounding, and a score of MIN or -inf still gives 0. Otherwise 2^((s − m)·log2e), which also gives a row
             // whose maximum is MIN exp(MIN − MIN) = 1.
-            unsigned pf[BK / 16][4];
+            unsigned pf[MT][BK / 16][4];
             auto probabilities = [&](auto ex) {
 #pragma unroll
-                for (int t = 0; t < NS; ++t) {
-                    const unsigned p01 = pack_bf16(ex(s[t][0], 0), ex(s[t][1], 0));
-                    const unsigned p23 = pack_bf16(ex(s[t][2], 1), ex(s[t][3], 1));
-                    l[0] += lo_f32(p01) + hi_f32(p01);
-                    l[1] += lo_f32(p23) + hi_f32(p23);
-                    pf[t / 2][(t & 1) * 2] = p01;
-                    pf[t / 2][(t & 1) * 2 + 1] = p23;
+                for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+                    for (int t = 0; t < NS; ++t) {
+                        const unsigned p01 = pack_bf16(ex(s[mt][t][0], mt, 0), ex(s[mt][t][1], mt, 0));
+                        const unsigned p23 = pack_bf16(ex(s[mt][t][2], mt, 1), ex(s[mt][t][3], mt, 1));
+                        l[mt][0] += lo_f32(p01) + hi_f32(p01);
+                        l[mt][1] += lo_f32(p23) + hi_f32(p23);
+                        pf[mt][t / 2][(t & 1) * 2] = p01;
+                        pf[mt][t / 2][(t & 1) * 2 + 1] = p23;
+                    }
                 }
             };
-            if (__all_sync(0xffffffffu, fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f)) {
-                const float ml[2] = {m[0] * LOG2E, m[1] * LOG2E};
-                probabilities([&](float x, int r) { return exp2_approx(fmaf(x, LOG2E, -ml[r])); });
+            bool small = true;
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) small &= fabsf(m[mt][0]) < 4096.0f && fabsf(m[mt][1]) < 4096.0f;
+            if (__all_sync(0xffffffffu, small)) {
+                float ml[MT][2];
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) ml[mt][0] = m[mt][0] * LOG2E, ml[mt][1] = m[mt][1] * LOG2E;
+                probabilities([&](float x, int mt, int r) { return exp2_approx(fmaf(x, LOG2E, -ml[mt][r])); });
             } else {
-                probabilities([&](float x, int r) { return exp2_approx((x - m[r]) * LOG2E); });
+                probabilities([&](float x, int mt, int r) { return exp2_approx((x - m[mt][r]) * LOG2E); });
             }
 
             // o += P·V: d-tile pair dp covers dims 16·dp + [0, 16).
@@ -1179,8 +1228,11 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 for (int dp = 0; dp < ND / 2; ++dp) {
                     unsigned vf[4];
                     ldmatrix_x4_trans(vf, vrow + dp * 16);
-                    mma(o[2 * dp], pf[kk], vf[0], vf[1]);
-                    mma(o[2 * dp + 1], pf[kk], vf[2], vf[3]);
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        mma(o[mt][2 * dp], pf[mt][kk], vf[0], vf[1]);
+                        mma(o[mt][2 * dp + 1], pf[mt][kk], vf[2], vf[3]);
+                    }
                 }
             }
 
@@ -1189,7 +1241,12 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
         if (extended) break;
         // A row whose every score so far is MASKED sees MASKED for the remaining keys too: it becomes uniform over
         // all T keys, so the remaining tiles are visited (rare: padding or masks that hide a whole causal prefix).
-        const int fully = (ivalid[0] && m[0] == MASKED) || (ivalid[1] && m[1] == MASKED);
+        int fully = 0;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) fully |= iw + 16 * mt + gr + 8 * r < S && m[mt][r] == MASKED;
+        }
         if (!__syncthreads_or(fully) || n_end == n_all) break;
         extended = true;
         n_end = n_all;
@@ -1200,22 +1257,28 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     cp_async_wait<0>();
 
     // out = o / l, staged through the warp's own rows of Qs for 16-byte stores.
+    bf16_t *const Ow = Qs + wrow * LD;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-        l[r] = 1.0f / l[r];
-    }
-    bf16_t *const Ow = Qs + ((warp / 4) * BQ + 16 * (warp % 4)) * LD;
+    for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int t = 0; t < ND; ++t) {
-        const int d = 8 * t + 2 * tg;
-        *reinterpret_cast<unsigned *>(Ow + gr * LD + d) = pack_bf16(o[t][0] * l[0], o[t][1] * l[0]);
-        *reinterpret_cast<unsigned *>(Ow + (gr + 8) * LD + d) = pack_bf16(o[t][2] * l[1], o[t][3] * l[1]);
+        for (int r = 0; r < 2; ++r) {
+            float x = l[mt][r];
+            x += __shfl_xor_sync(0xffffffffu, x, 1);
+            x += __shfl_xor_sync(0xffffffffu, x, 2);
+            l[mt][r] = 1.0f / x;
+        }
+        bf16_t *const Om = Ow + 16 * mt * LD;
+#pragma unroll
+        for (int t = 0; t < ND; ++t) {
+            const int d = 8 * t + 2 * tg;
+            *reinterpret_cast<unsigned *>(Om + gr * LD + d) = pack_bf16(o[mt][t][0] * l[mt][0], o[mt][t][1] * l[mt][0]);
+            *reinterpret_cast<unsigned *>(Om + (gr + 8) * LD + d) =
+                pack_bf16(o[mt][t][2] * l[mt][1], o[mt][t][3] * l[mt][1]);
+        }
     }
     __syncwarp();
-    for (int c = lane; c < 16 * CH; c += 32) {
-        const int r = c / CH, col = c % CH * 8, i = i0 + 16 * (warp % 4) + r;
+    for (int c = lane; c < 16 * MT * CH; c += 32) {
+        const int r = c / CH, col = c % CH * 8, i = iw + r;
         if (i < S)
             *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + hw) * DH + col) =
                 *reinterpret_cast<const uint4 *>(Ow + r * LD + col);
@@ -1224,17 +1287,19 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 }  // namespace tc
 
 // `keep` is unused (null); `until` is keep_until's [B, Hm, T], or null without a keep window.
-#define PREFILL_MMA(DH, R)                                                                                             \
-    extern "C" __global__ void __launch_bounds__(128 * R) masked_attention_bf16_prefill_mma_d##DH##_r##R(              \
+#define PREFILL_MMA(DH, R, MT)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(128 * R) masked_attention_bf16_prefill_mma_d##DH##_r##R##_m##MT(      \
         const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
         const int *until) {                                                                                            \
         grid_entry();                                                                                                  \
         const Mask mk = MASK_INIT;                                                                                     \
-        if (until != nullptr) tc::prefill_mma<DH, R, true>(q, k, v, out, mk, G, scale, until);                         \
-        else tc::prefill_mma<DH, R, false>(q, k, v, out, mk, G, scale, until);                                         \
+        if (until != nullptr) tc::prefill_mma<DH, R, MT, true>(q, k, v, out, mk, G, scale, until);                     \
+        else tc::prefill_mma<DH, R, MT, false>(q, k, v, out, mk, G, scale, until);                                     \
     }
-PREFILL_MMA(64, 1)
-PREFILL_MMA(64, 2)
-PREFILL_MMA(128, 1)
-PREFILL_MMA(128, 2)
+PREFILL_MMA(64, 1, 1)
+PREFILL_MMA(64, 2, 1)
+PREFILL_MMA(64, 1, 2)
+PREFILL_MMA(128, 1, 1)
+PREFILL_MMA(128, 2, 1)
+PREFILL_MMA(128, 1, 2)
 #endif
