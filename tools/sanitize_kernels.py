@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
-"""Run the GPU kernel tests under compute-sanitizer (memcheck or racecheck) in several processes at once, each
-with its own time limit, and summarise: per process the tests that passed, every error or hazard line, and whether
-the tool's summary line was reached. Exit status 1 when any error or hazard was reported or a test failed, else 2
-when a process hit its time limit (its tests after that point were not checked), else 0.
+"""Run the GPU kernel tests under compute-sanitizer (memcheck or racecheck) in several jobs at once, each job with
+its own time limit, and summarise: per process the tests that passed, every error or hazard line, and whether the
+tool's summary line was reached. Exit status 1 when any error or hazard was reported or a test failed, else 2 when a
+job hit its time limit (its tests after that point were not checked), else 0.
 
     python3 tools/sanitize_kernels.py --bin .gpu/tests/cheems_ops-XXXX --tool racecheck --jobs 6 --timeout 300 \\
         --out $OUT/racecheck
 
 The tests are the binary's `::gpu` tests that are not ignored (`--skip-random` leaves out the proptest `random*` suites, which take
-long under the tools), dealt to the processes longest-first by a weight per test name (`--weights` NAME=N,...;
-unknown names weigh 1), so that slow suites do not share a process. `--only WORD,...` keeps the tests whose full
-name contains one of the words (to finish the tests an earlier run left unchecked). `--dry-run` prints the
-partition only.
+long under the tools), dealt to the jobs longest-first by a weight per test name (`--weights` NAME=N,...;
+unknown names weigh 1), so that slow suites do not share a job. `--shard NAME=K,...` splits each test whose name
+contains NAME into K processes, process i running it with `CHEEMS_TEST_SHARD=i/K` (the tests that loop over cases
+take every K-th case from the i-th; `testutil::in_shard`), each shard weighing the test's weight / K. A job runs its
+unsharded tests in one process, then each of its shards in a process of its own. `--only WORD,...` keeps the tests
+whose full name contains one of the words (to finish the tests an earlier run left unchecked). `--dry-run` prints
+the partition only. A process whose tests never touch the GPU (the tool reports that the application ended before
+its first CUDA call) counts as clean.
 """
 import argparse
 import os
@@ -19,9 +23,11 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 ERROR = re.compile(r"(Error|Race reported|Hazard|hazard detected|Invalid __global__|Program hit)", re.I)
+NO_GPU = "Target application terminated before first instrumented API call"
 SUMMARY = re.compile(r"(ERROR SUMMARY|RACECHECK SUMMARY):\s*(\d+)")
 
 
@@ -38,16 +44,62 @@ def gpu_tests(binary, skip_random):
     return names
 
 
-def partition(names, jobs, weights):
-    def weight(n):
-        return max((w for key, w in weights.items() if key in n), default=1)
+def weight_of(name, weights):
+    return max((w for key, w in weights.items() if key in name), default=1)
 
+
+def units_of(names, weights, shards):
+    """(weight, test name, shard or None) per process-sized unit of work."""
+    units = []
+    for n in names:
+        k = max((k for key, k in shards.items() if key in n), default=1)
+        w = weight_of(n, weights)
+        units += [(w / k, n, (i, k)) for i in range(k)] if k > 1 else [(w, n, None)]
+    return units
+
+
+def partition(units, jobs):
     bins = [[0, []] for _ in range(max(1, jobs))]
-    for n in sorted(names, key=lambda n: (-weight(n), n)):
+    for u in sorted(units, key=lambda u: (-u[0], u[1], u[2] or (0, 0))):
         b = min(bins, key=lambda b: b[0])
-        b[0] += weight(n)
-        b[1].append(n)
+        b[0] += u[0]
+        b[1].append(u)
     return [b[1] for b in bins if b[1]]
+
+
+def processes(job):
+    """The job's processes: (tests, shard or None), its unsharded tests together first."""
+    plain = [n for _, n, sh in job if sh is None]
+    return ([(plain, None)] if plain else []) + [([n], sh) for _, n, sh in job if sh is not None]
+
+
+def pairs(text):
+    out = {}
+    for item in filter(None, (text or "").split(",")):
+        key, _, v = item.partition("=")
+        out[key] = int(v)
+    return out
+
+
+def run_job(i, job, args, deadline, results):
+    """Runs the job's processes one after another until the deadline; appends one record per process."""
+    for j, (tests, shard) in enumerate(processes(job)):
+        left = deadline - time.time()
+        name = os.path.join(args.out, f"{args.tool}-{i}-{j}.log")
+        if left < 1:
+            results.append((i, j, tests, shard, name, 124, 0.0))
+            continue
+        env = dict(os.environ)
+        if shard:
+            env["CHEEMS_TEST_SHARD"] = f"{shard[0]}/{shard[1]}"
+        cmd = ["timeout", str(int(left)), "compute-sanitizer", "--tool", args.tool, "--error-exitcode", "9",
+               args.bin, "--exact", *tests, "--test-threads=1"]
+        t0 = time.time()
+        with open(name, "w") as log:
+            log.write(("CHEEMS_TEST_SHARD=" + env["CHEEMS_TEST_SHARD"] + " " if shard else "") + "$ " + " ".join(cmd) + "\n")
+            log.flush()
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        results.append((i, j, tests, shard, name, rc, time.time() - t0))
 
 
 def main():
@@ -60,54 +112,57 @@ def main():
     ap.add_argument("--skip-random", action="store_true", help="leave out the proptest random* suites")
     ap.add_argument("--weights", default="edge_shapes=4,long=3,model_shapes=3,thousands=3",
                     help="NAME=N,...: relative cost of tests whose name contains NAME")
+    ap.add_argument("--shard", default="", help="NAME=K,...: split the tests whose name contains NAME into K processes")
     ap.add_argument("--only", help="WORD,...: keep the tests whose full name contains one of the words")
     ap.add_argument("--dry-run", action="store_true", help="print the partition and stop")
     args = ap.parse_args()
 
-    weights = {}
-    for item in filter(None, args.weights.split(",")):
-        key, _, w = item.partition("=")
-        weights[key] = int(w)
+    weights, shards = pairs(args.weights), pairs(args.shard)
     names = gpu_tests(args.bin, args.skip_random)
     if args.only:
         words = [w for w in args.only.split(",") if w]
         names = [n for n in names if any(w in n for w in words)]
     if not names:
         sys.exit(f"{args.bin} lists no ::gpu tests" + (f" matching --only {args.only}" if args.only else ""))
-    groups = partition(names, args.jobs, weights)
+    jobs = partition(units_of(names, weights, shards), args.jobs)
     if args.dry_run:
-        for i, g in enumerate(groups):
-            print(f"job {i}: {len(g)} tests: {' '.join(n.rsplit('::', 1)[-1] for n in g)}")
+        for i, job in enumerate(jobs):
+            for j, (tests, shard) in enumerate(processes(job)):
+                part = f" shard {shard[0]}/{shard[1]}" if shard else ""
+                print(f"job {i}.{j}: {len(tests)} tests{part}: {' '.join(n.rsplit('::', 1)[-1] for n in tests)}")
         return
     if shutil.which("compute-sanitizer") is None:
         sys.exit("compute-sanitizer is not on PATH (it comes with the CUDA toolkit: /usr/local/cuda/bin)")
     os.makedirs(args.out, exist_ok=True)
-    procs = []
-    for i, g in enumerate(groups):
-        log = open(os.path.join(args.out, f"{args.tool}-{i}.log"), "w")
-        cmd = ["timeout", str(int(args.timeout)), "compute-sanitizer", "--tool", args.tool, "--error-exitcode", "9",
-               args.bin, "--exact", *g, "--test-threads=1"]
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        procs.append((i, g, log, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), time.time()))
+    deadline = time.time() + args.timeout
+    results = []
+    threads = [threading.Thread(target=run_job, args=(i, job, args, deadline, results)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     bad = cut = False
-    for i, g, log, p, t0 in procs:
-        rc = p.wait()
-        log.close()
-        text = open(log.name).read()
+    for i, j, tests, shard, name, rc, secs in sorted(results, key=lambda r: (r[0], r[1])):
+        text = open(name).read() if os.path.exists(name) else ""
         passed = len(re.findall(r"^test .* \.\.\. ok$", text, re.M))
         failed = re.findall(r"^test (.*) \.\.\. FAILED$", text, re.M)
+        no_gpu = NO_GPU in text
         errors = [line for line in text.splitlines()[1:] if ERROR.search(line) and "ERROR SUMMARY: 0" not in line
-                  and "0 hazards" not in line and "0 errors" not in line]
+                  and "0 hazards" not in line and "0 errors" not in line and NO_GPU not in line]
         summary = SUMMARY.findall(text)
-        state = "finished" if rc in (0, 9, 101) else ("time limit" if rc == 124 else f"exit {rc}")
-        print(f"job {i}: {passed}/{len(g)} passed, {state} after {time.time() - t0:.0f} s, "
+        if no_gpu and passed == len(tests):
+            state = "finished, no GPU work"
+        else:
+            state = "finished" if rc in (0, 9, 101) else ("time limit" if rc == 124 else f"exit {rc}")
+        part = f" shard {shard[0]}/{shard[1]}" if shard else ""
+        print(f"job {i}.{j}{part}: {passed}/{len(tests)} passed, {state} after {secs:.0f} s, "
               f"summary {'/'.join(f'{k} {v}' for k, v in summary) or 'not reached'}")
         for f in failed:
             print(f"  FAILED {f}")
         for e in errors[:20]:
             print(f"  {e}")
-        bad |= bool(failed or errors or rc not in (0, 124))
+        clean_exit = rc in (0, 124) or (no_gpu and passed == len(tests))
+        bad |= bool(failed or errors or not clean_exit)
         cut |= rc == 124
     sys.exit(1 if bad else 2 if cut else 0)
 

@@ -98,3 +98,16 @@ pub(crate) fn sm90_cubin(src: &crate::cuda::Source) -> Option<Vec<u8>> {
 pub(crate) fn has_symbol(cubin: &[u8], name: &str) -> bool {
     cubin.windows(name.len()).any(|w| w == name.as_bytes())
 }
+
+/// Whether case `n` of a test's loop is this process's: with `CHEEMS_TEST_SHARD=i/k` the cases with `n % k == i`,
+/// otherwise every case. `tools/sanitize_kernels.py --shard` splits a long test over `k` processes this way.
+pub(crate) fn in_shard(n: usize) -> bool {
+    let Ok(spec) = std::env::var("CHEEMS_TEST_SHARD") else { return true };
+    let parsed = spec
+        .split_once('/')
+        .and_then(|(i, k)| Some((i.parse::<usize>().ok()?, k.parse::<usize>().ok()?)));
+    match parsed {
+        Some((i, k)) if i < k => n % k == i,
+        _ => panic!("CHEEMS_TEST_SHARD={spec:?}: want i/k with i < k"),
+    }
+}

@@ -810,7 +810,7 @@ ALL(bf16_t, bf16)
 // run through a two-stage cp.async pipeline (K, V and the per-key bias of tile n + 1 load while tile n computes);
 // tiles past the block's last causal key are skipped unless a row of the block is still fully masked, in which case
 // every remaining tile is visited as `prefill` does. The probabilities are rounded to bf16 for the P·V product and
-// the row sums add those rounded values. Grid (B·H/R, ⌈S/(64·MT)⌉): query tiles from the last (most keys) to the
+// the row sums are the product of those rounded values with a column of ones, in the same order as P·V. Grid (B·H/R, ⌈S/(64·MT)⌉): query tiles from the last (most keys) to the
 // first, so the heaviest blocks start first.
 // Shared memory (dynamic, bytes): Q [R·64·MT][Dh + 8], K and V [2][64][Dh + 8] (bf16, rows padded by 16 bytes so the
 // eight rows of an ldmatrix fall in distinct banks), key bias f32 and keep-until position [2][R·64]; cuda.rs has the
@@ -957,8 +957,6 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
-__device__ __forceinline__ float lo_f32(unsigned x) { return __uint_as_float(x << 16); }
-__device__ __forceinline__ float hi_f32(unsigned x) { return __uint_as_float(x & 0xffff0000u); }
 
 __device__ __forceinline__ float exp2_approx(float x) {
     float r;
@@ -1041,11 +1039,12 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     const int warp_lim = T - S + iw;  // the smallest limit of the warp's rows
     const int lim0 = warp_lim + gr;
 
-    float m[MT][2], l[MT][2], o[MT][ND][4];
+    // l[mt] is an accumulator of P·1: every column holds the row sum (rows gr and gr + 8 in l[mt][0] and l[mt][2]).
+    float m[MT][2], l[MT][4], o[MT][ND][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
         m[mt][0] = m[mt][1] = neg_inf();
-        l[mt][0] = l[mt][1] = 0.0f;
+        l[mt][0] = l[mt][1] = l[mt][2] = l[mt][3] = 0.0f;
 #pragma unroll
         for (int t = 0; t < ND; ++t) o[mt][t][0] = o[mt][t][1] = o[mt][t][2] = o[mt][t][3] = 0.0f;
     }
@@ -1178,7 +1177,9 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     l[mt][0] *= alpha[mt][0];
-                    l[mt][1] *= alpha[mt][1];
+                    l[mt][1] *= alpha[mt][0];
+                    l[mt][2] *= alpha[mt][1];
+                    l[mt][3] *= alpha[mt][1];
 #pragma unroll
                     for (int t = 0; t < ND; ++t) {
                         o[mt][t][0] *= alpha[mt][0];
@@ -1201,8 +1202,6 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                     for (int t = 0; t < NS; ++t) {
                         const unsigned p01 = pack_bf16(ex(s[mt][t][0], mt, 0), ex(s[mt][t][1], mt, 0));
                         const unsigned p23 = pack_bf16(ex(s[mt][t][2], mt, 1), ex(s[mt][t][3], mt, 1));
-                        l[mt][0] += lo_f32(p01) + hi_f32(p01);
-                        l[mt][1] += lo_f32(p23) + hi_f32(p23);
                         pf[mt][t / 2][(t & 1) * 2] = p01;
                         pf[mt][t / 2][(t & 1) * 2 + 1] = p23;
                     }
@@ -1220,9 +1219,12 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 probabilities([&](float x, int mt, int r) { return exp2_approx((x - m[mt][r]) * LOG2E); });
             }
 
-            // o += P·V: d-tile pair dp covers dims 16·dp + [0, 16).
+            // o += P·V: d-tile pair dp covers dims 16·dp + [0, 16); l += P·1 (bf16 ones).
+            constexpr unsigned ONES = 0x3f803f80u;
 #pragma unroll
             for (int kk = 0; kk < BK / 16; ++kk) {
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) mma(l[mt], pf[mt][kk], ONES, ONES);
                 const bf16_t *vrow = Vt + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8;
 #pragma unroll
                 for (int dp = 0; dp < ND / 2; ++dp) {
@@ -1261,12 +1263,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float x = l[mt][r];
-            x += __shfl_xor_sync(0xffffffffu, x, 1);
-            x += __shfl_xor_sync(0xffffffffu, x, 2);
-            l[mt][r] = 1.0f / x;
-        }
+        for (int r = 0; r < 2; ++r) l[mt][r] = 1.0f / l[mt][2 * r];
         bf16_t *const Om = Ow + 16 * mt * LD;
 #pragma unroll
         for (int t = 0; t < ND; ++t) {

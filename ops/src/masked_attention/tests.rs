@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::testutil::{assert_close, Rng};
+use crate::testutil::{assert_close, in_shard, Rng};
 use crate::KernelError;
 
 /// f32 scores, softmax and value sums against f64, for q, k, v in [-1, 1] and Dh ≤ 64.
@@ -625,7 +625,9 @@ mod gpu {
     /// so that slow tools such as racecheck can take them in parallel).
     fn edge_shapes_on<T: Elem>(path: Path) {
         let Some(gpu) = test_gpu() else { return };
-        for (n, &(b, s, t, h, g, dh)) in EDGE_SHAPES.iter().enumerate() {
+        for (n, &(b, s, t, h, g, dh)) in
+            EDGE_SHAPES.iter().enumerate().filter(|(n, _)| in_shard(*n))
+        {
             for (m, &mode) in GPU_MODES.iter().enumerate() {
                 for padding in [false, true] {
                     let seed = (1000 + n * 100 + m * 2 + usize::from(padding)) as u64;
@@ -659,7 +661,7 @@ mod gpu {
     #[test]
     fn decode_over_long_caches() {
         let Some(gpu) = test_gpu() else { return };
-        for (n, &t) in [1, 7, 1000, 4097].iter().enumerate() {
+        for (n, &t) in [1, 7, 1000, 4097].iter().enumerate().filter(|(n, _)| in_shard(*n)) {
             for (g, dh) in [(2, 64), (1, 128), (8, 16)] {
                 let modes = GPU_MODES.iter().copied().chain([
                     MaskMode::Additive { ratio: 0.5, keep_window: Some(2048) },
@@ -683,7 +685,7 @@ mod gpu {
             MaskMode::Additive { ratio: 0.3, keep_window: Some(300) },
             MaskMode::Additive { ratio: 0.0, keep_window: Some(999) },
         ]);
-        for (m, mode) in modes.enumerate() {
+        for (m, mode) in modes.enumerate().filter(|(m, _)| in_shard(*m)) {
             for (g, mask_heads) in [(2, 8), (2, 2), (1, 1)] {
                 let p = AttentionParams { mask_heads, ..params(2, 200, 1000, 8, g, 64) };
                 let mut c = Case::random(p, mode, false, 77 + m as u64);
@@ -697,11 +699,15 @@ mod gpu {
     #[test]
     fn long_prefill_with_the_default_keep_window() {
         let Some(gpu) = test_gpu() else { return };
-        for mode in [
+        for (_, mode) in [
             MaskMode::Causal,
             MaskMode::Additive { ratio: 0.25, keep_window: Some(2048) },
             MaskMode::Additive { ratio: 0.0, keep_window: Some(2048) },
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        .filter(|(m, _)| in_shard(*m))
+        {
             let c = Case::random(params(1, 4097, 4097, 2, 1, 64), mode, true, 5);
             check_as::<f32>(&gpu, &c, Path::Prefill, "long prefill");
         }
@@ -710,7 +716,7 @@ mod gpu {
     #[test]
     fn left_padded_rows_are_uniform_over_all_keys() {
         let Some(gpu) = test_gpu() else { return };
-        for (m, &mode) in GPU_MODES.iter().enumerate() {
+        for (m, &mode) in GPU_MODES.iter().enumerate().filter(|(m, _)| in_shard(*m)) {
             for (s, t) in [(70, 70), (5, 5), (40, 90)] {
                 let mut c = Case::random(params(2, s, t, 4, 2, 16), mode, false, 300 + m as u64);
                 let pad = t - s + 3;
@@ -796,6 +802,7 @@ mod gpu {
             [(1, 50, 7), (1, 50, 49), (30, 50, 20), (12, 300, 64), (1, 3000, 1000)]
                 .iter()
                 .enumerate()
+                .filter(|(n, _)| in_shard(*n))
         {
             for ratio in [0.0, 0.5] {
                 let mode = MaskMode::Additive { ratio, keep_window: Some(w) };
@@ -816,7 +823,7 @@ mod gpu {
     #[test]
     fn rows_of_probabilities_sum_to_one() {
         let Some(gpu) = test_gpu() else { return };
-        for (m, &mode) in GPU_MODES.iter().enumerate() {
+        for (m, &mode) in GPU_MODES.iter().enumerate().filter(|(m, _)| in_shard(*m)) {
             for (s, t) in [(1, 77), (13, 37), (70, 200)] {
                 let mut c = Case::random(params(2, s, t, 4, 2, 48), mode, true, 50 + m as u64);
                 c.v.iter_mut().for_each(|v| *v = 1.0);
@@ -1191,7 +1198,8 @@ mod gpu {
     #[test]
     fn tensor_core_prefill_edge_shapes_match_the_cpu_kernel() {
         let Some(gpu) = test_gpu() else { return };
-        for (n, &(b, s, t, h, g, dh)) in MMA_SHAPES.iter().enumerate() {
+        for (n, &(b, s, t, h, g, dh)) in MMA_SHAPES.iter().enumerate().filter(|(n, _)| in_shard(*n))
+        {
             for (m, &mode) in GPU_MODES.iter().enumerate() {
                 for (x, mask_heads) in [h, g].into_iter().enumerate() {
                     for padding in [false, true] {
@@ -1210,7 +1218,7 @@ mod gpu {
     #[test]
     fn tensor_core_prefill_rows_are_uniform_when_fully_masked_and_sum_to_one() {
         let Some(gpu) = test_gpu() else { return };
-        for (m, &mode) in GPU_MODES.iter().enumerate() {
+        for (m, &mode) in GPU_MODES.iter().enumerate().filter(|(m, _)| in_shard(*m)) {
             for &(s, t, dh) in &[(70, 70, 64), (5, 5, 128), (40, 90, 128), (200, 260, 64)] {
                 let mut c = Case::random(params(2, s, t, 4, 2, dh), mode, false, 900 + m as u64);
                 // Sequence 1 is left-padded past its first queries' horizon: those rows see only MIN.
@@ -1255,6 +1263,7 @@ mod gpu {
         ]
         .iter()
         .enumerate()
+        .filter(|(n, _)| in_shard(*n))
         {
             for (ratio, dh) in [(0.0, 64), (0.5, 128)] {
                 let mode = MaskMode::Additive { ratio, keep_window: Some(w) };
@@ -1271,11 +1280,15 @@ mod gpu {
     #[test]
     fn long_tensor_core_prefill_at_the_doge_shape() {
         let Some(gpu) = test_gpu() else { return };
-        for mode in [
+        for (_, mode) in [
             MaskMode::Additive { ratio: 0.0, keep_window: None },
             MaskMode::Additive { ratio: 0.0, keep_window: Some(2048) },
             MaskMode::Causal,
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        .filter(|(m, _)| in_shard(*m))
+        {
             let p = AttentionParams { mask_heads: 4, ..params(1, 4096, 4096, 8, 4, 128) };
             let mut c = Case::random(p, mode, false, 21);
             if let Some(m) = c.key_m.as_mut() {
