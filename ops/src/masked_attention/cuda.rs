@@ -1,6 +1,6 @@
 //! CUDA launchers of [`super::masked_attention`]: for bf16 activations with a head dimension of 64 or 128, a
 //! tensor-core prefill kernel (`mma.sync` m16n8k16, flash-style online softmax over key tiles of 64, query tiles of
-//! 64 for one or two query heads of a KV head, or of 128 for one, each warp taking 16 or 32 rows); otherwise a
+//! 64 or 128 for one head, each warp taking 16 or 32 rows); otherwise a
 //! scalar flash-style prefill kernel (key tiles of 32, query tiles of one `(b, h)`). For `S ≤ DECODE_MAX_Q_LEN`, a split-key decode kernel writes per-slice partial softmax
 //! states that a second kernel combines: for f32 and bf16 with a head dimension of 64 or 128 the GQA kernel (each
 //! block reads its slice of a KV head once, in 16-byte pieces, for up to 8 queries of that KV head's query heads),
@@ -51,63 +51,50 @@ pub(crate) enum Kernel {
     DecodeGqa,
     /// `masked_attention_<T>_prefill_d<cap>`, with `cap` and its query tile from [`TILES`].
     Scalar,
-    /// `masked_attention_bf16_prefill_mma_d<head_dim>_r<heads>_m<tiles>`: `heads` query heads of one
-    /// KV head per block, `tiles` row tiles of 16 queries per warp (64·`tiles` queries per head).
-    Mma { heads: usize, tiles: usize },
+    /// `masked_attention_bf16_prefill_mma_d<head_dim>_m<tiles>`: `tiles` row tiles of 16 queries per warp,
+    /// 64·`tiles` queries of one head per block.
+    Mma { tiles: usize },
 }
 
-/// Fewest blocks of two heads for which the tensor-core kernel pairs heads: two blocks for each of the
-/// H200's 132 multiprocessors, rounded; below it, single-head blocks spread over more of them.
-const MMA_PAIR_MIN_BLOCKS: usize = 256;
-
-/// Fewest blocks of 128 queries for which the tensor-core kernel gives each warp 32 rows: about four waves of two
-/// blocks on each of the H200's 132 multiprocessors. Measured at the Doge-320M shape (`logs/h200-2026-11-29o`):
-/// 1024 blocks (S 16K) 20 % faster than 16 rows a warp, 256 blocks (S 4K) 40 % slower, the heaviest causal tiles
-/// then running alone at the end.
-const MMA_TALL_MIN_BLOCKS: usize = 1024;
+/// Fewest blocks of 128 queries for which the tensor-core kernel gives each warp 32 rows: about two waves of two
+/// blocks on each of the H200's 132 multiprocessors. Measured (`logs/h200-2026-11-29p`, causal, additive and keep
+/// window): 512 blocks 8–25 % faster than 16 rows a warp (Doge-320M heads at S 8K, Cheems-350M heads at 4K), 256
+/// blocks 35–40 % slower (Doge at 4K), the heaviest causal tiles then running alone at the end.
+const MMA_TALL_MIN_BLOCKS: usize = 512;
 
 /// The kernel [`masked_attention`] runs: decode for `S ≤ DECODE_MAX_Q_LEN`; else tensor cores for
 /// bf16 with `head_dim` 64 or 128 (32 rows a warp from [`MMA_TALL_MIN_BLOCKS`] blocks of 128 queries
-/// on; else two heads per block, sharing each K and V tile, when `H/G` is even and that still makes
-/// [`MMA_PAIR_MIN_BLOCKS`] blocks), the scalar prefill kernel otherwise.
+/// on, else 16), the scalar prefill kernel otherwise.
 pub(crate) fn pick_kernel(p: &AttentionParams, elem: &str) -> Kernel {
     if p.q_len <= DECODE_MAX_Q_LEN {
         return if gqa_fits(p, elem) { Kernel::DecodeGqa } else { Kernel::Decode };
     }
     let tall_blocks = p.batch * p.heads * p.q_len.div_ceil(2 * MMA_TILE);
-    if tall_blocks >= MMA_TALL_MIN_BLOCKS && mma_fits(p, elem, 1, 2) {
-        return Kernel::Mma { heads: 1, tiles: 2 };
-    }
-    let groups = p.kv_heads.max(1);
-    let pair_blocks = p.batch * p.heads / 2 * p.q_len.div_ceil(MMA_TILE);
-    let pairs = (p.heads / groups) % 2 == 0 && pair_blocks >= MMA_PAIR_MIN_BLOCKS;
-    let heads = if pairs { 2 } else { 1 };
-    if mma_fits(p, elem, heads, 1) {
-        Kernel::Mma { heads, tiles: 1 }
+    let tiles = if tall_blocks >= MMA_TALL_MIN_BLOCKS { 2 } else { 1 };
+    if mma_fits(p, elem, tiles) {
+        Kernel::Mma { tiles }
     } else {
         Kernel::Scalar
     }
 }
 
-/// The (heads per block, row tiles per warp) pairs compiled in masked_attention.cu.
-pub(crate) const MMA_VARIANTS: [(usize, usize); 3] = [(1, 1), (2, 1), (1, 2)];
+/// Row tiles of 16 queries per warp compiled in masked_attention.cu.
+pub(crate) const MMA_TILES: [usize; 2] = [1, 2];
 
-/// Whether the tensor-core kernel with `heads` heads per block and `tiles` row tiles per warp takes `p` in `elem`.
-fn mma_fits(p: &AttentionParams, elem: &str, heads: usize, tiles: usize) -> bool {
-    let per_group = p.heads / p.kv_heads.max(1);
+/// Whether the tensor-core kernel with `tiles` row tiles per warp takes `p` in `elem`.
+fn mma_fits(p: &AttentionParams, elem: &str, tiles: usize) -> bool {
     elem == "bf16"
         && MMA_HEAD_DIMS.contains(&p.head_dim)
-        && MMA_VARIANTS.contains(&(heads, tiles))
-        && per_group % heads == 0
+        && MMA_TILES.contains(&tiles)
         && p.q_len.div_ceil(MMA_TILE * tiles) <= 65535
-        && p.batch * p.heads / heads <= i32::MAX as usize
+        && p.batch * p.heads <= i32::MAX as usize
 }
 
 /// Dynamic shared memory of the tensor-core prefill kernel (`tc::smem_bytes` in masked_attention.cu): Q for
-/// `heads`·64·`tiles` queries and two stages of K and V for 64 keys, rows of `head_dim + 8` bf16, and two stages of
-/// the per-key bias and its order key for each head.
-fn mma_smem_bytes(head_dim: usize, heads: usize, tiles: usize) -> usize {
-    (heads * MMA_TILE * tiles + 4 * MMA_TILE) * (head_dim + 8) * 2 + 2 * heads * MMA_TILE * 8
+/// 64·`tiles` queries and two stages of K and V for 64 keys, rows of `head_dim + 8` bf16, and two stages of the
+/// per-key bias and its keep-until position.
+fn mma_smem_bytes(head_dim: usize, tiles: usize) -> usize {
+    (MMA_TILE * tiles + 4 * MMA_TILE) * (head_dim + 8) * 2 + 2 * MMA_TILE * 8
 }
 
 /// The keep-window selection of `rows` rows (B·Hm·S): one block of 1024 threads per row (`masked_attention_keep_window`),
@@ -213,7 +200,7 @@ fn alloc<U: DeviceRepr + ValidAsZeroBits>(gpu: &Gpu, n: usize) -> Result<CudaSli
 }
 
 /// [`masked_attention`] with the kernel chosen by the caller (each takes any `S`); `Kernel::Mma`
-/// needs bf16, `head_dim` 64 or 128, and `heads` (1 or 2) dividing `H/G`.
+/// needs bf16, `head_dim` 64 or 128, and `tiles` 1 or 2.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_on<T: Elem>(
     gpu: &Gpu,
@@ -243,11 +230,10 @@ pub(crate) fn attention_on<T: Elem>(
             T::NAME
         )));
     }
-    if let Kernel::Mma { heads, tiles } = kernel {
-        if !mma_fits(p, T::NAME, heads, tiles) {
+    if let Kernel::Mma { tiles } = kernel {
+        if !mma_fits(p, T::NAME, tiles) {
             return Err(KernelError::BadParams(format!(
-                "the tensor-core kernel with {heads} heads per block and {tiles} row tiles per warp does not take \
-                 {} {p:?}",
+                "the tensor-core kernel with {tiles} row tiles per warp does not take {} {p:?}",
                 T::NAME
             )));
         }
@@ -441,11 +427,11 @@ pub(crate) fn attention_on<T: Elem>(
         // covers every row and ⌈Dh/32⌉ groups of 32 dimensions.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
         gpu.recycle(part);
-    } else if let Kernel::Mma { heads, tiles } = kernel {
+    } else if let Kernel::Mma { tiles } = kernel {
         let dh = p.head_dim;
-        let name = format!("masked_attention_bf16_prefill_mma_d{dh}_r{heads}_m{tiles}");
+        let name = format!("masked_attention_bf16_prefill_mma_d{dh}_m{tiles}");
         let func = gpu.function(&SOURCE, &name)?;
-        let smem = mma_smem_bytes(dh, heads, tiles);
+        let smem = mma_smem_bytes(dh, tiles);
         let smem_i = to_i32("shared memory", smem)?;
         func.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -454,11 +440,11 @@ pub(crate) fn attention_on<T: Elem>(
         .map_err(|e| KernelError::Driver(format!("{name}: {smem} bytes of shared memory: {e}")))?;
         let cfg = LaunchConfig {
             grid_dim: (
-                to_u32("batch·heads", b * h / heads)?,
+                to_u32("batch·heads", b * h)?,
                 to_u32("query tiles", s.div_ceil(MMA_TILE * tiles))?,
                 1,
             ),
-            block_dim: (to_u32("threads", 128 * heads)?, 1, 1),
+            block_dim: (128, 1, 1),
             shared_mem_bytes: to_u32("shared memory", smem)?,
         };
         let mut launch = gpu.stream().launch_builder(&func);
@@ -470,12 +456,11 @@ pub(crate) fn attention_on<T: Elem>(
         launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
         launch.arg(&g_i).arg(&scale);
         arg_or_null(&mut launch, until.as_ref(), &null);
-        // SAFETY: the argument list matches `masked_attention_bf16_prefill_mma_d<Dh>_r<heads>_m<tiles>` and `T` is
-        // bf16 (`mma_fits` checked it above); `validate` checked q, k, v, out and every mask buffer against `p`,
-        // head_dim is the kernel's Dh, `heads` divides H/G, null pointers stand for absent buffers the mode does not
-        // read (`keep` is never read: `until`, B·Hm·T positions, carries the keep window), the grid covers B·H/heads
-        // head groups and ⌈S/(64·tiles)⌉ query tiles, and the dynamic shared memory is the kernel's
-        // `tc::smem_bytes`, allowed by the attribute set above.
+        // SAFETY: the argument list matches `masked_attention_bf16_prefill_mma_d<Dh>_m<tiles>` and `T` is bf16
+        // (`mma_fits` checked it above); `validate` checked q, k, v, out and every mask buffer against `p`, head_dim
+        // is the kernel's Dh, null pointers stand for absent buffers the mode does not read (`keep` is never read:
+        // `until`, B·Hm·T positions, carries the keep window), the grid covers B·H heads and ⌈S/(64·tiles)⌉ query
+        // tiles, and the dynamic shared memory is the kernel's `tc::smem_bytes`, allowed by the attribute set above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else {
         let name = format!("masked_attention_{}_prefill_d{cap}", T::NAME);

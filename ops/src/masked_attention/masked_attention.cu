@@ -804,16 +804,17 @@ ALL(bf16_t, bf16)
 // ---------------------------------------------------------------------------------------------------------------------
 // Tensor-core prefill for bf16, Dh ∈ {64, 128}: mma.sync m16n8k16 (bf16 inputs, f32 accumulators), any mode; the
 // ratio threshold comes from `ratio_threshold`, the keep window from `keep_until` below.
-// Block: R·4 warps, R query heads of one KV head (R divides H/G) × 64·MT queries; warp w takes head h0 + w/4, queries
-// i0 + 16·MT·(w%4) + [0, 16·MT) as MT row tiles of 16, so each K and V fragment it loads from shared memory feeds MT
-// products (MT = 1 holds the warp's Q fragments in registers; MT = 2 loads them per key tile). Key tiles of 64 keys
-// run through a two-stage cp.async pipeline (K, V and the per-key bias of tile n + 1 load while tile n computes);
-// tiles past the block's last causal key are skipped unless a row of the block is still fully masked, in which case
-// every remaining tile is visited as `prefill` does. The probabilities are rounded to bf16 for the P·V product and
-// the row sums are the product of those rounded values with a column of ones, in the same order as P·V. Grid (B·H/R, ⌈S/(64·MT)⌉): query tiles from the last (most keys) to the
-// first, so the heaviest blocks start first.
-// Shared memory (dynamic, bytes): Q [R·64·MT][Dh + 8], K and V [2][64][Dh + 8] (bf16, rows padded by 16 bytes so the
-// eight rows of an ldmatrix fall in distinct banks), key bias f32 and keep-until position [2][R·64]; cuda.rs has the
+// Block: 4 warps, 64·MT queries of one head; warp w takes queries i0 + 16·MT·w + [0, 16·MT) as MT row tiles of 16, so
+// each K and V fragment it loads from shared memory feeds MT products (MT = 1 holds the warp's Q fragments in
+// registers; MT = 2 loads them per key tile). Key tiles of 64 keys run through a two-stage cp.async pipeline (K, V and
+// the per-key bias of tile n + 1 load while tile n computes); tiles past the block's last causal key are skipped
+// unless a row of the block is still fully masked, in which case every remaining tile is visited as `prefill` does.
+// The probabilities are rounded to bf16 for the P·V product, and the row sums add those rounded values: for MT = 1 on
+// the ALUs, for MT = 2 as P times a column of ones on the tensor cores (in P·V's order), which measured faster there
+// and slower with one row tile. Grid (B·H, ⌈S/(64·MT)⌉): query tiles from the last (most keys) to the first, so the
+// heaviest blocks start first.
+// Shared memory (dynamic, bytes): Q [64·MT][Dh + 8], K and V [2][64][Dh + 8] (bf16, rows padded by 16 bytes so the
+// eight rows of an ldmatrix fall in distinct banks), key bias f32 and keep-until position [2][64]; cuda.rs has the
 // same formula.
 
 // The keep window per key instead of per row, for `Additive`. With bias m_j (after padding and the ratio) and the
@@ -914,9 +915,7 @@ namespace tc {
 constexpr int BQ = 64, BK = 64;
 constexpr float LOG2E = 1.4426950408889634f;
 
-__host__ __device__ constexpr int smem_bytes(int dh, int r, int mt) {
-    return (r * BQ * mt + 4 * BK) * (dh + 8) * 2 + 2 * r * BK * 8;
-}
+__host__ __device__ constexpr int smem_bytes(int dh, int mt) { return (BQ * mt + 4 * BK) * (dh + 8) * 2 + 2 * BK * 8; }
 
 // A compile-time flag for generic lambdas.
 template <bool B> struct Flag {
@@ -958,6 +957,9 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     return r;
 }
 
+__device__ __forceinline__ float lo_f32(unsigned x) { return __uint_as_float(x << 16); }
+__device__ __forceinline__ float hi_f32(unsigned x) { return __uint_as_float(x & 0xffff0000u); }
+
 __device__ __forceinline__ float exp2_approx(float x) {
     float r;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
@@ -978,46 +980,45 @@ __device__ __forceinline__ KeyRaw key_raw(const Mask &mk, const int *until, int 
     return r;
 }
 
-template <int DH, int R, int MT, bool KEEP>
+template <int DH, int MT, bool KEEP>
 __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk, const int G,
                             const float scale, const int *until) {
-    constexpr int NT = 128 * R, LD = DH + 8, KD = DH / 16, NS = BK / 8, ND = DH / 8, CH = DH / 8, BQM = BQ * MT;
+    constexpr int NT = 128, LD = DH + 8, KD = DH / 16, NS = BK / 8, ND = DH / 8, CH = DH / 8, BQM = BQ * MT;
     static_assert(DH % 16 == 0 && ND % 2 == 0 && (MT == 1 || MT == 2), "head dimension, row tiles");
     extern __shared__ __align__(16) unsigned char smem[];
     bf16_t *const Qs = reinterpret_cast<bf16_t *>(smem);
-    bf16_t *const Ks = Qs + R * BQM * LD;
+    bf16_t *const Ks = Qs + BQM * LD;
     bf16_t *const Vs = Ks + 2 * BK * LD;
     float *const kb_s = reinterpret_cast<float *>(Vs + 2 * BK * LD);
-    int *const ku_s = reinterpret_cast<int *>(kb_s + 2 * R * BK);
+    int *const ku_s = reinterpret_cast<int *>(kb_s + 2 * BK);
 
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gr = lane >> 2, tg = lane & 3;
+    // warp: one of the block's 4 (masked, so the compiler knows its range).
+    const int tid = threadIdx.x, lane = tid & 31, warp = (tid >> 5) & 3, gr = lane >> 2, tg = lane & 3;
     const int S = mk.S, T = mk.T, H = mk.H;
-    const int b = blockIdx.x / (H / R), h0 = blockIdx.x % (H / R) * R, g = h0 / (H / G);
-    const int hw = h0 + warp / 4;  // this warp's head
+    const int b = blockIdx.x / H, h = blockIdx.x % H, g = h / (H / G);
     const int i0 = (gridDim.y - 1 - blockIdx.y) * BQM;
     const bf16_t *const kg = k + ((long)b * G + g) * T * DH;
     const bf16_t *const vg = v + ((long)b * G + g) * T * DH;
 
-    // Q tile: rows r = R heads × 64·MT queries, zeros past S.
-    for (int c = tid; c < R * BQM * CH; c += NT) {
-        const int r = c / CH, col = c % CH * 8, i = i0 + r % BQM, hh = h0 + r / BQM;
-        cp_async16(Qs + r * LD + col, q + (((long)b * S + min(i, S - 1)) * H + hh) * DH + col, i < S ? 16 : 0);
+    // Q tile: 64·MT queries, zeros past S.
+    for (int c = tid; c < BQM * CH; c += NT) {
+        const int r = c / CH, col = c % CH * 8, i = i0 + r;
+        cp_async16(Qs + r * LD + col, q + (((long)b * S + min(i, S - 1)) * H + h) * DH + col, i < S ? 16 : 0);
     }
 
-    // The per-key bias of one tile: thread tid < R·64 takes key tid % 64 of head h0 + tid / 64.
-    const bool kb_thread = tid < R * BK;
-    const int kb_head = h0 + (kb_thread ? tid / BK : 0), kb_key = tid % BK;
-    const long kb_bhm = (long)b * mk.Hm + (long)kb_head * mk.Hm / H;
+    // The per-key bias of one tile: thread tid < 64 takes key tid.
+    const bool kb_thread = tid < BK;
+    const long kb_bhm = (long)b * mk.Hm + (long)h * mk.Hm / H;
     float tau_v = neg_inf();
     if (kb_thread && mk.mode == ADDITIVE && mk.tau != nullptr) tau_v = mk.tau[kb_bhm];
     auto fetch_bias = [&](int n) {
-        const int j = n * BK + kb_key;
-        return kb_thread && j < T ? key_raw(mk, until, b, kb_head, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
+        const int j = n * BK + tid;
+        return kb_thread && j < T ? key_raw(mk, until, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
     };
     auto store_bias = [&](int st, KeyRaw r) {
         if (!kb_thread) return;
-        kb_s[st * R * BK + tid] = mk.key_bias_of(r.am, r.x, tau_v);
-        ku_s[st * R * BK + tid] = r.until;
+        kb_s[st * BK + tid] = mk.key_bias_of(r.am, r.x, tau_v);
+        ku_s[st * BK + tid] = r.until;
     };
     // K and V of tile n into stage st: thread tid takes 16 bytes at column kv_col of rows kv_row + (NT/CH)·u.
     static_assert(BK * CH % NT == 0 && NT % CH == 0, "tile loads");
@@ -1035,11 +1036,12 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 
     // This warp's rows of Qs start at wrow, its queries at iw; this thread's rows of row tile mt are queries
     // iw + 16·mt + gr + 8·r, which see the keys j ≤ lim0 + 16·mt + 8·r.
-    const int wrow = (warp / 4) * BQM + 16 * MT * (warp % 4), iw = i0 + 16 * MT * (warp % 4);
+    const int wrow = 16 * MT * warp, iw = i0 + wrow;
     const int warp_lim = T - S + iw;  // the smallest limit of the warp's rows
     const int lim0 = warp_lim + gr;
 
-    // l[mt] is an accumulator of P·1: every column holds the row sum (rows gr and gr + 8 in l[mt][0] and l[mt][2]).
+    // Row sums of rows gr and gr + 8 in l[mt][0] and l[mt][2]: with MT = 2 an accumulator of P·1 (every column holds
+    // the sum), with MT = 1 this thread's part of the sum, added over the quad at the end.
     float m[MT][2], l[MT][4], o[MT][ND][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
@@ -1122,8 +1124,8 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 
             // Scores with the bias: fl(q·k·scale + bias) (one rounding, where `prefill` rounds twice), -inf past T.
             const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
-            const float *const kb_t = kb_s + st * R * BK + (warp / 4) * BK;
-            const int *const ku_t = ku_s + st * R * BK + (warp / 4) * BK;
+            const float *const kb_t = kb_s + st * BK;
+            const int *const ku_t = ku_s + st * BK;
             // The per-score causal and end-of-keys tests are compiled only into the copy for partial tiles (`full` is
             // the same for the whole warp).
             float mx[MT][2];
@@ -1202,6 +1204,10 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                     for (int t = 0; t < NS; ++t) {
                         const unsigned p01 = pack_bf16(ex(s[mt][t][0], mt, 0), ex(s[mt][t][1], mt, 0));
                         const unsigned p23 = pack_bf16(ex(s[mt][t][2], mt, 1), ex(s[mt][t][3], mt, 1));
+                        if constexpr (MT == 1) {
+                            l[mt][0] += lo_f32(p01) + hi_f32(p01);
+                            l[mt][2] += lo_f32(p23) + hi_f32(p23);
+                        }
                         pf[mt][t / 2][(t & 1) * 2] = p01;
                         pf[mt][t / 2][(t & 1) * 2 + 1] = p23;
                     }
@@ -1219,12 +1225,14 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 probabilities([&](float x, int mt, int r) { return exp2_approx((x - m[mt][r]) * LOG2E); });
             }
 
-            // o += P·V: d-tile pair dp covers dims 16·dp + [0, 16); l += P·1 (bf16 ones).
+            // o += P·V: d-tile pair dp covers dims 16·dp + [0, 16); with MT = 2, l += P·1 (bf16 ones).
             constexpr unsigned ONES = 0x3f803f80u;
 #pragma unroll
             for (int kk = 0; kk < BK / 16; ++kk) {
+                if constexpr (MT == 2) {
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) mma(l[mt], pf[mt][kk], ONES, ONES);
+                    for (int mt = 0; mt < MT; ++mt) mma(l[mt], pf[mt][kk], ONES, ONES);
+                }
                 const bf16_t *vrow = Vt + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8;
 #pragma unroll
                 for (int dp = 0; dp < ND / 2; ++dp) {
@@ -1263,7 +1271,14 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int r = 0; r < 2; ++r) l[mt][r] = 1.0f / l[mt][2 * r];
+        for (int r = 0; r < 2; ++r) {
+            float x = l[mt][2 * r];
+            if constexpr (MT == 1) {
+                x += __shfl_xor_sync(0xffffffffu, x, 1);
+                x += __shfl_xor_sync(0xffffffffu, x, 2);
+            }
+            l[mt][r] = 1.0f / x;
+        }
         bf16_t *const Om = Ow + 16 * mt * LD;
 #pragma unroll
         for (int t = 0; t < ND; ++t) {
@@ -1277,26 +1292,24 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     for (int c = lane; c < 16 * MT * CH; c += 32) {
         const int r = c / CH, col = c % CH * 8, i = iw + r;
         if (i < S)
-            *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + hw) * DH + col) =
+            *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + h) * DH + col) =
                 *reinterpret_cast<const uint4 *>(Ow + r * LD + col);
     }
 }
 }  // namespace tc
 
 // `keep` is unused (null); `until` is keep_until's [B, Hm, T], or null without a keep window.
-#define PREFILL_MMA(DH, R, MT)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(128 * R) masked_attention_bf16_prefill_mma_d##DH##_r##R##_m##MT(      \
+#define PREFILL_MMA(DH, MT)                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128) masked_attention_bf16_prefill_mma_d##DH##_m##MT(                 \
         const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
         const int *until) {                                                                                            \
         grid_entry();                                                                                                  \
         const Mask mk = MASK_INIT;                                                                                     \
-        if (until != nullptr) tc::prefill_mma<DH, R, MT, true>(q, k, v, out, mk, G, scale, until);                     \
-        else tc::prefill_mma<DH, R, MT, false>(q, k, v, out, mk, G, scale, until);                                     \
+        if (until != nullptr) tc::prefill_mma<DH, MT, true>(q, k, v, out, mk, G, scale, until);                        \
+        else tc::prefill_mma<DH, MT, false>(q, k, v, out, mk, G, scale, until);                                        \
     }
-PREFILL_MMA(64, 1, 1)
-PREFILL_MMA(64, 2, 1)
-PREFILL_MMA(64, 1, 2)
-PREFILL_MMA(128, 1, 1)
-PREFILL_MMA(128, 2, 1)
-PREFILL_MMA(128, 1, 2)
+PREFILL_MMA(64, 1)
+PREFILL_MMA(64, 2)
+PREFILL_MMA(128, 1)
+PREFILL_MMA(128, 2)
 #endif

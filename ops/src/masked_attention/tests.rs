@@ -490,8 +490,8 @@ mod gpu {
         Prefill,
         Decode,
         Gqa,
-        /// Heads per block, row tiles per warp.
-        Mma(usize, usize),
+        /// Row tiles per warp.
+        Mma(usize),
     }
 
     const PATHS: [Path; 2] = [Path::Prefill, Path::Decode];
@@ -555,16 +555,13 @@ mod gpu {
             }
             Path::Decode => Kernel::Decode,
             Path::Gqa => Kernel::DecodeGqa,
-            Path::Mma(heads, tiles) => Kernel::Mma { heads, tiles },
+            Path::Mma(tiles) => Kernel::Mma { tiles },
         }
     }
 
-    /// The tensor-core kernels that take `per_group` query heads per KV head.
-    fn mma_paths(per_group: usize) -> impl Iterator<Item = Path> {
-        cuda::MMA_VARIANTS
-            .into_iter()
-            .filter(move |&(heads, _)| per_group % heads == 0)
-            .map(|(heads, tiles)| Path::Mma(heads, tiles))
+    /// Every tensor-core kernel.
+    fn mma_paths() -> impl Iterator<Item = Path> {
+        cuda::MMA_TILES.into_iter().map(Path::Mma)
     }
 
     /// Whether `path` runs the tensor-core prefill kernel for `p` in `T`.
@@ -934,26 +931,18 @@ mod gpu {
         for (h, g, dh) in HOT_SHAPES {
             for s in [9, 1024, 4096, 8192, 16384] {
                 let p = AttentionParams { mask_heads: g, ..params(1, s, s, h, g, dh) };
-                // 32 rows a warp from 1024 blocks of 128 queries on: S ≥ 16K for H = 8, S ≥ 8K for
-                // H = 16; below, pairs of heads from 256 blocks of two on: S ≥ 4K for H = 8, S ≥ 2K
-                // for H = 16.
-                let want = if h * s.div_ceil(128) >= 1024 {
-                    Kernel::Mma { heads: 1, tiles: 2 }
-                } else if h / 2 * s.div_ceil(64) >= 256 {
-                    Kernel::Mma { heads: 2, tiles: 1 }
-                } else {
-                    Kernel::Mma { heads: 1, tiles: 1 }
-                };
-                assert_eq!(pick_kernel(&p, "bf16"), want, "{p:?}");
+                // 32 rows a warp from 512 blocks of 128 queries on: S ≥ 8K for H = 8, S ≥ 4K for H = 16.
+                let tiles = if h * s.div_ceil(128) >= 512 { 2 } else { 1 };
+                assert_eq!(pick_kernel(&p, "bf16"), Kernel::Mma { tiles }, "{p:?}");
                 assert_eq!(pick_kernel(&p, "f32"), Kernel::Scalar, "{p:?}");
                 let step = AttentionParams { q_len: 1, ..p };
                 assert_eq!(pick_kernel(&step, "bf16"), Kernel::DecodeGqa, "{p:?}");
             }
         }
-        let p = params(1, 4096, 4096, 8, 4, 128);
-        assert_eq!(pick_kernel(&p, "bf16"), Kernel::Mma { heads: 2, tiles: 1 });
+        let batched = params(2, 4096, 4096, 8, 4, 128);
+        assert_eq!(pick_kernel(&batched, "bf16"), Kernel::Mma { tiles: 2 });
         let odd = params(2, 4096, 4096, 3, 1, 64);
-        assert_eq!(pick_kernel(&odd, "bf16"), Kernel::Mma { heads: 1, tiles: 1 });
+        assert_eq!(pick_kernel(&odd, "bf16"), Kernel::Mma { tiles: 1 });
         assert_eq!(pick_kernel(&params(1, 100, 100, 2, 1, 96), "bf16"), Kernel::Scalar);
     }
 
@@ -963,8 +952,8 @@ mod gpu {
     fn tensor_core_kernels_compile_for_sm_90() {
         let Some(cubin) = crate::testutil::sm90_cubin(&cuda::SOURCE) else { return };
         for dh in [64, 128] {
-            for (heads, tiles) in cuda::MMA_VARIANTS {
-                let name = format!("masked_attention_bf16_prefill_mma_d{dh}_r{heads}_m{tiles}");
+            for tiles in cuda::MMA_TILES {
+                let name = format!("masked_attention_bf16_prefill_mma_d{dh}_m{tiles}");
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
             for elem in ["f32", "bf16"] {
@@ -1188,7 +1177,7 @@ mod gpu {
                     let off = offsets[(r + n) % offsets.len()];
                     row.iter_mut().for_each(|v| *v += off);
                 }
-                for path in mma_paths(2) {
+                for path in mma_paths() {
                     check_as::<half::bf16>(&gpu, &c, path, "mma large biases");
                 }
             }
@@ -1206,7 +1195,7 @@ mod gpu {
                         let p = AttentionParams { mask_heads, ..params(b, s, t, h, g, dh) };
                         let seed = (5000 + n * 100 + m * 4 + x * 2 + usize::from(padding)) as u64;
                         let c = Case::random(p, mode, padding, seed);
-                        for path in mma_paths(h / g) {
+                        for path in mma_paths() {
                             check_as::<half::bf16>(&gpu, &c, path, "mma edge");
                         }
                     }
@@ -1224,7 +1213,7 @@ mod gpu {
                 // Sequence 1 is left-padded past its first queries' horizon: those rows see only MIN.
                 let pad = t - s + 3;
                 c.attn_mask[t..t + pad].iter_mut().for_each(|m| *m = 0);
-                for path in mma_paths(2) {
+                for path in mma_paths() {
                     let out = check_as::<half::bf16>(&gpu, &c, path, "mma left padding");
                     let c = rounded::<half::bf16>(&c);
                     for h in 0..4 {
@@ -1270,7 +1259,7 @@ mod gpu {
                 let mut c = Case::random(params(2, s, t, 4, 2, dh), mode, true, n as u64);
                 let mut rng = Rng::new(60 + n as u64);
                 c.key_m = Some(rng.quantized(2 * 4 * t, 3, 0.5));
-                for path in mma_paths(2) {
+                for path in mma_paths() {
                     check_as::<half::bf16>(&gpu, &c, path, "mma keep-window ties");
                 }
             }
@@ -1320,7 +1309,7 @@ mod gpu {
         fn tensor_core_prefill_random_shapes((p, mode, padding, seed) in arb_mma_case()) {
             let Some(gpu) = test_gpu() else { return Ok(()) };
             let c = Case::random(p, mode, padding, seed);
-            for path in mma_paths(p.heads / p.kv_heads) {
+            for path in mma_paths() {
                 check_as::<half::bf16>(&gpu, &c, path, "mma random");
             }
         }
@@ -1344,7 +1333,7 @@ mod gpu {
     }
 
     /// Median time of 20 launches (after 5 warm-up launches) of the bf16 prefill on every
-    /// tensor-core variant ([`cuda::MMA_VARIANTS`]) at the attention shapes of [`HOT_SHAPES`] (B 1,
+    /// tensor-core variant ([`cuda::MMA_TILES`]) at the attention shapes of [`HOT_SHAPES`] (B 1,
     /// Hm = G), S = T = 1K, 4K, 8K, 16K. Run with
     /// `cargo test --release -p cheems-ops masked_attention::tests::gpu::time_ -- --ignored --nocapture`.
     #[test]
@@ -1371,8 +1360,8 @@ mod gpu {
                 ("additive_w2048", MaskMode::Additive { ratio: 0.0, keep_window: Some(2048) }),
             ] {
                 let km = (mode != MaskMode::Causal).then_some(&key_m);
-                for (heads, tiles) in cuda::MMA_VARIANTS {
-                    let kernel = Kernel::Mma { heads, tiles };
+                for tiles in cuda::MMA_TILES {
+                    let kernel = Kernel::Mma { tiles };
                     let run = || {
                         cuda::attention_on(
                             &gpu, &p, mode, &q, &k, &v, km, None, &attn_mask, &mut out, kernel,
