@@ -81,6 +81,11 @@ pub(crate) fn assert_close(got: &[f32], want: &[f64], atol: f64, rtol: f64, what
 /// printed line, when NVRTC is missing, which fails instead when `CHEEMS_REQUIRE_NVRTC` or `CHEEMS_REQUIRE_GPU` is
 /// set.
 pub(crate) fn sm90_cubin(src: &crate::cuda::Source) -> Option<Vec<u8>> {
+    cubin_for(src, "sm_90")
+}
+
+/// [`sm90_cubin`] for the architecture `arch`.
+pub(crate) fn cubin_for(src: &crate::cuda::Source, arch: &str) -> Option<Vec<u8>> {
     if let Err(e) = crate::cuda::probe_nvrtc() {
         let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
             .iter()
@@ -89,8 +94,12 @@ pub(crate) fn sm90_cubin(src: &crate::cuda::Source) -> Option<Vec<u8>> {
         eprintln!("skipped: {e}");
         return None;
     }
-    let cubin = crate::cuda::compile_cubin(src, "sm_90").unwrap_or_else(|e| panic!("{e}"));
-    assert!(cubin.starts_with(b"\x7fELF"), "{}: NVRTC did not return an ELF CUBIN", src.file);
+    let cubin = crate::cuda::compile_cubin(src, arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+    assert!(
+        cubin.starts_with(b"\x7fELF"),
+        "{} ({arch}): NVRTC did not return an ELF CUBIN",
+        src.file
+    );
     Some(cubin)
 }
 

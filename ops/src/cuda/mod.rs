@@ -665,6 +665,17 @@ mod tests {
         }
     }
 
+    /// Every source compiles for sm_80 too, the oldest architecture an artifact targets (`cheems compile --target
+    /// cuda:sm_80`), where sm_90 features such as thread-block clusters must stay out.
+    #[test]
+    fn all_kernels_compile_for_sm_80() {
+        for src in all_sources() {
+            if crate::testutil::cubin_for(&src, "sm_80").is_none() {
+                return;
+            }
+        }
+    }
+
     /// Kernels whose body first loads constants (weights or keys, which no kernel writes) and then calls
     /// `grid_entry()`, so that those loads overlap the kernel they depend on: the function that runs the body, and
     /// its source file.

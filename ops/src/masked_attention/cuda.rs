@@ -97,11 +97,15 @@ fn mma_smem_bytes(head_dim: usize, tiles: usize) -> usize {
     (MMA_TILE * tiles + 4 * MMA_TILE) * (head_dim + 8) * 2 + 2 * MMA_TILE * 8
 }
 
-/// The keep-window selection of `rows` rows (B·Hm·S): one block of 1024 threads per row (`masked_attention_keep_window`),
-/// or, for at most [`KEEP_CLUSTER_MAX_ROWS`] rows, a cluster of 8 blocks of 256 threads per row
-/// (`masked_attention_keep_window_cluster`, its `__cluster_dims__`): the kernel's name, blocks per row and threads.
-pub(crate) fn keep_launch(rows: usize) -> (&'static str, usize, u32) {
-    if rows <= KEEP_CLUSTER_MAX_ROWS {
+/// The keep-window selection of `rows` rows (B·Hm·S) on a device of architecture `arch` (`sm_90`): one block of 1024
+/// threads per row (`masked_attention_keep_window`), or, for at most [`KEEP_CLUSTER_MAX_ROWS`] rows on sm_90 and
+/// later, a cluster of 8 blocks of 256 threads per row (`masked_attention_keep_window_cluster`, its
+/// `__cluster_dims__`): the kernel's name, blocks per row and threads.
+pub(crate) fn keep_launch(rows: usize, arch: &str) -> (&'static str, usize, u32) {
+    let clusters =
+        arch.strip_prefix("sm_").and_then(|v| v.trim_end_matches('a').parse::<u32>().ok())
+            >= Some(90);
+    if rows <= KEEP_CLUSTER_MAX_ROWS && clusters {
         ("masked_attention_keep_window_cluster", 8, 256)
     } else {
         ("masked_attention_keep_window", 1, 1024)
@@ -327,7 +331,7 @@ pub(crate) fn attention_on<T: Elem>(
             let keep_rows = b * mask_heads * s;
             // Written in full (one pair per row): no clearing, and back to the device's spare buffers after use.
             let mut out_keep = gpu.uninit::<u32>(2 * keep_rows)?;
-            let (name, per_row, threads) = keep_launch(keep_rows);
+            let (name, per_row, threads) = keep_launch(keep_rows, gpu.arch());
             let func = gpu.function(&SOURCE, name)?;
             let cfg = LaunchConfig {
                 grid_dim: (to_u32("batch·mask_heads·q_len blocks", per_row * keep_rows)?, 1, 1),

@@ -343,20 +343,22 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
     }
 }
 
-// One block of 1024 threads per row (8192 keys held); and a cluster of 8 blocks of 256 threads per row (2048 keys held
-// by each), for few rows.
+// One block of 1024 threads per row (8192 keys held); and, on sm_90 and later (thread-block clusters), a cluster of 8
+// blocks of 256 threads per row (2048 keys held by each), for few rows.
 extern "C" __global__ void __launch_bounds__(1024)
     masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
                                  const int S, const int T, const int Hm, const int W) {
     grid_entry();
     keep_window<1, 1024>(key_m, attn_mask, tau, keep_out, S, T, Hm, W);
 }
+#if __CUDA_ARCH__ >= 900
 extern "C" __global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(256)
     masked_attention_keep_window_cluster(const float *key_m, const long long *attn_mask, const float *tau,
                                          unsigned *keep_out, const int S, const int T, const int Hm, const int W) {
     grid_entry();
     keep_window<8, 256>(key_m, attn_mask, tau, keep_out, S, T, Hm, W);
 }
+#endif
 
 // One block per tile of BQ queries of one (b, h); warp w owns query rows w, w + 4, ...; lane = key of the tile.
 template <typename E, int DH, int BQ>

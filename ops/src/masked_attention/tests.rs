@@ -200,14 +200,21 @@ fn slot_modes() -> impl Iterator<Item = MaskMode> {
     MODES.into_iter().filter(|m| !matches!(m, MaskMode::Additive { ratio, .. } if *ratio > 0.0))
 }
 
-/// The keep window spreads each row over a cluster of 8 blocks for up to 16 rows, one block per row beyond.
+/// The keep window spreads each row over a cluster of 8 blocks for up to 16 rows on sm_90 and later, one block per
+/// row beyond and on earlier devices (no thread-block clusters).
 #[test]
 fn few_keep_window_rows_take_the_cluster() {
+    let single = ("masked_attention_keep_window", 1, 1024);
     for rows in [1, 4, 16] {
-        assert_eq!(cuda::keep_launch(rows), ("masked_attention_keep_window_cluster", 8, 256));
+        let cluster = ("masked_attention_keep_window_cluster", 8, 256);
+        assert_eq!(cuda::keep_launch(rows, "sm_90"), cluster);
+        assert_eq!(cuda::keep_launch(rows, "sm_100"), cluster);
+        assert_eq!(cuda::keep_launch(rows, "sm_90a"), cluster);
+        assert_eq!(cuda::keep_launch(rows, "sm_80"), single);
+        assert_eq!(cuda::keep_launch(rows, "sm_89"), single);
     }
     for rows in [17, 64, 16384] {
-        assert_eq!(cuda::keep_launch(rows), ("masked_attention_keep_window", 1, 1024));
+        assert_eq!(cuda::keep_launch(rows, "sm_90"), single);
     }
 }
 
@@ -964,7 +971,7 @@ mod gpu {
             }
         }
         for rows in [1, 17] {
-            let (name, _, _) = cuda::keep_launch(rows);
+            let (name, _, _) = cuda::keep_launch(rows, "sm_90");
             assert!(crate::testutil::has_symbol(&cubin, name), "{name} missing");
         }
     }
