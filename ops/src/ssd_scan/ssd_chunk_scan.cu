@@ -71,8 +71,20 @@ __device__ void ssd_chunk_state(const T *x, const T *dt, const float *A, const T
 }
 
 // In place over the workspace: slot c gets the state before chunk c (Z_c is read first); `state` gets the final state.
-// Chunks go in groups of SSD_PASS_AHEAD whose loads are all issued before the group's first update.
+// Chunks go in groups of SSD_PASS_AHEAD; the loads of the next group are issued before the current group's updates,
+// so two groups' loads are in flight while a thread waits.
 #define SSD_PASS_AHEAD 16
+__device__ __forceinline__ void ssd_pass_load(const float *slot, const float *logdecay, const int PN, const int chunks,
+                                              const int c0, float (&z)[SSD_PASS_AHEAD], float (&d)[SSD_PASS_AHEAD]) {
+#pragma unroll
+    for (int i = 0; i < SSD_PASS_AHEAD; ++i) {
+        if (c0 + i < chunks) {
+            z[i] = slot[(long)(c0 + i) * PN];
+            d[i] = logdecay[c0 + i];
+        }
+    }
+}
+
 __device__ void ssd_state_pass(float *state, float *ws, const long bhs, const int PN, const int chunks) {
     const int etiles = (PN + SSD_THREADS - 1) / SSD_THREADS;
     const long bh = blockIdx.x / etiles;
@@ -81,21 +93,19 @@ __device__ void ssd_state_pass(float *state, float *ws, const long bhs, const in
     const float *logdecay = ws + bhs * chunks * PN + bh * chunks;
     float *slot = ws + bh * chunks * PN + e;
     float s = state[bh * PN + e];
+    float z[SSD_PASS_AHEAD] = {}, d[SSD_PASS_AHEAD] = {};
+    ssd_pass_load(slot, logdecay, PN, chunks, 0, z, d);
     for (int c0 = 0; c0 < chunks; c0 += SSD_PASS_AHEAD) {
-        float z[SSD_PASS_AHEAD], d[SSD_PASS_AHEAD];
-#pragma unroll
-        for (int i = 0; i < SSD_PASS_AHEAD; ++i) {
-            if (c0 + i < chunks) {
-                z[i] = slot[(long)(c0 + i) * PN];
-                d[i] = logdecay[c0 + i];
-            }
-        }
+        float zn[SSD_PASS_AHEAD] = {}, dn[SSD_PASS_AHEAD] = {};
+        ssd_pass_load(slot, logdecay, PN, chunks, c0 + SSD_PASS_AHEAD, zn, dn);
 #pragma unroll
         for (int i = 0; i < SSD_PASS_AHEAD; ++i) {
             if (c0 + i < chunks) {
                 slot[(long)(c0 + i) * PN] = s;
                 s = expf(d[i]) * s + z[i];
             }
+            z[i] = zn[i];
+            d[i] = dn[i];
         }
     }
     state[bh * PN + e] = s;
