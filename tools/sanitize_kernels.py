@@ -13,7 +13,8 @@ unknown names weigh 1), so that slow suites do not share a job. `--shard NAME=K,
 contains NAME into K processes, process i running it with `CHEEMS_TEST_SHARD=i/K` (the tests that loop over cases
 take every K-th case from the i-th; `testutil::in_shard`), each shard weighing the test's weight / K. A job runs its
 unsharded tests in one process, then each of its shards in a process of its own. `--only WORD,...` keeps the tests
-whose full name contains one of the words (to finish the tests an earlier run left unchecked). `--dry-run` prints
+whose full name contains one of the words (to finish the tests an earlier run left unchecked), `--skip WORD,...`
+leaves out those that contain one. `--dry-run` prints
 the partition only. A process whose tests never touch the GPU (the tool reports that the application ended before
 its first CUDA call) counts as clean.
 """
@@ -114,6 +115,7 @@ def main():
                     help="NAME=N,...: relative cost of tests whose name contains NAME")
     ap.add_argument("--shard", default="", help="NAME=K,...: split the tests whose name contains NAME into K processes")
     ap.add_argument("--only", help="WORD,...: keep the tests whose full name contains one of the words")
+    ap.add_argument("--skip", help="WORD,...: leave out the tests whose full name contains one of the words")
     ap.add_argument("--dry-run", action="store_true", help="print the partition and stop")
     args = ap.parse_args()
 
@@ -122,6 +124,9 @@ def main():
     if args.only:
         words = [w for w in args.only.split(",") if w]
         names = [n for n in names if any(w in n for w in words)]
+    if args.skip:
+        words = [w for w in args.skip.split(",") if w]
+        names = [n for n in names if not any(w in n for w in words)]
     if not names:
         sys.exit(f"{args.bin} lists no ::gpu tests" + (f" matching --only {args.only}" if args.only else ""))
     jobs = partition(units_of(names, weights, shards), args.jobs)
