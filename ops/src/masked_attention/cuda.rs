@@ -57,9 +57,9 @@ pub(crate) enum Kernel {
 }
 
 /// Fewest blocks of 128 queries for which the tensor-core kernel gives each warp 32 rows: about two waves of two
-/// blocks on each of the H200's 132 multiprocessors. Measured (`logs/h200-2026-11-29p`, causal, additive and keep
-/// window): 512 blocks 8–25 % faster than 16 rows a warp (Doge-320M heads at S 8K, Cheems-350M heads at 4K), 256
-/// blocks 35–40 % slower (Doge at 4K), the heaviest causal tiles then running alone at the end.
+/// blocks on each of the H200's 132 multiprocessors. Measured (`logs/h200-2026-11-29q`, causal, additive and keep
+/// window): 512 blocks 11–24 % faster than 16 rows a warp (Doge-320M heads at S 8K, Cheems-350M heads at 4K), 256
+/// blocks 29–30 % slower (Doge at 4K), the heaviest causal tiles then running alone at the end.
 const MMA_TALL_MIN_BLOCKS: usize = 512;
 
 /// The kernel [`masked_attention`] runs: decode for `S ≤ DECODE_MAX_Q_LEN`; else tensor cores for
