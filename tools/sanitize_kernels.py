@@ -14,9 +14,8 @@ contains NAME into K processes, process i running it with `CHEEMS_TEST_SHARD=i/K
 take every K-th case from the i-th; `testutil::in_shard`), each shard weighing the test's weight / K. A job runs its
 unsharded tests in one process, then each of its shards in a process of its own. `--only WORD,...` keeps the tests
 whose full name contains one of the words (to finish the tests an earlier run left unchecked), `--skip WORD,...`
-leaves out those that contain one. `--dry-run` prints
-the partition only. A process whose tests never touch the GPU (the tool reports that the application ended before
-its first CUDA call) counts as clean.
+leaves out those that contain one. `--dry-run` prints the partition only. A process whose tests never touch the GPU
+(the tool reports that the application ended before its first CUDA call) counts as clean.
 """
 import argparse
 import os
@@ -74,6 +73,10 @@ def processes(job):
     return ([(plain, None)] if plain else []) + [([n], sh) for _, n, sh in job if sh is not None]
 
 
+def words(text):
+    return [w for w in (text or "").split(",") if w]
+
+
 def pairs(text):
     out = {}
     for item in filter(None, (text or "").split(",")):
@@ -97,7 +100,8 @@ def run_job(i, job, args, deadline, results):
                args.bin, "--exact", *tests, "--test-threads=1"]
         t0 = time.time()
         with open(name, "w") as log:
-            log.write(("CHEEMS_TEST_SHARD=" + env["CHEEMS_TEST_SHARD"] + " " if shard else "") + "$ " + " ".join(cmd) + "\n")
+            prefix = f"CHEEMS_TEST_SHARD={env['CHEEMS_TEST_SHARD']} " if shard else ""
+            log.write(prefix + "$ " + " ".join(cmd) + "\n")
             log.flush()
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
         results.append((i, j, tests, shard, name, rc, time.time() - t0))
@@ -121,12 +125,10 @@ def main():
 
     weights, shards = pairs(args.weights), pairs(args.shard)
     names = gpu_tests(args.bin, args.skip_random)
-    if args.only:
-        words = [w for w in args.only.split(",") if w]
-        names = [n for n in names if any(w in n for w in words)]
-    if args.skip:
-        words = [w for w in args.skip.split(",") if w]
-        names = [n for n in names if not any(w in n for w in words)]
+    only, skip = words(args.only), words(args.skip)
+    if only:
+        names = [n for n in names if any(w in n for w in only)]
+    names = [n for n in names if not any(w in n for w in skip)]
     if not names:
         sys.exit(f"{args.bin} lists no ::gpu tests" + (f" matching --only {args.only}" if args.only else ""))
     jobs = partition(units_of(names, weights, shards), args.jobs)

@@ -262,10 +262,7 @@ impl Gpu {
 
     /// Programmatic dependencies need sm_90 or later (`grid_entry` is a no-op before).
     fn supports_programmatic(&self) -> bool {
-        self.arch
-            .strip_prefix("sm_")
-            .and_then(|v| v.trim_end_matches(char::is_alphabetic).parse::<u32>().ok())
-            .is_some_and(|v| v >= 90)
+        super::sm90_or_later(&self.arch)
     }
 
     /// The functions loaded from this crate's kernel sources, as raw handles.

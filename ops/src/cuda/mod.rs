@@ -166,6 +166,14 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
     Ok((major, minor))
 }
 
+/// Whether the architecture `arch` (`sm_90`, `sm_90a`, `sm_100`) is sm_90 or later: thread-block clusters and
+/// programmatic dependent launches.
+pub(crate) fn sm90_or_later(arch: &str) -> bool {
+    arch.strip_prefix("sm_")
+        .and_then(|v| v.trim_end_matches(char::is_alphabetic).parse::<u32>().ok())
+        .is_some_and(|v| v >= 90)
+}
+
 /// The compile options for `arch` (e.g. `sm_90`).
 fn options(arch: &str) -> Vec<String> {
     let mut o = vec![

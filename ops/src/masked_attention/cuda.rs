@@ -1,10 +1,10 @@
 //! CUDA launchers of [`super::masked_attention`]: for bf16 activations with a head dimension of 64 or 128, a
 //! tensor-core prefill kernel (`mma.sync` m16n8k16, flash-style online softmax over key tiles of 64, query tiles of
-//! 64 or 128 for one head, each warp taking 16 or 32 rows); otherwise a
-//! scalar flash-style prefill kernel (key tiles of 32, query tiles of one `(b, h)`). For `S ≤ DECODE_MAX_Q_LEN`, a split-key decode kernel writes per-slice partial softmax
-//! states that a second kernel combines: for f32 and bf16 with a head dimension of 64 or 128 the GQA kernel (each
-//! block reads its slice of a KV head once, in 16-byte pieces, for up to 8 queries of that KV head's query heads),
-//! otherwise one block per query row and slice.
+//! 64 or 128 for one head, each warp taking 16 or 32 rows); otherwise a scalar flash-style prefill kernel (key tiles
+//! of 32, query tiles of one `(b, h)`). For `S ≤ DECODE_MAX_Q_LEN`, a split-key decode kernel writes per-slice partial
+//! softmax states that a second kernel combines: for f32 and bf16 with a head dimension of 64 or 128 the GQA kernel
+//! (each block reads its slice of a KV head once, in 16-byte pieces, for up to 8 queries of that KV head's query
+//! heads), otherwise one block per query row and slice.
 //!
 //! `Additive` runs selection kernels first: `ratio_threshold` (radix select of the `⌊T·ratio⌋`-th
 //! smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, the keep window: for the tensor-core
@@ -102,10 +102,7 @@ fn mma_smem_bytes(head_dim: usize, tiles: usize) -> usize {
 /// later, a cluster of 8 blocks of 256 threads per row (`masked_attention_keep_window_cluster`, its
 /// `__cluster_dims__`): the kernel's name, blocks per row and threads.
 pub(crate) fn keep_launch(rows: usize, arch: &str) -> (&'static str, usize, u32) {
-    let clusters =
-        arch.strip_prefix("sm_").and_then(|v| v.trim_end_matches('a').parse::<u32>().ok())
-            >= Some(90);
-    if rows <= KEEP_CLUSTER_MAX_ROWS && clusters {
+    if rows <= KEEP_CLUSTER_MAX_ROWS && crate::cuda::sm90_or_later(arch) {
         ("masked_attention_keep_window_cluster", 8, 256)
     } else {
         ("masked_attention_keep_window", 1, 1024)
