@@ -35,8 +35,8 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// Head-dimension capacities compiled in masked_attention.cu, with each one's prefill query tile.
 const TILES: [(usize, usize); 6] = [(16, 64), (32, 64), (64, 64), (96, 32), (128, 32), (256, 8)];
 
-/// Keys per tile of the tensor-core prefill kernel, and its queries per head and row tile of 16 per warp
-/// (`tc::BK`, `tc::BQ`).
+/// Keys per tile of the tensor-core prefill kernel (`tc::BK`), and its queries per block for each row tile of 16 that
+/// a warp takes (`tc::BQ`: four warps).
 const MMA_TILE: usize = 64;
 
 /// Head dimensions of the tensor-core prefill kernel.

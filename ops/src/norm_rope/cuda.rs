@@ -53,8 +53,8 @@ pub fn norm_rope<T: Elem>(
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(w).arg(cos).arg(sin).arg(y).arg(&heads).arg(&dim).arg(&p.eps);
     // SAFETY: the argument list matches `norm_rope_<T>` in norm_rope.cu; `validate` checked x, w, cos and sin against
-    // `p` (dim even and at most MAX_DIM), y has x's length, the grid
-    // has one block per head vector and the dynamic shared memory holds dim floats.
+    // `p` (dim even; at most MAX_DIM checked above), y has x's length, the grid has one block per head vector and the
+    // dynamic shared memory holds dim floats.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
 }
