@@ -7,14 +7,18 @@
 //! heads), otherwise one block per query row and slice.
 //!
 //! `Additive` runs selection kernels first: `ratio_threshold` (radix select of the `⌊T·ratio⌋`-th
-//! smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, the keep window: for the tensor-core
-//! kernel `order_keys` and `keep_until` (per key, the position of the `W`-th key that beats it:
-//! eight segments of the keys of its `(b, hm)` counted in parallel, then the one segment that holds
-//! it scanned again), otherwise `keep_window` (per `(b, hm, i)`, shared by the query heads of mask
-//! head `hm`: one block, or for few rows a cluster of 8 blocks, holds the keys in registers and
-//! radix selects the `W`-th largest bias (a cluster sums its blocks' histograms through distributed
-//! shared memory), then counts its ties in index order for the last kept index). The attention
-//! kernels read their results.
+//! smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, the keep window. For the tensor-core
+//! kernel: `order_keys`, then per key the position up to which it is kept (the position of the
+//! `W`-th key that beats it), for `T ≤ RANK_MAX_KEYS` from ranks (`keep_rank` sorts the keys of a
+//! `(b, hm)` in shared memory, `keep_theta` finds the rank of the `W`-th best key of every prefix
+//! from the previous chunk's prefix bitmap, `keep_until_ranked` binary searches it), beyond by
+//! `keep_until` (eight segments of the keys counted in parallel, then the one segment that holds it
+//! scanned again); then `keep_lists`, per query tile the keys kept at some row of it (at most
+//! `W` + its rows), which the tensor-core kernel visits instead of every causal key. Otherwise
+//! `keep_window` (per `(b, hm, i)`, shared by the query heads of mask head `hm`: one block, or for
+//! few rows a cluster of 8 blocks, holds the keys in registers and radix selects the `W`-th largest
+//! bias (a cluster sums its blocks' histograms through distributed shared memory), then counts its
+//! ties in index order for the last kept index). The attention kernels read their results.
 
 use super::{AttentionParams, MaskMode};
 use crate::cuda::{arg_or_null, launch_error, Elem, Gpu, Source};
@@ -91,10 +95,197 @@ fn mma_fits(p: &AttentionParams, elem: &str, tiles: usize) -> bool {
 }
 
 /// Dynamic shared memory of the tensor-core prefill kernel (`tc::smem_bytes` in masked_attention.cu): Q for
-/// 64·`tiles` queries and two stages of K and V for 64 keys, rows of `head_dim + 8` bf16, and two stages of the
-/// per-key bias and its keep-until position.
+/// 64·`tiles` queries and two stages of K and V for 64 keys, rows of `head_dim + 8` bf16, two stages of the
+/// per-key bias and its keep-until position, and three of listed key positions.
 fn mma_smem_bytes(head_dim: usize, tiles: usize) -> usize {
-    (MMA_TILE * tiles + 4 * MMA_TILE) * (head_dim + 8) * 2 + 2 * MMA_TILE * 8
+    (MMA_TILE * tiles + 4 * MMA_TILE) * (head_dim + 8) * 2 + 2 * MMA_TILE * 8 + 3 * MMA_TILE * 4
+}
+
+/// Keys of one `(b, hm)` up to which `keep_rank` sorts them in shared memory (`RANK_MAX_KEYS` in
+/// masked_attention.cu, 8 bytes each rounded up to a power of two: 128 KiB).
+const RANK_MAX_KEYS: usize = 16384;
+
+/// Positions per block of `masked_attention_keep_theta` (`THETA_ROWS`).
+const THETA_ROWS: usize = 128;
+
+/// The most device memory the keep lists of one call take; beyond, the tensor-core kernel visits every causal key.
+const LIST_MAX_BYTES: usize = 256 << 20;
+
+/// How the keep window's per-key positions are found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UntilKernel {
+    /// `keep_rank`, `keep_theta`, `keep_until_ranked`: up to [`RANK_MAX_KEYS`] keys.
+    Ranked,
+    /// `keep_until`: any number of keys, O(T²) work.
+    Counting,
+}
+
+/// [`UntilKernel::Ranked`] for up to [`RANK_MAX_KEYS`] keys, else counting.
+pub(crate) fn until_kernel(kv_len: usize) -> UntilKernel {
+    if kv_len <= RANK_MAX_KEYS {
+        UntilKernel::Ranked
+    } else {
+        UntilKernel::Counting
+    }
+}
+
+/// The keep lists for query tiles of `rows` queries: (cap, stride), the most keys one tile keeps (`W` + `rows`, at
+/// most `T`) and the entries of its list (cap rounded up to the key tile, and one tile more); `None` when the
+/// lists of `bhm` mask rows of `q_len` queries would take more than [`LIST_MAX_BYTES`].
+pub(crate) fn list_layout(
+    bhm: usize,
+    q_len: usize,
+    kv_len: usize,
+    window: usize,
+    rows: usize,
+) -> Option<(usize, usize)> {
+    let cap = kv_len.min(window + rows);
+    let stride = cap.next_multiple_of(MMA_TILE) + MMA_TILE;
+    let bytes = bhm.checked_mul(q_len.div_ceil(rows))?.checked_mul(stride)?.checked_mul(4)?;
+    (bytes <= LIST_MAX_BYTES && stride <= i32::MAX as usize).then_some((cap, stride))
+}
+
+/// The per-key positions of the keep window for `keys` (`order_keys`' `[bhm, T]`) with `window` ≥ 1 or 0.
+pub(crate) fn keep_until_on(
+    gpu: &Gpu,
+    keys: &CudaSlice<u32>,
+    bhm: usize,
+    kv_len: usize,
+    window: usize,
+    how: UntilKernel,
+) -> Result<CudaSlice<i32>> {
+    let (t, t_i, w_i) = (kv_len, to_i32("kv_len", kv_len)?, to_i32("keep_window", window)?);
+    let bhm_u = to_u32("batch·mask_heads", bhm)?;
+    if keys.len() != bhm * t {
+        return Err(KernelError::BadParams(format!(
+            "`keys` has {} values, not {bhm}·{t}",
+            keys.len()
+        )));
+    }
+    // Written in full (every key of every row).
+    let mut until = gpu.uninit::<i32>(bhm * t)?;
+    if bhm * t == 0 {
+        return Ok(until);
+    }
+    if how == UntilKernel::Counting {
+        let name = "masked_attention_keep_until";
+        let func = gpu.function(&SOURCE, name)?;
+        let cfg = LaunchConfig {
+            grid_dim: (to_u32("key blocks", t.div_ceil(UNTIL_KEYS))?, bhm_u, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = gpu.stream().launch_builder(&func);
+        launch.arg(keys).arg(&mut until).arg(&t_i).arg(&w_i);
+        // SAFETY: the argument list matches `masked_attention_keep_until`; `keys` (checked above) and `until` hold
+        // bhm·T values and the grid has one block per 32 keys of each (b, hm).
+        unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+        return Ok(until);
+    }
+    if t > RANK_MAX_KEYS {
+        return Err(KernelError::BadParams(format!(
+            "ranked keep window over {t} keys (at most {RANK_MAX_KEYS})"
+        )));
+    }
+    let mut rank = gpu.uninit::<i32>(bhm * t)?;
+    let mut theta = gpu.uninit::<i32>(bhm * t)?;
+    let n = t.next_power_of_two();
+    let name = "masked_attention_keep_rank";
+    let func = gpu.function(&SOURCE, name)?;
+    let smem = to_u32("shared memory", 8 * n)?;
+    func.set_attribute(
+        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        smem as i32,
+    )
+    .map_err(|e| KernelError::Driver(format!("{name}: {smem} bytes of shared memory: {e}")))?;
+    let cfg =
+        LaunchConfig { grid_dim: (bhm_u, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: smem };
+    let n_i = to_i32("sorted keys", n)?;
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(keys).arg(&mut rank).arg(&t_i).arg(&n_i);
+    // SAFETY: the argument list matches `masked_attention_keep_rank`; `keys` and `rank` hold bhm·T values, N is T
+    // rounded up to a power of two and the block has 8·N bytes of dynamic shared memory, allowed by the attribute.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+    if window > 0 {
+        let name = "masked_attention_keep_theta";
+        let func = gpu.function(&SOURCE, name)?;
+        let cfg = LaunchConfig {
+            grid_dim: (to_u32("position blocks", t.div_ceil(THETA_ROWS))?, bhm_u, 1),
+            block_dim: (THETA_ROWS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = gpu.stream().launch_builder(&func);
+        launch.arg(&rank).arg(&mut theta).arg(&t_i).arg(&w_i);
+        // SAFETY: the argument list matches `masked_attention_keep_theta`; `rank` and `theta` hold bhm·T values with
+        // T ≤ RANK_MAX_KEYS (its bitmap), W ≥ 1, and the grid covers T positions of each (b, hm).
+        unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+    }
+    let name = "masked_attention_keep_until_ranked";
+    let func = gpu.function(&SOURCE, name)?;
+    let cfg = LaunchConfig {
+        grid_dim: (to_u32("key blocks", t.div_ceil(256))?, bhm_u, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(keys).arg(&rank).arg(&theta).arg(&mut until).arg(&t_i).arg(&w_i);
+    // SAFETY: the argument list matches `masked_attention_keep_until_ranked`; every buffer holds bhm·T values, `theta`
+    // is read only for W ≥ 1, when keep_theta wrote it, and the grid covers T keys of each (b, hm).
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+    gpu.recycle(rank);
+    gpu.recycle(theta);
+    Ok(until)
+}
+
+/// `keep_lists` for query tiles of `rows` queries with [`list_layout`]'s `(cap, stride)`: the lists and their
+/// counts (-1 for a tile that visits every key).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn keep_lists_on(
+    gpu: &Gpu,
+    until: &CudaSlice<i32>,
+    bhm: usize,
+    q_len: usize,
+    kv_len: usize,
+    rows: usize,
+    (cap, stride): (usize, usize),
+) -> Result<(CudaSlice<i32>, CudaSlice<i32>)> {
+    if until.len() != bhm * kv_len || q_len > kv_len || rows == 0 {
+        return Err(KernelError::BadParams(format!(
+            "keep lists of {q_len} queries in tiles of {rows} over {} positions, not {bhm}·{kv_len}",
+            until.len()
+        )));
+    }
+    let tiles = q_len.div_ceil(rows);
+    let mut list = gpu.uninit::<i32>(bhm * tiles * stride)?;
+    let mut count = gpu.uninit::<i32>(bhm * tiles)?;
+    if bhm * tiles == 0 {
+        return Ok((list, count));
+    }
+    let name = "masked_attention_keep_lists";
+    let func = gpu.function(&SOURCE, name)?;
+    let cfg = LaunchConfig {
+        grid_dim: (to_u32("query tiles", tiles)?, to_u32("batch·mask_heads", bhm)?, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (s_i, t_i, rows_i) =
+        (to_i32("q_len", q_len)?, to_i32("kv_len", kv_len)?, to_i32("rows", rows)?);
+    let (cap_i, stride_i) = (to_i32("list cap", cap)?, to_i32("list stride", stride)?);
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch
+        .arg(until)
+        .arg(&mut list)
+        .arg(&mut count)
+        .arg(&s_i)
+        .arg(&t_i)
+        .arg(&rows_i)
+        .arg(&cap_i)
+        .arg(&stride_i);
+    // SAFETY: the argument list matches `masked_attention_keep_lists`; `until` holds bhm·T values (checked above),
+    // `list` `stride` entries and `count` one for each of the grid's bhm·⌈S/rows⌉ tiles, and a list holds at most cap
+    // keys followed by its padding, which ends at `stride`.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+    Ok((list, count))
 }
 
 /// The keep-window selection of `rows` rows (B·Hm·S) on a device of architecture `arch` (`sm_90`): one block of 1024
@@ -267,6 +458,7 @@ pub(crate) fn attention_on<T: Elem>(
     let mut tau = None;
     let mut keep = None;
     let mut until = None;
+    let mut lists = None;
     if let MaskMode::Additive { ratio, keep_window } = mode {
         let n = (t as f32 * ratio) as usize;
         if ratio > 0.0 && ratio < 1.0 && n > 0 {
@@ -289,14 +481,17 @@ pub(crate) fn attention_on<T: Elem>(
             tau = Some(out_tau);
         }
         let w = keep_window.filter(|&w| t > w);
-        if let (Some(w), Some(m), Kernel::Mma { .. }) = (w, key_m, kernel) {
-            let w_i = to_i32("keep_window", w)?;
-            let bhm = to_u32("batch·mask_heads", b * mask_heads)?;
-            let mut keys = alloc::<u32>(gpu, b * mask_heads * t)?;
+        if let (Some(w), Some(m), Kernel::Mma { tiles }) = (w, key_m, kernel) {
+            let bhm = b * mask_heads;
+            let mut keys = alloc::<u32>(gpu, bhm * t)?;
             let name = "masked_attention_order_keys";
             let func = gpu.function(&SOURCE, name)?;
             let cfg = LaunchConfig {
-                grid_dim: (to_u32("key blocks", t.div_ceil(256))?, bhm, 1),
+                grid_dim: (
+                    to_u32("key blocks", t.div_ceil(256))?,
+                    to_u32("batch·mask_heads", bhm)?,
+                    1,
+                ),
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
@@ -308,19 +503,12 @@ pub(crate) fn attention_on<T: Elem>(
             // `key_m` [B, Hm, T] and `attn_mask` [B, T], `tau` (or null) holds B·Hm values, `keys`
             // B·Hm·T, and the grid covers T keys of each (b, hm).
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
-            let mut out_until = alloc::<i32>(gpu, b * mask_heads * t)?;
-            let name = "masked_attention_keep_until";
-            let func = gpu.function(&SOURCE, name)?;
-            let cfg = LaunchConfig {
-                grid_dim: (to_u32("key blocks", t.div_ceil(UNTIL_KEYS))?, bhm, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut launch = gpu.stream().launch_builder(&func);
-            launch.arg(&keys).arg(&mut out_until).arg(&t_i).arg(&w_i);
-            // SAFETY: the argument list matches `masked_attention_keep_until`; `keys` and `until`
-            // hold B·Hm·T values and the grid has one block per 32 keys of each (b, hm).
-            unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+            let out_until = keep_until_on(gpu, &keys, bhm, t, w, until_kernel(t))?;
+            gpu.recycle(keys);
+            let rows = MMA_TILE * tiles;
+            if let Some(layout) = list_layout(bhm, s, t, w, rows) {
+                lists = Some((keep_lists_on(gpu, &out_until, bhm, s, t, rows, layout)?, layout.1));
+            }
             until = Some(out_until);
         } else if let Some(w) = w {
             let m = key_m.ok_or_else(|| KernelError::BadParams("Additive needs `key_m`".into()))?;
@@ -457,11 +645,16 @@ pub(crate) fn attention_on<T: Elem>(
         launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
         launch.arg(&g_i).arg(&scale);
         arg_or_null(&mut launch, until.as_ref(), &null);
+        let stride_i = to_i32("list stride", lists.as_ref().map_or(0, |(_, stride)| *stride))?;
+        arg_or_null(&mut launch, lists.as_ref().map(|((list, _), _)| list), &null);
+        arg_or_null(&mut launch, lists.as_ref().map(|((_, count), _)| count), &null);
+        launch.arg(&stride_i);
         // SAFETY: the argument list matches `masked_attention_bf16_prefill_mma_d<Dh>_m<tiles>` and `T` is bf16
         // (`mma_fits` checked it above); `validate` checked q, k, v, out and every mask buffer against `p`, head_dim
         // is the kernel's Dh, null pointers stand for absent buffers the mode does not read (`keep` is never read:
-        // `until`, B·Hm·T positions, carries the keep window), the grid covers B·H heads and ⌈S/(64·tiles)⌉ query
-        // tiles, and the dynamic shared memory is the kernel's `tc::smem_bytes`, allowed by the attribute set above.
+        // `until`, B·Hm·T positions, carries the keep window), the lists (or null) were built for this grid's query
+        // tiles of 64·tiles with `stride` entries each, the grid covers B·H heads and ⌈S/(64·tiles)⌉ query tiles,
+        // and the dynamic shared memory is the kernel's `tc::smem_bytes`, allowed by the attribute set above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else {
         let name = format!("masked_attention_{}_prefill_d{cap}", T::NAME);
@@ -489,6 +682,13 @@ pub(crate) fn attention_on<T: Elem>(
     }
     if let Some(k) = keep {
         gpu.recycle(k);
+    }
+    if let Some(((list, count), _)) = lists {
+        gpu.recycle(list);
+        gpu.recycle(count);
+    }
+    if let Some(u) = until {
+        gpu.recycle(u);
     }
     Ok(())
 }

@@ -912,12 +912,190 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(co
     *out = x;
 }
 
+// The keep window from ranks, for T ≤ RANK_MAX_KEYS. rank_j is key j's place in the order `beats` over the keys of its
+// (b, hm), 0 for the best; theta_p is the rank of the W-th best key among positions [0, p] (T while fewer than W keys
+// are there). theta_p never grows with p, and key j is kept at p ≥ j exactly when rank_j ≤ theta_p, so until_j is the
+// first p ≥ j with theta_p < rank_j (j itself when j is never kept, INT_MAX when it stays), 0 for keys at or below MIN
+// and for W = 0: the same windows as keep_until.
+constexpr int RANK_MAX_KEYS = 16384, THETA_ROWS = 128, LIST_TILE = 64;
+
+// keep_rank: block bhm sorts (key_j, -j) descending in shared memory (bitonic over N = T rounded up to a power of two
+// 8-byte values, the padding 0 below every key), then writes rank[bhm][j]. Grid B·Hm, 1024 threads, 8·N bytes of
+// dynamic shared memory.
+extern "C" __global__ void __launch_bounds__(1024) masked_attention_keep_rank(const unsigned *key, int *rank,
+                                                                             const int T, const int N) {
+    grid_entry();
+    extern __shared__ unsigned long long sorted[];
+    const long o = (long)blockIdx.x * T;
+    for (int j = threadIdx.x; j < N; j += blockDim.x)
+        sorted[j] = j < T ? (unsigned long long)key[o + j] << 32 | (0xffffffffu - (unsigned)j) : 0ull;
+    __syncthreads();
+    for (int size = 2; size <= N; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int t = threadIdx.x; t < N / 2; t += blockDim.x) {
+                const int a = 2 * t - (t & (stride - 1)), c = a + stride;
+                const unsigned long long x = sorted[a], y = sorted[c];
+                if ((x < y) == ((a & size) == 0)) sorted[a] = y, sorted[c] = x;
+            }
+            __syncthreads();
+        }
+    }
+    for (int r = threadIdx.x; r < T; r += blockDim.x) rank[o + (0xffffffffu - (unsigned)sorted[r])] = r;
+}
+
+// keep_theta: block (c, bhm) takes the THETA_ROWS positions p from s = c·THETA_ROWS. With top = min(W, s) and the
+// prefix ranks {rank_x : x < s} as a bitmap, the keys below p that can be theta_p are the prefix's ranks of order
+// top − THETA_ROWS … top (ascending, `near`) and the ranks of x ∈ [s, p] below bound (the top-th smallest prefix rank
+// when s ≥ W, else T); with n_p = top + |those x|, theta_p is the (n_p − W + 1)-th largest of them (n_p ≥ W).
+// Grid (⌈T/THETA_ROWS⌉, B·Hm), THETA_ROWS threads; W ≥ 1.
+extern "C" __global__ void __launch_bounds__(THETA_ROWS) masked_attention_keep_theta(const int *rank, int *theta,
+                                                                                     const int T, const int W) {
+    grid_entry();
+    constexpr int C = THETA_ROWS, WORDS = RANK_MAX_KEYS / 32;
+    __shared__ unsigned bits[WORDS], wsum[32];
+    __shared__ int near[C + 1], chunk[C], cand[2 * C + 1], cand_pos[2 * C + 1];
+    const int tid = threadIdx.x, s = blockIdx.x * C, words = (T + 31) / 32;
+    const int *const rk = rank + (long)blockIdx.y * T;
+    for (int w = tid; w < words; w += C) bits[w] = 0;
+    __syncthreads();
+    for (int x = tid; x < s; x += C) {
+        const int r = rk[x];
+        atomicOr(&bits[r >> 5], 1u << (r & 31));
+    }
+    __syncthreads();
+    // Set bits of consecutive words per thread, numbered from 1 in rank order.
+    const int per = (words + C - 1) / C, w0 = min(words, tid * per), w1 = min(words, w0 + per);
+    unsigned in_words = 0, total;
+    for (int w = w0; w < w1; ++w) in_words += __popc(bits[w]);
+    unsigned ord = block_exclusive_sum(in_words, wsum, &total);
+    const int top = min(W, s), lo = max(1, top - C), n_near = top >= lo ? top - lo + 1 : 0;
+    for (int w = w0; w < w1 && (int)ord < top; ++w) {
+        unsigned x = bits[w];
+        if ((int)(ord + __popc(x)) < lo) {
+            ord += __popc(x);
+            continue;
+        }
+        for (; x != 0; x &= x - 1) {
+            if (++ord >= (unsigned)lo && ord <= (unsigned)top) near[ord - lo] = w * 32 + __ffs(x) - 1;
+        }
+    }
+    __syncthreads();
+    const int bound = s >= W ? near[n_near - 1] : T;
+    const int p = s + tid, r = p < T ? rk[p] : T;
+    const bool in = p < T && r < bound;
+    chunk[tid] = in ? r : -1;
+    const int n_in = __syncthreads_count(in);
+    // Candidates by descending rank: the number of candidates above each one is its place.
+    auto above_in_chunk = [&](int v) {
+        int c = 0;
+        for (int i = 0; i < C; ++i) c += chunk[i] > v;
+        return c;
+    };
+    if (in) {
+        int a = 0, b = n_near;
+        while (a < b) {
+            const int m = (a + b) >> 1;
+            if (near[m] > r) b = m;
+            else a = m + 1;
+        }
+        const int at = n_near - a + above_in_chunk(r);
+        cand[at] = r;
+        cand_pos[at] = p;
+    }
+    for (int i = tid; i < n_near; i += C) {
+        const int at = n_near - 1 - i + above_in_chunk(near[i]);
+        cand[at] = near[i];
+        cand_pos[at] = -1;
+    }
+    __syncthreads();
+    if (p >= T) return;
+    int n_p = top;
+    for (int i = 0; i <= tid; ++i) n_p += chunk[i] >= 0;
+    int th = T;
+    for (int i = 0, k = n_p - W + 1; k > 0 && i < n_near + n_in; ++i) {
+        if (cand_pos[i] <= p && --k == 0) th = cand[i];
+    }
+    theta[(long)blockIdx.y * T + p] = th;
+}
+
+// keep_until_ranked: until_j from rank and theta (binary search over p ∈ [j, T)). Grid (⌈T/256⌉, B·Hm), 256 threads.
+extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until_ranked(const unsigned *key,
+                                                                                    const int *rank,
+                                                                                    const int *theta, int *until,
+                                                                                    const int T, const int W) {
+    grid_entry();
+    const int j = blockIdx.x * 256 + threadIdx.x;
+    const long o = (long)blockIdx.y * T;
+    if (j >= T) return;
+    if (W <= 0 || key[o + j] <= 0x00800000u) {  // order_key(MIN)
+        until[o + j] = 0;
+        return;
+    }
+    const int r = rank[o + j];
+    int a = j, b = T;
+    while (a < b) {
+        const int m = (a + b) >> 1;
+        if (theta[o + m] < r) b = m;
+        else a = m + 1;
+    }
+    until[o + j] = a < T ? a : 0x7fffffff;
+}
+
+// keep_lists: block (query tile qt, bhm) lists, in index order, the keys kept at some position of the tile's rows
+// [p0, p1] (p0 = T − S + qt·rows): the j ≤ p1 with until_j > max(j, p0), at most min(T, W + rows) of them since a
+// position keeps at most W keys. count[bhm·tiles + qt] is their number, or -1 when they exceed cap or when a row of
+// the tile keeps no key (no j ≤ p0 has until_j > j: rows before the first key above MIN, uniform over all keys), for
+// which the attention visits every key. A list takes `stride` entries (cap rounded up to LIST_TILE, and LIST_TILE
+// more), -1 after the keys up to the end of the tile of LIST_TILE after theirs. Grid (⌈S/rows⌉, B·Hm), 256 threads,
+// 4 keys a thread a step.
+extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_lists(const int *until, int *list, int *count,
+                                                                             const int S, const int T,
+                                                                             const int rows, const int cap,
+                                                                             const int stride) {
+    grid_entry();
+    __shared__ unsigned wsum[32];
+    const long tile = (long)blockIdx.y * gridDim.x + blockIdx.x;
+    const int p0 = T - S + blockIdx.x * rows, p1 = min(T - 1, p0 + rows - 1);
+    const int *const u = until + (long)blockIdx.y * T;
+    int *const out = list + tile * stride;
+    unsigned n = 0;
+    bool any = false;
+    for (int base = 0; base <= p1; base += 4 * 256) {
+        const int j0 = base + 4 * threadIdx.x;
+        bool take[4];
+        unsigned c = 0;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int j = j0 + e, uj = j <= p1 ? u[j] : 0;
+            take[e] = j <= p1 && uj > max(j, p0);
+            any |= j <= p0 && uj > j;
+            c += take[e];
+        }
+        unsigned total;
+        unsigned at = n + block_exclusive_sum(c, wsum, &total);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            if (take[e] && at < (unsigned)cap) out[at] = j0 + e;
+            at += take[e];
+        }
+        n += total;
+    }
+    const bool listed = __syncthreads_or(any) && n <= (unsigned)cap;
+    if (threadIdx.x == 0) count[tile] = listed ? (int)n : -1;
+    if (!listed) return;
+    const int pad_end = min(stride, (int)(n + LIST_TILE - 1) / LIST_TILE * LIST_TILE + LIST_TILE);
+    for (int e = n + threadIdx.x; e < pad_end; e += 256) out[e] = -1;
+}
+
 #if __CUDA_ARCH__ >= 800
 namespace tc {
 constexpr int BQ = 64, BK = 64;
+static_assert(BK == LIST_TILE, "keep_lists pads to key tiles");
 constexpr float LOG2E = 1.4426950408889634f;
 
-__host__ __device__ constexpr int smem_bytes(int dh, int mt) { return (BQ * mt + 4 * BK) * (dh + 8) * 2 + 2 * BK * 8; }
+__host__ __device__ constexpr int smem_bytes(int dh, int mt) {
+    return (BQ * mt + 4 * BK) * (dh + 8) * 2 + 2 * BK * 8 + 3 * BK * 4;
+}
 
 // A compile-time flag for generic lambdas.
 template <bool B> struct Flag {
@@ -929,6 +1107,10 @@ __device__ __forceinline__ unsigned saddr(const void *p) { return (unsigned)__cv
 // 16 bytes global -> shared; bytes = 0 writes zeros.
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(saddr(dst)), "l"(src), "r"(bytes));
+}
+// 4 bytes global -> shared; bytes = 0 writes zeros.
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, int bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(saddr(dst)), "l"(src), "r"(bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
@@ -981,9 +1163,11 @@ __device__ __forceinline__ KeyRaw key_raw(const Mask &mk, const int *until, int 
     return r;
 }
 
-template <int DH, int MT, bool KEEP>
+// With LIST (KEEP only), the block visits the `listed` keys of keep_lists in tiles of BK: their positions in ix_s,
+// three stages (tile n's for its scores, n + 1's for its loads, n + 2's arriving with n + 1's keys), -1 past the list.
+template <int DH, int MT, bool KEEP, bool LIST>
 __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk, const int G,
-                            const float scale, const int *until) {
+                            const float scale, const int *until, const int *list, const int listed) {
     constexpr int NT = 128, LD = DH + 8, KD = DH / 16, NS = BK / 8, ND = DH / 8, CH = DH / 8, BQM = BQ * MT;
     static_assert(DH % 16 == 0 && ND % 2 == 0 && (MT == 1 || MT == 2), "head dimension, row tiles");
     extern __shared__ __align__(16) unsigned char smem[];
@@ -992,6 +1176,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     bf16_t *const Vs = Ks + 2 * BK * LD;
     float *const kb_s = reinterpret_cast<float *>(Vs + 2 * BK * LD);
     int *const ku_s = reinterpret_cast<int *>(kb_s + 2 * BK);
+    int *const ix_s = ku_s + 2 * BK;
 
     // warp: one of the block's 4 (masked, so the compiler knows its range).
     const int tid = threadIdx.x, lane = tid & 31, warp = (tid >> 5) & 3, gr = lane >> 2, tg = lane & 3;
@@ -1007,14 +1192,17 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
         cp_async16(Qs + r * LD + col, q + (((long)b * S + min(i, S - 1)) * H + h) * DH + col, i < S ? 16 : 0);
     }
 
+    // The position of key r of tile n.
+    auto key_at = [&](int n, int r) { return LIST ? ix_s[n % 3 * BK + r] : n * BK + r; };
+
     // The per-key bias of one tile: thread tid < 64 takes key tid.
     const bool kb_thread = tid < BK;
     const long kb_bhm = (long)b * mk.Hm + (long)h * mk.Hm / H;
     float tau_v = neg_inf();
     if (kb_thread && mk.mode == ADDITIVE && mk.tau != nullptr) tau_v = mk.tau[kb_bhm];
     auto fetch_bias = [&](int n) {
-        const int j = n * BK + tid;
-        return kb_thread && j < T ? key_raw(mk, until, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
+        const int j = kb_thread ? key_at(n, tid) : -1;
+        return j >= 0 && j < T ? key_raw(mk, until, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
     };
     auto store_bias = [&](int st, KeyRaw r) {
         if (!kb_thread) return;
@@ -1027,9 +1215,9 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     auto load_kv = [&](int n, int st) {
 #pragma unroll
         for (int u = 0; u < BK * CH / NT; ++u) {
-            const int r = kv_row + NT / CH * u, j = n * BK + r;
-            const long off = (long)min(j, T - 1) * DH + kv_col;
-            const int bytes = j < T ? 16 : 0;
+            const int r = kv_row + NT / CH * u, j = key_at(n, r);
+            const long off = (long)min(max(j, 0), T - 1) * DH + kv_col;
+            const int bytes = j >= 0 && j < T ? 16 : 0;
             cp_async16(Ks + (st * BK + r) * LD + kv_col, kg + off, bytes);
             cp_async16(Vs + (st * BK + r) * LD + kv_col, vg + off, bytes);
         }
@@ -1056,9 +1244,13 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     unsigned qf[MT == 1 ? KD : 1][4];
 
     const int kend = min(T, T - S + min(i0 + BQM, S));
-    const int n_all = (T + BK - 1) / BK;
-    int n = 0, n_end = (kend + BK - 1) / BK;
+    const int n_all = LIST ? (listed + BK - 1) / BK : (T + BK - 1) / BK;
+    int n = 0, n_end = LIST ? n_all : (kend + BK - 1) / BK;
     bool q_ready = false, extended = false;
+    if (LIST) {
+        if (kb_thread) ix_s[tid] = list[tid], ix_s[BK + tid] = list[BK + tid];
+        __syncthreads();
+    }
 
     load_kv(0, 0);
     store_bias(0, fetch_bias(0));
@@ -1074,6 +1266,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             KeyRaw next{1, 0.0f, 0};
             if (more) {
                 load_kv(n + 1, st ^ 1);
+                if (LIST && kb_thread) cp_async4(ix_s + (n + 2) % 3 * BK + tid, list + (n + 2) * BK + tid, 4);
                 cp_async_commit();
                 next = fetch_bias(n + 1);
             }
@@ -1124,11 +1317,12 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             }
 
             // Scores with the bias: fl(q·k·scale + bias) (one rounding, where `prefill` rounds twice), -inf past T.
+            const int *const ix_t = ix_s + n % 3 * BK;
             const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
             const float *const kb_t = kb_s + st * BK;
             const int *const ku_t = ku_s + st * BK;
             // The per-score causal and end-of-keys tests are compiled only into the copy for partial tiles (`full` is
-            // the same for the whole warp).
+            // the same for the whole warp); listed keys take the causal test everywhere (a copy without it spills).
             float mx[MT][2];
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) mx[mt][0] = m[mt][0], mx[mt][1] = m[mt][1];
@@ -1138,26 +1332,27 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 for (int t = 0; t < NS; ++t) {
                     const int jl = 8 * t + 2 * tg;
                     const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + jl);
-                    int2 ku2 = make_int2(0, 0);
+                    int2 ku2 = make_int2(0, 0), ix2 = make_int2(0, 0);
                     if (KEEP) ku2 = *reinterpret_cast<const int2 *>(ku_t + jl);
+                    if (LIST && PARTIAL) ix2 = *reinterpret_cast<const int2 *>(ix_t + jl);
 #pragma unroll
                     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
                         for (int e = 0; e < 4; ++e) {
-                            const int r = e >> 1, j = k0 + jl + (e & 1);
+                            const int r = e >> 1, j = LIST ? ((e & 1) ? ix2.y : ix2.x) : k0 + jl + (e & 1);
                             float bias = (e & 1) ? kb2.y : kb2.x;
                             const int lim = lim0 + 16 * mt + 8 * r;
                             if (PARTIAL && j > lim) bias = MASKED;
                             if (KEEP && lim >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
                             float sc = fmaf(s[mt][t][e], scale, bias);
-                            if (PARTIAL && j >= T) sc = neg_inf();
+                            if (PARTIAL && !LIST && j >= T) sc = neg_inf();
                             s[mt][t][e] = sc;
                             mx[mt][r] = fmaxf(mx[mt][r], sc);
                         }
                     }
                 }
             };
-            if (full) add_bias(Flag<false>{});
+            if (full && !LIST) add_bias(Flag<false>{});
             else add_bias(Flag<true>{});
 
             // Online softmax: the four threads of a quad share a row.
@@ -1299,15 +1494,20 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 }
 }  // namespace tc
 
-// `keep` is unused (null); `until` is keep_until's [B, Hm, T], or null without a keep window.
+// `keep` is unused (null); `until` is keep_until's [B, Hm, T], or null without a keep window; `list` and `count` are
+// keep_lists' for query tiles of 64·MT (`stride` entries each), or null.
 #define PREFILL_MMA(DH, MT)                                                                                            \
     extern "C" __global__ void __launch_bounds__(128) masked_attention_bf16_prefill_mma_d##DH##_m##MT(                 \
         const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
-        const int *until) {                                                                                            \
+        const int *until, const int *list, const int *count, const int stride) {                                       \
         grid_entry();                                                                                                  \
         const Mask mk = MASK_INIT;                                                                                     \
-        if (until != nullptr) tc::prefill_mma<DH, MT, true>(q, k, v, out, mk, G, scale, until);                        \
-        else tc::prefill_mma<DH, MT, false>(q, k, v, out, mk, G, scale, until);                                        \
+        const long tile = ((long)blockIdx.x / H * Hm + (long)blockIdx.x % H * Hm / H) * gridDim.y + gridDim.y - 1 -    \
+                          blockIdx.y;                                                                                  \
+        const int listed = list != nullptr ? count[tile] : -1;                                                         \
+        if (until == nullptr) tc::prefill_mma<DH, MT, false, false>(q, k, v, out, mk, G, scale, until, list, 0);       \
+        else if (listed < 0) tc::prefill_mma<DH, MT, true, false>(q, k, v, out, mk, G, scale, until, list, 0);         \
+        else tc::prefill_mma<DH, MT, true, true>(q, k, v, out, mk, G, scale, until, list + tile * stride, listed);     \
     }
 PREFILL_MMA(64, 1)
 PREFILL_MMA(64, 2)

@@ -974,6 +974,167 @@ mod gpu {
             let (name, _, _) = cuda::keep_launch(rows, "sm_90");
             assert!(crate::testutil::has_symbol(&cubin, name), "{name} missing");
         }
+        for stage in [
+            "order_keys",
+            "keep_until",
+            "keep_rank",
+            "keep_theta",
+            "keep_until_ranked",
+            "keep_lists",
+        ] {
+            let name = format!("masked_attention_{stage}");
+            assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
+        }
+    }
+
+    /// Keep windows rank the keys of up to 16384 positions, count beaters beyond; the lists of a call stay within
+    /// 256 MiB (no GPU needed).
+    #[test]
+    fn keep_window_launch_choices() {
+        assert_eq!(cuda::until_kernel(1), cuda::UntilKernel::Ranked);
+        assert_eq!(cuda::until_kernel(16384), cuda::UntilKernel::Ranked);
+        assert_eq!(cuda::until_kernel(16385), cuda::UntilKernel::Counting);
+        // Doge-320M at 16K: 4 mask heads, 128 tiles of 128 queries, W + 128 keys each, padded by a tile.
+        assert_eq!(cuda::list_layout(4, 16384, 16384, 2048, 128), Some((2176, 2240)));
+        assert_eq!(cuda::list_layout(1, 10, 10, 5, 64), Some((10, 128)));
+        assert_eq!(cuda::list_layout(1, 100, 130, 64, 64), Some((128, 192)));
+        assert_eq!(cuda::list_layout(64, 65536, 65536, 60000, 128), None);
+        assert_eq!(cuda::list_layout(usize::MAX, 65536, 65536, 1, 128), None);
+    }
+
+    /// Order keys of `bhm` rows of `t` keys with ties (few distinct values), every `masked`-th at or below MIN's.
+    fn tied_keys(bhm: usize, t: usize, levels: u64, masked: usize, seed: u64) -> Vec<u32> {
+        let mut rng = Rng::new(seed);
+        let step = (0x7fff_ffff / levels) as u32;
+        (0..bhm * t)
+            .map(|i| match i % masked.max(1) {
+                0 if masked > 0 => [0x0080_0000, 0x0000_0007][rng.below(2)],
+                _ => 0x8000_0000 + (rng.next_u64() % levels) as u32 * step,
+            })
+            .collect()
+    }
+
+    /// Per key, the first position p ≥ j at which `w` keys x ≤ p beat j ((key, -x) above (key_j, -j)); i32::MAX if
+    /// none, 0 for keys at or below MIN's order key and for w = 0.
+    fn until_reference(keys: &[u32], w: usize) -> Vec<i32> {
+        let t = keys.len();
+        (0..t)
+            .map(|j| {
+                if w == 0 || keys[j] <= 0x0080_0000 {
+                    return 0;
+                }
+                let beats = |x: usize| keys[x] > keys[j] || (keys[x] == keys[j] && x < j);
+                let mut n = (0..j).filter(|&x| beats(x)).count();
+                if n >= w {
+                    return j as i32;
+                }
+                for p in j + 1..t {
+                    n += usize::from(beats(p));
+                    if n >= w {
+                        return p as i32;
+                    }
+                }
+                i32::MAX
+            })
+            .collect()
+    }
+
+    /// The ranked per-key windows equal the reference and the counting kernel's (whose position for a key never kept
+    /// is that of its W-th beater, before it; the windows are the same).
+    #[test]
+    fn ranked_keep_until_matches_the_reference_and_the_counting_kernel() {
+        let Some(gpu) = test_gpu() else { return };
+        let cases: [(usize, usize, u64, usize); 10] = [
+            (1, 1, 3, 0),
+            (2, 1, 3, 2),
+            (5, 2, 2, 3),
+            (130, 1, 4, 7),
+            (257, 64, 3, 0),
+            (1000, 999, 5, 11),
+            (1000, 0, 5, 11),
+            (4097, 2048, 16, 13),
+            (4097, 2048, 1 << 24, 0),
+            (16384, 2048, 64, 29),
+        ];
+        for (n, &(t, w, levels, masked)) in cases.iter().enumerate().filter(|(n, _)| in_shard(*n)) {
+            let bhm = 3;
+            let keys = tied_keys(bhm, t, levels, masked, 70 + n as u64);
+            let up = gpu.upload(&keys).unwrap();
+            let run = |how| {
+                let until = cuda::keep_until_on(&gpu, &up, bhm, t, w, how).unwrap();
+                gpu.download(&until).unwrap()
+            };
+            let (ranked, counting) =
+                (run(cuda::UntilKernel::Ranked), run(cuda::UntilKernel::Counting));
+            for r in 0..bhm {
+                let row = &keys[r * t..][..t];
+                let got = &ranked[r * t..][..t];
+                let what = format!("T={t} W={w} levels={levels} row {r}");
+                if t <= 4097 {
+                    assert_eq!(
+                        got,
+                        &until_reference(row, w)[..],
+                        "{what}: ranked against the reference"
+                    );
+                }
+                let counted: Vec<i32> = counting[r * t..][..t]
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &u)| if u == 0 { 0 } else { u.max(j as i32) })
+                    .collect();
+                assert_eq!(got, &counted[..], "{what}: ranked against counting");
+            }
+        }
+    }
+
+    /// Each query tile's list holds, in order, the keys kept at one of its rows, padded with -1 to the end of the
+    /// next key tile; -1 for tiles with a row that keeps no key or more keys than the cap.
+    #[test]
+    fn keep_lists_hold_the_keys_kept_in_each_tile() {
+        let Some(gpu) = test_gpu() else { return };
+        for (n, &(s, t, w, rows, masked)) in [
+            (1, 1, 1, 64, 0),
+            (70, 70, 5, 64, 3),
+            (40, 300, 64, 128, 0),
+            (4097, 4097, 2048, 128, 9),
+            (500, 600, 1, 64, 0),
+        ]
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| in_shard(*n))
+        {
+            let bhm = 2;
+            let mut keys = tied_keys(bhm, t, 8, masked, 90 + n as u64);
+            // The first keys of row 1 at MIN: its first rows keep no key.
+            keys[t..t + t.min(70)].iter_mut().for_each(|k| *k = 0x0080_0000);
+            let until: Vec<i32> = keys.chunks(t).flat_map(|row| until_reference(row, w)).collect();
+            let layout = cuda::list_layout(bhm, s, t, w, rows).unwrap();
+            let (cap, stride) = layout;
+            let up = gpu.upload(&until).unwrap();
+            let (list, count) = cuda::keep_lists_on(&gpu, &up, bhm, s, t, rows, layout).unwrap();
+            let (list, count) = (gpu.download(&list).unwrap(), gpu.download(&count).unwrap());
+            let tiles = s.div_ceil(rows);
+            for r in 0..bhm {
+                let u = &until[r * t..][..t];
+                for qt in 0..tiles {
+                    let (p0, tile) = (t - s + qt * rows, r * tiles + qt);
+                    let p1 = (p0 + rows - 1).min(t - 1);
+                    let kept: Vec<i32> =
+                        (0..=p1).filter(|&j| u[j] > j.max(p0) as i32).map(|j| j as i32).collect();
+                    let some = (0..=p0).any(|j| u[j] > j as i32);
+                    let what = format!("S={s} T={t} W={w} rows={rows} row {r} tile {qt}");
+                    if !some || kept.len() > cap {
+                        assert_eq!(count[tile], -1, "{what}");
+                        continue;
+                    }
+                    assert_eq!(count[tile], kept.len() as i32, "{what}");
+                    let got = &list[tile * stride..][..stride];
+                    assert_eq!(&got[..kept.len()], &kept[..], "{what}");
+                    let pad_end = stride.min(kept.len().next_multiple_of(64) + 64);
+                    assert!(got[kept.len()..pad_end].iter().all(|&x| x == -1), "{what}: padding");
+                }
+            }
+        }
     }
 
     /// Decode steps take the GQA kernel for Dh 64 and 128 in f32 and bf16, the per-row kernel
