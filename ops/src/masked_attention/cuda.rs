@@ -9,9 +9,10 @@
 //! `Additive` runs selection kernels first: `ratio_threshold` (radix select of the `⌊T·ratio⌋`-th
 //! smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, the keep window. For the tensor-core
 //! kernel: `order_keys`, then per key the position up to which it is kept (the position of the
-//! `W`-th key that beats it), for `T ≤ RANK_MAX_KEYS` from ranks (`keep_rank` sorts the keys of a
-//! `(b, hm)` in shared memory, `keep_theta` finds the rank of the `W`-th best key of every prefix
-//! from the previous chunk's prefix bitmap, `keep_until_ranked` binary searches it), beyond by
+//! `W`-th key that beats it), for `T ≤ RANK_MAX_KEYS` from ranks (`keep_sort` sorts chunks of 2048
+//! keys in shared memory, `keep_rank` counts the keys above each by binary searches in them,
+//! `keep_theta` finds the rank of the `W`-th best key of every prefix from a bitmap of the ranks
+//! before its chunk of positions, `keep_until_ranked` binary searches those), beyond by
 //! `keep_until` (eight segments of the keys counted in parallel, then the one segment that holds it
 //! scanned again); then `keep_lists`, per query tile the keys kept at some row of it (at most
 //! `W` + its rows), which the tensor-core kernel visits instead of every causal key. Otherwise
@@ -101,9 +102,12 @@ fn mma_smem_bytes(head_dim: usize, tiles: usize) -> usize {
     (MMA_TILE * tiles + 4 * MMA_TILE) * (head_dim + 8) * 2 + 2 * MMA_TILE * 8 + 3 * MMA_TILE * 4
 }
 
-/// Keys of one `(b, hm)` up to which `keep_rank` sorts them in shared memory (`RANK_MAX_KEYS` in
-/// masked_attention.cu, 8 bytes each rounded up to a power of two: 128 KiB).
-const RANK_MAX_KEYS: usize = 16384;
+/// Keys of one `(b, hm)` up to which the keep window comes from ranks (`RANK_MAX_KEYS` in masked_attention.cu:
+/// `keep_theta`'s bitmap of ranks in shared memory).
+const RANK_MAX_KEYS: usize = 65536;
+
+/// Keys per chunk of `masked_attention_keep_sort` (`RANK_CHUNK`), each sorted by a block of half as many threads.
+const RANK_CHUNK: usize = 2048;
 
 /// Positions per block of `masked_attention_keep_theta` (`THETA_ROWS`).
 const THETA_ROWS: usize = 128;
@@ -114,7 +118,7 @@ const LIST_MAX_BYTES: usize = 256 << 20;
 /// How the keep window's per-key positions are found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum UntilKernel {
-    /// `keep_rank`, `keep_theta`, `keep_until_ranked`: up to [`RANK_MAX_KEYS`] keys.
+    /// `keep_sort`, `keep_rank`, `keep_theta`, `keep_until_ranked`: up to [`RANK_MAX_KEYS`] keys.
     Ranked,
     /// `keep_until`: any number of keys, O(T²) work.
     Counting,
@@ -187,25 +191,35 @@ pub(crate) fn keep_until_on(
             "ranked keep window over {t} keys (at most {RANK_MAX_KEYS})"
         )));
     }
+    let chunks = t.div_ceil(RANK_CHUNK);
+    let mut sorted = gpu.uninit::<u64>(bhm * chunks * RANK_CHUNK)?;
+    let name = "masked_attention_keep_sort";
+    let func = gpu.function(&SOURCE, name)?;
+    let cfg = LaunchConfig {
+        grid_dim: (to_u32("key chunks", chunks)?, bhm_u, 1),
+        block_dim: (RANK_CHUNK as u32 / 2, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(keys).arg(&mut sorted).arg(&t_i);
+    // SAFETY: the argument list matches `masked_attention_keep_sort`; `keys` holds bhm·T values, `sorted` RANK_CHUNK
+    // for each of the grid's ⌈T/RANK_CHUNK⌉ chunks of each (b, hm).
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
     let mut rank = gpu.uninit::<i32>(bhm * t)?;
-    let mut theta = gpu.uninit::<i32>(bhm * t)?;
-    let n = t.next_power_of_two();
     let name = "masked_attention_keep_rank";
     let func = gpu.function(&SOURCE, name)?;
-    let smem = to_u32("shared memory", 8 * n)?;
-    func.set_attribute(
-        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        smem as i32,
-    )
-    .map_err(|e| KernelError::Driver(format!("{name}: {smem} bytes of shared memory: {e}")))?;
-    let cfg =
-        LaunchConfig { grid_dim: (bhm_u, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: smem };
-    let n_i = to_i32("sorted keys", n)?;
+    let cfg = LaunchConfig {
+        grid_dim: (to_u32("key blocks", t.div_ceil(256))?, bhm_u, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let mut launch = gpu.stream().launch_builder(&func);
-    launch.arg(keys).arg(&mut rank).arg(&t_i).arg(&n_i);
-    // SAFETY: the argument list matches `masked_attention_keep_rank`; `keys` and `rank` hold bhm·T values, N is T
-    // rounded up to a power of two and the block has 8·N bytes of dynamic shared memory, allowed by the attribute.
+    launch.arg(keys).arg(&sorted).arg(&mut rank).arg(&t_i);
+    // SAFETY: the argument list matches `masked_attention_keep_rank`; `keys` and `rank` hold bhm·T values and
+    // `sorted` the ⌈T/RANK_CHUNK⌉ sorted chunks of each (b, hm) that keep_sort wrote.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+    gpu.recycle(sorted);
+    let mut theta = gpu.uninit::<i32>(bhm * t)?;
     if window > 0 {
         let name = "masked_attention_keep_theta";
         let func = gpu.function(&SOURCE, name)?;

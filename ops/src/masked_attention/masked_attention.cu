@@ -917,30 +917,59 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(co
 // are there). theta_p never grows with p, and key j is kept at p ≥ j exactly when rank_j ≤ theta_p, so until_j is the
 // first p ≥ j with theta_p < rank_j (j itself when j is never kept, INT_MAX when it stays), 0 for keys at or below MIN
 // and for W = 0: the same windows as keep_until.
-constexpr int RANK_MAX_KEYS = 16384, THETA_ROWS = 128, LIST_TILE = 64;
+constexpr int RANK_MAX_KEYS = 65536, RANK_CHUNK = 2048, THETA_ROWS = 128, LIST_TILE = 64;
 
-// keep_rank: block bhm sorts (key_j, -j) descending in shared memory (bitonic over N = T rounded up to a power of two
-// 8-byte values, the padding 0 below every key), then writes rank[bhm][j]. Grid B·Hm, 1024 threads, 8·N bytes of
-// dynamic shared memory.
-extern "C" __global__ void __launch_bounds__(1024) masked_attention_keep_rank(const unsigned *key, int *rank,
-                                                                             const int T, const int N) {
+// keep_sort: block (c, bhm) sorts the composite keys (key_j, -j) of its RANK_CHUNK keys j ∈ c·RANK_CHUNK + [0,
+// RANK_CHUNK) descending (bitonic, in shared memory; 0 past T, below every key) into sorted[bhm][c]. Grid
+// (⌈T/RANK_CHUNK⌉, B·Hm), RANK_CHUNK / 2 threads.
+extern "C" __global__ void __launch_bounds__(RANK_CHUNK / 2) masked_attention_keep_sort(const unsigned *key,
+                                                                                       unsigned long long *sorted,
+                                                                                       const int T) {
     grid_entry();
-    extern __shared__ unsigned long long sorted[];
-    const long o = (long)blockIdx.x * T;
-    for (int j = threadIdx.x; j < N; j += blockDim.x)
-        sorted[j] = j < T ? (unsigned long long)key[o + j] << 32 | (0xffffffffu - (unsigned)j) : 0ull;
+    __shared__ unsigned long long v[RANK_CHUNK];
+    const long o = (long)blockIdx.y * T;
+    const int j0 = blockIdx.x * RANK_CHUNK;
+    for (int i = threadIdx.x; i < RANK_CHUNK; i += RANK_CHUNK / 2) {
+        const int j = j0 + i;
+        v[i] = j < T ? (unsigned long long)key[o + j] << 32 | (0xffffffffu - (unsigned)j) : 0ull;
+    }
     __syncthreads();
-    for (int size = 2; size <= N; size <<= 1) {
+    const int t = threadIdx.x;
+    for (int size = 2; size <= RANK_CHUNK; size <<= 1) {
         for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            for (int t = threadIdx.x; t < N / 2; t += blockDim.x) {
-                const int a = 2 * t - (t & (stride - 1)), c = a + stride;
-                const unsigned long long x = sorted[a], y = sorted[c];
-                if ((x < y) == ((a & size) == 0)) sorted[a] = y, sorted[c] = x;
-            }
+            const int a = 2 * t - (t & (stride - 1)), c = a + stride;
+            const unsigned long long x = v[a], y = v[c];
+            if ((x < y) == ((a & size) == 0)) v[a] = y, v[c] = x;
             __syncthreads();
         }
     }
-    for (int r = threadIdx.x; r < T; r += blockDim.x) rank[o + (0xffffffffu - (unsigned)sorted[r])] = r;
+    unsigned long long *const out = sorted + ((long)blockIdx.y * gridDim.x + blockIdx.x) * RANK_CHUNK;
+    for (int i = threadIdx.x; i < RANK_CHUNK; i += RANK_CHUNK / 2) out[i] = v[i];
+}
+
+// keep_rank: rank_j = the number of composite keys above j's over the sorted chunks (a binary search in each).
+// Grid (⌈T/256⌉, B·Hm), 256 threads.
+extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_rank(const unsigned *key,
+                                                                            const unsigned long long *sorted,
+                                                                            int *rank, const int T) {
+    grid_entry();
+    const int j = blockIdx.x * 256 + threadIdx.x, chunks = (T + RANK_CHUNK - 1) / RANK_CHUNK;
+    const long o = (long)blockIdx.y * T;
+    if (j >= T) return;
+    const unsigned long long mine = (unsigned long long)key[o + j] << 32 | (0xffffffffu - (unsigned)j);
+    const unsigned long long *const row = sorted + (long)blockIdx.y * chunks * RANK_CHUNK;
+    int r = 0;
+    for (int c = 0; c < chunks; ++c) {
+        const unsigned long long *const v = row + (long)c * RANK_CHUNK;
+        int a = 0, b = RANK_CHUNK;
+        while (a < b) {
+            const int m = (a + b) >> 1;
+            if (v[m] > mine) a = m + 1;
+            else b = m;
+        }
+        r += a;
+    }
+    rank[o + j] = r;
 }
 
 // keep_theta: block (c, bhm) takes the THETA_ROWS positions p from s = c·THETA_ROWS. With top = min(W, s) and the
@@ -948,7 +977,7 @@ extern "C" __global__ void __launch_bounds__(1024) masked_attention_keep_rank(co
 // top − THETA_ROWS … top (ascending, `near`) and the ranks of x ∈ [s, p] below bound (the top-th smallest prefix rank
 // when s ≥ W, else T); with n_p = top + |those x|, theta_p is the (n_p − W + 1)-th largest of them (n_p ≥ W).
 // Grid (⌈T/THETA_ROWS⌉, B·Hm), THETA_ROWS threads; W ≥ 1.
-extern "C" __global__ void __launch_bounds__(THETA_ROWS) masked_attention_keep_theta(const int *rank, int *theta,
+extern "C" __global__ void __launch_bounds__(THETA_ROWS, 8) masked_attention_keep_theta(const int *rank, int *theta,
                                                                                      const int T, const int W) {
     grid_entry();
     constexpr int C = THETA_ROWS, WORDS = RANK_MAX_KEYS / 32;
@@ -988,6 +1017,7 @@ extern "C" __global__ void __launch_bounds__(THETA_ROWS) masked_attention_keep_t
     // Candidates by descending rank: the number of candidates above each one is its place.
     auto above_in_chunk = [&](int v) {
         int c = 0;
+#pragma unroll 8
         for (int i = 0; i < C; ++i) c += chunk[i] > v;
         return c;
     };
