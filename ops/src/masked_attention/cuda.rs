@@ -106,11 +106,12 @@ fn mma_smem_bytes(head_dim: usize, tiles: usize) -> usize {
 /// `keep_theta`'s bitmap of ranks in shared memory).
 const RANK_MAX_KEYS: usize = 65536;
 
-/// Keys per chunk of `masked_attention_keep_sort` (`RANK_CHUNK`), each sorted by a block of half as many threads.
+/// Keys per chunk of `masked_attention_keep_sort` (`RANK_CHUNK`), each sorted by a block of an eighth as many
+/// threads (`SORT_PER` keys each).
 const RANK_CHUNK: usize = 2048;
 
 /// Positions per block of `masked_attention_keep_theta` (`THETA_ROWS`).
-const THETA_ROWS: usize = 128;
+const THETA_ROWS: usize = 64;
 
 /// The most device memory the keep lists of one call take; beyond, the tensor-core kernel visits every causal key.
 const LIST_MAX_BYTES: usize = 256 << 20;
@@ -197,7 +198,7 @@ pub(crate) fn keep_until_on(
     let func = gpu.function(&SOURCE, name)?;
     let cfg = LaunchConfig {
         grid_dim: (to_u32("key chunks", chunks)?, bhm_u, 1),
-        block_dim: (RANK_CHUNK as u32 / 2, 1, 1),
+        block_dim: (RANK_CHUNK as u32 / 8, 1, 1),
         shared_mem_bytes: 0,
     };
     let mut launch = gpu.stream().launch_builder(&func);

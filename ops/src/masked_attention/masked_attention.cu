@@ -917,34 +917,79 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(co
 // are there). theta_p never grows with p, and key j is kept at p ≥ j exactly when rank_j ≤ theta_p, so until_j is the
 // first p ≥ j with theta_p < rank_j (j itself when j is never kept, INT_MAX when it stays), 0 for keys at or below MIN
 // and for W = 0: the same windows as keep_until.
-constexpr int RANK_MAX_KEYS = 65536, RANK_CHUNK = 2048, THETA_ROWS = 128, LIST_TILE = 64;
+constexpr int RANK_MAX_KEYS = 65536, RANK_CHUNK = 2048, THETA_ROWS = 64, LIST_TILE = 64;
 
 // keep_sort: block (c, bhm) sorts the composite keys (key_j, -j) of its RANK_CHUNK keys j ∈ c·RANK_CHUNK + [0,
-// RANK_CHUNK) descending (bitonic, in shared memory; 0 past T, below every key) into sorted[bhm][c]. Grid
-// (⌈T/RANK_CHUNK⌉, B·Hm), RANK_CHUNK / 2 threads.
-extern "C" __global__ void __launch_bounds__(RANK_CHUNK / 2) masked_attention_keep_sort(const unsigned *key,
-                                                                                       unsigned long long *sorted,
-                                                                                       const int T) {
+// RANK_CHUNK) descending (bitonic; 0 past T, below every key) into sorted[bhm][c]. Thread t holds elements
+// SORT_PER·t + [0, SORT_PER) in registers for the strides below SORT_PER; the longer strides go through shared memory,
+// one element in SORT_PER + 1 left out so that both access patterns spread over the banks. Grid (⌈T/RANK_CHUNK⌉,
+// B·Hm), RANK_CHUNK / SORT_PER threads.
+constexpr int SORT_PER = 8, SORT_THREADS = RANK_CHUNK / SORT_PER;
+__device__ __forceinline__ int sort_slot(int e) { return e + e / SORT_PER; }
+__device__ __forceinline__ void sort_pair(unsigned long long &x, unsigned long long &y, bool desc) {
+    if ((x < y) == desc) {
+        const unsigned long long z = x;
+        x = y;
+        y = z;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(SORT_THREADS) masked_attention_keep_sort(const unsigned *key,
+                                                                                     unsigned long long *sorted,
+                                                                                     const int T) {
     grid_entry();
-    __shared__ unsigned long long v[RANK_CHUNK];
+    __shared__ unsigned long long v[RANK_CHUNK + RANK_CHUNK / SORT_PER];
     const long o = (long)blockIdx.y * T;
-    const int j0 = blockIdx.x * RANK_CHUNK;
-    for (int i = threadIdx.x; i < RANK_CHUNK; i += RANK_CHUNK / 2) {
-        const int j = j0 + i;
-        v[i] = j < T ? (unsigned long long)key[o + j] << 32 | (0xffffffffu - (unsigned)j) : 0ull;
+    const int t = threadIdx.x, j0 = blockIdx.x * RANK_CHUNK, own = SORT_PER * t;
+#pragma unroll
+    for (int i = 0; i < SORT_PER; ++i) {
+        const int e = i * SORT_THREADS + t, j = j0 + e;
+        v[sort_slot(e)] = j < T ? (unsigned long long)key[o + j] << 32 | (0xffffffffu - (unsigned)j) : 0ull;
     }
     __syncthreads();
-    const int t = threadIdx.x;
-    for (int size = 2; size <= RANK_CHUNK; size <<= 1) {
+    unsigned long long r[SORT_PER];
+#pragma unroll
+    for (int i = 0; i < SORT_PER; ++i) r[i] = v[sort_slot(own + i)];
+#pragma unroll
+    for (int size = 2; size <= SORT_PER; size <<= 1) {
+#pragma unroll
         for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            const int a = 2 * t - (t & (stride - 1)), c = a + stride;
-            const unsigned long long x = v[a], y = v[c];
-            if ((x < y) == ((a & size) == 0)) v[a] = y, v[c] = x;
-            __syncthreads();
+#pragma unroll
+            for (int i = 0; i < SORT_PER; ++i)
+                if ((i & stride) == 0) sort_pair(r[i], r[i + stride], ((own + i) & size) == 0);
         }
     }
+    for (int size = 2 * SORT_PER; size <= RANK_CHUNK; size <<= 1) {
+#pragma unroll
+        for (int i = 0; i < SORT_PER; ++i) v[sort_slot(own + i)] = r[i];
+        __syncthreads();
+        for (int stride = size >> 1; stride >= SORT_PER; stride >>= 1) {
+#pragma unroll
+            for (int q = 0; q < SORT_PER / 2; ++q) {
+                const int u = q * SORT_THREADS + t, a = 2 * u - (u & (stride - 1)), c = a + stride;
+                unsigned long long x = v[sort_slot(a)], y = v[sort_slot(c)];
+                sort_pair(x, y, (a & size) == 0);
+                v[sort_slot(a)] = x;
+                v[sort_slot(c)] = y;
+            }
+            __syncthreads();
+        }
+#pragma unroll
+        for (int i = 0; i < SORT_PER; ++i) r[i] = v[sort_slot(own + i)];
+        const bool desc = (own & size) == 0;
+#pragma unroll
+        for (int stride = SORT_PER / 2; stride > 0; stride >>= 1) {
+#pragma unroll
+            for (int i = 0; i < SORT_PER; ++i)
+                if ((i & stride) == 0) sort_pair(r[i], r[i + stride], desc);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < SORT_PER; ++i) v[sort_slot(own + i)] = r[i];
+    __syncthreads();
     unsigned long long *const out = sorted + ((long)blockIdx.y * gridDim.x + blockIdx.x) * RANK_CHUNK;
-    for (int i = threadIdx.x; i < RANK_CHUNK; i += RANK_CHUNK / 2) out[i] = v[i];
+#pragma unroll
+    for (int i = 0; i < SORT_PER; ++i) out[i * SORT_THREADS + t] = v[sort_slot(i * SORT_THREADS + t)];
 }
 
 // keep_rank: rank_j = the number of composite keys above j's over the sorted chunks (a binary search in each).
@@ -977,7 +1022,7 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_rank(con
 // top − THETA_ROWS … top (ascending, `near`) and the ranks of x ∈ [s, p] below bound (the top-th smallest prefix rank
 // when s ≥ W, else T); with n_p = top + |those x|, theta_p is the (n_p − W + 1)-th largest of them (n_p ≥ W).
 // Grid (⌈T/THETA_ROWS⌉, B·Hm), THETA_ROWS threads; W ≥ 1.
-extern "C" __global__ void __launch_bounds__(THETA_ROWS, 8) masked_attention_keep_theta(const int *rank, int *theta,
+extern "C" __global__ void __launch_bounds__(THETA_ROWS, 16) masked_attention_keep_theta(const int *rank, int *theta,
                                                                                      const int T, const int W) {
     grid_entry();
     constexpr int C = THETA_ROWS, WORDS = RANK_MAX_KEYS / 32;
