@@ -125,9 +125,13 @@ pub(crate) enum UntilKernel {
     Counting,
 }
 
-/// [`UntilKernel::Ranked`] for up to [`RANK_MAX_KEYS`] keys, else counting.
+/// Keys up to which counting beaters (O(T²) work spread over the device) is faster than the four ranked kernels.
+/// Measured (`logs/h200-2026-11-29w`, `x`): ranked 40 µs at 4K, 69 µs at 16K; counting 440 µs at 16K.
+const COUNTING_MAX_KEYS: usize = 4096;
+
+/// [`UntilKernel::Ranked`] from [`COUNTING_MAX_KEYS`] to [`RANK_MAX_KEYS`] keys, else counting.
 pub(crate) fn until_kernel(kv_len: usize) -> UntilKernel {
-    if kv_len <= RANK_MAX_KEYS {
+    if kv_len > COUNTING_MAX_KEYS && kv_len <= RANK_MAX_KEYS {
         UntilKernel::Ranked
     } else {
         UntilKernel::Counting
@@ -252,8 +256,9 @@ pub(crate) fn keep_until_on(
     Ok(until)
 }
 
-/// `keep_lists` for query tiles of `rows` queries with [`list_layout`]'s `(cap, stride)`: the lists and their
-/// counts (-1 for a tile that visits every key).
+/// `keep_lists` for query tiles of `rows` queries with [`list_layout`]'s `(cap, stride)` and keep window `window`:
+/// the lists and their counts (-1 for a tile that visits every key, -2 for one whose rows see no key the window
+/// drops).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn keep_lists_on(
     gpu: &Gpu,
@@ -262,6 +267,7 @@ pub(crate) fn keep_lists_on(
     q_len: usize,
     kv_len: usize,
     rows: usize,
+    window: usize,
     (cap, stride): (usize, usize),
 ) -> Result<(CudaSlice<i32>, CudaSlice<i32>)> {
     if until.len() != bhm * kv_len || q_len > kv_len || rows == 0 {
@@ -286,6 +292,7 @@ pub(crate) fn keep_lists_on(
     let (s_i, t_i, rows_i) =
         (to_i32("q_len", q_len)?, to_i32("kv_len", kv_len)?, to_i32("rows", rows)?);
     let (cap_i, stride_i) = (to_i32("list cap", cap)?, to_i32("list stride", stride)?);
+    let w_i = to_i32("keep_window", window)?;
     let mut launch = gpu.stream().launch_builder(&func);
     launch
         .arg(until)
@@ -295,7 +302,8 @@ pub(crate) fn keep_lists_on(
         .arg(&t_i)
         .arg(&rows_i)
         .arg(&cap_i)
-        .arg(&stride_i);
+        .arg(&stride_i)
+        .arg(&w_i);
     // SAFETY: the argument list matches `masked_attention_keep_lists`; `until` holds bhm·T values (checked above),
     // `list` `stride` entries and `count` one for each of the grid's bhm·⌈S/rows⌉ tiles, and a list holds at most cap
     // keys followed by its padding, which ends at `stride`.
@@ -522,7 +530,8 @@ pub(crate) fn attention_on<T: Elem>(
             gpu.recycle(keys);
             let rows = MMA_TILE * tiles;
             if let Some(layout) = list_layout(bhm, s, t, w, rows) {
-                lists = Some((keep_lists_on(gpu, &out_until, bhm, s, t, rows, layout)?, layout.1));
+                lists =
+                    Some((keep_lists_on(gpu, &out_until, bhm, s, t, rows, w, layout)?, layout.1));
             }
             until = Some(out_until);
         } else if let Some(w) = w {

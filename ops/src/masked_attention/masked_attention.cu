@@ -1120,13 +1120,14 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until_ra
 // [p0, p1] (p0 = T − S + qt·rows): the j ≤ p1 with until_j > max(j, p0), at most min(T, W + rows) of them since a
 // position keeps at most W keys. count[bhm·tiles + qt] is their number, or -1 when they exceed cap or when a row of
 // the tile keeps no key (no j ≤ p0 has until_j > j: rows before the first key above MIN, uniform over all keys), for
-// which the attention visits every key. A list takes `stride` entries (cap rounded up to LIST_TILE, and LIST_TILE
-// more), -1 after the keys up to the end of the tile of LIST_TILE after theirs. Grid (⌈S/rows⌉, B·Hm), 256 threads,
-// 4 keys a thread a step.
+// which the attention visits every key, and -2 otherwise when p1 < W: every key above MIN that its rows see is kept,
+// and the attention runs without the keep window. A list takes `stride` entries (cap rounded up to LIST_TILE, and
+// LIST_TILE more), -1 after the keys up to the end of the tile of LIST_TILE after theirs. Grid (⌈S/rows⌉, B·Hm), 256
+// threads, 4 keys a thread a step.
 extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_lists(const int *until, int *list, int *count,
                                                                              const int S, const int T,
                                                                              const int rows, const int cap,
-                                                                             const int stride) {
+                                                                             const int stride, const int W) {
     grid_entry();
     __shared__ unsigned wsum[32];
     const long tile = (long)blockIdx.y * gridDim.x + blockIdx.x;
@@ -1156,8 +1157,8 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_lists(co
         n += total;
     }
     const bool listed = __syncthreads_or(any) && n <= (unsigned)cap;
-    if (threadIdx.x == 0) count[tile] = listed ? (int)n : -1;
-    if (!listed) return;
+    if (threadIdx.x == 0) count[tile] = !listed ? -1 : p1 < W ? -2 : (int)n;
+    if (!listed || p1 < W) return;
     const int pad_end = min(stride, (int)(n + LIST_TILE - 1) / LIST_TILE * LIST_TILE + LIST_TILE);
     for (int e = n + threadIdx.x; e < pad_end; e += 256) out[e] = -1;
 }
@@ -1570,7 +1571,8 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 }  // namespace tc
 
 // `keep` is unused (null); `until` is keep_until's [B, Hm, T], or null without a keep window; `list` and `count` are
-// keep_lists' for query tiles of 64·MT (`stride` entries each), or null.
+// keep_lists' for query tiles of 64·MT (`stride` entries each), or null: a tile of count -2 sees no key the window drops,
+// one of -1 every key.
 #define PREFILL_MMA(DH, MT)                                                                                            \
     extern "C" __global__ void __launch_bounds__(128) masked_attention_bf16_prefill_mma_d##DH##_m##MT(                 \
         const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
@@ -1580,7 +1582,8 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
         const long tile = ((long)blockIdx.x / H * Hm + (long)blockIdx.x % H * Hm / H) * gridDim.y + gridDim.y - 1 -    \
                           blockIdx.y;                                                                                  \
         const int listed = list != nullptr ? count[tile] : -1;                                                         \
-        if (until == nullptr) tc::prefill_mma<DH, MT, false, false>(q, k, v, out, mk, G, scale, until, list, 0);       \
+        if (until == nullptr || listed == -2)                                                                          \
+            tc::prefill_mma<DH, MT, false, false>(q, k, v, out, mk, G, scale, until, list, 0);                         \
         else if (listed < 0) tc::prefill_mma<DH, MT, true, false>(q, k, v, out, mk, G, scale, until, list, 0);         \
         else tc::prefill_mma<DH, MT, true, true>(q, k, v, out, mk, G, scale, until, list + tile * stride, listed);     \
     }

@@ -987,11 +987,13 @@ mod gpu {
         }
     }
 
-    /// Keep windows rank the keys of up to 65536 positions, count beaters beyond; the lists of a call stay within
-    /// 256 MiB (no GPU needed).
+    /// Keep windows rank the keys of 4097 to 65536 positions, count beaters otherwise; the lists of a call stay
+    /// within 256 MiB (no GPU needed).
     #[test]
     fn keep_window_launch_choices() {
-        assert_eq!(cuda::until_kernel(1), cuda::UntilKernel::Ranked);
+        assert_eq!(cuda::until_kernel(1), cuda::UntilKernel::Counting);
+        assert_eq!(cuda::until_kernel(4096), cuda::UntilKernel::Counting);
+        assert_eq!(cuda::until_kernel(4097), cuda::UntilKernel::Ranked);
         assert_eq!(cuda::until_kernel(65536), cuda::UntilKernel::Ranked);
         assert_eq!(cuda::until_kernel(65537), cuda::UntilKernel::Counting);
         // Doge-320M at 16K: 4 mask heads, 128 tiles of 128 queries, W + 128 keys each, padded by a tile.
@@ -1092,7 +1094,8 @@ mod gpu {
     }
 
     /// Each query tile's list holds, in order, the keys kept at one of its rows, padded with -1 to the end of the
-    /// next key tile; -1 for tiles with a row that keeps no key or more keys than the cap.
+    /// next key tile; -1 for tiles with a row that keeps no key or more keys than the cap, else -2 for tiles whose
+    /// rows see at most W keys.
     #[test]
     fn keep_lists_hold_the_keys_kept_in_each_tile() {
         let Some(gpu) = test_gpu() else { return };
@@ -1115,7 +1118,7 @@ mod gpu {
             let layout = cuda::list_layout(bhm, s, t, w, rows).unwrap();
             let (cap, stride) = layout;
             let up = gpu.upload(&until).unwrap();
-            let (list, count) = cuda::keep_lists_on(&gpu, &up, bhm, s, t, rows, layout).unwrap();
+            let (list, count) = cuda::keep_lists_on(&gpu, &up, bhm, s, t, rows, w, layout).unwrap();
             let (list, count) = (gpu.download(&list).unwrap(), gpu.download(&count).unwrap());
             let tiles = s.div_ceil(rows);
             for r in 0..bhm {
@@ -1129,6 +1132,10 @@ mod gpu {
                     let what = format!("S={s} T={t} W={w} rows={rows} row {r} tile {qt}");
                     if !some || kept.len() > cap {
                         assert_eq!(count[tile], -1, "{what}");
+                        continue;
+                    }
+                    if p1 < w {
+                        assert_eq!(count[tile], -2, "{what}");
                         continue;
                     }
                     assert_eq!(count[tile], kept.len() as i32, "{what}");
