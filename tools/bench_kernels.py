@@ -94,8 +94,16 @@ def causal_pairs(s, t):
     return s * (t - s) + s * (s + 1) / 2
 
 
-def attention_counts(batch, s, t, h, g, d, mask_heads):
-    flops = 4 * batch * h * d * causal_pairs(s, t)
+def kept_pairs(s, t, w):
+    """Pairs a keep window of w keys (of T > w) keeps: Σ_i min(T − S + i + 1, w)."""
+    first = t - s + 1
+    growing = min(max(w - first, 0), s)
+    return growing * first + growing * (growing - 1) / 2 + (s - growing) * min(w, t)
+
+
+def attention_counts(batch, s, t, h, g, d, mask_heads, window=None):
+    pairs = kept_pairs(s, t, window) if window is not None and window < t else causal_pairs(s, t)
+    flops = 4 * batch * h * d * pairs
     nbytes = 4 * batch * s * h * d + 4 * batch * g * t * d + 8 * batch * t + 4 * batch * mask_heads * t
     return float(flops), float(nbytes)
 
@@ -136,12 +144,15 @@ def all_cases(lengths, batches, attn_lengths, decode_batches, decode_kv, moe_tok
         cases.append(Case("ssd_decode", f"B{n}", dict(batch=n), f, b))
     for n in attn_lengths:
         for m in MODES:
-            f, b = attention_counts(1, n, n, ATTN_HEADS, ATTN_KV_HEADS, ATTN_DIM, 0 if m == "causal" else ATTN_KV_HEADS)
+            window = KEEP_WINDOW if m == "additive_w2048" else None
+            f, b = attention_counts(1, n, n, ATTN_HEADS, ATTN_KV_HEADS, ATTN_DIM, 0 if m == "causal" else ATTN_KV_HEADS,
+                                    window)
             cases.append(Case("attn_prefill", f"{m} S{n}", dict(batch=1, q_len=n, kv_len=n, mode=m), f, b))
     for n in decode_batches:
         for m in MODES:
+            window = KEEP_WINDOW if m == "additive_w2048" else None
             f, b = attention_counts(n, 1, decode_kv, ATTN_HEADS, ATTN_KV_HEADS, ATTN_DIM,
-                                    0 if m == "causal" else ATTN_KV_HEADS)
+                                    0 if m == "causal" else ATTN_KV_HEADS, window)
             cases.append(Case("attn_decode", f"{m} B{n}", dict(batch=n, q_len=1, kv_len=decode_kv, mode=m), f, b))
     for n in moe_tokens:
         for k in ("pk_topk", "expert_mix", "cdmoe"):

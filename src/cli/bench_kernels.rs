@@ -27,8 +27,9 @@
 //! * `ssd_decode` (one token per sequence): `flops = 5·B·H·P·N` (decay, `Δx⊗B` update, `y = S·C`);
 //!   `bytes = 2·4·B·H·P·N` (state read and written) `+ 2·B·H·(P + 2N + 1)` (x, B, C, dt) `+ 2·B·H·P` (y) `+ 4H`.
 //! * `attn_prefill` / `attn_decode` (queries S, keys T, heads H, KV heads G, head dim D, mask heads Hm): with
-//!   `pairs = Σ_i (T − S + i + 1)` the visible (causal) query-key pairs of a sequence, `flops = 4·B·H·D·pairs`
-//!   (`q·k` and `p·v`; masked pairs and the softmax are not counted); `bytes = 2·2·B·S·H·D` (q, out)
+//!   `pairs = Σ_i (T − S + i + 1)` the visible (causal) query-key pairs of a sequence, or with a keep window W < T
+//!   `Σ_i min(T − S + i + 1, W)` the pairs it keeps, `flops = 4·B·H·D·pairs` (`q·k` and `p·v`; masked pairs and
+//!   the softmax are not counted); `bytes = 2·2·B·S·H·D` (q, out)
 //!   `+ 2·2·B·G·T·D` (k, v) `+ 8·B·T` (padding mask) `+ 4·B·Hm·T` (per-key mask values, dynamic modes only).
 //! * `pk_topk` (tokens R, expert heads He, keys per axis nk, query half-size h, k selected):
 //!   `flops = 4·R·He·nk·h` (both axes' similarities; the selections are not counted);
@@ -598,7 +599,18 @@ pub fn causal_pairs(s: usize, t: usize) -> f64 {
     s * (t - s) + s * (s + 1.0) / 2.0
 }
 
-/// FLOPs and bytes of `attn_prefill` / `attn_decode` (module documentation); `mask_heads` 0 for `Causal`.
+/// Query-key pairs of one sequence that a keep window of `w` keys (of `T > w`) keeps: `Σ_{i<S} min(T − S + i + 1,
+/// w)`.
+pub fn kept_pairs(s: usize, t: usize, w: usize) -> f64 {
+    let first = t - s + 1;
+    let growing = w.saturating_sub(first).min(s);
+    let (g, f) = (growing as f64, first as f64);
+    g * f + g * (g - 1.0).max(0.0) / 2.0 + (s - growing) as f64 * w.min(t) as f64
+}
+
+/// FLOPs and bytes of `attn_prefill` / `attn_decode` (module documentation); `mask_heads` 0 for `Causal`, `window`
+/// the keep window.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_counts(
     batch: usize,
     s: usize,
@@ -607,9 +619,14 @@ pub fn attention_counts(
     g: usize,
     d: usize,
     mask_heads: usize,
+    window: Option<usize>,
 ) -> (f64, f64) {
     let (bf, sf, tf, hf, gf, df) = (batch as f64, s as f64, t as f64, h as f64, g as f64, d as f64);
-    let flops = 4.0 * bf * hf * df * causal_pairs(s, t);
+    let pairs = match window {
+        Some(w) if w < t => kept_pairs(s, t, w),
+        _ => causal_pairs(s, t),
+    };
+    let flops = 4.0 * bf * hf * df * pairs;
     let bytes = 4.0 * bf * sf * hf * df
         + 4.0 * bf * gf * tf * df
         + 8.0 * bf * tf
@@ -648,7 +665,11 @@ fn bench_attention(
         mask_heads: g,
         scale: 1.0 / (d as f32).sqrt(),
     };
-    let (flops, bytes) = attention_counts(batch, s, t, h, g, d, hm);
+    let window = match mode {
+        MaskMode::Additive { keep_window, .. } => keep_window,
+        _ => None,
+    };
+    let (flops, bytes) = attention_counts(batch, s, t, h, g, d, hm, window);
     let n = sets_for(bytes as usize);
     let mut sets = Vec::with_capacity(n);
     for _ in 0..n {
@@ -795,8 +816,20 @@ mod tests {
         assert_eq!(by, 2.0 * 4.0 * 7.0 + 2.0 * 4.0 * 2.0 + 8.0 * 4.0 + 4.0);
         assert_eq!(causal_pairs(3, 3), 6.0);
         assert_eq!(causal_pairs(1, 4096), 4096.0);
-        let (f, _) = attention_counts(1, 1, 10, 2, 1, 4, 0);
+        let (f, _) = attention_counts(1, 1, 10, 2, 1, 4, 0, None);
         assert_eq!(f, 4.0 * 2.0 * 4.0 * 10.0);
+        // Rows see 1, 2, 3, 4, 5 keys; a window of 3 keeps 1 + 2 + 3 + 3 + 3.
+        assert_eq!(kept_pairs(5, 5, 3), 12.0);
+        // Cached prefix of 6: rows see 7, 8, 9 keys, all cut to 8.
+        assert_eq!(kept_pairs(3, 9, 8), 7.0 + 8.0 + 8.0);
+        let (f, _) = attention_counts(1, 5, 5, 1, 1, 1, 1, Some(3));
+        assert_eq!(f, 4.0 * 12.0);
+        let (f, _) = attention_counts(1, 5, 5, 1, 1, 1, 1, Some(5));
+        assert_eq!(f, 4.0 * causal_pairs(5, 5));
+        for (s, t, w) in [(1, 1, 1), (4096, 4096, 2048), (7, 100, 50), (100, 100, 1)] {
+            let direct: usize = (0..s).map(|i| (t - s + i + 1).min(w)).sum();
+            assert_eq!(kept_pairs(s, t, w), direct as f64, "S={s} T={t} W={w}");
+        }
         assert_eq!(sets_for(ROTATE_BYTES), 1);
         assert_eq!(sets_for(1), MAX_SETS);
         let (_, b1, g1) = moe_counts("expert_mix", 1);
