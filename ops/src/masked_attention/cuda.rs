@@ -126,7 +126,8 @@ pub(crate) enum UntilKernel {
 }
 
 /// Keys up to which counting beaters (O(T²) work spread over the device) is faster than the four ranked kernels.
-/// Measured (`logs/h200-2026-11-29w`, `x`): ranked 40 µs at 4K, 69 µs at 16K; counting 440 µs at 16K.
+/// Measured with 4 mask rows (`logs/h200-2026-11-29w`, `x`, `s`): at 4K counting 34.6 µs, ranked 40.3 µs; at 16K
+/// ranked 68.6 µs, counting 440 µs.
 const COUNTING_MAX_KEYS: usize = 4096;
 
 /// [`UntilKernel::Ranked`] from [`COUNTING_MAX_KEYS`] to [`RANK_MAX_KEYS`] keys, else counting.

@@ -4,7 +4,9 @@
 // Launch (128 threads): prefill grid (B·H, ⌈S/BQ⌉); decode grid (B·H·S, splits) or decode_gqa grid (splits, B·G,
 // ⌈(H/G)·S/NQ⌉), then combine (256 threads) grid (B·H·S, ⌈Dh/32⌉).
 // Before them when the mode needs it: ratio_threshold (256 threads) grid B·Hm -> tau; keep_window (1024 threads) grid
-// B·Hm·S, or keep_window_cluster (clusters of 8 blocks of 256 threads) grid 8·B·Hm·S -> keep.
+// B·Hm·S, or keep_window_cluster (clusters of 8 blocks of 256 threads) grid 8·B·Hm·S -> keep; for the tensor-core
+// prefill instead order_keys, then keep_until or keep_sort, keep_rank, keep_theta and keep_until_ranked -> until, and
+// keep_lists -> list, count (launches with each kernel below).
 constexpr float MASKED = -3.40282346638528859811704183484516925e+38f;
 
 template <typename E> __device__ __forceinline__ float ld(const E *p, long i);
@@ -1571,8 +1573,8 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 }  // namespace tc
 
 // `keep` is unused (null); `until` is keep_until's [B, Hm, T], or null without a keep window; `list` and `count` are
-// keep_lists' for query tiles of 64·MT (`stride` entries each), or null: a tile of count -2 sees no key the window drops,
-// one of -1 every key.
+// keep_lists' for query tiles of 64·MT (`stride` entries each), or null: a tile of count -2 sees no key the window
+// drops, one of -1 every key.
 #define PREFILL_MMA(DH, MT)                                                                                            \
     extern "C" __global__ void __launch_bounds__(128) masked_attention_bf16_prefill_mma_d##DH##_m##MT(                 \
         const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
