@@ -98,7 +98,7 @@ def kept_pairs(s, t, w):
     """Pairs a keep window of w keys (of T > w) keeps: Σ_i min(T − S + i + 1, w)."""
     first = t - s + 1
     growing = min(max(w - first, 0), s)
-    return growing * first + growing * (growing - 1) / 2 + (s - growing) * min(w, t)
+    return growing * first + growing * (growing - 1) / 2 + (s - growing) * w
 
 
 def attention_counts(batch, s, t, h, g, d, mask_heads, window=None):

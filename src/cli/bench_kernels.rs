@@ -605,7 +605,7 @@ pub fn kept_pairs(s: usize, t: usize, w: usize) -> f64 {
     let first = t - s + 1;
     let growing = w.saturating_sub(first).min(s);
     let (g, f) = (growing as f64, first as f64);
-    g * f + g * (g - 1.0).max(0.0) / 2.0 + (s - growing) as f64 * w.min(t) as f64
+    g * f + g * (g - 1.0) / 2.0 + (s - growing) as f64 * w as f64
 }
 
 /// FLOPs and bytes of `attn_prefill` / `attn_decode` (module documentation); `mask_heads` 0 for `Causal`, `window`

@@ -106,9 +106,12 @@ fn mma_smem_bytes(head_dim: usize, tiles: usize) -> usize {
 /// `keep_theta`'s bitmap of ranks in shared memory).
 const RANK_MAX_KEYS: usize = 65536;
 
-/// Keys per chunk of `masked_attention_keep_sort` (`RANK_CHUNK`), each sorted by a block of an eighth as many
-/// threads (`SORT_PER` keys each).
+/// Keys per chunk of `masked_attention_keep_sort` (`RANK_CHUNK`), each sorted by a block of `RANK_CHUNK / SORT_PER`
+/// threads.
 const RANK_CHUNK: usize = 2048;
+
+/// Keys each thread of `masked_attention_keep_sort` holds (`SORT_PER`).
+const SORT_PER: usize = 8;
 
 /// Positions per block of `masked_attention_keep_theta` (`THETA_ROWS`).
 const THETA_ROWS: usize = 64;
@@ -203,7 +206,7 @@ pub(crate) fn keep_until_on(
     let func = gpu.function(&SOURCE, name)?;
     let cfg = LaunchConfig {
         grid_dim: (to_u32("key chunks", chunks)?, bhm_u, 1),
-        block_dim: (RANK_CHUNK as u32 / 8, 1, 1),
+        block_dim: ((RANK_CHUNK / SORT_PER) as u32, 1, 1),
         shared_mem_bytes: 0,
     };
     let mut launch = gpu.stream().launch_builder(&func);
@@ -257,9 +260,15 @@ pub(crate) fn keep_until_on(
     Ok(until)
 }
 
-/// `keep_lists` for query tiles of `rows` queries with [`list_layout`]'s `(cap, stride)` and keep window `window`:
-/// the lists and their counts (-1 for a tile that visits every key, -2 for one whose rows see no key the window
-/// drops).
+/// `keep_lists`' output: per query tile a list of `stride` entries and its count (-1 for a tile that visits every
+/// key, -2 for one whose rows see no key the window drops).
+pub(crate) struct KeepLists {
+    pub list: CudaSlice<i32>,
+    pub count: CudaSlice<i32>,
+    pub stride: usize,
+}
+
+/// `keep_lists` for query tiles of `rows` queries with [`list_layout`]'s `(cap, stride)` and keep window `window`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn keep_lists_on(
     gpu: &Gpu,
@@ -270,7 +279,7 @@ pub(crate) fn keep_lists_on(
     rows: usize,
     window: usize,
     (cap, stride): (usize, usize),
-) -> Result<(CudaSlice<i32>, CudaSlice<i32>)> {
+) -> Result<KeepLists> {
     if until.len() != bhm * kv_len || q_len > kv_len || rows == 0 {
         return Err(KernelError::BadParams(format!(
             "keep lists of {q_len} queries in tiles of {rows} over {} positions, not {bhm}·{kv_len}",
@@ -281,7 +290,7 @@ pub(crate) fn keep_lists_on(
     let mut list = gpu.uninit::<i32>(bhm * tiles * stride)?;
     let mut count = gpu.uninit::<i32>(bhm * tiles)?;
     if bhm * tiles == 0 {
-        return Ok((list, count));
+        return Ok(KeepLists { list, count, stride });
     }
     let name = "masked_attention_keep_lists";
     let func = gpu.function(&SOURCE, name)?;
@@ -309,7 +318,7 @@ pub(crate) fn keep_lists_on(
     // `list` `stride` entries and `count` one for each of the grid's bhm·⌈S/rows⌉ tiles, and a list holds at most cap
     // keys followed by its padding, which ends at `stride`.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
-    Ok((list, count))
+    Ok(KeepLists { list, count, stride })
 }
 
 /// The keep-window selection of `rows` rows (B·Hm·S) on a device of architecture `arch` (`sm_90`): one block of 1024
@@ -531,8 +540,7 @@ pub(crate) fn attention_on<T: Elem>(
             gpu.recycle(keys);
             let rows = MMA_TILE * tiles;
             if let Some(layout) = list_layout(bhm, s, t, w, rows) {
-                lists =
-                    Some((keep_lists_on(gpu, &out_until, bhm, s, t, rows, w, layout)?, layout.1));
+                lists = Some(keep_lists_on(gpu, &out_until, bhm, s, t, rows, w, layout)?);
             }
             until = Some(out_until);
         } else if let Some(w) = w {
@@ -670,9 +678,9 @@ pub(crate) fn attention_on<T: Elem>(
         launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
         launch.arg(&g_i).arg(&scale);
         arg_or_null(&mut launch, until.as_ref(), &null);
-        let stride_i = to_i32("list stride", lists.as_ref().map_or(0, |(_, stride)| *stride))?;
-        arg_or_null(&mut launch, lists.as_ref().map(|((list, _), _)| list), &null);
-        arg_or_null(&mut launch, lists.as_ref().map(|((_, count), _)| count), &null);
+        let stride_i = to_i32("list stride", lists.as_ref().map_or(0, |l| l.stride))?;
+        arg_or_null(&mut launch, lists.as_ref().map(|l| &l.list), &null);
+        arg_or_null(&mut launch, lists.as_ref().map(|l| &l.count), &null);
         launch.arg(&stride_i);
         // SAFETY: the argument list matches `masked_attention_bf16_prefill_mma_d<Dh>_m<tiles>` and `T` is bf16
         // (`mma_fits` checked it above); `validate` checked q, k, v, out and every mask buffer against `p`, head_dim
@@ -708,12 +716,44 @@ pub(crate) fn attention_on<T: Elem>(
     if let Some(k) = keep {
         gpu.recycle(k);
     }
-    if let Some(((list, count), _)) = lists {
-        gpu.recycle(list);
-        gpu.recycle(count);
+    if let Some(l) = lists {
+        gpu.recycle(l.list);
+        gpu.recycle(l.count);
     }
     if let Some(u) = until {
         gpu.recycle(u);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `constexpr int … NAME = value` in masked_attention.cu.
+    fn cu_constant(name: &str) -> usize {
+        let at = SOURCE
+            .code
+            .find(&format!(" {name} = "))
+            .unwrap_or_else(|| panic!("{name} not in the source"));
+        let digits: String =
+            SOURCE.code[at + name.len() + 4..].chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap_or_else(|_| panic!("{name} has no integer value"))
+    }
+
+    /// The launcher's copies of the kernels' constants (grids, block sizes, buffer sizes) equal the source's.
+    #[test]
+    fn launch_constants_match_the_source() {
+        for (name, value) in [
+            ("RANK_MAX_KEYS", RANK_MAX_KEYS),
+            ("RANK_CHUNK", RANK_CHUNK),
+            ("SORT_PER", SORT_PER),
+            ("THETA_ROWS", THETA_ROWS),
+            // `tc::BK`, the tensor-core key tile, is asserted equal to it in the source.
+            ("LIST_TILE", MMA_TILE),
+            ("UNTIL_KEYS", UNTIL_KEYS),
+        ] {
+            assert_eq!(cu_constant(name), value, "{name}");
+        }
+    }
 }

@@ -1118,8 +1118,9 @@ mod gpu {
             let layout = cuda::list_layout(bhm, s, t, w, rows).unwrap();
             let (cap, stride) = layout;
             let up = gpu.upload(&until).unwrap();
-            let (list, count) = cuda::keep_lists_on(&gpu, &up, bhm, s, t, rows, w, layout).unwrap();
-            let (list, count) = (gpu.download(&list).unwrap(), gpu.download(&count).unwrap());
+            let lists = cuda::keep_lists_on(&gpu, &up, bhm, s, t, rows, w, layout).unwrap();
+            let (list, count) =
+                (gpu.download(&lists.list).unwrap(), gpu.download(&lists.count).unwrap());
             let tiles = s.div_ceil(rows);
             for r in 0..bhm {
                 let u = &until[r * t..][..t];
