@@ -842,11 +842,11 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_order_keys(co
     key[bhm * T + j] = order_key(dropped ? MASKED : m);
 }
 
-// keep_until: block (key block, bhm) of 32 keys × 8 segments of [0, T); the warp of segment s counts, for each of its
-// 32 keys j, the keys x of segment s that beat j (x < j: key[x] ≥ key[j]; x > j: key[x] > key[j]), 16 keys a step
-// in 16-byte loads; the thread whose segment holds the W-th beater of j, in index order, scans that segment again to place it.
-// Grid (⌈T/32⌉, B·Hm), 256 threads.
-constexpr int UNTIL_KEYS = 32, UNTIL_SEGS = 8, UNTIL_STEP = 16;
+// keep_until: block (key block, bhm) of 32 keys × 8 segments of [0, T), each of 8 parts; the warp of segment s
+// counts, for each of its 32 keys j and each part, the keys x of the part that beat j (x < j: key[x] ≥ key[j]; x > j:
+// key[x] > key[j]), 16 keys a step in 16-byte loads; the thread whose segment holds the W-th beater of j, in index
+// order, scans the part that holds it again to place it. Grid (⌈T/32⌉, B·Hm), 256 threads.
+constexpr int UNTIL_KEYS = 32, UNTIL_SEGS = 8, UNTIL_PARTS = 8, UNTIL_STEP = 16;
 
 // Keys x in [a, b) with key[x] ≥ k: single keys up to a multiple of 4, then 16-byte loads, UNTIL_STEP keys a step.
 __device__ __forceinline__ unsigned count_at_least(const unsigned *key, long a, const long b, const unsigned k) {
@@ -867,9 +867,13 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(co
                                                                              const int T, const int W) {
     grid_entry();
     __shared__ unsigned cnt[UNTIL_SEGS][UNTIL_KEYS];
+    __shared__ unsigned part_cnt[UNTIL_SEGS][UNTIL_PARTS][UNTIL_KEYS];
     const int jl = threadIdx.x % UNTIL_KEYS, sg = threadIdx.x / UNTIL_KEYS, j = blockIdx.x * UNTIL_KEYS + jl;
     const unsigned *row = key + (long)blockIdx.y * T;
-    const int len = (T + UNTIL_SEGS - 1) / UNTIL_SEGS, x0 = min(T, sg * len), x1 = min(T, x0 + len);
+    // Parts of plen keys (a multiple of the step, so every part but the last starts 16-byte aligned).
+    const int plen = ((T + UNTIL_SEGS * UNTIL_PARTS - 1) / (UNTIL_SEGS * UNTIL_PARTS) + UNTIL_STEP - 1) /
+                     UNTIL_STEP * UNTIL_STEP;
+    const int x0 = min(T, sg * UNTIL_PARTS * plen), x1 = min(T, x0 + UNTIL_PARTS * plen);
     const bool live = j < T;
     const unsigned kj = live ? row[j] : 0u;
     const bool scan = live && kj > 0x00800000u && W > 0;  // above order_key(MASKED)
@@ -881,7 +885,13 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(co
         if (kj != 0xffffffffu) c += count_at_least(key, r0 + m, r0 + b, kj + 1);
         return c;
     };
-    const unsigned c = scan ? beaters(x0, x1) : 0u;
+    unsigned c = 0;
+    for (int u = 0; u < UNTIL_PARTS; ++u) {
+        const int a = min(x1, x0 + u * plen), b = min(x1, a + plen);
+        const unsigned cu = scan ? beaters(a, b) : 0u;
+        part_cnt[sg][u][jl] = cu;
+        c += cu;
+    }
     cnt[sg][jl] = c;
     __syncthreads();
     if (!live) return;
@@ -897,15 +907,13 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(co
         return;
     }
     if (!(before < (unsigned)W && (unsigned)W <= before + c)) return;
-    // The need-th beater of j in [x0, x1): whole steps while they hold fewer, then one key at a time.
+    // The need-th beater of j in [x0, x1): whole parts while they hold fewer, then one key at a time.
     unsigned need = (unsigned)W - before;
-    int x = x0;
-    for (; x + UNTIL_STEP <= x1; x += UNTIL_STEP) {
-        const unsigned in_step = beaters(x, x + UNTIL_STEP);
-        if (in_step >= need) break;
-        need -= in_step;
-    }
-    for (; x < x1; ++x) {
+    int u = 0;
+    for (; u + 1 < UNTIL_PARTS && part_cnt[sg][u][jl] < need; ++u) need -= part_cnt[sg][u][jl];
+    int x = min(x1, x0 + u * plen);
+    const int xe = min(x1, x + plen);
+    for (; x < xe; ++x) {
         const unsigned kx = row[x];
         if (kx > kj || (kx == kj && x < j)) {
             if (--need == 0) break;
