@@ -393,6 +393,8 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
         w[tid] = d;
         a[tid] = d * A[h];
     }
+    // X does not depend on the weights: its loads overlap the decay sums.
+    load_t<VEC>(xt, nullptr, x, nullptr, row0, heads, P, p0, lc);
     __syncthreads();
     if (tid < lc) {
         float acc = 0.0f;
@@ -400,7 +402,6 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
         w[tid] *= expf(acc);
         if (tid == 0 && blockIdx.y == 0) ws[(long)gridDim.x * P * N + blockIdx.x] = acc + a[0];
     }
-    load_t<VEC>(xt, nullptr, x, nullptr, row0, heads, P, p0, lc);
     __syncthreads();
     load_t<VEC>(bh_, bl_, Bm, w, row0, heads, N, n0, lc);
     __syncthreads();
@@ -492,16 +493,17 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     for (int k0 = 0; k0 < N; k0 += SSD_TC_KN) {
         __syncthreads();
         if (VEC) {
-            uint4 cv[2], bv[2];
-            float4 sv[4];
+            // C and B straight into shared memory; the state through registers to be split.
 #pragma unroll
             for (int k = 0; k < 2; ++k) {
                 const int i = tid + SSD_TC_THREADS * k, t = i / 4, kv = 8 * (i % 4);
                 const bool ok = t < lc && k0 + kv < N;
-                const long off = (row0 + (long)t * heads) * N + k0 + kv;
-                cv[k] = ok ? *reinterpret_cast<const uint4 *>(Cm + off) : make_uint4(0u, 0u, 0u, 0u);
-                bv[k] = ok ? *reinterpret_cast<const uint4 *>(Bm + off) : make_uint4(0u, 0u, 0u, 0u);
+                const long off = ok ? (row0 + (long)t * heads) * N + k0 + kv : 0;
+                cp_async16(&cs[t][kv], Cm + off, ok ? 16 : 0);
+                cp_async16(&bs[t][kv], Bm + off, ok ? 16 : 0);
             }
+            cp_async_commit();
+            float4 sv[4];
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
                 const int i = tid + SSD_TC_THREADS * k, pp = i / 8, nv = 4 * (i % 8);
@@ -509,12 +511,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
                 sv[k] = in ? *reinterpret_cast<const float4 *>(prev + (long)(p0 + pp) * N + k0 + nv)
                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
-#pragma unroll
-            for (int k = 0; k < 2; ++k) {
-                const int i = tid + SSD_TC_THREADS * k, t = i / 4, kv = 8 * (i % 4);
-                *reinterpret_cast<uint4 *>(&cs[t][kv]) = cv[k];
-                *reinterpret_cast<uint4 *>(&bs[t][kv]) = bv[k];
-            }
+            cp_async_wait<0>();
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
                 const int i = tid + SSD_TC_THREADS * k, pp = i / 8, nv = 4 * (i % 8);
@@ -601,6 +598,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     }
 }
 
+// chunk_out is held to 128 registers, four blocks a multiprocessor (no spills).
 #define SSD_TC_KERNELS(SUFFIX, VEC)                                                                                    \
     extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS)                                                       \
         ssd_chunk_state_##SUFFIX##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,           \
@@ -609,7 +607,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
         grid_entry();                                                                                                  \
         ssd_chunk_state_tc<VEC>(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks);                                        \
     }                                                                                                                  \
-    extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS)                                                       \
+    extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS, 4)                                                    \
         ssd_chunk_out_##SUFFIX##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,             \
                                       const bf16_t *Cm, const float *ws, bf16_t *y, const int seq, const int heads,    \
                                       const int P, const int N, const int L, const int chunks) {                       \
