@@ -13,7 +13,7 @@
 //! keys in shared memory, `keep_rank` counts the keys above each by binary searches in them,
 //! `keep_theta` finds the rank of the `W`-th best key of every prefix from a bitmap of the ranks
 //! before its chunk of positions, `keep_until_ranked` binary searches those), otherwise by
-//! `keep_until` (sixteen segments of eight parts of the keys counted in parallel, then the one part
+//! `keep_until` (eight segments of eight parts of the keys counted in parallel, then the one part
 //! that holds it scanned again); then `keep_lists`, per query tile the keys kept at some row of it (at most
 //! `W` + its rows), which the tensor-core kernel visits instead of every causal key. Otherwise
 //! `keep_window` (per `(b, hm, i)`, shared by the query heads of mask head `hm`: one block, or for
@@ -185,13 +185,13 @@ pub(crate) fn keep_until_on(
         let func = gpu.function(&SOURCE, name)?;
         let cfg = LaunchConfig {
             grid_dim: (to_u32("key blocks", t.div_ceil(UNTIL_KEYS))?, bhm_u, 1),
-            block_dim: ((UNTIL_KEYS * UNTIL_SEGS) as u32, 1, 1),
+            block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut launch = gpu.stream().launch_builder(&func);
         launch.arg(keys).arg(&mut until).arg(&t_i).arg(&w_i);
         // SAFETY: the argument list matches `masked_attention_keep_until`; `keys` (checked above) and `until` hold
-        // bhm·T values and the grid has one block of UNTIL_SEGS warps per 32 keys of each (b, hm).
+        // bhm·T values and the grid has one block per 32 keys of each (b, hm).
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
         return Ok(until);
     }
@@ -343,9 +343,6 @@ const COMBINE_THREADS: u32 = 256;
 
 /// Keys per block of `masked_attention_keep_until` (`UNTIL_KEYS` in masked_attention.cu).
 const UNTIL_KEYS: usize = 32;
-
-/// Segments of the keys counted in parallel by `masked_attention_keep_until`, one warp each (`UNTIL_SEGS`).
-const UNTIL_SEGS: usize = 16;
 
 /// Head dimensions of the GQA decode kernel.
 const GQA_HEAD_DIMS: [usize; 2] = [64, 128];
@@ -755,7 +752,6 @@ mod tests {
             // `tc::BK`, the tensor-core key tile, is asserted equal to it in the source.
             ("LIST_TILE", MMA_TILE),
             ("UNTIL_KEYS", UNTIL_KEYS),
-            ("UNTIL_SEGS", UNTIL_SEGS),
         ] {
             assert_eq!(cu_constant(name), value, "{name}");
         }

@@ -842,11 +842,11 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_order_keys(co
     key[bhm * T + j] = order_key(dropped ? MASKED : m);
 }
 
-// keep_until: block (key block, bhm) of 32 keys × 16 segments of [0, T), each of 8 parts; the warp of segment s
+// keep_until: block (key block, bhm) of 32 keys × 8 segments of [0, T), each of 8 parts; the warp of segment s
 // counts, for each of its 32 keys j and each part, the keys x of the part that beat j (x < j: key[x] ≥ key[j]; x > j:
 // key[x] > key[j]), 16 keys a step in 16-byte loads; the thread whose segment holds the W-th beater of j, in index
-// order, scans the part that holds it again to place it. Grid (⌈T/32⌉, B·Hm), 512 threads.
-constexpr int UNTIL_KEYS = 32, UNTIL_SEGS = 16, UNTIL_PARTS = 8, UNTIL_STEP = 16;
+// order, scans the part that holds it again to place it. Grid (⌈T/32⌉, B·Hm), 256 threads.
+constexpr int UNTIL_KEYS = 32, UNTIL_SEGS = 8, UNTIL_PARTS = 8, UNTIL_STEP = 16;
 
 // Keys x in [a, b) with key[x] ≥ k: single keys up to a multiple of 4, then 16-byte loads, UNTIL_STEP keys a step.
 __device__ __forceinline__ unsigned count_at_least(const unsigned *key, long a, const long b, const unsigned k) {
@@ -863,7 +863,7 @@ __device__ __forceinline__ unsigned count_at_least(const unsigned *key, long a, 
     return c;
 }
 
-extern "C" __global__ void __launch_bounds__(UNTIL_KEYS * UNTIL_SEGS) masked_attention_keep_until(const unsigned *key, int *until,
+extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(const unsigned *key, int *until,
                                                                              const int T, const int W) {
     grid_entry();
     __shared__ unsigned cnt[UNTIL_SEGS][UNTIL_KEYS];
