@@ -4,7 +4,6 @@
 use super::SsdScanParams;
 use crate::cuda::{launch_error, Elem, Gpu, Source};
 use crate::{KernelError, Result};
-use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 /// The prefill kernels (`ssd_chunk_state`, `ssd_state_pass`, `ssd_chunk_out`, and the tensor-core
@@ -25,9 +24,6 @@ const THREADS: u32 = 256;
 const TC_THREADS: u32 = 128;
 const TILE: usize = 64;
 const STEP_ROWS: usize = 8;
-/// Dynamic shared memory of `ssd_chunk_out_tc8_bf16` (`SSD_TC_SRAW_BYTES`: a 64 × 32 tile of the state in f32,
-/// beyond its 47 KB of static arrays).
-const TC8_OUT_SMEM: u32 = 8192;
 
 fn bad(msg: String) -> KernelError {
     KernelError::BadParams(msg)
@@ -234,26 +230,14 @@ pub fn ssd_chunk_scan_with_workspace<T: Elem>(
 
     let name = out_name;
     let func = gpu.function(&CHUNK_SCAN_SOURCE, &name)?;
-    let out_smem = if name.ends_with("_tc8_bf16") { TC8_OUT_SMEM } else { 0 };
-    if out_smem > 0 {
-        func.set_attribute(
-            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            out_smem as i32,
-        )
-        .map_err(|e| {
-            KernelError::Driver(format!("{name}: {out_smem} bytes of shared memory: {e}"))
-        })?;
-    }
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(&*workspace).arg(y);
     launch.arg(&seq).arg(&heads).arg(&hp).arg(&n).arg(&l).arg(&nc);
     // SAFETY: the argument list matches `ssd_chunk_out_<T>` and `ssd_chunk_out_tc[8]_bf16` in ssd_chunk_scan.cu;
     // `validate` and `check_outputs` checked every buffer against `p`, the grid has one block per (batch, head,
-    // chunk) by P/64 tiles, `_tc8` runs only on aligned rows, as above, with the dynamic shared memory its state
-    // tile takes (allowed by the attribute set above).
-    let out_cfg =
-        LaunchConfig { shared_mem_bytes: out_smem, ..cfg((blocks, p_tiles as u32), out_threads) };
-    unsafe { launch.launch(out_cfg) }.map_err(|e| launch_error(&name, e))?;
+    // chunk) by P/64 tiles, and `_tc8` runs only on aligned rows, as above.
+    unsafe { launch.launch(cfg((blocks, p_tiles as u32), out_threads)) }
+        .map_err(|e| launch_error(&name, e))?;
     Ok(())
 }
 
@@ -400,21 +384,4 @@ pub fn ssd_step<T: Elem>(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The launcher's dynamic shared memory for `ssd_chunk_out_tc8_bf16` equals the source's `SSD_TC_SRAW_BYTES`.
-    #[test]
-    fn chunk_out_shared_memory_matches_the_source() {
-        let define = "#define SSD_TC_SRAW_BYTES ";
-        let at = CHUNK_SCAN_SOURCE.code.find(define).expect("SSD_TC_SRAW_BYTES in the source");
-        let digits: String = CHUNK_SCAN_SOURCE.code[at + define.len()..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        assert_eq!(digits.parse::<u32>().ok(), Some(TC8_OUT_SMEM));
-    }
 }

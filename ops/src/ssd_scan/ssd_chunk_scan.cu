@@ -258,8 +258,6 @@ extern "C" __global__ void ssd_chunk_out_bf16(const bf16_t *x, const bf16_t *dt,
 #define SSD_TC_KN 32
 #define SSD_TC_KN_PAD (SSD_TC_KN + 8)
 #define SSD_TC_PAD (SSD_TILE + 8)
-#define SSD_TC_SRAW_BYTES 8192
-static_assert(SSD_TC_SRAW_BYTES == SSD_TILE * SSD_TC_KN * 4, "one f32 state tile of chunk_out");
 
 namespace ssd_tc {
 
@@ -451,9 +449,6 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     __shared__ __align__(16) bf16_t sh[SSD_TILE][SSD_TC_KN_PAD];
     __shared__ __align__(16) bf16_t sl[SSD_TILE][SSD_TC_KN_PAD];
     __shared__ __align__(16) bf16_t xt[SSD_TILE][SSD_TC_PAD];
-    // VEC: the state's tile in f32, in SSD_TC_SRAW_BYTES of dynamic shared memory (the static arrays take 47 KB).
-    extern __shared__ __align__(16) unsigned char ssd_dyn[];
-    float (*const sraw)[SSD_TC_KN] = reinterpret_cast<float (*)[SSD_TC_KN]>(ssd_dyn);
     __shared__ float dm[SSD_CH][SSD_CH + 1];
     __shared__ float delta[SSD_CH], a[SSD_CH], cexp[SSD_CH];
     const long bh = blockIdx.x / chunks;
@@ -463,27 +458,6 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     const int p0 = blockIdx.y * SSD_TILE;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
     const long row0 = (b * seq + t0) * heads + h;
-    const float *prev = ws + (long)blockIdx.x * P * N;
-    // VEC: columns k0 … k0 + 31 of C, B and the previous state (as f32, split below) by cp.async; thread tid copies
-    // state elements 4·(tid + 128·k) … of the tile, which it alone splits.
-    auto copy_tile = [&](int k0) {
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-            const int i = tid + SSD_TC_THREADS * k, t = i / 4, kv = 8 * (i % 4);
-            const bool ok = t < lc && k0 + kv < N;
-            const long off = ok ? (row0 + (long)t * heads) * N + k0 + kv : 0;
-            cp_async16(&cs[t][kv], Cm + off, ok ? 16 : 0);
-            cp_async16(&bs[t][kv], Bm + off, ok ? 16 : 0);
-        }
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            const int i = tid + SSD_TC_THREADS * k, pp = i / 8, nv = 4 * (i % 8);
-            const bool in = p0 + pp < P && k0 + nv < N;
-            cp_async16(&sraw[pp][nv], prev + (in ? (long)(p0 + pp) * N + k0 + nv : 0), in ? 16 : 0);
-        }
-        cp_async_commit();
-    };
-    if (VEC) copy_tile(0);
     if (tid < SSD_CH) {
         const float d = tid < lc ? softplus_f32(bf16_to_f32(dt[row0 + (long)tid * heads])) : 0.0f;
         delta[tid] = d;
@@ -515,18 +489,35 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
         }
     }
     float gm[8][4] = {}, yo[8][4] = {};
+    const float *prev = ws + (long)blockIdx.x * P * N;
     for (int k0 = 0; k0 < N; k0 += SSD_TC_KN) {
         __syncthreads();
         if (VEC) {
-            if (k0 > 0) copy_tile(k0);
+            // C and B straight into shared memory; the state through registers to be split.
+#pragma unroll
+            for (int k = 0; k < 2; ++k) {
+                const int i = tid + SSD_TC_THREADS * k, t = i / 4, kv = 8 * (i % 4);
+                const bool ok = t < lc && k0 + kv < N;
+                const long off = ok ? (row0 + (long)t * heads) * N + k0 + kv : 0;
+                cp_async16(&cs[t][kv], Cm + off, ok ? 16 : 0);
+                cp_async16(&bs[t][kv], Bm + off, ok ? 16 : 0);
+            }
+            cp_async_commit();
+            float4 sv[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int i = tid + SSD_TC_THREADS * k, pp = i / 8, nv = 4 * (i % 8);
+                const bool in = p0 + pp < P && k0 + nv < N;
+                sv[k] = in ? *reinterpret_cast<const float4 *>(prev + (long)(p0 + pp) * N + k0 + nv)
+                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
             cp_async_wait<0>();
 #pragma unroll
             for (int k = 0; k < 4; ++k) {
                 const int i = tid + SSD_TC_THREADS * k, pp = i / 8, nv = 4 * (i % 8);
-                const float4 sv = *reinterpret_cast<const float4 *>(&sraw[pp][nv]);
                 uint2 h, l;
-                split2(sv.x, sv.y, h.x, l.x);
-                split2(sv.z, sv.w, h.y, l.y);
+                split2(sv[k].x, sv[k].y, h.x, l.x);
+                split2(sv[k].z, sv[k].w, h.y, l.y);
                 *reinterpret_cast<uint2 *>(&sh[pp][nv]) = h;
                 *reinterpret_cast<uint2 *>(&sl[pp][nv]) = l;
             }
