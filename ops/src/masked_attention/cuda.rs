@@ -9,17 +9,18 @@
 //! `Additive` runs selection kernels first: `ratio_threshold` (radix select of the `⌊T·ratio⌋`-th
 //! smallest `key_m` per `(b, hm)`, any `T`) and, when `T > W`, the keep window. For the tensor-core
 //! kernel: `order_keys`, then per key the position up to which it is kept (the position of the
-//! `W`-th key that beats it), for `COUNTING_MAX_KEYS < T ≤ RANK_MAX_KEYS` from ranks (`keep_sort` sorts chunks of 2048
-//! keys in shared memory, `keep_rank` counts the keys above each by binary searches in them,
-//! `keep_theta` finds the rank of the `W`-th best key of every prefix from a bitmap of the ranks
-//! before its chunk of positions, `keep_until_ranked` binary searches those), otherwise by
-//! `keep_until` (eight segments of eight parts of the keys counted in parallel, then the one part
-//! that holds it scanned again); then `keep_lists`, per query tile the keys kept at some row of it (at most
-//! `W` + its rows), which the tensor-core kernel visits instead of every causal key. Otherwise
-//! `keep_window` (per `(b, hm, i)`, shared by the query heads of mask head `hm`: one block, or for
-//! few rows a cluster of 8 blocks, holds the keys in registers and radix selects the `W`-th largest
-//! bias (a cluster sums its blocks' histograms through distributed shared memory), then counts its
-//! ties in index order for the last kept index). The attention kernels read their results.
+//! `W`-th key that beats it), for `COUNTING_MAX_KEYS < T ≤ RANK_MAX_KEYS` from ranks (`keep_sort`
+//! sorts chunks of 2048 keys in shared memory, `keep_rank` counts the keys above each by binary
+//! searches in them, `keep_theta` finds the rank of the `W`-th best key of every prefix from a
+//! bitmap of the ranks before its chunk of positions, `keep_until_ranked` binary searches those),
+//! otherwise by `keep_until` (eight segments of eight parts of the keys counted in parallel, then
+//! the one part that holds it scanned again); then `keep_lists`, per query tile the keys kept at
+//! some row of it (at most `W` + its rows), which the tensor-core kernel visits instead of every
+//! causal key. Otherwise `keep_window` (per `(b, hm, i)`, shared by the query heads of mask head
+//! `hm`: one block, or for few rows a cluster of 8 blocks, holds the keys in registers and radix
+//! selects the `W`-th largest bias (a cluster sums its blocks' histograms through distributed
+//! shared memory), then counts its ties in index order for the last kept index). The attention
+//! kernels read their results.
 
 use super::{AttentionParams, MaskMode};
 use crate::cuda::{arg_or_null, launch_error, Elem, Gpu, Source};

@@ -870,7 +870,7 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(co
     __shared__ unsigned part_cnt[UNTIL_SEGS][UNTIL_PARTS][UNTIL_KEYS];
     const int jl = threadIdx.x % UNTIL_KEYS, sg = threadIdx.x / UNTIL_KEYS, j = blockIdx.x * UNTIL_KEYS + jl;
     const unsigned *row = key + (long)blockIdx.y * T;
-    // Parts of plen keys (a multiple of the step, so every part but the last starts 16-byte aligned).
+    // Segments of UNTIL_PARTS parts of plen keys, a multiple of the step (the last ones short or empty).
     const int plen = ((T + UNTIL_SEGS * UNTIL_PARTS - 1) / (UNTIL_SEGS * UNTIL_PARTS) + UNTIL_STEP - 1) /
                      UNTIL_STEP * UNTIL_STEP;
     const int x0 = min(T, sg * UNTIL_PARTS * plen), x1 = min(T, x0 + UNTIL_PARTS * plen);
