@@ -14,7 +14,10 @@ contains NAME into K processes, process i running it with `CHEEMS_TEST_SHARD=i/K
 take every K-th case from the i-th; `testutil::in_shard`), each shard weighing the test's weight / K. A job runs its
 unsharded tests in one process, then each of its shards in a process of its own. `--only WORD,...` keeps the tests
 whose full name contains one of the words (to finish the tests an earlier run left unchecked), `--skip WORD,...`
-leaves out those that contain one. `--dry-run` prints the partition only. A process whose tests never touch the GPU
+leaves out those that contain one. `--alone WORD,...` runs the processes of the tests whose name contains one of the
+words after every job has ended, one at a time, each test or shard in a process of its own (racecheck processes of
+the expert-mix edge shapes have ended abnormally beside other sanitizer processes, and passed alone). `--dry-run`
+prints the partition only. A process whose tests never touch the GPU
 (the tool reports that the application ended before its first CUDA call) counts as clean.
 """
 import argparse
@@ -85,9 +88,9 @@ def pairs(text):
     return out
 
 
-def run_job(i, job, args, deadline, results):
-    """Runs the job's processes one after another until the deadline; appends one record per process."""
-    for j, (tests, shard) in enumerate(processes(job)):
+def run_job(i, procs, args, deadline, results):
+    """Runs the processes one after another until the deadline; appends one record per process."""
+    for j, (tests, shard) in enumerate(procs):
         left = deadline - time.time()
         name = os.path.join(args.out, f"{args.tool}-{i}-{j}.log")
         if left < 1:
@@ -120,6 +123,8 @@ def main():
     ap.add_argument("--shard", default="", help="NAME=K,...: split the tests whose name contains NAME into K processes")
     ap.add_argument("--only", help="WORD,...: keep the tests whose full name contains one of the words")
     ap.add_argument("--skip", help="WORD,...: leave out the tests whose full name contains one of the words")
+    ap.add_argument("--alone", help="WORD,...: run the tests whose full name contains one of the words after the "
+                    "other jobs, one process at a time")
     ap.add_argument("--dry-run", action="store_true", help="print the partition and stop")
     args = ap.parse_args()
 
@@ -131,23 +136,35 @@ def main():
     names = [n for n in names if not any(w in n for w in skip)]
     if not names:
         sys.exit(f"{args.bin} lists no ::gpu tests" + (f" matching --only {args.only}" if args.only else ""))
-    jobs = partition(units_of(names, weights, shards), args.jobs)
+    alone = words(args.alone)
+    units = units_of(names, weights, shards)
+    solo = [u for u in units if any(w in u[1] for w in alone)]
+    # Every job's processes, then (as one more job, run after the others) one process per test or shard of `solo`.
+    plan = [processes(job) for job in partition([u for u in units if u not in solo], args.jobs)]
+    if solo:
+        plan.append([([n], sh) for _, n, sh in sorted(solo, key=lambda u: (u[1], u[2] or (0, 0)))])
     if args.dry_run:
-        for i, job in enumerate(jobs):
-            for j, (tests, shard) in enumerate(processes(job)):
+        for i, procs in enumerate(plan):
+            after = " (alone, after the others)" if solo and i == len(plan) - 1 else ""
+            for j, (tests, shard) in enumerate(procs):
                 part = f" shard {shard[0]}/{shard[1]}" if shard else ""
-                print(f"job {i}.{j}: {len(tests)} tests{part}: {' '.join(n.rsplit('::', 1)[-1] for n in tests)}")
+                print(f"job {i}.{j}{after}: {len(tests)} tests{part}: "
+                      f"{' '.join(n.rsplit('::', 1)[-1] for n in tests)}")
         return
     if shutil.which("compute-sanitizer") is None:
         sys.exit("compute-sanitizer is not on PATH (it comes with the CUDA toolkit: /usr/local/cuda/bin)")
     os.makedirs(args.out, exist_ok=True)
     deadline = time.time() + args.timeout
     results = []
-    threads = [threading.Thread(target=run_job, args=(i, job, args, deadline, results)) for i, job in enumerate(jobs)]
+    together = plan[:-1] if solo else plan
+    threads = [threading.Thread(target=run_job, args=(i, procs, args, deadline, results))
+               for i, procs in enumerate(together)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if solo:
+        run_job(len(plan) - 1, plan[-1], args, deadline, results)
     bad = cut = False
     for i, j, tests, shard, name, rc, secs in sorted(results, key=lambda r: (r[0], r[1])):
         text = open(name).read() if os.path.exists(name) else ""
