@@ -17,8 +17,8 @@ whose full name contains one of the words (to finish the tests an earlier run le
 leaves out those that contain one. `--alone WORD,...` runs the processes of the tests whose name contains one of the
 words after every job has ended, one at a time, each test or shard in a process of its own (racecheck processes of
 the expert-mix edge shapes have ended abnormally beside other sanitizer processes, and passed alone). `--dry-run`
-prints the partition only. A process whose tests never touch the GPU
-(the tool reports that the application ended before its first CUDA call) counts as clean.
+prints the partition only. A process whose tests never touch the GPU (the tool reports that the application ended
+before its first CUDA call) counts as clean.
 """
 import argparse
 import os
@@ -138,14 +138,14 @@ def main():
         sys.exit(f"{args.bin} lists no ::gpu tests" + (f" matching --only {args.only}" if args.only else ""))
     alone = words(args.alone)
     units = units_of(names, weights, shards)
-    solo = [u for u in units if any(w in u[1] for w in alone)]
-    # Every job's processes, then (as one more job, run after the others) one process per test or shard of `solo`.
-    plan = [processes(job) for job in partition([u for u in units if u not in solo], args.jobs)]
-    if solo:
-        plan.append([([n], sh) for _, n, sh in sorted(solo, key=lambda u: (u[1], u[2] or (0, 0)))])
+    solo = sorted((u for u in units if any(w in u[1] for w in alone)), key=lambda u: (u[1], u[2] or (0, 0)))
+    # Each job's processes, run side by side; then, one at a time, a process per test or shard of `solo`.
+    together = [processes(job) for job in partition([u for u in units if u not in solo], args.jobs)]
+    apart = [([n], sh) for _, n, sh in solo]
+    plan = together + ([apart] if apart else [])
     if args.dry_run:
         for i, procs in enumerate(plan):
-            after = " (alone, after the others)" if solo and i == len(plan) - 1 else ""
+            after = " (alone, after the others)" if i == len(together) else ""
             for j, (tests, shard) in enumerate(procs):
                 part = f" shard {shard[0]}/{shard[1]}" if shard else ""
                 print(f"job {i}.{j}{after}: {len(tests)} tests{part}: "
@@ -156,15 +156,13 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     deadline = time.time() + args.timeout
     results = []
-    together = plan[:-1] if solo else plan
     threads = [threading.Thread(target=run_job, args=(i, procs, args, deadline, results))
                for i, procs in enumerate(together)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    if solo:
-        run_job(len(plan) - 1, plan[-1], args, deadline, results)
+    run_job(len(together), apart, args, deadline, results)
     bad = cut = False
     for i, j, tests, shard, name, rc, secs in sorted(results, key=lambda r: (r[0], r[1])):
         text = open(name).read() if os.path.exists(name) else ""
