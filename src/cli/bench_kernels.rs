@@ -101,6 +101,10 @@ pub struct Args {
     /// Sequence lengths of the prefill cases.
     #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 4096, 16384])]
     pub lengths: Vec<usize>,
+    /// Also time `ssd_prefill` with these chunk groups of its state kernel (cases `L<n> g<G>`); the plain cases take
+    /// the launcher's choice.
+    #[arg(long, value_delimiter = ',')]
+    pub ssd_groups: Vec<usize>,
     /// Batch sizes of the SSD decode cases.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16, 64, 256])]
     pub decode_batches: Vec<usize>,
@@ -385,7 +389,10 @@ pub fn run(a: &Args) -> Result<()> {
     }
     b.case("copy", "1 GiB", bench_copy);
     for &l in &a.lengths {
-        b.case("ssd_prefill", &format!("L{l}"), |b| bench_ssd_prefill(b, l));
+        b.case("ssd_prefill", &format!("L{l}"), |b| bench_ssd_prefill(b, l, None));
+        for &g in &a.ssd_groups {
+            b.case("ssd_prefill", &format!("L{l} g{g}"), |b| bench_ssd_prefill(b, l, Some(g)));
+        }
     }
     for &n in &a.decode_batches {
         b.case("ssd_decode", &format!("B{n}"), |b| bench_ssd_decode(b, n));
@@ -523,10 +530,12 @@ fn ssd_sets(b: &mut Bench, p: &SsdScanParams, ws: usize, set_bytes: usize) -> Re
         .collect()
 }
 
-/// Chunked SSD prefill through `ssd_chunk_scan_with_workspace` (the workspace is allocated once, outside the
-/// timed launches).
-fn bench_ssd_prefill(b: &mut Bench, len: usize) -> Result<()> {
-    use cheems_ops::ssd_scan::cuda::{ssd_chunk_scan_with_workspace, ssd_chunk_scan_workspace_len};
+/// Chunked SSD prefill through `ssd_chunk_scan_with_workspace`, or `ssd_chunk_scan_in_groups` with `group` (the
+/// workspace is allocated once, outside the timed launches).
+fn bench_ssd_prefill(b: &mut Bench, len: usize, group: Option<usize>) -> Result<()> {
+    use cheems_ops::ssd_scan::cuda::{
+        ssd_chunk_scan_in_groups, ssd_chunk_scan_with_workspace, ssd_chunk_scan_workspace_len,
+    };
     let p = SsdScanParams {
         batch: 1,
         seq: len,
@@ -541,25 +550,26 @@ fn bench_ssd_prefill(b: &mut Bench, len: usize) -> Result<()> {
     let gpu = b.gpu;
     let t = b.time(n, |i| {
         let s = &mut sets[i];
-        ssd_chunk_scan_with_workspace(
-            gpu,
-            &p,
-            SSD_CHUNK,
-            &s.x,
-            &s.dt,
-            &s.a,
-            &s.bm,
-            &s.c,
-            &mut s.state,
-            &mut s.y,
-            &mut s.ws,
-        )?;
+        let (x, dt, a, bm, c) = (&s.x, &s.dt, &s.a, &s.bm, &s.c);
+        let (state, y, ws) = (&mut s.state, &mut s.y, &mut s.ws);
+        match group {
+            None => {
+                ssd_chunk_scan_with_workspace(gpu, &p, SSD_CHUNK, x, dt, a, bm, c, state, y, ws)?
+            }
+            Some(g) => {
+                ssd_chunk_scan_in_groups(gpu, &p, SSD_CHUNK, g, x, dt, a, bm, c, state, y, ws)?
+            }
+        }
         Ok(())
     })?;
     let bad = nonfinite(gpu, &sets[0].y)?;
     let shape = serde_json::json!({"batch": 1, "seq": len, "heads": SSD_HEADS, "head_dim": SSD_DIM,
-        "state_dim": SSD_DIM, "chunk": SSD_CHUNK});
-    b.record("ssd_prefill", format!("L{len}"), shape, t, n, flops, bytes, None, bad);
+        "state_dim": SSD_DIM, "chunk": SSD_CHUNK, "group": group});
+    let case = match group {
+        None => format!("L{len}"),
+        Some(g) => format!("L{len} g{g}"),
+    };
+    b.record("ssd_prefill", case, shape, t, n, flops, bytes, None, bad);
     Ok(())
 }
 

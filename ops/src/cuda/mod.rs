@@ -291,6 +291,7 @@ pub struct Gpu {
     poison: bool,
     spare: Mutex<HashMap<usize, Vec<cudarc::driver::sys::CUdeviceptr>>>,
     graph_pool: Mutex<Option<GraphPool>>,
+    multiprocessors: usize,
 }
 
 /// The buffers of one recorded graph while it is being built: handed out by [`Gpu::uninit`] and taken back by
@@ -366,6 +367,11 @@ impl Gpu {
         let stream = ctx.new_stream().map_err(|e| {
             KernelError::Driver(format!("creating a stream on device {ordinal}: {e}"))
         })?;
+        let multiprocessors = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(|e| KernelError::Driver(format!("multiprocessor count: {e}")))?;
         Ok(Gpu {
             ctx,
             stream,
@@ -377,7 +383,13 @@ impl Gpu {
             poison: std::env::var_os("CHEEMS_CUDA_POISON").is_some_and(|v| v != "0"),
             spare: Mutex::new(HashMap::new()),
             graph_pool: Mutex::new(None),
+            multiprocessors: multiprocessors.max(1) as usize,
         })
+    }
+
+    /// The device's multiprocessor count.
+    pub fn multiprocessors(&self) -> usize {
+        self.multiprocessors
     }
 
     /// The device's architecture name (`sm_90`).

@@ -98,6 +98,18 @@ pub fn chunk_scan_kernels(dtype: &str, p: &SsdScanParams, aligned: bool) -> [(St
     }
 }
 
+/// `chunk_state` blocks resident on one multiprocessor: the launch bound of `ssd_chunk_state_tc8_bf16`.
+pub const STATE_BLOCKS_PER_SM: usize = 5;
+
+/// The chunks one `chunk_state` block runs in a row, carrying the state across them, for `per_chunk` blocks a chunk
+/// (batch × heads × state tiles) on `multiprocessors`: 1 while every chunk's blocks fit in one wave, else the fewest
+/// that make the groups' blocks fit, so that the state pass reads and writes one state per group instead of one per
+/// chunk.
+pub fn state_group(per_chunk: usize, chunks: usize, multiprocessors: usize) -> usize {
+    let wave_groups = (multiprocessors * STATE_BLOCKS_PER_SM / per_chunk.max(1)).max(1);
+    chunks.div_ceil(wave_groups).max(1)
+}
+
 /// Length in `f32` elements of the workspace of [`ssd_chunk_scan_with_workspace`]: one `[P, N]` state per chunk of
 /// every (batch, head), then one log-decay per chunk.
 pub fn ssd_chunk_scan_workspace_len(p: &SsdScanParams, chunk: usize) -> usize {
@@ -146,11 +158,7 @@ fn check_chunk_scan(p: &SsdScanParams, chunk: usize, lens: [usize; 7]) -> Result
 }
 
 /// [`ssd_chunk_scan`] with a caller-provided workspace of at least [`ssd_chunk_scan_workspace_len`] elements (its
-/// contents need not be initialised and are overwritten).
-///
-/// Three launches ([`chunk_scan_kernels`] names them): `ssd_chunk_state` (one block per chunk, head, batch and
-/// 64×64 tile of the `[P, N]` chunk state), `ssd_state_pass` (one thread per state element walking the chunks in
-/// order), and `ssd_chunk_out` (one block per chunk, head, batch and 64 columns of `P`).
+/// contents need not be initialised and are overwritten), in groups of [`state_group`] chunks.
 #[allow(clippy::too_many_arguments)]
 pub fn ssd_chunk_scan_with_workspace<T: Elem>(
     gpu: &Gpu,
@@ -165,6 +173,36 @@ pub fn ssd_chunk_scan_with_workspace<T: Elem>(
     y: &mut CudaSlice<T>,
     workspace: &mut CudaSlice<f32>,
 ) -> Result<()> {
+    let per_chunk =
+        (p.batch * p.heads).saturating_mul(p.head_dim.div_ceil(TILE) * p.state_dim.div_ceil(TILE));
+    let group = state_group(per_chunk, chunks(p, chunk.max(1)), gpu.multiprocessors());
+    ssd_chunk_scan_in_groups(gpu, p, chunk, group, x, dt, a, b, c, state, y, workspace)
+}
+
+/// [`ssd_chunk_scan_with_workspace`] with `group` (≥ 1) consecutive chunks to a `chunk_state` block.
+///
+/// Three launches ([`chunk_scan_kernels`] names them): `ssd_chunk_state` (one block per group of chunks, head, batch
+/// and 64×64 tile of the `[P, N]` chunk state, carrying the state across the group's chunks), `ssd_state_pass` (one
+/// thread per state element walking the groups in order), and `ssd_chunk_out` (one block per chunk, head, batch and
+/// 64 columns of `P`).
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_chunk_scan_in_groups<T: Elem>(
+    gpu: &Gpu,
+    p: &SsdScanParams,
+    chunk: usize,
+    group: usize,
+    x: &CudaSlice<T>,
+    dt: &CudaSlice<T>,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<T>,
+    c: &CudaSlice<T>,
+    state: &mut CudaSlice<f32>,
+    y: &mut CudaSlice<T>,
+    workspace: &mut CudaSlice<f32>,
+) -> Result<()> {
+    if group == 0 {
+        return Err(bad("group must be at least 1 chunk".to_string()));
+    }
     check_chunk_scan(
         p,
         chunk,
@@ -188,7 +226,11 @@ pub fn ssd_chunk_scan_with_workspace<T: Elem>(
     let (seq, heads) = (to_i32("seq", p.seq)?, to_i32("heads", p.heads)?);
     let (hp, n) = (p.head_dim as i32, p.state_dim as i32);
     let (l, nc) = (chunk as i32, to_i32("chunks", n_chunks)?);
+    let group = group.min(n_chunks);
+    let gc = group as i32;
     let (p_tiles, n_tiles) = (p.head_dim.div_ceil(TILE), p.state_dim.div_ceil(TILE));
+    let group_blocks =
+        grid_x("chunk groups × heads × batch", bh.saturating_mul(n_chunks.div_ceil(group)))?;
     let blocks = grid_x("chunks × heads × batch", bh.saturating_mul(n_chunks))?;
     let pn = p.head_dim * p.state_dim;
     let pass_blocks = grid_x("state tiles × heads × batch", bh.saturating_mul(pn.div_ceil(256)))?;
@@ -209,22 +251,23 @@ pub fn ssd_chunk_scan_with_workspace<T: Elem>(
     let func = gpu.function(&CHUNK_SCAN_SOURCE, &name)?;
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(dt).arg(a).arg(b).arg(&mut *workspace);
-    launch.arg(&seq).arg(&heads).arg(&hp).arg(&n).arg(&l).arg(&nc);
+    launch.arg(&seq).arg(&heads).arg(&hp).arg(&n).arg(&l).arg(&nc).arg(&gc);
     // SAFETY: the argument list matches `ssd_chunk_state_<T>` and `ssd_chunk_state_tc[8]_bf16` in
     // ssd_chunk_scan.cu; `validate` checked x, dt, a, b against `p`, the workspace holds
-    // `ssd_chunk_scan_workspace_len` elements, the grid has one block per (batch, head, chunk) by P/64 × N/64 tiles,
-    // and `_tc8` (16-byte accesses) is taken only when P and N are multiples of 8 and the buffers start aligned
-    // (checked above), so every row it reads or writes is 16-byte aligned.
-    unsafe { launch.launch(cfg((blocks, (p_tiles * n_tiles) as u32), state_threads)) }
+    // `ssd_chunk_scan_workspace_len` elements, the grid has one block per (batch, head, group of `group` ≤ chunks
+    // chunks) by P/64 × N/64 tiles, and `_tc8` (16-byte accesses) is taken only when P and N are multiples of 8 and
+    // the buffers start aligned (checked above), so every row it reads or writes is 16-byte aligned.
+    unsafe { launch.launch(cfg((group_blocks, (p_tiles * n_tiles) as u32), state_threads)) }
         .map_err(|e| launch_error(&name, e))?;
 
     let name = pass_name.as_str();
     let func = gpu.function(&CHUNK_SCAN_SOURCE, name)?;
     let pn_i32 = to_i32("head_dim × state_dim", pn)?;
     let mut launch = gpu.stream().launch_builder(&func);
-    launch.arg(&mut *state).arg(&mut *workspace).arg(&bhs).arg(&pn_i32).arg(&nc);
+    launch.arg(&mut *state).arg(&mut *workspace).arg(&bhs).arg(&pn_i32).arg(&nc).arg(&gc);
     // SAFETY: the argument list matches `ssd_state_pass_f32` in ssd_chunk_scan.cu; `validate` checked `state`
-    // against `p`, the workspace is large enough (above), and the grid has one thread per state element.
+    // against `p`, the workspace is large enough (above), the grid has one thread per state element, and `group`
+    // is the one `chunk_state` ran with.
     unsafe { launch.launch(cfg((pass_blocks, 1), pass_threads)) }
         .map_err(|e| launch_error(name, e))?;
 
@@ -232,10 +275,11 @@ pub fn ssd_chunk_scan_with_workspace<T: Elem>(
     let func = gpu.function(&CHUNK_SCAN_SOURCE, &name)?;
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(dt).arg(a).arg(b).arg(c).arg(&*workspace).arg(y);
-    launch.arg(&seq).arg(&heads).arg(&hp).arg(&n).arg(&l).arg(&nc);
+    launch.arg(&seq).arg(&heads).arg(&hp).arg(&n).arg(&l).arg(&nc).arg(&gc);
     // SAFETY: the argument list matches `ssd_chunk_out_<T>` and `ssd_chunk_out_tc[8]_bf16` in ssd_chunk_scan.cu;
     // `validate` and `check_outputs` checked every buffer against `p`, the grid has one block per (batch, head,
-    // chunk) by P/64 tiles, and `_tc8` runs only on aligned rows, as above.
+    // chunk) by P/64 tiles, `group` is the one the other launches ran with, and `_tc8` runs only on aligned rows,
+    // as above.
     unsafe { launch.launch(cfg((blocks, p_tiles as u32), out_threads)) }
         .map_err(|e| launch_error(&name, e))?;
     Ok(())

@@ -1,7 +1,12 @@
 // SSD prefill, chunked dual form: per chunk a_t = softplus(dt_t)·A, Z = Σ_s e^{a_{s+1..L}}Δ_s x_s⊗B_s, S_c = e^{a_{1..L}}S_{c-1} + Z,
 // y_t = Σ_{s≤t} (C_t·B_s) e^{a_{s+1..t}} Δ_s x_s + e^{a_{1..t}} S_{c-1}·C_t. x, y [B,S,H,P]; dt [B,S,H]; B, C [B,S,H,N]; S [B,H,P,N].
-// Launch: chunk_state (grid B·H·chunks × P/64·N/64), state_pass (B·H·⌈PN/256⌉), chunk_out (B·H·chunks × P/64), 256 threads
-// (128 for the bf16 tensor-core forms _tc, _tc8); workspace: chunk states [B,H,chunks,P,N], then log-decays [B,H,chunks].
+// Launch: chunk_state (grid B·H·⌈chunks/G⌉ × P/64·N/64), state_pass (B·H·⌈PN/256⌉), chunk_out (B·H·chunks × P/64), 256
+// threads (128 for the bf16 tensor-core forms _tc, _tc8); workspace: a [P,N] slot per chunk [B,H,chunks,P,N], then a
+// log-decay per chunk [B,H,chunks].
+// A chunk_state block runs a group of G consecutive chunks c0 .. c0+G-1 and carries the state across them from zero:
+// at c0 it leaves the group's total state and total log-decay, at a later chunk c the state before c (from zero at c0)
+// R_c and the log-decay D_c of chunks c0 .. c-1. state_pass turns each group's total into the state before c0, and
+// chunk_out takes S_{c-1} = R_c + e^{D_c}·S_{c0-1} (S_{c0-1} alone at c0). G = 1 gives every chunk its own group.
 #define SSD_CH 64
 #define SSD_TILE 64
 #define SSD_KT 32
@@ -14,94 +19,125 @@ template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
 template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
 template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
 
-// Z[p, n] of chunk c, with weights w_s = Δ_s·exp(a_{s+1} + … + a_last); block (0 of y) also stores the chunk's log-decay.
+// Workspace offsets: the slot of chunk c of (batch·head) bh, and its log-decay (bhs batch·heads in all).
+__device__ __forceinline__ long ssd_slot(long bh, int c, int chunks, int PN) { return (bh * chunks + c) * (long)PN; }
+__device__ __forceinline__ long ssd_decay(long bhs, long bh, int c, int chunks, int PN) {
+    return bhs * chunks * (long)PN + bh * chunks + c;
+}
+
+// The state of a group of chunks (header) for one 64×64 tile of [P, N]: per chunk c, Z[p, n] with weights
+// w_s = Δ_s·exp(a_{s+1} + … + a_last) added to the carried state scaled by the chunk's decay; block (0 of y) stores
+// the log-decays.
 template <typename T>
 __device__ void ssd_chunk_state(const T *x, const T *dt, const float *A, const T *Bm, float *ws, const int seq,
-                                const int heads, const int P, const int N, const int L, const int chunks) {
+                                const int heads, const int P, const int N, const int L, const int chunks,
+                                const int group) {
     __shared__ float xs[SSD_KT][SSD_TILE + 1];
     __shared__ float bs[SSD_KT][SSD_TILE + 1];
-    __shared__ float w[SSD_CH], a[SSD_CH];
-    const long bh = blockIdx.x / chunks;
-    const int c = blockIdx.x % chunks, h = bh % heads;
+    __shared__ float w[SSD_CH], a[SSD_CH], total;
+    const int groups = (chunks + group - 1) / group;
+    const long bh = blockIdx.x / groups, bhs = gridDim.x / groups;
+    const int c0 = (int)(blockIdx.x % groups) * group, c1 = min(chunks, c0 + group), h = bh % heads;
     const long b = bh / heads;
-    const int t0 = c * L, lc = min(L, seq - t0);
     const int ntiles = (N + SSD_TILE - 1) / SSD_TILE;
     const int p0 = (blockIdx.y / ntiles) * SSD_TILE, n0 = (blockIdx.y % ntiles) * SSD_TILE;
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    const long row0 = (b * seq + t0) * heads + h;
-    if (tid < lc) {
-        const float d = softplus_f32(ld(dt, row0 + (long)tid * heads));
-        w[tid] = d;
-        a[tid] = d * A[h];
-    }
-    __syncthreads();
-    if (tid < lc) {
-        float acc = 0.0f;
-        for (int s = lc - 1; s > tid; --s) acc += a[s];
-        w[tid] *= expf(acc);
-        if (tid == 0 && blockIdx.y == 0) ws[(long)gridDim.x * P * N + blockIdx.x] = acc + a[0];
-    }
-    __syncthreads();
     float z[4][4] = {};
-    for (int s0 = 0; s0 < lc; s0 += SSD_KT) {
-        for (int i = tid; i < SSD_KT * SSD_TILE; i += SSD_THREADS) {
-            const int k = i / SSD_TILE, j = i % SSD_TILE, s = s0 + k;
-            const long tok = row0 + (long)s * heads;
-            xs[k][j] = (s < lc && p0 + j < P) ? ld(x, tok * P + p0 + j) : 0.0f;
-            bs[k][j] = (s < lc && n0 + j < N) ? w[s] * ld(Bm, tok * N + n0 + j) : 0.0f;
+    auto store = [&](int c) {
+        float *out = ws + ssd_slot(bh, c, chunks, P * N);
+        for (int i = 0; i < 4; ++i) {
+            const int p = p0 + ty + 16 * i;
+            for (int j = 0; j < 4; ++j) {
+                const int n = n0 + tx + 16 * j;
+                if (p < P && n < N) out[(long)p * N + n] = z[i][j];
+            }
+        }
+    };
+    float run = 0.0f;
+    for (int c = c0; c < c1; ++c) {
+        const int t0 = c * L, lc = min(L, seq - t0);
+        const long row0 = (b * seq + t0) * heads + h;
+        if (c > c0) store(c);
+        __syncthreads();
+        if (tid < lc) {
+            const float d = softplus_f32(ld(dt, row0 + (long)tid * heads));
+            w[tid] = d;
+            a[tid] = d * A[h];
         }
         __syncthreads();
-        for (int k = 0; k < SSD_KT; ++k) {
-            float xr[4], br[4];
-            for (int i = 0; i < 4; ++i) xr[i] = xs[k][ty + 16 * i];
-            for (int j = 0; j < 4; ++j) br[j] = bs[k][tx + 16 * j];
+        if (tid < lc) {
+            float acc = 0.0f;
+            for (int s = lc - 1; s > tid; --s) acc += a[s];
+            w[tid] *= expf(acc);
+            if (tid == 0) total = acc + a[0];
+        }
+        __syncthreads();
+        if (c > c0) {
+            const float e = expf(total);
             for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < 4; ++j) z[i][j] += xr[i] * br[j];
+                for (int j = 0; j < 4; ++j) z[i][j] *= e;
+            if (tid == 0 && blockIdx.y == 0) ws[ssd_decay(bhs, bh, c, chunks, P * N)] = run;
         }
-        __syncthreads();
-    }
-    float *out = ws + (long)blockIdx.x * P * N;
-    for (int i = 0; i < 4; ++i) {
-        const int p = p0 + ty + 16 * i;
-        for (int j = 0; j < 4; ++j) {
-            const int n = n0 + tx + 16 * j;
-            if (p < P && n < N) out[(long)p * N + n] = z[i][j];
+        run += total;
+        for (int s0 = 0; s0 < lc; s0 += SSD_KT) {
+            for (int i = tid; i < SSD_KT * SSD_TILE; i += SSD_THREADS) {
+                const int k = i / SSD_TILE, j = i % SSD_TILE, s = s0 + k;
+                const long tok = row0 + (long)s * heads;
+                xs[k][j] = (s < lc && p0 + j < P) ? ld(x, tok * P + p0 + j) : 0.0f;
+                bs[k][j] = (s < lc && n0 + j < N) ? w[s] * ld(Bm, tok * N + n0 + j) : 0.0f;
+            }
+            __syncthreads();
+            for (int k = 0; k < SSD_KT; ++k) {
+                float xr[4], br[4];
+                for (int i = 0; i < 4; ++i) xr[i] = xs[k][ty + 16 * i];
+                for (int j = 0; j < 4; ++j) br[j] = bs[k][tx + 16 * j];
+                for (int i = 0; i < 4; ++i)
+                    for (int j = 0; j < 4; ++j) z[i][j] += xr[i] * br[j];
+            }
+            __syncthreads();
         }
     }
+    store(c0);
+    if (tid == 0 && blockIdx.y == 0) ws[ssd_decay(bhs, bh, c0, chunks, P * N)] = run;
 }
 
-// In place over the workspace: slot c gets the state before chunk c (Z_c is read first); `state` gets the final state.
-// Chunks go in groups of SSD_PASS_AHEAD; the loads of the next group are issued before the current group's updates,
-// so two groups' loads are in flight while a thread waits.
+// In place over the groups' entries (slot and log-decay of every G-th chunk): a group's total state becomes the state
+// before the group (the total is read first); `state` gets the final state. Groups go SSD_PASS_AHEAD at a time; the
+// loads of the next ones are issued before the current ones' updates, so two batches of loads are in flight while a
+// thread waits.
 #define SSD_PASS_AHEAD 16
-__device__ __forceinline__ void ssd_pass_load(const float *slot, const float *logdecay, const int PN, const int chunks,
-                                              const int c0, float (&z)[SSD_PASS_AHEAD], float (&d)[SSD_PASS_AHEAD]) {
+__device__ __forceinline__ void ssd_pass_load(const float *slot, const float *logdecay, const long step,
+                                              const int group, const int groups, const int k0,
+                                              float (&z)[SSD_PASS_AHEAD], float (&d)[SSD_PASS_AHEAD]) {
 #pragma unroll
     for (int i = 0; i < SSD_PASS_AHEAD; ++i) {
-        if (c0 + i < chunks) {
-            z[i] = slot[(long)(c0 + i) * PN];
-            d[i] = logdecay[c0 + i];
+        if (k0 + i < groups) {
+            z[i] = slot[(k0 + i) * step];
+            d[i] = logdecay[(k0 + i) * group];
         }
     }
 }
 
-__device__ void ssd_state_pass(float *state, float *ws, const long bhs, const int PN, const int chunks) {
+__device__ void ssd_state_pass(float *state, float *ws, const long bhs, const int PN, const int chunks,
+                               const int group) {
     const int etiles = (PN + SSD_THREADS - 1) / SSD_THREADS;
     const long bh = blockIdx.x / etiles;
     const int e = (blockIdx.x % etiles) * SSD_THREADS + threadIdx.x;
     if (e >= PN) return;
-    const float *logdecay = ws + bhs * chunks * PN + bh * chunks;
-    float *slot = ws + bh * chunks * PN + e;
+    const int groups = (chunks + group - 1) / group;
+    const long step = (long)group * PN;
+    const float *logdecay = ws + ssd_decay(bhs, bh, 0, chunks, PN);
+    float *slot = ws + ssd_slot(bh, 0, chunks, PN) + e;
     float s = state[bh * PN + e];
     float z[SSD_PASS_AHEAD] = {}, d[SSD_PASS_AHEAD] = {};
-    ssd_pass_load(slot, logdecay, PN, chunks, 0, z, d);
-    for (int c0 = 0; c0 < chunks; c0 += SSD_PASS_AHEAD) {
+    ssd_pass_load(slot, logdecay, step, group, groups, 0, z, d);
+    for (int k0 = 0; k0 < groups; k0 += SSD_PASS_AHEAD) {
         float zn[SSD_PASS_AHEAD] = {}, dn[SSD_PASS_AHEAD] = {};
-        ssd_pass_load(slot, logdecay, PN, chunks, c0 + SSD_PASS_AHEAD, zn, dn);
+        ssd_pass_load(slot, logdecay, step, group, groups, k0 + SSD_PASS_AHEAD, zn, dn);
 #pragma unroll
         for (int i = 0; i < SSD_PASS_AHEAD; ++i) {
-            if (c0 + i < chunks) {
-                slot[(long)(c0 + i) * PN] = s;
+            if (k0 + i < groups) {
+                slot[(k0 + i) * step] = s;
                 s = expf(d[i]) * s + z[i];
             }
             z[i] = zn[i];
@@ -111,11 +147,31 @@ __device__ void ssd_state_pass(float *state, float *ws, const long bhs, const in
     state[bh * PN + e] = s;
 }
 
+// The state before chunk c of (batch·head) bh after the pass, R_c + e^{D_c}·S_{c0-1} (header), element i of [P, N].
+struct SsdPrev {
+    const float *group, *own;
+    float scale;
+    __device__ SsdPrev(const float *ws, long bhs, long bh, int c, int chunks, int PN, int group_len) {
+        const int c0 = c - c % group_len;
+        group = ws + ssd_slot(bh, c0, chunks, PN);
+        own = c > c0 ? ws + ssd_slot(bh, c, chunks, PN) : nullptr;
+        scale = c > c0 ? expf(ws[ssd_decay(bhs, bh, c, chunks, PN)]) : 1.0f;
+    }
+    __device__ float at(long i) const { return own != nullptr ? own[i] + scale * group[i] : group[i]; }
+    __device__ float4 at4(long i) const {
+        const float4 g = *reinterpret_cast<const float4 *>(group + i);
+        if (own == nullptr) return g;
+        const float4 o = *reinterpret_cast<const float4 *>(own + i);
+        return make_float4(o.x + scale * g.x, o.y + scale * g.y, o.z + scale * g.z, o.w + scale * g.w);
+    }
+};
+
 // y of chunk c for 64 head-dim columns, as one product [M | diag(e^{cum})·C]·[X ; S_{c-1}ᵀ] with
 // M[t, s] = (C_t·B_s)·exp(a_{s+1} + … + a_t)·Δ_s for s ≤ t, else 0.
 template <typename T>
 __device__ void ssd_chunk_out(const T *x, const T *dt, const float *A, const T *Bm, const T *Cm, const float *ws, T *y,
-                              const int seq, const int heads, const int P, const int N, const int L, const int chunks) {
+                              const int seq, const int heads, const int P, const int N, const int L, const int chunks,
+                              const int group) {
     __shared__ float m[SSD_CH][SSD_CH + 1];
     __shared__ float cs[SSD_CH][SSD_KT + 1];
     __shared__ float r[SSD_CH * (SSD_KT + 1)];
@@ -187,7 +243,7 @@ __device__ void ssd_chunk_out(const T *x, const T *dt, const float *A, const T *
                 for (int j = 0; j < 4; ++j) acc[i][j] += mr[i] * xr[j];
         }
     }
-    const float *prev = ws + (long)blockIdx.x * P * N;
+    const SsdPrev prev(ws, gridDim.x / chunks, bh, c, chunks, P * N, group);
     for (int n0 = 0; n0 < N; n0 += SSD_KT) {
         __syncthreads();
         for (int i = tid; i < SSD_CH * SSD_KT; i += SSD_THREADS) {
@@ -196,7 +252,7 @@ __device__ void ssd_chunk_out(const T *x, const T *dt, const float *A, const T *
         }
         for (int i = tid; i < SSD_KT * SSD_TILE; i += SSD_THREADS) {
             const int j = i / SSD_KT, k = i % SSD_KT;
-            rt[k][j] = (p0 + j < P && n0 + k < N) ? prev[(long)(p0 + j) * N + n0 + k] : 0.0f;
+            rt[k][j] = (p0 + j < P && n0 + k < N) ? prev.at((long)(p0 + j) * N + n0 + k) : 0.0f;
         }
         __syncthreads();
         for (int k = 0; k < SSD_KT; ++k) {
@@ -218,35 +274,37 @@ __device__ void ssd_chunk_out(const T *x, const T *dt, const float *A, const T *
 
 extern "C" __global__ void ssd_chunk_state_f32(const float *x, const float *dt, const float *A, const float *Bm, float *ws,
                                                const int seq, const int heads, const int P, const int N, const int L,
-                                               const int chunks) {
+                                               const int chunks, const int group) {
     grid_entry();
-    ssd_chunk_state(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks);
+    ssd_chunk_state(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks, group);
 }
 
 extern "C" __global__ void ssd_chunk_state_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,
                                                 float *ws, const int seq, const int heads, const int P, const int N,
-                                                const int L, const int chunks) {
+                                                const int L, const int chunks, const int group) {
     grid_entry();
-    ssd_chunk_state(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks);
+    ssd_chunk_state(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks, group);
 }
 
-extern "C" __global__ void ssd_state_pass_f32(float *state, float *ws, const long bhs, const int PN, const int chunks) {
+extern "C" __global__ void ssd_state_pass_f32(float *state, float *ws, const long bhs, const int PN, const int chunks,
+                                              const int group) {
     grid_entry();
-    ssd_state_pass(state, ws, bhs, PN, chunks);
+    ssd_state_pass(state, ws, bhs, PN, chunks, group);
 }
 
 extern "C" __global__ void ssd_chunk_out_f32(const float *x, const float *dt, const float *A, const float *Bm,
                                              const float *Cm, const float *ws, float *y, const int seq, const int heads,
-                                             const int P, const int N, const int L, const int chunks) {
+                                             const int P, const int N, const int L, const int chunks, const int group) {
     grid_entry();
-    ssd_chunk_out(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks);
+    ssd_chunk_out(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks, group);
 }
 
 extern "C" __global__ void ssd_chunk_out_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,
                                               const bf16_t *Cm, const float *ws, bf16_t *y, const int seq,
-                                              const int heads, const int P, const int N, const int L, const int chunks) {
+                                              const int heads, const int P, const int N, const int L, const int chunks,
+                                              const int group) {
     grid_entry();
-    ssd_chunk_out(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks);
+    ssd_chunk_out(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks, group);
 }
 
 // Tensor-core forms of ssd_chunk_state and ssd_chunk_out for bf16 inputs: mma.sync m16n8k16 (bf16 operands, f32
@@ -369,70 +427,91 @@ __device__ __forceinline__ void load_t(bf16_t (*t)[SSD_TC_PAD], bf16_t (*lo)[SSD
 
 } // namespace ssd_tc
 
-// Z[p, n] of chunk c for a 64×64 tile as Xᵀ·diag(w)·B (p rows per warp: 16); block (0 of y) stores the log-decay.
-// VEC: P and N are multiples of 8 (16-byte loads).
+// ssd_chunk_state for a 64×64 tile, Z = Xᵀ·diag(w)·B per chunk (p rows per warp: 16), accumulated onto the carried
+// state scaled by the chunk's decay; block (0 of y) stores the log-decays. VEC: P and N are multiples of 8 (16-byte
+// loads).
 template <bool VEC>
 __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm, float *ws,
                                    const int seq, const int heads, const int P, const int N, const int L,
-                                   const int chunks) {
+                                   const int chunks, const int group) {
     using namespace ssd_tc;
     __shared__ __align__(16) bf16_t xt[SSD_TILE][SSD_TC_PAD];
     __shared__ __align__(16) bf16_t bh_[SSD_TILE][SSD_TC_PAD];
     __shared__ __align__(16) bf16_t bl_[SSD_TILE][SSD_TC_PAD];
-    __shared__ float w[SSD_CH], a[SSD_CH];
-    const long bh = blockIdx.x / chunks;
-    const int c = blockIdx.x % chunks, h = bh % heads;
+    __shared__ float w[SSD_CH], a[SSD_CH], total;
+    const int groups = (chunks + group - 1) / group;
+    const long bh = blockIdx.x / groups, bhs = gridDim.x / groups;
+    const int c0 = (int)(blockIdx.x % groups) * group, c1 = min(chunks, c0 + group), h = bh % heads;
     const long b = bh / heads;
-    const int t0 = c * L, lc = min(L, seq - t0);
     const int ntiles = (N + SSD_TILE - 1) / SSD_TILE;
     const int p0 = (blockIdx.y / ntiles) * SSD_TILE, n0 = (blockIdx.y % ntiles) * SSD_TILE;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
-    const long row0 = (b * seq + t0) * heads + h;
-    if (tid < lc) {
-        const float d = softplus_f32(bf16_to_f32(dt[row0 + (long)tid * heads]));
-        w[tid] = d;
-        a[tid] = d * A[h];
-    }
-    // X does not depend on the weights: its loads overlap the decay sums.
-    load_t<VEC>(xt, nullptr, x, nullptr, row0, heads, P, p0, lc);
-    __syncthreads();
-    if (tid < lc) {
-        float acc = 0.0f;
-        for (int s = lc - 1; s > tid; --s) acc += a[s];
-        w[tid] *= expf(acc);
-        if (tid == 0 && blockIdx.y == 0) ws[(long)gridDim.x * P * N + blockIdx.x] = acc + a[0];
-    }
-    __syncthreads();
-    load_t<VEC>(bh_, bl_, Bm, w, row0, heads, N, n0, lc);
-    __syncthreads();
     float z[8][4] = {};
-#pragma unroll
-    for (int kk = 0; kk < SSD_CH / 16; ++kk) {
-        unsigned af[4];
-        frag_a(af, &xt[0][0], SSD_TC_PAD, 16 * warp, 16 * kk);
+    auto store = [&](int c) {
+        float *out = ws + ssd_slot(bh, c, chunks, P * N);
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-            unsigned b0, b1;
-            frag_b(b0, b1, &bh_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
-            mma(z[j], af, b0, b1);
-            frag_b(b0, b1, &bl_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
-            mma(z[j], af, b0, b1);
+#pragma unroll
+            for (int e = 0; e < 4; e += 2) {
+                const int p = p0 + 16 * warp + g + 4 * e, n = n0 + 8 * j + 2 * q;
+                if (VEC) {
+                    if (p < P && n < N)
+                        *reinterpret_cast<float2 *>(out + (long)p * N + n) = make_float2(z[j][e], z[j][e + 1]);
+                } else {
+                    if (p < P && n < N) out[(long)p * N + n] = z[j][e];
+                    if (p < P && n + 1 < N) out[(long)p * N + n + 1] = z[j][e + 1];
+                }
+            }
         }
-    }
-    float *out = ws + (long)blockIdx.x * P * N;
+    };
+    float run = 0.0f;
+    for (int c = c0; c < c1; ++c) {
+        const int t0 = c * L, lc = min(L, seq - t0);
+        const long row0 = (b * seq + t0) * heads + h;
+        if (c > c0) store(c);
+        __syncthreads();
+        if (tid < lc) {
+            const float d = softplus_f32(bf16_to_f32(dt[row0 + (long)tid * heads]));
+            w[tid] = d;
+            a[tid] = d * A[h];
+        }
+        // X does not depend on the weights: its loads overlap the decay sums.
+        load_t<VEC>(xt, nullptr, x, nullptr, row0, heads, P, p0, lc);
+        __syncthreads();
+        if (tid < lc) {
+            float acc = 0.0f;
+            for (int s = lc - 1; s > tid; --s) acc += a[s];
+            w[tid] *= expf(acc);
+            if (tid == 0) total = acc + a[0];
+        }
+        __syncthreads();
+        if (c > c0) {
+            const float e = expf(total);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+            for (int j = 0; j < 8; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; e += 2) {
-            const int p = p0 + 16 * warp + g + 4 * e, n = n0 + 8 * j + 2 * q;
-            if (VEC) {
-                if (p < P && n < N) *reinterpret_cast<float2 *>(out + (long)p * N + n) = make_float2(z[j][e], z[j][e + 1]);
-            } else {
-                if (p < P && n < N) out[(long)p * N + n] = z[j][e];
-                if (p < P && n + 1 < N) out[(long)p * N + n + 1] = z[j][e + 1];
+                for (int i = 0; i < 4; ++i) z[j][i] *= e;
+            if (tid == 0 && blockIdx.y == 0) ws[ssd_decay(bhs, bh, c, chunks, P * N)] = run;
+        }
+        run += total;
+        load_t<VEC>(bh_, bl_, Bm, w, row0, heads, N, n0, lc);
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < SSD_CH / 16; ++kk) {
+            unsigned af[4];
+            frag_a(af, &xt[0][0], SSD_TC_PAD, 16 * warp, 16 * kk);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                unsigned b0, b1;
+                frag_b(b0, b1, &bh_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
+                mma(z[j], af, b0, b1);
+                frag_b(b0, b1, &bl_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
+                mma(z[j], af, b0, b1);
             }
         }
     }
+    store(c0);
+    if (tid == 0 && blockIdx.y == 0) ws[ssd_decay(bhs, bh, c0, chunks, P * N)] = run;
 }
 
 // y of chunk c for 64 head-dim columns: warp w owns rows t = 16w..16w+15 and computes G = C·Bᵀ (columns s ≤ t only)
@@ -442,7 +521,7 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
 template <bool VEC>
 __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,
                                  const bf16_t *Cm, const float *ws, bf16_t *y, const int seq, const int heads,
-                                 const int P, const int N, const int L, const int chunks) {
+                                 const int P, const int N, const int L, const int chunks, const int group) {
     using namespace ssd_tc;
     __shared__ __align__(16) bf16_t cs[SSD_CH][SSD_TC_KN_PAD];
     __shared__ __align__(16) bf16_t bs[SSD_CH][SSD_TC_KN_PAD];
@@ -489,7 +568,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
         }
     }
     float gm[8][4] = {}, yo[8][4] = {};
-    const float *prev = ws + (long)blockIdx.x * P * N;
+    const SsdPrev prev(ws, gridDim.x / chunks, bh, c, chunks, P * N, group);
     for (int k0 = 0; k0 < N; k0 += SSD_TC_KN) {
         __syncthreads();
         if (VEC) {
@@ -503,24 +582,27 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
                 cp_async16(&bs[t][kv], Bm + off, ok ? 16 : 0);
             }
             cp_async_commit();
-            float4 sv[4];
+            // Two halves, so that a group's state and the chunk's own part (G > 1) fit in registers at once.
+#pragma unroll 1
+            for (int k2 = 0; k2 < 4; k2 += 2) {
+                float4 sv[2];
 #pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const int i = tid + SSD_TC_THREADS * k, pp = i / 8, nv = 4 * (i % 8);
-                const bool in = p0 + pp < P && k0 + nv < N;
-                sv[k] = in ? *reinterpret_cast<const float4 *>(prev + (long)(p0 + pp) * N + k0 + nv)
-                           : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                for (int k = 0; k < 2; ++k) {
+                    const int i = tid + SSD_TC_THREADS * (k2 + k), pp = i / 8, nv = 4 * (i % 8);
+                    const bool in = p0 + pp < P && k0 + nv < N;
+                    sv[k] = in ? prev.at4((long)(p0 + pp) * N + k0 + nv) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                }
+#pragma unroll
+                for (int k = 0; k < 2; ++k) {
+                    const int i = tid + SSD_TC_THREADS * (k2 + k), pp = i / 8, nv = 4 * (i % 8);
+                    uint2 h, l;
+                    split2(sv[k].x, sv[k].y, h.x, l.x);
+                    split2(sv[k].z, sv[k].w, h.y, l.y);
+                    *reinterpret_cast<uint2 *>(&sh[pp][nv]) = h;
+                    *reinterpret_cast<uint2 *>(&sl[pp][nv]) = l;
+                }
             }
             cp_async_wait<0>();
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const int i = tid + SSD_TC_THREADS * k, pp = i / 8, nv = 4 * (i % 8);
-                uint2 h, l;
-                split2(sv[k].x, sv[k].y, h.x, l.x);
-                split2(sv[k].z, sv[k].w, h.y, l.y);
-                *reinterpret_cast<uint2 *>(&sh[pp][nv]) = h;
-                *reinterpret_cast<uint2 *>(&sl[pp][nv]) = l;
-            }
         } else {
             for (int i = tid; i < SSD_CH * SSD_TC_KN; i += SSD_TC_THREADS) {
                 const int t = i / SSD_TC_KN, k = i % SSD_TC_KN;
@@ -530,7 +612,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
                 bs[t][k] = ok ? Bm[off] : (bf16_t)0;
                 const bool in = p0 + t < P && k0 + k < N;
                 bf16_t hi = 0, lo = 0;
-                if (in) split1(prev[(long)(p0 + t) * N + k0 + k], hi, lo);
+                if (in) split1(prev.at((long)(p0 + t) * N + k0 + k), hi, lo);
                 sh[t][k] = hi;
                 sl[t][k] = lo;
             }
@@ -598,22 +680,23 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     }
 }
 
-// chunk_out is held to 128 registers, four blocks a multiprocessor (no spills).
-#define SSD_TC_KERNELS(SUFFIX, VEC)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS)                                                       \
+// Blocks a multiprocessor: chunk_state 5 (_tc8; cuda.rs has the same count) or 4 (_tc), chunk_out 4 (128
+// registers); none spills.
+#define SSD_TC_KERNELS(SUFFIX, VEC, STATE_BLOCKS)                                                                      \
+    extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS, STATE_BLOCKS)                                         \
         ssd_chunk_state_##SUFFIX##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,           \
                                         float *ws, const int seq, const int heads, const int P, const int N,           \
-                                        const int L, const int chunks) {                                               \
+                                        const int L, const int chunks, const int group) {                              \
         grid_entry();                                                                                                  \
-        ssd_chunk_state_tc<VEC>(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks);                                        \
+        ssd_chunk_state_tc<VEC>(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks, group);                                 \
     }                                                                                                                  \
     extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS, 4)                                                    \
         ssd_chunk_out_##SUFFIX##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,             \
                                       const bf16_t *Cm, const float *ws, bf16_t *y, const int seq, const int heads,    \
-                                      const int P, const int N, const int L, const int chunks) {                       \
+                                      const int P, const int N, const int L, const int chunks, const int group) {      \
         grid_entry();                                                                                                  \
-        ssd_chunk_out_tc<VEC>(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks);                                   \
+        ssd_chunk_out_tc<VEC>(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks, group);                            \
     }
 
-SSD_TC_KERNELS(tc, false)
-SSD_TC_KERNELS(tc8, true)
+SSD_TC_KERNELS(tc, false, 4)
+SSD_TC_KERNELS(tc8, true, 5)

@@ -301,6 +301,18 @@ mod gpu {
             cuda::ssd_chunk_scan(gpu, p, chunk, x, dt, a, b, c, state, y)
         }
 
+        fn chunk_scan_in_groups(
+            &mut self,
+            gpu: &Gpu,
+            p: &SsdScanParams,
+            chunk: usize,
+            group: usize,
+        ) -> Result<()> {
+            let Dev { x, dt, a, b, c, state, y } = self;
+            let mut ws = gpu.zeros::<f32>(cuda::ssd_chunk_scan_workspace_len(p, chunk).max(1))?;
+            cuda::ssd_chunk_scan_in_groups(gpu, p, chunk, group, x, dt, a, b, c, state, y, &mut ws)
+        }
+
         fn step(&mut self, gpu: &Gpu, p: &SsdScanParams) -> Result<()> {
             let Dev { x, dt, a, b, c, state, y } = self;
             cuda::ssd_step(gpu, p, x, dt, a, b, c, None, state, y)
@@ -406,6 +418,40 @@ mod gpu {
         for (i, &(b, s, h, hp, n, chunk, decay)) in shapes.iter().enumerate() {
             both(&Case::random(params(b, s, h, hp, n), decay, DT, 800 + i as u64), chunk, "model");
         }
+    }
+
+    /// `chunk_state` blocks carrying the state over groups of 1 to more than `chunks` chunks, with a partial last
+    /// group and a partial last chunk, on every kernel form (tc8; tc with P = 20; f32) and two state tiles (N = 100).
+    #[test]
+    fn chunk_groups_match_the_cpu_scan() {
+        let Some(gpu) = test_gpu() else { return };
+        let shapes = [
+            (2, 600, 3, 64, 64, 64, (-2.0, -0.01)),
+            (1, 300, 2, 32, 48, 16, (-2.0, -0.01)),
+            (1, 200, 2, 20, 100, 32, DECAY),
+            (2, 130, 2, 16, 16, 64, DECAY),
+        ];
+        for (i, &(b, s, h, hp, n, chunk, decay)) in shapes.iter().enumerate() {
+            let k = Case::random(params(b, s, h, hp, n), decay, DT, 900 + i as u64);
+            let chunks = s.div_ceil(chunk);
+            for group in [1, 2, 3, 4, 7, chunks, chunks + 3] {
+                let what = format!("{:?} chunk {chunk} group {group}", k.p);
+                let k32 = rounded::<f32>(&k);
+                let mut dev = Dev::<f32>::new(&gpu, &k32);
+                dev.chunk_scan_in_groups(&gpu, &k32.p, chunk, group).unwrap();
+                compare::<f32>(dev.results(&gpu), k32.run(), s, &what);
+                let k16 = rounded::<half::bf16>(&k);
+                let mut dev = Dev::<half::bf16>::new(&gpu, &k16);
+                dev.chunk_scan_in_groups(&gpu, &k16.p, chunk, group).unwrap();
+                compare::<half::bf16>(dev.results(&gpu), k16.run(), s, &what);
+            }
+        }
+        let k = Case::random(params(1, 10, 1, 4, 4), DECAY, DT, 950);
+        let mut dev = Dev::<f32>::new(&gpu, &k);
+        let Err(KernelError::BadParams(msg)) = dev.chunk_scan_in_groups(&gpu, &k.p, 4, 0) else {
+            panic!("group 0 is refused")
+        };
+        assert!(msg.contains("group"), "{msg}");
     }
 
     #[test]
@@ -801,6 +847,37 @@ fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
             "every row of {b}×{h}×{hp} is covered"
         );
     }
+}
+
+/// Groups of chunks fill one wave of `chunk_state` blocks and no more; one chunk a group while every chunk fits.
+#[test]
+fn state_groups_fill_one_wave() {
+    use cuda::{state_group, STATE_BLOCKS_PER_SM};
+    assert_eq!(state_group(16, 16, 132), 1, "Cheems-350M at 1K: 256 blocks of one chunk");
+    assert_eq!(state_group(16, 41, 132), 1, "656 blocks of one chunk");
+    assert_eq!(state_group(16, 64, 132), 2, "at 4K: 32 groups of 2");
+    assert_eq!(state_group(16, 128, 132), 4, "at 8K");
+    assert_eq!(state_group(16, 256, 132), 7, "at 16K: 37 groups of 7");
+    assert_eq!(
+        state_group(2048, 3, 132),
+        3,
+        "more blocks a chunk than a wave: one group a sequence"
+    );
+    assert_eq!(state_group(16, 0, 132), 1);
+    for per in [1, 7, 16, 64, 660, 661, 5000] {
+        for chunks in [1, 2, 63, 64, 65, 256, 1000] {
+            let g = state_group(per, chunks, 132);
+            let wave = (STATE_BLOCKS_PER_SM * 132).max(per);
+            assert!((1..=chunks).contains(&g), "{per} {chunks}: {g}");
+            assert!(chunks.div_ceil(g) * per <= wave, "{per} {chunks}: {g} overfills");
+            assert!(
+                g == 1 || chunks.div_ceil(g - 1) * per > wave,
+                "{per} {chunks}: {g} is not the fewest"
+            );
+        }
+    }
+    let bound = format!("SSD_TC_KERNELS(tc8, true, {STATE_BLOCKS_PER_SM})");
+    assert!(cuda::CHUNK_SCAN_SOURCE.code.contains(&bound), "the source launches {bound}");
 }
 
 /// Every decode kernel the launcher can name (both row counts, one and two column groups, the scalar fallback) is in
