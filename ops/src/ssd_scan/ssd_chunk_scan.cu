@@ -158,8 +158,9 @@ struct SsdPrev {
         scale = c > c0 ? expf(ws[ssd_decay(bhs, bh, c, chunks, PN)]) : 1.0f;
     }
     __device__ float at(long i) const { return own != nullptr ? own[i] + scale * group[i] : group[i]; }
+    __device__ float4 group4(long i) const { return *reinterpret_cast<const float4 *>(group + i); }
     __device__ float4 at4(long i) const {
-        const float4 g = *reinterpret_cast<const float4 *>(group + i);
+        const float4 g = group4(i);
         if (own == nullptr) return g;
         const float4 o = *reinterpret_cast<const float4 *>(own + i);
         return make_float4(o.x + scale * g.x, o.y + scale * g.y, o.z + scale * g.z, o.w + scale * g.w);
@@ -514,6 +515,32 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
     if (tid == 0 && blockIdx.y == 0) ws[ssd_decay(bhs, bh, c0, chunks, P * N)] = run;
 }
 
+// Columns k0 .. k0+31 of the previous state's rows p0 .. p0+63 as bf16 halves into sh, sl (zero outside P, N): the
+// float4 pieces tid + 128·(k + j), j < K, all loaded before any is split; with K = 4 the chunk's own part must be
+// absent (prev.own null).
+template <int K>
+__device__ __forceinline__ void ssd_stage_prev(const SsdPrev &prev, bf16_t (*sh)[SSD_TC_KN_PAD],
+                                               bf16_t (*sl)[SSD_TC_KN_PAD], int k, int p0, int P, int N, int k0) {
+    using namespace ssd_tc;
+    float4 sv[K];
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+        const int i = threadIdx.x + SSD_TC_THREADS * (k + j), pp = i / 8, nv = 4 * (i % 8);
+        const long at = (long)(p0 + pp) * N + k0 + nv;
+        const bool in = p0 + pp < P && k0 + nv < N;
+        sv[j] = !in ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : K == 4 ? prev.group4(at) : prev.at4(at);
+    }
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+        const int i = threadIdx.x + SSD_TC_THREADS * (k + j), pp = i / 8, nv = 4 * (i % 8);
+        uint2 h, l;
+        split2(sv[j].x, sv[j].y, h.x, l.x);
+        split2(sv[j].z, sv[j].w, h.y, l.y);
+        *reinterpret_cast<uint2 *>(&sh[pp][nv]) = h;
+        *reinterpret_cast<uint2 *>(&sl[pp][nv]) = l;
+    }
+}
+
 // y of chunk c for 64 head-dim columns: warp w owns rows t = 16w..16w+15 and computes G = C·Bᵀ (columns s ≤ t only)
 // and C·S_{c-1}ᵀ in one pass over N, then y = diag(e^{cum})·C·S_{c-1}ᵀ + (G ∘ D)·X with
 // D[t, s] = exp(a_{s+1} + … + a_t)·Δ_s for s ≤ t < lc, else 0 (the segment sums accumulated from t downwards).
@@ -582,25 +609,12 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
                 cp_async16(&bs[t][kv], Bm + off, ok ? 16 : 0);
             }
             cp_async_commit();
-            // Two halves, so that a group's state and the chunk's own part (G > 1) fit in registers at once.
+            // With a chunk's own part (G > 1) in two halves, so that both states fit in registers.
+            if (prev.own == nullptr) {
+                ssd_stage_prev<4>(prev, sh, sl, 0, p0, P, N, k0);
+            } else {
 #pragma unroll 1
-            for (int k2 = 0; k2 < 4; k2 += 2) {
-                float4 sv[2];
-#pragma unroll
-                for (int k = 0; k < 2; ++k) {
-                    const int i = tid + SSD_TC_THREADS * (k2 + k), pp = i / 8, nv = 4 * (i % 8);
-                    const bool in = p0 + pp < P && k0 + nv < N;
-                    sv[k] = in ? prev.at4((long)(p0 + pp) * N + k0 + nv) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                }
-#pragma unroll
-                for (int k = 0; k < 2; ++k) {
-                    const int i = tid + SSD_TC_THREADS * (k2 + k), pp = i / 8, nv = 4 * (i % 8);
-                    uint2 h, l;
-                    split2(sv[k].x, sv[k].y, h.x, l.x);
-                    split2(sv[k].z, sv[k].w, h.y, l.y);
-                    *reinterpret_cast<uint2 *>(&sh[pp][nv]) = h;
-                    *reinterpret_cast<uint2 *>(&sl[pp][nv]) = l;
-                }
+                for (int k = 0; k < 4; k += 2) ssd_stage_prev<2>(prev, sh, sl, k, p0, P, N, k0);
             }
             cp_async_wait<0>();
         } else {
