@@ -348,6 +348,13 @@ __device__ __forceinline__ void split1(float v, bf16_t &hi, bf16_t &lo) {
 
 __device__ __forceinline__ unsigned ld32(const bf16_t *p) { return *reinterpret_cast<const unsigned *>(p); }
 
+// 2^x to within 2 ulp (ex2.approx), for the decays of y, which leaves the kernel rounded to bf16.
+__device__ __forceinline__ float ex2(float x) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+}
+
 // A fragment of rows r0..r0+15, columns k0..k0+15 of a row-major bf16 tile with row stride `ld`.
 __device__ __forceinline__ void frag_a(unsigned (&a)[4], const bf16_t *tile, int ld, int r0, int k0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
@@ -543,8 +550,8 @@ __device__ __forceinline__ void ssd_stage_prev(const SsdPrev &prev, bf16_t (*sh)
 
 // y of chunk c for 64 head-dim columns: warp w owns rows t = 16w..16w+15 and computes G = C·Bᵀ (columns s ≤ t only)
 // and C·S_{c-1}ᵀ in one pass over N, then y = diag(e^{cum})·C·S_{c-1}ᵀ + (G ∘ D)·X with
-// D[t, s] = exp(a_{s+1} + … + a_t)·Δ_s for s ≤ t < lc, else 0 (the segment sums accumulated from t downwards).
-// VEC: P and N are multiples of 8 (16-byte loads).
+// D[t, s] = exp(a_{s+1} + … + a_t)·Δ_s for s ≤ t < lc, else 0 (the segment sums accumulated from t downwards, in
+// base 2 for ex2). VEC: P and N are multiples of 8 (16-byte loads).
 template <bool VEC>
 __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,
                                  const bf16_t *Cm, const float *ws, bf16_t *y, const int seq, const int heads,
@@ -567,7 +574,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     if (tid < SSD_CH) {
         const float d = tid < lc ? softplus_f32(bf16_to_f32(dt[row0 + (long)tid * heads])) : 0.0f;
         delta[tid] = d;
-        a[tid] = d * A[h];
+        a[tid] = d * A[h] * 1.4426950408889634f;
     }
     load_t<VEC>(xt, nullptr, x, nullptr, row0, heads, P, p0, lc);
     __syncthreads();
@@ -579,7 +586,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
             for (int s = SSD_CH - 1; s > t || (t >= lc && s >= 0); --s) dm[t][s] = 0.0f;
             if (t < lc) {
                 for (int s = t; s >= m; --s) {
-                    dm[t][s] = expf(acc) * delta[s];
+                    dm[t][s] = ex2(acc) * delta[s];
                     acc += a[s];
                 }
             }
@@ -587,11 +594,11 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
             if (t < lc) {
                 for (int s = t; s >= m; --s) acc += a[s];
                 for (int s = m - 1; s >= 0; --s) {
-                    dm[t][s] = expf(acc) * delta[s];
+                    dm[t][s] = ex2(acc) * delta[s];
                     acc += a[s];
                 }
             }
-            cexp[t] = t < lc ? expf(acc) : 0.0f;
+            cexp[t] = t < lc ? ex2(acc) : 0.0f;
         }
     }
     float gm[8][4] = {}, yo[8][4] = {};
