@@ -170,6 +170,13 @@ pub(crate) fn keep_until_on(
 ) -> Result<CudaSlice<i32>> {
     let (t, t_i, w_i) = (kv_len, to_i32("kv_len", kv_len)?, to_i32("keep_window", window)?);
     let bhm_u = to_u32("batch·mask_heads", bhm)?;
+    let cfg = |blocks: (&str, usize), threads: usize| -> Result<LaunchConfig> {
+        Ok(LaunchConfig {
+            grid_dim: (to_u32(blocks.0, blocks.1)?, bhm_u, 1),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: 0,
+        })
+    };
     if keys.len() != bhm * t {
         return Err(KernelError::BadParams(format!(
             "`keys` has {} values, not {bhm}·{t}",
@@ -184,11 +191,7 @@ pub(crate) fn keep_until_on(
     if how == UntilKernel::Counting {
         let name = "masked_attention_keep_until";
         let func = gpu.function(&SOURCE, name)?;
-        let cfg = LaunchConfig {
-            grid_dim: (to_u32("key blocks", t.div_ceil(UNTIL_KEYS))?, bhm_u, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = cfg(("key blocks", t.div_ceil(UNTIL_KEYS)), 256)?;
         let mut launch = gpu.stream().launch_builder(&func);
         launch.arg(keys).arg(&mut until).arg(&t_i).arg(&w_i);
         // SAFETY: the argument list matches `masked_attention_keep_until`; `keys` (checked above) and `until` hold
@@ -205,39 +208,27 @@ pub(crate) fn keep_until_on(
     let mut sorted = gpu.uninit::<u64>(bhm * chunks * RANK_CHUNK)?;
     let name = "masked_attention_keep_sort";
     let func = gpu.function(&SOURCE, name)?;
-    let cfg = LaunchConfig {
-        grid_dim: (to_u32("key chunks", chunks)?, bhm_u, 1),
-        block_dim: ((RANK_CHUNK / SORT_PER) as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(keys).arg(&mut sorted).arg(&t_i);
     // SAFETY: the argument list matches `masked_attention_keep_sort`; `keys` holds bhm·T values, `sorted` RANK_CHUNK
     // for each of the grid's ⌈T/RANK_CHUNK⌉ chunks of each (b, hm).
-    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+    unsafe { launch.launch(cfg(("key chunks", chunks), RANK_CHUNK / SORT_PER)?) }
+        .map_err(|e| launch_error(name, e))?;
     let mut rank = gpu.uninit::<i32>(bhm * t)?;
     let name = "masked_attention_keep_rank";
     let func = gpu.function(&SOURCE, name)?;
-    let cfg = LaunchConfig {
-        grid_dim: (to_u32("key blocks", t.div_ceil(256))?, bhm_u, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(keys).arg(&sorted).arg(&mut rank).arg(&t_i);
     // SAFETY: the argument list matches `masked_attention_keep_rank`; `keys` and `rank` hold bhm·T values and
     // `sorted` the ⌈T/RANK_CHUNK⌉ sorted chunks of each (b, hm) that keep_sort wrote.
-    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+    unsafe { launch.launch(cfg(("key blocks", t.div_ceil(256)), 256)?) }
+        .map_err(|e| launch_error(name, e))?;
     gpu.recycle(sorted);
     let mut theta = gpu.uninit::<i32>(bhm * t)?;
     if window > 0 {
         let name = "masked_attention_keep_theta";
         let func = gpu.function(&SOURCE, name)?;
-        let cfg = LaunchConfig {
-            grid_dim: (to_u32("position blocks", t.div_ceil(THETA_ROWS))?, bhm_u, 1),
-            block_dim: (THETA_ROWS as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = cfg(("position blocks", t.div_ceil(THETA_ROWS)), THETA_ROWS)?;
         let mut launch = gpu.stream().launch_builder(&func);
         launch.arg(&rank).arg(&mut theta).arg(&t_i).arg(&w_i);
         // SAFETY: the argument list matches `masked_attention_keep_theta`; `rank` and `theta` hold bhm·T values with
@@ -246,16 +237,12 @@ pub(crate) fn keep_until_on(
     }
     let name = "masked_attention_keep_until_ranked";
     let func = gpu.function(&SOURCE, name)?;
-    let cfg = LaunchConfig {
-        grid_dim: (to_u32("key blocks", t.div_ceil(256))?, bhm_u, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(keys).arg(&rank).arg(&theta).arg(&mut until).arg(&t_i).arg(&w_i);
     // SAFETY: the argument list matches `masked_attention_keep_until_ranked`; every buffer holds bhm·T values, `theta`
     // is read only for W ≥ 1, when keep_theta wrote it, and the grid covers T keys of each (b, hm).
-    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
+    unsafe { launch.launch(cfg(("key blocks", t.div_ceil(256)), 256)?) }
+        .map_err(|e| launch_error(name, e))?;
     gpu.recycle(rank);
     gpu.recycle(theta);
     Ok(until)

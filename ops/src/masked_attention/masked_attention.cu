@@ -31,6 +31,12 @@ __device__ __forceinline__ unsigned order_key(float x) {
     if (x != x) return 0xffffffffu;
     return total_key(x == 0.0f ? 0.0f : x);
 }
+// order_key(MASKED).
+constexpr unsigned MASKED_KEY = 0x00800000u;
+// Key j with order key k as one integer, larger when it beats: (k, -j).
+__device__ __forceinline__ unsigned long long beat_key(unsigned k, int j) {
+    return (unsigned long long)k << 32 | (0xffffffffu - (unsigned)j);
+}
 
 enum { CAUSAL = 0, BOOLEAN = 1, ADDITIVE = 2, LEARNED = 3 };
 
@@ -876,7 +882,7 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until(co
     const int x0 = min(T, sg * UNTIL_PARTS * plen), x1 = min(T, x0 + UNTIL_PARTS * plen);
     const bool live = j < T;
     const unsigned kj = live ? row[j] : 0u;
-    const bool scan = live && kj > 0x00800000u && W > 0;  // above order_key(MASKED)
+    const bool scan = live && kj > MASKED_KEY && W > 0;
     // Beaters of j in [a, b): at least kj below j, above kj after it (none above the largest key).
     const long r0 = (long)blockIdx.y * T;
     auto beaters = [&](int a, int b) {
@@ -954,7 +960,7 @@ extern "C" __global__ void __launch_bounds__(SORT_THREADS) masked_attention_keep
 #pragma unroll
     for (int i = 0; i < SORT_PER; ++i) {
         const int e = i * SORT_THREADS + t, j = j0 + e;
-        v[sort_slot(e)] = j < T ? (unsigned long long)key[o + j] << 32 | (0xffffffffu - (unsigned)j) : 0ull;
+        v[sort_slot(e)] = j < T ? beat_key(key[o + j], j) : 0ull;
     }
     __syncthreads();
     unsigned long long r[SORT_PER];
@@ -1011,7 +1017,7 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_rank(con
     const int j = blockIdx.x * 256 + threadIdx.x, chunks = (T + RANK_CHUNK - 1) / RANK_CHUNK;
     const long o = (long)blockIdx.y * T;
     if (j >= T) return;
-    const unsigned long long mine = (unsigned long long)key[o + j] << 32 | (0xffffffffu - (unsigned)j);
+    const unsigned long long mine = beat_key(key[o + j], j);
     const unsigned long long *const row = sorted + (long)blockIdx.y * chunks * RANK_CHUNK;
     int r = 0;
     for (int c = 0; c < chunks; ++c) {
@@ -1112,7 +1118,7 @@ extern "C" __global__ void __launch_bounds__(256) masked_attention_keep_until_ra
     const int j = blockIdx.x * 256 + threadIdx.x;
     const long o = (long)blockIdx.y * T;
     if (j >= T) return;
-    if (W <= 0 || key[o + j] <= 0x00800000u) {  // order_key(MIN)
+    if (W <= 0 || key[o + j] <= MASKED_KEY) {
         until[o + j] = 0;
         return;
     }
