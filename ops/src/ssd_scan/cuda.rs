@@ -82,7 +82,7 @@ fn chunks(p: &SsdScanParams, chunk: usize) -> usize {
 /// The three prefill kernels for element type `dtype` (`"f32"` or `"bf16"`) and sizes `p`, in launch order, each
 /// with its block size: bf16 takes the tensor-core chunk kernels (mma.sync, with f32 operands split into two bf16
 /// halves), with 16-byte loads (`_tc8`) when `head_dim` and `state_dim` are multiples of 8 and the buffers are
-/// `aligned` (`x`, `b`, `c`, `y` and the workspace start 16-byte aligned: a buffer can be a view into another
+/// `aligned` (`x`, `b`, `c` and the workspace start 16-byte aligned, `y` 4-byte: a buffer can be a view into another
 /// at any element offset), else element loads (`_tc`); f32 keeps the FFMA chunk kernels, whose f32 operands the
 /// tensor cores would round.
 pub fn chunk_scan_kernels(dtype: &str, p: &SsdScanParams, aligned: bool) -> [(String, u32); 3] {
@@ -243,7 +243,7 @@ pub fn ssd_chunk_scan_in_groups<T: Elem>(
     let aligned = [address(gpu, x), address(gpu, b), address(gpu, c), address(gpu, workspace)]
         .iter()
         .all(|a| a % 16 == 0)
-        && address(gpu, y) % 16 == 0;
+        && address(gpu, y) % 4 == 0;
     let [(state_name, state_threads), (pass_name, pass_threads), (out_name, out_threads)] =
         chunk_scan_kernels(T::NAME, p, aligned);
 

@@ -685,30 +685,15 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
             mma(yo[j], al, b0, b1);
         }
     }
-    if (VEC) {
-        // Through shared memory (X's tile, read for the last time above), so that each row leaves in 16-byte pieces.
-        __syncthreads();
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < 8; ++j) {
 #pragma unroll
-            for (int e = 0; e < 4; e += 2)
-                *reinterpret_cast<unsigned *>(&xt[r + 4 * e][8 * j + 2 * q]) = pack_bf16(yo[j][e], yo[j][e + 1]);
-        }
-        __syncthreads();
-#pragma unroll
-        for (int k = 0; k < SSD_CH * SSD_TILE / 8 / SSD_TC_THREADS; ++k) {
-            const int i = tid + SSD_TC_THREADS * k, t = i / 8, pv = 8 * (i % 8);
-            if (t < lc && p0 + pv < P)
-                *reinterpret_cast<uint4 *>(y + (row0 + (long)t * heads) * P + p0 + pv) =
-                    *reinterpret_cast<const uint4 *>(&xt[t][pv]);
-        }
-    } else {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-#pragma unroll
-            for (int e = 0; e < 4; e += 2) {
-                const int t = r + 4 * e, p = p0 + 8 * j + 2 * q;
-                bf16_t *dst = y + (row0 + (long)t * heads) * P + p;
+        for (int e = 0; e < 4; e += 2) {
+            const int t = r + 4 * e, p = p0 + 8 * j + 2 * q;
+            bf16_t *dst = y + (row0 + (long)t * heads) * P + p;
+            if (VEC) {
+                if (t < lc && p < P) *reinterpret_cast<unsigned *>(dst) = pack_bf16(yo[j][e], yo[j][e + 1]);
+            } else {
                 if (t < lc && p < P) dst[0] = f32_to_bf16(yo[j][e]);
                 if (t < lc && p + 1 < P) dst[1] = f32_to_bf16(yo[j][e + 1]);
             }
