@@ -320,21 +320,6 @@ extern "C" __global__ void ssd_chunk_out_bf16(const bf16_t *x, const bf16_t *dt,
 
 namespace ssd_tc {
 
-// d += a·b for a 16×16 row-major A, a 16×8 column-major B and a 16×8 f32 D.
-__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// (lo, hi) rounded to bf16 in one register, lo in the low half.
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-    unsigned r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
 // The bf16 pair (hi of v0, hi of v1) and the pair of their remainders.
 __device__ __forceinline__ void split2(float v0, float v1, unsigned &hi, unsigned &lo) {
     hi = pack_bf16(v0, v1);
@@ -346,31 +331,17 @@ __device__ __forceinline__ void split1(float v, bf16_t &hi, bf16_t &lo) {
     lo = f32_to_bf16(v - bf16_to_f32(hi));
 }
 
-__device__ __forceinline__ unsigned ld32(const bf16_t *p) { return *reinterpret_cast<const unsigned *>(p); }
-
-// 2^x to within 2 ulp (ex2.approx), for the decays of y, which leaves the kernel rounded to bf16.
-__device__ __forceinline__ float ex2(float x) {
-    float r;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
-    return r;
-}
-
-// A fragment of rows r0..r0+15, columns k0..k0+15 of a row-major bf16 tile with row stride `ld`.
+// A fragment of rows r0..r0+15, columns k0..k0+15 of a row-major bf16 tile with row stride `ld` (16-byte rows).
 __device__ __forceinline__ void frag_a(unsigned (&a)[4], const bf16_t *tile, int ld, int r0, int k0) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-    const bf16_t *p = tile + (r0 + g) * ld + k0 + 2 * q;
-    a[0] = ld32(p);
-    a[1] = ld32(p + 8 * ld);
-    a[2] = ld32(p + 8);
-    a[3] = ld32(p + 8 * ld + 8);
+    const int lane = threadIdx.x & 31;
+    ldmatrix_x4(a, tile + (r0 + (lane & 15)) * ld + k0 + (lane >> 4) * 8);
 }
 
-// B fragment (16 reduction rows k0.., 8 columns c0..) of a tile stored column by column ([c][k], stride `ld`).
-__device__ __forceinline__ void frag_b(unsigned &b0, unsigned &b1, const bf16_t *tile, int ld, int c0, int k0) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-    const bf16_t *p = tile + (c0 + g) * ld + k0 + 2 * q;
-    b0 = ld32(p);
-    b1 = ld32(p + 8);
+// B fragments of two column tiles c0.. and c0 + 8.. (16 reduction rows k0..) of a tile stored column by column ([c][k],
+// stride `ld`): b[0], b[1] for the first, b[2], b[3] for the second.
+__device__ __forceinline__ void frag_b2(unsigned (&b)[4], const bf16_t *tile, int ld, int c0, int k0) {
+    const int lane = threadIdx.x & 31;
+    ldmatrix_x4(b, tile + (c0 + (lane & 7) + (lane >> 4) * 8) * ld + k0 + ((lane >> 3) & 1) * 8);
 }
 
 // Transposed tile t[j][s] = f(v[token s, column c0 + j]) for 64 tokens × 64 columns (zero outside the chunk and
@@ -509,12 +480,14 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
             unsigned af[4];
             frag_a(af, &xt[0][0], SSD_TC_PAD, 16 * warp, 16 * kk);
 #pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                unsigned b0, b1;
-                frag_b(b0, b1, &bh_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
-                mma(z[j], af, b0, b1);
-                frag_b(b0, b1, &bl_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
-                mma(z[j], af, b0, b1);
+            for (int j = 0; j < 8; j += 2) {
+                unsigned bf[4];
+                frag_b2(bf, &bh_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
+                mma(z[j], af, bf[0], bf[1]);
+                mma(z[j + 1], af, bf[2], bf[3]);
+                frag_b2(bf, &bl_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
+                mma(z[j], af, bf[0], bf[1]);
+                mma(z[j + 1], af, bf[2], bf[3]);
             }
         }
     }
@@ -586,7 +559,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
             for (int s = SSD_CH - 1; s > t || (t >= lc && s >= 0); --s) dm[t][s] = 0.0f;
             if (t < lc) {
                 for (int s = t; s >= m; --s) {
-                    dm[t][s] = ex2(acc) * delta[s];
+                    dm[t][s] = exp2_approx(acc) * delta[s];
                     acc += a[s];
                 }
             }
@@ -594,11 +567,11 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
             if (t < lc) {
                 for (int s = t; s >= m; --s) acc += a[s];
                 for (int s = m - 1; s >= 0; --s) {
-                    dm[t][s] = ex2(acc) * delta[s];
+                    dm[t][s] = exp2_approx(acc) * delta[s];
                     acc += a[s];
                 }
             }
-            cexp[t] = t < lc ? ex2(acc) : 0.0f;
+            cexp[t] = t < lc ? exp2_approx(acc) : 0.0f;
         }
     }
     float gm[8][4] = {}, yo[8][4] = {};
@@ -644,16 +617,19 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
             unsigned af[4];
             frag_a(af, &cs[0][0], SSD_TC_KN_PAD, 16 * warp, 16 * kk);
 #pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                unsigned b0, b1;
-                if (j <= 2 * warp + 1) {
-                    frag_b(b0, b1, &bs[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
-                    mma(gm[j], af, b0, b1);
+            for (int j = 0; j < 8; j += 2) {
+                unsigned bf[4];
+                if (j <= 2 * warp) {
+                    frag_b2(bf, &bs[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
+                    mma(gm[j], af, bf[0], bf[1]);
+                    mma(gm[j + 1], af, bf[2], bf[3]);
                 }
-                frag_b(b0, b1, &sh[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
-                mma(yo[j], af, b0, b1);
-                frag_b(b0, b1, &sl[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
-                mma(yo[j], af, b0, b1);
+                frag_b2(bf, &sh[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
+                mma(yo[j], af, bf[0], bf[1]);
+                mma(yo[j + 1], af, bf[2], bf[3]);
+                frag_b2(bf, &sl[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
+                mma(yo[j], af, bf[0], bf[1]);
+                mma(yo[j + 1], af, bf[2], bf[3]);
             }
         }
     }
@@ -678,11 +654,13 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
             split2(gm[j][2] * dm[r + 8][s], gm[j][3] * dm[r + 8][s + 1], ah[2 * half + 1], al[2 * half + 1]);
         }
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            unsigned b0, b1;
-            frag_b(b0, b1, &xt[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
-            mma(yo[j], ah, b0, b1);
-            mma(yo[j], al, b0, b1);
+        for (int j = 0; j < 8; j += 2) {
+            unsigned bf[4];
+            frag_b2(bf, &xt[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
+            mma(yo[j], ah, bf[0], bf[1]);
+            mma(yo[j], al, bf[0], bf[1]);
+            mma(yo[j + 1], ah, bf[2], bf[3]);
+            mma(yo[j + 1], al, bf[2], bf[3]);
         }
     }
 #pragma unroll
