@@ -679,8 +679,8 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     }
 }
 
-// Blocks a multiprocessor: chunk_state 5 (_tc8; cuda.rs has the same count) or 4 (_tc), chunk_out 4 (128
-// registers); none spills.
+// Blocks a multiprocessor: chunk_state 5 (_tc8, 96 registers and 4 bytes of spills; cuda.rs has the same count) or
+// 4 (_tc), chunk_out 4 (128 registers, no spills).
 #define SSD_TC_KERNELS(SUFFIX, VEC, STATE_BLOCKS)                                                                      \
     extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS, STATE_BLOCKS)                                         \
         ssd_chunk_state_##SUFFIX##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,           \
