@@ -99,7 +99,7 @@ pub fn chunk_scan_kernels(dtype: &str, p: &SsdScanParams, aligned: bool) -> [(St
 }
 
 /// `chunk_state` blocks resident on one multiprocessor: the launch bound of `ssd_chunk_state_tc8_bf16`.
-pub const STATE_BLOCKS_PER_SM: usize = 5;
+pub const STATE_BLOCKS_PER_SM: usize = 4;
 
 /// The chunks one `chunk_state` block runs in a row, carrying the state across them, for `per_chunk` blocks a chunk
 /// (batch × heads × state tiles) on `multiprocessors`: 1 while every chunk's blocks fit in one wave, else the least

@@ -346,21 +346,43 @@ __device__ __forceinline__ void frag_b2(unsigned (&b)[4], const bf16_t *tile, in
 
 // Transposed tile t[j][s] = f(v[token s, column c0 + j]) for 64 tokens × 64 columns (zero outside the chunk and
 // `cols`), with v a [token, cols] bf16 matrix and f the identity (lo == nullptr) or w_s·v split into t (hi) and lo.
-// VEC (cols % 8 == 0): thread (token pair, 8-column group) loads two 16-byte rows and stores 32-bit token pairs,
-// all loads first; else one element per step.
+// VEC (cols % 8 == 0): thread (token pair sp, 8-column groups jv0 and jv0 + 4) loads two 16-byte rows of each group
+// into a TileRows (fetch_t) and stores 32-bit token pairs (store_t), so that the loads can be issued early; else
+// store_t alone loads and stores one element per step.
+struct TileRows {
+    uint4 r[2][2];
+};
+
 template <bool VEC>
-__device__ __forceinline__ void load_t(bf16_t (*t)[SSD_TC_PAD], bf16_t (*lo)[SSD_TC_PAD], const bf16_t *v,
-                                       const float *w, long row0, int heads, int cols, int c0, int lc) {
+__device__ __forceinline__ void fetch_t(TileRows &raw, const bf16_t *v, long row0, int heads, int cols, int c0, int lc) {
+    if (!VEC) return;
+    const int sp = threadIdx.x & 31, jv0 = threadIdx.x >> 5;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+        const int j = c0 + 8 * (jv0 + 4 * k);
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const int s = 2 * sp + u;
+            raw.r[k][u] = s < lc && j < cols ? *reinterpret_cast<const uint4 *>(v + (row0 + (long)s * heads) * cols + j)
+                                             : make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
+}
+
+template <bool VEC>
+__device__ __forceinline__ void store_t(bf16_t (*t)[SSD_TC_PAD], bf16_t (*lo)[SSD_TC_PAD], const TileRows &raw,
+                                        const bf16_t *v, const float *w, long row0, int heads, int cols, int c0,
+                                        int lc) {
     if (!VEC) {
         for (int i = threadIdx.x; i < SSD_CH * SSD_TILE; i += SSD_TC_THREADS) {
             const int s = i / SSD_TILE, j = i % SSD_TILE;
             const bool ok = s < lc && c0 + j < cols;
-            const bf16_t raw = ok ? v[(row0 + (long)s * heads) * cols + c0 + j] : (bf16_t)0;
+            const bf16_t rv = ok ? v[(row0 + (long)s * heads) * cols + c0 + j] : (bf16_t)0;
             if (lo == nullptr) {
-                t[j][s] = raw;
+                t[j][s] = rv;
             } else {
                 bf16_t h = 0, l = 0;
-                if (ok) split1(w[s] * bf16_to_f32(raw), h, l);
+                if (ok) split1(w[s] * bf16_to_f32(rv), h, l);
                 t[j][s] = h;
                 lo[j][s] = l;
             }
@@ -368,24 +390,14 @@ __device__ __forceinline__ void load_t(bf16_t (*t)[SSD_TC_PAD], bf16_t (*lo)[SSD
         return;
     }
     const int sp = threadIdx.x & 31, jv0 = threadIdx.x >> 5;
-    uint4 r[2][2];
-    bool ok[2][2];
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-        const int j = c0 + 8 * (jv0 + 4 * k);
-#pragma unroll
-        for (int u = 0; u < 2; ++u) {
-            const int s = 2 * sp + u;
-            ok[k][u] = s < lc && j < cols;
-            r[k][u] = ok[k][u] ? *reinterpret_cast<const uint4 *>(v + (row0 + (long)s * heads) * cols + j)
-                               : make_uint4(0u, 0u, 0u, 0u);
-        }
-    }
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
         const int jv = jv0 + 4 * k;
-        const unsigned a[4] = {r[k][0].x, r[k][0].y, r[k][0].z, r[k][0].w};
-        const unsigned b[4] = {r[k][1].x, r[k][1].y, r[k][1].z, r[k][1].w};
+        const bool in = c0 + 8 * jv < cols;
+        const bool ok0 = in && 2 * sp < lc, ok1 = in && 2 * sp + 1 < lc;
+        const uint4 &r0 = raw.r[k][0], &r1 = raw.r[k][1];
+        const unsigned a[4] = {r0.x, r0.y, r0.z, r0.w};
+        const unsigned b[4] = {r1.x, r1.y, r1.z, r1.w};
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
             const unsigned pair = __byte_perm(a[e >> 1], b[e >> 1], (e & 1) ? 0x7632 : 0x5410);
@@ -393,8 +405,8 @@ __device__ __forceinline__ void load_t(bf16_t (*t)[SSD_TC_PAD], bf16_t (*lo)[SSD
             if (lo == nullptr) {
                 *dst = pair;
             } else {
-                const float f0 = ok[k][0] ? w[2 * sp] * __uint_as_float(pair << 16) : 0.0f;
-                const float f1 = ok[k][1] ? w[2 * sp + 1] * __uint_as_float(pair & 0xffff0000u) : 0.0f;
+                const float f0 = ok0 ? w[2 * sp] * __uint_as_float(pair << 16) : 0.0f;
+                const float f1 = ok1 ? w[2 * sp + 1] * __uint_as_float(pair & 0xffff0000u) : 0.0f;
                 unsigned h, l;
                 split2(f0, f1, h, l);
                 *dst = h;
@@ -402,6 +414,14 @@ __device__ __forceinline__ void load_t(bf16_t (*t)[SSD_TC_PAD], bf16_t (*lo)[SSD
             }
         }
     }
+}
+
+template <bool VEC>
+__device__ __forceinline__ void load_t(bf16_t (*t)[SSD_TC_PAD], bf16_t (*lo)[SSD_TC_PAD], const bf16_t *v,
+                                       const float *w, long row0, int heads, int cols, int c0, int lc) {
+    TileRows raw;
+    fetch_t<VEC>(raw, v, row0, heads, cols, c0, lc);
+    store_t<VEC>(t, lo, raw, v, w, row0, heads, cols, c0, lc);
 }
 
 } // namespace ssd_tc
@@ -443,19 +463,32 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
             }
         }
     };
+    // Chunk c + 1's dt, X and B are loaded while chunk c is computed, each as soon as its registers are free.
+    TileRows xr, br;
+    float dtv = 0.0f;
+    auto row_of = [&](int c) { return (b * seq + (long)c * L) * heads + h; };
+    auto len_of = [&](int c) { return min(L, seq - c * L); };
+    auto fetch_dt = [&](int c) {
+        if (tid < len_of(c)) dtv = bf16_to_f32(dt[row_of(c) + (long)tid * heads]);
+    };
+    fetch_dt(c0);
+    fetch_t<VEC>(xr, x, row_of(c0), heads, P, p0, len_of(c0));
+    fetch_t<VEC>(br, Bm, row_of(c0), heads, N, n0, len_of(c0));
     float run = 0.0f;
     for (int c = c0; c < c1; ++c) {
-        const int t0 = c * L, lc = min(L, seq - t0);
-        const long row0 = (b * seq + t0) * heads + h;
+        const int lc = len_of(c);
+        const long row0 = row_of(c);
+        const bool next = c + 1 < c1;
         if (c > c0) store(c);
         __syncthreads();
         if (tid < lc) {
-            const float d = softplus_f32(bf16_to_f32(dt[row0 + (long)tid * heads]));
+            const float d = softplus_f32(dtv);
             w[tid] = d;
             a[tid] = d * A[h];
         }
-        // X does not depend on the weights: its loads overlap the decay sums.
-        load_t<VEC>(xt, nullptr, x, nullptr, row0, heads, P, p0, lc);
+        if (next) fetch_dt(c + 1);
+        store_t<VEC>(xt, nullptr, xr, x, nullptr, row0, heads, P, p0, lc);
+        if (next) fetch_t<VEC>(xr, x, row_of(c + 1), heads, P, p0, len_of(c + 1));
         __syncthreads();
         if (tid < lc) {
             float acc = 0.0f;
@@ -473,7 +506,8 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
             if (tid == 0 && blockIdx.y == 0) ws[ssd_decay(bhs, bh, c, chunks, P * N)] = run;
         }
         run += total;
-        load_t<VEC>(bh_, bl_, Bm, w, row0, heads, N, n0, lc);
+        store_t<VEC>(bh_, bl_, br, Bm, w, row0, heads, N, n0, lc);
+        if (next) fetch_t<VEC>(br, Bm, row_of(c + 1), heads, N, n0, len_of(c + 1));
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < SSD_CH / 16; ++kk) {
@@ -679,8 +713,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     }
 }
 
-// Blocks a multiprocessor: chunk_state 5 (_tc8, 96 registers and 4 bytes of spills; cuda.rs has the same count) or
-// 4 (_tc), chunk_out 4 (128 registers, no spills).
+// Blocks a multiprocessor: 4 (128 registers; cuda.rs has chunk_state's count); none spills.
 #define SSD_TC_KERNELS(SUFFIX, VEC, STATE_BLOCKS)                                                                      \
     extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS, STATE_BLOCKS)                                         \
         ssd_chunk_state_##SUFFIX##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,           \
@@ -698,4 +731,4 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     }
 
 SSD_TC_KERNELS(tc, false, 4)
-SSD_TC_KERNELS(tc8, true, 5)
+SSD_TC_KERNELS(tc8, true, 4)

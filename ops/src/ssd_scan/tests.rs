@@ -855,7 +855,8 @@ fn step_layout_picks_vector_accesses_when_rows_are_16_byte_aligned() {
 fn state_groups_fill_one_wave() {
     use cuda::{state_group, STATE_BLOCKS_PER_SM};
     assert_eq!(state_group(16, 16, 132), 1, "Cheems-350M at 1K: 256 blocks of one chunk");
-    assert_eq!(state_group(16, 41, 132), 1, "656 blocks of one chunk");
+    assert_eq!(state_group(16, 33, 132), 1, "528 blocks of one chunk");
+    assert_eq!(state_group(16, 34, 132), 2, "544 blocks of one chunk are more than a wave");
     assert_eq!(state_group(16, 64, 132), 2, "at 4K: 32 groups of 2");
     assert_eq!(state_group(16, 128, 132), 4, "at 8K");
     assert_eq!(state_group(16, 256, 132), 8, "at 16K: 32 groups of 8");
@@ -865,7 +866,7 @@ fn state_groups_fill_one_wave() {
         "more blocks a chunk than a wave: one group a sequence"
     );
     assert_eq!(state_group(16, 0, 132), 1);
-    for per in [1, 7, 16, 64, 660, 661, 5000] {
+    for per in [1, 7, 16, 64, 528, 529, 5000] {
         for chunks in [1, 2, 63, 64, 65, 256, 1000] {
             let g = state_group(per, chunks, 132);
             let wave = (STATE_BLOCKS_PER_SM * 132).max(per);
