@@ -713,7 +713,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     }
 }
 
-// Blocks a multiprocessor: 4 (128 registers; cuda.rs has chunk_state's count); none spills.
+// Blocks a multiprocessor: 4 (128 registers; cuda.rs has chunk_state's count); chunk_state_tc8 spills 20 bytes.
 #define SSD_TC_KERNELS(SUFFIX, VEC, STATE_BLOCKS)                                                                      \
     extern "C" __global__ void __launch_bounds__(SSD_TC_THREADS, STATE_BLOCKS)                                         \
         ssd_chunk_state_##SUFFIX##_bf16(const bf16_t *x, const bf16_t *dt, const float *A, const bf16_t *Bm,           \
