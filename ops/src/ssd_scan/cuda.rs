@@ -110,8 +110,9 @@ pub fn state_group(per_chunk: usize, chunks: usize, multiprocessors: usize) -> u
     chunks.div_ceil(wave_groups).next_power_of_two().min(chunks).max(1)
 }
 
-/// Length in `f32` elements of the workspace of [`ssd_chunk_scan_with_workspace`]: one `[P, N]` state per chunk of
-/// every (batch, head), then one log-decay per chunk.
+/// Length in `f32` elements of the workspace of [`ssd_chunk_scan_with_workspace`]: one `[P, N]` state slot per chunk
+/// of every (batch, head), then one log-decay per chunk (ssd_chunk_scan.cu's header says what they hold for a group
+/// of chunks).
 pub fn ssd_chunk_scan_workspace_len(p: &SsdScanParams, chunk: usize) -> usize {
     if chunk == 0 {
         return 0;
