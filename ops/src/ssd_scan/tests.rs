@@ -433,17 +433,17 @@ mod gpu {
         ];
         for (i, &(b, s, h, hp, n, chunk, decay)) in shapes.iter().enumerate() {
             let k = Case::random(params(b, s, h, hp, n), decay, DT, 900 + i as u64);
+            let (k32, k16) = (rounded::<f32>(&k), rounded::<half::bf16>(&k));
+            let (want32, want16) = (k32.run(), k16.run());
             let chunks = s.div_ceil(chunk);
             for group in [1, 2, 3, 4, 7, chunks, chunks + 3] {
                 let what = format!("{:?} chunk {chunk} group {group}", k.p);
-                let k32 = rounded::<f32>(&k);
                 let mut dev = Dev::<f32>::new(&gpu, &k32);
                 dev.chunk_scan_in_groups(&gpu, &k32.p, chunk, group).unwrap();
-                compare::<f32>(dev.results(&gpu), k32.run(), s, &what);
-                let k16 = rounded::<half::bf16>(&k);
+                compare::<f32>(dev.results(&gpu), want32.clone(), s, &what);
                 let mut dev = Dev::<half::bf16>::new(&gpu, &k16);
                 dev.chunk_scan_in_groups(&gpu, &k16.p, chunk, group).unwrap();
-                compare::<half::bf16>(dev.results(&gpu), k16.run(), s, &what);
+                compare::<half::bf16>(dev.results(&gpu), want16.clone(), s, &what);
             }
         }
         let k = Case::random(params(1, 10, 1, 4, 4), DECAY, DT, 950);
