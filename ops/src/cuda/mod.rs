@@ -174,10 +174,12 @@ pub(crate) fn sm90_or_later(arch: &str) -> bool {
         .is_some_and(|v| v >= 90)
 }
 
-/// The compile options for `arch` (e.g. `sm_90`).
+/// The compile options for `arch` (e.g. `sm_90`). sm_90 compiles as sm_90a: the same devices, with the
+/// warpgroup instructions (`wgmma`) that only sm_90 has.
 fn options(arch: &str) -> Vec<String> {
+    let target = if arch == "sm_90" { "sm_90a" } else { arch };
     let mut o = vec![
-        format!("--gpu-architecture={arch}"),
+        format!("--gpu-architecture={target}"),
         "--std=c++17".to_string(),
         "-default-device".to_string(),
     ];

@@ -60,6 +60,9 @@ pub(crate) enum Kernel {
     /// `masked_attention_bf16_prefill_mma_d<head_dim>_m<tiles>`: `tiles` row tiles of 16 queries per warp,
     /// 64·`tiles` queries of one head per block.
     Mma { tiles: usize },
+    /// `masked_attention_bf16_prefill_wgmma_d<head_dim>_k<keys>`: two warpgroups of 64 queries of one head a block
+    /// on sm_90's warpgroup products, [`wgmma_key_tile`] keys a tile; rows without a keep window only.
+    Wgmma,
 }
 
 /// Fewest blocks of 128 queries for which the tensor-core kernel gives each warp 32 rows: about two waves of two
@@ -68,12 +71,16 @@ pub(crate) enum Kernel {
 /// blocks 29–30 % slower (Doge at 4K), the heaviest causal tiles then running alone at the end.
 const MMA_TALL_MIN_BLOCKS: usize = 512;
 
-/// The kernel [`masked_attention`] runs: decode for `S ≤ DECODE_MAX_Q_LEN`; else tensor cores for
-/// bf16 with `head_dim` 64 or 128 (32 rows a warp from [`MMA_TALL_MIN_BLOCKS`] blocks of 128 queries
-/// on, else 16), the scalar prefill kernel otherwise.
-pub(crate) fn pick_kernel(p: &AttentionParams, elem: &str) -> Kernel {
+/// The kernel [`masked_attention`] runs on a device of architecture `arch` (`sm_90`): decode for
+/// `S ≤ DECODE_MAX_Q_LEN`; else the warpgroup kernel where [`wgmma_fits`]; else tensor cores for bf16 with
+/// `head_dim` 64 or 128 (32 rows a warp from [`MMA_TALL_MIN_BLOCKS`] blocks of 128 queries on, else 16), the
+/// scalar prefill kernel otherwise.
+pub(crate) fn pick_kernel(p: &AttentionParams, mode: MaskMode, elem: &str, arch: &str) -> Kernel {
     if p.q_len <= DECODE_MAX_Q_LEN {
         return if gqa_fits(p, elem) { Kernel::DecodeGqa } else { Kernel::Decode };
+    }
+    if wgmma_fits(p, mode, elem, arch) {
+        return Kernel::Wgmma;
     }
     let tall_blocks = p.batch * p.heads * p.q_len.div_ceil(2 * MMA_TILE);
     let tiles = if tall_blocks >= MMA_TALL_MIN_BLOCKS { 2 } else { 1 };
@@ -94,6 +101,41 @@ fn mma_fits(p: &AttentionParams, elem: &str, tiles: usize) -> bool {
         && MMA_TILES.contains(&tiles)
         && p.q_len.div_ceil(MMA_TILE * tiles) <= 65535
         && p.batch * p.heads <= i32::MAX as usize
+}
+
+/// Queries per block of the warpgroup kernel (`tc::WG_BQ`).
+const WGMMA_QUERIES: usize = 128;
+
+/// Keys per tile of the warpgroup kernel for `head_dim`: 128 for 128 (one block a multiprocessor, 238
+/// registers a thread), 64 for 64 (two blocks, 126 registers).
+pub(crate) fn wgmma_key_tile(head_dim: usize) -> usize {
+    if head_dim == 128 {
+        128
+    } else {
+        64
+    }
+}
+
+/// Whether a keep window drops keys of `p` in `mode`: a window shorter than the keys.
+fn keeps_a_window(p: &AttentionParams, mode: MaskMode) -> bool {
+    matches!(mode, MaskMode::Additive { keep_window: Some(w), .. } if p.kv_len > w)
+}
+
+/// Whether the warpgroup kernel takes `p` in `mode` and `elem` on `arch`: bf16, `head_dim` 64 or 128, no keep
+/// window, and sm_90 itself (its CUBINs are compiled as sm_90a, whose warpgroup products later architectures lack).
+pub(crate) fn wgmma_fits(p: &AttentionParams, mode: MaskMode, elem: &str, arch: &str) -> bool {
+    elem == "bf16"
+        && arch == "sm_90"
+        && MMA_HEAD_DIMS.contains(&p.head_dim)
+        && !keeps_a_window(p, mode)
+        && p.q_len.div_ceil(WGMMA_QUERIES) <= 65535
+        && p.batch * p.heads <= i32::MAX as usize
+}
+
+/// Dynamic shared memory of the warpgroup kernel (`tc::wg_smem_bytes` in masked_attention.cu): Q for 128 queries,
+/// two stages of K and V for `keys` keys, two stages of the per-key bias, and 1024 bytes to align the tiles.
+pub(crate) fn wgmma_smem_bytes(head_dim: usize, keys: usize) -> usize {
+    (WGMMA_QUERIES + 4 * keys) * head_dim * 2 + 2 * keys * 4 + 1024
 }
 
 /// Dynamic shared memory of the tensor-core prefill kernel (`tc::smem_bytes` in masked_attention.cu): Q for
@@ -396,7 +438,7 @@ pub fn masked_attention<T: Elem>(
     attn_mask: &CudaSlice<i64>,
     out: &mut CudaSlice<T>,
 ) -> Result<()> {
-    let kernel = pick_kernel(p, T::NAME);
+    let kernel = pick_kernel(p, mode, T::NAME, gpu.arch());
     attention_on(gpu, p, mode, q, k, v, key_m, learned, attn_mask, out, kernel)
 }
 
@@ -450,6 +492,13 @@ pub(crate) fn attention_on<T: Elem>(
                 T::NAME
             )));
         }
+    }
+    if kernel == Kernel::Wgmma && !wgmma_fits(p, mode, T::NAME, gpu.arch()) {
+        return Err(KernelError::BadParams(format!(
+            "the warpgroup kernel does not take {} {p:?} {mode:?} on {}",
+            T::NAME,
+            gpu.arch()
+        )));
     }
     if q.is_empty() {
         return Ok(());
@@ -637,6 +686,41 @@ pub(crate) fn attention_on<T: Elem>(
         // covers every row and ⌈Dh/32⌉ groups of 32 dimensions.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
         gpu.recycle(part);
+    } else if kernel == Kernel::Wgmma {
+        let (dh, keys) = (p.head_dim, wgmma_key_tile(p.head_dim));
+        let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{keys}");
+        let func = gpu.function(&SOURCE, &name)?;
+        let smem = wgmma_smem_bytes(dh, keys);
+        let smem_i = to_i32("shared memory", smem)?;
+        func.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem_i,
+        )
+        .map_err(|e| KernelError::Driver(format!("{name}: {smem} bytes of shared memory: {e}")))?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                to_u32("batch·heads", b * h)?,
+                to_u32("query tiles", s.div_ceil(WGMMA_QUERIES))?,
+                1,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: to_u32("shared memory", smem)?,
+        };
+        let mut launch = gpu.stream().launch_builder(&func);
+        launch.arg(q).arg(k).arg(v).arg(out);
+        arg_or_null(&mut launch, key_m, &null);
+        arg_or_null(&mut launch, learned, &null);
+        launch.arg(attn_mask);
+        arg_or_null(&mut launch, tau.as_ref(), &null);
+        launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
+        launch.arg(&g_i).arg(&scale);
+        // SAFETY: the argument list matches `masked_attention_bf16_prefill_wgmma_d<Dh>_k<keys>` and `T` is bf16 on
+        // sm_90 (`wgmma_fits` checked both above); `validate` checked q, k, v, out and every mask buffer against
+        // `p`, head_dim is the kernel's Dh, null pointers stand for absent buffers the mode does not read (no keep
+        // window drops a key, so `keep` is null), the grid covers B·H heads and ⌈S/128⌉ query tiles with the
+        // kernel's 256 threads, and the dynamic shared memory is the kernel's `tc::wg_smem_bytes`, allowed by the
+        // attribute set above.
+        unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else if let Kernel::Mma { tiles } = kernel {
         let dh = p.head_dim;
         let name = format!("masked_attention_bf16_prefill_mma_d{dh}_m{tiles}");

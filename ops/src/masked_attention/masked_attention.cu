@@ -1541,6 +1541,262 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 *reinterpret_cast<const uint4 *>(Ow + r * LD + col);
     }
 }
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// Warpgroup form (sm_90a), for the rows no keep window touches: two warpgroups of 64 queries share each key tile of
+// BK keys; S = Q·Kᵀ takes Q and K from shared memory, O += P·V takes P from registers. Tiles are stored in
+// 128-byte swizzled rows (sw128_desc), 64 columns a block; the scores, the softmax and the stores follow
+// prefill_mma's formulas.
+constexpr int WG_BQ = 128, WG_NT = 256;
+
+__host__ __device__ constexpr int wg_smem_bytes(int dh, int bk) { return (WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 4 + 1024; }
+
+// Byte offset of the 16-byte piece c of row r in a tile of R rows: 64-column blocks of R·128 bytes.
+template <int R> __device__ __forceinline__ int sw128_at(int r, int c) {
+    return (c >> 3) * R * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4);
+}
+
+template <int BK> struct WgScores;
+template <> struct WgScores<64> {
+    static __device__ __forceinline__ void mma(float (&d)[32], unsigned long long a, unsigned long long b, int acc) {
+        wgmma_ss_n64(d, a, b, acc);
+    }
+};
+template <> struct WgScores<128> {
+    static __device__ __forceinline__ void mma(float (&d)[64], unsigned long long a, unsigned long long b, int acc) {
+        wgmma_ss_n128(d, a, b, acc);
+    }
+};
+
+template <int DH, int BK>
+__device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk,
+                              const int G, const float scale) {
+    constexpr int CH = DH / 8, KD = DH / 16, NS = BK / 8, DA = DH / 64, TILE = BK * DH * 2;
+    static_assert(DH % 64 == 0 && (BK == 64 || BK == 128), "head dimension, key tile");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    unsigned char *const Qs = smem_raw + ((1024u - (saddr(smem_raw) & 1023u)) & 1023u);
+    unsigned char *const Ks = Qs + WG_BQ * DH * 2;
+    unsigned char *const Vs = Ks + 2 * TILE;
+    float *const kb_s = reinterpret_cast<float *>(Vs + 2 * TILE);
+
+    // wg: the thread's warpgroup, warp: its warp within it (masked, so the compiler knows the ranges).
+    const int tid = threadIdx.x, wg = (tid >> 7) & 1, lane = tid & 31, warp = (tid >> 5) & 3, gr = lane >> 2,
+              tg = lane & 3;
+    const int S = mk.S, T = mk.T, H = mk.H;
+    const int b = blockIdx.x / H, h = blockIdx.x % H, g = h / (H / G);
+    const int i0 = (gridDim.y - 1 - blockIdx.y) * WG_BQ;
+    const bf16_t *const kg = k + ((long)b * G + g) * T * DH;
+    const bf16_t *const vg = v + ((long)b * G + g) * T * DH;
+
+    for (int c = tid; c < WG_BQ * CH; c += WG_NT) {
+        const int r = c / CH, col = c % CH, i = i0 + r;
+        cp_async16(Qs + sw128_at<WG_BQ>(r, col), q + (((long)b * S + min(i, S - 1)) * H + h) * DH + col * 8,
+                   i < S ? 16 : 0);
+    }
+
+    const bool kb_thread = tid < BK;
+    const long kb_bhm = (long)b * mk.Hm + (long)h * mk.Hm / H;
+    float tau_v = neg_inf();
+    if (kb_thread && mk.mode == ADDITIVE && mk.tau != nullptr) tau_v = mk.tau[kb_bhm];
+    auto fetch_bias = [&](int n) {
+        const int j = n * BK + tid;
+        return kb_thread && j < T ? key_raw(mk, nullptr, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
+    };
+    auto store_bias = [&](int st, KeyRaw r) {
+        if (kb_thread) kb_s[st * BK + tid] = mk.key_bias_of(r.am, r.x, tau_v);
+    };
+    static_assert(BK * CH % WG_NT == 0, "tile loads");
+    auto load_kv = [&](int n, int st) {
+#pragma unroll
+        for (int u = 0; u < BK * CH / WG_NT; ++u) {
+            const int c = tid + WG_NT * u, r = c / CH, col = c % CH, j = n * BK + r;
+            const long off = (long)min(j, T - 1) * DH + col * 8;
+            const int at = st * TILE + sw128_at<BK>(r, col), bytes = j < T ? 16 : 0;
+            cp_async16(Ks + at, kg + off, bytes);
+            cp_async16(Vs + at, vg + off, bytes);
+        }
+    };
+
+    // This thread's rows are queries iw + gr and iw + gr + 8, which see the keys j ≤ lim0 and j ≤ lim0 + 8.
+    const int iw = i0 + 64 * wg + 16 * warp;
+    const int warp_lim = T - S + iw, lim0 = warp_lim + gr;
+    // Row maxima and this thread's part of the row sums of rows gr and gr + 8; o[a] holds dims 64a + [0, 64).
+    float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.0f, 0.0f}, o[DA][32];
+#pragma unroll
+    for (int a = 0; a < DA; ++a) {
+#pragma unroll
+        for (int e = 0; e < 32; ++e) o[a][e] = 0.0f;
+    }
+    const unsigned char *const Qw = Qs + wg * 64 * 128;
+
+    const int kend = min(T, T - S + min(i0 + WG_BQ, S));
+    const int n_all = (T + BK - 1) / BK;
+    int n = 0, n_end = (kend + BK - 1) / BK;
+    bool extended = false;
+
+    load_kv(0, 0);
+    store_bias(0, fetch_bias(0));
+    cp_async_commit();
+    for (;;) {
+        for (; n < n_end; ++n) {
+            const int st = n & 1, k0 = n * BK;
+            const bool more = n + 1 < n_end;
+            // After the barrier tile n is visible to the products and every warpgroup is done with tile n − 1.
+            cp_async_wait<0>();
+            fence_proxy_async();
+            __syncthreads();
+            KeyRaw next{1, 0.0f, 0};
+            if (more) {
+                load_kv(n + 1, st ^ 1);
+                cp_async_commit();
+                next = fetch_bias(n + 1);
+            }
+            const unsigned char *const Kt = Ks + st * TILE;
+            const unsigned char *const Vt = Vs + st * TILE;
+
+            // s = q·kᵀ: n-tile t holds keys 8t + 2·tg + {0, 1} of rows gr (s[4t], s[4t + 1]) and gr + 8.
+            float s[BK / 2];
+            wgmma_fence();
+#pragma unroll
+            for (int kd = 0; kd < KD; ++kd) {
+                const int blk = kd >> 2, kin = (kd & 3) * 32;
+                WgScores<BK>::mma(s, sw128_desc(Qw + blk * WG_BQ * 128 + kin, 16),
+                                  sw128_desc(Kt + blk * BK * 128 + kin, 16), kd > 0);
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            wgmma_hold(s);
+
+            const float *const kb_t = kb_s + st * BK;
+            const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
+            float mx[2] = {m[0], m[1]};
+            auto add_bias = [&](auto partial) {
+                constexpr bool PARTIAL = decltype(partial)::value;
+#pragma unroll
+                for (int t = 0; t < NS; ++t) {
+                    const int jl = 8 * t + 2 * tg;
+                    const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + jl);
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int r = e >> 1, j = k0 + jl + (e & 1);
+                        float bias = (e & 1) ? kb2.y : kb2.x;
+                        if (PARTIAL && j > lim0 + 8 * r) bias = MASKED;
+                        float sc = fmaf(s[4 * t + e], scale, bias);
+                        if (PARTIAL && j >= T) sc = neg_inf();
+                        s[4 * t + e] = sc;
+                        mx[r] = fmaxf(mx[r], sc);
+                    }
+                }
+            };
+            if (full) add_bias(Flag<false>{});
+            else add_bias(Flag<true>{});
+
+            float alpha[2];
+            bool rescale = false;
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                float x = mx[r];
+                x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+                x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+                alpha[r] = exp2_approx((m[r] - x) * LOG2E);
+                m[r] = x;
+                rescale |= alpha[r] != 1.0f;
+            }
+            if (__any_sync(0xffffffffu, rescale)) {
+                l[0] *= alpha[0];
+                l[1] *= alpha[1];
+#pragma unroll
+                for (int a = 0; a < DA; ++a) {
+#pragma unroll
+                    for (int t = 0; t < 8; ++t) {
+                        o[a][4 * t] *= alpha[0];
+                        o[a][4 * t + 1] *= alpha[0];
+                        o[a][4 * t + 2] *= alpha[1];
+                        o[a][4 * t + 3] *= alpha[1];
+                    }
+                }
+            }
+            // P as the A operand of P·V: key step kk covers n-tiles 2kk and 2kk + 1 (prefill_mma's exponent forms).
+            unsigned pf[BK / 16][4];
+            auto probabilities = [&](auto ex) {
+#pragma unroll
+                for (int t = 0; t < NS; ++t) {
+                    const unsigned p01 = pack_bf16(ex(s[4 * t], 0), ex(s[4 * t + 1], 0));
+                    const unsigned p23 = pack_bf16(ex(s[4 * t + 2], 1), ex(s[4 * t + 3], 1));
+                    l[0] += lo_f32(p01) + hi_f32(p01);
+                    l[1] += lo_f32(p23) + hi_f32(p23);
+                    pf[t / 2][(t & 1) * 2] = p01;
+                    pf[t / 2][(t & 1) * 2 + 1] = p23;
+                }
+            };
+            const bool small = fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f;
+            if (__all_sync(0xffffffffu, small)) {
+                const float ml[2] = {m[0] * LOG2E, m[1] * LOG2E};
+                probabilities([&](float x, int r) { return exp2_approx(fmaf(x, LOG2E, -ml[r])); });
+            } else {
+                probabilities([&](float x, int r) { return exp2_approx((x - m[r]) * LOG2E); });
+            }
+
+            // o += P·V: V's rows are keys, so it is the N-major B operand, one 64-dim block a product.
+#pragma unroll
+            for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; ++kk) {
+#pragma unroll
+                for (int a = 0; a < DA; ++a)
+                    wgmma_rs_n64_nmajor(o[a], pf[kk], sw128_desc(Vt + a * BK * 128 + kk * 16 * 128, 1024));
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+#pragma unroll
+            for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
+
+            if (more) store_bias(st ^ 1, next);
+        }
+        if (extended) break;
+        // As in prefill_mma: a row whose every score so far is MASKED becomes uniform over all T keys.
+        int fully = 0;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) fully |= iw + gr + 8 * r < S && m[r] == MASKED;
+        if (!__syncthreads_or(fully) || n_end == n_all) break;
+        extended = true;
+        n_end = n_all;
+        load_kv(n, n & 1);
+        store_bias(n & 1, fetch_bias(n));
+        cp_async_commit();
+    }
+    cp_async_wait<0>();
+
+    // out = o / l, staged through the warp's own rows of Qs (no product reads them any more) for 16-byte stores.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float x = l[r];
+        x += __shfl_xor_sync(0xffffffffu, x, 1);
+        x += __shfl_xor_sync(0xffffffffu, x, 2);
+        l[r] = 1.0f / x;
+    }
+    const int row0 = 64 * wg + 16 * warp;
+#pragma unroll
+    for (int a = 0; a < DA; ++a) {
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            const int c = 8 * a + t;
+            *reinterpret_cast<unsigned *>(Qs + sw128_at<WG_BQ>(row0 + gr, c) + 4 * tg) =
+                pack_bf16(o[a][4 * t] * l[0], o[a][4 * t + 1] * l[0]);
+            *reinterpret_cast<unsigned *>(Qs + sw128_at<WG_BQ>(row0 + gr + 8, c) + 4 * tg) =
+                pack_bf16(o[a][4 * t + 2] * l[1], o[a][4 * t + 3] * l[1]);
+        }
+    }
+    __syncwarp();
+    for (int c = lane; c < 16 * CH; c += 32) {
+        const int r = c / CH, col = c % CH, i = iw + r;
+        if (i < S)
+            *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + h) * DH + col * 8) =
+                *reinterpret_cast<const uint4 *>(Qs + sw128_at<WG_BQ>(row0 + r, col));
+    }
+}
+#endif
 }  // namespace tc
 
 // `keep` is unused (null); `until` is keep_until's [B, Hm, T], or null without a keep window; `list` and `count` are
@@ -1564,4 +1820,16 @@ PREFILL_MMA(64, 1)
 PREFILL_MMA(64, 2)
 PREFILL_MMA(128, 1)
 PREFILL_MMA(128, 2)
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The warpgroup form (`tc::prefill_wgmma`): 128 queries of one head a block, BK keys a tile, no keep window.
+#define PREFILL_WGMMA(DH, BK, MINB)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(tc::WG_NT, MINB) masked_attention_bf16_prefill_wgmma_d##DH##_k##BK(   \
+        const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale) { \
+        grid_entry();                                                                                                  \
+        tc::prefill_wgmma<DH, BK>(q, k, v, out, MASK_INIT, G, scale);                                                  \
+    }
+PREFILL_WGMMA(64, 64, 2)
+PREFILL_WGMMA(128, 128, 1)
+#endif
 #endif

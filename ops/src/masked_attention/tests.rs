@@ -499,6 +499,7 @@ mod gpu {
         Gqa,
         /// Row tiles per warp.
         Mma(usize),
+        Wgmma,
     }
 
     const PATHS: [Path; 2] = [Path::Prefill, Path::Decode];
@@ -528,7 +529,7 @@ mod gpu {
             .map_err(|e| KernelError::Driver(format!("upload: {e}")))?;
         let mut out = gpu.upload(&vec![T::from_f32(f32::NAN); c.q.len()])?;
         let args = (key_m.as_ref(), learned.as_ref());
-        let kernel = kernel_of::<T>(&c.p, path);
+        let kernel = kernel_of::<T>(&c.p, c.mode, path, gpu.arch());
         cuda::attention_on(
             gpu, &c.p, c.mode, &q, &k, &v, args.0, args.1, &attn_mask, &mut out, kernel,
         )?;
@@ -542,7 +543,7 @@ mod gpu {
         let got = on_gpu::<T>(gpu, &c, path).unwrap();
         let (atol, rtol) = if T::NAME == "f32" {
             (ATOL_F32, RTOL_F32)
-        } else if uses_mma::<T>(&c.p, path) {
+        } else if uses_tensor_cores::<T>(&c.p, c.mode, path, gpu.arch()) {
             (ATOL_MMA, RTOL_BF16)
         } else {
             (ATOL_BF16, RTOL_BF16)
@@ -552,28 +553,39 @@ mod gpu {
         got
     }
 
-    /// The kernel `path` runs for `p` in `T`.
-    fn kernel_of<T: Elem>(p: &AttentionParams, path: Path) -> Kernel {
+    /// The kernel `path` runs for `p` in `mode` and `T` on `arch`.
+    fn kernel_of<T: Elem>(p: &AttentionParams, mode: MaskMode, path: Path, arch: &str) -> Kernel {
         match path {
-            Path::Auto => pick_kernel(p, T::NAME),
+            Path::Auto => pick_kernel(p, mode, T::NAME, arch),
             Path::Prefill => {
                 let long = AttentionParams { q_len: p.q_len.max(cuda::DECODE_MAX_Q_LEN + 1), ..*p };
-                pick_kernel(&long, T::NAME)
+                pick_kernel(&long, mode, T::NAME, arch)
             }
             Path::Decode => Kernel::Decode,
             Path::Gqa => Kernel::DecodeGqa,
             Path::Mma(tiles) => Kernel::Mma { tiles },
+            Path::Wgmma => Kernel::Wgmma,
         }
     }
 
-    /// Every tensor-core kernel.
-    fn mma_paths() -> impl Iterator<Item = Path> {
-        cuda::MMA_TILES.into_iter().map(Path::Mma)
+    /// Every tensor-core kernel that takes `c` in bf16 on `gpu`: each row-tile form of the `mma` kernel, and the
+    /// warpgroup kernel where it fits.
+    fn tensor_core_paths(gpu: &Gpu, c: &Case) -> Vec<Path> {
+        let mut paths: Vec<Path> = cuda::MMA_TILES.into_iter().map(Path::Mma).collect();
+        if cuda::wgmma_fits(&c.p, c.mode, "bf16", gpu.arch()) {
+            paths.push(Path::Wgmma);
+        }
+        paths
     }
 
-    /// Whether `path` runs the tensor-core prefill kernel for `p` in `T`.
-    fn uses_mma<T: Elem>(p: &AttentionParams, path: Path) -> bool {
-        matches!(kernel_of::<T>(p, path), Kernel::Mma { .. })
+    /// Whether `path` runs a tensor-core prefill kernel for `p` in `mode` and `T` on `arch`.
+    fn uses_tensor_cores<T: Elem>(
+        p: &AttentionParams,
+        mode: MaskMode,
+        path: Path,
+        arch: &str,
+    ) -> bool {
+        matches!(kernel_of::<T>(p, mode, path, arch), Kernel::Mma { .. } | Kernel::Wgmma)
     }
 
     /// Both dtypes on both kernels.
@@ -933,24 +945,68 @@ mod gpu {
     /// dimensions (tools/random_checkpoint.py).
     const HOT_SHAPES: [(usize, usize, usize); 2] = [(8, 4, 128), (16, 4, 64)];
 
+    /// On sm_90 the warpgroup kernel takes every bf16 prefill of Dh 64 or 128 that no keep window cuts; the `mma`
+    /// kernel takes the rest of them, and all of them before sm_90 and after it.
     #[test]
     fn bf16_prefill_of_the_model_shapes_runs_on_tensor_cores() {
+        let causal = MaskMode::Causal;
+        let additive = MaskMode::Additive { ratio: 0.5, keep_window: None };
         for (h, g, dh) in HOT_SHAPES {
             for s in [9, 1024, 4096, 8192, 16384] {
                 let p = AttentionParams { mask_heads: g, ..params(1, s, s, h, g, dh) };
                 // 32 rows a warp from 512 blocks of 128 queries on: S ≥ 8K for H = 8, S ≥ 4K for H = 16.
-                let tiles = if h * s.div_ceil(128) >= 512 { 2 } else { 1 };
-                assert_eq!(pick_kernel(&p, "bf16"), Kernel::Mma { tiles }, "{p:?}");
-                assert_eq!(pick_kernel(&p, "f32"), Kernel::Scalar, "{p:?}");
+                let mma = Kernel::Mma { tiles: if h * s.div_ceil(128) >= 512 { 2 } else { 1 } };
+                let window = |w| MaskMode::Additive { ratio: 0.0, keep_window: Some(w) };
+                for mode in [causal, additive, MaskMode::Boolean, MaskMode::Learned, window(s)] {
+                    assert_eq!(
+                        pick_kernel(&p, mode, "bf16", "sm_90"),
+                        Kernel::Wgmma,
+                        "{p:?} {mode:?}"
+                    );
+                    for arch in ["sm_80", "sm_89", "sm_100"] {
+                        assert_eq!(
+                            pick_kernel(&p, mode, "bf16", arch),
+                            mma,
+                            "{p:?} {mode:?} {arch}"
+                        );
+                    }
+                }
+                if s > 9 {
+                    assert_eq!(pick_kernel(&p, window(s - 1), "bf16", "sm_90"), mma, "{p:?}");
+                }
+                assert_eq!(pick_kernel(&p, causal, "f32", "sm_90"), Kernel::Scalar, "{p:?}");
                 let step = AttentionParams { q_len: 1, ..p };
-                assert_eq!(pick_kernel(&step, "bf16"), Kernel::DecodeGqa, "{p:?}");
+                assert_eq!(pick_kernel(&step, causal, "bf16", "sm_90"), Kernel::DecodeGqa, "{p:?}");
             }
         }
         let batched = params(2, 4096, 4096, 8, 4, 128);
-        assert_eq!(pick_kernel(&batched, "bf16"), Kernel::Mma { tiles: 2 });
+        assert_eq!(pick_kernel(&batched, causal, "bf16", "sm_80"), Kernel::Mma { tiles: 2 });
+        assert_eq!(pick_kernel(&batched, causal, "bf16", "sm_90"), Kernel::Wgmma);
         let odd = params(2, 4096, 4096, 3, 1, 64);
-        assert_eq!(pick_kernel(&odd, "bf16"), Kernel::Mma { tiles: 1 });
-        assert_eq!(pick_kernel(&params(1, 100, 100, 2, 1, 96), "bf16"), Kernel::Scalar);
+        assert_eq!(pick_kernel(&odd, causal, "bf16", "sm_80"), Kernel::Mma { tiles: 1 });
+        assert_eq!(pick_kernel(&odd, causal, "bf16", "sm_90"), Kernel::Wgmma);
+        for arch in ["sm_80", "sm_90"] {
+            assert_eq!(
+                pick_kernel(&params(1, 100, 100, 2, 1, 96), causal, "bf16", arch),
+                Kernel::Scalar
+            );
+        }
+    }
+
+    /// The warpgroup kernel's shared memory (`tc::wg_smem_bytes`) fits the H200's 227 KiB per block, twice over
+    /// for the 64-key tiles its launch bound asks two blocks of.
+    #[test]
+    fn wgmma_shared_memory_fits() {
+        let src = cuda::SOURCE.code;
+        for dh in [64, 128] {
+            let keys = cuda::wgmma_key_tile(dh);
+            let bytes = cuda::wgmma_smem_bytes(dh, keys);
+            let blocks = if keys == 64 { 2 } else { 1 };
+            assert!(blocks * bytes <= 227 * 1024, "Dh {dh}: {bytes} bytes");
+            let decl = format!("PREFILL_WGMMA({dh}, {keys}, {blocks})");
+            assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
+        }
+        assert!(src.contains("(WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 4 + 1024"), "tc::wg_smem_bytes");
     }
 
     /// The tensor-core, GQA decode and keep-window kernels the launcher names are in the compiled
@@ -963,6 +1019,9 @@ mod gpu {
                 let name = format!("masked_attention_bf16_prefill_mma_d{dh}_m{tiles}");
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
+            let name =
+                format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{}", cuda::wgmma_key_tile(dh));
+            assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             for elem in ["f32", "bf16"] {
                 for nq in [1, 2, 4, 8] {
                     let name = format!("masked_attention_{elem}_decode_gqa_d{dh}_q{nq}");
@@ -1159,11 +1218,14 @@ mod gpu {
             for dh in [64, 128] {
                 for s in 1..=cuda::DECODE_MAX_Q_LEN {
                     let p = step(2, s, 100, 6, 2, dh);
-                    assert_eq!(pick_kernel(&p, elem), Kernel::DecodeGqa, "{elem} {p:?}");
+                    let kernel = pick_kernel(&p, MaskMode::Causal, elem, "sm_90");
+                    assert_eq!(kernel, Kernel::DecodeGqa, "{elem} {p:?}");
                 }
             }
             for dh in [16, 32, 96, 256, 65] {
-                assert_eq!(pick_kernel(&step(1, 1, 64, 2, 1, dh), elem), Kernel::Decode);
+                let kernel =
+                    pick_kernel(&step(1, 1, 64, 2, 1, dh), MaskMode::Causal, elem, "sm_90");
+                assert_eq!(kernel, Kernel::Decode);
             }
         }
         let grid = cuda::gqa_grid(&step(1, 1, 4096, 8, 4, 128));
@@ -1357,7 +1419,7 @@ mod gpu {
                     let off = offsets[(r + n) % offsets.len()];
                     row.iter_mut().for_each(|v| *v += off);
                 }
-                for path in mma_paths() {
+                for path in tensor_core_paths(&gpu, &c) {
                     check_as::<half::bf16>(&gpu, &c, path, "mma large biases");
                 }
             }
@@ -1375,7 +1437,7 @@ mod gpu {
                         let p = AttentionParams { mask_heads, ..params(b, s, t, h, g, dh) };
                         let seed = (5000 + n * 100 + m * 4 + x * 2 + usize::from(padding)) as u64;
                         let c = Case::random(p, mode, padding, seed);
-                        for path in mma_paths() {
+                        for path in tensor_core_paths(&gpu, &c) {
                             check_as::<half::bf16>(&gpu, &c, path, "mma edge");
                         }
                     }
@@ -1393,7 +1455,7 @@ mod gpu {
                 // Sequence 1 is left-padded past its first queries' horizon: those rows see only MIN.
                 let pad = t - s + 3;
                 c.attn_mask[t..t + pad].iter_mut().for_each(|m| *m = 0);
-                for path in mma_paths() {
+                for path in tensor_core_paths(&gpu, &c) {
                     let out = check_as::<half::bf16>(&gpu, &c, path, "mma left padding");
                     let c = rounded::<half::bf16>(&c);
                     for h in 0..4 {
@@ -1439,7 +1501,7 @@ mod gpu {
                 let mut c = Case::random(params(2, s, t, 4, 2, dh), mode, true, n as u64);
                 let mut rng = Rng::new(60 + n as u64);
                 c.key_m = Some(rng.quantized(2 * 4 * t, 3, 0.5));
-                for path in mma_paths() {
+                for path in tensor_core_paths(&gpu, &c) {
                     check_as::<half::bf16>(&gpu, &c, path, "mma keep-window ties");
                 }
             }
@@ -1489,7 +1551,7 @@ mod gpu {
         fn tensor_core_prefill_random_shapes((p, mode, padding, seed) in arb_mma_case()) {
             let Some(gpu) = test_gpu() else { return Ok(()) };
             let c = Case::random(p, mode, padding, seed);
-            for path in mma_paths() {
+            for path in tensor_core_paths(&gpu, &c) {
                 check_as::<half::bf16>(&gpu, &c, path, "mma random");
             }
         }
@@ -1540,8 +1602,12 @@ mod gpu {
                 ("additive_w2048", MaskMode::Additive { ratio: 0.0, keep_window: Some(2048) }),
             ] {
                 let km = (mode != MaskMode::Causal).then_some(&key_m);
-                for tiles in cuda::MMA_TILES {
-                    let kernel = Kernel::Mma { tiles };
+                let mut kernels: Vec<Kernel> =
+                    cuda::MMA_TILES.map(|tiles| Kernel::Mma { tiles }).to_vec();
+                if cuda::wgmma_fits(&p, mode, "bf16", gpu.arch()) {
+                    kernels.push(Kernel::Wgmma);
+                }
+                for kernel in kernels {
                     let run = || {
                         cuda::attention_on(
                             &gpu, &p, mode, &q, &k, &v, km, None, &attn_mask, &mut out, kernel,
@@ -1549,7 +1615,8 @@ mod gpu {
                         .unwrap()
                     };
                     let med = median_ms(&gpu, run);
-                    let chosen = if pick_kernel(&p, "bf16") == kernel { " (chosen)" } else { "" };
+                    let chosen = pick_kernel(&p, mode, "bf16", gpu.arch()) == kernel;
+                    let chosen = if chosen { " (chosen)" } else { "" };
                     println!(
                         "masked_attention bf16 prefill {name} S=T={s} H={h} G={g} Dh={dh} \
                          {kernel:?}{chosen}: median {med:.4} ms, {:.1} TFLOP/s (causal FLOPs \
@@ -1596,7 +1663,8 @@ mod gpu {
                         .unwrap()
                     };
                     let med = median_ms(&gpu, run);
-                    let chosen = if pick_kernel(&p, "bf16") == kernel { " (chosen)" } else { "" };
+                    let chosen = pick_kernel(&p, mode, "bf16", gpu.arch()) == kernel;
+                    let chosen = if chosen { " (chosen)" } else { "" };
                     println!(
                         "masked_attention bf16 decode {name} B={b} T={t} H={h} G={g} Dh={dh} \
                          {kernel:?}{chosen}: median {med:.4} ms, {:.2} TB/s of K and V",
