@@ -1550,9 +1550,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 // the softmax and the stores follow prefill_mma's formulas.
 constexpr int WG_BQ = 128, WG_NT = 256;
 
-__host__ __device__ constexpr int wg_smem_bytes(int dh, int bk) {
-    return (WG_BQ + 5 * bk) * dh * 2 + 2 * bk * 4 + 1024;
-}
+__host__ __device__ constexpr int wg_smem_bytes(int dh, int bk) { return (WG_BQ + 5 * bk) * dh * 2 + 2 * bk * 4 + 1024; }
 
 // Byte offset of the 16-byte piece c of row r in a tile of R rows: 64-column blocks of R·128 bytes.
 template <int R> __device__ __forceinline__ int sw128_at(int r, int c) {
@@ -1654,133 +1652,131 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     const int kend = min(T, T - S + min(i0 + WG_BQ, S));
     const int n_all = (T + BK - 1) / BK;
     int n = 0, n_end = (kend + BK - 1) / BK;
-    bool extended = false;
-
-    // Tile n; with `pending` (a Flag, so that no product sits on a branch) tile n − 1's P·V runs beside its scores.
-    auto tile = [&](auto pending_flag) {
-        constexpr bool pending = decltype(pending_flag)::value;
-        const int k0 = n * BK;
-        const bool more = n + 1 < n_end;
-        // After the barrier tile n is visible to the products, and every warpgroup is done with tile n − 1's K
-        // and bias and tile n − 2's V, whose stages tile n + 1 then fills.
-        cp_async_wait<0>();
-        fence_proxy_async();
-        __syncthreads();
-        KeyRaw next{1, 0.0f, 0};
-        if (more) {
-            load_kv(n + 1);
-            cp_async_commit();
-            next = fetch_bias(n + 1);
-        }
-
-        // s = q·kᵀ: n-tile t holds keys 8t + 2·tg + {0, 1} of rows gr (s[4t], s[4t + 1]) and gr + 8.
-        const unsigned char *const Kt = Ks + (n & 1) * TILE;
-        float s[BK / 2];
-        wgmma_fence();
-#pragma unroll
-        for (int kd = 0; kd < KD; ++kd) {
-            const int blk = kd >> 2, kin = (kd & 3) * 32;
-            WgScores<BK>::mma(s, sw128_desc(Qw + blk * WG_BQ * 128 + kin, 16),
-                              sw128_desc(Kt + blk * BK * 128 + kin, 16), kd > 0);
-        }
-        wgmma_commit();
-        if constexpr (pending) {
-            issue_pv((n + 2) % 3);
-            wgmma_wait<1>();
-        } else {
-            wgmma_wait<0>();
-        }
-        wgmma_hold(s);
-
-        const float *const kb_t = kb_s + (n & 1) * BK;
-        const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
-        float mx[2] = {m[0], m[1]};
-        auto add_bias = [&](auto partial) {
-            constexpr bool PARTIAL = decltype(partial)::value;
-#pragma unroll
-            for (int t = 0; t < NS; ++t) {
-                const int jl = 8 * t + 2 * tg;
-                const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + jl);
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int r = e >> 1, j = k0 + jl + (e & 1);
-                    float bias = (e & 1) ? kb2.y : kb2.x;
-                    if (PARTIAL && j > lim0 + 8 * r) bias = MASKED;
-                    float sc = fmaf(s[4 * t + e], scale, bias);
-                    if (PARTIAL && j >= T) sc = neg_inf();
-                    s[4 * t + e] = sc;
-                    mx[r] = fmaxf(mx[r], sc);
-                }
-            }
-        };
-        if (full) add_bias(Flag<false>{});
-        else add_bias(Flag<true>{});
-
-        float alpha[2];
-        bool rescale = false;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float x = mx[r];
-            x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-            x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-            alpha[r] = exp2_approx((m[r] - x) * LOG2E);
-            m[r] = x;
-            rescale |= alpha[r] != 1.0f;
-        }
-        // The probabilities in place of the scores (prefill_mma's exponent forms).
-        const bool small = fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f;
-        if (__all_sync(0xffffffffu, small)) {
-            const float ml[2] = {m[0] * LOG2E, m[1] * LOG2E};
-#pragma unroll
-            for (int e = 0; e < BK / 2; ++e) s[e] = exp2_approx(fmaf(s[e], LOG2E, -ml[(e >> 1) & 1]));
-        } else {
-#pragma unroll
-            for (int e = 0; e < BK / 2; ++e) s[e] = exp2_approx((s[e] - m[(e >> 1) & 1]) * LOG2E);
-        }
-
-        // Tile n − 1's P·V is done: o and pf are free again.
-        if constexpr (pending) {
-            wgmma_wait<0>();
-            hold_o();
-        }
-        if (__any_sync(0xffffffffu, rescale)) {
-            l[0] *= alpha[0];
-            l[1] *= alpha[1];
-#pragma unroll
-            for (int a = 0; a < DA; ++a) {
-#pragma unroll
-                for (int t = 0; t < 8; ++t) {
-                    o[a][4 * t] *= alpha[0];
-                    o[a][4 * t + 1] *= alpha[0];
-                    o[a][4 * t + 2] *= alpha[1];
-                    o[a][4 * t + 3] *= alpha[1];
-                }
-            }
-        }
-#pragma unroll
-        for (int t = 0; t < NS; ++t) {
-            const unsigned p01 = pack_bf16(s[4 * t], s[4 * t + 1]);
-            const unsigned p23 = pack_bf16(s[4 * t + 2], s[4 * t + 3]);
-            l[0] += lo_f32(p01) + hi_f32(p01);
-            l[1] += lo_f32(p23) + hi_f32(p23);
-            pf[t / 2][(t & 1) * 2] = p01;
-            pf[t / 2][(t & 1) * 2 + 1] = p23;
-        }
-        if (more) store_bias(n + 1, next);
-    };
+    bool extended = false, pending = false;
 
     load_kv(0);
     store_bias(0, fetch_bias(0));
     cp_async_commit();
     for (;;) {
-        // Every pass has a tile: kend ≥ T − S + 1 ≥ 1, and the extension runs only when n_end < n_all.
-        tile(Flag<false>{});
-        for (++n; n < n_end; ++n) tile(Flag<true>{});
+        for (; n < n_end; ++n) {
+            const int k0 = n * BK;
+            const bool more = n + 1 < n_end;
+            // After the barrier tile n is visible to the products, and every warpgroup is done with tile n − 1's K
+            // and bias and tile n − 2's V, whose stages tile n + 1 then fills.
+            cp_async_wait<0>();
+            fence_proxy_async();
+            __syncthreads();
+            KeyRaw next{1, 0.0f, 0};
+            if (more) {
+                load_kv(n + 1);
+                cp_async_commit();
+                next = fetch_bias(n + 1);
+            }
+
+            // s = q·kᵀ: n-tile t holds keys 8t + 2·tg + {0, 1} of rows gr (s[4t], s[4t + 1]) and gr + 8.
+            const unsigned char *const Kt = Ks + (n & 1) * TILE;
+            float s[BK / 2];
+            wgmma_fence();
+#pragma unroll
+            for (int kd = 0; kd < KD; ++kd) {
+                const int blk = kd >> 2, kin = (kd & 3) * 32;
+                WgScores<BK>::mma(s, sw128_desc(Qw + blk * WG_BQ * 128 + kin, 16),
+                                  sw128_desc(Kt + blk * BK * 128 + kin, 16), kd > 0);
+            }
+            wgmma_commit();
+            if (pending) {
+                issue_pv((n + 2) % 3);
+                wgmma_wait<1>();
+            } else {
+                wgmma_wait<0>();
+            }
+            wgmma_hold(s);
+
+            const float *const kb_t = kb_s + (n & 1) * BK;
+            const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
+            float mx[2] = {m[0], m[1]};
+            auto add_bias = [&](auto partial) {
+                constexpr bool PARTIAL = decltype(partial)::value;
+#pragma unroll
+                for (int t = 0; t < NS; ++t) {
+                    const int jl = 8 * t + 2 * tg;
+                    const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + jl);
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int r = e >> 1, j = k0 + jl + (e & 1);
+                        float bias = (e & 1) ? kb2.y : kb2.x;
+                        if (PARTIAL && j > lim0 + 8 * r) bias = MASKED;
+                        float sc = fmaf(s[4 * t + e], scale, bias);
+                        if (PARTIAL && j >= T) sc = neg_inf();
+                        s[4 * t + e] = sc;
+                        mx[r] = fmaxf(mx[r], sc);
+                    }
+                }
+            };
+            if (full) add_bias(Flag<false>{});
+            else add_bias(Flag<true>{});
+
+            float alpha[2];
+            bool rescale = false;
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                float x = mx[r];
+                x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+                x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+                alpha[r] = exp2_approx((m[r] - x) * LOG2E);
+                m[r] = x;
+                rescale |= alpha[r] != 1.0f;
+            }
+            // The probabilities in place of the scores (prefill_mma's exponent forms).
+            const bool small = fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f;
+            if (__all_sync(0xffffffffu, small)) {
+                const float ml[2] = {m[0] * LOG2E, m[1] * LOG2E};
+#pragma unroll
+                for (int e = 0; e < BK / 2; ++e) s[e] = exp2_approx(fmaf(s[e], LOG2E, -ml[(e >> 1) & 1]));
+            } else {
+#pragma unroll
+                for (int e = 0; e < BK / 2; ++e) s[e] = exp2_approx((s[e] - m[(e >> 1) & 1]) * LOG2E);
+            }
+
+            // Tile n − 1's P·V is done: o and pf are free again.
+            if (pending) {
+                wgmma_wait<0>();
+                hold_o();
+            }
+            if (__any_sync(0xffffffffu, rescale)) {
+                l[0] *= alpha[0];
+                l[1] *= alpha[1];
+#pragma unroll
+                for (int a = 0; a < DA; ++a) {
+#pragma unroll
+                    for (int t = 0; t < 8; ++t) {
+                        o[a][4 * t] *= alpha[0];
+                        o[a][4 * t + 1] *= alpha[0];
+                        o[a][4 * t + 2] *= alpha[1];
+                        o[a][4 * t + 3] *= alpha[1];
+                    }
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < NS; ++t) {
+                const unsigned p01 = pack_bf16(s[4 * t], s[4 * t + 1]);
+                const unsigned p23 = pack_bf16(s[4 * t + 2], s[4 * t + 3]);
+                l[0] += lo_f32(p01) + hi_f32(p01);
+                l[1] += lo_f32(p23) + hi_f32(p23);
+                pf[t / 2][(t & 1) * 2] = p01;
+                pf[t / 2][(t & 1) * 2 + 1] = p23;
+            }
+            pending = true;
+            if (more) store_bias(n + 1, next);
+        }
         // The last tile's P·V.
-        wgmma_fence();
-        issue_pv((n + 2) % 3);
-        wgmma_wait<0>();
-        hold_o();
+        if (pending) {
+            wgmma_fence();
+            issue_pv((n + 2) % 3);
+            wgmma_wait<0>();
+            hold_o();
+            pending = false;
+        }
         if (extended) break;
         // As in prefill_mma: a row whose every score so far is MASKED becomes uniform over all T keys.
         int fully = 0;
