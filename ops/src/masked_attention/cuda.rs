@@ -106,8 +106,8 @@ fn mma_fits(p: &AttentionParams, elem: &str, tiles: usize) -> bool {
 /// Queries per block of the warpgroup kernel (`tc::WG_BQ`).
 const WGMMA_QUERIES: usize = 128;
 
-/// Keys per tile of the warpgroup kernel for `head_dim`: 128 for 128 (one block a multiprocessor, 248
-/// registers a thread), 64 for 64 (two blocks, 128 registers).
+/// Keys per tile of the warpgroup kernel for `head_dim`: 128 for 128 (one block a multiprocessor, 238
+/// registers a thread), 64 for 64 (two blocks, 126 registers).
 pub(crate) fn wgmma_key_tile(head_dim: usize) -> usize {
     if head_dim == 128 {
         128
@@ -133,10 +133,9 @@ pub(crate) fn wgmma_fits(p: &AttentionParams, mode: MaskMode, elem: &str, arch: 
 }
 
 /// Dynamic shared memory of the warpgroup kernel (`tc::wg_smem_bytes` in masked_attention.cu): Q for 128 queries,
-/// two stages of K and three of V for `keys` keys, two stages of the per-key bias, and 1024 bytes to align the
-/// tiles.
+/// two stages of K and V for `keys` keys, two stages of the per-key bias, and 1024 bytes to align the tiles.
 pub(crate) fn wgmma_smem_bytes(head_dim: usize, keys: usize) -> usize {
-    (WGMMA_QUERIES + 5 * keys) * head_dim * 2 + 2 * keys * 4 + 1024
+    (WGMMA_QUERIES + 4 * keys) * head_dim * 2 + 2 * keys * 4 + 1024
 }
 
 /// Dynamic shared memory of the tensor-core prefill kernel (`tc::smem_bytes` in masked_attention.cu): Q for

@@ -1544,13 +1544,12 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // Warpgroup form (sm_90a), for the rows no keep window touches: two warpgroups of 64 queries share each key tile of
-// BK keys; S = Q·Kᵀ takes Q and K from shared memory, O += P·V takes P from registers. The products of tile n's
-// scores and of tile n − 1's P·V run together while the warpgroup turns tile n's scores into probabilities, so V has
-// three stages and K two. Tiles are stored in 128-byte swizzled rows (sw128_desc), 64 columns a block; the scores,
-// the softmax and the stores follow prefill_mma's formulas.
+// BK keys; S = Q·Kᵀ takes Q and K from shared memory, O += P·V takes P from registers. Tiles are stored in
+// 128-byte swizzled rows (sw128_desc), 64 columns a block; the scores, the softmax and the stores follow
+// prefill_mma's formulas.
 constexpr int WG_BQ = 128, WG_NT = 256;
 
-__host__ __device__ constexpr int wg_smem_bytes(int dh, int bk) { return (WG_BQ + 5 * bk) * dh * 2 + 2 * bk * 4 + 1024; }
+__host__ __device__ constexpr int wg_smem_bytes(int dh, int bk) { return (WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 4 + 1024; }
 
 // Byte offset of the 16-byte piece c of row r in a tile of R rows: 64-column blocks of R·128 bytes.
 template <int R> __device__ __forceinline__ int sw128_at(int r, int c) {
@@ -1578,7 +1577,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     unsigned char *const Qs = smem_raw + ((1024u - (saddr(smem_raw) & 1023u)) & 1023u);
     unsigned char *const Ks = Qs + WG_BQ * DH * 2;
     unsigned char *const Vs = Ks + 2 * TILE;
-    float *const kb_s = reinterpret_cast<float *>(Vs + 3 * TILE);
+    float *const kb_s = reinterpret_cast<float *>(Vs + 2 * TILE);
 
     // wg: the thread's warpgroup, warp: its warp within it (masked, so the compiler knows the ranges).
     const int tid = threadIdx.x, wg = (tid >> 7) & 1, lane = tid & 31, warp = (tid >> 5) & 3, gr = lane >> 2,
@@ -1603,19 +1602,18 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         const int j = n * BK + tid;
         return kb_thread && j < T ? key_raw(mk, nullptr, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
     };
-    auto store_bias = [&](int n, KeyRaw r) {
-        if (kb_thread) kb_s[(n & 1) * BK + tid] = mk.key_bias_of(r.am, r.x, tau_v);
+    auto store_bias = [&](int st, KeyRaw r) {
+        if (kb_thread) kb_s[st * BK + tid] = mk.key_bias_of(r.am, r.x, tau_v);
     };
-    // K of tile n into stage n % 2, V into stage n % 3.
     static_assert(BK * CH % WG_NT == 0, "tile loads");
-    auto load_kv = [&](int n) {
+    auto load_kv = [&](int n, int st) {
 #pragma unroll
         for (int u = 0; u < BK * CH / WG_NT; ++u) {
             const int c = tid + WG_NT * u, r = c / CH, col = c % CH, j = n * BK + r;
             const long off = (long)min(j, T - 1) * DH + col * 8;
-            const int at = sw128_at<BK>(r, col), bytes = j < T ? 16 : 0;
-            cp_async16(Ks + (n & 1) * TILE + at, kg + off, bytes);
-            cp_async16(Vs + n % 3 * TILE + at, vg + off, bytes);
+            const int at = st * TILE + sw128_at<BK>(r, col), bytes = j < T ? 16 : 0;
+            cp_async16(Ks + at, kg + off, bytes);
+            cp_async16(Vs + at, vg + off, bytes);
         }
     };
 
@@ -1630,51 +1628,33 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         for (int e = 0; e < 32; ++e) o[a][e] = 0.0f;
     }
     const unsigned char *const Qw = Qs + wg * 64 * 128;
-    // P of the last tile scored, as the A operand of P·V: key step kk covers n-tiles 2kk and 2kk + 1.
-    unsigned pf[BK / 16][4];
-    // o += P·V for the tile whose V is in stage vs: V's rows are keys, so it is the N-major B operand, one 64-dim
-    // block a product.
-    auto issue_pv = [&](int vs) {
-        const unsigned char *const Vt = Vs + vs * TILE;
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk) {
-#pragma unroll
-            for (int a = 0; a < DA; ++a)
-                wgmma_rs_n64_nmajor(o[a], pf[kk], sw128_desc(Vt + a * BK * 128 + kk * 16 * 128, 1024));
-        }
-        wgmma_commit();
-    };
-    auto hold_o = [&]() {
-#pragma unroll
-        for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
-    };
 
     const int kend = min(T, T - S + min(i0 + WG_BQ, S));
     const int n_all = (T + BK - 1) / BK;
     int n = 0, n_end = (kend + BK - 1) / BK;
-    bool extended = false, pending = false;
+    bool extended = false;
 
-    load_kv(0);
+    load_kv(0, 0);
     store_bias(0, fetch_bias(0));
     cp_async_commit();
     for (;;) {
         for (; n < n_end; ++n) {
-            const int k0 = n * BK;
+            const int st = n & 1, k0 = n * BK;
             const bool more = n + 1 < n_end;
-            // After the barrier tile n is visible to the products, and every warpgroup is done with tile n − 1's K
-            // and bias and tile n − 2's V, whose stages tile n + 1 then fills.
+            // After the barrier tile n is visible to the products and every warpgroup is done with tile n − 1.
             cp_async_wait<0>();
             fence_proxy_async();
             __syncthreads();
             KeyRaw next{1, 0.0f, 0};
             if (more) {
-                load_kv(n + 1);
+                load_kv(n + 1, st ^ 1);
                 cp_async_commit();
                 next = fetch_bias(n + 1);
             }
+            const unsigned char *const Kt = Ks + st * TILE;
+            const unsigned char *const Vt = Vs + st * TILE;
 
             // s = q·kᵀ: n-tile t holds keys 8t + 2·tg + {0, 1} of rows gr (s[4t], s[4t + 1]) and gr + 8.
-            const unsigned char *const Kt = Ks + (n & 1) * TILE;
             float s[BK / 2];
             wgmma_fence();
 #pragma unroll
@@ -1684,15 +1664,10 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                                   sw128_desc(Kt + blk * BK * 128 + kin, 16), kd > 0);
             }
             wgmma_commit();
-            if (pending) {
-                issue_pv((n + 2) % 3);
-                wgmma_wait<1>();
-            } else {
-                wgmma_wait<0>();
-            }
+            wgmma_wait<0>();
             wgmma_hold(s);
 
-            const float *const kb_t = kb_s + (n & 1) * BK;
+            const float *const kb_t = kb_s + st * BK;
             const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
             float mx[2] = {m[0], m[1]};
             auto add_bias = [&](auto partial) {
@@ -1727,22 +1702,6 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                 m[r] = x;
                 rescale |= alpha[r] != 1.0f;
             }
-            // The probabilities in place of the scores (prefill_mma's exponent forms).
-            const bool small = fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f;
-            if (__all_sync(0xffffffffu, small)) {
-                const float ml[2] = {m[0] * LOG2E, m[1] * LOG2E};
-#pragma unroll
-                for (int e = 0; e < BK / 2; ++e) s[e] = exp2_approx(fmaf(s[e], LOG2E, -ml[(e >> 1) & 1]));
-            } else {
-#pragma unroll
-                for (int e = 0; e < BK / 2; ++e) s[e] = exp2_approx((s[e] - m[(e >> 1) & 1]) * LOG2E);
-            }
-
-            // Tile n − 1's P·V is done: o and pf are free again.
-            if (pending) {
-                wgmma_wait<0>();
-                hold_o();
-            }
             if (__any_sync(0xffffffffu, rescale)) {
                 l[0] *= alpha[0];
                 l[1] *= alpha[1];
@@ -1757,25 +1716,43 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                     }
                 }
             }
+            // P as the A operand of P·V: key step kk covers n-tiles 2kk and 2kk + 1 (prefill_mma's exponent forms).
+            unsigned pf[BK / 16][4];
+            auto probabilities = [&](auto ex) {
 #pragma unroll
-            for (int t = 0; t < NS; ++t) {
-                const unsigned p01 = pack_bf16(s[4 * t], s[4 * t + 1]);
-                const unsigned p23 = pack_bf16(s[4 * t + 2], s[4 * t + 3]);
-                l[0] += lo_f32(p01) + hi_f32(p01);
-                l[1] += lo_f32(p23) + hi_f32(p23);
-                pf[t / 2][(t & 1) * 2] = p01;
-                pf[t / 2][(t & 1) * 2 + 1] = p23;
+                for (int t = 0; t < NS; ++t) {
+                    const unsigned p01 = pack_bf16(ex(s[4 * t], 0), ex(s[4 * t + 1], 0));
+                    const unsigned p23 = pack_bf16(ex(s[4 * t + 2], 1), ex(s[4 * t + 3], 1));
+                    l[0] += lo_f32(p01) + hi_f32(p01);
+                    l[1] += lo_f32(p23) + hi_f32(p23);
+                    pf[t / 2][(t & 1) * 2] = p01;
+                    pf[t / 2][(t & 1) * 2 + 1] = p23;
+                }
+            };
+            const bool small = fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f;
+            if (__all_sync(0xffffffffu, small)) {
+                const float ml[2] = {m[0] * LOG2E, m[1] * LOG2E};
+                probabilities([&](float x, int r) { return exp2_approx(fmaf(x, LOG2E, -ml[r])); });
+            } else {
+                probabilities([&](float x, int r) { return exp2_approx((x - m[r]) * LOG2E); });
             }
-            pending = true;
-            if (more) store_bias(n + 1, next);
-        }
-        // The last tile's P·V.
-        if (pending) {
+
+            // o += P·V: V's rows are keys, so it is the N-major B operand, one 64-dim block a product.
+#pragma unroll
+            for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
             wgmma_fence();
-            issue_pv((n + 2) % 3);
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; ++kk) {
+#pragma unroll
+                for (int a = 0; a < DA; ++a)
+                    wgmma_rs_n64_nmajor(o[a], pf[kk], sw128_desc(Vt + a * BK * 128 + kk * 16 * 128, 1024));
+            }
+            wgmma_commit();
             wgmma_wait<0>();
-            hold_o();
-            pending = false;
+#pragma unroll
+            for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
+
+            if (more) store_bias(st ^ 1, next);
         }
         if (extended) break;
         // As in prefill_mma: a row whose every score so far is MASKED becomes uniform over all T keys.
@@ -1785,8 +1762,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         if (!__syncthreads_or(fully) || n_end == n_all) break;
         extended = true;
         n_end = n_all;
-        load_kv(n);
-        store_bias(n, fetch_bias(n));
+        load_kv(n, n & 1);
+        store_bias(n & 1, fetch_bias(n));
         cp_async_commit();
     }
     cp_async_wait<0>();

@@ -1006,7 +1006,7 @@ mod gpu {
             let decl = format!("PREFILL_WGMMA({dh}, {keys}, {blocks})");
             assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
         }
-        assert!(src.contains("(WG_BQ + 5 * bk) * dh * 2 + 2 * bk * 4 + 1024"), "tc::wg_smem_bytes");
+        assert!(src.contains("(WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 4 + 1024"), "tc::wg_smem_bytes");
     }
 
     /// The tensor-core, GQA decode and keep-window kernels the launcher names are in the compiled
