@@ -103,6 +103,13 @@ pub(crate) fn cubin_for(src: &crate::cuda::Source, arch: &str) -> Option<Vec<u8>
     Some(cubin)
 }
 
+/// ptxas's report on `src` compiled for `arch` ([`crate::cuda::ptxas_report`]); `None` without NVRTC, as
+/// [`cubin_for`].
+pub(crate) fn ptxas_report(src: &crate::cuda::Source, arch: &str) -> Option<String> {
+    cubin_for(src, arch)?;
+    Some(crate::cuda::ptxas_report(src, arch).unwrap_or_else(|e| panic!("{arch}: {e}")))
+}
+
 /// Whether a compiled module holds the symbol `name`.
 pub(crate) fn has_symbol(cubin: &[u8], name: &str) -> bool {
     cubin.windows(name.len()).any(|w| w == name.as_bytes())

@@ -253,6 +253,31 @@ fn nvrtc_compile(file: &str, text: &str, opts: &[String]) -> Result<Vec<u8>> {
     out
 }
 
+/// ptxas's report (`-v`: registers, spills, and its performance advisories) on `src` compiled for `arch`.
+#[cfg(test)]
+pub(crate) fn ptxas_report(src: &Source, arch: &str) -> Result<String> {
+    let mut opts = options(arch);
+    opts.push("--ptxas-options=-v".to_string());
+    let code = CString::new(full_source(src))
+        .map_err(|_| KernelError::Driver("NUL in the source".into()))?;
+    let prog = nvrtc_result::create_program(&code, None::<&CStr>)
+        .map_err(|e| KernelError::Driver(format!("nvrtcCreateProgram({}): {e:?}", src.file)))?;
+    // SAFETY: `prog` is a live program; the options are plain strings; the log buffer is sized by NVRTC's own size
+    // query before it writes into it; the program is destroyed exactly once below.
+    let out = unsafe {
+        compile_program(prog, src.file, &opts).and_then(|_| {
+            nvrtc_result::get_program_log(prog)
+                .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
+                .map_err(|e| {
+                    KernelError::Driver(format!("nvrtcGetProgramLog({}): {e:?}", src.file))
+                })
+        })
+    };
+    // SAFETY: `prog` was created above and is not used after this call.
+    let _ = unsafe { nvrtc_result::destroy_program(prog) };
+    out
+}
+
 /// # Safety
 /// `prog` must be a live NVRTC program.
 unsafe fn compile_program(

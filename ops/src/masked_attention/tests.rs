@@ -993,6 +993,32 @@ mod gpu {
         }
     }
 
+    /// ptxas keeps each warpgroup kernel's products in flight together (none of its "wgmma.mma_async instructions
+    /// are serialized" advisories) and spills no register (no GPU needed).
+    #[test]
+    fn wgmma_kernels_keep_their_products_in_flight() {
+        let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
+        for dh in [64, 128] {
+            let name =
+                format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{}", cuda::wgmma_key_tile(dh));
+            let quoted = format!("'{name}'");
+            let advisories: Vec<&str> = report
+                .lines()
+                .filter(|l| l.contains("Performance Loss") && l.contains(&quoted))
+                .collect();
+            assert!(advisories.is_empty(), "{advisories:#?}");
+            let mut lines = report
+                .lines()
+                .skip_while(|l| !l.ends_with(&format!("Function properties for {name}")));
+            let spills =
+                lines.nth(1).unwrap_or_else(|| panic!("no ptxas properties of {name}:\n{report}"));
+            assert!(
+                spills.contains("0 bytes spill stores, 0 bytes spill loads"),
+                "{name}: {spills}"
+            );
+        }
+    }
+
     /// The warpgroup kernel's shared memory (`tc::wg_smem_bytes`) fits the H200's 227 KiB per block, twice over
     /// for the 64-key tiles its launch bound asks two blocks of.
     #[test]
