@@ -61,7 +61,7 @@ pub(crate) enum Kernel {
     /// 64·`tiles` queries of one head per block.
     Mma { tiles: usize },
     /// `masked_attention_bf16_prefill_wgmma_d<head_dim>_k<keys>`: two warpgroups of 64 queries of one head a block
-    /// on sm_90's warpgroup products, [`wgmma_key_tile`] keys a tile; rows without a keep window only.
+    /// on sm_90's warpgroup products, [`wgmma_key_tile`] keys a tile, every key up to the causal limit visited.
     Wgmma,
 }
 
@@ -72,14 +72,15 @@ pub(crate) enum Kernel {
 const MMA_TALL_MIN_BLOCKS: usize = 512;
 
 /// The kernel [`masked_attention`] runs on a device of architecture `arch` (`sm_90`): decode for
-/// `S ≤ DECODE_MAX_Q_LEN`; else the warpgroup kernel where [`wgmma_fits`]; else tensor cores for bf16 with
-/// `head_dim` 64 or 128 (32 rows a warp from [`MMA_TALL_MIN_BLOCKS`] blocks of 128 queries on, else 16), the
-/// scalar prefill kernel otherwise.
+/// `S ≤ DECODE_MAX_Q_LEN`; else the warpgroup kernel where [`wgmma_fits`], unless a keep window is shorter than a
+/// [`KEEP_LISTS_FROM`]th of the keys; else tensor cores for bf16 with `head_dim` 64 or 128 (32 rows a warp from
+/// [`MMA_TALL_MIN_BLOCKS`] blocks of 128 queries on, else 16), the scalar prefill kernel otherwise.
 pub(crate) fn pick_kernel(p: &AttentionParams, mode: MaskMode, elem: &str, arch: &str) -> Kernel {
     if p.q_len <= DECODE_MAX_Q_LEN {
         return if gqa_fits(p, elem) { Kernel::DecodeGqa } else { Kernel::Decode };
     }
-    if wgmma_fits(p, mode, elem, arch) {
+    let lists_pay = matches!(mode, MaskMode::Additive { keep_window: Some(w), .. } if p.kv_len > KEEP_LISTS_FROM * w);
+    if wgmma_fits(p, elem, arch) && !lists_pay {
         return Kernel::Wgmma;
     }
     let tall_blocks = p.batch * p.heads * p.q_len.div_ceil(2 * MMA_TILE);
@@ -116,26 +117,27 @@ pub(crate) fn wgmma_key_tile(head_dim: usize) -> usize {
     }
 }
 
-/// Whether a keep window drops keys of `p` in `mode`: a window shorter than the keys.
-fn keeps_a_window(p: &AttentionParams, mode: MaskMode) -> bool {
-    matches!(mode, MaskMode::Additive { keep_window: Some(w), .. } if p.kv_len > w)
-}
+/// Keys per window length from which a keep window goes to the `mma` kernel's lists of kept keys rather than the
+/// warpgroup kernel, which visits every key up to the causal limit. Measured (`logs/h200-2026-11-29zo`, Doge-320M
+/// heads, window 2048): the lists take 0.195 ms at 4K keys where the warpgroup kernel takes 0.097 ms for all of
+/// them; 0.340 ms at 8K, where it takes 0.342; 0.613 ms at 16K against 1.302.
+const KEEP_LISTS_FROM: usize = 3;
 
-/// Whether the warpgroup kernel takes `p` in `mode` and `elem` on `arch`: bf16, `head_dim` 64 or 128, no keep
-/// window, and sm_90 itself (its CUBINs are compiled as sm_90a, whose warpgroup products later architectures lack).
-pub(crate) fn wgmma_fits(p: &AttentionParams, mode: MaskMode, elem: &str, arch: &str) -> bool {
+/// Whether the warpgroup kernel takes `p` in `elem` on `arch`: bf16, `head_dim` 64 or 128, and sm_90 itself (its
+/// CUBINs are compiled as sm_90a, whose warpgroup products later architectures lack).
+pub(crate) fn wgmma_fits(p: &AttentionParams, elem: &str, arch: &str) -> bool {
     elem == "bf16"
         && arch == "sm_90"
         && MMA_HEAD_DIMS.contains(&p.head_dim)
-        && !keeps_a_window(p, mode)
         && p.q_len.div_ceil(WGMMA_QUERIES) <= 65535
         && p.batch * p.heads <= i32::MAX as usize
 }
 
 /// Dynamic shared memory of the warpgroup kernel (`tc::wg_smem_bytes` in masked_attention.cu): Q for 128 queries,
-/// two stages of K and V for `keys` keys, two stages of the per-key bias, and 1024 bytes to align the tiles.
+/// two stages of K and V for `keys` keys, two stages of the per-key bias and keep-until position, and 1024 bytes to
+/// align the tiles.
 pub(crate) fn wgmma_smem_bytes(head_dim: usize, keys: usize) -> usize {
-    (WGMMA_QUERIES + 4 * keys) * head_dim * 2 + 2 * keys * 4 + 1024
+    (WGMMA_QUERIES + 4 * keys) * head_dim * 2 + 2 * keys * 8 + 1024
 }
 
 /// Dynamic shared memory of the tensor-core prefill kernel (`tc::smem_bytes` in masked_attention.cu): Q for
@@ -493,9 +495,9 @@ pub(crate) fn attention_on<T: Elem>(
             )));
         }
     }
-    if kernel == Kernel::Wgmma && !wgmma_fits(p, mode, T::NAME, gpu.arch()) {
+    if kernel == Kernel::Wgmma && !wgmma_fits(p, T::NAME, gpu.arch()) {
         return Err(KernelError::BadParams(format!(
-            "the warpgroup kernel does not take {} {p:?} {mode:?} on {}",
+            "the warpgroup kernel does not take {} {p:?} on {}",
             T::NAME,
             gpu.arch()
         )));
@@ -551,7 +553,7 @@ pub(crate) fn attention_on<T: Elem>(
             tau = Some(out_tau);
         }
         let w = keep_window.filter(|&w| t > w);
-        if let (Some(w), Some(m), Kernel::Mma { tiles }) = (w, key_m, kernel) {
+        if let (Some(w), Some(m), Kernel::Mma { .. } | Kernel::Wgmma) = (w, key_m, kernel) {
             let bhm = b * mask_heads;
             let mut keys = alloc::<u32>(gpu, bhm * t)?;
             let name = "masked_attention_order_keys";
@@ -575,9 +577,11 @@ pub(crate) fn attention_on<T: Elem>(
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
             let out_until = keep_until_on(gpu, &keys, bhm, t, w, until_kernel(t))?;
             gpu.recycle(keys);
-            let rows = MMA_TILE * tiles;
-            if let Some(layout) = list_layout(bhm, s, t, w, rows) {
-                lists = Some(keep_lists_on(gpu, &out_until, bhm, s, t, rows, w, layout)?);
+            if let Kernel::Mma { tiles } = kernel {
+                let rows = MMA_TILE * tiles;
+                if let Some(layout) = list_layout(bhm, s, t, w, rows) {
+                    lists = Some(keep_lists_on(gpu, &out_until, bhm, s, t, rows, w, layout)?);
+                }
             }
             until = Some(out_until);
         } else if let Some(w) = w {
@@ -714,12 +718,13 @@ pub(crate) fn attention_on<T: Elem>(
         arg_or_null(&mut launch, tau.as_ref(), &null);
         launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
         launch.arg(&g_i).arg(&scale);
+        arg_or_null(&mut launch, until.as_ref(), &null);
         // SAFETY: the argument list matches `masked_attention_bf16_prefill_wgmma_d<Dh>_k<keys>` and `T` is bf16 on
         // sm_90 (`wgmma_fits` checked both above); `validate` checked q, k, v, out and every mask buffer against
-        // `p`, head_dim is the kernel's Dh, null pointers stand for absent buffers the mode does not read (no keep
-        // window drops a key, so `keep` is null), the grid covers B·H heads and ⌈S/128⌉ query tiles with the
-        // kernel's 256 threads, and the dynamic shared memory is the kernel's `tc::wg_smem_bytes`, allowed by the
-        // attribute set above.
+        // `p`, head_dim is the kernel's Dh, null pointers stand for absent buffers the mode does not read (`keep` is
+        // never read: `until`, B·Hm·T positions, carries the keep window), the grid covers B·H heads and ⌈S/128⌉
+        // query tiles with the kernel's 256 threads, and the dynamic shared memory is the kernel's
+        // `tc::wg_smem_bytes`, allowed by the attribute set above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else if let Kernel::Mma { tiles } = kernel {
         let dh = p.head_dim;

@@ -1543,13 +1543,15 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// Warpgroup form (sm_90a), for the rows no keep window touches: two warpgroups of 64 queries share each key tile of
-// BK keys; S = Q·Kᵀ takes Q and K from shared memory, O += P·V takes P from registers. Tiles are stored in
-// 128-byte swizzled rows (sw128_desc), 64 columns a block; the scores, the softmax and the stores follow
-// prefill_mma's formulas.
+// Warpgroup form (sm_90a): two warpgroups of 64 queries share each key tile of BK keys; S = Q·Kᵀ takes Q and K from
+// shared memory, O += P·V takes P from registers. Tiles are stored in 128-byte swizzled rows (sw128_desc), 64 columns
+// a block; the scores, the keep window (KEEP: keep_until's positions, every key visited), the softmax and the stores
+// follow prefill_mma's formulas.
 constexpr int WG_BQ = 128, WG_NT = 256;
 
-__host__ __device__ constexpr int wg_smem_bytes(int dh, int bk) { return (WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 4 + 1024; }
+__host__ __device__ constexpr int wg_smem_bytes(int dh, int bk) {
+    return (WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 8 + 1024;
+}
 
 // Byte offset of the 16-byte piece c of row r in a tile of R rows: 64-column blocks of R·128 bytes.
 template <int R> __device__ __forceinline__ int sw128_at(int r, int c) {
@@ -1568,9 +1570,9 @@ template <> struct WgScores<128> {
     }
 };
 
-template <int DH, int BK>
+template <int DH, int BK, bool KEEP>
 __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk,
-                              const int G, const float scale) {
+                              const int G, const float scale, const int *until) {
     constexpr int CH = DH / 8, KD = DH / 16, NS = BK / 8, DA = DH / 64, TILE = BK * DH * 2;
     static_assert(DH % 64 == 0 && (BK == 64 || BK == 128), "head dimension, key tile");
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -1578,6 +1580,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     unsigned char *const Ks = Qs + WG_BQ * DH * 2;
     unsigned char *const Vs = Ks + 2 * TILE;
     float *const kb_s = reinterpret_cast<float *>(Vs + 2 * TILE);
+    int *const ku_s = reinterpret_cast<int *>(kb_s + 2 * BK);
 
     // wg: the thread's warpgroup, warp: its warp within it (masked, so the compiler knows the ranges).
     const int tid = threadIdx.x, wg = (tid >> 7) & 1, lane = tid & 31, warp = (tid >> 5) & 3, gr = lane >> 2,
@@ -1600,10 +1603,12 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     if (kb_thread && mk.mode == ADDITIVE && mk.tau != nullptr) tau_v = mk.tau[kb_bhm];
     auto fetch_bias = [&](int n) {
         const int j = n * BK + tid;
-        return kb_thread && j < T ? key_raw(mk, nullptr, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
+        return kb_thread && j < T ? key_raw(mk, KEEP ? until : nullptr, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
     };
     auto store_bias = [&](int st, KeyRaw r) {
-        if (kb_thread) kb_s[st * BK + tid] = mk.key_bias_of(r.am, r.x, tau_v);
+        if (!kb_thread) return;
+        kb_s[st * BK + tid] = mk.key_bias_of(r.am, r.x, tau_v);
+        if (KEEP) ku_s[st * BK + tid] = r.until;
     };
     static_assert(BK * CH % WG_NT == 0, "tile loads");
     auto load_kv = [&](int n, int st) {
@@ -1668,6 +1673,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
             wgmma_hold(s);
 
             const float *const kb_t = kb_s + st * BK;
+            const int *const ku_t = ku_s + st * BK;
             const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
             float mx[2] = {m[0], m[1]};
             auto add_bias = [&](auto partial) {
@@ -1676,11 +1682,14 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                 for (int t = 0; t < NS; ++t) {
                     const int jl = 8 * t + 2 * tg;
                     const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + jl);
+                    int2 ku2 = make_int2(0, 0);
+                    if (KEEP) ku2 = *reinterpret_cast<const int2 *>(ku_t + jl);
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
-                        const int r = e >> 1, j = k0 + jl + (e & 1);
+                        const int r = e >> 1, j = k0 + jl + (e & 1), lim = lim0 + 8 * r;
                         float bias = (e & 1) ? kb2.y : kb2.x;
-                        if (PARTIAL && j > lim0 + 8 * r) bias = MASKED;
+                        if (PARTIAL && j > lim) bias = MASKED;
+                        if (KEEP && lim >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
                         float sc = fmaf(s[4 * t + e], scale, bias);
                         if (PARTIAL && j >= T) sc = neg_inf();
                         s[4 * t + e] = sc;
@@ -1822,12 +1831,16 @@ PREFILL_MMA(128, 1)
 PREFILL_MMA(128, 2)
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// The warpgroup form (`tc::prefill_wgmma`): 128 queries of one head a block, BK keys a tile, no keep window.
+// The warpgroup form (`tc::prefill_wgmma`): 128 queries of one head a block, BK keys a tile; `keep` is unused (null),
+// `until` is keep_until's [B, Hm, T], or null without a keep window.
 #define PREFILL_WGMMA(DH, BK, MINB)                                                                                    \
     extern "C" __global__ void __launch_bounds__(tc::WG_NT, MINB) masked_attention_bf16_prefill_wgmma_d##DH##_k##BK(   \
-        const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale) { \
+        const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
+        const int *until) {                                                                                            \
         grid_entry();                                                                                                  \
-        tc::prefill_wgmma<DH, BK>(q, k, v, out, MASK_INIT, G, scale);                                                  \
+        const Mask mk = MASK_INIT;                                                                                     \
+        if (until == nullptr) tc::prefill_wgmma<DH, BK, false>(q, k, v, out, mk, G, scale, until);                     \
+        else tc::prefill_wgmma<DH, BK, true>(q, k, v, out, mk, G, scale, until);                                       \
     }
 PREFILL_WGMMA(64, 64, 2)
 PREFILL_WGMMA(128, 128, 1)

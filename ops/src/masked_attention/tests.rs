@@ -572,7 +572,7 @@ mod gpu {
     /// warpgroup kernel where it fits.
     fn tensor_core_paths(gpu: &Gpu, c: &Case) -> Vec<Path> {
         let mut paths: Vec<Path> = cuda::MMA_TILES.into_iter().map(Path::Mma).collect();
-        if cuda::wgmma_fits(&c.p, c.mode, "bf16", gpu.arch()) {
+        if cuda::wgmma_fits(&c.p, "bf16", gpu.arch()) {
             paths.push(Path::Wgmma);
         }
         paths
@@ -945,8 +945,8 @@ mod gpu {
     /// dimensions (tools/random_checkpoint.py).
     const HOT_SHAPES: [(usize, usize, usize); 2] = [(8, 4, 128), (16, 4, 64)];
 
-    /// On sm_90 the warpgroup kernel takes every bf16 prefill of Dh 64 or 128 that no keep window cuts; the `mma`
-    /// kernel takes the rest of them, and all of them before sm_90 and after it.
+    /// On sm_90 the warpgroup kernel takes every bf16 prefill of Dh 64 or 128 but those whose keep window is shorter
+    /// than a third of the keys; the `mma` kernel takes those, and all of them before sm_90 and after it.
     #[test]
     fn bf16_prefill_of_the_model_shapes_runs_on_tensor_cores() {
         let causal = MaskMode::Causal;
@@ -972,7 +972,14 @@ mod gpu {
                     }
                 }
                 if s > 9 {
-                    assert_eq!(pick_kernel(&p, window(s - 1), "bf16", "sm_90"), mma, "{p:?}");
+                    for w in [s - 1, s.div_ceil(3)] {
+                        assert_eq!(
+                            pick_kernel(&p, window(w), "bf16", "sm_90"),
+                            Kernel::Wgmma,
+                            "{p:?} {w}"
+                        );
+                    }
+                    assert_eq!(pick_kernel(&p, window(s / 3 - 1), "bf16", "sm_90"), mma, "{p:?}");
                 }
                 assert_eq!(pick_kernel(&p, causal, "f32", "sm_90"), Kernel::Scalar, "{p:?}");
                 let step = AttentionParams { q_len: 1, ..p };
@@ -1032,7 +1039,7 @@ mod gpu {
             let decl = format!("PREFILL_WGMMA({dh}, {keys}, {blocks})");
             assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
         }
-        assert!(src.contains("(WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 4 + 1024"), "tc::wg_smem_bytes");
+        assert!(src.contains("(WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 8 + 1024"), "tc::wg_smem_bytes");
     }
 
     /// The tensor-core, GQA decode and keep-window kernels the launcher names are in the compiled
@@ -1630,7 +1637,7 @@ mod gpu {
                 let km = (mode != MaskMode::Causal).then_some(&key_m);
                 let mut kernels: Vec<Kernel> =
                     cuda::MMA_TILES.map(|tiles| Kernel::Mma { tiles }).to_vec();
-                if cuda::wgmma_fits(&p, mode, "bf16", gpu.arch()) {
+                if cuda::wgmma_fits(&p, "bf16", gpu.arch()) {
                     kernels.push(Kernel::Wgmma);
                 }
                 for kernel in kernels {
