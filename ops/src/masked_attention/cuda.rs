@@ -60,7 +60,7 @@ pub(crate) enum Kernel {
     /// `masked_attention_bf16_prefill_mma_d<head_dim>_m<tiles>`: `tiles` row tiles of 16 queries per warp,
     /// 64·`tiles` queries of one head per block.
     Mma { tiles: usize },
-    /// `masked_attention_bf16_prefill_wgmma_d<head_dim>_k<keys>`: two warpgroups of 64 queries of one head a block
+    /// `masked_attention_bf16_prefill_wgmma_d<head_dim>_k<keys>[_keep]`: two warpgroups of 64 queries of one head a block
     /// on sm_90's warpgroup products, [`wgmma_key_tile`] keys a tile, every key up to the causal limit visited.
     Wgmma,
 }
@@ -692,7 +692,8 @@ pub(crate) fn attention_on<T: Elem>(
         gpu.recycle(part);
     } else if kernel == Kernel::Wgmma {
         let (dh, keys) = (p.head_dim, wgmma_key_tile(p.head_dim));
-        let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{keys}");
+        let keep = if until.is_some() { "_keep" } else { "" };
+        let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{keys}{keep}");
         let func = gpu.function(&SOURCE, &name)?;
         let smem = wgmma_smem_bytes(dh, keys);
         let smem_i = to_i32("shared memory", smem)?;
@@ -719,12 +720,13 @@ pub(crate) fn attention_on<T: Elem>(
         launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
         launch.arg(&g_i).arg(&scale);
         arg_or_null(&mut launch, until.as_ref(), &null);
-        // SAFETY: the argument list matches `masked_attention_bf16_prefill_wgmma_d<Dh>_k<keys>` and `T` is bf16 on
-        // sm_90 (`wgmma_fits` checked both above); `validate` checked q, k, v, out and every mask buffer against
-        // `p`, head_dim is the kernel's Dh, null pointers stand for absent buffers the mode does not read (`keep` is
-        // never read: `until`, B·Hm·T positions, carries the keep window), the grid covers B·H heads and ⌈S/128⌉
-        // query tiles with the kernel's 256 threads, and the dynamic shared memory is the kernel's
-        // `tc::wg_smem_bytes`, allowed by the attribute set above.
+        // SAFETY: the argument list matches `masked_attention_bf16_prefill_wgmma_d<Dh>_k<keys>[_keep]` and `T` is
+        // bf16 on sm_90 (`wgmma_fits` checked both above); `validate` checked q, k, v, out and every mask buffer
+        // against `p`, head_dim is the kernel's Dh, null pointers stand for absent buffers the mode does not read
+        // (`keep` is never read: `until`, B·Hm·T positions, carries the keep window, and the `_keep` kernel runs
+        // exactly when it is there), the grid covers B·H heads and ⌈S/128⌉ query tiles with the kernel's 256
+        // threads, and the dynamic shared memory is the kernel's `tc::wg_smem_bytes`, allowed by the attribute set
+        // above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else if let Kernel::Mma { tiles } = kernel {
         let dh = p.head_dim;

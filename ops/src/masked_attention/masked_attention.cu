@@ -1831,18 +1831,20 @@ PREFILL_MMA(128, 1)
 PREFILL_MMA(128, 2)
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// The warpgroup form (`tc::prefill_wgmma`): 128 queries of one head a block, BK keys a tile; `keep` is unused (null),
-// `until` is keep_until's [B, Hm, T], or null without a keep window.
-#define PREFILL_WGMMA(DH, BK, MINB)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(tc::WG_NT, MINB) masked_attention_bf16_prefill_wgmma_d##DH##_k##BK(   \
-        const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
-        const int *until) {                                                                                            \
+// The warpgroup form (`tc::prefill_wgmma`): 128 queries of one head a block, BK keys a tile; `keep` is unused (null);
+// `until` is keep_until's [B, Hm, T] in the `_keep` kernels (a kernel of its own, so that the plain one keeps its
+// registers), unused (null) in the others.
+#define PREFILL_WGMMA(DH, BK, MINB, KEEP, SUFFIX)                                                                      \
+    extern "C" __global__ void __launch_bounds__(tc::WG_NT, MINB)                                                     \
+        masked_attention_bf16_prefill_wgmma_d##DH##_k##BK##SUFFIX(const bf16_t *q, const bf16_t *k, const bf16_t *v,    \
+                                                                  bf16_t *out, MASK_PARAMS, const int G,               \
+                                                                  const float scale, const int *until) {               \
         grid_entry();                                                                                                  \
-        const Mask mk = MASK_INIT;                                                                                     \
-        if (until == nullptr) tc::prefill_wgmma<DH, BK, false>(q, k, v, out, mk, G, scale, until);                     \
-        else tc::prefill_wgmma<DH, BK, true>(q, k, v, out, mk, G, scale, until);                                       \
+        tc::prefill_wgmma<DH, BK, KEEP>(q, k, v, out, MASK_INIT, G, scale, until);                                     \
     }
-PREFILL_WGMMA(64, 64, 2)
-PREFILL_WGMMA(128, 128, 1)
+PREFILL_WGMMA(64, 64, 2, false, )
+PREFILL_WGMMA(64, 64, 2, true, _keep)
+PREFILL_WGMMA(128, 128, 1, false, )
+PREFILL_WGMMA(128, 128, 1, true, _keep)
 #endif
 #endif

@@ -1005,9 +1005,9 @@ mod gpu {
     #[test]
     fn wgmma_kernels_keep_their_products_in_flight() {
         let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
-        for dh in [64, 128] {
-            let name =
-                format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{}", cuda::wgmma_key_tile(dh));
+        for (dh, keep) in [64, 128].into_iter().flat_map(|dh| [(dh, ""), (dh, "_keep")]) {
+            let tile = cuda::wgmma_key_tile(dh);
+            let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{tile}{keep}");
             let quoted = format!("'{name}'");
             let advisories: Vec<&str> = report
                 .lines()
@@ -1036,8 +1036,10 @@ mod gpu {
             let bytes = cuda::wgmma_smem_bytes(dh, keys);
             let blocks = if keys == 64 { 2 } else { 1 };
             assert!(blocks * bytes <= 227 * 1024, "Dh {dh}: {bytes} bytes");
-            let decl = format!("PREFILL_WGMMA({dh}, {keys}, {blocks})");
-            assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
+            for keep in ["false, )", "true, _keep)"] {
+                let decl = format!("PREFILL_WGMMA({dh}, {keys}, {blocks}, {keep}");
+                assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
+            }
         }
         assert!(src.contains("(WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 8 + 1024"), "tc::wg_smem_bytes");
     }
@@ -1052,9 +1054,11 @@ mod gpu {
                 let name = format!("masked_attention_bf16_prefill_mma_d{dh}_m{tiles}");
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
-            let name =
-                format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{}", cuda::wgmma_key_tile(dh));
-            assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
+            for keep in ["", "_keep"] {
+                let tile = cuda::wgmma_key_tile(dh);
+                let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{tile}{keep}");
+                assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
+            }
             for elem in ["f32", "bf16"] {
                 for nq in [1, 2, 4, 8] {
                     let name = format!("masked_attention_{elem}_decode_gqa_d{dh}_q{nq}");
