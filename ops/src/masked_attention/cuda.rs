@@ -60,8 +60,9 @@ pub(crate) enum Kernel {
     /// `masked_attention_bf16_prefill_mma_d<head_dim>_m<tiles>`: `tiles` row tiles of 16 queries per warp,
     /// 64·`tiles` queries of one head per block.
     Mma { tiles: usize },
-    /// `masked_attention_bf16_prefill_wgmma_d<head_dim>_k<keys>[_keep]`: two warpgroups of 64 queries of one head a block
-    /// on sm_90's warpgroup products, [`wgmma_key_tile`] keys a tile, every key up to the causal limit visited.
+    /// `masked_attention_bf16_prefill_wgmma_d<head_dim>_k<keys>[_keep]`: two warpgroups of 64 queries of one head
+    /// a block on sm_90's warpgroup products, [`wgmma_key_tile`] keys a tile, every key up to the causal limit
+    /// visited.
     Wgmma,
 }
 
@@ -72,15 +73,14 @@ pub(crate) enum Kernel {
 const MMA_TALL_MIN_BLOCKS: usize = 512;
 
 /// The kernel [`masked_attention`] runs on a device of architecture `arch` (`sm_90`): decode for
-/// `S ≤ DECODE_MAX_Q_LEN`; else the warpgroup kernel where [`wgmma_fits`], unless a keep window is shorter than a
-/// [`KEEP_LISTS_FROM`]th of the keys; else tensor cores for bf16 with `head_dim` 64 or 128 (32 rows a warp from
+/// `S ≤ DECODE_MAX_Q_LEN`; else the warpgroup kernel where [`wgmma_fits`], unless [`keep_lists_pay`]; else tensor
+/// cores for bf16 with `head_dim` 64 or 128 (32 rows a warp from
 /// [`MMA_TALL_MIN_BLOCKS`] blocks of 128 queries on, else 16), the scalar prefill kernel otherwise.
 pub(crate) fn pick_kernel(p: &AttentionParams, mode: MaskMode, elem: &str, arch: &str) -> Kernel {
     if p.q_len <= DECODE_MAX_Q_LEN {
         return if gqa_fits(p, elem) { Kernel::DecodeGqa } else { Kernel::Decode };
     }
-    let lists_pay = matches!(mode, MaskMode::Additive { keep_window: Some(w), .. } if p.kv_len > KEEP_LISTS_FROM * w);
-    if wgmma_fits(p, elem, arch) && !lists_pay {
+    if wgmma_fits(p, elem, arch) && !keep_lists_pay(p, mode) {
         return Kernel::Wgmma;
     }
     let tall_blocks = p.batch * p.heads * p.q_len.div_ceil(2 * MMA_TILE);
@@ -117,11 +117,15 @@ pub(crate) fn wgmma_key_tile(head_dim: usize) -> usize {
     }
 }
 
-/// Keys per window length from which a keep window goes to the `mma` kernel's lists of kept keys rather than the
-/// warpgroup kernel, which visits every key up to the causal limit. Measured (`logs/h200-2026-11-29zo`, Doge-320M
-/// heads, window 2048): the lists take 0.195 ms at 4K keys where the warpgroup kernel takes 0.097 ms for all of
-/// them; 0.340 ms at 8K, where it takes 0.342; 0.613 ms at 16K against 1.302.
-const KEEP_LISTS_FROM: usize = 3;
+/// Whether the keep window of `mode` is short enough against the keys of `p` (more than 2.5 keys per window length)
+/// that the `mma` kernel's lists of kept keys beat the warpgroup kernel, which visits every key up to the causal
+/// limit. Measured (`logs/h200-2026-11-29zt`, Doge-320M heads, window 2048, S = T): the lists take 0.187 ms at 4K
+/// keys against the warpgroup kernel's 0.146, 0.342 ms at 8K against 0.439, 0.624 ms at 16K against 1.503; the
+/// warpgroup kernel's time grows as T², the lists' about as T, which puts the crossing near 2.5 keys per window
+/// length.
+fn keep_lists_pay(p: &AttentionParams, mode: MaskMode) -> bool {
+    matches!(mode, MaskMode::Additive { keep_window: Some(w), .. } if 2 * p.kv_len > 5 * w)
+}
 
 /// Whether the warpgroup kernel takes `p` in `elem` on `arch`: bf16, `head_dim` 64 or 128, and sm_90 itself (its
 /// CUBINs are compiled as sm_90a, whose warpgroup products later architectures lack).

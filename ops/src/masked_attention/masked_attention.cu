@@ -1835,10 +1835,10 @@ PREFILL_MMA(128, 2)
 // `until` is keep_until's [B, Hm, T] in the `_keep` kernels (a kernel of its own, so that the plain one keeps its
 // registers), unused (null) in the others.
 #define PREFILL_WGMMA(DH, BK, MINB, KEEP, SUFFIX)                                                                      \
-    extern "C" __global__ void __launch_bounds__(tc::WG_NT, MINB)                                                     \
-        masked_attention_bf16_prefill_wgmma_d##DH##_k##BK##SUFFIX(const bf16_t *q, const bf16_t *k, const bf16_t *v,    \
-                                                                  bf16_t *out, MASK_PARAMS, const int G,               \
-                                                                  const float scale, const int *until) {               \
+    extern "C" __global__ void __launch_bounds__(tc::WG_NT, MINB)                                                      \
+        masked_attention_bf16_prefill_wgmma_d##DH##_k##BK##SUFFIX(                                                     \
+            const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G,                  \
+            const float scale, const int *until) {                                                                     \
         grid_entry();                                                                                                  \
         tc::prefill_wgmma<DH, BK, KEEP>(q, k, v, out, MASK_INIT, G, scale, until);                                     \
     }

@@ -946,7 +946,7 @@ mod gpu {
     const HOT_SHAPES: [(usize, usize, usize); 2] = [(8, 4, 128), (16, 4, 64)];
 
     /// On sm_90 the warpgroup kernel takes every bf16 prefill of Dh 64 or 128 but those whose keep window is shorter
-    /// than a third of the keys; the `mma` kernel takes those, and all of them before sm_90 and after it.
+    /// than two fifths of the keys; the `mma` kernel takes those, and all of them before sm_90 and after it.
     #[test]
     fn bf16_prefill_of_the_model_shapes_runs_on_tensor_cores() {
         let causal = MaskMode::Causal;
@@ -972,14 +972,18 @@ mod gpu {
                     }
                 }
                 if s > 9 {
-                    for w in [s - 1, s.div_ceil(3)] {
+                    for w in [s - 1, s.div_ceil(2), (2 * s).div_ceil(5)] {
                         assert_eq!(
                             pick_kernel(&p, window(w), "bf16", "sm_90"),
                             Kernel::Wgmma,
                             "{p:?} {w}"
                         );
                     }
-                    assert_eq!(pick_kernel(&p, window(s / 3 - 1), "bf16", "sm_90"), mma, "{p:?}");
+                    assert_eq!(
+                        pick_kernel(&p, window(2 * s / 5 - 1), "bf16", "sm_90"),
+                        mma,
+                        "{p:?}"
+                    );
                 }
                 assert_eq!(pick_kernel(&p, causal, "f32", "sm_90"), Kernel::Scalar, "{p:?}");
                 let step = AttentionParams { q_len: 1, ..p };
