@@ -105,7 +105,7 @@ fn mma_fits(p: &AttentionParams, elem: &str, tiles: usize) -> bool {
 }
 
 /// Queries per block of the warpgroup kernel (`tc::WG_BQ`).
-const WGMMA_QUERIES: usize = 128;
+pub(crate) const WGMMA_QUERIES: usize = 128;
 
 /// Keys per tile of the warpgroup kernel for `head_dim`: 128 for 128 (one block a multiprocessor, 238
 /// registers a thread), 64 for 64 (two blocks, 126 registers).

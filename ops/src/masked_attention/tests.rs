@@ -1031,7 +1031,8 @@ mod gpu {
     }
 
     /// The warpgroup kernel's shared memory (`tc::wg_smem_bytes`) fits the H200's 227 KiB per block, twice over
-    /// for the 64-key tiles its launch bound asks two blocks of.
+    /// for the 64-key tiles its launch bound asks two blocks of; the launcher's queries per block and 256 threads
+    /// are the source's.
     #[test]
     fn wgmma_shared_memory_fits() {
         let src = cuda::SOURCE.code;
@@ -1046,6 +1047,8 @@ mod gpu {
             }
         }
         assert!(src.contains("(WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 8 + 1024"), "tc::wg_smem_bytes");
+        let block = format!("constexpr int WG_BQ = {}, WG_NT = 256;", cuda::WGMMA_QUERIES);
+        assert!(src.contains(&block), "masked_attention.cu: {block}");
     }
 
     /// The tensor-core, GQA decode and keep-window kernels the launcher names are in the compiled
