@@ -1197,6 +1197,28 @@ template <bool B> struct Flag {
 __device__ __forceinline__ float lo_f32(unsigned x) { return __uint_as_float(x << 16); }
 __device__ __forceinline__ float hi_f32(unsigned x) { return __uint_as_float(x & 0xffff0000u); }
 
+// The online softmax's step for one row, whose scores the four threads of a quad hold: mx, this thread's maximum
+// with the running maximum m, becomes the row's; returns alpha = exp(m − mx) and sets m = mx.
+__device__ __forceinline__ float quad_max_step(float mx, float &m) {
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float alpha = exp2_approx((m - mx) * LOG2E);
+    m = mx;
+    return alpha;
+}
+
+// x summed over the quad.
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// exp(s − m) = 2^(s·log2e − m·log2e), one fma per score given ml = m·log2e, when every row maximum of the warp is
+// below 4096 in magnitude: the rounding of m·log2e then moves p by under 2.5e-4 relative, an eighth of p's bf16
+// rounding, and a score of MIN or -inf still gives 0. Otherwise exp_shifted, 2^((s − m)·log2e), which also gives a
+// row whose maximum is MIN exp(MIN − MIN) = 1.
+__device__ __forceinline__ float exp_scaled(float s, float ml) { return exp2_approx(fmaf(s, LOG2E, -ml)); }
+__device__ __forceinline__ float exp_shifted(float s, float m) { return exp2_approx((s - m) * LOG2E); }
 
 // The raw per-key inputs of Mask::key_bias, loaded before they are needed (no branch on loaded values).
 struct KeyRaw {
@@ -1411,11 +1433,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
                 for (int r = 0; r < 2; ++r) {
-                    float x = mx[mt][r];
-                    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-                    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-                    alpha[mt][r] = exp2_approx((m[mt][r] - x) * LOG2E);
-                    m[mt][r] = x;
+                    alpha[mt][r] = quad_max_step(mx[mt][r], m[mt][r]);
                     rescale |= alpha[mt][r] != 1.0f;
                 }
             }
@@ -1437,10 +1455,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 }
             }
             // P as the A operand of P·V: key step kk covers n-tiles 2kk and 2kk + 1.
-            // exp(s − m) = 2^(s·log2e − m·log2e), one fma per score, when every row maximum of the warp is below 4096
-            // in magnitude: the rounding of m·log2e then moves p by under 2.5e-4 relative, an eighth of p's bf16
-            // rounding, and a score of MIN or -inf still gives 0. Otherwise 2^((s − m)·log2e), which also gives a row
-            // whose maximum is MIN exp(MIN − MIN) = 1.
+            // The exponent form: exp_scaled when every row maximum of the warp is below 4096, else exp_shifted.
             unsigned pf[MT][BK / 16][4];
             auto probabilities = [&](auto ex) {
 #pragma unroll
@@ -1465,9 +1480,9 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 float ml[MT][2];
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) ml[mt][0] = m[mt][0] * LOG2E, ml[mt][1] = m[mt][1] * LOG2E;
-                probabilities([&](float x, int mt, int r) { return exp2_approx(fmaf(x, LOG2E, -ml[mt][r])); });
+                probabilities([&](float x, int mt, int r) { return exp_scaled(x, ml[mt][r]); });
             } else {
-                probabilities([&](float x, int mt, int r) { return exp2_approx((x - m[mt][r]) * LOG2E); });
+                probabilities([&](float x, int mt, int r) { return exp_shifted(x, m[mt][r]); });
             }
 
             // o += P·V: d-tile pair dp covers dims 16·dp + [0, 16); with MT = 2, l += P·1 (bf16 ones).
@@ -1517,12 +1532,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-            float x = l[mt][2 * r];
-            if constexpr (MT == 1) {
-                x += __shfl_xor_sync(0xffffffffu, x, 1);
-                x += __shfl_xor_sync(0xffffffffu, x, 2);
-            }
-            l[mt][r] = 1.0f / x;
+            l[mt][r] = 1.0f / (MT == 1 ? quad_sum(l[mt][2 * r]) : l[mt][2 * r]);
         }
         bf16_t *const Om = Ow + 16 * mt * LD;
 #pragma unroll
@@ -1704,11 +1714,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
             bool rescale = false;
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
-                float x = mx[r];
-                x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-                x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-                alpha[r] = exp2_approx((m[r] - x) * LOG2E);
-                m[r] = x;
+                alpha[r] = quad_max_step(mx[r], m[r]);
                 rescale |= alpha[r] != 1.0f;
             }
             if (__any_sync(0xffffffffu, rescale)) {
@@ -1725,7 +1731,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                     }
                 }
             }
-            // P as the A operand of P·V: key step kk covers n-tiles 2kk and 2kk + 1 (prefill_mma's exponent forms).
+            // P as the A operand of P·V: key step kk covers n-tiles 2kk and 2kk + 1 (exp_scaled or exp_shifted, as in
+            // prefill_mma).
             unsigned pf[BK / 16][4];
             auto probabilities = [&](auto ex) {
 #pragma unroll
@@ -1741,9 +1748,9 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
             const bool small = fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f;
             if (__all_sync(0xffffffffu, small)) {
                 const float ml[2] = {m[0] * LOG2E, m[1] * LOG2E};
-                probabilities([&](float x, int r) { return exp2_approx(fmaf(x, LOG2E, -ml[r])); });
+                probabilities([&](float x, int r) { return exp_scaled(x, ml[r]); });
             } else {
-                probabilities([&](float x, int r) { return exp2_approx((x - m[r]) * LOG2E); });
+                probabilities([&](float x, int r) { return exp_shifted(x, m[r]); });
             }
 
             // o += P·V: V's rows are keys, so it is the N-major B operand, one 64-dim block a product.
@@ -1779,12 +1786,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
 
     // out = o / l, staged through the warp's own rows of Qs (no product reads them any more) for 16-byte stores.
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        float x = l[r];
-        x += __shfl_xor_sync(0xffffffffu, x, 1);
-        x += __shfl_xor_sync(0xffffffffu, x, 2);
-        l[r] = 1.0f / x;
-    }
+    for (int r = 0; r < 2; ++r) l[r] = 1.0f / quad_sum(l[r]);
     const int row0 = 64 * wg + 16 * warp;
 #pragma unroll
     for (int a = 0; a < DA; ++a) {
