@@ -153,37 +153,6 @@ template <int N> __device__ __forceinline__ void wgmma_hold(float (&d)[N]) {
 // Orders this thread's earlier shared-memory writes (stores, finished cp.async copies) before the products' reads.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-// mbarriers in shared memory: a phase completes when its expected count of arrivals has been made (arrive: release
-// of this thread's earlier writes); waiters spin on the parity of the phase they need (acquire).
-__device__ __forceinline__ void mbar_init(unsigned long long *bar, unsigned count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(saddr(bar)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(unsigned long long *bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(saddr(bar)) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(unsigned long long *bar, unsigned parity) {
-    asm volatile("{\n.reg .pred done;\nwait:\n"
-                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-                 "@!done bra wait;\n}\n" ::"r"(saddr(bar)),
-                 "r"(parity)
-                 : "memory");
-}
-// Named barriers: `bar_sync` waits until `count` threads (a multiple of 32) have reached barrier `id` by either call;
-// `bar_arrive` counts this thread without waiting.
-__device__ __forceinline__ void bar_sync(int id, int count) {
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-__device__ __forceinline__ void bar_arrive(int id, int count) {
-    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-// The registers a thread of this warpgroup may hold from here on (every warp of the warpgroup calls it).
-template <int N> __device__ __forceinline__ void regs_shrink() {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
-}
-template <int N> __device__ __forceinline__ void regs_grow() {
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
-}
-
 // The accumulator operands of a product: the text of registers 0–31 and 32–63, and the constraints of d[i … i + 31].
 #define WG_REGS_0_31                                                                                                   \
     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                                           \
@@ -221,6 +190,13 @@ __device__ __forceinline__ void wgmma_rs_n64_nmajor(float (&d)[32], const unsign
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" WG_REGS_0_31
                  "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
                  : WG_D32(0)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+// d += a·b for m64n8k16, A as in wgmma_rs_n64_nmajor, B (16×8) N-major in shared memory.
+__device__ __forceinline__ void wgmma_rs_n8_nmajor(float (&d)[4], const unsigned (&a)[4], unsigned long long b) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }
 #undef WG_REGS_0_31

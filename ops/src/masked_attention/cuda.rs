@@ -64,10 +64,6 @@ pub(crate) enum Kernel {
     /// a block on sm_90's warpgroup products, [`wgmma_key_tile`] keys a tile, every key up to the causal limit
     /// visited.
     Wgmma,
-    /// `masked_attention_bf16_prefill_ws_d128[_keep]`: the warp-specialized form of [`Kernel::Wgmma`] for
-    /// `head_dim` 128: a producer warpgroup loads the key tiles, two consumer warpgroups of 64 queries take turns at
-    /// the tensor cores.
-    WarpSpecialized,
 }
 
 /// Fewest blocks of 128 queries for which the tensor-core kernel gives each warp 32 rows: about two waves of two
@@ -85,7 +81,7 @@ pub(crate) fn pick_kernel(p: &AttentionParams, mode: MaskMode, elem: &str, arch:
         return if gqa_fits(p, elem) { Kernel::DecodeGqa } else { Kernel::Decode };
     }
     if wgmma_fits(p, elem, arch) && !keep_lists_pay(p, mode) {
-        return if p.head_dim == WS_HEAD_DIM { Kernel::WarpSpecialized } else { Kernel::Wgmma };
+        return Kernel::Wgmma;
     }
     let tall_blocks = p.batch * p.heads * p.q_len.div_ceil(2 * MMA_TILE);
     let tiles = if tall_blocks >= MMA_TALL_MIN_BLOCKS { 2 } else { 1 };
@@ -141,23 +137,14 @@ pub(crate) fn wgmma_fits(p: &AttentionParams, elem: &str, arch: &str) -> bool {
         && p.batch * p.heads <= i32::MAX as usize
 }
 
-/// The head dimension of the warp-specialized kernel.
-pub(crate) const WS_HEAD_DIM: usize = 128;
-
-/// Threads of the warp-specialized kernel (`tc::WS_NT`): a producer and two consumer warpgroups.
-pub(crate) const WS_THREADS: usize = 384;
-
-/// Dynamic shared memory of the warp-specialized kernel (`tc::ws_smem_bytes`): the warpgroup kernel's for 128 keys and
-/// eight mbarriers (two stages of K loaded, V loaded, K read, V read).
-pub(crate) fn ws_smem_bytes(head_dim: usize) -> usize {
-    wgmma_smem_bytes(head_dim, 128) + 8 * 8
-}
+/// Bytes of bf16 ones the warpgroup kernel's row sums (P·1) read (`tc::WG_ONES`).
+pub(crate) const WGMMA_ONES: usize = 2048;
 
 /// Dynamic shared memory of the warpgroup kernel (`tc::wg_smem_bytes` in masked_attention.cu): Q for 128 queries,
-/// two stages of K and V for `keys` keys, two stages of the per-key bias and keep-until position, and 1024 bytes to
-/// align the tiles.
+/// two stages of K and V for `keys` keys, the ones of the row sums, two stages of the per-key bias and keep-until
+/// position, and 1024 bytes to align the tiles.
 pub(crate) fn wgmma_smem_bytes(head_dim: usize, keys: usize) -> usize {
-    (WGMMA_QUERIES + 4 * keys) * head_dim * 2 + 2 * keys * 8 + 1024
+    (WGMMA_QUERIES + 4 * keys) * head_dim * 2 + WGMMA_ONES + 2 * keys * 8 + 1024
 }
 
 /// Dynamic shared memory of the tensor-core prefill kernel (`tc::smem_bytes` in masked_attention.cu): Q for
@@ -515,13 +502,9 @@ pub(crate) fn attention_on<T: Elem>(
             )));
         }
     }
-    let warpgroups = matches!(kernel, Kernel::Wgmma | Kernel::WarpSpecialized);
-    if warpgroups
-        && (!wgmma_fits(p, T::NAME, gpu.arch())
-            || (kernel == Kernel::WarpSpecialized && p.head_dim != WS_HEAD_DIM))
-    {
+    if kernel == Kernel::Wgmma && !wgmma_fits(p, T::NAME, gpu.arch()) {
         return Err(KernelError::BadParams(format!(
-            "the {kernel:?} kernel does not take {} {p:?} on {}",
+            "the warpgroup kernel does not take {} {p:?} on {}",
             T::NAME,
             gpu.arch()
         )));
@@ -577,9 +560,7 @@ pub(crate) fn attention_on<T: Elem>(
             tau = Some(out_tau);
         }
         let w = keep_window.filter(|&w| t > w);
-        if let (Some(w), Some(m), Kernel::Mma { .. } | Kernel::Wgmma | Kernel::WarpSpecialized) =
-            (w, key_m, kernel)
-        {
+        if let (Some(w), Some(m), Kernel::Mma { .. } | Kernel::Wgmma) = (w, key_m, kernel) {
             let bhm = b * mask_heads;
             let mut keys = alloc::<u32>(gpu, bhm * t)?;
             let name = "masked_attention_order_keys";
@@ -716,23 +697,12 @@ pub(crate) fn attention_on<T: Elem>(
         // covers every row and ⌈Dh/32⌉ groups of 32 dimensions.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
         gpu.recycle(part);
-    } else if warpgroups {
+    } else if kernel == Kernel::Wgmma {
         let (dh, keys) = (p.head_dim, wgmma_key_tile(p.head_dim));
         let keep = if until.is_some() { "_keep" } else { "" };
-        let (name, threads, smem) = if kernel == Kernel::WarpSpecialized {
-            (
-                format!(
-                    "masked_attention_bf16_prefill_ws{}_d{dh}{keep}",
-                    std::env::var("CHEEMS_WS").unwrap_or_default()
-                ),
-                WS_THREADS,
-                ws_smem_bytes(dh),
-            )
-        } else {
-            let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{keys}{keep}");
-            (name, 256, wgmma_smem_bytes(dh, keys))
-        };
+        let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{keys}{keep}");
         let func = gpu.function(&SOURCE, &name)?;
+        let smem = wgmma_smem_bytes(dh, keys);
         let smem_i = to_i32("shared memory", smem)?;
         func.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -745,7 +715,7 @@ pub(crate) fn attention_on<T: Elem>(
                 to_u32("query tiles", s.div_ceil(WGMMA_QUERIES))?,
                 1,
             ),
-            block_dim: (to_u32("threads", threads)?, 1, 1),
+            block_dim: (256, 1, 1),
             shared_mem_bytes: to_u32("shared memory", smem)?,
         };
         let mut launch = gpu.stream().launch_builder(&func);
@@ -757,14 +727,13 @@ pub(crate) fn attention_on<T: Elem>(
         launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
         launch.arg(&g_i).arg(&scale);
         arg_or_null(&mut launch, until.as_ref(), &null);
-        // SAFETY: the argument list matches `masked_attention_bf16_prefill_wgmma_d<Dh>_k<keys>[_keep]` and
-        // `masked_attention_bf16_prefill_ws_d<Dh>[_keep]`, and `T` is bf16 on sm_90 (`wgmma_fits` checked both
-        // above, and that the warp-specialized kernel runs exactly for its head_dim); `validate` checked q, k, v,
-        // out and every mask buffer against `p`, head_dim is the kernel's Dh, null pointers stand for absent buffers
-        // the mode does not read (`keep` is never read: `until`, B·Hm·T positions, carries the keep window, and the
-        // `_keep` kernel runs exactly when it is there), the grid covers B·H heads and ⌈S/128⌉ query tiles with the
-        // kernel's threads (256, or `tc::WS_NT` = 384), and the dynamic shared memory is the kernel's
-        // `tc::wg_smem_bytes` or `tc::ws_smem_bytes`, allowed by the attribute set above.
+        // SAFETY: the argument list matches `masked_attention_bf16_prefill_wgmma_d<Dh>_k<keys>[_keep]` and `T` is
+        // bf16 on sm_90 (`wgmma_fits` checked both above); `validate` checked q, k, v, out and every mask buffer
+        // against `p`, head_dim is the kernel's Dh, null pointers stand for absent buffers the mode does not read
+        // (`keep` is never read: `until`, B·Hm·T positions, carries the keep window, and the `_keep` kernel runs
+        // exactly when it is there), the grid covers B·H heads and ⌈S/128⌉ query tiles with the kernel's 256
+        // threads, and the dynamic shared memory is the kernel's `tc::wg_smem_bytes`, allowed by the attribute set
+        // above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else if let Kernel::Mma { tiles } = kernel {
         let dh = p.head_dim;

@@ -1220,6 +1220,9 @@ __device__ __forceinline__ float quad_sum(float x) {
 __device__ __forceinline__ float exp_scaled(float s, float ml) { return exp2_approx(fmaf(s, LOG2E, -ml)); }
 __device__ __forceinline__ float exp_shifted(float s, float m) { return exp2_approx((s - m) * LOG2E); }
 
+// Two bf16 ones in one register: the B operand of P·1, the row sums of the probabilities as rounded for P·V.
+constexpr unsigned ONES2 = 0x3f803f80u;
+
 // The raw per-key inputs of Mask::key_bias, loaded before they are needed (no branch on loaded values).
 struct KeyRaw {
     long long am;
@@ -1486,12 +1489,11 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             }
 
             // o += P·V: d-tile pair dp covers dims 16·dp + [0, 16); with MT = 2, l += P·1 (bf16 ones).
-            constexpr unsigned ONES = 0x3f803f80u;
 #pragma unroll
             for (int kk = 0; kk < BK / 16; ++kk) {
                 if constexpr (MT == 2) {
 #pragma unroll
-                    for (int mt = 0; mt < MT; ++mt) mma(l[mt], pf[mt][kk], ONES, ONES);
+                    for (int mt = 0; mt < MT; ++mt) mma(l[mt], pf[mt][kk], ONES2, ONES2);
                 }
                 const bf16_t *vrow = Vt + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8;
 #pragma unroll
@@ -1559,8 +1561,11 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 // follow prefill_mma's formulas.
 constexpr int WG_BQ = 128, WG_NT = 256;
 
+// Bytes of the 16 rows of bf16 ones (128 bytes each) that P·1 reads for the row sums.
+constexpr int WG_ONES = 2048;
+
 __host__ __device__ constexpr int wg_smem_bytes(int dh, int bk) {
-    return (WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 8 + 1024;
+    return (WG_BQ + 4 * bk) * dh * 2 + WG_ONES + 2 * bk * 8 + 1024;
 }
 
 // Byte offset of the 16-byte piece c of row r in a tile of R rows: 64-column blocks of R·128 bytes.
@@ -1589,7 +1594,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     unsigned char *const Qs = smem_raw + ((1024u - (saddr(smem_raw) & 1023u)) & 1023u);
     unsigned char *const Ks = Qs + WG_BQ * DH * 2;
     unsigned char *const Vs = Ks + 2 * TILE;
-    float *const kb_s = reinterpret_cast<float *>(Vs + 2 * TILE);
+    unsigned char *const ones = Vs + 2 * TILE;
+    float *const kb_s = reinterpret_cast<float *>(ones + WG_ONES);
     int *const ku_s = reinterpret_cast<int *>(kb_s + 2 * BK);
 
     // wg: the thread's warpgroup, warp: its warp within it (masked, so the compiler knows the ranges).
@@ -1606,6 +1612,10 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         cp_async16(Qs + sw128_at<WG_BQ>(r, col), q + (((long)b * S + min(i, S - 1)) * H + h) * DH + col * 8,
                    i < S ? 16 : 0);
     }
+    // Every byte pair of `ones` is bf16 1, so any 16×8 B operand read from it, in any layout, is all ones.
+    for (int c = tid; c < WG_ONES / 16; c += WG_NT)
+        reinterpret_cast<uint4 *>(ones)[c] = make_uint4(ONES2, ONES2, ONES2, ONES2);
+    const unsigned long long ones_desc = sw128_desc(ones, 1024);
 
     const bool kb_thread = tid < BK;
     const long kb_bhm = (long)b * mk.Hm + (long)h * mk.Hm / H;
@@ -1635,8 +1645,9 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     // This thread's rows are queries iw + gr and iw + gr + 8, which see the keys j ≤ lim0 and j ≤ lim0 + 8.
     const int iw = i0 + 64 * wg + 16 * warp;
     const int warp_lim = T - S + iw, lim0 = warp_lim + gr;
-    // Row maxima and this thread's part of the row sums of rows gr and gr + 8; o[a] holds dims 64a + [0, 64).
-    float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.0f, 0.0f}, o[DA][32];
+    // Row maxima of rows gr and gr + 8; o[a] holds dims 64a + [0, 64); ls = P·1 the row sums of the bf16
+    // probabilities (ls[0], ls[1] of row gr, ls[2], ls[3] of row gr + 8), taken on the tensor cores beside P·V.
+    float m[2] = {neg_inf(), neg_inf()}, ls[4] = {0.0f, 0.0f, 0.0f, 0.0f}, o[DA][32];
 #pragma unroll
     for (int a = 0; a < DA; ++a) {
 #pragma unroll
@@ -1718,8 +1729,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                 rescale |= alpha[r] != 1.0f;
             }
             if (__any_sync(0xffffffffu, rescale)) {
-                l[0] *= alpha[0];
-                l[1] *= alpha[1];
+#pragma unroll
+                for (int e = 0; e < 4; ++e) ls[e] *= alpha[e >> 1];
 #pragma unroll
                 for (int a = 0; a < DA; ++a) {
 #pragma unroll
@@ -1737,12 +1748,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
             auto probabilities = [&](auto ex) {
 #pragma unroll
                 for (int t = 0; t < NS; ++t) {
-                    const unsigned p01 = pack_bf16(ex(s[4 * t], 0), ex(s[4 * t + 1], 0));
-                    const unsigned p23 = pack_bf16(ex(s[4 * t + 2], 1), ex(s[4 * t + 3], 1));
-                    l[0] += lo_f32(p01) + hi_f32(p01);
-                    l[1] += lo_f32(p23) + hi_f32(p23);
-                    pf[t / 2][(t & 1) * 2] = p01;
-                    pf[t / 2][(t & 1) * 2 + 1] = p23;
+                    pf[t / 2][(t & 1) * 2] = pack_bf16(ex(s[4 * t], 0), ex(s[4 * t + 1], 0));
+                    pf[t / 2][(t & 1) * 2 + 1] = pack_bf16(ex(s[4 * t + 2], 1), ex(s[4 * t + 3], 1));
                 }
             };
             const bool small = fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f;
@@ -1753,20 +1760,23 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                 probabilities([&](float x, int r) { return exp_shifted(x, m[r]); });
             }
 
-            // o += P·V: V's rows are keys, so it is the N-major B operand, one 64-dim block a product.
+            // o += P·V: V's rows are keys, so it is the N-major B operand, one 64-dim block a product; ls += P·1.
 #pragma unroll
             for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
+            wgmma_hold(ls);
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < BK / 16; ++kk) {
 #pragma unroll
                 for (int a = 0; a < DA; ++a)
                     wgmma_rs_n64_nmajor(o[a], pf[kk], sw128_desc(Vt + a * BK * 128 + kk * 16 * 128, 1024));
+                wgmma_rs_n8_nmajor(ls, pf[kk], ones_desc);
             }
             wgmma_commit();
             wgmma_wait<0>();
 #pragma unroll
             for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
+            wgmma_hold(ls);
 
             if (more) store_bias(st ^ 1, next);
         }
@@ -1785,281 +1795,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     cp_async_wait<0>();
 
     // out = o / l, staged through the warp's own rows of Qs (no product reads them any more) for 16-byte stores.
-#pragma unroll
-    for (int r = 0; r < 2; ++r) l[r] = 1.0f / quad_sum(l[r]);
-    const int row0 = 64 * wg + 16 * warp;
-#pragma unroll
-    for (int a = 0; a < DA; ++a) {
-#pragma unroll
-        for (int t = 0; t < 8; ++t) {
-            const int c = 8 * a + t;
-            *reinterpret_cast<unsigned *>(Qs + sw128_at<WG_BQ>(row0 + gr, c) + 4 * tg) =
-                pack_bf16(o[a][4 * t] * l[0], o[a][4 * t + 1] * l[0]);
-            *reinterpret_cast<unsigned *>(Qs + sw128_at<WG_BQ>(row0 + gr + 8, c) + 4 * tg) =
-                pack_bf16(o[a][4 * t + 2] * l[1], o[a][4 * t + 3] * l[1]);
-        }
-    }
-    __syncwarp();
-    for (int c = lane; c < 16 * CH; c += 32) {
-        const int r = c / CH, col = c % CH, i = iw + r;
-        if (i < S)
-            *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + h) * DH + col * 8) =
-                *reinterpret_cast<const uint4 *>(Qs + sw128_at<WG_BQ>(row0 + r, col));
-    }
-}
-
-// Warp-specialized form: a producer warpgroup loads each key tile (K with its biases, then V) into one of two stages
-// and signals it on the stage's mbarrier; two consumer warpgroups of 64 queries take turns at the tensor cores (named
-// barriers 1 and 2), each issuing S = Q·Kᵀ of tile n and O += P·V of tile n − 1 while the other computes its softmax.
-// The scores, the keep window, the softmax and the stores are prefill_wgmma's.
-constexpr int WS_NT = 384, WS_PRODUCER_REGS = 32, WS_CONSUMER_REGS = 232;
-// A block starts with 168 registers a thread (the file's 65536 over 384 threads, in steps of 8); the consumers can
-// only grow into what the producer gives back.
-constexpr int WS_LAUNCH_REGS = 65536 / WS_NT / 8 * 8;
-static_assert((WS_LAUNCH_REGS - WS_PRODUCER_REGS) * 128 >= (WS_CONSUMER_REGS - WS_LAUNCH_REGS) * 256, "registers");
-
-__host__ __device__ constexpr int ws_smem_bytes(int dh, int bk) { return wg_smem_bytes(dh, bk) + 8 * 8; }
-
-template <int DH, int BK, bool KEEP, bool PP>
-__device__ void prefill_ws(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk,
-                           const int G, const float scale, const int *until) {
-    constexpr int CH = DH / 8, KD = DH / 16, NS = BK / 8, DA = DH / 64, TILE = BK * DH * 2;
-    static_assert(DH % 64 == 0 && BK == 128, "head dimension, key tile");
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    unsigned char *const Qs = smem_raw + ((1024u - (saddr(smem_raw) & 1023u)) & 1023u);
-    unsigned char *const Ks = Qs + WG_BQ * DH * 2;
-    unsigned char *const Vs = Ks + 2 * TILE;
-    float *const kb_s = reinterpret_cast<float *>(Vs + 2 * TILE);
-    int *const ku_s = reinterpret_cast<int *>(kb_s + 2 * BK);
-    // Per stage: K (and its biases) loaded, V loaded, K read by both consumers, V read by both consumers.
-    unsigned long long *const full_k = reinterpret_cast<unsigned long long *>(ku_s + 2 * BK);
-    unsigned long long *const full_v = full_k + 2, *const free_k = full_k + 4, *const free_v = full_k + 6;
-
-    const int tid = threadIdx.x, role = tid >> 7, lane = tid & 31, warp = (tid >> 5) & 3, gr = lane >> 2,
-              tg = lane & 3;
-    const int S = mk.S, T = mk.T, H = mk.H;
-    const int b = blockIdx.x / H, h = blockIdx.x % H, g = h / (H / G);
-    const int i0 = (gridDim.y - 1 - blockIdx.y) * WG_BQ;
-    const int kend = min(T, T - S + min(i0 + WG_BQ, S));
-    const int n_all = (T + BK - 1) / BK;
-    int n = 0, n_end = (kend + BK - 1) / BK;
-    bool extended = false;
-
-    if (tid == 0) {
-        for (int st = 0; st < 2; ++st) {
-            mbar_init(full_k + st, 64);
-            mbar_init(full_v + st, 64);
-            mbar_init(free_k + st, 256);
-            mbar_init(free_v + st, 256);
-        }
-    }
-    __syncthreads();
-
-    if (role == 0) {
-        regs_shrink<WS_PRODUCER_REGS>();
-        const bf16_t *const kg = k + ((long)b * G + g) * T * DH;
-        const bf16_t *const vg = v + ((long)b * G + g) * T * DH;
-        const long kb_bhm = (long)b * mk.Hm + (long)h * mk.Hm / H;
-        const float tau_v = mk.mode == ADDITIVE && mk.tau != nullptr ? mk.tau[kb_bhm] : neg_inf();
-        // Warps 0–1 load K and the keys' biases, warps 2–3 V, each tile into stage n % 2 once both consumers have
-        // freed it, and publish it on the stage's full barrier once it has landed.
-        const int v_half = tid >> 6, ptid = tid & 63;
-        const bf16_t *const src = v_half ? vg : kg;
-        for (;;) {
-            for (; n < n_end; ++n) {
-                const int st = n & 1;
-                if (n >= 2) mbar_wait((v_half ? free_v : free_k) + st, ((n >> 1) & 1) ^ 1);
-                unsigned char *const dst = (v_half ? Vs : Ks) + st * TILE;
-#pragma unroll 1
-                for (int u = 0; u < BK * CH / 64; ++u) {
-                    const int c = ptid + 64 * u, r = c / CH, col = c % CH, j = n * BK + r;
-                    cp_async16(dst + sw128_at<BK>(r, col), src + (long)min(j, T - 1) * DH + col * 8, j < T ? 16 : 0);
-                }
-                cp_async_commit();
-                if (!v_half) {
-                    for (int jl = ptid; jl < BK; jl += 64) {
-                        const int j = n * BK + jl;
-                        const KeyRaw r =
-                            j < T ? key_raw(mk, KEEP ? until : nullptr, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
-                        kb_s[st * BK + jl] = mk.key_bias_of(r.am, r.x, tau_v);
-                        if (KEEP) ku_s[st * BK + jl] = r.until;
-                    }
-                }
-                cp_async_wait<0>();
-                fence_proxy_async();
-                mbar_arrive((v_half ? full_v : full_k) + st);
-            }
-            if (extended || !__syncthreads_or(0) || n_end == n_all) break;
-            extended = true;
-            n_end = n_all;
-        }
-        return;
-    }
-
-    regs_grow<WS_CONSUMER_REGS>();
-    const int wg = role - 1, ctid = tid & 127;
-    for (int c = ctid; c < 64 * CH; c += 128) {
-        const int r = 64 * wg + c / CH, col = c % CH, i = i0 + r;
-        cp_async16(Qs + sw128_at<WG_BQ>(r, col), q + (((long)b * S + min(i, S - 1)) * H + h) * DH + col * 8,
-                   i < S ? 16 : 0);
-    }
-    cp_async_commit();
-    cp_async_wait<0>();
-    fence_proxy_async();
-    bar_sync(3 + wg, 128);
-    // The consumers' turns: warpgroup w waits on barrier 1 + w, and passes the turn on barrier 2 − w.
-    if (PP && wg == 1) bar_arrive(1, 256);
-
-    const int iw = i0 + 64 * wg + 16 * warp;
-    const int warp_lim = T - S + iw, lim0 = warp_lim + gr;
-    float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.0f, 0.0f}, o[DA][32];
-#pragma unroll
-    for (int a = 0; a < DA; ++a) {
-#pragma unroll
-        for (int e = 0; e < 32; ++e) o[a][e] = 0.0f;
-    }
-    const unsigned char *const Qw = Qs + wg * 64 * 128;
-    // P of the tile before, the A operand of its P·V: key step kk covers n-tiles 2kk and 2kk + 1.
-    unsigned pf[BK / 16][4];
-    auto issue_pv = [&](int st) {
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk) {
-#pragma unroll
-            for (int a = 0; a < DA; ++a)
-                wgmma_rs_n64_nmajor(o[a], pf[kk], sw128_desc(Vs + st * TILE + a * BK * 128 + kk * 16 * 128, 1024));
-        }
-        wgmma_commit();
-    };
-
-    // Tile n: S of tile n and, WITH_PV, P·V of tile n − 1 in this warpgroup's turn, then tile n's softmax into pf.
-    auto tile = [&](auto with_pv) {
-        constexpr bool PV = decltype(with_pv)::value;
-        const int st = n & 1, k0 = n * BK;
-        if (PP) bar_sync(1 + wg, 256);
-        if (PV) mbar_wait(full_v + (st ^ 1), ((n - 1) >> 1) & 1);
-        mbar_wait(full_k + st, (n >> 1) & 1);
-        const unsigned char *const Kt = Ks + st * TILE;
-        float s[BK / 2];
-#pragma unroll
-        for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
-        wgmma_fence();
-#pragma unroll
-        for (int kd = 0; kd < KD; ++kd) {
-            const int blk = kd >> 2, kin = (kd & 3) * 32;
-            wgmma_ss_n128(s, sw128_desc(Qw + blk * WG_BQ * 128 + kin, 16), sw128_desc(Kt + blk * BK * 128 + kin, 16),
-                          kd > 0);
-        }
-        wgmma_commit();
-        if (PV) issue_pv(st ^ 1);
-        if (PP) bar_arrive(2 - wg, 256);
-        wgmma_wait<PV ? 1 : 0>();
-        wgmma_hold(s);
-
-        const float *const kb_t = kb_s + st * BK;
-        const int *const ku_t = ku_s + st * BK;
-        const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
-        float mx[2] = {m[0], m[1]};
-        auto add_bias = [&](auto partial) {
-            constexpr bool PARTIAL = decltype(partial)::value;
-#pragma unroll
-            for (int t = 0; t < NS; ++t) {
-                const int jl = 8 * t + 2 * tg;
-                const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + jl);
-                int2 ku2 = make_int2(0, 0);
-                if (KEEP) ku2 = *reinterpret_cast<const int2 *>(ku_t + jl);
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int r = e >> 1, j = k0 + jl + (e & 1), lim = lim0 + 8 * r;
-                    float bias = (e & 1) ? kb2.y : kb2.x;
-                    if (PARTIAL && j > lim) bias = MASKED;
-                    if (KEEP && lim >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
-                    float sc = fmaf(s[4 * t + e], scale, bias);
-                    if (PARTIAL && j >= T) sc = neg_inf();
-                    s[4 * t + e] = sc;
-                    mx[r] = fmaxf(mx[r], sc);
-                }
-            }
-        };
-        if (full) add_bias(Flag<false>{});
-        else add_bias(Flag<true>{});
-        mbar_arrive(free_k + st);
-
-        if (PV) {
-            wgmma_wait<0>();
-#pragma unroll
-            for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
-            mbar_arrive(free_v + (st ^ 1));
-        }
-
-        float alpha[2];
-        bool rescale = false;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            alpha[r] = quad_max_step(mx[r], m[r]);
-            rescale |= alpha[r] != 1.0f;
-        }
-        if (__any_sync(0xffffffffu, rescale)) {
-            l[0] *= alpha[0];
-            l[1] *= alpha[1];
-#pragma unroll
-            for (int a = 0; a < DA; ++a) {
-#pragma unroll
-                for (int t = 0; t < 8; ++t) {
-                    o[a][4 * t] *= alpha[0];
-                    o[a][4 * t + 1] *= alpha[0];
-                    o[a][4 * t + 2] *= alpha[1];
-                    o[a][4 * t + 3] *= alpha[1];
-                }
-            }
-        }
-        auto probabilities = [&](auto ex) {
-#pragma unroll
-            for (int t = 0; t < NS; ++t) {
-                const unsigned p01 = pack_bf16(ex(s[4 * t], 0), ex(s[4 * t + 1], 0));
-                const unsigned p23 = pack_bf16(ex(s[4 * t + 2], 1), ex(s[4 * t + 3], 1));
-                l[0] += lo_f32(p01) + hi_f32(p01);
-                l[1] += lo_f32(p23) + hi_f32(p23);
-                pf[t / 2][(t & 1) * 2] = p01;
-                pf[t / 2][(t & 1) * 2 + 1] = p23;
-            }
-        };
-        const bool small = fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f;
-        if (__all_sync(0xffffffffu, small)) {
-            const float ml[2] = {m[0] * LOG2E, m[1] * LOG2E};
-            probabilities([&](float x, int r) { return exp_scaled(x, ml[r]); });
-        } else {
-            probabilities([&](float x, int r) { return exp_shifted(x, m[r]); });
-        }
-    };
-
-    tile(Flag<false>{});
-    ++n;
-    for (;;) {
-        for (; n < n_end; ++n) tile(Flag<true>{});
-        int fully = 0;
-        if (!extended) {
-#pragma unroll
-            for (int r = 0; r < 2; ++r) fully |= iw + gr + 8 * r < S && m[r] == MASKED;
-        }
-        if (extended || !__syncthreads_or(fully) || n_end == n_all) break;
-        extended = true;
-        n_end = n_all;
-    }
-    // The last tile's P·V, then the turn this warpgroup was last passed.
-    if (PP) bar_sync(1 + wg, 256);
-    mbar_wait(full_v + ((n - 1) & 1), ((n - 1) >> 1) & 1);
-#pragma unroll
-    for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
-    wgmma_fence();
-    issue_pv((n - 1) & 1);
-    if (PP) bar_arrive(2 - wg, 256);
-    wgmma_wait<0>();
-#pragma unroll
-    for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
-    if (PP && wg == 0) bar_sync(1, 256);
-
-#pragma unroll
-    for (int r = 0; r < 2; ++r) l[r] = 1.0f / quad_sum(l[r]);
+    const float l[2] = {1.0f / ls[0], 1.0f / ls[2]};
     const int row0 = 64 * wg + 16 * warp;
 #pragma unroll
     for (int a = 0; a < DA; ++a) {
@@ -2121,19 +1857,5 @@ PREFILL_WGMMA(64, 64, 2, false, )
 PREFILL_WGMMA(64, 64, 2, true, _keep)
 PREFILL_WGMMA(128, 128, 1, false, )
 PREFILL_WGMMA(128, 128, 1, true, _keep)
-
-// The warp-specialized form (`tc::prefill_ws`): 128 queries of one head a block, 128 keys a tile, a producer and two
-// consumer warpgroups; the arguments are the warpgroup kernels'.
-#define PREFILL_WS(DH, KEEP, SUFFIX, PP, V)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(tc::WS_NT, 1) masked_attention_bf16_prefill_ws##V##_d##DH##SUFFIX(        \
-        const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
-        const int *until) {                                                                                            \
-        grid_entry();                                                                                                  \
-        tc::prefill_ws<DH, 128, KEEP, PP>(q, k, v, out, MASK_INIT, G, scale, until);                                       \
-    }
-PREFILL_WS(128, false, , true, )
-PREFILL_WS(128, true, _keep, true, )
-PREFILL_WS(128, false, , false, np)
-PREFILL_WS(128, true, _keep, false, np)
 #endif
 #endif

@@ -500,7 +500,6 @@ mod gpu {
         /// Row tiles per warp.
         Mma(usize),
         Wgmma,
-        Ws,
     }
 
     const PATHS: [Path; 2] = [Path::Prefill, Path::Decode];
@@ -566,19 +565,15 @@ mod gpu {
             Path::Gqa => Kernel::DecodeGqa,
             Path::Mma(tiles) => Kernel::Mma { tiles },
             Path::Wgmma => Kernel::Wgmma,
-            Path::Ws => Kernel::WarpSpecialized,
         }
     }
 
     /// Every tensor-core kernel that takes `p` in bf16 on `arch`: each row-tile form of the `mma` kernel, and the
-    /// warpgroup kernels where they fit.
+    /// warpgroup kernel where it fits.
     fn tensor_core_paths(p: &AttentionParams, arch: &str) -> Vec<Path> {
         let mut paths: Vec<Path> = cuda::MMA_TILES.into_iter().map(Path::Mma).collect();
         if cuda::wgmma_fits(p, "bf16", arch) {
             paths.push(Path::Wgmma);
-            if p.head_dim == cuda::WS_HEAD_DIM {
-                paths.push(Path::Ws);
-            }
         }
         paths
     }
@@ -590,10 +585,7 @@ mod gpu {
         path: Path,
         arch: &str,
     ) -> bool {
-        matches!(
-            kernel_of::<T>(p, mode, path, arch),
-            Kernel::Mma { .. } | Kernel::Wgmma | Kernel::WarpSpecialized
-        )
+        matches!(kernel_of::<T>(p, mode, path, arch), Kernel::Mma { .. } | Kernel::Wgmma)
     }
 
     /// Both dtypes on both kernels.
@@ -953,22 +945,24 @@ mod gpu {
     /// dimensions (tools/random_checkpoint.py).
     const HOT_SHAPES: [(usize, usize, usize); 2] = [(8, 4, 128), (16, 4, 64)];
 
-    /// On sm_90 the warpgroup kernels take every bf16 prefill of Dh 64 or 128 (the warp-specialized one Dh 128) but
-    /// those whose keep window is shorter than two fifths of the keys; the `mma` kernel takes those, and all of them
-    /// before sm_90 and after it.
+    /// On sm_90 the warpgroup kernel takes every bf16 prefill of Dh 64 or 128 but those whose keep window is shorter
+    /// than two fifths of the keys; the `mma` kernel takes those, and all of them before sm_90 and after it.
     #[test]
     fn bf16_prefill_of_the_model_shapes_runs_on_tensor_cores() {
         let causal = MaskMode::Causal;
         let additive = MaskMode::Additive { ratio: 0.5, keep_window: None };
         for (h, g, dh) in HOT_SHAPES {
-            let wg = if dh == 128 { Kernel::WarpSpecialized } else { Kernel::Wgmma };
             for s in [9, 1024, 4096, 8192, 16384] {
                 let p = AttentionParams { mask_heads: g, ..params(1, s, s, h, g, dh) };
                 // 32 rows a warp from 512 blocks of 128 queries on: S ≥ 8K for H = 8, S ≥ 4K for H = 16.
                 let mma = Kernel::Mma { tiles: if h * s.div_ceil(128) >= 512 { 2 } else { 1 } };
                 let window = |w| MaskMode::Additive { ratio: 0.0, keep_window: Some(w) };
                 for mode in [causal, additive, MaskMode::Boolean, MaskMode::Learned, window(s)] {
-                    assert_eq!(pick_kernel(&p, mode, "bf16", "sm_90"), wg, "{p:?} {mode:?}");
+                    assert_eq!(
+                        pick_kernel(&p, mode, "bf16", "sm_90"),
+                        Kernel::Wgmma,
+                        "{p:?} {mode:?}"
+                    );
                     for arch in ["sm_80", "sm_89", "sm_100"] {
                         assert_eq!(
                             pick_kernel(&p, mode, "bf16", arch),
@@ -979,7 +973,11 @@ mod gpu {
                 }
                 if s > 9 {
                     for w in [s - 1, s.div_ceil(2), (2 * s).div_ceil(5)] {
-                        assert_eq!(pick_kernel(&p, window(w), "bf16", "sm_90"), wg, "{p:?} {w}");
+                        assert_eq!(
+                            pick_kernel(&p, window(w), "bf16", "sm_90"),
+                            Kernel::Wgmma,
+                            "{p:?} {w}"
+                        );
                     }
                     assert_eq!(
                         pick_kernel(&p, window(2 * s / 5 - 1), "bf16", "sm_90"),
@@ -994,7 +992,7 @@ mod gpu {
         }
         let batched = params(2, 4096, 4096, 8, 4, 128);
         assert_eq!(pick_kernel(&batched, causal, "bf16", "sm_80"), Kernel::Mma { tiles: 2 });
-        assert_eq!(pick_kernel(&batched, causal, "bf16", "sm_90"), Kernel::WarpSpecialized);
+        assert_eq!(pick_kernel(&batched, causal, "bf16", "sm_90"), Kernel::Wgmma);
         let odd = params(2, 4096, 4096, 3, 1, 64);
         assert_eq!(pick_kernel(&odd, causal, "bf16", "sm_80"), Kernel::Mma { tiles: 1 });
         assert_eq!(pick_kernel(&odd, causal, "bf16", "sm_90"), Kernel::Wgmma);
@@ -1006,25 +1004,14 @@ mod gpu {
         }
     }
 
-    /// The warpgroup and warp-specialized kernels of masked_attention.cu, as the launcher names them.
-    fn warpgroup_kernels() -> Vec<String> {
-        let mut names = vec![];
-        for keep in ["", "_keep"] {
-            for dh in [64, 128] {
-                let tile = cuda::wgmma_key_tile(dh);
-                names.push(format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{tile}{keep}"));
-            }
-            names.push(format!("masked_attention_bf16_prefill_ws_d{}{keep}", cuda::WS_HEAD_DIM));
-        }
-        names
-    }
-
     /// ptxas keeps each warpgroup kernel's products in flight together (none of its "wgmma.mma_async instructions
     /// are serialized" advisories) and spills no register (no GPU needed).
     #[test]
     fn wgmma_kernels_keep_their_products_in_flight() {
         let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
-        for name in warpgroup_kernels() {
+        for (dh, keep) in [64, 128].into_iter().flat_map(|dh| [(dh, ""), (dh, "_keep")]) {
+            let tile = cuda::wgmma_key_tile(dh);
+            let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{tile}{keep}");
             let quoted = format!("'{name}'");
             let advisories: Vec<&str> = report
                 .lines()
@@ -1044,8 +1031,8 @@ mod gpu {
     }
 
     /// The warpgroup kernel's shared memory (`tc::wg_smem_bytes`) fits the H200's 227 KiB per block, twice over
-    /// for the 64-key tiles its launch bound asks two blocks of, and so does the warp-specialized kernel's
-    /// (`tc::ws_smem_bytes`); the launcher's queries per block and threads are the source's.
+    /// for the 64-key tiles its launch bound asks two blocks of; the launcher's queries per block and 256 threads
+    /// are the source's.
     #[test]
     fn wgmma_shared_memory_fits() {
         let src = cuda::SOURCE.code;
@@ -1059,19 +1046,14 @@ mod gpu {
                 assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
             }
         }
-        assert!(src.contains("(WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 8 + 1024"), "tc::wg_smem_bytes");
+        assert!(
+            src.contains("(WG_BQ + 4 * bk) * dh * 2 + WG_ONES + 2 * bk * 8 + 1024"),
+            "tc::wg_smem_bytes"
+        );
+        let ones = format!("constexpr int WG_ONES = {};", cuda::WGMMA_ONES);
+        assert!(src.contains(&ones), "masked_attention.cu: {ones}");
         let block = format!("constexpr int WG_BQ = {}, WG_NT = 256;", cuda::WGMMA_QUERIES);
         assert!(src.contains(&block), "masked_attention.cu: {block}");
-        let ws = cuda::ws_smem_bytes(cuda::WS_HEAD_DIM);
-        assert!(ws <= 227 * 1024, "warp-specialized: {ws} bytes");
-        assert_eq!(ws, cuda::wgmma_smem_bytes(cuda::WS_HEAD_DIM, 128) + 64);
-        assert!(src.contains("return wg_smem_bytes(dh, bk) + 8 * 8;"), "tc::ws_smem_bytes");
-        let threads = format!("constexpr int WS_NT = {},", cuda::WS_THREADS);
-        assert!(src.contains(&threads), "masked_attention.cu: {threads}");
-        for keep in ["false, )", "true, _keep)"] {
-            let decl = format!("PREFILL_WS({}, {keep}", cuda::WS_HEAD_DIM);
-            assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
-        }
     }
 
     /// The tensor-core, GQA decode and keep-window kernels the launcher names are in the compiled
@@ -1079,12 +1061,14 @@ mod gpu {
     #[test]
     fn tensor_core_kernels_compile_for_sm_90() {
         let Some(cubin) = crate::testutil::sm90_cubin(&cuda::SOURCE) else { return };
-        for name in warpgroup_kernels() {
-            assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
-        }
         for dh in [64, 128] {
             for tiles in cuda::MMA_TILES {
                 let name = format!("masked_attention_bf16_prefill_mma_d{dh}_m{tiles}");
+                assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
+            }
+            for keep in ["", "_keep"] {
+                let tile = cuda::wgmma_key_tile(dh);
+                let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{tile}{keep}");
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
             for elem in ["f32", "bf16"] {
