@@ -192,13 +192,6 @@ __device__ __forceinline__ void wgmma_rs_n64_nmajor(float (&d)[32], const unsign
                  : WG_D32(0)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }
-// d += a·b for m64n8k16, A as in wgmma_rs_n64_nmajor, B (16×8) N-major in shared memory.
-__device__ __forceinline__ void wgmma_rs_n8_nmajor(float (&d)[4], const unsigned (&a)[4], unsigned long long b) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 1;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
 #undef WG_REGS_0_31
 #undef WG_REGS_32_63
 #undef WG_D8

@@ -137,14 +137,11 @@ pub(crate) fn wgmma_fits(p: &AttentionParams, elem: &str, arch: &str) -> bool {
         && p.batch * p.heads <= i32::MAX as usize
 }
 
-/// Bytes of bf16 ones the warpgroup kernel's row sums (P·1) read (`tc::WG_ONES`).
-pub(crate) const WGMMA_ONES: usize = 2048;
-
 /// Dynamic shared memory of the warpgroup kernel (`tc::wg_smem_bytes` in masked_attention.cu): Q for 128 queries,
-/// two stages of K and V for `keys` keys, the ones of the row sums, two stages of the per-key bias and keep-until
-/// position, and 1024 bytes to align the tiles.
+/// two stages of K and V for `keys` keys, two stages of the per-key bias and keep-until position, and 1024 bytes to
+/// align the tiles.
 pub(crate) fn wgmma_smem_bytes(head_dim: usize, keys: usize) -> usize {
-    (WGMMA_QUERIES + 4 * keys) * head_dim * 2 + WGMMA_ONES + 2 * keys * 8 + 1024
+    (WGMMA_QUERIES + 4 * keys) * head_dim * 2 + 2 * keys * 8 + 1024
 }
 
 /// Dynamic shared memory of the tensor-core prefill kernel (`tc::smem_bytes` in masked_attention.cu): Q for

@@ -1220,9 +1220,6 @@ __device__ __forceinline__ float quad_sum(float x) {
 __device__ __forceinline__ float exp_scaled(float s, float ml) { return exp2_approx(fmaf(s, LOG2E, -ml)); }
 __device__ __forceinline__ float exp_shifted(float s, float m) { return exp2_approx((s - m) * LOG2E); }
 
-// Two bf16 ones in one register: the B operand of P·1, the row sums of the probabilities as rounded for P·V.
-constexpr unsigned ONES2 = 0x3f803f80u;
-
 // The raw per-key inputs of Mask::key_bias, loaded before they are needed (no branch on loaded values).
 struct KeyRaw {
     long long am;
@@ -1489,11 +1486,12 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             }
 
             // o += P·V: d-tile pair dp covers dims 16·dp + [0, 16); with MT = 2, l += P·1 (bf16 ones).
+            constexpr unsigned ONES = 0x3f803f80u;
 #pragma unroll
             for (int kk = 0; kk < BK / 16; ++kk) {
                 if constexpr (MT == 2) {
 #pragma unroll
-                    for (int mt = 0; mt < MT; ++mt) mma(l[mt], pf[mt][kk], ONES2, ONES2);
+                    for (int mt = 0; mt < MT; ++mt) mma(l[mt], pf[mt][kk], ONES, ONES);
                 }
                 const bf16_t *vrow = Vt + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8;
 #pragma unroll
@@ -1561,11 +1559,8 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 // follow prefill_mma's formulas.
 constexpr int WG_BQ = 128, WG_NT = 256;
 
-// Bytes of the 16 rows of bf16 ones (128 bytes each) that P·1 reads for the row sums.
-constexpr int WG_ONES = 2048;
-
 __host__ __device__ constexpr int wg_smem_bytes(int dh, int bk) {
-    return (WG_BQ + 4 * bk) * dh * 2 + WG_ONES + 2 * bk * 8 + 1024;
+    return (WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 8 + 1024;
 }
 
 // Byte offset of the 16-byte piece c of row r in a tile of R rows: 64-column blocks of R·128 bytes.
@@ -1594,8 +1589,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     unsigned char *const Qs = smem_raw + ((1024u - (saddr(smem_raw) & 1023u)) & 1023u);
     unsigned char *const Ks = Qs + WG_BQ * DH * 2;
     unsigned char *const Vs = Ks + 2 * TILE;
-    unsigned char *const ones = Vs + 2 * TILE;
-    float *const kb_s = reinterpret_cast<float *>(ones + WG_ONES);
+    float *const kb_s = reinterpret_cast<float *>(Vs + 2 * TILE);
     int *const ku_s = reinterpret_cast<int *>(kb_s + 2 * BK);
 
     // wg: the thread's warpgroup, warp: its warp within it (masked, so the compiler knows the ranges).
@@ -1612,10 +1606,6 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         cp_async16(Qs + sw128_at<WG_BQ>(r, col), q + (((long)b * S + min(i, S - 1)) * H + h) * DH + col * 8,
                    i < S ? 16 : 0);
     }
-    // Every byte pair of `ones` is bf16 1, so any 16×8 B operand read from it, in any layout, is all ones.
-    for (int c = tid; c < WG_ONES / 16; c += WG_NT)
-        reinterpret_cast<uint4 *>(ones)[c] = make_uint4(ONES2, ONES2, ONES2, ONES2);
-    const unsigned long long ones_desc = sw128_desc(ones, 1024);
 
     const bool kb_thread = tid < BK;
     const long kb_bhm = (long)b * mk.Hm + (long)h * mk.Hm / H;
@@ -1645,9 +1635,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     // This thread's rows are queries iw + gr and iw + gr + 8, which see the keys j ≤ lim0 and j ≤ lim0 + 8.
     const int iw = i0 + 64 * wg + 16 * warp;
     const int warp_lim = T - S + iw, lim0 = warp_lim + gr;
-    // Row maxima of rows gr and gr + 8; o[a] holds dims 64a + [0, 64); ls = P·1 the row sums of the bf16
-    // probabilities (ls[0], ls[1] of row gr, ls[2], ls[3] of row gr + 8), taken on the tensor cores beside P·V.
-    float m[2] = {neg_inf(), neg_inf()}, ls[4] = {0.0f, 0.0f, 0.0f, 0.0f}, o[DA][32];
+    // Row maxima and this thread's part of the row sums of rows gr and gr + 8; o[a] holds dims 64a + [0, 64).
+    float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.0f, 0.0f}, o[DA][32];
 #pragma unroll
     for (int a = 0; a < DA; ++a) {
 #pragma unroll
@@ -1729,8 +1718,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                 rescale |= alpha[r] != 1.0f;
             }
             if (__any_sync(0xffffffffu, rescale)) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) ls[e] *= alpha[e >> 1];
+                l[0] *= alpha[0];
+                l[1] *= alpha[1];
 #pragma unroll
                 for (int a = 0; a < DA; ++a) {
 #pragma unroll
@@ -1748,8 +1737,12 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
             auto probabilities = [&](auto ex) {
 #pragma unroll
                 for (int t = 0; t < NS; ++t) {
-                    pf[t / 2][(t & 1) * 2] = pack_bf16(ex(s[4 * t], 0), ex(s[4 * t + 1], 0));
-                    pf[t / 2][(t & 1) * 2 + 1] = pack_bf16(ex(s[4 * t + 2], 1), ex(s[4 * t + 3], 1));
+                    const unsigned p01 = pack_bf16(ex(s[4 * t], 0), ex(s[4 * t + 1], 0));
+                    const unsigned p23 = pack_bf16(ex(s[4 * t + 2], 1), ex(s[4 * t + 3], 1));
+                    l[0] += lo_f32(p01) + hi_f32(p01);
+                    l[1] += lo_f32(p23) + hi_f32(p23);
+                    pf[t / 2][(t & 1) * 2] = p01;
+                    pf[t / 2][(t & 1) * 2 + 1] = p23;
                 }
             };
             const bool small = fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f;
@@ -1760,23 +1753,20 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                 probabilities([&](float x, int r) { return exp_shifted(x, m[r]); });
             }
 
-            // o += P·V: V's rows are keys, so it is the N-major B operand, one 64-dim block a product; ls += P·1.
+            // o += P·V: V's rows are keys, so it is the N-major B operand, one 64-dim block a product.
 #pragma unroll
             for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
-            wgmma_hold(ls);
             wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < BK / 16; ++kk) {
 #pragma unroll
                 for (int a = 0; a < DA; ++a)
                     wgmma_rs_n64_nmajor(o[a], pf[kk], sw128_desc(Vt + a * BK * 128 + kk * 16 * 128, 1024));
-                wgmma_rs_n8_nmajor(ls, pf[kk], ones_desc);
             }
             wgmma_commit();
             wgmma_wait<0>();
 #pragma unroll
             for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
-            wgmma_hold(ls);
 
             if (more) store_bias(st ^ 1, next);
         }
@@ -1795,7 +1785,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     cp_async_wait<0>();
 
     // out = o / l, staged through the warp's own rows of Qs (no product reads them any more) for 16-byte stores.
-    const float l[2] = {1.0f / ls[0], 1.0f / ls[2]};
+#pragma unroll
+    for (int r = 0; r < 2; ++r) l[r] = 1.0f / quad_sum(l[r]);
     const int row0 = 64 * wg + 16 * warp;
 #pragma unroll
     for (int a = 0; a < DA; ++a) {
