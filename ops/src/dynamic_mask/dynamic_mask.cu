@@ -1,9 +1,6 @@
 // m[b, h, j] = exp(a[h] * softplus(dt[b, j, h])), softplus(z) = z if z > 20 else log1p(exp(z)); all in f32.
 // Layout: dt [B, S, Hm] (f32 or bf16), a [Hm] f32, m [B, Hm, S] f32, all contiguous.
 // Launch: one thread per element of m, grid-stride, any 1-D grid and block.
-template <typename E> __device__ __forceinline__ float ld(const E *p, long i);
-template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
 
 template <typename E>
 __device__ void dynamic_mask(const E *dt, const float *a, float *m, const int S, const int Hm, const long n) {

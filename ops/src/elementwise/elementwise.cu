@@ -1,12 +1,6 @@
 // Glue: y = a + b; y = w[c]*res + f; y = x*mask[row]; [A,B,C,D] -> [A,C,B,D]; concat along an axis; casts.
 // Layout: contiguous row-major buffers; element i of a [rows, cols] view is (i / cols, i % cols).
 // Launch: grid-stride loops over the output elements, 256 threads per block.
-template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
-template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
-template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
-template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
 
 #define GRID_STRIDE(i, n) for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (long)gridDim.x * blockDim.x)
 

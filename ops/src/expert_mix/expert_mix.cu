@@ -77,9 +77,6 @@ template <typename T> __device__ __forceinline__ const T *add_row(const T *add, 
 template <typename T> __device__ __forceinline__ bool aligned16(const T *p) {
     return ((unsigned long long)p & 15) == 0;
 }
-template <typename T> __device__ __forceinline__ bool aligned4(const T *p) {
-    return ((unsigned long long)p & (4 * sizeof(T) - 1)) == 0;
-}
 
 // w[j] ← the weight of expert j; groups of `lanes` threads (a power of two ≤ 32) take one expert each per round.
 template <typename T, int V>

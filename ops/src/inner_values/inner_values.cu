@@ -5,35 +5,6 @@
 #define IV_MAX_VALUES 4096
 #define IV_MAX_SEL 4096
 
-template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
-template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
-template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
-template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
-
-__device__ __forceinline__ void ld4(const float *p, long i, float v[4]) {
-    const float4 t = *reinterpret_cast<const float4 *>(p + i);
-    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-}
-__device__ __forceinline__ void ld4(const bf16_t *p, long i, float v[4]) {
-    const uint2 t = *reinterpret_cast<const uint2 *>(p + i);
-    v[0] = __uint_as_float(t.x << 16), v[1] = __uint_as_float(t.x & 0xffff0000u);
-    v[2] = __uint_as_float(t.y << 16), v[3] = __uint_as_float(t.y & 0xffff0000u);
-}
-__device__ __forceinline__ void st4(float *p, long i, const float v[4]) {
-    *reinterpret_cast<float4 *>(p + i) = make_float4(v[0], v[1], v[2], v[3]);
-}
-__device__ __forceinline__ void st4(bf16_t *p, long i, const float v[4]) {
-    uint2 t;
-    t.x = (unsigned int)f32_to_bf16(v[0]) | ((unsigned int)f32_to_bf16(v[1]) << 16);
-    t.y = (unsigned int)f32_to_bf16(v[2]) | ((unsigned int)f32_to_bf16(v[3]) << 16);
-    *reinterpret_cast<uint2 *>(p + i) = t;
-}
-template <typename T> __device__ __forceinline__ bool aligned4(const T *p) {
-    return ((unsigned long long)p & (4 * sizeof(T) - 1)) == 0;
-}
-
 // (va, ia) comes before (vb, ib): the larger value first, NaN largest, equal values by the lower index.
 __device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
     const bool na = va != va, nb = vb != vb;

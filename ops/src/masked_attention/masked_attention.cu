@@ -9,13 +9,6 @@
 // keep_lists -> list, count (launches with each kernel below).
 constexpr float MASKED = -3.40282346638528859811704183484516925e+38f;
 
-template <typename E> __device__ __forceinline__ float ld(const E *p, long i);
-template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
-template <typename E> __device__ __forceinline__ void st(E *p, long i, float v);
-template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
-
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
 
 // Order of f32::total_cmp as unsigned integers, and back.

@@ -13,15 +13,13 @@ __device__ __forceinline__ unsigned long long order_key(float v, int idx) {
     return ((unsigned long long)b << 32) | (0xffffffffu - (unsigned int)idx);
 }
 
-__device__ __forceinline__ double ld(const float *p, long i) { return (double)p[i]; }
-__device__ __forceinline__ double ld(const bf16_t *p, long i) { return (double)bf16_to_f32(p[i]); }
-__device__ __forceinline__ double ld(const double *p, long i) { return p[i]; }
-__device__ __forceinline__ float ldf(const float *p, long i) { return p[i]; }
-__device__ __forceinline__ float ldf(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
+__device__ __forceinline__ double ld_f64(const float *p, long i) { return (double)p[i]; }
+__device__ __forceinline__ double ld_f64(const bf16_t *p, long i) { return (double)bf16_to_f32(p[i]); }
+__device__ __forceinline__ double ld_f64(const double *p, long i) { return p[i]; }
 
 // A staged key: copied in its own type, or widened to f64.
 template <typename T> __device__ __forceinline__ void put_key(T *d, const T *s) { *d = *s; }
-template <typename T> __device__ __forceinline__ void put_key(double *d, const T *s) { *d = ld(s, 0); }
+template <typename T> __device__ __forceinline__ void put_key(double *d, const T *s) { *d = ld_f64(s, 0); }
 
 // Key elements a thread loads before it stores the first to shared memory.
 #define PK_STAGE 8
@@ -36,13 +34,13 @@ template <typename K> __device__ __forceinline__ float dot_f64(const double *q, 
     const int body = half & ~7;
     for (int i = 0; i < body; i += 8) {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) l[j] += q[i + j] * ld(k, i + j);
+        for (int j = 0; j < 8; ++j) l[j] += q[i + j] * ld_f64(k, i + j);
     }
     double s = -0.0;
 #pragma unroll
     for (int j = 0; j < 8; ++j) s += l[j];
     double rest = -0.0;
-    for (int i = body; i < half; ++i) rest += q[i] * ld(k, i);
+    for (int i = body; i < half; ++i) rest += q[i] * ld_f64(k, i);
     return (float)(s + rest);
 }
 
@@ -51,7 +49,7 @@ template <typename T>
 __device__ __forceinline__ void stage_queries(const T *q, double *sq, long r, int heads, int h, int half, int lane) {
     for (int t = lane; t < 2 * half; t += 32) {
         const int a = t >= half;
-        sq[t] = ld(q, ((r * 2 + a) * heads + h) * (long)half + (t - a * half));
+        sq[t] = ld_f64(q, ((r * 2 + a) * heads + h) * (long)half + (t - a * half));
     }
 }
 
@@ -63,7 +61,7 @@ __device__ __forceinline__ void load_queries(const T *q, float (&pre)[PK_PREFETC
     for (int i = 0; i < PK_PREFETCH; ++i) {
         const int t = lane + 32 * i;
         const int a = t >= half;
-        if (t < 2 * half) pre[i] = ldf(q, ((r * 2 + a) * heads + h) * (long)half + (t - a * half));
+        if (t < 2 * half) pre[i] = ld(q, ((r * 2 + a) * heads + h) * (long)half + (t - a * half));
     }
 }
 

@@ -2,12 +2,6 @@
 // apply: y[i] = x[i]·cos[i] − x[half+i]·sin[i], y[half+i] = x[half+i]·cos[half+i] + x[i]·sin[half+i] per head
 // (rope_rotate in common.cuh: each product rounded to T, then the sum). Layout: pos i64 [N], inv_freq f32
 // [half], cos/sin [N, 2·half], x/y [rows, heads, dim] in T. Launch: 1-D grids of 256 threads striding over (n, i) / (r, h, i).
-template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
-template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
-template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
-template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
 
 #define GRID_STRIDE(t, n)                                                                                              \
     for (long t = (long)blockIdx.x * blockDim.x + threadIdx.x; t < (n); t += (long)gridDim.x * blockDim.x)

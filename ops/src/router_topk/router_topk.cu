@@ -6,10 +6,6 @@
 #define RT_MAX_KEYS 256
 #define RT_MAX_CAND 2048
 
-template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
-template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
-
 // (va, ia) comes before (vb, ib): the larger value first, NaN largest, equal values by the lower index.
 __device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
     const bool na = va != va, nb = vb != vb;

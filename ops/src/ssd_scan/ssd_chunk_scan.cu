@@ -12,13 +12,6 @@
 #define SSD_KT 32
 #define SSD_THREADS 256
 
-template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
-template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
-template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
-template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
-
 // Workspace offsets: the slot of chunk c of (batch·head) bh, and its log-decay (bhs batch·heads in all).
 __device__ __forceinline__ long ssd_slot(long bh, int c, int chunks, int PN) { return (bh * chunks + c) * (long)PN; }
 __device__ __forceinline__ long ssd_decay(long bhs, long bh, int c, int chunks, int PN) {

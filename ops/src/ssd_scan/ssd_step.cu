@@ -7,13 +7,6 @@
 // them) with cos, sin [B, N] (one row per sequence, N even; the vectorised form needs N % 8 == 0).
 #define SSD_STEP_ROWS 8
 
-template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
-template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
-template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
-template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
-
 #define SSD_STEP_THREADS 256
 
 // Read-only inputs through the non-coherent path; a 4-element group of B or C stays packed (float4 or two bf16
