@@ -18,6 +18,17 @@ __device__ __forceinline__ long ssd_decay(long bhs, long bh, int c, int chunks, 
     return bhs * chunks * (long)PN + bh * chunks + c;
 }
 
+// Token s < lc of a chunk of lc tokens (thread s): w[s] *= exp(a[s + 1] + … + a[lc − 1]), its decay to the chunk's
+// end; thread 0 also sets total = a[0] + … + a[lc − 1], the chunk's log-decay.
+__device__ __forceinline__ void decay_to_end(float *w, const float *a, int lc, int tid, float &total) {
+    if (tid < lc) {
+        float acc = 0.0f;
+        for (int s = lc - 1; s > tid; --s) acc += a[s];
+        w[tid] *= expf(acc);
+        if (tid == 0) total = acc + a[0];
+    }
+}
+
 // The state of a group of chunks (header) for one 64×64 tile of [P, N]: per chunk c, Z[p, n] with weights
 // w_s = Δ_s·exp(a_{s+1} + … + a_last) added to the carried state scaled by the chunk's decay; block (0 of y) stores
 // the log-decays.
@@ -58,12 +69,7 @@ __device__ void ssd_chunk_state(const T *x, const T *dt, const float *A, const T
             a[tid] = d * A[h];
         }
         __syncthreads();
-        if (tid < lc) {
-            float acc = 0.0f;
-            for (int s = lc - 1; s > tid; --s) acc += a[s];
-            w[tid] *= expf(acc);
-            if (tid == 0) total = acc + a[0];
-        }
+        decay_to_end(w, a, lc, tid, total);
         __syncthreads();
         if (c > c0) {
             const float e = expf(total);
@@ -483,12 +489,7 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
         store_t<VEC>(xt, nullptr, xr, x, nullptr, row0, heads, P, p0, lc);
         if (next) fetch_t<VEC>(xr, x, row_of(c + 1), heads, P, p0, len_of(c + 1));
         __syncthreads();
-        if (tid < lc) {
-            float acc = 0.0f;
-            for (int s = lc - 1; s > tid; --s) acc += a[s];
-            w[tid] *= expf(acc);
-            if (tid == 0) total = acc + a[0];
-        }
+        decay_to_end(w, a, lc, tid, total);
         __syncthreads();
         if (c > c0) {
             const float e = expf(total);
