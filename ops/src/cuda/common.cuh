@@ -1,4 +1,5 @@
-// Shared by every kernel: warp/block reductions and bf16/f16 conversions written without the toolkit headers.
+// Shared by every kernel: element access, bf16/f16 conversions, warp/block reductions, the ranking order, asynchronous
+// copies and the tensor-core pieces, written without the toolkit headers.
 #pragma once
 
 typedef unsigned short bf16_t;
@@ -54,6 +55,21 @@ __device__ __forceinline__ void st4(bf16_t *p, long i, const float v[4]) {
 // Whether p may be read or written four elements at a time.
 template <typename T> __device__ __forceinline__ bool aligned4(const T *p) {
     return ((unsigned long long)p & (4 * sizeof(T) - 1)) == 0;
+}
+
+// (va, ia) ranks before (vb, ib): the larger value first, NaN largest, equal values by the lower index.
+__device__ __forceinline__ bool ranks_before(float va, int ia, float vb, int ib) {
+    const bool na = va != va, nb = vb != vb;
+    if (na || nb) return na && (!nb || ia < ib);
+    return va > vb || (va == vb && ia < ib);
+}
+
+// The order key of (v, idx), decreasing in ranks_before's order: larger values first (NaN the largest, ±0 equal),
+// then the lower idx.
+__device__ __forceinline__ unsigned long long order_key(float v, int idx) {
+    unsigned int b = v == 0.0f ? 0u : __float_as_uint(v);
+    b = v != v ? 0xffffffffu : (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    return ((unsigned long long)b << 32) | (0xffffffffu - (unsigned int)idx);
 }
 
 // The activations by number (act::cuda::code): 0 silu x/(1+e^-x), 1 relu, 2 gelu 0.5·x·erfc(-x/√2), 3 gelu_tanh

@@ -5,21 +5,14 @@
 #define IV_MAX_VALUES 4096
 #define IV_MAX_SEL 4096
 
-// (va, ia) comes before (vb, ib): the larger value first, NaN largest, equal values by the lower index.
-__device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
-    const bool na = va != va, nb = vb != vb;
-    if (na || nb) return na && (!nb || ia < ib);
-    return va > vb || (va == vb && ia < ib);
-}
-
-// Sorts key/idx[0..p2) (p2 a power of two) into `before` order.
+// Sorts key/idx[0..p2) (p2 a power of two) into `ranks_before` order.
 __device__ void bitonic_sort(float *key, unsigned short *idx, const int p2) {
     for (int size = 2; size <= p2; size <<= 1) {
         for (int stride = size >> 1; stride > 0; stride >>= 1) {
             for (int t = threadIdx.x; t < p2 / 2; t += blockDim.x) {
                 const int i = 2 * stride * (t / stride) + t % stride, j = i + stride;
-                const bool swap = (i & size) == 0 ? before(key[j], idx[j], key[i], idx[i])
-                                                  : before(key[i], idx[i], key[j], idx[j]);
+                const bool swap = (i & size) == 0 ? ranks_before(key[j], idx[j], key[i], idx[i])
+                                                  : ranks_before(key[i], idx[i], key[j], idx[j]);
                 if (swap) {
                     const float kt = key[i];
                     key[i] = key[j], key[j] = kt;

@@ -6,13 +6,6 @@
 // keys are constants (no kernel writes them): they are staged before grid_entry(), overlapping the kernel this one
 // depends on (the queries' projection).
 
-// Order key of (v, idx): larger keys come first; NaN is the largest value, ±0 are equal, equal values go to the lower idx.
-__device__ __forceinline__ unsigned long long order_key(float v, int idx) {
-    unsigned int b = v == 0.0f ? 0u : __float_as_uint(v);
-    b = v != v ? 0xffffffffu : (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-    return ((unsigned long long)b << 32) | (0xffffffffu - (unsigned int)idx);
-}
-
 __device__ __forceinline__ double ld_f64(const float *p, long i) { return (double)p[i]; }
 __device__ __forceinline__ double ld_f64(const bf16_t *p, long i) { return (double)bf16_to_f32(p[i]); }
 __device__ __forceinline__ double ld_f64(const double *p, long i) { return p[i]; }

@@ -6,19 +6,12 @@
 #define RT_MAX_KEYS 256
 #define RT_MAX_CAND 2048
 
-// (va, ia) comes before (vb, ib): the larger value first, NaN largest, equal values by the lower index.
-__device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
-    const bool na = va != va, nb = vb != vb;
-    if (na || nb) return na && (!nb || ia < ib);
-    return va > vb || (va == vb && ia < ib);
-}
-
-// Values v[0..n) ranked in `before` order; the first `keep` land in sv, si.
+// Values v[0..n) ranked in `ranks_before` order; the first `keep` land in sv, si.
 __device__ void rank_sort(const float *v, int n, int keep, float *sv, int *si) {
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         const float vi = v[i];
         int rank = 0;
-        for (int j = 0; j < n; ++j) rank += before(v[j], j, vi, i);
+        for (int j = 0; j < n; ++j) rank += ranks_before(v[j], j, vi, i);
         if (rank < keep) {
             sv[rank] = vi;
             si[rank] = i;
@@ -34,7 +27,7 @@ __device__ __forceinline__ void lane_best(const float *sx, const float *sy, cons
     ba = 0x7fffffff;
     for (int a = threadIdx.x & 31; a < nx; a += 32) {
         const int c = next[a];
-        if (c < min(ny, k / (a + 1)) && before(sx[a] + sy[c], a, bv, ba)) {
+        if (c < min(ny, k / (a + 1)) && ranks_before(sx[a] + sy[c], a, bv, ba)) {
             bv = sx[a] + sy[c];
             ba = a;
         }
@@ -57,7 +50,7 @@ __device__ void merge_rows(const float *sx, const int *ix, const float *sy, cons
         for (int o = 16; o > 0; o >>= 1) {
             const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
             const int oa = __shfl_xor_sync(0xffffffffu, ba, o);
-            if (before(ov, oa, bv, ba)) {
+            if (ranks_before(ov, oa, bv, ba)) {
                 bv = ov;
                 ba = oa;
             }
@@ -71,13 +64,6 @@ __device__ void merge_rows(const float *sx, const int *ix, const float *sy, cons
             lane_best(sx, sy, next, nx, ny, k, mv, ma);
         }
     }
-}
-
-// Order key of (v, idx): larger keys come first, in `before` order (NaN largest, ±0 equal, then the lower idx).
-__device__ __forceinline__ unsigned long long order_key(float v, int idx) {
-    unsigned int b = v == 0.0f ? 0u : __float_as_uint(v);
-    b = v != v ? 0xffffffffu : (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-    return ((unsigned long long)b << 32) | (0xffffffffu - (unsigned int)idx);
 }
 
 // The whole block: the same k first candidates as merge_rows, each placed by its rank among all candidates
