@@ -237,6 +237,30 @@ fn store(path: &Path, bytes: &[u8]) {
 }
 
 fn nvrtc_compile(file: &str, text: &str, opts: &[String]) -> Result<Vec<u8>> {
+    // SAFETY: `with_compiled` hands over a live, compiled program.
+    with_compiled(file, text, opts, |prog| unsafe { cubin_of(prog, file) })
+}
+
+/// ptxas's report (`-v`: registers, spills, and its performance advisories) on `src` compiled for `arch`.
+#[cfg(test)]
+pub(crate) fn ptxas_report(src: &Source, arch: &str) -> Result<String> {
+    let mut opts = options(arch);
+    opts.push("--ptxas-options=-v".to_string());
+    // SAFETY: `with_compiled` hands over a live, compiled program.
+    with_compiled(src.file, &full_source(src), &opts, |prog| {
+        unsafe { program_log(prog) }
+            .map_err(|e| KernelError::Driver(format!("nvrtcGetProgramLog({}): {e}", src.file)))
+    })
+}
+
+/// Creates an NVRTC program of `text` (named `file`), compiles it with `opts` and returns what `read` takes from
+/// the compiled program, which is destroyed after. A compile error carries NVRTC's log.
+fn with_compiled<R>(
+    file: &str,
+    text: &str,
+    opts: &[String],
+    read: impl FnOnce(nvrtc_sys::nvrtcProgram) -> Result<R>,
+) -> Result<R> {
     let bad = |what: &str| KernelError::Compile {
         file: file.to_string(),
         log: format!("{what} contains a NUL byte"),
@@ -245,33 +269,15 @@ fn nvrtc_compile(file: &str, text: &str, opts: &[String]) -> Result<Vec<u8>> {
     let name = CString::new(file).map_err(|_| bad("the file name"))?;
     let prog = nvrtc_result::create_program(&code, Some(&name))
         .map_err(|e| KernelError::Driver(format!("nvrtcCreateProgram({file}): {e:?}")))?;
-    // SAFETY: `prog` is a live program; the options are plain strings; the log and CUBIN buffers are sized by
-    // NVRTC's own size queries before it writes into them; the program is destroyed exactly once below.
-    let out = unsafe { compile_program(prog, file, opts) };
-    // SAFETY: `prog` was created above and is not used after this call.
-    let _ = unsafe { nvrtc_result::destroy_program(prog) };
-    out
-}
-
-/// ptxas's report (`-v`: registers, spills, and its performance advisories) on `src` compiled for `arch`.
-#[cfg(test)]
-pub(crate) fn ptxas_report(src: &Source, arch: &str) -> Result<String> {
-    let mut opts = options(arch);
-    opts.push("--ptxas-options=-v".to_string());
-    let code = CString::new(full_source(src))
-        .map_err(|_| KernelError::Driver("NUL in the source".into()))?;
-    let prog = nvrtc_result::create_program(&code, None::<&CStr>)
-        .map_err(|e| KernelError::Driver(format!("nvrtcCreateProgram({}): {e:?}", src.file)))?;
-    // SAFETY: `prog` is a live program; the options are plain strings; the log buffer is sized by NVRTC's own size
-    // query before it writes into it; the program is destroyed exactly once below.
-    let out = unsafe {
-        compile_program(prog, src.file, &opts).and_then(|_| {
-            nvrtc_result::get_program_log(prog)
-                .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
-                .map_err(|e| {
-                    KernelError::Driver(format!("nvrtcGetProgramLog({}): {e:?}", src.file))
-                })
-        })
+    // SAFETY: `prog` is a live program; the options are plain strings; NVRTC sizes the log buffer itself.
+    let out = unsafe { nvrtc_result::compile_program(prog, opts) };
+    let out = match out {
+        Ok(()) => read(prog),
+        Err(e) => {
+            // SAFETY: `prog` is live until it is destroyed below.
+            let log = unsafe { program_log(prog) }.unwrap_or_else(|_| format!("{e:?} (no log)"));
+            Err(KernelError::Compile { file: file.to_string(), log })
+        }
     };
     // SAFETY: `prog` was created above and is not used after this call.
     let _ = unsafe { nvrtc_result::destroy_program(prog) };
@@ -280,17 +286,15 @@ pub(crate) fn ptxas_report(src: &Source, arch: &str) -> Result<String> {
 
 /// # Safety
 /// `prog` must be a live NVRTC program.
-unsafe fn compile_program(
-    prog: nvrtc_sys::nvrtcProgram,
-    file: &str,
-    opts: &[String],
-) -> Result<Vec<u8>> {
-    if let Err(e) = nvrtc_result::compile_program(prog, opts) {
-        let log = nvrtc_result::get_program_log(prog)
-            .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
-            .unwrap_or_else(|_| format!("{e:?} (no log)"));
-        return Err(KernelError::Compile { file: file.to_string(), log });
-    }
+unsafe fn program_log(prog: nvrtc_sys::nvrtcProgram) -> Result<String> {
+    nvrtc_result::get_program_log(prog)
+        .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
+        .map_err(|e| KernelError::Driver(format!("{e:?}")))
+}
+
+/// # Safety
+/// `prog` must be a live, compiled NVRTC program.
+unsafe fn cubin_of(prog: nvrtc_sys::nvrtcProgram, file: &str) -> Result<Vec<u8>> {
     let mut size = 0usize;
     nvrtc_sys::nvrtcGetCUBINSize(prog, &mut size)
         .result()
