@@ -117,6 +117,12 @@ pub(crate) fn wgmma_key_tile(head_dim: usize) -> usize {
     }
 }
 
+/// The warpgroup kernel for `head_dim`, the `_keep` form with `keep` (`keep_until`'s positions).
+pub(crate) fn wgmma_kernel(head_dim: usize, keep: bool) -> String {
+    let (tile, keep) = (wgmma_key_tile(head_dim), if keep { "_keep" } else { "" });
+    format!("masked_attention_bf16_prefill_wgmma_d{head_dim}_k{tile}{keep}")
+}
+
 /// Whether the keep window of `mode` is short enough against the keys of `p` (more than 2.5 keys per window length)
 /// that the `mma` kernel's lists of kept keys beat the warpgroup kernel, which visits every key up to the causal
 /// limit. Measured (`logs/h200-2026-11-29zt`, Doge-320M heads, window 2048, S = T): the lists take 0.187 ms at 4K
@@ -696,8 +702,7 @@ pub(crate) fn attention_on<T: Elem>(
         gpu.recycle(part);
     } else if kernel == Kernel::Wgmma {
         let (dh, keys) = (p.head_dim, wgmma_key_tile(p.head_dim));
-        let keep = if until.is_some() { "_keep" } else { "" };
-        let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{keys}{keep}");
+        let name = wgmma_kernel(dh, until.is_some());
         let func = gpu.function(&SOURCE, &name)?;
         let smem = wgmma_smem_bytes(dh, keys);
         let smem_i = to_i32("shared memory", smem)?;

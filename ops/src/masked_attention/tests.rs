@@ -1009,9 +1009,8 @@ mod gpu {
     #[test]
     fn wgmma_kernels_keep_their_products_in_flight() {
         let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
-        for (dh, keep) in [64, 128].into_iter().flat_map(|dh| [(dh, ""), (dh, "_keep")]) {
-            let tile = cuda::wgmma_key_tile(dh);
-            let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{tile}{keep}");
+        for (dh, keep) in [64, 128].into_iter().flat_map(|dh| [(dh, false), (dh, true)]) {
+            let name = cuda::wgmma_kernel(dh, keep);
             let quoted = format!("'{name}'");
             let advisories: Vec<&str> = report
                 .lines()
@@ -1061,9 +1060,8 @@ mod gpu {
                 let name = format!("masked_attention_bf16_prefill_mma_d{dh}_m{tiles}");
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
-            for keep in ["", "_keep"] {
-                let tile = cuda::wgmma_key_tile(dh);
-                let name = format!("masked_attention_bf16_prefill_wgmma_d{dh}_k{tile}{keep}");
+            for keep in [false, true] {
+                let name = cuda::wgmma_kernel(dh, keep);
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
             for elem in ["f32", "bf16"] {
