@@ -185,6 +185,11 @@ __device__ __forceinline__ unsigned long long sw128_desc(const void *p, unsigned
     return (unsigned long long)((saddr(p) & 0x3ffffu) >> 4) | (unsigned long long)((lead & 0x3ffffu) >> 4) << 16 |
            (unsigned long long)(1024 >> 4) << 32 | 1ull << 62;
 }
+// The descriptor of the operand `bytes` (a multiple of 16) past d's: the start address is d's low 14 bits in units of
+// 16 bytes, and a shared-memory address stays below 2^18, so the addition never carries into the other fields.
+__device__ __forceinline__ unsigned long long desc_advance(unsigned long long d, unsigned bytes) {
+    return d + (bytes >> 4);
+}
 // Before a product whose accumulators or A registers other instructions wrote.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -228,6 +233,23 @@ __device__ __forceinline__ void wgmma_ss_n128(float (&d)[64], unsigned long long
                  "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
                  : WG_D32(0), WG_D32(32)
                  : "l"(a), "l"(b), "r"(acc));
+}
+
+// d = a·b (acc 0) or d += a·b (acc 1) for m64n64k16 and m64n128k16, A (64×16) in registers in the layout of `mma`'s
+// A (each warp 16 rows), B (64×16 or 128×16) K-major in shared memory.
+__device__ __forceinline__ void wgmma_rs_n64(float (&d)[32], const unsigned (&a)[4], unsigned long long b, int acc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" WG_REGS_0_31
+                 "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                 : WG_D32(0)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
+}
+__device__ __forceinline__ void wgmma_rs_n128(float (&d)[64], const unsigned (&a)[4], unsigned long long b, int acc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_REGS_0_31 ", " WG_REGS_32_63
+                 "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+                 : WG_D32(0), WG_D32(32)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
 }
 
 // d += a·b for m64n64k16, A (64×16) in registers in the layout of `mma`'s A (each warp 16 rows), B (16×64)

@@ -107,8 +107,8 @@ fn mma_fits(p: &AttentionParams, elem: &str, tiles: usize) -> bool {
 /// Queries per block of the warpgroup kernel (`tc::WG_BQ`).
 pub(crate) const WGMMA_QUERIES: usize = 128;
 
-/// Keys per tile of the warpgroup kernel for `head_dim`: 128 for 128 (one block a multiprocessor, 238
-/// registers a thread), 64 for 64 (two blocks, 126 registers).
+/// Keys per tile of the warpgroup kernel for `head_dim`: 128 for 128 (one block a multiprocessor, 214
+/// registers a thread), 64 for 64 (two blocks, 128 registers).
 pub(crate) fn wgmma_key_tile(head_dim: usize) -> usize {
     if head_dim == 128 {
         128

@@ -1546,8 +1546,8 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// Warpgroup form (sm_90a): two warpgroups of 64 queries share each key tile of BK keys; S = Q·Kᵀ takes Q and K from
-// shared memory, O += P·V takes P from registers. Tiles are stored in 128-byte swizzled rows (sw128_desc), 64 columns
+// Warpgroup form (sm_90a): two warpgroups of 64 queries share each key tile of BK keys; S = Q·Kᵀ takes Q from
+// registers (loaded once) and K from shared memory, O += P·V takes P from registers. Tiles are stored in 128-byte swizzled rows (sw128_desc), 64 columns
 // a block; the scores, the keep window (KEEP: keep_until's positions, every key visited), the softmax and the stores
 // follow prefill_mma's formulas.
 constexpr int WG_BQ = 128, WG_NT = 256;
@@ -1563,13 +1563,13 @@ template <int R> __device__ __forceinline__ int sw128_at(int r, int c) {
 
 template <int BK> struct WgScores;
 template <> struct WgScores<64> {
-    static __device__ __forceinline__ void mma(float (&d)[32], unsigned long long a, unsigned long long b, int acc) {
-        wgmma_ss_n64(d, a, b, acc);
+    static __device__ __forceinline__ void mma(float (&d)[32], const unsigned (&a)[4], unsigned long long b, int acc) {
+        wgmma_rs_n64(d, a, b, acc);
     }
 };
 template <> struct WgScores<128> {
-    static __device__ __forceinline__ void mma(float (&d)[64], unsigned long long a, unsigned long long b, int acc) {
-        wgmma_ss_n128(d, a, b, acc);
+    static __device__ __forceinline__ void mma(float (&d)[64], const unsigned (&a)[4], unsigned long long b, int acc) {
+        wgmma_rs_n128(d, a, b, acc);
     }
 };
 
@@ -1613,15 +1613,32 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         kb_s[st * BK + tid] = mk.key_bias_of(r.am, r.x, tau_v);
         if (KEEP) ku_s[st * BK + tid] = r.until;
     };
-    static_assert(BK * CH % WG_NT == 0, "tile loads");
+    // Thread tid loads the 16-byte piece lc of rows lr + RP·u of each tile: every piece sits at a fixed offset from
+    // the first (RP a multiple of 8 keeps the swizzle's row phase), so a tile wholly below T takes no clamp and no
+    // per-piece address arithmetic.
+    constexpr int RP = WG_NT / CH;
+    static_assert(BK * CH % WG_NT == 0 && WG_NT % CH == 0 && RP % 8 == 0, "tile loads");
+    const int lr = tid / CH, lc = tid % CH;
+    const int piece_at = sw128_at<BK>(lr, lc);
+    const long piece_off = (long)lr * DH + lc * 8;
     auto load_kv = [&](int n, int st) {
+        const int at = st * TILE + piece_at;
+        if ((n + 1) * BK <= T) {
+            const long off = (long)n * BK * DH + piece_off;
 #pragma unroll
-        for (int u = 0; u < BK * CH / WG_NT; ++u) {
-            const int c = tid + WG_NT * u, r = c / CH, col = c % CH, j = n * BK + r;
-            const long off = (long)min(j, T - 1) * DH + col * 8;
-            const int at = st * TILE + sw128_at<BK>(r, col), bytes = j < T ? 16 : 0;
-            cp_async16(Ks + at, kg + off, bytes);
-            cp_async16(Vs + at, vg + off, bytes);
+            for (int u = 0; u < BK / RP; ++u) {
+                cp_async16(Ks + at + u * RP * 128, kg + off + u * RP * DH, 16);
+                cp_async16(Vs + at + u * RP * 128, vg + off + u * RP * DH, 16);
+            }
+            return;
+        }
+#pragma unroll
+        for (int u = 0; u < BK / RP; ++u) {
+            const int j = n * BK + lr + u * RP;
+            const long off = (long)min(j, T - 1) * DH + lc * 8;
+            const int bytes = j < T ? 16 : 0;
+            cp_async16(Ks + at + u * RP * 128, kg + off, bytes);
+            cp_async16(Vs + at + u * RP * 128, vg + off, bytes);
         }
     };
 
@@ -1635,7 +1652,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
 #pragma unroll
         for (int e = 0; e < 32; ++e) o[a][e] = 0.0f;
     }
-    const unsigned char *const Qw = Qs + wg * 64 * 128;
+    const unsigned long long k_desc = sw128_desc(Ks, 16), v_desc = sw128_desc(Vs, 1024);
 
     const int kend = min(T, T - S + min(i0 + WG_BQ, S));
     const int n_all = (T + BK - 1) / BK;
@@ -1645,6 +1662,13 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     load_kv(0, 0);
     store_bias(0, fetch_bias(0));
     cp_async_commit();
+    // The warp's 16 rows of Q as the A operand of S = Q·Kᵀ, kept in registers: key step kd covers dims 16kd + [0, 16).
+    unsigned qf[KD][4];
+    cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int kd = 0; kd < KD; ++kd)
+        ldmatrix_x4(qf[kd], Qs + sw128_at<WG_BQ>(64 * wg + 16 * warp + (lane & 15), 2 * kd + (lane >> 4)));
     for (;;) {
         for (; n < n_end; ++n) {
             const int st = n & 1, k0 = n * BK;
@@ -1659,8 +1683,6 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                 cp_async_commit();
                 next = fetch_bias(n + 1);
             }
-            const unsigned char *const Kt = Ks + st * TILE;
-            const unsigned char *const Vt = Vs + st * TILE;
 
             // s = q·kᵀ: n-tile t holds keys 8t + 2·tg + {0, 1} of rows gr (s[4t], s[4t + 1]) and gr + 8.
             float s[BK / 2];
@@ -1668,15 +1690,15 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
 #pragma unroll
             for (int kd = 0; kd < KD; ++kd) {
                 const int blk = kd >> 2, kin = (kd & 3) * 32;
-                WgScores<BK>::mma(s, sw128_desc(Qw + blk * WG_BQ * 128 + kin, 16),
-                                  sw128_desc(Kt + blk * BK * 128 + kin, 16), kd > 0);
+                WgScores<BK>::mma(s, qf[kd], desc_advance(k_desc, st * TILE + blk * BK * 128 + kin), kd > 0);
             }
             wgmma_commit();
             wgmma_wait<0>();
             wgmma_hold(s);
 
-            const float *const kb_t = kb_s + st * BK;
-            const int *const ku_t = ku_s + st * BK;
+            // This thread's keys of n-tile t are 8t + 2·tg + {0, 1}: a fixed offset from kb_t / ku_t.
+            const float *const kb_t = kb_s + st * BK + 2 * tg;
+            const int *const ku_t = ku_s + st * BK + 2 * tg;
             const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
             float mx[2] = {m[0], m[1]};
             auto add_bias = [&](auto partial) {
@@ -1684,9 +1706,9 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
 #pragma unroll
                 for (int t = 0; t < NS; ++t) {
                     const int jl = 8 * t + 2 * tg;
-                    const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + jl);
+                    const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + 8 * t);
                     int2 ku2 = make_int2(0, 0);
-                    if (KEEP) ku2 = *reinterpret_cast<const int2 *>(ku_t + jl);
+                    if (KEEP) ku2 = *reinterpret_cast<const int2 *>(ku_t + 8 * t);
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
                         const int r = e >> 1, j = k0 + jl + (e & 1), lim = lim0 + 8 * r;
@@ -1754,7 +1776,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
             for (int kk = 0; kk < BK / 16; ++kk) {
 #pragma unroll
                 for (int a = 0; a < DA; ++a)
-                    wgmma_rs_n64_nmajor(o[a], pf[kk], sw128_desc(Vt + a * BK * 128 + kk * 16 * 128, 1024));
+                    wgmma_rs_n64_nmajor(o[a], pf[kk], desc_advance(v_desc, st * TILE + a * BK * 128 + kk * 16 * 128));
             }
             wgmma_commit();
             wgmma_wait<0>();
