@@ -217,24 +217,6 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
         "+f"(d[i + 7])
 #define WG_D32(i) WG_D8(i), WG_D8(i + 8), WG_D8(i + 16), WG_D8(i + 24)
 
-// d = a·b (acc 0) or d += a·b (acc 1) for m64n64k16, A (64×16) and B (64×16) K-major in shared memory.
-__device__ __forceinline__ void wgmma_ss_n64(float (&d)[32], unsigned long long a, unsigned long long b, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" WG_REGS_0_31
-                 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : WG_D32(0)
-                 : "l"(a), "l"(b), "r"(acc));
-}
-
-// d = a·b (acc 0) or d += a·b (acc 1) for m64n128k16, A (64×16) and B (128×16) K-major in shared memory.
-__device__ __forceinline__ void wgmma_ss_n128(float (&d)[64], unsigned long long a, unsigned long long b, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_REGS_0_31 ", " WG_REGS_32_63
-                 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-                 : WG_D32(0), WG_D32(32)
-                 : "l"(a), "l"(b), "r"(acc));
-}
-
 // d = a·b (acc 0) or d += a·b (acc 1) for m64n64k16 and m64n128k16, A (64×16) in registers in the layout of `mma`'s
 // A (each warp 16 rows), B (64×16 or 128×16) K-major in shared memory.
 __device__ __forceinline__ void wgmma_rs_n64(float (&d)[32], const unsigned (&a)[4], unsigned long long b, int acc) {

@@ -1547,9 +1547,9 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // Warpgroup form (sm_90a): two warpgroups of 64 queries share each key tile of BK keys; S = Q·Kᵀ takes Q from
-// registers (loaded once) and K from shared memory, O += P·V takes P from registers. Tiles are stored in 128-byte swizzled rows (sw128_desc), 64 columns
-// a block; the scores, the keep window (KEEP: keep_until's positions, every key visited), the softmax and the stores
-// follow prefill_mma's formulas.
+// registers (loaded once) and K from shared memory, O += P·V takes P from registers. Tiles are stored in 128-byte
+// swizzled rows (sw128_desc), 64 columns a block; the scores, the keep window (KEEP: keep_until's positions, every key
+// visited), the softmax and the stores follow prefill_mma's formulas.
 constexpr int WG_BQ = 128, WG_NT = 256;
 
 __host__ __device__ constexpr int wg_smem_bytes(int dh, int bk) {
