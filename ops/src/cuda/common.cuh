@@ -190,6 +190,47 @@ __device__ __forceinline__ unsigned long long sw128_desc(const void *p, unsigned
 __device__ __forceinline__ unsigned long long desc_advance(unsigned long long d, unsigned bytes) {
     return d + (bytes >> 4);
 }
+// A CUtensorMap (cuTensorMapEncodeTiled's 128 bytes), passed by value as a `const __grid_constant__` parameter.
+struct alignas(64) TensorMap {
+    unsigned long long raw[16];
+};
+// Copies the box at element coordinates (c0, c1, c2) of the 3-D tensor `map` describes into shared memory at dst, and
+// counts its bytes on the mbarrier `bar` (cp.async.bulk.tensor; rows past the tensor's ends arrive as zeros).
+__device__ __forceinline__ void tma_load_3d(void *dst, const TensorMap &map, unsigned long long *bar, int c0, int c1,
+                                            int c2) {
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}],"
+                 " [%2];\n" ::"r"(saddr(dst)),
+                 "l"(&map), "r"(saddr(bar)), "r"(c0), "r"(c1), "r"(c2)
+                 : "memory");
+}
+// Shared-memory barriers (mbarrier): a phase completes when `count` threads have arrived and every byte announced by
+// `mbar_arrive_tx` has landed. Arrivals release the thread's earlier shared-memory writes; `mbar_wait` acquires them.
+__device__ __forceinline__ void mbar_init(unsigned long long *bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(saddr(bar)), "r"(count) : "memory");
+}
+// Makes the initialised barriers visible to the copy engine (then a __syncthreads before any use).
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ __forceinline__ void mbar_arrive(unsigned long long *bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(saddr(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_tx(unsigned long long *bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(saddr(bar)), "r"(bytes) : "memory");
+}
+// Until the phase of parity `parity` has completed (the k-th completion has parity k % 2).
+__device__ __forceinline__ void mbar_wait(unsigned long long *bar, unsigned parity) {
+    asm volatile("{\n.reg .pred done;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra WAIT;\n}\n" ::"r"(saddr(bar)),
+                 "r"(parity)
+                 : "memory");
+}
+// Named barriers 1–15 over `threads` threads (a multiple of 32): bar_sync waits for all of them, bar_arrive counts this
+// thread's warp without waiting.
+__device__ __forceinline__ void bar_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void bar_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 // Before a product whose accumulators or A registers other instructions wrote.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }

@@ -545,6 +545,65 @@ impl Elem for half::bf16 {
     }
 }
 
+/// A tensor map for the copy engine (`TensorMap` in common.cuh): passed to a kernel by value, as its
+/// `const __grid_constant__ TensorMap` parameter.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct TensorMap(cudarc::driver::sys::CUtensorMap);
+
+// SAFETY: a CUtensorMap is 128 plain bytes with the alignment (64) the kernel parameter declares.
+unsafe impl DeviceRepr for TensorMap {}
+
+impl Gpu {
+    /// The tensor map of the contiguous bf16 tensor in `buf` with `dims` elements (innermost first), read in boxes
+    /// of `boxes` elements stored with the 128-byte swizzle (`sw128_desc`'s layout; the innermost box side must be
+    /// 64); elements past the ends arrive as zeros.
+    pub fn tensor_map_bf16<T: Elem>(
+        &self,
+        buf: &CudaSlice<T>,
+        dims: [u64; 3],
+        boxes: [u32; 3],
+    ) -> Result<TensorMap> {
+        use cudarc::driver::{sys, DevicePtr};
+        if T::NAME != "bf16" || boxes[0] != 64 || dims.iter().product::<u64>() > buf.len() as u64 {
+            return Err(KernelError::BadParams(format!(
+                "tensor map of {} elements {dims:?} in boxes {boxes:?} over {} {} elements",
+                dims.iter().product::<u64>(),
+                buf.len(),
+                T::NAME
+            )));
+        }
+        let (ptr, _record) = buf.device_ptr(&self.stream);
+        let strides = [dims[0] * 2, dims[0] * dims[1] * 2];
+        let ones = [1u32; 3];
+        let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::uninit();
+        // SAFETY: `map` is written by the call; `ptr` is a live device allocation of at least the described
+        // elements (checked above), 16-byte aligned as every allocation is, with strides that are multiples of 16
+        // for the head dimensions the callers pass; every array has the rank's length.
+        let r = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                map.as_mut_ptr(),
+                sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                3,
+                ptr as *mut std::ffi::c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxes.as_ptr(),
+                ones.as_ptr(),
+                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        r.result().map_err(|e| {
+            KernelError::Driver(format!("cuTensorMapEncodeTiled {dims:?} {boxes:?}: {e}"))
+        })?;
+        // SAFETY: the call succeeded, so it wrote the map.
+        Ok(TensorMap(unsafe { map.assume_init() }))
+    }
+}
+
 impl Gpu {
     /// Copies host values to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {

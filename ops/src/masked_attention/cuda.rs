@@ -60,9 +60,9 @@ pub(crate) enum Kernel {
     /// `masked_attention_bf16_prefill_mma_d<head_dim>_m<tiles>`: `tiles` row tiles of 16 queries per warp,
     /// 64·`tiles` queries of one head per block.
     Mma { tiles: usize },
-    /// `masked_attention_bf16_prefill_wgmma_d<head_dim>_k<keys>[_keep]`: two warpgroups of 64 queries of one head
-    /// a block on sm_90's warpgroup products, [`wgmma_key_tile`] keys a tile, every key up to the causal limit
-    /// visited.
+    /// [`wgmma_kernel`]: two warpgroups of 64 queries of one head a block on sm_90's warpgroup products,
+    /// [`wgmma_key_tile`] keys a tile, every key up to the causal limit visited; for head_dim 128 the pipelined
+    /// form (`masked_attention_bf16_prefill_tma_d128[_keep]`), else `masked_attention_bf16_prefill_wgmma_d64_k64`.
     Wgmma,
 }
 
@@ -107,8 +107,8 @@ fn mma_fits(p: &AttentionParams, elem: &str, tiles: usize) -> bool {
 /// Queries per block of the warpgroup kernel (`tc::WG_BQ`).
 pub(crate) const WGMMA_QUERIES: usize = 128;
 
-/// Keys per tile of the warpgroup kernel for `head_dim`: 128 for 128 (one block a multiprocessor, 214
-/// registers a thread), 64 for 64 (two blocks, 128 registers).
+/// Keys per tile of the warpgroup kernel for `head_dim`: 128 for 128 (the pipelined form, one block a
+/// multiprocessor, 220 registers a thread), 64 for 64 (two blocks, 128 registers).
 pub(crate) fn wgmma_key_tile(head_dim: usize) -> usize {
     if head_dim == 128 {
         128
@@ -117,10 +117,25 @@ pub(crate) fn wgmma_key_tile(head_dim: usize) -> usize {
     }
 }
 
-/// The warpgroup kernel for `head_dim`, the `_keep` form with `keep` (`keep_until`'s positions).
+/// The warpgroup kernel for `head_dim`, the `_keep` form with `keep` (`keep_until`'s positions): for 128 the
+/// pipelined form (`tc::prefill_tma`, K and V through tensor maps).
 pub(crate) fn wgmma_kernel(head_dim: usize, keep: bool) -> String {
     let (tile, keep) = (wgmma_key_tile(head_dim), if keep { "_keep" } else { "" });
-    format!("masked_attention_bf16_prefill_wgmma_d{head_dim}_k{tile}{keep}")
+    if head_dim == TMA_HEAD_DIM {
+        format!("masked_attention_bf16_prefill_tma_d{head_dim}{keep}")
+    } else {
+        format!("masked_attention_bf16_prefill_wgmma_d{head_dim}_k{tile}{keep}")
+    }
+}
+
+/// The head dimension of the pipelined warpgroup kernel.
+pub(crate) const TMA_HEAD_DIM: usize = 128;
+
+/// Dynamic shared memory of the pipelined warpgroup kernel (`tc::tma_smem_bytes`): three stages of K and V for 128
+/// keys of 128 dims and of the per-key bias and keep-until position, a `full` and an `empty` mbarrier a stage, and
+/// 1024 bytes to align the tiles.
+pub(crate) fn tma_smem_bytes() -> usize {
+    3 * (2 * 128 * 128 * 2 + 2 * 128 * 4) + 2 * 3 * 8 + 1024
 }
 
 /// Whether the keep window of `mode` is short enough against the keys of `p` (more than 2.5 keys per window length)
@@ -704,7 +719,7 @@ pub(crate) fn attention_on<T: Elem>(
         let (dh, keys) = (p.head_dim, wgmma_key_tile(p.head_dim));
         let name = wgmma_kernel(dh, until.is_some());
         let func = gpu.function(&SOURCE, &name)?;
-        let smem = wgmma_smem_bytes(dh, keys);
+        let smem = if dh == TMA_HEAD_DIM { tma_smem_bytes() } else { wgmma_smem_bytes(dh, keys) };
         let smem_i = to_i32("shared memory", smem)?;
         func.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -729,13 +744,24 @@ pub(crate) fn attention_on<T: Elem>(
         launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
         launch.arg(&g_i).arg(&scale);
         arg_or_null(&mut launch, until.as_ref(), &null);
-        // SAFETY: the argument list matches `masked_attention_bf16_prefill_wgmma_d<Dh>_k<keys>[_keep]` and `T` is
+        let maps = if dh == TMA_HEAD_DIM {
+            let dims = [dh as u64, t as u64, (b * p.kv_heads) as u64];
+            let boxes = [64, to_u32("key tile", keys)?, 1];
+            Some((gpu.tensor_map_bf16(k, dims, boxes)?, gpu.tensor_map_bf16(v, dims, boxes)?))
+        } else {
+            None
+        };
+        if let Some((k_map, v_map)) = &maps {
+            launch.arg(k_map).arg(v_map);
+        }
+        // SAFETY: the argument list matches `wgmma_kernel`'s (the tensor maps of k and v, [B·G, T, Dh], after
+        // `until` for `masked_attention_bf16_prefill_tma_d128[_keep]`, which reads K and V through them) and `T` is
         // bf16 on sm_90 (`wgmma_fits` checked both above); `validate` checked q, k, v, out and every mask buffer
         // against `p`, head_dim is the kernel's Dh, null pointers stand for absent buffers the mode does not read
         // (`keep` is never read: `until`, B·Hm·T positions, carries the keep window, and the `_keep` kernel runs
         // exactly when it is there), the grid covers B·H heads and ⌈S/128⌉ query tiles with the kernel's 256
-        // threads, and the dynamic shared memory is the kernel's `tc::wg_smem_bytes`, allowed by the attribute set
-        // above.
+        // threads, and the dynamic shared memory is the kernel's (`tc::tma_smem_bytes` or `tc::wg_smem_bytes`),
+        // allowed by the attribute set above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else if let Kernel::Mma { tiles } = kernel {
         let dh = p.head_dim;

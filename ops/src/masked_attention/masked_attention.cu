@@ -1573,10 +1573,173 @@ template <> struct WgScores<128> {
     }
 };
 
+// The online-softmax state of a warpgroup thread's two rows (gr and gr + 8 of its warp's 16 queries): the running
+// maxima m, this thread's part of the row sums l, and o[a], dims 64a + [0, 64) of both rows (prefill_mma's layout).
+template <int DH> struct WgRows {
+    static constexpr int DA = DH / 64;
+    float m[2], l[2], o[DA][32];
+    __device__ __forceinline__ WgRows() : m{neg_inf(), neg_inf()}, l{0.0f, 0.0f} {
+#pragma unroll
+        for (int a = 0; a < DA; ++a) {
+#pragma unroll
+            for (int e = 0; e < 32; ++e) o[a][e] = 0.0f;
+        }
+    }
+};
+
+// Issues s = q·kᵀ for one key tile (k_desc: the tile's first 64-column block of BK rows): n-tile t of s holds keys
+// 8t + 2·tg + {0, 1} of rows gr (s[4t], s[4t + 1]) and gr + 8. The caller commits and waits.
+template <int DH, int BK>
+__device__ __forceinline__ void wg_scores(float (&s)[BK / 2], const unsigned (&qf)[DH / 16][4],
+                                          unsigned long long k_desc) {
+    wgmma_fence();
+#pragma unroll
+    for (int kd = 0; kd < DH / 16; ++kd) {
+        const int blk = kd >> 2, kin = (kd & 3) * 32;
+        WgScores<BK>::mma(s, qf[kd], desc_advance(k_desc, blk * BK * 128 + kin), kd > 0);
+    }
+}
+
+// One key tile's step of the online softmax: the scores with their bias (kb_t / ku_t: the tile's key biases and
+// keep-until positions from this thread's first key 2·tg; k0 the tile's first key), the new row maxima, o and l
+// rescaled, and P (the probabilities rounded to bf16, the A operand of P·V: key step kk covers n-tiles 2kk and
+// 2kk + 1) with l adding the rounded values. The formulas are prefill_mma's.
+template <int DH, int BK, bool KEEP>
+__device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], unsigned (&pf)[BK / 16][4],
+                                           const float *kb_t, const int *ku_t, const int k0, const int warp_lim,
+                                           const int lim0, const int T, const float scale, const int tg) {
+    constexpr int NS = BK / 8;
+    const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
+    float mx[2] = {w.m[0], w.m[1]};
+    auto add_bias = [&](auto partial) {
+        constexpr bool PARTIAL = decltype(partial)::value;
+#pragma unroll
+        for (int t = 0; t < NS; ++t) {
+            const int jl = 8 * t + 2 * tg;
+            const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + 8 * t);
+            int2 ku2 = make_int2(0, 0);
+            if (KEEP) ku2 = *reinterpret_cast<const int2 *>(ku_t + 8 * t);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int r = e >> 1, j = k0 + jl + (e & 1), lim = lim0 + 8 * r;
+                float bias = (e & 1) ? kb2.y : kb2.x;
+                if (PARTIAL && j > lim) bias = MASKED;
+                if (KEEP && lim >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
+                float sc = fmaf(s[4 * t + e], scale, bias);
+                if (PARTIAL && j >= T) sc = neg_inf();
+                s[4 * t + e] = sc;
+                mx[r] = fmaxf(mx[r], sc);
+            }
+        }
+    };
+    if (full) add_bias(Flag<false>{});
+    else add_bias(Flag<true>{});
+
+    float alpha[2];
+    bool rescale = false;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        alpha[r] = quad_max_step(mx[r], w.m[r]);
+        rescale |= alpha[r] != 1.0f;
+    }
+    if (__any_sync(0xffffffffu, rescale)) {
+        w.l[0] *= alpha[0];
+        w.l[1] *= alpha[1];
+#pragma unroll
+        for (int a = 0; a < WgRows<DH>::DA; ++a) {
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+                w.o[a][4 * t] *= alpha[0];
+                w.o[a][4 * t + 1] *= alpha[0];
+                w.o[a][4 * t + 2] *= alpha[1];
+                w.o[a][4 * t + 3] *= alpha[1];
+            }
+        }
+    }
+    auto probabilities = [&](auto ex) {
+#pragma unroll
+        for (int t = 0; t < NS; ++t) {
+            const unsigned p01 = pack_bf16(ex(s[4 * t], 0), ex(s[4 * t + 1], 0));
+            const unsigned p23 = pack_bf16(ex(s[4 * t + 2], 1), ex(s[4 * t + 3], 1));
+            w.l[0] += lo_f32(p01) + hi_f32(p01);
+            w.l[1] += lo_f32(p23) + hi_f32(p23);
+            pf[t / 2][(t & 1) * 2] = p01;
+            pf[t / 2][(t & 1) * 2 + 1] = p23;
+        }
+    };
+    const bool small = fabsf(w.m[0]) < 4096.0f && fabsf(w.m[1]) < 4096.0f;
+    if (__all_sync(0xffffffffu, small)) {
+        const float ml[2] = {w.m[0] * LOG2E, w.m[1] * LOG2E};
+        probabilities([&](float x, int r) { return exp_scaled(x, ml[r]); });
+    } else {
+        probabilities([&](float x, int r) { return exp_shifted(x, w.m[r]); });
+    }
+}
+
+// Issues o += P·V for one key tile (v_desc: the tile's first 64-column block): V's rows are keys, so it is the N-major
+// B operand, one 64-dim block a product. The caller commits, waits and holds o.
+template <int DH, int BK>
+__device__ __forceinline__ void wg_pv(WgRows<DH> &w, const unsigned (&pf)[BK / 16][4], unsigned long long v_desc) {
+#pragma unroll
+    for (int a = 0; a < WgRows<DH>::DA; ++a) wgmma_hold(w.o[a]);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+#pragma unroll
+        for (int a = 0; a < WgRows<DH>::DA; ++a)
+            wgmma_rs_n64_nmajor(w.o[a], pf[kk], desc_advance(v_desc, a * BK * 128 + kk * 16 * 128));
+    }
+}
+
+// As in prefill_mma: whether a row of this thread (queries iw + gr, + 8) has seen only MASKED scores so far.
+template <int DH> __device__ __forceinline__ int wg_fully_masked(const WgRows<DH> &w, int iw, int gr, int S) {
+    int fully = 0;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) fully |= iw + gr + 8 * r < S && w.m[r] == MASKED;
+    return fully;
+}
+
+// out = o / l for the warp's 16 queries iw + [0, 16), staged through its own rows row0 + [0, 16) of Qs (a 128-row
+// swizzled tile no product reads any more) for 16-byte stores.
+template <int DH>
+__device__ __forceinline__ void wg_store(WgRows<DH> &w, unsigned char *Qs, bf16_t *out, int row0, int iw, int b,
+                                         int h, int S, int H, int lane) {
+    constexpr int CH = DH / 8;
+    const int gr = lane >> 2, tg = lane & 3;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) w.l[r] = 1.0f / quad_sum(w.l[r]);
+#pragma unroll
+    for (int a = 0; a < WgRows<DH>::DA; ++a) {
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            const int c = 8 * a + t;
+            *reinterpret_cast<unsigned *>(Qs + sw128_at<WG_BQ>(row0 + gr, c) + 4 * tg) =
+                pack_bf16(w.o[a][4 * t] * w.l[0], w.o[a][4 * t + 1] * w.l[0]);
+            *reinterpret_cast<unsigned *>(Qs + sw128_at<WG_BQ>(row0 + gr + 8, c) + 4 * tg) =
+                pack_bf16(w.o[a][4 * t + 2] * w.l[1], w.o[a][4 * t + 3] * w.l[1]);
+        }
+    }
+    __syncwarp();
+    for (int c = lane; c < 16 * CH; c += 32) {
+        const int r = c / CH, col = c % CH, i = iw + r;
+        if (i < S)
+            *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + h) * DH + col * 8) =
+                *reinterpret_cast<const uint4 *>(Qs + sw128_at<WG_BQ>(row0 + r, col));
+    }
+}
+
+// The warp's 16 rows of a 128-row swizzled Q tile as the A operand of S = Q·Kᵀ: key step kd covers dims 16kd + [0, 16).
+template <int DH>
+__device__ __forceinline__ void wg_load_q(unsigned (&qf)[DH / 16][4], const unsigned char *Qs, int row0, int lane) {
+#pragma unroll
+    for (int kd = 0; kd < DH / 16; ++kd)
+        ldmatrix_x4(qf[kd], Qs + sw128_at<WG_BQ>(row0 + (lane & 15), 2 * kd + (lane >> 4)));
+}
+
 template <int DH, int BK, bool KEEP>
 __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk,
                               const int G, const float scale, const int *until) {
-    constexpr int CH = DH / 8, KD = DH / 16, NS = BK / 8, DA = DH / 64, TILE = BK * DH * 2;
+    constexpr int CH = DH / 8, KD = DH / 16, TILE = BK * DH * 2;
     static_assert(DH % 64 == 0 && (BK == 64 || BK == 128), "head dimension, key tile");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     unsigned char *const Qs = smem_raw + ((1024u - (saddr(smem_raw) & 1023u)) & 1023u);
@@ -1643,15 +1806,9 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     };
 
     // This thread's rows are queries iw + gr and iw + gr + 8, which see the keys j ≤ lim0 and j ≤ lim0 + 8.
-    const int iw = i0 + 64 * wg + 16 * warp;
+    const int row0 = 64 * wg + 16 * warp, iw = i0 + row0;
     const int warp_lim = T - S + iw, lim0 = warp_lim + gr;
-    // Row maxima and this thread's part of the row sums of rows gr and gr + 8; o[a] holds dims 64a + [0, 64).
-    float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.0f, 0.0f}, o[DA][32];
-#pragma unroll
-    for (int a = 0; a < DA; ++a) {
-#pragma unroll
-        for (int e = 0; e < 32; ++e) o[a][e] = 0.0f;
-    }
+    WgRows<DH> w;
     const unsigned long long k_desc = sw128_desc(Ks, 16), v_desc = sw128_desc(Vs, 1024);
 
     const int kend = min(T, T - S + min(i0 + WG_BQ, S));
@@ -1662,13 +1819,10 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     load_kv(0, 0);
     store_bias(0, fetch_bias(0));
     cp_async_commit();
-    // The warp's 16 rows of Q as the A operand of S = Q·Kᵀ, kept in registers: key step kd covers dims 16kd + [0, 16).
     unsigned qf[KD][4];
     cp_async_wait<0>();
     __syncthreads();
-#pragma unroll
-    for (int kd = 0; kd < KD; ++kd)
-        ldmatrix_x4(qf[kd], Qs + sw128_at<WG_BQ>(64 * wg + 16 * warp + (lane & 15), 2 * kd + (lane >> 4)));
+    wg_load_q<DH>(qf, Qs, row0, lane);
     for (;;) {
         for (; n < n_end; ++n) {
             const int st = n & 1, k0 = n * BK;
@@ -1684,113 +1838,25 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                 next = fetch_bias(n + 1);
             }
 
-            // s = q·kᵀ: n-tile t holds keys 8t + 2·tg + {0, 1} of rows gr (s[4t], s[4t + 1]) and gr + 8.
             float s[BK / 2];
-            wgmma_fence();
-#pragma unroll
-            for (int kd = 0; kd < KD; ++kd) {
-                const int blk = kd >> 2, kin = (kd & 3) * 32;
-                WgScores<BK>::mma(s, qf[kd], desc_advance(k_desc, st * TILE + blk * BK * 128 + kin), kd > 0);
-            }
+            wg_scores<DH, BK>(s, qf, desc_advance(k_desc, st * TILE));
             wgmma_commit();
             wgmma_wait<0>();
             wgmma_hold(s);
-
-            // This thread's keys of n-tile t are 8t + 2·tg + {0, 1}: a fixed offset from kb_t / ku_t.
-            const float *const kb_t = kb_s + st * BK + 2 * tg;
-            const int *const ku_t = ku_s + st * BK + 2 * tg;
-            const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
-            float mx[2] = {m[0], m[1]};
-            auto add_bias = [&](auto partial) {
-                constexpr bool PARTIAL = decltype(partial)::value;
-#pragma unroll
-                for (int t = 0; t < NS; ++t) {
-                    const int jl = 8 * t + 2 * tg;
-                    const float2 kb2 = *reinterpret_cast<const float2 *>(kb_t + 8 * t);
-                    int2 ku2 = make_int2(0, 0);
-                    if (KEEP) ku2 = *reinterpret_cast<const int2 *>(ku_t + 8 * t);
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int r = e >> 1, j = k0 + jl + (e & 1), lim = lim0 + 8 * r;
-                        float bias = (e & 1) ? kb2.y : kb2.x;
-                        if (PARTIAL && j > lim) bias = MASKED;
-                        if (KEEP && lim >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
-                        float sc = fmaf(s[4 * t + e], scale, bias);
-                        if (PARTIAL && j >= T) sc = neg_inf();
-                        s[4 * t + e] = sc;
-                        mx[r] = fmaxf(mx[r], sc);
-                    }
-                }
-            };
-            if (full) add_bias(Flag<false>{});
-            else add_bias(Flag<true>{});
-
-            float alpha[2];
-            bool rescale = false;
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                alpha[r] = quad_max_step(mx[r], m[r]);
-                rescale |= alpha[r] != 1.0f;
-            }
-            if (__any_sync(0xffffffffu, rescale)) {
-                l[0] *= alpha[0];
-                l[1] *= alpha[1];
-#pragma unroll
-                for (int a = 0; a < DA; ++a) {
-#pragma unroll
-                    for (int t = 0; t < 8; ++t) {
-                        o[a][4 * t] *= alpha[0];
-                        o[a][4 * t + 1] *= alpha[0];
-                        o[a][4 * t + 2] *= alpha[1];
-                        o[a][4 * t + 3] *= alpha[1];
-                    }
-                }
-            }
-            // P as the A operand of P·V: key step kk covers n-tiles 2kk and 2kk + 1 (exp_scaled or exp_shifted, as in
-            // prefill_mma).
             unsigned pf[BK / 16][4];
-            auto probabilities = [&](auto ex) {
-#pragma unroll
-                for (int t = 0; t < NS; ++t) {
-                    const unsigned p01 = pack_bf16(ex(s[4 * t], 0), ex(s[4 * t + 1], 0));
-                    const unsigned p23 = pack_bf16(ex(s[4 * t + 2], 1), ex(s[4 * t + 3], 1));
-                    l[0] += lo_f32(p01) + hi_f32(p01);
-                    l[1] += lo_f32(p23) + hi_f32(p23);
-                    pf[t / 2][(t & 1) * 2] = p01;
-                    pf[t / 2][(t & 1) * 2 + 1] = p23;
-                }
-            };
-            const bool small = fabsf(m[0]) < 4096.0f && fabsf(m[1]) < 4096.0f;
-            if (__all_sync(0xffffffffu, small)) {
-                const float ml[2] = {m[0] * LOG2E, m[1] * LOG2E};
-                probabilities([&](float x, int r) { return exp_scaled(x, ml[r]); });
-            } else {
-                probabilities([&](float x, int r) { return exp_shifted(x, m[r]); });
-            }
-
-            // o += P·V: V's rows are keys, so it is the N-major B operand, one 64-dim block a product.
-#pragma unroll
-            for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < BK / 16; ++kk) {
-#pragma unroll
-                for (int a = 0; a < DA; ++a)
-                    wgmma_rs_n64_nmajor(o[a], pf[kk], desc_advance(v_desc, st * TILE + a * BK * 128 + kk * 16 * 128));
-            }
+            wg_softmax<DH, BK, KEEP>(w, s, pf, kb_s + st * BK + 2 * tg, ku_s + st * BK + 2 * tg, k0, warp_lim, lim0,
+                                     T, scale, tg);
+            wg_pv<DH, BK>(w, pf, desc_advance(v_desc, st * TILE));
             wgmma_commit();
             wgmma_wait<0>();
 #pragma unroll
-            for (int a = 0; a < DA; ++a) wgmma_hold(o[a]);
+            for (int a = 0; a < WgRows<DH>::DA; ++a) wgmma_hold(w.o[a]);
 
             if (more) store_bias(st ^ 1, next);
         }
         if (extended) break;
         // As in prefill_mma: a row whose every score so far is MASKED becomes uniform over all T keys.
-        int fully = 0;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) fully |= iw + gr + 8 * r < S && m[r] == MASKED;
-        if (!__syncthreads_or(fully) || n_end == n_all) break;
+        if (!__syncthreads_or(wg_fully_masked(w, iw, gr, S)) || n_end == n_all) break;
         extended = true;
         n_end = n_all;
         load_kv(n, n & 1);
@@ -1798,29 +1864,150 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         cp_async_commit();
     }
     cp_async_wait<0>();
+    wg_store<DH>(w, Qs, out, row0, iw, b, h, S, H, lane);
+}
 
-    // out = o / l, staged through the warp's own rows of Qs (no product reads them any more) for 16-byte stores.
+// The pipelined form for Dh 128 (sm_90a): K and V tiles of 128 keys arrive by the copy engine (tensor maps) in three
+// stages, each published on an mbarrier (`full`) with the keys' biases, which warpgroup 1 writes; warpgroup 0 frees a
+// stage on `empty` when done with it, and warpgroup 1, once done with it too, refills it with the tile three ahead.
+// No barrier of the whole block runs per tile: the two warpgroups take turns at the tensor cores (named barriers 1
+// and 2, warpgroup 0 first), so that one computes its softmax while the other's products run. Q arrives first in the
+// K region of stage 2, is read into registers, and that region is then refilled; the output is staged there at the
+// end. The scores, the keep window, the softmax and the stores are prefill_wgmma's.
+constexpr int TMA_STAGES = 3;
+
+__host__ __device__ constexpr int tma_smem_bytes() {
+    return TMA_STAGES * (2 * 128 * 128 * 2 + 2 * 128 * 4) + 2 * TMA_STAGES * 8 + 1024;
+}
+
+template <bool KEEP>
+__device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const TensorMap &v_map, bf16_t *out,
+                            const Mask mk, const int G, const float scale, const int *until) {
+    constexpr int DH = 128, BK = 128, CH = DH / 8, KD = DH / 16, TILE = BK * DH * 2, NST = TMA_STAGES;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    unsigned char *const Ks = smem_raw + ((1024u - (saddr(smem_raw) & 1023u)) & 1023u);
+    unsigned char *const Vs = Ks + NST * TILE;
+    unsigned char *const Qs = Ks + 2 * TILE;
+    float *const kb_s = reinterpret_cast<float *>(Vs + NST * TILE);
+    int *const ku_s = reinterpret_cast<int *>(kb_s + NST * BK);
+    unsigned long long *const full = reinterpret_cast<unsigned long long *>(ku_s + NST * BK);
+    unsigned long long *const empty = full + NST;
+
+    const int tid = threadIdx.x, wg = (tid >> 7) & 1, lane = tid & 31, warp = (tid >> 5) & 3, gr = lane >> 2,
+              tg = lane & 3, pt = tid & 127;
+    const int S = mk.S, T = mk.T, H = mk.H;
+    const int b = blockIdx.x / H, h = blockIdx.x % H, bg = b * G + h / (H / G);
+    const int i0 = (gridDim.y - 1 - blockIdx.y) * WG_BQ;
+
+    for (int c = tid; c < WG_BQ * CH; c += WG_NT) {
+        const int r = c / CH, col = c % CH, i = i0 + r;
+        cp_async16(Qs + sw128_at<WG_BQ>(r, col), q + (((long)b * S + min(i, S - 1)) * H + h) * DH + col * 8,
+                   i < S ? 16 : 0);
+    }
+    cp_async_commit();
+    if (tid == 0) {
+        for (int st = 0; st < NST; ++st) {
+            mbar_init(&full[st], 128);
+            mbar_init(&empty[st], 128);
+        }
+        mbar_init_fence();
+    }
+
+    // Warpgroup 1 produces: thread pt writes the bias of key pt of each tile, thread 0 of it starts the copies.
+    const long kb_bhm = (long)b * mk.Hm + (long)h * mk.Hm / H;
+    float tau_v = neg_inf();
+    if (wg == 1 && mk.mode == ADDITIVE && mk.tau != nullptr) tau_v = mk.tau[kb_bhm];
+    auto fetch_bias = [&](int n) {
+        const int j = n * BK + pt;
+        return j < T ? key_raw(mk, KEEP ? until : nullptr, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
+    };
+    auto produce = [&](int n, KeyRaw r) {
+        const int st = n % NST;
+        kb_s[st * BK + pt] = mk.key_bias_of(r.am, r.x, tau_v);
+        if (KEEP) ku_s[st * BK + pt] = r.until;
+        if (pt == 0) {
+            mbar_arrive_tx(&full[st], 2 * TILE);
 #pragma unroll
-    for (int r = 0; r < 2; ++r) l[r] = 1.0f / quad_sum(l[r]);
-    const int row0 = 64 * wg + 16 * warp;
+            for (int c = 0; c < DH / 64; ++c) {
+                tma_load_3d(Ks + st * TILE + c * BK * 128, k_map, &full[st], 64 * c, n * BK, bg);
+                tma_load_3d(Vs + st * TILE + c * BK * 128, v_map, &full[st], 64 * c, n * BK, bg);
+            }
+        } else {
+            mbar_arrive(&full[st]);
+        }
+    };
+
+    const int row0 = 64 * wg + 16 * warp, iw = i0 + row0;
+    const int warp_lim = T - S + iw, lim0 = warp_lim + gr;
+    WgRows<DH> w;
+    const unsigned long long k_desc = sw128_desc(Ks, 16), v_desc = sw128_desc(Vs, 1024);
+    const int kend = min(T, T - S + min(i0 + WG_BQ, S));
+    const int n_all = (T + BK - 1) / BK;
+    int n = 0, n_end = (kend + BK - 1) / BK;
+    bool extended = false;
+
+    __syncthreads();
+    if (wg == 1) {
+        for (int t = 0; t < 2 && t < n_end; ++t) produce(t, fetch_bias(t));
+    }
+    unsigned qf[KD][4];
+    cp_async_wait<0>();
+    __syncthreads();
+    wg_load_q<DH>(qf, Qs, row0, lane);
+    KeyRaw third = wg == 1 && 2 < n_end ? fetch_bias(2) : KeyRaw{1, 0.0f, 0};
+    __syncthreads();
+    if (wg == 1) {
+        if (2 < n_end) produce(2, third);
+        bar_arrive(1, WG_NT);
+    }
+    for (;;) {
+        for (; n < n_end; ++n) {
+            const int st = n % NST, k0 = n * BK;
+            const unsigned phase = (n / NST) & 1;
+            const bool refill = wg == 1 && n + NST < n_end;
+            KeyRaw next{1, 0.0f, 0};
+            if (refill) next = fetch_bias(n + NST);
+            mbar_wait(&full[st], phase);
+
+            float s[BK / 2];
+            bar_sync(1 + wg, WG_NT);
+            wg_scores<DH, BK>(s, qf, desc_advance(k_desc, st * TILE));
+            wgmma_commit();
+            bar_arrive(2 - wg, WG_NT);
+            wgmma_wait<0>();
+            wgmma_hold(s);
+            unsigned pf[BK / 16][4];
+            wg_softmax<DH, BK, KEEP>(w, s, pf, kb_s + st * BK + 2 * tg, ku_s + st * BK + 2 * tg, k0, warp_lim, lim0,
+                                     T, scale, tg);
+            bar_sync(1 + wg, WG_NT);
+            wg_pv<DH, BK>(w, pf, desc_advance(v_desc, st * TILE));
+            wgmma_commit();
+            bar_arrive(2 - wg, WG_NT);
+            wgmma_wait<0>();
 #pragma unroll
-    for (int a = 0; a < DA; ++a) {
-#pragma unroll
-        for (int t = 0; t < 8; ++t) {
-            const int c = 8 * a + t;
-            *reinterpret_cast<unsigned *>(Qs + sw128_at<WG_BQ>(row0 + gr, c) + 4 * tg) =
-                pack_bf16(o[a][4 * t] * l[0], o[a][4 * t + 1] * l[0]);
-            *reinterpret_cast<unsigned *>(Qs + sw128_at<WG_BQ>(row0 + gr + 8, c) + 4 * tg) =
-                pack_bf16(o[a][4 * t + 2] * l[1], o[a][4 * t + 3] * l[1]);
+            for (int a = 0; a < WgRows<DH>::DA; ++a) wgmma_hold(w.o[a]);
+
+            if (wg == 0) {
+                mbar_arrive(&empty[st]);
+            } else if (refill) {
+                bar_sync(3, 128);
+                mbar_wait(&empty[st], phase);
+                produce(n + NST, next);
+            }
+        }
+        if (extended) break;
+        // As in prefill_mma: a row whose every score so far is MASKED becomes uniform over all T keys. After the
+        // barrier every stage is free: the tiles n_end … n_end + 2 are produced without waiting on `empty`.
+        if (!__syncthreads_or(wg_fully_masked(w, iw, gr, S)) || n_end == n_all) break;
+        extended = true;
+        n_end = n_all;
+        if (wg == 1) {
+            for (int t = n; t < n + NST && t < n_end; ++t) produce(t, fetch_bias(t));
         }
     }
-    __syncwarp();
-    for (int c = lane; c < 16 * CH; c += 32) {
-        const int r = c / CH, col = c % CH, i = iw + r;
-        if (i < S)
-            *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + h) * DH + col * 8) =
-                *reinterpret_cast<const uint4 *>(Qs + sw128_at<WG_BQ>(row0 + r, col));
-    }
+    if (wg == 0) bar_sync(1, WG_NT);
+    __syncthreads();
+    wg_store<DH>(w, Qs, out, row0, iw, b, h, S, H, lane);
 }
 #endif
 }  // namespace tc
@@ -1861,7 +2048,17 @@ PREFILL_MMA(128, 2)
     }
 PREFILL_WGMMA(64, 64, 2, false, )
 PREFILL_WGMMA(64, 64, 2, true, _keep)
-PREFILL_WGMMA(128, 128, 1, false, )
-PREFILL_WGMMA(128, 128, 1, true, _keep)
+
+// The pipelined form (`tc::prefill_tma`) for Dh 128: K and V through the tensor maps `k_map` and `v_map` of k and v
+// ([B·G, T, 128] bf16, boxes of 64 dims × 128 keys, 128-byte swizzle); `k` and `v` are not read.
+#define PREFILL_TMA(KEEP, SUFFIX)                                                                                      \
+    extern "C" __global__ void __launch_bounds__(tc::WG_NT, 1) masked_attention_bf16_prefill_tma_d128##SUFFIX(        \
+        const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
+        const int *until, const __grid_constant__ TensorMap k_map, const __grid_constant__ TensorMap v_map) {          \
+        grid_entry();                                                                                                  \
+        tc::prefill_tma<KEEP>(q, k_map, v_map, out, MASK_INIT, G, scale, until);                                       \
+    }
+PREFILL_TMA(false, )
+PREFILL_TMA(true, _keep)
 #endif
 #endif

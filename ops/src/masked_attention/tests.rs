@@ -1029,23 +1029,35 @@ mod gpu {
         }
     }
 
-    /// The warpgroup kernel's shared memory (`tc::wg_smem_bytes`) fits the H200's 227 KiB per block, twice over
-    /// for the 64-key tiles its launch bound asks two blocks of; the launcher's queries per block and 256 threads
-    /// are the source's.
+    /// The warpgroup kernels' shared memory (`tc::wg_smem_bytes`, `tc::tma_smem_bytes`) fits the H200's 227 KiB
+    /// per block, twice over for the 64-key tiles whose launch bound asks two blocks; the launcher's formulas,
+    /// queries per block and 256 threads are the source's.
     #[test]
     fn wgmma_shared_memory_fits() {
         let src = cuda::SOURCE.code;
         for dh in [64, 128] {
             let keys = cuda::wgmma_key_tile(dh);
-            let bytes = cuda::wgmma_smem_bytes(dh, keys);
-            let blocks = if keys == 64 { 2 } else { 1 };
+            let (bytes, blocks) = if dh == cuda::TMA_HEAD_DIM {
+                (cuda::tma_smem_bytes(), 1)
+            } else {
+                (cuda::wgmma_smem_bytes(dh, keys), 2)
+            };
             assert!(blocks * bytes <= 227 * 1024, "Dh {dh}: {bytes} bytes");
             for keep in ["false, )", "true, _keep)"] {
-                let decl = format!("PREFILL_WGMMA({dh}, {keys}, {blocks}, {keep}");
+                let decl = if dh == cuda::TMA_HEAD_DIM {
+                    format!("PREFILL_TMA({keep}")
+                } else {
+                    format!("PREFILL_WGMMA({dh}, {keys}, {blocks}, {keep}")
+                };
                 assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
             }
         }
         assert!(src.contains("(WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 8 + 1024"), "tc::wg_smem_bytes");
+        let tma = "TMA_STAGES * (2 * 128 * 128 * 2 + 2 * 128 * 4) + 2 * TMA_STAGES * 8 + 1024";
+        assert!(
+            src.contains(tma) && src.contains("constexpr int TMA_STAGES = 3;"),
+            "tc::tma_smem_bytes"
+        );
         let block = format!("constexpr int WG_BQ = {}, WG_NT = 256;", cuda::WGMMA_QUERIES);
         assert!(src.contains(&block), "masked_attention.cu: {block}");
     }
