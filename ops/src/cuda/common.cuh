@@ -204,7 +204,7 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const TensorMap &map, uns
                  : "memory");
 }
 // Shared-memory barriers (mbarrier): a phase completes when `count` threads have arrived and every byte announced by
-// `mbar_arrive_tx` has landed. Arrivals release the thread's earlier shared-memory writes; `mbar_wait` acquires them.
+// `mbar_expect_tx` has landed. Arrivals release the thread's earlier shared-memory writes; `mbar_wait` acquires them.
 __device__ __forceinline__ void mbar_init(unsigned long long *bar, unsigned count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(saddr(bar)), "r"(count) : "memory");
 }
@@ -213,8 +213,9 @@ __device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier
 __device__ __forceinline__ void mbar_arrive(unsigned long long *bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(saddr(bar)) : "memory");
 }
-__device__ __forceinline__ void mbar_arrive_tx(unsigned long long *bar, unsigned bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(saddr(bar)), "r"(bytes) : "memory");
+// Announces `bytes` more for the current phase without arriving (before the copies that deliver them).
+__device__ __forceinline__ void mbar_expect_tx(unsigned long long *bar, unsigned bytes) {
+    asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(saddr(bar)), "r"(bytes) : "memory");
 }
 // Until the phase of parity `parity` has completed (the k-th completion has parity k % 2).
 __device__ __forceinline__ void mbar_wait(unsigned long long *bar, unsigned parity) {

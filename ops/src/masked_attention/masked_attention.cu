@@ -1869,25 +1869,49 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
 
 // The pipelined form for Dh 128 (sm_90a): K and V tiles of 128 keys arrive by the copy engine (tensor maps) in three
 // stages, each published on an mbarrier (`full`) with the keys' biases, which warpgroup 1 writes; warpgroup 0 frees a
-// stage on `empty` when done with it, and warpgroup 1, once done with it too, refills it with the tile three ahead.
-// No barrier of the whole block runs per tile: the two warpgroups take turns at the tensor cores (named barriers 1
-// and 2, warpgroup 0 first), so that one computes its softmax while the other's products run. Q arrives first in the
-// K region of stage 2, is read into registers, and that region is then refilled; the output is staged there at the
-// end. The scores, the keep window, the softmax and the stores are prefill_wgmma's.
+// stage on `empty` when done with it, and warpgroup 1, once done with it too, refills it with the tile three ahead
+// (copies first, then the biases, loaded during the tile before). No barrier of the whole block runs per tile: the two
+// warpgroups take turns at the tensor cores (named barriers 1 and 2, warpgroup 0 first), so that one computes its
+// softmax while the other's products run. Q goes from global memory straight into registers; the output is staged
+// through a stage no product reads any more. The scores, the keep window, the softmax and the stores are
+// prefill_wgmma's.
 constexpr int TMA_STAGES = 3;
 
 __host__ __device__ constexpr int tma_smem_bytes() {
     return TMA_STAGES * (2 * 128 * 128 * 2 + 2 * 128 * 4) + 2 * TMA_STAGES * 8 + 1024;
 }
 
+// The warp's 16 rows iw + [0, 16) of head h as the A operand of S = Q·Kᵀ (wg_load_q's layout), from q [B, S, H, DH];
+// rows past S are zeros.
+template <int DH>
+__device__ __forceinline__ void wg_load_q_global(unsigned (&qf)[DH / 16][4], const bf16_t *q, int b, int h, int iw,
+                                                 int S, int H, int lane) {
+    const int gr = lane >> 2, tg = lane & 3;
+    const unsigned *rows[2];
+    bool in[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = iw + gr + 8 * r;
+        in[r] = i < S;
+        rows[r] = reinterpret_cast<const unsigned *>(q + (((long)b * S + min(i, S - 1)) * H + h) * DH) + tg;
+    }
+#pragma unroll
+    for (int kd = 0; kd < DH / 16; ++kd) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const unsigned x = __ldg(rows[e & 1] + 8 * kd + 4 * (e >> 1));
+            qf[kd][e] = in[e & 1] ? x : 0u;
+        }
+    }
+}
+
 template <bool KEEP>
 __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const TensorMap &v_map, bf16_t *out,
                             const Mask mk, const int G, const float scale, const int *until) {
-    constexpr int DH = 128, BK = 128, CH = DH / 8, KD = DH / 16, TILE = BK * DH * 2, NST = TMA_STAGES;
+    constexpr int DH = 128, BK = 128, KD = DH / 16, TILE = BK * DH * 2, NST = TMA_STAGES;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     unsigned char *const Ks = smem_raw + ((1024u - (saddr(smem_raw) & 1023u)) & 1023u);
     unsigned char *const Vs = Ks + NST * TILE;
-    unsigned char *const Qs = Ks + 2 * TILE;
     float *const kb_s = reinterpret_cast<float *>(Vs + NST * TILE);
     int *const ku_s = reinterpret_cast<int *>(kb_s + NST * BK);
     unsigned long long *const full = reinterpret_cast<unsigned long long *>(ku_s + NST * BK);
@@ -1898,13 +1922,9 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
     const int S = mk.S, T = mk.T, H = mk.H;
     const int b = blockIdx.x / H, h = blockIdx.x % H, bg = b * G + h / (H / G);
     const int i0 = (gridDim.y - 1 - blockIdx.y) * WG_BQ;
-
-    for (int c = tid; c < WG_BQ * CH; c += WG_NT) {
-        const int r = c / CH, col = c % CH, i = i0 + r;
-        cp_async16(Qs + sw128_at<WG_BQ>(r, col), q + (((long)b * S + min(i, S - 1)) * H + h) * DH + col * 8,
-                   i < S ? 16 : 0);
-    }
-    cp_async_commit();
+    const int row0 = 64 * wg + 16 * warp, iw = i0 + row0;
+    unsigned qf[KD][4];
+    wg_load_q_global<DH>(qf, q, b, h, iw, S, H, lane);
     if (tid == 0) {
         for (int st = 0; st < NST; ++st) {
             mbar_init(&full[st], 128);
@@ -1913,7 +1933,8 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
         mbar_init_fence();
     }
 
-    // Warpgroup 1 produces: thread pt writes the bias of key pt of each tile, thread 0 of it starts the copies.
+    // Warpgroup 1 produces: thread 0 of it starts the copies of a tile, then every thread pt writes the bias of key
+    // pt and arrives.
     const long kb_bhm = (long)b * mk.Hm + (long)h * mk.Hm / H;
     float tau_v = neg_inf();
     if (wg == 1 && mk.mode == ADDITIVE && mk.tau != nullptr) tau_v = mk.tau[kb_bhm];
@@ -1921,23 +1942,37 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
         const int j = n * BK + pt;
         return j < T ? key_raw(mk, KEEP ? until : nullptr, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
     };
-    auto produce = [&](int n, KeyRaw r) {
+    auto start_copies = [&](int n) {
+        if (pt != 0) return;
+        const int st = n % NST;
+        mbar_expect_tx(&full[st], 2 * TILE);
+#pragma unroll
+        for (int c = 0; c < DH / 64; ++c) {
+            tma_load_3d(Ks + st * TILE + c * BK * 128, k_map, &full[st], 64 * c, n * BK, bg);
+            tma_load_3d(Vs + st * TILE + c * BK * 128, v_map, &full[st], 64 * c, n * BK, bg);
+        }
+    };
+    auto publish_bias = [&](int n, KeyRaw r) {
         const int st = n % NST;
         kb_s[st * BK + pt] = mk.key_bias_of(r.am, r.x, tau_v);
         if (KEEP) ku_s[st * BK + pt] = r.until;
-        if (pt == 0) {
-            mbar_arrive_tx(&full[st], 2 * TILE);
+        mbar_arrive(&full[st]);
+    };
+    // The tiles n0 … n0 + 2 below n_end into stages that nothing reads.
+    auto produce_first = [&](int n0, int n_end) {
+        KeyRaw r[NST];
 #pragma unroll
-            for (int c = 0; c < DH / 64; ++c) {
-                tma_load_3d(Ks + st * TILE + c * BK * 128, k_map, &full[st], 64 * c, n * BK, bg);
-                tma_load_3d(Vs + st * TILE + c * BK * 128, v_map, &full[st], 64 * c, n * BK, bg);
-            }
-        } else {
-            mbar_arrive(&full[st]);
+        for (int t = 0; t < NST; ++t) {
+            if (n0 + t < n_end) start_copies(n0 + t);
+        }
+#pragma unroll
+        for (int t = 0; t < NST; ++t) r[t] = n0 + t < n_end ? fetch_bias(n0 + t) : KeyRaw{1, 0.0f, 0};
+#pragma unroll
+        for (int t = 0; t < NST; ++t) {
+            if (n0 + t < n_end) publish_bias(n0 + t, r[t]);
         }
     };
 
-    const int row0 = 64 * wg + 16 * warp, iw = i0 + row0;
     const int warp_lim = T - S + iw, lim0 = warp_lim + gr;
     WgRows<DH> w;
     const unsigned long long k_desc = sw128_desc(Ks, 16), v_desc = sw128_desc(Vs, 1024);
@@ -1948,16 +1983,7 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
 
     __syncthreads();
     if (wg == 1) {
-        for (int t = 0; t < 2 && t < n_end; ++t) produce(t, fetch_bias(t));
-    }
-    unsigned qf[KD][4];
-    cp_async_wait<0>();
-    __syncthreads();
-    wg_load_q<DH>(qf, Qs, row0, lane);
-    KeyRaw third = wg == 1 && 2 < n_end ? fetch_bias(2) : KeyRaw{1, 0.0f, 0};
-    __syncthreads();
-    if (wg == 1) {
-        if (2 < n_end) produce(2, third);
+        produce_first(0, n_end);
         bar_arrive(1, WG_NT);
     }
     for (;;) {
@@ -1965,8 +1991,6 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
             const int st = n % NST, k0 = n * BK;
             const unsigned phase = (n / NST) & 1;
             const bool refill = wg == 1 && n + NST < n_end;
-            KeyRaw next{1, 0.0f, 0};
-            if (refill) next = fetch_bias(n + NST);
             mbar_wait(&full[st], phase);
 
             float s[BK / 2];
@@ -1974,6 +1998,8 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
             wg_scores<DH, BK>(s, qf, desc_advance(k_desc, st * TILE));
             wgmma_commit();
             bar_arrive(2 - wg, WG_NT);
+            KeyRaw next{1, 0.0f, 0};
+            if (refill) next = fetch_bias(n + NST);
             wgmma_wait<0>();
             wgmma_hold(s);
             unsigned pf[BK / 16][4];
@@ -1992,7 +2018,8 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
             } else if (refill) {
                 bar_sync(3, 128);
                 mbar_wait(&empty[st], phase);
-                produce(n + NST, next);
+                start_copies(n + NST);
+                publish_bias(n + NST, next);
             }
         }
         if (extended) break;
@@ -2001,14 +2028,14 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
         if (!__syncthreads_or(wg_fully_masked(w, iw, gr, S)) || n_end == n_all) break;
         extended = true;
         n_end = n_all;
-        if (wg == 1) {
-            for (int t = n; t < n + NST && t < n_end; ++t) produce(t, fetch_bias(t));
-        }
+        if (wg == 1) produce_first(n, n_end);
     }
     if (wg == 0) bar_sync(1, WG_NT);
-    __syncthreads();
-    wg_store<DH>(w, Qs, out, row0, iw, b, h, S, H, lane);
+    // Tile n_end − 2's stage (the unused stage 2 for a single tile): warpgroup 0 is past every product, warpgroup 1
+    // past those of every tile before its last, and no copy is pending. Each warp stages its own rows.
+    wg_store<DH>(w, Ks + (n_end + 1) % NST * TILE, out, row0, iw, b, h, S, H, lane);
 }
+
 #endif
 }  // namespace tc
 
