@@ -1925,13 +1925,6 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
     const int row0 = 64 * wg + 16 * warp, iw = i0 + row0;
     unsigned qf[KD][4];
     wg_load_q_global<DH>(qf, q, b, h, iw, S, H, lane);
-    if (tid == 0) {
-        for (int st = 0; st < NST; ++st) {
-            mbar_init(&full[st], 128);
-            mbar_init(&empty[st], 128);
-        }
-        mbar_init_fence();
-    }
 
     // Warpgroup 1 produces: thread 0 of it starts the copies of a tile, then every thread pt writes the bias of key
     // pt and arrives.
@@ -1958,15 +1951,20 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
         if (KEEP) ku_s[st * BK + pt] = r.until;
         mbar_arrive(&full[st]);
     };
-    // The tiles n0 … n0 + 2 below n_end into stages that nothing reads.
-    auto produce_first = [&](int n0, int n_end) {
-        KeyRaw r[NST];
+    // The tiles n0 … n0 + 2 below n_end into stages that nothing reads: the copies, then the biases (loaded into r
+    // first, then published).
+    KeyRaw r[NST];
+    auto copies_first = [&](int n0, int n_end) {
 #pragma unroll
         for (int t = 0; t < NST; ++t) {
             if (n0 + t < n_end) start_copies(n0 + t);
         }
+    };
+    auto fetch_first = [&](int n0, int n_end) {
 #pragma unroll
         for (int t = 0; t < NST; ++t) r[t] = n0 + t < n_end ? fetch_bias(n0 + t) : KeyRaw{1, 0.0f, 0};
+    };
+    auto publish_first = [&](int n0, int n_end) {
 #pragma unroll
         for (int t = 0; t < NST; ++t) {
             if (n0 + t < n_end) publish_bias(n0 + t, r[t]);
@@ -1981,9 +1979,22 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
     int n = 0, n_end = (kend + BK - 1) / BK;
     bool extended = false;
 
+    // The thread that starts the copies initialises the barriers and starts the first tiles' copies before the
+    // block's barrier, so that they are in flight with Q's and the biases' loads.
+    if (wg == 1) {
+        if (pt == 0) {
+            for (int st = 0; st < NST; ++st) {
+                mbar_init(&full[st], 128);
+                mbar_init(&empty[st], 128);
+            }
+            mbar_init_fence();
+            copies_first(0, n_end);
+        }
+        fetch_first(0, n_end);
+    }
     __syncthreads();
     if (wg == 1) {
-        produce_first(0, n_end);
+        publish_first(0, n_end);
         bar_arrive(1, WG_NT);
     }
     for (;;) {
@@ -2028,7 +2039,11 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
         if (!__syncthreads_or(wg_fully_masked(w, iw, gr, S)) || n_end == n_all) break;
         extended = true;
         n_end = n_all;
-        if (wg == 1) produce_first(n, n_end);
+        if (wg == 1) {
+            copies_first(n, n_end);
+            fetch_first(n, n_end);
+            publish_first(n, n_end);
+        }
     }
     if (wg == 0) bar_sync(1, WG_NT);
     // Tile n_end − 2's stage (the unused stage 2 for a single tile): warpgroup 0 is past every product, warpgroup 1
