@@ -1728,6 +1728,11 @@ __device__ __forceinline__ void wg_store(WgRows<DH> &w, unsigned char *Qs, bf16_
     }
 }
 
+// The key tiles of bk keys up to the last key that a block of queries i0 + [0, WG_BQ) sees causally.
+__device__ __forceinline__ int wg_tiles_to_causal_end(int S, int T, int i0, int bk) {
+    return (min(T, T - S + min(i0 + WG_BQ, S)) + bk - 1) / bk;
+}
+
 // The warp's 16 rows of a 128-row swizzled Q tile as the A operand of S = Q·Kᵀ: key step kd covers dims 16kd + [0, 16).
 template <int DH>
 __device__ __forceinline__ void wg_load_q(unsigned (&qf)[DH / 16][4], const unsigned char *Qs, int row0, int lane) {
@@ -1811,9 +1816,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     WgRows<DH> w;
     const unsigned long long k_desc = sw128_desc(Ks, 16), v_desc = sw128_desc(Vs, 1024);
 
-    const int kend = min(T, T - S + min(i0 + WG_BQ, S));
     const int n_all = (T + BK - 1) / BK;
-    int n = 0, n_end = (kend + BK - 1) / BK;
+    int n = 0, n_end = wg_tiles_to_causal_end(S, T, i0, BK);
     bool extended = false;
 
     load_kv(0, 0);
@@ -1974,9 +1978,8 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
     const int warp_lim = T - S + iw, lim0 = warp_lim + gr;
     WgRows<DH> w;
     const unsigned long long k_desc = sw128_desc(Ks, 16), v_desc = sw128_desc(Vs, 1024);
-    const int kend = min(T, T - S + min(i0 + WG_BQ, S));
     const int n_all = (T + BK - 1) / BK;
-    int n = 0, n_end = (kend + BK - 1) / BK;
+    int n = 0, n_end = wg_tiles_to_causal_end(S, T, i0, BK);
     bool extended = false;
 
     // The thread that starts the copies initialises the barriers and starts the first tiles' copies before the
