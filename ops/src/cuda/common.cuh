@@ -260,13 +260,14 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 #define WG_D32(i) WG_D8(i), WG_D8(i + 8), WG_D8(i + 16), WG_D8(i + 24)
 
 // d = a·b (acc 0) or d += a·b (acc 1) for m64n64k16 and m64n128k16, A (64×16) in registers in the layout of `mma`'s
-// A (each warp 16 rows), B (64×16 or 128×16) K-major in shared memory.
+// A (each warp 16 rows), B (64×16 or 128×16) in shared memory, K-major or (NMAJOR, m64n64k16 only) N-major.
+template <int NMAJOR = 0>
 __device__ __forceinline__ void wgmma_rs_n64(float (&d)[32], const unsigned (&a)[4], unsigned long long b, int acc) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" WG_REGS_0_31
-                 "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                 "}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
                  : WG_D32(0)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc), "n"(NMAJOR));
 }
 __device__ __forceinline__ void wgmma_rs_n128(float (&d)[64], const unsigned (&a)[4], unsigned long long b, int acc) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
@@ -276,15 +277,6 @@ __device__ __forceinline__ void wgmma_rs_n128(float (&d)[64], const unsigned (&a
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
 }
 
-// d += a·b for m64n64k16, A (64×16) in registers in the layout of `mma`'s A (each warp 16 rows), B (16×64)
-// N-major in shared memory.
-__device__ __forceinline__ void wgmma_rs_n64_nmajor(float (&d)[32], const unsigned (&a)[4], unsigned long long b) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" WG_REGS_0_31
-                 "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-                 : WG_D32(0)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
 #undef WG_REGS_0_31
 #undef WG_REGS_32_63
 #undef WG_D8

@@ -1687,7 +1687,7 @@ __device__ __forceinline__ void wg_pv(WgRows<DH> &w, const unsigned (&pf)[BK / 1
     for (int kk = 0; kk < BK / 16; ++kk) {
 #pragma unroll
         for (int a = 0; a < WgRows<DH>::DA; ++a)
-            wgmma_rs_n64_nmajor(w.o[a], pf[kk], desc_advance(v_desc, a * BK * 128 + kk * 16 * 128));
+            wgmma_rs_n64<1>(w.o[a], pf[kk], desc_advance(v_desc, a * BK * 128 + kk * 16 * 128), 1);
     }
 }
 
