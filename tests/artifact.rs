@@ -64,21 +64,6 @@ fn manifest(dir: &Path) -> Manifest {
     artifact::read_manifest(dir).unwrap()
 }
 
-/// NVRTC is there, or the test may skip (unless `CHEEMS_REQUIRE_NVRTC` / `CHEEMS_REQUIRE_GPU` say it must run).
-fn nvrtc_available() -> bool {
-    match cheems_ops::cuda::probe_nvrtc() {
-        Ok(()) => true,
-        Err(e) => {
-            let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
-                .iter()
-                .any(|v| std::env::var_os(v).is_some());
-            assert!(!required, "NVRTC is required: {e}");
-            eprintln!("skipped: {e}");
-            false
-        }
-    }
-}
-
 fn err_of<T>(r: anyhow::Result<T>) -> String {
     match r {
         Ok(_) => panic!("expected an error"),
@@ -116,7 +101,7 @@ fn compiling_twice_gives_byte_identical_artifacts() {
     let tmp = tempfile::tempdir().unwrap();
     let case = &cases()[0];
     let mut targets = vec![cpu(), spec(ArtifactTarget::Cpu, Some(DType::BF16))];
-    if nvrtc_available() {
+    if cheems_ops::cuda::test_nvrtc() {
         targets.push(spec(sm90(), Some(DType::BF16)));
     }
     for (i, s) in targets.iter().enumerate() {
@@ -134,7 +119,7 @@ fn compiling_twice_gives_byte_identical_artifacts() {
 
 #[test]
 fn cuda_artifact_compiles_without_a_gpu() {
-    if !nvrtc_available() {
+    if !cheems_ops::cuda::test_nvrtc() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

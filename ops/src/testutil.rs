@@ -86,7 +86,7 @@ pub(crate) fn sm90_cubin(src: &crate::cuda::Source) -> Option<Vec<u8>> {
 
 /// [`sm90_cubin`] for the architecture `arch`.
 pub(crate) fn cubin_for(src: &crate::cuda::Source, arch: &str) -> Option<Vec<u8>> {
-    if !nvrtc_or_skip() {
+    if !crate::cuda::test_nvrtc() {
         return None;
     }
     let cubin = crate::cuda::compile_cubin(src, arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
@@ -101,22 +101,10 @@ pub(crate) fn cubin_for(src: &crate::cuda::Source, arch: &str) -> Option<Vec<u8>
 /// ptxas's report on `src` compiled for `arch` ([`crate::cuda::ptxas_report`]); `None` without NVRTC, as
 /// [`cubin_for`].
 pub(crate) fn ptxas_report(src: &crate::cuda::Source, arch: &str) -> Option<String> {
-    if !nvrtc_or_skip() {
+    if !crate::cuda::test_nvrtc() {
         return None;
     }
     Some(crate::cuda::ptxas_report(src, arch).unwrap_or_else(|e| panic!("{arch}: {e}")))
-}
-
-/// Whether NVRTC loads; without it, a printed line, or a failure when `CHEEMS_REQUIRE_NVRTC` or
-/// `CHEEMS_REQUIRE_GPU` is set.
-fn nvrtc_or_skip() -> bool {
-    let Err(e) = crate::cuda::probe_nvrtc() else { return true };
-    let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
-    assert!(!required, "NVRTC is required: {e}");
-    eprintln!("skipped: {e}");
-    false
 }
 
 /// Whether a compiled module holds the symbol `name`.

@@ -507,6 +507,18 @@ pub fn test_gpu() -> Option<Arc<Gpu>> {
     .clone()
 }
 
+/// Whether NVRTC loads, for tests that compile kernels without a device: without it, a printed line and `false`, or
+/// a failure when `CHEEMS_REQUIRE_NVRTC` or `CHEEMS_REQUIRE_GPU` is set.
+pub fn test_nvrtc() -> bool {
+    let Err(e) = probe_nvrtc() else { return true };
+    let required = ["CHEEMS_REQUIRE_NVRTC", "CHEEMS_REQUIRE_GPU"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    assert!(!required, "NVRTC is required: {e}");
+    eprintln!("skipped: {e}");
+    false
+}
+
 /// Element types of kernel buffers; `NAME` is the kernel-name suffix (`rms_norm_bf16`).
 pub trait Elem: DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + 'static {
     /// Kernel-name suffix.
