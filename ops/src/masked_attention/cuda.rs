@@ -108,7 +108,7 @@ fn mma_fits(p: &AttentionParams, elem: &str, tiles: usize) -> bool {
 pub(crate) const WGMMA_QUERIES: usize = 128;
 
 /// Keys per tile of the warpgroup kernel for `head_dim`: 128 for 128 (the pipelined form, one block a
-/// multiprocessor, 220 registers a thread), 64 for 64 (two blocks, 128 registers).
+/// multiprocessor, 255 registers a thread), 64 for 64 (two blocks, 128 registers).
 pub(crate) fn wgmma_key_tile(head_dim: usize) -> usize {
     if head_dim == 128 {
         128
@@ -131,11 +131,28 @@ pub(crate) fn wgmma_kernel(head_dim: usize, keep: bool) -> String {
 /// The head dimension of the pipelined warpgroup kernel.
 pub(crate) const TMA_HEAD_DIM: usize = 128;
 
+#[cfg(test)]
+thread_local! {
+    /// The pipelined warpgroup kernel's grid width in place of one block a multiprocessor, for launches from this
+    /// thread (tests: any width gives the same output).
+    pub(crate) static TMA_BLOCKS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Blocks of the pipelined warpgroup kernel for `items` work items of 128 queries: one a multiprocessor (its shared
+/// memory admits no second), each walking its share.
+fn tma_blocks(gpu: &Gpu, items: usize) -> usize {
+    #[cfg(test)]
+    if let Some(n) = TMA_BLOCKS.with(std::cell::Cell::get) {
+        return n.min(items);
+    }
+    gpu.multiprocessors().min(items)
+}
+
 /// Dynamic shared memory of the pipelined warpgroup kernel (`tc::tma_smem_bytes`): three stages of K and V for 128
-/// keys of 128 dims and of the per-key bias and keep-until position, a `full` and an `empty` mbarrier a stage, and
-/// 1024 bytes to align the tiles.
+/// keys of 128 dims and of the per-key bias and keep-until position, a `full` and an `empty` mbarrier a stage, 2 KiB
+/// for each of the 8 warps to stage its output, and 1024 bytes to align the tiles.
 pub(crate) fn tma_smem_bytes() -> usize {
-    3 * (2 * 128 * 128 * 2 + 2 * 128 * 4) + 2 * 3 * 8 + 1024
+    3 * (2 * 128 * 128 * 2 + 2 * 128 * 4) + 2 * 3 * 8 + 8 * 2048 + 1024
 }
 
 /// Whether the keep window of `mode` is short enough against the keys of `p` (more than 2.5 keys per window length)
@@ -155,7 +172,7 @@ pub(crate) fn wgmma_fits(p: &AttentionParams, elem: &str, arch: &str) -> bool {
         && arch == "sm_90"
         && MMA_HEAD_DIMS.contains(&p.head_dim)
         && p.q_len.div_ceil(WGMMA_QUERIES) <= 65535
-        && p.batch * p.heads <= i32::MAX as usize
+        && p.batch * p.heads * p.q_len.div_ceil(WGMMA_QUERIES) <= i32::MAX as usize
 }
 
 /// Dynamic shared memory of the warpgroup kernel (`tc::wg_smem_bytes` in masked_attention.cu): Q for 128 queries,
@@ -726,15 +743,18 @@ pub(crate) fn attention_on<T: Elem>(
             smem_i,
         )
         .map_err(|e| KernelError::Driver(format!("{name}: {smem} bytes of shared memory: {e}")))?;
+        let items = b * h * s.div_ceil(WGMMA_QUERIES);
+        let grid_dim = if dh == TMA_HEAD_DIM {
+            (to_u32("work items", tma_blocks(gpu, items))?, 1, 1)
+        } else {
+            (to_u32("batch·heads", b * h)?, to_u32("query tiles", s.div_ceil(WGMMA_QUERIES))?, 1)
+        };
         let cfg = LaunchConfig {
-            grid_dim: (
-                to_u32("batch·heads", b * h)?,
-                to_u32("query tiles", s.div_ceil(WGMMA_QUERIES))?,
-                1,
-            ),
+            grid_dim,
             block_dim: (256, 1, 1),
             shared_mem_bytes: to_u32("shared memory", smem)?,
         };
+        let b_i = to_i32("batch", b)?;
         let mut launch = gpu.stream().launch_builder(&func);
         launch.arg(q).arg(k).arg(v).arg(out);
         arg_or_null(&mut launch, key_m, &null);
@@ -752,16 +772,16 @@ pub(crate) fn attention_on<T: Elem>(
             None
         };
         if let Some((k_map, v_map)) = &maps {
-            launch.arg(k_map).arg(v_map);
+            launch.arg(k_map).arg(v_map).arg(&b_i);
         }
-        // SAFETY: the argument list matches `wgmma_kernel`'s (the tensor maps of k and v, [B·G, T, Dh], after
-        // `until` for `masked_attention_bf16_prefill_tma_d128[_keep]`, which reads K and V through them) and `T` is
-        // bf16 on sm_90 (`wgmma_fits` checked both above); `validate` checked q, k, v, out and every mask buffer
+        // SAFETY: the argument list matches `wgmma_kernel`'s (for `masked_attention_bf16_prefill_tma_d128[_keep]`,
+        // which reads K and V through them, the tensor maps of k and v, [B·G, T, Dh], and B after `until`) and `T`
+        // is bf16 on sm_90 (`wgmma_fits` checked both above); `validate` checked q, k, v, out and every mask buffer
         // against `p`, head_dim is the kernel's Dh, null pointers stand for absent buffers the mode does not read
         // (`keep` is never read: `until`, B·Hm·T positions, carries the keep window, and the `_keep` kernel runs
         // exactly when it is there), the grid covers B·H heads and ⌈S/128⌉ query tiles with the kernel's 256
-        // threads, and the dynamic shared memory is the kernel's (`tc::tma_smem_bytes` or `tc::wg_smem_bytes`),
-        // allowed by the attribute set above.
+        // threads (the pipelined kernel walks them from any grid width), and the dynamic shared memory is the
+        // kernel's (`tc::tma_smem_bytes` or `tc::wg_smem_bytes`), allowed by the attribute set above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else if let Kernel::Mma { tiles } = kernel {
         let dh = p.head_dim;

@@ -1871,18 +1871,19 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     wg_store<DH>(w, Qs, out, row0, iw, b, h, S, H, lane);
 }
 
-// The pipelined form for Dh 128 (sm_90a): K and V tiles of 128 keys arrive by the copy engine (tensor maps) in three
-// stages, each published on an mbarrier (`full`) with the keys' biases, which warpgroup 1 writes; warpgroup 0 frees a
-// stage on `empty` when done with it, and warpgroup 1, once done with it too, refills it with the tile three ahead
-// (copies first, then the biases, loaded during the tile before). No barrier of the whole block runs per tile: the two
-// warpgroups take turns at the tensor cores (named barriers 1 and 2, warpgroup 0 first), so that one computes its
-// softmax while the other's products run. Q goes from global memory straight into registers; the output is staged
-// through a stage no product reads any more. The scores, the keep window, the softmax and the stores are
-// prefill_wgmma's.
+// The pipelined, persistent form for Dh 128 (sm_90a). Each block (one a multiprocessor) walks its share of the work
+// items, 128 queries of one head each (tma_item). K and V tiles of 128 keys arrive by the copy engine (tensor maps)
+// in three stages, each published on an mbarrier (`full`) with the keys' biases, which warpgroup 1 writes; warpgroup 0
+// frees a stage on `empty` when done with it, and warpgroup 1, once done with it too, refills it with the tile three
+// ahead in the block's sequence of tiles, which runs on from one item into the next (copies first, then the biases,
+// loaded during the tile before). After the start no barrier of the whole block runs: the two warpgroups take turns at
+// the tensor cores (named barriers 1 and 2, warpgroup 0 first), so that one computes its softmax while the other's
+// products run, across items too. Q goes from global memory straight into registers; each warp stages its output in
+// shared memory of its own. The scores, the keep window and the softmax are prefill_wgmma's.
 constexpr int TMA_STAGES = 3;
 
 __host__ __device__ constexpr int tma_smem_bytes() {
-    return TMA_STAGES * (2 * 128 * 128 * 2 + 2 * 128 * 4) + 2 * TMA_STAGES * 8 + 1024;
+    return TMA_STAGES * (2 * 128 * 128 * 2 + 2 * 128 * 4) + 2 * TMA_STAGES * 8 + WG_NT / 32 * 2048 + 1024;
 }
 
 // The warp's 16 rows iw + [0, 16) of head h as the A operand of S = Q·Kᵀ (wg_load_q's layout), from q [B, S, H, DH];
@@ -1909,9 +1910,106 @@ __device__ __forceinline__ void wg_load_q_global(unsigned (&qf)[DH / 16][4], con
     }
 }
 
+// A work item of the persistent form: queries i0 + [0, WG_BQ) of head h of sequence b (KV head bg), which see the key
+// tiles [0, n_end) of 128 keys.
+struct TmaItem {
+    int b, h, bg, i0, n_end;
+};
+
+// Item r (r = 0, 1, …) of this block, or false past its last. The items u = 0 … B·H·⌈S/128⌉ − 1 run from the last
+// query tile to the first (B·H heads each), so from the most key tiles to the fewest; round r deals u = rP … rP + P − 1
+// to the P blocks, in reverse order in odd rounds, which evens out the causal triangle's work.
+// The launcher keeps B·H·⌈S/128⌉ within int.
+__device__ __forceinline__ bool tma_item(int r, int B, int S, int T, int H, int G, TmaItem &it) {
+    const int P = gridDim.x, p = blockIdx.x, heads = B * H, nq = (S + WG_BQ - 1) / WG_BQ;
+    const long ul = (long)r * P + ((r & 1) ? P - 1 - p : p);
+    if (ul >= (long)heads * nq) return false;
+    const int u = (int)ul, bh = u % heads;
+    it.b = bh / H;
+    it.h = bh % H;
+    it.bg = it.b * G + it.h / (H / G);
+    it.i0 = (nq - 1 - u / heads) * WG_BQ;
+    it.n_end = wg_tiles_to_causal_end(S, T, it.i0, 128);
+    return true;
+}
+
+// The rows of this thread (queries iw + gr and iw + gr + 8 below S) whose every score is MASKED: as in prefill_mma's
+// extension pass, every key of the T then has probability 1, so o becomes Σ_j V_j of KV head bg (v [B·G, T, DH]) and
+// l T (a quarter in each thread of the quad). The warp sums V when any of its rows needs it, lane dims 4·lane + [0, 4).
+template <int DH>
+__device__ __forceinline__ void wg_uniform_rows(WgRows<DH> &w, const bf16_t *v, int bg, int T, int iw, int S,
+                                                int lane) {
+    static_assert(DH == 128, "one lane a group of four dims");
+    const int gr = lane >> 2, tg = lane & 3;
+    bool uni[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) uni[r] = iw + gr + 8 * r < S && w.m[r] == MASKED;
+    if (!__any_sync(0xffffffffu, uni[0] || uni[1])) return;
+    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const uint2 *col = reinterpret_cast<const uint2 *>(v + (long)bg * T * DH) + lane;
+#pragma unroll 8
+    for (int j = 0; j < T; ++j) {
+        const uint2 x = __ldg(col + (long)j * (DH / 4));
+        sum[0] += lo_f32(x.x);
+        sum[1] += hi_f32(x.x);
+        sum[2] += lo_f32(x.y);
+        sum[3] += hi_f32(x.y);
+    }
+    // o[a][4t + 2r + e] holds dim 64a + 8t + 2tg + e: sum[2(tg & 1) + e] of lane 16a + 2t + (tg >> 1).
+#pragma unroll
+    for (int a = 0; a < WgRows<DH>::DA; ++a) {
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            const int src = 16 * a + 2 * t + (tg >> 1);
+            const float s0 = __shfl_sync(0xffffffffu, sum[0], src), s1 = __shfl_sync(0xffffffffu, sum[1], src);
+            const float s2 = __shfl_sync(0xffffffffu, sum[2], src), s3 = __shfl_sync(0xffffffffu, sum[3], src);
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                if (!uni[r]) continue;
+                w.o[a][4 * t + 2 * r] = (tg & 1) ? s2 : s0;
+                w.o[a][4 * t + 2 * r + 1] = (tg & 1) ? s3 : s1;
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        if (uni[r]) w.l[r] = 0.25f * (float)T;
+    }
+}
+
+// out = o / l for the warp's 16 queries iw + [0, 16) (rows past S skipped), 64 dims at a time through the warp's own
+// 2 KiB of shared memory `stage` (16 swizzled rows of 128 bytes) for 16-byte stores.
+template <int DH>
+__device__ __forceinline__ void wg_store_staged(WgRows<DH> &w, unsigned char *stage, bf16_t *out, int iw, int b, int h,
+                                                int S, int H, int lane) {
+    const int gr = lane >> 2, tg = lane & 3;
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) inv[r] = 1.0f / quad_sum(w.l[r]);
+#pragma unroll
+    for (int a = 0; a < WgRows<DH>::DA; ++a) {
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            *reinterpret_cast<unsigned *>(stage + sw128_at<16>(gr, t) + 4 * tg) =
+                pack_bf16(w.o[a][4 * t] * inv[0], w.o[a][4 * t + 1] * inv[0]);
+            *reinterpret_cast<unsigned *>(stage + sw128_at<16>(gr + 8, t) + 4 * tg) =
+                pack_bf16(w.o[a][4 * t + 2] * inv[1], w.o[a][4 * t + 3] * inv[1]);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int c = lane; c < 16 * 8; c += 32) {
+            const int r = c >> 3, col = c & 7, i = iw + r;
+            if (i < S)
+                *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + h) * DH + 64 * a + col * 8) =
+                    *reinterpret_cast<const uint4 *>(stage + sw128_at<16>(r, col));
+        }
+        __syncwarp();
+    }
+}
+
 template <bool KEEP>
-__device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const TensorMap &v_map, bf16_t *out,
-                            const Mask mk, const int G, const float scale, const int *until) {
+__device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k_map, const TensorMap &v_map,
+                            bf16_t *out, const Mask mk, const int B, const int G, const float scale, const int *until) {
     constexpr int DH = 128, BK = 128, KD = DH / 16, TILE = BK * DH * 2, NST = TMA_STAGES;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     unsigned char *const Ks = smem_raw + ((1024u - (saddr(smem_raw) & 1023u)) & 1023u);
@@ -1924,66 +2022,56 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
     const int tid = threadIdx.x, wg = (tid >> 7) & 1, lane = tid & 31, warp = (tid >> 5) & 3, gr = lane >> 2,
               tg = lane & 3, pt = tid & 127;
     const int S = mk.S, T = mk.T, H = mk.H;
-    const int b = blockIdx.x / H, h = blockIdx.x % H, bg = b * G + h / (H / G);
-    const int i0 = (gridDim.y - 1 - blockIdx.y) * WG_BQ;
-    const int row0 = 64 * wg + 16 * warp, iw = i0 + row0;
-    unsigned qf[KD][4];
-    wg_load_q_global<DH>(qf, q, b, h, iw, S, H, lane);
+    const int row0 = 64 * wg + 16 * warp;
+    unsigned char *const out_stage = reinterpret_cast<unsigned char *>(empty + NST) + (row0 / 16) * 2048;
 
-    // Warpgroup 1 produces: thread 0 of it starts the copies of a tile, then every thread pt writes the bias of key
-    // pt and arrives.
-    const long kb_bhm = (long)b * mk.Hm + (long)h * mk.Hm / H;
-    float tau_v = neg_inf();
-    if (wg == 1 && mk.mode == ADDITIVE && mk.tau != nullptr) tau_v = mk.tau[kb_bhm];
-    auto fetch_bias = [&](int n) {
-        const int j = n * BK + pt;
-        return j < T ? key_raw(mk, KEEP ? until : nullptr, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
+    // Warpgroup 1 produces the block's tiles in order: tile pn of item pi (round pr) is the next one, while pi_live.
+    // Thread 0 of it starts the copies of a tile, then every thread pt writes the bias of key pt and arrives.
+    TmaItem pi;
+    int pr = 0, pn = 0;
+    bool pi_live = false;
+    int p_bhm = 0;
+    float p_tau = neg_inf();
+    auto producer_mask = [&]() {
+        p_bhm = pi.b * mk.Hm + pi.h * mk.Hm / H;
+        p_tau = mk.mode == ADDITIVE && mk.tau != nullptr ? mk.tau[p_bhm] : neg_inf();
     };
-    auto start_copies = [&](int n) {
+    auto advance = [&]() {
+        if (++pn < pi.n_end) return;
+        pn = 0;
+        pi_live = tma_item(++pr, B, S, T, H, G, pi);
+        if (pi_live) producer_mask();
+    };
+    auto fetch_bias = [&]() {
+        const int j = pn * BK + pt;
+        return j < T ? key_raw(mk, KEEP ? until : nullptr, pi.b, pi.h, p_bhm, j) : KeyRaw{1, 0.0f, 0};
+    };
+    auto start_copies = [&](int st) {
         if (pt != 0) return;
-        const int st = n % NST;
         mbar_expect_tx(&full[st], 2 * TILE);
 #pragma unroll
         for (int c = 0; c < DH / 64; ++c) {
-            tma_load_3d(Ks + st * TILE + c * BK * 128, k_map, &full[st], 64 * c, n * BK, bg);
-            tma_load_3d(Vs + st * TILE + c * BK * 128, v_map, &full[st], 64 * c, n * BK, bg);
+            tma_load_3d(Ks + st * TILE + c * BK * 128, k_map, &full[st], 64 * c, pn * BK, pi.bg);
+            tma_load_3d(Vs + st * TILE + c * BK * 128, v_map, &full[st], 64 * c, pn * BK, pi.bg);
         }
     };
-    auto publish_bias = [&](int n, KeyRaw r) {
-        const int st = n % NST;
+    auto publish_bias = [&](int st, KeyRaw r, float tau_v) {
         kb_s[st * BK + pt] = mk.key_bias_of(r.am, r.x, tau_v);
         if (KEEP) ku_s[st * BK + pt] = r.until;
         mbar_arrive(&full[st]);
     };
-    // The tiles n0 … n0 + 2 below n_end into stages that nothing reads: the copies, then the biases (loaded into r
-    // first, then published).
-    KeyRaw r[NST];
-    auto copies_first = [&](int n0, int n_end) {
-#pragma unroll
-        for (int t = 0; t < NST; ++t) {
-            if (n0 + t < n_end) start_copies(n0 + t);
-        }
-    };
-    auto fetch_first = [&](int n0, int n_end) {
-#pragma unroll
-        for (int t = 0; t < NST; ++t) r[t] = n0 + t < n_end ? fetch_bias(n0 + t) : KeyRaw{1, 0.0f, 0};
-    };
-    auto publish_first = [&](int n0, int n_end) {
-#pragma unroll
-        for (int t = 0; t < NST; ++t) {
-            if (n0 + t < n_end) publish_bias(n0 + t, r[t]);
-        }
-    };
 
-    const int warp_lim = T - S + iw, lim0 = warp_lim + gr;
-    WgRows<DH> w;
-    const unsigned long long k_desc = sw128_desc(Ks, 16), v_desc = sw128_desc(Vs, 1024);
-    const int n_all = (T + BK - 1) / BK;
-    int n = 0, n_end = wg_tiles_to_causal_end(S, T, i0, BK);
-    bool extended = false;
+    TmaItem ci;
+    int cr = 0;
+    bool ci_live = tma_item(0, B, S, T, H, G, ci);
+    unsigned qf[KD][4];
+    if (ci_live) wg_load_q_global<DH>(qf, q, ci.b, ci.h, ci.i0 + row0, S, H, lane);
 
-    // The thread that starts the copies initialises the barriers and starts the first tiles' copies before the
-    // block's barrier, so that they are in flight with Q's and the biases' loads.
+    // The producing thread initialises the barriers and starts the first tiles' copies before the block's barrier,
+    // so that they are in flight with Q's and the biases' loads; the biases are published after it.
+    KeyRaw r0[NST];
+    float tau0[NST];
+    int first = 0;
     if (wg == 1) {
         if (pt == 0) {
             for (int st = 0; st < NST; ++st) {
@@ -1991,20 +2079,39 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
                 mbar_init(&empty[st], 128);
             }
             mbar_init_fence();
-            copies_first(0, n_end);
         }
-        fetch_first(0, n_end);
+        pi = ci;
+        pi_live = ci_live;
+        if (pi_live) producer_mask();
+#pragma unroll
+        for (int t = 0; t < NST; ++t) {
+            if (!pi_live) break;
+            start_copies(t);
+            r0[t] = fetch_bias();
+            tau0[t] = p_tau;
+            first = t + 1;
+            advance();
+        }
     }
     __syncthreads();
     if (wg == 1) {
-        publish_first(0, n_end);
+#pragma unroll
+        for (int t = 0; t < NST; ++t) {
+            if (t < first) publish_bias(t, r0[t], tau0[t]);
+        }
         bar_arrive(1, WG_NT);
     }
-    for (;;) {
-        for (; n < n_end; ++n) {
-            const int st = n % NST, k0 = n * BK;
-            const unsigned phase = (n / NST) & 1;
-            const bool refill = wg == 1 && n + NST < n_end;
+
+    const unsigned long long k_desc = sw128_desc(Ks, 16), v_desc = sw128_desc(Vs, 1024);
+    int g = 0;
+    while (ci_live) {
+        // This thread's rows are queries iw + gr and iw + gr + 8, which see the keys j ≤ lim0 and j ≤ lim0 + 8.
+        const int iw = ci.i0 + row0, warp_lim = T - S + iw, lim0 = warp_lim + gr;
+        WgRows<DH> w;
+        for (int n = 0; n < ci.n_end; ++n, ++g) {
+            const int st = g % NST, k0 = n * BK;
+            const unsigned phase = (g / NST) & 1;
+            const bool refill = wg == 1 && pi_live;
             mbar_wait(&full[st], phase);
 
             float s[BK / 2];
@@ -2013,7 +2120,7 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
             wgmma_commit();
             bar_arrive(2 - wg, WG_NT);
             KeyRaw next{1, 0.0f, 0};
-            if (refill) next = fetch_bias(n + NST);
+            if (refill) next = fetch_bias();
             wgmma_wait<0>();
             wgmma_hold(s);
             unsigned pf[BK / 16][4];
@@ -2032,26 +2139,19 @@ __device__ void prefill_tma(const bf16_t *q, const TensorMap &k_map, const Tenso
             } else if (refill) {
                 bar_sync(3, 128);
                 mbar_wait(&empty[st], phase);
-                start_copies(n + NST);
-                publish_bias(n + NST, next);
+                start_copies(st);
+                publish_bias(st, next, p_tau);
+                advance();
             }
         }
-        if (extended) break;
-        // As in prefill_mma: a row whose every score so far is MASKED becomes uniform over all T keys. After the
-        // barrier every stage is free: the tiles n_end … n_end + 2 are produced without waiting on `empty`.
-        if (!__syncthreads_or(wg_fully_masked(w, iw, gr, S)) || n_end == n_all) break;
-        extended = true;
-        n_end = n_all;
-        if (wg == 1) {
-            copies_first(n, n_end);
-            fetch_first(n, n_end);
-            publish_first(n, n_end);
-        }
+        // The next item's Q loads go out before this one's stores.
+        const TmaItem done = ci;
+        ci_live = tma_item(++cr, B, S, T, H, G, ci);
+        if (ci_live) wg_load_q_global<DH>(qf, q, ci.b, ci.h, ci.i0 + row0, S, H, lane);
+        wg_uniform_rows<DH>(w, v, done.bg, T, iw, S, lane);
+        wg_store_staged<DH>(w, out_stage, out, iw, done.b, done.h, S, H, lane);
     }
     if (wg == 0) bar_sync(1, WG_NT);
-    // Tile n_end − 2's stage (the unused stage 2 for a single tile): warpgroup 0 is past every product, warpgroup 1
-    // past those of every tile before its last, and no copy is pending. Each warp stages its own rows.
-    wg_store<DH>(w, Ks + (n_end + 1) % NST * TILE, out, row0, iw, b, h, S, H, lane);
 }
 
 #endif
@@ -2094,14 +2194,17 @@ PREFILL_MMA(128, 2)
 PREFILL_WGMMA(64, 64, 2, false, )
 PREFILL_WGMMA(64, 64, 2, true, _keep)
 
-// The pipelined form (`tc::prefill_tma`) for Dh 128: K and V through the tensor maps `k_map` and `v_map` of k and v
-// ([B·G, T, 128] bf16, boxes of 64 dims × 128 keys, 128-byte swizzle); `k` and `v` are not read.
+// The pipelined, persistent form (`tc::prefill_tma`) for Dh 128: K and V through the tensor maps `k_map` and `v_map`
+// of k and v ([B·G, T, 128] bf16, boxes of 64 dims × 128 keys, 128-byte swizzle); `v` is read too, for rows whose
+// every key is masked, `k` is not. Any grid width covers the B·H·⌈S/128⌉ items; one block a multiprocessor at most
+// keeps every block's share even.
 #define PREFILL_TMA(KEEP, SUFFIX)                                                                                      \
     extern "C" __global__ void __launch_bounds__(tc::WG_NT, 1) masked_attention_bf16_prefill_tma_d128##SUFFIX(        \
         const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
-        const int *until, const __grid_constant__ TensorMap k_map, const __grid_constant__ TensorMap v_map) {          \
+        const int *until, const __grid_constant__ TensorMap k_map, const __grid_constant__ TensorMap v_map,           \
+        const int B) {                                                                                                 \
         grid_entry();                                                                                                  \
-        tc::prefill_tma<KEEP>(q, k_map, v_map, out, MASK_INIT, G, scale, until);                                       \
+        tc::prefill_tma<KEEP>(q, v, k_map, v_map, out, MASK_INIT, B, G, scale, until);                                 \
     }
 PREFILL_TMA(false, )
 PREFILL_TMA(true, _keep)

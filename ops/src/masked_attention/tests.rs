@@ -1053,7 +1053,7 @@ mod gpu {
             }
         }
         assert!(src.contains("(WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 8 + 1024"), "tc::wg_smem_bytes");
-        let tma = "TMA_STAGES * (2 * 128 * 128 * 2 + 2 * 128 * 4) + 2 * TMA_STAGES * 8 + 1024";
+        let tma = "TMA_STAGES * (2 * 128 * 128 * 2 + 2 * 128 * 4) + 2 * TMA_STAGES * 8 + WG_NT / 32 * 2048 + 1024";
         assert!(
             src.contains(tma) && src.contains("constexpr int TMA_STAGES = 3;"),
             "tc::tma_smem_bytes"
@@ -1528,6 +1528,43 @@ mod gpu {
                     let worst = out.iter().map(|o| (o - 1.0).abs()).fold(0.0, f32::max);
                     let what = format!("{mode:?} {path:?} S={s} T={t}");
                     assert_eq!(worst, 0.0, "{what}: Σ_j p_j / l is not 1 in bf16");
+                }
+            }
+        }
+    }
+
+    /// The pipelined kernel walks its work items from any grid width with the same output, bit for bit: one block
+    /// for every item, a few blocks carrying the tile pipeline across many items (of one key tile, too), and one a
+    /// multiprocessor; with left padding (rows whose every key is masked), a cached prefix and the keep window.
+    #[test]
+    fn pipelined_prefill_gives_the_same_output_from_any_grid_width() {
+        let Some(gpu) = test_gpu() else { return };
+        if !cuda::wgmma_fits(&params(1, 200, 200, 4, 2, cuda::TMA_HEAD_DIM), "bf16", gpu.arch()) {
+            return;
+        }
+        for (m, &mode) in GPU_MODES.iter().enumerate().filter(|(m, _)| in_shard(*m)) {
+            for (n, &(s, t)) in [(300, 300), (200, 450), (129, 129)].iter().enumerate() {
+                let p = params(2, s, t, 4, 2, cuda::TMA_HEAD_DIM);
+                let mut c = Case::random(p, mode, false, 700 + 10 * m as u64 + n as u64);
+                let pad = (t - s + 140).min(t);
+                c.attn_mask[t..t + pad].iter_mut().for_each(|m| *m = 0);
+                let items = 2 * 4 * s.div_ceil(cuda::WGMMA_QUERIES);
+                let want = check_as::<half::bf16>(
+                    &gpu,
+                    &c,
+                    Path::Wgmma,
+                    "pipelined, one block a multiprocessor",
+                );
+                for blocks in [1, 2, 3, 7, items] {
+                    cuda::TMA_BLOCKS.with(|b| b.set(Some(blocks)));
+                    let got = on_gpu::<half::bf16>(&gpu, &rounded::<half::bf16>(&c), Path::Wgmma);
+                    cuda::TMA_BLOCKS.with(|b| b.set(None));
+                    let got = got.unwrap();
+                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{mode:?} S={s} T={t}: {blocks} blocks differ from one a multiprocessor"
+                    );
                 }
             }
         }
