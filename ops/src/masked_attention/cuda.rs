@@ -61,8 +61,9 @@ pub(crate) enum Kernel {
     /// 64·`tiles` queries of one head per block.
     Mma { tiles: usize },
     /// [`wgmma_kernel`]: two warpgroups of 64 queries of one head a block on sm_90's warpgroup products,
-    /// [`wgmma_key_tile`] keys a tile, every key up to the causal limit visited; for head_dim 128 the pipelined
-    /// form (`masked_attention_bf16_prefill_tma_d128[_keep]`), else `masked_attention_bf16_prefill_wgmma_d64_k64`.
+    /// [`wgmma_key_tile`] keys a tile, every key up to the causal limit visited; for head_dim 128 the pipelined,
+    /// persistent form (`masked_attention_bf16_prefill_tma_d128[_keep]`, one block a multiprocessor walking the
+    /// blocks of 128 queries), else `masked_attention_bf16_prefill_wgmma_d64_k64`.
     Wgmma,
 }
 
