@@ -60,10 +60,8 @@ pub(crate) enum Kernel {
     /// `masked_attention_bf16_prefill_mma_d<head_dim>_m<tiles>`: `tiles` row tiles of 16 queries per warp,
     /// 64·`tiles` queries of one head per block.
     Mma { tiles: usize },
-    /// [`wgmma_kernel`]: two warpgroups of 64 queries of one head a block on sm_90's warpgroup products,
-    /// [`wgmma_key_tile`] keys a tile, every key up to the causal limit visited; for head_dim 128 the pipelined,
-    /// persistent form (`masked_attention_bf16_prefill_tma_d128[_keep]`, one block a multiprocessor walking the
-    /// blocks of 128 queries), else `masked_attention_bf16_prefill_wgmma_d64_k64`.
+    /// [`WgForm::kernel`]: two warpgroups of 64 queries of one head at a time on sm_90's warpgroup products, every
+    /// key up to the causal limit visited, in the [`WgForm`] of the head dimension.
     Wgmma,
 }
 
@@ -108,29 +106,68 @@ fn mma_fits(p: &AttentionParams, elem: &str, tiles: usize) -> bool {
 /// Queries per block of the warpgroup kernel (`tc::WG_BQ`).
 pub(crate) const WGMMA_QUERIES: usize = 128;
 
-/// Keys per tile of the warpgroup kernel for `head_dim`: 128 for 128 (the pipelined form, one block a
-/// multiprocessor, 255 registers a thread), 64 for 64 (two blocks, 128 registers).
-pub(crate) fn wgmma_key_tile(head_dim: usize) -> usize {
-    if head_dim == 128 {
-        128
-    } else {
-        64
-    }
-}
-
-/// The warpgroup kernel for `head_dim`, the `_keep` form with `keep` (`keep_until`'s positions): for 128 the
-/// pipelined form (`tc::prefill_tma`, K and V through tensor maps).
-pub(crate) fn wgmma_kernel(head_dim: usize, keep: bool) -> String {
-    let (tile, keep) = (wgmma_key_tile(head_dim), if keep { "_keep" } else { "" });
-    if head_dim == TMA_HEAD_DIM {
-        format!("masked_attention_bf16_prefill_tma_d{head_dim}{keep}")
-    } else {
-        format!("masked_attention_bf16_prefill_wgmma_d{head_dim}_k{tile}{keep}")
-    }
-}
-
 /// The head dimension of the pipelined warpgroup kernel.
 pub(crate) const TMA_HEAD_DIM: usize = 128;
+
+/// The forms of the warpgroup kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WgForm {
+    /// `tc::prefill_tma`, head_dim [`TMA_HEAD_DIM`]: K and V through tensor maps, tiles of 128 keys, one block a
+    /// multiprocessor (255 registers a thread) walking the blocks of 128 queries.
+    Pipelined,
+    /// `tc::prefill_wgmma`, head_dim 64: a block for each 128 queries of a head, two a multiprocessor (128 registers),
+    /// tiles of 64 keys.
+    Blocks,
+}
+
+impl WgForm {
+    /// The form for `head_dim`.
+    pub(crate) fn of(head_dim: usize) -> Self {
+        if head_dim == TMA_HEAD_DIM {
+            WgForm::Pipelined
+        } else {
+            WgForm::Blocks
+        }
+    }
+
+    /// Keys per tile.
+    pub(crate) fn key_tile(self) -> usize {
+        match self {
+            WgForm::Pipelined => 128,
+            WgForm::Blocks => 64,
+        }
+    }
+
+    /// Blocks a multiprocessor holds.
+    pub(crate) fn blocks_per_multiprocessor(self) -> usize {
+        match self {
+            WgForm::Pipelined => 1,
+            WgForm::Blocks => 2,
+        }
+    }
+
+    /// The kernel for `head_dim`, the `_keep` form with `keep` (`keep_until`'s positions).
+    pub(crate) fn kernel(self, head_dim: usize, keep: bool) -> String {
+        let keep = if keep { "_keep" } else { "" };
+        match self {
+            WgForm::Pipelined => format!("masked_attention_bf16_prefill_tma_d{head_dim}{keep}"),
+            WgForm::Blocks => {
+                format!(
+                    "masked_attention_bf16_prefill_wgmma_d{head_dim}_k{}{keep}",
+                    self.key_tile()
+                )
+            }
+        }
+    }
+
+    /// Dynamic shared memory for `head_dim`.
+    pub(crate) fn smem_bytes(self, head_dim: usize) -> usize {
+        match self {
+            WgForm::Pipelined => tma_smem_bytes(),
+            WgForm::Blocks => wgmma_smem_bytes(head_dim, self.key_tile()),
+        }
+    }
+}
 
 #[cfg(test)]
 thread_local! {
@@ -139,14 +176,14 @@ thread_local! {
     pub(crate) static TMA_BLOCKS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
-/// Blocks of the pipelined warpgroup kernel for `items` work items of 128 queries: one a multiprocessor (its shared
-/// memory admits no second), each walking its share.
+/// Blocks of the pipelined warpgroup kernel for `items` work items of 128 queries: as many as the multiprocessors
+/// hold at once, each walking its share.
 fn tma_blocks(gpu: &Gpu, items: usize) -> usize {
     #[cfg(test)]
     if let Some(n) = TMA_BLOCKS.with(std::cell::Cell::get) {
         return n.min(items);
     }
-    gpu.multiprocessors().min(items)
+    (gpu.multiprocessors() * WgForm::Pipelined.blocks_per_multiprocessor()).min(items)
 }
 
 /// Dynamic shared memory of the pipelined warpgroup kernel (`tc::tma_smem_bytes`): three stages of K and V for 128
@@ -734,28 +771,35 @@ pub(crate) fn attention_on<T: Elem>(
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
         gpu.recycle(part);
     } else if kernel == Kernel::Wgmma {
-        let (dh, keys) = (p.head_dim, wgmma_key_tile(p.head_dim));
-        let name = wgmma_kernel(dh, until.is_some());
+        let (dh, form) = (p.head_dim, WgForm::of(p.head_dim));
+        let name = form.kernel(dh, until.is_some());
         let func = gpu.function(&SOURCE, &name)?;
-        let smem = if dh == TMA_HEAD_DIM { tma_smem_bytes() } else { wgmma_smem_bytes(dh, keys) };
+        let smem = form.smem_bytes(dh);
         let smem_i = to_i32("shared memory", smem)?;
         func.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             smem_i,
         )
         .map_err(|e| KernelError::Driver(format!("{name}: {smem} bytes of shared memory: {e}")))?;
-        let items = b * h * s.div_ceil(WGMMA_QUERIES);
-        let grid_dim = if dh == TMA_HEAD_DIM {
-            (to_u32("work items", tma_blocks(gpu, items))?, 1, 1)
-        } else {
-            (to_u32("batch·heads", b * h)?, to_u32("query tiles", s.div_ceil(WGMMA_QUERIES))?, 1)
+        let query_tiles = s.div_ceil(WGMMA_QUERIES);
+        let (grid_dim, pipelined) = match form {
+            WgForm::Pipelined => {
+                let dims = [dh as u64, t as u64, (b * p.kv_heads) as u64];
+                let boxes = [64, to_u32("key tile", form.key_tile())?, 1];
+                let maps =
+                    (gpu.tensor_map_bf16(k, dims, boxes)?, gpu.tensor_map_bf16(v, dims, boxes)?);
+                let blocks = to_u32("work items", tma_blocks(gpu, b * h * query_tiles))?;
+                ((blocks, 1, 1), Some((maps, to_i32("batch", b)?)))
+            }
+            WgForm::Blocks => {
+                ((to_u32("batch·heads", b * h)?, to_u32("query tiles", query_tiles)?, 1), None)
+            }
         };
         let cfg = LaunchConfig {
             grid_dim,
             block_dim: (256, 1, 1),
             shared_mem_bytes: to_u32("shared memory", smem)?,
         };
-        let b_i = to_i32("batch", b)?;
         let mut launch = gpu.stream().launch_builder(&func);
         launch.arg(q).arg(k).arg(v).arg(out);
         arg_or_null(&mut launch, key_m, &null);
@@ -765,24 +809,17 @@ pub(crate) fn attention_on<T: Elem>(
         launch.arg(&null).arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
         launch.arg(&g_i).arg(&scale);
         arg_or_null(&mut launch, until.as_ref(), &null);
-        let maps = if dh == TMA_HEAD_DIM {
-            let dims = [dh as u64, t as u64, (b * p.kv_heads) as u64];
-            let boxes = [64, to_u32("key tile", keys)?, 1];
-            Some((gpu.tensor_map_bf16(k, dims, boxes)?, gpu.tensor_map_bf16(v, dims, boxes)?))
-        } else {
-            None
-        };
-        if let Some((k_map, v_map)) = &maps {
-            launch.arg(k_map).arg(v_map).arg(&b_i);
+        if let Some(((k_map, v_map), b_i)) = &pipelined {
+            launch.arg(k_map).arg(v_map).arg(b_i);
         }
-        // SAFETY: the argument list matches `wgmma_kernel`'s (for `masked_attention_bf16_prefill_tma_d128[_keep]`,
-        // which reads K and V through them, the tensor maps of k and v, [B·G, T, Dh], and B after `until`) and `T`
-        // is bf16 on sm_90 (`wgmma_fits` checked both above); `validate` checked q, k, v, out and every mask buffer
-        // against `p`, head_dim is the kernel's Dh, null pointers stand for absent buffers the mode does not read
-        // (`keep` is never read: `until`, B·Hm·T positions, carries the keep window, and the `_keep` kernel runs
-        // exactly when it is there), the grid covers B·H heads and ⌈S/128⌉ query tiles with the kernel's 256
-        // threads (the pipelined kernel walks them from any grid width), and the dynamic shared memory is the
-        // kernel's (`tc::tma_smem_bytes` or `tc::wg_smem_bytes`), allowed by the attribute set above.
+        // SAFETY: the argument list matches `form.kernel`'s (for the pipelined form, which reads K and V through
+        // them, the tensor maps of k and v, [B·G, T, Dh], and B after `until`) and `T` is bf16 on sm_90 (`wgmma_fits`
+        // checked both above); `validate` checked q, k, v, out and every mask buffer against `p`, head_dim is the
+        // kernel's Dh, null pointers stand for absent buffers the mode does not read (`keep` is never read: `until`,
+        // B·Hm·T positions, carries the keep window, and the `_keep` kernel runs exactly when it is there), the grid
+        // covers B·H heads and ⌈S/128⌉ query tiles with the kernel's 256 threads (the pipelined form walks them from
+        // any grid width), and the dynamic shared memory is the form's (`tc::tma_smem_bytes` or
+        // `tc::wg_smem_bytes`), allowed by the attribute set above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else if let Kernel::Mma { tiles } = kernel {
         let dh = p.head_dim;

@@ -1010,7 +1010,7 @@ mod gpu {
     fn wgmma_kernels_keep_their_products_in_flight() {
         let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
         for (dh, keep) in [64, 128].into_iter().flat_map(|dh| [(dh, false), (dh, true)]) {
-            let name = cuda::wgmma_kernel(dh, keep);
+            let name = cuda::WgForm::of(dh).kernel(dh, keep);
             let quoted = format!("'{name}'");
             let advisories: Vec<&str> = report
                 .lines()
@@ -1036,18 +1036,15 @@ mod gpu {
     fn wgmma_shared_memory_fits() {
         let src = cuda::SOURCE.code;
         for dh in [64, 128] {
-            let keys = cuda::wgmma_key_tile(dh);
-            let (bytes, blocks) = if dh == cuda::TMA_HEAD_DIM {
-                (cuda::tma_smem_bytes(), 1)
-            } else {
-                (cuda::wgmma_smem_bytes(dh, keys), 2)
-            };
+            let form = cuda::WgForm::of(dh);
+            let (bytes, blocks) = (form.smem_bytes(dh), form.blocks_per_multiprocessor());
             assert!(blocks * bytes <= 227 * 1024, "Dh {dh}: {bytes} bytes");
             for keep in ["false, )", "true, _keep)"] {
-                let decl = if dh == cuda::TMA_HEAD_DIM {
-                    format!("PREFILL_TMA({keep}")
-                } else {
-                    format!("PREFILL_WGMMA({dh}, {keys}, {blocks}, {keep}")
+                let decl = match form {
+                    cuda::WgForm::Pipelined => format!("PREFILL_TMA({keep}"),
+                    cuda::WgForm::Blocks => {
+                        format!("PREFILL_WGMMA({dh}, {}, {blocks}, {keep}", form.key_tile())
+                    }
                 };
                 assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
             }
@@ -1073,7 +1070,7 @@ mod gpu {
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
             for keep in [false, true] {
-                let name = cuda::wgmma_kernel(dh, keep);
+                let name = cuda::WgForm::of(dh).kernel(dh, keep);
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
             for elem in ["f32", "bf16"] {
