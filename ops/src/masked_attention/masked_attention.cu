@@ -1916,10 +1916,9 @@ struct TmaItem {
     int b, h, bg, i0, n_end;
 };
 
-// Item r (r = 0, 1, …) of this block, or false past its last. The items u = 0 … B·H·⌈S/128⌉ − 1 run from the last
-// query tile to the first (B·H heads each), so from the most key tiles to the fewest; round r deals u = rP … rP + P − 1
-// to the P blocks, in reverse order in odd rounds, which evens out the causal triangle's work.
-// The launcher keeps B·H·⌈S/128⌉ within int.
+// Item r (r = 0, 1, …) of this block, or false past its last. The items u = 0 … B·H·⌈S/128⌉ − 1 (an int: wgmma_fits)
+// run from the last query tile to the first (B·H heads each), so from the most key tiles to the fewest; round r deals
+// u = rP … rP + P − 1 to the P blocks, in reverse order in odd rounds, which evens out the causal triangle's work.
 __device__ __forceinline__ bool tma_item(int r, int B, int S, int T, int H, int G, TmaItem &it) {
     const int P = gridDim.x, p = blockIdx.x, heads = B * H, nq = (S + WG_BQ - 1) / WG_BQ;
     const long ul = (long)r * P + ((r & 1) ? P - 1 - p : p);
@@ -1934,7 +1933,7 @@ __device__ __forceinline__ bool tma_item(int r, int B, int S, int T, int H, int 
 }
 
 // The rows of this thread (queries iw + gr and iw + gr + 8 below S) whose every score is MASKED: as in prefill_mma's
-// extension pass, every key of the T then has probability 1, so o becomes Σ_j V_j of KV head bg (v [B·G, T, DH]) and
+// extension pass, each of the T keys then has probability 1, so o becomes Σ_j V_j of KV head bg (v [B·G, T, DH]) and
 // l T (a quarter in each thread of the quad). The warp sums V when any of its rows needs it, lane dims 4·lane + [0, 4).
 template <int DH>
 __device__ __forceinline__ void wg_uniform_rows(WgRows<DH> &w, const bf16_t *v, int bg, int T, int iw, int S,
