@@ -1699,32 +1699,33 @@ template <int DH> __device__ __forceinline__ int wg_fully_masked(const WgRows<DH
     return fully;
 }
 
-// out = o / l for the warp's 16 queries iw + [0, 16), staged through its own rows row0 + [0, 16) of Qs (a 128-row
-// swizzled tile no product reads any more) for 16-byte stores.
+// out = o / l for the warp's 16 queries iw + [0, 16) (rows past S skipped), 64 dims at a time through the warp's own
+// 2 KiB of shared memory `stage` (16 swizzled rows of 128 bytes) for 16-byte stores.
 template <int DH>
-__device__ __forceinline__ void wg_store(WgRows<DH> &w, unsigned char *Qs, bf16_t *out, int row0, int iw, int b,
-                                         int h, int S, int H, int lane) {
-    constexpr int CH = DH / 8;
+__device__ __forceinline__ void wg_store(WgRows<DH> &w, unsigned char *stage, bf16_t *out, int iw, int b, int h, int S,
+                                         int H, int lane) {
     const int gr = lane >> 2, tg = lane & 3;
+    float inv[2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) w.l[r] = 1.0f / quad_sum(w.l[r]);
+    for (int r = 0; r < 2; ++r) inv[r] = 1.0f / quad_sum(w.l[r]);
 #pragma unroll
     for (int a = 0; a < WgRows<DH>::DA; ++a) {
 #pragma unroll
         for (int t = 0; t < 8; ++t) {
-            const int c = 8 * a + t;
-            *reinterpret_cast<unsigned *>(Qs + sw128_at<WG_BQ>(row0 + gr, c) + 4 * tg) =
-                pack_bf16(w.o[a][4 * t] * w.l[0], w.o[a][4 * t + 1] * w.l[0]);
-            *reinterpret_cast<unsigned *>(Qs + sw128_at<WG_BQ>(row0 + gr + 8, c) + 4 * tg) =
-                pack_bf16(w.o[a][4 * t + 2] * w.l[1], w.o[a][4 * t + 3] * w.l[1]);
+            *reinterpret_cast<unsigned *>(stage + sw128_at<16>(gr, t) + 4 * tg) =
+                pack_bf16(w.o[a][4 * t] * inv[0], w.o[a][4 * t + 1] * inv[0]);
+            *reinterpret_cast<unsigned *>(stage + sw128_at<16>(gr + 8, t) + 4 * tg) =
+                pack_bf16(w.o[a][4 * t + 2] * inv[1], w.o[a][4 * t + 3] * inv[1]);
         }
-    }
-    __syncwarp();
-    for (int c = lane; c < 16 * CH; c += 32) {
-        const int r = c / CH, col = c % CH, i = iw + r;
-        if (i < S)
-            *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + h) * DH + col * 8) =
-                *reinterpret_cast<const uint4 *>(Qs + sw128_at<WG_BQ>(row0 + r, col));
+        __syncwarp();
+#pragma unroll
+        for (int c = lane; c < 16 * 8; c += 32) {
+            const int r = c >> 3, col = c & 7, i = iw + r;
+            if (i < S)
+                *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + h) * DH + 64 * a + col * 8) =
+                    *reinterpret_cast<const uint4 *>(stage + sw128_at<16>(r, col));
+        }
+        __syncwarp();
     }
 }
 
@@ -1868,7 +1869,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         cp_async_commit();
     }
     cp_async_wait<0>();
-    wg_store<DH>(w, Qs, out, row0, iw, b, h, S, H, lane);
+    wg_store<DH>(w, Qs + row0 * 128, out, iw, b, h, S, H, lane);
 }
 
 // The pipelined, persistent form for Dh 128 (sm_90a). Each block (one a multiprocessor) walks its share of the work
@@ -1973,36 +1974,6 @@ __device__ __forceinline__ void wg_uniform_rows(WgRows<DH> &w, const bf16_t *v, 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         if (uni[r]) w.l[r] = 0.25f * (float)T;
-    }
-}
-
-// out = o / l for the warp's 16 queries iw + [0, 16) (rows past S skipped), 64 dims at a time through the warp's own
-// 2 KiB of shared memory `stage` (16 swizzled rows of 128 bytes) for 16-byte stores.
-template <int DH>
-__device__ __forceinline__ void wg_store_staged(WgRows<DH> &w, unsigned char *stage, bf16_t *out, int iw, int b, int h,
-                                                int S, int H, int lane) {
-    const int gr = lane >> 2, tg = lane & 3;
-    float inv[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) inv[r] = 1.0f / quad_sum(w.l[r]);
-#pragma unroll
-    for (int a = 0; a < WgRows<DH>::DA; ++a) {
-#pragma unroll
-        for (int t = 0; t < 8; ++t) {
-            *reinterpret_cast<unsigned *>(stage + sw128_at<16>(gr, t) + 4 * tg) =
-                pack_bf16(w.o[a][4 * t] * inv[0], w.o[a][4 * t + 1] * inv[0]);
-            *reinterpret_cast<unsigned *>(stage + sw128_at<16>(gr + 8, t) + 4 * tg) =
-                pack_bf16(w.o[a][4 * t + 2] * inv[1], w.o[a][4 * t + 3] * inv[1]);
-        }
-        __syncwarp();
-#pragma unroll
-        for (int c = lane; c < 16 * 8; c += 32) {
-            const int r = c >> 3, col = c & 7, i = iw + r;
-            if (i < S)
-                *reinterpret_cast<uint4 *>(out + (((long)b * S + i) * H + h) * DH + 64 * a + col * 8) =
-                    *reinterpret_cast<const uint4 *>(stage + sw128_at<16>(r, col));
-        }
-        __syncwarp();
     }
 }
 
@@ -2148,7 +2119,7 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
         ci_live = tma_item(++cr, B, S, T, H, G, ci);
         if (ci_live) wg_load_q_global<DH>(qf, q, ci.b, ci.h, ci.i0 + row0, S, H, lane);
         wg_uniform_rows<DH>(w, v, done.bg, T, iw, S, lane);
-        wg_store_staged<DH>(w, out_stage, out, iw, done.b, done.h, S, H, lane);
+        wg_store<DH>(w, out_stage, out, iw, done.b, done.h, S, H, lane);
     }
     if (wg == 0) bar_sync(1, WG_NT);
 }
