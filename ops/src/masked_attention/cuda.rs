@@ -26,7 +26,9 @@ use super::{AttentionParams, MaskMode};
 use crate::cuda::{arg_or_null, launch_error, Elem, Gpu, Source};
 use crate::{KernelError, Result};
 use cudarc::driver::sys::CUfunction_attribute;
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
 
 /// The kernel source.
 pub const SOURCE: Source =
@@ -532,6 +534,16 @@ fn to_u32(name: &str, n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| KernelError::BadParams(format!("{name} {n} exceeds u32")))
 }
 
+/// Allows `func` (the kernel `name`) `bytes` of dynamic shared memory; returns them for the launch.
+fn allow_shared_memory(func: &CudaFunction, name: &str, bytes: usize) -> Result<u32> {
+    func.set_attribute(
+        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        to_i32("shared memory", bytes)?,
+    )
+    .map_err(|e| KernelError::Driver(format!("{name}: {bytes} bytes of shared memory: {e}")))?;
+    to_u32("shared memory", bytes)
+}
+
 fn alloc<U: DeviceRepr + ValidAsZeroBits>(gpu: &Gpu, n: usize) -> Result<CudaSlice<U>> {
     gpu.stream().alloc_zeros(n).map_err(|e| KernelError::Driver(format!("alloc {n}: {e}")))
 }
@@ -774,13 +786,7 @@ pub(crate) fn attention_on<T: Elem>(
         let (dh, form) = (p.head_dim, WgForm::of(p.head_dim));
         let name = form.kernel(dh, until.is_some());
         let func = gpu.function(&SOURCE, &name)?;
-        let smem = form.smem_bytes(dh);
-        let smem_i = to_i32("shared memory", smem)?;
-        func.set_attribute(
-            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            smem_i,
-        )
-        .map_err(|e| KernelError::Driver(format!("{name}: {smem} bytes of shared memory: {e}")))?;
+        let smem = allow_shared_memory(&func, &name, form.smem_bytes(dh))?;
         let query_tiles = s.div_ceil(WGMMA_QUERIES);
         let (grid_dim, pipelined) = match form {
             WgForm::Pipelined => {
@@ -795,11 +801,7 @@ pub(crate) fn attention_on<T: Elem>(
                 ((to_u32("batch·heads", b * h)?, to_u32("query tiles", query_tiles)?, 1), None)
             }
         };
-        let cfg = LaunchConfig {
-            grid_dim,
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: to_u32("shared memory", smem)?,
-        };
+        let cfg = LaunchConfig { grid_dim, block_dim: (256, 1, 1), shared_mem_bytes: smem };
         let mut launch = gpu.stream().launch_builder(&func);
         launch.arg(q).arg(k).arg(v).arg(out);
         arg_or_null(&mut launch, key_m, &null);
@@ -819,19 +821,13 @@ pub(crate) fn attention_on<T: Elem>(
         // B·Hm·T positions, carries the keep window, and the `_keep` kernel runs exactly when it is there), the grid
         // covers B·H heads and ⌈S/128⌉ query tiles with the kernel's 256 threads (the pipelined form walks them from
         // any grid width), and the dynamic shared memory is the form's (`tc::tma_smem_bytes` or
-        // `tc::wg_smem_bytes`), allowed by the attribute set above.
+        // `tc::wg_smem_bytes`), allowed by `allow_shared_memory` above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else if let Kernel::Mma { tiles } = kernel {
         let dh = p.head_dim;
         let name = format!("masked_attention_bf16_prefill_mma_d{dh}_m{tiles}");
         let func = gpu.function(&SOURCE, &name)?;
-        let smem = mma_smem_bytes(dh, tiles);
-        let smem_i = to_i32("shared memory", smem)?;
-        func.set_attribute(
-            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            smem_i,
-        )
-        .map_err(|e| KernelError::Driver(format!("{name}: {smem} bytes of shared memory: {e}")))?;
+        let smem = allow_shared_memory(&func, &name, mma_smem_bytes(dh, tiles))?;
         let cfg = LaunchConfig {
             grid_dim: (
                 to_u32("batch·heads", b * h)?,
@@ -839,7 +835,7 @@ pub(crate) fn attention_on<T: Elem>(
                 1,
             ),
             block_dim: (128, 1, 1),
-            shared_mem_bytes: to_u32("shared memory", smem)?,
+            shared_mem_bytes: smem,
         };
         let mut launch = gpu.stream().launch_builder(&func);
         launch.arg(q).arg(k).arg(v).arg(out);
@@ -859,7 +855,7 @@ pub(crate) fn attention_on<T: Elem>(
         // is the kernel's Dh, null pointers stand for absent buffers the mode does not read (`keep` is never read:
         // `until`, B·Hm·T positions, carries the keep window), the lists (or null) were built for this grid's query
         // tiles of 64·tiles with `stride` entries each, the grid covers B·H heads and ⌈S/(64·tiles)⌉ query tiles,
-        // and the dynamic shared memory is the kernel's `tc::smem_bytes`, allowed by the attribute set above.
+        // and the dynamic shared memory is the kernel's `tc::smem_bytes`, allowed by `allow_shared_memory` above.
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else {
         let name = format!("masked_attention_{}_prefill_d{cap}", T::NAME);
