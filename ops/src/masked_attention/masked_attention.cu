@@ -1691,11 +1691,15 @@ __device__ __forceinline__ void wg_pv(WgRows<DH> &w, const unsigned (&pf)[BK / 1
     }
 }
 
-// As in prefill_mma: whether a row of this thread (queries iw + gr, + 8) has seen only MASKED scores so far.
+// As in prefill_mma: whether row r of this thread (query iw + gr + 8r) is below S and has seen only MASKED scores so
+// far; wg_fully_masked: either of its two rows.
+template <int DH> __device__ __forceinline__ bool wg_row_masked(const WgRows<DH> &w, int r, int iw, int gr, int S) {
+    return iw + gr + 8 * r < S && w.m[r] == MASKED;
+}
 template <int DH> __device__ __forceinline__ int wg_fully_masked(const WgRows<DH> &w, int iw, int gr, int S) {
     int fully = 0;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) fully |= iw + gr + 8 * r < S && w.m[r] == MASKED;
+    for (int r = 0; r < 2; ++r) fully |= wg_row_masked(w, r, iw, gr, S);
     return fully;
 }
 
@@ -1941,9 +1945,7 @@ __device__ __forceinline__ void wg_uniform_rows(WgRows<DH> &w, const bf16_t *v, 
                                                 int lane) {
     static_assert(DH == 128, "one lane a group of four dims");
     const int gr = lane >> 2, tg = lane & 3;
-    bool uni[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) uni[r] = iw + gr + 8 * r < S && w.m[r] == MASKED;
+    const bool uni[2] = {wg_row_masked(w, 0, iw, gr, S), wg_row_masked(w, 1, iw, gr, S)};
     if (!__any_sync(0xffffffffu, uni[0] || uni[1])) return;
     float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     const uint2 *col = reinterpret_cast<const uint2 *>(v + (long)bg * T * DH) + lane;
