@@ -1190,11 +1190,17 @@ template <bool B> struct Flag {
 __device__ __forceinline__ float lo_f32(unsigned x) { return __uint_as_float(x << 16); }
 __device__ __forceinline__ float hi_f32(unsigned x) { return __uint_as_float(x & 0xffff0000u); }
 
+// How far a row's maximum may grow past the m its probabilities are taken against before o and l are rescaled:
+// 8·ln 2, so a probability is at most 2⁸ (its bf16 rounding is relative, so no precision is lost).
+constexpr float RESCALE_SLACK = 5.545177444479562f;
+
 // The online softmax's step for one row, whose scores the four threads of a quad hold: mx, this thread's maximum
-// with the running maximum m, becomes the row's; returns alpha = exp(m − mx) and sets m = mx.
+// with the running maximum m, becomes the row's m when it exceeds m by more than RESCALE_SLACK (always from -inf,
+// never while both are MASKED); returns alpha = exp(m − mx) then, else 1.
 __device__ __forceinline__ float quad_max_step(float mx, float &m) {
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    if (!(mx - m > RESCALE_SLACK)) return 1.0f;
     const float alpha = exp2_approx((m - mx) * LOG2E);
     m = mx;
     return alpha;
@@ -1430,7 +1436,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                     rescale |= alpha[mt][r] != 1.0f;
                 }
             }
-            // Once the row maxima settle, alpha is exactly 1 for the whole warp and the rescale changes nothing.
+            // While no row maximum of the warp grows past its m by RESCALE_SLACK, alpha is 1 and nothing is rescaled.
             if (__any_sync(0xffffffffu, rescale)) {
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
