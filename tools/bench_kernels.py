@@ -17,10 +17,12 @@ Cases (shapes of `tools/random_checkpoint.py`'s presets; bf16 inputs, seeded, un
   `fused_recurrent_simple_gla` with one token.
 * `attn_prefill`: Doge-320M attention (8 query heads, 4 KV heads of 128, mask values per KV head), S = T =
   1K/4K/16K, modes `causal`, `additive` (dynamic mask values as an additive bias) and `additive_w2048` (plus the
-  keep-window top-2048 per row of Doge-320M's config). Peers: SDPA with the flash backend, causal, no mask (GQA
-  by `enable_gqa`); SDPA (bf16, backend chosen by PyTorch) with the `[B, H, S, T]` bias materialised as the
-  reference builds it, outside the timing; the reference's eager attention (`attend`, float32 softmax) on that
-  bias; and, for the dynamic modes, the reference's bias construction followed by SDPA, timed together.
+  keep-window top-2048 per row of Doge-320M's config); and Cheems-350M attention (16 query heads, 4 KV heads of 64,
+  mask values per query head), modes `causal` and `additive`, cases suffixed ` H16 Dh64`. Peers: SDPA with the
+  flash backend, causal, no mask (GQA by `enable_gqa`); SDPA (bf16, backend chosen by PyTorch) with the
+  `[B, H, S, T]` bias materialised as the reference builds it, outside the timing; the reference's eager attention
+  (`attend`, float32 softmax) on that bias; and, for the dynamic modes, the reference's bias construction followed by
+  SDPA, timed together.
 * `attn_decode`: one query against a 4K KV cache, B = 1 and 16. Peers: SDPA flash (no mask) and SDPA with the
   reference's `[B, H, 1, T]` bias.
 * `pk_topk`, `expert_mix`, `cdmoe`: Cheems-350M CDMoE (1024 experts, 32 keys per axis, 4 heads of 8, retrieval
@@ -64,6 +66,7 @@ MIN_RUNS = 3
 
 SSD_HEADS, SSD_DIM, SSD_CHUNK = 16, 64, 64
 ATTN_HEADS, ATTN_KV_HEADS, ATTN_DIM, KEEP_WINDOW, DECODE_KV = 8, 4, 128, 2048, 4096
+CHEEMS_ATTN = dict(heads=16, kv_heads=4, head_dim=64, mask_heads=16)
 MOE_DIM, MOE_EXPERTS, MOE_KEYS, MOE_HEADS, MOE_K, MOE_HALF = 1024, 1024, 32, 4, 8, 32
 MODES = ("causal", "additive", "additive_w2048")
 
@@ -148,6 +151,13 @@ def all_cases(lengths, batches, attn_lengths, decode_batches, decode_kv, moe_tok
             f, b = attention_counts(1, n, n, ATTN_HEADS, ATTN_KV_HEADS, ATTN_DIM, 0 if m == "causal" else ATTN_KV_HEADS,
                                     window)
             cases.append(Case("attn_prefill", f"{m} S{n}", dict(batch=1, q_len=n, kv_len=n, mode=m), f, b))
+    for n in attn_lengths:
+        for m in MODES[:2]:
+            c = CHEEMS_ATTN
+            f, b = attention_counts(1, n, n, c["heads"], c["kv_heads"], c["head_dim"],
+                                    0 if m == "causal" else c["mask_heads"])
+            cases.append(Case("attn_prefill", f"{m} S{n} H{c['heads']} Dh{c['head_dim']}",
+                              dict(batch=1, q_len=n, kv_len=n, mode=m, **c), f, b))
     for n in decode_batches:
         for m in MODES:
             window = KEEP_WINDOW if m == "additive_w2048" else None
@@ -414,9 +424,10 @@ class Peers:
 
     # ---- attention -------------------------------------------------------------------------------------------
 
-    def attn_bias(self, m, s, t, mode):
-        """The reference's `[B, H, S, T]` bias (DogeAttention.forward): `where(allowed, m, MIN)`, keep-window top-k
-        when `T > W` (additive_w2048), `repeat_kv` to the query heads; `causal` is `where(allowed, 0, MIN)`."""
+    def attn_bias(self, m, s, t, mode, h=ATTN_HEADS):
+        """The reference's `[B, H, S, T]` bias (DogeAttention.forward): `where(allowed, m, MIN)` with m `[B, Hm, T]`,
+        keep-window top-k when `T > W` (additive_w2048), `repeat_kv` from the Hm mask heads to the H query heads;
+        `causal` is `where(allowed, 0, MIN)`."""
         torch, ref = self.torch, self.ref
         bf = torch.bfloat16
         neg = torch.tensor(ref.min_of(bf), dtype=bf, device=self.device)
@@ -424,25 +435,27 @@ class Peers:
         allowed = (torch.arange(t, device=self.device)[None, :] <= pos[:, None])[None, None]
         if mode == "causal":
             bias = torch.where(allowed, torch.zeros((), dtype=bf, device=self.device), neg)
-            bias = bias.expand(m.shape[0], ATTN_KV_HEADS, s, t)
+            bias = bias.expand(m.shape[0], m.shape[1], s, t)
         else:
             bias = torch.where(allowed, m.to(bf)[:, :, None, :], neg)
             if mode == "additive_w2048" and t > KEEP_WINDOW:
                 idx = bias.topk(KEEP_WINDOW, dim=-1, sorted=False).indices
                 keep = torch.zeros_like(bias, dtype=torch.bool).scatter(-1, idx, True)
                 bias = bias.masked_fill(~keep, neg)
-        return ref.repeat_kv(bias, ATTN_HEADS // ATTN_KV_HEADS).contiguous()
+        return ref.repeat_kv(bias, h // m.shape[1]).contiguous()
 
     def attention(self, case):
         torch, F, ref = self.torch, self.F, self.ref
         from torch.nn.attention import SDPBackend, sdpa_kernel
         bf = torch.bfloat16
         b, s, t, mode = case.shape["batch"], case.shape["q_len"], case.shape["kv_len"], case.shape["mode"]
-        h, g, d = ATTN_HEADS, ATTN_KV_HEADS, ATTN_DIM
+        h, g, d = case.shape.get("heads", ATTN_HEADS), case.shape.get("kv_heads", ATTN_KV_HEADS), \
+            case.shape.get("head_dim", ATTN_DIM)
+        hm = case.shape.get("mask_heads", ATTN_KV_HEADS)
         mask_bytes = 2 * b * h * s * t
         n = sets_for(case.bytes + mask_bytes)
         sets = [dict(q=self.rand((b, h, s, d), -1, 1, bf), k=self.rand((b, g, t, d), -1, 1, bf),
-                     v=self.rand((b, g, t, d), -1, 1, bf), m=self.rand((b, g, t), 0.2, 3.0, torch.float32))
+                     v=self.rand((b, g, t, d), -1, 1, bf), m=self.rand((b, hm, t), 0.2, 3.0, torch.float32))
                 for _ in range(n)]
         causal = s > 1
         backend = SDPBackend.FLASH_ATTENTION if self.device == "cuda" else SDPBackend.MATH
@@ -470,7 +483,7 @@ class Peers:
                      note=note + f", K/V repeated outside the timing (enable_gqa failed: {type(e).__name__})")
         try:
             for st in sets:
-                st["bias"] = self.attn_bias(st["m"], s, t, mode)
+                st["bias"] = self.attn_bias(st["m"], s, t, mode, h)
                 st["kr"], st["vr"] = ref.repeat_kv(st["k"], rep), ref.repeat_kv(st["v"], rep)
         except Exception as e:
             self.records.append(dict(kernel=case.kernel, case=case.case, peer="sdpa_mask",
@@ -494,7 +507,7 @@ class Peers:
             if mode != "causal":
                 def build_and_sdpa(i):
                     st = sets[i]
-                    bias = self.attn_bias(st["m"], s, t, mode)
+                    bias = self.attn_bias(st["m"], s, t, mode, h)
                     return F.scaled_dot_product_attention(st["q"], ref.repeat_kv(st["k"], rep),
                                                           ref.repeat_kv(st["v"], rep), attn_mask=bias)
 

@@ -77,11 +77,22 @@ const MOE_HEADS: usize = 4;
 const MOE_K: usize = 8;
 const MOE_HALF: usize = 32;
 
+/// The heads of an attention case: query heads, KV heads, head dimension, and the mask heads of the dynamic modes.
+#[derive(Clone, Copy, Debug)]
+struct AttnHeads {
+    heads: usize,
+    kv_heads: usize,
+    dim: usize,
+    mask_heads: usize,
+}
+
 /// Doge-320M (`--preset doge-320m`): 8 query heads, 4 KV heads of 128, mask values per KV head, keep window 2048.
-const ATTN_HEADS: usize = 8;
-const ATTN_KV_HEADS: usize = 4;
-const ATTN_DIM: usize = 128;
+const DOGE_ATTN: AttnHeads = AttnHeads { heads: 8, kv_heads: 4, dim: 128, mask_heads: 4 };
 const KEEP_WINDOW: usize = 2048;
+
+/// Cheems-350M (`--preset cheems-350m`): 16 query heads, 4 KV heads of 64, mask values per query head (`dt_proj`
+/// `[H, D]`); its prefill cases carry the suffix ` H16 Dh64`.
+const CHEEMS_ATTN: AttnHeads = AttnHeads { heads: 16, kv_heads: 4, dim: 64, mask_heads: 16 };
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -405,14 +416,21 @@ pub fn run(a: &Args) -> Result<()> {
     for &l in &a.lengths {
         for (name, mode) in modes {
             b.case("attn_prefill", &format!("{name} S{l}"), |b| {
-                bench_attention(b, "attn_prefill", name, mode, 1, l, l)
+                bench_attention(b, "attn_prefill", name, mode, 1, l, l, DOGE_ATTN)
+            });
+        }
+    }
+    for &l in &a.lengths {
+        for (name, mode) in &modes[..2] {
+            b.case("attn_prefill", &format!("{name} S{l} H16 Dh64"), |b| {
+                bench_attention(b, "attn_prefill", name, *mode, 1, l, l, CHEEMS_ATTN)
             });
         }
     }
     for n in [1usize, 16] {
         for (name, mode) in modes {
             b.case("attn_decode", &format!("{name} B{n}"), |b| {
-                bench_attention(b, "attn_decode", name, mode, n, 1, 4096)
+                bench_attention(b, "attn_decode", name, mode, n, 1, 4096, DOGE_ATTN)
             });
         }
     }
@@ -654,6 +672,7 @@ struct AttnSet {
 
 /// Masked attention through `masked_attention` (decode kernel for `S ≤ 8`, prefill otherwise). Dynamic modes
 /// take per-key values `m` in `[0.2, 3]`, about what `exp(A·softplus(dt))` gives for `|A| ≤ 1`.
+#[allow(clippy::too_many_arguments)]
 fn bench_attention(
     b: &mut Bench,
     kernel: &str,
@@ -662,9 +681,10 @@ fn bench_attention(
     batch: usize,
     s: usize,
     t: usize,
+    heads: AttnHeads,
 ) -> Result<()> {
-    let (h, g, d) = (ATTN_HEADS, ATTN_KV_HEADS, ATTN_DIM);
-    let hm = if mode == MaskMode::Causal { 0 } else { g };
+    let (h, g, d) = (heads.heads, heads.kv_heads, heads.dim);
+    let hm = if mode == MaskMode::Causal { 0 } else { heads.mask_heads };
     let p = AttentionParams {
         batch,
         q_len: s,
@@ -672,7 +692,7 @@ fn bench_attention(
         heads: h,
         kv_heads: g,
         head_dim: d,
-        mask_heads: g,
+        mask_heads: heads.mask_heads,
         scale: 1.0 / (d as f32).sqrt(),
     };
     let window = match mode {
@@ -713,8 +733,13 @@ fn bench_attention(
     let shape = serde_json::json!({"batch": batch, "q_len": s, "kv_len": t, "heads": h, "kv_heads": g,
         "head_dim": d, "mask_heads": hm, "mode": name,
         "keep_window": if name == "additive_w2048" { Some(KEEP_WINDOW) } else { None }});
-    let case =
-        if kernel == "attn_decode" { format!("{name} B{batch}") } else { format!("{name} S{s}") };
+    let case = if kernel == "attn_decode" {
+        format!("{name} B{batch}")
+    } else if d == DOGE_ATTN.dim {
+        format!("{name} S{s}")
+    } else {
+        format!("{name} S{s} H{h} Dh{d}")
+    };
     b.record(kernel, case, shape, time, n, flops, bytes, None, bad);
     Ok(())
 }
