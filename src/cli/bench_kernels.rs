@@ -78,7 +78,7 @@ const MOE_K: usize = 8;
 const MOE_HALF: usize = 32;
 
 /// The heads of an attention case: query heads, KV heads, head dimension, and the mask heads of the dynamic modes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct AttnHeads {
     heads: usize,
     kv_heads: usize,
@@ -415,21 +415,21 @@ pub fn run(a: &Args) -> Result<()> {
     ];
     for &l in &a.lengths {
         for (name, mode) in modes {
-            b.case("attn_prefill", &format!("{name} S{l}"), |b| {
+            b.case("attn_prefill", &attn_case("attn_prefill", name, 1, l, DOGE_ATTN), |b| {
                 bench_attention(b, "attn_prefill", name, mode, 1, l, l, DOGE_ATTN)
             });
         }
     }
     for &l in &a.lengths {
         for (name, mode) in &modes[..2] {
-            b.case("attn_prefill", &format!("{name} S{l} H16 Dh64"), |b| {
+            b.case("attn_prefill", &attn_case("attn_prefill", name, 1, l, CHEEMS_ATTN), |b| {
                 bench_attention(b, "attn_prefill", name, *mode, 1, l, l, CHEEMS_ATTN)
             });
         }
     }
     for n in [1usize, 16] {
         for (name, mode) in modes {
-            b.case("attn_decode", &format!("{name} B{n}"), |b| {
+            b.case("attn_decode", &attn_case("attn_decode", name, n, 1, DOGE_ATTN), |b| {
                 bench_attention(b, "attn_decode", name, mode, n, 1, 4096, DOGE_ATTN)
             });
         }
@@ -733,15 +733,21 @@ fn bench_attention(
     let shape = serde_json::json!({"batch": batch, "q_len": s, "kv_len": t, "heads": h, "kv_heads": g,
         "head_dim": d, "mask_heads": hm, "mode": name,
         "keep_window": if name == "additive_w2048" { Some(KEEP_WINDOW) } else { None }});
-    let case = if kernel == "attn_decode" {
-        format!("{name} B{batch}")
-    } else if d == DOGE_ATTN.dim {
-        format!("{name} S{s}")
-    } else {
-        format!("{name} S{s} H{h} Dh{d}")
-    };
+    let case = attn_case(kernel, name, batch, s, heads);
     b.record(kernel, case, shape, time, n, flops, bytes, None, bad);
     Ok(())
+}
+
+/// The case name of an attention benchmark: `{mode} B{batch}` (decode) or `{mode} S{queries}` (prefill), with
+/// ` H{heads} Dh{dim}` after it for heads other than Doge-320M's.
+fn attn_case(kernel: &str, name: &str, batch: usize, s: usize, heads: AttnHeads) -> String {
+    let base =
+        if kernel == "attn_decode" { format!("{name} B{batch}") } else { format!("{name} S{s}") };
+    if heads == DOGE_ATTN {
+        base
+    } else {
+        format!("{base} H{} Dh{}", heads.heads, heads.dim)
+    }
 }
 
 /// FLOPs and bytes of `pk_topk`, `expert_mix` and `cdmoe` (module documentation); the last value is the gathered
@@ -842,6 +848,30 @@ fn bench_moe(b: &mut Bench, kernel: &str, rows: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Case names are what `tools/bench_kernels.py` joins on: its Doge-320M cases are unsuffixed, its Cheems-350M
+    /// prefill cases end in ` H16 Dh64`.
+    #[test]
+    fn attention_case_names_match_the_peer_tool() {
+        assert_eq!(attn_case("attn_prefill", "causal", 1, 4096, DOGE_ATTN), "causal S4096");
+        assert_eq!(attn_case("attn_decode", "additive", 16, 1, DOGE_ATTN), "additive B16");
+        assert_eq!(
+            attn_case("attn_prefill", "additive", 1, 1024, CHEEMS_ATTN),
+            "additive S1024 H16 Dh64"
+        );
+        let tool = include_str!("../../tools/bench_kernels.py");
+        assert!(
+            tool.contains(r#"f"{m} S{n} H{c['heads']} Dh{c['head_dim']}""#),
+            "bench_kernels.py case names"
+        );
+        assert!(
+            tool.contains("CHEEMS_ATTN = dict(heads=16, kv_heads=4, head_dim=64, mask_heads=16)")
+        );
+        assert_eq!(
+            (CHEEMS_ATTN.heads, CHEEMS_ATTN.kv_heads, CHEEMS_ATTN.dim, CHEEMS_ATTN.mask_heads),
+            (16, 4, 64, 16)
+        );
+    }
 
     #[test]
     fn counts_follow_the_formulas() {
