@@ -65,7 +65,8 @@ CASE_BUDGET_MS = 2000.0
 MIN_RUNS = 3
 
 SSD_HEADS, SSD_DIM, SSD_CHUNK = 16, 64, 64
-ATTN_HEADS, ATTN_KV_HEADS, ATTN_DIM, KEEP_WINDOW, DECODE_KV = 8, 4, 128, 2048, 4096
+KEEP_WINDOW, DECODE_KV = 2048, 4096
+DOGE_ATTN = dict(heads=8, kv_heads=4, head_dim=128, mask_heads=4)
 CHEEMS_ATTN = dict(heads=16, kv_heads=4, head_dim=64, mask_heads=16)
 MOE_DIM, MOE_EXPERTS, MOE_KEYS, MOE_HEADS, MOE_K, MOE_HALF = 1024, 1024, 32, 4, 8, 32
 MODES = ("causal", "additive", "additive_w2048")
@@ -137,6 +138,18 @@ class Case:
         self.flops, self.bytes, self.gathered = flops, nbytes, gathered
 
 
+def attention_case(kernel, heads, mode, batch, s, t):
+    """An attention case at `heads` (DOGE_ATTN or CHEEMS_ATTN), named as `cheems bench-kernels` names it:
+    `{mode} S{s}` (prefill) or `{mode} B{batch}` (decode), then ` H{heads} Dh{head_dim}` for heads other than Doge's."""
+    window = KEEP_WINDOW if mode == "additive_w2048" else None
+    f, b = attention_counts(batch, s, t, heads["heads"], heads["kv_heads"], heads["head_dim"],
+                            0 if mode == "causal" else heads["mask_heads"], window)
+    name = f"{mode} B{batch}" if kernel == "attn_decode" else f"{mode} S{s}"
+    if heads != DOGE_ATTN:
+        name += f" H{heads['heads']} Dh{heads['head_dim']}"
+    return Case(kernel, name, dict(batch=batch, q_len=s, kv_len=t, mode=mode, **heads), f, b)
+
+
 def all_cases(lengths, batches, attn_lengths, decode_batches, decode_kv, moe_tokens):
     cases = []
     for n in lengths:
@@ -145,25 +158,9 @@ def all_cases(lengths, batches, attn_lengths, decode_batches, decode_kv, moe_tok
     for n in batches:
         f, b = ssd_decode_counts(n, SSD_HEADS, SSD_DIM, SSD_DIM)
         cases.append(Case("ssd_decode", f"B{n}", dict(batch=n), f, b))
-    for n in attn_lengths:
-        for m in MODES:
-            window = KEEP_WINDOW if m == "additive_w2048" else None
-            f, b = attention_counts(1, n, n, ATTN_HEADS, ATTN_KV_HEADS, ATTN_DIM, 0 if m == "causal" else ATTN_KV_HEADS,
-                                    window)
-            cases.append(Case("attn_prefill", f"{m} S{n}", dict(batch=1, q_len=n, kv_len=n, mode=m), f, b))
-    for n in attn_lengths:
-        for m in MODES[:2]:
-            c = CHEEMS_ATTN
-            f, b = attention_counts(1, n, n, c["heads"], c["kv_heads"], c["head_dim"],
-                                    0 if m == "causal" else c["mask_heads"])
-            cases.append(Case("attn_prefill", f"{m} S{n} H{c['heads']} Dh{c['head_dim']}",
-                              dict(batch=1, q_len=n, kv_len=n, mode=m, **c), f, b))
-    for n in decode_batches:
-        for m in MODES:
-            window = KEEP_WINDOW if m == "additive_w2048" else None
-            f, b = attention_counts(n, 1, decode_kv, ATTN_HEADS, ATTN_KV_HEADS, ATTN_DIM,
-                                    0 if m == "causal" else ATTN_KV_HEADS, window)
-            cases.append(Case("attn_decode", f"{m} B{n}", dict(batch=n, q_len=1, kv_len=decode_kv, mode=m), f, b))
+    for heads, modes in ((DOGE_ATTN, MODES), (CHEEMS_ATTN, MODES[:2])):
+        cases += [attention_case("attn_prefill", heads, m, 1, n, n) for n in attn_lengths for m in modes]
+    cases += [attention_case("attn_decode", DOGE_ATTN, m, n, 1, decode_kv) for n in decode_batches for m in MODES]
     for n in moe_tokens:
         for k in ("pk_topk", "expert_mix", "cdmoe"):
             f, b, g = moe_counts(k, n)
@@ -424,7 +421,7 @@ class Peers:
 
     # ---- attention -------------------------------------------------------------------------------------------
 
-    def attn_bias(self, m, s, t, mode, h=ATTN_HEADS):
+    def attn_bias(self, m, s, t, mode, h):
         """The reference's `[B, H, S, T]` bias (DogeAttention.forward): `where(allowed, m, MIN)` with m `[B, Hm, T]`,
         keep-window top-k when `T > W` (additive_w2048), `repeat_kv` from the Hm mask heads to the H query heads;
         `causal` is `where(allowed, 0, MIN)`."""
@@ -449,9 +446,7 @@ class Peers:
         from torch.nn.attention import SDPBackend, sdpa_kernel
         bf = torch.bfloat16
         b, s, t, mode = case.shape["batch"], case.shape["q_len"], case.shape["kv_len"], case.shape["mode"]
-        h, g, d = case.shape.get("heads", ATTN_HEADS), case.shape.get("kv_heads", ATTN_KV_HEADS), \
-            case.shape.get("head_dim", ATTN_DIM)
-        hm = case.shape.get("mask_heads", ATTN_KV_HEADS)
+        h, g, d, hm = (case.shape[k] for k in ("heads", "kv_heads", "head_dim", "mask_heads"))
         mask_bytes = 2 * b * h * s * t
         n = sets_for(case.bytes + mask_bytes)
         sets = [dict(q=self.rand((b, h, s, d), -1, 1, bf), k=self.rand((b, g, t, d), -1, 1, bf),

@@ -861,16 +861,16 @@ mod tests {
         );
         let tool = include_str!("../../tools/bench_kernels.py");
         assert!(
-            tool.contains(r#"f"{m} S{n} H{c['heads']} Dh{c['head_dim']}""#),
+            tool.contains(r#"name += f" H{heads['heads']} Dh{heads['head_dim']}""#),
             "bench_kernels.py case names"
         );
-        assert!(
-            tool.contains("CHEEMS_ATTN = dict(heads=16, kv_heads=4, head_dim=64, mask_heads=16)")
-        );
-        assert_eq!(
-            (CHEEMS_ATTN.heads, CHEEMS_ATTN.kv_heads, CHEEMS_ATTN.dim, CHEEMS_ATTN.mask_heads),
-            (16, 4, 64, 16)
-        );
+        for (name, heads) in [("DOGE_ATTN", DOGE_ATTN), ("CHEEMS_ATTN", CHEEMS_ATTN)] {
+            let line = format!(
+                "{name} = dict(heads={}, kv_heads={}, head_dim={}, mask_heads={})",
+                heads.heads, heads.kv_heads, heads.dim, heads.mask_heads
+            );
+            assert!(tool.contains(&line), "bench_kernels.py: {line}");
+        }
     }
 
     #[test]
