@@ -215,11 +215,14 @@ pub(crate) fn wgmma_fits(p: &AttentionParams, elem: &str, arch: &str) -> bool {
         && p.batch * p.heads * p.q_len.div_ceil(WGMMA_QUERIES) <= i32::MAX as usize
 }
 
+/// Stages of K and V in the warpgroup kernel (`tc::WG_STAGES`).
+pub(crate) const WGMMA_STAGES: usize = 4;
+
 /// Dynamic shared memory of the warpgroup kernel (`tc::wg_smem_bytes` in masked_attention.cu): Q for 128 queries,
-/// two stages of K and V for `keys` keys, two stages of the per-key bias and keep-until position, and 1024 bytes to
-/// align the tiles.
+/// [`WGMMA_STAGES`] stages of K and V for `keys` keys and of the per-key bias and keep-until position, and 1024 bytes
+/// to align the tiles.
 pub(crate) fn wgmma_smem_bytes(head_dim: usize, keys: usize) -> usize {
-    (WGMMA_QUERIES + 4 * keys) * head_dim * 2 + 2 * keys * 8 + 1024
+    (WGMMA_QUERIES + 2 * WGMMA_STAGES * keys) * head_dim * 2 + WGMMA_STAGES * keys * 8 + 1024
 }
 
 /// Dynamic shared memory of the tensor-core prefill kernel (`tc::smem_bytes` in masked_attention.cu): Q for

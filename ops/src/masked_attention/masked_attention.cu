@@ -1556,10 +1556,10 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 // registers (loaded once) and K from shared memory, O += P·V takes P from registers. Tiles are stored in 128-byte
 // swizzled rows (sw128_desc), 64 columns a block; the scores, the keep window (KEEP: keep_until's positions, every key
 // visited), the softmax and the stores follow prefill_mma's formulas.
-constexpr int WG_BQ = 128, WG_NT = 256;
+constexpr int WG_BQ = 128, WG_NT = 256, WG_STAGES = 4;
 
 __host__ __device__ constexpr int wg_smem_bytes(int dh, int bk) {
-    return (WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 8 + 1024;
+    return (WG_BQ + 2 * WG_STAGES * bk) * dh * 2 + WG_STAGES * bk * 8 + 1024;
 }
 
 // Byte offset of the 16-byte piece c of row r in a tile of R rows: 64-column blocks of R·128 bytes.
@@ -1755,14 +1755,14 @@ __device__ __forceinline__ void wg_load_q(unsigned (&qf)[DH / 16][4], const unsi
 template <int DH, int BK, bool KEEP>
 __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk,
                               const int G, const float scale, const int *until) {
-    constexpr int CH = DH / 8, KD = DH / 16, TILE = BK * DH * 2;
+    constexpr int CH = DH / 8, KD = DH / 16, TILE = BK * DH * 2, NST = WG_STAGES;
     static_assert(DH % 64 == 0 && (BK == 64 || BK == 128), "head dimension, key tile");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     unsigned char *const Qs = smem_raw + ((1024u - (saddr(smem_raw) & 1023u)) & 1023u);
     unsigned char *const Ks = Qs + WG_BQ * DH * 2;
-    unsigned char *const Vs = Ks + 2 * TILE;
-    float *const kb_s = reinterpret_cast<float *>(Vs + 2 * TILE);
-    int *const ku_s = reinterpret_cast<int *>(kb_s + 2 * BK);
+    unsigned char *const Vs = Ks + NST * TILE;
+    float *const kb_s = reinterpret_cast<float *>(Vs + NST * TILE);
+    int *const ku_s = reinterpret_cast<int *>(kb_s + NST * BK);
 
     // wg: the thread's warpgroup, warp: its warp within it (masked, so the compiler knows the ranges).
     const int tid = threadIdx.x, wg = (tid >> 7) & 1, lane = tid & 31, warp = (tid >> 5) & 3, gr = lane >> 2,
@@ -1830,28 +1830,38 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     const int n_all = (T + BK - 1) / BK;
     int n = 0, n_end = wg_tiles_to_causal_end(S, T, i0, BK);
     bool extended = false;
+    // Tile n sits in stage n % NST. Tiles n0 … n0 + NST − 2 go out first, a cp.async group each (empty past n_end);
+    // tile n's turn then starts the copies of tile n + NST − 1, another group, so that NST − 1 tiles are in flight.
+    auto prime = [&](int n0) {
+        for (int u = 0; u < NST - 1; ++u) {
+            if (n0 + u < n_end) {
+                load_kv(n0 + u, (n0 + u) % NST);
+                store_bias((n0 + u) % NST, fetch_bias(n0 + u));
+            }
+            cp_async_commit();
+        }
+    };
 
-    load_kv(0, 0);
-    store_bias(0, fetch_bias(0));
-    cp_async_commit();
+    prime(0);
     unsigned qf[KD][4];
-    cp_async_wait<0>();
+    cp_async_wait<NST - 2>();
     __syncthreads();
     wg_load_q<DH>(qf, Qs, row0, lane);
     for (;;) {
         for (; n < n_end; ++n) {
-            const int st = n & 1, k0 = n * BK;
-            const bool more = n + 1 < n_end;
-            // After the barrier tile n is visible to the products and every warpgroup is done with tile n − 1.
-            cp_async_wait<0>();
+            const int st = n % NST, k0 = n * BK, nn = n + NST - 1, nst = nn % NST;
+            const bool more = nn < n_end;
+            // After the barrier tile n is visible to the products and every warpgroup is done with tile n − 1, whose
+            // stage tile nn takes.
+            cp_async_wait<NST - 2>();
             fence_proxy_async();
             __syncthreads();
             KeyRaw next{1, 0.0f, 0};
             if (more) {
-                load_kv(n + 1, st ^ 1);
-                cp_async_commit();
-                next = fetch_bias(n + 1);
+                load_kv(nn, nst);
+                next = fetch_bias(nn);
             }
+            cp_async_commit();
 
             float s[BK / 2];
             wg_scores<DH, BK>(s, qf, desc_advance(k_desc, st * TILE));
@@ -1867,16 +1877,14 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
 #pragma unroll
             for (int a = 0; a < WgRows<DH>::DA; ++a) wgmma_hold(w.o[a]);
 
-            if (more) store_bias(st ^ 1, next);
+            if (more) store_bias(nst, next);
         }
         if (extended) break;
         // As in prefill_mma: a row whose every score so far is MASKED becomes uniform over all T keys.
         if (!__syncthreads_or(wg_fully_masked(w, iw, gr, S)) || n_end == n_all) break;
         extended = true;
         n_end = n_all;
-        load_kv(n, n & 1);
-        store_bias(n & 1, fetch_bias(n));
-        cp_async_commit();
+        prime(n);
     }
     cp_async_wait<0>();
     wg_store<DH>(w, Qs + row0 * 128, out, iw, b, h, S, H, lane);

@@ -1049,13 +1049,20 @@ mod gpu {
                 assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
             }
         }
-        assert!(src.contains("(WG_BQ + 4 * bk) * dh * 2 + 2 * bk * 8 + 1024"), "tc::wg_smem_bytes");
+        assert!(
+            src.contains("(WG_BQ + 2 * WG_STAGES * bk) * dh * 2 + WG_STAGES * bk * 8 + 1024"),
+            "tc::wg_smem_bytes"
+        );
         let tma = "TMA_STAGES * (2 * 128 * 128 * 2 + 2 * 128 * 4) + 2 * TMA_STAGES * 8 + WG_NT / 32 * 2048 + 1024";
         assert!(
             src.contains(tma) && src.contains("constexpr int TMA_STAGES = 3;"),
             "tc::tma_smem_bytes"
         );
-        let block = format!("constexpr int WG_BQ = {}, WG_NT = 256;", cuda::WGMMA_QUERIES);
+        let block = format!(
+            "constexpr int WG_BQ = {}, WG_NT = 256, WG_STAGES = {};",
+            cuda::WGMMA_QUERIES,
+            cuda::WGMMA_STAGES
+        );
         assert!(src.contains(&block), "masked_attention.cu: {block}");
     }
 
