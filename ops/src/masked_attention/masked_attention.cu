@@ -1780,9 +1780,9 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     }
 
     const bool kb_thread = tid < BK;
-    const long kb_bhm = (long)b * mk.Hm + (long)h * mk.Hm / H;
-    float tau_v = neg_inf();
-    if (kb_thread && mk.mode == ADDITIVE && mk.tau != nullptr) tau_v = mk.tau[kb_bhm];
+    const int kb_hm = mk.mask_head(h);
+    const long kb_bhm = (long)b * mk.Hm + kb_hm;
+    const float tau_v = kb_thread ? mk.tau_of(b, kb_hm) : neg_inf();
     auto fetch_bias = [&](int n) {
         const int j = n * BK + tid;
         return kb_thread && j < T ? key_raw(mk, KEEP ? until : nullptr, b, h, kb_bhm, j) : KeyRaw{1, 0.0f, 0};
@@ -2019,8 +2019,9 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
     int p_bhm = 0;
     float p_tau = neg_inf();
     auto producer_mask = [&]() {
-        p_bhm = pi.b * mk.Hm + pi.h * mk.Hm / H;
-        p_tau = mk.mode == ADDITIVE && mk.tau != nullptr ? mk.tau[p_bhm] : neg_inf();
+        const int hm = mk.mask_head(pi.h);
+        p_bhm = pi.b * mk.Hm + hm;
+        p_tau = mk.tau_of(pi.b, hm);
     };
     auto advance = [&]() {
         if (++pn < pi.n_end) return;
