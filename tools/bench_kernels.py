@@ -661,6 +661,14 @@ def run_cheems(args):
     return rep
 
 
+def int_list(text):
+    """`4096,16384` as [4096, 16384]; argparse's nargs gathers the space-separated ones."""
+    try:
+        return [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cheems", help="path of the cheems binary; its bench-kernels runs first, in this command")
@@ -672,8 +680,10 @@ def main():
     ap.add_argument("--peers", default="torch,sdpa,ref,fla",
                     help="comma-separated peer families: torch (eager/compile SSD), sdpa, ref (reference attention "
                          "and CDMoE), fla; or exact peer names")
-    ap.add_argument("--lengths", type=lambda s: [int(v) for v in s.split(",")], default=[1024, 4096, 16384])
-    ap.add_argument("--decode-batches", type=lambda s: [int(v) for v in s.split(",")], default=[1, 4, 16, 64, 256])
+    ap.add_argument("--lengths", type=int_list, nargs="+", default=[[1024, 4096, 16384]],
+                    help="sequence lengths of the prefill cases, comma- or space-separated")
+    ap.add_argument("--decode-batches", type=int_list, nargs="+", default=[[1, 4, 16, 64, 256]],
+                    help="batch sizes of the decode cases, comma- or space-separated")
     ap.add_argument("--compile-budget", type=float, default=120.0,
                     help="seconds of torch.compile warm-up after which the remaining compiled peers are skipped")
     ap.add_argument("--no-compile", action="store_true")
@@ -687,6 +697,8 @@ def main():
     ap.add_argument("--smoke-compile", action="store_true", help="with --smoke: run the torch.compile peers too")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
+    args.lengths = [n for part in args.lengths for n in part]
+    args.decode_batches = [n for part in args.decode_batches for n in part]
 
     attn_lengths, decode_kv, decode_batches, moe_tokens = args.lengths, DECODE_KV, [1, 16], [1, 4096]
     if args.smoke:

@@ -109,15 +109,15 @@ pub struct Args {
     /// Also write the JSON object to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Sequence lengths of the prefill cases.
-    #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 4096, 16384])]
+    /// Sequence lengths of the prefill cases (`4096,16384` or `4096 16384`).
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [1024usize, 4096, 16384])]
     pub lengths: Vec<usize>,
-    /// Also time `ssd_prefill` with these chunk groups of its state kernel (cases `L<n> g<G>`); the plain cases take
-    /// the launcher's choice.
-    #[arg(long, value_delimiter = ',')]
+    /// Also time `ssd_prefill` with these chunk groups of its state kernel (cases `L<n> g<G>`, comma- or
+    /// space-separated); the plain cases take the launcher's choice.
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
     pub ssd_groups: Vec<usize>,
-    /// Batch sizes of the SSD decode cases.
-    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16, 64, 256])]
+    /// Batch sizes of the SSD decode cases (comma- or space-separated).
+    #[arg(long, num_args = 1.., value_delimiter = ',', default_values_t = [1usize, 4, 16, 64, 256])]
     pub decode_batches: Vec<usize>,
     /// Dense bf16 ceiling of the device, TFLOP/s.
     #[arg(long, default_value_t = 790.0)]
@@ -871,6 +871,29 @@ mod tests {
             );
             assert!(tool.contains(&line), "bench_kernels.py: {line}");
         }
+    }
+
+    /// The list options take their values comma-separated, space-separated (as `--help` prints the defaults) or
+    /// both, and the options after them still parse.
+    #[test]
+    fn list_options_take_commas_or_spaces() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |argv: &[&str]| {
+            let argv = std::iter::once("bench-kernels").chain(argv.iter().copied());
+            <Cli as clap::Parser>::try_parse_from(argv).map(|c| c.args)
+        };
+        let a = parse(&["--lengths", "4096,16384", "--decode-batches", "1", "64"]).unwrap();
+        assert_eq!((a.lengths, a.decode_batches), (vec![4096, 16384], vec![1, 64]));
+        let a =
+            parse(&["--lengths", "4096", "16384", "--json", "--ssd-groups", "1,2", "4"]).unwrap();
+        assert_eq!((a.lengths, a.ssd_groups, a.json), (vec![4096, 16384], vec![1, 2, 4], true));
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.lengths, vec![1024, 4096, 16384]);
+        assert!(parse(&["--lengths", "4096", "x"]).is_err());
     }
 
     #[test]
