@@ -413,18 +413,13 @@ pub fn run(a: &Args) -> Result<()> {
         ("additive", MaskMode::Additive { ratio: 0.0, keep_window: None }),
         ("additive_w2048", MaskMode::Additive { ratio: 0.0, keep_window: Some(KEEP_WINDOW) }),
     ];
-    for &l in &a.lengths {
-        for (name, mode) in modes {
-            b.case("attn_prefill", &attn_case("attn_prefill", name, 1, l, DOGE_ATTN), |b| {
-                bench_attention(b, "attn_prefill", name, mode, 1, l, l, DOGE_ATTN)
-            });
-        }
-    }
-    for &l in &a.lengths {
-        for (name, mode) in &modes[..2] {
-            b.case("attn_prefill", &attn_case("attn_prefill", name, 1, l, CHEEMS_ATTN), |b| {
-                bench_attention(b, "attn_prefill", name, *mode, 1, l, l, CHEEMS_ATTN)
-            });
+    for (heads, modes) in [(DOGE_ATTN, &modes[..]), (CHEEMS_ATTN, &modes[..2])] {
+        for &l in &a.lengths {
+            for &(name, mode) in modes {
+                b.case("attn_prefill", &attn_case("attn_prefill", name, 1, l, heads), |b| {
+                    bench_attention(b, "attn_prefill", name, mode, 1, l, l, heads)
+                });
+            }
         }
     }
     for n in [1usize, 16] {
