@@ -223,6 +223,7 @@ struct Replayed {
     nodes: BTreeMap<&'static str, usize>,
     /// Kernel-to-kernel edges recorded as programmatic dependencies.
     programmatic: usize,
+    ordering: Option<cheems_ops::cuda::order::Ordering>,
 }
 
 /// One prefill, then `steps` decode steps through a [`DecodeGraph`] with room for them all.
@@ -258,7 +259,8 @@ fn graph_pass(
     let replay = t1.elapsed().as_secs_f64();
     let (pool_bytes, nodes) = (g.pool_bytes(), g.node_counts()?);
     let programmatic = g.programmatic_edges().context("the step is not recorded yet")?;
-    Ok(Replayed { record, replay, issue, pool_bytes, nodes, programmatic })
+    let ordering = g.ordering();
+    Ok(Replayed { record, replay, issue, pool_bytes, nodes, programmatic, ordering })
 }
 
 fn run_cuda(a: &Args) -> Result<()> {
@@ -323,7 +325,7 @@ fn run_cuda(a: &Args) -> Result<()> {
         let record = median(replayed.iter().map(|r| r.record).collect());
         let issue = median(replayed.iter().map(|r| r.issue).collect());
         let r = &replayed[0];
-        (replay, record, issue, r.pool_bytes, r.nodes.clone(), r.programmatic)
+        (replay, record, issue, r.pool_bytes, r.nodes.clone(), r.programmatic, r.ordering)
     });
     let steps = a.decode.saturating_sub(1) as f64;
     let decode_tps = match graph {
@@ -338,13 +340,18 @@ fn run_cuda(a: &Args) -> Result<()> {
     let decode_gbps =
         if a.decode > 0 { weight_bytes * decode_tps / a.batch as f64 / 1e9 } else { 0.0 };
     let graph_json = match (graph, &recording) {
-        (Some((replay, record, issue, pool, nodes, programmatic)), _) => serde_json::json!({
-            "replay_seconds_median": replay, "replayed_steps": steps as usize,
-            "replay_host_issue_seconds_median": issue,
-            "first_step_seconds_median": record, "pool_bytes": pool,
-            "capacity": a.prompt + a.decode, "recorded_nodes": nodes,
-            "programmatic_edges": programmatic,
-        }),
+        (Some((replay, record, issue, pool, nodes, programmatic, ordering)), _) => {
+            serde_json::json!({
+                "replay_seconds_median": replay, "replayed_steps": steps as usize,
+                "replay_host_issue_seconds_median": issue,
+                "first_step_seconds_median": record, "pool_bytes": pool,
+                "capacity": a.prompt + a.decode, "recorded_nodes": nodes,
+                "programmatic_edges": programmatic,
+                "ordered_by_data": ordering.map(|o| serde_json::json!({
+                    "segments": o.segments, "edges": o.edges, "longest_path": o.longest_path,
+                })),
+            })
+        }
         (None, Some(why)) => serde_json::json!({ "unsupported": why }),
         (None, None) => serde_json::json!({ "unsupported": "fewer than 2 decode steps" }),
     };
@@ -426,6 +433,12 @@ fn cuda_summary(o: &serde_json::Value) -> String {
                 100.0 * f("decode_roofline_fraction"),
                 f("decode_eager_tokens_per_second"),
             );
+            let o = &g["ordered_by_data"];
+            if let (Some(n), Some(p)) = (o["segments"].as_u64(), o["longest_path"].as_u64()) {
+                s += &format!(
+                    "  the step's {n} segments ordered by data: {p} on the longest path\n"
+                );
+            }
         }
     }
     let ops: Vec<String> = o["prefill_profile_seconds_by_op"]
@@ -471,7 +484,8 @@ mod tests {
             "decode_tokens_per_second": 1064.3, "decode_eager_tokens_per_second": 476.8,
             "decode_roofline_fraction": 0.167,
             "decode_graph": {"replay_seconds_median": 0.02914, "replayed_steps": 31,
-                             "recorded_nodes": {"kernel": 358}, "programmatic_edges": 357},
+                             "recorded_nodes": {"kernel": 358}, "programmatic_edges": 357,
+                             "ordered_by_data": {"segments": 300, "edges": 320, "longest_path": 250}},
             "prefill_profile_seconds_by_op": [["GatedMlp", 0.007], ["Linear", 0.0048]],
         });
         let s = cuda_summary(&o);
@@ -491,6 +505,10 @@ mod tests {
         );
         assert!(
             s.contains("16.7 % of the weight-bandwidth floor; node by node 476.8 tok/s"),
+            "{s}"
+        );
+        assert!(
+            s.contains("the step's 300 segments ordered by data: 250 on the longest path"),
             "{s}"
         );
         assert!(

@@ -31,6 +31,16 @@ impl ActDType {
     }
 }
 
+/// What a recorded decode step adds to a run ([`CudaExecutor::run_nodes`]).
+pub(crate) struct RecordedRun<'a> {
+    /// The cache appends, which write in place.
+    pub appends: &'a std::collections::HashSet<NodeId>,
+    /// The row they write, on the device.
+    pub pos: &'a CudaSlice<i64>,
+    /// When the recording is ordered by data: where each node's segment goes.
+    pub segments: Option<&'a mut Vec<ops::cuda::order::Segment>>,
+}
+
 /// A device buffer of one of the storage types; `Empty` stands for any tensor with no element (a device
 /// allocation cannot have zero bytes), such as the caches before the first token.
 pub enum Buf {
@@ -221,6 +231,16 @@ impl ActElem for bf16 {
 impl DTensor {
     fn len(&self) -> usize {
         self.dims.iter().product()
+    }
+
+    /// The device memory of the tensor's buffer, `None` for an empty one.
+    pub(crate) fn span(&self, gpu: &Gpu) -> Option<ops::cuda::order::Span> {
+        match &self.buf {
+            Buf::F32(s) => Some(gpu.span(s)),
+            Buf::BF16(s) => Some(gpu.span(s)),
+            Buf::I64(s) => Some(gpu.span(s)),
+            Buf::Empty => None,
+        }
     }
 
     /// Elements `offset..offset + len` of `t` as a tensor of `dims`, sharing `t`'s memory (no copy).
@@ -571,14 +591,14 @@ impl CudaExecutor {
     }
 
     /// [`Self::run_device_profiled`] with the outputs of the `preset` nodes given instead of computed, and, with
-    /// `appends` = (nodes, pos), each of those nodes (a `Concat` along axis 2 of a cache with room for more rows,
-    /// and the step's rows) writing its rows into the cache in place at the row `pos` holds on the device: the
-    /// cache itself is the output.
+    /// `recorded`, as a recorded decode step: each of its `appends` (a `Concat` along axis 2 of a cache with room
+    /// for more rows, and the step's rows) writes its rows into the cache in place at the row `pos` holds on the
+    /// device, the cache itself being the output; with `segments`, each node's work is a segment of its own.
     pub(crate) fn run_nodes(
         &self,
         mut inputs: BTreeMap<String, DTensor>,
         mut preset: HashMap<NodeId, Vec<DTensor>>,
-        appends: Option<(&std::collections::HashSet<NodeId>, &CudaSlice<i64>)>,
+        mut recorded: Option<RecordedRun<'_>>,
         taps: &[&str],
         mut timings: Option<&mut super::cpu::Timings>,
         synchronise: bool,
@@ -586,9 +606,14 @@ impl CudaExecutor {
         let g = &self.graph;
         let mut values = super::Values::<DTensor>::new(g, &self.order, taps)?;
         let mut pending: HashMap<NodeId, DTensor> = HashMap::new();
+        let appends = recorded.as_ref().map(|r| (r.appends, r.pos));
         for &id in &self.order {
             let node = g.node(id);
             let mut args = values.operands(g, id)?;
+            let reads: Vec<_> = match recorded.as_ref().and_then(|r| r.segments.as_ref()) {
+                Some(_) => args.iter().filter_map(|a| a.span(&self.gpu)).collect(),
+                None => Vec::new(),
+            };
             let start = std::time::Instant::now();
             let mut early = None;
             if let (Op::Linear { bias }, Some(slices)) = (&node.op, self.split.get(&id)) {
@@ -659,6 +684,15 @@ impl CudaExecutor {
                     self.gpu.synchronize()?;
                 }
                 t.push((node.name.clone(), start.elapsed()));
+            }
+            if let Some(segs) = recorded.as_mut().and_then(|r| r.segments.as_deref_mut()) {
+                let mut writes = self.gpu.take_handed_out();
+                writes.extend(outs.iter().filter_map(|t| t.span(&self.gpu)));
+                let tail = self
+                    .gpu
+                    .recorded_tail()
+                    .with_context(|| format!("after node `{}`", node.name))?;
+                segs.push(ops::cuda::order::Segment { tail, reads, writes });
             }
             values.keep(id, outs);
         }

@@ -14,13 +14,16 @@
 //! * every other buffer comes from a pool that only the recording uses, filled by one eager run of the step.
 //!
 //! The first step runs eagerly (filling the pool) and is then recorded; later steps replay the recording. In the
-//! recording each cheems kernel may be scheduled while the kernel before it still runs (a programmatic dependency,
+//! recording each node's work is a segment, and the recording is ordered by the memory the segments read and write
+//! (`cheems_ops::cuda::order`): work of independent nodes (the two branches of a CDMoE, the query and key
+//! projections' norms, the cache appends) may overlap; `CHEEMS_CUDA_DATA_EDGES=0` keeps the issue order instead. Each
+//! cheems kernel may then be scheduled while the kernels before it still run (a programmatic dependency,
 //! `cheems_ops::cuda::graph`); `CHEEMS_CUDA_PDL=0` records plain edges instead.
 //! Graphs whose step depends on the key count otherwise (the ratio threshold of `Additive` masks, positions
 //! computed from the mask length) are refused with the reason; with a learned mask the capacity is at most its
 //! `max_position_embeddings` positions.
 
-use super::cuda::{download, dup, ActDType, Buf, CudaExecutor, DTensor, Dev};
+use super::cuda::{download, dup, ActDType, Buf, CudaExecutor, DTensor, Dev, RecordedRun};
 use super::Held;
 use crate::ir::op::AttentionMask;
 use crate::ir::{NodeId, Op, Tensor};
@@ -28,6 +31,7 @@ use crate::model::build::{Model, StateKind};
 use anyhow::{bail, ensure, Context, Result};
 use cheems_ops as ops;
 use cheems_ops::cuda::graph::Recording;
+use cheems_ops::cuda::order::{Ordering, Segment};
 use cheems_ops::cuda::GraphBuffers;
 use cheems_ops::cudarc::driver::CudaSlice;
 use half::bf16;
@@ -70,6 +74,7 @@ pub struct DecodeGraph<'e> {
     batch: usize,
     capacity: usize,
     past: usize,
+    by_data: bool,
 }
 
 /// The most keys the graph's attention can take: a learned mask has `max_position_embeddings` positions.
@@ -87,6 +92,11 @@ fn key_limit(exec: &CudaExecutor, model: &Model) -> usize {
 /// Whether recordings make kernel-to-kernel edges programmatic: unless `CHEEMS_CUDA_PDL=0`.
 fn programmatic_edges() -> bool {
     std::env::var_os("CHEEMS_CUDA_PDL").is_none_or(|v| v != "0")
+}
+
+/// Whether recordings are ordered by data: unless `CHEEMS_CUDA_DATA_EDGES=0`.
+fn data_edges() -> bool {
+    std::env::var_os("CHEEMS_CUDA_DATA_EDGES").is_none_or(|v| v != "0")
 }
 
 /// Why `exec`'s graph cannot be recorded, if it cannot.
@@ -290,7 +300,18 @@ impl<'e> DecodeGraph<'e> {
             batch,
             capacity,
             past,
+            by_data: data_edges(),
         })
+    }
+
+    /// Whether the recording (made by the first [`Self::step`]) is ordered by data or kept in issue order.
+    pub fn set_ordered_by_data(&mut self, on: bool) {
+        self.by_data = on;
+    }
+
+    /// How the recording was ordered by data, once recorded so.
+    pub fn ordering(&self) -> Option<Ordering> {
+        self.recorded.as_ref().and_then(Recording::ordering)
     }
 
     /// Tokens in the caches.
@@ -355,8 +376,9 @@ impl<'e> DecodeGraph<'e> {
         Ok(())
     }
 
-    /// The device work of a step (the mask column, then the graph's nodes), issued on the stream.
-    fn issue(&self) -> Result<BTreeMap<String, DTensor>> {
+    /// The device work of a step (the mask column, then the graph's nodes), issued on the stream; with `segments`,
+    /// the segments of a recording (see the module documentation), the last one whatever follows the nodes.
+    fn issue(&self, mut segments: Option<&mut Vec<Segment>>) -> Result<BTreeMap<String, DTensor>> {
         let exec = self.exec;
         let gpu = exec.gpu();
         // SAFETY: `self.mask` outlives the handle, dropped at the end of this function, and the work issued.
@@ -371,6 +393,13 @@ impl<'e> DecodeGraph<'e> {
             &self.pos,
             &mut mask,
         )?;
+        if let Some(segs) = segments.as_deref_mut() {
+            segs.push(Segment {
+                tail: gpu.recorded_tail()?,
+                reads: vec![gpu.span(&self.ones), gpu.span(&self.pos)],
+                writes: vec![gpu.span(&self.mask)],
+            });
+        }
         let g = exec.graph();
         let mut inputs = BTreeMap::new();
         // SAFETY: every buffer handed out below is a field of `self`, which outlives the run and the recording
@@ -399,7 +428,17 @@ impl<'e> DecodeGraph<'e> {
                 ];
                 preset.insert(r.node, outs);
             }
-            exec.run_nodes(inputs, preset, Some((&self.appends, &self.pos)), &[], None, false)
+            let recorded = RecordedRun {
+                appends: &self.appends,
+                pos: &self.pos,
+                segments: segments.as_deref_mut(),
+            };
+            let out = exec.run_nodes(inputs, preset, Some(recorded), &[], None, false)?;
+            if let Some(segs) = segments {
+                let all = vec![(0, u64::MAX)];
+                segs.push(Segment { tail: gpu.recorded_tail()?, reads: all.clone(), writes: all });
+            }
+            Ok(out)
         }
     }
 
@@ -430,14 +469,17 @@ impl<'e> DecodeGraph<'e> {
     /// The eager first step (its logits kept on the host) and the recording of the same step.
     fn record(&mut self) -> Result<()> {
         let gpu = self.exec.gpu().clone();
-        let mut out = self.issue().context("running the decode step before recording it")?;
+        let mut out = self.issue(None).context("running the decode step before recording it")?;
         let logits = out.remove("logits").context("the graph has no `logits` output")?;
         self.first_logits = Some(download(&gpu, &logits)?);
         drop((out, logits));
         gpu.seal_graph_pool();
+        gpu.take_handed_out();
         gpu.begin_recording().context("starting to record the decode step")?;
-        let issued = self.issue();
-        let ended = gpu.end_recording(programmatic_edges());
+        let mut segments = Vec::new();
+        let issued = self.issue(self.by_data.then_some(&mut segments));
+        let order = (self.by_data && issued.is_ok()).then_some(segments.as_slice());
+        let ended = gpu.end_recording(programmatic_edges(), order);
         let mut out = issued.context("recording the decode step")?;
         let graph = ended.context("instantiating the recorded decode step")?;
         let graph = graph.context("the recording of the decode step is empty")?;

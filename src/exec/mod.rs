@@ -26,6 +26,9 @@ pub trait Replay {
     fn capacity(&self) -> usize;
     /// The state as a session holds it between ordinary steps.
     fn into_states(self: Box<Self>) -> Result<BTreeMap<String, Held>>;
+    /// Before the first step: whether the recording is ordered by data or kept in issue order (where the
+    /// replayer makes that choice at all).
+    fn set_ordered_by_data(&mut self, _on: bool) {}
 }
 
 impl Replay for cuda_graph::DecodeGraph<'_> {
@@ -41,6 +44,9 @@ impl Replay for cuda_graph::DecodeGraph<'_> {
     }
     fn into_states(self: Box<Self>) -> Result<BTreeMap<String, Held>> {
         cuda_graph::DecodeGraph::into_states(*self)
+    }
+    fn set_ordered_by_data(&mut self, on: bool) {
+        cuda_graph::DecodeGraph::set_ordered_by_data(self, on)
     }
 }
 

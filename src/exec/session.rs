@@ -21,6 +21,7 @@ pub struct Session<'a> {
     states: BTreeMap<String, Held>,
     replay: Option<Box<dyn Replay + 'a>>,
     record: bool,
+    by_data: Option<bool>,
     reserve: usize,
     mask: Batch,
     batch: usize,
@@ -71,6 +72,7 @@ impl<'a> Session<'a> {
             states: BTreeMap::new(),
             replay: None,
             record: recording_by_default(),
+            by_data: None,
             reserve: 0,
             mask: Vec::new(),
             batch: 0,
@@ -85,6 +87,12 @@ impl<'a> Session<'a> {
         }
         self.record = on;
         Ok(())
+    }
+
+    /// Whether recordings are ordered by data (`CHEEMS_CUDA_DATA_EDGES`, on unless `0`, decides by default); takes
+    /// effect at the next recording.
+    pub fn set_ordered_by_data(&mut self, on: bool) {
+        self.by_data = Some(on);
     }
 
     /// The total tokens per sequence (prompt and generated) the caller expects, so that a recorded step's caches
@@ -129,18 +137,23 @@ impl<'a> Session<'a> {
                 self.record = false;
                 Ok(None)
             }
-            Some(Ok(mut r)) => match r.step(ids) {
-                Ok(logits) => {
-                    self.states.clear();
-                    self.replay = Some(r);
-                    Ok(Some(logits))
+            Some(Ok(mut r)) => {
+                if let Some(on) = self.by_data {
+                    r.set_ordered_by_data(on);
                 }
-                Err(e) => {
-                    declined(&e);
-                    self.record = false;
-                    Ok(None)
+                match r.step(ids) {
+                    Ok(logits) => {
+                        self.states.clear();
+                        self.replay = Some(r);
+                        Ok(Some(logits))
+                    }
+                    Err(e) => {
+                        declined(&e);
+                        self.record = false;
+                        Ok(None)
+                    }
                 }
-            },
+            }
         }
     }
 

@@ -7,7 +7,10 @@
 //! `griddepcontrol.wait` until that kernel has finished and its writes are visible. Results are those of the plain
 //! graph; what goes away is the launch latency between consecutive kernels. Edges into other work (cuBLAS kernels,
 //! copies, memsets) stay as they were.
+//!
+//! Before that, a recording issued in segments may be ordered by data instead of by issue order (`order`).
 
+use super::order::{order_by_data, Ordering, Segment};
 use super::Gpu;
 use crate::{KernelError, Result};
 use cudarc::driver::sys;
@@ -21,6 +24,7 @@ pub struct Recording {
     exec: sys::CUgraphExec,
     stream: Arc<CudaStream>,
     programmatic: usize,
+    ordering: Option<Ordering>,
 }
 
 // SAFETY: the graph and its executable are driver handles used only through `&self` methods that issue work on the
@@ -40,7 +44,7 @@ impl Drop for Recording {
     }
 }
 
-fn check(r: sys::CUresult, what: &str) -> Result<()> {
+pub(super) fn check(r: sys::CUresult, what: &str) -> Result<()> {
     r.result().map_err(|e| KernelError::Driver(format!("{what}: {e}")))
 }
 
@@ -68,6 +72,11 @@ impl Recording {
         self.programmatic
     }
 
+    /// How the recording was ordered by data, when it was.
+    pub fn ordering(&self) -> Option<Ordering> {
+        self.ordering
+    }
+
     /// The recording's nodes by kind (`kernel`, `memset`, `memcpy`, `alloc`, `free`, `other`).
     pub fn node_counts(&self) -> Result<BTreeMap<&'static str, usize>> {
         let mut counts = BTreeMap::new();
@@ -86,7 +95,7 @@ impl Recording {
     }
 }
 
-fn nodes(graph: sys::CUgraph) -> Result<Vec<sys::CUgraphNode>> {
+pub(super) fn nodes(graph: sys::CUgraph) -> Result<Vec<sys::CUgraphNode>> {
     let mut n = 0usize;
     // SAFETY: `graph` is live; a null array asks for the count.
     check(
@@ -100,7 +109,7 @@ fn nodes(graph: sys::CUgraph) -> Result<Vec<sys::CUgraphNode>> {
     Ok(out)
 }
 
-fn node_type(node: sys::CUgraphNode) -> Result<sys::CUgraphNodeType> {
+pub(super) fn node_type(node: sys::CUgraphNode) -> Result<sys::CUgraphNodeType> {
     let mut ty = sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
     // SAFETY: `node` belongs to a live graph; the driver writes one enum value.
     check(unsafe { sys::cuGraphNodeGetType(node, &mut ty) }, "a graph node's type")?;
@@ -108,7 +117,7 @@ fn node_type(node: sys::CUgraphNode) -> Result<sys::CUgraphNodeType> {
 }
 
 /// The function a kernel node launches.
-fn kernel_function(node: sys::CUgraphNode) -> Result<sys::CUfunction> {
+pub(super) fn kernel_function(node: sys::CUgraphNode) -> Result<sys::CUfunction> {
     // SAFETY: an all-zero parameter block is a valid value for the driver to overwrite.
     let mut p: sys::CUDA_KERNEL_NODE_PARAMS = unsafe { std::mem::zeroed() };
     // SAFETY: `node` is a kernel node of a live graph; the driver fills `p`.
@@ -216,10 +225,48 @@ impl Gpu {
             .map_err(|e| KernelError::Driver(format!("starting a recording: {e}")))
     }
 
+    /// The recording's last node so far (`None` before the first), for a [`Segment`]'s tail.
+    pub fn recorded_tail(&self) -> Result<Option<usize>> {
+        let mut status = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+        let (mut id, mut graph) = (0u64, std::ptr::null_mut());
+        let (mut deps, mut data) = (std::ptr::null(), std::ptr::null());
+        let mut n = 0usize;
+        // SAFETY: every out-pointer addresses a local; the driver writes the status, the capture's graph and a
+        // pointer to its current dependencies, valid until the next call on this stream.
+        check(
+            unsafe {
+                sys::cuStreamGetCaptureInfo_v3(
+                    self.stream.cu_stream(),
+                    &mut status,
+                    &mut id,
+                    &mut graph,
+                    &mut deps,
+                    &mut data,
+                    &mut n,
+                )
+            },
+            "reading the recording's state",
+        )?;
+        if status != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE {
+            return Err(KernelError::Driver("the stream is not recording".into()));
+        }
+        match n {
+            0 => Ok(None),
+            // SAFETY: the driver reported one dependency at `deps`.
+            1 => Ok(Some(unsafe { *deps } as usize)),
+            _ => Err(KernelError::Driver(format!("the recording has {n} last nodes, not one"))),
+        }
+    }
+
     /// Ends the recording begun by [`Gpu::begin_recording`] and instantiates it; `None` when nothing was
-    /// recorded. With `programmatic`, kernel-to-kernel edges into this crate's kernels become programmatic
-    /// dependencies (see the module documentation); on devices before sm_90 they are left plain.
-    pub fn end_recording(&self, programmatic: bool) -> Result<Option<Recording>> {
+    /// recorded. With `order`, the segments the recording was issued in, it is first ordered by their data
+    /// ([`super::order`]). With `programmatic`, kernel-to-kernel edges into this crate's kernels become
+    /// programmatic dependencies (see the module documentation); on devices before sm_90 they are left plain.
+    pub fn end_recording(
+        &self,
+        programmatic: bool,
+        order: Option<&[Segment]>,
+    ) -> Result<Option<Recording>> {
         self.ctx
             .bind_to_thread()
             .map_err(|e| KernelError::Driver(format!("binding the context: {e}")))?;
@@ -233,8 +280,10 @@ impl Gpu {
             return Ok(None);
         }
         let built = (|| {
+            let own = self.own_functions();
+            let ordering = order.map(|segs| order_by_data(graph, segs, &own)).transpose()?;
             let programmatic = if programmatic && self.supports_programmatic() {
-                make_programmatic(graph, &self.own_functions())?
+                make_programmatic(graph, &own)?
             } else {
                 0
             };
@@ -244,12 +293,16 @@ impl Gpu {
                 unsafe { sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0) },
                 "instantiating a recording",
             )?;
-            Ok((exec, programmatic))
+            Ok((exec, programmatic, ordering))
         })();
         match built {
-            Ok((exec, programmatic)) => {
-                Ok(Some(Recording { graph, exec, stream: self.stream.clone(), programmatic }))
-            }
+            Ok((exec, programmatic, ordering)) => Ok(Some(Recording {
+                graph,
+                exec,
+                stream: self.stream.clone(),
+                programmatic,
+                ordering,
+            })),
             Err(e) => {
                 // SAFETY: `graph` was created above and is not referenced elsewhere.
                 unsafe {
@@ -302,7 +355,7 @@ mod tests {
                     add(&gpu, x1, &b, x0)
                 }
             });
-            let rec = gpu.end_recording(programmatic).unwrap().expect("work was recorded");
+            let rec = gpu.end_recording(programmatic, None).unwrap().expect("work was recorded");
             issued.unwrap();
             let want_edges =
                 if programmatic && gpu.supports_programmatic() { links - 1 } else { 0 };

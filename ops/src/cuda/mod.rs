@@ -7,6 +7,7 @@
 
 pub mod cubin;
 pub mod graph;
+pub mod order;
 
 pub use cubin::{all_sources, cubin_key, source_hash, CubinSet};
 
@@ -331,6 +332,8 @@ pub struct Gpu {
 struct GraphPool {
     spare: HashMap<usize, Vec<cudarc::driver::sys::CUdeviceptr>>,
     sealed: bool,
+    /// The buffers handed out since [`Gpu::take_handed_out`] last took them.
+    handed: Vec<order::Span>,
 }
 
 /// The device memory a recorded graph's kernels address (the graph pool's buffers when it was closed); freed on
@@ -639,6 +642,9 @@ impl Gpu {
                 }
             }
         }
+        if let (Some(ptr), Ok(Some(pool))) = (reused, self.graph_pool.lock().as_deref_mut()) {
+            pool.handed.push((ptr, ptr + bytes as u64));
+        }
         if reused.is_none() {
             reused = match self.spare.lock() {
                 Ok(mut spare) => spare.get_mut(&bytes).and_then(|v| v.pop()),
@@ -710,6 +716,22 @@ impl Gpu {
     pub fn seal_graph_pool(&self) {
         if let Ok(Some(pool)) = self.graph_pool.lock().as_deref_mut() {
             pool.sealed = true;
+        }
+    }
+
+    /// The device memory of `s`.
+    pub fn span<T>(&self, s: &CudaSlice<T>) -> order::Span {
+        use cudarc::driver::DevicePtr;
+        let (p, _record) = s.device_ptr(&self.stream);
+        (p, p + (s.len() * std::mem::size_of::<T>()) as u64)
+    }
+
+    /// The graph pool's buffers handed out by [`Gpu::uninit`] since the last call: memory that the work issued
+    /// in between may write.
+    pub fn take_handed_out(&self) -> Vec<order::Span> {
+        match self.graph_pool.lock().as_deref_mut() {
+            Ok(Some(pool)) => std::mem::take(&mut pool.handed),
+            _ => Vec::new(),
         }
     }
 
