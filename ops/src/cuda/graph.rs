@@ -72,7 +72,7 @@ impl Recording {
         self.programmatic
     }
 
-    /// How the recording was ordered by data, when it was.
+    /// How the recording was ordered by data, when it was (it was asked to and holds no memory allocation).
     pub fn ordering(&self) -> Option<Ordering> {
         self.ordering
     }
@@ -260,7 +260,7 @@ impl Gpu {
 
     /// Ends the recording begun by [`Gpu::begin_recording`] and instantiates it; `None` when nothing was
     /// recorded. With `order`, the segments the recording was issued in, it is first ordered by their data
-    /// ([`super::order`]). With `programmatic`, kernel-to-kernel edges into this crate's kernels become
+    /// ([`super::order`]; not when it allocates memory, see [`Recording::ordering`]). With `programmatic`, kernel-to-kernel edges into this crate's kernels become
     /// programmatic dependencies (see the module documentation); on devices before sm_90 they are left plain.
     pub fn end_recording(
         &self,
@@ -281,7 +281,10 @@ impl Gpu {
         }
         let built = (|| {
             let own = self.own_functions();
-            let ordering = order.map(|segs| order_by_data(graph, segs, &own)).transpose()?;
+            let ordering = match order {
+                Some(segs) => order_by_data(graph, segs, &own)?,
+                None => None,
+            };
             let programmatic = if programmatic && self.supports_programmatic() {
                 make_programmatic(graph, &own)?
             } else {

@@ -134,12 +134,23 @@ fn change_edges(
 }
 
 /// Reorders a captured chain by the data of `segs` (see the module documentation); `own` holds this crate's
-/// kernel functions. A graph that is not one chain, or whose nodes the segments do not all cover, is an error.
+/// kernel functions. A graph with memory allocation or free nodes is left in issue order (`None`: the driver does
+/// not let their graphs' edges be removed); one that is not one chain, or whose nodes the segments do not all
+/// cover, is an error.
 pub(super) fn order_by_data(
     graph: sys::CUgraph,
     segs: &[Segment],
     own: &HashSet<usize>,
-) -> Result<Ordering> {
+) -> Result<Option<Ordering>> {
+    use sys::CUgraphNodeType::{
+        CU_GRAPH_NODE_TYPE_MEM_ALLOC as ALLOC, CU_GRAPH_NODE_TYPE_MEM_FREE as FREE,
+    };
+    let all = nodes(graph)?;
+    for &node in &all {
+        if matches!(node_type(node)?, ALLOC | FREE) {
+            return Ok(None);
+        }
+    }
     let bad =
         |what: &str| Err(KernelError::Driver(format!("ordering a recording by data: {what}")));
     let (from, to) = edges(graph)?;
@@ -194,7 +205,7 @@ pub(super) fn order_by_data(
         spans.push((reads, writes));
         prev = Some(tail);
     }
-    if covered != nodes(graph)?.len() || prev.is_some_and(|p| succs.contains_key(&p)) {
+    if covered != all.len() || prev.is_some_and(|p| succs.contains_key(&p)) {
         return bad("the segments do not cover the whole recording");
     }
     let deps = dependencies(&spans);
@@ -212,7 +223,7 @@ pub(super) fn order_by_data(
         }
     }
     change_edges(graph, &af, &at, true)?;
-    Ok(Ordering { segments: runs.len(), edges: af.len(), longest_path: longest_path(&deps) })
+    Ok(Some(Ordering { segments: runs.len(), edges: af.len(), longest_path: longest_path(&deps) }))
 }
 
 #[cfg(test)]
