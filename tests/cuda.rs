@@ -15,21 +15,24 @@ const ATOL_F32: f32 = 1e-4;
 /// [`common::bf16_bound`]'s floor where the reference's own bf16 run is further off (routed models).
 const REL_BF16: f32 = 0.06;
 
-fn gpu_available() -> bool {
+/// The device for one test at a time, or `None` (the test is skipped) without one. A recorded decode step
+/// captures its stream, and device work that another thread of the process issues while the capture is open can
+/// invalidate it, so the tests here take turns.
+fn take_gpu() -> Option<std::sync::MutexGuard<'static, ()>> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     match cheems_ops::cuda::Gpu::new(0) {
-        Ok(_) => true,
+        Ok(_) => Some(turn),
         Err(e) => {
             assert!(std::env::var_os("CHEEMS_REQUIRE_GPU").is_none(), "no usable CUDA device: {e}");
             eprintln!("skipped: no usable CUDA device ({e})");
-            false
+            None
         }
     }
 }
 
 fn check(dtype: ActDType) {
-    if !gpu_available() {
-        return;
-    }
+    let Some(_turn) = take_gpu() else { return };
     let mut failures = Vec::new();
     for case in cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
@@ -86,9 +89,7 @@ fn every_fixture_matches_on_cuda_in_bf16() {
 #[test]
 fn single_sequence_sessions_match_the_cpu_executor() {
     use cheems::exec::session::Session;
-    if !gpu_available() {
-        return;
-    }
+    let Some(_turn) = take_gpu() else { return };
     let mut failures = Vec::new();
     for case in cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
@@ -137,9 +138,7 @@ fn single_sequence_sessions_match_the_cpu_executor() {
 #[test]
 fn recorded_decode_steps_match_node_by_node() {
     use cheems::exec::session::Session;
-    if !gpu_available() {
-        return;
-    }
+    let Some(_turn) = take_gpu() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let mut dirs: Vec<(String, std::path::PathBuf, bool)> = cases()
         .into_iter()
@@ -220,9 +219,7 @@ fn recorded_decode_steps_match_node_by_node() {
 #[test]
 fn recordings_ordered_by_data_match_issue_order_bit_for_bit() {
     use cheems::exec::session::Session;
-    if !gpu_available() {
-        return;
-    }
+    let Some(_turn) = take_gpu() else { return };
     let mut failures = Vec::new();
     for dtype in [ActDType::F32, ActDType::BF16] {
         for (case, widen) in cases().into_iter().flat_map(|c| [(c.clone(), false), (c, true)]) {
