@@ -128,25 +128,11 @@ pub(super) fn kernel_function(node: sys::CUgraphNode) -> Result<sys::CUfunction>
     Ok(p.func)
 }
 
-/// Turns every plain edge from a kernel node into a kernel of `own` into a programmatic one; returns how many.
-/// A graph with memory allocation or free nodes is left as it is (the driver does not let their graphs' edges be
-/// removed).
-fn make_programmatic(graph: sys::CUgraph, own: &HashSet<usize>) -> Result<usize> {
-    use sys::CUgraphNodeType::{
-        CU_GRAPH_NODE_TYPE_KERNEL as KERNEL, CU_GRAPH_NODE_TYPE_MEM_ALLOC as ALLOC,
-        CU_GRAPH_NODE_TYPE_MEM_FREE as FREE,
-    };
-    // Per node: a kernel node, and whether it launches one of `own`.
-    let mut kernels: HashMap<usize, bool> = HashMap::new();
-    for node in nodes(graph)? {
-        match node_type(node)? {
-            ALLOC | FREE => return Ok(0),
-            KERNEL => {
-                kernels.insert(node as usize, own.contains(&(kernel_function(node)? as usize)));
-            }
-            _ => {}
-        }
-    }
+/// The graph's edges: their tails, heads and data.
+pub(super) type Edges = (Vec<sys::CUgraphNode>, Vec<sys::CUgraphNode>, Vec<sys::CUgraphEdgeData>);
+
+/// Every edge of `graph`.
+pub(super) fn edges(graph: sys::CUgraph) -> Result<Edges> {
     let mut n = 0usize;
     let (no_nodes, no_data) = (std::ptr::null_mut(), std::ptr::null_mut());
     // SAFETY: `graph` is live; null arrays ask for the edge count.
@@ -171,8 +157,34 @@ fn make_programmatic(graph: sys::CUgraph, own: &HashSet<usize>) -> Result<usize>
         },
         "listing graph edges",
     )?;
+    from.truncate(n);
+    to.truncate(n);
+    data.truncate(n);
+    Ok((from, to, data))
+}
+
+/// Turns every plain edge from a kernel node into a kernel of `own` into a programmatic one; returns how many.
+/// A graph with memory allocation or free nodes is left as it is (the driver does not let their graphs' edges be
+/// removed).
+fn make_programmatic(graph: sys::CUgraph, own: &HashSet<usize>) -> Result<usize> {
+    use sys::CUgraphNodeType::{
+        CU_GRAPH_NODE_TYPE_KERNEL as KERNEL, CU_GRAPH_NODE_TYPE_MEM_ALLOC as ALLOC,
+        CU_GRAPH_NODE_TYPE_MEM_FREE as FREE,
+    };
+    // Per node: a kernel node, and whether it launches one of `own`.
+    let mut kernels: HashMap<usize, bool> = HashMap::new();
+    for node in nodes(graph)? {
+        match node_type(node)? {
+            ALLOC | FREE => return Ok(0),
+            KERNEL => {
+                kernels.insert(node as usize, own.contains(&(kernel_function(node)? as usize)));
+            }
+            _ => {}
+        }
+    }
+    let (from, to, data) = edges(graph)?;
     let (mut rf, mut rt, mut rd) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..n {
+    for i in 0..from.len() {
         let plain =
             data[i].type_ == sys::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_DEFAULT as u8;
         if plain

@@ -8,7 +8,7 @@
 //! Work that addresses memory the caller cannot name (kernels of other libraries, which share a workspace, and
 //! any node that is not a kernel, copy or memset) is kept in issue order with all other such work.
 
-use super::graph::{check, kernel_function, node_type, nodes};
+use super::graph::{check, edges, kernel_function, node_type, nodes};
 use crate::{KernelError, Result};
 use cudarc::driver::sys;
 use std::collections::{HashMap, HashSet};
@@ -90,28 +90,6 @@ pub fn longest_path(deps: &[Vec<usize>]) -> usize {
     depth.into_iter().max().unwrap_or(0)
 }
 
-fn edges(graph: sys::CUgraph) -> Result<(Vec<sys::CUgraphNode>, Vec<sys::CUgraphNode>)> {
-    let mut n = 0usize;
-    let (none, no_data) = (std::ptr::null_mut(), std::ptr::null_mut());
-    // SAFETY: `graph` is live; null arrays ask for the edge count.
-    check(
-        unsafe { sys::cuGraphGetEdges_v2(graph, none, none, no_data, &mut n) },
-        "counting graph edges",
-    )?;
-    let (mut from, mut to) = (vec![std::ptr::null_mut(); n], vec![std::ptr::null_mut(); n]);
-    // SAFETY: both arrays have room for the `n` edges; null edge data is allowed for plain edges only, which is
-    // all a capture makes.
-    check(
-        unsafe {
-            sys::cuGraphGetEdges_v2(graph, from.as_mut_ptr(), to.as_mut_ptr(), no_data, &mut n)
-        },
-        "listing graph edges",
-    )?;
-    from.truncate(n);
-    to.truncate(n);
-    Ok((from, to))
-}
-
 fn change_edges(
     graph: sys::CUgraph,
     from: &[sys::CUgraphNode],
@@ -153,7 +131,7 @@ pub(super) fn order_by_data(
     }
     let bad =
         |what: &str| Err(KernelError::Driver(format!("ordering a recording by data: {what}")));
-    let (from, to) = edges(graph)?;
+    let (from, to, _) = edges(graph)?;
     let mut pred: HashMap<usize, sys::CUgraphNode> = HashMap::new();
     let mut succs: HashMap<usize, usize> = HashMap::new();
     for (&f, &t) in from.iter().zip(&to) {
