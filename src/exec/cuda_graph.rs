@@ -474,7 +474,6 @@ impl<'e> DecodeGraph<'e> {
         self.first_logits = Some(download(&gpu, &logits)?);
         drop((out, logits));
         gpu.seal_graph_pool();
-        gpu.take_handed_out();
         gpu.begin_recording().context("starting to record the decode step")?;
         let mut segments = Vec::new();
         let issued = self.issue(self.by_data.then_some(&mut segments));

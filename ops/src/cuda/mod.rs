@@ -332,7 +332,7 @@ pub struct Gpu {
 struct GraphPool {
     spare: HashMap<usize, Vec<cudarc::driver::sys::CUdeviceptr>>,
     sealed: bool,
-    /// The buffers handed out since [`Gpu::take_handed_out`] last took them.
+    /// The buffers handed out since the pool was sealed or [`Gpu::take_handed_out`] last took them.
     handed: Vec<order::Span>,
 }
 
@@ -635,15 +635,15 @@ impl Gpu {
         if let Ok(mut pool) = self.graph_pool.lock() {
             if let Some(pool) = pool.as_mut().filter(|_| bytes > 0) {
                 reused = pool.spare.get_mut(&bytes).and_then(|v| v.pop());
-                if reused.is_none() && pool.sealed {
-                    return Err(KernelError::Driver(format!(
-                        "a recorded step asked for a buffer of {bytes} bytes that its eager run did not use"
-                    )));
+                if pool.sealed {
+                    let Some(ptr) = reused else {
+                        return Err(KernelError::Driver(format!(
+                            "a recorded step asked for a buffer of {bytes} bytes that its eager run did not use"
+                        )));
+                    };
+                    pool.handed.push((ptr, ptr + bytes as u64));
                 }
             }
-        }
-        if let (Some(ptr), Ok(Some(pool))) = (reused, self.graph_pool.lock().as_deref_mut()) {
-            pool.handed.push((ptr, ptr + bytes as u64));
         }
         if reused.is_none() {
             reused = match self.spare.lock() {
@@ -726,8 +726,8 @@ impl Gpu {
         (p, p + (s.len() * std::mem::size_of::<T>()) as u64)
     }
 
-    /// The graph pool's buffers handed out by [`Gpu::uninit`] since the last call: memory that the work issued
-    /// in between may write.
+    /// The sealed graph pool's buffers handed out by [`Gpu::uninit`] since the last call (or the seal): memory that
+    /// the work issued in between may write.
     pub fn take_handed_out(&self) -> Vec<order::Span> {
         match self.graph_pool.lock().as_deref_mut() {
             Ok(Some(pool)) => std::mem::take(&mut pool.handed),
