@@ -129,6 +129,26 @@ fn single_sequence_sessions_match_the_cpu_executor() {
     );
 }
 
+/// A copy of the fixture `src` at `dst` with `key` of its config set to `value`.
+fn with_config(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    key: &str,
+    value: serde_json::Value,
+) -> std::path::PathBuf {
+    std::fs::create_dir_all(dst).unwrap();
+    for f in std::fs::read_dir(src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = dst.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    c[key] = value;
+    std::fs::write(&cfg, serde_json::to_string(&c).unwrap()).unwrap();
+    dst.to_path_buf()
+}
+
 /// Decode steps replayed from a recorded CUDA graph against the same steps run node by node, on every fixture and
 /// on two variants that stress the recording's arrangement (a keep window shorter than the prompt; a ratio mask,
 /// which cannot be recorded and must decode node by node): the fixture's batch (padding included), a capacity
@@ -149,17 +169,7 @@ fn recorded_decode_steps_match_node_by_node() {
         ("cheems-head-dense-gqa", "dynamic_mask_ratio", serde_json::json!(0.3), false),
     ] {
         let src = dirs.iter().find(|d| d.0 == base).expect("fixture present").1.clone();
-        let dst = tmp.path().join(format!("{base}-{key}"));
-        std::fs::create_dir_all(&dst).unwrap();
-        for f in std::fs::read_dir(&src).unwrap() {
-            let f = f.unwrap().path();
-            std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
-        }
-        let cfg = dst.join("config.json");
-        let mut c: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-        c[key] = value;
-        std::fs::write(&cfg, serde_json::to_string(&c).unwrap()).unwrap();
+        let dst = with_config(&src, &tmp.path().join(format!("{base}-{key}")), key, value);
         dirs.push((format!("{base} ({key})"), dst, records));
     }
     let mut failures = Vec::new();
@@ -272,6 +282,87 @@ fn recordings_ordered_by_data_match_issue_order_bit_for_bit() {
     assert!(
         failures.is_empty(),
         "recordings ordered by data differ from issue order:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Recorded decode steps whose keep windows carry over from step to step against recorded steps that select them
+/// anew, on the Doge fixtures with keep windows shorter than the prompt (so that the selection runs every step and
+/// its threshold moves), in f32 and bf16, with the fixture's batch (padding included) and widened to 8 sequences:
+/// the same keys are kept, so the logits agree bit for bit, over steps that outgrow the recording's capacity (the
+/// recording, and its memos, are made again).
+#[test]
+fn carried_keep_windows_match_selection_anew_bit_for_bit() {
+    use cheems::exec::session::Session;
+    let Some(_turn) = take_gpu() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    let doge = cases()
+        .into_iter()
+        .filter(|c| c.file_name().unwrap().to_string_lossy().starts_with("hf-doge"));
+    for case in doge.collect::<Vec<_>>() {
+        let base = case.file_name().unwrap().to_string_lossy().to_string();
+        for window in [1, 3, 6] {
+            let dir = with_config(
+                &case,
+                &tmp.path().join(format!("{base}-{window}")),
+                "keep_window_size",
+                window.into(),
+            );
+            for (dtype, widen) in
+                [ActDType::F32, ActDType::BF16].into_iter().flat_map(|d| [(d, false), (d, true)])
+            {
+                let name = format!("{base} W{window}{}", if widen { " ×8" } else { "" });
+                let mut inputs = Inputs::read(&dir.join("inputs.json")).unwrap();
+                if widen {
+                    let n = inputs.input_ids.len();
+                    inputs.input_ids = (0..8).map(|r| inputs.input_ids[r % n].clone()).collect();
+                    if let Some(m) = inputs.attention_mask.as_mut() {
+                        *m = (0..8).map(|r| m[r % n].clone()).collect();
+                    }
+                }
+                let p = prepare(&dir, Device::Cuda, dtype).unwrap();
+                let v = p.model.config.vocab_size as i64;
+                let (mut a, mut b) = (
+                    Session::new(&p.model, p.exec.as_ref()),
+                    Session::new(&p.model, p.exec.as_ref()),
+                );
+                for (s, carry) in [(&mut a, true), (&mut b, false)] {
+                    s.set_recording(true).unwrap();
+                    s.set_carried_keep_window(carry);
+                    s.reserve(inputs.input_ids[0].len() + 5);
+                }
+                let mask = inputs.attention_mask.as_ref();
+                a.prefill(&inputs.input_ids, mask, &[]).unwrap();
+                b.prefill(&inputs.input_ids, mask, &[]).unwrap();
+                let rows = inputs.input_ids.len();
+                for k in 0..12 {
+                    let ids: Vec<i64> =
+                        (0..rows).map(|r| (7 + 17 * k as i64 + 3 * r as i64) % v).collect();
+                    let (x, y) = (a.decode(&ids, &[]).unwrap(), b.decode(&ids, &[]).unwrap());
+                    assert!(a.replaying() && b.replaying(), "{name}: step {k} was not replayed");
+                    let same = x
+                        .logits
+                        .as_f32()
+                        .unwrap()
+                        .iter()
+                        .zip(y.logits.as_f32().unwrap())
+                        .all(|(p, q)| p.to_bits() == q.to_bits());
+                    eprintln!(
+                        "{name:28} {:5} decode {k} {}",
+                        dtype.name(),
+                        if same { "same" } else { "DIFFERENT" }
+                    );
+                    if !same {
+                        failures.push(format!("{name} {} decode {k}", dtype.name()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "carried keep windows differ from selection anew:\n{}",
         failures.join("\n")
     );
 }

@@ -224,6 +224,8 @@ struct Replayed {
     /// Kernel-to-kernel edges recorded as programmatic dependencies.
     programmatic: usize,
     ordering: Option<cheems_ops::cuda::order::Ordering>,
+    /// Whether keep windows carried over from step to step.
+    carried_keep: bool,
 }
 
 /// One prefill, then `steps` decode steps through a [`DecodeGraph`] with room for them all.
@@ -259,8 +261,8 @@ fn graph_pass(
     let replay = t1.elapsed().as_secs_f64();
     let (pool_bytes, nodes) = (g.pool_bytes(), g.node_counts()?);
     let programmatic = g.programmatic_edges().context("the step is not recorded yet")?;
-    let ordering = g.ordering();
-    Ok(Replayed { record, replay, issue, pool_bytes, nodes, programmatic, ordering })
+    let (ordering, carried_keep) = (g.ordering(), g.carries_keep_window());
+    Ok(Replayed { record, replay, issue, pool_bytes, nodes, programmatic, ordering, carried_keep })
 }
 
 fn run_cuda(a: &Args) -> Result<()> {
@@ -339,6 +341,7 @@ fn run_cuda(a: &Args) -> Result<()> {
     let prefill_tflops = 2.0 * params as f64 * (a.batch * a.prompt) as f64 / p / 1e12;
     let decode_gbps =
         if a.decode > 0 { weight_bytes * decode_tps / a.batch as f64 / 1e9 } else { 0.0 };
+    let carried_keep = replayed.first().is_some_and(|r| r.carried_keep);
     let graph_json = match (graph, &recording) {
         (Some((replay, record, issue, pool, nodes, programmatic, ordering)), _) => {
             serde_json::json!({
@@ -350,6 +353,7 @@ fn run_cuda(a: &Args) -> Result<()> {
                 "ordered_by_data": ordering.map(|o| serde_json::json!({
                     "segments": o.segments, "edges": o.edges, "longest_path": o.longest_path,
                 })),
+                "carried_keep_window": carried_keep,
             })
         }
         (None, Some(why)) => serde_json::json!({ "unsupported": why }),

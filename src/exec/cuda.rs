@@ -3,7 +3,7 @@
 //! Host tensors go in and out at the graph's boundary; [`CudaExecutor::run_device`] keeps them on the device.
 
 use super::cpu::rotary_tables;
-use crate::ir::op::{Act, AttentionMask, ExpertAct};
+use crate::ir::op::{Act, Attention, AttentionMask, ExpertAct};
 use crate::ir::{DType, Graph, NodeId, Op, Tensor, ValueId};
 use crate::passes::lower::{supported, Target};
 use anyhow::{bail, ensure, Context, Result};
@@ -39,6 +39,18 @@ pub(crate) struct RecordedRun<'a> {
     pub pos: &'a CudaSlice<i64>,
     /// When the recording is ordered by data: where each node's segment goes.
     pub segments: Option<&'a mut Vec<ops::cuda::order::Segment>>,
+    /// When keep windows carry over from step to step: their memos.
+    pub keep: Option<&'a super::cuda_graph::KeepMemos>,
+}
+
+/// Whether attention node `at` over operands `a` is a decode step whose keep window can carry over from the step
+/// before: an `Additive` mask with a keep window and no active ratio, one query a sequence.
+fn carries_keep(at: &Attention, a: &[Arc<DTensor>]) -> bool {
+    let AttentionMask::Additive { ratio, keep_window: Some(_) } = at.mask else { return false };
+    !(ratio > 0.0 && ratio < 1.0)
+        && a.len() == 5
+        && a[0].dims.get(1) == Some(&1)
+        && a[4].dims.len() >= 2
 }
 
 /// A device buffer of one of the storage types; `Empty` stands for any tensor with no element (a device
@@ -607,6 +619,7 @@ impl CudaExecutor {
         let mut values = super::Values::<DTensor>::new(g, &self.order, taps)?;
         let mut pending: HashMap<NodeId, DTensor> = HashMap::new();
         let appends = recorded.as_ref().map(|r| (r.appends, r.pos));
+        let keep = recorded.as_ref().and_then(|r| r.keep.map(|k| (k, r.pos)));
         for &id in &self.order {
             let node = g.node(id);
             let mut args = values.operands(g, id)?;
@@ -648,6 +661,23 @@ impl CudaExecutor {
             if let Some(outs) = preset.remove(&id) {
                 early = Some(outs.into_iter().map(Arc::new).collect());
             }
+            let mut memo_span = None;
+            if let (Op::MaskedAttention(at), Some((memos, pos))) = (&node.op, keep) {
+                if carries_keep(at, &args) {
+                    let rows = args[0].dims[0] * args[4].dims[1];
+                    let t = memos
+                        .with(self, id, 3 * rows, |memo| {
+                            memo_span = Some(self.gpu.span(&*memo));
+                            let steps = ops::masked_attention::cuda::KeepSteps { memo, pos };
+                            match self.dtype {
+                                ActDType::F32 => self.attention::<f32>(at, &args, Some(steps)),
+                                ActDType::BF16 => self.attention::<bf16>(at, &args, Some(steps)),
+                            }
+                        })
+                        .with_context(|| format!("running node `{}` on CUDA", node.name))?;
+                    early = Some(vec![Arc::new(t)]);
+                }
+            }
             if let Some((_, pos)) = appends.filter(|(set, _)| set.contains(&id)) {
                 let t = self
                     .append(&node.op, std::mem::take(&mut args), pos)
@@ -688,6 +718,7 @@ impl CudaExecutor {
             if let Some(segs) = recorded.as_mut().and_then(|r| r.segments.as_deref_mut()) {
                 let mut writes = self.gpu.take_handed_out();
                 writes.extend(outs.iter().filter_map(|t| t.span(&self.gpu)));
+                writes.extend(memo_span);
                 let tail = self
                     .gpu
                     .recorded_tail()
@@ -807,6 +838,80 @@ impl CudaExecutor {
         let mut dims = x.dims.clone();
         *dims.last_mut().expect("ranked") = len;
         Ok(DTensor { dims, buf: T::wrap_dev(Dev::recycled_by(y, &self.gpu)), host_i64: None })
+    }
+
+    /// Masked attention over the operands `a` (q, k, v, the attention mask, and the mask values or learned mask);
+    /// with `steps`, a decode step whose keep window carries over from the step before.
+    fn attention<T: ActElem>(
+        &self,
+        at: &Attention,
+        a: &[Arc<DTensor>],
+        steps: Option<ops::masked_attention::cuda::KeepSteps<'_>>,
+    ) -> Result<DTensor>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let (gpu, home) = (&*self.gpu, &self.gpu);
+        let (q, k) = (&a[0].dims, &a[1].dims);
+        let t = k[2];
+        let mut mask_heads = 0;
+        let (mut key_m, mut learned_buf) = (None, None);
+        let mode = match at.mask {
+            AttentionMask::Causal => ops::masked_attention::MaskMode::Causal,
+            AttentionMask::Boolean => ops::masked_attention::MaskMode::Boolean,
+            AttentionMask::Additive { ratio, keep_window } => {
+                ops::masked_attention::MaskMode::Additive { ratio, keep_window }
+            }
+            AttentionMask::Learned => ops::masked_attention::MaskMode::Learned,
+        };
+        match at.mask {
+            AttentionMask::Causal => {}
+            AttentionMask::Boolean | AttentionMask::Additive { .. } => {
+                mask_heads = a[4].dims[1];
+                key_m = Some(a[4].f32()?);
+            }
+            AttentionMask::Learned => {
+                let l = a[4].dims[1];
+                ensure!(
+                    t <= l,
+                    "{t} keys exceed the learned mask's {l} positions (max_position_embeddings)"
+                );
+                let mut sl = Dev::recycled_by(gpu.uninit::<f32>(at.heads * t)?, home);
+                ops::elementwise::cuda::slice_cols(gpu, a[4].f32()?, at.heads, l, 0, t, &mut sl)?;
+                learned_buf = Some(sl);
+            }
+        }
+        let p = ops::masked_attention::AttentionParams {
+            batch: q[0],
+            q_len: q[1],
+            kv_len: t,
+            heads: at.heads,
+            kv_heads: at.kv_heads,
+            head_dim: at.head_dim,
+            mask_heads,
+            scale: at.scale,
+        };
+        let (dims, mut y) = self.act_out::<T>(q.clone())?;
+        let (q, k, v, am) = (a[0].act::<T>()?, a[1].act::<T>()?, a[2].act::<T>()?, a[3].i64()?);
+        match (steps, key_m) {
+            (Some(steps), Some(key_m)) => ops::masked_attention::cuda::masked_attention_step(
+                gpu, &p, mode, q, k, v, key_m, am, &mut y, steps,
+            )?,
+            (Some(_), None) => bail!("a keep window carried over steps needs the mask values"),
+            (None, _) => ops::masked_attention::cuda::masked_attention(
+                gpu,
+                &p,
+                mode,
+                q,
+                k,
+                v,
+                key_m,
+                learned_buf.as_deref(),
+                am,
+                &mut y,
+            )?,
+        }
+        Ok(DTensor { dims, buf: T::wrap_dev(Dev::recycled_by(y, home)), host_i64: None })
     }
 
     fn eval<T: ActElem>(&self, op: &Op, mut a: Vec<Arc<DTensor>>) -> Result<Vec<DTensor>>
@@ -1170,66 +1275,7 @@ impl CudaExecutor {
                 )?;
                 one(f32t(vec![d[0], d[2], d[1]], m))
             }
-            Op::MaskedAttention(at) => {
-                let (q, k) = (&a[0].dims, &a[1].dims);
-                let t = k[2];
-                let mut mask_heads = 0;
-                let (mut key_m, mut learned_buf) = (None, None);
-                let mode = match at.mask {
-                    AttentionMask::Causal => ops::masked_attention::MaskMode::Causal,
-                    AttentionMask::Boolean => ops::masked_attention::MaskMode::Boolean,
-                    AttentionMask::Additive { ratio, keep_window } => {
-                        ops::masked_attention::MaskMode::Additive { ratio, keep_window }
-                    }
-                    AttentionMask::Learned => ops::masked_attention::MaskMode::Learned,
-                };
-                match at.mask {
-                    AttentionMask::Causal => {}
-                    AttentionMask::Boolean | AttentionMask::Additive { .. } => {
-                        mask_heads = a[4].dims[1];
-                        key_m = Some(a[4].f32()?);
-                    }
-                    AttentionMask::Learned => {
-                        let l = a[4].dims[1];
-                        ensure!(t <= l, "{t} keys exceed the learned mask's {l} positions (max_position_embeddings)");
-                        let mut sl = Dev::recycled_by(gpu.uninit::<f32>(at.heads * t)?, home);
-                        ops::elementwise::cuda::slice_cols(
-                            gpu,
-                            a[4].f32()?,
-                            at.heads,
-                            l,
-                            0,
-                            t,
-                            &mut sl,
-                        )?;
-                        learned_buf = Some(sl);
-                    }
-                }
-                let p = ops::masked_attention::AttentionParams {
-                    batch: q[0],
-                    q_len: q[1],
-                    kv_len: t,
-                    heads: at.heads,
-                    kv_heads: at.kv_heads,
-                    head_dim: at.head_dim,
-                    mask_heads,
-                    scale: at.scale,
-                };
-                let (dims, mut y) = self.act_out::<T>(q.clone())?;
-                ops::masked_attention::cuda::masked_attention(
-                    gpu,
-                    &p,
-                    mode,
-                    a[0].act::<T>()?,
-                    a[1].act::<T>()?,
-                    a[2].act::<T>()?,
-                    key_m,
-                    learned_buf.as_deref(),
-                    a[3].i64()?,
-                    &mut y,
-                )?;
-                one(wrap(dims, y))
-            }
+            Op::MaskedAttention(at) => one(self.attention::<T>(at, &a, None)?),
             Op::PkTopK(pk) => {
                 let d = &a[0].dims;
                 let p = ops::pk_topk::PkTopKParams {

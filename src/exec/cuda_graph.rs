@@ -11,7 +11,10 @@
 //!   token is never padding), and the SSD layers' token mask reads no column of it at one token a step;
 //! * the RoPE tables of the new position are computed on the host, as in the eager step, and copied into fixed
 //!   buffers before the launch; SSD states are updated in place;
-//! * every other buffer comes from a pool that only the recording uses, filled by one eager run of the step.
+//! * every other buffer comes from a pool that only the recording uses, filled by one eager run of the step;
+//! * a keep window (`Additive` masks) carries over from one step to the next: the step's key fills one slot, and
+//!   the selection of the step before is updated in one pass over the keys rather than made anew
+//!   (`cheems_ops::masked_attention::cuda::KeepSteps`); `CHEEMS_CUDA_CARRY_KEEP=0` selects anew each step.
 //!
 //! The first step runs eagerly (filling the pool) and is then recorded; later steps replay the recording. In the
 //! recording each node's work is a segment, and the recording is ordered by the memory the segments read and write
@@ -75,6 +78,37 @@ pub struct DecodeGraph<'e> {
     capacity: usize,
     past: usize,
     by_data: bool,
+    /// The keep windows carried from step to step, when they are.
+    keep: Option<KeepMemos>,
+}
+
+/// The keep window of each attention node, carried from one step to the next
+/// (`cheems_ops::masked_attention::cuda::KeepSteps`): made by the node's first step, every word
+/// `KEEP_MEMO_FRESH`.
+#[derive(Default)]
+pub(crate) struct KeepMemos(std::sync::Mutex<HashMap<NodeId, CudaSlice<u32>>>);
+
+impl KeepMemos {
+    /// The memo of node `id`, of `len` words.
+    pub(crate) fn with<R>(
+        &self,
+        exec: &CudaExecutor,
+        id: NodeId,
+        len: usize,
+        f: impl FnOnce(&mut CudaSlice<u32>) -> Result<R>,
+    ) -> Result<R> {
+        let mut memos =
+            self.0.lock().map_err(|_| anyhow::anyhow!("a keep memo's lock is poisoned"))?;
+        let memo = match memos.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let fresh = vec![ops::masked_attention::cuda::KEEP_MEMO_FRESH; len];
+                e.insert(exec.gpu().upload(&fresh)?)
+            }
+        };
+        ensure!(memo.len() == len, "the keep memo has {} words, the step needs {len}", memo.len());
+        f(memo)
+    }
 }
 
 /// The most keys the graph's attention can take: a learned mask has `max_position_embeddings` positions.
@@ -97,6 +131,10 @@ fn programmatic_edges() -> bool {
 /// Whether recordings are ordered by data: unless `CHEEMS_CUDA_DATA_EDGES=0`.
 fn data_edges() -> bool {
     std::env::var_os("CHEEMS_CUDA_DATA_EDGES").is_none_or(|v| v != "0")
+}
+
+fn carry_keep() -> bool {
+    std::env::var_os("CHEEMS_CUDA_CARRY_KEEP").is_none_or(|v| v != "0")
 }
 
 /// Why `exec`'s graph cannot be recorded, if it cannot.
@@ -301,12 +339,26 @@ impl<'e> DecodeGraph<'e> {
             capacity,
             past,
             by_data: data_edges(),
+            keep: carry_keep().then(KeepMemos::default),
         })
     }
 
     /// Whether the recording (made by the first [`Self::step`]) is ordered by data or kept in issue order.
     pub fn set_ordered_by_data(&mut self, on: bool) {
         self.by_data = on;
+    }
+
+    /// Whether keep windows carry over from step to step (see the module documentation) or are selected anew each
+    /// step; before the first [`Self::step`].
+    pub fn set_carried_keep_window(&mut self, on: bool) {
+        if on != self.keep.is_some() {
+            self.keep = on.then(KeepMemos::default);
+        }
+    }
+
+    /// Whether keep windows carry over from step to step.
+    pub fn carries_keep_window(&self) -> bool {
+        self.keep.is_some()
     }
 
     /// How the recording was ordered by data, once recorded so.
@@ -432,6 +484,7 @@ impl<'e> DecodeGraph<'e> {
                 appends: &self.appends,
                 pos: &self.pos,
                 segments: segments.as_deref_mut(),
+                keep: self.keep.as_ref(),
             };
             let out = exec.run_nodes(inputs, preset, Some(recorded), &[], None, false)?;
             if let Some(segs) = segments {

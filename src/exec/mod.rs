@@ -29,6 +29,9 @@ pub trait Replay {
     /// Before the first step: whether the recording is ordered by data or kept in issue order (where the
     /// replayer makes that choice at all).
     fn set_ordered_by_data(&mut self, _on: bool) {}
+    /// Before the first step: whether keep windows carry over from step to step or are selected anew each step
+    /// (where the replayer makes that choice at all).
+    fn set_carried_keep_window(&mut self, _on: bool) {}
 }
 
 impl Replay for cuda_graph::DecodeGraph<'_> {
@@ -47,6 +50,9 @@ impl Replay for cuda_graph::DecodeGraph<'_> {
     }
     fn set_ordered_by_data(&mut self, on: bool) {
         cuda_graph::DecodeGraph::set_ordered_by_data(self, on)
+    }
+    fn set_carried_keep_window(&mut self, on: bool) {
+        cuda_graph::DecodeGraph::set_carried_keep_window(self, on)
     }
 }
 

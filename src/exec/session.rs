@@ -22,6 +22,7 @@ pub struct Session<'a> {
     replay: Option<Box<dyn Replay + 'a>>,
     record: bool,
     by_data: Option<bool>,
+    carry_keep: Option<bool>,
     reserve: usize,
     mask: Batch,
     batch: usize,
@@ -73,6 +74,7 @@ impl<'a> Session<'a> {
             replay: None,
             record: recording_by_default(),
             by_data: None,
+            carry_keep: None,
             reserve: 0,
             mask: Vec::new(),
             batch: 0,
@@ -93,6 +95,12 @@ impl<'a> Session<'a> {
     /// effect at the next recording.
     pub fn set_ordered_by_data(&mut self, on: bool) {
         self.by_data = Some(on);
+    }
+
+    /// Whether a recorded step's keep windows carry over from the step before (`CHEEMS_CUDA_CARRY_KEEP`, on unless
+    /// `0`, decides by default) or are selected anew each step; takes effect at the next recording.
+    pub fn set_carried_keep_window(&mut self, on: bool) {
+        self.carry_keep = Some(on);
     }
 
     /// The total tokens per sequence (prompt and generated) the caller expects, so that a recorded step's caches
@@ -140,6 +148,9 @@ impl<'a> Session<'a> {
             Some(Ok(mut r)) => {
                 if let Some(on) = self.by_data {
                     r.set_ordered_by_data(on);
+                }
+                if let Some(on) = self.carry_keep {
+                    r.set_carried_keep_window(on);
                 }
                 match r.step(ids) {
                     Ok(logits) => {

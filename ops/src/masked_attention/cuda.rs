@@ -526,7 +526,78 @@ pub fn masked_attention<T: Elem>(
     out: &mut CudaSlice<T>,
 ) -> Result<()> {
     let kernel = pick_kernel(p, mode, T::NAME, gpu.arch());
-    attention_on(gpu, p, mode, q, k, v, key_m, learned, attn_mask, out, kernel)
+    attention_on(gpu, p, mode, q, k, v, key_m, learned, attn_mask, out, kernel, None)
+}
+
+/// The keep window carried from one decode step to the next, for caches with room for more (slots past the length
+/// marked −1 in `attn_mask`, one query a sequence): `memo` holds 3 words per (b, hm), the selection's (order key,
+/// index) pairs of all rows and then, per row, the slot whose filling the pair awaits; `pos` (one value) is the slot
+/// this step's key fills. A row whose memo awaits `pos` is updated in one pass over its keys instead of selected
+/// anew (`keep_window` in masked_attention.cu); any other row is selected anew. Either way the memo then awaits
+/// `pos + 1`. A fresh memo is [`KEEP_MEMO_FRESH`] in every word.
+pub struct KeepSteps<'a> {
+    /// [`keep_memo_len`] words, kept from step to step.
+    pub memo: &'a mut CudaSlice<u32>,
+    /// The slot of this step's key, one value.
+    pub pos: &'a CudaSlice<i64>,
+}
+
+/// The value of every word of a fresh [`KeepSteps::memo`]: no row awaits a slot.
+pub const KEEP_MEMO_FRESH: u32 = u32::MAX;
+
+/// Words of a [`KeepSteps::memo`] for `p`.
+pub fn keep_memo_len(p: &AttentionParams) -> usize {
+    3 * p.batch * p.mask_heads
+}
+
+/// [`masked_attention`] for one decode step of a cache with room for more, its keep window carried over in
+/// `steps` (see [`KeepSteps`]): `mode` is `Additive` with a keep window and no active ratio (the ratio threshold
+/// moves every key's bias as keys arrive), one query a sequence; the same result as [`masked_attention`].
+#[allow(clippy::too_many_arguments)]
+pub fn masked_attention_step<T: Elem>(
+    gpu: &Gpu,
+    p: &AttentionParams,
+    mode: MaskMode,
+    q: &CudaSlice<T>,
+    k: &CudaSlice<T>,
+    v: &CudaSlice<T>,
+    key_m: &CudaSlice<f32>,
+    attn_mask: &CudaSlice<i64>,
+    out: &mut CudaSlice<T>,
+    steps: KeepSteps<'_>,
+) -> Result<()> {
+    let MaskMode::Additive { ratio, keep_window: Some(_) } = mode else {
+        return Err(KernelError::BadParams(format!(
+            "a keep window carried over steps needs an `Additive` mask with a keep window, not {mode:?}"
+        )));
+    };
+    if ratio > 0.0 && ratio < 1.0 {
+        return Err(KernelError::BadParams(format!(
+            "a keep window carried over steps needs an inactive ratio, not {ratio}: the ratio threshold moves as keys \
+             arrive"
+        )));
+    }
+    if p.q_len != 1 {
+        return Err(KernelError::BadParams(format!(
+            "a keep window carried over steps takes one query a sequence, not {}",
+            p.q_len
+        )));
+    }
+    if steps.memo.len() != keep_memo_len(p) || steps.pos.is_empty() {
+        return Err(KernelError::BadParams(format!(
+            "the keep memo has {} words (not 3·B·Hm = {}) or the position is missing",
+            steps.memo.len(),
+            keep_memo_len(p)
+        )));
+    }
+    let kernel = pick_kernel(p, mode, T::NAME, gpu.arch());
+    if !matches!(kernel, Kernel::Decode | Kernel::DecodeGqa) {
+        return Err(KernelError::BadParams(format!(
+            "a keep window carried over steps runs with the decode kernels, not {kernel:?} ({p:?})"
+        )));
+    }
+    let key_m = Some(key_m);
+    attention_on(gpu, p, mode, q, k, v, key_m, None, attn_mask, out, kernel, Some(steps))
 }
 
 fn to_i32(name: &str, n: usize) -> Result<i32> {
@@ -566,6 +637,7 @@ pub(crate) fn attention_on<T: Elem>(
     attn_mask: &CudaSlice<i64>,
     out: &mut CudaSlice<T>,
     kernel: Kernel,
+    mut steps: Option<KeepSteps<'_>>,
 ) -> Result<()> {
     let len = |b: Option<&CudaSlice<f32>>| b.map(CudaSlice::len);
     p.validate(mode, q.len(), k.len(), v.len(), len(key_m), len(learned), attn_mask.len())?;
@@ -624,6 +696,7 @@ pub(crate) fn attention_on<T: Elem>(
 
     let mut tau = None;
     let mut keep = None;
+    let mut memo: Option<&CudaSlice<u32>> = None;
     let mut until = None;
     let mut lists = None;
     if let MaskMode::Additive { ratio, keep_window } = mode {
@@ -683,8 +756,6 @@ pub(crate) fn attention_on<T: Elem>(
             let m = key_m.ok_or_else(|| KernelError::BadParams("Additive needs `key_m`".into()))?;
             let w_i = to_i32("keep_window", w)?;
             let keep_rows = b * mask_heads * s;
-            // Written in full (one pair per row): no clearing, and back to the device's spare buffers after use.
-            let mut out_keep = gpu.uninit::<u32>(2 * keep_rows)?;
             let (name, per_row, threads) = keep_launch(keep_rows, gpu.arch());
             let func = gpu.function(&SOURCE, name)?;
             let cfg = LaunchConfig {
@@ -695,13 +766,28 @@ pub(crate) fn attention_on<T: Elem>(
             let mut launch = gpu.stream().launch_builder(&func);
             launch.arg(m).arg(attn_mask);
             arg_or_null(&mut launch, tau.as_ref(), &null);
-            launch.arg(&mut out_keep).arg(&s_i).arg(&t_i).arg(&hm_i).arg(&w_i);
+            // Written in full (one pair per row): no clearing, and back to the device's spare buffers after use.
+            let mut out_keep = None;
+            let (mut pairs, mut at);
+            match steps.as_mut() {
+                Some(st) => {
+                    (pairs, at) = st.memo.split_at_mut(2 * keep_rows);
+                    launch.arg(&mut pairs).arg(&mut at).arg(st.pos);
+                }
+                None => {
+                    let o = out_keep.insert(gpu.uninit::<u32>(2 * keep_rows)?);
+                    launch.arg(o).arg(&null).arg(&null);
+                }
+            }
+            launch.arg(&s_i).arg(&t_i).arg(&hm_i).arg(&w_i);
             // SAFETY: the argument list matches both keep-window kernels; `validate` checked `key_m`
             // [B, Hm, T] and `attn_mask` [B, T], `tau` (or null) holds B·Hm values, `keep_out` 2 per
-            // (b, hm, i), and the grid has the kernel's blocks per row (its cluster size) for each
-            // (b, hm, i) and its block size.
+            // (b, hm, i), `at` (or null) one per (b, hm) with S = 1 and `pos` (or null) one value
+            // (`masked_attention_step` checked both), and the grid has the kernel's blocks per row (its
+            // cluster size) for each (b, hm, i) and its block size.
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(name, e))?;
-            keep = Some(out_keep);
+            keep = out_keep;
+            memo = steps.as_ref().map(|st| &*st.memo);
         }
     }
 
@@ -726,7 +812,7 @@ pub(crate) fn attention_on<T: Elem>(
             arg_or_null(&mut launch, learned, &null);
             launch.arg(attn_mask);
             arg_or_null(&mut launch, tau.as_ref(), &null);
-            arg_or_null(&mut launch, keep.as_ref(), &null);
+            arg_or_null(&mut launch, keep.as_ref().or(memo), &null);
             launch.arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
             launch.arg(&g_i).arg(&dh_i).arg(&scale).arg(&chunk_i);
             // SAFETY: the argument list matches `masked_attention_<T>_decode_d<cap>`; `validate`
@@ -758,7 +844,7 @@ pub(crate) fn attention_on<T: Elem>(
             arg_or_null(&mut launch, learned, &null);
             launch.arg(attn_mask);
             arg_or_null(&mut launch, tau.as_ref(), &null);
-            arg_or_null(&mut launch, keep.as_ref(), &null);
+            arg_or_null(&mut launch, keep.as_ref().or(memo), &null);
             launch.arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
             launch.arg(&g_i).arg(&scale).arg(&chunk_i);
             // SAFETY: the argument list matches `masked_attention_<T>_decode_gqa_d<Dh>_q<NQ>`;
@@ -875,7 +961,7 @@ pub(crate) fn attention_on<T: Elem>(
         arg_or_null(&mut launch, learned, &null);
         launch.arg(attn_mask);
         arg_or_null(&mut launch, tau.as_ref(), &null);
-        arg_or_null(&mut launch, keep.as_ref(), &null);
+        arg_or_null(&mut launch, keep.as_ref().or(memo), &null);
         launch.arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
         launch.arg(&g_i).arg(&dh_i).arg(&scale);
         // SAFETY: the argument list matches `masked_attention_<T>_prefill_d<cap>`; `validate`

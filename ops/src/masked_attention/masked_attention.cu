@@ -202,13 +202,24 @@ constexpr int KEEP_REGS = 8;
 // row (a thread-block cluster) every block sums the cluster's histograms bin by bin through distributed shared memory;
 // warp 0 finds the digit (the same in every block). Then the ties of the found order key are counted per block, and
 // the block holding the rest-th of them in index order writes it. Grid B·Hm·S·CLUSTER blocks of THREADS threads.
+//
+// Decode steps of a cache with room for more (S = 1; `pos` non-null, the slot n = *pos the step's key fills; `at` one
+// word per row): a row whose at[row] is n holds in keep_out the selection over the same slots with slot n still empty
+// (MASKED), that of the step before, and is updated instead of selected again. With beat keys (beat_key: larger
+// beats), the old threshold t, slot n's old key o = beat_key(MASKED_KEY, n) and new key e, the keys above t change by
+// d = [e > t] − [o > t]: for d > 0 the new threshold is the least key above t, for d < 0 (or t = o ≠ e, which is
+// gone) the largest key below t, else t stays; one pass over the keys instead of four. Every row written sets
+// at[row] = n + 1.
 template <int CLUSTER, int THREADS>
 __device__ void keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
-                            const int S, const int T, const int Hm, const int W) {
+                            unsigned *at, const long long *pos, const int S, const int T, const int Hm, const int W) {
     __shared__ unsigned hist[2][256], tot[256], bcast[2], wcount[THREADS / 32], slice_ties;
+    __shared__ unsigned long long least[THREADS / 32];
     const unsigned part = CLUSTER > 1 ? cluster_rank() : 0u;
     const long kr = CLUSTER > 1 ? (long)cluster_index() : (long)blockIdx.x, bhm = kr / S;
     const int i = (int)(kr % S), tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int n = pos != nullptr ? (int)min(max(*pos, -1ll), (long long)T) : -1;
+    const bool stepped = at != nullptr && S == 1 && n >= 0 && n < T && at[kr] == (unsigned)n;
     if (W == 0) {
         if (part == 0 && tid == 0) keep_out[2 * kr] = keep_out[2 * kr + 1] = 0xffffffffu;
         return;
@@ -239,6 +250,64 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
         for (int r = 0; r < KEEP_REGS; ++r) key[r] = inv_key_of(lo + tid + THREADS * r, x[r], a[r]);
     }
     const int rounds = (max(hi - lo, 0) + THREADS - 1) / THREADS;
+    if (stepped) {
+        // Every block reads the row's words before any is written (after a barrier of the row's blocks).
+        const unsigned long long t_old = beat_key(keep_out[2 * kr], (int)keep_out[2 * kr + 1]);
+        const unsigned long long o = beat_key(MASKED_KEY, n), e = beat_key(~inv_key(n), n);
+        const int d = (int)(e > t_old) - (int)(o > t_old);
+        if (e == o || (d == 0 && o != t_old)) {
+            if (CLUSTER > 1) cluster_sync();
+            else __syncthreads();
+            if (part == 0 && tid == 0) at[kr] = (unsigned)n + 1u;
+            return;
+        }
+        // Least key above t_old, or (flipped) the largest below it.
+        const unsigned long long flip = d > 0 ? 0ull : ~0ull;
+        unsigned long long best = ~0ull;
+        auto consider = [&](unsigned k, int j) {
+            const unsigned long long c = beat_key(~k, j);
+            if (j < hi && (d > 0 ? c > t_old : c < t_old)) best = min(best, c ^ flip);
+        };
+#pragma unroll
+        for (int r = 0; r < KEEP_REGS; ++r)
+            if (r < rounds) consider(key[r], lo + tid + THREADS * r);
+        for (int r = KEEP_REGS; r < rounds; ++r) {
+            const int j = lo + tid + THREADS * r;
+            consider(j < hi ? inv_key(j) : 0u, j);
+        }
+#pragma unroll
+        for (int o2 = 16; o2 > 0; o2 >>= 1) best = min(best, __shfl_xor_sync(0xffffffffu, best, o2));
+        if (lane == 0) least[warp] = best;
+        __syncthreads();
+        if (warp == 0) {
+            best = lane < THREADS / 32 ? least[lane] : ~0ull;
+#pragma unroll
+            for (int o2 = 16; o2 > 0; o2 >>= 1) best = min(best, __shfl_xor_sync(0xffffffffu, best, o2));
+            if (lane == 0) least[0] = best;
+        }
+        if (CLUSTER > 1) {
+            cluster_sync();
+            if (part == 0 && tid == 0) {
+                for (unsigned q = 1; q < CLUSTER; ++q) {
+                    const unsigned *w = reinterpret_cast<const unsigned *>(&least[0]);
+                    const unsigned long long y =
+                        (unsigned long long)ld_cluster(w + 1, q) << 32 | ld_cluster(w, q);
+                    best = min(best, y);
+                }
+            }
+            cluster_sync();
+        } else {
+            __syncthreads();
+            best = least[0];
+        }
+        if (part == 0 && tid == 0) {
+            best ^= flip;
+            keep_out[2 * kr] = (unsigned)(best >> 32);
+            keep_out[2 * kr + 1] = 0xffffffffu - (unsigned)best;
+            at[kr] = (unsigned)n + 1u;
+        }
+        return;
+    }
     if (tid < 256) hist[0][tid] = 0;
     __syncthreads();
     unsigned prefix = 0, mask = 0, rank = (unsigned)(W - 1);
@@ -339,6 +408,7 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
         if (tie && below == rank) {
             keep_out[2 * kr] = ~prefix;
             keep_out[2 * kr + 1] = (unsigned)(lo + tid + THREADS * r);
+            if (at != nullptr) at[kr] = S == 1 && n >= 0 && n < T ? (unsigned)n + 1u : 0xffffffffu;
         }
         break;
     }
@@ -348,16 +418,18 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
 // blocks of 256 threads per row (2048 keys held by each), for few rows.
 extern "C" __global__ void __launch_bounds__(1024)
     masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
-                                 const int S, const int T, const int Hm, const int W) {
+                                 unsigned *at, const long long *pos, const int S, const int T, const int Hm,
+                                 const int W) {
     grid_entry();
-    keep_window<1, 1024>(key_m, attn_mask, tau, keep_out, S, T, Hm, W);
+    keep_window<1, 1024>(key_m, attn_mask, tau, keep_out, at, pos, S, T, Hm, W);
 }
 #if __CUDA_ARCH__ >= 900
 extern "C" __global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(256)
     masked_attention_keep_window_cluster(const float *key_m, const long long *attn_mask, const float *tau,
-                                         unsigned *keep_out, const int S, const int T, const int Hm, const int W) {
+                                         unsigned *keep_out, unsigned *at, const long long *pos, const int S,
+                                         const int T, const int Hm, const int W) {
     grid_entry();
-    keep_window<8, 256>(key_m, attn_mask, tau, keep_out, S, T, Hm, W);
+    keep_window<8, 256>(key_m, attn_mask, tau, keep_out, at, pos, S, T, Hm, W);
 }
 #endif
 

@@ -473,6 +473,63 @@ proptest! {
 /// CUDA against the CPU kernel (itself checked against the f64 definition above), on inputs rounded
 /// to the kernel's dtype first. f32: twice the CPU kernel's own tolerance against f64, as both sides
 /// are within it; bf16: one rounding of the output (2⁻⁹ relative) with a factor 4 to spare.
+/// The order of the keep window as one integer per key, larger when it beats: (order key of the bias, −j), the
+/// order key being `f32::total_cmp`'s with −0 as +0 (no NaN here); `masked_attention.cu`'s `beat_key`.
+fn beat(bias: f32, j: usize) -> u64 {
+    let u = if bias == 0.0 { 0.0f32 } else { bias }.to_bits();
+    let k = if u & 0x8000_0000 != 0 { !u } else { u | 0x8000_0000 };
+    (u64::from(k) << 32) | u64::from(u32::MAX - j as u32)
+}
+
+/// The `w`-th largest of `keys` (1 ≤ w ≤ len).
+fn wth_largest(keys: &[u64], w: usize) -> u64 {
+    let mut k = keys.to_vec();
+    k.sort_unstable_by(|a, b| b.cmp(a));
+    k[w - 1]
+}
+
+/// The keep window's step rule (`keep_window` in masked_attention.cu): slot `n` goes from `o` to `e`, and the old
+/// threshold `t` becomes the least key above it, the largest below it, or stays.
+fn stepped_threshold(t: u64, o: u64, e: u64, keys: &[u64]) -> u64 {
+    let d = i32::from(e > t) - i32::from(o > t);
+    if e == o || (d == 0 && o != t) {
+        t
+    } else if d > 0 {
+        keys.iter().copied().filter(|&c| c > t).min().expect("a key above")
+    } else {
+        keys.iter().copied().filter(|&c| c < t).max().expect("a key below")
+    }
+}
+
+/// The step rule gives the threshold a selection anew gives, as slots fill one by one with biases that tie, sit at
+/// `MIN` (a key that changes nothing) or at −inf (below `MIN`), for windows below, across and above the filled keys.
+#[test]
+fn keep_window_step_rule_matches_a_new_selection() {
+    let mut rng = Rng::new(7);
+    for (cap, start) in [(12usize, 0usize), (40, 10), (300, 150), (64, 63)] {
+        for w in [1, 2, cap / 3, cap / 2, cap - 1] {
+            let masked = beat(f32::MIN, 0) >> 32;
+            let mut keys: Vec<u64> =
+                (0..cap).map(|j| (masked << 32) | u64::from(u32::MAX - j as u32)).collect();
+            for (j, key) in keys.iter_mut().enumerate().take(start) {
+                *key = beat(rng.below(5) as f32 * 0.5, j);
+            }
+            let mut t = wth_largest(&keys, w);
+            for n in start..cap {
+                let o = keys[n];
+                let bias = match rng.below(8) {
+                    0 => f32::MIN,
+                    1 => f32::NEG_INFINITY,
+                    _ => rng.below(5) as f32 * 0.5 - 1.0,
+                };
+                keys[n] = beat(bias, n);
+                t = stepped_threshold(t, o, keys[n], &keys);
+                assert_eq!(t, wth_largest(&keys, w), "capacity {cap}, window {w}, slot {n}");
+            }
+        }
+    }
+}
+
 mod gpu {
     use super::*;
     use crate::cuda::{test_gpu, Elem, Gpu};
@@ -531,7 +588,7 @@ mod gpu {
         let args = (key_m.as_ref(), learned.as_ref());
         let kernel = kernel_of::<T>(&c.p, c.mode, path, gpu.arch());
         cuda::attention_on(
-            gpu, &c.p, c.mode, &q, &k, &v, args.0, args.1, &attn_mask, &mut out, kernel,
+            gpu, &c.p, c.mode, &q, &k, &v, args.0, args.1, &attn_mask, &mut out, kernel, None,
         )?;
         Ok(gpu.download(&out)?.into_iter().map(|x| x.to_f32()).collect())
     }
@@ -832,6 +889,114 @@ mod gpu {
                     check_as::<f32>(&gpu, &c, Path::Gqa, "gqa keep-window ties");
                     check_as::<half::bf16>(&gpu, &c, Path::Gqa, "gqa keep-window ties");
                 }
+            }
+        }
+    }
+
+    /// Decode steps of a cache with room for more, the keep window carried over from step to step
+    /// (`masked_attention_step`), against the same steps selected anew (`masked_attention`): the memo's threshold is
+    /// the `W`-th largest bias over the slots (the reference order) and the outputs are the same bits. Slots fill one
+    /// by one with biases that tie, sit at `MIN` or −inf, for few rows (clusters) and many (single blocks, and keys
+    /// past those a block holds), windows below, across and above the filled keys; a step that skips a slot and a
+    /// fresh memo select anew.
+    #[test]
+    fn keep_window_carried_over_steps_matches_a_new_selection() {
+        let Some(gpu) = test_gpu() else { return };
+        let cases = [
+            (2, 2, 40, 10, 3),
+            (2, 2, 300, 100, 150),
+            (1, 4, 3000, 2990, 2048),
+            (5, 4, 9000, 8980, 4500),
+        ];
+        for (n, &(b, hm, cap, start, w)) in cases.iter().enumerate().filter(|(n, _)| in_shard(*n)) {
+            let (h, g, dh) = (hm * 2, hm, 64);
+            let mode = MaskMode::Additive { ratio: 0.0, keep_window: Some(w) };
+            let p = params(b, 1, cap, h, g, dh);
+            let p = AttentionParams { mask_heads: hm, ..p };
+            let mut rng = Rng::new(90 + n as u64);
+            let mut c = Case::random(p, mode, false, n as u64);
+            let mut key_m = rng.quantized(b * hm * cap, 4, 0.25);
+            for bb in 0..b {
+                for j in 0..cap {
+                    c.attn_mask[bb * cap + j] =
+                        if j >= start { -1 } else { i64::from(rng.below(6) != 0) };
+                }
+            }
+            let up = |x: &[f32]| {
+                gpu.upload(&x.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>())
+            };
+            let (q, k, v) = (up(&c.q).unwrap(), up(&c.k).unwrap(), up(&c.v).unwrap());
+            let mut memo =
+                gpu.upload(&vec![cuda::KEEP_MEMO_FRESH; cuda::keep_memo_len(&p)]).unwrap();
+            for step in start..cap.min(start + 24) {
+                let skipped = step == start + 5;
+                for bb in 0..b {
+                    c.attn_mask[bb * cap + step] = 1;
+                    for r in 0..hm {
+                        key_m[(bb * hm + r) * cap + step] = match rng.below(8) {
+                            0 => f32::MIN,
+                            1 => f32::NEG_INFINITY,
+                            _ => rng.below(9) as f32 * 0.25 - 1.0,
+                        };
+                    }
+                }
+                if skipped {
+                    continue;
+                }
+                let km = gpu.upload(&key_m).unwrap();
+                let am = gpu.stream().clone_htod(&c.attn_mask).unwrap();
+                let pos = gpu.upload(&[step as i64]).unwrap();
+                let mut fresh =
+                    gpu.upload(&vec![half::bf16::from_f32(f32::NAN); c.q.len()]).unwrap();
+                let mut carried =
+                    gpu.upload(&vec![half::bf16::from_f32(f32::NAN); c.q.len()]).unwrap();
+                cuda::masked_attention(
+                    &gpu,
+                    &p,
+                    mode,
+                    &q,
+                    &k,
+                    &v,
+                    Some(&km),
+                    None,
+                    &am,
+                    &mut fresh,
+                )
+                .unwrap();
+                let steps = cuda::KeepSteps { memo: &mut memo, pos: &pos };
+                cuda::masked_attention_step(
+                    &gpu,
+                    &p,
+                    mode,
+                    &q,
+                    &k,
+                    &v,
+                    &km,
+                    &am,
+                    &mut carried,
+                    steps,
+                )
+                .unwrap();
+                let words = gpu.download(&memo).unwrap();
+                for row in 0..b * hm {
+                    let bb = row / hm;
+                    let keys: Vec<u64> = (0..cap)
+                        .map(|j| {
+                            let a = c.attn_mask[bb * cap + j];
+                            let bias = if a > 0 { key_m[row * cap + j] } else { f32::MIN };
+                            beat(bias, j)
+                        })
+                        .collect();
+                    let got = (u64::from(words[2 * row]) << 32)
+                        | u64::from(u32::MAX - words[2 * row + 1]);
+                    let what =
+                        format!("b{b} hm{hm} capacity {cap} window {w}, slot {step}, row {row}");
+                    assert_eq!(got, wth_largest(&keys, w), "{what}: threshold");
+                    assert_eq!(words[2 * b * hm + row], step as u32 + 1, "{what}: awaited slot");
+                }
+                let (x, y) = (gpu.download(&fresh).unwrap(), gpu.download(&carried).unwrap());
+                let same = x.iter().zip(&y).all(|(u, v)| u.to_bits() == v.to_bits());
+                assert!(same, "b{b} hm{hm} capacity {cap} window {w}, slot {step}: outputs differ");
             }
         }
     }
@@ -1702,6 +1867,7 @@ mod gpu {
                     let run = || {
                         cuda::attention_on(
                             &gpu, &p, mode, &q, &k, &v, km, None, &attn_mask, &mut out, kernel,
+                            None,
                         )
                         .unwrap()
                     };
@@ -1750,6 +1916,7 @@ mod gpu {
                     let run = || {
                         cuda::attention_on(
                             &gpu, &p, mode, &q, &k, &v, km, None, &attn_mask, &mut out, kernel,
+                            None,
                         )
                         .unwrap()
                     };
