@@ -53,6 +53,17 @@ fn carries_keep(at: &Attention, a: &[Arc<DTensor>]) -> bool {
         && a[4].dims.len() >= 2
 }
 
+/// Whether attention node `id` of a recorded step reads its keys, values and mask values from cache appends
+/// (`appends`) and its attention mask from the graph input: memory in which a step writes only the slot of its key.
+fn reads_caches(g: &Graph, id: NodeId, appends: &std::collections::HashSet<NodeId>) -> bool {
+    let ins = g.inputs_of(id);
+    let is_input =
+        |n: NodeId| matches!(g.node(n).op, Op::Input(_)) && g.node(n).name == "attention_mask";
+    ins.len() == 5
+        && [1, 2, 4].iter().all(|&i| appends.contains(&ins[i].node))
+        && is_input(ins[3].node)
+}
+
 /// A device buffer of one of the storage types; `Empty` stands for any tensor with no element (a device
 /// allocation cannot have zero bytes), such as the caches before the first token.
 pub enum Buf {
@@ -662,8 +673,10 @@ impl CudaExecutor {
                 early = Some(outs.into_iter().map(Arc::new).collect());
             }
             let mut memo_span = None;
-            if let (Op::MaskedAttention(at), Some((memos, pos))) = (&node.op, keep) {
-                if carries_keep(at, &args) {
+            if let (Op::MaskedAttention(at), Some((memos, pos)), Some((set, _))) =
+                (&node.op, keep, appends)
+            {
+                if carries_keep(at, &args) && reads_caches(g, id, set) {
                     let rows = args[0].dims[0] * args[4].dims[1];
                     let t = memos
                         .with(self, id, 3 * rows, |memo| {

@@ -535,6 +535,10 @@ pub fn masked_attention<T: Elem>(
 /// this step's key fills. A row whose memo awaits `pos` is updated in one pass over its keys instead of selected
 /// anew (`keep_window` in masked_attention.cu); any other row is selected anew. Either way the memo then awaits
 /// `pos + 1`. A fresh memo is [`KEEP_MEMO_FRESH`] in every word.
+///
+/// The caller also vouches that the kernels issued before this step's attention write no slot of `k`, `v`,
+/// `key_m` and `attn_mask` but `pos` (cache appends): the GQA decode kernel loads its first keys before it waits
+/// for those kernels under a programmatic dependency, and only the key at `pos` again after.
 pub struct KeepSteps<'a> {
     /// [`keep_memo_len`] words, kept from step to step.
     pub memo: &'a mut CudaSlice<u32>,
@@ -847,13 +851,17 @@ pub(crate) fn attention_on<T: Elem>(
             arg_or_null(&mut launch, keep.as_ref().or(memo), &null);
             launch.arg(&mode_i).arg(&s_i).arg(&t_i).arg(&h_i).arg(&hm_i);
             launch.arg(&g_i).arg(&scale).arg(&chunk_i);
+            match steps.as_ref() {
+                Some(st) => launch.arg(st.pos),
+                None => launch.arg(&null),
+            };
             // SAFETY: the argument list matches `masked_attention_<T>_decode_gqa_d<Dh>_q<NQ>`;
             // `gqa_fits` (through `pick_kernel` or the check above) holds, so Dh is the kernel's
             // and T f32 or bf16, whose 16-byte pieces of q, k, v rows are aligned; `validate`
             // checked q, k, v and every mask buffer against `p`, null pointers stand for absent
             // buffers the mode does not read, `keep` (or null) holds 2 values per (b, hm, i), the
             // grid covers ⌈T/chunk⌉ splits, B·G KV heads and the (H/G)·S queries of each in groups
-            // of NQ, and `part` holds (Dh + 2) values per row and split.
+            // of NQ, `part` holds (Dh + 2) values per row and split, and `pos` (or null) one value.
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
             (part, splits_i)
         };
