@@ -35,6 +35,8 @@ impl ActDType {
 pub(crate) struct RecordedRun<'a> {
     /// The cache appends, which write in place.
     pub appends: &'a std::collections::HashSet<NodeId>,
+    /// Mask-value nodes (to their append) whose keys the append computes into the cache itself.
+    pub placed: &'a HashMap<NodeId, NodeId>,
     /// The row they write, on the device.
     pub pos: &'a CudaSlice<i64>,
     /// When the recording is ordered by data: where each node's segment goes.
@@ -630,13 +632,16 @@ impl CudaExecutor {
         let mut values = super::Values::<DTensor>::new(g, &self.order, taps)?;
         let mut pending: HashMap<NodeId, DTensor> = HashMap::new();
         let appends = recorded.as_ref().map(|r| (r.appends, r.pos));
+        let placed = recorded.as_ref().map(|r| r.placed);
+        let mut deferred: HashMap<NodeId, Vec<Arc<DTensor>>> = HashMap::new();
         let keep = recorded.as_ref().and_then(|r| r.keep.map(|k| (k, r.pos)));
         for &id in &self.order {
             let node = g.node(id);
             let mut args = values.operands(g, id)?;
-            let reads: Vec<_> = match recorded.as_ref().and_then(|r| r.segments.as_ref()) {
-                Some(_) => args.iter().filter_map(|a| a.span(&self.gpu)).collect(),
-                None => Vec::new(),
+            let tracked = recorded.as_ref().is_some_and(|r| r.segments.is_some());
+            let mut reads: Vec<_> = match tracked {
+                true => args.iter().filter_map(|a| a.span(&self.gpu)).collect(),
+                false => Vec::new(),
             };
             let start = std::time::Instant::now();
             let mut early = None;
@@ -691,10 +696,24 @@ impl CudaExecutor {
                     early = Some(vec![Arc::new(t)]);
                 }
             }
+            if let Some(&append) = placed.and_then(|p| p.get(&id)) {
+                let d = &args[0].dims;
+                ensure!(d.len() == 3, "node `{}`: `dt` is {d:?}, not [B, S, Hm]", node.name);
+                let dims = vec![d[0], d[2], d[1]];
+                deferred.insert(append, std::mem::take(&mut args));
+                early = Some(vec![Arc::new(DTensor { dims, buf: Buf::Empty, host_i64: None })]);
+            }
             if let Some((_, pos)) = appends.filter(|(set, _)| set.contains(&id)) {
-                let t = self
-                    .append(&node.op, std::mem::take(&mut args), pos)
-                    .with_context(|| format!("appending to the cache at node `{}`", node.name))?;
+                let t = match deferred.remove(&id) {
+                    Some(inputs) => {
+                        if tracked {
+                            reads.extend(inputs.iter().filter_map(|a| a.span(&self.gpu)));
+                        }
+                        self.place_mask_values(std::mem::take(&mut args), &inputs, pos)
+                    }
+                    None => self.append(&node.op, std::mem::take(&mut args), pos),
+                }
+                .with_context(|| format!("appending to the cache at node `{}`", node.name))?;
                 early = Some(vec![Arc::new(t)]);
             }
             let outs: Vec<Arc<DTensor>> = if let Some(o) = early {
@@ -776,6 +795,46 @@ impl CudaExecutor {
                 ops::elementwise::cuda::place_rows(gpu, x, outer, rows, inner, cap, pos, d)?
             }
             _ => bail!("the cache and the rows appended to it differ in dtype"),
+        }
+        Ok(cache)
+    }
+
+    /// The mask-value cache `a[0]` (`[B, Hm, capacity]`, this node its only reader) with the values of the keys
+    /// whose `dt` and `A` are `inputs` (the operands of a `DynamicMaskValues` node) written at slot `pos[0]`.
+    fn place_mask_values(
+        &self,
+        mut a: Vec<Arc<DTensor>>,
+        inputs: &[Arc<DTensor>],
+        pos: &CudaSlice<i64>,
+    ) -> Result<DTensor> {
+        a.truncate(1);
+        let mut cache = Arc::try_unwrap(a.pop().context("two operands")?)
+            .map_err(|_| anyhow::anyhow!("the cache is read by another node too"))?;
+        let ([dt, av], &[b, hm, cap]) = (inputs, &cache.dims[..]) else {
+            bail!("mask values from {} operands into a cache of {:?}", inputs.len(), cache.dims)
+        };
+        let d = &dt.dims;
+        ensure!(
+            d.len() == 3 && d[0] == b && d[2] == hm,
+            "`dt` {d:?} does not fit a cache of {:?}",
+            cache.dims
+        );
+        let p = ops::dynamic_mask::KeyValuesParams { batch: d[0], seq: d[1], heads: d[2] };
+        let Buf::F32(c) = &mut cache.buf else { bail!("the mask-value cache is not f32") };
+        let gpu = &*self.gpu;
+        match self.dtype {
+            ActDType::F32 => {
+                ops::dynamic_mask::cuda::key_values_at(gpu, &p, dt.f32()?, av.f32()?, pos, cap, c)?
+            }
+            ActDType::BF16 => ops::dynamic_mask::cuda::key_values_at(
+                gpu,
+                &p,
+                dt.act::<bf16>()?,
+                av.f32()?,
+                pos,
+                cap,
+                c,
+            )?,
         }
         Ok(cache)
     }

@@ -12,6 +12,8 @@
 //! * the RoPE tables of the new position are computed on the host, as in the eager step, and copied into fixed
 //!   buffers before the launch; SSD states are updated in place;
 //! * every other buffer comes from a pool that only the recording uses, filled by one eager run of the step;
+//! * the per-key mask values of the step's key are computed straight into their cache slot by the append (one
+//!   kernel instead of two);
 //! * a keep window (`Additive` masks) carries over from one step to the next: the step's key fills one slot, and
 //!   the selection of the step before is updated in one pass over the keys rather than made anew
 //!   (`cheems_ops::masked_attention::cuda::KeepSteps`); `CHEEMS_CUDA_CARRY_KEEP=0` selects anew each step.
@@ -70,6 +72,8 @@ pub struct DecodeGraph<'e> {
     /// The RoPE length state (input name, value), when the graph carries one.
     rope_len: Option<(String, i64)>,
     appends: HashSet<NodeId>,
+    /// Mask-value nodes read only by a cache append: their keys are computed into the cache by the append.
+    placed: HashMap<NodeId, NodeId>,
     ids: CudaSlice<i64>,
     mask: CudaSlice<i64>,
     pos: CudaSlice<i64>,
@@ -225,6 +229,7 @@ impl<'e> DecodeGraph<'e> {
         let zero = gpu.upload(&[0i64])?;
         let mut slots = Vec::new();
         let mut appends = HashSet::new();
+        let mut placed = HashMap::new();
         let mut rope_len = None;
         for st in &model.states {
             let held = states.get(&st.past).with_context(|| format!("no state `{}`", st.past))?;
@@ -271,6 +276,13 @@ impl<'e> DecodeGraph<'e> {
                         ),
                     };
                     appends.insert(append);
+                    let rows = g.inputs_of(append)[1];
+                    if st.kind == StateKind::MaskValues
+                        && matches!(g.node(rows.node).op, Op::DynamicMaskValues)
+                        && g.uses(rows) == 1
+                    {
+                        placed.insert(rows.node, append);
+                    }
                     let dims = &d.dims;
                     ensure!(
                         dims.len() >= 3 && dims[2] == past && dims[0] == batch,
@@ -331,6 +343,7 @@ impl<'e> DecodeGraph<'e> {
             rope,
             rope_len,
             appends,
+            placed,
             ids: gpu.zeros::<i64>(batch)?,
             mask: gpu.upload(&host_mask)?,
             pos: gpu.upload(&[past as i64])?,
@@ -482,6 +495,7 @@ impl<'e> DecodeGraph<'e> {
             }
             let recorded = RecordedRun {
                 appends: &self.appends,
+                placed: &self.placed,
                 pos: &self.pos,
                 segments: segments.as_deref_mut(),
                 keep: self.keep.as_ref(),

@@ -110,6 +110,60 @@ mod gpu {
         }
     }
 
+    /// Keys written into a cache at a slot held on the device: the CPU kernel's values at slots pos..pos + S of
+    /// each row, every other slot as it was, slots past the capacity left out.
+    fn run_at<T: Elem>(batch: usize, seq: usize, heads: usize, cap: usize, pos: usize, seed: u64) {
+        let Some(gpu) = test_gpu() else { return };
+        let p = KeyValuesParams { batch, seq, heads };
+        let mut rng = Rng::new(seed);
+        let dt: Vec<T> =
+            rng.vec(batch * seq * heads, -6.0, 6.0).into_iter().map(T::from_f32).collect();
+        let a = rng.vec(heads, -2.0, 2.0);
+        let dtf: Vec<f32> = dt.iter().map(|v| v.to_f32()).collect();
+        let m = key_values(&p, &dtf, &a).unwrap();
+        let before = rng.vec(batch * heads * cap, 5.0, 6.0);
+        let mut want: Vec<f64> = before.iter().map(|&v| f64::from(v)).collect();
+        for r in 0..batch * heads {
+            for j in (0..seq).filter(|j| pos + j < cap) {
+                want[r * cap + pos + j] = f64::from(m[r * seq + j]);
+            }
+        }
+        let (ddt, da) = (gpu.upload(&dt).unwrap(), gpu.upload(&a).unwrap());
+        let dpos = gpu.upload(&[pos as i64]).unwrap();
+        let mut cache = gpu.upload(&before).unwrap();
+        cuda::key_values_at(&gpu, &p, &ddt, &da, &dpos, cap, &mut cache).unwrap();
+        let got = gpu.download(&cache).unwrap();
+        let what = format!("dynamic_mask_at_{} {p:?} capacity {cap} at {pos}", T::NAME);
+        assert_close(&got, &want, 0.0, RTOL_GPU, &what);
+    }
+
+    #[test]
+    fn keys_written_into_a_cache_match_the_cpu_kernel() {
+        let shapes = [
+            (1, 1, 1, 1, 0),
+            (2, 1, 4, 9, 8),
+            (3, 2, 2, 7, 3),
+            (2, 3, 2, 7, 5),
+            (8, 1, 8, 4128, 4096),
+        ];
+        for (i, &(b, s, h, cap, pos)) in shapes.iter().enumerate() {
+            run_at::<f32>(b, s, h, cap, pos, 300 + i as u64);
+            run_at::<half::bf16>(b, s, h, cap, pos, 400 + i as u64);
+        }
+        let Some(gpu) = test_gpu() else { return };
+        let p = KeyValuesParams { batch: 1, seq: 2, heads: 2 };
+        let (dt, a, pos) = (
+            gpu.zeros::<f32>(4).unwrap(),
+            gpu.zeros::<f32>(2).unwrap(),
+            gpu.zeros::<i64>(1).unwrap(),
+        );
+        let mut short = gpu.zeros::<f32>(5).unwrap();
+        assert!(matches!(
+            cuda::key_values_at(&gpu, &p, &dt, &a, &pos, 3, &mut short),
+            Err(KernelError::BadParams(_))
+        ));
+    }
+
     #[test]
     fn large_inputs_use_the_softplus_threshold() {
         let Some(gpu) = test_gpu() else { return };
