@@ -218,9 +218,14 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
     const unsigned part = CLUSTER > 1 ? cluster_rank() : 0u;
     const long kr = CLUSTER > 1 ? (long)cluster_index() : (long)blockIdx.x, bhm = kr / S;
     const int i = (int)(kr % S), tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    // With `pos` and no ratio threshold (a decode step of a cache in which the kernels before this one write only
+    // slot n), the held keys are loaded before the grid's wait and the key of slot n again after it.
+    const bool early = pos != nullptr && tau == nullptr;
+    if (!early) grid_entry();
     const int n = pos != nullptr ? (int)min(max(*pos, -1ll), (long long)T) : -1;
     const bool stepped = at != nullptr && S == 1 && n >= 0 && n < T && at[kr] == (unsigned)n;
     if (W == 0) {
+        if (early) grid_entry();
         if (part == 0 && tid == 0) keep_out[2 * kr] = keep_out[2 * kr + 1] = 0xffffffffu;
         return;
     }
@@ -245,6 +250,12 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
             const int j = min(lo + tid + THREADS * r, T - 1);
             x[r] = m[j];
             a[r] = am[j];
+        }
+        if (early) {
+            grid_entry();
+#pragma unroll
+            for (int r = 0; r < KEEP_REGS; ++r)
+                if (lo + tid + THREADS * r == n) x[r] = m[n], a[r] = am[n];
         }
 #pragma unroll
         for (int r = 0; r < KEEP_REGS; ++r) key[r] = inv_key_of(lo + tid + THREADS * r, x[r], a[r]);
@@ -420,7 +431,6 @@ extern "C" __global__ void __launch_bounds__(1024)
     masked_attention_keep_window(const float *key_m, const long long *attn_mask, const float *tau, unsigned *keep_out,
                                  unsigned *at, const long long *pos, const int S, const int T, const int Hm,
                                  const int W) {
-    grid_entry();
     keep_window<1, 1024>(key_m, attn_mask, tau, keep_out, at, pos, S, T, Hm, W);
 }
 #if __CUDA_ARCH__ >= 900
@@ -428,7 +438,6 @@ extern "C" __global__ void __cluster_dims__(8, 1, 1) __launch_bounds__(256)
     masked_attention_keep_window_cluster(const float *key_m, const long long *attn_mask, const float *tau,
                                          unsigned *keep_out, unsigned *at, const long long *pos, const int S,
                                          const int T, const int Hm, const int W) {
-    grid_entry();
     keep_window<8, 256>(key_m, attn_mask, tau, keep_out, at, pos, S, T, Hm, W);
 }
 #endif
