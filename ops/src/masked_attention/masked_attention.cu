@@ -603,64 +603,53 @@ __device__ void decode(const E *q, const E *k, const E *v, float *part, const Ma
     }
 }
 
-// out[b,i,h,d] for the 32 dimensions d of blockIdx.y in row blockIdx.x, from the row's `splits` partial records
-// (m_s, l_s, acc_s): out = Σ_s w_s·acc_s / Σ_s w_s·l_s with w_s = exp(m_s − max m) (w_s = 0 for m_s = -inf). Warp w
-// takes splits w·COMBINE_PER + [0, COMBINE_PER), then the same again COMBINE_THREADS/32 · COMBINE_PER further on,
-// every load of a round issued before any is used, and merges them online (one rescale per round); warp 0 merges the
-// warps. Grid (B·H·S, ⌈dh/32⌉), COMBINE_THREADS threads.
-constexpr int COMBINE_THREADS = 256, COMBINE_PER = 8;
+// out[b,i,h,d] for the 32 dimensions d of blockIdx.y in row blockIdx.x, from the row's `splits` partial records:
+// out = Σ_s w_s·acc_s / Σ_s w_s·l_s with w_s = exp(m_s − max m). The weights of up to COMBINE_TILE splits at a time go
+// to shared memory; warp w sums splits w, w + 8, … for its lane's dimension, then warp 0 adds the eight sums.
+// Grid (B·H·S, ⌈dh/32⌉), COMBINE_THREADS threads.
+constexpr int COMBINE_THREADS = 256, COMBINE_TILE = 1024;
 
 template <typename E>
 __device__ void combine(const float *part, E *out, const int S, const int H, const int dh, const int splits) {
     constexpr int NW = COMBINE_THREADS / 32;
-    __shared__ float red_m[NW], red_l[NW], red_o[NW][32];
+    __shared__ float wt[COMBINE_TILE], red[NW][33];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, d = blockIdx.y * 32 + lane;
     const long row = blockIdx.x;
     const int i = (int)(row % S), h = (int)(row / S % H), b = (int)(row / S / H);
     const long stride = dh + 2;
     const float *rec = part + row * splits * stride;
-    float m = neg_inf(), l = 0.0f, o = 0.0f;
-    for (int s0 = warp * COMBINE_PER; s0 < splits; s0 += NW * COMBINE_PER) {
-        float ms[COMBINE_PER], ls[COMBINE_PER], os[COMBINE_PER];
+    float mx = neg_inf();
+    for (int s = tid; s < splits; s += COMBINE_THREADS) mx = fmaxf(mx, rec[s * stride]);
+    mx = warp_max(mx);
+    if (lane == 0) red[warp][0] = mx;
+    __syncthreads();
 #pragma unroll
-        for (int u = 0; u < COMBINE_PER; ++u) {
-            const int s = s0 + u;
-            ms[u] = neg_inf(), ls[u] = 0.0f, os[u] = 0.0f;
-            if (s < splits) {
-                ms[u] = rec[s * stride];
-                ls[u] = rec[s * stride + 1];
-                if (d < dh) os[u] = rec[s * stride + 2 + d];
-            }
+    for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red[w][0]);
+    float sum = 0.0f, o = 0.0f;
+    for (int t0 = 0; t0 < splits; t0 += COMBINE_TILE) {
+        const int n = min(COMBINE_TILE, splits - t0);
+        __syncthreads();
+        for (int s = tid; s < n; s += COMBINE_THREADS) {
+            const float ms = rec[(t0 + s) * stride];
+            const float w = ms == neg_inf() ? 0.0f : expf(ms - mx);
+            wt[s] = w;
+            sum += w * rec[(t0 + s) * stride + 1];
         }
-        float mx = m;
-#pragma unroll
-        for (int u = 0; u < COMBINE_PER; ++u) mx = fmaxf(mx, ms[u]);
-        if (mx == neg_inf()) continue;
-        const float alpha = m == neg_inf() ? 0.0f : expf(m - mx);
-        l *= alpha;
-        o *= alpha;
-#pragma unroll
-        for (int u = 0; u < COMBINE_PER; ++u) {
-            const float w = ms[u] == neg_inf() ? 0.0f : expf(ms[u] - mx);
-            l += w * ls[u];
-            o += w * os[u];
+        __syncthreads();
+        if (d < dh) {
+#pragma unroll 4
+            for (int s = warp; s < n; s += NW) o += wt[s] * rec[(t0 + s) * stride + 2 + d];
         }
-        m = mx;
     }
-    if (lane == 0) red_m[warp] = m, red_l[warp] = l;
-    red_o[warp][lane] = o;
+    sum = warp_sum(sum);
+    __syncthreads();
+    red[warp][lane] = o;
+    if (lane == 0) red[warp][32] = sum;
     __syncthreads();
     if (warp == 0 && d < dh) {
-        float mx = neg_inf();
-#pragma unroll
-        for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red_m[w]);
         float x = 0.0f, total = 0.0f;
 #pragma unroll
-        for (int w = 0; w < NW; ++w) {
-            const float wt = red_m[w] == neg_inf() ? 0.0f : expf(red_m[w] - mx);
-            x += wt * red_o[w][lane];
-            total += wt * red_l[w];
-        }
+        for (int w = 0; w < NW; ++w) x += red[w][lane], total += red[w][32];
         st(out, (((long)b * S + i) * H + h) * dh + d, x / total);
     }
 }
