@@ -440,11 +440,10 @@ pub(crate) fn keep_lists_on(
 
 /// The keep-window selection of `rows` rows (B·Hm·S) on a device of architecture `arch` (`sm_90`): one block of 1024
 /// threads per row (`masked_attention_keep_window`), or, for at most [`KEEP_CLUSTER_MAX_ROWS`] rows on sm_90 and
-/// later when the window is not `carried` over steps (one pass over the keys instead of four), a cluster of 8 blocks
-/// of 256 threads per row (`masked_attention_keep_window_cluster`, its `__cluster_dims__`): the kernel's name, blocks
-/// per row and threads.
-pub(crate) fn keep_launch(rows: usize, arch: &str, carried: bool) -> (&'static str, usize, u32) {
-    if !carried && rows <= KEEP_CLUSTER_MAX_ROWS && crate::cuda::sm90_or_later(arch) {
+/// later, a cluster of 8 blocks of 256 threads per row (`masked_attention_keep_window_cluster`, its
+/// `__cluster_dims__`): the kernel's name, blocks per row and threads.
+pub(crate) fn keep_launch(rows: usize, arch: &str) -> (&'static str, usize, u32) {
+    if rows <= KEEP_CLUSTER_MAX_ROWS && crate::cuda::sm90_or_later(arch) {
         ("masked_attention_keep_window_cluster", 8, 256)
     } else {
         ("masked_attention_keep_window", 1, 1024)
@@ -761,7 +760,7 @@ pub(crate) fn attention_on<T: Elem>(
             let m = key_m.ok_or_else(|| KernelError::BadParams("Additive needs `key_m`".into()))?;
             let w_i = to_i32("keep_window", w)?;
             let keep_rows = b * mask_heads * s;
-            let (name, per_row, threads) = keep_launch(keep_rows, gpu.arch(), steps.is_some());
+            let (name, per_row, threads) = keep_launch(keep_rows, gpu.arch());
             let func = gpu.function(&SOURCE, name)?;
             let cfg = LaunchConfig {
                 grid_dim: (to_u32("batch·mask_heads·q_len blocks", per_row * keep_rows)?, 1, 1),

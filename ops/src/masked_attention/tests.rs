@@ -201,21 +201,20 @@ fn slot_modes() -> impl Iterator<Item = MaskMode> {
 }
 
 /// The keep window spreads each row over a cluster of 8 blocks for up to 16 rows on sm_90 and later, one block per
-/// row beyond, on earlier devices (no thread-block clusters) and when the window is carried over decode steps.
+/// row beyond and on earlier devices (no thread-block clusters).
 #[test]
 fn few_keep_window_rows_take_the_cluster() {
     let single = ("masked_attention_keep_window", 1, 1024);
     for rows in [1, 4, 16] {
         let cluster = ("masked_attention_keep_window_cluster", 8, 256);
-        assert_eq!(cuda::keep_launch(rows, "sm_90", false), cluster);
-        assert_eq!(cuda::keep_launch(rows, "sm_100", false), cluster);
-        assert_eq!(cuda::keep_launch(rows, "sm_90a", false), cluster);
-        assert_eq!(cuda::keep_launch(rows, "sm_80", false), single);
-        assert_eq!(cuda::keep_launch(rows, "sm_89", false), single);
-        assert_eq!(cuda::keep_launch(rows, "sm_90", true), single);
+        assert_eq!(cuda::keep_launch(rows, "sm_90"), cluster);
+        assert_eq!(cuda::keep_launch(rows, "sm_100"), cluster);
+        assert_eq!(cuda::keep_launch(rows, "sm_90a"), cluster);
+        assert_eq!(cuda::keep_launch(rows, "sm_80"), single);
+        assert_eq!(cuda::keep_launch(rows, "sm_89"), single);
     }
     for rows in [17, 64, 16384] {
-        assert_eq!(cuda::keep_launch(rows, "sm_90", false), single);
+        assert_eq!(cuda::keep_launch(rows, "sm_90"), single);
     }
 }
 
@@ -1254,7 +1253,7 @@ mod gpu {
             }
         }
         for rows in [1, 17] {
-            let (name, _, _) = cuda::keep_launch(rows, "sm_90", false);
+            let (name, _, _) = cuda::keep_launch(rows, "sm_90");
             assert!(crate::testutil::has_symbol(&cubin, name), "{name} missing");
         }
         for stage in [
