@@ -820,15 +820,21 @@ mod tests {
         }
     }
 
-    /// Kernels whose body first loads constants (weights or keys, which no kernel writes) and then calls
-    /// `grid_entry()`, so that those loads overlap the kernel they depend on: the function that runs the body, and
-    /// its source file.
-    const CONSTANTS_BEFORE_ENTRY: [(&str, &str); 3] =
-        [("matmul.cu", "gemv"), ("matmul.cu", "gated_gemv"), ("pk_topk.cu", "pk_topk")];
+    /// Kernels whose body first loads memory that no kernel before it writes and then calls `grid_entry()`, so
+    /// that those loads overlap the kernel they depend on: constants (weights, product keys), or, in a decode step
+    /// given the slot its key fills, the other slots of the caches (the keep window, the GQA decode; both read the
+    /// slot again after the wait). The function that runs the body, and its source file.
+    const CONSTANTS_BEFORE_ENTRY: [(&str, &str); 5] = [
+        ("matmul.cu", "gemv"),
+        ("matmul.cu", "gated_gemv"),
+        ("pk_topk.cu", "pk_topk"),
+        ("masked_attention.cu", "keep_window"),
+        ("masked_attention.cu", "decode_gqa"),
+    ];
 
     /// A recorded step lets a kernel start before the kernel it depends on has finished (`graph`), which is only
     /// sound when the kernel's first statement waits for it: `grid_entry()` opens every kernel body, except in
-    /// [`CONSTANTS_BEFORE_ENTRY`], where the body calls the named function and that function reads only constants
+    /// [`CONSTANTS_BEFORE_ENTRY`], where the body calls the named function and that function reads only such memory
     /// before its own `grid_entry()`.
     #[test]
     fn every_kernel_opens_with_grid_entry() {
