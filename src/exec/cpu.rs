@@ -451,14 +451,7 @@ fn attention(at: &crate::ir::op::Attention, a: &[Arc<Tensor>]) -> Result<Vec<Ten
     let mut mask_heads = 0;
     let mut key_m = None;
     let mut learned = None;
-    let mode = match at.mask {
-        AttentionMask::Causal => ops::masked_attention::MaskMode::Causal,
-        AttentionMask::Boolean => ops::masked_attention::MaskMode::Boolean,
-        AttentionMask::Additive { ratio, keep_window } => {
-            ops::masked_attention::MaskMode::Additive { ratio, keep_window }
-        }
-        AttentionMask::Learned => ops::masked_attention::MaskMode::Learned,
-    };
+    let mode = at.mask.kernel_mode();
     match at.mask {
         AttentionMask::Causal => {}
         AttentionMask::Boolean | AttentionMask::Additive { .. } => {

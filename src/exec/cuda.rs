@@ -928,14 +928,7 @@ impl CudaExecutor {
         let t = k[2];
         let mut mask_heads = 0;
         let (mut key_m, mut learned_buf) = (None, None);
-        let mode = match at.mask {
-            AttentionMask::Causal => ops::masked_attention::MaskMode::Causal,
-            AttentionMask::Boolean => ops::masked_attention::MaskMode::Boolean,
-            AttentionMask::Additive { ratio, keep_window } => {
-                ops::masked_attention::MaskMode::Additive { ratio, keep_window }
-            }
-            AttentionMask::Learned => ops::masked_attention::MaskMode::Learned,
-        };
+        let mode = at.mask.kernel_mode();
         match at.mask {
             AttentionMask::Causal => {}
             AttentionMask::Boolean | AttentionMask::Additive { .. } => {

@@ -23,6 +23,21 @@ pub enum AttentionMask {
     Learned,
 }
 
+impl AttentionMask {
+    /// The same mask as the kernels of `cheems_ops::masked_attention` take it.
+    pub fn kernel_mode(&self) -> cheems_ops::masked_attention::MaskMode {
+        use cheems_ops::masked_attention::MaskMode;
+        match *self {
+            AttentionMask::Causal => MaskMode::Causal,
+            AttentionMask::Boolean => MaskMode::Boolean,
+            AttentionMask::Additive { ratio, keep_window } => {
+                MaskMode::Additive { ratio, keep_window }
+            }
+            AttentionMask::Learned => MaskMode::Learned,
+        }
+    }
+}
+
 /// `softmax(q·kᵀ·scale + bias)·v` with GQA (query head `h` reads KV head `h/(H/G)`, mask head `h·Hm/H`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Attention {
