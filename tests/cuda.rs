@@ -228,55 +228,20 @@ fn recorded_decode_steps_match_node_by_node() {
 /// let a kernel read memory before it is written or after it is reused.
 #[test]
 fn recordings_ordered_by_data_match_issue_order_bit_for_bit() {
-    use cheems::exec::session::Session;
     let Some(_turn) = take_gpu() else { return };
     let mut failures = Vec::new();
     for dtype in [ActDType::F32, ActDType::BF16] {
         for (case, widen) in cases().into_iter().flat_map(|c| [(c.clone(), false), (c, true)]) {
             let name = case.file_name().unwrap().to_string_lossy().to_string();
-            let name = if widen { format!("{name} ×8") } else { name };
-            let mut inputs = Inputs::read(&case.join("inputs.json")).unwrap();
-            if widen {
-                let n = inputs.input_ids.len();
-                inputs.input_ids = (0..8).map(|r| inputs.input_ids[r % n].clone()).collect();
-                if let Some(m) = inputs.attention_mask.as_mut() {
-                    *m = (0..8).map(|r| m[r % n].clone()).collect();
-                }
-            }
-            let p = prepare(&case, Device::Cuda, dtype).unwrap();
-            let v = p.model.config.vocab_size as i64;
-            let (mut a, mut b) =
-                (Session::new(&p.model, p.exec.as_ref()), Session::new(&p.model, p.exec.as_ref()));
-            for (s, by_data) in [(&mut a, true), (&mut b, false)] {
-                s.set_recording(true).unwrap();
-                s.set_ordered_by_data(by_data);
-                s.reserve(inputs.input_ids[0].len() + 6);
-            }
-            let mask = inputs.attention_mask.as_ref();
-            a.prefill(&inputs.input_ids, mask, &[]).unwrap();
-            b.prefill(&inputs.input_ids, mask, &[]).unwrap();
-            let rows = inputs.input_ids.len();
-            for k in 0..6 {
-                let ids: Vec<i64> =
-                    (0..rows).map(|r| (3 + 13 * k as i64 + 5 * r as i64) % v).collect();
-                let (x, y) = (a.decode(&ids, &[]).unwrap(), b.decode(&ids, &[]).unwrap());
-                assert!(a.replaying() && b.replaying(), "{name}: step {k} was not replayed");
-                let same = x
-                    .logits
-                    .as_f32()
-                    .unwrap()
-                    .iter()
-                    .zip(y.logits.as_f32().unwrap())
-                    .all(|(p, q)| p.to_bits() == q.to_bits());
-                eprintln!(
-                    "{name:28} {:5} decode {k} {}",
-                    dtype.name(),
-                    if same { "same" } else { "DIFFERENT" }
-                );
-                if !same {
-                    failures.push(format!("{name} {} decode {k}", dtype.name()));
-                }
-            }
+            failures.extend(recorded_pairs_differ(
+                &name,
+                &case,
+                dtype,
+                widen,
+                (6, 6),
+                |s, first| s.set_ordered_by_data(first),
+                |k, r| 3 + 13 * k as i64 + 5 * r as i64,
+            ));
         }
     }
     assert!(
@@ -286,6 +251,66 @@ fn recordings_ordered_by_data_match_issue_order_bit_for_bit() {
     );
 }
 
+/// Two recording sessions of the model in `dir` (in `dtype`), each set up by `setup` (`true` for the first), that
+/// prefill the fixture's inputs (with `widen`, its rows repeated to 8 sequences), reserve `reserve_steps.0` tokens
+/// past the prompt and decode `reserve_steps.1` steps (token `id(k, row) mod V` at step k): the steps whose logits
+/// are not the same bits, each as `name dtype decode k`.
+fn recorded_pairs_differ(
+    name: &str,
+    dir: &std::path::Path,
+    dtype: ActDType,
+    widen: bool,
+    reserve_steps: (usize, usize),
+    setup: impl Fn(&mut cheems::exec::session::Session, bool),
+    id: impl Fn(usize, usize) -> i64,
+) -> Vec<String> {
+    use cheems::exec::session::Session;
+    let name = if widen { format!("{name} ×8") } else { name.to_string() };
+    let mut inputs = Inputs::read(&dir.join("inputs.json")).unwrap();
+    if widen {
+        let n = inputs.input_ids.len();
+        inputs.input_ids = (0..8).map(|r| inputs.input_ids[r % n].clone()).collect();
+        if let Some(m) = inputs.attention_mask.as_mut() {
+            *m = (0..8).map(|r| m[r % n].clone()).collect();
+        }
+    }
+    let p = prepare(dir, Device::Cuda, dtype).unwrap();
+    let v = p.model.config.vocab_size as i64;
+    let (mut a, mut b) =
+        (Session::new(&p.model, p.exec.as_ref()), Session::new(&p.model, p.exec.as_ref()));
+    for (s, first) in [(&mut a, true), (&mut b, false)] {
+        s.set_recording(true).unwrap();
+        setup(s, first);
+        s.reserve(inputs.input_ids[0].len() + reserve_steps.0);
+    }
+    let mask = inputs.attention_mask.as_ref();
+    a.prefill(&inputs.input_ids, mask, &[]).unwrap();
+    b.prefill(&inputs.input_ids, mask, &[]).unwrap();
+    let rows = inputs.input_ids.len();
+    let mut failures = Vec::new();
+    for k in 0..reserve_steps.1 {
+        let ids: Vec<i64> = (0..rows).map(|r| id(k, r) % v).collect();
+        let (x, y) = (a.decode(&ids, &[]).unwrap(), b.decode(&ids, &[]).unwrap());
+        assert!(a.replaying() && b.replaying(), "{name}: step {k} was not replayed");
+        let same = x
+            .logits
+            .as_f32()
+            .unwrap()
+            .iter()
+            .zip(y.logits.as_f32().unwrap())
+            .all(|(p, q)| p.to_bits() == q.to_bits());
+        eprintln!(
+            "{name:28} {:5} decode {k} {}",
+            dtype.name(),
+            if same { "same" } else { "DIFFERENT" }
+        );
+        if !same {
+            failures.push(format!("{name} {} decode {k}", dtype.name()));
+        }
+    }
+    failures
+}
+
 /// Recorded decode steps whose keep windows carry over from step to step against recorded steps that select them
 /// anew, on the Doge fixtures with keep windows shorter than the prompt (so that the selection runs every step and
 /// its threshold moves), in f32 and bf16, with the fixture's batch (padding included) and widened to 8 sequences:
@@ -293,7 +318,6 @@ fn recordings_ordered_by_data_match_issue_order_bit_for_bit() {
 /// recording, and its memos, are made again).
 #[test]
 fn carried_keep_windows_match_selection_anew_bit_for_bit() {
-    use cheems::exec::session::Session;
     let Some(_turn) = take_gpu() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
@@ -303,60 +327,20 @@ fn carried_keep_windows_match_selection_anew_bit_for_bit() {
     for case in doge.collect::<Vec<_>>() {
         let base = case.file_name().unwrap().to_string_lossy().to_string();
         for window in [1, 3, 6] {
-            let dir = with_config(
-                &case,
-                &tmp.path().join(format!("{base}-{window}")),
-                "keep_window_size",
-                window.into(),
-            );
+            let dir = tmp.path().join(format!("{base}-{window}"));
+            let dir = with_config(&case, &dir, "keep_window_size", window.into());
             for (dtype, widen) in
                 [ActDType::F32, ActDType::BF16].into_iter().flat_map(|d| [(d, false), (d, true)])
             {
-                let name = format!("{base} W{window}{}", if widen { " ×8" } else { "" });
-                let mut inputs = Inputs::read(&dir.join("inputs.json")).unwrap();
-                if widen {
-                    let n = inputs.input_ids.len();
-                    inputs.input_ids = (0..8).map(|r| inputs.input_ids[r % n].clone()).collect();
-                    if let Some(m) = inputs.attention_mask.as_mut() {
-                        *m = (0..8).map(|r| m[r % n].clone()).collect();
-                    }
-                }
-                let p = prepare(&dir, Device::Cuda, dtype).unwrap();
-                let v = p.model.config.vocab_size as i64;
-                let (mut a, mut b) = (
-                    Session::new(&p.model, p.exec.as_ref()),
-                    Session::new(&p.model, p.exec.as_ref()),
-                );
-                for (s, carry) in [(&mut a, true), (&mut b, false)] {
-                    s.set_recording(true).unwrap();
-                    s.set_carried_keep_window(carry);
-                    s.reserve(inputs.input_ids[0].len() + 5);
-                }
-                let mask = inputs.attention_mask.as_ref();
-                a.prefill(&inputs.input_ids, mask, &[]).unwrap();
-                b.prefill(&inputs.input_ids, mask, &[]).unwrap();
-                let rows = inputs.input_ids.len();
-                for k in 0..12 {
-                    let ids: Vec<i64> =
-                        (0..rows).map(|r| (7 + 17 * k as i64 + 3 * r as i64) % v).collect();
-                    let (x, y) = (a.decode(&ids, &[]).unwrap(), b.decode(&ids, &[]).unwrap());
-                    assert!(a.replaying() && b.replaying(), "{name}: step {k} was not replayed");
-                    let same = x
-                        .logits
-                        .as_f32()
-                        .unwrap()
-                        .iter()
-                        .zip(y.logits.as_f32().unwrap())
-                        .all(|(p, q)| p.to_bits() == q.to_bits());
-                    eprintln!(
-                        "{name:28} {:5} decode {k} {}",
-                        dtype.name(),
-                        if same { "same" } else { "DIFFERENT" }
-                    );
-                    if !same {
-                        failures.push(format!("{name} {} decode {k}", dtype.name()));
-                    }
-                }
+                failures.extend(recorded_pairs_differ(
+                    &format!("{base} W{window}"),
+                    &dir,
+                    dtype,
+                    widen,
+                    (5, 12),
+                    |s, first| s.set_carried_keep_window(first),
+                    |k, r| 7 + 17 * k as i64 + 3 * r as i64,
+                ));
             }
         }
     }
