@@ -15,8 +15,9 @@
 //! * the per-key mask values of the step's key are computed straight into their cache slot by the append (one
 //!   kernel instead of two);
 //! * a keep window (`Additive` masks) carries over from one step to the next: the step's key fills one slot, and
-//!   the selection of the step before is updated in one pass over the keys rather than made anew
-//!   (`cheems_ops::masked_attention::cuda::KeepSteps`); `CHEEMS_CUDA_CARRY_KEEP=0` selects anew each step.
+//!   the selection of the step before is updated in one pass over the keys rather than made anew, and the keep
+//!   window and the attention load the cache slots other than the step's own before they wait for the kernels
+//!   before them (`cheems_ops::masked_attention::cuda::KeepSteps`); `CHEEMS_CUDA_CARRY_KEEP=0` does neither.
 //!
 //! The first step runs eagerly (filling the pool) and is then recorded; later steps replay the recording. In the
 //! recording each node's work is a segment, and the recording is ordered by the memory the segments read and write
