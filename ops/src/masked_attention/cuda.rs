@@ -537,8 +537,8 @@ pub fn masked_attention<T: Elem>(
 /// `pos + 1`. A fresh memo is [`KEEP_MEMO_FRESH`] in every word.
 ///
 /// The caller also vouches that the kernels issued before this step's attention write no slot of `k`, `v`,
-/// `key_m` and `attn_mask` but `pos` (cache appends): the GQA decode kernel loads its first keys before it waits
-/// for those kernels under a programmatic dependency, and only the key at `pos` again after.
+/// `key_m` and `attn_mask` but `pos` (cache appends): the keep window and the GQA decode kernel load keys before
+/// they wait for those kernels under a programmatic dependency, and only the key at `pos` again after.
 pub struct KeepSteps<'a> {
     /// [`keep_memo_len`] words, kept from step to step.
     pub memo: &'a mut CudaSlice<u32>,
