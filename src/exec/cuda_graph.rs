@@ -363,9 +363,9 @@ impl<'e> DecodeGraph<'e> {
     }
 
     /// Whether keep windows carry over from step to step (see the module documentation) or are selected anew each
-    /// step; before the first [`Self::step`].
+    /// step; takes effect only before the first [`Self::step`] (the recording addresses the memos).
     pub fn set_carried_keep_window(&mut self, on: bool) {
-        if on != self.keep.is_some() {
+        if self.recorded.is_none() && on != self.keep.is_some() {
             self.keep = on.then(KeepMemos::default);
         }
     }
