@@ -261,7 +261,7 @@ fn graph_pass(
     let replay = t1.elapsed().as_secs_f64();
     let (pool_bytes, nodes) = (g.pool_bytes(), g.node_counts()?);
     let programmatic = g.programmatic_edges().context("the step is not recorded yet")?;
-    let (ordering, carried_keep) = (g.ordering(), g.carries_keep_window());
+    let (ordering, carried_keep) = (g.ordering(), g.options().carried_keep_window);
     Ok(Replayed { record, replay, issue, pool_bytes, nodes, programmatic, ordering, carried_keep })
 }
 

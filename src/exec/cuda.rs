@@ -682,9 +682,12 @@ impl CudaExecutor {
                 (&node.op, keep, appends)
             {
                 if carries_keep(at, &args) && reads_caches(g, id, set) {
-                    let rows = args[0].dims[0] * args[4].dims[1];
+                    let len = ops::masked_attention::cuda::keep_memo_len(
+                        args[0].dims[0],
+                        args[4].dims[1],
+                    );
                     let t = memos
-                        .with(self, id, 3 * rows, |memo| {
+                        .with(self, id, len, |memo| {
                             memo_span = Some(self.gpu.span(&*memo));
                             let steps = ops::masked_attention::cuda::KeepSteps { memo, pos };
                             match self.dtype {

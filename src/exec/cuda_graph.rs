@@ -82,9 +82,32 @@ pub struct DecodeGraph<'e> {
     batch: usize,
     capacity: usize,
     past: usize,
-    by_data: bool,
-    /// The keep windows carried from step to step, when they are.
-    keep: Option<KeepMemos>,
+    options: RecordOptions,
+    /// The keep windows carried from step to step (when `options` says so).
+    keep: KeepMemos,
+}
+
+/// How a decode step is recorded; by default from the environment: `CHEEMS_CUDA_DATA_EDGES`,
+/// `CHEEMS_CUDA_CARRY_KEEP` and `CHEEMS_CUDA_PDL`, each on unless `0` (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordOptions {
+    /// Ordered by the memory the nodes read and write, not by issue order.
+    pub ordered_by_data: bool,
+    /// Keep windows carried over from step to step (and cache slots loaded before the wait).
+    pub carried_keep_window: bool,
+    /// Kernel-to-kernel edges as programmatic dependencies.
+    pub programmatic: bool,
+}
+
+impl Default for RecordOptions {
+    fn default() -> RecordOptions {
+        let on = |var: &str| std::env::var_os(var).is_none_or(|v| v != "0");
+        RecordOptions {
+            ordered_by_data: on("CHEEMS_CUDA_DATA_EDGES"),
+            carried_keep_window: on("CHEEMS_CUDA_CARRY_KEEP"),
+            programmatic: on("CHEEMS_CUDA_PDL"),
+        }
+    }
 }
 
 /// The keep window of each attention node, carried from one step to the next
@@ -126,20 +149,6 @@ fn key_limit(exec: &CudaExecutor, model: &Model) -> usize {
     } else {
         usize::MAX
     }
-}
-
-/// Whether recordings make kernel-to-kernel edges programmatic: unless `CHEEMS_CUDA_PDL=0`.
-fn programmatic_edges() -> bool {
-    std::env::var_os("CHEEMS_CUDA_PDL").is_none_or(|v| v != "0")
-}
-
-/// Whether recordings are ordered by data: unless `CHEEMS_CUDA_DATA_EDGES=0`.
-fn data_edges() -> bool {
-    std::env::var_os("CHEEMS_CUDA_DATA_EDGES").is_none_or(|v| v != "0")
-}
-
-fn carry_keep() -> bool {
-    std::env::var_os("CHEEMS_CUDA_CARRY_KEEP").is_none_or(|v| v != "0")
 }
 
 /// Why `exec`'s graph cannot be recorded, if it cannot.
@@ -352,27 +361,21 @@ impl<'e> DecodeGraph<'e> {
             batch,
             capacity,
             past,
-            by_data: data_edges(),
-            keep: carry_keep().then(KeepMemos::default),
+            options: RecordOptions::default(),
+            keep: KeepMemos::default(),
         })
     }
 
-    /// Whether the recording (made by the first [`Self::step`]) is ordered by data or kept in issue order.
-    pub fn set_ordered_by_data(&mut self, on: bool) {
-        self.by_data = on;
-    }
-
-    /// Whether keep windows carry over from step to step (see the module documentation) or are selected anew each
-    /// step; takes effect only before the first [`Self::step`] (the recording addresses the memos).
-    pub fn set_carried_keep_window(&mut self, on: bool) {
-        if self.recorded.is_none() && on != self.keep.is_some() {
-            self.keep = on.then(KeepMemos::default);
+    /// How the step is recorded; takes effect only before the first [`Self::step`], which records it.
+    pub fn set_options(&mut self, options: RecordOptions) {
+        if self.recorded.is_none() {
+            self.options = options;
         }
     }
 
-    /// Whether keep windows carry over from step to step.
-    pub fn carries_keep_window(&self) -> bool {
-        self.keep.is_some()
+    /// How the step is (or will be) recorded.
+    pub fn options(&self) -> RecordOptions {
+        self.options
     }
 
     /// How the recording was ordered by data, once recorded so.
@@ -499,7 +502,7 @@ impl<'e> DecodeGraph<'e> {
                 placed: &self.placed,
                 pos: &self.pos,
                 segments: segments.as_deref_mut(),
-                keep: self.keep.as_ref(),
+                keep: self.options.carried_keep_window.then_some(&self.keep),
             };
             let out = exec.run_nodes(inputs, preset, Some(recorded), &[], None, false)?;
             if let Some(segs) = segments {
@@ -544,9 +547,10 @@ impl<'e> DecodeGraph<'e> {
         gpu.seal_graph_pool();
         gpu.begin_recording().context("starting to record the decode step")?;
         let mut segments = Vec::new();
-        let issued = self.issue(self.by_data.then_some(&mut segments));
-        let order = (self.by_data && issued.is_ok()).then_some(segments.as_slice());
-        let ended = gpu.end_recording(programmatic_edges(), order);
+        let by_data = self.options.ordered_by_data;
+        let issued = self.issue(by_data.then_some(&mut segments));
+        let order = (by_data && issued.is_ok()).then_some(segments.as_slice());
+        let ended = gpu.end_recording(self.options.programmatic, order);
         let mut out = issued.context("recording the decode step")?;
         let graph = ended.context("instantiating the recorded decode step")?;
         let graph = graph.context("the recording of the decode step is empty")?;

@@ -26,12 +26,8 @@ pub trait Replay {
     fn capacity(&self) -> usize;
     /// The state as a session holds it between ordinary steps.
     fn into_states(self: Box<Self>) -> Result<BTreeMap<String, Held>>;
-    /// Before the first step: whether the recording is ordered by data or kept in issue order (where the
-    /// replayer makes that choice at all).
-    fn set_ordered_by_data(&mut self, _on: bool) {}
-    /// Before the first step: whether keep windows carry over from step to step or are selected anew each step
-    /// (where the replayer makes that choice at all).
-    fn set_carried_keep_window(&mut self, _on: bool) {}
+    /// Before the first step: how the step is recorded (where the replayer records at all).
+    fn set_options(&mut self, _options: cuda_graph::RecordOptions) {}
 }
 
 impl Replay for cuda_graph::DecodeGraph<'_> {
@@ -48,11 +44,8 @@ impl Replay for cuda_graph::DecodeGraph<'_> {
     fn into_states(self: Box<Self>) -> Result<BTreeMap<String, Held>> {
         cuda_graph::DecodeGraph::into_states(*self)
     }
-    fn set_ordered_by_data(&mut self, on: bool) {
-        cuda_graph::DecodeGraph::set_ordered_by_data(self, on)
-    }
-    fn set_carried_keep_window(&mut self, on: bool) {
-        cuda_graph::DecodeGraph::set_carried_keep_window(self, on)
+    fn set_options(&mut self, options: cuda_graph::RecordOptions) {
+        cuda_graph::DecodeGraph::set_options(self, options)
     }
 }
 

@@ -21,8 +21,7 @@ pub struct Session<'a> {
     states: BTreeMap<String, Held>,
     replay: Option<Box<dyn Replay + 'a>>,
     record: bool,
-    by_data: Option<bool>,
-    carry_keep: Option<bool>,
+    options: super::cuda_graph::RecordOptions,
     reserve: usize,
     mask: Batch,
     batch: usize,
@@ -73,8 +72,7 @@ impl<'a> Session<'a> {
             states: BTreeMap::new(),
             replay: None,
             record: recording_by_default(),
-            by_data: None,
-            carry_keep: None,
+            options: Default::default(),
             reserve: 0,
             mask: Vec::new(),
             batch: 0,
@@ -94,13 +92,13 @@ impl<'a> Session<'a> {
     /// Whether recordings are ordered by data (`CHEEMS_CUDA_DATA_EDGES`, on unless `0`, decides by default); takes
     /// effect at the next recording.
     pub fn set_ordered_by_data(&mut self, on: bool) {
-        self.by_data = Some(on);
+        self.options.ordered_by_data = on;
     }
 
     /// Whether a recorded step's keep windows carry over from the step before (`CHEEMS_CUDA_CARRY_KEEP`, on unless
     /// `0`, decides by default) or are selected anew each step; takes effect at the next recording.
     pub fn set_carried_keep_window(&mut self, on: bool) {
-        self.carry_keep = Some(on);
+        self.options.carried_keep_window = on;
     }
 
     /// The total tokens per sequence (prompt and generated) the caller expects, so that a recorded step's caches
@@ -146,12 +144,7 @@ impl<'a> Session<'a> {
                 Ok(None)
             }
             Some(Ok(mut r)) => {
-                if let Some(on) = self.by_data {
-                    r.set_ordered_by_data(on);
-                }
-                if let Some(on) = self.carry_keep {
-                    r.set_carried_keep_window(on);
-                }
+                r.set_options(self.options);
                 match r.step(ids) {
                     Ok(logits) => {
                         self.states.clear();

@@ -549,9 +549,9 @@ pub struct KeepSteps<'a> {
 /// The value of every word of a fresh [`KeepSteps::memo`]: no row awaits a slot.
 pub const KEEP_MEMO_FRESH: u32 = u32::MAX;
 
-/// Words of a [`KeepSteps::memo`] for `p`.
-pub fn keep_memo_len(p: &AttentionParams) -> usize {
-    3 * p.batch * p.mask_heads
+/// Words of a [`KeepSteps::memo`] for `batch` sequences and `mask_heads` mask heads.
+pub fn keep_memo_len(batch: usize, mask_heads: usize) -> usize {
+    3 * batch * mask_heads
 }
 
 /// [`masked_attention`] for one decode step of a cache with room for more, its keep window carried over in
@@ -587,11 +587,11 @@ pub fn masked_attention_step<T: Elem>(
             p.q_len
         )));
     }
-    if steps.memo.len() != keep_memo_len(p) || steps.pos.is_empty() {
+    if steps.memo.len() != keep_memo_len(p.batch, p.mask_heads) || steps.pos.is_empty() {
         return Err(KernelError::BadParams(format!(
             "the keep memo has {} words (not 3·B·Hm = {}) or the position is missing",
             steps.memo.len(),
-            keep_memo_len(p)
+            keep_memo_len(p.batch, p.mask_heads)
         )));
     }
     let kernel = pick_kernel(p, mode, T::NAME, gpu.arch());

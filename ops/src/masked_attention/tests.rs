@@ -926,8 +926,9 @@ mod gpu {
                 gpu.upload(&x.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>())
             };
             let (q, k, v) = (up(&c.q).unwrap(), up(&c.k).unwrap(), up(&c.v).unwrap());
-            let mut memo =
-                gpu.upload(&vec![cuda::KEEP_MEMO_FRESH; cuda::keep_memo_len(&p)]).unwrap();
+            let mut memo = gpu
+                .upload(&vec![cuda::KEEP_MEMO_FRESH; cuda::keep_memo_len(p.batch, p.mask_heads)])
+                .unwrap();
             for step in start..cap.min(start + 24) {
                 let skipped = step == start + 5;
                 for bb in 0..b {
