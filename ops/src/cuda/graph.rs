@@ -272,8 +272,9 @@ impl Gpu {
 
     /// Ends the recording begun by [`Gpu::begin_recording`] and instantiates it; `None` when nothing was
     /// recorded. With `order`, the segments the recording was issued in, it is first ordered by their data
-    /// ([`super::order`]; not when it allocates memory, see [`Recording::ordering`]). With `programmatic`, kernel-to-kernel edges into this crate's kernels become
-    /// programmatic dependencies (see the module documentation); on devices before sm_90 they are left plain.
+    /// ([`super::order`]; not when it allocates memory, see [`Recording::ordering`]). With `programmatic`,
+    /// kernel-to-kernel edges into this crate's kernels become programmatic dependencies (see the module
+    /// documentation); on devices before sm_90 they are left plain.
     pub fn end_recording(
         &self,
         programmatic: bool,
