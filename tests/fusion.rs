@@ -420,3 +420,61 @@ fn packing_merges_sibling_projections() {
     assert_eq!(g.node(packed).outputs[0].to_string(), "f32[B,S,196]");
     assert!(g.find("model.layers.0.ssd.dt_proj.slice").is_some());
 }
+
+/// `y = residual_rms_norm(r, x·wᵀ, n)` with the linear's output also read as `extra` says: `None` (the norm's `f`
+/// only), `"output"` (a graph output), `"add"` (a second reader), `"residual"` (the norm's `r`, not its `f`).
+fn linear_norm_graph(extra: Option<&str>) -> Graph {
+    let mut g = Graph::new();
+    let row = |n: i64| Fact::new(DType::F32, [Dim::sym("B"), Dim::konst(n)]);
+    let x = g.input("x", row(4)).unwrap();
+    let w = g.input("w", Fact::konst(DType::F32, &[8, 4])).unwrap();
+    let r = g.input("r", row(8)).unwrap();
+    let n = g.input("n", Fact::konst(DType::F32, &[8])).unwrap();
+    let f = g.wire("proj", Op::Linear { bias: false }, &[x, w]).unwrap();
+    let norm = Op::ResidualRmsNorm { norm: Norm { eps: 1e-6 }, scaled: false };
+    let y = match extra {
+        Some("residual") => g.wire("norm", norm, &[f, r, n]).unwrap(),
+        _ => g.wire("norm", norm, &[r, f, n]).unwrap(),
+    };
+    match extra {
+        Some("output") => g.output("f", f).unwrap(),
+        Some("add") => {
+            let a = g.wire("add", Op::Add, &[f, r]).unwrap();
+            g.output("a", a).unwrap();
+        }
+        _ => {}
+    }
+    g.output("y", ValueId { node: y.node, port: 1 }).unwrap();
+    g
+}
+
+#[test]
+fn a_linear_joins_the_residual_norm_it_alone_feeds() {
+    use cheems::exec::cuda::residual_norm_producers;
+    let g = linear_norm_graph(None);
+    let pairs = residual_norm_producers(&g).unwrap();
+    let (proj, norm) = (g.find("proj").unwrap(), g.find("norm").unwrap());
+    assert_eq!(pairs.into_iter().collect::<Vec<_>>(), [(proj, norm)]);
+    for blocked in ["output", "add", "residual"] {
+        let g = linear_norm_graph(Some(blocked));
+        assert!(residual_norm_producers(&g).unwrap().is_empty(), "joined though read as {blocked}");
+    }
+    let fixtures_with_pairs = cases()
+        .iter()
+        .filter(|case| {
+            let ck = Checkpoint::open(case).unwrap();
+            let mut g = build(&ck.config, &ck.weights).unwrap().graph;
+            compile(&mut g, &CompileOptions::new(Target::Cuda)).unwrap();
+            let pairs = residual_norm_producers(&g).unwrap();
+            pairs.iter().all(|(p, n)| {
+                matches!(g.node(*p).op, Op::Linear { .. } | Op::GatedMlp { .. })
+                    && g.node(*n).op.kind() == OpKind::ResidualRmsNorm
+            }) && !pairs.is_empty()
+        })
+        .count();
+    assert_eq!(
+        fixtures_with_pairs,
+        cases().len(),
+        "every fixture's output projections feed residual norms"
+    );
+}

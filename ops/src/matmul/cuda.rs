@@ -123,6 +123,85 @@ pub fn gated_linear<T: Elem>(
     Ok(())
 }
 
+/// The kernel [`linear_residual_norm`] runs for `rows` rows.
+pub fn gemv_residual_norm_kernel<T: Elem>(rows: usize) -> String {
+    format!("gemv_residual_norm{rows}_{}", T::NAME)
+}
+
+/// The learned residual and norm a linear's output `f` feeds: `h = s ⊙ r + f` (`r + f` without `s`) and
+/// `y = w ⊙ h/√(mean(h²) + eps)` per row, as [`crate::rms_norm::cuda::residual_rms_norm`] takes them.
+pub struct ResidualNorm<'a, T> {
+    /// The residual's learned scale `[out]`, if any.
+    pub s: Option<&'a CudaSlice<T>>,
+    /// The residual `[rows, out]`.
+    pub r: &'a CudaSlice<T>,
+    /// The norm's weight `[out]`.
+    pub w: &'a CudaSlice<T>,
+    /// The norm's epsilon.
+    pub eps: f32,
+}
+
+/// A few-row linear and the residual norm its output feeds in one launch (`gemv_residual_norm<R>_<T>`): bit for
+/// bit [`linear`] then `residual_rms_norm`, `h` and `y` `[rows, out]`, f itself not kept. The last block to finish
+/// its features takes the norm; `count` (one word, zero) counts them and is zero again once the kernel is done,
+/// so no two launches in flight may share it.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_residual_norm<T: Elem>(
+    gpu: &Gpu,
+    p: &LinearParams,
+    x: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    bias: Option<&CudaSlice<T>>,
+    norm: &ResidualNorm<'_, T>,
+    count: &mut CudaSlice<u32>,
+    h: &mut CudaSlice<T>,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    p.validate(x.len(), w.len(), bias.map(|b| b.len()))?;
+    let out = p.out_features;
+    for (name, len) in [("r", norm.r.len()), ("h", h.len()), ("y", y.len())] {
+        crate::check_len(name, len, &[("rows", p.rows), ("out_features", out)])?;
+    }
+    crate::check_len("w (norm)", norm.w.len(), &[("out_features", out)])?;
+    if let Some(s) = norm.s {
+        crate::check_len("s", s.len(), &[("out_features", out)])?;
+    }
+    if p.rows == 0 || p.rows > GEMV_MAX_ROWS || p.in_features == 0 {
+        return Err(KernelError::BadParams(format!(
+            "the GEMV into a residual norm takes 1 to {GEMV_MAX_ROWS} rows of at least one feature, not {} × {}",
+            p.rows, p.in_features
+        )));
+    }
+    if count.is_empty() {
+        return Err(KernelError::BadParams("the block counter `count` is empty".into()));
+    }
+    if out == 0 {
+        return Ok(());
+    }
+    let name = gemv_residual_norm_kernel::<T>(p.rows);
+    let func = gpu.function(&SOURCE, &name)?;
+    let GemvLaunch { vec, inp, out, cfg } = gemv_launch(gpu, p, &[x, w])?;
+    let nt = crate::rms_norm::cuda::norm_threads(p.out_features) as i32;
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(w);
+    let null = 0u64;
+    match bias {
+        Some(b) => launch.arg(b),
+        None => launch.arg(&null),
+    };
+    match norm.s {
+        Some(s) => launch.arg(s),
+        None => launch.arg(&null),
+    };
+    launch.arg(norm.r).arg(norm.w).arg(h).arg(y);
+    launch.arg(&inp).arg(&out).arg(&vec).arg(&nt).arg(&norm.eps).arg(count);
+    // SAFETY: matches `gemv_residual_norm<R>_<T>` in matmul.cu (R = rows ≤ 4); x holds rows·in, w out·in, r, h, y
+    // rows·out, the bias, s and the norm's w out elements (validated); `count` holds a word, zero unless a launch
+    // sharing it is in flight (the caller's contract); `vec` as for `gemv`.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}
+
 /// `y [rows, out] = x [rows, in] · w [out, in]ᵀ + bias`.
 pub fn linear<T: Elem>(
     gpu: &Gpu,
