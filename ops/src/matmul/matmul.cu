@@ -121,96 +121,43 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
 // Few-row linear into the learned residual and its norm (decode): f = x·wᵀ (+ bias) as `gemv`, then per row
 // h = T(s ⊙ r + f) and y = nw ⊙ T(h·rsqrt(mean(h²) + eps)), bit for bit `gemv` then `residual_rms_norm` (rms_norm.cu)
 // launched with nt threads (a multiple of 32, at most 1024): the last block to finish its features, counted in
-// *count (which it sets back to 0), takes the norm, its warps summing as the nt / 32 warps of that launch would
-// (warp w standing for warps w, w + 8, …). Up to nt features (one a thread of that launch), every block loads s, r
-// and nw for those warps while its sums run, and the last block has only f left to load. f is staged in y.
-// Layout: r, h, y [R, out]; s, nw [out] (s may be null). Launch: as `gemv`, 256 threads; *count is 0 and no other
-// launch in flight uses it.
-#define NORM_SPAN 4
+// *count (which it sets back to 0), takes the norm, its warps summing as the nt / 32 warps of that launch would.
+// f is staged in y. Layout: r, h, y [R, out]; s, nw [out] (s may be null). Launch: as `gemv`; *count is 0 and no
+// other launch in flight uses it.
 template <typename T, int R>
 __device__ void gemv_residual_norm(const T *x, const T *w, const T *bias, const T *s, const T *r, const T *nw, T *h,
                                    T *y, const int in, const int out, const int vec, const int nt, const float eps,
                                    unsigned int *count) {
     __shared__ float scratch[32];
     __shared__ bool last;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5, norm_warps = nt >> 5;
-    const int o = blockIdx.x * warps + warp;
-    constexpr int V = Vec16<T>::n;
-    const T *wr = w + (long)o * in;
-    const uint4 *w4 = reinterpret_cast<const uint4 *>(wr);
-    uint4 wp[GEMV_BATCH];
-    if (o < out && vec) load_packs(w4, wp, lane, in / V);
-    grid_entry();
-    const bool held = out <= nt;
-    float sv[NORM_SPAN], nv[NORM_SPAN], rv[R][NORM_SPAN];
-    if (held) {
-#pragma unroll
-        for (int j = 0; j < NORM_SPAN; ++j) {
-            const int c = 32 * (warp + warps * j) + lane;
-            if (c < out) {
-                sv[j] = s ? ld(s, c) : 1.0f;
-                nv[j] = ld(nw, c);
-#pragma unroll
-                for (int q = 0; q < R; ++q) rv[q][j] = ld(r, (long)q * out + c);
-            }
-        }
-    }
-    if (o < out) gemv_feature<T, R>(x, wr, w4, wp, bias, y, in, out, vec, o);
+    gemv<T, R>(x, w, bias, y, in, out, vec);
     __syncthreads();
     if (threadIdx.x == 0) {
-        asm volatile("fence.acq_rel.gpu;" ::: "memory");
+        __threadfence();
         last = atomicAdd(count, 1u) == gridDim.x - 1;
     }
     __syncthreads();
     if (!last) return;
-    asm volatile("fence.acq_rel.gpu;" ::: "memory");
+    __threadfence();
     if (threadIdx.x == 0) *count = 0;
-#pragma unroll
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5, norm_warps = nt >> 5;
     for (int q = 0; q < R; ++q) {
         const long row = (long)q * out;
-        if (held) {
-            float f[NORM_SPAN], v[NORM_SPAN];
-#pragma unroll
-            for (int j = 0; j < NORM_SPAN; ++j) {
-                const int c = 32 * (warp + warps * j) + lane;
-                if (c < out) f[j] = ld_cg(y, row + c);
+        for (int vw = warp; vw < norm_warps; vw += warps) {
+            float ss = 0.0f;
+            for (int c = 32 * vw + lane; c < out; c += nt) {
+                const float v = residual_add<T>(s ? ld(s, c) : 1.0f, ld(r, row + c), ld_cg(y, row + c));
+                st(h, row + c, v);
+                ss += v * v;
             }
-#pragma unroll
-            for (int j = 0; j < NORM_SPAN; ++j) {
-                const int vw = warp + warps * j, c = 32 * vw + lane;
-                float ss = 0.0f;
-                if (c < out) {
-                    v[j] = residual_add<T>(sv[j], rv[q][j], f[j]);
-                    st(h, row + c, v[j]);
-                    ss += v[j] * v[j];
-                }
-                ss = warp_sum(ss);
-                if (lane == 0 && vw < norm_warps) scratch[vw] = ss;
-            }
-            __syncthreads();
-            const float inv = rsqrtf(warp_sum(lane < norm_warps ? scratch[lane] : 0.0f) / (float)out + eps);
-#pragma unroll
-            for (int j = 0; j < NORM_SPAN; ++j) {
-                const int c = 32 * (warp + warps * j) + lane;
-                if (c < out) st(y, row + c, nv[j] * round_to<T>(v[j] * inv));
-            }
-        } else {
-            for (int vw = warp; vw < norm_warps; vw += warps) {
-                float ss = 0.0f;
-                for (int c = 32 * vw + lane; c < out; c += nt) {
-                    const float v = residual_add<T>(s ? ld(s, c) : 1.0f, ld(r, row + c), ld_cg(y, row + c));
-                    st(h, row + c, v);
-                    ss += v * v;
-                }
-                ss = warp_sum(ss);
-                if (lane == 0) scratch[vw] = ss;
-            }
-            __syncthreads();
-            const float inv = rsqrtf(warp_sum(lane < norm_warps ? scratch[lane] : 0.0f) / (float)out + eps);
-            for (int vw = warp; vw < norm_warps; vw += warps) {
-                for (int c = 32 * vw + lane; c < out; c += nt) {
-                    st(y, row + c, ld(nw, c) * round_to<T>(ld(h, row + c) * inv));
-                }
+            ss = warp_sum(ss);
+            if (lane == 0) scratch[vw] = ss;
+        }
+        __syncthreads();
+        const float inv = rsqrtf(warp_sum(lane < norm_warps ? scratch[lane] : 0.0f) / (float)out + eps);
+        for (int vw = warp; vw < norm_warps; vw += warps) {
+            for (int c = 32 * vw + lane; c < out; c += nt) {
+                st(y, row + c, ld(nw, c) * round_to<T>(ld(h, row + c) * inv));
             }
         }
         __syncthreads();
