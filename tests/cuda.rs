@@ -129,62 +129,6 @@ fn single_sequence_sessions_match_the_cpu_executor() {
     );
 }
 
-/// Decode steps (node by node, the fixture's batch) whose output projections run as one kernel with the residual
-/// norm they feed, against the same steps with those projections' outputs tapped (so they run as a linear, then
-/// the norm), on every fixture in f32 and bf16: the joint kernel sums as the two do, so the logits agree bit for
-/// bit.
-#[test]
-fn linears_joined_to_residual_norms_match_the_two_kernels_bit_for_bit() {
-    use cheems::exec::session::Session;
-    let Some(_turn) = take_gpu() else { return };
-    let mut failures = Vec::new();
-    for dtype in [ActDType::F32, ActDType::BF16] {
-        for case in cases() {
-            let name = case.file_name().unwrap().to_string_lossy().to_string();
-            let inputs = Inputs::read(&case.join("inputs.json")).unwrap();
-            let p = prepare(&case, Device::Cuda, dtype).unwrap();
-            let g = p.exec.graph();
-            let pairs = cheems::exec::cuda::residual_norm_producers(g).unwrap();
-            assert!(!pairs.is_empty(), "{name}: no linear feeds a residual norm");
-            let taps: Vec<&str> = pairs.keys().map(|&id| g.node(id).name.as_str()).collect();
-            let v = p.model.config.vocab_size as i64;
-            let (mut a, mut b) =
-                (Session::new(&p.model, p.exec.as_ref()), Session::new(&p.model, p.exec.as_ref()));
-            a.set_recording(false).unwrap();
-            b.set_recording(false).unwrap();
-            let mask = inputs.attention_mask.as_ref();
-            a.prefill(&inputs.input_ids, mask, &[]).unwrap();
-            b.prefill(&inputs.input_ids, mask, &[]).unwrap();
-            let rows = inputs.input_ids.len();
-            for k in 0..3 {
-                let ids: Vec<i64> = (0..rows).map(|r| (4 + 9 * k + 2 * r as i64) % v).collect();
-                let (x, y) = (a.decode(&ids, &[]).unwrap(), b.decode(&ids, &taps).unwrap());
-                assert_eq!(y.taps.len(), taps.len(), "{name}: the tapped linears ran");
-                let same = x
-                    .logits
-                    .as_f32()
-                    .unwrap()
-                    .iter()
-                    .zip(y.logits.as_f32().unwrap())
-                    .all(|(p, q)| p.to_bits() == q.to_bits());
-                eprintln!(
-                    "{name:28} {:5} decode {k} {}",
-                    dtype.name(),
-                    if same { "same" } else { "DIFFERENT" }
-                );
-                if !same {
-                    failures.push(format!("{name} {} decode {k}", dtype.name()));
-                }
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "GEMVs joined to residual norms differ from the two kernels:\n{}",
-        failures.join("\n")
-    );
-}
-
 /// A copy of the fixture `src` at `dst` with `key` of its config set to `value`.
 fn with_config(
     src: &std::path::Path,

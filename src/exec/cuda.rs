@@ -424,46 +424,6 @@ fn split_linears(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, Vec<NodeId>> {
     split
 }
 
-/// The linears and gated MLPs of `g` (not graph outputs) whose one reader is a `ResidualRmsNorm` taking them as
-/// its `f`, each to that reader: the CUDA executor runs such a pair as one kernel (the last linear's GEMV, then the
-/// residual and norm in its last block) when the step has at most [`ops::matmul::cuda::GEMV_MAX_ROWS`] rows and
-/// the run does not return the linear's output.
-pub fn residual_norm_producers(g: &Graph) -> Result<HashMap<NodeId, NodeId>> {
-    let order = g.topo_order()?;
-    let mut readers: HashMap<ValueId, Vec<(NodeId, usize)>> = HashMap::new();
-    for &id in &order {
-        for (at, v) in g.inputs_of(id).into_iter().enumerate() {
-            readers.entry(v).or_default().push((id, at));
-        }
-    }
-    let outputs: Vec<ValueId> = g.outputs().iter().map(|(_, v)| *v).collect();
-    let mut pairs = HashMap::new();
-    for &id in &order {
-        let v = ValueId { node: id, port: 0 };
-        if !matches!(g.node(id).op, Op::Linear { .. } | Op::GatedMlp { .. }) || outputs.contains(&v)
-        {
-            continue;
-        }
-        if let Some(&[(norm, at)]) = readers.get(&v).map(Vec::as_slice) {
-            if let Op::ResidualRmsNorm { scaled, .. } = g.node(norm).op {
-                if at == usize::from(scaled) + 1 {
-                    pairs.insert(id, norm);
-                }
-            }
-        }
-    }
-    Ok(pairs)
-}
-
-/// The weight and bias (if any) of the last linear of `op` (a `Linear` or a `GatedMlp`) over operands `a`.
-fn last_linear<'a>(op: &Op, a: &'a [Arc<DTensor>]) -> (&'a DTensor, Option<&'a DTensor>) {
-    match op {
-        Op::GatedMlp { bias, .. } => (&a[3], bias.then(|| &*a[6])),
-        Op::Linear { bias } => (&a[1], bias.then(|| &*a[2])),
-        _ => unreachable!("only linears and gated MLPs are deferred into a residual norm"),
-    }
-}
-
 /// A graph bound to a device, with its weights uploaded.
 pub struct CudaExecutor {
     graph: Graph,
@@ -476,11 +436,6 @@ pub struct CudaExecutor {
     /// one row, each slice is one GEMM over a view of the packed weight, written straight into the slice's
     /// output (a row-major slice of several rows is not contiguous, a range of weight rows is).
     split: HashMap<NodeId, Vec<NodeId>>,
-    /// Linears and gated MLPs whose output only a residual norm reads, to that norm: for a decode step's few rows
-    /// the node is deferred to its reader, where its last linear and the norm run as one kernel, which counts its
-    /// finished blocks in the norm's word here.
-    into_norm: HashMap<NodeId, NodeId>,
-    counters: HashMap<NodeId, std::sync::Mutex<CudaSlice<u32>>>,
 }
 
 fn upload_f32(gpu: &Gpu, t: &Tensor, store: Store, dtype: ActDType) -> Result<DTensor> {
@@ -540,12 +495,7 @@ impl CudaExecutor {
             }
         }
         let split = split_linears(&graph, &order);
-        let into_norm = residual_norm_producers(&graph)?;
-        let mut counters = HashMap::new();
-        for &norm in into_norm.values() {
-            counters.insert(norm, std::sync::Mutex::new(gpu.zeros::<u32>(1)?));
-        }
-        Ok(CudaExecutor { graph, order, gpu, dtype, storage, consts, split, into_norm, counters })
+        Ok(CudaExecutor { graph, order, gpu, dtype, storage, consts, split })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -685,7 +635,6 @@ impl CudaExecutor {
         let placed = recorded.as_ref().map(|r| r.placed);
         let mut deferred: HashMap<NodeId, Vec<Arc<DTensor>>> = HashMap::new();
         let keep = recorded.as_ref().and_then(|r| r.keep.map(|k| (k, r.pos)));
-        let mut into_norm: HashMap<NodeId, (&Op, Vec<Arc<DTensor>>)> = HashMap::new();
         for &id in &self.order {
             let node = g.node(id);
             let mut args = values.operands(g, id)?;
@@ -769,33 +718,6 @@ impl CudaExecutor {
                 }
                 .with_context(|| format!("appending to the cache at node `{}`", node.name))?;
                 early = Some(vec![Arc::new(t)]);
-            }
-            if let (None, Some(&norm)) = (&early, self.into_norm.get(&id)) {
-                let inp = args[1].dims[1];
-                let rows = args[0].len() / inp.max(1);
-                if (1..=ops::matmul::cuda::GEMV_MAX_ROWS).contains(&rows)
-                    && inp > 0
-                    && !values.returns(id)
-                {
-                    let mut dims = args[0].dims.clone();
-                    *dims.last_mut().expect("ranked") = last_linear(&node.op, &args).0.dims[0];
-                    into_norm.insert(norm, (&node.op, std::mem::take(&mut args)));
-                    early = Some(vec![Arc::new(DTensor { dims, buf: Buf::Empty, host_i64: None })]);
-                }
-            }
-            if let Some((from, lin)) = into_norm.remove(&id).filter(|_| early.is_none()) {
-                if tracked {
-                    reads.extend(lin.iter().filter_map(|a| a.span(&self.gpu)));
-                }
-                let a = std::mem::take(&mut args);
-                let t = match self.dtype {
-                    ActDType::F32 => self.linear_residual_norm::<f32>(id, &node.op, a, from, &lin),
-                    ActDType::BF16 => {
-                        self.linear_residual_norm::<bf16>(id, &node.op, a, from, &lin)
-                    }
-                }
-                .with_context(|| format!("running node `{}` with its linear on CUDA", node.name))?;
-                early = Some(t.into_iter().map(Arc::new).collect());
             }
             let outs: Vec<Arc<DTensor>> = if let Some(o) = early {
                 o
@@ -962,101 +884,6 @@ impl CudaExecutor {
         };
         ops::matmul::cuda::linear(&self.gpu, &p, x, w.act::<T>()?, bias, &mut y)?;
         Ok(y)
-    }
-
-    /// Residual norm node `id` (`op`, operands `a`) whose `f` is the deferred output of `from` (a linear or a
-    /// gated MLP) over `lin`: its last linear and the norm as one GEMV when `f` and the residual agree in shape,
-    /// else `from`, then the norm.
-    fn linear_residual_norm<T: ActElem>(
-        &self,
-        id: NodeId,
-        op: &Op,
-        mut a: Vec<Arc<DTensor>>,
-        from: &Op,
-        lin: &[Arc<DTensor>],
-    ) -> Result<Vec<DTensor>>
-    where
-        CudaBlas: Gemm<T>,
-    {
-        let Op::ResidualRmsNorm { norm, scaled } = op else {
-            bail!("a linear deferred into {:?}, not a residual norm", op.kind())
-        };
-        let at = usize::from(*scaled) + 1;
-        let (r, f) = (&a[at - 1], &a[at]);
-        if r.dims != f.dims || a[at + 1].len() != *f.dims.last().expect("ranked") {
-            let f = self.eval::<T>(from, lin.to_vec())?.pop().context("one output")?;
-            a[at] = Arc::new(f);
-            return self.eval::<T>(op, a);
-        }
-        let (w, bias) = last_linear(from, lin);
-        let (out, inp) = (w.dims[0], w.dims[1]);
-        let hidden = match from {
-            Op::GatedMlp { act, bias } => Some(self.gated_hidden::<T>(*act, *bias, lin)?),
-            _ => None,
-        };
-        let x = match &hidden {
-            Some(h) => &**h,
-            None => lin[0].act::<T>()?,
-        };
-        let p = ops::matmul::LinearParams {
-            rows: x.len() / inp.max(1),
-            in_features: inp,
-            out_features: out,
-        };
-        let s = if *scaled { Some(a[0].act::<T>()?) } else { None };
-        let nrm = ops::matmul::cuda::ResidualNorm {
-            s,
-            r: r.act::<T>()?,
-            w: a[at + 1].act::<T>()?,
-            eps: norm.eps,
-        };
-        let (dims, mut h) = self.act_out::<T>(r.dims.clone())?;
-        let mut y = self.gpu.uninit::<T>(r.len())?;
-        let mut count = self.counters[&id]
-            .lock()
-            .map_err(|_| anyhow::anyhow!("a block counter's lock is poisoned"))?;
-        let b = match bias {
-            Some(b) => Some(b.act::<T>()?),
-            None => None,
-        };
-        let w = w.act::<T>()?;
-        ops::matmul::cuda::linear_residual_norm(
-            &self.gpu, &p, x, w, b, &nrm, &mut count, &mut h, &mut y,
-        )?;
-        let wrap = |dims: Vec<usize>, s: CudaSlice<T>| DTensor {
-            dims,
-            buf: T::wrap_dev(Dev::recycled_by(s, &self.gpu)),
-            host_i64: None,
-        };
-        Ok(vec![wrap(dims.clone(), h), wrap(dims, y)])
-    }
-
-    /// The hidden activations `act(x·wgᵀ + bg) ⊙ (x·wuᵀ + bu)` of a `GatedMlp` over operands `a`.
-    fn gated_hidden<T: ActElem>(&self, act: Act, bias: bool, a: &[Arc<DTensor>]) -> Result<Dev<T>>
-    where
-        CudaBlas: Gemm<T>,
-    {
-        let (gpu, home) = (&*self.gpu, &self.gpu);
-        let x = a[0].act::<T>()?;
-        let inp = a[1].dims[1];
-        let rows = a[0].len() / inp.max(1);
-        let b = |i: usize| bias.then(|| &*a[4 + i]);
-        let hidden = a[1].dims[0];
-        let mut h = Dev::recycled_by(gpu.uninit::<T>(rows * hidden)?, home);
-        if (1..=ops::matmul::cuda::GEMV_MAX_ROWS).contains(&rows) && inp > 0 {
-            let p = ops::matmul::LinearParams { rows, in_features: inp, out_features: hidden };
-            let bias = match bias {
-                true => Some((a[4].act::<T>()?, a[5].act::<T>()?)),
-                false => None,
-            };
-            let (wg, wu) = (a[1].act::<T>()?, a[2].act::<T>()?);
-            ops::matmul::cuda::gated_linear(gpu, &p, ops_act(act), x, wg, wu, bias, &mut h)?;
-        } else {
-            let gate = Dev::recycled_by(self.linear::<T>(x, rows, &a[1], b(0))?, home);
-            let up = Dev::recycled_by(self.linear::<T>(x, rows, &a[2], b(1))?, home);
-            ops::act::cuda::act_mul(gpu, ops_act(act), &gate, &up, &mut h)?;
-        }
-        Ok(h)
     }
 
     /// Columns `start..start + len` of `x·wᵀ (+ b)` as one GEMM over weight rows `start..start + len`.
@@ -1247,10 +1074,36 @@ impl CudaExecutor {
                 one(wrap(dims, y))
             }
             Op::GatedMlp { act, bias } => {
-                let h = self.gated_hidden::<T>(*act, *bias, &a)?;
-                let rows = a[0].len() / a[1].dims[1].max(1);
-                let down = self.linear::<T>(&h, rows, &a[3], bias.then(|| &*a[6]))?;
-                one(wrap(a[0].dims.clone(), down))
+                let x = a[0].act::<T>()?;
+                let inp = a[1].dims[1];
+                let rows = a[0].len() / inp.max(1);
+                let b = |i: usize| bias.then(|| &*a[4 + i]);
+                let hidden = a[1].dims[0];
+                let mut h = Dev::recycled_by(gpu.uninit::<T>(rows * hidden)?, home);
+                if (1..=ops::matmul::cuda::GEMV_MAX_ROWS).contains(&rows) && inp > 0 {
+                    let p =
+                        ops::matmul::LinearParams { rows, in_features: inp, out_features: hidden };
+                    let bias = match bias {
+                        true => Some((a[4].act::<T>()?, a[5].act::<T>()?)),
+                        false => None,
+                    };
+                    let (wg, wu) = (a[1].act::<T>()?, a[2].act::<T>()?);
+                    ops::matmul::cuda::gated_linear(
+                        gpu,
+                        &p,
+                        ops_act(*act),
+                        x,
+                        wg,
+                        wu,
+                        bias,
+                        &mut h,
+                    )?;
+                } else {
+                    let gate = Dev::recycled_by(self.linear::<T>(x, rows, &a[1], b(0))?, home);
+                    let up = Dev::recycled_by(self.linear::<T>(x, rows, &a[2], b(1))?, home);
+                    ops::act::cuda::act_mul(gpu, ops_act(*act), &gate, &up, &mut h)?;
+                }
+                one(wrap(a[0].dims.clone(), self.linear::<T>(&h, rows, &a[3], b(2))?))
             }
             Op::Mlp { act, bias } => {
                 let x = a[0].act::<T>()?;

@@ -31,10 +31,6 @@ __device__ __forceinline__ float rope_rotate(float own, float partner, float c, 
 template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
 template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
 template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
-// ld past the L1 cache (ld.global.cg): for data other blocks of the same grid wrote before a fence.
-template <typename T> __device__ __forceinline__ float ld_cg(const T *p, long i);
-template <> __device__ __forceinline__ float ld_cg<float>(const float *p, long i) { return __ldcg(p + i); }
-template <> __device__ __forceinline__ float ld_cg<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(__ldcg(p + i)); }
 template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
 template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
 template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
@@ -119,11 +115,6 @@ __device__ __forceinline__ float block_sum(float v, float *scratch) {
     __syncthreads();
     v = lane < warps ? scratch[lane] : 0.0f;
     return warp_sum(v);
-}
-
-// The learned residual h = T(s·r + f) (s = 1 without a scale), rounded as every residual norm rounds it.
-template <typename T> __device__ __forceinline__ float residual_add(const float s, const float r, const float f) {
-    return round_to<T>(__fadd_rn(__fmul_rn(s, r), f));
 }
 
 __device__ __forceinline__ float block_max(float v, float *scratch) {

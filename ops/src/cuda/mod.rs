@@ -824,9 +824,8 @@ mod tests {
     /// that those loads overlap the kernel they depend on: constants (weights, product keys), or, in a decode step
     /// given the slot its key fills, the other slots of the caches (the keep window, the GQA decode; both read the
     /// slot again after the wait). The function that runs the body, and its source file.
-    const CONSTANTS_BEFORE_ENTRY: [(&str, &str); 6] = [
+    const CONSTANTS_BEFORE_ENTRY: [(&str, &str); 5] = [
         ("matmul.cu", "gemv"),
-        ("matmul.cu", "gemv_residual_norm"),
         ("matmul.cu", "gated_gemv"),
         ("pk_topk.cu", "pk_topk"),
         ("masked_attention.cu", "keep_window"),

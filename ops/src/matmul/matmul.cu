@@ -54,14 +54,18 @@ __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], cons
     }
 }
 
-// The sums of `gemv` for output feature o < out, its first weight batch already in wp.
 template <typename T, int R>
-__device__ __forceinline__ void gemv_feature(const T *x, const T *wr, const uint4 *w4, uint4 (&wp)[GEMV_BATCH],
-                                             const T *bias, T *y, const int in, const int out, const int vec,
-                                             const int o) {
+__device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
     const int lane = threadIdx.x & 31;
+    const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     constexpr int V = Vec16<T>::n;
+    const T *wr = w + (long)o * in;
+    const uint4 *w4 = reinterpret_cast<const uint4 *>(wr);
     const int packs = in / V;
+    uint4 wp[GEMV_BATCH];
+    if (o < out && vec) load_packs(w4, wp, lane, packs);
+    grid_entry();
+    if (o >= out) return;
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.f;
@@ -101,66 +105,6 @@ __device__ __forceinline__ void gemv_feature(const T *x, const T *wr, const uint
         const float b = bias ? ld(bias, o) : 0.f;
 #pragma unroll
         for (int r = 0; r < R; ++r) st(y, (long)r * out + o, bias ? round_to<T>(acc[r]) + b : acc[r]);
-    }
-}
-
-template <typename T, int R>
-__device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
-    const int lane = threadIdx.x & 31;
-    const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    constexpr int V = Vec16<T>::n;
-    const T *wr = w + (long)o * in;
-    const uint4 *w4 = reinterpret_cast<const uint4 *>(wr);
-    const int packs = in / V;
-    uint4 wp[GEMV_BATCH];
-    if (o < out && vec) load_packs(w4, wp, lane, packs);
-    grid_entry();
-    if (o < out) gemv_feature<T, R>(x, wr, w4, wp, bias, y, in, out, vec, o);
-}
-
-// Few-row linear into the learned residual and its norm (decode): f = x·wᵀ (+ bias) as `gemv`, then per row
-// h = T(s ⊙ r + f) and y = nw ⊙ T(h·rsqrt(mean(h²) + eps)), bit for bit `gemv` then `residual_rms_norm` (rms_norm.cu)
-// launched with nt threads (a multiple of 32, at most 1024): the last block to finish its features, counted in
-// *count (which it sets back to 0), takes the norm, its warps summing as the nt / 32 warps of that launch would.
-// f is staged in y. Layout: r, h, y [R, out]; s, nw [out] (s may be null). Launch: as `gemv`; *count is 0 and no
-// other launch in flight uses it.
-template <typename T, int R>
-__device__ void gemv_residual_norm(const T *x, const T *w, const T *bias, const T *s, const T *r, const T *nw, T *h,
-                                   T *y, const int in, const int out, const int vec, const int nt, const float eps,
-                                   unsigned int *count) {
-    __shared__ float scratch[32];
-    __shared__ bool last;
-    gemv<T, R>(x, w, bias, y, in, out, vec);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        last = atomicAdd(count, 1u) == gridDim.x - 1;
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    if (threadIdx.x == 0) *count = 0;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5, norm_warps = nt >> 5;
-    for (int q = 0; q < R; ++q) {
-        const long row = (long)q * out;
-        for (int vw = warp; vw < norm_warps; vw += warps) {
-            float ss = 0.0f;
-            for (int c = 32 * vw + lane; c < out; c += nt) {
-                const float v = residual_add<T>(s ? ld(s, c) : 1.0f, ld(r, row + c), ld_cg(y, row + c));
-                st(h, row + c, v);
-                ss += v * v;
-            }
-            ss = warp_sum(ss);
-            if (lane == 0) scratch[vw] = ss;
-        }
-        __syncthreads();
-        const float inv = rsqrtf(warp_sum(lane < norm_warps ? scratch[lane] : 0.0f) / (float)out + eps);
-        for (int vw = warp; vw < norm_warps; vw += warps) {
-            for (int c = 32 * vw + lane; c < out; c += nt) {
-                st(y, row + c, ld(nw, c) * round_to<T>(ld(h, row + c) * inv));
-            }
-        }
-        __syncthreads();
     }
 }
 
@@ -252,11 +196,6 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
                                                       T *h, const int in, const int out, const int vec,           \
                                                       const int act) {                                             \
         gated_gemv<T, R>(x, wg, wu, bg, bu, h, in, out, vec, act);                                                 \
-    }                                                                                                              \
-    extern "C" __global__ void gemv_residual_norm##R##_##NAME(                                                    \
-        const T *x, const T *w, const T *bias, const T *s, const T *r, const T *nw, T *h, T *y, const int in,      \
-        const int out, const int vec, const int nt, const float eps, unsigned int *count) {                        \
-        gemv_residual_norm<T, R>(x, w, bias, s, r, nw, h, y, in, out, vec, nt, eps, count);                        \
     }
 GEMV(float, f32, 1)
 GEMV(float, f32, 2)

@@ -233,130 +233,6 @@ mod gpu {
         );
     }
 
-    /// The GEMV into a residual norm against the `linear` and `residual_rms_norm` it replaces (bit for bit, the
-    /// counter back at zero after each launch, a second launch the same), and against the CPU (`linear` rounded to T
-    /// as the GEMV stores it, the residual rounded as the norm does, then `rms_norm`) within the `linear` tolerance.
-    fn run_residual_norm<T: Elem>(
-        (rows, inp, out): (usize, usize, usize),
-        bias: bool,
-        scaled: bool,
-        seed: u64,
-        rtol: f64,
-    ) where
-        cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
-    {
-        use crate::rms_norm::{cuda::residual_rms_norm, RmsNormParams};
-        let Some(gpu) = test_gpu() else { return };
-        let mut rng = Rng::new(seed);
-        let q = |v: Vec<f32>| -> Vec<T> { v.into_iter().map(T::from_f32).collect() };
-        let f = |v: &[T]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
-        let (x, w, b) = (
-            q(rng.vec(rows * inp, -1.0, 1.0)),
-            q(rng.vec(out * inp, -1.0, 1.0)),
-            q(rng.vec(out, -1.0, 1.0)),
-        );
-        let (s, r, nw) = (
-            q(rng.vec(out, 0.6, 1.4)),
-            q(rng.vec(rows * out, -3.0, 3.0)),
-            q(rng.vec(out, -2.0, 2.0)),
-        );
-        let p = LinearParams { rows, in_features: inp, out_features: out };
-        let np = RmsNormParams { rows, cols: out, eps: 1e-6 };
-        let up = |v: &[T]| gpu.upload(v).unwrap();
-        let (dx, dw, db, ds, dr, dnw) = (up(&x), up(&w), up(&b), up(&s), up(&r), up(&nw));
-        let nan = || gpu.upload(&vec![T::from_f32(f32::NAN); rows * out]).unwrap();
-        let (mut fy, mut h, mut y) = (nan(), nan(), nan());
-        cuda::linear(&gpu, &p, &dx, &dw, bias.then_some(&db), &mut fy).unwrap();
-        residual_rms_norm(&gpu, &np, scaled.then_some(&ds), &dr, &fy, &dnw, &mut h, &mut y)
-            .unwrap();
-        let norm = cuda::ResidualNorm { s: scaled.then_some(&ds), r: &dr, w: &dnw, eps: np.eps };
-        let what = format!(
-            "gemv_residual_norm_{} {rows}x{inp}x{out} bias {bias} scaled {scaled}",
-            T::NAME
-        );
-        let mut count = gpu.zeros::<u32>(1).unwrap();
-        let (want_h, want_y) = (f(&gpu.download(&h).unwrap()), f(&gpu.download(&y).unwrap()));
-        for launch in 0..2 {
-            let (mut fh, mut fy) = (nan(), nan());
-            let b = bias.then_some(&db);
-            cuda::linear_residual_norm(&gpu, &p, &dx, &dw, b, &norm, &mut count, &mut fh, &mut fy)
-                .unwrap();
-            assert_eq!(f(&gpu.download(&fh).unwrap()), want_h, "{what}: h, launch {launch}");
-            assert_eq!(f(&gpu.download(&fy).unwrap()), want_y, "{what}: y, launch {launch}");
-            assert_eq!(
-                gpu.download(&count).unwrap(),
-                [0],
-                "{what}: the counter after launch {launch}"
-            );
-        }
-        let round = |v: f32| T::from_f32(v).to_f32();
-        let lin = linear(&p, &f(&x), &f(&w), bias.then(|| f(&b)).as_deref()).unwrap();
-        let cpu_h: Vec<f32> = (0..rows * out)
-            .map(|i| {
-                let scale = if scaled { s[i % out].to_f32() } else { 1.0 };
-                round(scale * r[i].to_f32() + round(lin[i]))
-            })
-            .collect();
-        let cpu_y = crate::rms_norm::cpu::rms_norm(&np, &cpu_h, &f(&nw)).unwrap();
-        let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| f64::from(x)).collect() };
-        let atol = 1e-5 * (inp as f64).sqrt() + 4.0 * rtol;
-        assert_close(&want_h, &wide(&cpu_h), atol, 4.0 * rtol, &format!("{what}: h"));
-        assert_close(&want_y, &wide(&cpu_y), atol, 4.0 * rtol, &format!("{what}: y"));
-    }
-
-    #[test]
-    fn gemv_into_a_residual_norm_matches_its_parts_and_the_cpu() {
-        let mut shapes = vec![
-            (1, 1, 1),
-            (1, 7, 5),
-            (4, 100, 1),
-            (2, 64, 196),
-            (4, 130, 33),
-            (3, 1024, 300),
-            (1, 1024, 1024),
-            (1, 2048, 1100),
-            (2, 512, 2080),
-            (1, 4096, 64),
-        ];
-        let mut rng = Rng::new(7);
-        for _ in 0..6 {
-            let pick = |rng: &mut Rng, n: usize| 1 + (rng.next_u64() % n as u64) as usize;
-            shapes.push((
-                pick(&mut rng, cuda::GEMV_MAX_ROWS),
-                pick(&mut rng, 600),
-                pick(&mut rng, 2500),
-            ));
-        }
-        for (i, &shape) in shapes.iter().enumerate().filter(|(i, _)| in_shard(*i)) {
-            for (bias, scaled) in [(false, false), (true, true), (false, true)] {
-                run_residual_norm::<f32>(shape, bias, scaled, 60 + i as u64, 1e-5);
-                run_residual_norm::<half::bf16>(
-                    shape,
-                    bias,
-                    scaled,
-                    80 + i as u64,
-                    2.0 * 0.00390625,
-                );
-            }
-        }
-        let Some(gpu) = test_gpu() else { return };
-        let p = LinearParams { rows: 5, in_features: 4, out_features: 2 };
-        let (x, w) = (gpu.zeros::<f32>(20).unwrap(), gpu.zeros::<f32>(8).unwrap());
-        let (r, nw) = (gpu.zeros::<f32>(10).unwrap(), gpu.zeros::<f32>(2).unwrap());
-        let (mut h, mut y, mut count) = (
-            gpu.zeros::<f32>(10).unwrap(),
-            gpu.zeros::<f32>(10).unwrap(),
-            gpu.zeros::<u32>(1).unwrap(),
-        );
-        let norm = cuda::ResidualNorm { s: None, r: &r, w: &nw, eps: 1e-6 };
-        let res =
-            cuda::linear_residual_norm(&gpu, &p, &x, &w, None, &norm, &mut count, &mut h, &mut y);
-        assert!(
-            matches!(res, Err(crate::KernelError::BadParams(_))),
-            "more rows than the GEMV takes"
-        );
-    }
-
     #[test]
     fn linears_match_the_cpu() {
         for (i, &(r, k, n)) in [
@@ -392,8 +268,6 @@ fn gemv_kernels_compile_for_sm_90() {
             cuda::gemv_kernel::<half::bf16>(rows),
             cuda::gated_gemv_kernel::<f32>(rows),
             cuda::gated_gemv_kernel::<half::bf16>(rows),
-            cuda::gemv_residual_norm_kernel::<f32>(rows),
-            cuda::gemv_residual_norm_kernel::<half::bf16>(rows),
         ] {
             assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
         }

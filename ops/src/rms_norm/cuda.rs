@@ -8,12 +8,6 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 /// The kernel source.
 pub const SOURCE: Source = Source { file: "rms_norm.cu", code: include_str!("rms_norm.cu") };
 
-/// The threads of a norm's block for rows of `cols`: one a column up to 1024; the sums over a row are taken in
-/// the order this launch fixes (each thread's columns, then its warp, then the warps).
-pub fn norm_threads(cols: usize) -> u32 {
-    cols.next_multiple_of(32).min(1024) as u32
-}
-
 /// `y = w ⊙ x/√(mean(x²) + eps)` per row on the device.
 pub fn rms_norm<T: Elem>(
     gpu: &Gpu,
@@ -39,7 +33,7 @@ pub fn rms_norm<T: Elem>(
         .map_err(|_| KernelError::BadParams(format!("rows {} exceeds u32", p.rows)))?;
     let name = format!("rms_norm_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
-    let threads = norm_threads(p.cols);
+    let threads = p.cols.next_multiple_of(32).min(1024) as u32;
     let cfg =
         LaunchConfig { grid_dim: (rows, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
     let mut launch = gpu.stream().launch_builder(&func);
@@ -89,7 +83,7 @@ pub fn residual_rms_norm<T: Elem>(
         .map_err(|_| KernelError::BadParams(format!("rows {} exceeds u32", p.rows)))?;
     let name = format!("residual_rms_norm_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
-    let threads = norm_threads(p.cols);
+    let threads = p.cols.next_multiple_of(32).min(1024) as u32;
     let cfg =
         LaunchConfig { grid_dim: (rows, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
     let null: u64 = 0;

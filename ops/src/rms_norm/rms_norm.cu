@@ -36,7 +36,8 @@ __device__ void residual_rms_norm(const T *s, const T *r, const T *f, const T *w
     const long row = (long)blockIdx.x * cols;
     float ss = 0.0f;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        const float v = residual_add<T>(s ? ld(s, c) : 1.0f, ld(r, row + c), ld(f, row + c));
+        const float scale = s ? ld(s, c) : 1.0f;
+        const float v = round_to<T>(__fadd_rn(__fmul_rn(scale, ld(r, row + c)), ld(f, row + c)));
         st(h, row + c, v);
         ss += v * v;
     }
