@@ -1,29 +1,44 @@
 // y[r, c] = w[c] * T(x[r, c] * rsqrt(mean_c(x[r, :]^2) + eps)), statistics in f32 (PyTorch's order for bf16).
 // Layout: x, y are [rows, cols] row-major and contiguous; w is [cols].
-// Launch: one block per row, blockDim.x a multiple of 32 and at most 1024.
+// Launch: one block per row, blockDim.x a multiple of 32 and at most 1024. With a column a thread (cols ≤ blockDim.x)
+// the weights (and the residual scale below), constants, are loaded before grid_entry() and each value stays in a
+// register between the sum and the store.
 
 template <typename T>
 __device__ void rms_norm(const T *x, const T *w, T *y, const int cols, const float eps) {
     __shared__ float scratch[32];
     const long row = (long)blockIdx.x * cols;
+    const int t = threadIdx.x;
+    const bool held = cols <= blockDim.x;
+    float wt = 0.0f;
+    if (held && t < cols) wt = ld(w, t);
+    grid_entry();
+    if (held) {
+        float v = 0.0f, ss = 0.0f;
+        if (t < cols) {
+            v = ld(x, row + t);
+            ss += v * v;
+        }
+        const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
+        if (t < cols) st(y, row + t, wt * round_to<T>(v * inv));
+        return;
+    }
     float ss = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    for (int c = t; c < cols; c += blockDim.x) {
         const float v = ld(x, row + c);
         ss += v * v;
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    for (int c = t; c < cols; c += blockDim.x) {
         st(y, row + c, ld(w, c) * round_to<T>(ld(x, row + c) * inv));
     }
 }
 
 extern "C" __global__ void rms_norm_f32(const float *x, const float *w, float *y, const int cols, const float eps) {
-    grid_entry();
     rms_norm(x, w, y, cols, eps);
 }
 
 extern "C" __global__ void rms_norm_bf16(const bf16_t *x, const bf16_t *w, bf16_t *y, const int cols, const float eps) {
-    grid_entry();
     rms_norm(x, w, y, cols, eps);
 }
 
@@ -34,27 +49,44 @@ __device__ void residual_rms_norm(const T *s, const T *r, const T *f, const T *w
                                   const float eps) {
     __shared__ float scratch[32];
     const long row = (long)blockIdx.x * cols;
+    const int t = threadIdx.x;
+    const bool held = cols <= blockDim.x;
+    float scale_t = 1.0f, wt = 0.0f;
+    if (held && t < cols) {
+        if (s) scale_t = ld(s, t);
+        wt = ld(w, t);
+    }
+    grid_entry();
+    if (held) {
+        float v = 0.0f, ss = 0.0f;
+        if (t < cols) {
+            v = round_to<T>(__fadd_rn(__fmul_rn(scale_t, ld(r, row + t)), ld(f, row + t)));
+            st(h, row + t, v);
+            ss += v * v;
+        }
+        const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
+        if (t < cols) st(y, row + t, wt * round_to<T>(v * inv));
+        return;
+    }
     float ss = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    for (int c = t; c < cols; c += blockDim.x) {
         const float scale = s ? ld(s, c) : 1.0f;
         const float v = round_to<T>(__fadd_rn(__fmul_rn(scale, ld(r, row + c)), ld(f, row + c)));
         st(h, row + c, v);
         ss += v * v;
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    for (int c = t; c < cols; c += blockDim.x) {
         st(y, row + c, ld(w, c) * round_to<T>(ld(h, row + c) * inv));
     }
 }
 
 extern "C" __global__ void residual_rms_norm_f32(const float *s, const float *r, const float *f, const float *w,
                                                  float *h, float *y, const int cols, const float eps) {
-    grid_entry();
     residual_rms_norm(s, r, f, w, h, y, cols, eps);
 }
 
 extern "C" __global__ void residual_rms_norm_bf16(const bf16_t *s, const bf16_t *r, const bf16_t *f, const bf16_t *w,
                                                   bf16_t *h, bf16_t *y, const int cols, const float eps) {
-    grid_entry();
     residual_rms_norm(s, r, f, w, h, y, cols, eps);
 }
