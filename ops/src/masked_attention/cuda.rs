@@ -470,14 +470,8 @@ const GQA_QUERIES: [usize; 4] = [1, 2, 4, 8];
 /// Blocks the GQA decode kernel aims for: four for each of the H200's 132 multiprocessors.
 const GQA_BLOCKS: usize = 528;
 
-/// The keys one block step of the GQA decode kernel covers (its tile, `U·KPB` in masked_attention.cu) for
-/// `queries` (NQ) a block, head dimension `dh` and elements of `elem_bytes`: U (4, or 2 for NQ = 8) keys for each
-/// lane group of the block's 128 threads, a group holding a key row in 16-byte pieces.
-fn gqa_tile(dh: usize, queries: usize, elem_bytes: usize) -> usize {
-    let lanes_per_key = (dh * elem_bytes / 16).clamp(1, 32);
-    let u = if queries >= 8 { 2 } else { 4 };
-    u * 128 / lanes_per_key
-}
+/// Keys of a GQA decode slice are a multiple of this (the most keys one block step covers).
+const GQA_CHUNK_STEP: usize = 64;
 
 /// Whether the GQA decode kernel takes `p` in `elem`.
 pub(crate) fn gqa_fits(p: &AttentionParams, elem: &str) -> bool {
@@ -498,15 +492,14 @@ pub(crate) struct GqaGrid {
     pub splits: usize,
 }
 
-/// Slices of whole tiles ([`gqa_tile`]) of keys, as many as make [`GQA_BLOCKS`] blocks in all, for elements of
-/// `elem_bytes`. Where that is one tile a block, a recorded step loads a block's every key before its wait.
-pub(crate) fn gqa_grid(p: &AttentionParams, elem_bytes: usize) -> GqaGrid {
+/// Slices of at least [`GQA_CHUNK_STEP`] keys, as many as make [`GQA_BLOCKS`] blocks in all.
+pub(crate) fn gqa_grid(p: &AttentionParams) -> GqaGrid {
     let per_kv = p.heads / p.kv_heads.max(1) * p.q_len;
     let queries = GQA_QUERIES.into_iter().find(|&n| n >= per_kv).unwrap_or(8);
     let groups = per_kv.div_ceil(queries).max(1);
     let heads = (p.batch * p.kv_heads * groups).max(1);
-    let tile = gqa_tile(p.head_dim, queries, elem_bytes);
-    let chunk = p.kv_len.div_ceil(GQA_BLOCKS.div_ceil(heads)).next_multiple_of(tile).max(tile);
+    let chunk = p.kv_len.div_ceil(GQA_BLOCKS.div_ceil(heads)).next_multiple_of(GQA_CHUNK_STEP);
+    let chunk = chunk.max(GQA_CHUNK_STEP);
     GqaGrid { queries, groups, chunk, splits: p.kv_len.div_ceil(chunk).max(1) }
 }
 
@@ -833,7 +826,7 @@ pub(crate) fn attention_on<T: Elem>(
             unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
             (part, splits_i)
         } else {
-            let g = gqa_grid(p, std::mem::size_of::<T>());
+            let g = gqa_grid(p);
             let splits_i = to_i32("splits", g.splits)?;
             let chunk_i = to_i32("chunk", g.chunk)?;
             let mut part = gpu.uninit::<f32>(rows * g.splits * (p.head_dim + 2))?;

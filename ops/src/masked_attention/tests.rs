@@ -1452,30 +1452,22 @@ mod gpu {
                 assert_eq!(kernel, Kernel::Decode);
             }
         }
-        // Doge-320M at batch 1: 4 KV heads of 2 queries, bf16 tiles of 32 keys (16 lanes a key row, 8 rows a
-        // step of the 128 threads, 4 steps), 128 slices of one tile each: 512 blocks, within the 528.
-        let grid = cuda::gqa_grid(&step(1, 1, 4096, 8, 4, 128), 2);
-        let want = cuda::GqaGrid { queries: 2, groups: 1, chunk: 32, splits: 128 };
-        assert_eq!(grid, want, "B1 bf16");
-        let grid = cuda::gqa_grid(&step(1, 1, 4096, 8, 4, 128), 4);
-        assert_eq!((grid.chunk, grid.splits), (32, 128), "B1 f32: two tiles of 16 keys a slice");
-        let grid = cuda::gqa_grid(&step(16, 1, 4096, 8, 4, 128), 2);
-        assert_eq!(grid, cuda::GqaGrid { queries: 2, groups: 1, chunk: 480, splits: 9 }, "B16");
+        let grid = cuda::gqa_grid(&step(1, 1, 4096, 8, 4, 128));
+        let want = cuda::GqaGrid { queries: 2, groups: 1, chunk: 64, splits: 64 };
+        assert_eq!(grid, want, "B1");
+        let grid = cuda::gqa_grid(&step(16, 1, 4096, 8, 4, 128));
+        assert_eq!(grid, cuda::GqaGrid { queries: 2, groups: 1, chunk: 512, splits: 8 }, "B16");
         assert!(16 * 4 * grid.splits >= 2 * 132, "B16 fills the 132 multiprocessors");
         // 3 heads per KV head and 8 queries: 24 queries per KV head, three blocks of 8.
-        let grid = cuda::gqa_grid(&step(1, 8, 1000, 6, 2, 64), 2);
+        let grid = cuda::gqa_grid(&step(1, 8, 1000, 6, 2, 64));
         assert_eq!((grid.queries, grid.groups), (8, 3));
         assert_eq!(grid.splits, 1000usize.div_ceil(grid.chunk));
-        assert_eq!(
-            grid.chunk % 32,
-            0,
-            "whole tiles of 32 keys (two steps of 16 a query group of 8)"
-        );
-        let one = cuda::gqa_grid(&step(1, 1, 1, 1, 1, 64), 2);
+        assert_eq!(grid.chunk % 64, 0);
+        let one = cuda::gqa_grid(&step(1, 1, 1, 1, 1, 64));
         assert_eq!(one, cuda::GqaGrid { queries: 1, groups: 1, chunk: 64, splits: 1 });
     }
 
-    /// The GQA decode kernel on edge shapes: B 1 and 16, T around the slices (tiles of 16 to 64 keys), padding,
+    /// The GQA decode kernel on edge shapes: B 1 and 16, T around the 64-key slices, padding,
     /// H/G = 1, 2, 3 and 8 (query groups of up to 8, several per KV head), key_m per query or KV
     /// head, S up to `DECODE_MAX_Q_LEN`, every mode, Dh 64 and 128, both dtypes.
     #[test]
