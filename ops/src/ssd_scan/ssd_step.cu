@@ -35,9 +35,11 @@ __device__ __forceinline__ float4 step4(float4 s, float decay, float dx, float4 
 }
 
 // Lane l of a row owns the 4-column groups l, l + R (< N/4); thread t of the block owns rows t/R + k·(256/R) of its
-// tile for k < K. Every load of a thread (A, dt, x, B, C and its K·G state groups) is issued before the first use, so
-// a block waits for one memory round trip. The state is read once and written once: streaming (evict-first) loads
-// and stores. The K row sums reduce across the R lanes together.
+// tile for k < K. A and the thread's K·G state groups are loaded before grid_entry(): A is a constant, and the state
+// is written by this kernel alone (never by the kernel it waits for, whose inputs are this step's projections).
+// Every other load (dt, x, B, C) is issued before the first use, so a block waits for one memory round trip after
+// the wait. The state is read once and written once: streaming (evict-first) loads and stores. The K row sums reduce
+// across the R lanes together.
 template <typename T>
 __device__ __forceinline__ float4 rotate4(float4 own, float4 partner, float4 c, float4 s, bool lower) {
     return make_float4(rope_rotate<T>(own.x, partner.x, c.x, s.x, lower),
@@ -58,9 +60,7 @@ __device__ __forceinline__ void ssd_step_vec(const T *x, const T *dt, const floa
     const int lane = threadIdx.x & (R - 1);
     const int p0 = (blockIdx.x - bhu * tiles) * rows_block + (threadIdx.x >> shift);
     const float a = __ldg(A + bhu % (unsigned)heads);
-    const float z = ldg(dt, bh);
     float4 s[K][G];
-    float xv[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) {
         const int p = p0 + k * rows_pass;
@@ -69,8 +69,15 @@ __device__ __forceinline__ void ssd_step_vec(const T *x, const T *dt, const floa
 #pragma unroll
             for (int g = 0; g < G; ++g)
                 if (lane + g * R < V) s[k][g] = __ldcs(row + lane + g * R);
-            xv[k] = ldg(x, bh * P + p);
         }
+    }
+    grid_entry();
+    const float z = ldg(dt, bh);
+    float xv[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        const int p = p0 + k * rows_pass;
+        if (p < P) xv[k] = ldg(x, bh * P + p);
     }
     typename Quad<T>::raw b[G], c[G], bp[G], cp[G], co[G], si[G];
     const int half = V / 2;
@@ -193,7 +200,6 @@ SSD_STEP(ssd_step_rope_bf16, bf16_t, true, ROPE_PARAMS_OF(bf16_t), ROPE_ARGS)
     extern "C" __global__ void __launch_bounds__(SSD_STEP_THREADS, MIN_BLOCKS)                                         \
         NAME(const T *x, const T *dt, const float *A, const T *Bm, const T *Cm ROPE_PARAMS, float *state, T *y,       \
              const int heads, const int P, const int N, const int R) {                                                 \
-        grid_entry();                                                                                                  \
         ssd_step_vec<T, G, K, ROPE>(x, dt, A, Bm, Cm, ROPE_ARGS, state, y, heads, P, N, R);                            \
     }
 #define SSD_STEP_VEC(G, K, MIN_BLOCKS)                                                                                 \
