@@ -224,9 +224,6 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
     if (!early) grid_entry();
     const int n = pos != nullptr ? (int)min(max(*pos, -1ll), (long long)T) : -1;
     const bool stepped = at != nullptr && S == 1 && n >= 0 && n < T && at[kr] == (unsigned)n;
-    // A stepped row's threshold words, which only this kernel writes, are loaded with the held keys.
-    unsigned held_t[2] = {0u, 0u};
-    if (stepped) held_t[0] = keep_out[2 * kr], held_t[1] = keep_out[2 * kr + 1];
     if (W == 0) {
         if (early) grid_entry();
         if (part == 0 && tid == 0) keep_out[2 * kr] = keep_out[2 * kr + 1] = 0xffffffffu;
@@ -266,7 +263,7 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
     const int rounds = (max(hi - lo, 0) + THREADS - 1) / THREADS;
     if (stepped) {
         // Every block reads the row's words before any is written (after a barrier of the row's blocks).
-        const unsigned long long t_old = beat_key(held_t[0], (int)held_t[1]);
+        const unsigned long long t_old = beat_key(keep_out[2 * kr], (int)keep_out[2 * kr + 1]);
         const unsigned long long o = beat_key(MASKED_KEY, n), e = beat_key(~inv_key(n), n);
         const int d = (int)(e > t_old) - (int)(o > t_old);
         if (e == o || (d == 0 && o != t_old)) {
