@@ -8,11 +8,12 @@
 template <typename T>
 __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t, T *y, const int heads, const int dim,
                           const float eps) {
-    extern __shared__ float normed[];
+    extern __shared__ float n[];
     __shared__ float scratch[32];
     const long base = (long)blockIdx.x * dim, cs = (long)(blockIdx.x / heads) * dim;
     const int half = dim / 2, t = threadIdx.x;
     const bool held = dim <= blockDim.x;
+    auto normed = [](float wc, float v, float inv) { return round_to<T>(wc * round_to<T>(v * inv)); };
     float wt = 0.0f;
     if (held && t < dim) wt = ld(w, t);
     grid_entry();
@@ -25,11 +26,11 @@ __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t
             ss += v * v;
         }
         const float inv = rsqrtf(block_sum(ss, scratch) / (float)dim + eps);
-        if (t < dim) normed[t] = round_to<T>(wt * round_to<T>(v * inv));
+        if (t < dim) n[t] = normed(wt, v, inv);
         __syncthreads();
         if (t < dim) {
             const bool lower = t < half;
-            st(y, base + t, rope_rotate<T>(normed[t], normed[lower ? t + half : t - half], cv, sv, lower));
+            st(y, base + t, rope_rotate<T>(n[t], n[lower ? t + half : t - half], cv, sv, lower));
         }
         return;
     }
@@ -39,13 +40,12 @@ __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t
         ss += v * v;
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / (float)dim + eps);
-    for (int c = t; c < dim; c += blockDim.x)
-        normed[c] = round_to<T>(ld(w, c) * round_to<T>(ld(x, base + c) * inv));
+    for (int c = t; c < dim; c += blockDim.x) n[c] = normed(ld(w, c), ld(x, base + c), inv);
     __syncthreads();
     for (int c = t; c < dim; c += blockDim.x) {
         const bool lower = c < half;
-        const float partner = normed[lower ? c + half : c - half];
-        st(y, base + c, rope_rotate<T>(normed[c], partner, ld(cos_t, cs + c), ld(sin_t, cs + c), lower));
+        const float partner = n[lower ? c + half : c - half];
+        st(y, base + c, rope_rotate<T>(n[c], partner, ld(cos_t, cs + c), ld(sin_t, cs + c), lower));
     }
 }
 

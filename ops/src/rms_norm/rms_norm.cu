@@ -10,6 +10,7 @@ __device__ void rms_norm(const T *x, const T *w, T *y, const int cols, const flo
     const long row = (long)blockIdx.x * cols;
     const int t = threadIdx.x;
     const bool held = cols <= blockDim.x;
+    auto normed = [](float wc, float v, float inv) { return wc * round_to<T>(v * inv); };
     float wt = 0.0f;
     if (held && t < cols) wt = ld(w, t);
     grid_entry();
@@ -20,7 +21,7 @@ __device__ void rms_norm(const T *x, const T *w, T *y, const int cols, const flo
             ss += v * v;
         }
         const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
-        if (t < cols) st(y, row + t, wt * round_to<T>(v * inv));
+        if (t < cols) st(y, row + t, normed(wt, v, inv));
         return;
     }
     float ss = 0.0f;
@@ -29,9 +30,7 @@ __device__ void rms_norm(const T *x, const T *w, T *y, const int cols, const flo
         ss += v * v;
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
-    for (int c = t; c < cols; c += blockDim.x) {
-        st(y, row + c, ld(w, c) * round_to<T>(ld(x, row + c) * inv));
-    }
+    for (int c = t; c < cols; c += blockDim.x) st(y, row + c, normed(ld(w, c), ld(x, row + c), inv));
 }
 
 extern "C" __global__ void rms_norm_f32(const float *x, const float *w, float *y, const int cols, const float eps) {
@@ -51,6 +50,10 @@ __device__ void residual_rms_norm(const T *s, const T *r, const T *f, const T *w
     const long row = (long)blockIdx.x * cols;
     const int t = threadIdx.x;
     const bool held = cols <= blockDim.x;
+    auto residual = [&](float scale, int c) {
+        return round_to<T>(__fadd_rn(__fmul_rn(scale, ld(r, row + c)), ld(f, row + c)));
+    };
+    auto normed = [](float wc, float v, float inv) { return wc * round_to<T>(v * inv); };
     float scale_t = 1.0f, wt = 0.0f;
     if (held && t < cols) {
         if (s) scale_t = ld(s, t);
@@ -60,25 +63,22 @@ __device__ void residual_rms_norm(const T *s, const T *r, const T *f, const T *w
     if (held) {
         float v = 0.0f, ss = 0.0f;
         if (t < cols) {
-            v = round_to<T>(__fadd_rn(__fmul_rn(scale_t, ld(r, row + t)), ld(f, row + t)));
+            v = residual(scale_t, t);
             st(h, row + t, v);
             ss += v * v;
         }
         const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
-        if (t < cols) st(y, row + t, wt * round_to<T>(v * inv));
+        if (t < cols) st(y, row + t, normed(wt, v, inv));
         return;
     }
     float ss = 0.0f;
     for (int c = t; c < cols; c += blockDim.x) {
-        const float scale = s ? ld(s, c) : 1.0f;
-        const float v = round_to<T>(__fadd_rn(__fmul_rn(scale, ld(r, row + c)), ld(f, row + c)));
+        const float v = residual(s ? ld(s, c) : 1.0f, c);
         st(h, row + c, v);
         ss += v * v;
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
-    for (int c = t; c < cols; c += blockDim.x) {
-        st(y, row + c, ld(w, c) * round_to<T>(ld(h, row + c) * inv));
-    }
+    for (int c = t; c < cols; c += blockDim.x) st(y, row + c, normed(ld(w, c), ld(h, row + c), inv));
 }
 
 extern "C" __global__ void residual_rms_norm_f32(const float *s, const float *r, const float *f, const float *w,

@@ -350,9 +350,9 @@ pub struct StepRope<'a, T> {
 /// One launch of the kernel [`step_layout`] picks: `ssd_step_vec<G>x<rows>` when `state_dim` is a multiple of 4 and
 /// the buffers are aligned for it, else `ssd_step`. With `rope`, `b` and `c` are given before RoPE and rotated on
 /// load (`rope::apply` with `rope.cos`, `rope.sin`, rounded to `T` as that kernel stores it) in the same launch
-/// (`ssd_step_rope*`); `state_dim` must then be even. In a recording whose kernels start before the kernel they
-/// depend on has finished, the vectorised kernel reads `state` before it waits: the kernel recorded just before it
-/// must not write `state` (a copy or an upload may).
+/// (`ssd_step_rope*`); `state_dim` must then be even. The vectorised kernel reads `state` before it waits for the
+/// kernels it depends on (in a recording with programmatic edges they may still run): none of them may write
+/// `state` (a copy or an upload before them may).
 #[allow(clippy::too_many_arguments)]
 pub fn ssd_step<T: Elem>(
     gpu: &Gpu,
