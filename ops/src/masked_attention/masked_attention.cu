@@ -739,16 +739,10 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
     };
     // With `pos` (a recorded decode step: only slot *pos of the caches and attention mask is written by the kernels
     // before this one) and NQ ≤ 2 (registers to spare), the first tile is loaded before the grid's wait, and its key
-    // at *pos again after it; the K and V rows of the slice's later tiles are asked for in L2 meanwhile.
+    // at *pos again after it.
     const bool early = NQ <= 2 && pos != nullptr;
     const int fresh = early ? (int)*pos : -1;
-    if (early) {
-        load(j0, -1);
-        for (int j = j0 + U * KPB + ks; j < j1; j += KPB) {
-            prefetch_l2(k + kv0 + (long)j * DH);
-            prefetch_l2(v + kv0 + (long)j * DH);
-        }
-    }
+    if (early) load(j0, -1);
     grid_entry();
     if (early && fresh >= j0 && fresh < j0 + U * KPB) load(j0, fresh);
 
