@@ -809,15 +809,7 @@ fn bench_moe(b: &mut Bench, kernel: &str, rows: usize) -> Result<()> {
     let t = b.time(n, |i| {
         let s = &mut sets[i];
         if kernel != "expert_mix" {
-            cheems_ops::pk_topk::cuda::pk_topk(
-                gpu,
-                &pk,
-                &s.q,
-                &s.keys,
-                None,
-                &mut s.scores,
-                &mut s.ids,
-            )?;
+            cheems_ops::pk_topk::cuda::pk_topk(gpu, &pk, &s.q, &s.keys, &mut s.scores, &mut s.ids)?;
         }
         if kernel != "pk_topk" {
             cheems_ops::expert_mix::cuda::expert_mix(

@@ -424,29 +424,6 @@ fn split_linears(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, Vec<NodeId>> {
     split
 }
 
-/// Product-key top-k nodes whose ids (output 1) an `ExpertMix` reads, to the weights (`Const` nodes) that mix
-/// gathers by them, its down and up tables.
-fn expert_tables(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, (NodeId, NodeId)> {
-    let mut tables = HashMap::new();
-    for &id in order {
-        if !matches!(g.node(id).op, Op::ExpertMix(_)) {
-            continue;
-        }
-        let a = g.inputs_of(id);
-        let is_const = |v: &ValueId| matches!(g.node(v.node).op, Op::Const(_));
-        if let (Some(ids), Some(down), Some(up)) = (a.get(2), a.get(3), a.get(4)) {
-            if ids.port == 1
-                && matches!(g.node(ids.node).op, Op::PkTopK(_))
-                && is_const(down)
-                && is_const(up)
-            {
-                tables.insert(ids.node, (down.node, up.node));
-            }
-        }
-    }
-    tables
-}
-
 /// A graph bound to a device, with its weights uploaded.
 pub struct CudaExecutor {
     graph: Graph,
@@ -459,9 +436,6 @@ pub struct CudaExecutor {
     /// one row, each slice is one GEMM over a view of the packed weight, written straight into the slice's
     /// output (a row-major slice of several rows is not contiguous, a range of weight rows is).
     split: HashMap<NodeId, Vec<NodeId>>,
-    /// Product-key top-k nodes whose ids one expert mix gathers, to that mix's down and up tables (weights): the
-    /// kernel asks for the chosen rows in L2 for the mix.
-    expert_rows: HashMap<NodeId, (NodeId, NodeId)>,
 }
 
 fn upload_f32(gpu: &Gpu, t: &Tensor, store: Store, dtype: ActDType) -> Result<DTensor> {
@@ -521,8 +495,7 @@ impl CudaExecutor {
             }
         }
         let split = split_linears(&graph, &order);
-        let expert_rows = expert_tables(&graph, &order);
-        Ok(CudaExecutor { graph, order, gpu, dtype, storage, consts, split, expert_rows })
+        Ok(CudaExecutor { graph, order, gpu, dtype, storage, consts, split })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -759,8 +732,8 @@ impl CudaExecutor {
                     Op::Const(_) => vec![self.consts[&id].clone()],
                     op => {
                         let r = match self.dtype {
-                            ActDType::F32 => self.eval::<f32>(id, op, args),
-                            ActDType::BF16 => self.eval::<bf16>(id, op, args),
+                            ActDType::F32 => self.eval::<f32>(op, args),
+                            ActDType::BF16 => self.eval::<bf16>(op, args),
                         };
                         r.with_context(|| {
                             format!("running node `{}` ({:?}) on CUDA", node.name, op.kind())
@@ -1009,12 +982,7 @@ impl CudaExecutor {
         Ok(DTensor { dims, buf: T::wrap_dev(Dev::recycled_by(y, home)), host_i64: None })
     }
 
-    fn eval<T: ActElem>(
-        &self,
-        id: NodeId,
-        op: &Op,
-        mut a: Vec<Arc<DTensor>>,
-    ) -> Result<Vec<DTensor>>
+    fn eval<T: ActElem>(&self, op: &Op, mut a: Vec<Arc<DTensor>>) -> Result<Vec<DTensor>>
     where
         CudaBlas: Gemm<T>,
     {
@@ -1387,24 +1355,11 @@ impl CudaExecutor {
                 };
                 let n = p.rows * pk.heads * pk.k;
                 let (mut s, mut ids) = (gpu.uninit::<f32>(n)?, gpu.uninit::<i64>(n)?);
-                let experts = match self.expert_rows.get(&id) {
-                    Some(&(down, up)) => {
-                        let (down, up) = (&self.consts[&down], &self.consts[&up]);
-                        let dim = down.dims.get(1).copied().unwrap_or(0);
-                        Some(ops::pk_topk::cuda::ExpertRows {
-                            a: down.act::<T>()?,
-                            b: up.act::<T>()?,
-                            dim,
-                        })
-                    }
-                    None => None,
-                };
                 ops::pk_topk::cuda::pk_topk(
                     gpu,
                     &p,
                     a[0].act::<T>()?,
                     a[1].act::<T>()?,
-                    experts.as_ref(),
                     &mut s,
                     &mut ids,
                 )?;

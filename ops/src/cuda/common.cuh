@@ -96,9 +96,6 @@ __device__ __forceinline__ void grid_entry() {
 #endif
 }
 
-// Asks for the 128-byte line holding p in L2, without waiting for it or holding a register.
-__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

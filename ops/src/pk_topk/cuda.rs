@@ -100,26 +100,14 @@ pub(crate) fn plan(p: &PkTopKParams, elem: usize) -> Result<Plan> {
     })
 }
 
-/// The tables the ids of [`pk_topk`] index (an expert mix's down and up rows, `[num_keys², dim]` each): the kernel
-/// asks for each chosen row in L2 as soon as it has the id, for the kernels that gather those rows next.
-pub struct ExpertRows<'a, T> {
-    /// The first table.
-    pub a: &'a CudaSlice<T>,
-    /// The second table.
-    pub b: &'a CudaSlice<T>,
-    /// Elements a row.
-    pub dim: usize,
-}
-
 /// Product-key top-k on the device: `scores` and `ids` `[rows, He, k]`, bit for bit the CPU kernel's (the
 /// similarities are the same f64 sums in the same order, the candidate sums the same f32 additions), ties
-/// included; `experts` only prefetches.
+/// included.
 pub fn pk_topk<T: Elem>(
     gpu: &Gpu,
     p: &PkTopKParams,
     q: &CudaSlice<T>,
     keys: &CudaSlice<T>,
-    experts: Option<&ExpertRows<'_, T>>,
     scores: &mut CudaSlice<f32>,
     ids: &mut CudaSlice<i64>,
 ) -> Result<()> {
@@ -127,11 +115,6 @@ pub fn pk_topk<T: Elem>(
     let out = [("rows", p.rows), ("heads", p.heads), ("k", p.k)];
     check_len("scores", scores.len(), &out)?;
     check_len("ids", ids.len(), &out)?;
-    if let Some(e) = experts {
-        let rows = [("num_keys²", p.num_keys * p.num_keys), ("dim", e.dim)];
-        check_len("experts.a", e.a.len(), &rows)?;
-        check_len("experts.b", e.b.len(), &rows)?;
-    }
     if p.num_keys > MAX_KEYS {
         return Err(KernelError::BadParams(format!(
             "`num_keys` {} exceeds the CUDA kernel's limit of {MAX_KEYS}",
@@ -194,22 +177,9 @@ pub fn pk_topk<T: Elem>(
     launch.arg(q).arg(keys).arg(scores).arg(ids);
     launch.arg(&rows).arg(&heads).arg(&nk).arg(&half).arg(&k);
     launch.arg(&rows_per_block).arg(&stride).arg(&key_bytes).arg(&warp_bytes).arg(&cand_pad);
-    let null = 0u64;
-    let dim = match experts {
-        Some(e) => {
-            launch.arg(e.a).arg(e.b);
-            int("dim", e.dim)?
-        }
-        None => {
-            launch.arg(&null).arg(&null);
-            0
-        }
-    };
-    launch.arg(&dim);
     // SAFETY: the argument list matches `pk_topk_<T>[_wide|_global]` in pk_topk.cu; `validate` and the checks above tied
-    // q, keys, scores and ids to `p` and each expert table (or null) to num_keys² rows of `dim`; `plan` sized the
-    // dynamic shared memory for the staged keys and each warp's scratch within the limit set above, and the grid
-    // covers every (row, head) once.
+    // q, keys, scores and ids to `p`; `plan` sized the dynamic shared memory for the staged keys and each warp's
+    // scratch within the limit set above, and the grid covers every (row, head) once.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
 }

@@ -68,13 +68,10 @@ __device__ __forceinline__ void store_queries(const float (&pre)[PK_PREFETCH], d
 
 // Staged keys: K (T or f64) [2][nk][stride]. Per-warp scratch, in this order (the launcher sizes it the same way):
 // skey u64 [nk][2], ckey u64 [cand_pad], sq f64 [2][half], sim f32 [nk][2], sv f32 [2][k], si i32 [2][k], cac i32 [cand_pad].
-// With `rows_a` and `rows_b` (null for none; tables [nk·nk, dim] of T, the experts the ids index), the rows of each
-// chosen id are asked for in L2 as soon as the id is written, for the kernels that gather them next.
 template <typename T, typename K, bool SMEM_KEYS>
 __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids, const int rows, const int heads,
                         const int nk, const int half, const int k, const int rows_per_block, const int stride,
-                        const int key_bytes, const int warp_bytes, const int cand_pad, const T *rows_a,
-                        const T *rows_b, const int dim) {
+                        const int key_bytes, const int warp_bytes, const int cand_pad) {
     extern __shared__ __align__(16) unsigned char pk_smem[];
     const int h = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -180,14 +177,7 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
             if (rank < k) {
                 const int i = cac[t] >> 16, j = cac[t] & 0xffff;
                 out_s[rank] = sv[i] + sv[k + j];
-                const long long e = (long long)si[i] * nk + si[k + j];
-                out_i[rank] = e;
-                if (rows_a != nullptr) {
-                    for (int c = 0; c < dim; c += 128 / (int)sizeof(T)) {
-                        prefetch_l2(rows_a + e * dim + c);
-                        prefetch_l2(rows_b + e * dim + c);
-                    }
-                }
+                out_i[rank] = (long long)si[i] * nk + si[k + j];
             }
         }
         __syncwarp();
@@ -198,9 +188,9 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     extern "C" __global__ void __launch_bounds__(256, MINB)                                                           \
         NAME(const T *q, const T *keys, float *scores, long long *ids, const int rows, const int heads, const int nk, \
              const int half, const int k, const int rows_per_block, const int stride, const int key_bytes,            \
-             const int warp_bytes, const int cand_pad, const T *rows_a, const T *rows_b, const int dim) {             \
+             const int warp_bytes, const int cand_pad) {                                                               \
         pk_topk<T, K, SMEM>(q, keys, scores, ids, rows, heads, nk, half, k, rows_per_block, stride, key_bytes,         \
-                            warp_bytes, cand_pad, rows_a, rows_b, dim);                                               \
+                            warp_bytes, cand_pad);                                                                    \
     }
 
 // The _wide kernels fit 64 registers (four blocks of 256 threads per multiprocessor) without spilling.

@@ -319,7 +319,7 @@ mod gpu {
         let (dq, dk) = (gpu.upload(q)?, gpu.upload(keys)?);
         let mut scores = gpu.upload(&vec![f32::NAN; n])?;
         let mut ids = gpu.stream().clone_htod(&vec![-1i64; n]).unwrap();
-        cuda::pk_topk(gpu, p, &dq, &dk, None, &mut scores, &mut ids)?;
+        cuda::pk_topk(gpu, p, &dq, &dk, &mut scores, &mut ids)?;
         Ok((gpu.download(&scores)?, gpu.stream().clone_dtoh(&ids).unwrap()))
     }
 
@@ -439,46 +439,6 @@ mod gpu {
         }
     }
 
-    /// Given the expert tables the ids index, the kernel only asks for the chosen rows in L2: the same scores and ids
-    /// bit for bit (the Cheems-350M shape, odd sizes, keys too large for shared memory); a table of the wrong size is
-    /// refused.
-    #[test]
-    fn prefetching_the_chosen_rows_changes_nothing() {
-        let Some(gpu) = test_gpu() else { return };
-        for (i, &(r, h, nk, half, k, dim)) in [
-            (1, 4, 32, 32, 8, 1024),
-            (3, 2, 31, 13, 31, 5),
-            (2, 2, 256, 130, 8, 64),
-            (9, 1, 64, 200, 16, 100),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let p = params(r, h, nk, half, k);
-            let (q, keys) = inputs(&p, false, 950 + i as u64);
-            let want = run(&gpu, &p, &q, &keys).unwrap();
-            let n = p.rows * p.heads * p.k;
-            let (dq, dk) = (gpu.upload(&q).unwrap(), gpu.upload(&keys).unwrap());
-            let (ta, tb) = (
-                gpu.zeros::<f32>(nk * nk * dim).unwrap(),
-                gpu.zeros::<f32>(nk * nk * dim).unwrap(),
-            );
-            let rows = cuda::ExpertRows { a: &ta, b: &tb, dim };
-            let mut scores = gpu.upload(&vec![f32::NAN; n]).unwrap();
-            let mut ids = gpu.stream().clone_htod(&vec![-1i64; n]).unwrap();
-            cuda::pk_topk(&gpu, &p, &dq, &dk, Some(&rows), &mut scores, &mut ids).unwrap();
-            let got = (gpu.download(&scores).unwrap(), gpu.stream().clone_dtoh(&ids).unwrap());
-            assert_eq!(got, want, "{p:?} with rows of {dim}");
-            let short = gpu.zeros::<f32>(nk * nk * dim - 1).unwrap();
-            let rows = cuda::ExpertRows { a: &ta, b: &short, dim };
-            let r = cuda::pk_topk(&gpu, &p, &dq, &dk, Some(&rows), &mut scores, &mut ids);
-            assert!(
-                matches!(r, Err(KernelError::BadParams(m)) if m.contains("`experts.b`")),
-                "{p:?}"
-            );
-        }
-    }
-
     #[test]
     fn equal_similarities_pick_the_lowest_positions() {
         let Some(gpu) = test_gpu() else { return };
@@ -500,11 +460,11 @@ mod gpu {
         let (dq, dk) = (gpu.zeros::<f32>(24).unwrap(), gpu.zeros::<f32>(48).unwrap());
         let mut scores = gpu.zeros::<f32>(7).unwrap();
         let mut ids = gpu.stream().clone_htod(&[0i64; 8]).unwrap();
-        let r = cuda::pk_topk(&gpu, &p, &dq, &dk, None, &mut scores, &mut ids);
+        let r = cuda::pk_topk(&gpu, &p, &dq, &dk, &mut scores, &mut ids);
         assert!(matches!(r, Err(KernelError::BadParams(m)) if m.contains("`scores` has 7")));
         let dq = gpu.zeros::<f32>(23).unwrap();
         let mut scores = gpu.zeros::<f32>(8).unwrap();
-        let r = cuda::pk_topk(&gpu, &p, &dq, &dk, None, &mut scores, &mut ids);
+        let r = cuda::pk_topk(&gpu, &p, &dq, &dk, &mut scores, &mut ids);
         assert!(matches!(r, Err(KernelError::BadParams(m)) if m.contains("`q` has 23")));
     }
 
