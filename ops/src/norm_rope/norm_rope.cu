@@ -2,35 +2,50 @@
 // y[c] = rope_rotate(n[c], n[c ± half], cos[c], sin[c]) as rope.cu rotates it (c < half takes -n[c + half]).
 // Layout: x, y [rows, heads, dim] in T; w [dim]; cos, sin [rows, dim]. Launch: one block per (row, head),
 // blockDim.x = min(1024, dim rounded up to 32) (rms_norm's, so the sum of squares adds in its order), dim floats
-// of dynamic shared memory. Thread t's first column is t: its w, a constant, is loaded before grid_entry(), and its x,
-// cos and sin together after it, kept in registers, so that with a column a thread nothing is loaded twice.
+// of dynamic shared memory. With a column a thread (dim ≤ blockDim.x) w, a constant, is loaded before grid_entry()
+// and x, cos and sin together after it.
 
 template <typename T>
 __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t, T *y, const int heads, const int dim,
                           const float eps) {
-    extern __shared__ float normed[];
+    extern __shared__ float n[];
     __shared__ float scratch[32];
     const long base = (long)blockIdx.x * dim, cs = (long)(blockIdx.x / heads) * dim;
     const int half = dim / 2, t = threadIdx.x;
-    const float wt = t < dim ? ld(w, t) : 0.0f;
+    const bool held = dim <= blockDim.x;
+    auto normed = [](float wc, float v, float inv) { return round_to<T>(wc * round_to<T>(v * inv)); };
+    float wt = 0.0f;
+    if (held && t < dim) wt = ld(w, t);
     grid_entry();
-    float vt = 0.0f, cos_v = 0.0f, sin_v = 0.0f, ss = 0.0f;
+    if (held) {
+        float v = 0.0f, cv = 0.0f, sv = 0.0f, ss = 0.0f;
+        if (t < dim) {
+            v = ld(x, base + t);
+            cv = ld(cos_t, cs + t);
+            sv = ld(sin_t, cs + t);
+            ss += v * v;
+        }
+        const float inv = rsqrtf(block_sum(ss, scratch) / (float)dim + eps);
+        if (t < dim) n[t] = normed(wt, v, inv);
+        __syncthreads();
+        if (t < dim) {
+            const bool lower = t < half;
+            st(y, base + t, rope_rotate<T>(n[t], n[lower ? t + half : t - half], cv, sv, lower));
+        }
+        return;
+    }
+    float ss = 0.0f;
     for (int c = t; c < dim; c += blockDim.x) {
         const float v = ld(x, base + c);
-        if (c == t) vt = v, cos_v = ld(cos_t, cs + t), sin_v = ld(sin_t, cs + t);
         ss += v * v;
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / (float)dim + eps);
-    for (int c = t; c < dim; c += blockDim.x) {
-        const float v = c == t ? vt : ld(x, base + c);
-        normed[c] = round_to<T>((c == t ? wt : ld(w, c)) * round_to<T>(v * inv));
-    }
+    for (int c = t; c < dim; c += blockDim.x) n[c] = normed(ld(w, c), ld(x, base + c), inv);
     __syncthreads();
     for (int c = t; c < dim; c += blockDim.x) {
         const bool lower = c < half;
-        const float partner = normed[lower ? c + half : c - half];
-        const float cc = c == t ? cos_v : ld(cos_t, cs + c), sc = c == t ? sin_v : ld(sin_t, cs + c);
-        st(y, base + c, rope_rotate<T>(normed[c], partner, cc, sc, lower));
+        const float partner = n[lower ? c + half : c - half];
+        st(y, base + c, rope_rotate<T>(n[c], partner, ld(cos_t, cs + c), ld(sin_t, cs + c), lower));
     }
 }
 

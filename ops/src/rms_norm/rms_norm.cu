@@ -1,27 +1,36 @@
 // y[r, c] = w[c] * T(x[r, c] * rsqrt(mean_c(x[r, :]^2) + eps)), statistics in f32 (PyTorch's order for bf16).
 // Layout: x, y are [rows, cols] row-major and contiguous; w is [cols].
-// Launch: one block per row, blockDim.x a multiple of 32 and at most 1024. Thread t's first column is t: its weight
-// (and the residual scale below), constants, is loaded before grid_entry(), and its value stays in a register between
-// the sum and the store, so that with a column a thread (cols ≤ blockDim.x) nothing is loaded twice.
+// Launch: one block per row, blockDim.x a multiple of 32 and at most 1024. With a column a thread (cols ≤ blockDim.x)
+// the weights (and the residual scale below), constants, are loaded before grid_entry() and each value stays in a
+// register between the sum and the store.
 
 template <typename T>
 __device__ void rms_norm(const T *x, const T *w, T *y, const int cols, const float eps) {
     __shared__ float scratch[32];
     const long row = (long)blockIdx.x * cols;
     const int t = threadIdx.x;
-    const float wt = t < cols ? ld(w, t) : 0.0f;
+    const bool held = cols <= blockDim.x;
+    auto normed = [](float wc, float v, float inv) { return wc * round_to<T>(v * inv); };
+    float wt = 0.0f;
+    if (held && t < cols) wt = ld(w, t);
     grid_entry();
-    float vt = 0.0f, ss = 0.0f;
+    if (held) {
+        float v = 0.0f, ss = 0.0f;
+        if (t < cols) {
+            v = ld(x, row + t);
+            ss += v * v;
+        }
+        const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
+        if (t < cols) st(y, row + t, normed(wt, v, inv));
+        return;
+    }
+    float ss = 0.0f;
     for (int c = t; c < cols; c += blockDim.x) {
         const float v = ld(x, row + c);
-        if (c == t) vt = v;
         ss += v * v;
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
-    for (int c = t; c < cols; c += blockDim.x) {
-        const float v = c == t ? vt : ld(x, row + c);
-        st(y, row + c, (c == t ? wt : ld(w, c)) * round_to<T>(v * inv));
-    }
+    for (int c = t; c < cols; c += blockDim.x) st(y, row + c, normed(ld(w, c), ld(x, row + c), inv));
 }
 
 extern "C" __global__ void rms_norm_f32(const float *x, const float *w, float *y, const int cols, const float eps) {
@@ -40,21 +49,36 @@ __device__ void residual_rms_norm(const T *s, const T *r, const T *f, const T *w
     __shared__ float scratch[32];
     const long row = (long)blockIdx.x * cols;
     const int t = threadIdx.x;
-    const float scale_t = t < cols && s ? ld(s, t) : 1.0f, wt = t < cols ? ld(w, t) : 0.0f;
+    const bool held = cols <= blockDim.x;
+    auto residual = [&](float scale, int c) {
+        return round_to<T>(__fadd_rn(__fmul_rn(scale, ld(r, row + c)), ld(f, row + c)));
+    };
+    auto normed = [](float wc, float v, float inv) { return wc * round_to<T>(v * inv); };
+    float scale_t = 1.0f, wt = 0.0f;
+    if (held && t < cols) {
+        if (s) scale_t = ld(s, t);
+        wt = ld(w, t);
+    }
     grid_entry();
-    float vt = 0.0f, ss = 0.0f;
+    if (held) {
+        float v = 0.0f, ss = 0.0f;
+        if (t < cols) {
+            v = residual(scale_t, t);
+            st(h, row + t, v);
+            ss += v * v;
+        }
+        const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
+        if (t < cols) st(y, row + t, normed(wt, v, inv));
+        return;
+    }
+    float ss = 0.0f;
     for (int c = t; c < cols; c += blockDim.x) {
-        const float scale = c == t ? scale_t : s ? ld(s, c) : 1.0f;
-        const float v = round_to<T>(__fadd_rn(__fmul_rn(scale, ld(r, row + c)), ld(f, row + c)));
+        const float v = residual(s ? ld(s, c) : 1.0f, c);
         st(h, row + c, v);
-        if (c == t) vt = v;
         ss += v * v;
     }
     const float inv = rsqrtf(block_sum(ss, scratch) / (float)cols + eps);
-    for (int c = t; c < cols; c += blockDim.x) {
-        const float v = c == t ? vt : ld(h, row + c);
-        st(y, row + c, (c == t ? wt : ld(w, c)) * round_to<T>(v * inv));
-    }
+    for (int c = t; c < cols; c += blockDim.x) st(y, row + c, normed(ld(w, c), ld(h, row + c), inv));
 }
 
 extern "C" __global__ void residual_rms_norm_f32(const float *s, const float *r, const float *f, const float *w,
