@@ -1,0 +1,2 @@
+# Run as one command on the same held machine, with 5eeb07e's binary added as .gpu/bin/cheems_prev.xz.
+for b in cheems cheems_prev; do xz -d -f .gpu/bin/$b.xz; done; chmod +x .gpu/bin/*; source .gpu/env.sh; export CHEEMS_KERNEL_CACHE=/tmp/kc; for r in 1 2; do for b in cheems_prev cheems; do timeout 25 .gpu/bin/$b bench /tmp/cheems-350m --target cuda --dtype bf16 --prompt 4096 --decode 32 --runs 3 --json >> $OUT/e2e_b1_$b.jsonl 2>> $OUT/e2e.err; done; done

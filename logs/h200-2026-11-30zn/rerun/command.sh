@@ -1,0 +1,2 @@
+# Run as one command on the machine still held after call.sh (checkpoints and kernel cache in /tmp from it).
+gunzip -f .gpu/tests/*.gz 2>/dev/null; xz -d -f .gpu/bin/cheems.xz; chmod +x .gpu/bin/*; source .gpu/env.sh; export CHEEMS_KERNEL_CACHE=/tmp/kc; ls /tmp/cheems-350m > /dev/null && for r in 1 2; do for p in cheems-350m doge-320m; do timeout 30 .gpu/bin/cheems bench /tmp/$p --target cuda --dtype bf16 --prompt 4096 --decode 32 --runs 3 --json >> $OUT/e2e_b1.jsonl 2>> $OUT/e2e.err; done; done
