@@ -304,6 +304,76 @@ fn expert_mix_add_is_blocked_when_the_mixture_has_another_reader() {
     assert!(compile(&mut g, &o).unwrap().rewrites.is_empty());
 }
 
+/// `m = dynamic_mask_values(linear(x, w (, b)), A)`, with the linear's `dt` also an output when `dt_out`.
+fn mask_graph(bias: bool, dt_out: bool) -> Graph {
+    let mut g = Graph::new();
+    let f = |dims: &[usize]| Fact::konst(DType::F32, dims);
+    let x =
+        g.input("x", Fact::new(DType::F32, [Dim::sym("B"), Dim::sym("S"), Dim::konst(6)])).unwrap();
+    let w = g.input("w", f(&[4, 6])).unwrap();
+    let a = g.input("A", f(&[4])).unwrap();
+    let mut ins = vec![x, w];
+    if bias {
+        ins.push(g.input("b", f(&[4])).unwrap());
+    }
+    let dt = g.wire("dt", Op::Linear { bias }, &ins).unwrap();
+    let m = g.wire("mask", Op::DynamicMaskValues, &[dt, a]).unwrap();
+    g.output("m", m).unwrap();
+    if dt_out {
+        g.output("dt", dt).unwrap();
+    }
+    g
+}
+
+fn mask_inputs() -> BTreeMap<String, Tensor> {
+    let v = |n: usize, k: usize| -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + k * 104_729) % 1000) as f32 / 250.0 - 2.0).collect()
+    };
+    BTreeMap::from([
+        ("x".to_string(), Tensor::f32(vec![2, 3, 6], v(36, 1)).unwrap()),
+        ("w".to_string(), Tensor::f32(vec![4, 6], v(24, 2)).unwrap()),
+        ("A".to_string(), Tensor::f32(vec![4], v(4, 3)).unwrap()),
+        ("b".to_string(), Tensor::f32(vec![4], v(4, 4)).unwrap()),
+    ])
+}
+
+#[test]
+fn mask_values_fuse_with_their_projection_with_and_without_bias() {
+    for bias in [false, true] {
+        let rule = if bias { "mask_values_biased_linear" } else { "mask_values_linear" };
+        let mut g = mask_graph(bias, false);
+        let mut ins = mask_inputs();
+        if !bias {
+            ins.remove("b");
+        }
+        let before = CpuExecutor::new(g.clone()).unwrap().run(ins.clone(), &[]).unwrap();
+        let cx = compile(&mut g, &opts()).unwrap();
+        assert_eq!(cx.rewrites.get(rule), Some(&1), "bias {bias}: {:?}", cx.rewrites);
+        let census = g.census();
+        assert_eq!(census.get(&OpKind::Linear), None, "bias {bias}");
+        assert_eq!(census.get(&OpKind::DynamicMaskValues), None, "bias {bias}");
+        let fused = g.find("mask.projected").expect("the fused mask values");
+        assert_eq!(g.node(fused).op, Op::ProjectedMaskValues { bias });
+        let after = CpuExecutor::new(g).unwrap().run(ins, &[]).unwrap();
+        assert_eq!(before, after, "bias {bias}: the fused mask values are the same f32 values");
+    }
+}
+
+#[test]
+fn mask_values_keep_a_projection_read_elsewhere() {
+    for bias in [false, true] {
+        let mut g = mask_graph(bias, true);
+        let dump = g.dump().unwrap();
+        let cx = compile(&mut g, &opts()).unwrap();
+        assert!(cx.rewrites.is_empty(), "bias {bias}: {:?}", cx.rewrites);
+        assert_eq!(g.dump().unwrap(), dump);
+    }
+    let mut g = mask_graph(false, false);
+    let mut o = opts();
+    o.fuse.disabled = vec!["mask_values_linear".into()];
+    assert!(compile(&mut g, &o).unwrap().rewrites.is_empty());
+}
+
 #[test]
 fn max_rewrites_bisects() {
     let ck = Checkpoint::open(&cases()[0]).unwrap();
@@ -329,11 +399,12 @@ fn logits_of(model: &cheems::model::build::Model, inputs: &Inputs) -> (Tensor, T
 
 /// On every fixture: every layer's two norms fuse with the residual before them (the first norm of layer 0 reads
 /// the embedding, so it stays), the q/k norms with the rotation after them, every SSD layer's scan takes over the
-/// RoPE of its B and C, sibling projections are packed, and the logits do not move: bit for bit with the
+/// RoPE of its B and C, every dynamic mask takes over the projection of its keys' `dt`, sibling projections are
+/// packed, and the logits do not move: bit for bit with the
 /// fusion rules alone, within the f32 tolerance with packing.
 #[test]
 fn every_fixture_fuses_and_keeps_its_logits() {
-    let mut norm_ropes = 0;
+    let (mut norm_ropes, mut dynamic_masks) = (0, 0);
     for case in cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
         let ck = Checkpoint::open(&case).unwrap();
@@ -384,6 +455,12 @@ fn every_fixture_fuses_and_keeps_its_logits() {
         assert_eq!(ropes(&fused.graph), ropes(&model.graph) - 2 * ssd_layers - qk_fused, "{name}");
         let mixes = model.graph.census().get(&OpKind::ExpertMix).copied().unwrap_or(0);
         assert_eq!(cx.rewrites.get("expert_mix_add").copied().unwrap_or(0), mixes, "{name}");
+        let masks = model.graph.census().get(&OpKind::DynamicMaskValues).copied().unwrap_or(0);
+        let projected = ["mask_values_linear", "mask_values_biased_linear"]
+            .map(|r| cx.rewrites.get(r).copied().unwrap_or(0));
+        assert_eq!(projected.iter().sum::<usize>(), masks, "{name}: every mask's projection fused");
+        assert_eq!(census.get(&OpKind::ProjectedMaskValues).copied().unwrap_or(0), masks, "{name}");
+        dynamic_masks += masks;
         let (l, d) = logits_of(&fused, &inputs);
         assert_eq!(l, logits, "{name}: fused logits differ");
         assert_eq!(d, decode, "{name}: fused decode logits differ");
@@ -403,6 +480,7 @@ fn every_fixture_fuses_and_keeps_its_logits() {
         assert!(worst <= PACKED_ATOL_F32, "{name}: packed decode logits moved by {worst:e}");
     }
     assert!(norm_ropes > 0, "some fixture has q/k norms");
+    assert!(dynamic_masks > 0, "some fixture has a dynamic mask");
 }
 
 #[test]

@@ -48,8 +48,9 @@ pub struct FusionArgs {
     /// Fusion rule not to apply (repeatable): `pack_linears` (sibling projections as one linear),
     /// `residual_rms_norm` and `add_rms_norm` (the residual add inside the next norm), `norm_rope` (the q/k norm and
     /// RoPE of an attention head as one kernel), `ssd_rope` (the RoPE of B and C inside the SSD scan),
-    /// `expert_mix_add` (the shared MLP's add inside the CDMoE mixture); an unknown name is an error that lists the
-    /// rules.
+    /// `expert_mix_add` (the shared MLP's add inside the CDMoE mixture), `mask_values_linear` and
+    /// `mask_values_biased_linear` (the keys' `dt` projection inside the dynamic mask values); an unknown name is an
+    /// error that lists the rules.
     #[arg(long = "disable-rule")]
     pub disable_rule: Vec<String>,
 }

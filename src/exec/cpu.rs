@@ -292,6 +292,18 @@ fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
                 ops::dynamic_mask::key_values(&p, f32s(&a[0])?, f32s(&a[1])?)?,
             )?)
         }
+        Op::ProjectedMaskValues { bias } => {
+            let (d, w) = (a[0].dims(), &a[1]);
+            let (out, inp) = (w.dims()[0], w.dims()[1]);
+            let p = ops::matmul::LinearParams {
+                rows: d[0] * d[1],
+                in_features: inp,
+                out_features: out,
+            };
+            let b = if *bias { Some(f32s(&a[3])?) } else { None };
+            let m = ops::matmul::mask_linear(&p, d[1], f32s(&a[0])?, f32s(w)?, b, f32s(&a[2])?)?;
+            one(Tensor::f32(vec![d[0], out, d[1]], m)?)
+        }
         Op::MaskedAttention(at) => attention(at, &a),
         Op::PkTopK(pk) => {
             let d = a[0].dims();

@@ -327,7 +327,10 @@ enum Store {
 fn wants_f32(op: &Op, port: usize) -> bool {
     matches!(
         (op, port),
-        (Op::SsdScan(_), 2 | 5) | (Op::DynamicMaskValues, 1) | (Op::MaskedAttention(_), 4)
+        (Op::SsdScan(_), 2 | 5)
+            | (Op::DynamicMaskValues, 1)
+            | (Op::ProjectedMaskValues { .. }, 2)
+            | (Op::MaskedAttention(_), 4)
     )
 }
 
@@ -342,7 +345,7 @@ fn plan_storage(g: &Graph, order: &[NodeId]) -> HashMap<ValueId, Store> {
             let v = ValueId { node: id, port: port as u16 };
             let s = match (&node.op, port) {
                 _ if f.dtype == DType::I64 => Store::I64,
-                (Op::DynamicMaskValues, _)
+                (Op::DynamicMaskValues | Op::ProjectedMaskValues { .. }, _)
                 | (Op::SsdScan(_), 1)
                 | (Op::PkTopK(_) | Op::RouterTopK(_), 0) => Store::F32,
                 (Op::Concat { .. }, _) if ins.iter().any(|i| st.get(i) == Some(&Store::F32)) => {
@@ -633,7 +636,7 @@ impl CudaExecutor {
         let mut pending: HashMap<NodeId, DTensor> = HashMap::new();
         let appends = recorded.as_ref().map(|r| (r.appends, r.pos));
         let placed = recorded.as_ref().map(|r| r.placed);
-        let mut deferred: HashMap<NodeId, Vec<Arc<DTensor>>> = HashMap::new();
+        let mut deferred: HashMap<NodeId, (&Op, Vec<Arc<DTensor>>)> = HashMap::new();
         let keep = recorded.as_ref().and_then(|r| r.keep.map(|k| (k, r.pos)));
         for &id in &self.order {
             let node = g.node(id);
@@ -701,18 +704,22 @@ impl CudaExecutor {
             }
             if let Some(&append) = placed.and_then(|p| p.get(&id)) {
                 let d = &args[0].dims;
-                ensure!(d.len() == 3, "node `{}`: `dt` is {d:?}, not [B, S, Hm]", node.name);
-                let dims = vec![d[0], d[2], d[1]];
-                deferred.insert(append, std::mem::take(&mut args));
+                ensure!(d.len() == 3, "node `{}`: operand 0 is {d:?}, not [B, S, ..]", node.name);
+                let hm = match node.op {
+                    Op::ProjectedMaskValues { .. } => args[1].dims[0],
+                    _ => d[2],
+                };
+                let dims = vec![d[0], hm, d[1]];
+                deferred.insert(append, (&node.op, std::mem::take(&mut args)));
                 early = Some(vec![Arc::new(DTensor { dims, buf: Buf::Empty, host_i64: None })]);
             }
             if let Some((_, pos)) = appends.filter(|(set, _)| set.contains(&id)) {
                 let t = match deferred.remove(&id) {
-                    Some(inputs) => {
+                    Some((op, inputs)) => {
                         if tracked {
                             reads.extend(inputs.iter().filter_map(|a| a.span(&self.gpu)));
                         }
-                        self.place_mask_values(std::mem::take(&mut args), &inputs, pos)
+                        self.place_mask_values(std::mem::take(&mut args), op, &inputs, pos)
                     }
                     None => self.append(&node.op, std::mem::take(&mut args), pos),
                 }
@@ -803,16 +810,31 @@ impl CudaExecutor {
     }
 
     /// The mask-value cache `a[0]` (`[B, Hm, capacity]`, this node its only reader) with the values of the keys
-    /// whose `dt` and `A` are `inputs` (the operands of a `DynamicMaskValues` node) written at slot `pos[0]`.
+    /// that `op` (a `DynamicMaskValues` or `ProjectedMaskValues` node) computes from `inputs`, its operands,
+    /// written at slot `pos[0]`.
     fn place_mask_values(
         &self,
         mut a: Vec<Arc<DTensor>>,
+        op: &Op,
         inputs: &[Arc<DTensor>],
         pos: &CudaSlice<i64>,
     ) -> Result<DTensor> {
         a.truncate(1);
         let mut cache = Arc::try_unwrap(a.pop().context("two operands")?)
             .map_err(|_| anyhow::anyhow!("the cache is read by another node too"))?;
+        if let Op::ProjectedMaskValues { bias } = *op {
+            let cap = cache.dims.get(2).copied().context("a mask-value cache of rank 3")?;
+            let Buf::F32(c) = &mut cache.buf else { bail!("the mask-value cache is not f32") };
+            match self.dtype {
+                ActDType::F32 => {
+                    self.projected_mask_values::<f32>(inputs, bias, Some((pos, cap)), c)?
+                }
+                ActDType::BF16 => {
+                    self.projected_mask_values::<bf16>(inputs, bias, Some((pos, cap)), c)?
+                }
+            }
+            return Ok(cache);
+        }
         let ([dt, av], &[b, hm, cap]) = (inputs, &cache.dims[..]) else {
             bail!("mask values from {} operands into a cache of {:?}", inputs.len(), cache.dims)
         };
@@ -863,6 +885,47 @@ impl CudaExecutor {
     {
         let n = dims.iter().product();
         Ok((dims, self.gpu.uninit::<T>(n)?))
+    }
+
+    /// The mask values `exp(A·softplus(x·wᵀ (+ b)))` of a `ProjectedMaskValues` node's operands `a` into `m`
+    /// (`[B, Hm, S]`, or with `at` a cache `[B, Hm, capacity]` from slot `pos[0]`): one mask GEMV for a few rows,
+    /// else the linear and then the mask values.
+    fn projected_mask_values<T: ActElem>(
+        &self,
+        a: &[Arc<DTensor>],
+        bias: bool,
+        at: Option<(&CudaSlice<i64>, usize)>,
+        m: &mut CudaSlice<f32>,
+    ) -> Result<()>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let (x, w, av) = (&a[0], &a[1], a[2].f32()?);
+        let d = &x.dims;
+        ensure!(d.len() == 3 && w.dims.len() == 2, "`x` {d:?} and `w` {:?} of mask values", w.dims);
+        let (rows, out, inp) = (d[0] * d[1], w.dims[0], w.dims[1]);
+        let b = if bias { Some(a[3].act::<T>()?) } else { None };
+        let gpu = &*self.gpu;
+        if rows <= ops::matmul::cuda::GEMV_MAX_ROWS && inp > 0 {
+            use ops::matmul::cuda::MaskOut;
+            let p = ops::matmul::LinearParams { rows, in_features: inp, out_features: out };
+            let dest = match at {
+                Some((pos, capacity)) => MaskOut::Cache { pos, capacity },
+                None => MaskOut::Values,
+            };
+            let (xs, ws) = (x.act::<T>()?, w.act::<T>()?);
+            ops::matmul::cuda::mask_linear(gpu, &p, d[1], xs, ws, b, av, dest, m)?;
+            return Ok(());
+        }
+        let dt = self.linear::<T>(x.act::<T>()?, rows, w, bias.then(|| &*a[3]))?;
+        let kp = ops::dynamic_mask::KeyValuesParams { batch: d[0], seq: d[1], heads: out };
+        match at {
+            Some((pos, cap)) => {
+                ops::dynamic_mask::cuda::key_values_at(gpu, &kp, &dt, av, pos, cap, m)?
+            }
+            None => ops::dynamic_mask::cuda::key_values(gpu, &kp, &dt, av, m)?,
+        }
+        Ok(())
     }
 
     fn linear<T: ActElem>(
@@ -1342,6 +1405,13 @@ impl CudaExecutor {
                     &mut m,
                 )?;
                 one(f32t(vec![d[0], d[2], d[1]], m))
+            }
+            Op::ProjectedMaskValues { bias } => {
+                let (d, hm) = (&a[0].dims, a[1].dims[0]);
+                let dims = vec![d[0], hm, d[1]];
+                let mut m = gpu.uninit::<f32>(dims.iter().product())?;
+                self.projected_mask_values::<T>(&a, *bias, None, &mut m)?;
+                one(f32t(dims, m))
             }
             Op::MaskedAttention(at) => one(self.attention::<T>(at, &a, None)?),
             Op::PkTopK(pk) => {

@@ -288,7 +288,10 @@ impl<'e> DecodeGraph<'e> {
                     appends.insert(append);
                     let rows = g.inputs_of(append)[1];
                     if st.kind == StateKind::MaskValues
-                        && matches!(g.node(rows.node).op, Op::DynamicMaskValues)
+                        && matches!(
+                            g.node(rows.node).op,
+                            Op::DynamicMaskValues | Op::ProjectedMaskValues { .. }
+                        )
                         && g.uses(rows) == 1
                     {
                         placed.insert(rows.node, append);

@@ -150,7 +150,7 @@ fn dims(f: &Fact) -> Result<Vec<DimSpec>> {
 /// Operands of `op` that are linear-layer weights `[out, in]` (multiplied as `x·Wᵀ`).
 fn linear_weight_operands(op: &Op) -> &'static [usize] {
     match op {
-        Op::Linear { .. } => &[1],
+        Op::Linear { .. } | Op::ProjectedMaskValues { .. } => &[1],
         Op::GatedMlp { .. } => &[1, 2, 3],
         Op::Mlp { .. } => &[1, 2],
         _ => &[],
@@ -632,6 +632,15 @@ impl Lower<'_> {
                 let normed = self.b.fresh("normed");
                 self.rms_norm(a[0], a[1], n.eps, &format!("{name}/norm"), &normed);
                 self.rope(&normed, a[2], a[3], dh, name, &out);
+            }
+            Op::ProjectedMaskValues { bias } => {
+                let dt = self.linear(a[0], a[1], bias.then(|| a[3]), None, "dt");
+                let inputs = [dt, a[2].to_string()];
+                let outputs = [out];
+                let site =
+                    Site { name, inputs: &inputs, outputs: &outputs, dtype: t, opset: self.opset };
+                let c = custom::dynamic_mask_values(&site)?;
+                self.custom(c)?;
             }
             op @ (Op::SsdScan(_)
             | Op::DynamicMaskValues

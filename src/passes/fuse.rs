@@ -30,7 +30,15 @@ pub struct FuseOptions {
 
 /// Every fusion rule, in priority order.
 pub fn rules() -> Vec<Rule> {
-    vec![residual_rms_norm(), add_rms_norm(), norm_rope(), ssd_rope(), expert_mix_add()]
+    vec![
+        residual_rms_norm(),
+        add_rms_norm(),
+        norm_rope(),
+        ssd_rope(),
+        expert_mix_add(),
+        mask_values_linear(),
+        mask_values_biased_linear(),
+    ]
 }
 
 /// `rms_norm(s ⊙ r + f, w)` => `residual_rms_norm(s, r, f, w)` (the residual sum stays available as output 0).
@@ -132,6 +140,47 @@ fn expert_mix_add() -> Rule {
             Ok(patch)
         },
     }
+}
+
+/// `dynamic_mask_values(linear(x, w), A)` => `projected_mask_values(x, w, A)`: the keys' `dt` projection and their
+/// mask values in one kernel (a decode step's GEMV with the mask in its epilogue).
+fn mask_values_linear() -> Rule {
+    use OpKind::{DynamicMaskValues, Linear};
+    Rule {
+        name: "mask_values_linear",
+        pattern: op(DynamicMaskValues, [op(Linear, [any("x"), any("w")]).named("dt"), any("a")])
+            .named("mask"),
+        rewrite: |g, m| projected_mask_values(g, m, false),
+    }
+}
+
+/// `dynamic_mask_values(linear(x, w, b), A)` => `projected_mask_values(x, w, A, b)`.
+fn mask_values_biased_linear() -> Rule {
+    use OpKind::{DynamicMaskValues, Linear};
+    Rule {
+        name: "mask_values_biased_linear",
+        pattern: op(
+            DynamicMaskValues,
+            [op(Linear, [any("x"), any("w"), any("b")]).named("dt"), any("a")],
+        )
+        .named("mask"),
+        rewrite: |g, m| projected_mask_values(g, m, true),
+    }
+}
+
+fn projected_mask_values(g: &Graph, m: &Match, bias: bool) -> Result<Patch> {
+    let mut ins: Vec<PatchValue> = ["x", "w", "a"].map(|v| m.value(v).into()).into();
+    if bias {
+        ins.push(m.value("b").into());
+    }
+    let mut patch = Patch::default();
+    let fused = patch.wire(
+        format!("{}.projected", g.node(m.root).name),
+        Op::ProjectedMaskValues { bias },
+        &ins,
+    );
+    patch.replace(ValueId { node: m.root, port: 0 }, fused);
+    Ok(patch)
 }
 
 fn fused_norm(g: &Graph, m: &Match, scaled: bool) -> Result<Patch> {

@@ -39,6 +39,7 @@ pub fn supported(op: &Op, target: Target) -> bool {
             | Op::NormRope(_)
             | Op::SsdScan(_)
             | Op::DynamicMaskValues
+            | Op::ProjectedMaskValues { .. }
             | Op::MaskedAttention(_)
             | Op::PkTopK(_)
             | Op::RouterTopK(_)

@@ -52,6 +52,28 @@ pub fn linear(p: &LinearParams, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> R
     Ok(y)
 }
 
+/// The dynamic mask values of a projection: `m[b, h, j] = exp(a[h]·softplus(dt[b, j, h]))` with `dt = x·wᵀ (+
+/// bias)` over the rows `b·seq + j` of `x` (`p.rows` a multiple of `seq`), returned as `[B, Hm, seq]`.
+pub fn mask_linear(
+    p: &LinearParams,
+    seq: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    a: &[f32],
+) -> Result<Vec<f32>> {
+    if seq == 0 || p.rows % seq != 0 {
+        return Err(crate::KernelError::BadParams(format!(
+            "{} rows are not sequences of {seq} rows",
+            p.rows
+        )));
+    }
+    let dt = linear(p, x, w, bias)?;
+    let kp =
+        crate::dynamic_mask::KeyValuesParams { batch: p.rows / seq, seq, heads: p.out_features };
+    crate::dynamic_mask::key_values(&kp, &dt, a)
+}
+
 /// `c[i, j] = Σ_l a[i, l]·b[l, j]` for row-major `a` `[m, k]` and `b` `[k, n]`.
 pub fn matmul(p: &MatmulParams, a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
     p.validate(a.len(), b.len())?;

@@ -123,6 +123,102 @@ pub fn gated_linear<T: Elem>(
     Ok(())
 }
 
+/// The kernel [`mask_linear`] runs for `rows` rows.
+pub fn mask_gemv_kernel<T: Elem>(rows: usize) -> String {
+    format!("mask_gemv{rows}_{}", T::NAME)
+}
+
+/// Where [`mask_linear`] writes.
+pub enum MaskOut<'a> {
+    /// `m` is `[B, Hm, seq]`.
+    Values,
+    /// `m` is a cache `[B, Hm, capacity]`, key `j` going to slot `pos[0] + j` (slots at or past `capacity` are not
+    /// written; the others keep their values).
+    Cache {
+        /// One position.
+        pos: &'a CudaSlice<i64>,
+        /// Slots a row of the cache.
+        capacity: usize,
+    },
+}
+
+/// The dynamic mask values of a projection, `m[b, h, j] = exp(a[h]·softplus(dt[b, j, h]))` with `dt = x·wᵀ (+
+/// bias)` of the rows `b·seq + j`, for `rows ≤ GEMV_MAX_ROWS` in one launch: bit for bit the [`linear`] and
+/// [`crate::dynamic_mask::cuda::key_values`] (or `key_values_at`) it replaces, `dt` rounded to `T` as the linear
+/// stores it. `p` gives the product's sizes (`w [Hm, in]`, `bias [Hm]`, `a [Hm]` in f32); `seq` divides `p.rows`.
+#[allow(clippy::too_many_arguments)]
+pub fn mask_linear<T: Elem>(
+    gpu: &Gpu,
+    p: &LinearParams,
+    seq: usize,
+    x: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    bias: Option<&CudaSlice<T>>,
+    a: &CudaSlice<f32>,
+    out: MaskOut<'_>,
+    m: &mut CudaSlice<f32>,
+) -> Result<()> {
+    p.validate(x.len(), w.len(), bias.map(|b| b.len()))?;
+    crate::check_len("a", a.len(), &[("out_features", p.out_features)])?;
+    if p.rows == 0 || p.rows > GEMV_MAX_ROWS || p.in_features == 0 || seq == 0 || p.rows % seq != 0
+    {
+        return Err(KernelError::BadParams(format!(
+            "the mask GEMV takes 1 to {GEMV_MAX_ROWS} rows of at least one feature in sequences of `seq` rows, not \
+             {} × {} with seq {seq}",
+            p.rows, p.in_features
+        )));
+    }
+    let batch = p.rows / seq;
+    let (pos, cap) = match out {
+        MaskOut::Values => {
+            crate::check_len(
+                "m",
+                m.len(),
+                &[("batch", batch), ("heads", p.out_features), ("seq", seq)],
+            )?;
+            (None, seq)
+        }
+        MaskOut::Cache { pos, capacity } => {
+            crate::check_len(
+                "cache",
+                m.len(),
+                &[("batch", batch), ("heads", p.out_features), ("capacity", capacity)],
+            )?;
+            if seq > capacity || pos.is_empty() {
+                return Err(KernelError::BadParams(format!(
+                    "a cache of {capacity} slots has no room for {seq} keys, or the position is missing"
+                )));
+            }
+            (Some(pos), capacity)
+        }
+    };
+    if p.out_features == 0 {
+        return Ok(());
+    }
+    let name = mask_gemv_kernel::<T>(p.rows);
+    let func = gpu.function(&SOURCE, &name)?;
+    let GemvLaunch { vec, inp, out, cfg } = gemv_launch(gpu, p, &[x, w])?;
+    let (seq, cap) = (int(seq, "seq")?, cap as i64);
+    let null = 0u64;
+    let mut launch = gpu.stream().launch_builder(&func);
+    launch.arg(x).arg(w);
+    match bias {
+        Some(b) => launch.arg(b),
+        None => launch.arg(&null),
+    };
+    launch.arg(a).arg(m).arg(&inp).arg(&out).arg(&vec).arg(&seq);
+    match pos {
+        Some(pos) => launch.arg(pos),
+        None => launch.arg(&null),
+    };
+    launch.arg(&cap);
+    // SAFETY: matches `mask_gemv<R>_<T>` in matmul.cu (R = rows ≤ 4); x holds rows·in, w out·in, a and the bias out
+    // elements (validated); m holds (rows / seq)·out·cap values with cap = seq, or the cache's capacity ≥ seq and pos
+    // one value; `vec` is set only when `in` is a multiple of the 16-byte width and x, w are aligned.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}
+
 /// `y [rows, out] = x [rows, in] · w [out, in]ᵀ + bias`.
 pub fn linear<T: Elem>(
     gpu: &Gpu,

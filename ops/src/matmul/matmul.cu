@@ -54,10 +54,13 @@ __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], cons
     }
 }
 
+// acc[r] = Σ_i x[r, i]·w[o, i] for the warp's output feature o, in every lane (false, after grid_entry(), when
+// o ≥ out): `gemv`'s loads and sums, which the kernels below share.
 template <typename T, int R>
-__device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
+__device__ __forceinline__ bool gemv_dots(const T *x, const T *w, const int in, const int out, const int vec, int &o,
+                                          float (&acc)[R]) {
     const int lane = threadIdx.x & 31;
-    const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     constexpr int V = Vec16<T>::n;
     const T *wr = w + (long)o * in;
     const uint4 *w4 = reinterpret_cast<const uint4 *>(wr);
@@ -65,8 +68,7 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
     uint4 wp[GEMV_BATCH];
     if (o < out && vec) load_packs(w4, wp, lane, packs);
     grid_entry();
-    if (o >= out) return;
-    float acc[R];
+    if (o >= out) return false;
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.f;
     if (vec) {
@@ -101,10 +103,37 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
         for (int s = 16; s > 0; s >>= 1) v += __shfl_xor_sync(0xffffffffu, v, s);
         acc[r] = v;
     }
-    if (lane == 0) {
-        const float b = bias ? ld(bias, o) : 0.f;
+    return true;
+}
+
+template <typename T, int R>
+__device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
+    int o;
+    float acc[R];
+    if (!gemv_dots<T, R>(x, w, in, out, vec, o, acc) || (threadIdx.x & 31) != 0) return;
+    const float b = bias ? ld(bias, o) : 0.f;
 #pragma unroll
-        for (int r = 0; r < R; ++r) st(y, (long)r * out + o, bias ? round_to<T>(acc[r]) + b : acc[r]);
+    for (int r = 0; r < R; ++r) st(y, (long)r * out + o, bias ? round_to<T>(acc[r]) + b : acc[r]);
+}
+
+// Mask values of a projection (decode): m[b, o, at + j] = exp(a[o]·softplus(dt)) for row r = b·S + j, with dt =
+// x[r]·w[o] (+ bias[o]) accumulated and rounded to T exactly as `gemv` stores it, so m is bit for bit `gemv` then
+// dynamic_mask (dynamic_mask.cu). Layout: x [R, in], w [Hm = out, in], a [Hm] f32, m [R / S, Hm, row] f32 with row =
+// cap and at = *pos when pos is given (slots at or past cap are not written), else row = S and at = 0. Same launch
+// as `gemv`.
+template <typename T, int R>
+__device__ void mask_gemv(const T *x, const T *w, const T *bias, const float *a, float *m, const int in, const int out,
+                          const int vec, const int S, const long long *pos, const long cap) {
+    int o;
+    float acc[R];
+    if (!gemv_dots<T, R>(x, w, in, out, vec, o, acc) || (threadIdx.x & 31) != 0) return;
+    const long at = pos != nullptr ? (long)*pos : 0, row = pos != nullptr ? cap : (long)S;
+    const float b = bias ? ld(bias, o) : 0.f, ao = a[o];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const float dt = round_to<T>(bias ? round_to<T>(acc[r]) + b : acc[r]);
+        const long j = r % S, seq = r / S;
+        if (at + j < row) m[(seq * out + o) * row + at + j] = expf(ao * softplus_f32(dt));
     }
 }
 
@@ -196,6 +225,11 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
                                                       T *h, const int in, const int out, const int vec,           \
                                                       const int act) {                                             \
         gated_gemv<T, R>(x, wg, wu, bg, bu, h, in, out, vec, act);                                                 \
+    }                                                                                                              \
+    extern "C" __global__ void mask_gemv##R##_##NAME(const T *x, const T *w, const T *bias, const float *a,          \
+                                                     float *m, const int in, const int out, const int vec,         \
+                                                     const int S, const long long *pos, const long cap) {           \
+        mask_gemv<T, R>(x, w, bias, a, m, in, out, vec, S, pos, cap);                                              \
     }
 GEMV(float, f32, 1)
 GEMV(float, f32, 2)

@@ -2,6 +2,8 @@
 //!
 //! * [`linear`]: `y[r, o] = Σ_i x[r, i]·w[o, i] + bias[o]` with `x` `[rows, in]`, `w` `[out, in]`
 //!   (the PyTorch `Linear` layout), optional `bias` `[out]`, and `y` `[rows, out]`.
+//! * [`mask_linear`]: the dynamic mask values `exp(A·softplus(x Wᵀ + bias))` of a projection (the `dt` of
+//!   [`crate::dynamic_mask`]'s keys).
 //! * [`matmul`]: `c[i, j] = Σ_l a[i, l]·b[l, j]` with `a` `[m, k]`, `b` `[k, n]`, `c` `[m, n]`.
 
 pub mod cpu;
@@ -9,7 +11,7 @@ pub mod cuda;
 #[cfg(test)]
 mod tests;
 
-pub use cpu::{linear, matmul};
+pub use cpu::{linear, mask_linear, matmul};
 
 use crate::{check_len, Result};
 

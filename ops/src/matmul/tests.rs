@@ -122,6 +122,24 @@ proptest! {
     }
 }
 
+/// `mask_linear` is `key_values` of `linear` (the same f32 values), and names rows that do not split into sequences.
+#[test]
+fn mask_linear_is_key_values_of_linear() {
+    let mut rng = Rng::new(7);
+    let p = LinearParams { rows: 6, in_features: 9, out_features: 4 };
+    let (x, w, b, a) = (
+        rng.vec(54, -1.0, 1.0),
+        rng.vec(36, -1.0, 1.0),
+        rng.vec(4, -1.0, 1.0),
+        rng.vec(4, -2.0, 0.5),
+    );
+    let got = mask_linear(&p, 3, &x, &w, Some(&b), &a).unwrap();
+    let dt = linear(&p, &x, &w, Some(&b)).unwrap();
+    let kp = crate::dynamic_mask::KeyValuesParams { batch: 2, seq: 3, heads: 4 };
+    assert_eq!(got, crate::dynamic_mask::key_values(&kp, &dt, &a).unwrap());
+    assert!(matches!(mask_linear(&p, 4, &x, &w, None, &a), Err(KernelError::BadParams(_))));
+}
+
 /// cuBLAS against the CPU `linear`: f32 without TF32 only reorders the sums (relative 1e-5 of the row's
 /// magnitude); bf16 inputs with f32 accumulation round the output once (2⁻⁸ relative) on top of that.
 mod gpu {
@@ -233,6 +251,132 @@ mod gpu {
         );
     }
 
+    /// The mask GEMV against the GEMV and `dynamic_mask` (or `dynamic_mask_at`) it replaces, bit for bit, and
+    /// against the CPU `mask_linear` with `dt` rounded to `T`. Tolerance: m = exp(a·softplus(dt)) moves by at most
+    /// |a|·|Δdt| relatively, and the device's `dt` differs from the CPU's by the sums' order (`dt_atol`) and, in
+    /// bf16, one unit of the rounding either side of it (2⁻⁷ of |dt|).
+    #[allow(clippy::too_many_arguments)]
+    fn run_mask<T: Elem>(
+        rows: usize,
+        seq: usize,
+        inp: usize,
+        out: usize,
+        bias: bool,
+        cache: Option<(usize, i64)>,
+        seed: u64,
+        dt_rtol: f64,
+    ) where
+        cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
+    {
+        use crate::dynamic_mask::{cuda as dm, KeyValuesParams};
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = Rng::new(seed);
+        let q = |v: Vec<f32>| -> Vec<T> { v.into_iter().map(T::from_f32).collect() };
+        let f = |v: &[T]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
+        let (x, w, b) = (
+            q(rng.vec(rows * inp, -1.0, 1.0)),
+            q(rng.vec(out * inp, -1.0, 1.0)),
+            q(rng.vec(out, -1.0, 1.0)),
+        );
+        let a = rng.vec(out, -2.0, 0.5);
+        let p = LinearParams { rows, in_features: inp, out_features: out };
+        let kp = KeyValuesParams { batch: rows / seq, seq, heads: out };
+        let up = |v: &[T]| gpu.upload(v).unwrap();
+        let (dx, dw, db, da) = (up(&x), up(&w), up(&b), gpu.upload(&a).unwrap());
+        let mut dt = gpu.upload(&vec![T::from_f32(f32::NAN); rows * out]).unwrap();
+        cuda::linear(&gpu, &p, &dx, &dw, bias.then_some(&db), &mut dt).unwrap();
+        let slots = cache.map_or(seq, |(cap, _)| cap);
+        let start: Vec<f32> = rng.vec(kp.batch * out * slots, 5.0, 6.0);
+        let (mut want, mut got) = (gpu.upload(&start).unwrap(), gpu.upload(&start).unwrap());
+        let what = format!(
+            "mask_gemv_{} {rows}x{inp}x{out} seq {seq} bias {bias} cache {cache:?}",
+            T::NAME
+        );
+        let pos = gpu.upload(&[cache.map_or(0, |(_, at)| at)]).unwrap();
+        let dest = match cache {
+            Some((capacity, _)) => {
+                dm::key_values_at(&gpu, &kp, &dt, &da, &pos, capacity, &mut want).unwrap();
+                cuda::MaskOut::Cache { pos: &pos, capacity }
+            }
+            None => {
+                dm::key_values(&gpu, &kp, &dt, &da, &mut want).unwrap();
+                cuda::MaskOut::Values
+            }
+        };
+        cuda::mask_linear(&gpu, &p, seq, &dx, &dw, bias.then_some(&db), &da, dest, &mut got)
+            .unwrap();
+        let (want, got) = (gpu.download(&want).unwrap(), gpu.download(&got).unwrap());
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "{what}: differs from gemv then dynamic_mask");
+        let cpu_dt = linear(&p, &f(&x), &f(&w), bias.then(|| f(&b)).as_deref()).unwrap();
+        let cpu_dt: Vec<f32> = cpu_dt.iter().map(|&v| T::from_f32(v).to_f32()).collect();
+        let cpu = crate::dynamic_mask::key_values(&kp, &cpu_dt, &a).unwrap();
+        let dt_atol = 1e-5 * (inp as f64).sqrt();
+        let at = cache.map_or(0, |(_, at)| at as usize);
+        for bh in 0..kp.batch * out {
+            for j in 0..slots {
+                let g = f64::from(got[bh * slots + j]);
+                let Some(k) = j.checked_sub(at).filter(|&k| k < seq) else {
+                    assert_eq!(
+                        g,
+                        f64::from(start[bh * slots + j]),
+                        "{what}: slot {j} of row {bh} written"
+                    );
+                    continue;
+                };
+                let (bb, h) = (bh / out, bh % out);
+                let d = f64::from(cpu_dt[(bb * seq + k) * out + h]);
+                let m = f64::from(cpu[bh * seq + k]);
+                let tol =
+                    m * f64::from(a[h].abs()) * (dt_atol + dt_rtol * d.abs()) * 1.01 + 1e-7 * m;
+                assert!(
+                    (g - m).abs() <= tol,
+                    "{what}: m[{bh}, {k}] = {g}, the CPU's {m} (tolerance {tol})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mask_gemv_matches_its_parts_and_the_cpu() {
+        let shapes = [
+            (1, 1, 1, 1, None),
+            (1, 1, 512, 8, Some((64, 17))),
+            (2, 1, 512, 8, Some((64, 63))),
+            (4, 2, 130, 5, Some((9, 7))),
+            (3, 3, 7, 16, None),
+            (4, 1, 1024, 33, Some((5, 0))),
+            (2, 2, 64, 8, Some((4, 3))),
+        ];
+        for (i, &(r, s, k, n, cache)) in shapes.iter().enumerate() {
+            for bias in [false, true] {
+                run_mask::<f32>(r, s, k, n, bias, cache, 60 + i as u64, 0.0);
+                run_mask::<half::bf16>(r, s, k, n, bias, cache, 70 + i as u64, 0.0078125);
+            }
+        }
+        let Some(gpu) = test_gpu() else { return };
+        let (x, w, a) = (
+            gpu.zeros::<f32>(20).unwrap(),
+            gpu.zeros::<f32>(8).unwrap(),
+            gpu.zeros::<f32>(2).unwrap(),
+        );
+        let mut m = gpu.zeros::<f32>(10).unwrap();
+        let p = LinearParams { rows: 5, in_features: 4, out_features: 2 };
+        let r = cuda::mask_linear(&gpu, &p, 5, &x, &w, None, &a, cuda::MaskOut::Values, &mut m);
+        assert!(
+            matches!(r, Err(crate::KernelError::BadParams(_))),
+            "more rows than the GEMV takes"
+        );
+        let p = LinearParams { rows: 3, in_features: 4, out_features: 2 };
+        let x = gpu.zeros::<f32>(12).unwrap();
+        let mut m = gpu.zeros::<f32>(6).unwrap();
+        let r = cuda::mask_linear(&gpu, &p, 2, &x, &w, None, &a, cuda::MaskOut::Values, &mut m);
+        assert!(
+            matches!(r, Err(crate::KernelError::BadParams(_))),
+            "3 rows are not sequences of 2"
+        );
+    }
+
     #[test]
     fn linears_match_the_cpu() {
         for (i, &(r, k, n)) in [
@@ -268,6 +412,8 @@ fn gemv_kernels_compile_for_sm_90() {
             cuda::gemv_kernel::<half::bf16>(rows),
             cuda::gated_gemv_kernel::<f32>(rows),
             cuda::gated_gemv_kernel::<half::bf16>(rows),
+            cuda::mask_gemv_kernel::<f32>(rows),
+            cuda::mask_gemv_kernel::<half::bf16>(rows),
         ] {
             assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
         }

@@ -57,6 +57,16 @@ pub(crate) fn infer_mask_values(i: &[&Fact]) -> Result<Fact> {
     Ok(Fact::new(DType::F32, [s[0].clone(), s[2].clone(), s[1].clone()]))
 }
 
+/// `ProjectedMaskValues`: the facts of its linear (`x`, `w`, then `b` when `bias`), then those of the mask values.
+pub(crate) fn infer_projected_mask_values(i: &[&Fact], bias: bool) -> Result<Fact> {
+    arity(i, if bias { 4 } else { 3 })?;
+    want_rank(i[0], 3, "x")?;
+    let mut linear = vec![i[0], i[1]];
+    linear.extend(bias.then(|| i[3]));
+    let dt = super::basic::infer_linear(&linear, bias)?;
+    infer_mask_values(&[&dt, i[2]])
+}
+
 impl Attention {
     pub(crate) fn infer(&self, i: &[&Fact]) -> Result<Fact> {
         let extra = !matches!(self.mask, AttentionMask::Causal);

@@ -98,6 +98,9 @@ pub enum Op {
     SsdScan(Ssd),
     /// Per-key dynamic mask values `exp(A ⊙ softplus(dt))`. Inputs: `dt [B,S,Hm]`, `A [Hm]` → `[B,Hm,S]`.
     DynamicMaskValues,
+    /// Fused `dynamic_mask_values(linear(x, w, b), A)`: the mask values of the keys straight from the projection that
+    /// gives their `dt`. Inputs: `x [B,S,I]`, `w [Hm,I]`, `A [Hm]`, then `b [Hm]` when `bias` → `[B,Hm,S]`.
+    ProjectedMaskValues { bias: bool },
     /// Causal attention with a dynamic or learned mask. Inputs: `q [B,S,H,Dh]`, `k [B,G,T,Dh]`,
     /// `v [B,G,T,Dh]`, `attention_mask i64[B,T]`, then `m [B,Hm,T]` (dynamic modes) or
     /// `learned [H,L]` (learned mode) → `[B,S,H,Dh]`.
@@ -140,6 +143,7 @@ pub enum OpKind {
     NormRope,
     SsdScan,
     DynamicMaskValues,
+    ProjectedMaskValues,
     MaskedAttention,
     PkTopK,
     RouterTopK,
@@ -172,6 +176,7 @@ impl Op {
             Op::NormRope(_) => OpKind::NormRope,
             Op::SsdScan(_) => OpKind::SsdScan,
             Op::DynamicMaskValues => OpKind::DynamicMaskValues,
+            Op::ProjectedMaskValues { .. } => OpKind::ProjectedMaskValues,
             Op::MaskedAttention(_) => OpKind::MaskedAttention,
             Op::PkTopK(_) => OpKind::PkTopK,
             Op::RouterTopK(_) => OpKind::RouterTopK,
@@ -212,6 +217,9 @@ impl Op {
             Op::NormRope(_) => one(rope::infer_norm_rope(inputs)?),
             Op::SsdScan(s) => s.infer(inputs)?,
             Op::DynamicMaskValues => one(attention::infer_mask_values(inputs)?),
+            Op::ProjectedMaskValues { bias } => {
+                one(attention::infer_projected_mask_values(inputs, *bias)?)
+            }
             Op::MaskedAttention(a) => one(a.infer(inputs)?),
             Op::PkTopK(p) => p.infer(inputs)?,
             Op::RouterTopK(r) => r.infer(inputs)?,
