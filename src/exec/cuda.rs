@@ -925,6 +925,7 @@ impl CudaExecutor {
             }
             None => ops::dynamic_mask::cuda::key_values(gpu, &kp, &dt, av, m)?,
         }
+        gpu.recycle(dt);
         Ok(())
     }
 
