@@ -252,10 +252,11 @@ mod gpu {
     }
 
     /// The mask GEMV against the GEMV and `dynamic_mask` (or `dynamic_mask_at`) it replaces, bit for bit, and
-    /// against the CPU `mask_linear` with `dt` rounded to `T`. Tolerance: m = exp(a·softplus(dt)) moves by at most
-    /// |a|·|Δdt| relatively, and the device's `dt` differs from the CPU's by the sums' order (`dt_atol`) and, in
-    /// bf16, one unit of the rounding either side of it (2⁻⁷ of |dt|); on top, the device's expf and log1pf against
-    /// the CPU's (1e-5 relative, as in the dynamic-mask tests).
+    /// against the CPU's `linear` and `key_values` with `dt` rounded where the device rounds it (the product, then
+    /// with a bias the sum). Tolerance: m = exp(a·softplus(dt)) moves by at most |a|·|Δdt| relatively; the device's
+    /// `dt` differs from the CPU's by the sums' order (`dt_atol`) and, in bf16, where that moves a value across a
+    /// rounding boundary, one unit (2⁻⁷ relative) of each rounding; on top, the device's expf and log1pf against the
+    /// CPU's (1e-5 relative, as in the dynamic-mask tests).
     #[allow(clippy::too_many_arguments)]
     fn run_mask<T: Elem>(
         rows: usize,
@@ -309,8 +310,13 @@ mod gpu {
         let (want, got) = (gpu.download(&want).unwrap(), gpu.download(&got).unwrap());
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want), "{what}: differs from gemv then dynamic_mask");
-        let cpu_dt = linear(&p, &f(&x), &f(&w), bias.then(|| f(&b)).as_deref()).unwrap();
-        let cpu_dt: Vec<f32> = cpu_dt.iter().map(|&v| T::from_f32(v).to_f32()).collect();
+        let (round, bf) = (|v: f32| T::from_f32(v).to_f32(), f(&b));
+        let unbiased = linear(&p, &f(&x), &f(&w), None).unwrap();
+        let cpu_dt: Vec<f32> = unbiased
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if bias { round(round(v) + bf[i % out]) } else { round(v) })
+            .collect();
         let cpu = crate::dynamic_mask::key_values(&kp, &cpu_dt, &a).unwrap();
         let dt_atol = 1e-5 * (inp as f64).sqrt();
         let at = cache.map_or(0, |(_, at)| at as usize);
@@ -326,10 +332,12 @@ mod gpu {
                     continue;
                 };
                 let (bb, h) = (bh / out, bh % out);
-                let d = f64::from(cpu_dt[(bb * seq + k) * out + h]);
+                let i = (bb * seq + k) * out + h;
+                let (d, u) = (f64::from(cpu_dt[i]), f64::from(unbiased[i]));
                 let m = f64::from(cpu[bh * seq + k]);
                 let tol =
-                    m * f64::from(a[h].abs()) * (dt_atol + dt_rtol * d.abs()) * 1.01 + 1e-5 * m;
+                    m * f64::from(a[h].abs()) * (dt_atol + dt_rtol * (d.abs() + u.abs())) * 1.01
+                        + 1e-5 * m;
                 assert!(
                     (g - m).abs() <= tol,
                     "{what}: m[{bh}, {k}] = {g}, the CPU's {m} (tolerance {tol})"
