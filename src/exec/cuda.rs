@@ -35,7 +35,8 @@ impl ActDType {
 pub(crate) struct RecordedRun<'a> {
     /// The cache appends, which write in place.
     pub appends: &'a std::collections::HashSet<NodeId>,
-    /// Mask-value nodes (to their append) whose keys the append computes into the cache itself.
+    /// Nodes (to their append) whose rows the append computes into the cache itself: mask values, and the
+    /// q/k norm and rotation of keys with the permute after it (`cuda_graph::placed_rows`).
     pub placed: &'a HashMap<NodeId, NodeId>,
     /// The row they write, on the device.
     pub pos: &'a CudaSlice<i64>,
@@ -704,13 +705,16 @@ impl CudaExecutor {
             }
             if let Some(&append) = placed.and_then(|p| p.get(&id)) {
                 let d = &args[0].dims;
-                ensure!(d.len() == 3, "node `{}`: operand 0 is {d:?}, not [B, S, ..]", node.name);
-                let hm = match node.op {
-                    Op::ProjectedMaskValues { .. } => args[1].dims[0],
-                    _ => d[2],
+                let dims = match &node.op {
+                    Op::Permute { perm } => perm.iter().map(|&k| d[k]).collect(),
+                    Op::NormRope(_) => d.clone(),
+                    Op::ProjectedMaskValues { .. } => vec![d[0], args[1].dims[0], d[1]],
+                    _ => vec![d[0], d[2], d[1]],
                 };
-                let dims = vec![d[0], hm, d[1]];
-                deferred.insert(append, (&node.op, std::mem::take(&mut args)));
+                ensure!(d.len() >= 3, "node `{}`: operand 0 is {d:?}, not [B, S, ..]", node.name);
+                if !matches!(node.op, Op::Permute { .. }) {
+                    deferred.insert(append, (&node.op, std::mem::take(&mut args)));
+                }
                 early = Some(vec![Arc::new(DTensor { dims, buf: Buf::Empty, host_i64: None })]);
             }
             if let Some((_, pos)) = appends.filter(|(set, _)| set.contains(&id)) {
@@ -719,7 +723,7 @@ impl CudaExecutor {
                         if tracked {
                             reads.extend(inputs.iter().filter_map(|a| a.span(&self.gpu)));
                         }
-                        self.place_mask_values(std::mem::take(&mut args), op, &inputs, pos)
+                        self.place_rows(std::mem::take(&mut args), op, &inputs, pos)
                     }
                     None => self.append(&node.op, std::mem::take(&mut args), pos),
                 }
@@ -809,10 +813,10 @@ impl CudaExecutor {
         Ok(cache)
     }
 
-    /// The mask-value cache `a[0]` (`[B, Hm, capacity]`, this node its only reader) with the values of the keys
-    /// that `op` (a `DynamicMaskValues` or `ProjectedMaskValues` node) computes from `inputs`, its operands,
-    /// written at slot `pos[0]`.
-    fn place_mask_values(
+    /// The cache `a[0]` (this node its only reader) with the rows that `op` computes from `inputs`, its operands,
+    /// written from slot `pos[0]`: the mask values of keys (`DynamicMaskValues`, `ProjectedMaskValues`; a cache
+    /// `[B, Hm, capacity]`), or their q/k norm and rotation (`NormRope`; a cache `[B, G, capacity, Dh]`).
+    fn place_rows(
         &self,
         mut a: Vec<Arc<DTensor>>,
         op: &Op,
@@ -822,6 +826,34 @@ impl CudaExecutor {
         a.truncate(1);
         let mut cache = Arc::try_unwrap(a.pop().context("two operands")?)
             .map_err(|_| anyhow::anyhow!("the cache is read by another node too"))?;
+        if let Op::NormRope(n) = op {
+            let ([x, _, _, _], [_, g, cap, dh]) = (inputs, &cache.dims[..]) else {
+                bail!(
+                    "a norm and rotation of {} operands into a cache of {:?}",
+                    inputs.len(),
+                    cache.dims
+                )
+            };
+            let d = &x.dims;
+            ensure!(
+                d.len() == 4 && d[2] == *g && d[3] == *dh,
+                "keys {d:?} do not fit a cache of {:?}",
+                cache.dims
+            );
+            let p = ops::norm_rope::NormRopeParams {
+                rows: d[0] * d[1],
+                heads: d[2],
+                dim: d[3],
+                eps: n.eps,
+            };
+            let (seq, cap) = (d[1], *cap);
+            match &mut cache.buf {
+                Buf::F32(c) => self.norm_rope_at::<f32>(&p, seq, inputs, pos, cap, c)?,
+                Buf::BF16(c) => self.norm_rope_at::<bf16>(&p, seq, inputs, pos, cap, c)?,
+                _ => bail!("the key cache is neither f32 nor bf16"),
+            }
+            return Ok(cache);
+        }
         if let Op::ProjectedMaskValues { bias } = *op {
             let cap = cache.dims.get(2).copied().context("a mask-value cache of rank 3")?;
             let Buf::F32(c) = &mut cache.buf else { bail!("the mask-value cache is not f32") };
@@ -885,6 +917,27 @@ impl CudaExecutor {
     {
         let n = dims.iter().product();
         Ok((dims, self.gpu.uninit::<T>(n)?))
+    }
+
+    /// `rope(rms_norm(x, w), cos, sin)` of a `NormRope` node's operands `a` into a key cache from slot `pos[0]`.
+    fn norm_rope_at<T: ActElem>(
+        &self,
+        p: &ops::norm_rope::NormRopeParams,
+        seq: usize,
+        a: &[Arc<DTensor>],
+        pos: &CudaSlice<i64>,
+        capacity: usize,
+        cache: &mut CudaSlice<T>,
+    ) -> Result<()>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let (x, w, cos, sin) =
+            (a[0].act::<T>()?, a[1].act::<T>()?, a[2].act::<T>()?, a[3].act::<T>()?);
+        ops::norm_rope::cuda::norm_rope_at(
+            &self.gpu, p, seq, x, w, cos, sin, pos, capacity, cache,
+        )?;
+        Ok(())
     }
 
     /// The mask values `exp(A·softplus(x·wᵀ (+ b)))` of a `ProjectedMaskValues` node's operands `a` into `m`

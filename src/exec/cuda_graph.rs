@@ -32,7 +32,7 @@
 use super::cuda::{download, dup, ActDType, Buf, CudaExecutor, DTensor, Dev, RecordedRun};
 use super::Held;
 use crate::ir::op::AttentionMask;
-use crate::ir::{NodeId, Op, Tensor};
+use crate::ir::{Graph, NodeId, Op, Tensor};
 use crate::model::build::{Model, StateKind};
 use anyhow::{bail, ensure, Context, Result};
 use cheems_ops as ops;
@@ -140,6 +140,29 @@ impl KeepMemos {
 }
 
 /// The most keys the graph's attention can take: a learned mask has `max_position_embeddings` positions.
+/// The nodes whose rows cache append `append` computes into the cache itself: the mask values of the step's keys,
+/// or the q/k norm and rotation of its keys with the permute between them and the append (which then moves
+/// nothing). Each value on the way has the append as its only reader.
+fn placed_rows(g: &Graph, kind: StateKind, append: NodeId) -> Vec<NodeId> {
+    let rows = g.inputs_of(append)[1];
+    if g.uses(rows) != 1 {
+        return Vec::new();
+    }
+    match (kind, &g.node(rows.node).op) {
+        (StateKind::MaskValues, Op::DynamicMaskValues | Op::ProjectedMaskValues { .. }) => {
+            vec![rows.node]
+        }
+        (StateKind::Key, Op::Permute { perm }) if perm[..] == [0, 2, 1, 3] => {
+            let normed = g.inputs_of(rows.node)[0];
+            match g.node(normed.node).op {
+                Op::NormRope(_) if g.uses(normed) == 1 => vec![normed.node, rows.node],
+                _ => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn key_limit(exec: &CudaExecutor, model: &Model) -> usize {
     let learned = exec.graph().node_ids().into_iter().any(|id| {
         matches!(&exec.graph().node(id).op, Op::MaskedAttention(at) if at.mask == AttentionMask::Learned)
@@ -286,16 +309,7 @@ impl<'e> DecodeGraph<'e> {
                         ),
                     };
                     appends.insert(append);
-                    let rows = g.inputs_of(append)[1];
-                    if st.kind == StateKind::MaskValues
-                        && matches!(
-                            g.node(rows.node).op,
-                            Op::DynamicMaskValues | Op::ProjectedMaskValues { .. }
-                        )
-                        && g.uses(rows) == 1
-                    {
-                        placed.insert(rows.node, append);
-                    }
+                    placed.extend(placed_rows(g, st.kind, append).into_iter().map(|n| (n, append)));
                     let dims = &d.dims;
                     ensure!(
                         dims.len() >= 3 && dims[2] == past && dims[0] == batch,

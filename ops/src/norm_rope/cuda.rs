@@ -27,13 +27,61 @@ pub fn norm_rope<T: Elem>(
 ) -> Result<()> {
     p.validate(x.len(), w.len(), cos.len(), sin.len())?;
     check_len("y", y.len(), &[("rows", p.rows), ("heads", p.heads), ("dim", p.dim)])?;
+    launch(gpu, p, x, w, cos, sin, y, None)
+}
+
+/// [`norm_rope`] written into a cache: `x` is `[B, seq, heads, dim]` (`p.rows = B·seq`) and `cache` `[B, heads,
+/// capacity, dim]`; token `j` of sequence `b` goes to slot `pos[0] + j` (slots at or past `capacity` are not
+/// written; the other slots keep their values). Bit for bit [`norm_rope`] and then
+/// [`crate::elementwise::cuda::place_rows`] of its output permuted to `[B, heads, seq, dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn norm_rope_at<T: Elem>(
+    gpu: &Gpu,
+    p: &NormRopeParams,
+    seq: usize,
+    x: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    cos: &CudaSlice<T>,
+    sin: &CudaSlice<T>,
+    pos: &CudaSlice<i64>,
+    capacity: usize,
+    cache: &mut CudaSlice<T>,
+) -> Result<()> {
+    p.validate(x.len(), w.len(), cos.len(), sin.len())?;
+    if seq == 0 || p.rows % seq != 0 || seq > capacity || pos.is_empty() {
+        return Err(KernelError::BadParams(format!(
+            "norm_rope_at: {} rows are not sequences of {seq} tokens, a cache of {capacity} slots has no room for \
+             them, or the position is missing",
+            p.rows
+        )));
+    }
+    let seqs = p.rows / seq;
+    check_len(
+        "cache",
+        cache.len(),
+        &[("batch", seqs), ("heads", p.heads), ("capacity", capacity), ("dim", p.dim)],
+    )?;
+    launch(gpu, p, x, w, cos, sin, cache, Some((seq, pos, capacity)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch<T: Elem>(
+    gpu: &Gpu,
+    p: &NormRopeParams,
+    x: &CudaSlice<T>,
+    w: &CudaSlice<T>,
+    cos: &CudaSlice<T>,
+    sin: &CudaSlice<T>,
+    y: &mut CudaSlice<T>,
+    at: Option<(usize, &CudaSlice<i64>, usize)>,
+) -> Result<()> {
     if p.dim > MAX_DIM {
         return Err(KernelError::BadParams(format!(
             "norm_rope head dim {} exceeds {MAX_DIM}",
             p.dim
         )));
     }
-    if y.is_empty() {
+    if x.is_empty() {
         return Ok(());
     }
     let vectors = u32::try_from(p.rows * p.heads).map_err(|_| {
@@ -42,7 +90,10 @@ pub fn norm_rope<T: Elem>(
     let heads = i32::try_from(p.heads)
         .map_err(|_| KernelError::BadParams(format!("heads {} exceed i32", p.heads)))?;
     let dim = p.dim as i32;
-    let name = format!("norm_rope_{}", T::NAME);
+    let name = match at {
+        Some(_) => format!("norm_rope_at_{}", T::NAME),
+        None => format!("norm_rope_{}", T::NAME),
+    };
     let func = gpu.function(&SOURCE, &name)?;
     let threads = p.dim.next_multiple_of(32).min(1024) as u32;
     let cfg = LaunchConfig {
@@ -50,11 +101,23 @@ pub fn norm_rope<T: Elem>(
         block_dim: (threads, 1, 1),
         shared_mem_bytes: (p.dim * 4) as u32,
     };
+    let seq_cap = match at {
+        Some((seq, _, cap)) => {
+            let seq = i32::try_from(seq)
+                .map_err(|_| KernelError::BadParams(format!("seq {seq} exceeds i32")))?;
+            Some((seq, cap as i64))
+        }
+        None => None,
+    };
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(w).arg(cos).arg(sin).arg(y).arg(&heads).arg(&dim).arg(&p.eps);
-    // SAFETY: the argument list matches `norm_rope_<T>` in norm_rope.cu; `validate` checked x, w, cos and sin against
-    // `p` (dim even; at most MAX_DIM checked above), y has x's length, the grid has one block per head vector and the
-    // dynamic shared memory holds dim floats.
+    if let (Some((_, pos, _)), Some((seq, cap))) = (at, seq_cap.as_ref()) {
+        launch.arg(seq).arg(pos).arg(cap);
+    }
+    // SAFETY: the argument list matches `norm_rope_<T>` (or, with `at`, `norm_rope_at_<T>`) in norm_rope.cu;
+    // `validate` checked x, w, cos and sin against `p` (dim even; at most MAX_DIM checked above); y has x's length,
+    // or with `at` is a cache of B·heads·cap·dim values with seq ≤ cap and pos one value (`norm_rope_at`); the grid
+    // has one block per head vector and the dynamic shared memory holds dim floats.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
 }

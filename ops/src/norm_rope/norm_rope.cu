@@ -4,10 +4,12 @@
 // blockDim.x = min(1024, dim rounded up to 32) (rms_norm's, so the sum of squares adds in its order), dim floats
 // of dynamic shared memory. With a column a thread (dim ≤ blockDim.x) w, a constant, is loaded before grid_entry()
 // and x, cos and sin together after it.
+// norm_rope_at_*: y is a cache [B, heads, cap, dim] and row r = b·S + j of x goes to slot *pos + j of sequence b
+// (slots at or past cap are not written), as place_rows (elementwise.cu) puts rows of [B, S, heads, dim] permuted.
 
 template <typename T>
 __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t, T *y, const int heads, const int dim,
-                          const float eps) {
+                          const float eps, const int S, const long long *pos, const long cap) {
     extern __shared__ float n[];
     __shared__ float scratch[32];
     const long base = (long)blockIdx.x * dim, cs = (long)(blockIdx.x / heads) * dim;
@@ -17,6 +19,12 @@ __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t
     float wt = 0.0f;
     if (held && t < dim) wt = ld(w, t);
     grid_entry();
+    long out = base;
+    if (pos != nullptr) {
+        const long row = blockIdx.x / heads, slot = (long)*pos + row % S;
+        if (slot >= cap) return;
+        out = (((row / S) * heads + blockIdx.x % heads) * cap + slot) * dim;
+    }
     if (held) {
         float v = 0.0f, cv = 0.0f, sv = 0.0f, ss = 0.0f;
         if (t < dim) {
@@ -30,7 +38,7 @@ __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t
         __syncthreads();
         if (t < dim) {
             const bool lower = t < half;
-            st(y, base + t, rope_rotate<T>(n[t], n[lower ? t + half : t - half], cv, sv, lower));
+            st(y, out + t, rope_rotate<T>(n[t], n[lower ? t + half : t - half], cv, sv, lower));
         }
         return;
     }
@@ -45,16 +53,19 @@ __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t
     for (int c = t; c < dim; c += blockDim.x) {
         const bool lower = c < half;
         const float partner = n[lower ? c + half : c - half];
-        st(y, base + c, rope_rotate<T>(n[c], partner, ld(cos_t, cs + c), ld(sin_t, cs + c), lower));
+        st(y, out + c, rope_rotate<T>(n[c], partner, ld(cos_t, cs + c), ld(sin_t, cs + c), lower));
     }
 }
 
-extern "C" __global__ void norm_rope_f32(const float *x, const float *w, const float *cos_t, const float *sin_t,
-                                         float *y, const int heads, const int dim, const float eps) {
-    norm_rope(x, w, cos_t, sin_t, y, heads, dim, eps);
-}
-
-extern "C" __global__ void norm_rope_bf16(const bf16_t *x, const bf16_t *w, const bf16_t *cos_t, const bf16_t *sin_t,
-                                          bf16_t *y, const int heads, const int dim, const float eps) {
-    norm_rope(x, w, cos_t, sin_t, y, heads, dim, eps);
-}
+#define INSTANTIATE(T, NAME)                                                                                       \
+    extern "C" __global__ void norm_rope_##NAME(const T *x, const T *w, const T *cos_t, const T *sin_t, T *y,        \
+                                                const int heads, const int dim, const float eps) {                 \
+        norm_rope(x, w, cos_t, sin_t, y, heads, dim, eps, 1, nullptr, 0);                                          \
+    }                                                                                                              \
+    extern "C" __global__ void norm_rope_at_##NAME(const T *x, const T *w, const T *cos_t, const T *sin_t, T *y,     \
+                                                   const int heads, const int dim, const float eps, const int S,   \
+                                                   const long long *pos, const long cap) {                         \
+        norm_rope(x, w, cos_t, sin_t, y, heads, dim, eps, S, pos, cap);                                            \
+    }
+INSTANTIATE(float, f32)
+INSTANTIATE(bf16_t, bf16)

@@ -212,6 +212,82 @@ mod gpu {
         }
     }
 
+    /// `norm_rope_at` against `norm_rope` whose rows are put into the cache on the host: bit for bit, the other slots
+    /// (and those at or past the capacity) untouched.
+    fn check_at<T: Elem>(
+        seqs: usize,
+        seq: usize,
+        heads: usize,
+        dim: usize,
+        cap: usize,
+        at: usize,
+        seed: u64,
+    ) {
+        let Some(gpu) = test_gpu() else { return };
+        let mut c = case(seqs * seq, heads, dim, seed);
+        let round =
+            |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| T::from_f32(x).to_f32()).collect() };
+        (c.x, c.w, c.cos, c.sin) = (round(&c.x), round(&c.w), round(&c.cos), round(&c.sin));
+        let (x, w, cos, sin) = (
+            up::<T>(&gpu, &c.x),
+            up::<T>(&gpu, &c.w),
+            up::<T>(&gpu, &c.cos),
+            up::<T>(&gpu, &c.sin),
+        );
+        let mut y = up::<T>(&gpu, &vec![f32::NAN; c.x.len()]);
+        cuda::norm_rope(&gpu, &c.p, &x, &w, &cos, &sin, &mut y).unwrap();
+        let y = back(&gpu, &y);
+        let start: Vec<f32> =
+            (0..seqs * heads * cap * dim).map(|i| (i % 251) as f32 - 125.0).collect();
+        let mut want = start.clone();
+        for (b, j, h) in
+            (0..seqs).flat_map(|b| (0..seq).flat_map(move |j| (0..heads).map(move |h| (b, j, h))))
+        {
+            if at + j < cap {
+                let (src, dst) =
+                    (((b * seq + j) * heads + h) * dim, ((b * heads + h) * cap + at + j) * dim);
+                want[dst..dst + dim].copy_from_slice(&y[src..src + dim]);
+            }
+        }
+        let pos = gpu.upload(&[at as i64]).unwrap();
+        let mut cache = up::<T>(&gpu, &start);
+        cuda::norm_rope_at(&gpu, &c.p, seq, &x, &w, &cos, &sin, &pos, cap, &mut cache).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let what = format!(
+            "norm_rope_at_{} {seqs}×{seq} tokens, {heads}×{dim}, slot {at} of {cap}",
+            T::NAME
+        );
+        assert_eq!(bits(&back(&gpu, &cache)), bits(&want), "{what}");
+    }
+
+    #[test]
+    fn rows_written_into_a_cache_are_norm_rope_then_place_rows() {
+        let shapes = [
+            (1, 1, 4, 128, 64, 17),
+            (2, 1, 8, 64, 9, 8),
+            (3, 2, 2, 130, 7, 0),
+            (2, 3, 3, 2048, 5, 2),
+            (1, 2, 1, 6, 4, 3),
+            (2, 2, 2, 4, 3, 5),
+        ];
+        for (i, &(b, s, h, d, cap, at)) in shapes.iter().enumerate() {
+            check_at::<f32>(b, s, h, d, cap, at, 700 + i as u64);
+            check_at::<bf16>(b, s, h, d, cap, at, 710 + i as u64);
+        }
+        let Some(gpu) = test_gpu() else { return };
+        let z = |n: usize| gpu.zeros::<f32>(n).unwrap();
+        let (p, pos) =
+            (NormRopeParams { rows: 3, heads: 1, dim: 4, eps: 1e-6 }, gpu.upload(&[0i64]).unwrap());
+        let r = cuda::norm_rope_at(&gpu, &p, 2, &z(12), &z(4), &z(12), &z(12), &pos, 4, &mut z(16));
+        assert!(
+            matches!(r, Err(crate::KernelError::BadParams(_))),
+            "3 rows are not sequences of 2 tokens"
+        );
+        let p = NormRopeParams { rows: 2, heads: 1, dim: 4, eps: 1e-6 };
+        let r = cuda::norm_rope_at(&gpu, &p, 1, &z(8), &z(4), &z(8), &z(8), &pos, 4, &mut z(15));
+        assert!(matches!(r, Err(crate::KernelError::BadParams(m)) if m.contains("`cache`")));
+    }
+
     #[test]
     fn bad_sizes_are_refused() {
         let Some(gpu) = test_gpu() else { return };
@@ -227,11 +303,11 @@ mod gpu {
     }
 }
 
-/// Both kernels the launcher names are in the compiled module (no GPU needed).
+/// Every kernel the launchers name is in the compiled module (no GPU needed).
 #[test]
 fn kernels_compile_for_sm_90() {
     let Some(cubin) = crate::testutil::sm90_cubin(&cuda::SOURCE) else { return };
-    for name in ["norm_rope_f32", "norm_rope_bf16"] {
+    for name in ["norm_rope_f32", "norm_rope_bf16", "norm_rope_at_f32", "norm_rope_at_bf16"] {
         assert!(crate::testutil::has_symbol(&cubin, name), "{name} missing");
     }
 }
