@@ -36,7 +36,7 @@ pub(crate) struct RecordedRun<'a> {
     /// The cache appends, which write in place.
     pub appends: &'a std::collections::HashSet<NodeId>,
     /// Nodes (to their append) whose rows the append computes into the cache itself: mask values, and the
-    /// q/k norm and rotation of keys with the permute after it (`cuda_graph::placed_rows`).
+    /// rotation of keys (with or without the q/k norm) with the permute after it (`cuda_graph::placed_rows`).
     pub placed: &'a HashMap<NodeId, NodeId>,
     /// The row they write, on the device.
     pub pos: &'a CudaSlice<i64>,
@@ -707,7 +707,7 @@ impl CudaExecutor {
                 let d = &args[0].dims;
                 let dims = match &node.op {
                     Op::Permute { perm } => perm.iter().map(|&k| d[k]).collect(),
-                    Op::NormRope(_) => d.clone(),
+                    Op::NormRope(_) | Op::Rope => d.clone(),
                     Op::ProjectedMaskValues { .. } => vec![d[0], args[1].dims[0], d[1]],
                     _ => vec![d[0], d[2], d[1]],
                 };
@@ -815,7 +815,8 @@ impl CudaExecutor {
 
     /// The cache `a[0]` (this node its only reader) with the rows that `op` computes from `inputs`, its operands,
     /// written from slot `pos[0]`: the mask values of keys (`DynamicMaskValues`, `ProjectedMaskValues`; a cache
-    /// `[B, Hm, capacity]`), or their q/k norm and rotation (`NormRope`; a cache `[B, G, capacity, Dh]`).
+    /// `[B, Hm, capacity]`), or their rotation (`Rope`, `NormRope` with the q/k norm; a cache `[B, G, capacity,
+    /// Dh]`).
     fn place_rows(
         &self,
         mut a: Vec<Arc<DTensor>>,
@@ -826,13 +827,9 @@ impl CudaExecutor {
         a.truncate(1);
         let mut cache = Arc::try_unwrap(a.pop().context("two operands")?)
             .map_err(|_| anyhow::anyhow!("the cache is read by another node too"))?;
-        if let Op::NormRope(n) = op {
-            let ([x, _, _, _], [_, g, cap, dh]) = (inputs, &cache.dims[..]) else {
-                bail!(
-                    "a norm and rotation of {} operands into a cache of {:?}",
-                    inputs.len(),
-                    cache.dims
-                )
+        if let Op::NormRope(_) | Op::Rope = op {
+            let (Some(x), [_, g, cap, dh]) = (inputs.first(), &cache.dims[..]) else {
+                bail!("rows of {} operands into a cache of {:?}", inputs.len(), cache.dims)
             };
             let d = &x.dims;
             ensure!(
@@ -840,16 +837,10 @@ impl CudaExecutor {
                 "keys {d:?} do not fit a cache of {:?}",
                 cache.dims
             );
-            let p = ops::norm_rope::NormRopeParams {
-                rows: d[0] * d[1],
-                heads: d[2],
-                dim: d[3],
-                eps: n.eps,
-            };
             let (seq, cap) = (d[1], *cap);
             match &mut cache.buf {
-                Buf::F32(c) => self.norm_rope_at::<f32>(&p, seq, inputs, pos, cap, c)?,
-                Buf::BF16(c) => self.norm_rope_at::<bf16>(&p, seq, inputs, pos, cap, c)?,
+                Buf::F32(c) => self.rotate_at::<f32>(op, seq, inputs, pos, cap, c)?,
+                Buf::BF16(c) => self.rotate_at::<bf16>(op, seq, inputs, pos, cap, c)?,
                 _ => bail!("the key cache is neither f32 nor bf16"),
             }
             return Ok(cache);
@@ -919,10 +910,11 @@ impl CudaExecutor {
         Ok((dims, self.gpu.uninit::<T>(n)?))
     }
 
-    /// `rope(rms_norm(x, w), cos, sin)` of a `NormRope` node's operands `a` into a key cache from slot `pos[0]`.
-    fn norm_rope_at<T: ActElem>(
+    /// The rotated keys of a `Rope` (`x`, `cos`, `sin`) or `NormRope` (`x`, `w`, `cos`, `sin`) node's operands `a`
+    /// (`x` `[B, seq, G, Dh]`) into a key cache `[B, G, capacity, Dh]` from slot `pos[0]`.
+    fn rotate_at<T: ActElem>(
         &self,
-        p: &ops::norm_rope::NormRopeParams,
+        op: &Op,
         seq: usize,
         a: &[Arc<DTensor>],
         pos: &CudaSlice<i64>,
@@ -932,11 +924,24 @@ impl CudaExecutor {
     where
         CudaBlas: Gemm<T>,
     {
-        let (x, w, cos, sin) =
-            (a[0].act::<T>()?, a[1].act::<T>()?, a[2].act::<T>()?, a[3].act::<T>()?);
-        ops::norm_rope::cuda::norm_rope_at(
-            &self.gpu, p, seq, x, w, cos, sin, pos, capacity, cache,
-        )?;
+        let d = &a[0].dims;
+        let (rows, heads, dim) = (d[0] * d[1], d[2], d[3]);
+        let t = |k: usize| a.get(k).context("a missing operand")?.act::<T>();
+        match op {
+            Op::NormRope(n) => {
+                let p = ops::norm_rope::NormRopeParams { rows, heads, dim, eps: n.eps };
+                let (x, w, cos, sin) = (t(0)?, t(1)?, t(2)?, t(3)?);
+                ops::norm_rope::cuda::norm_rope_at(
+                    &self.gpu, &p, seq, x, w, cos, sin, pos, capacity, cache,
+                )?
+            }
+            Op::Rope => {
+                let p = ops::rope::RopeParams { rows, heads, dim };
+                let (x, cos, sin) = (t(0)?, t(1)?, t(2)?);
+                ops::rope::cuda::apply_at(&self.gpu, &p, seq, x, cos, sin, pos, capacity, cache)?
+            }
+            _ => bail!("{:?} does not rotate keys", op.kind()),
+        }
         Ok(())
     }
 

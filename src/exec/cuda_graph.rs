@@ -141,8 +141,8 @@ impl KeepMemos {
 
 /// The most keys the graph's attention can take: a learned mask has `max_position_embeddings` positions.
 /// The nodes whose rows cache append `append` computes into the cache itself: the mask values of the step's keys,
-/// or the q/k norm and rotation of its keys with the permute between them and the append (which then moves
-/// nothing). Each value on the way has the append as its only reader.
+/// or the rotation of its keys (`Rope`, or `NormRope` with the q/k norm) with the permute between it and the append
+/// (which then moves nothing). Each value on the way has the append as its only reader.
 fn placed_rows(g: &Graph, kind: StateKind, append: NodeId) -> Vec<NodeId> {
     let rows = g.inputs_of(append)[1];
     if g.uses(rows) != 1 {
@@ -155,7 +155,7 @@ fn placed_rows(g: &Graph, kind: StateKind, append: NodeId) -> Vec<NodeId> {
         (StateKind::Key, Op::Permute { perm }) if perm[..] == [0, 2, 1, 3] => {
             let normed = g.inputs_of(rows.node)[0];
             match g.node(normed.node).op {
-                Op::NormRope(_) if g.uses(normed) == 1 => vec![normed.node, rows.node],
+                Op::NormRope(_) | Op::Rope if g.uses(normed) == 1 => vec![normed.node, rows.node],
                 _ => Vec::new(),
             }
         }

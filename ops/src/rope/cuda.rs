@@ -58,7 +58,49 @@ pub fn apply<T: Elem>(
 ) -> Result<()> {
     p.validate(x.len(), cos.len(), sin.len())?;
     check_len("y", y.len(), &[("rows", p.rows), ("heads", p.heads), ("dim", p.dim)])?;
-    if y.is_empty() {
+    launch_apply(gpu, p, x, cos, sin, y, None)
+}
+
+/// [`apply`] written into a cache: `x` is `[B, seq, heads, dim]` (`p.rows = B·seq`) and `cache` `[B, heads,
+/// capacity, dim]`; token `j` of sequence `b` goes to slot `pos[0] + j` (slots at or past `capacity` are not
+/// written; the other slots keep their values). Bit for bit [`apply`] and then
+/// [`crate::elementwise::cuda::place_rows`] of its output permuted to `[B, heads, seq, dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_at<T: Elem>(
+    gpu: &Gpu,
+    p: &RopeParams,
+    seq: usize,
+    x: &CudaSlice<T>,
+    cos: &CudaSlice<T>,
+    sin: &CudaSlice<T>,
+    pos: &CudaSlice<i64>,
+    capacity: usize,
+    cache: &mut CudaSlice<T>,
+) -> Result<()> {
+    p.validate(x.len(), cos.len(), sin.len())?;
+    if seq == 0 || p.rows % seq != 0 || seq > capacity || pos.is_empty() {
+        return Err(KernelError::BadParams(format!(
+            "rope_apply_at: {} rows are not sequences of {seq} tokens, a cache of {capacity} slots has no room for \
+             them, or the position is missing",
+            p.rows
+        )));
+    }
+    let shape =
+        [("batch", p.rows / seq), ("heads", p.heads), ("capacity", capacity), ("dim", p.dim)];
+    check_len("cache", cache.len(), &shape)?;
+    launch_apply(gpu, p, x, cos, sin, cache, Some((seq, pos, capacity)))
+}
+
+fn launch_apply<T: Elem>(
+    gpu: &Gpu,
+    p: &RopeParams,
+    x: &CudaSlice<T>,
+    cos: &CudaSlice<T>,
+    sin: &CudaSlice<T>,
+    y: &mut CudaSlice<T>,
+    at: Option<(usize, &CudaSlice<i64>, usize)>,
+) -> Result<()> {
+    if x.is_empty() {
         return Ok(());
     }
     let rows = i64::try_from(p.rows)
@@ -67,12 +109,23 @@ pub fn apply<T: Elem>(
         i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
     };
     let (heads, dim) = (int("heads", p.heads)?, int("dim", p.dim)?);
-    let name = format!("rope_apply_{}", T::NAME);
+    let name = match at {
+        Some(_) => format!("rope_apply_at_{}", T::NAME),
+        None => format!("rope_apply_{}", T::NAME),
+    };
     let func = gpu.function(&SOURCE, &name)?;
+    let seq_cap = match at {
+        Some((seq, _, cap)) => Some((int("seq", seq)?, cap as i64)),
+        None => None,
+    };
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(x).arg(cos).arg(sin).arg(y).arg(&rows).arg(&heads).arg(&dim);
-    // SAFETY: the argument list matches `rope_apply_<T>` in rope.cu; `validate` checked x, cos and sin against `p`
-    // (dim even), y has x's length, and the kernel strides over rows·heads·dim/2 items.
+    if let (Some((_, pos, _)), Some((seq, cap))) = (at, seq_cap.as_ref()) {
+        launch.arg(seq).arg(pos).arg(cap);
+    }
+    // SAFETY: the argument list matches `rope_apply_<T>` (or, with `at`, `rope_apply_at_<T>`) in rope.cu; `validate`
+    // checked x, cos and sin against `p` (dim even); y has x's length, or with `at` is a cache of B·heads·cap·dim
+    // values with seq ≤ cap and pos one value (`apply_at`); the kernel strides over rows·heads·dim/2 items.
     unsafe { launch.launch(grid(x.len() / 2)) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
 }

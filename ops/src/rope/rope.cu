@@ -2,6 +2,8 @@
 // apply: y[i] = x[i]·cos[i] − x[half+i]·sin[i], y[half+i] = x[half+i]·cos[half+i] + x[i]·sin[half+i] per head
 // (rope_rotate in common.cuh: each product rounded to T, then the sum). Layout: pos i64 [N], inv_freq f32
 // [half], cos/sin [N, 2·half], x/y [rows, heads, dim] in T. Launch: 1-D grids of 256 threads striding over (n, i) / (r, h, i).
+// rope_apply_at_*: y is a cache [B, heads, cap, dim] and row r = b·S + j of x goes to slot *pos + j of sequence b
+// (slots at or past cap are not written), as place_rows (elementwise.cu) puts rows of [B, S, heads, dim] permuted.
 
 #define GRID_STRIDE(t, n)                                                                                              \
     for (long t = (long)blockIdx.x * blockDim.x + threadIdx.x; t < (n); t += (long)gridDim.x * blockDim.x)
@@ -25,15 +27,22 @@ __device__ void rope_tables(const long long *pos, const float *inv_freq, T *cos_
 
 template <typename T>
 __device__ void rope_apply(const T *x, const T *cos_t, const T *sin_t, T *y, const long rows, const int heads,
-                           const int dim) {
+                           const int dim, const int S, const long long *pos, const long cap) {
     const int half = dim / 2;
+    const long at = pos != nullptr ? (long)*pos : 0;
     GRID_STRIDE(t, rows * heads * half) {
         const long rh = t / half;
         const int i = (int)(t % half);
         const long r = rh / heads, base = rh * dim, cs = r * dim;
+        long out = base;
+        if (pos != nullptr) {
+            const long slot = at + r % S;
+            if (slot >= cap) continue;
+            out = (((r / S) * heads + rh % heads) * cap + slot) * dim;
+        }
         const float a = ld(x, base + i), b = ld(x, base + half + i);
-        st(y, base + i, rope_rotate<T>(a, b, ld(cos_t, cs + i), ld(sin_t, cs + i), true));
-        st(y, base + half + i, rope_rotate<T>(b, a, ld(cos_t, cs + half + i), ld(sin_t, cs + half + i), false));
+        st(y, out + i, rope_rotate<T>(a, b, ld(cos_t, cs + i), ld(sin_t, cs + i), true));
+        st(y, out + half + i, rope_rotate<T>(b, a, ld(cos_t, cs + half + i), ld(sin_t, cs + half + i), false));
     }
 }
 
@@ -49,14 +58,17 @@ extern "C" __global__ void rope_tables_bf16(const long long *pos, const float *i
     rope_tables(pos, inv_freq, cos_t, sin_t, n, half);
 }
 
-extern "C" __global__ void rope_apply_f32(const float *x, const float *cos_t, const float *sin_t, float *y,
-                                          const long rows, const int heads, const int dim) {
-    grid_entry();
-    rope_apply(x, cos_t, sin_t, y, rows, heads, dim);
-}
-
-extern "C" __global__ void rope_apply_bf16(const bf16_t *x, const bf16_t *cos_t, const bf16_t *sin_t, bf16_t *y,
-                                           const long rows, const int heads, const int dim) {
-    grid_entry();
-    rope_apply(x, cos_t, sin_t, y, rows, heads, dim);
-}
+#define INSTANTIATE_APPLY(T, NAME)                                                                                 \
+    extern "C" __global__ void rope_apply_##NAME(const T *x, const T *cos_t, const T *sin_t, T *y, const long rows, \
+                                                 const int heads, const int dim) {                                 \
+        grid_entry();                                                                                              \
+        rope_apply(x, cos_t, sin_t, y, rows, heads, dim, 1, nullptr, 0);                                           \
+    }                                                                                                              \
+    extern "C" __global__ void rope_apply_at_##NAME(const T *x, const T *cos_t, const T *sin_t, T *y,                \
+                                                    const long rows, const int heads, const int dim, const int S,  \
+                                                    const long long *pos, const long cap) {                        \
+        grid_entry();                                                                                              \
+        rope_apply(x, cos_t, sin_t, y, rows, heads, dim, S, pos, cap);                                             \
+    }
+INSTANTIATE_APPLY(float, f32)
+INSTANTIATE_APPLY(bf16_t, bf16)

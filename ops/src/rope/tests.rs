@@ -282,6 +282,77 @@ mod gpu {
         }
     }
 
+    /// `apply_at` against `apply` whose rows are put into the cache on the host: bit for bit, the other slots (and
+    /// those at or past the capacity) untouched.
+    fn check_apply_at<T: Elem>(
+        seqs: usize,
+        seq: usize,
+        heads: usize,
+        dim: usize,
+        cap: usize,
+        at: usize,
+        seed: u64,
+    ) {
+        let Some(gpu) = test_gpu() else { return };
+        let p = RopeParams { rows: seqs * seq, heads, dim };
+        let mut rng = Rng::new(seed);
+        let t = |v: Vec<f32>| v.into_iter().map(T::from_f32).collect::<Vec<T>>();
+        let x = t(rng.vec(p.rows * heads * dim, -3.0, 3.0));
+        let positions: Vec<i64> = (0..p.rows).map(|_| rng.below(5000) as i64).collect();
+        let (cos, sin) = tables(&positions, &inv_freq(10_000.0, dim));
+        let (cos, sin) = (t(cos), t(sin));
+        let y = run_apply::<T>(&gpu, &p, &x, &cos, &sin).unwrap();
+        let start: Vec<T> =
+            (0..seqs * heads * cap * dim).map(|i| T::from_f32((i % 251) as f32)).collect();
+        let mut want = start.clone();
+        for (b, j, h) in
+            (0..seqs).flat_map(|b| (0..seq).flat_map(move |j| (0..heads).map(move |h| (b, j, h))))
+        {
+            if at + j < cap {
+                let (src, dst) =
+                    (((b * seq + j) * heads + h) * dim, ((b * heads + h) * cap + at + j) * dim);
+                want[dst..dst + dim].copy_from_slice(&y[src..src + dim]);
+            }
+        }
+        let (dx, dc, ds) =
+            (gpu.upload(&x).unwrap(), gpu.upload(&cos).unwrap(), gpu.upload(&sin).unwrap());
+        let (pos, mut cache) = (gpu.upload(&[at as i64]).unwrap(), gpu.upload(&start).unwrap());
+        cuda::apply_at(&gpu, &p, seq, &dx, &dc, &ds, &pos, cap, &mut cache).unwrap();
+        let bits = |v: &[T]| v.iter().map(|x| x.to_f32().to_bits()).collect::<Vec<_>>();
+        let what = format!(
+            "rope_apply_at_{} {seqs}×{seq} tokens, {heads}×{dim}, slot {at} of {cap}",
+            T::NAME
+        );
+        assert_eq!(bits(&gpu.download(&cache).unwrap()), bits(&want), "{what}");
+    }
+
+    #[test]
+    fn rows_written_into_a_cache_are_apply_then_place_rows() {
+        let shapes = [
+            (1, 1, 4, 64, 64, 17),
+            (2, 1, 8, 128, 9, 8),
+            (3, 2, 2, 130, 7, 0),
+            (2, 3, 3, 2, 5, 2),
+            (1, 2, 1, 6, 4, 3),
+            (2, 2, 2, 4, 3, 5),
+        ];
+        for (i, &(b, s, h, d, cap, at)) in shapes.iter().enumerate() {
+            check_apply_at::<f32>(b, s, h, d, cap, at, 800 + i as u64);
+            check_apply_at::<bf16>(b, s, h, d, cap, at, 810 + i as u64);
+        }
+        let Some(gpu) = test_gpu() else { return };
+        let z = |n: usize| gpu.zeros::<f32>(n).unwrap();
+        let (p, pos) = (RopeParams { rows: 3, heads: 1, dim: 4 }, gpu.upload(&[0i64]).unwrap());
+        let r = cuda::apply_at(&gpu, &p, 2, &z(12), &z(12), &z(12), &pos, 4, &mut z(16));
+        assert!(
+            matches!(r, Err(KernelError::BadParams(_))),
+            "3 rows are not sequences of 2 tokens"
+        );
+        let p = RopeParams { rows: 2, heads: 1, dim: 4 };
+        let r = cuda::apply_at(&gpu, &p, 1, &z(8), &z(8), &z(8), &pos, 4, &mut z(15));
+        assert!(matches!(r, Err(KernelError::BadParams(m)) if m.contains("`cache`")));
+    }
+
     #[test]
     fn bad_sizes_are_refused() {
         let Some(gpu) = test_gpu() else { return };
@@ -311,6 +382,18 @@ mod gpu {
             rows in 0usize..40, heads in 0usize..5, half in 0usize..80, seed in any::<u64>(),
         ) {
             check_apply(rows, heads, 2 * half, seed);
+        }
+    }
+}
+
+/// Every kernel the launchers name is in the compiled module (no GPU needed).
+#[test]
+fn kernels_compile_for_sm_90() {
+    let Some(cubin) = crate::testutil::sm90_cubin(&cuda::SOURCE) else { return };
+    for t in ["f32", "bf16"] {
+        for k in ["rope_tables", "rope_apply", "rope_apply_at"] {
+            let name = format!("{k}_{t}");
+            assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
         }
     }
 }
