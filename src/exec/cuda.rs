@@ -705,13 +705,20 @@ impl CudaExecutor {
             }
             if let Some(&append) = placed.and_then(|p| p.get(&id)) {
                 let d = &args[0].dims;
+                ensure!(d.len() >= 3, "node `{}`: operand 0 is {d:?}, not [B, S, ..]", node.name);
                 let dims = match &node.op {
-                    Op::Permute { perm } => perm.iter().map(|&k| d[k]).collect(),
+                    Op::Permute { perm } if perm.len() == d.len() => {
+                        perm.iter().map(|&k| d[k]).collect()
+                    }
                     Op::NormRope(_) | Op::Rope => d.clone(),
                     Op::ProjectedMaskValues { .. } => vec![d[0], args[1].dims[0], d[1]],
-                    _ => vec![d[0], d[2], d[1]],
+                    Op::DynamicMaskValues => vec![d[0], d[2], d[1]],
+                    op => bail!(
+                        "node `{}`: {:?} rows are not placed in a cache",
+                        node.name,
+                        op.kind()
+                    ),
                 };
-                ensure!(d.len() >= 3, "node `{}`: operand 0 is {d:?}, not [B, S, ..]", node.name);
                 if !matches!(node.op, Op::Permute { .. }) {
                     deferred.insert(append, (&node.op, std::mem::take(&mut args)));
                 }

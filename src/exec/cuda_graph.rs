@@ -139,7 +139,6 @@ impl KeepMemos {
     }
 }
 
-/// The most keys the graph's attention can take: a learned mask has `max_position_embeddings` positions.
 /// The nodes whose rows cache append `append` computes into the cache itself: the mask values of the step's keys,
 /// or the rotation of its keys (`Rope`, or `NormRope` with the q/k norm) with the permute between it and the append
 /// (which then moves nothing). Each value on the way has the append as its only reader.
@@ -163,6 +162,7 @@ fn placed_rows(g: &Graph, kind: StateKind, append: NodeId) -> Vec<NodeId> {
     }
 }
 
+/// The most keys the graph's attention can take: a learned mask has `max_position_embeddings` positions.
 fn key_limit(exec: &CudaExecutor, model: &Model) -> usize {
     let learned = exec.graph().node_ids().into_iter().any(|id| {
         matches!(&exec.graph().node(id).op, Op::MaskedAttention(at) if at.mask == AttentionMask::Learned)
