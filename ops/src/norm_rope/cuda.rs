@@ -48,19 +48,7 @@ pub fn norm_rope_at<T: Elem>(
     cache: &mut CudaSlice<T>,
 ) -> Result<()> {
     p.validate(x.len(), w.len(), cos.len(), sin.len())?;
-    if seq == 0 || p.rows % seq != 0 || seq > capacity || pos.is_empty() {
-        return Err(KernelError::BadParams(format!(
-            "norm_rope_at: {} rows are not sequences of {seq} tokens, a cache of {capacity} slots has no room for \
-             them, or the position is missing",
-            p.rows
-        )));
-    }
-    let seqs = p.rows / seq;
-    check_len(
-        "cache",
-        cache.len(),
-        &[("batch", seqs), ("heads", p.heads), ("capacity", capacity), ("dim", p.dim)],
-    )?;
+    p.rope().validate_cache(seq, capacity, pos.len(), cache.len())?;
     launch(gpu, p, x, w, cos, sin, cache, Some((seq, pos, capacity)))
 }
 

@@ -239,16 +239,7 @@ mod gpu {
         let y = back(&gpu, &y);
         let start: Vec<f32> =
             (0..seqs * heads * cap * dim).map(|i| (i % 251) as f32 - 125.0).collect();
-        let mut want = start.clone();
-        for (b, j, h) in
-            (0..seqs).flat_map(|b| (0..seq).flat_map(move |j| (0..heads).map(move |h| (b, j, h))))
-        {
-            if at + j < cap {
-                let (src, dst) =
-                    (((b * seq + j) * heads + h) * dim, ((b * heads + h) * cap + at + j) * dim);
-                want[dst..dst + dim].copy_from_slice(&y[src..src + dim]);
-            }
-        }
+        let want = crate::testutil::placed_on_host(&start, &y, [seqs, seq, heads, dim], cap, at);
         let pos = gpu.upload(&[at as i64]).unwrap();
         let mut cache = up::<T>(&gpu, &start);
         cuda::norm_rope_at(&gpu, &c.p, seq, &x, &w, &cos, &sin, &pos, cap, &mut cache).unwrap();

@@ -78,16 +78,7 @@ pub fn apply_at<T: Elem>(
     cache: &mut CudaSlice<T>,
 ) -> Result<()> {
     p.validate(x.len(), cos.len(), sin.len())?;
-    if seq == 0 || p.rows % seq != 0 || seq > capacity || pos.is_empty() {
-        return Err(KernelError::BadParams(format!(
-            "rope_apply_at: {} rows are not sequences of {seq} tokens, a cache of {capacity} slots has no room for \
-             them, or the position is missing",
-            p.rows
-        )));
-    }
-    let shape =
-        [("batch", p.rows / seq), ("heads", p.heads), ("capacity", capacity), ("dim", p.dim)];
-    check_len("cache", cache.len(), &shape)?;
+    p.validate_cache(seq, capacity, pos.len(), cache.len())?;
     launch_apply(gpu, p, x, cos, sin, cache, Some((seq, pos, capacity)))
 }
 

@@ -38,4 +38,29 @@ impl RopeParams {
         check_len("cos", cos, &[("rows", self.rows), ("dim", self.dim)])?;
         check_len("sin", sin, &[("rows", self.rows), ("dim", self.dim)])
     }
+
+    /// Checks that the rows are sequences of `seq` tokens that fit a cache `[B, heads, capacity, dim]` of `cache`
+    /// elements, with a position (`pos` elements) to write them at: the rows of the `_at` kernels.
+    pub fn validate_cache(
+        &self,
+        seq: usize,
+        capacity: usize,
+        pos: usize,
+        cache: usize,
+    ) -> Result<()> {
+        if seq == 0 || self.rows % seq != 0 || seq > capacity || pos == 0 {
+            return Err(KernelError::BadParams(format!(
+                "{} rows are not sequences of {seq} tokens, a cache of {capacity} slots has no room for them, or \
+                 the position is missing",
+                self.rows
+            )));
+        }
+        let shape = [
+            ("batch", self.rows / seq),
+            ("heads", self.heads),
+            ("capacity", capacity),
+            ("dim", self.dim),
+        ];
+        check_len("cache", cache, &shape)
+    }
 }

@@ -304,16 +304,7 @@ mod gpu {
         let y = run_apply::<T>(&gpu, &p, &x, &cos, &sin).unwrap();
         let start: Vec<T> =
             (0..seqs * heads * cap * dim).map(|i| T::from_f32((i % 251) as f32)).collect();
-        let mut want = start.clone();
-        for (b, j, h) in
-            (0..seqs).flat_map(|b| (0..seq).flat_map(move |j| (0..heads).map(move |h| (b, j, h))))
-        {
-            if at + j < cap {
-                let (src, dst) =
-                    (((b * seq + j) * heads + h) * dim, ((b * heads + h) * cap + at + j) * dim);
-                want[dst..dst + dim].copy_from_slice(&y[src..src + dim]);
-            }
-        }
+        let want = crate::testutil::placed_on_host(&start, &y, [seqs, seq, heads, dim], cap, at);
         let (dx, dc, ds) =
             (gpu.upload(&x).unwrap(), gpu.upload(&cos).unwrap(), gpu.upload(&sin).unwrap());
         let (pos, mut cache) = (gpu.upload(&[at as i64]).unwrap(), gpu.upload(&start).unwrap());
