@@ -54,13 +54,13 @@ __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], cons
     }
 }
 
-// acc[r] = Σ_i x[r, i]·w[o, i] for the warp's output feature o, in every lane (false, after grid_entry(), when
-// o ≥ out): `gemv`'s loads and sums, which the kernels below share.
-template <typename T, int R>
-__device__ __forceinline__ bool gemv_dots(const T *x, const T *w, const int in, const int out, const int vec, int &o,
-                                          float (&acc)[R]) {
+// The sums of a few-row linear for the warp's output feature o, acc[r] = Σ_i x[r, i]·w[o, i], handed to
+// store(o, acc) in lane 0: `gemv` with the epilogue of the caller's choice.
+template <typename T, int R, typename Store>
+__device__ __forceinline__ void gemv_rows(const T *x, const T *w, const int in, const int out, const int vec,
+                                          Store store) {
     const int lane = threadIdx.x & 31;
-    o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     constexpr int V = Vec16<T>::n;
     const T *wr = w + (long)o * in;
     const uint4 *w4 = reinterpret_cast<const uint4 *>(wr);
@@ -68,7 +68,8 @@ __device__ __forceinline__ bool gemv_dots(const T *x, const T *w, const int in, 
     uint4 wp[GEMV_BATCH];
     if (o < out && vec) load_packs(w4, wp, lane, packs);
     grid_entry();
-    if (o >= out) return false;
+    if (o >= out) return;
+    float acc[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.f;
     if (vec) {
@@ -103,17 +104,16 @@ __device__ __forceinline__ bool gemv_dots(const T *x, const T *w, const int in, 
         for (int s = 16; s > 0; s >>= 1) v += __shfl_xor_sync(0xffffffffu, v, s);
         acc[r] = v;
     }
-    return true;
+    if (lane == 0) store(o, acc);
 }
 
 template <typename T, int R>
 __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
-    int o;
-    float acc[R];
-    if (!gemv_dots<T, R>(x, w, in, out, vec, o, acc) || (threadIdx.x & 31) != 0) return;
-    const float b = bias ? ld(bias, o) : 0.f;
+    gemv_rows<T, R>(x, w, in, out, vec, [&](int o, const float (&acc)[R]) {
+        const float b = bias ? ld(bias, o) : 0.f;
 #pragma unroll
-    for (int r = 0; r < R; ++r) st(y, (long)r * out + o, bias ? round_to<T>(acc[r]) + b : acc[r]);
+        for (int r = 0; r < R; ++r) st(y, (long)r * out + o, bias ? round_to<T>(acc[r]) + b : acc[r]);
+    });
 }
 
 // Mask values of a projection (decode): m[b, o, at + j] = exp(a[o]·softplus(dt)) for row r = b·S + j, with dt =
@@ -124,17 +124,16 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
 template <typename T, int R>
 __device__ void mask_gemv(const T *x, const T *w, const T *bias, const float *a, float *m, const int in, const int out,
                           const int vec, const int S, const long long *pos, const long cap) {
-    int o;
-    float acc[R];
-    if (!gemv_dots<T, R>(x, w, in, out, vec, o, acc) || (threadIdx.x & 31) != 0) return;
-    const long at = pos != nullptr ? (long)*pos : 0, row = pos != nullptr ? cap : (long)S;
-    const float b = bias ? ld(bias, o) : 0.f, ao = a[o];
+    gemv_rows<T, R>(x, w, in, out, vec, [&](int o, const float (&acc)[R]) {
+        const long at = pos != nullptr ? (long)*pos : 0, row = pos != nullptr ? cap : (long)S;
+        const float b = bias ? ld(bias, o) : 0.f, ao = a[o];
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-        const float dt = round_to<T>(bias ? round_to<T>(acc[r]) + b : acc[r]);
-        const long j = r % S, seq = r / S;
-        if (at + j < row) m[(seq * out + o) * row + at + j] = expf(ao * softplus_f32(dt));
-    }
+        for (int r = 0; r < R; ++r) {
+            const float dt = round_to<T>(bias ? round_to<T>(acc[r]) + b : acc[r]);
+            const long j = r % S, seq = r / S;
+            if (at + j < row) m[(seq * out + o) * row + at + j] = expf(ao * softplus_f32(dt));
+        }
+    });
 }
 
 // Gated few-row linear (decode): h[r, o] = T(T(act(g))·u) with g = T(x·wg[o] (+ bg[o])) and u = T(x·wu[o] (+ bu[o]))
