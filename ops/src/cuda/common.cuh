@@ -84,8 +84,9 @@ __device__ __forceinline__ float activate(float x, int act) {
 }
 
 // The first statement of every kernel, or the first after loads of memory no kernel before it writes: constants
-// (weights and keys; the GEMVs and pk_topk), or in a decode step the cache slots other than the step's own (the keep
-// window and the GQA decode, which read that slot again after it). Under a programmatic dependency (the kernels of a
+// (weights and keys; the GEMVs and pk_topk), the step's position (written by a copy before a decode step), or in a
+// decode step the cache slots other than the step's own (the keep window and the GQA decode, which read that slot
+// again after it). Under a programmatic dependency (the kernels of a
 // recorded decode step, from sm_90) it waits until the kernels before this one have finished and their writes are
 // visible, then lets the next kernel's blocks be scheduled while this one runs; after an ordinary launch both
 // instructions return at once.

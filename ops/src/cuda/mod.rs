@@ -822,16 +822,18 @@ mod tests {
 
     /// Kernels whose body first loads memory that no kernel before it writes and then calls `grid_entry()`, so
     /// that those loads overlap the kernel they depend on: constants (weights, product keys), the SSD state (which
-    /// only the SSD step writes), or, in a decode step given the slot its key fills, the other slots of the caches
+    /// only the SSD step writes), the step's position (which a copy before the step writes: the mask GEMV and the
+    /// rotations into a cache), or, in a decode step given the slot its key fills, the other slots of the caches
     /// (the keep window, the GQA decode; both read the slot again after the wait). The function that runs the body,
     /// and its source file.
-    const CONSTANTS_BEFORE_ENTRY: [(&str, &str); 10] = [
+    const CONSTANTS_BEFORE_ENTRY: [(&str, &str); 11] = [
         ("matmul.cu", "gemv"),
         ("matmul.cu", "gated_gemv"),
         ("matmul.cu", "mask_gemv"),
         ("rms_norm.cu", "rms_norm"),
         ("rms_norm.cu", "residual_rms_norm"),
         ("norm_rope.cu", "norm_rope"),
+        ("rope.cu", "rope_apply"),
         ("ssd_step.cu", "ssd_step_vec"),
         ("pk_topk.cu", "pk_topk"),
         ("masked_attention.cu", "keep_window"),

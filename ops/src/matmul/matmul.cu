@@ -120,12 +120,13 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
 // x[r]·w[o] (+ bias[o]) accumulated and rounded to T exactly as `gemv` stores it, so m is bit for bit `gemv` then
 // dynamic_mask (dynamic_mask.cu). Layout: x [R, in], w [Hm = out, in], a [Hm] f32, m [R / S, Hm, row] f32 with row =
 // cap and at = *pos when pos is given (slots at or past cap are not written), else row = S and at = 0. Same launch
-// as `gemv`.
+// as `gemv`; the position, which a copy before the step writes and no kernel does, is loaded with the first weights
+// before grid_entry().
 template <typename T, int R>
 __device__ void mask_gemv(const T *x, const T *w, const T *bias, const float *a, float *m, const int in, const int out,
                           const int vec, const int S, const long long *pos, const long cap) {
+    const long at = pos != nullptr ? (long)*pos : 0, row = pos != nullptr ? cap : (long)S;
     gemv_rows<T, R>(x, w, in, out, vec, [&](int o, const float (&acc)[R]) {
-        const long at = pos != nullptr ? (long)*pos : 0, row = pos != nullptr ? cap : (long)S;
         const float b = bias ? ld(bias, o) : 0.f, ao = a[o];
 #pragma unroll
         for (int r = 0; r < R; ++r) {

@@ -5,7 +5,8 @@
 // of dynamic shared memory. With a column a thread (dim ≤ blockDim.x) w, a constant, is loaded before grid_entry()
 // and x, cos and sin together after it.
 // norm_rope_at_*: y is a cache [B, heads, cap, dim] and row r = b·S + j of x goes to slot *pos + j of sequence b
-// (slots at or past cap are not written), as place_rows (elementwise.cu) puts rows of [B, S, heads, dim] permuted.
+// (slots at or past cap are not written), as place_rows (elementwise.cu) puts rows of [B, S, heads, dim] permuted;
+// the position, which a copy before the step writes and no kernel does, is loaded with w before grid_entry().
 
 template <typename T>
 __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t, T *y, const int heads, const int dim,
@@ -18,10 +19,11 @@ __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t
     auto normed = [](float wc, float v, float inv) { return round_to<T>(wc * round_to<T>(v * inv)); };
     float wt = 0.0f;
     if (held && t < dim) wt = ld(w, t);
+    const long at = pos != nullptr ? (long)*pos : 0;
     grid_entry();
     long out = base;
     if (pos != nullptr) {
-        const long row = blockIdx.x / heads, slot = (long)*pos + row % S;
+        const long row = blockIdx.x / heads, slot = at + row % S;
         if (slot >= cap) return;
         out = (((row / S) * heads + blockIdx.x % heads) * cap + slot) * dim;
     }

@@ -3,7 +3,8 @@
 // (rope_rotate in common.cuh: each product rounded to T, then the sum). Layout: pos i64 [N], inv_freq f32
 // [half], cos/sin [N, 2·half], x/y [rows, heads, dim] in T. Launch: 1-D grids of 256 threads striding over (n, i) / (r, h, i).
 // rope_apply_at_*: y is a cache [B, heads, cap, dim] and row r = b·S + j of x goes to slot *pos + j of sequence b
-// (slots at or past cap are not written), as place_rows (elementwise.cu) puts rows of [B, S, heads, dim] permuted.
+// (slots at or past cap are not written), as place_rows (elementwise.cu) puts rows of [B, S, heads, dim] permuted;
+// the position, which a copy before the step writes and no kernel does, is loaded before grid_entry().
 
 #define GRID_STRIDE(t, n)                                                                                              \
     for (long t = (long)blockIdx.x * blockDim.x + threadIdx.x; t < (n); t += (long)gridDim.x * blockDim.x)
@@ -30,6 +31,7 @@ __device__ void rope_apply(const T *x, const T *cos_t, const T *sin_t, T *y, con
                            const int dim, const int S, const long long *pos, const long cap) {
     const int half = dim / 2;
     const long at = pos != nullptr ? (long)*pos : 0;
+    grid_entry();
     GRID_STRIDE(t, rows * heads * half) {
         const long rh = t / half;
         const int i = (int)(t % half);
@@ -61,13 +63,11 @@ extern "C" __global__ void rope_tables_bf16(const long long *pos, const float *i
 #define INSTANTIATE_APPLY(T, NAME)                                                                                 \
     extern "C" __global__ void rope_apply_##NAME(const T *x, const T *cos_t, const T *sin_t, T *y, const long rows, \
                                                  const int heads, const int dim) {                                 \
-        grid_entry();                                                                                              \
         rope_apply(x, cos_t, sin_t, y, rows, heads, dim, 1, nullptr, 0);                                           \
     }                                                                                                              \
     extern "C" __global__ void rope_apply_at_##NAME(const T *x, const T *cos_t, const T *sin_t, T *y,                \
                                                     const long rows, const int heads, const int dim, const int S,  \
                                                     const long long *pos, const long cap) {                        \
-        grid_entry();                                                                                              \
         rope_apply(x, cos_t, sin_t, y, rows, heads, dim, S, pos, cap);                                             \
     }
 INSTANTIATE_APPLY(float, f32)
