@@ -983,6 +983,7 @@ impl CudaExecutor {
             return Ok(());
         }
         let dt = self.linear::<T>(x.act::<T>()?, rows, w, bias.then(|| &*a[3]))?;
+        let dt = Dev::recycled_by(dt, &self.gpu);
         let kp = ops::dynamic_mask::KeyValuesParams { batch: d[0], seq: d[1], heads: out };
         match at {
             Some((pos, cap)) => {
@@ -990,7 +991,6 @@ impl CudaExecutor {
             }
             None => ops::dynamic_mask::cuda::key_values(gpu, &kp, &dt, av, m)?,
         }
-        gpu.recycle(dt);
         Ok(())
     }
 
