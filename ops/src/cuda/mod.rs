@@ -826,7 +826,7 @@ mod tests {
     /// rotations into a cache), or, in a decode step given the slot its key fills, the other slots of the caches
     /// (the keep window, the GQA decode; both read the slot again after the wait). The function that runs the body,
     /// and its source file.
-    const CONSTANTS_BEFORE_ENTRY: [(&str, &str); 11] = [
+    const CONSTANTS_BEFORE_ENTRY: [(&str, &str); 12] = [
         ("matmul.cu", "gemv"),
         ("matmul.cu", "gated_gemv"),
         ("matmul.cu", "mask_gemv"),
@@ -836,6 +836,7 @@ mod tests {
         ("rope.cu", "rope_apply"),
         ("ssd_step.cu", "ssd_step_vec"),
         ("pk_topk.cu", "pk_topk"),
+        ("pk_topk.cu", "pk_topk_row"),
         ("masked_attention.cu", "keep_window"),
         ("masked_attention.cu", "decode_gqa"),
     ];

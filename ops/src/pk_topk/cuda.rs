@@ -27,10 +27,16 @@ const TARGET_BLOCKS: usize = 528;
 pub(crate) const WIDE_MAX: usize = 56 * 1024;
 /// Most rows one warp takes within a block.
 const MAX_ROWS_PER_WARP: usize = 16;
+/// Most (row, head) pairs given the row form (a block each): at this many the warp form fills at most 33 blocks of
+/// eight warps, a quarter of a 132-SM device, and ranks each pair in one warp.
+pub(crate) const ROW_TASKS: usize = 264;
 
-/// How a call is launched: one warp per (row, head), `rows_per_block` rows of one head per block.
+/// How a call is launched: one warp per (row, head), `rows_per_block` rows of one head per block; or, in the row form,
+/// one block per (row, head).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Plan {
+    /// One block of `warps` warps per (row, head) (`pk_topk_row_<T>…`), `rows_per_block` 1.
+    pub row_form: bool,
     /// The head's keys are staged in shared memory (else read from device memory by each warp).
     pub keys_in_smem: bool,
     /// The staged keys are widened to f64 once per block (`pk_topk_<T>_wide`), so that the similarities need no
@@ -44,7 +50,7 @@ pub(crate) struct Plan {
     pub stride: usize,
     /// Shared bytes of the staged keys (0 when they are not staged), a multiple of 16.
     pub key_bytes: usize,
-    /// Shared bytes of one warp's scratch, a multiple of 16.
+    /// Shared bytes of one warp's scratch (of the block's, in the row form), a multiple of 16.
     pub warp_bytes: usize,
     /// Candidate slots per warp: [`candidates`] rounded up to even.
     pub cand_pad: usize,
@@ -53,7 +59,7 @@ pub(crate) struct Plan {
 impl Plan {
     /// Dynamic shared memory of one block.
     pub fn smem_bytes(&self) -> usize {
-        self.key_bytes + self.warps * self.warp_bytes
+        self.key_bytes + if self.row_form { self.warp_bytes } else { self.warps * self.warp_bytes }
     }
 }
 
@@ -62,9 +68,14 @@ pub(crate) fn candidates(k: usize) -> usize {
     (1..=k).map(|i| k / i).sum()
 }
 
-/// The launch of `p` for elements of `elem` bytes (`p` validated, `num_keys ≤ MAX_KEYS`); an error when one
-/// warp's scratch cannot fit.
+/// The launch of `p` for elements of `elem` bytes (`p` validated, `num_keys ≤ MAX_KEYS`): the row form for at most
+/// [`ROW_TASKS`] (row, head) pairs; an error when one warp's scratch cannot fit.
 pub(crate) fn plan(p: &PkTopKParams, elem: usize) -> Result<Plan> {
+    form_plan(p, elem, p.rows.saturating_mul(p.heads) <= ROW_TASKS)
+}
+
+/// [`plan`] in the row form when `row` and its scratch fits, else in the warp form.
+pub(crate) fn form_plan(p: &PkTopKParams, elem: usize, row: bool) -> Result<Plan> {
     let (nk, half, k) = (p.num_keys, p.half, p.k);
     let cand_pad = candidates(k).next_multiple_of(2);
     let warp_bytes =
@@ -78,17 +89,30 @@ pub(crate) fn plan(p: &PkTopKParams, elem: usize) -> Result<Plan> {
     let stride = half | 1;
     let wide = (2 * nk * stride * 8).next_multiple_of(16);
     let staged = (2 * nk * stride * elem).next_multiple_of(16);
+    let block_bytes = (warp_bytes + 4 * (2 * nk + cand_pad + k + 1)).next_multiple_of(16);
+    if row && block_bytes <= SMEM_MAX {
+        let wide_keys = wide + block_bytes <= SMEM_MAX;
+        let keys_in_smem = wide_keys || staged + block_bytes <= SMEM_MAX;
+        return Ok(Plan {
+            row_form: true,
+            keys_in_smem,
+            wide_keys,
+            warps: MAX_WARPS,
+            rows_per_block: 1,
+            stride,
+            key_bytes: key_bytes(wide_keys, keys_in_smem, wide, staged),
+            warp_bytes: block_bytes,
+            cand_pad,
+        });
+    }
     let wide_keys = wide + MAX_WARPS * warp_bytes <= WIDE_MAX;
     let keys_in_smem = wide_keys || staged + 4 * warp_bytes <= SMEM_MAX;
-    let key_bytes = match (wide_keys, keys_in_smem) {
-        (true, _) => wide,
-        (false, true) => staged,
-        (false, false) => 0,
-    };
+    let key_bytes = key_bytes(wide_keys, keys_in_smem, wide, staged);
     let warps = ((SMEM_MAX - key_bytes) / warp_bytes).min(MAX_WARPS);
     let tasks = p.rows.saturating_mul(p.heads);
     let per_warp = tasks.div_ceil(warps * TARGET_BLOCKS).clamp(1, MAX_ROWS_PER_WARP);
     Ok(Plan {
+        row_form: false,
         keys_in_smem,
         wide_keys,
         warps,
@@ -100,12 +124,34 @@ pub(crate) fn plan(p: &PkTopKParams, elem: usize) -> Result<Plan> {
     })
 }
 
+/// Shared bytes of the staged keys: `wide` (f64), `staged` (their own type) or none.
+fn key_bytes(wide_keys: bool, keys_in_smem: bool, wide: usize, staged: usize) -> usize {
+    match (wide_keys, keys_in_smem) {
+        (true, _) => wide,
+        (false, true) => staged,
+        (false, false) => 0,
+    }
+}
+
 /// Product-key top-k on the device: `scores` and `ids` `[rows, He, k]`, bit for bit the CPU kernel's (the
 /// similarities are the same f64 sums in the same order, the candidate sums the same f32 additions), ties
 /// included.
 pub fn pk_topk<T: Elem>(
     gpu: &Gpu,
     p: &PkTopKParams,
+    q: &CudaSlice<T>,
+    keys: &CudaSlice<T>,
+    scores: &mut CudaSlice<f32>,
+    ids: &mut CudaSlice<i64>,
+) -> Result<()> {
+    pk_topk_as(gpu, p, None, q, keys, scores, ids)
+}
+
+/// [`pk_topk`] in the form `row` asks for ([`form_plan`]), or [`plan`]'s when `None`.
+pub(crate) fn pk_topk_as<T: Elem>(
+    gpu: &Gpu,
+    p: &PkTopKParams,
+    row: Option<bool>,
     q: &CudaSlice<T>,
     keys: &CudaSlice<T>,
     scores: &mut CudaSlice<f32>,
@@ -124,7 +170,11 @@ pub fn pk_topk<T: Elem>(
     if p.rows == 0 || p.heads == 0 || p.k == 0 {
         return Ok(());
     }
-    let plan = plan(p, std::mem::size_of::<T>())?;
+    let elem = std::mem::size_of::<T>();
+    let plan = match row {
+        Some(row) => form_plan(p, elem, row)?,
+        None => plan(p, elem)?,
+    };
     let int = |name: &str, v: usize| {
         i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
     };
@@ -150,10 +200,11 @@ pub fn pk_topk<T: Elem>(
         plan.warp_bytes as i32,
         plan.cand_pad as i32,
     );
+    let form = if plan.row_form { "pk_topk_row" } else { "pk_topk" };
     let name = match (plan.wide_keys, plan.keys_in_smem) {
-        (true, _) => format!("pk_topk_{}_wide", T::NAME),
-        (false, true) => format!("pk_topk_{}", T::NAME),
-        (false, false) => format!("pk_topk_{}_global", T::NAME),
+        (true, _) => format!("{form}_{}_wide", T::NAME),
+        (false, true) => format!("{form}_{}", T::NAME),
+        (false, false) => format!("{form}_{}_global", T::NAME),
     };
     let func = gpu.function(&SOURCE, &name)?;
     let smem = plan.smem_bytes();
@@ -175,11 +226,15 @@ pub fn pk_topk<T: Elem>(
     };
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(q).arg(keys).arg(scores).arg(ids);
-    launch.arg(&rows).arg(&heads).arg(&nk).arg(&half).arg(&k);
-    launch.arg(&rows_per_block).arg(&stride).arg(&key_bytes).arg(&warp_bytes).arg(&cand_pad);
-    // SAFETY: the argument list matches `pk_topk_<T>[_wide|_global]` in pk_topk.cu; `validate` and the checks above tied
-    // q, keys, scores and ids to `p`; `plan` sized the dynamic shared memory for the staged keys and each warp's
-    // scratch within the limit set above, and the grid covers every (row, head) once.
+    if plan.row_form {
+        launch.arg(&heads).arg(&nk).arg(&half).arg(&k).arg(&stride).arg(&key_bytes).arg(&cand_pad);
+    } else {
+        launch.arg(&rows).arg(&heads).arg(&nk).arg(&half).arg(&k);
+        launch.arg(&rows_per_block).arg(&stride).arg(&key_bytes).arg(&warp_bytes).arg(&cand_pad);
+    }
+    // SAFETY: the argument list matches `pk_topk[_row]_<T>[_wide|_global]` in pk_topk.cu; `validate` and the checks
+    // above tied q, keys, scores and ids to `p`; the plan sized the dynamic shared memory for the staged keys and the
+    // warps' (or the block's) scratch within the limit set above, and the grid covers every (row, head) once.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
 }

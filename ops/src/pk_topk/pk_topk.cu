@@ -66,6 +66,29 @@ __device__ __forceinline__ void store_queries(const float (&pre)[PK_PREFETCH], d
     }
 }
 
+// sk[a][n][i] (row stride `stride`) = keys[n][a][i] of one head, by the whole block, PK_STAGE loads in flight per
+// thread; ends with a block barrier.
+template <typename T, typename K>
+__device__ __forceinline__ void stage_keys(const T *keys, K *sk, int nk, int half, int stride) {
+    const int total = 2 * nk * half;
+    for (int t0 = threadIdx.x; t0 < total; t0 += PK_STAGE * blockDim.x) {
+        T v[PK_STAGE];
+#pragma unroll
+        for (int u = 0; u < PK_STAGE; ++u) {
+            const int t = t0 + u * blockDim.x;
+            if (t < total) v[u] = keys[t];
+        }
+#pragma unroll
+        for (int u = 0; u < PK_STAGE; ++u) {
+            const int t = t0 + u * blockDim.x;
+            if (t >= total) break;
+            const int na = t / half, i = t - na * half;
+            put_key(sk + ((na & 1) * nk + (na >> 1)) * stride + i, &v[u]);
+        }
+    }
+    __syncthreads();
+}
+
 // Staged keys: K (T or f64) [2][nk][stride]. Per-warp scratch, in this order (the launcher sizes it the same way):
 // skey u64 [nk][2], ckey u64 [cand_pad], sq f64 [2][half], sim f32 [nk][2], sv f32 [2][k], si i32 [2][k], cac i32 [cand_pad].
 template <typename T, typename K, bool SMEM_KEYS>
@@ -88,25 +111,7 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     const long row0 = (long)blockIdx.x * rows_per_block;
     const long row_end = min((long)rows, row0 + rows_per_block);
     const long first = row0 + warp;
-    if (SMEM_KEYS) {
-        const int total = 2 * nk * half;
-        for (int t0 = threadIdx.x; t0 < total; t0 += PK_STAGE * blockDim.x) {
-            T v[PK_STAGE];
-#pragma unroll
-            for (int u = 0; u < PK_STAGE; ++u) {
-                const int t = t0 + u * blockDim.x;
-                if (t < total) v[u] = keys[kh + t];
-            }
-#pragma unroll
-            for (int u = 0; u < PK_STAGE; ++u) {
-                const int t = t0 + u * blockDim.x;
-                if (t >= total) break;
-                const int na = t / half, i = t - na * half;
-                put_key(sk + ((na & 1) * nk + (na >> 1)) * stride + i, &v[u]);
-            }
-        }
-        __syncthreads();
-    }
+    if (SMEM_KEYS) stage_keys(keys + kh, sk, nk, half, stride);
     grid_entry();
     if (first < row_end) stage_queries(q, sq, first, heads, h, half, lane);
     const bool prefetch = 2 * half <= 32 * PK_PREFETCH;
@@ -184,6 +189,100 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     }
 }
 
+// cnt[axes·t + a] (zeroed) += the number of keys key[axes·j + a], j < n, above key[axes·t + a], for every t < n and
+// axis a < axes, by the whole block: a thread counts the keys above one key in one of `parts` equal parts of its axis
+// (as many parts as the block has threads for, up to n), and the parts meet by integer atomics, exact in any order.
+// Ends with a block barrier.
+__device__ __forceinline__ void count_above(const unsigned long long *key, int *cnt, int n, int axes) {
+    const int items = n * axes, parts = max(1, min(n, (int)blockDim.x / max(items, 1)));
+    for (int w = threadIdx.x; w < items * parts; w += blockDim.x) {
+        const int t = w % items, part = w / items, a = t % axes;
+        const unsigned long long kt = key[t];
+        int c = 0;
+        for (int j = part * n / parts, end = (part + 1) * n / parts; j < end; ++j) c += key[axes * j + a] > kt;
+        if (c) atomicAdd(cnt + t, c);
+    }
+    __syncthreads();
+}
+
+// The row form, for few (row, head) pairs: one block a pair, grid (rows, He), each step of pk_topk spread over the
+// block (a thread an axis and key for the similarities; count_above for both ranks; a warp a candidate row i). Its
+// scratch, in this order after the staged keys (the launcher sizes it the same way): pk_topk's per-warp scratch,
+// then rank i32 [nk][2], crank i32 [cand_pad], cstart i32 [k + 1] (cstart[i]: the candidates of the rows before i).
+// The similarities, orders and candidate positions are pk_topk's, so are the results, bit for bit.
+template <typename T, typename K, bool SMEM_KEYS>
+__device__ void pk_topk_row(const T *q, const T *keys, float *scores, long long *ids, const int heads, const int nk,
+                            const int half, const int k, const int stride, const int key_bytes, const int cand_pad) {
+    extern __shared__ __align__(16) unsigned char pk_smem[];
+    const long r = blockIdx.x;
+    const int h = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
+    const long kh = (long)h * nk * 2 * half;
+    K *sk = reinterpret_cast<K *>(pk_smem);
+    unsigned long long *skey = reinterpret_cast<unsigned long long *>(pk_smem + key_bytes);
+    unsigned long long *ckey = skey + 2 * nk;
+    double *sq = reinterpret_cast<double *>(ckey + cand_pad);
+    float *sim = reinterpret_cast<float *>(sq + 2 * half);
+    float *sv = sim + 2 * nk;
+    int *si = reinterpret_cast<int *>(sv + 2 * k);
+    int *cac = si + 2 * k;
+    int *rank = cac + cand_pad;
+    int *crank = rank + 2 * nk;
+    int *cstart = crank + cand_pad;
+    for (int t = tid; t < 2 * nk; t += blockDim.x) rank[t] = 0;
+    for (int t = tid; t < cand_pad; t += blockDim.x) crank[t] = 0;
+    for (int i = warp; i <= k; i += warps) {
+        int c = 0;
+        for (int u = lane; u < i; u += 32) c += k / (u + 1);
+        for (int o = 16; o > 0; o >>= 1) c += __shfl_xor_sync(0xffffffffu, c, o);
+        if (lane == 0) cstart[i] = c;
+    }
+    if (SMEM_KEYS) stage_keys(keys + kh, sk, nk, half, stride);
+    grid_entry();
+    for (int t = tid; t < 2 * half; t += blockDim.x) {
+        const int a = t >= half;
+        sq[t] = ld_f64(q, ((r * 2 + a) * heads + h) * (long)half + (t - a * half));
+    }
+    __syncthreads();
+    for (int t = tid; t < 2 * nk; t += blockDim.x) {
+        const int n = t >> 1, a = t & 1;
+        const float s = SMEM_KEYS ? dot_f64(sq + a * half, sk + (a * nk + n) * stride, half)
+                                  : dot_f64(sq + a * half, keys + kh + t * (long)half, half);
+        sim[t] = s;
+        skey[t] = order_key(s, n);
+    }
+    __syncthreads();
+    count_above(skey, rank, nk, 2);
+    for (int t = tid; t < 2 * nk; t += blockDim.x) {
+        const int a = t & 1, rk = rank[t];
+        if (rk < k) {
+            sv[a * k + rk] = sim[t];
+            si[a * k + rk] = t >> 1;
+        }
+    }
+    __syncthreads();
+    // Row i holds the candidates (i, j), j < ⌊k / (i + 1)⌋, at positions cstart[i] + j.
+    for (int i = warp; i < k; i += warps) {
+        const int c0 = cstart[i], len = cstart[i + 1] - c0;
+        for (int j = lane; j < len; j += 32) {
+            ckey[c0 + j] = order_key(sv[i] + sv[k + j], c0 + j);
+            cac[c0 + j] = (i << 16) | j;
+        }
+    }
+    __syncthreads();
+    const int cand = cstart[k];
+    count_above(ckey, crank, cand, 1);
+    float *out_s = scores + (r * heads + h) * (long)k;
+    long long *out_i = ids + (r * heads + h) * (long)k;
+    for (int t = tid; t < cand; t += blockDim.x) {
+        const int rk = crank[t];
+        if (rk < k) {
+            const int i = cac[t] >> 16, j = cac[t] & 0xffff;
+            out_s[rk] = sv[i] + sv[k + j];
+            out_i[rk] = (long long)si[i] * nk + si[k + j];
+        }
+    }
+}
+
 #define PK_TOPK(NAME, T, K, SMEM, MINB)                                                                                  \
     extern "C" __global__ void __launch_bounds__(256, MINB)                                                           \
         NAME(const T *q, const T *keys, float *scores, long long *ids, const int rows, const int heads, const int nk, \
@@ -200,3 +299,17 @@ PK_TOPK(pk_topk_f32, float, float, true, 3)
 PK_TOPK(pk_topk_bf16, bf16_t, bf16_t, true, 3)
 PK_TOPK(pk_topk_f32_global, float, float, false, 3)
 PK_TOPK(pk_topk_bf16_global, bf16_t, bf16_t, false, 3)
+
+#define PK_TOPK_ROW(NAME, T, K, SMEM)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(256)                                                                 \
+        NAME(const T *q, const T *keys, float *scores, long long *ids, const int heads, const int nk, const int half,  \
+             const int k, const int stride, const int key_bytes, const int cand_pad) {                                 \
+        pk_topk_row<T, K, SMEM>(q, keys, scores, ids, heads, nk, half, k, stride, key_bytes, cand_pad);               \
+    }
+
+PK_TOPK_ROW(pk_topk_row_f32_wide, float, double, true)
+PK_TOPK_ROW(pk_topk_row_bf16_wide, bf16_t, double, true)
+PK_TOPK_ROW(pk_topk_row_f32, float, float, true)
+PK_TOPK_ROW(pk_topk_row_bf16, bf16_t, bf16_t, true)
+PK_TOPK_ROW(pk_topk_row_f32_global, float, float, false)
+PK_TOPK_ROW(pk_topk_row_bf16_global, bf16_t, bf16_t, false)

@@ -195,7 +195,7 @@ proptest! {
 /// Launch choices, checked without a GPU.
 mod plan {
     use super::*;
-    use crate::pk_topk::cuda::{candidates, plan, SMEM_MAX, WIDE_MAX};
+    use crate::pk_topk::cuda::{candidates, form_plan, plan, ROW_TASKS, SMEM_MAX, WIDE_MAX};
 
     #[test]
     fn candidates_count_the_pairs_that_can_rank() {
@@ -221,8 +221,21 @@ mod plan {
         let blocks = p.rows.div_ceil(plan.rows_per_block) * p.heads;
         assert!((396..=528).contains(&blocks), "{blocks} blocks");
         let one = plan_of(1, 4, 32, 32, 8);
-        assert_eq!((one.rows_per_block, one.warps), (8, 8));
-        assert!(one.wide_keys);
+        assert!(one.row_form && one.wide_keys, "{one:?}");
+        assert_eq!((one.rows_per_block, one.warps), (1, 8));
+    }
+
+    #[test]
+    fn few_pairs_take_the_row_form() {
+        assert!(plan_of(66, 4, 32, 32, 8).row_form);
+        assert!(!plan_of(67, 4, 32, 32, 8).row_form);
+        assert!(plan_of(ROW_TASKS, 1, 32, 32, 8).row_form);
+        assert!(!plan_of(ROW_TASKS + 1, 1, 32, 32, 8).row_form);
+        let warp = form_plan(&params(1, 4, 32, 32, 8), 2, false).unwrap();
+        assert!(!warp.row_form && warp.rows_per_block == 8, "{warp:?}");
+        let row = plan_of(1, 4, 32, 32, 8);
+        assert_eq!(row.smem_bytes(), row.key_bytes + row.warp_bytes);
+        assert!(row.warp_bytes >= warp.warp_bytes + 4 * (2 * 32 + row.cand_pad + 8 + 1));
     }
 
     fn plan_of(r: usize, h: usize, nk: usize, half: usize, k: usize) -> crate::pk_topk::cuda::Plan {
@@ -257,23 +270,25 @@ mod plan {
 
     #[test]
     fn every_plan_fits_and_aligns() {
-        for nk in [1, 2, 5, 31, 32, 33, 64, 127, 128, 255, 256] {
-            for half in [0, 1, 2, 7, 8, 9, 32, 64, 128, 130, 1000] {
-                for k in [1, nk / 2 + 1, nk] {
-                    let p = plan_of(4096, 3, nk, half, k);
-                    assert!(p.warps >= 1 && p.warps <= 8, "{p:?}");
-                    assert!(p.smem_bytes() <= SMEM_MAX, "{p:?}");
-                    assert!(!p.wide_keys || p.smem_bytes() <= WIDE_MAX, "{p:?}");
-                    assert!(!p.wide_keys || p.keys_in_smem, "{p:?}");
-                    assert_eq!(
-                        (p.key_bytes % 16, p.warp_bytes % 16, p.stride % 2),
-                        (0, 0, 1),
-                        "{p:?}"
-                    );
-                    assert!(p.cand_pad >= candidates(k) && p.cand_pad % 2 == 0, "{p:?}");
-                    assert_eq!(p.rows_per_block % p.warps, 0, "{p:?}");
-                }
-            }
+        let shapes = [1, 2, 5, 31, 32, 33, 64, 127, 128, 255, 256].into_iter().flat_map(|nk| {
+            [0, 1, 2, 7, 8, 9, 32, 64, 128, 130, 1000].into_iter().flat_map(move |half| {
+                [1, nk / 2 + 1, nk]
+                    .into_iter()
+                    .flat_map(move |k| [1, 4096].map(|rows| (rows, nk, half, k)))
+            })
+        });
+        for (rows, nk, half, k) in shapes {
+            let p = plan_of(rows, 3, nk, half, k);
+            assert!(p.warps >= 1 && p.warps <= 8, "{p:?}");
+            assert!(p.smem_bytes() <= SMEM_MAX, "{p:?}");
+            assert!(p.row_form || !p.wide_keys || p.smem_bytes() <= WIDE_MAX, "{p:?}");
+            assert!(!p.wide_keys || p.keys_in_smem, "{p:?}");
+            assert_eq!((p.key_bytes % 16, p.warp_bytes % 16, p.stride % 2), (0, 0, 1), "{p:?}");
+            assert!(p.cand_pad >= candidates(k) && p.cand_pad % 2 == 0, "{p:?}");
+            assert!(
+                p.row_form && p.rows_per_block == 1 || p.rows_per_block % p.warps == 0,
+                "{p:?}"
+            );
         }
     }
 
@@ -334,7 +349,7 @@ mod gpu {
         ];
         for p in &shapes {
             let plan = cuda::plan(p, 4).unwrap();
-            assert!(!plan.keys_in_smem && plan.smem_bytes() > 48 * 1024, "{p:?}: {plan:?}");
+            assert!(plan.smem_bytes() > 48 * 1024, "{p:?}: {plan:?}");
         }
         std::thread::scope(|s| {
             for p in shapes {
@@ -436,6 +451,48 @@ mod gpu {
             let (scores, ids) = run(&gpu, &p, &q, &keys).unwrap();
             assert_eq!(ids, want_ids, "ids of {p:?}");
             assert_eq!(scores, want_scores, "scores of {p:?}");
+        }
+    }
+
+    /// The row form and the warp form compute the same similarities, orders and candidate positions: the same bits
+    /// on continuous inputs, ties and every way of holding the keys (f64, their own type, device memory).
+    #[test]
+    fn both_forms_agree_bit_for_bit() {
+        let Some(gpu) = test_gpu() else { return };
+        let shapes = [
+            (1, 4, 32, 32, 8),
+            (3, 2, 8, 5, 8),
+            (2, 3, 31, 13, 31),
+            (1, 1, 1, 1, 1),
+            (2, 2, 127, 9, 127),
+            (1, 2, 128, 64, 128),
+            (2, 2, 256, 130, 8),
+            (1, 1, 256, 3, 256),
+            (70, 4, 32, 32, 8),
+            (4, 2, 64, 128, 40),
+        ];
+        for (i, &(r, h, nk, half, k)) in shapes.iter().enumerate() {
+            let p = params(r, h, nk, half, k);
+            for quantized in [false, true] {
+                let (q, keys) = inputs(&p, quantized, 700 + i as u64);
+                let (q, keys): (Vec<half::bf16>, Vec<half::bf16>) = (to(&q), to(&keys));
+                let forms = [true, false].map(|row| {
+                    let plan = cuda::form_plan(&p, 2, row).unwrap();
+                    assert_eq!(plan.row_form, row, "{p:?}: {plan:?}");
+                    let n = p.rows * p.heads * p.k;
+                    let (dq, dk) = (gpu.upload(&q).unwrap(), gpu.upload(&keys).unwrap());
+                    let mut scores = gpu.upload(&vec![f32::NAN; n]).unwrap();
+                    let mut ids = gpu.stream().clone_htod(&vec![-1i64; n]).unwrap();
+                    cuda::pk_topk_as(&gpu, &p, Some(row), &dq, &dk, &mut scores, &mut ids).unwrap();
+                    let scores: Vec<u32> =
+                        gpu.download(&scores).unwrap().iter().map(|s| s.to_bits()).collect();
+                    (scores, gpu.stream().clone_dtoh(&ids).unwrap())
+                });
+                assert_eq!(
+                    forms[0], forms[1],
+                    "{p:?} quantized={quantized}: row form against warp form"
+                );
+            }
         }
     }
 
