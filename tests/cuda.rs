@@ -350,3 +350,132 @@ fn carried_keep_windows_match_selection_anew_bit_for_bit() {
         failures.join("\n")
     );
 }
+
+/// A Cheems checkpoint (head variant: an SSD layer then an attention layer, each with a CDMoE of 4 heads × 8 of 256
+/// experts) of 512-wide rows, random weights, at `dir`: wide enough that a decode step's expert mix weighs its experts
+/// in a launch of its own, which the fixtures' 48–64-wide rows are not.
+fn wide_cheems(dir: &std::path::Path) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let (v, d, i, h, g, dh, e, he, r) =
+        (128usize, 512usize, 256usize, 8usize, 2usize, 64usize, 256usize, 4, 16);
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = serde_json::json!({
+        "architectures": ["CheemsForCausalLM"], "model_type": "cheems", "vocab_size": v, "hidden_size": d,
+        "intermediate_size": i, "num_hidden_layers": 2, "num_attention_heads": h, "num_key_value_heads": g,
+        "hidden_bias": false, "hidden_act": "silu", "max_position_embeddings": 2048, "rope_theta": 10000.0,
+        "rms_norm_eps": 1e-6, "tie_word_embeddings": true, "ssd_chunk_size": 16, "attn_layer_period": 2,
+        "attn_layer_offset": 1, "dynamic_mask_ratio": 0.0, "is_moe": true, "num_cdmoe_experts": e,
+        "num_cdmoe_heads": he, "num_cdmoe_experts_per_head": 8, "expert_retrieval_size": r, "pad_token_id": 0,
+        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"
+    });
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, lo: f32, hi: f32| {
+        let n: usize = shape.iter().product();
+        let mut bytes = Vec::with_capacity(4 * n);
+        for _ in 0..n {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = (seed >> 40) as f32 / (1u64 << 24) as f32;
+            bytes.extend_from_slice(&(lo + (hi - lo) * u).to_le_bytes());
+        }
+        tensors.push((name, shape, bytes));
+    };
+    let lin =
+        |o: usize, inp: usize| -> (Vec<usize>, f32) { (vec![o, inp], (3.0 / inp as f32).sqrt()) };
+    add("model.word_embed.weight".into(), vec![v, d], -1.0, 1.0);
+    add("model.final_layernorm.weight".into(), vec![d], 0.6, 1.4);
+    for layer in 0..2 {
+        let pre = format!("model.layers.{layer}");
+        for n in [
+            "pre_sequence_layernorm",
+            "post_sequence_residual",
+            "pre_state_layernorm",
+            "post_state_residual",
+        ] {
+            add(format!("{pre}.{n}.weight"), vec![d], 0.6, 1.4);
+        }
+        let mut linear = |name: String, o: usize, inp: usize| {
+            let (shape, b) = lin(o, inp);
+            add(name, shape, -b, b);
+        };
+        if layer == 1 {
+            let a = format!("{pre}.attn");
+            linear(format!("{a}.q_proj.weight"), h * dh, d);
+            linear(format!("{a}.k_proj.weight"), g * dh, d);
+            linear(format!("{a}.v_proj.weight"), g * dh, d);
+            linear(format!("{a}.dt_proj.weight"), h, g * dh);
+            linear(format!("{a}.o_proj.weight"), d, d);
+        } else {
+            let s = format!("{pre}.ssd");
+            for n in ["c_proj", "b_proj", "x_proj"] {
+                linear(format!("{s}.{n}.weight"), h * dh, d);
+            }
+            linear(format!("{s}.dt_proj.weight"), h, d);
+            linear(format!("{s}.out_proj.weight"), d, d);
+        }
+        let f = format!("{pre}.feed_forward");
+        linear(format!("{f}.gate_proj.weight"), i, d);
+        linear(format!("{f}.up_proj.weight"), i, d);
+        linear(format!("{f}.down_proj.weight"), d, i);
+        linear(format!("{f}.queries.weight"), he * r, d);
+        add(format!("{pre}.{}.A", if layer == 1 { "attn" } else { "ssd" }), vec![h], -0.5, -0.1);
+        add(format!("{f}.keys"), vec![he, 16, 2, r / 2], -1.0, 1.0);
+        add(format!("{f}.down_embed.weight"), vec![e, d], -0.05, 0.05);
+        add(format!("{f}.up_embed.weight"), vec![e, d], -0.05, 0.05);
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    let ids: Vec<Vec<i64>> =
+        (0..2).map(|row| (0..9).map(|t| (3 + 7 * t + 5 * row) % v as i64).collect()).collect();
+    let inputs = serde_json::json!({ "input_ids": ids, "attention_mask": [vec![1; 9], vec![0, 0, 1, 1, 1, 1, 1, 1, 1]] });
+    std::fs::write(dir.join("inputs.json"), inputs.to_string()).unwrap();
+}
+
+/// Recorded decode steps whose product-key top-k weighs the experts of the mix (the mix then only sums) against
+/// recorded steps whose mix weighs them itself, on a model wide enough for the mix to weigh in a launch of its own, in
+/// f32 and bf16, with two sequences and widened to 8: the same kernels' sums, so the logits agree bit for bit.
+#[test]
+fn weighed_routes_match_the_mix_that_weighs_bit_for_bit() {
+    let Some(_turn) = take_gpu() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wide-cheems");
+    wide_cheems(&dir);
+    let p = prepare(&dir, Device::Cuda, ActDType::BF16).unwrap();
+    let inputs = Inputs::read(&dir.join("inputs.json")).unwrap();
+    let kernels = [true, false].map(|on| {
+        let mut s = cheems::exec::session::Session::new(&p.model, p.exec.as_ref());
+        s.set_recording(true).unwrap();
+        s.set_weighed_routes(on);
+        s.prefill(&inputs.input_ids, inputs.attention_mask.as_ref(), &[]).unwrap();
+        s.decode(&[5, 6], &[]).unwrap();
+        s.recorded_kernels().expect("a recorded step")
+    });
+    assert_eq!(
+        kernels[0] + 2,
+        kernels[1],
+        "one weighing launch fewer per CDMoE layer: {kernels:?}"
+    );
+    let mut failures = Vec::new();
+    for dtype in [ActDType::F32, ActDType::BF16] {
+        for widen in [false, true] {
+            failures.extend(recorded_pairs_differ(
+                "wide cheems",
+                &dir,
+                dtype,
+                widen,
+                (6, 6),
+                |s, first| s.set_weighed_routes(first),
+                |k, r| 4 + 17 * k as i64 + 3 * r as i64,
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "weighed routes differ from the mix that weighs:\n{}",
+        failures.join("\n")
+    );
+}

@@ -3,7 +3,7 @@
 //! Host tensors go in and out at the graph's boundary; [`CudaExecutor::run_device`] keeps them on the device.
 
 use super::cpu::rotary_tables;
-use crate::ir::op::{Act, Attention, AttentionMask, ExpertAct};
+use crate::ir::op::{Act, Attention, AttentionMask, ExpertAct, ExpertMix, PkTopK};
 use crate::ir::{DType, Graph, NodeId, Op, Tensor, ValueId};
 use crate::passes::lower::{supported, Target};
 use anyhow::{bail, ensure, Context, Result};
@@ -38,6 +38,9 @@ pub(crate) struct RecordedRun<'a> {
     /// Nodes (to their append) whose rows the append computes into the cache itself: mask values, and the
     /// rotation of keys (with or without the q/k norm) with the permute after it (`cuda_graph::placed_rows`).
     pub placed: &'a HashMap<NodeId, NodeId>,
+    /// Product-key top-k nodes to the expert mix that alone reads them (`cuda_graph::weighed_routes`): the top-k
+    /// weighs the mix's experts, and the mix only sums, where the sizes allow.
+    pub weighed: Option<&'a HashMap<NodeId, NodeId>>,
     /// The row they write, on the device.
     pub pos: &'a CudaSlice<i64>,
     /// When the recording is ordered by data: where each node's segment goes.
@@ -637,6 +640,8 @@ impl CudaExecutor {
         let mut pending: HashMap<NodeId, DTensor> = HashMap::new();
         let appends = recorded.as_ref().map(|r| (r.appends, r.pos));
         let placed = recorded.as_ref().map(|r| r.placed);
+        let weighed = recorded.as_ref().and_then(|r| r.weighed);
+        let mut weights: HashMap<NodeId, Arc<DTensor>> = HashMap::new();
         let mut deferred: HashMap<NodeId, (&Op, Vec<Arc<DTensor>>)> = HashMap::new();
         let keep = recorded.as_ref().and_then(|r| r.keep.map(|k| (k, r.pos)));
         for &id in &self.order {
@@ -680,6 +685,37 @@ impl CudaExecutor {
             }
             if let Some(outs) = preset.remove(&id) {
                 early = Some(outs.into_iter().map(Arc::new).collect());
+            }
+            if let (Op::PkTopK(pk), Some(&mix)) = (&node.op, weighed.and_then(|w| w.get(&id))) {
+                let Op::ExpertMix(e) = &g.node(mix).op else {
+                    unreachable!("weighed_routes pairs a top-k with an expert mix")
+                };
+                let ins = g.inputs_of(mix);
+                if let (Some(x), Some(down)) = (values.peek(ins[0]), values.peek(ins[3])) {
+                    let r = match self.dtype {
+                        ActDType::F32 => self.weighed_route::<f32>(pk, e, &args, &x, &down),
+                        ActDType::BF16 => self.weighed_route::<bf16>(pk, e, &args, &x, &down),
+                    }
+                    .with_context(|| format!("running node `{}` on CUDA", node.name))?;
+                    if let Some((outs, w)) = r {
+                        if tracked {
+                            reads.extend([&x, &down].iter().filter_map(|a| a.span(&self.gpu)));
+                        }
+                        weights.insert(mix, Arc::new(w));
+                        early = Some(outs.into_iter().map(Arc::new).collect());
+                    }
+                }
+            }
+            if let (Op::ExpertMix(e), Some(w)) = (&node.op, weights.remove(&id)) {
+                if tracked {
+                    reads.extend(w.span(&self.gpu));
+                }
+                let t = match self.dtype {
+                    ActDType::F32 => self.summed_mix::<f32>(e, &args, &w),
+                    ActDType::BF16 => self.summed_mix::<bf16>(e, &args, &w),
+                }
+                .with_context(|| format!("running node `{}` on CUDA", node.name))?;
+                early = Some(vec![Arc::new(t)]);
             }
             let mut memo_span = None;
             if let (Op::MaskedAttention(at), Some((memos, pos)), Some((set, _))) =
@@ -781,6 +817,90 @@ impl CudaExecutor {
             values.keep(id, outs);
         }
         values.finish(|t| self.owned(t))
+    }
+
+    /// A recorded step's product-key top-k (operands `a`) that also weighs the experts of the mix `e` reading it,
+    /// over the mix's rows `x` and down rows: the top-k's outputs and the weights `[rows, He·k]`; `None` where the
+    /// sizes take other launches (more pairs than the top-k's row form takes, or a mix that weighs as it sums).
+    fn weighed_route<T: ActElem>(
+        &self,
+        pk: &PkTopK,
+        e: &ExpertMix,
+        a: &[Arc<DTensor>],
+        x: &DTensor,
+        down: &DTensor,
+    ) -> Result<Option<(Vec<DTensor>, DTensor)>>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let (d, home) = (&a[0].dims, &self.gpu);
+        let p = ops::pk_topk::PkTopKParams {
+            rows: d[0] * d[1],
+            heads: pk.heads,
+            num_keys: pk.num_keys,
+            half: a[1].dims[3],
+            k: pk.k,
+        };
+        let mix = mix_params(x, &[d[0], d[1], pk.heads, pk.k], down);
+        if !ops::pk_topk::cuda::weighs(&p, std::mem::size_of::<T>())
+            || !ops::expert_mix::cuda::sums_apart(&mix)
+        {
+            return Ok(None);
+        }
+        let n = p.rows * pk.heads * pk.k;
+        let gpu = &*self.gpu;
+        let (mut s, mut ids, mut w) =
+            (gpu.uninit::<f32>(n)?, gpu.uninit::<i64>(n)?, gpu.uninit::<f32>(n)?);
+        let weighing = ops::pk_topk::cuda::Weighing {
+            x: x.act::<T>()?,
+            down: down.act::<T>()?,
+            mix,
+            act: ops_act(e.act),
+            order: mix_order(e.order),
+            norm_topk: e.norm_topk,
+        };
+        let (q, keys) = (a[0].act::<T>()?, a[1].act::<T>()?);
+        ops::pk_topk::cuda::pk_topk_weighed(gpu, &p, q, keys, &weighing, &mut s, &mut ids, &mut w)?;
+        let dims = vec![d[0], d[1], pk.heads, pk.k];
+        let f32t = |dims: Vec<usize>, v| DTensor {
+            dims,
+            buf: Buf::F32(Dev::recycled_by(v, home)),
+            host_i64: None,
+        };
+        let outs = vec![
+            f32t(dims.clone(), s),
+            DTensor {
+                dims: dims.clone(),
+                buf: Buf::I64(Dev::recycled_by(ids, home)),
+                host_i64: None,
+            },
+        ];
+        Ok(Some((outs, f32t(dims, w))))
+    }
+
+    /// The expert mix `e` over operands `a` from the weights `w` its top-k computed (`weighed_route`).
+    fn summed_mix<T: ActElem>(
+        &self,
+        e: &ExpertMix,
+        a: &[Arc<DTensor>],
+        w: &DTensor,
+    ) -> Result<DTensor>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let p = mix_params(&a[0], &a[1].dims, &a[3]);
+        let (dims, mut y) = self.act_out::<T>(a[0].dims.clone())?;
+        let add = if e.add { Some(a[5].act::<T>()?) } else { None };
+        ops::expert_mix::cuda::expert_sum(
+            &self.gpu,
+            &p,
+            w.f32()?,
+            a[2].i64()?,
+            a[4].act::<T>()?,
+            add,
+            &mut y,
+        )?;
+        Ok(DTensor { dims, buf: T::wrap_dev(Dev::recycled_by(y, &self.gpu)), host_i64: None })
     }
 
     fn copy(&self, t: &DTensor) -> Result<DTensor> {
@@ -1522,24 +1642,13 @@ impl CudaExecutor {
                 ])
             }
             Op::ExpertMix(e) => {
-                let (x, sd) = (&a[0].dims, &a[1].dims);
-                let p = ops::expert_mix::ExpertMixParams {
-                    rows: x[0] * x[1],
-                    heads: sd[2],
-                    k: sd[3],
-                    dim: x[2],
-                    num_experts: a[3].dims[0],
-                };
-                let order = match e.order {
-                    ExpertAct::BeforeSoftmax => ops::expert_mix::ExpertAct::BeforeSoftmax,
-                    ExpertAct::AfterSoftmax => ops::expert_mix::ExpertAct::AfterSoftmax,
-                };
-                let (dims, mut y) = self.act_out::<T>(x.clone())?;
+                let p = mix_params(&a[0], &a[1].dims, &a[3]);
+                let (dims, mut y) = self.act_out::<T>(a[0].dims.clone())?;
                 ops::expert_mix::cuda::expert_mix(
                     gpu,
                     &p,
                     ops_act(e.act),
-                    order,
+                    mix_order(e.order),
                     e.norm_topk,
                     a[0].act::<T>()?,
                     a[1].f32()?,
@@ -1583,5 +1692,23 @@ fn ops_act(a: Act) -> ops::act::Act {
         Act::Relu => ops::act::Act::Relu,
         Act::Gelu => ops::act::Act::Gelu,
         Act::GeluTanh => ops::act::Act::GeluTanh,
+    }
+}
+
+fn mix_order(o: ExpertAct) -> ops::expert_mix::ExpertAct {
+    match o {
+        ExpertAct::BeforeSoftmax => ops::expert_mix::ExpertAct::BeforeSoftmax,
+        ExpertAct::AfterSoftmax => ops::expert_mix::ExpertAct::AfterSoftmax,
+    }
+}
+
+/// The sizes of an expert mix over `x` `[B, S, D]` with scores `[B, S, He, k]` (`scores`) and down rows `[E, D]`.
+fn mix_params(x: &DTensor, scores: &[usize], down: &DTensor) -> ops::expert_mix::ExpertMixParams {
+    ops::expert_mix::ExpertMixParams {
+        rows: x.dims[0] * x.dims[1],
+        heads: scores[2],
+        k: scores[3],
+        dim: x.dims[2],
+        num_experts: down.dims[0],
     }
 }

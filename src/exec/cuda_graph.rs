@@ -14,6 +14,9 @@
 //! * every other buffer comes from a pool that only the recording uses, filled by one eager run of the step;
 //! * the per-key mask values of the step's key are computed straight into their cache slot by the append (one
 //!   kernel instead of two);
+//! * a product-key top-k read only by an expert mix weighs the mix's experts in its own launch once it has picked
+//!   them, where the top-k takes one block per (row, head) and the mix would weigh them in a launch of its own; the mix
+//!   then only sums (`cheems_ops::pk_topk::cuda::pk_topk_weighed`); `CHEEMS_CUDA_WEIGHED_ROUTES=0` keeps them apart;
 //! * a keep window (`Additive` masks) carries over from one step to the next: the step's key fills one slot, and
 //!   the selection of the step before is updated in one pass over the keys rather than made anew, and the keep
 //!   window and the attention load the cache slots other than the step's own before they wait for the kernels
@@ -75,6 +78,8 @@ pub struct DecodeGraph<'e> {
     appends: HashSet<NodeId>,
     /// Mask-value nodes read only by a cache append: their keys are computed into the cache by the append.
     placed: HashMap<NodeId, NodeId>,
+    /// Product-key top-k nodes to the expert mix that alone reads them (`weighed_routes`).
+    weighed: HashMap<NodeId, NodeId>,
     ids: CudaSlice<i64>,
     mask: CudaSlice<i64>,
     pos: CudaSlice<i64>,
@@ -88,7 +93,8 @@ pub struct DecodeGraph<'e> {
 }
 
 /// How a decode step is recorded; by default from the environment: `CHEEMS_CUDA_DATA_EDGES`,
-/// `CHEEMS_CUDA_CARRY_KEEP` and `CHEEMS_CUDA_PDL`, each on unless `0` (see the module documentation).
+/// `CHEEMS_CUDA_CARRY_KEEP`, `CHEEMS_CUDA_PDL` and `CHEEMS_CUDA_WEIGHED_ROUTES`, each on unless `0` (see the module
+/// documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordOptions {
     /// Ordered by the memory the nodes read and write, not by issue order.
@@ -97,6 +103,8 @@ pub struct RecordOptions {
     pub carried_keep_window: bool,
     /// Kernel-to-kernel edges as programmatic dependencies.
     pub programmatic: bool,
+    /// Product-key top-k nodes weigh the experts of the mix that reads them, where the sizes allow.
+    pub weighed_routes: bool,
 }
 
 impl Default for RecordOptions {
@@ -106,6 +114,7 @@ impl Default for RecordOptions {
             ordered_by_data: on("CHEEMS_CUDA_DATA_EDGES"),
             carried_keep_window: on("CHEEMS_CUDA_CARRY_KEEP"),
             programmatic: on("CHEEMS_CUDA_PDL"),
+            weighed_routes: on("CHEEMS_CUDA_WEIGHED_ROUTES"),
         }
     }
 }
@@ -163,6 +172,38 @@ fn placed_rows(g: &Graph, kind: StateKind, append: NodeId) -> Vec<NodeId> {
 }
 
 /// The most keys the graph's attention can take: a learned mask has `max_position_embeddings` positions.
+/// The product-key top-k nodes whose scores and ids only an expert mix reads (and no graph output), to that mix: in a
+/// recorded step the top-k weighs the mix's experts in its own launch where the sizes allow, and the mix only sums
+/// (`CudaExecutor::run_nodes`).
+fn weighed_routes(g: &Graph) -> HashMap<NodeId, NodeId> {
+    let mut routes = HashMap::new();
+    for id in g.node_ids() {
+        if !matches!(g.node(id).op, Op::PkTopK(_)) || g.outputs().iter().any(|(_, v)| v.node == id)
+        {
+            continue;
+        }
+        let readers: Vec<NodeId> = g
+            .node_ids()
+            .into_iter()
+            .filter(|&n| g.inputs_of(n).iter().any(|v| v.node == id))
+            .collect();
+        if let [mix] = readers[..] {
+            let ins = g.inputs_of(mix);
+            let reads =
+                |k: usize, port: u16| ins.get(k).is_some_and(|v| v.node == id && v.port == port);
+            let only_there = ins.iter().filter(|v| v.node == id).count() == 2;
+            if matches!(g.node(mix).op, Op::ExpertMix(_))
+                && reads(1, 0)
+                && reads(2, 1)
+                && only_there
+            {
+                routes.insert(id, mix);
+            }
+        }
+    }
+    routes
+}
+
 fn key_limit(exec: &CudaExecutor, model: &Model) -> usize {
     let learned = exec.graph().node_ids().into_iter().any(|id| {
         matches!(&exec.graph().node(id).op, Op::MaskedAttention(at) if at.mask == AttentionMask::Learned)
@@ -371,6 +412,7 @@ impl<'e> DecodeGraph<'e> {
             rope_len,
             appends,
             placed,
+            weighed: weighed_routes(g),
             ids: gpu.zeros::<i64>(batch)?,
             mask: gpu.upload(&host_mask)?,
             pos: gpu.upload(&[past as i64])?,
@@ -517,6 +559,7 @@ impl<'e> DecodeGraph<'e> {
             let recorded = RecordedRun {
                 appends: &self.appends,
                 placed: &self.placed,
+                weighed: self.options.weighed_routes.then_some(&self.weighed),
                 pos: &self.pos,
                 segments: segments.as_deref_mut(),
                 keep: self.options.carried_keep_window.then_some(&self.keep),

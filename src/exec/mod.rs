@@ -28,6 +28,10 @@ pub trait Replay {
     fn into_states(self: Box<Self>) -> Result<BTreeMap<String, Held>>;
     /// Before the first step: how the step is recorded (where the replayer records at all).
     fn set_options(&mut self, _options: cuda_graph::RecordOptions) {}
+    /// The kernels of the recorded step, once recorded (where the replayer records at all).
+    fn recorded_kernels(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl Replay for cuda_graph::DecodeGraph<'_> {
@@ -40,6 +44,9 @@ impl Replay for cuda_graph::DecodeGraph<'_> {
     }
     fn capacity(&self) -> usize {
         cuda_graph::DecodeGraph::capacity(self)
+    }
+    fn recorded_kernels(&self) -> Option<usize> {
+        self.node_counts().ok().and_then(|c| c.get("kernel").copied())
     }
     fn into_states(self: Box<Self>) -> Result<BTreeMap<String, Held>> {
         cuda_graph::DecodeGraph::into_states(*self)
@@ -263,6 +270,11 @@ impl<V> Values<V> {
             })?);
         }
         Ok(args)
+    }
+
+    /// Value `v` if it is computed and still held, without counting a read.
+    pub(crate) fn peek(&self, v: ValueId) -> Option<Arc<V>> {
+        self.live.get(&v).cloned()
     }
 
     /// Keeps the outputs of node `id` that are read later.

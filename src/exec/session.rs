@@ -101,10 +101,21 @@ impl<'a> Session<'a> {
         self.options.carried_keep_window = on;
     }
 
+    /// Whether a recorded step's product-key top-k weighs the experts of the mix that reads it
+    /// (`CHEEMS_CUDA_WEIGHED_ROUTES`, on unless `0`, decides by default); takes effect at the next recording.
+    pub fn set_weighed_routes(&mut self, on: bool) {
+        self.options.weighed_routes = on;
+    }
+
     /// The total tokens per sequence (prompt and generated) the caller expects, so that a recorded step's caches
     /// have room for them all from the start.
     pub fn reserve(&mut self, tokens: usize) {
         self.reserve = tokens;
+    }
+
+    /// The kernels of the recorded decode step being replayed, if any.
+    pub fn recorded_kernels(&self) -> Option<usize> {
+        self.replay.as_ref().and_then(|r| r.recorded_kernels())
     }
 
     /// Whether decode steps are being replayed from a recording.

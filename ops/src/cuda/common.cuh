@@ -130,6 +130,92 @@ __device__ __forceinline__ float block_max(float v, float *scratch) {
 
 __device__ __forceinline__ float softplus_f32(float z) { return z > 20.0f ? z : log1pf(expf(z)); }
 
+// Expert weights (the CDMoE mix and the product-key top-k that weighs its experts).
+// Down packs a lane of down_dot loads before it consumes the first.
+#define EM_BATCH 4
+
+__device__ __forceinline__ void ldv(const float *p, long i, float (&v)[1]) { v[0] = p[i]; }
+__device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[1]) { v[0] = bf16_to_f32(p[i]); }
+__device__ __forceinline__ void ldv(const float *p, long i, float (&v)[4]) {
+    const float4 t = *reinterpret_cast<const float4 *>(p + i);
+    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+}
+__device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[4]) {
+    const uint2 t = *reinterpret_cast<const uint2 *>(p + i);
+    v[0] = __uint_as_float(t.x << 16), v[1] = __uint_as_float(t.x & 0xffff0000u);
+    v[2] = __uint_as_float(t.y << 16), v[3] = __uint_as_float(t.y & 0xffff0000u);
+}
+__device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[8]) {
+    const uint4 t = *reinterpret_cast<const uint4 *>(p + i);
+    const unsigned int w[4] = {t.x, t.y, t.z, t.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        v[2 * j] = __uint_as_float(w[j] << 16);
+        v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+    }
+}
+template <typename T> __device__ __forceinline__ bool aligned16(const T *p) {
+    return ((unsigned long long)p & 15) == 0;
+}
+
+// The softmax of one head's k scores, taken by one warp: p_j = e^{s_j − m}/sum, divided by total = Σ_j p_j when norm.
+struct HeadSoftmax {
+    float m, sum, total;
+};
+__device__ __forceinline__ HeadSoftmax head_softmax(const float *s, const int k, const int lane) {
+    float m = __int_as_float(0xff800000);
+    for (int j = lane; j < k; j += 32) m = fmaxf(m, s[j]);
+    m = warp_max(m);
+    float sum = 0.0f;
+    for (int j = lane; j < k; j += 32) sum += expf(s[j] - m);
+    sum = warp_sum(sum);
+    float total = 0.0f;
+    for (int j = lane; j < k; j += 32) total += expf(s[j] - m) / sum;
+    return {m, sum, warp_sum(total)};
+}
+__device__ __forceinline__ float head_prob(const HeadSoftmax &hs, const float *s, const int j, const int norm) {
+    const float p = expf(s[j] - hs.m) / hs.sum;
+    return norm ? p / hs.total : p;
+}
+
+// Σ_c x[c]·down[c] over dim columns by one warp (every lane gets the sum): lanes stride over 16-byte packs when dim
+// and both rows allow, each lane issuing EM_BATCH loads of down before it consumes the first; else over elements.
+template <typename T> __device__ __forceinline__ float down_dot(const T *xr, const T *dr, const int dim, const int lane) {
+    constexpr int V = 16 / sizeof(T);
+    float d = 0.0f;
+    if (dim % V == 0 && aligned16(xr) && aligned16(dr)) {
+        const int packs = dim / V;
+        for (int c0 = lane; c0 < packs; c0 += 32 * EM_BATCH) {
+            float b[EM_BATCH][V];
+#pragma unroll
+            for (int t = 0; t < EM_BATCH; ++t) {
+                if (c0 + 32 * t < packs) ldv(dr, (long)(c0 + 32 * t) * V, b[t]);
+            }
+#pragma unroll
+            for (int t = 0; t < EM_BATCH; ++t) {
+                if (c0 + 32 * t >= packs) break;
+                float a[V];
+                ldv(xr, (long)(c0 + 32 * t) * V, a);
+#pragma unroll
+                for (int i = 0; i < V; ++i) d += a[i] * b[t][i];
+            }
+        }
+    } else {
+        for (int c = lane; c < dim; c += 32) {
+            float a[1], b[1];
+            ldv(xr, c, a);
+            ldv(dr, c, b);
+            d += a[0] * b[0];
+        }
+    }
+    return warp_sum(d);
+}
+
+// An expert's routing weight from its down dot d and probability p: act(d·p) when `after`, else act(d)·p.
+__device__ __forceinline__ float expert_weight(float d, float p, int act, int after) {
+    return after ? activate(d * p, act) : activate(d, act) * p;
+}
+
 // Asynchronous copies global -> shared (sm_80 on), in groups committed and waited for by the issuing thread.
 __device__ __forceinline__ unsigned saddr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
 // 16 bytes global -> shared; bytes = 0 writes zeros.

@@ -263,8 +263,7 @@ fn split<T: Elem>(
 ) -> Result<()> {
     let Operands { x, scores, ids, down, up, add } = *o;
     let Scalars { rows, heads, k, dim, num_experts, act, after, norm } = *sc;
-    let (sel, width) = (heads * k, plan.width as i32);
-    let n = sel as usize;
+    let n = (heads * k) as usize;
     let mut w = gpu.uninit::<f32>(rows as usize * n)?;
     let name = format!("expert_weigh_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
@@ -276,18 +275,87 @@ fn split<T: Elem>(
     // rows·heads·k weights, one warp per (row, slot) over a grid of (rows, ⌈heads·k / 8⌉) blocks of 8 warps, and no
     // down row outside 0..E is read.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    sum::<T>(gpu, plan, sc, ids, &w, up, add, out)?;
+    gpu.recycle(w);
+    Ok(())
+}
+
+/// `expert_sum_<T>`: each column slice of a row summed over its experts' up rows with the weights `w`.
+#[allow(clippy::too_many_arguments)]
+fn sum<T: Elem>(
+    gpu: &Gpu,
+    plan: &Plan,
+    sc: &Scalars,
+    ids: &CudaSlice<i64>,
+    w: &CudaSlice<f32>,
+    up: &CudaSlice<T>,
+    add: Option<&CudaSlice<T>>,
+    out: &mut CudaSlice<T>,
+) -> Result<()> {
+    let Scalars { rows, heads, k, dim, num_experts, .. } = *sc;
+    let (sel, width) = (heads * k, plan.width as i32);
     let name = format!("expert_sum_{}", T::NAME);
     let func = gpu.function(&SOURCE, &name)?;
     let cfg = grid(rows, plan.slices);
     let null = 0u64;
     let mut launch = gpu.stream().launch_builder(&func);
-    launch.arg(ids).arg(&w).arg(up).arg(out);
+    launch.arg(ids).arg(w).arg(up).arg(out);
     arg_or_null(&mut launch, add, &null);
     launch.arg(&sel).arg(&dim).arg(&num_experts).arg(&width);
     // SAFETY: matches `expert_sum_<T>` in expert_mix.cu; ids and w hold rows·heads·k ≤ rows·1024 entries (the
     // shared arrays' size), up, out and the addend (or null) were checked against `p`, the slices cover `dim`, and no
     // up row outside 0..E is read.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
-    gpu.recycle(w);
     Ok(())
+}
+
+/// Whether [`expert_mix`] computes the weights of `p` in a launch of their own (then [`expert_sum`] is its second
+/// launch, given those weights).
+pub fn sums_apart(p: &ExpertMixParams) -> bool {
+    p.rows > 0 && p.dim > 0 && plan(p.rows, p.dim, p.heads * p.k, p.num_experts).split
+}
+
+/// The second launch of [`expert_mix`] where [`sums_apart`]: `out` from the routing weights `w` f32 `[rows, heads·k]`
+/// (as `pk_topk::cuda::pk_topk_weighed` writes them) with the ids and up rows; bit for bit [`expert_mix`] given the
+/// scores behind `w`. An error unless [`sums_apart`].
+#[allow(clippy::too_many_arguments)]
+pub fn expert_sum<T: Elem>(
+    gpu: &Gpu,
+    p: &ExpertMixParams,
+    w: &CudaSlice<f32>,
+    ids: &CudaSlice<i64>,
+    up: &CudaSlice<T>,
+    add: Option<&CudaSlice<T>>,
+    out: &mut CudaSlice<T>,
+) -> Result<()> {
+    let (r, dim) = (("rows", p.rows), ("dim", p.dim));
+    let rhk = [r, ("heads", p.heads), ("k", p.k)];
+    check_len("w", w.len(), &rhk)?;
+    check_len("ids", ids.len(), &rhk)?;
+    check_len("up", up.len(), &[("num_experts", p.num_experts), dim])?;
+    check_len("out", out.len(), &[r, dim])?;
+    if let Some(add) = add {
+        check_len("add", add.len(), &[r, dim])?;
+    }
+    if p.heads.checked_mul(p.k).is_none_or(|n| n > MAX_SELECTED) || !sums_apart(p) {
+        return Err(KernelError::BadParams(format!(
+            "expert_sum of {p:?}: the mix does not sum apart from its weights"
+        )));
+    }
+    let int = |name: &str, v: usize| {
+        i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
+    };
+    let rows = u32::try_from(int("rows", p.rows)?).expect("non-negative");
+    let sc = Scalars {
+        rows,
+        heads: int("heads", p.heads)?,
+        k: int("k", p.k)?,
+        dim: int("dim", p.dim)?,
+        num_experts: i64::from(int("num_experts", p.num_experts)?),
+        act: 0,
+        after: 0,
+        norm: 0,
+    };
+    let plan = plan(p.rows, p.dim, p.heads * p.k, p.num_experts);
+    sum::<T>(gpu, &plan, &sc, ids, w, up, add, out)
 }

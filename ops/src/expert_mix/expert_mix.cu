@@ -14,29 +14,7 @@
 // T(mix) + add in f32, rounded to T: the value of the unfused ExpertMix followed by Add.
 #define EM_MAX_SEL 1024
 #define EM_THREADS 256
-// Down packs a lane of expert_weigh loads before it consumes the first.
-#define EM_BATCH 4
 
-__device__ __forceinline__ void ldv(const float *p, long i, float (&v)[1]) { v[0] = p[i]; }
-__device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[1]) { v[0] = bf16_to_f32(p[i]); }
-__device__ __forceinline__ void ldv(const float *p, long i, float (&v)[4]) {
-    const float4 t = *reinterpret_cast<const float4 *>(p + i);
-    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-}
-__device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[4]) {
-    const uint2 t = *reinterpret_cast<const uint2 *>(p + i);
-    v[0] = __uint_as_float(t.x << 16), v[1] = __uint_as_float(t.x & 0xffff0000u);
-    v[2] = __uint_as_float(t.y << 16), v[3] = __uint_as_float(t.y & 0xffff0000u);
-}
-__device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[8]) {
-    const uint4 t = *reinterpret_cast<const uint4 *>(p + i);
-    const unsigned int w[4] = {t.x, t.y, t.z, t.w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        v[2 * j] = __uint_as_float(w[j] << 16);
-        v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
-    }
-}
 __device__ __forceinline__ void stv(float *p, long i, const float (&v)[1]) { p[i] = v[0]; }
 __device__ __forceinline__ void stv(bf16_t *p, long i, const float (&v)[1]) { p[i] = f32_to_bf16(v[0]); }
 __device__ __forceinline__ void stv(float *p, long i, const float (&v)[4]) {
@@ -72,10 +50,6 @@ __device__ __forceinline__ void put(T *out, const T *add, long i, const float (&
 // The addend's row at `offset`, or null.
 template <typename T> __device__ __forceinline__ const T *add_row(const T *add, long offset) {
     return add != nullptr ? add + offset : nullptr;
-}
-
-template <typename T> __device__ __forceinline__ bool aligned16(const T *p) {
-    return ((unsigned long long)p & 15) == 0;
 }
 
 // w[j] ← the weight of expert j; groups of `lanes` threads (a power of two ≤ 32) take one expert each per round.
@@ -165,26 +139,6 @@ __device__ __forceinline__ void mix_slice(const T *up, T *out, const T *add, con
     }
 }
 
-// The softmax of one head's k scores, taken by one warp: p_j = e^{s_j − m}/sum, divided by total = Σ_j p_j when norm.
-struct HeadSoftmax {
-    float m, sum, total;
-};
-__device__ __forceinline__ HeadSoftmax head_softmax(const float *s, const int k, const int lane) {
-    float m = __int_as_float(0xff800000);
-    for (int j = lane; j < k; j += 32) m = fmaxf(m, s[j]);
-    m = warp_max(m);
-    float sum = 0.0f;
-    for (int j = lane; j < k; j += 32) sum += expf(s[j] - m);
-    sum = warp_sum(sum);
-    float total = 0.0f;
-    for (int j = lane; j < k; j += 32) total += expf(s[j] - m) / sum;
-    return {m, sum, warp_sum(total)};
-}
-__device__ __forceinline__ float head_prob(const HeadSoftmax &hs, const float *s, const int j, const int norm) {
-    const float p = expf(s[j] - hs.m) / hs.sum;
-    return norm ? p / hs.total : p;
-}
-
 // eid[j] ← ids[row, j] (0 where out of range, and *bad set), w[j] ← the routing weight of slot j; ends on a barrier.
 __device__ __forceinline__ void routing(const float *scores, const long long *ids, float *w, int *eid, int *bad,
                                         const long row, const int heads, const int k, const long long num_experts,
@@ -250,7 +204,6 @@ template <typename T>
 __device__ void expert_weigh(const T *x, const float *scores, const long long *ids, const T *down, float *wout,
                              const int heads, const int k, const int dim, const long long num_experts, const int act,
                              const int after, const int norm) {
-    constexpr int V = 16 / sizeof(T);
     const long row = blockIdx.x;
     const int n = heads * k;
     const int lane = threadIdx.x & 31;
@@ -263,35 +216,8 @@ __device__ void expert_weigh(const T *x, const float *scores, const long long *i
     }
     const HeadSoftmax hs = head_softmax(scores + (row * heads + j / k) * (long)k, k, lane);
     const float prob = head_prob(hs, scores + (row * heads + j / k) * (long)k, j % k, norm);
-    const T *xr = x + row * dim, *dr = down + id * dim;
-    float d = 0.0f;
-    if (dim % V == 0 && aligned16(xr) && aligned16(dr)) {
-        const int packs = dim / V;
-        for (int c0 = lane; c0 < packs; c0 += 32 * EM_BATCH) {
-            float b[EM_BATCH][V];
-#pragma unroll
-            for (int t = 0; t < EM_BATCH; ++t) {
-                if (c0 + 32 * t < packs) ldv(dr, (long)(c0 + 32 * t) * V, b[t]);
-            }
-#pragma unroll
-            for (int t = 0; t < EM_BATCH; ++t) {
-                if (c0 + 32 * t >= packs) break;
-                float a[V];
-                ldv(xr, (long)(c0 + 32 * t) * V, a);
-#pragma unroll
-                for (int i = 0; i < V; ++i) d += a[i] * b[t][i];
-            }
-        }
-    } else {
-        for (int c = lane; c < dim; c += 32) {
-            float a[1], b[1];
-            ldv(xr, c, a);
-            ldv(dr, c, b);
-            d += a[0] * b[0];
-        }
-    }
-    d = warp_sum(d);
-    if (lane == 0) wout[row * n + j] = after ? activate(d * prob, act) : activate(d, act) * prob;
+    const float d = down_dot(x + row * dim, down + id * dim, dim, lane);
+    if (lane == 0) wout[row * n + j] = expert_weight(d, prob, act, after);
 }
 
 // The few-row form's sums: out[row, c0 .. c1) = Σ_j w[row, j]·up[ids[row, j]], an id outside 0..E read as row 0 (its

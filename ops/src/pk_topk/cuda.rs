@@ -1,7 +1,9 @@
 //! CUDA launcher of [`super::pk_topk`].
 
 use super::PkTopKParams;
+use crate::act::Act;
 use crate::cuda::{launch_error, Elem, Gpu, Source};
+use crate::expert_mix::{ExpertAct, ExpertMixParams};
 use crate::{check_len, KernelError, Result};
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -89,7 +91,7 @@ pub(crate) fn form_plan(p: &PkTopKParams, elem: usize, row: bool) -> Result<Plan
     let stride = half | 1;
     let wide = (2 * nk * stride * 8).next_multiple_of(16);
     let staged = (2 * nk * stride * elem).next_multiple_of(16);
-    let block_bytes = (warp_bytes + 4 * (2 * nk + cand_pad + k + 1)).next_multiple_of(16);
+    let block_bytes = (warp_bytes + 4 * (2 * nk + cand_pad + 3 * k + 1)).next_multiple_of(16);
     if row && block_bytes <= SMEM_MAX {
         let wide_keys = wide + block_bytes <= SMEM_MAX;
         let keys_in_smem = wide_keys || staged + block_bytes <= SMEM_MAX;
@@ -144,14 +146,72 @@ pub fn pk_topk<T: Elem>(
     scores: &mut CudaSlice<f32>,
     ids: &mut CudaSlice<i64>,
 ) -> Result<()> {
-    pk_topk_as(gpu, p, None, q, keys, scores, ids)
+    pk_topk_as(gpu, p, None, None, q, keys, scores, ids)
 }
 
-/// [`pk_topk`] in the form `row` asks for ([`form_plan`]), or [`plan`]'s when `None`.
+/// The expert mix's inputs for weighing the selected experts in the top-k's launch ([`pk_topk_weighed`]).
+pub struct Weighing<'a, T> {
+    /// The rows the experts mix, `[rows, dim]`.
+    pub x: &'a CudaSlice<T>,
+    /// The experts' down rows, `[num_experts, dim]`.
+    pub down: &'a CudaSlice<T>,
+    /// The mix's sizes (`rows`, `heads` and `k` those of the top-k).
+    pub mix: ExpertMixParams,
+    /// The experts' activation.
+    pub act: Act,
+    /// Whether it applies before or after the softmax's probability.
+    pub order: ExpertAct,
+    /// Whether each head's probabilities are divided by their sum.
+    pub norm_topk: bool,
+}
+
+/// Whether [`pk_topk_weighed`] takes `p` with elements of `elem` bytes: the row form (at most [`ROW_TASKS`] pairs).
+pub fn weighs(p: &PkTopKParams, elem: usize) -> bool {
+    p.num_keys <= MAX_KEYS && plan(p, elem).is_ok_and(|plan| plan.row_form)
+}
+
+/// [`pk_topk`], then each selected expert's routing weight `w` f32 `[rows, He·k]` in the same launch, bit for bit the
+/// weights `expert_mix`'s two-launch form computes from these scores and ids (see `expert_mix::cuda::expert_sum`);
+/// NaN for an id outside `0..num_experts`. An error unless [`weighs`].
+#[allow(clippy::too_many_arguments)]
+pub fn pk_topk_weighed<T: Elem>(
+    gpu: &Gpu,
+    p: &PkTopKParams,
+    q: &CudaSlice<T>,
+    keys: &CudaSlice<T>,
+    weighing: &Weighing<'_, T>,
+    scores: &mut CudaSlice<f32>,
+    ids: &mut CudaSlice<i64>,
+    w: &mut CudaSlice<f32>,
+) -> Result<()> {
+    let m = &weighing.mix;
+    if (m.rows, m.heads, m.k) != (p.rows, p.heads, p.k) {
+        return Err(KernelError::BadParams(format!(
+            "the mix's rows {}, heads {}, k {} differ from the top-k's {}, {}, {}",
+            m.rows, m.heads, m.k, p.rows, p.heads, p.k
+        )));
+    }
+    let (r, dim) = (("rows", m.rows), ("dim", m.dim));
+    check_len("x", weighing.x.len(), &[r, dim])?;
+    check_len("down", weighing.down.len(), &[("num_experts", m.num_experts), dim])?;
+    check_len("w", w.len(), &[r, ("heads", m.heads), ("k", m.k)])?;
+    if !weighs(p, std::mem::size_of::<T>()) {
+        return Err(KernelError::BadParams(format!(
+            "pk_topk weighs its experts for at most {ROW_TASKS} (row, head) pairs, not {} × {}",
+            p.rows, p.heads
+        )));
+    }
+    pk_topk_as(gpu, p, Some(true), Some((weighing, w)), q, keys, scores, ids)
+}
+
+/// [`pk_topk`] in the form `row` asks for ([`form_plan`]), or [`plan`]'s when `None`; with `weigh`, the row form's
+/// weights too.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pk_topk_as<T: Elem>(
     gpu: &Gpu,
     p: &PkTopKParams,
     row: Option<bool>,
+    weigh: Option<(&Weighing<'_, T>, &mut CudaSlice<f32>)>,
     q: &CudaSlice<T>,
     keys: &CudaSlice<T>,
     scores: &mut CudaSlice<f32>,
@@ -200,6 +260,11 @@ pub(crate) fn pk_topk_as<T: Elem>(
         plan.warp_bytes as i32,
         plan.cand_pad as i32,
     );
+    if weigh.is_some() && !plan.row_form {
+        return Err(KernelError::BadParams(format!(
+            "pk_topk of {p:?} weighs no experts outside the row form"
+        )));
+    }
     let form = if plan.row_form { "pk_topk_row" } else { "pk_topk" };
     let name = match (plan.wide_keys, plan.keys_in_smem) {
         (true, _) => format!("{form}_{}_wide", T::NAME),
@@ -226,15 +291,33 @@ pub(crate) fn pk_topk_as<T: Elem>(
     };
     let mut launch = gpu.stream().launch_builder(&func);
     launch.arg(q).arg(keys).arg(scores).arg(ids);
+    let null = 0u64;
+    let (dim, num_experts, act, after, norm) = match &weigh {
+        Some((wg, _)) => (
+            int("dim", wg.mix.dim)?,
+            i64::from(int("num_experts", wg.mix.num_experts)?),
+            crate::act::cuda::code(wg.act),
+            i32::from(wg.order == ExpertAct::AfterSoftmax),
+            i32::from(wg.norm_topk),
+        ),
+        None => (0, 0, 0, 0, 0),
+    };
     if plan.row_form {
         launch.arg(&heads).arg(&nk).arg(&half).arg(&k).arg(&stride).arg(&key_bytes).arg(&cand_pad);
+        match weigh {
+            Some((wg, w)) => launch.arg(wg.x).arg(wg.down).arg(w),
+            None => launch.arg(&null).arg(&null).arg(&null),
+        };
+        launch.arg(&dim).arg(&num_experts).arg(&act).arg(&after).arg(&norm);
     } else {
         launch.arg(&rows).arg(&heads).arg(&nk).arg(&half).arg(&k);
         launch.arg(&rows_per_block).arg(&stride).arg(&key_bytes).arg(&warp_bytes).arg(&cand_pad);
     }
     // SAFETY: the argument list matches `pk_topk[_row]_<T>[_wide|_global]` in pk_topk.cu; `validate` and the checks
-    // above tied q, keys, scores and ids to `p`; the plan sized the dynamic shared memory for the staged keys and the
-    // warps' (or the block's) scratch within the limit set above, and the grid covers every (row, head) once.
+    // above tied q, keys, scores and ids to `p` (and `pk_topk_weighed` x, down and w to the same rows, heads and k,
+    // the weighing given to the row form only, else null x, down and w); the plan sized the dynamic shared memory for
+    // the staged keys and the warps' (or the block's) scratch within the limit set above, and the grid covers every
+    // (row, head) once.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
 }

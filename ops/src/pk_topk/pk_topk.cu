@@ -208,11 +208,17 @@ __device__ __forceinline__ void count_above(const unsigned long long *key, int *
 // The row form, for few (row, head) pairs: one block a pair, grid (rows, He), each step of pk_topk spread over the
 // block (a thread an axis and key for the similarities; count_above for both ranks; a warp a candidate row i). Its
 // scratch, in this order after the staged keys (the launcher sizes it the same way): pk_topk's per-warp scratch,
-// then rank i32 [nk][2], crank i32 [cand_pad], cstart i32 [k + 1] (cstart[i]: the candidates of the rows before i).
-// The similarities, orders and candidate positions are pk_topk's, so are the results, bit for bit.
+// then rank i32 [nk][2], crank i32 [cand_pad], cstart i32 [k + 1] (cstart[i]: the candidates of the rows before i),
+// fs f32 [k] and fid i32 [k] (the selection). The similarities, orders and candidate positions are pk_topk's, so are
+// the results, bit for bit.
+// With x given (else null), the block then weighs its k experts as expert_mix.cu's expert_weigh does, bit for bit: a
+// warp a slot, w[r, h·k + j] = expert_weight(down_dot(x[r], down[id]), p_j) with p the softmax of the head's k scores
+// (NaN for an id outside 0..num_experts); x [rows, dim] and down [num_experts, dim] in T, w f32 [rows, He·k].
 template <typename T, typename K, bool SMEM_KEYS>
 __device__ void pk_topk_row(const T *q, const T *keys, float *scores, long long *ids, const int heads, const int nk,
-                            const int half, const int k, const int stride, const int key_bytes, const int cand_pad) {
+                            const int half, const int k, const int stride, const int key_bytes, const int cand_pad,
+                            const T *x, const T *down, float *w, const int dim, const long long num_experts,
+                            const int act, const int after, const int norm) {
     extern __shared__ __align__(16) unsigned char pk_smem[];
     const long r = blockIdx.x;
     const int h = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
@@ -228,6 +234,8 @@ __device__ void pk_topk_row(const T *q, const T *keys, float *scores, long long 
     int *rank = cac + cand_pad;
     int *crank = rank + 2 * nk;
     int *cstart = crank + cand_pad;
+    float *fs = reinterpret_cast<float *>(cstart + k + 1);
+    int *fid = reinterpret_cast<int *>(fs + k);
     for (int t = tid; t < 2 * nk; t += blockDim.x) rank[t] = 0;
     for (int t = tid; t < cand_pad; t += blockDim.x) crank[t] = 0;
     for (int i = warp; i <= k; i += warps) {
@@ -277,9 +285,25 @@ __device__ void pk_topk_row(const T *q, const T *keys, float *scores, long long 
         const int rk = crank[t];
         if (rk < k) {
             const int i = cac[t] >> 16, j = cac[t] & 0xffff;
-            out_s[rk] = sv[i] + sv[k + j];
-            out_i[rk] = (long long)si[i] * nk + si[k + j];
+            const float sc = sv[i] + sv[k + j];
+            const int id = si[i] * nk + si[k + j];
+            out_s[rk] = sc;
+            out_i[rk] = id;
+            fs[rk] = sc;
+            fid[rk] = id;
         }
+    }
+    if (x == nullptr) return;
+    __syncthreads();
+    for (int j = warp; j < k; j += warps) {
+        const int id = fid[j];
+        float wj = __int_as_float(0x7fc00000);
+        if (id < num_experts) {
+            const HeadSoftmax hs = head_softmax(fs, k, lane);
+            const float prob = head_prob(hs, fs, j, norm);
+            wj = expert_weight(down_dot(x + r * dim, down + (long)id * dim, dim, lane), prob, act, after);
+        }
+        if (lane == 0) w[(r * heads + h) * (long)k + j] = wj;
     }
 }
 
@@ -303,8 +327,10 @@ PK_TOPK(pk_topk_bf16_global, bf16_t, bf16_t, false, 3)
 #define PK_TOPK_ROW(NAME, T, K, SMEM)                                                                                  \
     extern "C" __global__ void __launch_bounds__(256)                                                                 \
         NAME(const T *q, const T *keys, float *scores, long long *ids, const int heads, const int nk, const int half,  \
-             const int k, const int stride, const int key_bytes, const int cand_pad) {                                 \
-        pk_topk_row<T, K, SMEM>(q, keys, scores, ids, heads, nk, half, k, stride, key_bytes, cand_pad);               \
+             const int k, const int stride, const int key_bytes, const int cand_pad, const T *x, const T *down,        \
+             float *w, const int dim, const long long num_experts, const int act, const int after, const int norm) {   \
+        pk_topk_row<T, K, SMEM>(q, keys, scores, ids, heads, nk, half, k, stride, key_bytes, cand_pad, x, down, w,     \
+                                dim, num_experts, act, after, norm);                                                  \
     }
 
 PK_TOPK_ROW(pk_topk_row_f32_wide, float, double, true)

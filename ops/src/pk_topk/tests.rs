@@ -483,7 +483,8 @@ mod gpu {
                     let (dq, dk) = (gpu.upload(&q).unwrap(), gpu.upload(&keys).unwrap());
                     let mut scores = gpu.upload(&vec![f32::NAN; n]).unwrap();
                     let mut ids = gpu.stream().clone_htod(&vec![-1i64; n]).unwrap();
-                    cuda::pk_topk_as(&gpu, &p, Some(row), &dq, &dk, &mut scores, &mut ids).unwrap();
+                    cuda::pk_topk_as(&gpu, &p, Some(row), None, &dq, &dk, &mut scores, &mut ids)
+                        .unwrap();
                     let scores: Vec<u32> =
                         gpu.download(&scores).unwrap().iter().map(|s| s.to_bits()).collect();
                     (scores, gpu.stream().clone_dtoh(&ids).unwrap())
@@ -494,6 +495,138 @@ mod gpu {
                 );
             }
         }
+    }
+
+    /// The row form's weights, then `expert_sum`, against `pk_topk` then `expert_mix` (its two-launch form): the same
+    /// scores, ids and mixture, bit for bit, for every activation order and with and without an addend.
+    #[test]
+    fn weighed_top_k_then_sum_is_the_top_k_then_the_mix() {
+        use crate::act::Act;
+        use crate::expert_mix::{cuda as mix, ExpertAct, ExpertMixParams};
+        let Some(gpu) = test_gpu() else { return };
+        let cases = [
+            (1, 4, 32, 32, 8, 1024, Act::Silu, ExpertAct::BeforeSoftmax, false, true),
+            (4, 4, 32, 32, 8, 1024, Act::Gelu, ExpertAct::AfterSoftmax, true, false),
+            (16, 4, 32, 32, 8, 1024, Act::Silu, ExpertAct::BeforeSoftmax, false, true),
+            (3, 2, 20, 13, 20, 520, Act::Relu, ExpertAct::BeforeSoftmax, true, true),
+            (2, 3, 9, 8, 1, 1000, Act::GeluTanh, ExpertAct::AfterSoftmax, false, false),
+            (1, 1, 64, 3, 40, 777, Act::Silu, ExpertAct::BeforeSoftmax, false, true),
+        ];
+        for (i, &(r, h, nk, half, k, dim, act, order, norm_topk, add)) in cases.iter().enumerate() {
+            let p = params(r, h, nk, half, k);
+            let m = ExpertMixParams { rows: r, heads: h, k, dim, num_experts: nk * nk };
+            assert!(cuda::weighs(&p, 2) && mix::sums_apart(&m), "{p:?} {m:?}");
+            let mut rng = Rng::new(1300 + i as u64);
+            let (q, keys) = inputs(&p, false, 1300 + i as u64);
+            let x = rng.vec(r * dim, -1.0, 1.0);
+            let (down, up) =
+                (rng.vec(m.num_experts * dim, -0.5, 0.5), rng.vec(m.num_experts * dim, -1.0, 1.0));
+            let addend = rng.vec(r * dim, -1.0, 1.0);
+            let up_load = |v: &[f32]| gpu.upload(&to::<half::bf16>(v)).unwrap();
+            let (dq, dk, dx, dd, du, da) = (
+                up_load(&q),
+                up_load(&keys),
+                up_load(&x),
+                up_load(&down),
+                up_load(&up),
+                up_load(&addend),
+            );
+            let n = r * h * k;
+            let run = |weighed: bool| {
+                let mut scores = gpu.upload(&vec![f32::NAN; n]).unwrap();
+                let mut ids = gpu.stream().clone_htod(&vec![-1i64; n]).unwrap();
+                let mut out = gpu.upload(&vec![half::bf16::NAN; r * dim]).unwrap();
+                let add = add.then_some(&da);
+                if weighed {
+                    let mut w = gpu.upload(&vec![f32::NAN; n]).unwrap();
+                    let weighing =
+                        cuda::Weighing { x: &dx, down: &dd, mix: m, act, order, norm_topk };
+                    cuda::pk_topk_weighed(
+                        &gpu,
+                        &p,
+                        &dq,
+                        &dk,
+                        &weighing,
+                        &mut scores,
+                        &mut ids,
+                        &mut w,
+                    )
+                    .unwrap();
+                    mix::expert_sum(&gpu, &m, &w, &ids, &du, add, &mut out).unwrap();
+                } else {
+                    cuda::pk_topk(&gpu, &p, &dq, &dk, &mut scores, &mut ids).unwrap();
+                    mix::expert_mix(
+                        &gpu, &m, act, order, norm_topk, &dx, &scores, &ids, &dd, &du, add,
+                        &mut out,
+                    )
+                    .unwrap();
+                }
+                let scores: Vec<u32> =
+                    gpu.download(&scores).unwrap().iter().map(|s| s.to_bits()).collect();
+                let out: Vec<u16> =
+                    gpu.download(&out).unwrap().iter().map(|v| v.to_bits()).collect();
+                (scores, gpu.stream().clone_dtoh(&ids).unwrap(), out)
+            };
+            let (fused, apart) = (run(true), run(false));
+            assert!(
+                fused.2.iter().all(|&b| !half::bf16::from_bits(b).is_nan()),
+                "case {i}: NaN in the mix"
+            );
+            assert_eq!(
+                fused, apart,
+                "case {i}: {p:?} {m:?} weighed in the top-k against the two-launch mix"
+            );
+        }
+    }
+
+    #[test]
+    fn weighing_is_refused_outside_the_row_form_and_for_other_sizes() {
+        use crate::act::Act;
+        use crate::expert_mix::{cuda as mix, ExpertAct, ExpertMixParams};
+        let Some(gpu) = test_gpu() else { return };
+        let check = |p: PkTopKParams, m: ExpertMixParams, want: &str| {
+            let n = p.rows * p.heads * p.k;
+            let dq = gpu.zeros::<f32>(p.rows * 2 * p.heads * p.half).unwrap();
+            let dk = gpu.zeros::<f32>(p.heads * p.num_keys * 2 * p.half).unwrap();
+            let (dx, dd) = (
+                gpu.zeros::<f32>(m.rows * m.dim).unwrap(),
+                gpu.zeros::<f32>(m.num_experts * m.dim).unwrap(),
+            );
+            let (mut s, mut w) = (gpu.zeros::<f32>(n).unwrap(), gpu.zeros::<f32>(n).unwrap());
+            let mut ids = gpu.stream().clone_htod(&vec![0i64; n]).unwrap();
+            let weighing = cuda::Weighing {
+                x: &dx,
+                down: &dd,
+                mix: m,
+                act: Act::Silu,
+                order: ExpertAct::BeforeSoftmax,
+                norm_topk: false,
+            };
+            let r = cuda::pk_topk_weighed(&gpu, &p, &dq, &dk, &weighing, &mut s, &mut ids, &mut w);
+            assert!(matches!(&r, Err(KernelError::BadParams(msg)) if msg.contains(want)), "{r:?}");
+        };
+        let mix_of = |p: &PkTopKParams| ExpertMixParams {
+            rows: p.rows,
+            heads: p.heads,
+            k: p.k,
+            dim: 1024,
+            num_experts: p.num_keys * p.num_keys,
+        };
+        let many = params(300, 1, 8, 4, 2);
+        check(many, mix_of(&many), "at most 264");
+        let p = params(1, 2, 8, 4, 2);
+        check(p, ExpertMixParams { k: 3, ..mix_of(&p) }, "differ from the top-k's");
+        let m = ExpertMixParams { rows: 300, heads: 1, k: 2, dim: 1024, num_experts: 64 };
+        assert!(!mix::sums_apart(&m));
+        let (w, ids) =
+            (gpu.zeros::<f32>(600).unwrap(), gpu.stream().clone_htod(&[0i64; 600]).unwrap());
+        let (up, mut out) =
+            (gpu.zeros::<f32>(64 * 1024).unwrap(), gpu.zeros::<f32>(300 * 1024).unwrap());
+        let r = mix::expert_sum(&gpu, &m, &w, &ids, &up, None, &mut out);
+        assert!(
+            matches!(&r, Err(KernelError::BadParams(msg)) if msg.contains("sum apart")),
+            "{r:?}"
+        );
     }
 
     #[test]
