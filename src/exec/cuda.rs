@@ -834,13 +834,7 @@ impl CudaExecutor {
         CudaBlas: Gemm<T>,
     {
         let (d, home) = (&a[0].dims, &self.gpu);
-        let p = ops::pk_topk::PkTopKParams {
-            rows: d[0] * d[1],
-            heads: pk.heads,
-            num_keys: pk.num_keys,
-            half: a[1].dims[3],
-            k: pk.k,
-        };
+        let p = pk_params(pk, a);
         let mix = mix_params(x, &[d[0], d[1], pk.heads, pk.k], down);
         if !ops::pk_topk::cuda::weighs(&p, std::mem::size_of::<T>())
             || !ops::expert_mix::cuda::sums_apart(&mix)
@@ -1602,13 +1596,7 @@ impl CudaExecutor {
             Op::MaskedAttention(at) => one(self.attention::<T>(at, &a, None)?),
             Op::PkTopK(pk) => {
                 let d = &a[0].dims;
-                let p = ops::pk_topk::PkTopKParams {
-                    rows: d[0] * d[1],
-                    heads: pk.heads,
-                    num_keys: pk.num_keys,
-                    half: a[1].dims[3],
-                    k: pk.k,
-                };
+                let p = pk_params(pk, &a);
                 let n = p.rows * pk.heads * pk.k;
                 let (mut s, mut ids) = (gpu.uninit::<f32>(n)?, gpu.uninit::<i64>(n)?);
                 ops::pk_topk::cuda::pk_topk(
@@ -1699,6 +1687,17 @@ fn mix_order(o: ExpertAct) -> ops::expert_mix::ExpertAct {
     match o {
         ExpertAct::BeforeSoftmax => ops::expert_mix::ExpertAct::BeforeSoftmax,
         ExpertAct::AfterSoftmax => ops::expert_mix::ExpertAct::AfterSoftmax,
+    }
+}
+
+/// The sizes of product-key top-k `pk` over operands `a` (`q` `[B, S, 2·He·R/2]`, `keys` `[He, nk, 2, R/2]`).
+fn pk_params(pk: &PkTopK, a: &[Arc<DTensor>]) -> ops::pk_topk::PkTopKParams {
+    ops::pk_topk::PkTopKParams {
+        rows: a[0].dims[0] * a[0].dims[1],
+        heads: pk.heads,
+        num_keys: pk.num_keys,
+        half: a[1].dims[3],
+        k: pk.k,
     }
 }
 

@@ -345,9 +345,8 @@ pub fn expert_sum<T: Elem>(
     let int = |name: &str, v: usize| {
         i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
     };
-    let rows = u32::try_from(int("rows", p.rows)?).expect("non-negative");
     let sc = Scalars {
-        rows,
+        rows: int("rows", p.rows)?.unsigned_abs(),
         heads: int("heads", p.heads)?,
         k: int("k", p.k)?,
         dim: int("dim", p.dim)?,
