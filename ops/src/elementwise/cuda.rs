@@ -199,7 +199,8 @@ impl Placed for i64 {
 
 /// Writes the `rows` rows of `inner` elements of each of the `outer` blocks of `x` into `dst` (`outer` blocks of
 /// `cap` rows) at row `pos[0]`, read on the device: `dst[o, pos + r, :] = x[o, r, :]`. The caller keeps
-/// `pos + rows ≤ cap`; the kernel cannot check a value it reads on the device.
+/// `pos + rows ≤ cap`, which the host cannot check on a value the device holds: rows that would land outside the
+/// capacity (or before row 0) are not written.
 #[allow(clippy::too_many_arguments)]
 pub fn place_rows<T: Placed>(
     gpu: &Gpu,

@@ -34,13 +34,14 @@ template <typename T> __device__ void slice_cols(const T *x, T *y, long n, long 
 }
 
 // dst[o, pos + r, :] = x[o, r, :] for r < rows, with dst of cap rows per o and pos read from the device (a cache
-// append whose offset a replayed graph cannot bake in). n = outer·rows·inner.
+// append whose offset a replayed graph cannot bake in); rows pos + r outside [0, cap) are not written.
+// n = outer·rows·inner.
 template <typename T>
 __device__ void place_rows(const T *x, T *dst, const long long *pos, long n, long rows, long inner, long cap) {
     const long p = *pos;
     GRID_STRIDE(i, n) {
-        const long per = rows * inner, o = i / per, j = i % per;
-        dst[o * cap * inner + p * inner + j] = x[i];
+        const long per = rows * inner, o = i / per, j = i % per, at = p + j / inner;
+        if (at >= 0 && at < cap) dst[o * cap * inner + p * inner + j] = x[i];
     }
 }
 

@@ -105,7 +105,7 @@ mod gpu {
     }
 
     /// `place_rows` against the CPU for every position of small caches and random larger ones, all three element
-    /// types (a copy: exact).
+    /// types (a copy: exact); rows a device position puts outside the capacity are left out.
     #[test]
     fn place_rows_matches_the_cpu() {
         let Some(g) = test_gpu() else { return };
@@ -162,6 +162,26 @@ mod gpu {
         let at = g.upload(&[0i64]).unwrap();
         let r = cuda::place_rows(&g, &g.zeros::<f32>(6).unwrap(), 1, 3, 2, 2, &at, &mut small);
         assert!(matches!(r, Err(crate::KernelError::BadParams(_))), "more rows than the capacity");
+        // Positions whose rows run past the capacity (or start before it) write only the rows inside it.
+        let (outer, rows, inner, cap) = (3, 2, 5, 4);
+        let x = rng.vec(outer * rows * inner, -4.0, 4.0);
+        let base = rng.vec(outer * cap * inner, -4.0, 4.0);
+        for pos in [-3i64, -1, 3, 4, 9] {
+            let mut want = base.clone();
+            for o in 0..outer {
+                for r in 0..rows {
+                    let at = pos + r as i64;
+                    if (0..cap as i64).contains(&at) {
+                        let to = (o * cap + at as usize) * inner;
+                        want[to..to + inner].copy_from_slice(&x[(o * rows + r) * inner..][..inner]);
+                    }
+                }
+            }
+            let mut d = up::<f32>(&g, &base);
+            let at = g.upload(&[pos]).unwrap();
+            cuda::place_rows(&g, &up::<f32>(&g, &x), outer, rows, inner, cap, &at, &mut d).unwrap();
+            assert_eq!(down(&g, &d), want, "rows from {pos} into a capacity of {cap}");
+        }
     }
 
     /// `Gpu::fill` sets every element to the value rounded to the element type.
