@@ -479,3 +479,43 @@ fn weighed_routes_match_the_mix_that_weighs_bit_for_bit() {
         failures.join("\n")
     );
 }
+
+/// Recorded decode steps whose residual norms run inside the GEMV of the linear that reads them first against
+/// recorded steps that run each norm's own kernel, on every fixture in f32 and bf16 with the fixture's batch: the same
+/// sums in the same order, so the logits agree bit for bit; and the recording of a Doge fixture has fewer kernels.
+#[test]
+fn normed_linears_match_the_norms_kernels_bit_for_bit() {
+    let Some(_turn) = take_gpu() else { return };
+    let mut failures = Vec::new();
+    for dtype in [ActDType::F32, ActDType::BF16] {
+        for case in cases() {
+            let name = case.file_name().unwrap().to_string_lossy().to_string();
+            failures.extend(recorded_pairs_differ(
+                &name,
+                &case,
+                dtype,
+                false,
+                (6, 6),
+                |s, first| s.set_normed_linears(first),
+                |k, r| 2 + 7 * k as i64 + 5 * r as i64,
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "normed linears differ from the norms' own kernels:\n{}",
+        failures.join("\n")
+    );
+    let case = cases().into_iter().find(|c| c.ends_with("hf-doge-dense")).expect("fixture present");
+    let p = prepare(&case, Device::Cuda, ActDType::BF16).unwrap();
+    let inputs = Inputs::read(&case.join("inputs.json")).unwrap();
+    let kernels = [true, false].map(|on| {
+        let mut s = cheems::exec::session::Session::new(&p.model, p.exec.as_ref());
+        s.set_recording(true).unwrap();
+        s.set_normed_linears(on);
+        s.prefill(&inputs.input_ids, inputs.attention_mask.as_ref(), &[]).unwrap();
+        s.decode(&vec![3; inputs.input_ids.len()], &[]).unwrap();
+        s.recorded_kernels().expect("a recorded step")
+    });
+    assert!(kernels[0] < kernels[1], "the norms' kernels are gone from the recording: {kernels:?}");
+}
