@@ -41,9 +41,6 @@ pub(crate) struct RecordedRun<'a> {
     /// Product-key top-k nodes to the expert mix that alone reads them (`cuda_graph::weighed_routes`): the top-k
     /// weighs the mix's experts, and the mix only sums, where the sizes allow.
     pub weighed: Option<&'a HashMap<NodeId, NodeId>>,
-    /// Residual norms to the linear that first reads them (`cuda_graph::normed_linears`): the linear's GEMV computes
-    /// the norm itself, where the sizes allow.
-    pub normed: Option<&'a HashMap<NodeId, NodeId>>,
     /// The row they write, on the device.
     pub pos: &'a CudaSlice<i64>,
     /// When the recording is ordered by data: where each node's segment goes.
@@ -508,11 +505,6 @@ impl CudaExecutor {
         Ok(CudaExecutor { graph, order, gpu, dtype, storage, consts, split })
     }
 
-    /// The order the nodes run in.
-    pub(crate) fn order(&self) -> &[NodeId] {
-        &self.order
-    }
-
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
@@ -650,8 +642,6 @@ impl CudaExecutor {
         let placed = recorded.as_ref().map(|r| r.placed);
         let weighed = recorded.as_ref().and_then(|r| r.weighed);
         let mut weights: HashMap<NodeId, Arc<DTensor>> = HashMap::new();
-        let normed = recorded.as_ref().and_then(|r| r.normed);
-        let mut norms: HashMap<NodeId, NormJob> = HashMap::new();
         let mut deferred: HashMap<NodeId, (&Op, Vec<Arc<DTensor>>)> = HashMap::new();
         let keep = recorded.as_ref().and_then(|r| r.keep.map(|k| (k, r.pos)));
         for &id in &self.order {
@@ -715,37 +705,6 @@ impl CudaExecutor {
                         early = Some(outs.into_iter().map(Arc::new).collect());
                     }
                 }
-            }
-            let mut also_writes = Vec::new();
-            if let (Op::ResidualRmsNorm { norm, scaled }, Some(&lin)) =
-                (&node.op, normed.and_then(|m| m.get(&id)))
-            {
-                let r = match self.dtype {
-                    ActDType::F32 => self.defer_norm::<f32>(lin, &args, *scaled),
-                    ActDType::BF16 => self.defer_norm::<bf16>(lin, &args, *scaled),
-                }
-                .with_context(|| format!("running node `{}` on CUDA", node.name))?;
-                if let Some([h, y]) = r {
-                    // SAFETY: `y` is alive until the linear `lin` has run, which reads it, directly or through the
-                    // token mask that passes its buffer on; the handle is dropped there without freeing.
-                    let y_handle = unsafe { super::cuda_graph::fixed(self, &y) };
-                    let h = Arc::new(h);
-                    let (eps, scaled, a) = (norm.eps, *scaled, args.clone());
-                    norms.insert(lin, NormJob { eps, scaled, a, h: h.clone(), y: y_handle });
-                    early = Some(vec![h, Arc::new(y)]);
-                }
-            }
-            if let (Op::Linear { .. }, Some(job)) = (&node.op, norms.remove(&id)) {
-                if tracked {
-                    reads.extend(job.a.iter().filter_map(|a| a.span(&self.gpu)));
-                    also_writes.extend([&job.h, &job.y].iter().filter_map(|t| t.span(&self.gpu)));
-                }
-                let t = match self.dtype {
-                    ActDType::F32 => self.normed_linear::<f32>(&job, &args),
-                    ActDType::BF16 => self.normed_linear::<bf16>(&job, &args),
-                }
-                .with_context(|| format!("running node `{}` on CUDA", node.name))?;
-                early = Some(vec![Arc::new(t)]);
             }
             if let (Op::ExpertMix(e), Some(w)) = (&node.op, weights.remove(&id)) {
                 if tracked {
@@ -848,7 +807,6 @@ impl CudaExecutor {
             if let Some(segs) = recorded.as_mut().and_then(|r| r.segments.as_deref_mut()) {
                 let mut writes = self.gpu.take_handed_out();
                 writes.extend(outs.iter().filter_map(|t| t.span(&self.gpu)));
-                writes.extend(also_writes);
                 writes.extend(memo_span);
                 let tail = self
                     .gpu
@@ -859,80 +817,6 @@ impl CudaExecutor {
             values.keep(id, outs);
         }
         values.finish(|t| self.owned(t))
-    }
-
-    /// The outputs `h`, `y` of a recorded step's residual norm (operands `a`), left unwritten for the linear `lin`,
-    /// which reads `y` first and computes both in its GEMV (`normed_linear`); `None` where that linear does not run as
-    /// one GEMV of the norm's rows (more rows than the GEMV takes, rows wider than the normed GEMV takes, or a packed
-    /// linear split into slices).
-    fn defer_norm<T: ActElem>(
-        &self,
-        lin: NodeId,
-        a: &[Arc<DTensor>],
-        scaled: bool,
-    ) -> Result<Option<[DTensor; 2]>>
-    where
-        CudaBlas: Gemm<T>,
-    {
-        let r = &a[usize::from(scaled)];
-        let cols = a[a.len() - 1].len();
-        let rows = r.len() / cols.max(1);
-        let fits = (1..=ops::matmul::cuda::GEMV_MAX_ROWS).contains(&rows)
-            && (1..=ops::matmul::cuda::NORM_GEMV_COLS).contains(&cols)
-            && !(rows > 1 && self.split.contains_key(&lin));
-        if !fits {
-            return Ok(None);
-        }
-        let (dims, h) = self.act_out::<T>(r.dims.clone())?;
-        let y = self.gpu.uninit::<T>(r.len())?;
-        let wrap = |s| DTensor {
-            dims: dims.clone(),
-            buf: T::wrap_dev(Dev::recycled_by(s, &self.gpu)),
-            host_i64: None,
-        };
-        Ok(Some([wrap(h), wrap(y)]))
-    }
-
-    /// The linear over operands `a` (`x` the norm's `y`, `w`, then `b`) of a residual norm deferred to it
-    /// (`defer_norm`): one `norm_linear` launch that also writes the norm's `h` and `y`.
-    fn normed_linear<T: ActElem>(&self, job: &NormJob, a: &[Arc<DTensor>]) -> Result<DTensor>
-    where
-        CudaBlas: Gemm<T>,
-    {
-        let (s, rest) =
-            if job.scaled { (Some(job.a[0].act::<T>()?), &job.a[1..]) } else { (None, &job.a[..]) };
-        let (r, f, wn) = (rest[0].act::<T>()?, rest[1].act::<T>()?, rest[2].act::<T>()?);
-        let cols = wn.len();
-        let p = ops::matmul::LinearParams {
-            rows: r.len() / cols.max(1),
-            in_features: cols,
-            out_features: a[1].dims[0],
-        };
-        let bias = if a.len() > 2 { Some(a[2].act::<T>()?) } else { None };
-        // SAFETY: `h` and `y` are the norm's outputs, alive for the launch (`h` held by the job, `y` by this linear's
-        // operand); no kernel reads them before this one writes them (the norm was deferred to this node, which
-        // `normed_linears` put before their other readers), and the handles are dropped here without freeing.
-        let (mut h, mut y) = unsafe {
-            (Dev::fixed(&self.gpu, job.h.act::<T>()?), Dev::fixed(&self.gpu, job.y.act::<T>()?))
-        };
-        let (mut dims, mut out) =
-            (a[0].dims.clone(), self.gpu.uninit::<T>(p.rows * p.out_features)?);
-        *dims.last_mut().context("a ranked input")? = p.out_features;
-        ops::matmul::cuda::norm_linear(
-            &self.gpu,
-            &p,
-            job.eps,
-            s,
-            r,
-            f,
-            wn,
-            &mut h,
-            &mut y,
-            a[1].act::<T>()?,
-            bias,
-            &mut out,
-        )?;
-        Ok(DTensor { dims, buf: T::wrap_dev(Dev::recycled_by(out, &self.gpu)), host_i64: None })
     }
 
     /// A recorded step's product-key top-k (operands `a`) that also weighs the experts of the mix `e` reading it,
@@ -1797,17 +1681,6 @@ fn ops_act(a: Act) -> ops::act::Act {
         Act::Gelu => ops::act::Act::Gelu,
         Act::GeluTanh => ops::act::Act::GeluTanh,
     }
-}
-
-/// A residual norm deferred to the linear that reads it first (`CudaExecutor::defer_norm`): its operands, eps and
-/// (unwritten) outputs.
-struct NormJob {
-    eps: f32,
-    scaled: bool,
-    a: Vec<Arc<DTensor>>,
-    h: Arc<DTensor>,
-    /// A fixed handle on `y`, so that a token mask between the norm and the linear still owns `y` alone.
-    y: DTensor,
 }
 
 fn mix_order(o: ExpertAct) -> ops::expert_mix::ExpertAct {

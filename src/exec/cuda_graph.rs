@@ -17,10 +17,6 @@
 //! * a product-key top-k read only by an expert mix weighs the mix's experts in its own launch once it has picked
 //!   them, where the top-k takes one block per (row, head) and the mix would weigh them in a launch of its own; the mix
 //!   then only sums (`cheems_ops::pk_topk::cuda::pk_topk_weighed`); `CHEEMS_CUDA_WEIGHED_ROUTES=0` keeps them apart;
-//! * a residual norm runs inside the GEMV of the linear that reads its output first (directly or through the SSD
-//!   layers' token mask, which a decode step does not apply), where that linear is one GEMV of at most 1024 columns:
-//!   each of its blocks normalises the few rows itself and one block stores the norm's outputs for their other
-//!   readers (`cheems_ops::matmul::cuda::norm_linear`); `CHEEMS_CUDA_NORMED_LINEARS=0` keeps the norm's own kernel;
 //! * a keep window (`Additive` masks) carries over from one step to the next: the step's key fills one slot, and
 //!   the selection of the step before is updated in one pass over the keys rather than made anew, and the keep
 //!   window and the attention load the cache slots other than the step's own before they wait for the kernels
@@ -39,7 +35,7 @@
 use super::cuda::{download, dup, ActDType, Buf, CudaExecutor, DTensor, Dev, RecordedRun};
 use super::Held;
 use crate::ir::op::AttentionMask;
-use crate::ir::{Graph, NodeId, Op, Tensor, ValueId};
+use crate::ir::{Graph, NodeId, Op, Tensor};
 use crate::model::build::{Model, StateKind};
 use anyhow::{bail, ensure, Context, Result};
 use cheems_ops as ops;
@@ -84,8 +80,6 @@ pub struct DecodeGraph<'e> {
     placed: HashMap<NodeId, NodeId>,
     /// Product-key top-k nodes to the expert mix that alone reads them (`weighed_routes`).
     weighed: HashMap<NodeId, NodeId>,
-    /// Residual norms to the linear that reads them first (`normed_linears`).
-    normed: HashMap<NodeId, NodeId>,
     ids: CudaSlice<i64>,
     mask: CudaSlice<i64>,
     pos: CudaSlice<i64>,
@@ -99,8 +93,8 @@ pub struct DecodeGraph<'e> {
 }
 
 /// How a decode step is recorded; by default from the environment: `CHEEMS_CUDA_DATA_EDGES`,
-/// `CHEEMS_CUDA_CARRY_KEEP`, `CHEEMS_CUDA_PDL`, `CHEEMS_CUDA_WEIGHED_ROUTES` and `CHEEMS_CUDA_NORMED_LINEARS`, each on
-/// unless `0` (see the module documentation).
+/// `CHEEMS_CUDA_CARRY_KEEP`, `CHEEMS_CUDA_PDL` and `CHEEMS_CUDA_WEIGHED_ROUTES`, each on unless `0` (see the module
+/// documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordOptions {
     /// Ordered by the memory the nodes read and write, not by issue order.
@@ -111,8 +105,6 @@ pub struct RecordOptions {
     pub programmatic: bool,
     /// Product-key top-k nodes weigh the experts of the mix that reads them, where the sizes allow.
     pub weighed_routes: bool,
-    /// Residual norms run inside the GEMV of the linear that reads them first, where the sizes allow.
-    pub normed_linears: bool,
 }
 
 impl Default for RecordOptions {
@@ -123,7 +115,6 @@ impl Default for RecordOptions {
             carried_keep_window: on("CHEEMS_CUDA_CARRY_KEEP"),
             programmatic: on("CHEEMS_CUDA_PDL"),
             weighed_routes: on("CHEEMS_CUDA_WEIGHED_ROUTES"),
-            normed_linears: on("CHEEMS_CUDA_NORMED_LINEARS"),
         }
     }
 }
@@ -213,45 +204,6 @@ fn weighed_routes(g: &Graph) -> HashMap<NodeId, NodeId> {
     routes
 }
 
-/// Each residual norm to the linear that reads its normed output first, directly or through a token mask
-/// (`MaskTokens`, which a decode step does not apply): a linear that runs, in `order`, before every other reader of
-/// the norm's outputs, which it then computes in its own launch (`CudaExecutor::run_nodes`).
-fn normed_linears(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, NodeId> {
-    let at: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
-    let readers = |v: ValueId| -> Vec<NodeId> {
-        order.iter().copied().filter(|&n| g.inputs_of(n).contains(&v)).collect()
-    };
-    let mut normed = HashMap::new();
-    for &id in order {
-        if !matches!(g.node(id).op, Op::ResidualRmsNorm { .. })
-            || g.outputs().iter().any(|(_, v)| v.node == id)
-        {
-            continue;
-        }
-        let (h, y) = (ValueId { node: id, port: 0 }, ValueId { node: id, port: 1 });
-        let mut through = None;
-        let first = readers(y).into_iter().find_map(|n| match &g.node(n).op {
-            Op::Linear { .. } if g.inputs_of(n)[0] == y => Some(n),
-            Op::MaskTokens if g.inputs_of(n)[0] == y => {
-                let masked = ValueId { node: n, port: 0 };
-                let lin = readers(masked).into_iter().next().filter(|&l| {
-                    matches!(g.node(l).op, Op::Linear { .. }) && g.inputs_of(l)[0] == masked
-                });
-                through = lin.map(|_| n);
-                lin
-            }
-            _ => None,
-        });
-        let Some(lin) = first else { continue };
-        let others =
-            readers(h).into_iter().chain(readers(y)).filter(|&n| n != lin && Some(n) != through);
-        if others.into_iter().all(|n| at[&n] > at[&lin]) {
-            normed.insert(id, lin);
-        }
-    }
-    normed
-}
-
 fn key_limit(exec: &CudaExecutor, model: &Model) -> usize {
     let learned = exec.graph().node_ids().into_iter().any(|id| {
         matches!(&exec.graph().node(id).op, Op::MaskedAttention(at) if at.mask == AttentionMask::Learned)
@@ -307,7 +259,7 @@ fn on_device<'a>(
 ///
 /// # Safety
 /// `t` must outlive the handle and the device work issued through it.
-pub(crate) unsafe fn fixed(exec: &CudaExecutor, t: &DTensor) -> DTensor {
+unsafe fn fixed(exec: &CudaExecutor, t: &DTensor) -> DTensor {
     let gpu = exec.gpu();
     let buf = match &t.buf {
         Buf::F32(s) => Buf::F32(Dev::fixed(gpu, s)),
@@ -461,7 +413,6 @@ impl<'e> DecodeGraph<'e> {
             appends,
             placed,
             weighed: weighed_routes(g),
-            normed: normed_linears(g, exec.order()),
             ids: gpu.zeros::<i64>(batch)?,
             mask: gpu.upload(&host_mask)?,
             pos: gpu.upload(&[past as i64])?,
@@ -609,7 +560,6 @@ impl<'e> DecodeGraph<'e> {
                 appends: &self.appends,
                 placed: &self.placed,
                 weighed: self.options.weighed_routes.then_some(&self.weighed),
-                normed: self.options.normed_linears.then_some(&self.normed),
                 pos: &self.pos,
                 segments: segments.as_deref_mut(),
                 keep: self.options.carried_keep_window.then_some(&self.keep),

@@ -107,12 +107,6 @@ impl<'a> Session<'a> {
         self.options.weighed_routes = on;
     }
 
-    /// Whether a recorded step's residual norms run inside the GEMV of the linear that reads them first
-    /// (`CHEEMS_CUDA_NORMED_LINEARS`, on unless `0`, decides by default); takes effect at the next recording.
-    pub fn set_normed_linears(&mut self, on: bool) {
-        self.options.normed_linears = on;
-    }
-
     /// The total tokens per sequence (prompt and generated) the caller expects, so that a recorded step's caches
     /// have room for them all from the start.
     pub fn reserve(&mut self, tokens: usize) {

@@ -73,69 +73,6 @@ fn gemv<T: Elem>(
     Ok(())
 }
 
-/// Widest row [`norm_linear`] takes (`NORM_GEMV_COLS` in matmul.cu): the residual norm's form with a column a thread.
-pub const NORM_GEMV_COLS: usize = 1024;
-
-/// `out [rows, out] = y·wᵀ (+ bias)` with `(h, y)` = `rms_norm::cuda::residual_rms_norm(s, r, f, wn)` (eps `eps`), in
-/// one launch for `rows ≤ GEMV_MAX_ROWS` and `in_features ≤ NORM_GEMV_COLS`: bit for bit the norm, then [`linear`]
-/// (each block of the GEMV normalises the rows itself), with `h` and `y` `[rows, in]` written too for the norm's other
-/// readers. `s`, `wn` `[in]`.
-#[allow(clippy::too_many_arguments)]
-pub fn norm_linear<T: Elem>(
-    gpu: &Gpu,
-    p: &LinearParams,
-    eps: f32,
-    s: Option<&CudaSlice<T>>,
-    r: &CudaSlice<T>,
-    f: &CudaSlice<T>,
-    wn: &CudaSlice<T>,
-    h: &mut CudaSlice<T>,
-    y: &mut CudaSlice<T>,
-    w: &CudaSlice<T>,
-    bias: Option<&CudaSlice<T>>,
-    out: &mut CudaSlice<T>,
-) -> Result<()> {
-    p.validate(r.len(), w.len(), bias.map(|b| b.len()))?;
-    let rows = [("rows", p.rows), ("in_features", p.in_features)];
-    for (name, len) in [("f", f.len()), ("h", h.len()), ("y", y.len())] {
-        crate::check_len(name, len, &rows)?;
-    }
-    crate::check_len("wn", wn.len(), &[("in_features", p.in_features)])?;
-    if let Some(s) = s {
-        crate::check_len("s", s.len(), &[("in_features", p.in_features)])?;
-    }
-    crate::check_len("out", out.len(), &[("rows", p.rows), ("out_features", p.out_features)])?;
-    if p.rows == 0 || p.rows > GEMV_MAX_ROWS || p.in_features == 0 || p.in_features > NORM_GEMV_COLS
-    {
-        return Err(KernelError::BadParams(format!(
-            "the normed GEMV takes 1 to {GEMV_MAX_ROWS} rows of 1 to {NORM_GEMV_COLS} features, not {} × {}",
-            p.rows, p.in_features
-        )));
-    }
-    let name = format!("norm_gemv{}_{}", p.rows, T::NAME);
-    let func = gpu.function(&SOURCE, &name)?;
-    let GemvLaunch { vec, inp, out: outf, mut cfg } = gemv_launch(gpu, p, &[w])?;
-    cfg.grid_dim.0 = cfg.grid_dim.0.max(1);
-    let null = 0u64;
-    let mut launch = gpu.stream().launch_builder(&func);
-    match s {
-        Some(s) => launch.arg(s),
-        None => launch.arg(&null),
-    };
-    launch.arg(r).arg(f).arg(wn).arg(h).arg(y).arg(&eps).arg(w);
-    match bias {
-        Some(b) => launch.arg(b),
-        None => launch.arg(&null),
-    };
-    launch.arg(out).arg(&inp).arg(&outf).arg(&vec);
-    // SAFETY: matches `norm_gemv<R>_<T>` in matmul.cu (R = rows ≤ 4); r, f, h and y hold rows·in ≤ rows·1024 elements
-    // (the kernel's shared rows), s (or null) and wn in, w out·in, the bias (or null) out and `out` rows·out (checked
-    // above); at least one block, so that block 0 writes h and y; `vec` is set only when `in` is a multiple of the
-    // 16-byte width and w is aligned (the rows in shared memory are).
-    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
-    Ok(())
-}
-
 /// The kernel [`gated_linear`] runs for `rows` rows.
 pub fn gated_gemv_kernel<T: Elem>(rows: usize) -> String {
     format!("gated_gemv{rows}_{}", T::NAME)

@@ -55,11 +55,10 @@ __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], cons
 }
 
 // The sums of a few-row linear for the warp's output feature o, acc[r] = Σ_i x[r, i]·w[o, i], handed to
-// store(o, acc) in lane 0: `gemv` with the epilogue of the caller's choice. x = input(x0), which every thread of the
-// block calls after grid_entry() (a prologue that makes x, or the identity).
-template <typename T, int R, typename Store, typename Input>
-__device__ __forceinline__ void gemv_rows(const T *x0, const T *w, const int in, const int out, const int vec,
-                                          Store store, Input input) {
+// store(o, acc) in lane 0: `gemv` with the epilogue of the caller's choice.
+template <typename T, int R, typename Store>
+__device__ __forceinline__ void gemv_rows(const T *x, const T *w, const int in, const int out, const int vec,
+                                          Store store) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     constexpr int V = Vec16<T>::n;
@@ -69,7 +68,6 @@ __device__ __forceinline__ void gemv_rows(const T *x0, const T *w, const int in,
     uint4 wp[GEMV_BATCH];
     if (o < out && vec) load_packs(w4, wp, lane, packs);
     grid_entry();
-    const T *x = input(x0);
     if (o >= out) return;
     float acc[R];
 #pragma unroll
@@ -109,18 +107,13 @@ __device__ __forceinline__ void gemv_rows(const T *x0, const T *w, const int in,
     if (lane == 0) store(o, acc);
 }
 
-// gemv's epilogue: y[r, o] = T(acc[r]) (+ bias[o], rounded again).
-template <typename T, int R> __device__ __forceinline__ auto gemv_store(const T *bias, T *y, const int out) {
-    return [=](int o, const float (&acc)[R]) {
+template <typename T, int R>
+__device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
+    gemv_rows<T, R>(x, w, in, out, vec, [&](int o, const float (&acc)[R]) {
         const float b = bias ? ld(bias, o) : 0.f;
 #pragma unroll
         for (int r = 0; r < R; ++r) st(y, (long)r * out + o, bias ? round_to<T>(acc[r]) + b : acc[r]);
-    };
-}
-
-template <typename T, int R>
-__device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
-    gemv_rows<T, R>(x, w, in, out, vec, gemv_store<T, R>(bias, y, out), [](const T *x0) { return x0; });
+    });
 }
 
 // Mask values of a projection (decode): m[b, o, at + j] = exp(a[o]·softplus(dt)) for row r = b·S + j, with dt =
@@ -133,7 +126,6 @@ template <typename T, int R>
 __device__ void mask_gemv(const T *x, const T *w, const T *bias, const float *a, float *m, const int in, const int out,
                           const int vec, const int S, const long long *pos, const long cap) {
     const long at = pos != nullptr ? (long)*pos : 0, row = pos != nullptr ? cap : (long)S;
-    auto same = [](const T *x0) { return x0; };
     gemv_rows<T, R>(x, w, in, out, vec, [&](int o, const float (&acc)[R]) {
         const float b = bias ? ld(bias, o) : 0.f, ao = a[o];
 #pragma unroll
@@ -142,63 +134,6 @@ __device__ void mask_gemv(const T *x, const T *w, const T *bias, const float *a,
             const long j = r % S, seq = r / S;
             if (at + j < row) m[(seq * out + o) * row + at + j] = expf(ao * softplus_f32(dt));
         }
-    }, same);
-}
-
-// The largest row a normed GEMV takes: residual_rms_norm's held form (a column a thread, rms_norm.cu).
-#define NORM_GEMV_COLS 1024
-
-// residual_rms_norm (rms_norm.cu) of R rows of cols ≤ NORM_GEMV_COLS columns inside a GEMV block, bit for bit: h =
-// T(s⊙r + f) (s null: r + f), y = wn ⊙ T(h·rsqrt(mean(h²) + eps)), the squares summed as that kernel's block of
-// ⌈cols / 32⌉ warps sums them (warp k the columns 32k + lane, then the warps' sums by one warp). y goes to xs for the
-// GEMV; block 0 also stores h and y [R, cols].
-template <typename T, int R>
-__device__ __forceinline__ void residual_norm_rows(const T *s, const T *r, const T *f, const T *wn, T *h, T *y, T *xs,
-                                                   float *part, const int cols, const float eps) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5, nw = (cols + 31) >> 5;
-    const bool keep = blockIdx.x == 0;
-#pragma unroll
-    for (int rr = 0; rr < R; ++rr) {
-        const long row = (long)rr * cols;
-        for (int k = warp; k < nw; k += warps) {
-            const int c = 32 * k + lane;
-            float ss = 0.0f;
-            if (c < cols) {
-                const float sc = s ? ld(s, c) : 1.0f;
-                const float v = round_to<T>(__fadd_rn(__fmul_rn(sc, ld(r, row + c)), ld(f, row + c)));
-                ss += v * v;
-                st(xs, row + c, v);
-                if (keep) st(h, row + c, v);
-            }
-            ss = warp_sum(ss);
-            if (lane == 0) part[rr * 32 + k] = ss;
-        }
-    }
-    __syncthreads();
-#pragma unroll
-    for (int rr = 0; rr < R; ++rr) {
-        const long row = (long)rr * cols;
-        const float inv = rsqrtf(warp_sum(lane < nw ? part[rr * 32 + lane] : 0.0f) / (float)cols + eps);
-        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-            const float yv = ld(wn, c) * round_to<T>(ld(xs, row + c) * inv);
-            st(xs, row + c, yv);
-            if (keep) st(y, row + c, yv);
-        }
-    }
-    __syncthreads();
-}
-
-// gemv of the residual norm of its input (decode): out = y·wᵀ (+ bias) with h, y = residual_rms_norm(s, r, f, wn),
-// bit for bit residual_rms_norm then gemv; every block normalises the rows itself (in = cols ≤ NORM_GEMV_COLS) and
-// block 0 stores h and y for the norm's other readers. Same launch as `gemv`; vec as for an aligned x.
-template <typename T, int R>
-__device__ void norm_gemv(const T *s, const T *r, const T *f, const T *wn, T *h, T *y, const float eps, const T *w,
-                          const T *bias, T *out, const int in, const int outf, const int vec) {
-    __shared__ __align__(16) T xs[R * NORM_GEMV_COLS];
-    __shared__ float part[R * 32];
-    gemv_rows<T, R>(xs, w, in, outf, vec, gemv_store<T, R>(bias, out, outf), [&](const T *x0) {
-        residual_norm_rows<T, R>(s, r, f, wn, h, y, xs, part, in, eps);
-        return x0;
     });
 }
 
@@ -295,11 +230,6 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
                                                      float *m, const int in, const int out, const int vec,         \
                                                      const int S, const long long *pos, const long cap) {           \
         mask_gemv<T, R>(x, w, bias, a, m, in, out, vec, S, pos, cap);                                              \
-    }                                                                                                              \
-    extern "C" __global__ void norm_gemv##R##_##NAME(const T *s, const T *r, const T *f, const T *wn, T *h, T *y,    \
-                                                     const float eps, const T *w, const T *bias, T *out,           \
-                                                     const int in, const int outf, const int vec) {                \
-        norm_gemv<T, R>(s, r, f, wn, h, y, eps, w, bias, out, in, outf, vec);                                      \
     }
 GEMV(float, f32, 1)
 GEMV(float, f32, 2)

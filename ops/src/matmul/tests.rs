@@ -386,70 +386,6 @@ mod gpu {
         );
     }
 
-    /// The normed GEMV against `residual_rms_norm` then the GEMV it replaces: `out`, `h` and `y` bit for bit.
-    fn run_norm<T: Elem>(rows: usize, cols: usize, out: usize, scaled: bool, bias: bool, seed: u64)
-    where
-        cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
-    {
-        use crate::rms_norm::{cuda as norm, RmsNormParams};
-        let Some(gpu) = test_gpu() else { return };
-        let mut rng = Rng::new(seed);
-        let mut up = |n: usize, lo: f32, hi: f32| {
-            gpu.upload(&rng.vec(n, lo, hi).into_iter().map(T::from_f32).collect::<Vec<T>>())
-                .unwrap()
-        };
-        let (s, r, f, wn) = (
-            up(cols, 0.5, 1.5),
-            up(rows * cols, -2.0, 2.0),
-            up(rows * cols, -2.0, 2.0),
-            up(cols, 0.5, 1.5),
-        );
-        let (w, b) = (up(out * cols, -1.0, 1.0), up(out, -1.0, 1.0));
-        let p = LinearParams { rows, in_features: cols, out_features: out };
-        let nan = |n: usize| gpu.upload(&vec![T::from_f32(f32::NAN); n]).unwrap();
-        let (s, b) = (scaled.then_some(&s), bias.then_some(&b));
-        let (mut h0, mut y0, mut o0) = (nan(rows * cols), nan(rows * cols), nan(rows * out));
-        let np = RmsNormParams { rows, cols, eps: 1e-6 };
-        norm::residual_rms_norm(&gpu, &np, s, &r, &f, &wn, &mut h0, &mut y0).unwrap();
-        cuda::linear(&gpu, &p, &y0, &w, b, &mut o0).unwrap();
-        let (mut h1, mut y1, mut o1) = (nan(rows * cols), nan(rows * cols), nan(rows * out));
-        cuda::norm_linear(&gpu, &p, 1e-6, s, &r, &f, &wn, &mut h1, &mut y1, &w, b, &mut o1)
-            .unwrap();
-        let bits = |d: &cudarc::driver::CudaSlice<T>| -> Vec<u32> {
-            gpu.download(d).unwrap().iter().map(|v| v.to_f32().to_bits()).collect()
-        };
-        let what = format!(
-            "norm_gemv{rows}_{} cols {cols} out {out} scaled {scaled} bias {bias}",
-            T::NAME
-        );
-        assert_eq!(bits(&h1), bits(&h0), "h of {what}");
-        assert_eq!(bits(&y1), bits(&y0), "y of {what}");
-        assert_eq!(bits(&o1), bits(&o0), "out of {what}");
-    }
-
-    #[test]
-    fn norm_gemv_is_the_residual_norm_then_the_gemv() {
-        let shapes =
-            [(1, 1, 1), (1, 1024, 256), (2, 1024, 33), (3, 1000, 8), (4, 31, 64), (4, 96, 1)];
-        for (i, &(r, c, o)) in shapes.iter().enumerate() {
-            for (scaled, bias) in [(true, false), (false, true), (true, true)] {
-                run_norm::<f32>(r, c, o, scaled, bias, 90 + i as u64);
-                run_norm::<half::bf16>(r, c, o, scaled, bias, 190 + i as u64);
-            }
-        }
-        let Some(gpu) = test_gpu() else { return };
-        for (rows, cols) in [(5, 64), (1, 1025), (0, 64)] {
-            let p = LinearParams { rows, in_features: cols, out_features: 2 };
-            let z = |n: usize| gpu.zeros::<f32>(n.max(1)).unwrap();
-            let (r, f, wn, w) = (z(rows * cols), z(rows * cols), z(cols), z(2 * cols));
-            let (mut h, mut y, mut o) = (z(rows * cols), z(rows * cols), z(rows * 2));
-            let e = cuda::norm_linear(
-                &gpu, &p, 1e-6, None, &r, &f, &wn, &mut h, &mut y, &w, None, &mut o,
-            );
-            assert!(matches!(e, Err(crate::KernelError::BadParams(_))), "{rows} × {cols}: {e:?}");
-        }
-    }
-
     #[test]
     fn linears_match_the_cpu() {
         for (i, &(r, k, n)) in [
@@ -487,8 +423,6 @@ fn gemv_kernels_compile_for_sm_90() {
             cuda::gated_gemv_kernel::<half::bf16>(rows),
             cuda::mask_gemv_kernel::<f32>(rows),
             cuda::mask_gemv_kernel::<half::bf16>(rows),
-            format!("norm_gemv{rows}_f32"),
-            format!("norm_gemv{rows}_bf16"),
         ] {
             assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
         }
