@@ -833,7 +833,7 @@ impl CudaExecutor {
     where
         CudaBlas: Gemm<T>,
     {
-        let (d, home) = (&a[0].dims, &self.gpu);
+        let d = &a[0].dims;
         let p = pk_params(pk, a);
         let mix = mix_params(x, &[d[0], d[1], pk.heads, pk.k], down);
         if !ops::pk_topk::cuda::weighs(&p, std::mem::size_of::<T>())
@@ -856,20 +856,30 @@ impl CudaExecutor {
         let (q, keys) = (a[0].act::<T>()?, a[1].act::<T>()?);
         ops::pk_topk::cuda::pk_topk_weighed(gpu, &p, q, keys, &weighing, &mut s, &mut ids, &mut w)?;
         let dims = vec![d[0], d[1], pk.heads, pk.k];
-        let f32t = |dims: Vec<usize>, v| DTensor {
-            dims,
-            buf: Buf::F32(Dev::recycled_by(v, home)),
+        let w = DTensor {
+            dims: dims.clone(),
+            buf: Buf::F32(Dev::recycled_by(w, &self.gpu)),
             host_i64: None,
         };
-        let outs = vec![
-            f32t(dims.clone(), s),
+        Ok(Some((self.routed(dims, s, ids), w)))
+    }
+
+    /// A router's outputs, scores f32 and ids i64 of shape `dims`, in buffers the pool takes back.
+    fn routed(
+        &self,
+        dims: Vec<usize>,
+        scores: CudaSlice<f32>,
+        ids: CudaSlice<i64>,
+    ) -> Vec<DTensor> {
+        let home = &self.gpu;
+        vec![
             DTensor {
                 dims: dims.clone(),
-                buf: Buf::I64(Dev::recycled_by(ids, home)),
+                buf: Buf::F32(Dev::recycled_by(scores, home)),
                 host_i64: None,
             },
-        ];
-        Ok(Some((outs, f32t(dims, w))))
+            DTensor { dims, buf: Buf::I64(Dev::recycled_by(ids, home)), host_i64: None },
+        ]
     }
 
     /// The expert mix `e` over operands `a` from the weights `w` its top-k computed (`weighed_route`).
@@ -1607,11 +1617,7 @@ impl CudaExecutor {
                     &mut s,
                     &mut ids,
                 )?;
-                let dims = vec![d[0], d[1], pk.heads, pk.k];
-                Ok(vec![
-                    f32t(dims.clone(), s),
-                    DTensor { dims, buf: Buf::I64(Dev::recycled_by(ids, home)), host_i64: None },
-                ])
+                Ok(self.routed(vec![d[0], d[1], pk.heads, pk.k], s, ids))
             }
             Op::RouterTopK(r) => {
                 let d = &a[0].dims;
@@ -1623,11 +1629,7 @@ impl CudaExecutor {
                 let n = p.tokens * r.k;
                 let (mut s, mut ids) = (gpu.uninit::<f32>(n)?, gpu.uninit::<i64>(n)?);
                 ops::router_topk::cuda::router_topk(gpu, &p, a[0].act::<T>()?, &mut s, &mut ids)?;
-                let dims = vec![d[0], d[1], 1, r.k];
-                Ok(vec![
-                    f32t(dims.clone(), s),
-                    DTensor { dims, buf: Buf::I64(Dev::recycled_by(ids, home)), host_i64: None },
-                ])
+                Ok(self.routed(vec![d[0], d[1], 1, r.k], s, ids))
             }
             Op::ExpertMix(e) => {
                 let p = mix_params(&a[0], &a[1].dims, &a[3]);

@@ -12,8 +12,8 @@
 //! * the RoPE tables of the new position are computed on the host, as in the eager step, and copied into fixed
 //!   buffers before the launch; SSD states are updated in place;
 //! * every other buffer comes from a pool that only the recording uses, filled by one eager run of the step;
-//! * the per-key mask values of the step's key are computed straight into their cache slot by the append (one
-//!   kernel instead of two);
+//! * the per-key mask values of the step's key, and its rotation (with the q/k norm where the model has one), are
+//!   computed straight into their cache slots by the append (one kernel instead of two; `placed_rows`);
 //! * a product-key top-k read only by an expert mix weighs the mix's experts in its own launch once it has picked
 //!   them, where the top-k takes one block per (row, head) and the mix would weigh them in a launch of its own; the mix
 //!   then only sums (`cheems_ops::pk_topk::cuda::pk_topk_weighed`); `CHEEMS_CUDA_WEIGHED_ROUTES=0` keeps them apart;
@@ -76,7 +76,7 @@ pub struct DecodeGraph<'e> {
     /// The RoPE length state (input name, value), when the graph carries one.
     rope_len: Option<(String, i64)>,
     appends: HashSet<NodeId>,
-    /// Mask-value nodes read only by a cache append: their keys are computed into the cache by the append.
+    /// Nodes whose rows the cache append they feed computes into the cache itself (`placed_rows`), to that append.
     placed: HashMap<NodeId, NodeId>,
     /// Product-key top-k nodes to the expert mix that alone reads them (`weighed_routes`).
     weighed: HashMap<NodeId, NodeId>,
@@ -171,7 +171,6 @@ fn placed_rows(g: &Graph, kind: StateKind, append: NodeId) -> Vec<NodeId> {
     }
 }
 
-/// The most keys the graph's attention can take: a learned mask has `max_position_embeddings` positions.
 /// The product-key top-k nodes whose scores and ids only an expert mix reads (and no graph output), to that mix: in a
 /// recorded step the top-k weighs the mix's experts in its own launch where the sizes allow, and the mix only sums
 /// (`CudaExecutor::run_nodes`).
@@ -182,12 +181,7 @@ fn weighed_routes(g: &Graph) -> HashMap<NodeId, NodeId> {
         {
             continue;
         }
-        let readers: Vec<NodeId> = g
-            .node_ids()
-            .into_iter()
-            .filter(|&n| g.inputs_of(n).iter().any(|v| v.node == id))
-            .collect();
-        if let [mix] = readers[..] {
+        if let [mix] = g.readers(id)[..] {
             let ins = g.inputs_of(mix);
             let reads =
                 |k: usize, port: u16| ins.get(k).is_some_and(|v| v.node == id && v.port == port);
@@ -204,6 +198,7 @@ fn weighed_routes(g: &Graph) -> HashMap<NodeId, NodeId> {
     routes
 }
 
+/// The most keys the graph's attention can take: a learned mask has `max_position_embeddings` positions.
 fn key_limit(exec: &CudaExecutor, model: &Model) -> usize {
     let learned = exec.graph().node_ids().into_iter().any(|id| {
         matches!(&exec.graph().node(id).op, Op::MaskedAttention(at) if at.mask == AttentionMask::Learned)
@@ -332,12 +327,7 @@ impl<'e> DecodeGraph<'e> {
                 StateKind::Key | StateKind::Value | StateKind::MaskValues => {
                     let d = on_device(exec, &st.past, held, &mut uploaded)?;
                     let id = g.find(&st.past).with_context(|| format!("no input `{}`", st.past))?;
-                    let readers: Vec<NodeId> = g
-                        .node_ids()
-                        .into_iter()
-                        .filter(|&n| g.inputs_of(n).iter().any(|v| v.node == id))
-                        .collect();
-                    let append = match readers.as_slice() {
+                    let append = match g.readers(id).as_slice() {
                         [r] if matches!(g.node(*r).op, Op::Concat { axis: 2 })
                             && g.inputs_of(*r)[0].node == id
                             && g.inputs_of(*r)[1].node != id =>

@@ -165,6 +165,15 @@ impl Graph {
         edges + self.outputs.iter().filter(|(_, o)| *o == v).count()
     }
 
+    /// The nodes that read any output of `id`, in index order, each once.
+    pub fn readers(&self, id: NodeId) -> Vec<NodeId> {
+        let mut readers: Vec<NodeId> =
+            self.g.edges_directed(id.0, Direction::Outgoing).map(|e| NodeId(e.target())).collect();
+        readers.sort();
+        readers.dedup();
+        readers
+    }
+
     /// Graph inputs, in creation order.
     pub fn inputs(&self) -> &[NodeId] {
         &self.inputs

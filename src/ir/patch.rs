@@ -96,7 +96,7 @@ impl Graph {
 mod tests {
     use super::*;
     use crate::ir::op::Norm;
-    use crate::ir::{DType, Dim, Fact};
+    use crate::ir::{DType, Dim, Fact, NodeId};
 
     fn small() -> (Graph, ValueId, ValueId, ValueId) {
         let mut g = Graph::new();
@@ -106,6 +106,19 @@ mod tests {
         let y = g.wire("sum", Op::Add, &[n, x]).unwrap();
         g.output("y", y).unwrap();
         (g, x, w, n)
+    }
+
+    #[test]
+    fn readers_are_each_reading_node_once() {
+        let (mut g, x, w, n) = small();
+        let twice = g.wire("twice", Op::Add, &[x, x]).unwrap();
+        let names = |ids: Vec<NodeId>| -> Vec<String> {
+            ids.into_iter().map(|i| g.node(i).name.clone()).collect()
+        };
+        assert_eq!(names(g.readers(x.node)), ["norm", "sum", "twice"]);
+        assert_eq!(names(g.readers(w.node)), ["norm"]);
+        assert_eq!(names(g.readers(n.node)), ["sum"]);
+        assert!(g.readers(twice.node).is_empty());
     }
 
     #[test]

@@ -106,37 +106,15 @@ pub fn expert_mix<T: Elem>(
     let rhk = [r, ("heads", p.heads), ("k", p.k)];
     check_len("x", x.len(), &[r, dim])?;
     check_len("scores", scores.len(), &rhk)?;
-    check_len("ids", ids.len(), &rhk)?;
     check_len("down", down.len(), &[e, dim])?;
-    check_len("up", up.len(), &[e, dim])?;
-    check_len("out", out.len(), &[r, dim])?;
-    if let Some(add) = add {
-        check_len("add", add.len(), &[r, dim])?;
-    }
-    if p.heads.checked_mul(p.k).is_none_or(|n| n > MAX_SELECTED) {
-        return Err(KernelError::BadParams(format!(
-            "heads {} × k {} exceeds the CUDA kernel's limit of {MAX_SELECTED} experts per row",
-            p.heads, p.k
-        )));
-    }
+    check_sums(p, ids, up, add, out)?;
     if p.rows == 0 || p.dim == 0 {
         return Ok(());
     }
-    let rows = u32::try_from(p.rows)
-        .ok()
-        .filter(|&b| b <= i32::MAX as u32)
-        .ok_or_else(|| KernelError::BadParams(format!("rows {} exceeds the grid", p.rows)))?;
     let plan = plan(p.rows, p.dim, p.heads * p.k, p.num_experts);
-    let int = |name: &str, v: usize| {
-        i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
-    };
-    let (heads, k, dim) = (int("heads", p.heads)?, int("k", p.k)?, int("dim", p.dim)?);
-    let num_experts = i64::from(int("num_experts", p.num_experts)?);
-    let act = crate::act::cuda::code(act);
-    let after = i32::from(order == ExpertAct::AfterSoftmax);
-    let norm = i32::from(norm_topk);
+    let sc = Scalars::of(p, act, order, norm_topk)?;
+    let Scalars { rows, heads, k, dim, num_experts, act, after, norm } = sc;
     if plan.split {
-        let sc = Scalars { rows, heads, k, dim, num_experts, act, after, norm };
         return split::<T>(gpu, &plan, &sc, &Operands { x, scores, ids, down, up, add }, out);
     }
     let dots = if plan.dense {
@@ -252,6 +230,52 @@ struct Scalars {
     norm: i32,
 }
 
+impl Scalars {
+    /// The scalars of `p` (`rows` within the grid's i32 range, the sizes within i32) and the codes of `act`, `order`
+    /// and `norm_topk`.
+    fn of(p: &ExpertMixParams, act: Act, order: ExpertAct, norm_topk: bool) -> Result<Scalars> {
+        let int = |name: &str, v: usize| {
+            i32::try_from(v)
+                .map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
+        };
+        Ok(Scalars {
+            rows: int("rows", p.rows)?.unsigned_abs(),
+            heads: int("heads", p.heads)?,
+            k: int("k", p.k)?,
+            dim: int("dim", p.dim)?,
+            num_experts: i64::from(int("num_experts", p.num_experts)?),
+            act: crate::act::cuda::code(act),
+            after: i32::from(order == ExpertAct::AfterSoftmax),
+            norm: i32::from(norm_topk),
+        })
+    }
+}
+
+/// Checks what the sums read and write against `p`: `ids` `[rows, heads, k]` with heads·k ≤ [`MAX_SELECTED`] (the
+/// kernels' shared arrays), `up` `[E, dim]`, `out` and the addend `[rows, dim]`.
+fn check_sums<T>(
+    p: &ExpertMixParams,
+    ids: &CudaSlice<i64>,
+    up: &CudaSlice<T>,
+    add: Option<&CudaSlice<T>>,
+    out: &CudaSlice<T>,
+) -> Result<()> {
+    let (r, dim) = (("rows", p.rows), ("dim", p.dim));
+    check_len("ids", ids.len(), &[r, ("heads", p.heads), ("k", p.k)])?;
+    check_len("up", up.len(), &[("num_experts", p.num_experts), dim])?;
+    check_len("out", out.len(), &[r, dim])?;
+    if let Some(add) = add {
+        check_len("add", add.len(), &[r, dim])?;
+    }
+    if p.heads.checked_mul(p.k).is_none_or(|n| n > MAX_SELECTED) {
+        return Err(KernelError::BadParams(format!(
+            "heads {} × k {} exceeds the CUDA kernel's limit of {MAX_SELECTED} experts per row",
+            p.heads, p.k
+        )));
+    }
+    Ok(())
+}
+
 /// The two launches of a `split` plan: `expert_weigh_<T>` writes the weights of every (row, slot) into a scratch
 /// buffer, `expert_sum_<T>` sums each column slice of up rows with them.
 fn split<T: Elem>(
@@ -328,33 +352,14 @@ pub fn expert_sum<T: Elem>(
     add: Option<&CudaSlice<T>>,
     out: &mut CudaSlice<T>,
 ) -> Result<()> {
-    let (r, dim) = (("rows", p.rows), ("dim", p.dim));
-    let rhk = [r, ("heads", p.heads), ("k", p.k)];
-    check_len("w", w.len(), &rhk)?;
-    check_len("ids", ids.len(), &rhk)?;
-    check_len("up", up.len(), &[("num_experts", p.num_experts), dim])?;
-    check_len("out", out.len(), &[r, dim])?;
-    if let Some(add) = add {
-        check_len("add", add.len(), &[r, dim])?;
-    }
-    if p.heads.checked_mul(p.k).is_none_or(|n| n > MAX_SELECTED) || !sums_apart(p) {
+    check_len("w", w.len(), &[("rows", p.rows), ("heads", p.heads), ("k", p.k)])?;
+    check_sums(p, ids, up, add, out)?;
+    if !sums_apart(p) {
         return Err(KernelError::BadParams(format!(
             "expert_sum of {p:?}: the mix does not sum apart from its weights"
         )));
     }
-    let int = |name: &str, v: usize| {
-        i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
-    };
-    let sc = Scalars {
-        rows: int("rows", p.rows)?.unsigned_abs(),
-        heads: int("heads", p.heads)?,
-        k: int("k", p.k)?,
-        dim: int("dim", p.dim)?,
-        num_experts: i64::from(int("num_experts", p.num_experts)?),
-        act: 0,
-        after: 0,
-        norm: 0,
-    };
+    let sc = Scalars::of(p, Act::Silu, ExpertAct::BeforeSoftmax, false)?;
     let plan = plan(p.rows, p.dim, p.heads * p.k, p.num_experts);
     sum::<T>(gpu, &plan, &sc, ids, w, up, add, out)
 }

@@ -172,7 +172,7 @@ pub fn weighs(p: &PkTopKParams, elem: usize) -> bool {
 
 /// [`pk_topk`], then each selected expert's routing weight `w` f32 `[rows, He·k]` in the same launch, bit for bit the
 /// weights `expert_mix`'s two-launch form computes from these scores and ids (see `expert_mix::cuda::expert_sum`);
-/// NaN for an id outside `0..num_experts`. An error unless [`weighs`].
+/// NaN for an id outside `0..num_experts`. An error unless [`weighs`] (the plan's row form).
 #[allow(clippy::too_many_arguments)]
 pub fn pk_topk_weighed<T: Elem>(
     gpu: &Gpu,
@@ -195,13 +195,7 @@ pub fn pk_topk_weighed<T: Elem>(
     check_len("x", weighing.x.len(), &[r, dim])?;
     check_len("down", weighing.down.len(), &[("num_experts", m.num_experts), dim])?;
     check_len("w", w.len(), &[r, ("heads", m.heads), ("k", m.k)])?;
-    if !weighs(p, std::mem::size_of::<T>()) {
-        return Err(KernelError::BadParams(format!(
-            "pk_topk weighs its experts for at most {ROW_TASKS} (row, head) pairs, not {} × {}",
-            p.rows, p.heads
-        )));
-    }
-    pk_topk_as(gpu, p, Some(true), Some((weighing, w)), q, keys, scores, ids)
+    pk_topk_as(gpu, p, None, Some((weighing, w)), q, keys, scores, ids)
 }
 
 /// [`pk_topk`] in the form `row` asks for ([`form_plan`]), or [`plan`]'s when `None`; with `weigh`, the row form's
@@ -235,6 +229,12 @@ pub(crate) fn pk_topk_as<T: Elem>(
         Some(row) => form_plan(p, elem, row)?,
         None => plan(p, elem)?,
     };
+    if weigh.is_some() && !plan.row_form {
+        return Err(KernelError::BadParams(format!(
+            "pk_topk weighs its experts in its row form only, for at most {ROW_TASKS} (row, head) pairs, not {} × {}",
+            p.rows, p.heads
+        )));
+    }
     let int = |name: &str, v: usize| {
         i32::try_from(v).map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))
     };
@@ -260,11 +260,6 @@ pub(crate) fn pk_topk_as<T: Elem>(
         plan.warp_bytes as i32,
         plan.cand_pad as i32,
     );
-    if weigh.is_some() && !plan.row_form {
-        return Err(KernelError::BadParams(format!(
-            "pk_topk of {p:?} weighs no experts outside the row form"
-        )));
-    }
     let form = if plan.row_form { "pk_topk_row" } else { "pk_topk" };
     let name = match (plan.wide_keys, plan.keys_in_smem) {
         (true, _) => format!("{form}_{}_wide", T::NAME),
