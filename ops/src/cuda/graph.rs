@@ -128,6 +128,46 @@ pub(super) fn kernel_function(node: sys::CUgraphNode) -> Result<sys::CUfunction>
     Ok(p.func)
 }
 
+/// Fails when `graph` frees memory it did not allocate (a buffer dropped on the stream while it recorded): each
+/// launch would free it again.
+fn frees_only_its_own(graph: sys::CUgraph) -> Result<()> {
+    use sys::CUgraphNodeType::{
+        CU_GRAPH_NODE_TYPE_MEM_ALLOC as ALLOC, CU_GRAPH_NODE_TYPE_MEM_FREE as FREE,
+    };
+    let (mut allocated, mut freed) = (HashSet::new(), Vec::new());
+    for node in nodes(graph)? {
+        match node_type(node)? {
+            ALLOC => {
+                // SAFETY: an all-zero parameter block is a valid value for the driver to overwrite.
+                let mut p: sys::CUDA_MEM_ALLOC_NODE_PARAMS = unsafe { std::mem::zeroed() };
+                // SAFETY: `node` is an allocation node of a live graph; the driver fills `p`.
+                check(
+                    unsafe { sys::cuGraphMemAllocNodeGetParams(node, &mut p) },
+                    "an allocation node's parameters",
+                )?;
+                allocated.insert(p.dptr);
+            }
+            FREE => {
+                let mut ptr = 0;
+                // SAFETY: `node` is a free node of a live graph; the driver writes one address.
+                check(
+                    unsafe { sys::cuGraphMemFreeNodeGetParams(node, &mut ptr) },
+                    "a free node's address",
+                )?;
+                freed.push(ptr);
+            }
+            _ => {}
+        }
+    }
+    match freed.into_iter().find(|p| !allocated.contains(p)) {
+        Some(p) => Err(KernelError::Driver(format!(
+            "the recording frees device memory at {p:#x} that it did not allocate (a buffer dropped on the stream \
+             while it recorded)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The graph's edges: their tails, heads and data.
 pub(super) type Edges = (Vec<sys::CUgraphNode>, Vec<sys::CUgraphNode>, Vec<sys::CUgraphEdgeData>);
 
@@ -275,24 +315,43 @@ impl Gpu {
     /// ([`super::order`]; not when it allocates memory, see [`Recording::ordering`]). With `programmatic`,
     /// kernel-to-kernel edges into this crate's kernels become programmatic dependencies (see the module
     /// documentation); on devices before sm_90 they are left plain.
+    ///
+    /// The stream stops recording whatever the outcome. A recording may free no device memory: a buffer dropped
+    /// on the stream while it records (rather than given back to the graph pool) fails in cudarc's `Drop`, which
+    /// keeps the error for the context's next call; that error is taken here and fails the recording, and the
+    /// buffer's memory stays allocated.
     pub fn end_recording(
         &self,
         programmatic: bool,
         order: Option<&[Segment]>,
     ) -> Result<Option<Recording>> {
+        let freed = self.ctx.check_err();
         self.ctx
             .bind_to_thread()
             .map_err(|e| KernelError::Driver(format!("binding the context: {e}")))?;
         let mut graph = std::ptr::null_mut();
         // SAFETY: the stream is capturing (begun by `begin_recording`); the driver writes the graph handle.
-        check(
+        let ended = check(
             unsafe { sys::cuStreamEndCapture(self.stream.cu_stream(), &mut graph) },
             "ending a recording",
-        )?;
+        );
+        let ended = ended.and(freed.map_err(|e| {
+            KernelError::Driver(format!("a buffer was freed on the stream while it recorded: {e}"))
+        }));
+        if let Err(e) = ended {
+            if !graph.is_null() {
+                // SAFETY: `graph` was just returned by the driver and is not referenced elsewhere.
+                unsafe {
+                    let _ = sys::cuGraphDestroy(graph);
+                }
+            }
+            return Err(e);
+        }
         if graph.is_null() {
             return Ok(None);
         }
         let built = (|| {
+            frees_only_its_own(graph)?;
             let own = self.own_functions();
             let ordering = match order {
                 Some(segs) => order_by_data(graph, segs, &own)?,
@@ -389,5 +448,50 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A recording that fails while a buffer is dropped on its stream (the graph pool sealed, the buffer it handed
+    /// out dropped instead of given back, then a size it does not hold asked for): the recording reports the failure,
+    /// the stream stops recording, and later work on it runs as before.
+    #[test]
+    fn a_failed_recording_leaves_the_stream_working() {
+        if test_gpu().is_none() {
+            return;
+        }
+        let gpu = Gpu::new(0).unwrap();
+        let n = 256;
+        let x = gpu.upload(&vec![1.0f32; n]).unwrap();
+        let mut y = gpu.zeros::<f32>(n).unwrap();
+        gpu.begin_graph_pool().unwrap();
+        let eager = gpu.uninit::<f32>(n).unwrap();
+        gpu.recycle(eager);
+        gpu.seal_graph_pool();
+        gpu.synchronize().unwrap();
+        gpu.begin_recording().unwrap();
+        add(&gpu, &x, &x, &mut y).unwrap();
+        let handed = gpu.uninit::<f32>(n).unwrap();
+        drop(handed);
+        let asked = gpu.uninit::<f32>(2 * n);
+        eprintln!("a size the sealed pool does not hold: {:?}", asked.as_ref().map(|_| ()));
+        assert!(asked.is_err(), "the sealed pool handed out a buffer of a size it does not hold");
+        let ended = gpu.end_recording(false, None);
+        match &ended {
+            Ok(Some(rec)) => eprintln!("recorded: {:?}", rec.node_counts()),
+            Ok(None) => eprintln!("recorded nothing"),
+            Err(e) => eprintln!("the recording failed: {e}"),
+        }
+        drop(gpu.end_graph_pool());
+        assert!(gpu.recorded_tail().is_err(), "the stream is still recording");
+        if let Ok(Some(rec)) = &ended {
+            let counts = rec.node_counts().unwrap();
+            assert_eq!(
+                counts,
+                [("kernel", 1)].into(),
+                "a recording that frees memory it did not allocate"
+            );
+        }
+        let b = gpu.upload(&vec![2.0f32; n]).unwrap();
+        add(&gpu, &x, &b, &mut y).unwrap();
+        assert_eq!(gpu.download(&y).unwrap(), vec![3.0f32; n]);
     }
 }
