@@ -126,21 +126,21 @@ pub(crate) fn in_shard(n: usize) -> bool {
 }
 
 /// `start`, a cache `[B, heads, cap, dim]`, with row `(b, j, h)` of `rows` (`[B, seq, heads, dim]`) at slot `at + j`
-/// of sequence `b`, head `h` where that slot is below `cap`: the `_at` kernels' contract, on the host.
+/// of sequence `b`, head `h` where that slot is in `0..cap`: the `_at` kernels' contract, on the host.
 pub(crate) fn placed_on_host<T: Copy>(
     start: &[T],
     rows: &[T],
     [seqs, seq, heads, dim]: [usize; 4],
     cap: usize,
-    at: usize,
+    at: i64,
 ) -> Vec<T> {
     let mut out = start.to_vec();
     for (b, j, h) in
         (0..seqs).flat_map(|b| (0..seq).flat_map(move |j| (0..heads).map(move |h| (b, j, h))))
     {
-        if at + j < cap {
+        if let Some(slot) = usize::try_from(at + j as i64).ok().filter(|&s| s < cap) {
             let (src, dst) =
-                (((b * seq + j) * heads + h) * dim, ((b * heads + h) * cap + at + j) * dim);
+                (((b * seq + j) * heads + h) * dim, ((b * heads + h) * cap + slot) * dim);
             out[dst..dst + dim].copy_from_slice(&rows[src..src + dim]);
         }
     }

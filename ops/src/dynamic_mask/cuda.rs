@@ -36,7 +36,7 @@ pub fn key_values<T: Elem>(
 }
 
 /// [`key_values`] written into a cache: `cache` is `[B, Hm, capacity]` and key `j` of `dt` goes to slot
-/// `pos[0] + j` (slots past `capacity` are not written; the other slots keep their values).
+/// `pos[0] + j` (slots outside `0..capacity` are not written; the other slots keep their values).
 #[allow(clippy::too_many_arguments)]
 pub fn key_values_at<T: Elem>(
     gpu: &Gpu,

@@ -111,8 +111,9 @@ mod gpu {
     }
 
     /// Keys written into a cache at a slot held on the device: the CPU kernel's values at slots pos..pos + S of
-    /// each row, every other slot as it was, slots past the capacity left out.
-    fn run_at<T: Elem>(batch: usize, seq: usize, heads: usize, cap: usize, pos: usize, seed: u64) {
+    /// each row, every other slot as it was, slots outside the capacity (past it, or before slot 0 for a negative
+    /// position) left out.
+    fn run_at<T: Elem>(batch: usize, seq: usize, heads: usize, cap: usize, pos: i64, seed: u64) {
         let Some(gpu) = test_gpu() else { return };
         let p = KeyValuesParams { batch, seq, heads };
         let mut rng = Rng::new(seed);
@@ -124,12 +125,14 @@ mod gpu {
         let before = rng.vec(batch * heads * cap, 5.0, 6.0);
         let mut want: Vec<f64> = before.iter().map(|&v| f64::from(v)).collect();
         for r in 0..batch * heads {
-            for j in (0..seq).filter(|j| pos + j < cap) {
-                want[r * cap + pos + j] = f64::from(m[r * seq + j]);
+            for j in 0..seq {
+                if let Some(slot) = usize::try_from(pos + j as i64).ok().filter(|&s| s < cap) {
+                    want[r * cap + slot] = f64::from(m[r * seq + j]);
+                }
             }
         }
         let (ddt, da) = (gpu.upload(&dt).unwrap(), gpu.upload(&a).unwrap());
-        let dpos = gpu.upload(&[pos as i64]).unwrap();
+        let dpos = gpu.upload(&[pos]).unwrap();
         let mut cache = gpu.upload(&before).unwrap();
         cuda::key_values_at(&gpu, &p, &ddt, &da, &dpos, cap, &mut cache).unwrap();
         let got = gpu.download(&cache).unwrap();
@@ -145,6 +148,8 @@ mod gpu {
             (3, 2, 2, 7, 3),
             (2, 3, 2, 7, 5),
             (8, 1, 8, 4128, 4096),
+            (2, 3, 2, 7, -2),
+            (1, 1, 2, 4, -1),
         ];
         for (i, &(b, s, h, cap, pos)) in shapes.iter().enumerate() {
             run_at::<f32>(b, s, h, cap, pos, 300 + i as u64);

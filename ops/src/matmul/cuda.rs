@@ -132,7 +132,7 @@ pub fn mask_gemv_kernel<T: Elem>(rows: usize) -> String {
 pub enum MaskOut<'a> {
     /// `m` is `[B, Hm, seq]`.
     Values,
-    /// `m` is a cache `[B, Hm, capacity]`, key `j` going to slot `pos[0] + j` (slots at or past `capacity` are not
+    /// `m` is a cache `[B, Hm, capacity]`, key `j` going to slot `pos[0] + j` (slots outside `0..capacity` are not
     /// written; the others keep their values).
     Cache {
         /// One position.

@@ -119,7 +119,7 @@ __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, 
 // Mask values of a projection (decode): m[b, o, at + j] = exp(a[o]·softplus(dt)) for row r = b·S + j, with dt =
 // x[r]·w[o] (+ bias[o]) accumulated and rounded to T exactly as `gemv` stores it, so m is bit for bit `gemv` then
 // dynamic_mask (dynamic_mask.cu). Layout: x [R, in], w [Hm = out, in], a [Hm] f32, m [R / S, Hm, row] f32 with row =
-// cap and at = *pos when pos is given (slots at or past cap are not written), else row = S and at = 0. Same launch
+// cap and at = *pos when pos is given (slots outside [0, cap) are not written), else row = S and at = 0. Same launch
 // as `gemv`; the position, which a copy before the step writes and no kernel does, is loaded with the first weights
 // before grid_entry().
 template <typename T, int R>
@@ -132,7 +132,7 @@ __device__ void mask_gemv(const T *x, const T *w, const T *bias, const float *a,
         for (int r = 0; r < R; ++r) {
             const float dt = round_to<T>(bias ? round_to<T>(acc[r]) + b : acc[r]);
             const long j = r % S, seq = r / S;
-            if (at + j < row) m[(seq * out + o) * row + at + j] = expf(ao * softplus_f32(dt));
+            if (at + j >= 0 && at + j < row) m[(seq * out + o) * row + at + j] = expf(ao * softplus_f32(dt));
         }
     });
 }

@@ -319,11 +319,11 @@ mod gpu {
             .collect();
         let cpu = crate::dynamic_mask::key_values(&kp, &cpu_dt, &a).unwrap();
         let dt_atol = 1e-5 * (inp as f64).sqrt();
-        let at = cache.map_or(0, |(_, at)| at as usize);
+        let at = cache.map_or(0, |(_, at)| at);
         for bh in 0..kp.batch * out {
             for j in 0..slots {
                 let g = f64::from(got[bh * slots + j]);
-                let Some(k) = j.checked_sub(at).filter(|&k| k < seq) else {
+                let Some(k) = usize::try_from(j as i64 - at).ok().filter(|&k| k < seq) else {
                     assert_eq!(
                         g,
                         f64::from(start[bh * slots + j]),
@@ -356,6 +356,8 @@ mod gpu {
             (3, 3, 7, 16, None),
             (4, 1, 1024, 33, Some((5, 0))),
             (2, 2, 64, 8, Some((4, 3))),
+            (4, 2, 64, 8, Some((4, -1))),
+            (1, 1, 64, 8, Some((4, -1))),
         ];
         for (i, &(r, s, k, n, cache)) in shapes.iter().enumerate() {
             for bias in [false, true] {

@@ -31,7 +31,7 @@ pub fn norm_rope<T: Elem>(
 }
 
 /// [`norm_rope`] written into a cache: `x` is `[B, seq, heads, dim]` (`p.rows = B·seq`) and `cache` `[B, heads,
-/// capacity, dim]`; token `j` of sequence `b` goes to slot `pos[0] + j` (slots at or past `capacity` are not
+/// capacity, dim]`; token `j` of sequence `b` goes to slot `pos[0] + j` (slots outside `0..capacity` are not
 /// written; the other slots keep their values). Bit for bit [`norm_rope`] and then
 /// [`crate::elementwise::cuda::place_rows`] of its output permuted to `[B, heads, seq, dim]`.
 #[allow(clippy::too_many_arguments)]

@@ -5,7 +5,7 @@
 // of dynamic shared memory. With a column a thread (dim ≤ blockDim.x) w, a constant, is loaded before grid_entry()
 // and x, cos and sin together after it.
 // norm_rope_at_*: y is a cache [B, heads, cap, dim] and row r = b·S + j of x goes to slot *pos + j of sequence b
-// (slots at or past cap are not written), as place_rows (elementwise.cu) puts rows of [B, S, heads, dim] permuted;
+// (slots outside [0, cap) are not written), as place_rows (elementwise.cu) puts rows of [B, S, heads, dim] permuted;
 // the position, which a copy before the step writes and no kernel does, is loaded with w before grid_entry().
 
 template <typename T>
@@ -24,7 +24,7 @@ __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t
     long out = base;
     if (pos != nullptr) {
         const long row = blockIdx.x / heads, slot = at + row % S;
-        if (slot >= cap) return;
+        if (slot < 0 || slot >= cap) return;
         out = (((row / S) * heads + blockIdx.x % heads) * cap + slot) * dim;
     }
     if (held) {

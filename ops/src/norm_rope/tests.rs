@@ -213,14 +213,14 @@ mod gpu {
     }
 
     /// `norm_rope_at` against `norm_rope` whose rows are put into the cache on the host: bit for bit, the other slots
-    /// (and those at or past the capacity) untouched.
+    /// untouched, and nothing written outside the capacity (past it, or before slot 0 for a negative position).
     fn check_at<T: Elem>(
         seqs: usize,
         seq: usize,
         heads: usize,
         dim: usize,
         cap: usize,
-        at: usize,
+        at: i64,
         seed: u64,
     ) {
         let Some(gpu) = test_gpu() else { return };
@@ -240,7 +240,7 @@ mod gpu {
         let start: Vec<f32> =
             (0..seqs * heads * cap * dim).map(|i| (i % 251) as f32 - 125.0).collect();
         let want = crate::testutil::placed_on_host(&start, &y, [seqs, seq, heads, dim], cap, at);
-        let pos = gpu.upload(&[at as i64]).unwrap();
+        let pos = gpu.upload(&[at]).unwrap();
         let mut cache = up::<T>(&gpu, &start);
         cuda::norm_rope_at(&gpu, &c.p, seq, &x, &w, &cos, &sin, &pos, cap, &mut cache).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -260,6 +260,8 @@ mod gpu {
             (2, 3, 3, 2048, 5, 2),
             (1, 2, 1, 6, 4, 3),
             (2, 2, 2, 4, 3, 5),
+            (2, 3, 3, 64, 5, -2),
+            (1, 1, 4, 128, 64, -1),
         ];
         for (i, &(b, s, h, d, cap, at)) in shapes.iter().enumerate() {
             check_at::<f32>(b, s, h, d, cap, at, 700 + i as u64);

@@ -3,7 +3,7 @@
 // (rope_rotate in common.cuh: each product rounded to T, then the sum). Layout: pos i64 [N], inv_freq f32
 // [half], cos/sin [N, 2·half], x/y [rows, heads, dim] in T. Launch: 1-D grids of 256 threads striding over (n, i) / (r, h, i).
 // rope_apply_at_*: y is a cache [B, heads, cap, dim] and row r = b·S + j of x goes to slot *pos + j of sequence b
-// (slots at or past cap are not written), as place_rows (elementwise.cu) puts rows of [B, S, heads, dim] permuted;
+// (slots outside [0, cap) are not written), as place_rows (elementwise.cu) puts rows of [B, S, heads, dim] permuted;
 // the position, which a copy before the step writes and no kernel does, is loaded before grid_entry().
 
 #define GRID_STRIDE(t, n)                                                                                              \
@@ -39,7 +39,7 @@ __device__ void rope_apply(const T *x, const T *cos_t, const T *sin_t, T *y, con
         long out = base;
         if (pos != nullptr) {
             const long slot = at + r % S;
-            if (slot >= cap) continue;
+            if (slot < 0 || slot >= cap) continue;
             out = (((r / S) * heads + rh % heads) * cap + slot) * dim;
         }
         const float a = ld(x, base + i), b = ld(x, base + half + i);

@@ -282,15 +282,15 @@ mod gpu {
         }
     }
 
-    /// `apply_at` against `apply` whose rows are put into the cache on the host: bit for bit, the other slots (and
-    /// those at or past the capacity) untouched.
+    /// `apply_at` against `apply` whose rows are put into the cache on the host: bit for bit, the other slots
+    /// untouched, and nothing written outside the capacity (past it, or before slot 0 for a negative position).
     fn check_apply_at<T: Elem>(
         seqs: usize,
         seq: usize,
         heads: usize,
         dim: usize,
         cap: usize,
-        at: usize,
+        at: i64,
         seed: u64,
     ) {
         let Some(gpu) = test_gpu() else { return };
@@ -307,7 +307,7 @@ mod gpu {
         let want = crate::testutil::placed_on_host(&start, &y, [seqs, seq, heads, dim], cap, at);
         let (dx, dc, ds) =
             (gpu.upload(&x).unwrap(), gpu.upload(&cos).unwrap(), gpu.upload(&sin).unwrap());
-        let (pos, mut cache) = (gpu.upload(&[at as i64]).unwrap(), gpu.upload(&start).unwrap());
+        let (pos, mut cache) = (gpu.upload(&[at]).unwrap(), gpu.upload(&start).unwrap());
         cuda::apply_at(&gpu, &p, seq, &dx, &dc, &ds, &pos, cap, &mut cache).unwrap();
         let bits = |v: &[T]| v.iter().map(|x| x.to_f32().to_bits()).collect::<Vec<_>>();
         let what = format!(
@@ -326,6 +326,8 @@ mod gpu {
             (2, 3, 3, 2, 5, 2),
             (1, 2, 1, 6, 4, 3),
             (2, 2, 2, 4, 3, 5),
+            (2, 3, 3, 64, 5, -2),
+            (1, 1, 4, 128, 64, -1),
         ];
         for (i, &(b, s, h, d, cap, at)) in shapes.iter().enumerate() {
             check_apply_at::<f32>(b, s, h, d, cap, at, 800 + i as u64);
