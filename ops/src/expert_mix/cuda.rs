@@ -218,22 +218,27 @@ struct Operands<'a, T> {
 }
 
 /// The scalar arguments of the kernels, converted and checked by [`expert_mix`] (`act`, `after` and `norm` as
-/// codes).
-struct Scalars {
+/// codes); the product-key top-k's weighing takes the same (`crate::pk_topk::cuda::pk_topk_weighed`).
+pub(crate) struct Scalars {
     rows: u32,
     heads: i32,
     k: i32,
-    dim: i32,
-    num_experts: i64,
-    act: i32,
-    after: i32,
-    norm: i32,
+    pub(crate) dim: i32,
+    pub(crate) num_experts: i64,
+    pub(crate) act: i32,
+    pub(crate) after: i32,
+    pub(crate) norm: i32,
 }
 
 impl Scalars {
     /// The scalars of `p` (`rows` within the grid's i32 range, the sizes within i32) and the codes of `act`, `order`
     /// and `norm_topk`.
-    fn of(p: &ExpertMixParams, act: Act, order: ExpertAct, norm_topk: bool) -> Result<Scalars> {
+    pub(crate) fn of(
+        p: &ExpertMixParams,
+        act: Act,
+        order: ExpertAct,
+        norm_topk: bool,
+    ) -> Result<Scalars> {
         let int = |name: &str, v: usize| {
             i32::try_from(v)
                 .map_err(|_| KernelError::BadParams(format!("`{name}` {v} exceeds i32")))

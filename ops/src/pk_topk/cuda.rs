@@ -3,6 +3,7 @@
 use super::PkTopKParams;
 use crate::act::Act;
 use crate::cuda::{launch_error, Elem, Gpu, Source};
+use crate::expert_mix::cuda::Scalars;
 use crate::expert_mix::{ExpertAct, ExpertMixParams};
 use crate::{check_len, KernelError, Result};
 use cudarc::driver::sys::CUfunction_attribute;
@@ -288,13 +289,10 @@ pub(crate) fn pk_topk_as<T: Elem>(
     launch.arg(q).arg(keys).arg(scores).arg(ids);
     let null = 0u64;
     let (dim, num_experts, act, after, norm) = match &weigh {
-        Some((wg, _)) => (
-            int("dim", wg.mix.dim)?,
-            i64::from(int("num_experts", wg.mix.num_experts)?),
-            crate::act::cuda::code(wg.act),
-            i32::from(wg.order == ExpertAct::AfterSoftmax),
-            i32::from(wg.norm_topk),
-        ),
+        Some((wg, _)) => {
+            let s = Scalars::of(&wg.mix, wg.act, wg.order, wg.norm_topk)?;
+            (s.dim, s.num_experts, s.act, s.after, s.norm)
+        }
         None => (0, 0, 0, 0, 0),
     };
     if plan.row_form {
