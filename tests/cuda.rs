@@ -369,15 +369,13 @@ fn wide_cheems(dir: &std::path::Path) {
         "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"
     });
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = common::Lcg(0x9e37_79b9_7f4a_7c15);
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut add = |name: String, shape: Vec<usize>, lo: f32, hi: f32| {
         let n: usize = shape.iter().product();
         let mut bytes = Vec::with_capacity(4 * n);
         for _ in 0..n {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let u = (seed >> 40) as f32 / (1u64 << 24) as f32;
-            bytes.extend_from_slice(&(lo + (hi - lo) * u).to_le_bytes());
+            bytes.extend_from_slice(&(lo + (hi - lo) * rng.unit()).to_le_bytes());
         }
         tensors.push((name, shape, bytes));
     };

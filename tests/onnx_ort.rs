@@ -331,11 +331,8 @@ fn a_long_prompt_matches_the_cpu_executor_in_onnxruntime() {
         &src,
         |_| {},
         |inputs| {
-            let mut state = 12345u64;
-            let mut token = || {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (state >> 33) % 200
-            };
+            let mut rng = common::Lcg(12345);
+            let mut token = || (rng.next() >> 33) % 200;
             let rows: Vec<Vec<u64>> = (0..2).map(|_| (0..500).map(|_| token()).collect()).collect();
             let mask: Vec<Vec<i64>> =
                 vec![vec![1; 500], (0..500).map(|j| i64::from(j >= 7)).collect()];

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests: fixture discovery and tensor comparison.
+//! Helpers shared by the integration tests: fixture discovery, tensor comparison and deterministic values.
 #![allow(dead_code)]
 
 use cheems::ir::Tensor;
@@ -91,4 +91,20 @@ pub fn bf16_bound(case: &str, what: &str, scale: f32, rel: f32) -> f32 {
         .as_f64()
         .unwrap_or_else(|| panic!("{}: no `{case}`/`{what}` entry", path.display()));
     (rel * scale).max(1.25 * reference as f32)
+}
+
+/// A 64-bit linear congruential generator (Knuth's MMIX constants): deterministic test data without a dependency.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next state, all 64 bits (the high ones are the better mixed).
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0
+    }
+
+    /// A value in `[0, 1)` from the state's top 24 bits.
+    pub fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
 }
