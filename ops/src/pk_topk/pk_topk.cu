@@ -89,8 +89,26 @@ __device__ __forceinline__ void stage_keys(const T *keys, K *sk, int nk, int hal
     __syncthreads();
 }
 
-// Staged keys: K (T or f64) [2][nk][stride]. Per-warp scratch, in this order (the launcher sizes it the same way):
-// skey u64 [nk][2], ckey u64 [cand_pad], sq f64 [2][half], sim f32 [nk][2], sv f32 [2][k], si i32 [2][k], cac i32 [cand_pad].
+// Per-warp scratch, in this order (the launcher sizes it the same way): skey u64 [nk][2], ckey u64 [cand_pad],
+// sq f64 [2][half], sim f32 [nk][2], sv f32 [2][k], si i32 [2][k], cac i32 [cand_pad].
+struct WarpScratch {
+    unsigned long long *skey, *ckey;
+    double *sq;
+    float *sim, *sv;
+    int *si, *cac;
+
+    __device__ __forceinline__ WarpScratch(unsigned char *base, int nk, int half, int k, int cand_pad) {
+        skey = reinterpret_cast<unsigned long long *>(base);
+        ckey = skey + 2 * nk;
+        sq = reinterpret_cast<double *>(ckey + cand_pad);
+        sim = reinterpret_cast<float *>(sq + 2 * half);
+        sv = sim + 2 * nk;
+        si = reinterpret_cast<int *>(sv + 2 * k);
+        cac = si + 2 * k;
+    }
+};
+
+// Staged keys: K (T or f64) [2][nk][stride], then each warp's scratch (WarpScratch).
 template <typename T, typename K, bool SMEM_KEYS>
 __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids, const int rows, const int heads,
                         const int nk, const int half, const int k, const int rows_per_block, const int stride,
@@ -100,14 +118,11 @@ __device__ void pk_topk(const T *q, const T *keys, float *scores, long long *ids
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const long kh = (long)h * nk * 2 * half;
     K *sk = reinterpret_cast<K *>(pk_smem);
-    unsigned char *base = pk_smem + key_bytes + warp * warp_bytes;
-    unsigned long long *skey = reinterpret_cast<unsigned long long *>(base);
-    unsigned long long *ckey = skey + 2 * nk;
-    double *sq = reinterpret_cast<double *>(ckey + cand_pad);
-    float *sim = reinterpret_cast<float *>(sq + 2 * half);
-    float *sv = sim + 2 * nk;
-    int *si = reinterpret_cast<int *>(sv + 2 * k);
-    int *cac = si + 2 * k;
+    const WarpScratch ws(pk_smem + key_bytes + warp * warp_bytes, nk, half, k, cand_pad);
+    unsigned long long *const skey = ws.skey, *const ckey = ws.ckey;
+    double *const sq = ws.sq;
+    float *const sim = ws.sim, *const sv = ws.sv;
+    int *const si = ws.si, *const cac = ws.cac;
     const long row0 = (long)blockIdx.x * rows_per_block;
     const long row_end = min((long)rows, row0 + rows_per_block);
     const long first = row0 + warp;
@@ -224,13 +239,11 @@ __device__ void pk_topk_row(const T *q, const T *keys, float *scores, long long 
     const int h = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
     const long kh = (long)h * nk * 2 * half;
     K *sk = reinterpret_cast<K *>(pk_smem);
-    unsigned long long *skey = reinterpret_cast<unsigned long long *>(pk_smem + key_bytes);
-    unsigned long long *ckey = skey + 2 * nk;
-    double *sq = reinterpret_cast<double *>(ckey + cand_pad);
-    float *sim = reinterpret_cast<float *>(sq + 2 * half);
-    float *sv = sim + 2 * nk;
-    int *si = reinterpret_cast<int *>(sv + 2 * k);
-    int *cac = si + 2 * k;
+    const WarpScratch ws(pk_smem + key_bytes, nk, half, k, cand_pad);
+    unsigned long long *const skey = ws.skey, *const ckey = ws.ckey;
+    double *const sq = ws.sq;
+    float *const sim = ws.sim, *const sv = ws.sv;
+    int *const si = ws.si, *const cac = ws.cac;
     int *rank = cac + cand_pad;
     int *crank = rank + 2 * nk;
     int *cstart = crank + cand_pad;
