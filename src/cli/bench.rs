@@ -1,6 +1,7 @@
 //! `cheems bench`: prefill and decode throughput, medians over repeated runs, on the CPU executor or on CUDA
 //! (device-resident caches; decode both replayed from a recorded step and node by node; per-op time of one
-//! profiled prefill and one node-by-node decode step).
+//! profiled prefill and one node-by-node decode step; with `CHEEMS_CUDA_TRACE=1`, the timeline of one replayed step
+//! by kernel, from the device's kernel trace).
 
 use crate::exec::cuda::{ActDType, CudaExecutor, DTensor};
 use crate::exec::cuda_graph::DecodeGraph;
@@ -226,6 +227,8 @@ struct Replayed {
     ordering: Option<cheems_ops::cuda::order::Ordering>,
     /// Whether keep windows carried over from step to step.
     carried_keep: bool,
+    /// The timeline of one more replayed step, on a traced device.
+    trace: Option<cheems_ops::cuda::trace::StepProfile>,
 }
 
 /// One prefill, then `steps` decode steps through a [`DecodeGraph`] with room for them all.
@@ -244,7 +247,8 @@ fn graph_pass(
     }
     let (b, prompt) = (ids.len(), ids[0].len());
     let mask = vec![vec![1; prompt]; b];
-    let mut g = DecodeGraph::new(exec, model, &states, &mask, prompt, prompt + steps)?;
+    let traced = usize::from(exec.gpu().tracing());
+    let mut g = DecodeGraph::new(exec, model, &states, &mask, prompt, prompt + steps + traced)?;
     drop(states);
     exec.gpu().synchronize()?;
     let t0 = Instant::now();
@@ -262,7 +266,18 @@ fn graph_pass(
     let (pool_bytes, nodes) = (g.pool_bytes(), g.node_counts()?);
     let programmatic = g.programmatic_edges().context("the step is not recorded yet")?;
     let (ordering, carried_keep) = (g.ordering(), g.options().carried_keep_window);
-    Ok(Replayed { record, replay, issue, pool_bytes, nodes, programmatic, ordering, carried_keep })
+    let trace = g.traced_step(&step(steps))?;
+    Ok(Replayed {
+        record,
+        replay,
+        issue,
+        pool_bytes,
+        nodes,
+        programmatic,
+        ordering,
+        carried_keep,
+        trace,
+    })
 }
 
 fn run_cuda(a: &Args) -> Result<()> {
@@ -342,6 +357,7 @@ fn run_cuda(a: &Args) -> Result<()> {
     let decode_gbps =
         if a.decode > 0 { weight_bytes * decode_tps / a.batch as f64 / 1e9 } else { 0.0 };
     let carried_keep = replayed.first().is_some_and(|r| r.carried_keep);
+    let trace = replayed.last().and_then(|r| r.trace.as_ref()).map(trace_json);
     let graph_json = match (graph, &recording) {
         (Some((replay, record, issue, pool, nodes, programmatic, ordering)), _) => {
             serde_json::json!({
@@ -354,6 +370,7 @@ fn run_cuda(a: &Args) -> Result<()> {
                     "segments": o.segments, "edges": o.edges, "longest_path": o.longest_path,
                 })),
                 "carried_keep_window": carried_keep,
+                "trace": trace,
             })
         }
         (None, Some(why)) => serde_json::json!({ "unsupported": why }),
@@ -443,6 +460,22 @@ fn cuda_summary(o: &serde_json::Value) -> String {
                     "  the step's {n} segments ordered by data: {p} on the longest path\n"
                 );
             }
+            let t = &g["trace"];
+            if let Some(kernels) = t["kernels"].as_array() {
+                s += &format!(
+                    "  traced step: {:.1} µs from the first kernel's release to the last's; by kernel, the time \
+                     from its releases to the next:\n",
+                    t["span_us"].as_f64().unwrap_or(f64::NAN)
+                );
+                for k in kernels.iter().take(12) {
+                    s += &format!(
+                        "    {:>8.1} µs  {:>4} ×  {}\n",
+                        k["us"].as_f64().unwrap_or(f64::NAN),
+                        k["launches"].as_u64().unwrap_or(0),
+                        k["kernel"].as_str().unwrap_or("?"),
+                    );
+                }
+            }
         }
     }
     let ops: Vec<String> = o["prefill_profile_seconds_by_op"]
@@ -459,6 +492,20 @@ fn cuda_summary(o: &serde_json::Value) -> String {
     }
     s += "  (--json prints every field)\n";
     s
+}
+
+/// A traced step's timeline as JSON: times in µs, kernels by charged time, largest first.
+fn trace_json(p: &cheems_ops::cuda::trace::StepProfile) -> serde_json::Value {
+    let us = |ns: u64| ns as f64 / 1e3;
+    serde_json::json!({
+        "span_us": us(p.span_ns),
+        "last": p.last,
+        "charged": "each kernel: the time from its releases (the grid's wait let go) to the next release",
+        "kernels": p.kernels.iter().map(|k| serde_json::json!({
+            "kernel": k.name, "launches": k.launches, "us": us(k.charged_ns),
+            "waited_us": us(k.waited_ns),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Node times summed by op kind, largest first.

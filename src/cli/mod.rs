@@ -37,7 +37,8 @@ pub enum Command {
     /// Run a prefill (and decode steps) and write the logits to safetensors.
     Run(run::Args),
     /// Measure prefill and decode tokens/s (median of several runs) on the CPU or on CUDA, where decode steps are
-    /// replayed from a recorded CUDA graph and also timed node by node.
+    /// replayed from a recorded CUDA graph and also timed node by node. With `CHEEMS_CUDA_TRACE=1` (kernels compiled
+    /// anew with NVRTC to record a trace) it also shows one replayed step's timeline by kernel.
     Bench(bench::Args),
     /// Time the CUDA kernels alone (SSD, masked attention, CDMoE) on random inputs, against the roofline.
     BenchKernels(bench_kernels::Args),

@@ -610,6 +610,22 @@ impl<'e> DecodeGraph<'e> {
         Ok(())
     }
 
+    /// Feeds one token per sequence as [`Self::step`] does, replaying the recording (the step must be recorded) with
+    /// the device's kernel trace reset before it, and returns the step's timeline (waits for it); `None` when the
+    /// device keeps no trace (`CHEEMS_CUDA_TRACE`, `cheems_ops::cuda::trace`) or no kernel recorded anything.
+    pub fn traced_step(&mut self, ids: &[i64]) -> Result<Option<ops::cuda::trace::StepProfile>> {
+        let gpu = self.exec.gpu().clone();
+        if !gpu.tracing() {
+            return Ok(None);
+        }
+        ensure!(self.recorded.is_some(), "the step is not recorded yet");
+        gpu.trace_reset()?;
+        self.step(ids)?;
+        let records = gpu.trace_records()?;
+        let rec = self.recorded.as_ref().context("the step is not recorded yet")?;
+        Ok(ops::cuda::trace::profile(&records, &gpu.recorded_kernels(rec)?))
+    }
+
     /// The logits `[B, 1, V]` of the last step (waits for it).
     pub fn logits(&mut self) -> Result<Tensor> {
         if let Some(t) = self.first_logits.take() {

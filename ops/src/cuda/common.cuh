@@ -90,10 +90,46 @@ __device__ __forceinline__ float activate(float x, int act) {
 // recorded decode step, from sm_90) it waits until the kernels before this one have finished and their writes are
 // visible, then lets the next kernel's blocks be scheduled while this one runs; after an ordinary launch both
 // instructions return at once.
+#ifdef CHEEMS_TRACE
+// Trace builds (the crate's `cuda::trace`): the host points cheems_trace_buf at a buffer whose word 0 counts the
+// records; thread 0 of block (0, 0, 0) of each kernel writes record i, words 4 + 4i ..: %globaltimer when it reached
+// grid_entry() and when the grid's wait let it go, the module's tag (high half) with the threads of a block, and the
+// grid (x, then y and z in 16 bits each). Records past cheems_trace_cap are counted, not written.
+extern "C" {
+__device__ unsigned long long *cheems_trace_buf = nullptr;
+__device__ unsigned cheems_trace_tag = 0, cheems_trace_cap = 0;
+}
+
+__device__ __forceinline__ unsigned long long global_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+__device__ __noinline__ void trace_record(unsigned long long reached) {
+    if (cheems_trace_buf == nullptr || (threadIdx.x | threadIdx.y | threadIdx.z | blockIdx.x | blockIdx.y | blockIdx.z))
+        return;
+    const unsigned long long released = global_ns();
+    const unsigned long long i = atomicAdd(cheems_trace_buf, 1ull);
+    if (i >= cheems_trace_cap) return;
+    unsigned long long *r = cheems_trace_buf + 4 + 4 * i;
+    r[0] = reached;
+    r[1] = released;
+    r[2] = (unsigned long long)cheems_trace_tag << 32 | blockDim.x * blockDim.y * blockDim.z;
+    r[3] = gridDim.x | (unsigned long long)gridDim.y << 32 | (unsigned long long)gridDim.z << 48;
+}
+#endif
+
 __device__ __forceinline__ void grid_entry() {
+#ifdef CHEEMS_TRACE
+    const unsigned long long reached = global_ns();
+#endif
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+#ifdef CHEEMS_TRACE
+    trace_record(reached);
 #endif
 }
 

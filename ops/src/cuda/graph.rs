@@ -77,6 +77,19 @@ impl Recording {
         self.ordering
     }
 
+    /// The kernel nodes: the function each launches, its grid and the threads of a block.
+    pub fn kernels(&self) -> Result<Vec<(sys::CUfunction, [u32; 3], u32)>> {
+        let mut out = Vec::new();
+        for node in nodes(self.graph)? {
+            if matches!(node_type(node)?, sys::CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL) {
+                let p = kernel_params(node)?;
+                let threads = p.blockDimX * p.blockDimY * p.blockDimZ;
+                out.push((p.func, [p.gridDimX, p.gridDimY, p.gridDimZ], threads));
+            }
+        }
+        Ok(out)
+    }
+
     /// The recording's nodes by kind (`kernel`, `memset`, `memcpy`, `alloc`, `free`, `other`).
     pub fn node_counts(&self) -> Result<BTreeMap<&'static str, usize>> {
         let mut counts = BTreeMap::new();
@@ -118,6 +131,11 @@ pub(super) fn node_type(node: sys::CUgraphNode) -> Result<sys::CUgraphNodeType> 
 
 /// The function a kernel node launches.
 pub(super) fn kernel_function(node: sys::CUgraphNode) -> Result<sys::CUfunction> {
+    Ok(kernel_params(node)?.func)
+}
+
+/// A kernel node's launch parameters.
+fn kernel_params(node: sys::CUgraphNode) -> Result<sys::CUDA_KERNEL_NODE_PARAMS> {
     // SAFETY: an all-zero parameter block is a valid value for the driver to overwrite.
     let mut p: sys::CUDA_KERNEL_NODE_PARAMS = unsafe { std::mem::zeroed() };
     // SAFETY: `node` is a kernel node of a live graph; the driver fills `p`.
@@ -125,7 +143,7 @@ pub(super) fn kernel_function(node: sys::CUgraphNode) -> Result<sys::CUfunction>
         unsafe { sys::cuGraphKernelNodeGetParams_v2(node, &mut p) },
         "a kernel node's parameters",
     )?;
-    Ok(p.func)
+    Ok(p)
 }
 
 /// Fails when `graph` frees memory it did not allocate (a buffer dropped on the stream while it recorded): each

@@ -8,6 +8,7 @@
 pub mod cubin;
 pub mod graph;
 pub mod order;
+pub mod trace;
 
 pub use cubin::{all_sources, cubin_key, source_hash, CubinSet};
 
@@ -188,6 +189,15 @@ fn options(arch: &str) -> Vec<String> {
     o
 }
 
+/// [`options`], with `CHEEMS_TRACE` defined for a traced device ([`trace`]).
+fn options_traced(arch: &str, traced: bool) -> Vec<String> {
+    let mut o = options(arch);
+    if traced {
+        o.push("-DCHEEMS_TRACE=1".to_string());
+    }
+    o
+}
+
 /// The NVRTC options used for `arch`, include folders (`-I`) included.
 pub fn nvrtc_options(arch: &str) -> Vec<String> {
     options(arch)
@@ -208,8 +218,13 @@ fn cache_dir() -> Option<PathBuf> {
 /// Compiles `src` for `arch` to CUBIN, through the disk cache (`$CHEEMS_KERNEL_CACHE`, else
 /// `~/.cache/cheems/kernels`) keyed by source, options and NVRTC version. A compile error carries NVRTC's log.
 pub fn compile_cubin(src: &Source, arch: &str) -> Result<Vec<u8>> {
+    compile_cubin_traced(src, arch, false)
+}
+
+/// [`compile_cubin`], with the kernels recording a trace when `traced` ([`trace`]).
+pub fn compile_cubin_traced(src: &Source, arch: &str, traced: bool) -> Result<Vec<u8>> {
     let version = nvrtc_version()?;
-    let opts = options(arch);
+    let opts = options_traced(arch, traced);
     let text = full_source(src);
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (&text, &opts, version).hash(&mut h);
@@ -324,6 +339,7 @@ pub struct Gpu {
     spare: Mutex<HashMap<usize, Vec<cudarc::driver::sys::CUdeviceptr>>>,
     graph_pool: Mutex<Option<GraphPool>>,
     multiprocessors: usize,
+    trace: Option<trace::Trace>,
 }
 
 /// The buffers of one recorded graph while it is being built: handed out by [`Gpu::uninit`] and taken back by
@@ -387,8 +403,17 @@ impl Gpu {
 
     /// Opens device `ordinal` with precompiled CUBINs (a compiled artifact's): a kernel source with a CUBIN in
     /// `cubins` for this device's architecture is loaded from it; any other is compiled with NVRTC on first use,
-    /// which must then be available. Only the driver is probed here.
+    /// which must then be available. Only the driver is probed here. With `CHEEMS_CUDA_TRACE=1` the device records
+    /// a kernel trace ([`trace`]), its kernels compiled anew with NVRTC.
     pub fn with_cubins(ordinal: usize, cubins: CubinSet) -> Result<Gpu> {
+        let traced = std::env::var_os("CHEEMS_CUDA_TRACE").is_some_and(|v| v != "0");
+        if traced {
+            probe_nvrtc()?;
+        }
+        Gpu::open(ordinal, cubins, traced)
+    }
+
+    fn open(ordinal: usize, cubins: CubinSet, traced: bool) -> Result<Gpu> {
         probe_driver()?;
         let ctx = CudaContext::new(ordinal)
             .map_err(|e| KernelError::Driver(format!("opening device {ordinal}: {e}")))?;
@@ -406,6 +431,7 @@ impl Gpu {
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
             )
             .map_err(|e| KernelError::Driver(format!("multiprocessor count: {e}")))?;
+        let trace = traced.then(|| trace::Trace::new(&stream, trace::RECORDS)).transpose()?;
         Ok(Gpu {
             ctx,
             stream,
@@ -418,6 +444,7 @@ impl Gpu {
             spare: Mutex::new(HashMap::new()),
             graph_pool: Mutex::new(None),
             multiprocessors: multiprocessors.max(1) as usize,
+            trace,
         })
     }
 
@@ -455,14 +482,17 @@ impl Gpu {
             match modules.get(src.file) {
                 Some(m) => m.clone(),
                 None => {
-                    let cubin = match self.cubins.get(src, &self.arch) {
-                        Some(c) => c.to_vec(),
-                        None => compile_cubin(src, &self.arch)?,
+                    let cubin = match (&self.trace, self.cubins.get(src, &self.arch)) {
+                        (None, Some(c)) => c.to_vec(),
+                        _ => compile_cubin_traced(src, &self.arch, self.trace.is_some())?,
                     };
                     let m = self
                         .ctx
                         .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
                         .map_err(|e| KernelError::Driver(format!("loading {}: {e}", src.file)))?;
+                    if let Some(t) = &self.trace {
+                        t.attach(&m, src.file, &self.stream)?;
+                    }
                     modules.insert(src.file, m.clone());
                     m
                 }
@@ -805,6 +835,21 @@ mod tests {
         for src in all_sources() {
             if crate::testutil::sm90_cubin(&src).is_none() {
                 return;
+            }
+        }
+    }
+
+    /// Every source compiles for sm_90 with the kernel trace (`CHEEMS_TRACE`, [`trace`]) and holds the trace's
+    /// globals, which a traced device sets when it loads the module.
+    #[test]
+    fn all_kernels_compile_with_the_trace() {
+        if !test_nvrtc() {
+            return;
+        }
+        for src in all_sources() {
+            let cubin = compile_cubin_traced(&src, "sm_90", true).unwrap_or_else(|e| panic!("{e}"));
+            for global in ["cheems_trace_buf", "cheems_trace_tag", "cheems_trace_cap"] {
+                assert!(crate::testutil::has_symbol(&cubin, global), "{}: no `{global}`", src.file);
             }
         }
     }
