@@ -356,6 +356,7 @@ impl Gpu {
         let ended = ended.and(freed.map_err(|e| {
             KernelError::Driver(format!("a buffer was freed on the stream while it recorded: {e}"))
         }));
+        let ended = ended.and(self.trace.as_ref().map_or(Ok(()), |t| t.settle()));
         if let Err(e) = ended {
             if !graph.is_null() {
                 // SAFETY: `graph` was just returned by the driver and is not referenced elsewhere.

@@ -16,6 +16,7 @@ use super::Gpu;
 use crate::{KernelError, Result};
 use cudarc::driver::{CudaModule, CudaSlice, CudaStream};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Records a trace buffer holds by default.
@@ -28,6 +29,12 @@ pub(super) struct Trace {
     cap: usize,
     /// Source file of each module, by tag.
     sources: Mutex<Vec<&'static str>>,
+    /// A stream of its own for setting a module's globals: a module may be loaded while the device's stream
+    /// records, and a copy issued there would become part of the recording.
+    setter: Arc<CudaStream>,
+    /// Whether copies on `setter` may still be running: issued while the device's stream recorded, when no
+    /// stream may be waited for ([`Trace::settle`] waits).
+    pending: AtomicBool,
 }
 
 /// One kernel's record.
@@ -88,10 +95,25 @@ impl Trace {
         let buf = stream
             .alloc_zeros::<u64>(4 + 4 * cap)
             .map_err(|e| KernelError::Driver(format!("allocating the kernel trace: {e}")))?;
-        Ok(Trace { buf, cap, sources: Mutex::new(Vec::new()) })
+        stream
+            .synchronize()
+            .map_err(|e| KernelError::Driver(format!("clearing the kernel trace: {e}")))?;
+        let setter = stream
+            .context()
+            .new_stream()
+            .map_err(|e| KernelError::Driver(format!("creating the kernel trace's stream: {e}")))?;
+        Ok(Trace {
+            buf,
+            cap,
+            sources: Mutex::new(Vec::new()),
+            setter,
+            pending: AtomicBool::new(false),
+        })
     }
 
-    /// Points the trace globals of `module` (compiled from `source` with `CHEEMS_TRACE`) at the buffer.
+    /// Points the trace globals of `module` (compiled from `source` with `CHEEMS_TRACE`) at the buffer. The values
+    /// are in place when this returns, unless `stream` (the device's) is recording: then once [`Trace::settle`]
+    /// returns, which ending the recording calls.
     pub(super) fn attach(
         &self,
         module: &Arc<CudaModule>,
@@ -105,7 +127,7 @@ impl Trace {
             s.push(source);
             (s.len() - 1) as u32
         };
-        let (ptr, _record) = self.buf.device_ptr(stream);
+        let (ptr, _record) = self.buf.device_ptr(&self.setter);
         let cap = u32::try_from(self.cap).unwrap_or(u32::MAX);
         let values: [(&str, Vec<u8>); 3] = [
             ("cheems_trace_buf", ptr.to_le_bytes().to_vec()),
@@ -113,12 +135,34 @@ impl Trace {
             ("cheems_trace_cap", cap.to_le_bytes().to_vec()),
         ];
         for (name, bytes) in values {
-            let mut global = module.get_global(name, stream).map_err(|e| {
+            let mut global = module.get_global(name, &self.setter).map_err(|e| {
                 KernelError::Driver(format!("{source}: the trace global `{name}`: {e}"))
             })?;
-            stream
+            self.setter
                 .memcpy_htod(&bytes, &mut global)
                 .map_err(|e| KernelError::Driver(format!("{source}: setting `{name}`: {e}")))?;
+        }
+        use cudarc::driver::sys::{cuStreamIsCapturing, CUstreamCaptureStatus};
+        let mut status = CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+        // SAFETY: `stream` is a live stream; the driver writes one status.
+        let r = unsafe { cuStreamIsCapturing(stream.cu_stream(), &mut status) };
+        super::graph::check(r, "reading whether the stream records")?;
+        if status == CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE {
+            self.setter.synchronize().map_err(|e| {
+                KernelError::Driver(format!("{source}: setting the trace globals: {e}"))
+            })
+        } else {
+            self.pending.store(true, Ordering::Release);
+            Ok(())
+        }
+    }
+
+    /// Waits for the globals' copies issued while the device's stream recorded.
+    pub(super) fn settle(&self) -> Result<()> {
+        if self.pending.swap(false, Ordering::AcqRel) {
+            self.setter
+                .synchronize()
+                .map_err(|e| KernelError::Driver(format!("setting the trace globals: {e}")))?;
         }
         Ok(())
     }
@@ -141,6 +185,7 @@ impl Gpu {
     pub fn trace_reset(&self) -> Result<()> {
         use cudarc::driver::DevicePtr;
         let t = self.trace.as_ref().ok_or_else(not_traced)?;
+        t.settle()?;
         let (ptr, _record) = t.buf.device_ptr(&self.stream);
         // SAFETY: `ptr` addresses the trace buffer, whose first 8 bytes are the record count, on this stream.
         unsafe { cudarc::driver::result::memset_d8_async(ptr, 0, 8, self.stream.cu_stream()) }
