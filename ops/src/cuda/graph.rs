@@ -439,18 +439,7 @@ mod tests {
         for programmatic in [true, false] {
             let mut x = [gpu.upload(&vec![1.0f32; n]).unwrap(), gpu.zeros::<f32>(n).unwrap()];
             let b = gpu.upload(&vec![1.0f32; n]).unwrap();
-            gpu.synchronize().unwrap();
-            gpu.begin_recording().unwrap();
-            let issued = (0..links).try_for_each(|i| {
-                let [x0, x1] = &mut x;
-                if i % 2 == 0 {
-                    add(&gpu, x0, &b, x1)
-                } else {
-                    add(&gpu, x1, &b, x0)
-                }
-            });
-            let rec = gpu.end_recording(programmatic, None).unwrap().expect("work was recorded");
-            issued.unwrap();
+            let rec = crate::testutil::record_add_chain(&gpu, &mut x, &b, links, programmatic);
             let want_edges =
                 if programmatic && gpu.supports_programmatic() { links - 1 } else { 0 };
             assert_eq!(rec.programmatic_edges(), want_edges, "programmatic {programmatic}");

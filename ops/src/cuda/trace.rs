@@ -346,7 +346,6 @@ mod tests {
     #[test]
     fn a_traced_recording_records_each_kernel() {
         use crate::cuda::test_gpu;
-        use crate::elementwise::cuda::add;
         if test_gpu().is_none() {
             return;
         }
@@ -356,18 +355,7 @@ mod tests {
         let links = 8;
         let mut x = [gpu.upload(&vec![1.0f32; n]).unwrap(), gpu.zeros::<f32>(n).unwrap()];
         let b = gpu.upload(&vec![1.0f32; n]).unwrap();
-        gpu.synchronize().unwrap();
-        gpu.begin_recording().unwrap();
-        let issued = (0..links).try_for_each(|i| {
-            let [x0, x1] = &mut x;
-            if i % 2 == 0 {
-                add(&gpu, x0, &b, x1)
-            } else {
-                add(&gpu, x1, &b, x0)
-            }
-        });
-        let rec = gpu.end_recording(true, None).unwrap().expect("work was recorded");
-        issued.unwrap();
+        let rec = crate::testutil::record_add_chain(&gpu, &mut x, &b, links, true);
         gpu.trace_reset().unwrap();
         rec.launch().unwrap();
         let records = gpu.trace_records().unwrap();
