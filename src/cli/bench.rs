@@ -364,7 +364,7 @@ fn run_cuda(a: &Args) -> Result<()> {
                 "replay_seconds_median": replay, "replayed_steps": steps as usize,
                 "replay_host_issue_seconds_median": issue,
                 "first_step_seconds_median": record, "pool_bytes": pool,
-                "capacity": a.prompt + a.decode, "recorded_nodes": nodes,
+                "capacity": a.prompt + a.decode + usize::from(gpu.tracing()), "recorded_nodes": nodes,
                 "programmatic_edges": programmatic,
                 "ordered_by_data": ordering.map(|o| serde_json::json!({
                     "segments": o.segments, "edges": o.edges, "longest_path": o.longest_path,
