@@ -15,7 +15,7 @@ use super::graph::Recording;
 use super::Gpu;
 use crate::{KernelError, Result};
 use cudarc::driver::{CudaModule, CudaSlice, CudaStream};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -226,24 +226,24 @@ impl Gpu {
             .collect()
     }
 
-    /// The source file and name of kernel function `f`, when this device loaded it.
-    pub fn kernel_name(
-        &self,
-        f: cudarc::driver::sys::CUfunction,
-    ) -> Option<(&'static str, String)> {
-        let m = self.functions.lock().ok()?;
-        m.iter().find_map(|(src, fs)| {
-            fs.iter().find(|(_, g)| g.cu_function() == f).map(|(name, _)| (*src, name.clone()))
-        })
-    }
-
     /// The kernel nodes of `rec` (those of kernels this device did not load left out).
     pub fn recorded_kernels(&self, rec: &Recording) -> Result<Vec<KernelNode>> {
+        let m = self
+            .functions
+            .lock()
+            .map_err(|_| KernelError::Driver("function cache poisoned".into()))?;
+        let names: HashMap<usize, (&'static str, &str)> = m
+            .iter()
+            .flat_map(|(src, fs)| {
+                fs.iter().map(|(name, f)| (f.cu_function() as usize, (*src, name.as_str())))
+            })
+            .collect();
         Ok(rec
             .kernels()?
             .into_iter()
             .filter_map(|(f, grid, threads)| {
-                self.kernel_name(f).map(|(source, name)| KernelNode { source, name, grid, threads })
+                let &(source, name) = names.get(&(f as usize))?;
+                Some(KernelNode { source, name: name.to_string(), grid, threads })
             })
             .collect())
     }
