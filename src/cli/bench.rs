@@ -229,6 +229,8 @@ struct Replayed {
     carried_keep: bool,
     /// The timeline of one more replayed step, on a traced device.
     trace: Option<cheems_ops::cuda::trace::StepProfile>,
+    /// Tokens the recorded step's caches have room for.
+    capacity: usize,
 }
 
 /// One prefill, then `steps` decode steps through a [`DecodeGraph`] with room for them all.
@@ -267,6 +269,7 @@ fn graph_pass(
     let programmatic = g.programmatic_edges().context("the step is not recorded yet")?;
     let (ordering, carried_keep) = (g.ordering(), g.options().carried_keep_window);
     let trace = g.traced_step(&step(steps))?;
+    let capacity = g.capacity();
     Ok(Replayed {
         record,
         replay,
@@ -277,6 +280,7 @@ fn graph_pass(
         ordering,
         carried_keep,
         trace,
+        capacity,
     })
 }
 
@@ -342,7 +346,16 @@ fn run_cuda(a: &Args) -> Result<()> {
         let record = median(replayed.iter().map(|r| r.record).collect());
         let issue = median(replayed.iter().map(|r| r.issue).collect());
         let r = &replayed[0];
-        (replay, record, issue, r.pool_bytes, r.nodes.clone(), r.programmatic, r.ordering)
+        (
+            replay,
+            record,
+            issue,
+            r.pool_bytes,
+            r.nodes.clone(),
+            r.programmatic,
+            r.ordering,
+            r.capacity,
+        )
     });
     let steps = a.decode.saturating_sub(1) as f64;
     let decode_tps = match graph {
@@ -359,12 +372,12 @@ fn run_cuda(a: &Args) -> Result<()> {
     let carried_keep = replayed.first().is_some_and(|r| r.carried_keep);
     let trace = replayed.last().and_then(|r| r.trace.as_ref()).map(trace_json);
     let graph_json = match (graph, &recording) {
-        (Some((replay, record, issue, pool, nodes, programmatic, ordering)), _) => {
+        (Some((replay, record, issue, pool, nodes, programmatic, ordering, capacity)), _) => {
             serde_json::json!({
                 "replay_seconds_median": replay, "replayed_steps": steps as usize,
                 "replay_host_issue_seconds_median": issue,
                 "first_step_seconds_median": record, "pool_bytes": pool,
-                "capacity": a.prompt + a.decode + usize::from(gpu.tracing()), "recorded_nodes": nodes,
+                "capacity": capacity, "recorded_nodes": nodes,
                 "programmatic_edges": programmatic,
                 "ordered_by_data": ordering.map(|o| serde_json::json!({
                     "segments": o.segments, "edges": o.edges, "longest_path": o.longest_path,
