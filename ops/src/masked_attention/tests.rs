@@ -1195,6 +1195,38 @@ mod gpu {
         }
     }
 
+    /// The GQA decode kernels of up to four queries spill no register (the bf16 forms of eight spill about 100 bytes
+    /// at 255 registers), and each keeps its static shared memory under 48 KiB, a quarter of it for the forms of at most
+    /// two queries, whose launch bound asks four blocks a multiprocessor (no GPU needed).
+    #[test]
+    fn gqa_decode_kernels_fit() {
+        let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
+        for (elem, dh, nq) in ["f32", "bf16"].into_iter().flat_map(|e| {
+            [64, 128].into_iter().flat_map(move |dh| [1, 2, 4, 8].map(|nq| (e, dh, nq)))
+        }) {
+            let name = format!("masked_attention_{elem}_decode_gqa_d{dh}_q{nq}");
+            let mut lines = report
+                .lines()
+                .skip_while(|l| !l.ends_with(&format!("Function properties for {name}")));
+            let spills =
+                lines.nth(1).unwrap_or_else(|| panic!("no ptxas properties of {name}:\n{report}"));
+            if nq <= 4 {
+                assert!(
+                    spills.contains("0 bytes spill stores, 0 bytes spill loads"),
+                    "{name}: {spills}"
+                );
+            }
+            let usage = lines.next().unwrap_or_else(|| panic!("no ptxas usage of {name}"));
+            let smem: usize = usage
+                .split(", ")
+                .find_map(|f| f.strip_suffix(" bytes smem"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name}: no shared memory in {usage:?}"));
+            let limit = if nq <= 2 { 48 * 1024 / 4 } else { 48 * 1024 };
+            assert!(smem <= limit, "{name}: {smem} bytes of shared memory");
+        }
+    }
+
     /// The warpgroup kernels' shared memory (`tc::wg_smem_bytes`, `tc::tma_smem_bytes`) fits the H200's 227 KiB
     /// per block, twice over for the 64-key tiles whose launch bound asks two blocks; the launcher's formulas,
     /// queries per block and 256 threads are the source's.
