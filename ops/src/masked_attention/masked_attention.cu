@@ -605,9 +605,9 @@ __device__ void decode(const E *q, const E *k, const E *v, float *part, const Ma
 
 // out[b,i,h,d] for the 32 dimensions d of blockIdx.y in row blockIdx.x, from the row's `splits` partial records:
 // out = Σ_s w_s·acc_s / Σ_s w_s·l_s with w_s = exp(m_s − max m). The weights of up to COMBINE_TILE splits at a time go
-// to shared memory; warp w sums splits w, w + 8, … for its lane's dimension, then warp 0 adds the eight sums.
-// Grid (B·H·S, ⌈dh/32⌉), COMBINE_THREADS threads.
-constexpr int COMBINE_THREADS = 256, COMBINE_TILE = 1024;
+// to shared memory; warp w sums splits w, w + 8, … for its lane's dimension, the first COMBINE_EARLY of them loaded
+// with the maxima, then warp 0 adds the eight sums. Grid (B·H·S, ⌈dh/32⌉), COMBINE_THREADS threads.
+constexpr int COMBINE_THREADS = 256, COMBINE_TILE = 1024, COMBINE_EARLY = 8;
 
 template <typename E>
 __device__ void combine(const float *part, E *out, const int S, const int H, const int dh, const int splits) {
@@ -618,6 +618,13 @@ __device__ void combine(const float *part, E *out, const int S, const int H, con
     const int i = (int)(row % S), h = (int)(row / S % H), b = (int)(row / S / H);
     const long stride = dh + 2;
     const float *rec = part + row * splits * stride;
+    static_assert(NW * COMBINE_EARLY <= COMBINE_TILE, "the early values are in the first tile");
+    float early[COMBINE_EARLY];
+#pragma unroll
+    for (int u = 0; u < COMBINE_EARLY; ++u) {
+        const int s = warp + NW * u;
+        early[u] = d < dh && s < splits ? rec[s * stride + 2 + d] : 0.0f;
+    }
     float mx = neg_inf();
     for (int s = tid; s < splits; s += COMBINE_THREADS) mx = fmaxf(mx, rec[s * stride]);
     mx = warp_max(mx);
@@ -637,8 +644,14 @@ __device__ void combine(const float *part, E *out, const int S, const int H, con
         }
         __syncthreads();
         if (d < dh) {
+            int s = warp;
+            if (t0 == 0) {
+#pragma unroll
+                for (int u = 0; u < COMBINE_EARLY; ++u, s += NW)
+                    if (s < n) o += wt[s] * early[u];
+            }
 #pragma unroll 4
-            for (int s = warp; s < n; s += NW) o += wt[s] * rec[(t0 + s) * stride + 2 + d];
+            for (; s < n; s += NW) o += wt[s] * rec[(t0 + s) * stride + 2 + d];
         }
     }
     sum = warp_sum(sum);
