@@ -673,9 +673,12 @@ __device__ void combine(const float *part, E *out, const int S, const int H, con
 // elements each), so a warp reads 32/LK consecutive rows and the block 4·32/LK; U keys per thread are loaded before
 // they are used. Online softmax per thread over its keys (one rescale per U keys), then merged over the lane groups
 // and warps into the same partial records as `decode`, part[row][split], which `combine` reads.
+// `load` reads a piece of a cached key or value: `ld_once` for bf16; a plain load for f32, whose Dh 64 form of two
+// queries has no register to spare for the cache policy at its 128-register bound.
 template <typename E> struct Piece;
 template <> struct Piece<bf16_t> {
     static constexpr int EPT = 8;
+    __device__ static uint4 load(const bf16_t *p) { return ld_once(reinterpret_cast<const uint4 *>(p)); }
     __device__ static void unpack(const uint4 &r, float (&x)[8]) {
         const unsigned w[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
@@ -687,6 +690,7 @@ template <> struct Piece<bf16_t> {
 };
 template <> struct Piece<float> {
     static constexpr int EPT = 4;
+    __device__ static uint4 load(const float *p) { return *reinterpret_cast<const uint4 *>(p); }
     __device__ static void unpack(const uint4 &r, float (&x)[4]) {
         x[0] = __uint_as_float(r.x), x[1] = __uint_as_float(r.y), x[2] = __uint_as_float(r.z), x[3] = __uint_as_float(r.w);
     }
@@ -727,8 +731,8 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
         hm[n] = hm_per_head ? hq[n] : hm_group;
     }
 
-    // One tile of U·KPB keys from `base`: K and V rows and each key's mask inputs, every load issued before any is
-    // used; `only` ≥ 0 loads key `only` alone (the others keep their values).
+    // One tile of U·KPB keys from `base`: K and V rows (`Piece::load`) and each key's mask inputs, every load issued
+    // before any is used; `only` ≥ 0 loads key `only` alone (the others keep their values).
     uint4 kr[U], vr[U];
     long long am[U];
     float kx[NQ][U];
@@ -742,8 +746,8 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
 #pragma unroll
             for (int n = 0; n < NQ; ++n) kx[n][u] = 0.0f;
             if (j < j1) {
-                kr[u] = *reinterpret_cast<const uint4 *>(k + kv0 + (long)j * DH);
-                vr[u] = *reinterpret_cast<const uint4 *>(v + kv0 + (long)j * DH);
+                kr[u] = Piece<E>::load(k + kv0 + (long)j * DH);
+                vr[u] = Piece<E>::load(v + kv0 + (long)j * DH);
                 am[u] = mk.attn_mask[(long)b * T + j];
 #pragma unroll
                 for (int n = 0; n < NQ; ++n) kx[n][u] = mk.key_value(b, hq[n], hm[n], j);

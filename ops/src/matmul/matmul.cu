@@ -45,12 +45,12 @@ template <> __device__ __forceinline__ void unpack16<bf16_t>(const uint4 &v, flo
     }
 }
 
-// wp[u] ← pack c0 + 32·u of a weight row, for the packs below `packs`.
+// wp[u] ← pack c0 + 32·u of a weight row, for the packs below `packs` (`ld_once_const`).
 template <int N>
 __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], const int c0, const int packs) {
 #pragma unroll
     for (int u = 0; u < N; ++u) {
-        if (c0 + 32 * u < packs) wp[u] = w4[c0 + 32 * u];
+        if (c0 + 32 * u < packs) wp[u] = ld_once_const(w4 + c0 + 32 * u);
     }
 }
 
