@@ -242,26 +242,60 @@ __device__ __forceinline__ float head_prob(const HeadSoftmax &hs, const float *s
     return norm ? p / hs.total : p;
 }
 
+// A 16-byte pack as floats: four f32 or eight bf16.
+__device__ __forceinline__ void unpackv(const uint4 &t, float (&v)[4]) {
+    v[0] = __uint_as_float(t.x), v[1] = __uint_as_float(t.y), v[2] = __uint_as_float(t.z), v[3] = __uint_as_float(t.w);
+}
+__device__ __forceinline__ void unpackv(const uint4 &t, float (&v)[8]) {
+    const unsigned int w[4] = {t.x, t.y, t.z, t.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        v[2 * j] = __uint_as_float(w[j] << 16);
+        v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+    }
+}
+
 // Σ_c x[c]·down[c] over dim columns by one warp (every lane gets the sum): lanes stride over 16-byte packs when dim
-// and both rows allow, each lane issuing EM_BATCH loads of down before it consumes the first; else over elements.
-template <typename T> __device__ __forceinline__ float down_dot(const T *xr, const T *dr, const int dim, const int lane) {
+// and both rows allow (`down_packed`), each lane holding EM_BATCH packs of down (`ld_once_const`: rows a step reads
+// once) before it consumes the first; else over elements. The first batch comes from `down_head`, which the caller
+// issues before its other work (the head's softmax) so that the row's round trip overlaps it.
+struct DownHead {
+    uint4 d[EM_BATCH];
+};
+template <typename T> __device__ __forceinline__ bool down_packed(const T *xr, const T *dr, const int dim) {
+    return dim % (16 / (int)sizeof(T)) == 0 && aligned16(xr) && aligned16(dr);
+}
+// Packs c0 + 32·t (below `packs`) of the down row.
+template <typename T>
+__device__ __forceinline__ void down_batch(DownHead &h, const T *dr, const int c0, const int packs) {
+    const uint4 *d4 = reinterpret_cast<const uint4 *>(dr);
+#pragma unroll
+    for (int t = 0; t < EM_BATCH; ++t) {
+        if (c0 + 32 * t < packs) h.d[t] = ld_once_const(d4 + c0 + 32 * t);
+    }
+}
+template <typename T>
+__device__ __forceinline__ DownHead down_head(const T *xr, const T *dr, const int dim, const int lane) {
+    DownHead h;
+    if (down_packed(xr, dr, dim)) down_batch(h, dr, lane, dim / (16 / (int)sizeof(T)));
+    return h;
+}
+template <typename T>
+__device__ __forceinline__ float down_dot(const T *xr, const T *dr, const int dim, const int lane, DownHead h) {
     constexpr int V = 16 / sizeof(T);
     float d = 0.0f;
-    if (dim % V == 0 && aligned16(xr) && aligned16(dr)) {
+    if (down_packed(xr, dr, dim)) {
         const int packs = dim / V;
         for (int c0 = lane; c0 < packs; c0 += 32 * EM_BATCH) {
-            float b[EM_BATCH][V];
-#pragma unroll
-            for (int t = 0; t < EM_BATCH; ++t) {
-                if (c0 + 32 * t < packs) ldv(dr, (long)(c0 + 32 * t) * V, b[t]);
-            }
+            if (c0 != lane) down_batch(h, dr, c0, packs);
 #pragma unroll
             for (int t = 0; t < EM_BATCH; ++t) {
                 if (c0 + 32 * t >= packs) break;
-                float a[V];
+                float a[V], b[V];
                 ldv(xr, (long)(c0 + 32 * t) * V, a);
+                unpackv(h.d[t], b);
 #pragma unroll
-                for (int i = 0; i < V; ++i) d += a[i] * b[t][i];
+                for (int i = 0; i < V; ++i) d += a[i] * b[i];
             }
         }
     } else {

@@ -214,9 +214,11 @@ __device__ void expert_weigh(const T *x, const float *scores, const long long *i
         if (lane == 0) wout[row * n + j] = __int_as_float(0x7fc00000);
         return;
     }
+    const T *xr = x + row * dim, *dr = down + id * dim;
+    const DownHead head = down_head(xr, dr, dim, lane);
     const HeadSoftmax hs = head_softmax(scores + (row * heads + j / k) * (long)k, k, lane);
     const float prob = head_prob(hs, scores + (row * heads + j / k) * (long)k, j % k, norm);
-    const float d = down_dot(x + row * dim, down + id * dim, dim, lane);
+    const float d = down_dot(xr, dr, dim, lane, head);
     if (lane == 0) wout[row * n + j] = expert_weight(d, prob, act, after);
 }
 

@@ -308,13 +308,18 @@ __device__ void pk_topk_row(const T *q, const T *keys, float *scores, long long 
     }
     if (x == nullptr) return;
     __syncthreads();
+    // The warp's first slot asks for its down row before the head's softmax, which all its slots share.
+    const T *xr = x + r * dim;
+    DownHead first;
+    if (warp < k && fid[warp] < num_experts) first = down_head(xr, down + (long)fid[warp] * dim, dim, lane);
+    const HeadSoftmax hs = head_softmax(fs, k, lane);
     for (int j = warp; j < k; j += warps) {
         const int id = fid[j];
         float wj = __int_as_float(0x7fc00000);
         if (id < num_experts) {
-            const HeadSoftmax hs = head_softmax(fs, k, lane);
-            const float prob = head_prob(hs, fs, j, norm);
-            wj = expert_weight(down_dot(x + r * dim, down + (long)id * dim, dim, lane), prob, act, after);
+            const T *dr = down + (long)id * dim;
+            const DownHead head = j == warp ? first : down_head(xr, dr, dim, lane);
+            wj = expert_weight(down_dot(xr, dr, dim, lane, head), head_prob(hs, fs, j, norm), act, after);
         }
         if (lane == 0) w[(r * heads + h) * (long)k + j] = wj;
     }
