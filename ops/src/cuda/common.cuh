@@ -136,30 +136,20 @@ __device__ __forceinline__ void grid_entry() {
 // 16-byte loads of data a decode step reads once (weights, cached keys and values), marked first to leave L2 and not
 // allocated in L1, so that what the step's kernels read again stays in L2 (logs/h200-2026-11-30zzz: 3 % of a decode
 // step). `ld_once_const` for data no kernel writes, through the read-only path. Plain loads before sm_80.
-__device__ __forceinline__ uint4 ld_once(const uint4 *p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    uint4 v;
-    asm volatile("{\n\t.reg .b64 pol;\n\tcreatepolicy.fractional.L2::evict_first.b64 pol, 1.0;\n\t"
-                 "ld.global.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], pol;\n\t}"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
+#define LD_ONCE(NC)                                                                                                    \
+    uint4 v;                                                                                                           \
+    asm volatile("{\n\t.reg .b64 pol;\n\tcreatepolicy.fractional.L2::evict_first.b64 pol, 1.0;\n\t"                    \
+                 "ld.global" NC ".L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], pol;\n\t}"            \
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)                                                          \
+                 : "l"(p));                                                                                            \
     return v;
 #else
-    return *p;
+#define LD_ONCE(NC) return *p;
 #endif
-}
-__device__ __forceinline__ uint4 ld_once_const(const uint4 *p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    uint4 v;
-    asm volatile("{\n\t.reg .b64 pol;\n\tcreatepolicy.fractional.L2::evict_first.b64 pol, 1.0;\n\t"
-                 "ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], pol;\n\t}"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-#else
-    return *p;
-#endif
-}
+__device__ __forceinline__ uint4 ld_once(const uint4 *p) { LD_ONCE("") }
+__device__ __forceinline__ uint4 ld_once_const(const uint4 *p) { LD_ONCE(".nc") }
+#undef LD_ONCE
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
