@@ -341,21 +341,11 @@ fn run_cuda(a: &Args) -> Result<()> {
     let (p, d) = (median(prefill), median(decode));
     let prefill_tps = (a.batch * a.prompt) as f64 / p;
     let eager_tps = if a.decode > 0 { (a.batch * a.decode) as f64 / d } else { 0.0 };
-    let graph = (!replayed.is_empty()).then(|| {
+    let graph = replayed.first().map(|first| {
         let replay = median(replayed.iter().map(|r| r.replay).collect());
         let record = median(replayed.iter().map(|r| r.record).collect());
         let issue = median(replayed.iter().map(|r| r.issue).collect());
-        let r = &replayed[0];
-        (
-            replay,
-            record,
-            issue,
-            r.pool_bytes,
-            r.nodes.clone(),
-            r.programmatic,
-            r.ordering,
-            r.capacity,
-        )
+        (replay, record, issue, first)
     });
     let steps = a.decode.saturating_sub(1) as f64;
     let decode_tps = match graph {
@@ -369,20 +359,19 @@ fn run_cuda(a: &Args) -> Result<()> {
     let prefill_tflops = 2.0 * params as f64 * (a.batch * a.prompt) as f64 / p / 1e12;
     let decode_gbps =
         if a.decode > 0 { weight_bytes * decode_tps / a.batch as f64 / 1e9 } else { 0.0 };
-    let carried_keep = replayed.first().is_some_and(|r| r.carried_keep);
     let trace = replayed.last().and_then(|r| r.trace.as_ref()).map(trace_json);
     let graph_json = match (graph, &recording) {
-        (Some((replay, record, issue, pool, nodes, programmatic, ordering, capacity)), _) => {
+        (Some((replay, record, issue, r)), _) => {
             serde_json::json!({
                 "replay_seconds_median": replay, "replayed_steps": steps as usize,
                 "replay_host_issue_seconds_median": issue,
-                "first_step_seconds_median": record, "pool_bytes": pool,
-                "capacity": capacity, "recorded_nodes": nodes,
-                "programmatic_edges": programmatic,
-                "ordered_by_data": ordering.map(|o| serde_json::json!({
+                "first_step_seconds_median": record, "pool_bytes": r.pool_bytes,
+                "capacity": r.capacity, "recorded_nodes": r.nodes,
+                "programmatic_edges": r.programmatic,
+                "ordered_by_data": r.ordering.map(|o| serde_json::json!({
                     "segments": o.segments, "edges": o.edges, "longest_path": o.longest_path,
                 })),
-                "carried_keep_window": carried_keep,
+                "carried_keep_window": r.carried_keep,
                 "trace": trace,
             })
         }

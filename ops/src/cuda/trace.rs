@@ -142,12 +142,10 @@ impl Trace {
                 .memcpy_htod(&bytes, &mut global)
                 .map_err(|e| KernelError::Driver(format!("{source}: setting `{name}`: {e}")))?;
         }
-        use cudarc::driver::sys::{cuStreamIsCapturing, CUstreamCaptureStatus};
-        let mut status = CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
-        // SAFETY: `stream` is a live stream; the driver writes one status.
-        let r = unsafe { cuStreamIsCapturing(stream.cu_stream(), &mut status) };
-        super::graph::check(r, "reading whether the stream records")?;
-        if status == CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE {
+        let status = stream
+            .capture_status()
+            .map_err(|e| KernelError::Driver(format!("reading whether the stream records: {e}")))?;
+        if status == cudarc::driver::sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE {
             self.setter.synchronize().map_err(|e| {
                 KernelError::Driver(format!("{source}: setting the trace globals: {e}"))
             })
