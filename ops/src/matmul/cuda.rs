@@ -219,6 +219,88 @@ pub fn mask_linear<T: Elem>(
     Ok(())
 }
 
+/// The kernel [`norm_linear`] runs for `rows` rows.
+pub fn norm_gemv_kernel<T: Elem>(rows: usize) -> String {
+    format!("norm_gemv{rows}_{}", T::NAME)
+}
+
+/// The rows [`norm_linear`] normalises: `h = a`, `a + f`, or `s ⊙ a + f` with `s [in]` (each sum rounded to `T`).
+pub struct NormRows<'a, T> {
+    /// The learned residual scale, with `f`.
+    pub s: Option<&'a CudaSlice<T>>,
+    /// `[rows, in]`: the input, or the residual.
+    pub a: &'a CudaSlice<T>,
+    /// `[rows, in]`: the branch added to the residual.
+    pub f: Option<&'a CudaSlice<T>>,
+    /// `[in]`: the norm's weight.
+    pub w: &'a CudaSlice<T>,
+    /// The norm's epsilon.
+    pub eps: f32,
+}
+
+/// `y [rows, out] = rms_norm(h, n.w)·wᵀ (+ bias)` for `rows ≤ GEMV_MAX_ROWS` in one launch, `h` (given `n.f`) also
+/// stored into `h_out`: [`crate::rms_norm::cuda::residual_rms_norm`] (or `rms_norm`) then [`linear`], every value
+/// rounded where they round it. `h` is theirs bit for bit; the norm's sum of squares is taken in another order
+/// (matmul.cu), so a normalised value may land one unit of `T` apart.
+pub fn norm_linear<T: Elem>(
+    gpu: &Gpu,
+    p: &LinearParams,
+    n: &NormRows<'_, T>,
+    w: &CudaSlice<T>,
+    bias: Option<&CudaSlice<T>>,
+    y: &mut CudaSlice<T>,
+    h_out: Option<&mut CudaSlice<T>>,
+) -> Result<()> {
+    p.validate(n.a.len(), w.len(), bias.map(|b| b.len()))?;
+    crate::check_len("y", y.len(), &[("rows", p.rows), ("out_features", p.out_features)])?;
+    let row = [("rows", p.rows), ("in_features", p.in_features)];
+    crate::check_len("norm weight", n.w.len(), &row[1..])?;
+    for (what, v) in [("f", n.f.map(|f| f.len())), ("h", h_out.as_ref().map(|h| h.len()))] {
+        if let Some(len) = v {
+            crate::check_len(what, len, &row)?;
+        }
+    }
+    if let Some(s) = n.s {
+        crate::check_len("s", s.len(), &row[1..])?;
+    }
+    if p.rows == 0 || p.rows > GEMV_MAX_ROWS || p.in_features == 0 || p.out_features == 0 {
+        return Err(KernelError::BadParams(format!(
+            "the norm GEMV takes 1 to {GEMV_MAX_ROWS} rows of at least one feature to at least one output, not {} \
+             × {} → {}",
+            p.rows, p.in_features, p.out_features
+        )));
+    }
+    if n.f.is_none() && (n.s.is_some() || h_out.is_some()) {
+        return Err(KernelError::BadParams(
+            "a residual scale or an h output needs the branch f of a residual sum".into(),
+        ));
+    }
+    let name = norm_gemv_kernel::<T>(p.rows);
+    let func = gpu.function(&SOURCE, &name)?;
+    let mut aligned = vec![n.a, n.w, w];
+    aligned.extend(n.f.iter().chain(n.s.iter()).copied());
+    let GemvLaunch { vec, inp, out, cfg } = gemv_launch(gpu, p, &aligned)?;
+    let null = 0u64;
+    let mut launch = gpu.stream().launch_builder(&func);
+    for v in [n.s, Some(n.a), n.f, Some(n.w), Some(w), bias] {
+        match v {
+            Some(v) => launch.arg(v),
+            None => launch.arg(&null),
+        };
+    }
+    launch.arg(y);
+    match h_out {
+        Some(h) => launch.arg(h),
+        None => launch.arg(&null),
+    };
+    launch.arg(&inp).arg(&out).arg(&vec).arg(&n.eps);
+    // SAFETY: matches `norm_gemv<R>_<T>` in matmul.cu (R = rows ≤ 4); a, f and h hold rows·in, s and the norm weight
+    // in, w out·in, y rows·out and the bias out elements (validated); `vec` is set only when `in` is a multiple of
+    // the 16-byte width and a, f, s, the norm weight and w are aligned.
+    unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
+    Ok(())
+}
+
 /// `y [rows, out] = x [rows, in] · w [out, in]ᵀ + bias`.
 pub fn linear<T: Elem>(
     gpu: &Gpu,

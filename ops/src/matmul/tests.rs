@@ -388,6 +388,162 @@ mod gpu {
         );
     }
 
+    /// Which residual sum a norm GEMV test forms.
+    #[derive(Clone, Copy, Debug)]
+    enum Sum {
+        Plain,
+        Add,
+        Scaled,
+    }
+
+    /// The norm GEMV against the norm (`rms_norm` or `residual_rms_norm`) and the GEMV it replaces, and against the
+    /// CPU. `h` must be the norm kernel's bit for bit. The normalised inputs may differ: the two sums of squares are
+    /// taken in different orders (relative difference at most `in`·2⁻²⁴, half that in the inverse root), and in bf16
+    /// a value that moves across a rounding boundary lands one unit (2⁻⁸ relative) away; so y may move by that
+    /// relative amount of Σ|x_i·w_i|. Against the CPU (f64 sum of squares, `linear`) the `linear` tolerance of `run`
+    /// is added.
+    #[allow(clippy::too_many_arguments)]
+    fn run_norm<T: Elem>(
+        rows: usize,
+        inp: usize,
+        out: usize,
+        sum: Sum,
+        bias: bool,
+        seed: u64,
+        unit: f64,
+    ) where
+        cudarc::cublas::CudaBlas: cudarc::cublas::Gemm<T>,
+    {
+        use crate::rms_norm::{cuda as rn, RmsNormParams};
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = Rng::new(seed);
+        let q = |v: Vec<f32>| -> Vec<T> { v.into_iter().map(T::from_f32).collect() };
+        let f = |v: &[T]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
+        let round = |v: f32| T::from_f32(v).to_f32();
+        let (a, fb) = (q(rng.vec(rows * inp, -1.0, 1.0)), q(rng.vec(rows * inp, -1.0, 1.0)));
+        let (s, nw) = (q(rng.vec(inp, 0.5, 1.5)), q(rng.vec(inp, 0.5, 1.5)));
+        let (w, b) = (q(rng.vec(out * inp, -1.0, 1.0)), q(rng.vec(out, -1.0, 1.0)));
+        let eps = 1e-6;
+        let p = LinearParams { rows, in_features: inp, out_features: out };
+        let np = RmsNormParams { rows, cols: inp, eps };
+        let up = |v: &[T]| gpu.upload(v).unwrap();
+        let (da, df, ds, dnw, dw, db) = (up(&a), up(&fb), up(&s), up(&nw), up(&w), up(&b));
+        let nan = |n: usize| gpu.upload(&vec![T::from_f32(f32::NAN); n]).unwrap();
+        let (mut h, mut x, mut want) = (nan(rows * inp), nan(rows * inp), nan(rows * out));
+        let (mut got, mut got_h) = (nan(rows * out), nan(rows * inp));
+        let (sc, fr) = match sum {
+            Sum::Plain => (None, None),
+            Sum::Add => (None, Some(&df)),
+            Sum::Scaled => (Some(&ds), Some(&df)),
+        };
+        match fr {
+            None => rn::rms_norm(&gpu, &np, &da, &dnw, &mut x).unwrap(),
+            Some(fr) => {
+                rn::residual_rms_norm(&gpu, &np, sc, &da, fr, &dnw, &mut h, &mut x).unwrap()
+            }
+        }
+        cuda::linear(&gpu, &p, &x, &dw, bias.then_some(&db), &mut want).unwrap();
+        let n = cuda::NormRows { s: sc, a: &da, f: fr, w: &dnw, eps };
+        let h_out = fr.is_some().then_some(&mut got_h);
+        cuda::norm_linear(&gpu, &p, &n, &dw, bias.then_some(&db), &mut got, h_out).unwrap();
+        let what = format!("norm_gemv_{} {rows}x{inp}x{out} {sum:?} bias {bias}", T::NAME);
+        if fr.is_some() {
+            let (want_h, got_h) = (gpu.download(&h).unwrap(), gpu.download(&got_h).unwrap());
+            assert_eq!(f(&got_h), f(&want_h), "{what}: h differs from residual_rms_norm's");
+        }
+        let (xs, ws) = (f(&gpu.download(&x).unwrap()), f(&w));
+        let xrel = unit + inp as f64 * 2f64.powi(-25) * 1.01;
+        let spread: Vec<f64> = (0..rows * out)
+            .map(|i| {
+                let (r, o) = (i / out, i % out);
+                let l1: f64 = (0..inp)
+                    .map(|k| f64::from(xs[r * inp + k].abs()) * f64::from(ws[o * inp + k].abs()))
+                    .sum();
+                xrel * l1 + 1e-6
+            })
+            .collect();
+        let got = f(&gpu.download(&got).unwrap());
+        let want = f(&gpu.download(&want).unwrap());
+        for (i, (&g, &v)) in got.iter().zip(&want).enumerate() {
+            let d = (f64::from(g) - f64::from(v)).abs();
+            assert!(
+                d <= spread[i],
+                "{what}: y[{i}] = {g}, norm then GEMV {v} (tolerance {})",
+                spread[i]
+            );
+        }
+        let hf: Vec<f32> = match sum {
+            Sum::Plain => f(&a),
+            Sum::Add => f(&a).iter().zip(f(&fb)).map(|(&r, g)| round(r + g)).collect(),
+            Sum::Scaled => f(&a)
+                .iter()
+                .zip(f(&fb))
+                .enumerate()
+                .map(|(i, (&r, g))| round(f(&s)[i % inp] * r + g))
+                .collect(),
+        };
+        let unit_norm = crate::rms_norm::rms_norm(&np, &hf, &vec![1.0; inp]).unwrap();
+        let nwf = f(&nw);
+        let cpu_x: Vec<f32> =
+            unit_norm.iter().enumerate().map(|(i, &v)| round(nwf[i % inp] * round(v))).collect();
+        let cpu = linear(&p, &cpu_x, &ws, bias.then(|| f(&b)).as_deref()).unwrap();
+        let peak = linear(&p, &cpu_x, &ws, None)
+            .unwrap()
+            .iter()
+            .fold(0f64, |m, v| m.max(f64::from(v.abs())));
+        let rtol = unit.max(1e-5);
+        for (i, (&g, &c)) in got.iter().zip(&cpu).enumerate() {
+            let tol =
+                spread[i] + 1e-5 * (inp as f64).sqrt() + 2.0 * rtol * (peak + f64::from(c.abs()));
+            let d = (f64::from(g) - f64::from(c)).abs();
+            assert!(d <= tol, "{what}: y[{i}] = {g}, the CPU's {c} (tolerance {tol})");
+        }
+    }
+
+    #[test]
+    fn norm_gemv_matches_its_parts_and_the_cpu() {
+        let shapes = [
+            (1, 1, 1),
+            (1, 7, 5),
+            (2, 64, 196),
+            (4, 130, 33),
+            (3, 1024, 300),
+            (1, 4096, 64),
+            (1, 1024, 24),
+            (4, 256, 9),
+        ];
+        for (i, &(r, k, n)) in shapes.iter().enumerate() {
+            for (j, sum) in [Sum::Plain, Sum::Add, Sum::Scaled].into_iter().enumerate() {
+                let bias = (i + j) % 2 == 1;
+                let seed = 80 + 3 * i as u64 + j as u64;
+                run_norm::<f32>(r, k, n, sum, bias, seed, 0.0);
+                run_norm::<half::bf16>(r, k, n, sum, bias, seed, 0.00390625);
+            }
+        }
+        let Some(gpu) = test_gpu() else { return };
+        let p = LinearParams { rows: 5, in_features: 4, out_features: 2 };
+        let (a, w, nw) = (
+            gpu.zeros::<f32>(20).unwrap(),
+            gpu.zeros::<f32>(8).unwrap(),
+            gpu.zeros::<f32>(4).unwrap(),
+        );
+        let mut y = gpu.zeros::<f32>(10).unwrap();
+        let n = cuda::NormRows { s: None, a: &a, f: None, w: &nw, eps: 1e-6 };
+        let r = cuda::norm_linear(&gpu, &p, &n, &w, None, &mut y, None);
+        assert!(
+            matches!(r, Err(crate::KernelError::BadParams(_))),
+            "more rows than the GEMV takes"
+        );
+        let p = LinearParams { rows: 1, in_features: 4, out_features: 2 };
+        let (a, mut y) = (gpu.zeros::<f32>(4).unwrap(), gpu.zeros::<f32>(2).unwrap());
+        let n = cuda::NormRows { s: Some(&nw), a: &a, f: None, w: &nw, eps: 1e-6 };
+        let r = cuda::norm_linear(&gpu, &p, &n, &w, None, &mut y, None);
+        assert!(
+            matches!(r, Err(crate::KernelError::BadParams(_))),
+            "a scale without a residual branch"
+        );
+    }
+
     #[test]
     fn linears_match_the_cpu() {
         for (i, &(r, k, n)) in [
@@ -425,6 +581,8 @@ fn gemv_kernels_compile_for_sm_90() {
             cuda::gated_gemv_kernel::<half::bf16>(rows),
             cuda::mask_gemv_kernel::<f32>(rows),
             cuda::mask_gemv_kernel::<half::bf16>(rows),
+            cuda::norm_gemv_kernel::<f32>(rows),
+            cuda::norm_gemv_kernel::<half::bf16>(rows),
         ] {
             assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
         }
