@@ -1184,7 +1184,8 @@ impl CudaExecutor {
         Ok((h, wrap(y)))
     }
 
-    /// A `NormLinear` over its operands `a`: one norm GEMV for a few rows, else the norm kernels and the linear.
+    /// A `NormLinear` over its operands `a`: one norm GEMV for a few rows (`norm_gemv_fits`), else the norm kernels
+    /// and the linear.
     fn norm_linear<T: ActElem>(
         &self,
         norm: Norm,
@@ -1207,7 +1208,7 @@ impl CudaExecutor {
             buf: T::wrap_dev(Dev::recycled_by(s, &self.gpu)),
             host_i64: None,
         };
-        if !(1..=ops::matmul::cuda::GEMV_MAX_ROWS).contains(&rows) || inp == 0 || out == 0 {
+        if !ops::matmul::cuda::norm_gemv_fits::<T>(rows, inp) || out == 0 {
             let (h, y) = self.normed::<T>(norm, input, a)?;
             let y = self.linear::<T>(y.act::<T>()?, rows, w, b)?;
             return Ok(std::iter::once(wrap(dims, y)).chain(h).collect());

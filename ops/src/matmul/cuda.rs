@@ -224,6 +224,17 @@ pub fn norm_gemv_kernel<T: Elem>(rows: usize) -> String {
     format!("norm_gemv{rows}_{}", T::NAME)
 }
 
+/// Bytes of shared memory the norm GEMV may take for its normalised rows (the static limit of a block).
+pub const NORM_GEMV_MAX_SHARED: usize = 48 * 1024;
+
+/// Whether [`norm_linear`] takes `rows` rows of `in_features`: `rows ≤ GEMV_MAX_ROWS` and the normalised rows fit in
+/// a block's shared memory.
+pub fn norm_gemv_fits<T: Elem>(rows: usize, in_features: usize) -> bool {
+    (1..=GEMV_MAX_ROWS).contains(&rows)
+        && in_features > 0
+        && rows * in_features * std::mem::size_of::<T>() <= NORM_GEMV_MAX_SHARED
+}
+
 /// The rows [`norm_linear`] normalises: `h = a`, `a + f`, or `s ⊙ a + f` with `s [in]` (each sum rounded to `T`).
 pub struct NormRows<'a, T> {
     /// The learned residual scale, with `f`.
@@ -238,7 +249,7 @@ pub struct NormRows<'a, T> {
     pub eps: f32,
 }
 
-/// `y [rows, out] = rms_norm(h, n.w)·wᵀ (+ bias)` for `rows ≤ GEMV_MAX_ROWS` in one launch, `h` (given `n.f`) also
+/// `y [rows, out] = rms_norm(h, n.w)·wᵀ (+ bias)` in one launch where [`norm_gemv_fits`], `h` (given `n.f`) also
 /// stored into `h_out`: [`crate::rms_norm::cuda::residual_rms_norm`] (or `rms_norm`) then [`linear`], every value
 /// rounded where they round it. `h` is theirs bit for bit; the norm's sum of squares is taken in another order
 /// (matmul.cu), so a normalised value may land one unit of `T` apart.
@@ -263,10 +274,10 @@ pub fn norm_linear<T: Elem>(
     if let Some(s) = n.s {
         crate::check_len("s", s.len(), &row[1..])?;
     }
-    if p.rows == 0 || p.rows > GEMV_MAX_ROWS || p.in_features == 0 || p.out_features == 0 {
+    if !norm_gemv_fits::<T>(p.rows, p.in_features) || p.out_features == 0 {
         return Err(KernelError::BadParams(format!(
-            "the norm GEMV takes 1 to {GEMV_MAX_ROWS} rows of at least one feature to at least one output, not {} \
-             × {} → {}",
+            "the norm GEMV takes 1 to {GEMV_MAX_ROWS} rows of at least one feature, {NORM_GEMV_MAX_SHARED} bytes in \
+             all, to at least one output, not {} × {} → {}",
             p.rows, p.in_features, p.out_features
         )));
     }
@@ -279,7 +290,8 @@ pub fn norm_linear<T: Elem>(
     let func = gpu.function(&SOURCE, &name)?;
     let mut aligned = vec![n.a, n.w, w];
     aligned.extend(n.f.iter().chain(n.s.iter()).copied());
-    let GemvLaunch { vec, inp, out, cfg } = gemv_launch(gpu, p, &aligned)?;
+    let GemvLaunch { vec, inp, out, mut cfg } = gemv_launch(gpu, p, &aligned)?;
+    cfg.shared_mem_bytes = (p.rows * p.in_features * std::mem::size_of::<T>()) as u32;
     let null = 0u64;
     let mut launch = gpu.stream().launch_builder(&func);
     for v in [n.s, Some(n.a), n.f, Some(n.w), Some(w), bias] {
@@ -295,8 +307,9 @@ pub fn norm_linear<T: Elem>(
     };
     launch.arg(&inp).arg(&out).arg(&vec).arg(&n.eps);
     // SAFETY: matches `norm_gemv<R>_<T>` in matmul.cu (R = rows ≤ 4); a, f and h hold rows·in, s and the norm weight
-    // in, w out·in, y rows·out and the bias out elements (validated); `vec` is set only when `in` is a multiple of
-    // the 16-byte width and a, f, s, the norm weight and w are aligned.
+    // in, w out·in, y rows·out and the bias out elements (validated); the dynamic shared memory holds the rows·in
+    // normalised values (at most 48 KiB); `vec` is set only when `in` is a multiple of the 16-byte width and a, f, s,
+    // the norm weight and w are aligned.
     unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     Ok(())
 }

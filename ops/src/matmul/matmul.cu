@@ -58,7 +58,7 @@ __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], cons
 template <typename T> struct PlainRows {
     const T *x;
     int in;
-    __device__ __forceinline__ void prepare(int, int, int) {}
+    __device__ __forceinline__ void prepare(int) {}
     __device__ __forceinline__ void pack(int r, int c, float *xv) const {
         unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
     }
@@ -66,8 +66,8 @@ template <typename T> struct PlainRows {
 };
 
 // The sums of a few-row linear for the warp's output feature o, acc[r] = Σ_i x[r, i]·w[o, i] with x read from
-// `rows` (which `prepare`s after grid_entry()), handed to store(o, acc) in lane 0: `gemv` with the input and the
-// epilogue of the caller's choice.
+// `rows` (which every thread `prepare`s after grid_entry()), handed to store(o, acc) in lane 0: `gemv` with the input
+// and the epilogue of the caller's choice.
 template <typename T, int R, typename Rows, typename Store>
 __device__ __forceinline__ void gemv_rows(Rows &rows, const T *w, const int in, const int out, const int vec,
                                           Store store) {
@@ -80,8 +80,8 @@ __device__ __forceinline__ void gemv_rows(Rows &rows, const T *w, const int in, 
     uint4 wp[GEMV_BATCH];
     if (o < out && vec) load_packs(w4, wp, lane, packs);
     grid_entry();
+    rows.prepare(vec);
     if (o >= out) return;
-    rows.prepare(o, lane, vec);
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = 0.f;
@@ -159,15 +159,14 @@ __device__ void mask_gemv(const T *x, const T *w, const T *bias, const float *a,
 
 // The rows a linear with a norm prologue reads: x[r, i] = T(nw[i]·T(h[r, i]·inv[r])), inv[r] = rsqrt(mean_i
 // h[r, i]² + eps), with h = a (f null), a + f (s null) or s ⊙ a + f, each sum rounded to T: the values
-// residual_rms_norm (rms_norm.cu) stores, up to the order of the sum of squares. `prepare` takes that sum per warp
-// (each lane its columns in order, then a butterfly across the lanes) and, in the warp of output feature 0, stores h
-// when h is given.
+// residual_rms_norm (rms_norm.cu) stores, up to the order of the sum of squares. `prepare`, which every thread of the
+// block calls, writes them to the block's shared memory `xs` [R, in]: each thread takes the sum over its columns
+// (packs t, t + blockDim.x, … in order), then `block_sum`; block 0 also stores h when h is given.
 template <typename T, int R> struct NormRows {
     const T *s, *a, *f, *nw;
-    T *h;
+    T *h, *xs;
     int in;
     float eps;
-    float inv[R];
     __device__ __forceinline__ float sum(float sc, float av, float fv) const {
         return f ? round_to<T>(__fadd_rn(__fmul_rn(sc, av), fv)) : av;
     }
@@ -186,55 +185,65 @@ template <typename T, int R> struct NormRows {
         const long at = (long)r * in + i;
         return f ? sum(s ? ld(s, i) : 1.f, ld(a, at), ld(f, at)) : ld(a, at);
     }
-    __device__ __forceinline__ void prepare(int o, int lane, int vec) {
+    __device__ __forceinline__ void prepare(int vec) {
         constexpr int V = Vec16<T>::n;
-        const bool keep = h != nullptr && o == 0;
+        __shared__ float scratch[32];
+        const int t = threadIdx.x, n = blockDim.x;
+        const bool keep = h != nullptr && blockIdx.x == 0;
 #pragma unroll
         for (int r = 0; r < R; ++r) {
+            const long row = (long)r * in;
             float ss = 0.f;
             if (vec) {
-                for (int c = lane; c < in / V; c += 32) {
+                for (int c = t; c < in / V; c += n) {
                     float hv[V];
                     h_pack(r, c, hv);
 #pragma unroll
                     for (int k = 0; k < V; ++k) {
                         ss += hv[k] * hv[k];
-                        if (keep) st(h, (long)r * in + (long)c * V + k, hv[k]);
+                        st(xs, row + c * V + k, hv[k]);
+                        if (keep) st(h, row + c * V + k, hv[k]);
                     }
                 }
             } else {
-                for (int i = lane; i < in; i += 32) {
+                for (int i = t; i < in; i += n) {
                     const float v = h_at(r, i);
                     ss += v * v;
-                    if (keep) st(h, (long)r * in + i, v);
+                    st(xs, row + i, v);
+                    if (keep) st(h, row + i, v);
                 }
             }
+            const float inv = rsqrtf(block_sum(ss, scratch) / (float)in + eps);
+            auto normed = [&](float w, float v) { return round_to<T>(w * round_to<T>(v * inv)); };
+            if (vec) {
+                for (int c = t; c < in / V; c += n) {
+                    float hv[V], wv[V];
+                    unpack16<T>(reinterpret_cast<const uint4 *>(xs + row)[c], hv);
+                    unpack16<T>(reinterpret_cast<const uint4 *>(nw)[c], wv);
 #pragma unroll
-            for (int m = 16; m > 0; m >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, m);
-            inv[r] = rsqrtf(ss / (float)in + eps);
+                    for (int k = 0; k < V; ++k) st(xs, row + c * V + k, normed(wv[k], hv[k]));
+                }
+            } else {
+                for (int i = t; i < in; i += n) st(xs, row + i, normed(ld(nw, i), ld(xs, row + i)));
+            }
         }
+        __syncthreads();
     }
     __device__ __forceinline__ void pack(int r, int c, float *xv) const {
-        constexpr int V = Vec16<T>::n;
-        float wv[V];
-        h_pack(r, c, xv);
-        unpack16<T>(reinterpret_cast<const uint4 *>(nw)[c], wv);
-#pragma unroll
-        for (int k = 0; k < V; ++k) xv[k] = round_to<T>(wv[k] * round_to<T>(xv[k] * inv[r]));
+        unpack16<T>(reinterpret_cast<const uint4 *>(xs + (long)r * in)[c], xv);
     }
-    __device__ __forceinline__ float at(int r, int i) const {
-        return round_to<T>(ld(nw, i) * round_to<T>(h_at(r, i) * inv[r]));
-    }
+    __device__ __forceinline__ float at(int r, int i) const { return ld(xs, (long)r * in + i); }
 };
 
 // Few-row linear of normalised rows (decode): y[r, o] = Σ_i x[r, i]·w[o, i] (+ bias[o]) with x the rows of
 // `NormRows`, stored as `gemv` stores: rms_norm or residual_rms_norm, then gemv, in one launch. Layout: a, f, h [R,
-// in]; s and nw [in]; w [out, in]; y [R, out]; bias [out] or null. Same launch as `gemv`; `vec` also requires a, f,
-// s and nw to be 16-byte aligned.
+// in]; s and nw [in]; w [out, in]; y [R, out]; bias [out] or null. Same launch as `gemv` with R·in·sizeof(T) bytes of
+// dynamic shared memory; `vec` also requires a, f, s and nw to be 16-byte aligned.
 template <typename T, int R>
 __device__ void norm_gemv(const T *s, const T *a, const T *f, const T *nw, const T *w, const T *bias, T *y, T *h,
                           const int in, const int out, const int vec, const float eps) {
-    NormRows<T, R> rows{s, a, f, nw, h, in, eps, {}};
+    extern __shared__ uint4 norm_gemv_rows[];
+    NormRows<T, R> rows{s, a, f, nw, h, reinterpret_cast<T *>(norm_gemv_rows), in, eps};
     gemv_rows<T, R>(rows, w, in, out, vec,
                     [&](int o, const float (&acc)[R]) { store_linear<T, R>(y, bias, out, o, acc); });
 }
