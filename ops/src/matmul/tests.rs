@@ -542,6 +542,22 @@ mod gpu {
             matches!(r, Err(crate::KernelError::BadParams(_))),
             "a scale without a residual branch"
         );
+        assert!(
+            !cuda::norm_gemv_fits::<f32>(4, 4096) && cuda::norm_gemv_fits::<half::bf16>(4, 4096)
+        );
+        let p = LinearParams { rows: 4, in_features: 4096, out_features: 1 };
+        let (a, w, nw) = (
+            gpu.zeros::<f32>(4 * 4096).unwrap(),
+            gpu.zeros::<f32>(4096).unwrap(),
+            gpu.zeros::<f32>(4096).unwrap(),
+        );
+        let mut y = gpu.zeros::<f32>(4).unwrap();
+        let n = cuda::NormRows { s: None, a: &a, f: None, w: &nw, eps: 1e-6 };
+        let r = cuda::norm_linear(&gpu, &p, &n, &w, None, &mut y, None);
+        assert!(
+            matches!(r, Err(crate::KernelError::BadParams(_))),
+            "rows beyond the shared memory"
+        );
     }
 
     #[test]
