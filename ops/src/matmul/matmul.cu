@@ -58,6 +58,7 @@ __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], cons
 template <typename T> struct PlainRows {
     const T *x;
     int in;
+    __device__ __forceinline__ void preload(int) {}
     __device__ __forceinline__ void prepare(int) {}
     __device__ __forceinline__ void pack(int r, int c, float *xv) const {
         unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
@@ -79,6 +80,7 @@ __device__ __forceinline__ void gemv_rows(Rows &rows, const T *w, const int in, 
     const int packs = in / V;
     uint4 wp[GEMV_BATCH];
     if (o < out && vec) load_packs(w4, wp, lane, packs);
+    rows.preload(vec);
     grid_entry();
     rows.prepare(vec);
     if (o >= out) return;
@@ -161,12 +163,19 @@ __device__ void mask_gemv(const T *x, const T *w, const T *bias, const float *a,
 // h[r, i]² + eps), with h = a (f null), a + f (s null) or s ⊙ a + f, each sum rounded to T: the values
 // residual_rms_norm (rms_norm.cu) stores, up to the order of the sum of squares. `prepare`, which every thread of the
 // block calls, writes them to the block's shared memory `xs` [R, in]: each thread takes the sum over its columns
-// (packs t, t + blockDim.x, … in order), then `block_sum`; block 0 also stores h when h is given.
+// (packs t, t + blockDim.x, … in order), then `block_sum`; block 0 also stores h when h is given. The constants
+// of a thread's first pack (its norm weights and scales) are loaded by `preload`, before grid_entry().
 template <typename T, int R> struct NormRows {
     const T *s, *a, *f, *nw;
     T *h, *xs;
     int in;
     float eps;
+    uint4 nw0, s0;
+    __device__ __forceinline__ void preload(int vec) {
+        if (!vec || (int)threadIdx.x >= in / Vec16<T>::n) return;
+        nw0 = reinterpret_cast<const uint4 *>(nw)[threadIdx.x];
+        if (s) s0 = reinterpret_cast<const uint4 *>(s)[threadIdx.x];
+    }
     __device__ __forceinline__ float sum(float sc, float av, float fv) const {
         return f ? round_to<T>(__fadd_rn(__fmul_rn(sc, av), fv)) : av;
     }
@@ -177,7 +186,7 @@ template <typename T, int R> struct NormRows {
         if (!f) return;
         float fv[V], sv[V];
         unpack16<T>(reinterpret_cast<const uint4 *>(f + at)[c], fv);
-        if (s) unpack16<T>(reinterpret_cast<const uint4 *>(s)[c], sv);
+        if (s) unpack16<T>(c == (int)threadIdx.x ? s0 : reinterpret_cast<const uint4 *>(s)[c], sv);
 #pragma unroll
         for (int k = 0; k < V; ++k) hv[k] = sum(s ? sv[k] : 1.f, hv[k], fv[k]);
     }
@@ -219,7 +228,7 @@ template <typename T, int R> struct NormRows {
                 for (int c = t; c < in / V; c += n) {
                     float hv[V], wv[V];
                     unpack16<T>(reinterpret_cast<const uint4 *>(xs + row)[c], hv);
-                    unpack16<T>(reinterpret_cast<const uint4 *>(nw)[c], wv);
+                    unpack16<T>(c == t ? nw0 : reinterpret_cast<const uint4 *>(nw)[c], wv);
 #pragma unroll
                     for (int k = 0; k < V; ++k) st(xs, row + c * V + k, normed(wv[k], hv[k]));
                 }
@@ -243,7 +252,7 @@ template <typename T, int R>
 __device__ void norm_gemv(const T *s, const T *a, const T *f, const T *nw, const T *w, const T *bias, T *y, T *h,
                           const int in, const int out, const int vec, const float eps) {
     extern __shared__ uint4 norm_gemv_rows[];
-    NormRows<T, R> rows{s, a, f, nw, h, reinterpret_cast<T *>(norm_gemv_rows), in, eps};
+    NormRows<T, R> rows{s, a, f, nw, h, reinterpret_cast<T *>(norm_gemv_rows), in, eps, {}, {}};
     gemv_rows<T, R>(rows, w, in, out, vec,
                     [&](int o, const float (&acc)[R]) { store_linear<T, R>(y, bias, out, o, acc); });
 }
