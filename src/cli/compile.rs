@@ -48,8 +48,7 @@ pub struct FusionArgs {
     /// Fusion rule not to apply (repeatable): `pack_linears` (sibling projections as one linear),
     /// `residual_rms_norm` and `add_rms_norm` (the residual add inside the next norm), `norm_rope` (the q/k norm and
     /// RoPE of an attention head as one kernel), `ssd_rope` (the RoPE of B and C inside the SSD scan),
-    /// `expert_mix_add` (the shared MLP's add inside the CDMoE mixture), `norm_linear` (a norm, with its residual
-    /// sum, inside the one linear that reads it: a decode step's GEMV normalises its rows), `mask_values_linear` and
+    /// `expert_mix_add` (the shared MLP's add inside the CDMoE mixture), `mask_values_linear` and
     /// `mask_values_biased_linear` (the keys' `dt` projection inside the dynamic mask values); an unknown name is an
     /// error that lists the rules.
     #[arg(long = "disable-rule")]

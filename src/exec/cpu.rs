@@ -2,7 +2,7 @@
 //! kernel, freeing every value after its last reader.
 
 use super::bind_inputs;
-use crate::ir::op::{Act, AttentionMask, ExpertAct, Norm, NormInput, Rotary};
+use crate::ir::op::{Act, AttentionMask, ExpertAct, Rotary};
 use crate::ir::{Graph, NodeId, Op, Tensor};
 use anyhow::{bail, Context, Result};
 use cheems_ops as ops;
@@ -111,23 +111,6 @@ fn with_last(dims: &[usize], last: usize) -> Vec<usize> {
     d
 }
 
-/// The rows a norm reads (the input or its residual sum) and their RMSNorm, from the operands of a
-/// `ResidualRmsNorm` or `NormLinear` (its input, then the norm weight).
-fn normed(norm: Norm, input: NormInput, a: &[Arc<Tensor>]) -> Result<(Cow<'_, [f32]>, Vec<f32>)> {
-    let h: Cow<[f32]> = match input {
-        NormInput::Plain => Cow::Borrowed(f32s(&a[0])?),
-        NormInput::Sum => ops::elementwise::cpu::add(f32s(&a[0])?, f32s(&a[1])?)?.into(),
-        NormInput::ScaledSum => {
-            ops::elementwise::cpu::scaled_residual(f32s(&a[0])?, f32s(&a[1])?, f32s(&a[2])?)?.into()
-        }
-    };
-    let w = &a[input.operands()];
-    let cols = w.len();
-    let p = ops::rms_norm::RmsNormParams { rows: h.len() / cols.max(1), cols, eps: norm.eps };
-    let y = ops::rms_norm::rms_norm(&p, &h, f32s(w)?)?;
-    Ok((h, y))
-}
-
 /// Evaluates one op on concrete tensors.
 fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
     let one = |t: Tensor| Ok(vec![t]);
@@ -161,23 +144,24 @@ fn eval(op: &Op, mut a: Vec<Arc<Tensor>>) -> Result<Vec<Tensor>> {
             one(Tensor::f32(a[1].dims().to_vec(), y)?)
         }
         Op::ResidualRmsNorm { norm, scaled } => {
-            let input = if *scaled { NormInput::ScaledSum } else { NormInput::Sum };
-            let (h, y) = normed(*norm, input, &a)?;
+            let (h, w) = if *scaled {
+                (
+                    ops::elementwise::cpu::scaled_residual(
+                        f32s(&a[0])?,
+                        f32s(&a[1])?,
+                        f32s(&a[2])?,
+                    )?,
+                    &a[3],
+                )
+            } else {
+                (ops::elementwise::cpu::add(f32s(&a[0])?, f32s(&a[1])?)?, &a[2])
+            };
+            let cols = w.len();
+            let p =
+                ops::rms_norm::RmsNormParams { rows: h.len() / cols.max(1), cols, eps: norm.eps };
+            let y = ops::rms_norm::rms_norm(&p, &h, f32s(w)?)?;
             let dims = a[1].dims().to_vec();
-            Ok(vec![Tensor::f32(dims.clone(), h.into_owned())?, Tensor::f32(dims, y)?])
-        }
-        Op::NormLinear { norm, input, bias } => {
-            let (h, y) = normed(*norm, *input, &a)?;
-            let lead = input.operands();
-            let (w, b) = (&a[lead + 1], bias.then(|| &*a[lead + 2]));
-            let dims = a[lead - 1].dims();
-            let out = Tensor::f32(with_last(dims, w.dims()[0]), linear(&y, w, b)?)?;
-            Ok(match input {
-                NormInput::Plain => vec![out],
-                NormInput::Sum | NormInput::ScaledSum => {
-                    vec![out, Tensor::f32(dims.to_vec(), h.into_owned())?]
-                }
-            })
+            Ok(vec![Tensor::f32(dims.clone(), h)?, Tensor::f32(dims, y)?])
         }
         Op::SliceLast { start, len } => {
             let n = *a[0].dims().last().expect("ranked");

@@ -3,7 +3,7 @@
 //! Host tensors go in and out at the graph's boundary; [`CudaExecutor::run_device`] keeps them on the device.
 
 use super::cpu::rotary_tables;
-use crate::ir::op::{Act, Attention, AttentionMask, ExpertAct, ExpertMix, Norm, NormInput, PkTopK};
+use crate::ir::op::{Act, Attention, AttentionMask, ExpertAct, ExpertMix, PkTopK};
 use crate::ir::{DType, Graph, NodeId, Op, Tensor, ValueId};
 use crate::passes::lower::{supported, Target};
 use anyhow::{bail, ensure, Context, Result};
@@ -405,7 +405,7 @@ pub fn const_dtypes(graph: &Graph, dtype: ActDType) -> Result<BTreeMap<String, D
     Ok(out)
 }
 
-/// Linears and norm linears (not graph outputs) every reader of whose output 0 is a `SliceLast`, with those readers.
+/// Linears (not graph outputs) every reader of which is a `SliceLast`, with those readers.
 fn split_linears(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, Vec<NodeId>> {
     let mut readers: HashMap<ValueId, Vec<NodeId>> = HashMap::new();
     for &id in order {
@@ -416,7 +416,7 @@ fn split_linears(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, Vec<NodeId>> {
     let outputs: Vec<ValueId> = g.outputs().iter().map(|(_, v)| *v).collect();
     let mut split = HashMap::new();
     for &id in order {
-        if !matches!(g.node(id).op, Op::Linear { .. } | Op::NormLinear { .. }) {
+        if !matches!(g.node(id).op, Op::Linear { .. }) {
             continue;
         }
         let v = ValueId { node: id, port: 0 };
@@ -429,18 +429,6 @@ fn split_linears(g: &Graph, order: &[NodeId]) -> HashMap<NodeId, Vec<NodeId>> {
         }
     }
     split
-}
-
-/// Of a `Linear` or `NormLinear`: the operand of its rows (`x`, or the norm's `x` or `f`), that of its weight
-/// (the bias follows it when there is one), and whether it has a bias.
-fn linear_operands(op: &Op) -> Option<(usize, usize, bool)> {
-    match op {
-        Op::Linear { bias } => Some((0, 1, *bias)),
-        Op::NormLinear { input, bias, .. } => {
-            Some((input.operands() - 1, input.operands() + 1, *bias))
-        }
-        _ => None,
-    }
 }
 
 /// A graph bound to a device, with its weights uploaded.
@@ -666,43 +654,30 @@ impl CudaExecutor {
             };
             let start = std::time::Instant::now();
             let mut early = None;
-            if let (Some((xi, wi, bias)), Some(slices)) =
-                (linear_operands(&node.op), self.split.get(&id))
-            {
-                let w = &args[wi];
-                let rows = args[xi].len() / w.dims[1].max(1);
+            if let (Op::Linear { bias }, Some(slices)) = (&node.op, self.split.get(&id)) {
+                let rows = args[0].len() / args[1].dims[1].max(1);
                 if rows > 1 && !values.returns(id) {
-                    let (x, h) = match &node.op {
-                        Op::NormLinear { norm, input, .. } => {
-                            let (h, y) = match self.dtype {
-                                ActDType::F32 => self.normed::<f32>(*norm, *input, &args),
-                                ActDType::BF16 => self.normed::<bf16>(*norm, *input, &args),
-                            }
-                            .with_context(|| format!("running node `{}`", node.name))?;
-                            (Arc::new(y), h)
-                        }
-                        _ => (args[0].clone(), None),
-                    };
                     for &sid in slices {
                         let Op::SliceLast { start, len } = g.node(sid).op else {
                             unreachable!("split linears feed slices only")
                         };
-                        let b = bias.then(|| &args[wi + 1]);
+                        let b = bias.then(|| &args[2]);
                         let t = match self.dtype {
-                            ActDType::F32 => self.slice_linear::<f32>(&x, w, b, start, len),
-                            ActDType::BF16 => self.slice_linear::<bf16>(&x, w, b, start, len),
+                            ActDType::F32 => {
+                                self.slice_linear::<f32>(&args[0], &args[1], b, start, len)
+                            }
+                            ActDType::BF16 => {
+                                self.slice_linear::<bf16>(&args[0], &args[1], b, start, len)
+                            }
                         };
                         pending.insert(
                             sid,
                             t.with_context(|| format!("running node `{}`", node.name))?,
                         );
                     }
-                    let mut dims = x.dims.clone();
-                    *dims.last_mut().expect("ranked") = w.dims[0];
-                    let mut outs =
-                        vec![Arc::new(DTensor { dims, buf: Buf::Empty, host_i64: None })];
-                    outs.extend(h.map(Arc::new));
-                    early = Some(outs);
+                    let mut dims = args[0].dims.clone();
+                    *dims.last_mut().expect("ranked") = args[1].dims[0];
+                    early = Some(vec![Arc::new(DTensor { dims, buf: Buf::Empty, host_i64: None })]);
                 }
             }
             if let Some(t) = pending.remove(&id) {
@@ -1143,104 +1118,6 @@ impl CudaExecutor {
         Ok(())
     }
 
-    /// The rows a norm reads and their RMSNorm, through the norm kernels, from the operands `a` of an `RmsNorm`,
-    /// `ResidualRmsNorm` or `NormLinear` (its input, then the norm weight): (`h` unless `Plain`, the normalised rows).
-    fn normed<T: ActElem>(
-        &self,
-        norm: Norm,
-        input: NormInput,
-        a: &[Arc<DTensor>],
-    ) -> Result<(Option<DTensor>, DTensor)>
-    where
-        CudaBlas: Gemm<T>,
-    {
-        let (gpu, lead) = (&*self.gpu, input.operands());
-        let (x, w) = (&a[lead - 1], &a[lead]);
-        let cols = w.len();
-        let p = ops::rms_norm::RmsNormParams { rows: x.len() / cols.max(1), cols, eps: norm.eps };
-        let (dims, mut y) = self.act_out::<T>(x.dims.clone())?;
-        let wrap = |s: CudaSlice<T>| DTensor {
-            dims: dims.clone(),
-            buf: T::wrap_dev(Dev::recycled_by(s, &self.gpu)),
-            host_i64: None,
-        };
-        let h = match input {
-            NormInput::Plain => {
-                ops::rms_norm::cuda::rms_norm(gpu, &p, x.act::<T>()?, w.act::<T>()?, &mut y)?;
-                None
-            }
-            NormInput::Sum | NormInput::ScaledSum => {
-                let s = match input {
-                    NormInput::ScaledSum => Some(a[0].act::<T>()?),
-                    _ => None,
-                };
-                let mut h = gpu.uninit::<T>(x.len())?;
-                let (r, f) = (a[lead - 2].act::<T>()?, x.act::<T>()?);
-                let w = w.act::<T>()?;
-                ops::rms_norm::cuda::residual_rms_norm(gpu, &p, s, r, f, w, &mut h, &mut y)?;
-                Some(wrap(h))
-            }
-        };
-        Ok((h, wrap(y)))
-    }
-
-    /// A `NormLinear` over its operands `a`: one norm GEMV for a few rows (`norm_gemv_fits`), else the norm kernels
-    /// and the linear.
-    fn norm_linear<T: ActElem>(
-        &self,
-        norm: Norm,
-        input: NormInput,
-        bias: bool,
-        a: &[Arc<DTensor>],
-    ) -> Result<Vec<DTensor>>
-    where
-        CudaBlas: Gemm<T>,
-    {
-        let lead = input.operands();
-        let (x, nw, w) = (&a[lead - 1], &a[lead], &a[lead + 1]);
-        let b = bias.then(|| &*a[lead + 2]);
-        let (out, inp) = (w.dims[0], w.dims[1]);
-        let rows = x.len() / inp.max(1);
-        let mut dims = x.dims.clone();
-        *dims.last_mut().expect("ranked") = out;
-        let wrap = |dims: Vec<usize>, s: CudaSlice<T>| DTensor {
-            dims,
-            buf: T::wrap_dev(Dev::recycled_by(s, &self.gpu)),
-            host_i64: None,
-        };
-        if !ops::matmul::cuda::norm_gemv_fits::<T>(rows, inp) || out == 0 {
-            let (h, y) = self.normed::<T>(norm, input, a)?;
-            let y = self.linear::<T>(y.act::<T>()?, rows, w, b)?;
-            return Ok(std::iter::once(wrap(dims, y)).chain(h).collect());
-        }
-        let (s, f) = match input {
-            NormInput::Plain => (None, None),
-            NormInput::Sum => (None, Some(a[1].act::<T>()?)),
-            NormInput::ScaledSum => (Some(a[0].act::<T>()?), Some(a[2].act::<T>()?)),
-        };
-        let r = if f.is_some() { &a[lead - 2] } else { x };
-        let n = ops::matmul::cuda::NormRows {
-            s,
-            a: r.act::<T>()?,
-            f,
-            w: nw.act::<T>()?,
-            eps: norm.eps,
-        };
-        let p = ops::matmul::LinearParams { rows, in_features: inp, out_features: out };
-        let mut y = self.gpu.uninit::<T>(rows * out)?;
-        let mut h = match f {
-            Some(_) => Some(self.gpu.uninit::<T>(x.len())?),
-            None => None,
-        };
-        let bias = match b {
-            Some(b) => Some(b.act::<T>()?),
-            None => None,
-        };
-        ops::matmul::cuda::norm_linear(&self.gpu, &p, &n, w.act::<T>()?, bias, &mut y, h.as_mut())?;
-        let h = h.map(|h| wrap(x.dims.clone(), h));
-        Ok(std::iter::once(wrap(dims, y)).chain(h).collect())
-    }
-
     fn linear<T: ActElem>(
         &self,
         x: &CudaSlice<T>,
@@ -1386,13 +1263,41 @@ impl CudaExecutor {
                 ops::embedding::cuda::gather(gpu, table.act::<T>()?, v, d, ids.i64()?, &mut y)?;
                 one(wrap(dims, y))
             }
-            Op::RmsNorm(n) => one(self.normed::<T>(*n, NormInput::Plain, &a)?.1),
-            Op::ResidualRmsNorm { norm, scaled } => {
-                let input = if *scaled { NormInput::ScaledSum } else { NormInput::Sum };
-                let (h, y) = self.normed::<T>(*norm, input, &a)?;
-                Ok(vec![h.expect("a residual sum is returned"), y])
+            Op::RmsNorm(n) => {
+                let cols = a[1].len();
+                let p = ops::rms_norm::RmsNormParams {
+                    rows: a[0].len() / cols.max(1),
+                    cols,
+                    eps: n.eps,
+                };
+                let (dims, mut y) = self.act_out::<T>(a[0].dims.clone())?;
+                ops::rms_norm::cuda::rms_norm(gpu, &p, a[0].act::<T>()?, a[1].act::<T>()?, &mut y)?;
+                one(wrap(dims, y))
             }
-            Op::NormLinear { norm, input, bias } => self.norm_linear::<T>(*norm, *input, *bias, &a),
+            Op::ResidualRmsNorm { norm, scaled } => {
+                let (s, rest) =
+                    if *scaled { (Some(a[0].act::<T>()?), &a[1..]) } else { (None, &a[..]) };
+                let (r, f, w) = (&rest[0], &rest[1], &rest[2]);
+                let cols = w.len();
+                let p = ops::rms_norm::RmsNormParams {
+                    rows: r.len() / cols.max(1),
+                    cols,
+                    eps: norm.eps,
+                };
+                let (dims, mut h) = self.act_out::<T>(r.dims.clone())?;
+                let mut y = gpu.uninit::<T>(r.len())?;
+                ops::rms_norm::cuda::residual_rms_norm(
+                    gpu,
+                    &p,
+                    s,
+                    r.act::<T>()?,
+                    f.act::<T>()?,
+                    w.act::<T>()?,
+                    &mut h,
+                    &mut y,
+                )?;
+                Ok(vec![wrap(dims.clone(), h), wrap(dims, y)])
+            }
             Op::Linear { bias } => {
                 let inp = a[1].dims[1];
                 let y = self.linear::<T>(

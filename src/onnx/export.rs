@@ -8,7 +8,7 @@ use super::pb::{
     attr_int, attr_ints, opset, tensor, value_info, Builder, DataType, DimSpec, FloatType,
     FunctionProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto,
 };
-use crate::ir::op::{ExpertMix, NormInput, Ssd};
+use crate::ir::op::{ExpertMix, Ssd};
 use crate::ir::{DType, Dim, Fact, Graph, NodeId, Op, Tensor, ValueId};
 use crate::model::build::{Model, StateKind};
 use anyhow::{bail, ensure, Context, Result};
@@ -151,11 +151,6 @@ fn dims(f: &Fact) -> Result<Vec<DimSpec>> {
 fn linear_weight_operands(op: &Op) -> &'static [usize] {
     match op {
         Op::Linear { .. } | Op::ProjectedMaskValues { .. } => &[1],
-        Op::NormLinear { input, .. } => match input {
-            NormInput::Plain => &[2],
-            NormInput::Sum => &[3],
-            NormInput::ScaledSum => &[4],
-        },
         Op::GatedMlp { .. } => &[1, 2, 3],
         Op::Mlp { .. } => &[1, 2],
         _ => &[],
@@ -483,18 +478,6 @@ impl Lower<'_> {
 
     /// `w ⊙ (x / √(mean(x²) + eps))`, normalised in float32 and multiplied by `w` in the export dtype, written to
     /// `out` by a node named `node`.
-    /// `h = r + f` or `s ⊙ r + f` from the leading operands `a` of a norm, as node `node` writing `h_out`.
-    fn residual(&mut self, input: NormInput, a: &[&str], node: &str, h_out: &str) {
-        match input {
-            NormInput::Plain => unreachable!("a plain norm input has no residual sum"),
-            NormInput::Sum => self.b.push(node, "Add", &[a[0], a[1]], &[h_out], vec![]),
-            NormInput::ScaledSum => {
-                let m = self.b.bin("Mul", a[0], a[1], "scaled");
-                self.b.push(node, "Add", &[&m, a[2]], &[h_out], vec![]);
-            }
-        }
-    }
-
     fn rms_norm(&mut self, x: &str, w: &str, eps: f32, node: &str, out: &str) {
         let t = self.t;
         let b = &mut self.b;
@@ -545,24 +528,14 @@ impl Lower<'_> {
             Op::Add => self.b.push(name, "Add", &[a[0], a[1]], &[&out], vec![]),
             Op::ResidualRmsNorm { norm, scaled } => {
                 let (h_out, y_out) = (self.out(id, 0), self.out(id, 1));
-                let input = if *scaled { NormInput::ScaledSum } else { NormInput::Sum };
-                self.residual(input, &a, &format!("{name}/residual"), &h_out);
+                let h_node = format!("{name}/residual");
+                if *scaled {
+                    let m = self.b.bin("Mul", a[0], a[1], "scaled");
+                    self.b.push(&h_node, "Add", &[&m, a[2]], &[&h_out], vec![]);
+                } else {
+                    self.b.push(&h_node, "Add", &[a[0], a[1]], &[&h_out], vec![]);
+                }
                 self.rms_norm(&h_out, a[a.len() - 1], norm.eps, name, &y_out);
-            }
-            Op::NormLinear { norm, input, bias } => {
-                let lead = input.operands();
-                let h = match input {
-                    NormInput::Plain => a[0].to_string(),
-                    NormInput::Sum | NormInput::ScaledSum => {
-                        let h_out = self.out(id, 1);
-                        self.residual(*input, &a, &format!("{name}/residual"), &h_out);
-                        h_out
-                    }
-                };
-                let y = self.b.fresh("normed_input");
-                self.rms_norm(&h, a[lead], norm.eps, &format!("{name}/norm"), &y);
-                let b = bias.then(|| a[lead + 2]);
-                self.linear(&y, a[lead + 1], b, Some((name, &out)), "linear");
             }
             Op::SliceLast { start, len } => {
                 let b = &mut self.b;

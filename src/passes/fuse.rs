@@ -3,9 +3,9 @@
 //! patch replaces it), applies the patch (which re-infers and checks facts) and verifies the graph after each
 //! rewrite.
 
-use super::pattern::{any, either, matches, op, Match, Pat};
+use super::pattern::{any, matches, op, Match, Pat};
 use super::{Pass, PassContext};
-use crate::ir::op::{NormInput, Op};
+use crate::ir::op::Op;
 use crate::ir::{Graph, OpKind, Patch, PatchValue, ValueId};
 use anyhow::{Context, Result};
 
@@ -36,7 +36,6 @@ pub fn rules() -> Vec<Rule> {
         norm_rope(),
         ssd_rope(),
         expert_mix_add(),
-        norm_linear(),
         mask_values_linear(),
         mask_values_biased_linear(),
     ]
@@ -138,71 +137,6 @@ fn expert_mix_add() -> Rule {
             let op = Op::ExpertMix(crate::ir::op::ExpertMix { add: true, ..e.clone() });
             let fused = patch.wire(format!("{}.add", mix.name), op, &ins);
             patch.replace(ValueId { node: m.root, port: 0 }, fused);
-            Ok(patch)
-        },
-    }
-}
-
-/// `linear(rms_norm(h, w), W (, b))` => `norm_linear(…, w, W (, b))` when the linear is the norm's only reader, with
-/// h the input, a residual sum `s ⊙ r + f` or `r + f` (taken in, as `residual_rms_norm` does), or the sum output of
-/// a `residual_rms_norm`: a few-row linear normalises the rows it reads, so the norm needs no kernel of its own in a
-/// decode step. The residual sum moves to the fused node's output 1.
-fn norm_linear() -> Rule {
-    use OpKind::{Add, Linear, ResidualRmsNorm, RmsNorm, ScaledResidual};
-    let norm = || {
-        either([
-            op(
-                RmsNorm,
-                [op(ScaledResidual, [any("s"), any("r"), any("f")]).named("res"), any("nw")],
-            )
-            .named("norm"),
-            op(RmsNorm, [op(Add, [any("r"), any("f")]).named("res"), any("nw")]).named("norm"),
-            op(RmsNorm, [any("x"), any("nw")]).named("norm"),
-            op(ResidualRmsNorm, [any("r"), any("f"), any("nw")]).port(1).named("norm"),
-            op(ResidualRmsNorm, [any("s"), any("r"), any("f"), any("nw")]).port(1).named("norm"),
-        ])
-    };
-    Rule {
-        name: "norm_linear",
-        pattern: either([
-            op(Linear, [norm(), any("w")]).named("linear"),
-            op(Linear, [norm(), any("w"), any("b")]).named("linear"),
-        ]),
-        rewrite: |g, m| {
-            let (norm, linear) = (m.node("norm"), g.node(m.root));
-            let Op::Linear { bias } = linear.op else { unreachable!("pattern roots at Linear") };
-            let (attrs, input, sum) = match (&g.node(norm).op, m.try_node("res")) {
-                (Op::RmsNorm(n), Some(res)) => match g.node(res).op {
-                    Op::ScaledResidual => (*n, NormInput::ScaledSum, Some(res)),
-                    _ => (*n, NormInput::Sum, Some(res)),
-                },
-                (Op::RmsNorm(n), None) => (*n, NormInput::Plain, None),
-                (Op::ResidualRmsNorm { norm: n, scaled: true }, _) => {
-                    (*n, NormInput::ScaledSum, Some(norm))
-                }
-                (Op::ResidualRmsNorm { norm: n, scaled: false }, _) => {
-                    (*n, NormInput::Sum, Some(norm))
-                }
-                _ => unreachable!("pattern binds a norm"),
-            };
-            let mut ins: Vec<PatchValue> = Vec::new();
-            if let Some(res) = m.try_node("res") {
-                ins.extend(g.inputs_of(res).iter().map(|&v| PatchValue::from(v)));
-                ins.push(m.value("nw").into());
-            } else {
-                ins.extend(g.inputs_of(norm).iter().map(|&v| PatchValue::from(v)));
-            }
-            ins.extend(g.inputs_of(m.root)[1..].iter().map(|&v| PatchValue::from(v)));
-            let mut patch = Patch::default();
-            let fused = patch.wire(
-                format!("{}.normed", linear.name),
-                Op::NormLinear { norm: attrs, input, bias },
-                &ins,
-            );
-            patch.replace(ValueId { node: m.root, port: 0 }, fused);
-            if let Some(sum) = sum {
-                patch.replace(ValueId { node: sum, port: 0 }, fused.port(1));
-            }
             Ok(patch)
         },
     }

@@ -24,7 +24,6 @@ pub fn supported(op: &Op, target: Target) -> bool {
             | Op::Linear { .. }
             | Op::ScaledResidual
             | Op::ResidualRmsNorm { .. }
-            | Op::NormLinear { .. }
             | Op::SliceLast { .. }
             | Op::Add
             | Op::GatedMlp { .. }

@@ -1,6 +1,6 @@
 //! The small pattern language of fusion rules: `any("x")` binds a value, `op(kind, [...])` matches output 0 of a
-//! node of that kind (`.port(p)` output p), `.named("n")` binds the node, `.commutative()` also tries two operands
-//! swapped, `either([...])` tries alternatives in order. A name bound twice must bind the same value.
+//! node of that kind, `.named("n")` binds the node, `.commutative()` also tries two operands swapped. A name bound
+//! twice must bind the same value.
 
 use crate::ir::{Graph, NodeId, OpKind, ValueId};
 use std::collections::BTreeMap;
@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug)]
 pub enum Pat {
     Any(&'static str),
-    Op { kind: OpKind, args: Vec<Pat>, name: Option<&'static str>, commutative: bool, port: u16 },
-    Either(Vec<Pat>),
+    Op { kind: OpKind, args: Vec<Pat>, name: Option<&'static str>, commutative: bool },
 }
 
 /// Binds a value.
@@ -20,54 +19,33 @@ pub fn any(name: &'static str) -> Pat {
 
 /// Matches output 0 of a node of `kind` whose operands match `args` (all operands, in order).
 pub fn op<const N: usize>(kind: OpKind, args: [Pat; N]) -> Pat {
-    Pat::Op { kind, args: args.into(), name: None, commutative: false, port: 0 }
-}
-
-/// The first of `alts` that matches.
-pub fn either<const N: usize>(alts: [Pat; N]) -> Pat {
-    Pat::Either(alts.into())
+    Pat::Op { kind, args: args.into(), name: None, commutative: false }
 }
 
 impl Pat {
     /// Binds the matched node under `name`.
     pub fn named(self, n: &'static str) -> Pat {
         match self {
-            Pat::Op { kind, args, commutative, port, .. } => {
-                Pat::Op { kind, args, name: Some(n), commutative, port }
+            Pat::Op { kind, args, commutative, .. } => {
+                Pat::Op { kind, args, name: Some(n), commutative }
             }
-            other => other,
+            any => any,
         }
     }
 
     /// Also tries the first two operands swapped.
     pub fn commutative(self) -> Pat {
         match self {
-            Pat::Op { kind, args, name, port, .. } => {
-                Pat::Op { kind, args, name, commutative: true, port }
-            }
-            other => other,
+            Pat::Op { kind, args, name, .. } => Pat::Op { kind, args, name, commutative: true },
+            any => any,
         }
     }
 
-    /// Matches output `p` of the node instead of output 0.
-    pub fn port(self, p: u16) -> Pat {
-        match self {
-            Pat::Op { kind, args, name, commutative, .. } => {
-                Pat::Op { kind, args, name, commutative, port: p }
-            }
-            other => other,
-        }
-    }
-
-    /// The root kind, for indexing rules: that of every alternative of an `either`.
+    /// The root kind, for indexing rules.
     pub fn root_kind(&self) -> Option<OpKind> {
         match self {
             Pat::Op { kind, .. } => Some(*kind),
             Pat::Any(_) => None,
-            Pat::Either(alts) => {
-                let first = alts.first()?.root_kind()?;
-                alts.iter().all(|a| a.root_kind() == Some(first)).then_some(first)
-            }
         }
     }
 }
@@ -86,11 +64,6 @@ impl Match {
     /// The value bound to `name`; the rule's pattern guarantees it exists.
     pub fn value(&self, name: &str) -> ValueId {
         *self.values.get(name).unwrap_or_else(|| unreachable!("pattern binds value `{name}`"))
-    }
-
-    /// The node bound to `name`, if the alternative that matched binds it.
-    pub fn try_node(&self, name: &str) -> Option<NodeId> {
-        self.nodes.get(name).copied()
     }
 
     /// The node bound to `name`; the rule's pattern guarantees it exists.
@@ -115,16 +88,8 @@ fn go(g: &Graph, pat: &Pat, v: ValueId, m: &mut Match, is_root: bool) -> bool {
                 true
             }
         },
-        Pat::Either(alts) => alts.iter().any(|alt| {
-            let saved = m.clone();
-            let ok = go(g, alt, v, m, is_root);
-            if !ok {
-                *m = saved;
-            }
-            ok
-        }),
-        Pat::Op { kind, args, name, commutative, port } => {
-            if v.port != *port || g.node(v.node).op.kind() != *kind {
+        Pat::Op { kind, args, name, commutative } => {
+            if v.port != 0 || g.node(v.node).op.kind() != *kind {
                 return false;
             }
             let ins = g.inputs_of(v.node);

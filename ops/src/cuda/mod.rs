@@ -871,11 +871,10 @@ mod tests {
     /// rotations into a cache), or, in a decode step given the slot its key fills, the other slots of the caches
     /// (the keep window, the GQA decode; both read the slot again after the wait). The function that runs the body,
     /// and its source file.
-    const CONSTANTS_BEFORE_ENTRY: [(&str, &str); 13] = [
+    const CONSTANTS_BEFORE_ENTRY: [(&str, &str); 12] = [
         ("matmul.cu", "gemv"),
         ("matmul.cu", "gated_gemv"),
         ("matmul.cu", "mask_gemv"),
-        ("matmul.cu", "norm_gemv"),
         ("rms_norm.cu", "rms_norm"),
         ("rms_norm.cu", "residual_rms_norm"),
         ("norm_rope.cu", "norm_rope"),

@@ -54,23 +54,10 @@ __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], cons
     }
 }
 
-// The rows of x a few-row linear reads, as stored: x [R, in].
-template <typename T> struct PlainRows {
-    const T *x;
-    int in;
-    __device__ __forceinline__ void preload(int) {}
-    __device__ __forceinline__ void prepare(int) {}
-    __device__ __forceinline__ void pack(int r, int c, float *xv) const {
-        unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
-    }
-    __device__ __forceinline__ float at(int r, int i) const { return ld(x, (long)r * in + i); }
-};
-
-// The sums of a few-row linear for the warp's output feature o, acc[r] = Σ_i x[r, i]·w[o, i] with x read from
-// `rows` (which every thread `prepare`s after grid_entry()), handed to store(o, acc) in lane 0: `gemv` with the input
-// and the epilogue of the caller's choice.
-template <typename T, int R, typename Rows, typename Store>
-__device__ __forceinline__ void gemv_rows(Rows &rows, const T *w, const int in, const int out, const int vec,
+// The sums of a few-row linear for the warp's output feature o, acc[r] = Σ_i x[r, i]·w[o, i], handed to
+// store(o, acc) in lane 0: `gemv` with the epilogue of the caller's choice.
+template <typename T, int R, typename Store>
+__device__ __forceinline__ void gemv_rows(const T *x, const T *w, const int in, const int out, const int vec,
                                           Store store) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -80,9 +67,7 @@ __device__ __forceinline__ void gemv_rows(Rows &rows, const T *w, const int in, 
     const int packs = in / V;
     uint4 wp[GEMV_BATCH];
     if (o < out && vec) load_packs(w4, wp, lane, packs);
-    rows.preload(vec);
     grid_entry();
-    rows.prepare(vec);
     if (o >= out) return;
     float acc[R];
 #pragma unroll
@@ -99,7 +84,7 @@ __device__ __forceinline__ void gemv_rows(Rows &rows, const T *w, const int in, 
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
                     float xv[V];
-                    rows.pack(r, c, xv);
+                    unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
 #pragma unroll
                     for (int k = 0; k < V; ++k) acc[r] = fmaf(xv[k], wv[k], acc[r]);
                 }
@@ -109,7 +94,7 @@ __device__ __forceinline__ void gemv_rows(Rows &rows, const T *w, const int in, 
         for (int i = lane; i < in; i += 32) {
             const float wv = ld(wr, i);
 #pragma unroll
-            for (int r = 0; r < R; ++r) acc[r] = fmaf(rows.at(r, i), wv, acc[r]);
+            for (int r = 0; r < R; ++r) acc[r] = fmaf(ld(x, (long)r * in + i), wv, acc[r]);
         }
     }
 #pragma unroll
@@ -122,19 +107,13 @@ __device__ __forceinline__ void gemv_rows(Rows &rows, const T *w, const int in, 
     if (lane == 0) store(o, acc);
 }
 
-// y[r, o] = T(acc[r]) (+ bias[o]), rounded to T once more with a bias: the cuBLAS path's roundings.
-template <typename T, int R>
-__device__ __forceinline__ void store_linear(T *y, const T *bias, const int out, const int o, const float (&acc)[R]) {
-    const float b = bias ? ld(bias, o) : 0.f;
-#pragma unroll
-    for (int r = 0; r < R; ++r) st(y, (long)r * out + o, bias ? round_to<T>(acc[r]) + b : acc[r]);
-}
-
 template <typename T, int R>
 __device__ void gemv(const T *x, const T *w, const T *bias, T *y, const int in, const int out, const int vec) {
-    PlainRows<T> rows{x, in};
-    gemv_rows<T, R>(rows, w, in, out, vec,
-                    [&](int o, const float (&acc)[R]) { store_linear<T, R>(y, bias, out, o, acc); });
+    gemv_rows<T, R>(x, w, in, out, vec, [&](int o, const float (&acc)[R]) {
+        const float b = bias ? ld(bias, o) : 0.f;
+#pragma unroll
+        for (int r = 0; r < R; ++r) st(y, (long)r * out + o, bias ? round_to<T>(acc[r]) + b : acc[r]);
+    });
 }
 
 // Mask values of a projection (decode): m[b, o, at + j] = exp(a[o]·softplus(dt)) for row r = b·S + j, with dt =
@@ -147,8 +126,7 @@ template <typename T, int R>
 __device__ void mask_gemv(const T *x, const T *w, const T *bias, const float *a, float *m, const int in, const int out,
                           const int vec, const int S, const long long *pos, const long cap) {
     const long at = pos != nullptr ? (long)*pos : 0, row = pos != nullptr ? cap : (long)S;
-    PlainRows<T> rows{x, in};
-    gemv_rows<T, R>(rows, w, in, out, vec, [&](int o, const float (&acc)[R]) {
+    gemv_rows<T, R>(x, w, in, out, vec, [&](int o, const float (&acc)[R]) {
         const float b = bias ? ld(bias, o) : 0.f, ao = a[o];
 #pragma unroll
         for (int r = 0; r < R; ++r) {
@@ -157,104 +135,6 @@ __device__ void mask_gemv(const T *x, const T *w, const T *bias, const float *a,
             if (at + j >= 0 && at + j < row) m[(seq * out + o) * row + at + j] = expf(ao * softplus_f32(dt));
         }
     });
-}
-
-// The rows a linear with a norm prologue reads: x[r, i] = T(nw[i]·T(h[r, i]·inv[r])), inv[r] = rsqrt(mean_i
-// h[r, i]² + eps), with h = a (f null), a + f (s null) or s ⊙ a + f, each sum rounded to T: the values
-// residual_rms_norm (rms_norm.cu) stores, up to the order of the sum of squares. `prepare`, which every thread of the
-// block calls, writes them to the block's shared memory `xs` [R, in]: each thread takes the sum over its columns
-// (packs t, t + blockDim.x, … in order), then `block_sum`; block 0 also stores h when h is given. The constants
-// of a thread's first pack (its norm weights and scales) are loaded by `preload`, before grid_entry().
-template <typename T, int R> struct NormRows {
-    const T *s, *a, *f, *nw;
-    T *h, *xs;
-    int in;
-    float eps;
-    uint4 nw0, s0;
-    __device__ __forceinline__ void preload(int vec) {
-        if (!vec || (int)threadIdx.x >= in / Vec16<T>::n) return;
-        nw0 = reinterpret_cast<const uint4 *>(nw)[threadIdx.x];
-        if (s) s0 = reinterpret_cast<const uint4 *>(s)[threadIdx.x];
-    }
-    __device__ __forceinline__ float sum(float sc, float av, float fv) const {
-        return f ? round_to<T>(__fadd_rn(__fmul_rn(sc, av), fv)) : av;
-    }
-    __device__ __forceinline__ void h_pack(int r, int c, float *hv) const {
-        constexpr int V = Vec16<T>::n;
-        const long at = (long)r * in;
-        unpack16<T>(reinterpret_cast<const uint4 *>(a + at)[c], hv);
-        if (!f) return;
-        float fv[V], sv[V];
-        unpack16<T>(reinterpret_cast<const uint4 *>(f + at)[c], fv);
-        if (s) unpack16<T>(c == (int)threadIdx.x ? s0 : reinterpret_cast<const uint4 *>(s)[c], sv);
-#pragma unroll
-        for (int k = 0; k < V; ++k) hv[k] = sum(s ? sv[k] : 1.f, hv[k], fv[k]);
-    }
-    __device__ __forceinline__ float h_at(int r, int i) const {
-        const long at = (long)r * in + i;
-        return f ? sum(s ? ld(s, i) : 1.f, ld(a, at), ld(f, at)) : ld(a, at);
-    }
-    __device__ __forceinline__ void prepare(int vec) {
-        constexpr int V = Vec16<T>::n;
-        __shared__ float scratch[32];
-        const int t = threadIdx.x, n = blockDim.x;
-        const bool keep = h != nullptr && blockIdx.x == 0;
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const long row = (long)r * in;
-            float ss = 0.f;
-            if (vec) {
-                for (int c = t; c < in / V; c += n) {
-                    float hv[V];
-                    h_pack(r, c, hv);
-#pragma unroll
-                    for (int k = 0; k < V; ++k) {
-                        ss += hv[k] * hv[k];
-                        st(xs, row + c * V + k, hv[k]);
-                        if (keep) st(h, row + c * V + k, hv[k]);
-                    }
-                }
-            } else {
-                for (int i = t; i < in; i += n) {
-                    const float v = h_at(r, i);
-                    ss += v * v;
-                    st(xs, row + i, v);
-                    if (keep) st(h, row + i, v);
-                }
-            }
-            const float inv = rsqrtf(block_sum(ss, scratch) / (float)in + eps);
-            auto normed = [&](float w, float v) { return round_to<T>(w * round_to<T>(v * inv)); };
-            if (vec) {
-                for (int c = t; c < in / V; c += n) {
-                    float hv[V], wv[V];
-                    unpack16<T>(reinterpret_cast<const uint4 *>(xs + row)[c], hv);
-                    unpack16<T>(c == t ? nw0 : reinterpret_cast<const uint4 *>(nw)[c], wv);
-#pragma unroll
-                    for (int k = 0; k < V; ++k) st(xs, row + c * V + k, normed(wv[k], hv[k]));
-                }
-            } else {
-                for (int i = t; i < in; i += n) st(xs, row + i, normed(ld(nw, i), ld(xs, row + i)));
-            }
-        }
-        __syncthreads();
-    }
-    __device__ __forceinline__ void pack(int r, int c, float *xv) const {
-        unpack16<T>(reinterpret_cast<const uint4 *>(xs + (long)r * in)[c], xv);
-    }
-    __device__ __forceinline__ float at(int r, int i) const { return ld(xs, (long)r * in + i); }
-};
-
-// Few-row linear of normalised rows (decode): y[r, o] = Σ_i x[r, i]·w[o, i] (+ bias[o]) with x the rows of
-// `NormRows`, stored as `gemv` stores: rms_norm or residual_rms_norm, then gemv, in one launch. Layout: a, f, h [R,
-// in]; s and nw [in]; w [out, in]; y [R, out]; bias [out] or null. Same launch as `gemv` with R·in·sizeof(T) bytes of
-// dynamic shared memory; `vec` also requires a, f, s and nw to be 16-byte aligned.
-template <typename T, int R>
-__device__ void norm_gemv(const T *s, const T *a, const T *f, const T *nw, const T *w, const T *bias, T *y, T *h,
-                          const int in, const int out, const int vec, const float eps) {
-    extern __shared__ uint4 norm_gemv_rows[];
-    NormRows<T, R> rows{s, a, f, nw, h, reinterpret_cast<T *>(norm_gemv_rows), in, eps, {}, {}};
-    gemv_rows<T, R>(rows, w, in, out, vec,
-                    [&](int o, const float (&acc)[R]) { store_linear<T, R>(y, bias, out, o, acc); });
 }
 
 // Gated few-row linear (decode): h[r, o] = T(T(act(g))·u) with g = T(x·wg[o] (+ bg[o])) and u = T(x·wu[o] (+ bu[o]))
@@ -350,11 +230,6 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
                                                      float *m, const int in, const int out, const int vec,         \
                                                      const int S, const long long *pos, const long cap) {           \
         mask_gemv<T, R>(x, w, bias, a, m, in, out, vec, S, pos, cap);                                              \
-    }                                                                                                              \
-    extern "C" __global__ void norm_gemv##R##_##NAME(const T *s, const T *a, const T *f, const T *nw, const T *w,   \
-                                                     const T *bias, T *y, T *h, const int in, const int out,      \
-                                                     const int vec, const float eps) {                             \
-        norm_gemv<T, R>(s, a, f, nw, w, bias, y, h, in, out, vec, eps);                                            \
     }
 GEMV(float, f32, 1)
 GEMV(float, f32, 2)

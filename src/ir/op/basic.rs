@@ -1,6 +1,6 @@
 //! Inference for the dense building blocks: embedding, norms, linears, residuals, MLPs and shape ops.
 
-use super::{arity, NormInput};
+use super::arity;
 use crate::ir::dim::Dim;
 use crate::ir::dtype::DType;
 use crate::ir::fact::Fact;
@@ -219,28 +219,6 @@ pub(crate) fn infer_residual_rms_norm(
     };
     let y = infer_rms_norm(&[&h, i[i.len() - 1]])?;
     Ok(smallvec::smallvec![h, y])
-}
-
-pub(crate) fn infer_norm_linear(
-    i: &[&Fact],
-    input: NormInput,
-    bias: bool,
-) -> Result<smallvec::SmallVec<[Fact; 1]>> {
-    let lead = input.operands();
-    arity(i, lead + 2 + usize::from(bias))?;
-    let h = match input {
-        NormInput::Plain => i[0].clone(),
-        NormInput::Sum => infer_add(&i[..2])?,
-        NormInput::ScaledSum => infer_scaled_residual(&i[..3])?,
-    };
-    let y = infer_rms_norm(&[&h, i[lead]])?;
-    let mut linear: Vec<&Fact> = vec![&y];
-    linear.extend(&i[lead + 1..]);
-    let out = infer_linear(&linear, bias)?;
-    Ok(match input {
-        NormInput::Plain => smallvec::smallvec![out],
-        NormInput::Sum | NormInput::ScaledSum => smallvec::smallvec![out, h],
-    })
 }
 
 pub(crate) fn infer_slice_last(i: &[&Fact], start: usize, len: usize) -> Result<Fact> {

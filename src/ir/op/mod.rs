@@ -26,28 +26,6 @@ pub struct Norm {
     pub eps: f32,
 }
 
-/// The input of an [`Op::NormLinear`]: the operand itself, or a residual sum formed first (and also returned).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum NormInput {
-    /// `x`.
-    Plain,
-    /// `h = r + f`.
-    Sum,
-    /// `h = s ⊙ r + f` (learned residual scale).
-    ScaledSum,
-}
-
-impl NormInput {
-    /// Operands before the norm weight: `x`, `r, f` or `s, r, f`.
-    pub fn operands(self) -> usize {
-        match self {
-            NormInput::Plain => 1,
-            NormInput::Sum => 2,
-            NormInput::ScaledSum => 3,
-        }
-    }
-}
-
 /// A constant tensor (a weight). Equality is identity of the shared buffer.
 #[derive(Clone)]
 pub struct Const(pub Arc<Tensor>);
@@ -84,11 +62,6 @@ pub enum Op {
     /// Fused `h = s ⊙ r + f` (or `r + f` unscaled) and `y = rms_norm(h, w)`. Inputs: `s [D]` when `scaled`, `r`,
     /// `f`, `w [D]` → `h`, `y`.
     ResidualRmsNorm { norm: Norm, scaled: bool },
-    /// Fused `linear(rms_norm(h, w), W (, b))` with `h` the input or its residual sum, which is then also output 1:
-    /// a decode step's GEMV normalises the rows it reads. Inputs: `x` (`Plain`), `r, f` (`Sum`) or `s [I], r, f`
-    /// (`ScaledSum`) of `[..,I]`; then `w [I]`, `W [O,I]`, `b [O]` when `bias` → `[..,O]`, then `h [..,I]` unless
-    /// `Plain`.
-    NormLinear { norm: Norm, input: NormInput, bias: bool },
     /// Columns `start..start+len` of the last axis.
     SliceLast { start: usize, len: usize },
     /// `a + b`, same shapes.
@@ -155,7 +128,6 @@ pub enum OpKind {
     Linear,
     ScaledResidual,
     ResidualRmsNorm,
-    NormLinear,
     SliceLast,
     Add,
     GatedMlp,
@@ -189,7 +161,6 @@ impl Op {
             Op::Linear { .. } => OpKind::Linear,
             Op::ScaledResidual => OpKind::ScaledResidual,
             Op::ResidualRmsNorm { .. } => OpKind::ResidualRmsNorm,
-            Op::NormLinear { .. } => OpKind::NormLinear,
             Op::SliceLast { .. } => OpKind::SliceLast,
             Op::Add => OpKind::Add,
             Op::GatedMlp { .. } => OpKind::GatedMlp,
@@ -231,7 +202,6 @@ impl Op {
             Op::Linear { bias } => one(basic::infer_linear(inputs, *bias)?),
             Op::ScaledResidual => one(basic::infer_scaled_residual(inputs)?),
             Op::ResidualRmsNorm { scaled, .. } => basic::infer_residual_rms_norm(inputs, *scaled)?,
-            Op::NormLinear { input, bias, .. } => basic::infer_norm_linear(inputs, *input, *bias)?,
             Op::SliceLast { start, len } => one(basic::infer_slice_last(inputs, *start, *len)?),
             Op::Add => one(basic::infer_add(inputs)?),
             Op::GatedMlp { bias, .. } => one(basic::infer_gated_mlp(inputs, *bias)?),
