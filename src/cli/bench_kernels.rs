@@ -40,6 +40,9 @@
 //!   kernel fetches, the basis of `gather_gbps`.
 //! * `cdmoe` = `pk_topk` then `expert_mix` on its ids: the sum of the two counts, less the ids and scores that
 //!   pass between them.
+//! * `chain` (links N, length n): a recorded chain of N dependent element-wise adds of n f32 values (each reads what
+//!   the one before wrote), replayed as a decode step is, with programmatic edges between the adds or plain ones;
+//!   the times are per add, the floor under every kernel of a recorded step. `bytes = 12·n` per add.
 
 use anyhow::{bail, Context, Result};
 use cheems_ops::act::Act;
@@ -94,10 +97,14 @@ const KEEP_WINDOW: usize = 2048;
 /// `[H, D]`); its prefill cases carry the suffix ` H16 Dh64`.
 const CHEEMS_ATTN: AttnHeads = AttnHeads { heads: 16, kv_heads: 4, dim: 64, mask_heads: 16 };
 
+/// The `chain` cases: adds a recording, and values an add (the model width).
+const CHAIN_LINKS: usize = 256;
+const CHAIN_LEN: usize = 1024;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Only the kernels whose name contains one of these comma-separated words (ssd_prefill, ssd_decode,
-    /// attn_prefill, attn_decode, pk_topk, expert_mix, cdmoe, copy).
+    /// attn_prefill, attn_decode, pk_topk, expert_mix, cdmoe, chain, copy).
     #[arg(long)]
     pub kernel: Option<String>,
     /// Timed samples per case (the median is reported); long launches take fewer, down to 3.
@@ -399,6 +406,9 @@ pub fn run(a: &Args) -> Result<()> {
         print_header();
     }
     b.case("copy", "1 GiB", bench_copy);
+    for programmatic in [true, false] {
+        b.case("chain", &chain_case(programmatic), |b| bench_chain(b, programmatic));
+    }
     for &l in &a.lengths {
         b.case("ssd_prefill", &format!("L{l}"), |b| bench_ssd_prefill(b, l, None));
         for &g in &a.ssd_groups {
@@ -482,6 +492,47 @@ fn bench_copy(b: &mut Bench) -> Result<()> {
         None,
         0,
     );
+    Ok(())
+}
+
+fn chain_case(programmatic: bool) -> String {
+    let edges = if programmatic { "programmatic" } else { "plain" };
+    format!("{CHAIN_LINKS} x {CHAIN_LEN}, {edges} edges")
+}
+
+/// A recorded chain of dependent adds, replayed; the timing is per add (module documentation).
+fn bench_chain(b: &mut Bench, programmatic: bool) -> Result<()> {
+    use cheems_ops::elementwise::cuda::add;
+    let mut x = [b.f32s(CHAIN_LEN, -1.0, 1.0)?, b.f32s(CHAIN_LEN, -1.0, 1.0)?];
+    let step = b.f32s(CHAIN_LEN, -1e-3, 1e-3)?;
+    let gpu = b.gpu;
+    gpu.synchronize()?;
+    gpu.begin_recording()?;
+    let issued = (0..CHAIN_LINKS).try_for_each(|i| {
+        let [x0, x1] = &mut x;
+        if i % 2 == 0 {
+            add(gpu, x0, &step, x1)
+        } else {
+            add(gpu, x1, &step, x0)
+        }
+    });
+    let rec = gpu.end_recording(programmatic, None)?;
+    issued?;
+    let rec = rec.context("the chain recorded no work")?;
+    let t = b.time(1, |_| Ok(rec.launch()?))?;
+    let links = CHAIN_LINKS as f64;
+    let per = Timing {
+        median_ms: t.median_ms / links,
+        min_ms: t.min_ms / links,
+        max_ms: t.max_ms / links,
+        ..t
+    };
+    let shape = serde_json::json!({
+        "links": CHAIN_LINKS, "len": CHAIN_LEN, "programmatic_edges": rec.programmatic_edges(),
+    });
+    let bad = nonfinite(gpu, &x[0])?;
+    let bytes = 12.0 * CHAIN_LEN as f64;
+    b.record("chain", chain_case(programmatic), shape, per, 1, 0.0, bytes, None, bad);
     Ok(())
 }
 
