@@ -122,7 +122,8 @@ pub fn run(a: &Args) -> Result<()> {
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!(
-            "{} ({:.1} M params, {} threads): prefill {prefill_tps:.1} tok/s, decode {decode_tps:.1} tok/s (batch {}, prompt {}, {} steps, median of {})",
+            "{} ({:.1} M params, {} threads): prefill {prefill_tps:.1} tok/s, decode {decode_tps:.1} tok/s \
+             (batch {}, prompt {}, {} steps, median of {})",
             model.config.variant.name(),
             params as f64 / 1e6,
             rayon::current_num_threads(),
