@@ -146,28 +146,3 @@ pub(crate) fn placed_on_host<T: Copy>(
     }
     out
 }
-
-/// Records `links` dependent `add` kernels ping-ponging between the two buffers of `x` (each adds `b` to what the one
-/// before wrote, overwriting what that one read), with programmatic edges when `programmatic`, and instantiates them.
-pub(crate) fn record_add_chain(
-    gpu: &crate::cuda::Gpu,
-    x: &mut [cudarc::driver::CudaSlice<f32>; 2],
-    b: &cudarc::driver::CudaSlice<f32>,
-    links: usize,
-    programmatic: bool,
-) -> crate::cuda::graph::Recording {
-    use crate::elementwise::cuda::add;
-    gpu.synchronize().unwrap();
-    gpu.begin_recording().unwrap();
-    let issued = (0..links).try_for_each(|i| {
-        let [x0, x1] = &mut *x;
-        if i % 2 == 0 {
-            add(gpu, x0, b, x1)
-        } else {
-            add(gpu, x1, b, x0)
-        }
-    });
-    let rec = gpu.end_recording(programmatic, None).unwrap().expect("work was recorded");
-    issued.unwrap();
-    rec
-}

@@ -49,6 +49,7 @@ use cheems_ops::act::Act;
 use cheems_ops::cuda::{Elem, Gpu};
 use cheems_ops::cudarc::driver::sys::CUevent_flags;
 use cheems_ops::cudarc::driver::{CudaEvent, CudaSlice, DeviceRepr};
+use cheems_ops::elementwise::cuda::record_add_chain;
 use cheems_ops::expert_mix::{ExpertAct, ExpertMixParams};
 use cheems_ops::masked_attention::{AttentionParams, MaskMode};
 use cheems_ops::pk_topk::PkTopKParams;
@@ -502,23 +503,10 @@ fn chain_case(programmatic: bool) -> String {
 
 /// A recorded chain of dependent adds, replayed; the timing is per add (module documentation).
 fn bench_chain(b: &mut Bench, programmatic: bool) -> Result<()> {
-    use cheems_ops::elementwise::cuda::add;
     let mut x = [b.f32s(CHAIN_LEN, -1.0, 1.0)?, b.f32s(CHAIN_LEN, -1.0, 1.0)?];
     let step = b.f32s(CHAIN_LEN, -1e-3, 1e-3)?;
     let gpu = b.gpu;
-    gpu.synchronize()?;
-    gpu.begin_recording()?;
-    let issued = (0..CHAIN_LINKS).try_for_each(|i| {
-        let [x0, x1] = &mut x;
-        if i % 2 == 0 {
-            add(gpu, x0, &step, x1)
-        } else {
-            add(gpu, x1, &step, x0)
-        }
-    });
-    let rec = gpu.end_recording(programmatic, None)?;
-    issued?;
-    let rec = rec.context("the chain recorded no work")?;
+    let rec = record_add_chain(gpu, &mut x, &step, CHAIN_LINKS, programmatic)?;
     let t = b.time(1, |_| Ok(rec.launch()?))?;
     let links = CHAIN_LINKS as f64;
     let per = Timing {

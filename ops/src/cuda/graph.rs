@@ -439,7 +439,9 @@ mod tests {
         for programmatic in [true, false] {
             let mut x = [gpu.upload(&vec![1.0f32; n]).unwrap(), gpu.zeros::<f32>(n).unwrap()];
             let b = gpu.upload(&vec![1.0f32; n]).unwrap();
-            let rec = crate::testutil::record_add_chain(&gpu, &mut x, &b, links, programmatic);
+            let rec =
+                crate::elementwise::cuda::record_add_chain(&gpu, &mut x, &b, links, programmatic)
+                    .unwrap();
             let want_edges =
                 if programmatic && gpu.supports_programmatic() { links - 1 } else { 0 };
             assert_eq!(rec.programmatic_edges(), want_edges, "programmatic {programmatic}");

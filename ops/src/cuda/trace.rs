@@ -353,7 +353,8 @@ mod tests {
         let links = 8;
         let mut x = [gpu.upload(&vec![1.0f32; n]).unwrap(), gpu.zeros::<f32>(n).unwrap()];
         let b = gpu.upload(&vec![1.0f32; n]).unwrap();
-        let rec = crate::testutil::record_add_chain(&gpu, &mut x, &b, links, true);
+        let rec =
+            crate::elementwise::cuda::record_add_chain(&gpu, &mut x, &b, links, true).unwrap();
         gpu.trace_reset().unwrap();
         rec.launch().unwrap();
         let records = gpu.trace_records().unwrap();

@@ -1,5 +1,6 @@
 //! CUDA launchers of the glue ops; each checks its buffers, then launches a grid-stride kernel.
 
+use crate::cuda::graph::Recording;
 use crate::cuda::{launch_error, Elem, Gpu, Source};
 use crate::{KernelError, Result};
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
@@ -51,6 +52,35 @@ pub fn add<T: Elem>(
     let mut l = gpu.stream().launch_builder(&func);
     l.arg(a).arg(b).arg(y).arg(&nn);
     fire(&name, n, l)
+}
+
+/// Records `links` dependent [`add`]s ping-ponging between the two buffers of `x` (link i adds `b` to what link
+/// i − 1 wrote and overwrites what that one read; link 0 reads `x[0]`), with programmatic edges when `programmatic`,
+/// and instantiates them. With `links` even, each replay adds `links`·b to `x[0]`. A probe of what the recording's
+/// edges cost a kernel that does next to nothing, and of whether they keep each kernel behind its input.
+pub fn record_add_chain(
+    gpu: &Gpu,
+    x: &mut [CudaSlice<f32>; 2],
+    b: &CudaSlice<f32>,
+    links: usize,
+    programmatic: bool,
+) -> Result<Recording> {
+    if links == 0 {
+        return Err(KernelError::BadParams("a chain of adds needs at least one link".into()));
+    }
+    gpu.synchronize()?;
+    gpu.begin_recording()?;
+    let issued = (0..links).try_for_each(|i| {
+        let [x0, x1] = &mut *x;
+        if i % 2 == 0 {
+            add(gpu, x0, b, x1)
+        } else {
+            add(gpu, x1, b, x0)
+        }
+    });
+    let rec = gpu.end_recording(programmatic, None);
+    issued?;
+    rec?.ok_or_else(|| KernelError::Driver("the chain of adds recorded no kernel".into()))
 }
 
 /// `y[r, c] = w[c]·res[r, c] + f[r, c]`.
