@@ -1946,10 +1946,11 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     const int n_all = (T + BK - 1) / BK;
     int n = 0, n_end = wg_tiles_to_causal_end(S, T, i0, BK);
     bool extended = false;
-    // Tile n sits in stage n % NST. Tiles n0 … n0 + NST − 2 go out first, a cp.async group each (empty past n_end);
-    // tile n's turn then starts the copies of tile n + NST − 1, another group, so that NST − 1 tiles are in flight.
+    // Tile n sits in stage n % NST. Tiles n0 … n0 + NST − 3 go out first, a cp.async group each (empty past n_end);
+    // tile n's turn then starts the copies of tile n + NST − 2, another group, so that NST − 2 tiles are in flight.
+    // The stage it takes is tile n − 2's: P·V of tile n − 1 may still be reading its own.
     auto prime = [&](int n0) {
-        for (int u = 0; u < NST - 1; ++u) {
+        for (int u = 0; u < NST - 2; ++u) {
             if (n0 + u < n_end) {
                 load_kv(n0 + u, (n0 + u) % NST);
                 store_bias((n0 + u) % NST, fetch_bias(n0 + u));
@@ -1960,16 +1961,16 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
 
     prime(0);
     unsigned qf[KD][4];
-    cp_async_wait<NST - 2>();
+    cp_async_wait<NST - 3>();
     __syncthreads();
     wg_load_q<DH>(qf, Qs, row0, lane);
     for (;;) {
         for (; n < n_end; ++n) {
-            const int st = n % NST, k0 = n * BK, nn = n + NST - 1, nst = nn % NST;
+            const int st = n % NST, k0 = n * BK, nn = n + NST - 2, nst = nn % NST;
             const bool more = nn < n_end;
-            // After the barrier tile n is visible to the products and every warpgroup is done with tile n − 1, whose
-            // stage tile nn takes.
-            cp_async_wait<NST - 2>();
+            // After the barrier tile n is visible to the products and every warpgroup has waited for its P·V of tile
+            // n − 2 (with its scores of tile n − 1), whose stage tile nn takes.
+            cp_async_wait<NST - 3>();
             fence_proxy_async();
             __syncthreads();
             KeyRaw next{1, 0.0f, 0};
@@ -1979,22 +1980,25 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
             }
             cp_async_commit();
 
+            // P·V of tile n − 1 is still running: this wait ends it with the scores.
             float s[BK / 2];
             wg_scores<DH, BK>(s, qf, desc_advance(k_desc, st * TILE));
             wgmma_commit();
             wgmma_wait<0>();
             wgmma_hold(s);
+#pragma unroll
+            for (int a = 0; a < WgRows<DH>::DA; ++a) wgmma_hold(w.o[a]);
             unsigned pf[BK / 16][4];
             wg_softmax<DH, BK, KEEP>(w, s, pf, kb_s + st * BK + 2 * tg, ku_s + st * BK + 2 * tg, k0, warp_lim, lim0,
                                      T, scale, tg);
             wg_pv<DH, BK>(w, pf, desc_advance(v_desc, st * TILE));
             wgmma_commit();
-            wgmma_wait<0>();
-#pragma unroll
-            for (int a = 0; a < WgRows<DH>::DA; ++a) wgmma_hold(w.o[a]);
 
             if (more) store_bias(nst, next);
         }
+        wgmma_wait<0>();
+#pragma unroll
+        for (int a = 0; a < WgRows<DH>::DA; ++a) wgmma_hold(w.o[a]);
         if (extended) break;
         // As in prefill_mma: a row whose every score so far is MASKED becomes uniform over all T keys.
         if (!__syncthreads_or(wg_fully_masked(w, iw, gr, S)) || n_end == n_all) break;
