@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# GPU call 12-01u: two experiments on the Dh 64 attention prefill, chosen by NVRTC defines in one binary
+# (CHEEMS_NVRTC_EXTRA): EXP_SKIP, warpgroup 0 skips the key tile past all its rows' causal limits (decided at the
+# last tile's barrier, which becomes a reduction); EXP_PERSIST, 2·132 blocks each walking its items (snake order).
+# Masked-attention GPU tests of each variant, the variants alternating three times on the attention prefill, and SDPA
+# in the same call.
+cd "$(dirname "$0")/../.."
+T0=$(date +%s)
+for f in .gpu/bin/*.xz .gpu/tests/*.xz; do xz -d -f "$f"; done
+chmod +x .gpu/bin/* .gpu/tests/*
+source .gpu/env.sh
+export PYTHONUNBUFFERED=1 CHEEMS_BIN=$PWD/.gpu/bin/cheems
+L=${OUT:-/tmp/out}; mkdir -p $L
+nvidia-smi -L; date -u
+T=$(ls .gpu/tests/cheems_ops-*)
+V=("" "-DEXP_SKIP" "-DEXP_PERSIST" "-DEXP_PERSIST -DEXP_SKIP")
+for v in "${V[@]}"; do
+  CHEEMS_NVRTC_EXTRA="$v" timeout 150 .gpu/bin/cheems bench-kernels --kernel attn_prefill --lengths 1024 --runs 3 > /dev/null 2>&1 &
+done
+wait; echo "warm t=$(( $(date +%s) - T0 ))"
+for i in 1 2 3; do
+  v=${V[$i]}
+  CHEEMS_NVRTC_EXTRA="$v" timeout 120 $T masked_attention --test-threads=4 > "$L/tests_attention_$i.txt" 2>&1
+  echo "tests [$v] rc=$?"; grep -E "FAILED|panicked|test result|failed" "$L/tests_attention_$i.txt" | head -12; echo "t=$(( $(date +%s) - T0 ))"
+done
+for r in 1 2 3; do
+  for i in 0 1 2 3; do
+    CHEEMS_NVRTC_EXTRA="${V[$i]}" timeout 40 .gpu/bin/cheems bench-kernels --kernel attn_prefill --lengths 1024,4096,16384 --json >> $L/ab_attn_prefill.jsonl 2>> /tmp/ab.err
+    echo "v$i rc=$?"
+  done
+done
+python3 - $L/ab_attn_prefill.jsonl <<'PY'
+import json, sys
+txt, dec, i, k = open(sys.argv[1]).read(), json.JSONDecoder(), 0, 0
+while txt[i:].strip():
+    d, i = dec.raw_decode(txt, len(txt) - len(txt[i:].lstrip()))
+    print(["base", "skip", "persist", "both"][k % 4], " ".join(f"{c['case']}={c['median_ms']:.4f}" for c in d["records"] if "d64" in c['case'] or "H16" in c['case'] or True)); k += 1
+PY
+echo "t=$(( $(date +%s) - T0 ))"
+for i in 0 3; do
+  CHEEMS_NVRTC_EXTRA="${V[$i]}" timeout 150 python3 tools/bench_kernels.py --cheems .gpu/bin/cheems --kernel attn_prefill --no-compile --budget 60 \
+    --out $L/bench_kernels_v$i.json --markdown $L/bench_kernels_v$i.md > /tmp/bench_kernels.log 2>&1
+  echo "bench v$i rc=$?"; grep -E "^\| " $L/bench_kernels_v$i.md | cut -c1-200 | head -12; echo "t=$(( $(date +%s) - T0 ))"
+done
+echo "end t=$(( $(date +%s) - T0 ))"
