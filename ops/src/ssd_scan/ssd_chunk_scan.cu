@@ -150,20 +150,23 @@ __device__ void ssd_state_pass(float *state, float *ws, const long bhs, const in
 struct SsdPrev {
     const float *group, *own;
     float scale;
-    __device__ SsdPrev(const float *ws, long bhs, long bh, int c, int chunks, int PN, int group_len) {
+    __device__ SsdPrev(const float *ws, long bhs, long bh, int c, int chunks, int PN, int group_len)
+        : SsdPrev(ws, bh, c, chunks, PN, group_len,
+                  c % group_len != 0 ? expf(ws[ssd_decay(bhs, bh, c, chunks, PN)]) : 1.0f) {}
+    // With e^{D_c} given (1 at a group's first chunk).
+    __device__ SsdPrev(const float *ws, long bh, int c, int chunks, int PN, int group_len, float e) : scale(e) {
         const int c0 = c - c % group_len;
         group = ws + ssd_slot(bh, c0, chunks, PN);
         own = c > c0 ? ws + ssd_slot(bh, c, chunks, PN) : nullptr;
-        scale = c > c0 ? expf(ws[ssd_decay(bhs, bh, c, chunks, PN)]) : 1.0f;
     }
     __device__ float at(long i) const { return own != nullptr ? own[i] + scale * group[i] : group[i]; }
     __device__ float4 group4(long i) const { return *reinterpret_cast<const float4 *>(group + i); }
-    __device__ float4 at4(long i) const {
-        const float4 g = group4(i);
-        if (own == nullptr) return g;
-        const float4 o = *reinterpret_cast<const float4 *>(own + i);
+    __device__ float4 own4(long i) const { return *reinterpret_cast<const float4 *>(own + i); }
+    // R_c + e^{D_c}·S from the pieces o of R_c and g of S.
+    __device__ float4 combine(float4 o, float4 g) const {
         return make_float4(o.x + scale * g.x, o.y + scale * g.y, o.z + scale * g.z, o.w + scale * g.w);
     }
+    __device__ float4 at4(long i) const { return own == nullptr ? group4(i) : combine(own4(i), group4(i)); }
 };
 
 // y of chunk c for 64 head-dim columns, as one product [M | diag(e^{cum})·C]·[X ; S_{c-1}ᵀ] with
@@ -523,21 +526,26 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
     if (tid == 0 && blockIdx.y == 0) ws[ssd_decay(bhs, bh, c0, chunks, P * N)] = run;
 }
 
-// Columns k0 .. k0+31 of the previous state's rows p0 .. p0+63 as bf16 halves into sh, sl (zero outside P, N): the
-// float4 pieces tid + 128·(k + j), j < K, all loaded before any is split; with K = 4 the chunk's own part must be
-// absent (prev.own null).
-template <int K>
-__device__ __forceinline__ void ssd_stage_prev(const SsdPrev &prev, bf16_t (*sh)[SSD_TC_KN_PAD],
-                                               bf16_t (*sl)[SSD_TC_KN_PAD], int k, int p0, int P, int N, int k0) {
-    using namespace ssd_tc;
-    float4 sv[K];
+// The float4 pieces tid + 128·j, j < 4, of columns 0 … 31 of the state's rows p0 … p0 + 63 (zero outside P, N): of S
+// into g and, with a chunk's own part, of R_c into o (SsdPrev::combine joins them).
+__device__ __forceinline__ void ssd_fetch_pieces(const SsdPrev &prev, float4 (&g)[4], float4 (&o)[4], int p0, int P,
+                                                 int N) {
 #pragma unroll
-    for (int j = 0; j < K; ++j) {
-        const int i = threadIdx.x + SSD_TC_THREADS * (k + j), pp = i / 8, nv = 4 * (i % 8);
-        const long at = (long)(p0 + pp) * N + k0 + nv;
-        const bool in = p0 + pp < P && k0 + nv < N;
-        sv[j] = !in ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : K == 4 ? prev.group4(at) : prev.at4(at);
+    for (int j = 0; j < 4; ++j) {
+        const int i = threadIdx.x + SSD_TC_THREADS * j, pp = i / 8, nv = 4 * (i % 8);
+        const long at = (long)(p0 + pp) * N + nv;
+        const bool in = p0 + pp < P && nv < N;
+        const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        g[j] = in ? prev.group4(at) : z;
+        o[j] = in && prev.own != nullptr ? prev.own4(at) : z;
     }
+}
+
+// The float4 pieces sv of the state (ssd_stage_prev's) as bf16 halves into sh, sl.
+template <int K>
+__device__ __forceinline__ void ssd_split_prev(const float4 (&sv)[K], bf16_t (*sh)[SSD_TC_KN_PAD],
+                                               bf16_t (*sl)[SSD_TC_KN_PAD], int k) {
+    using namespace ssd_tc;
 #pragma unroll
     for (int j = 0; j < K; ++j) {
         const int i = threadIdx.x + SSD_TC_THREADS * (k + j), pp = i / 8, nv = 4 * (i % 8);
@@ -547,6 +555,23 @@ __device__ __forceinline__ void ssd_stage_prev(const SsdPrev &prev, bf16_t (*sh)
         *reinterpret_cast<uint2 *>(&sh[pp][nv]) = h;
         *reinterpret_cast<uint2 *>(&sl[pp][nv]) = l;
     }
+}
+
+// Columns k0 .. k0+31 of the previous state's rows p0 .. p0+63 as bf16 halves into sh, sl (zero outside P, N): the
+// float4 pieces tid + 128·(k + j), j < K, all loaded before any is split; with K = 4 the chunk's own part must be
+// absent (prev.own null).
+template <int K>
+__device__ __forceinline__ void ssd_stage_prev(const SsdPrev &prev, bf16_t (*sh)[SSD_TC_KN_PAD],
+                                               bf16_t (*sl)[SSD_TC_KN_PAD], int k, int p0, int P, int N, int k0) {
+    float4 sv[K];
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+        const int i = threadIdx.x + SSD_TC_THREADS * (k + j), pp = i / 8, nv = 4 * (i % 8);
+        const long at = (long)(p0 + pp) * N + k0 + nv;
+        const bool in = p0 + pp < P && k0 + nv < N;
+        sv[j] = !in ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : K == 4 ? prev.group4(at) : prev.at4(at);
+    }
+    ssd_split_prev<K>(sv, sh, sl, k);
 }
 
 // y of chunk c for 64 head-dim columns: warp w owns rows t = 16w..16w+15 and computes G = C·Bᵀ (columns s ≤ t only)
@@ -572,12 +597,38 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
     const int p0 = blockIdx.y * SSD_TILE;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
     const long row0 = (b * seq + t0) * heads + h;
+    // e^{D_c} is set once the decay matrix is done: D_c goes through shared memory, since its load into a uniform
+    // register would be waited for where it is issued, ahead of the loads below.
+    __shared__ float decay;
+    SsdPrev prev(ws, bh, c, chunks, P * N, group, 1.0f);
+    // C and B of columns k0 … k0 + 31 straight into shared memory (VEC).
+    auto copy_cb = [&](int k0) {
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            const int i = tid + SSD_TC_THREADS * k, t = i / 4, kv = 8 * (i % 4);
+            const bool ok = t < lc && k0 + kv < N;
+            const long off = ok ? (row0 + (long)t * heads) * N + k0 + kv : 0;
+            cp_async16(&cs[t][kv], Cm + off, ok ? 16 : 0);
+            cp_async16(&bs[t][kv], Bm + off, ok ? 16 : 0);
+        }
+        cp_async_commit();
+    };
+    // The first 32 state columns (as pieces, joined once the decay matrix is done), their C and B, and X are all
+    // asked for before dt is waited for.
+    float4 gv[4], ov[4];
+    if (VEC) {
+        copy_cb(0);
+        ssd_fetch_pieces(prev, gv, ov, p0, P, N);
+    }
+    TileRows xr;
+    fetch_t<VEC>(xr, x, row0, heads, P, p0, lc);
     if (tid < SSD_CH) {
         const float d = tid < lc ? softplus_f32(bf16_to_f32(dt[row0 + (long)tid * heads])) : 0.0f;
         delta[tid] = d;
         a[tid] = d * A[h] * 1.4426950408889634f;
     }
-    load_t<VEC>(xt, nullptr, x, nullptr, row0, heads, P, p0, lc);
+    store_t<VEC>(xt, nullptr, xr, x, nullptr, row0, heads, P, p0, lc);
+    if (tid == 0) decay = prev.own != nullptr ? ws[ssd_decay(gridDim.x / chunks, bh, c, chunks, P * N)] : 0.0f;
     __syncthreads();
     {
         // Row t: thread t takes s = t … m, thread t + 64 takes s = m − 1 … 0 after summing a[t] … a[m] in the same order.
@@ -602,29 +653,31 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
             cexp[t] = t < lc ? exp2_approx(acc) : 0.0f;
         }
     }
+    prev.scale = expf(decay);
+    if (VEC) {
+        if (prev.own != nullptr) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) gv[j] = prev.combine(ov[j], gv[j]);
+        }
+        ssd_split_prev<4>(gv, sh, sl, 0);
+        cp_async_wait<0>();
+    }
     float gm[8][4] = {}, yo[8][4] = {};
-    const SsdPrev prev(ws, gridDim.x / chunks, bh, c, chunks, P * N, group);
     for (int k0 = 0; k0 < N; k0 += SSD_TC_KN) {
         __syncthreads();
         if (VEC) {
-            // C and B straight into shared memory; the state through registers to be split.
-#pragma unroll
-            for (int k = 0; k < 2; ++k) {
-                const int i = tid + SSD_TC_THREADS * k, t = i / 4, kv = 8 * (i % 4);
-                const bool ok = t < lc && k0 + kv < N;
-                const long off = ok ? (row0 + (long)t * heads) * N + k0 + kv : 0;
-                cp_async16(&cs[t][kv], Cm + off, ok ? 16 : 0);
-                cp_async16(&bs[t][kv], Bm + off, ok ? 16 : 0);
-            }
-            cp_async_commit();
-            // With a chunk's own part (G > 1) in two halves, so that both states fit in registers.
-            if (prev.own == nullptr) {
-                ssd_stage_prev<4>(prev, sh, sl, 0, p0, P, N, k0);
-            } else {
+            if (k0 > 0) {
+                copy_cb(k0);
+                // The state through registers to be split; with a chunk's own part (G > 1) in two halves, so that
+                // both states fit in registers beside the products' accumulators.
+                if (prev.own == nullptr) {
+                    ssd_stage_prev<4>(prev, sh, sl, 0, p0, P, N, k0);
+                } else {
 #pragma unroll 1
-                for (int k = 0; k < 4; k += 2) ssd_stage_prev<2>(prev, sh, sl, k, p0, P, N, k0);
+                    for (int k = 0; k < 4; k += 2) ssd_stage_prev<2>(prev, sh, sl, k, p0, P, N, k0);
+                }
+                cp_async_wait<0>();
             }
-            cp_async_wait<0>();
         } else {
             for (int i = tid; i < SSD_CH * SSD_TC_KN; i += SSD_TC_THREADS) {
                 const int t = i / SSD_TC_KN, k = i % SSD_TC_KN;
