@@ -526,13 +526,21 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
     if (tid == 0 && blockIdx.y == 0) ws[ssd_decay(bhs, bh, c0, chunks, P * N)] = run;
 }
 
+// Piece j of this thread's float4 pieces tid + 128·j of a 64-row × 32-column state tile: row pp, columns nv … nv + 3.
+__device__ __forceinline__ void ssd_piece(int j, int &pp, int &nv) {
+    const int i = threadIdx.x + SSD_TC_THREADS * j;
+    pp = i / 8;
+    nv = 4 * (i % 8);
+}
+
 // The float4 pieces tid + 128·j, j < 4, of columns 0 … 31 of the state's rows p0 … p0 + 63 (zero outside P, N): of S
 // into g and, with a chunk's own part, of R_c into o (SsdPrev::combine joins them).
 __device__ __forceinline__ void ssd_fetch_pieces(const SsdPrev &prev, float4 (&g)[4], float4 (&o)[4], int p0, int P,
                                                  int N) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-        const int i = threadIdx.x + SSD_TC_THREADS * j, pp = i / 8, nv = 4 * (i % 8);
+        int pp, nv;
+        ssd_piece(j, pp, nv);
         const long at = (long)(p0 + pp) * N + nv;
         const bool in = p0 + pp < P && nv < N;
         const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -548,7 +556,8 @@ __device__ __forceinline__ void ssd_split_prev(const float4 (&sv)[K], bf16_t (*s
     using namespace ssd_tc;
 #pragma unroll
     for (int j = 0; j < K; ++j) {
-        const int i = threadIdx.x + SSD_TC_THREADS * (k + j), pp = i / 8, nv = 4 * (i % 8);
+        int pp, nv;
+        ssd_piece(k + j, pp, nv);
         uint2 h, l;
         split2(sv[j].x, sv[j].y, h.x, l.x);
         split2(sv[j].z, sv[j].w, h.y, l.y);
@@ -566,7 +575,8 @@ __device__ __forceinline__ void ssd_stage_prev(const SsdPrev &prev, bf16_t (*sh)
     float4 sv[K];
 #pragma unroll
     for (int j = 0; j < K; ++j) {
-        const int i = threadIdx.x + SSD_TC_THREADS * (k + j), pp = i / 8, nv = 4 * (i % 8);
+        int pp, nv;
+        ssd_piece(k + j, pp, nv);
         const long at = (long)(p0 + pp) * N + k0 + nv;
         const bool in = p0 + pp < P && k0 + nv < N;
         sv[j] = !in ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : K == 4 ? prev.group4(at) : prev.at4(at);
