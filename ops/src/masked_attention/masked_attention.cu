@@ -1309,6 +1309,10 @@ __device__ __forceinline__ float hi_f32(unsigned x) { return __uint_as_float(x &
 // How far a row's maximum may grow past the m its probabilities are taken against before o and l are rescaled:
 // 8·ln 2, so a probability is at most 2⁸ (its bf16 rounding is relative, so no precision is lost).
 constexpr float RESCALE_SLACK = 5.545177444479562f;
+// The warpgroup softmax's tile step first takes the probabilities against the running maximum m as it stands; it
+// keeps them when every thread's partial row sums stay below SPEC_BOUND, so that no score of the warp exceeds m by
+// RESCALE_SLACK (each probability is below 2⁷ < 2⁸) and the step with the tile's maximum would not have moved m.
+constexpr float SPEC_BOUND = 128.0f;
 
 // The online softmax's step for one row, whose scores the four threads of a quad hold: mx, this thread's maximum
 // with the running maximum m, becomes the row's m when it exceeds m by more than RESCALE_SLACK (always from -inf,
@@ -1725,14 +1729,15 @@ __device__ __forceinline__ void wg_scores(float (&s)[BK / 2], const unsigned (&q
 // One key tile's step of the online softmax: the scores with their bias (kb_t / ku_t: the tile's key biases and
 // keep-until positions from this thread's first key 2·tg; k0 the tile's first key), the new row maxima, o and l
 // rescaled, and P (the probabilities rounded to bf16, the A operand of P·V: key step kk covers n-tiles 2kk and
-// 2kk + 1) with l adding the rounded values. The formulas are prefill_mma's.
+// 2kk + 1). The scores, the rescaling and the exponentials are prefill_mma's; l adds the f32 probabilities, as the
+// reference's softmax divides by the sum before rounding, and the tile's maximum is only computed when the
+// probabilities against the running one reach SPEC_BOUND.
 template <int DH, int BK, bool KEEP>
 __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], unsigned (&pf)[BK / 16][4],
                                            const float *kb_t, const int *ku_t, const int k0, const int warp_lim,
                                            const int lim0, const int T, const float scale, const int tg) {
     constexpr int NS = BK / 8;
     const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
-    float mx[2] = {w.m[0], w.m[1]};
     auto add_bias = [&](auto partial) {
         constexpr bool PARTIAL = decltype(partial)::value;
 #pragma unroll
@@ -1750,12 +1755,45 @@ __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], un
                 float sc = fmaf(s[4 * t + e], scale, bias);
                 if (PARTIAL && j >= T) sc = neg_inf();
                 s[4 * t + e] = sc;
-                mx[r] = fmaxf(mx[r], sc);
             }
         }
     };
     if (full) add_bias(Flag<false>{});
     else add_bias(Flag<true>{});
+
+    auto probabilities = [&](float (&sum)[2], auto ex) {
+#pragma unroll
+        for (int t = 0; t < NS; ++t) {
+            const float e0 = ex(s[4 * t], 0), e1 = ex(s[4 * t + 1], 0), e2 = ex(s[4 * t + 2], 1),
+                        e3 = ex(s[4 * t + 3], 1);
+            const unsigned p01 = pack_bf16(e0, e1), p23 = pack_bf16(e2, e3);
+            sum[0] += e0 + e1;
+            sum[1] += e2 + e3;
+            pf[t / 2][(t & 1) * 2] = p01;
+            pf[t / 2][(t & 1) * 2 + 1] = p23;
+        }
+    };
+    auto weigh = [&](float (&sum)[2]) {
+        const bool small = fabsf(w.m[0]) < 4096.0f && fabsf(w.m[1]) < 4096.0f;
+        if (__all_sync(0xffffffffu, small)) {
+            const float ml[2] = {w.m[0] * LOG2E, w.m[1] * LOG2E};
+            probabilities(sum, [&](float x, int r) { return exp_scaled(x, ml[r]); });
+        } else {
+            probabilities(sum, [&](float x, int r) { return exp_shifted(x, w.m[r]); });
+        }
+    };
+    {
+        float part[2] = {0.0f, 0.0f};
+        weigh(part);
+        if (__all_sync(0xffffffffu, part[0] < SPEC_BOUND && part[1] < SPEC_BOUND)) {
+            w.l[0] += part[0];
+            w.l[1] += part[1];
+            return;
+        }
+    }
+    float mx[2] = {w.m[0], w.m[1]};
+#pragma unroll
+    for (int i = 0; i < BK / 2; ++i) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
 
     float alpha[2];
     bool rescale = false;
@@ -1778,24 +1816,7 @@ __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], un
             }
         }
     }
-    auto probabilities = [&](auto ex) {
-#pragma unroll
-        for (int t = 0; t < NS; ++t) {
-            const unsigned p01 = pack_bf16(ex(s[4 * t], 0), ex(s[4 * t + 1], 0));
-            const unsigned p23 = pack_bf16(ex(s[4 * t + 2], 1), ex(s[4 * t + 3], 1));
-            w.l[0] += lo_f32(p01) + hi_f32(p01);
-            w.l[1] += lo_f32(p23) + hi_f32(p23);
-            pf[t / 2][(t & 1) * 2] = p01;
-            pf[t / 2][(t & 1) * 2 + 1] = p23;
-        }
-    };
-    const bool small = fabsf(w.m[0]) < 4096.0f && fabsf(w.m[1]) < 4096.0f;
-    if (__all_sync(0xffffffffu, small)) {
-        const float ml[2] = {w.m[0] * LOG2E, w.m[1] * LOG2E};
-        probabilities([&](float x, int r) { return exp_scaled(x, ml[r]); });
-    } else {
-        probabilities([&](float x, int r) { return exp_shifted(x, w.m[r]); });
-    }
+    weigh(w.l);
 }
 
 // Issues o += P·V for one key tile (v_desc: the tile's first 64-column block): V's rows are keys, so it is the N-major
@@ -1966,7 +1987,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     wg_load_q<DH>(qf, Qs, row0, lane);
     for (;;) {
         for (; n < n_end; ++n) {
-            const int st = n % NST, k0 = n * BK, nn = n + NST - 2, nst = nn % NST;
+            const int st = static_cast<unsigned>(n) % NST, k0 = n * BK, nn = n + NST - 2,
+                      nst = static_cast<unsigned>(nn) % NST;
             const bool more = nn < n_end;
             // After the barrier tile n is visible to the products and every warpgroup has waited for its P·V of tile
             // n − 2 (with its scores of tile n − 1), whose stage tile nn takes.

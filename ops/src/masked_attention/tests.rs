@@ -540,9 +540,14 @@ mod gpu {
     const ATOL_BF16: f64 = 2.0 * ATOL;
     const RTOL_BF16: f64 = 4.0 * 0.001953125;
     /// Tensor-core prefill: each probability is rounded to bf16 (2⁻⁹ relative) before P·V and the
-    /// row sum adds the rounded values, so the normalised weights move by at most 2⁻⁸ relative and
-    /// the output by at most 2⁻⁸·max|v| = 2⁻⁸ for v in [-1, 1]; plus RTOL_BF16 for the output.
+    /// row sum adds the rounded values (`mma` kernels) or the f32 ones (warpgroup kernels), so the
+    /// normalised weights move by at most 2⁻⁸ relative and the output by at most 2⁻⁸·max|v| = 2⁻⁸
+    /// for v in [-1, 1]; plus RTOL_BF16 for the output.
     const ATOL_MMA: f64 = 0.00390625;
+    /// With V all ones a warpgroup kernel's output is Σ_j bf16(p_j) / Σ_j p_j, within 2⁻⁹ of 1,
+    /// which the output's bf16 rounding takes to 1 or to 1 − 2⁻⁸, one unit below; the `mma`
+    /// kernels' row sums add the rounded values, so theirs is exactly 1.
+    const SUM_F32_BF16: f32 = 0.00390625;
     // The GQA decode kernel takes the f32 and bf16 tolerances above: expf in f32, as the CPU kernel;
     // in bf16 ex2.approx, whose relative error (about 2⁻²²) is far below the output rounding (2⁻⁹).
 
@@ -1729,7 +1734,8 @@ mod gpu {
                     let out = on_gpu::<half::bf16>(&gpu, &ones, path).unwrap();
                     let worst = out.iter().map(|o| (o - 1.0).abs()).fold(0.0, f32::max);
                     let what = format!("{mode:?} {path:?} S={s} T={t}");
-                    assert_eq!(worst, 0.0, "{what}: Σ_j p_j / l is not 1 in bf16");
+                    let allowed = if matches!(path, Path::Wgmma) { SUM_F32_BF16 } else { 0.0 };
+                    assert!(worst <= allowed, "{what}: Σ_j p_j / l is {worst} from 1 in bf16");
                 }
             }
         }
