@@ -1730,8 +1730,8 @@ __device__ __forceinline__ void wg_scores(float (&s)[BK / 2], const unsigned (&q
 // keep-until positions from this thread's first key 2·tg; k0 the tile's first key), the new row maxima, o and l
 // rescaled, and P (the probabilities rounded to bf16, the A operand of P·V: key step kk covers n-tiles 2kk and
 // 2kk + 1). The scores, the rescaling and the exponentials are prefill_mma's; l adds the f32 probabilities, as the
-// reference's softmax divides by the sum before rounding, and the tile's maximum is only computed when the
-// probabilities against the running one reach SPEC_BOUND.
+// reference's softmax divides by the sum before rounding, and the tile's maximum is only computed when a thread's
+// partial row sum of the probabilities against the running one reaches SPEC_BOUND (those are then computed again).
 template <int DH, int BK, bool KEEP>
 __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], unsigned (&pf)[BK / 16][4],
                                            const float *kb_t, const int *ku_t, const int k0, const int warp_lim,
