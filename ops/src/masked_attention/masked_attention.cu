@@ -1309,6 +1309,8 @@ __device__ __forceinline__ float hi_f32(unsigned x) { return __uint_as_float(x &
 // How far a row's maximum may grow past the m its probabilities are taken against before o and l are rescaled:
 // 8·ln 2, so a probability is at most 2⁸ (its bf16 rounding is relative, so no precision is lost).
 constexpr float RESCALE_SLACK = 5.545177444479562f;
+// RESCALE_SLACK in units of log2 e, for the warpgroup softmax, whose scores and maxima are s·log2e.
+constexpr float RESCALE_SLACK_L2 = 8.0f;
 // The warpgroup softmax's tile step first takes the probabilities against the running maximum m as it stands; it
 // keeps them when every thread's partial row sums stay below SPEC_BOUND, so that no score of the warp exceeds m by
 // RESCALE_SLACK (each probability is below 2⁷ < 2⁸) and the step with the tile's maximum would not have moved m.
@@ -1316,12 +1318,13 @@ constexpr float SPEC_BOUND = 128.0f;
 
 // The online softmax's step for one row, whose scores the four threads of a quad hold: mx, this thread's maximum
 // with the running maximum m, becomes the row's m when it exceeds m by more than RESCALE_SLACK (always from -inf,
-// never while both are MASKED); returns alpha = exp(m − mx) then, else 1.
-__device__ __forceinline__ float quad_max_step(float mx, float &m) {
+// never while both are MASKED); returns alpha = exp(m − mx) then, else 1. With L2 the scores, mx and m are in units
+// of log2 e (RESCALE_SLACK_L2, alpha = 2^(m − mx)).
+template <bool L2 = false> __device__ __forceinline__ float quad_max_step(float mx, float &m) {
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    if (!(mx - m > RESCALE_SLACK)) return 1.0f;
-    const float alpha = exp2_approx((m - mx) * LOG2E);
+    if (!(mx - m > (L2 ? RESCALE_SLACK_L2 : RESCALE_SLACK))) return 1.0f;
+    const float alpha = exp2_approx(L2 ? m - mx : (m - mx) * LOG2E);
     m = mx;
     return alpha;
 }
@@ -1700,7 +1703,8 @@ template <> struct WgScores<128> {
 };
 
 // The online-softmax state of a warpgroup thread's two rows (gr and gr + 8 of its warp's 16 queries): the running
-// maxima m, this thread's part of the row sums l, and o[a], dims 64a + [0, 64) of both rows (prefill_mma's layout).
+// maxima m (in units of log2 e, as wg_softmax's scores), this thread's part of the row sums l, and o[a], dims
+// 64a + [0, 64) of both rows (prefill_mma's layout).
 template <int DH> struct WgRows {
     static constexpr int DA = DH / 64;
     float m[2], l[2], o[DA][32];
@@ -1726,16 +1730,25 @@ __device__ __forceinline__ void wg_scores(float (&s)[BK / 2], const unsigned (&q
     }
 }
 
-// One key tile's step of the online softmax: the scores with their bias (kb_t / ku_t: the tile's key biases and
-// keep-until positions from this thread's first key 2·tg; k0 the tile's first key), the new row maxima, o and l
-// rescaled, and P (the probabilities rounded to bf16, the A operand of P·V: key step kk covers n-tiles 2kk and
-// 2kk + 1). The scores, the rescaling and the exponentials are prefill_mma's; l adds the f32 probabilities, as the
-// reference's softmax divides by the sum before rounding, and the tile's maximum is only computed when a thread's
-// partial row sum of the probabilities against the running one reaches SPEC_BOUND (those are then computed again).
+// A key's bias (Mask::key_bias_of) in units of log2 e, as the warpgroup kernels keep it: MASKED and ±inf stay as they
+// are, and a finite bias saturates at ±L2_BIAS_MAX (one unit below MASKED's magnitude) rather than overflow.
+constexpr float L2_BIAS_MAX = 3.4028232635611926e+38f;
+__device__ __forceinline__ float wg_key_bias(float bias) {
+    if (bias == MASKED || isinf(bias)) return bias;
+    return fminf(fmaxf(bias * LOG2E, -L2_BIAS_MAX), L2_BIAS_MAX);
+}
+
+// One key tile's step of the online softmax, in units of log2 e: the scores s·scale_l2 (scale·log2e) with their bias
+// (kb_t / ku_t: the tile's wg_key_bias and keep-until positions from this thread's first key 2·tg; k0 the tile's
+// first key), the new row maxima, o and l rescaled, and P = 2^(s − m) (rounded to bf16, the A operand of P·V: key
+// step kk covers n-tiles 2kk and 2kk + 1); a score of MASKED or -inf gives 0, and a row whose maximum is MASKED gives
+// 2^(MASKED − MASKED) = 1. The masks and the rescaling rule are prefill_mma's; l adds the f32 probabilities, as the
+// reference's softmax divides by the sum before rounding. The tile's maximum is only computed when a thread's partial
+// row sum of the probabilities against the running one reaches SPEC_BOUND (those are then computed again).
 template <int DH, int BK, bool KEEP>
 __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], unsigned (&pf)[BK / 16][4],
                                            const float *kb_t, const int *ku_t, const int k0, const int warp_lim,
-                                           const int lim0, const int T, const float scale, const int tg) {
+                                           const int lim0, const int T, const float scale_l2, const int tg) {
     constexpr int NS = BK / 8;
     const bool full = k0 + BK - 1 <= warp_lim && k0 + BK <= T;
     auto add_bias = [&](auto partial) {
@@ -1752,7 +1765,7 @@ __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], un
                 float bias = (e & 1) ? kb2.y : kb2.x;
                 if (PARTIAL && j > lim) bias = MASKED;
                 if (KEEP && lim >= ((e & 1) ? ku2.y : ku2.x)) bias = MASKED;
-                float sc = fmaf(s[4 * t + e], scale, bias);
+                float sc = fmaf(s[4 * t + e], scale_l2, bias);
                 if (PARTIAL && j >= T) sc = neg_inf();
                 s[4 * t + e] = sc;
             }
@@ -1761,25 +1774,16 @@ __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], un
     if (full) add_bias(Flag<false>{});
     else add_bias(Flag<true>{});
 
-    auto probabilities = [&](float (&sum)[2], auto ex) {
+    // The probabilities against m as it stands, their sums added into `sum`.
+    auto weigh = [&](float (&sum)[2]) {
 #pragma unroll
         for (int t = 0; t < NS; ++t) {
-            const float e0 = ex(s[4 * t], 0), e1 = ex(s[4 * t + 1], 0), e2 = ex(s[4 * t + 2], 1),
-                        e3 = ex(s[4 * t + 3], 1);
-            const unsigned p01 = pack_bf16(e0, e1), p23 = pack_bf16(e2, e3);
+            const float e0 = exp2_approx(s[4 * t] - w.m[0]), e1 = exp2_approx(s[4 * t + 1] - w.m[0]),
+                        e2 = exp2_approx(s[4 * t + 2] - w.m[1]), e3 = exp2_approx(s[4 * t + 3] - w.m[1]);
             sum[0] += e0 + e1;
             sum[1] += e2 + e3;
-            pf[t / 2][(t & 1) * 2] = p01;
-            pf[t / 2][(t & 1) * 2 + 1] = p23;
-        }
-    };
-    auto weigh = [&](float (&sum)[2]) {
-        const bool small = fabsf(w.m[0]) < 4096.0f && fabsf(w.m[1]) < 4096.0f;
-        if (__all_sync(0xffffffffu, small)) {
-            const float ml[2] = {w.m[0] * LOG2E, w.m[1] * LOG2E};
-            probabilities(sum, [&](float x, int r) { return exp_scaled(x, ml[r]); });
-        } else {
-            probabilities(sum, [&](float x, int r) { return exp_shifted(x, w.m[r]); });
+            pf[t / 2][(t & 1) * 2] = pack_bf16(e0, e1);
+            pf[t / 2][(t & 1) * 2 + 1] = pack_bf16(e2, e3);
         }
     };
     {
@@ -1799,7 +1803,7 @@ __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], un
     bool rescale = false;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        alpha[r] = quad_max_step(mx[r], w.m[r]);
+        alpha[r] = quad_max_step<true>(mx[r], w.m[r]);
         rescale |= alpha[r] != 1.0f;
     }
     if (__any_sync(0xffffffffu, rescale)) {
@@ -1909,6 +1913,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     const int i0 = (gridDim.y - 1 - blockIdx.y) * WG_BQ;
     const bf16_t *const kg = k + ((long)b * G + g) * T * DH;
     const bf16_t *const vg = v + ((long)b * G + g) * T * DH;
+    const float scale_l2 = scale * LOG2E;
 
     for (int c = tid; c < WG_BQ * CH; c += WG_NT) {
         const int r = c / CH, col = c % CH, i = i0 + r;
@@ -1926,7 +1931,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     };
     auto store_bias = [&](int st, KeyRaw r) {
         if (!kb_thread) return;
-        kb_s[st * BK + tid] = mk.key_bias_of(r.am, r.x, tau_v);
+        kb_s[st * BK + tid] = wg_key_bias(mk.key_bias_of(r.am, r.x, tau_v));
         if (KEEP) ku_s[st * BK + tid] = r.until;
     };
     // Thread tid loads the 16-byte piece lc of rows lr + RP·u of each tile: every piece sits at a fixed offset from
@@ -1936,25 +1941,25 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     static_assert(BK * CH % WG_NT == 0 && WG_NT % CH == 0 && RP % 8 == 0, "tile loads");
     const int lr = tid / CH, lc = tid % CH;
     const int piece_at = sw128_at<BK>(lr, lc);
-    const long piece_off = (long)lr * DH + lc * 8;
+    const bf16_t *const kp = kg + lr * DH + lc * 8, *const vp = vg + lr * DH + lc * 8;  // the piece in key row lr
     auto load_kv = [&](int n, int st) {
         const int at = st * TILE + piece_at;
         if ((n + 1) * BK <= T) {
-            const long off = (long)n * BK * DH + piece_off;
+            const long off = (long)n * BK * DH;
 #pragma unroll
             for (int u = 0; u < BK / RP; ++u) {
-                cp_async16(Ks + at + u * RP * 128, kg + off + u * RP * DH, 16);
-                cp_async16(Vs + at + u * RP * 128, vg + off + u * RP * DH, 16);
+                cp_async16(Ks + at + u * RP * 128, kp + off + u * RP * DH, 16);
+                cp_async16(Vs + at + u * RP * 128, vp + off + u * RP * DH, 16);
             }
             return;
         }
 #pragma unroll
         for (int u = 0; u < BK / RP; ++u) {
             const int j = n * BK + lr + u * RP;
-            const long off = (long)min(j, T - 1) * DH + lc * 8;
+            const long off = (long)(min(j, T - 1) - lr) * DH;
             const int bytes = j < T ? 16 : 0;
-            cp_async16(Ks + at + u * RP * 128, kg + off, bytes);
-            cp_async16(Vs + at + u * RP * 128, vg + off, bytes);
+            cp_async16(Ks + at + u * RP * 128, kp + off, bytes);
+            cp_async16(Vs + at + u * RP * 128, vp + off, bytes);
         }
     };
 
@@ -1966,7 +1971,6 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
 
     const int n_all = (T + BK - 1) / BK;
     int n = 0, n_end = wg_tiles_to_causal_end(S, T, i0, BK);
-    bool extended = false;
     // Tile n sits in stage n % NST. Tiles n0 … n0 + NST − 3 go out first, a cp.async group each (empty past n_end);
     // tile n's turn then starts the copies of tile n + NST − 2, another group, so that NST − 2 tiles are in flight.
     // The stage it takes is tile n − 2's: P·V of tile n − 1 may still be reading its own.
@@ -2012,7 +2016,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
             for (int a = 0; a < WgRows<DH>::DA; ++a) wgmma_hold(w.o[a]);
             unsigned pf[BK / 16][4];
             wg_softmax<DH, BK, KEEP>(w, s, pf, kb_s + st * BK + 2 * tg, ku_s + st * BK + 2 * tg, k0, warp_lim, lim0,
-                                     T, scale, tg);
+                                     T, scale_l2, tg);
             wg_pv<DH, BK>(w, pf, desc_advance(v_desc, st * TILE));
             wgmma_commit();
 
@@ -2021,10 +2025,9 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         wgmma_wait<0>();
 #pragma unroll
         for (int a = 0; a < WgRows<DH>::DA; ++a) wgmma_hold(w.o[a]);
-        if (extended) break;
-        // As in prefill_mma: a row whose every score so far is MASKED becomes uniform over all T keys.
+        // As in prefill_mma: a row whose every score so far is MASKED becomes uniform over all T keys, in one more pass
+        // at most (it ends at n_all). The barrier also ends every warpgroup's products before the stores below.
         if (!__syncthreads_or(wg_fully_masked(w, iw, gr, S)) || n_end == n_all) break;
-        extended = true;
         n_end = n_all;
         prime(n);
     }
@@ -2151,6 +2154,7 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
               tg = lane & 3, pt = tid & 127;
     const int S = mk.S, T = mk.T, H = mk.H;
     const int row0 = 64 * wg + 16 * warp;
+    const float scale_l2 = scale * LOG2E;
     unsigned char *const out_stage = reinterpret_cast<unsigned char *>(empty + NST) + (row0 / 16) * 2048;
 
     // Warpgroup 1 produces the block's tiles in order: tile pn of item pi (round pr) is the next one, while pi_live.
@@ -2185,7 +2189,7 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
         }
     };
     auto publish_bias = [&](int st, KeyRaw r, float tau_v) {
-        kb_s[st * BK + pt] = mk.key_bias_of(r.am, r.x, tau_v);
+        kb_s[st * BK + pt] = wg_key_bias(mk.key_bias_of(r.am, r.x, tau_v));
         if (KEEP) ku_s[st * BK + pt] = r.until;
         mbar_arrive(&full[st]);
     };
@@ -2254,7 +2258,7 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
             wgmma_hold(s);
             unsigned pf[BK / 16][4];
             wg_softmax<DH, BK, KEEP>(w, s, pf, kb_s + st * BK + 2 * tg, ku_s + st * BK + 2 * tg, k0, warp_lim, lim0,
-                                     T, scale, tg);
+                                     T, scale_l2, tg);
             bar_sync(1 + wg, WG_NT);
             wg_pv<DH, BK>(w, pf, desc_advance(v_desc, st * TILE));
             wgmma_commit();
