@@ -1313,7 +1313,7 @@ constexpr float RESCALE_SLACK = 5.545177444479562f;
 constexpr float RESCALE_SLACK_L2 = 8.0f;
 // The warpgroup softmax's tile step first takes the probabilities against the running maximum m as it stands; it
 // keeps them when every thread's partial row sums stay below SPEC_BOUND, so that no score of the warp exceeds m by
-// RESCALE_SLACK (each probability is below 2⁷ < 2⁸) and the step with the tile's maximum would not have moved m.
+// the rescale slack (each probability is below 2⁷ < 2⁸) and the step with the tile's maximum would not have moved m.
 constexpr float SPEC_BOUND = 128.0f;
 
 // The online softmax's step for one row, whose scores the four threads of a quad hold: mx, this thread's maximum
