@@ -1306,11 +1306,11 @@ template <bool B> struct Flag {
 __device__ __forceinline__ float lo_f32(unsigned x) { return __uint_as_float(x << 16); }
 __device__ __forceinline__ float hi_f32(unsigned x) { return __uint_as_float(x & 0xffff0000u); }
 
-// How far a row's maximum may grow past the m its probabilities are taken against before o and l are rescaled:
-// 8·ln 2, so a probability is at most 2⁸ (its bf16 rounding is relative, so no precision is lost).
-constexpr float RESCALE_SLACK = 5.545177444479562f;
-// RESCALE_SLACK in units of log2 e, for the warpgroup softmax, whose scores and maxima are s·log2e.
+// How far a row's maximum may grow past the m its probabilities are taken against before o and l are rescaled, in
+// units of log2 e (the warpgroup softmax's, whose scores and maxima are s·log2e): 8, so a probability is at most 2⁸
+// (its bf16 rounding is relative, so no precision is lost). RESCALE_SLACK is the same slack in natural units.
 constexpr float RESCALE_SLACK_L2 = 8.0f;
+constexpr float RESCALE_SLACK = RESCALE_SLACK_L2 / LOG2E;
 // The warpgroup softmax's tile step first takes the probabilities against the running maximum m as it stands; it
 // keeps them when every thread's partial row sums stay below SPEC_BOUND, so that no score of the warp exceeds m by
 // the rescale slack (each probability is below 2⁷ < 2⁸) and the step with the tile's maximum would not have moved m.
