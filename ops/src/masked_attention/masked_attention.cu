@@ -62,6 +62,14 @@ struct Mask {
         if (mode == BOOLEAN) return x < 1.0f ? MASKED : 0.0f;
         return x < tau_v ? MASKED : x;
     }
+    // key_bias_of's value without a branch on the mode: a key is MASKED when am = 0 or v < lo, v = |x| for LEARNED (lo
+    // the smallest subnormal, so that ±0 masks) and x otherwise (lo = 1 for BOOLEAN, tau_v for ADDITIVE and for CAUSAL,
+    // whose tau_v is -inf); a kept key's bias is x for ADDITIVE and 0 otherwise.
+    __device__ float key_bias_flat(long long am, float x, float tau_v) const {
+        const float v = mode == LEARNED ? fabsf(x) : x;
+        const float lo = mode == LEARNED ? __int_as_float(1) : mode == BOOLEAN ? 1.0f : tau_v;
+        return am == 0 || v < lo ? MASKED : mode == ADDITIVE ? x : 0.0f;
+    }
     // key_bias_of key j of head h; hm = mask_head(h).
     __device__ float key_bias(int b, int h, int hm, int j) const {
         return key_bias_of(attn_mask[(long)b * T + j], key_value(b, h, hm, j), tau_of(b, hm));
@@ -1731,11 +1739,15 @@ __device__ __forceinline__ void wg_scores(float (&s)[BK / 2], const unsigned (&q
 }
 
 // A key's bias (Mask::key_bias_of) in units of log2 e, as the warpgroup kernels keep it: MASKED and ±inf stay as they
-// are, and a finite bias saturates at ±L2_BIAS_MAX (one unit below MASKED's magnitude) rather than overflow.
+// are, and a finite bias saturates at ±L2_BIAS_MAX (one unit below MASKED's magnitude) rather than overflow. SELECT
+// computes the conversion for every bias and then picks, without a branch.
 constexpr float L2_BIAS_MAX = 3.4028232635611926e+38f;
+template <bool SELECT = false>
 __device__ __forceinline__ float wg_key_bias(float bias) {
-    if (bias == MASKED || isinf(bias)) return bias;
-    return fminf(fmaxf(bias * LOG2E, -L2_BIAS_MAX), L2_BIAS_MAX);
+    const bool as_is = bias == MASKED || isinf(bias);
+    if (!SELECT && as_is) return bias;
+    const float l2 = fminf(fmaxf(bias * LOG2E, -L2_BIAS_MAX), L2_BIAS_MAX);
+    return as_is ? bias : l2;
 }
 
 // One key tile's step of the online softmax, in units of log2 e: the scores s·scale_l2 (scale·log2e) with their bias
@@ -2188,8 +2200,9 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
             tma_load_3d(Vs + st * TILE + c * BK * 128, v_map, &full[st], 64 * c, pn * BK, pi.bg);
         }
     };
+    // Without branches (key_bias_flat, SELECT): warpgroup 0's next turn at the tensor cores waits for these writes.
     auto publish_bias = [&](int st, KeyRaw r, float tau_v) {
-        kb_s[st * BK + pt] = wg_key_bias(mk.key_bias_of(r.am, r.x, tau_v));
+        kb_s[st * BK + pt] = wg_key_bias<true>(mk.key_bias_flat(r.am, r.x, tau_v));
         if (KEEP) ku_s[st * BK + pt] = r.until;
         mbar_arrive(&full[st]);
     };
