@@ -2200,7 +2200,8 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
             tma_load_3d(Vs + st * TILE + c * BK * 128, v_map, &full[st], 64 * c, pn * BK, pi.bg);
         }
     };
-    // Without branches (key_bias_flat, SELECT): warpgroup 0's next turn at the tensor cores waits for these writes.
+    // Without branches (key_bias_flat, SELECT): warpgroup 1 writes these between its turns at the tensor cores, on the
+    // path that the two warpgroups' alternation follows.
     auto publish_bias = [&](int st, KeyRaw r, float tau_v) {
         kb_s[st * BK + pt] = wg_key_bias<true>(mk.key_bias_flat(r.am, r.x, tau_v));
         if (KEEP) ku_s[st * BK + pt] = r.until;
