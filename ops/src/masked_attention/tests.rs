@@ -1663,6 +1663,26 @@ mod gpu {
         (1, 300, 300, 8, 4, 128),
     ];
 
+    /// A learned mask's edge values on the tensor-core kernels: ±0 and NaN, the smallest
+    /// subnormals and negative values (a key is kept when its value is not ±0).
+    #[test]
+    fn tensor_core_prefill_learned_edge_values() {
+        let Some(gpu) = test_gpu() else { return };
+        let edges = [0.0, -0.0, f32::from_bits(1), -f32::from_bits(1), -0.75, f32::NAN, 1.0];
+        for (n, &(b, s, t, h, g, dh)) in
+            [(1, 130, 300, 4, 2, 128), (2, 65, 200, 4, 2, 64)].iter().enumerate()
+        {
+            let mut c =
+                Case::random(params(b, s, t, h, g, dh), MaskMode::Learned, true, 950 + n as u64);
+            for (j, v) in c.learned.as_mut().unwrap().iter_mut().enumerate() {
+                *v = edges[(j * 5 + n) % edges.len()];
+            }
+            for path in tensor_core_paths(&c.p, gpu.arch()) {
+                check_as::<half::bf16>(&gpu, &c, path, "mma learned edge values");
+            }
+        }
+    }
+
     /// Biases of large magnitude on the tensor-core kernel: row maxima on both sides of the 4096
     /// below which the probabilities come from one fma per score, and very negative finite ones.
     #[test]
