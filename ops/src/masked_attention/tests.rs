@@ -268,6 +268,18 @@ fn edge_shapes() {
     }
 }
 
+/// A learned mask keeps a key whose value is not ±0: NaN, the smallest subnormals and negative
+/// values keep it.
+#[test]
+fn learned_edge_values() {
+    let edges = [0.0, -0.0, f32::from_bits(1), -f32::from_bits(1), -0.75, f32::NAN, 1.0];
+    let mut c = Case::random(params(2, 9, 23, 4, 2, 8), MaskMode::Learned, true, 77);
+    for (j, v) in c.learned.as_mut().unwrap().iter_mut().enumerate() {
+        *v = edges[j * 5 % edges.len()];
+    }
+    check(&c, "learned edge values");
+}
+
 #[test]
 fn mask_heads_per_kv_head() {
     for (m, &mode) in MODES.iter().enumerate() {
