@@ -268,14 +268,18 @@ fn edge_shapes() {
     }
 }
 
+/// Learned mask values at the edges of "not ±0": the zeros, NaN, the smallest subnormals, a
+/// negative and a positive value.
+const LEARNED_EDGES: [f32; 7] =
+    [0.0, -0.0, f32::from_bits(1), -f32::from_bits(1), -0.75, f32::NAN, 1.0];
+
 /// A learned mask keeps a key whose value is not ±0: NaN, the smallest subnormals and negative
 /// values keep it.
 #[test]
 fn learned_edge_values() {
-    let edges = [0.0, -0.0, f32::from_bits(1), -f32::from_bits(1), -0.75, f32::NAN, 1.0];
     let mut c = Case::random(params(2, 9, 23, 4, 2, 8), MaskMode::Learned, true, 77);
     for (j, v) in c.learned.as_mut().unwrap().iter_mut().enumerate() {
-        *v = edges[j * 5 % edges.len()];
+        *v = LEARNED_EDGES[j * 5 % LEARNED_EDGES.len()];
     }
     check(&c, "learned edge values");
 }
@@ -1680,14 +1684,13 @@ mod gpu {
     #[test]
     fn tensor_core_prefill_learned_edge_values() {
         let Some(gpu) = test_gpu() else { return };
-        let edges = [0.0, -0.0, f32::from_bits(1), -f32::from_bits(1), -0.75, f32::NAN, 1.0];
         for (n, &(b, s, t, h, g, dh)) in
             [(1, 130, 300, 4, 2, 128), (2, 65, 200, 4, 2, 64)].iter().enumerate()
         {
             let mut c =
                 Case::random(params(b, s, t, h, g, dh), MaskMode::Learned, true, 950 + n as u64);
             for (j, v) in c.learned.as_mut().unwrap().iter_mut().enumerate() {
-                *v = edges[(j * 5 + n) % edges.len()];
+                *v = LEARNED_EDGES[(j * 5 + n) % LEARNED_EDGES.len()];
             }
             for path in tensor_core_paths(&c.p, gpu.arch()) {
                 check_as::<half::bf16>(&gpu, &c, path, "mma learned edge values");
