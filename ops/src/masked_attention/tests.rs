@@ -273,15 +273,21 @@ fn edge_shapes() {
 const LEARNED_EDGES: [f32; 7] =
     [0.0, -0.0, f32::from_bits(1), -f32::from_bits(1), -0.75, f32::NAN, 1.0];
 
+/// Case `c` with every learned value one of LEARNED_EDGES: value j of the `[H, T]` array takes
+/// entry (5j + shift) mod 7, so that neighbouring keys differ.
+fn with_learned_edges(mut c: Case, shift: usize) -> Case {
+    for (j, v) in c.learned.as_mut().unwrap().iter_mut().enumerate() {
+        *v = LEARNED_EDGES[(j * 5 + shift) % LEARNED_EDGES.len()];
+    }
+    c
+}
+
 /// A learned mask keeps a key whose value is not ±0: NaN, the smallest subnormals and negative
 /// values keep it.
 #[test]
 fn learned_edge_values() {
-    let mut c = Case::random(params(2, 9, 23, 4, 2, 8), MaskMode::Learned, true, 77);
-    for (j, v) in c.learned.as_mut().unwrap().iter_mut().enumerate() {
-        *v = LEARNED_EDGES[j * 5 % LEARNED_EDGES.len()];
-    }
-    check(&c, "learned edge values");
+    let c = Case::random(params(2, 9, 23, 4, 2, 8), MaskMode::Learned, true, 77);
+    check(&with_learned_edges(c, 0), "learned edge values");
 }
 
 #[test]
@@ -1687,11 +1693,9 @@ mod gpu {
         for (n, &(b, s, t, h, g, dh)) in
             [(1, 130, 300, 4, 2, 128), (2, 65, 200, 4, 2, 64)].iter().enumerate()
         {
-            let mut c =
+            let c =
                 Case::random(params(b, s, t, h, g, dh), MaskMode::Learned, true, 950 + n as u64);
-            for (j, v) in c.learned.as_mut().unwrap().iter_mut().enumerate() {
-                *v = LEARNED_EDGES[(j * 5 + n) % LEARNED_EDGES.len()];
-            }
+            let c = with_learned_edges(c, n);
             for path in tensor_core_paths(&c.p, gpu.arch()) {
                 check_as::<half::bf16>(&gpu, &c, path, "mma learned edge values");
             }
