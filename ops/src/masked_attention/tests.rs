@@ -1197,63 +1197,6 @@ mod gpu {
         }
     }
 
-    /// ptxas keeps each warpgroup kernel's products in flight together (none of its "wgmma.mma_async instructions
-    /// are serialized" advisories) and spills no register (no GPU needed).
-    #[test]
-    fn wgmma_kernels_keep_their_products_in_flight() {
-        let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
-        for (dh, keep) in [64, 128].into_iter().flat_map(|dh| [(dh, false), (dh, true)]) {
-            let name = cuda::WgForm::of(dh).kernel(dh, keep);
-            let quoted = format!("'{name}'");
-            let advisories: Vec<&str> = report
-                .lines()
-                .filter(|l| l.contains("Performance Loss") && l.contains(&quoted))
-                .collect();
-            assert!(advisories.is_empty(), "{advisories:#?}");
-            let mut lines = report
-                .lines()
-                .skip_while(|l| !l.ends_with(&format!("Function properties for {name}")));
-            let spills =
-                lines.nth(1).unwrap_or_else(|| panic!("no ptxas properties of {name}:\n{report}"));
-            assert!(
-                spills.contains("0 bytes spill stores, 0 bytes spill loads"),
-                "{name}: {spills}"
-            );
-        }
-    }
-
-    /// The GQA decode kernels of up to four queries spill no register (the bf16 forms of eight spill about 100 bytes
-    /// at 255 registers), and each keeps its static shared memory under 48 KiB, a quarter of it for the forms of at most
-    /// two queries, whose launch bound asks four blocks a multiprocessor (no GPU needed).
-    #[test]
-    fn gqa_decode_kernels_fit() {
-        let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
-        for (elem, dh, nq) in ["f32", "bf16"].into_iter().flat_map(|e| {
-            [64, 128].into_iter().flat_map(move |dh| [1, 2, 4, 8].map(|nq| (e, dh, nq)))
-        }) {
-            let name = format!("masked_attention_{elem}_decode_gqa_d{dh}_q{nq}");
-            let mut lines = report
-                .lines()
-                .skip_while(|l| !l.ends_with(&format!("Function properties for {name}")));
-            let spills =
-                lines.nth(1).unwrap_or_else(|| panic!("no ptxas properties of {name}:\n{report}"));
-            if nq <= 4 {
-                assert!(
-                    spills.contains("0 bytes spill stores, 0 bytes spill loads"),
-                    "{name}: {spills}"
-                );
-            }
-            let usage = lines.next().unwrap_or_else(|| panic!("no ptxas usage of {name}"));
-            let smem: usize = usage
-                .split(", ")
-                .find_map(|f| f.strip_suffix(" bytes smem"))
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or_else(|| panic!("{name}: no shared memory in {usage:?}"));
-            let limit = if nq <= 2 { 48 * 1024 / 4 } else { 48 * 1024 };
-            assert!(smem <= limit, "{name}: {smem} bytes of shared memory");
-        }
-    }
-
     /// The warpgroup kernels' shared memory (`tc::wg_smem_bytes`, `tc::tma_smem_bytes`) fits the H200's 227 KiB
     /// per block, twice over for the 64-key tiles whose launch bound asks two blocks; the launcher's formulas,
     /// queries per block and 256 threads are the source's.
@@ -2008,6 +1951,69 @@ mod gpu {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Tests that read ptxas's report on the module (NVRTC only, no GPU). They sit outside `gpu`, whose tests
+/// `tools/sanitize_kernels.py` runs under compute-sanitizer, where NVRTC's log has come back without ptxas's report.
+mod ptxas {
+    use super::*;
+
+    /// ptxas keeps each warpgroup kernel's products in flight together (none of its "wgmma.mma_async instructions
+    /// are serialized" advisories) and spills no register (no GPU needed).
+    #[test]
+    fn wgmma_kernels_keep_their_products_in_flight() {
+        let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
+        for (dh, keep) in [64, 128].into_iter().flat_map(|dh| [(dh, false), (dh, true)]) {
+            let name = cuda::WgForm::of(dh).kernel(dh, keep);
+            let quoted = format!("'{name}'");
+            let advisories: Vec<&str> = report
+                .lines()
+                .filter(|l| l.contains("Performance Loss") && l.contains(&quoted))
+                .collect();
+            assert!(advisories.is_empty(), "{advisories:#?}");
+            let mut lines = report
+                .lines()
+                .skip_while(|l| !l.ends_with(&format!("Function properties for {name}")));
+            let spills =
+                lines.nth(1).unwrap_or_else(|| panic!("no ptxas properties of {name}:\n{report}"));
+            assert!(
+                spills.contains("0 bytes spill stores, 0 bytes spill loads"),
+                "{name}: {spills}"
+            );
+        }
+    }
+
+    /// The GQA decode kernels of up to four queries spill no register (the bf16 forms of eight spill about 100 bytes
+    /// at 255 registers), and each keeps its static shared memory under 48 KiB, a quarter of it for the forms of at most
+    /// two queries, whose launch bound asks four blocks a multiprocessor (no GPU needed).
+    #[test]
+    fn gqa_decode_kernels_fit() {
+        let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
+        for (elem, dh, nq) in ["f32", "bf16"].into_iter().flat_map(|e| {
+            [64, 128].into_iter().flat_map(move |dh| [1, 2, 4, 8].map(|nq| (e, dh, nq)))
+        }) {
+            let name = format!("masked_attention_{elem}_decode_gqa_d{dh}_q{nq}");
+            let mut lines = report
+                .lines()
+                .skip_while(|l| !l.ends_with(&format!("Function properties for {name}")));
+            let spills =
+                lines.nth(1).unwrap_or_else(|| panic!("no ptxas properties of {name}:\n{report}"));
+            if nq <= 4 {
+                assert!(
+                    spills.contains("0 bytes spill stores, 0 bytes spill loads"),
+                    "{name}: {spills}"
+                );
+            }
+            let usage = lines.next().unwrap_or_else(|| panic!("no ptxas usage of {name}"));
+            let smem: usize = usage
+                .split(", ")
+                .find_map(|f| f.strip_suffix(" bytes smem"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name}: no shared memory in {usage:?}"));
+            let limit = if nq <= 2 { 48 * 1024 / 4 } else { 48 * 1024 };
+            assert!(smem <= limit, "{name}: {smem} bytes of shared memory");
         }
     }
 }
