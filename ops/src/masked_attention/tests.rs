@@ -1491,7 +1491,8 @@ mod gpu {
             MaskMode::Additive { ratio: 0.0, keep_window: Some(1000) },
         ]);
         for (m, mode) in modes.enumerate() {
-            for (n, &(b, s, t, h, g, dh)) in shapes.iter().enumerate() {
+            for (n, &(b, s, t, h, g, dh)) in shapes.iter().enumerate().filter(|(n, _)| in_shard(*n))
+            {
                 for (x, mask_heads) in [h, g].into_iter().enumerate() {
                     for padding in [false, true] {
                         let p = AttentionParams { mask_heads, ..params(b, s, t, h, g, dh) };
