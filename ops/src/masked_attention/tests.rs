@@ -1960,12 +1960,19 @@ mod gpu {
 /// `tools/sanitize_kernels.py` runs under compute-sanitizer, where NVRTC's log has come back without ptxas's report.
 mod ptxas {
     use super::*;
+    use std::sync::OnceLock;
+
+    /// ptxas's report on the module for sm_90, compiled once for the tests below; `None` without NVRTC.
+    fn report() -> Option<&'static str> {
+        static REPORT: OnceLock<Option<String>> = OnceLock::new();
+        REPORT.get_or_init(|| crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90")).as_deref()
+    }
 
     /// ptxas keeps each warpgroup kernel's products in flight together (none of its "wgmma.mma_async instructions
-    /// are serialized" advisories) and spills no register (no GPU needed).
+    /// are serialized" advisories) and spills no register.
     #[test]
     fn wgmma_kernels_keep_their_products_in_flight() {
-        let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
+        let Some(report) = report() else { return };
         for (dh, keep) in [64, 128].into_iter().flat_map(|dh| [(dh, false), (dh, true)]) {
             let name = cuda::WgForm::of(dh).kernel(dh, keep);
             let quoted = format!("'{name}'");
@@ -1988,10 +1995,10 @@ mod ptxas {
 
     /// The GQA decode kernels of up to four queries spill no register (the bf16 forms of eight spill about 100 bytes
     /// at 255 registers), and each keeps its static shared memory under 48 KiB, a quarter of it for the forms of at most
-    /// two queries, whose launch bound asks four blocks a multiprocessor (no GPU needed).
+    /// two queries, whose launch bound asks four blocks a multiprocessor.
     #[test]
     fn gqa_decode_kernels_fit() {
-        let Some(report) = crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90") else { return };
+        let Some(report) = report() else { return };
         for (elem, dh, nq) in ["f32", "bf16"].into_iter().flat_map(|e| {
             [64, 128].into_iter().flat_map(move |dh| [1, 2, 4, 8].map(|nq| (e, dh, nq)))
         }) {
