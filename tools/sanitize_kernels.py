@@ -19,6 +19,10 @@ words after every job has ended, one at a time, each test or shard in a process 
 the expert-mix edge shapes have ended abnormally beside other sanitizer processes, and passed alone). `--dry-run`
 prints the partition only. A process whose tests never touch the GPU (the tool reports that the application ended
 before its first CUDA call) counts as clean.
+
+After one line per process, the summary counts the tests checked in full (every process or shard of the test reached
+the tool's summary with no error, and the test passed) and names the others, with the `--only` and `--shard` options
+that run exactly them again. A process that a job could not start before its time limit says so.
 """
 import argparse
 import os
@@ -94,7 +98,7 @@ def run_job(i, procs, args, deadline, results):
         left = deadline - time.time()
         name = os.path.join(args.out, f"{args.tool}-{i}-{j}.log")
         if left < 1:
-            results.append((i, j, tests, shard, name, 124, 0.0))
+            results.append((i, j, tests, shard, name, None, 0.0))
             continue
         env = dict(os.environ)
         if shard:
@@ -164,7 +168,16 @@ def main():
         t.join()
     run_job(len(together), apart, args, deadline, results)
     bad = cut = False
+    checked = {}
     for i, j, tests, shard, name, rc, secs in sorted(results, key=lambda r: (r[0], r[1])):
+        part = f" shard {shard[0]}/{shard[1]}" if shard else ""
+        if rc is None:
+            print(f"job {i}.{j}{part}: not started, the time limit had passed ({len(tests)} test"
+                  f"{'' if len(tests) == 1 else 's'})")
+            cut = True
+            for n in tests:
+                checked.setdefault(n, []).append(False)
+            continue
         text = open(name).read() if os.path.exists(name) else ""
         passed = len(re.findall(r"^test .* \.\.\. ok$", text, re.M))
         failed = re.findall(r"^test (.*) \.\.\. FAILED$", text, re.M)
@@ -176,7 +189,6 @@ def main():
             state = "finished, no GPU work"
         else:
             state = "finished" if rc in (0, 9, 101) else ("time limit" if rc == 124 else f"exit {rc}")
-        part = f" shard {shard[0]}/{shard[1]}" if shard else ""
         print(f"job {i}.{j}{part}: {passed}/{len(tests)} passed, {state} after {secs:.0f} s, "
               f"summary {'/'.join(f'{k} {v}' for k, v in summary) or 'not reached'}")
         for f in failed:
@@ -186,6 +198,17 @@ def main():
         clean_exit = rc in (0, 124) or (no_gpu and passed == len(tests))
         bad |= bool(failed or errors or not clean_exit)
         cut |= rc == 124
+        reached = (no_gpu or bool(summary)) and not errors and rc != 124
+        ok = set(re.findall(r"^test (.*) \.\.\. ok$", text, re.M))
+        for n in tests:
+            checked.setdefault(n, []).append(reached and n in ok)
+    left = sorted(n for n, parts in checked.items() if not all(parts))
+    print(f"checked in full: {len(checked) - len(left)} of {len(checked)} tests")
+    if left:
+        print("not checked in full: " + ", ".join(n.rsplit("::", 1)[-1] for n in left))
+        again = sorted({key: k for key, k in shards.items() if any(key in n for n in left)}.items())
+        print("to run them again: --only " + ",".join(left)
+              + (" --shard " + ",".join(f"{key}={k}" for key, k in again) if again else ""))
     sys.exit(1 if bad else 2 if cut else 0)
 
 
