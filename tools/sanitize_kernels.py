@@ -20,9 +20,10 @@ the expert-mix edge shapes have ended abnormally beside other sanitizer processe
 prints the partition only. A process whose tests never touch the GPU (the tool reports that the application ended
 before its first CUDA call) counts as clean.
 
-After one line per process, the summary counts the tests checked in full (every process or shard of the test reached
-the tool's summary with no error, and the test passed) and names the others, with the `--only` and `--shard` options
-that run exactly them again. A process that a job could not start before its time limit says so.
+After one line per process, the summary counts the tests checked clean in full (every process or shard of the test
+reached the tool's summary with no error, and the test passed) and names the others (cut short, failed or with an
+error), with the `--only` and `--shard` options that run exactly them again. A process that its job could not start
+before the time limit says so.
 """
 import argparse
 import os
@@ -179,7 +180,8 @@ def main():
                 checked.setdefault(n, []).append(False)
             continue
         text = open(name).read() if os.path.exists(name) else ""
-        passed = len(re.findall(r"^test .* \.\.\. ok$", text, re.M))
+        ok = set(re.findall(r"^test (.*) \.\.\. ok$", text, re.M))
+        passed = len(ok)
         failed = re.findall(r"^test (.*) \.\.\. FAILED$", text, re.M)
         no_gpu = NO_GPU in text
         errors = [line for line in text.splitlines()[1:] if ERROR.search(line) and "ERROR SUMMARY: 0" not in line
@@ -198,14 +200,14 @@ def main():
         clean_exit = rc in (0, 124) or (no_gpu and passed == len(tests))
         bad |= bool(failed or errors or not clean_exit)
         cut |= rc == 124
-        reached = (no_gpu or bool(summary)) and not errors and rc != 124
-        ok = set(re.findall(r"^test (.*) \.\.\. ok$", text, re.M))
+        clean_summary = bool(summary) and all(v == "0" for _, v in summary)
+        reached = (no_gpu or clean_summary) and not errors and rc != 124
         for n in tests:
             checked.setdefault(n, []).append(reached and n in ok)
     left = sorted(n for n, parts in checked.items() if not all(parts))
-    print(f"checked in full: {len(checked) - len(left)} of {len(checked)} tests")
+    print(f"checked clean in full: {len(checked) - len(left)} of {len(checked)} tests")
     if left:
-        print("not checked in full: " + ", ".join(n.rsplit("::", 1)[-1] for n in left))
+        print("not checked clean: " + ", ".join(n.rsplit("::", 1)[-1] for n in left))
         again = sorted({key: k for key, k in shards.items() if any(key in n for n in left)}.items())
         print("to run them again: --only " + ",".join(left)
               + (" --shard " + ",".join(f"{key}={k}" for key, k in again) if again else ""))
