@@ -400,7 +400,7 @@ __device__ void keep_window(const float *key_m, const long long *attn_mask, cons
         const int j = lo + tid + THREADS * r;
         return j < hi && (r < KEEP_REGS ? held(r) : inv_key(j)) == prefix;
     };
-    if (CLUSTER > 1) {
+    if constexpr (CLUSTER > 1) {
         unsigned mine = 0;
         for (int r = 0; r < rounds; ++r) mine += (unsigned)__syncthreads_count(tie_at(r));
         if (tid == 0) slice_ties = mine;
