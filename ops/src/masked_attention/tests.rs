@@ -1968,6 +1968,19 @@ mod ptxas {
         REPORT.get_or_init(|| crate::testutil::ptxas_report(&cuda::SOURCE, "sm_90")).as_deref()
     }
 
+    /// What ptxas says of a function that spills nothing.
+    const NO_SPILL: &str = "0 bytes spill stores, 0 bytes spill loads";
+
+    /// The two lines of ptxas's properties of function `name` in `report`: its spills, then its usage.
+    fn properties<'a>(report: &'a str, name: &str) -> (&'a str, &'a str) {
+        let mut lines =
+            report.lines().skip_while(|l| !l.ends_with(&format!("Function properties for {name}")));
+        let spills =
+            lines.nth(1).unwrap_or_else(|| panic!("no ptxas properties of {name}:\n{report}"));
+        let usage = lines.next().unwrap_or_else(|| panic!("no ptxas usage of {name}"));
+        (spills, usage)
+    }
+
     /// ptxas keeps each warpgroup kernel's products in flight together (none of its "wgmma.mma_async instructions
     /// are serialized" advisories) and spills no register.
     #[test]
@@ -1981,15 +1994,8 @@ mod ptxas {
                 .filter(|l| l.contains("Performance Loss") && l.contains(&quoted))
                 .collect();
             assert!(advisories.is_empty(), "{advisories:#?}");
-            let mut lines = report
-                .lines()
-                .skip_while(|l| !l.ends_with(&format!("Function properties for {name}")));
-            let spills =
-                lines.nth(1).unwrap_or_else(|| panic!("no ptxas properties of {name}:\n{report}"));
-            assert!(
-                spills.contains("0 bytes spill stores, 0 bytes spill loads"),
-                "{name}: {spills}"
-            );
+            let (spills, _) = properties(report, &name);
+            assert!(spills.contains(NO_SPILL), "{name}: {spills}");
         }
     }
 
@@ -2003,18 +2009,10 @@ mod ptxas {
             [64, 128].into_iter().flat_map(move |dh| [1, 2, 4, 8].map(|nq| (e, dh, nq)))
         }) {
             let name = format!("masked_attention_{elem}_decode_gqa_d{dh}_q{nq}");
-            let mut lines = report
-                .lines()
-                .skip_while(|l| !l.ends_with(&format!("Function properties for {name}")));
-            let spills =
-                lines.nth(1).unwrap_or_else(|| panic!("no ptxas properties of {name}:\n{report}"));
+            let (spills, usage) = properties(report, &name);
             if nq <= 4 {
-                assert!(
-                    spills.contains("0 bytes spill stores, 0 bytes spill loads"),
-                    "{name}: {spills}"
-                );
+                assert!(spills.contains(NO_SPILL), "{name}: {spills}");
             }
-            let usage = lines.next().unwrap_or_else(|| panic!("no ptxas usage of {name}"));
             let smem: usize = usage
                 .split(", ")
                 .find_map(|f| f.strip_suffix(" bytes smem"))
