@@ -148,18 +148,38 @@ impl WgForm {
         }
     }
 
-    /// The kernel for `head_dim`, the `_keep` form with `keep` (`keep_until`'s positions).
-    pub(crate) fn kernel(self, head_dim: usize, keep: bool) -> String {
-        let keep = if keep { "_keep" } else { "" };
+    /// The kernel for `head_dim` and `mode`: the `_keep` form with `keep` (`keep_until`'s positions); in the
+    /// [`WgForm::Blocks`] form without it, the `_flat` kernel (biases without a branch on the mode) for every mode but
+    /// the causal one.
+    pub(crate) fn kernel(self, head_dim: usize, keep: bool, mode: MaskMode) -> String {
         match self {
-            WgForm::Pipelined => format!("masked_attention_bf16_prefill_tma_d{head_dim}{keep}"),
+            WgForm::Pipelined => {
+                let keep = if keep { "_keep" } else { "" };
+                format!("masked_attention_bf16_prefill_tma_d{head_dim}{keep}")
+            }
             WgForm::Blocks => {
+                let suffix = match (keep, mode) {
+                    (true, _) => "_keep",
+                    (false, MaskMode::Causal) => "",
+                    (false, _) => "_flat",
+                };
                 format!(
-                    "masked_attention_bf16_prefill_wgmma_d{head_dim}_k{}{keep}",
+                    "masked_attention_bf16_prefill_wgmma_d{head_dim}_k{}{suffix}",
                     self.key_tile()
                 )
             }
         }
+    }
+
+    /// Every kernel of the form for `head_dim` ([`WgForm::kernel`]'s names).
+    pub(crate) fn kernels(self, head_dim: usize) -> Vec<String> {
+        let mut names: Vec<String> =
+            [(false, MaskMode::Causal), (false, MaskMode::Boolean), (true, MaskMode::Causal)]
+                .into_iter()
+                .map(|(keep, mode)| self.kernel(head_dim, keep, mode))
+                .collect();
+        names.dedup();
+        names
     }
 
     /// Dynamic shared memory for `head_dim`.
@@ -881,7 +901,7 @@ pub(crate) fn attention_on<T: Elem>(
         gpu.recycle(part);
     } else if kernel == Kernel::Wgmma {
         let (dh, form) = (p.head_dim, WgForm::of(p.head_dim));
-        let name = form.kernel(dh, until.is_some());
+        let name = form.kernel(dh, until.is_some(), mode);
         let func = gpu.function(&SOURCE, &name)?;
         let smem = allow_shared_memory(&func, &name, form.smem_bytes(dh))?;
         let query_tiles = s.div_ceil(WGMMA_QUERIES);

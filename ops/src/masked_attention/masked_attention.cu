@@ -1905,7 +1905,7 @@ __device__ __forceinline__ void wg_load_q(unsigned (&qf)[DH / 16][4], const unsi
         ldmatrix_x4(qf[kd], Qs + sw128_at<WG_BQ>(row0 + (lane & 15), 2 * kd + (lane >> 4)));
 }
 
-template <int DH, int BK, bool KEEP>
+template <int DH, int BK, bool KEEP, bool FLAT>
 __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk,
                               const int G, const float scale, const int *until) {
     constexpr int CH = DH / 8, KD = DH / 16, TILE = BK * DH * 2, NST = WG_STAGES;
@@ -1943,7 +1943,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     };
     auto store_bias = [&](int st, KeyRaw r) {
         if (!kb_thread) return;
-        kb_s[st * BK + tid] = wg_key_bias(mk.key_bias_of(r.am, r.x, tau_v));
+        const float bias = FLAT ? mk.key_bias_flat(r.am, r.x, tau_v) : mk.key_bias_of(r.am, r.x, tau_v);
+        kb_s[st * BK + tid] = wg_key_bias(bias);
         if (KEEP) ku_s[st * BK + tid] = r.until;
     };
     // Thread tid loads the 16-byte piece lc of rows lr + RP·u of each tile: every piece sits at a fixed offset from
@@ -2329,17 +2330,20 @@ PREFILL_MMA(128, 2)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // The warpgroup form (`tc::prefill_wgmma`): 128 queries of one head a block, BK keys a tile; `keep` is unused (null);
 // `until` is keep_until's [B, Hm, T] in the `_keep` kernels (a kernel of its own, so that the plain one keeps its
-// registers), unused (null) in the others.
-#define PREFILL_WGMMA(DH, BK, MINB, KEEP, SUFFIX)                                                                      \
+// registers), unused (null) in the others. FLAT (the `_flat` kernel) takes the keys' biases through
+// Mask::key_bias_flat, without a branch on the mode: the form for every mode but the causal one, whose branches in
+// Mask::key_bias_of return first.
+#define PREFILL_WGMMA(DH, BK, MINB, KEEP, FLAT, SUFFIX)                                                                \
     extern "C" __global__ void __launch_bounds__(tc::WG_NT, MINB)                                                      \
         masked_attention_bf16_prefill_wgmma_d##DH##_k##BK##SUFFIX(                                                     \
             const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G,                  \
             const float scale, const int *until) {                                                                     \
         grid_entry();                                                                                                  \
-        tc::prefill_wgmma<DH, BK, KEEP>(q, k, v, out, MASK_INIT, G, scale, until);                                     \
+        tc::prefill_wgmma<DH, BK, KEEP, FLAT>(q, k, v, out, MASK_INIT, G, scale, until);                               \
     }
-PREFILL_WGMMA(64, 64, 2, false, )
-PREFILL_WGMMA(64, 64, 2, true, _keep)
+PREFILL_WGMMA(64, 64, 2, false, false, )
+PREFILL_WGMMA(64, 64, 2, false, true, _flat)
+PREFILL_WGMMA(64, 64, 2, true, false, _keep)
 
 // The pipelined, persistent form (`tc::prefill_tma`) for Dh 128: K and V through the tensor maps `k_map` and `v_map`
 // of k and v ([B·G, T, 128] bf16, boxes of 64 dims × 128 keys, 128-byte swizzle); `v` is read too, for rows whose

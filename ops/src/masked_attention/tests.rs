@@ -1207,11 +1207,17 @@ mod gpu {
             let form = cuda::WgForm::of(dh);
             let (bytes, blocks) = (form.smem_bytes(dh), form.blocks_per_multiprocessor());
             assert!(blocks * bytes <= 227 * 1024, "Dh {dh}: {bytes} bytes");
-            for keep in ["false, )", "true, _keep)"] {
+            let forms: &[&str] = match form {
+                cuda::WgForm::Pipelined => &["false, )", "true, _keep)"],
+                cuda::WgForm::Blocks => {
+                    &["false, false, )", "false, true, _flat)", "true, false, _keep)"]
+                }
+            };
+            for args in forms {
                 let decl = match form {
-                    cuda::WgForm::Pipelined => format!("PREFILL_TMA({keep}"),
+                    cuda::WgForm::Pipelined => format!("PREFILL_TMA({args}"),
                     cuda::WgForm::Blocks => {
-                        format!("PREFILL_WGMMA({dh}, {}, {blocks}, {keep}", form.key_tile())
+                        format!("PREFILL_WGMMA({dh}, {}, {blocks}, {args}", form.key_tile())
                     }
                 };
                 assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
@@ -1244,8 +1250,7 @@ mod gpu {
                 let name = format!("masked_attention_bf16_prefill_mma_d{dh}_m{tiles}");
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
-            for keep in [false, true] {
-                let name = cuda::WgForm::of(dh).kernel(dh, keep);
+            for name in cuda::WgForm::of(dh).kernels(dh) {
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
             for elem in ["f32", "bf16"] {
@@ -1986,8 +1991,7 @@ mod ptxas {
     #[test]
     fn wgmma_kernels_keep_their_products_in_flight() {
         let Some(report) = report() else { return };
-        for (dh, keep) in [64, 128].into_iter().flat_map(|dh| [(dh, false), (dh, true)]) {
-            let name = cuda::WgForm::of(dh).kernel(dh, keep);
+        for name in [64, 128].into_iter().flat_map(|dh| cuda::WgForm::of(dh).kernels(dh)) {
             let quoted = format!("'{name}'");
             let advisories: Vec<&str> = report
                 .lines()
