@@ -172,6 +172,7 @@ impl WgForm {
     }
 
     /// Every kernel of the form for `head_dim` ([`WgForm::kernel`]'s names).
+    #[cfg(test)]
     pub(crate) fn kernels(self, head_dim: usize) -> Vec<String> {
         let mut names: Vec<String> =
             [(false, MaskMode::Causal), (false, MaskMode::Boolean), (true, MaskMode::Causal)]
