@@ -1240,6 +1240,33 @@ mod gpu {
         assert!(src.contains(&block), "masked_attention.cu: {block}");
     }
 
+    /// The Dh 64 warpgroup form takes the causal mode's biases through the branching kernel and every other mode's
+    /// through `_flat`; the keep window has its own kernel, and the Dh 128 form one kernel for every mode.
+    #[test]
+    fn warpgroup_kernels_by_mode() {
+        let additive = MaskMode::Additive { ratio: 0.5, keep_window: None };
+        let blocks = cuda::WgForm::of(64);
+        assert_eq!(
+            blocks.kernel(64, false, MaskMode::Causal),
+            "masked_attention_bf16_prefill_wgmma_d64_k64"
+        );
+        for mode in [MaskMode::Boolean, additive, MaskMode::Learned] {
+            assert_eq!(
+                blocks.kernel(64, false, mode),
+                "masked_attention_bf16_prefill_wgmma_d64_k64_flat"
+            );
+            assert_eq!(
+                blocks.kernel(64, true, mode),
+                "masked_attention_bf16_prefill_wgmma_d64_k64_keep"
+            );
+        }
+        let tma = cuda::WgForm::of(128);
+        for mode in [MaskMode::Causal, additive] {
+            assert_eq!(tma.kernel(128, false, mode), "masked_attention_bf16_prefill_tma_d128");
+            assert_eq!(tma.kernel(128, true, mode), "masked_attention_bf16_prefill_tma_d128_keep");
+        }
+    }
+
     /// The tensor-core, GQA decode and keep-window kernels the launcher names are in the compiled
     /// module (no GPU needed).
     #[test]
