@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Time the PyTorch reference (tools/reference) on a checkpoint: prefill of a prompt and incremental decode steps,
 eager and under torch.compile, bf16 on CUDA. Prints one JSON line per finished phase (`"partial": true`, so that a
-run stopped from outside keeps what it measured) and a final one; a peer that fails records its error.
+run stopped from outside keeps what it measured) and a final one; a peer that fails records its error. Each phase
+runs once untimed before its `--runs` timed passes.
 
     python3 tools/bench_peers.py CKPT --prompt 4096 --decode 64 --batch 1
 """
@@ -95,7 +96,8 @@ def main():
                         p = timed(lambda: full(m), args.runs)
                         r.update(prefill_seconds=p, prefill_tokens_per_second=args.batch * args.prompt / p)
                     else:
-                        d = sorted(decode(m) for _ in range(args.runs))[args.runs // 2]
+                        # The first pass warms up (and compiles the step shapes); the median of the others counts.
+                        d = sorted([decode(m) for _ in range(args.runs + 1)][1:])[args.runs // 2]
                         r.update(decode_seconds=d, decode_tokens_per_second=args.batch * args.decode / d)
             except Exception as e:  # a peer that does not run is recorded with its error
                 r[f"{phase}_error"] = f"{type(e).__name__}: {str(e)[:400]}"
