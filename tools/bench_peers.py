@@ -20,17 +20,21 @@ from reference.io import load  # noqa: E402
 from reference.model import Cache  # noqa: E402
 
 
+def warm_median(measure, runs):
+    """The median of `runs` calls of measure() (seconds each), after one untimed call that warms up (and compiles)."""
+    measure()
+    return sorted(measure() for _ in range(runs))[runs // 2]
+
+
 def timed(fn, runs):
-    out = []
-    for r in range(runs + 1):
+    def once():
         torch.cuda.synchronize()
         t = time.perf_counter()
         fn()
         torch.cuda.synchronize()
-        if r > 0:
-            out.append(time.perf_counter() - t)
-    out.sort()
-    return out[len(out) // 2]
+        return time.perf_counter() - t
+
+    return warm_median(once, runs)
 
 
 def main():
@@ -96,8 +100,7 @@ def main():
                         p = timed(lambda: full(m), args.runs)
                         r.update(prefill_seconds=p, prefill_tokens_per_second=args.batch * args.prompt / p)
                     else:
-                        # The first pass warms up (and compiles the step shapes); the median of the others counts.
-                        d = sorted([decode(m) for _ in range(args.runs + 1)][1:])[args.runs // 2]
+                        d = warm_median(lambda: decode(m), args.runs)
                         r.update(decode_seconds=d, decode_tokens_per_second=args.batch * args.decode / d)
             except Exception as e:  # a peer that does not run is recorded with its error
                 r[f"{phase}_error"] = f"{type(e).__name__}: {str(e)[:400]}"
