@@ -2,7 +2,7 @@
 """Run the GPU kernel tests under compute-sanitizer (memcheck or racecheck) in several jobs at once, each job with
 its own time limit, and summarise: per process the tests that passed, every error or hazard line, and whether the
 tool's summary line was reached. Exit status 1 when any error or hazard was reported or a test failed, else 2 when a
-job hit its time limit (its tests after that point were not checked), else 0.
+test was not checked clean in full (a job hit its time limit, or a process ended without its tests passing), else 0.
 
     python3 tools/sanitize_kernels.py --bin .gpu/tests/cheems_ops-XXXX --tool racecheck --jobs 6 --timeout 300 \\
         --out $OUT/racecheck
@@ -208,10 +208,10 @@ def main():
     print(f"checked clean in full: {len(checked) - len(left)} of {len(checked)} tests")
     if left:
         print("not checked clean: " + ", ".join(n.rsplit("::", 1)[-1] for n in left))
-        again = sorted({key: k for key, k in shards.items() if any(key in n for n in left)}.items())
+        again = sorted((key, k) for key, k in shards.items() if any(key in n for n in left))
         print("to run them again: --only " + ",".join(left)
               + (" --shard " + ",".join(f"{key}={k}" for key, k in again) if again else ""))
-    sys.exit(1 if bad else 2 if cut else 0)
+    sys.exit(1 if bad else 2 if cut or left else 0)
 
 
 if __name__ == "__main__":
