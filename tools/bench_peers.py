@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Time the PyTorch reference (tools/reference) on a checkpoint: prefill of a prompt and incremental decode steps,
-eager and under torch.compile, bf16 on CUDA. Prints one JSON line per finished phase (`"partial": true`, so that a
-run stopped from outside keeps what it measured) and a final one; a peer that fails records its error. Each phase
-runs once untimed before its `--runs` timed passes.
+eager, under torch.compile of the whole model, and with each decoder layer under torch.compile, bf16 on CUDA. Prints
+one JSON line per finished phase (`"partial": true`, so that a run stopped from outside keeps what it measured) and a
+final one; a peer that fails records its error. Each phase runs once untimed before its `--runs` timed passes.
 
     python3 tools/bench_peers.py CKPT --prompt 4096 --decode 64 --batch 1
 """
@@ -18,6 +18,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__)))
 from reference.io import load  # noqa: E402
 from reference.model import Cache  # noqa: E402
+
+PEERS = ("eager", "compile", "compile-layers")
 
 
 def warm_median(measure, runs):
@@ -44,11 +46,18 @@ def main():
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--peers", default="eager,compile", help="comma-separated: eager, compile")
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help="comma-separated: eager, compile (the whole model), compile-layers (each decoder layer: one "
+                         "compile of a layer's code serves every layer of its kind; embedding, RoPE tables, masks and "
+                         "the final norm stay eager)")
     ap.add_argument("--phases", default="prefill,decode", help="comma-separated: prefill, decode")
     ap.add_argument("--compile-budget", type=float, default=150.0,
                     help="seconds allowed to each torch.compile phase (prefill, decode), compilation included")
     args = ap.parse_args()
+    wanted = args.peers.split(",")
+    unknown = sorted(set(wanted) - set(PEERS))
+    if unknown:
+        ap.error(f"unknown peer(s) {', '.join(unknown)}: expected {', '.join(PEERS)}")
     model = load(args.ckpt, dtype=torch.bfloat16).cuda()
     v = model.cfg.vocab_size
     ids = (torch.arange(args.batch * args.prompt, device="cuda").reshape(args.batch, args.prompt) * 31 + 7) % v
@@ -79,19 +88,28 @@ def main():
             model.reset_rope()
             model.logits(m(ids))
 
-    wanted = args.peers.split(",")
-    # The compiled peer: a static-shape compile for the prefill, a dynamic-shape one for the decode steps (the
-    # cache grows by one position per step, which a static compile would recompile for).
-    peers = [("eager", lambda: model, lambda: model),
-             ("compile", lambda: torch.compile(model), lambda: torch.compile(model, dynamic=True))]
-    for name, for_prefill, for_decode in peers:
+    layers = list(model.model.layers)
+
+    def per_layer(**options):
+        for i, layer in enumerate(layers):
+            model.model.layers[i] = torch.compile(layer, **options)
+        return model
+
+    # The compiled peers: a static-shape compile for the prefill, a dynamic-shape one for the decode steps (the
+    # cache grows by one position per step, which a static compile would recompile for). compile-layers comes last
+    # in PEERS: it leaves the model's layers compiled.
+    wraps = {"eager": (lambda: model, lambda: model),
+             "compile": (lambda: torch.compile(model), lambda: torch.compile(model, dynamic=True)),
+             "compile-layers": (lambda: per_layer(), lambda: per_layer(dynamic=True))}
+    for name in PEERS:
         if name not in wanted:
             continue
+        for_prefill, for_decode = wraps[name]
         r = {}
         for phase, wrap in (("prefill", for_prefill), ("decode", for_decode)):
             if phase not in args.phases.split(","):
                 continue
-            budget = args.compile_budget if name == "compile" else 0
+            budget = args.compile_budget if name != "eager" else 0
             t0 = time.perf_counter()
             try:
                 with time_limit(budget):
