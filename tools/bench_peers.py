@@ -64,11 +64,6 @@ def main():
     result = {"checkpoint": args.ckpt, "prompt": args.prompt, "decode": args.decode, "batch": args.batch,
               "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__}
 
-    def prefill(m):
-        with torch.no_grad():
-            model.reset_rope()
-            m(ids)
-
     def decode(m):
         with torch.no_grad():
             model.reset_rope()
