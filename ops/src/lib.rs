@@ -19,6 +19,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod expert_mix;
 pub mod inner_values;
+pub mod logits_topk;
 pub mod masked_attention;
 pub mod matmul;
 pub mod norm_rope;

@@ -14,6 +14,7 @@ pub fn all_sources() -> Vec<Source> {
         crate::embedding::cuda::SOURCE,
         crate::expert_mix::cuda::SOURCE,
         crate::inner_values::cuda::SOURCE,
+        crate::logits_topk::cuda::SOURCE,
         crate::masked_attention::cuda::SOURCE,
         crate::matmul::cuda::SOURCE,
         crate::norm_rope::cuda::SOURCE,
