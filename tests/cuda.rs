@@ -477,3 +477,47 @@ fn weighed_routes_match_the_mix_that_weighs_bit_for_bit() {
         failures.join("\n")
     );
 }
+
+/// `decode_top_k` on replayed steps, where the top-k kernel selects on the device, against the host selection of
+/// the same steps' logits from a twin session replaying the same recording: the same logits, so the same values
+/// and ids bit for bit, for k of 1, a few, the whole vocabulary, and more than it (cut to it), in f32 and bf16.
+#[test]
+fn replayed_top_k_matches_the_host_selection_bit_for_bit() {
+    use cheems::exec::session::Session;
+    use cheems::exec::TopK;
+    let Some(_turn) = take_gpu() else { return };
+    let mut failures = Vec::new();
+    for case in cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let inputs = Inputs::read(&case.join("inputs.json")).unwrap();
+        for dtype in [ActDType::F32, ActDType::BF16] {
+            let p = prepare(&case, Device::Cuda, dtype).unwrap();
+            let v = p.model.config.vocab_size;
+            let (mut a, mut b) =
+                (Session::new(&p.model, p.exec.as_ref()), Session::new(&p.model, p.exec.as_ref()));
+            let prompt = &inputs.input_ids;
+            let mask = inputs.attention_mask.as_ref();
+            for s in [&mut a, &mut b] {
+                s.reserve(prompt[0].len() + 8);
+                s.prefill(prompt, mask, &[]).unwrap();
+            }
+            let rows = prompt.len();
+            for (step, k) in [1, 1, 3, 40, v, v + 5, 1].into_iter().enumerate() {
+                let ids: Vec<i64> =
+                    (0..rows).map(|r| ((7 + 13 * step + 5 * r) % v) as i64).collect();
+                let logits = a.decode(&ids, &[]).unwrap().logits;
+                let want = TopK::of(logits.as_f32().unwrap(), v, k).unwrap();
+                let got = b.decode_top_k(&ids, k).unwrap();
+                let bits = |t: &TopK| t.values.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let same = got.k == want.k && got.ids == want.ids && bits(&got) == bits(&want);
+                if !same {
+                    failures.push(format!("{name} {} step {step} k {k}", dtype.name()));
+                }
+                assert_eq!(got.k, k.min(v));
+                assert_eq!(got.ids.len(), rows * k.min(v));
+            }
+            assert!(b.replaying(), "{name}: the top-k steps were not replayed");
+        }
+    }
+    assert!(failures.is_empty(), "device top-k differs from the host's:\n{}", failures.join("\n"));
+}

@@ -114,7 +114,10 @@ fn greedy_decoding_equals_pytorch_cached_decoding() {
     let eos = loaded.model.config.eos_token_id;
     let params = sample::SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 };
     let mut s = sample::Sampler::new(params).unwrap();
-    let got = sample::generate(&loaded, &prompt, want.len(), &mut s, eos, |_| Ok(())).unwrap().ids;
+    let got =
+        sample::generate(&loaded.model, &loaded.exec, &prompt, want.len(), &mut s, eos, |_| Ok(()))
+            .unwrap()
+            .ids;
     assert_eq!(got, want);
 }
 
@@ -133,7 +136,9 @@ fn generation_is_deterministic_for_a_seed() {
     let run = |seed| {
         let params = sample::SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed };
         let mut s = sample::Sampler::new(params).unwrap();
-        sample::generate(&loaded, &prompt, 12, &mut s, None, |_| Ok(())).unwrap().ids
+        sample::generate(&loaded.model, &loaded.exec, &prompt, 12, &mut s, None, |_| Ok(()))
+            .unwrap()
+            .ids
     };
     let a = run(5);
     assert_eq!(a.len(), 12);

@@ -2,7 +2,8 @@
 
 use crate::eval::load_tokenizer;
 use crate::eval::sample::{generate, Sampler, SamplingParams};
-use crate::runner::load;
+use crate::exec::cuda::ActDType;
+use crate::runner::{prepare_with, Device};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,8 +15,8 @@ pub const DEFAULT_PROMPT: &str = "import os\nimport sys\n\n\ndef main():";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Checkpoint directory with config.json, model.safetensors and tokenizer.json, or a `--target cpu` artifact
-    /// of `cheems compile` (which carries the tokenizer).
+    /// Checkpoint directory with config.json, model.safetensors and tokenizer.json, or an artifact of `cheems
+    /// compile` (which carries the tokenizer).
     #[arg(default_value = DEFAULT_MODEL)]
     pub ckpt: PathBuf,
     /// Text to continue; it is printed first, then the continuation as it is generated.
@@ -36,6 +37,14 @@ pub struct Args {
     /// Seed of the sampler: the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Executor: the CPU oracle, or CUDA (device 0) on the compiled graph, where decode steps replay a recorded
+    /// step and only the logits a draw can reach (`--top-k`, or one when greedy) leave the device. Default: an
+    /// artifact's target, else the CPU.
+    #[arg(long, value_enum)]
+    pub target: Option<Device>,
+    /// Activation dtype on CUDA (the CPU runs f32). Default: an artifact's dtype, else f32.
+    #[arg(long, value_enum)]
+    pub dtype: Option<ActDType>,
 }
 
 /// Runs `cheems generate`.
@@ -60,7 +69,7 @@ pub fn run(a: &Args) -> Result<()> {
         );
     }
     let tokenizer = load_tokenizer(&a.ckpt)?;
-    let loaded = load(&a.ckpt)?;
+    let loaded = prepare_with(&a.ckpt, a.target, a.dtype)?;
     let cfg = &loaded.model.config;
     let enc = tokenizer
         .encode(a.prompt.as_str(), false)
@@ -77,7 +86,8 @@ pub fn run(a: &Args) -> Result<()> {
     out.flush()?;
     let mut ids: Vec<u32> = Vec::new();
     let mut shown = String::new();
-    let gen = generate(&loaded, &prompt, a.max_tokens, &mut sampler, cfg.eos_token_id, |id| {
+    let (model, exec) = (&loaded.model, loaded.exec.as_ref());
+    let gen = generate(model, exec, &prompt, a.max_tokens, &mut sampler, cfg.eos_token_id, |id| {
         ids.push(id as u32);
         let text = tokenizer.decode(&ids, true).map_err(|e| anyhow!("decoding tokens: {e}"))?;
         if !text.ends_with('\u{FFFD}') && text.starts_with(shown.as_str()) {
@@ -95,9 +105,10 @@ pub fn run(a: &Args) -> Result<()> {
     writeln!(out)?;
     let n = gen.ids.len();
     eprintln!(
-        "{n} tokens in {:.2} s ({:.1} tokens/s; prompt {} tokens in {:.0} ms){}",
+        "{n} tokens in {:.2} s ({:.1} tokens/s on {}; prompt {} tokens in {:.0} ms){}",
         gen.decode_seconds,
         n as f64 / gen.decode_seconds.max(1e-9),
+        format!("{:?}", loaded.device).to_lowercase(),
         prompt.len(),
         gen.prefill_seconds * 1e3,
         if gen.stopped_at_eos { ", stopped at end of sequence" } else { "" }

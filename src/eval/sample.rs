@@ -1,13 +1,16 @@
 //! Sampling of the next token and the incremental decoding loop (prefill, then one `decode` per new token).
 //!
-//! A draw: with temperature 0, the argmax (first maximum). Otherwise the vocabulary sorted by logit (descending,
-//! lower id first on ties), cut to the `top_k` best (0 = no cut), softmax of `logit / temperature` in f64, cut to
-//! the shortest prefix whose probability reaches `top_p` (1 = no cut), then one uniform draw from [`SplitMix64`]
-//! seeded with `seed`: the same seed, model and prompt give the same tokens.
+//! A draw: with temperature 0, the argmax (the first maximum, NaN skipped). Otherwise the vocabulary sorted by logit
+//! in [`TopK`]'s order (descending, ±0 equal, lower id first on ties; NaN never drawn), cut to the `top_k` best
+//! (0 = no cut), softmax of `logit / temperature` in f64, cut to the shortest prefix whose probability reaches
+//! `top_p` (1 = no cut), then one uniform draw from [`SplitMix64`] seeded with `seed`: the same seed, model and
+//! prompt give the same tokens. A decode step hands the sampler only the logits a draw can reach
+//! ([`Sampler::reach`]), which a replayed CUDA step selects on the device.
 
-use super::mqar::{argmax, SplitMix64};
+use super::mqar::SplitMix64;
 use crate::exec::session::Session;
-use crate::runner::Loaded;
+use crate::exec::{Executor, TopK};
+use crate::model::build::Model;
 use anyhow::{ensure, Result};
 use std::time::Instant;
 
@@ -55,24 +58,41 @@ impl Sampler {
         Ok(Sampler { params, rng })
     }
 
-    /// The next token id for one row of logits.
-    pub fn sample(&mut self, logits: &[f32]) -> usize {
+    /// How many of a row's best logits a draw can reach: 1 when greedy, `top_k` when it cuts, `None` for all.
+    pub fn reach(&self) -> Option<usize> {
         let p = &self.params;
-        if p.temperature == 0.0 || logits.len() <= 1 {
-            return argmax(logits);
+        if p.temperature == 0.0 {
+            Some(1)
+        } else {
+            (p.top_k > 0).then_some(p.top_k)
         }
-        let mut order: Vec<usize> = (0..logits.len()).filter(|&i| !logits[i].is_nan()).collect();
-        if order.is_empty() {
+    }
+
+    /// The next token id for one row of logits.
+    pub fn sample(&mut self, logits: &[f32]) -> Result<usize> {
+        let top = TopK::of(logits, logits.len(), self.reach().unwrap_or(logits.len()))?;
+        Ok(self.draw(&top.values, &top.ids))
+    }
+
+    /// The next token id from a row's best logits in [`TopK`]'s order (NaN last): at least [`Self::reach`] of
+    /// them, or the whole row when that is `None`.
+    pub fn draw(&mut self, values: &[f32], ids: &[i64]) -> usize {
+        let p = &self.params;
+        let id = |j: usize| ids.get(j).map_or(0, |&i| i as usize);
+        if p.temperature == 0.0 || values.len() <= 1 {
+            return id(0);
+        }
+        let mut n = values.iter().take_while(|v| !v.is_nan()).count();
+        if n == 0 {
             return 0;
         }
-        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
         if p.top_k > 0 {
-            order.truncate(p.top_k);
+            n = n.min(p.top_k);
         }
-        let max = logits[order[0]] as f64;
+        let max = values[0] as f64;
         let t = p.temperature as f64;
         let mut probs: Vec<f64> =
-            order.iter().map(|&i| ((logits[i] as f64 - max) / t).exp()).collect();
+            values[..n].iter().map(|&x| ((x as f64 - max) / t).exp()).collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|x| *x /= total);
         if p.top_p < 1.0 {
@@ -85,7 +105,6 @@ impl Sampler {
                 })
                 .map_or(probs.len(), |i| i + 1);
             probs.truncate(keep);
-            order.truncate(keep);
         }
         let total: f64 = probs.iter().sum();
         let u = self.rng.unit_f64() * total;
@@ -93,10 +112,10 @@ impl Sampler {
         for (k, &x) in probs.iter().enumerate() {
             acc += x;
             if u < acc {
-                return order[k];
+                return id(k);
             }
         }
-        order[order.len() - 1]
+        id(probs.len() - 1)
     }
 }
 
@@ -116,7 +135,8 @@ pub struct Generation {
 /// Prefills `prompt`, then samples up to `max_tokens` tokens, feeding each back with one decode step; stops at
 /// `eos`. `on_token` sees each new id as soon as it is drawn.
 pub fn generate(
-    loaded: &Loaded,
+    model: &Model,
+    exec: &dyn Executor,
     prompt: &[i64],
     max_tokens: usize,
     sampler: &mut Sampler,
@@ -124,19 +144,20 @@ pub fn generate(
     mut on_token: impl FnMut(i64) -> Result<()>,
 ) -> Result<Generation> {
     ensure!(!prompt.is_empty(), "the prompt has no tokens");
-    let v = loaded.model.config.vocab_size;
-    let mut session = Session::new(&loaded.model, &loaded.exec);
+    let v = model.config.vocab_size;
+    let mut session = Session::new(model, exec);
     session.reserve(prompt.len() + max_tokens);
     let t0 = Instant::now();
     let step = session.prefill(&vec![prompt.to_vec()], None, &[])?;
     let prefill_seconds = t0.elapsed().as_secs_f64();
-    let mut logits = step.logits.into_f32()?;
-    let mut last = logits.len() / v - 1;
+    let logits = step.logits.as_f32()?;
+    let reach = sampler.reach().unwrap_or(v);
+    let mut top = TopK::of(&logits[logits.len() - v..], v, reach)?;
     let t1 = Instant::now();
     let mut ids = Vec::new();
     let mut stopped_at_eos = false;
     while ids.len() < max_tokens {
-        let next = sampler.sample(&logits[last * v..(last + 1) * v]) as i64;
+        let next = sampler.draw(&top.values, &top.ids) as i64;
         if Some(next) == eos {
             stopped_at_eos = true;
             break;
@@ -146,8 +167,7 @@ pub fn generate(
         if ids.len() == max_tokens {
             break;
         }
-        logits = session.decode(&[next], &[])?.logits.into_f32()?;
-        last = 0;
+        top = session.decode_top_k(&[next], reach)?;
     }
     Ok(Generation {
         ids,
@@ -168,13 +188,13 @@ mod tests {
     #[test]
     fn greedy_and_cuts() {
         let logits = [0.1, 2.0, 1.9, -1.0];
-        assert_eq!(Sampler::new(params(0.0, 0, 1.0)).unwrap().sample(&logits), 1);
+        assert_eq!(Sampler::new(params(0.0, 0, 1.0)).unwrap().sample(&logits).unwrap(), 1);
         let mut top1 = Sampler::new(params(1.0, 1, 1.0)).unwrap();
-        assert!((0..50).all(|_| top1.sample(&logits) == 1));
+        assert!((0..50).all(|_| top1.sample(&logits).unwrap() == 1));
         let mut nucleus = Sampler::new(params(1.0, 0, 0.3)).unwrap();
-        assert!((0..50).all(|_| nucleus.sample(&logits) == 1));
+        assert!((0..50).all(|_| nucleus.sample(&logits).unwrap() == 1));
         let mut two = Sampler::new(params(1.0, 2, 1.0)).unwrap();
-        assert!((0..200).all(|_| matches!(two.sample(&logits), 1 | 2)));
+        assert!((0..200).all(|_| matches!(two.sample(&logits).unwrap(), 1 | 2)));
     }
 
     #[test]
@@ -182,9 +202,83 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let draw = || {
             let mut s = Sampler::new(params(0.9, 20, 0.95)).unwrap();
-            (0..30).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+            (0..30).map(|_| s.sample(&logits).unwrap()).collect::<Vec<_>>()
         };
         assert_eq!(draw(), draw());
+    }
+
+    /// The draw's definition literally: the whole row sorted (NaN left out, ±0 equal, lower id first), cut to
+    /// `top_k`, the softmax of `logit / temperature`, cut at `top_p`, one uniform draw over what is left.
+    fn literal(p: &SamplingParams, rng: &mut SplitMix64, logits: &[f32]) -> usize {
+        let mut order: Vec<usize> = (0..logits.len()).filter(|&i| !logits[i].is_nan()).collect();
+        order.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap().then(a.cmp(&b)));
+        if p.temperature == 0.0 || order.is_empty() {
+            return order.first().copied().unwrap_or(0);
+        }
+        if p.top_k > 0 {
+            order.truncate(p.top_k);
+        }
+        let max = logits[order[0]] as f64;
+        let w: Vec<f64> = order
+            .iter()
+            .map(|&i| ((logits[i] as f64 - max) / p.temperature as f64).exp())
+            .collect();
+        let total: f64 = w.iter().sum();
+        let probs: Vec<f64> = w.iter().map(|x| x / total).collect();
+        let mut acc = 0.0;
+        let keep = probs
+            .iter()
+            .position(|&x| {
+                acc += x;
+                acc >= p.top_p as f64
+            })
+            .map_or(probs.len(), |j| j + 1);
+        let u = rng.unit_f64() * probs[..keep].iter().sum::<f64>();
+        let mut acc = 0.0;
+        (0..keep)
+            .find(|&j| {
+                acc += probs[j];
+                u < acc
+            })
+            .map_or(order[keep - 1], |j| order[j])
+    }
+
+    #[test]
+    fn draws_follow_the_definition_from_the_reachable_logits() {
+        let mut state = 11u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for case in 0..60 {
+            let n = 1 + (next() % 300) as usize;
+            let row: Vec<f32> = (0..n)
+                .map(|_| match next() % 40 {
+                    0 => f32::NAN,
+                    1 => 0.0,
+                    2 => -0.0,
+                    _ => (next() % 24) as f32 * 0.25 - 3.0,
+                })
+                .collect();
+            let p = params(
+                [0.0, 0.7, 1.3][case % 3],
+                [0, 1, 5, 40][case % 4],
+                [1.0, 0.9, 0.5][case % 3],
+            );
+            let mut s = Sampler::new(p.clone()).unwrap();
+            let mut rng = SplitMix64::new(p.seed);
+            let mut via_top_k = Sampler::new(p.clone()).unwrap();
+            let top = TopK::of(&row, n, via_top_k.reach().unwrap_or(n)).unwrap();
+            for _ in 0..5 {
+                let want = literal(&p, &mut rng, &row);
+                assert_eq!(s.sample(&row).unwrap(), want, "case {case} {p:?}");
+                assert_eq!(
+                    via_top_k.draw(&top.values, &top.ids),
+                    want,
+                    "case {case} from the top-k"
+                );
+            }
+        }
     }
 
     #[test]

@@ -480,6 +480,27 @@ pub fn download(gpu: &Gpu, t: &DTensor) -> Result<Tensor> {
     }
 }
 
+/// Each row's `k` best logits of device logits `[.., V]` (f32 or bf16): by the top-k kernel, which sends only them
+/// to the host, where `k` fits it; else from the downloaded logits.
+pub fn top_k(gpu: &Gpu, t: &DTensor, k: usize) -> Result<super::TopK> {
+    use ops::logits_topk::{cuda::logits_top_k, LogitsTopKParams};
+    let v = t.dims.last().copied().unwrap_or(0);
+    let k = k.min(v);
+    let rows = t.dims.iter().product::<usize>() / v.max(1);
+    if k > ops::logits_topk::cuda::MAX_K || rows * k == 0 {
+        return super::TopK::of(download(gpu, t)?.as_f32()?, v, k);
+    }
+    let p = LogitsTopKParams { rows, vocab: v, k };
+    let mut values = gpu.uninit::<f32>(rows * k)?;
+    let mut ids = gpu.uninit::<i64>(rows * k)?;
+    match &t.buf {
+        Buf::F32(s) => logits_top_k(gpu, &p, s, &mut values, &mut ids)?,
+        Buf::BF16(s) => logits_top_k(gpu, &p, s, &mut values, &mut ids)?,
+        Buf::I64(_) | Buf::Empty => bail!("the logits are neither f32 nor bf16 on the device"),
+    }
+    Ok(super::TopK { k, values: gpu.download(&values)?, ids: gpu.download(&ids)? })
+}
+
 impl CudaExecutor {
     /// Checks that every node has a CUDA kernel, plans storage and uploads the weights.
     pub fn new(graph: Graph, gpu: Arc<Gpu>, dtype: ActDType) -> Result<CudaExecutor> {

@@ -32,8 +32,8 @@
 //! computed from the mask length) are refused with the reason; with a learned mask the capacity is at most its
 //! `max_position_embeddings` positions.
 
-use super::cuda::{download, dup, ActDType, Buf, CudaExecutor, DTensor, Dev, RecordedRun};
-use super::Held;
+use super::cuda::{download, dup, top_k, ActDType, Buf, CudaExecutor, DTensor, Dev, RecordedRun};
+use super::{Held, TopK};
 use crate::ir::op::AttentionMask;
 use crate::ir::{Graph, NodeId, Op, Tensor};
 use crate::model::build::{Model, StateKind};
@@ -633,6 +633,16 @@ impl<'e> DecodeGraph<'e> {
         }
         let l = self.logits.as_ref().context("no decode step has run")?;
         download(self.exec.gpu(), l)
+    }
+
+    /// Each sequence's `k` best logits after the last step (waits for it): on a replayed step only they leave the
+    /// device.
+    pub fn logits_top_k(&mut self, k: usize) -> Result<TopK> {
+        if let Some(t) = self.first_logits.take() {
+            return TopK::of(t.as_f32()?, *t.dims().last().unwrap_or(&0), k);
+        }
+        let l = self.logits.as_ref().context("no decode step has run")?;
+        top_k(self.exec.gpu(), l, k)
     }
 
     /// The states as an eager session holds them: caches cut to the tokens seen, on the device.

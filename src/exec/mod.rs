@@ -15,11 +15,44 @@ pub enum Held {
     Device(cuda::DTensor),
 }
 
+/// The `k` largest logits of each row, best first, in the order of `cheems_ops::logits_topk` (NaN below every
+/// number, equal values by the lower id): what a sampler draws from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopK {
+    /// Logits kept a row.
+    pub k: usize,
+    /// `[rows, k]`.
+    pub values: Vec<f32>,
+    /// `[rows, k]` token ids.
+    pub ids: Vec<i64>,
+}
+
+impl TopK {
+    /// Of host logits, rows of `vocab`; `k` is cut to `vocab`.
+    pub fn of(logits: &[f32], vocab: usize, k: usize) -> Result<TopK> {
+        use cheems_ops::logits_topk::{logits_top_k, LogitsTopKParams};
+        let k = k.min(vocab);
+        let p = LogitsTopKParams { rows: logits.len() / vocab.max(1), vocab, k };
+        let (values, ids) = logits_top_k(&p, logits)?;
+        Ok(TopK { k, values, ids })
+    }
+
+    /// Row `r`'s values and ids.
+    pub fn row(&self, r: usize) -> (&[f32], &[i64]) {
+        (&self.values[r * self.k..][..self.k], &self.ids[r * self.k..][..self.k])
+    }
+}
+
 /// Decode steps of a session replayed from one recording of the step ([`cuda_graph`]); it holds the session's
 /// state, in buffers with room for [`Replay::capacity`] tokens, until given back.
 pub trait Replay {
     /// Feeds one token per sequence; returns the logits `[B, 1, V]`.
     fn step(&mut self, ids: &[i64]) -> Result<Tensor>;
+    /// Feeds one token per sequence; returns each sequence's `k` best logits.
+    fn step_top_k(&mut self, ids: &[i64], k: usize) -> Result<TopK> {
+        let logits = self.step(ids)?;
+        TopK::of(logits.as_f32()?, *logits.dims().last().unwrap_or(&0), k)
+    }
     /// Tokens in the caches.
     fn past(&self) -> usize;
     /// Tokens the caches have room for.
@@ -38,6 +71,10 @@ impl Replay for cuda_graph::DecodeGraph<'_> {
     fn step(&mut self, ids: &[i64]) -> Result<Tensor> {
         cuda_graph::DecodeGraph::step(self, ids)?;
         self.logits()
+    }
+    fn step_top_k(&mut self, ids: &[i64], k: usize) -> Result<TopK> {
+        cuda_graph::DecodeGraph::step(self, ids)?;
+        self.logits_top_k(k)
     }
     fn past(&self) -> usize {
         cuda_graph::DecodeGraph::past(self)

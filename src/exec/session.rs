@@ -1,7 +1,7 @@
 //! A generation session: prefill then incremental decoding over one graph, carrying the `present.*` outputs of
 //! each call into the `past.*` inputs of the next (KV cache, per-key mask values, f32 SSD state, RoPE state).
 
-use super::{Executor, Held, Replay};
+use super::{Executor, Held, Replay, TopK};
 use crate::ir::{Bindings, Sym, Tensor};
 use crate::model::build::{Model, StateKind};
 use anyhow::{bail, ensure, Result};
@@ -131,13 +131,17 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// The logits of a decode step replayed from a recording, or `None` when this step runs node by node.
-    fn replayed(&mut self, ids: &[i64]) -> Result<Option<Tensor>> {
+    /// What `step` returns of a decode step replayed from a recording, or `None` when this step runs node by node.
+    fn replayed<R>(
+        &mut self,
+        ids: &[i64],
+        step: impl Fn(&mut dyn Replay, &[i64]) -> Result<R>,
+    ) -> Result<Option<R>> {
         if self.replay.as_ref().is_some_and(|r| r.past() >= r.capacity()) {
             self.settle()?;
         }
         if let Some(r) = &mut self.replay {
-            return r.step(ids).map(Some);
+            return step(r.as_mut(), ids).map(Some);
         }
         let capacity = if self.reserve > self.past {
             self.reserve
@@ -156,11 +160,11 @@ impl<'a> Session<'a> {
             }
             Some(Ok(mut r)) => {
                 r.set_options(self.options);
-                match r.step(ids) {
-                    Ok(logits) => {
+                match step(r.as_mut(), ids) {
+                    Ok(out) => {
                         self.states.clear();
                         self.replay = Some(r);
-                        Ok(Some(logits))
+                        Ok(Some(out))
                     }
                     Err(e) => {
                         declined(&e);
@@ -243,15 +247,40 @@ impl<'a> Session<'a> {
         let rows: Batch = ids.iter().map(|&i| vec![i]).collect();
         self.check_extension(&rows)?;
         if taps.is_empty() && self.record {
-            if let Some(logits) = self.replayed(ids)? {
-                for m in &mut self.mask {
-                    m.push(1);
-                }
-                self.past += 1;
+            if let Some(logits) = self.replayed_step(ids, |r, ids| r.step(ids))? {
                 return Ok(Step { logits, taps: BTreeMap::new() });
             }
         }
         self.extend_checked(&rows, 1, taps)
+    }
+
+    /// [`Self::decode`], returning each sequence's `k` best logits: on a replayed step only they leave the device.
+    pub fn decode_top_k(&mut self, ids: &[i64], k: usize) -> Result<TopK> {
+        let rows: Batch = ids.iter().map(|&i| vec![i]).collect();
+        self.check_extension(&rows)?;
+        if self.record {
+            if let Some(top) = self.replayed_step(ids, |r, ids| r.step_top_k(ids, k))? {
+                return Ok(top);
+            }
+        }
+        let logits = self.extend_checked(&rows, 1, &[])?.logits;
+        TopK::of(logits.as_f32()?, self.model.config.vocab_size, k)
+    }
+
+    /// [`Self::replayed`], with the token counted in the mask and the position when the step was replayed.
+    fn replayed_step<R>(
+        &mut self,
+        ids: &[i64],
+        step: impl Fn(&mut dyn Replay, &[i64]) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let out = self.replayed(ids, step)?;
+        if out.is_some() {
+            for m in &mut self.mask {
+                m.push(1);
+            }
+            self.past += 1;
+        }
+        Ok(out)
     }
 
     /// Feeds `ids[b]` (equal lengths, no padding) to sequence b after a prefill: a decode step, or a chunk of a
