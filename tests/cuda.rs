@@ -506,7 +506,7 @@ fn replayed_top_k_matches_the_host_selection_bit_for_bit() {
                 let ids: Vec<i64> =
                     (0..rows).map(|r| ((7 + 13 * step + 5 * r) % v) as i64).collect();
                 let logits = a.decode(&ids, &[]).unwrap().logits;
-                let want = TopK::of(logits.as_f32().unwrap(), v, k).unwrap();
+                let want = TopK::of_logits(&logits, k).unwrap();
                 let got = b.decode_top_k(&ids, k).unwrap();
                 let bits = |t: &TopK| t.values.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 let same = got.k == want.k && got.ids == want.ids && bits(&got) == bits(&want);

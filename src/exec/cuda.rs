@@ -488,7 +488,7 @@ pub fn top_k(gpu: &Gpu, t: &DTensor, k: usize) -> Result<super::TopK> {
     let k = k.min(v);
     let rows = t.dims.iter().product::<usize>() / v.max(1);
     if k > ops::logits_topk::cuda::MAX_K || rows * k == 0 {
-        return super::TopK::of(download(gpu, t)?.as_f32()?, v, k);
+        return super::TopK::of_logits(&download(gpu, t)?, k);
     }
     let p = LogitsTopKParams { rows, vocab: v, k };
     let mut values = gpu.uninit::<f32>(rows * k)?;

@@ -639,7 +639,7 @@ impl<'e> DecodeGraph<'e> {
     /// device.
     pub fn logits_top_k(&mut self, k: usize) -> Result<TopK> {
         if let Some(t) = self.first_logits.take() {
-            return TopK::of(t.as_f32()?, *t.dims().last().unwrap_or(&0), k);
+            return TopK::of_logits(&t, k);
         }
         let l = self.logits.as_ref().context("no decode step has run")?;
         top_k(self.exec.gpu(), l, k)

@@ -37,6 +37,11 @@ impl TopK {
         Ok(TopK { k, values, ids })
     }
 
+    /// Of host logits `[.., V]`, every row.
+    pub fn of_logits(logits: &Tensor, k: usize) -> Result<TopK> {
+        TopK::of(logits.as_f32()?, logits.dims().last().copied().unwrap_or(0), k)
+    }
+
     /// Row `r`'s values and ids.
     pub fn row(&self, r: usize) -> (&[f32], &[i64]) {
         (&self.values[r * self.k..][..self.k], &self.ids[r * self.k..][..self.k])
@@ -50,8 +55,7 @@ pub trait Replay {
     fn step(&mut self, ids: &[i64]) -> Result<Tensor>;
     /// Feeds one token per sequence; returns each sequence's `k` best logits.
     fn step_top_k(&mut self, ids: &[i64], k: usize) -> Result<TopK> {
-        let logits = self.step(ids)?;
-        TopK::of(logits.as_f32()?, *logits.dims().last().unwrap_or(&0), k)
+        TopK::of_logits(&self.step(ids)?, k)
     }
     /// Tokens in the caches.
     fn past(&self) -> usize;

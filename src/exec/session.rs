@@ -263,8 +263,7 @@ impl<'a> Session<'a> {
                 return Ok(top);
             }
         }
-        let logits = self.extend_checked(&rows, 1, &[])?.logits;
-        TopK::of(logits.as_f32()?, self.model.config.vocab_size, k)
+        TopK::of_logits(&self.extend_checked(&rows, 1, &[])?.logits, k)
     }
 
     /// [`Self::replayed`], with the token counted in the mask and the position when the step was replayed.
