@@ -41,11 +41,6 @@ impl TopK {
     pub fn of_logits(logits: &Tensor, k: usize) -> Result<TopK> {
         TopK::of(logits.as_f32()?, logits.dims().last().copied().unwrap_or(0), k)
     }
-
-    /// Row `r`'s values and ids.
-    pub fn row(&self, r: usize) -> (&[f32], &[i64]) {
-        (&self.values[r * self.k..][..self.k], &self.ids[r * self.k..][..self.k])
-    }
 }
 
 /// Decode steps of a session replayed from one recording of the step ([`cuda_graph`]); it holds the session's
