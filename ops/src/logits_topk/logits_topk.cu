@@ -1,7 +1,7 @@
 // Per row of `vocab` logits (T), the k largest by lt_key (NaN lowest, ±0 equal), equal keys by the lower id: values
-// f32 and ids i64 [rows, k], largest first. A radix select over the key's four bytes finds the k-th key (kth) and how
-// many of the k have it (need); one pass in id order gathers the keys above kth and the first `need` equal to it; the
-// block ranks the k.
+// f32 and ids i64 [rows, k], largest first. k = 1: a block reduction. Otherwise a radix select over the key's four
+// bytes finds the k-th key (kth) and how many of the k have it (need); the keys above kth and the first `need` equal
+// to it, in id order, are gathered and sorted.
 // Launch: one block of LT_THREADS threads per row; k ≤ LT_MAX_K; vocab < 2^31.
 #define LT_THREADS 512
 #define LT_MAX_K 1024
@@ -37,14 +37,38 @@ __device__ __forceinline__ void lt_digit(const unsigned *hist, unsigned need, un
     }
 }
 
+// The best (key, then lower id) of a row as one word: the key above ~id, so the larger word ranks first.
+__device__ __forceinline__ unsigned long long lt_word(unsigned key, int id) {
+    return ((unsigned long long)key << 32) | (0xffffffffu - (unsigned)id);
+}
+
+template <typename T> __device__ void lt_argmax(const T *row, float *values, long long *ids, const int vocab) {
+    __shared__ unsigned long long warp_best[LT_WARPS];
+    unsigned long long best = 0;
+    for (int i = threadIdx.x; i < vocab; i += LT_THREADS) best = max(best, lt_word(lt_key(ld(row, i)), i));
+    for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+    if ((threadIdx.x & 31) == 0) warp_best[threadIdx.x >> 5] = best;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < LT_WARPS; ++w) best = max(best, warp_best[w]);
+        const int id = (int)(0xffffffffu - (unsigned)best);
+        values[blockIdx.x] = ld(row, id);
+        ids[blockIdx.x] = id;
+    }
+}
+
 template <typename T>
 __device__ void logits_topk(const T *logits, float *values, long long *ids, const int vocab, const int k) {
     __shared__ unsigned hist[256];
-    __shared__ unsigned ckey[LT_MAX_K];
-    __shared__ int cid[LT_MAX_K];
+    __shared__ unsigned long long cand[LT_MAX_K];
     __shared__ unsigned warp_gt[LT_WARPS], warp_eq[LT_WARPS];
     __shared__ unsigned s_digit, s_left;
     const T *row = logits + (long)blockIdx.x * vocab;
+    if (k == 1) {
+        lt_argmax(row, values, ids, vocab);
+        return;
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     unsigned kth = 0, mask = 0, need = k;
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int i = threadIdx.x; i < 256; i += LT_THREADS) hist[i] = 0;
@@ -60,55 +84,64 @@ __device__ void logits_topk(const T *logits, float *values, long long *ids, cons
         need = s_left;
         mask |= 255u << shift;
     }
+    // Each warp gathers from its own run of ids, the runs in warp order, so the keys equal to kth come lowest id
+    // first: one sweep counts, the counts of the warps before place the warp's writes, a second sweep writes.
     const unsigned above = k - need;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    unsigned base_gt = 0, base_eq = 0;
-    for (int c0 = 0; c0 < vocab && (base_gt < above || base_eq < need); c0 += LT_THREADS) {
-        const int i = c0 + threadIdx.x;
-        const unsigned key = i < vocab ? lt_key(ld(row, i)) : 0u;
-        const bool gt = i < vocab && key > kth, eq = i < vocab && key == kth;
-        const unsigned bgt = __ballot_sync(0xffffffffu, gt), beq = __ballot_sync(0xffffffffu, eq);
-        if (lane == 0) {
-            warp_gt[warp] = __popc(bgt);
-            warp_eq[warp] = __popc(beq);
-        }
-        __syncthreads();
-        unsigned off_gt = 0, off_eq = 0, all_gt = 0, all_eq = 0;
-        for (int w = 0; w < LT_WARPS; ++w) {
-            const unsigned g = warp_gt[w], e = warp_eq[w];
-            off_gt += w < warp ? g : 0u;
-            off_eq += w < warp ? e : 0u;
-            all_gt += g;
-            all_eq += e;
-        }
-        const unsigned lower = (1u << lane) - 1u;
-        if (gt) {
-            const unsigned s = base_gt + off_gt + __popc(bgt & lower);
-            ckey[s] = key;
-            cid[s] = i;
-        }
-        if (eq) {
-            const unsigned r = base_eq + off_eq + __popc(beq & lower);
-            if (r < need) {
-                ckey[above + r] = key;
-                cid[above + r] = i;
-            }
-        }
-        base_gt += all_gt;
-        base_eq += all_eq;
-        __syncthreads();
+    const int span = ((vocab + LT_WARPS - 1) / LT_WARPS + 31) & ~31;
+    const int lo = min(warp * span, vocab), hi = min(lo + span, vocab);
+    unsigned n_gt = 0, n_eq = 0;
+    for (int c = lo; c < hi; c += 32) {
+        const int i = c + lane;
+        const unsigned key = i < hi ? lt_key(ld(row, i)) : 0u;
+        n_gt += __popc(__ballot_sync(0xffffffffu, i < hi && key > kth));
+        n_eq += __popc(__ballot_sync(0xffffffffu, i < hi && key == kth));
+    }
+    if (lane == 0) {
+        warp_gt[warp] = n_gt;
+        warp_eq[warp] = n_eq;
     }
     __syncthreads();
-    for (int a = threadIdx.x; a < k; a += LT_THREADS) {
-        const unsigned ka = ckey[a];
-        const int ia = cid[a];
-        int rank = 0;
-        for (int b = 0; b < k; ++b) {
-            const unsigned kb = ckey[b];
-            rank += kb > ka || (kb == ka && cid[b] < ia);
+    unsigned base_gt = 0, base_eq = 0;
+    for (int w = 0; w < warp; ++w) {
+        base_gt += warp_gt[w];
+        base_eq += warp_eq[w];
+    }
+    const unsigned lower = (1u << lane) - 1u;
+    for (int c = lo; c < hi && (n_gt > 0 || (n_eq > 0 && base_eq < need)); c += 32) {
+        const int i = c + lane;
+        const unsigned key = i < hi ? lt_key(ld(row, i)) : 0u;
+        const bool gt = i < hi && key > kth, eq = i < hi && key == kth;
+        const unsigned bgt = __ballot_sync(0xffffffffu, gt), beq = __ballot_sync(0xffffffffu, eq);
+        if (gt) cand[base_gt + __popc(bgt & lower)] = lt_word(key, i);
+        const unsigned r = base_eq + __popc(beq & lower);
+        if (eq && r < need) cand[above + r] = lt_word(key, i);
+        base_gt += __popc(bgt);
+        base_eq += __popc(beq);
+        n_gt -= __popc(bgt);
+        n_eq -= __popc(beq);
+    }
+    // A bitonic sort of the k words, padded with zeros (below every word) to a power of two, largest first.
+    int pow2 = 2;
+    while (pow2 < k) pow2 <<= 1;
+    for (int j = k + threadIdx.x; j < pow2; j += LT_THREADS) cand[j] = 0;
+    __syncthreads();
+    for (int size = 2; size <= pow2; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int t = threadIdx.x; t < pow2 / 2; t += LT_THREADS) {
+                const int a = 2 * t - (t & (stride - 1)), b = a + stride;
+                const unsigned long long x = cand[a], y = cand[b];
+                if ((x < y) == ((a & size) == 0)) {
+                    cand[a] = y;
+                    cand[b] = x;
+                }
+            }
+            __syncthreads();
         }
-        values[(long)blockIdx.x * k + rank] = ld(row, ia);
-        ids[(long)blockIdx.x * k + rank] = ia;
+    }
+    for (int j = threadIdx.x; j < k; j += LT_THREADS) {
+        const int id = (int)(0xffffffffu - (unsigned)cand[j]);
+        values[(long)blockIdx.x * k + j] = ld(row, id);
+        ids[(long)blockIdx.x * k + j] = id;
     }
 }
 
