@@ -355,7 +355,7 @@ pub fn prepare_cuda_with(
 /// loads the artifact's CUBINs (NVRTC is needed only for a kernel source this build has and the artifact lacks).
 fn cuda_from_artifact(mut a: artifact::Artifact, dtype: Option<ActDType>) -> Result<CudaPrepared> {
     let manifest_path = a.dir.join(artifact::MANIFEST);
-    let act = a.act_dtype();
+    let act = a.act_dtype()?;
     if let Some(d) = dtype {
         ensure!(
             d == act,

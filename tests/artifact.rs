@@ -9,7 +9,7 @@ use cheems::artifact::{self, ArtifactTarget, CompileSpec, Manifest};
 use cheems::exec::cuda::ActDType;
 use cheems::ir::{DType, Tensor};
 use cheems::runner::{load, prepare, prepare_cuda, run, Device, Inputs};
-use common::{bf16_bound, cases, compare_rows, read_safetensors};
+use common::{any_non_finite, cases, compare_rows, half_bound, read_safetensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -149,7 +149,7 @@ fn cuda_artifact_compiles_without_a_gpu() {
         let a = artifact::open(&out).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let set = a.cubins.as_ref().unwrap();
         assert!(set.missing().is_empty(), "{name}: {:?}", set.missing());
-        assert_eq!(a.act_dtype(), ActDType::BF16);
+        assert_eq!(a.act_dtype().unwrap(), ActDType::BF16);
         let e = err_of(load(&out));
         assert!(e.contains("cuda:sm_90") && e.contains("`target`"), "{e}");
     }
@@ -290,8 +290,11 @@ fn a_failed_compile_leaves_the_previous_artifact_and_foreign_folders_alone() {
 const ATOL_F32: f32 = 1e-4;
 /// bf16: same graph and bits; held to 2% of max |logit| (the two paths may differ only by summation order).
 const REL_BF16: f32 = 0.02;
+/// f16: the same at 2⁻³ of bf16's rounding; where f16 overflows (as the reference's own f16 run does), both paths
+/// must overflow.
+const REL_F16: f32 = REL_BF16 / 8.0;
 
-/// Every fixture from a CUDA artifact compiled for the device's architecture, in f32 and bf16, against the
+/// Every fixture from a CUDA artifact compiled for the device's architecture, in f32, bf16 and f16, against the
 /// checkpoint path on CUDA and against the fixture's reference logits; an artifact for another architecture
 /// is refused naming both. Needs a GPU (skipped without one unless `CHEEMS_REQUIRE_GPU` is set).
 #[test]
@@ -312,7 +315,8 @@ fn cuda_artifact_runs_every_fixture_as_the_checkpoint_path() {
         let name = name(&case);
         let inputs = Inputs::read(&case.join("inputs.json")).unwrap();
         let reference = read_safetensors(&case.join("expected.safetensors"));
-        for (act, dt) in [(ActDType::F32, DType::F32), (ActDType::BF16, DType::BF16)] {
+        for act in [ActDType::F32, ActDType::BF16, ActDType::F16] {
+            let dt = act.storage();
             let out = tmp.path().join(format!("{name}-{}.cheems", act.name()));
             let target = ArtifactTarget::Cuda { arch: arch.clone() };
             artifact::compile(&case, &out, &spec(target, Some(dt)))
@@ -337,7 +341,15 @@ fn cuda_artifact_runs_every_fixture_as_the_checkpoint_path() {
                 let ok = match act {
                     ActDType::F32 => worst <= ATOL_F32,
                     ActDType::BF16 if what.ends_with("checkpoint") => worst <= REL_BF16 * scale,
-                    ActDType::BF16 => worst <= bf16_bound(&name, "logits", scale, 0.06),
+                    ActDType::BF16 => half_bound("bf16", &name, "logits", scale, 0.06)
+                        .is_some_and(|bound| worst <= bound),
+                    ActDType::F16 if what.ends_with("checkpoint") => {
+                        worst <= REL_F16 * scale || (any_non_finite(got) && any_non_finite(want))
+                    }
+                    ActDType::F16 => match half_bound("f16", &name, "logits", scale, 0.06 / 8.0) {
+                        Some(bound) => worst <= bound,
+                        None => any_non_finite(got),
+                    },
                 };
                 eprintln!(
                     "{name:28} {:5} {what:22} max|Δ| {worst:.3e} {}",
@@ -353,6 +365,9 @@ fn cuda_artifact_runs_every_fixture_as_the_checkpoint_path() {
             let ok = match act {
                 ActDType::F32 => worst <= ATOL_F32,
                 ActDType::BF16 => worst <= REL_BF16 * scale,
+                ActDType::F16 => {
+                    worst <= REL_F16 * scale || (any_non_finite(&da) && any_non_finite(&db))
+                }
             };
             if !ok {
                 failures.push(format!(

@@ -1,19 +1,22 @@
-//! Every fixture through the CUDA executor on the compiled graph (packed linears, fused residual norms), in f32
-//! and bf16 activations. Skipped with a printed line when no GPU is usable; fails then if `CHEEMS_REQUIRE_GPU`
+//! Every fixture through the CUDA executor on the compiled graph (packed linears, fused residual norms), in f32,
+//! bf16 and f16 activations. Skipped with a printed line when no GPU is usable; fails then if `CHEEMS_REQUIRE_GPU`
 //! is set (it is on the GPU machine).
 
 mod common;
 
 use cheems::exec::cuda::ActDType;
 use cheems::runner::{prepare, run, Device, Inputs};
-use common::{bf16_bound, cases, compare_rows, read_safetensors};
+use common::{any_non_finite, cases, compare_rows, half_bound, read_safetensors};
 
 /// f32 on the GPU: cuBLAS (no TF32) and the chunked SSD only reorder f32 sums; the CPU executor's tolerance.
 const ATOL_F32: f32 = 1e-4;
 /// bf16 activations: every stored intermediate is rounded to 8 mantissa bits (2⁻⁹ relative); over a few layers
 /// that compounds to a few percent of the logit scale, so max |Δ| is held to 6% of max |logit|, or to
-/// [`common::bf16_bound`]'s floor where the reference's own bf16 run is further off (routed models).
+/// [`common::half_bound`]'s floor where the reference's own bf16 run is further off (routed models).
 const REL_BF16: f32 = 0.06;
+/// f16 activations: 11 mantissa bits, 2⁻³ of bf16's rounding, so bf16's budget divided by 8, with the same floor
+/// from the reference's own f16 run; where that run overflows, the executor must overflow too.
+const REL_F16: f32 = REL_BF16 / 8.0;
 
 /// The device for one test at a time, or `None` (the test is skipped) without one. A recorded decode step
 /// captures its stream, and device work that another thread of the process issues while the capture is open can
@@ -58,7 +61,12 @@ fn check(dtype: ActDType) {
             };
             let ok = match dtype {
                 ActDType::F32 => worst <= ATOL_F32,
-                ActDType::BF16 => worst <= bf16_bound(&name, what, scale, REL_BF16),
+                ActDType::BF16 => half_bound("bf16", &name, what, scale, REL_BF16)
+                    .is_some_and(|bound| worst <= bound),
+                ActDType::F16 => match half_bound("f16", &name, what, scale, REL_F16) {
+                    Some(bound) => worst <= bound,
+                    None => any_non_finite(got),
+                },
             };
             eprintln!(
                 "{name:28} {:5} {what:14} max|Δ| {worst:.3e} (max|ref| {scale:.2}) {}",
@@ -81,6 +89,11 @@ fn every_fixture_matches_on_cuda_in_f32() {
 #[test]
 fn every_fixture_matches_on_cuda_in_bf16() {
     check(ActDType::BF16);
+}
+
+#[test]
+fn every_fixture_matches_on_cuda_in_f16() {
+    check(ActDType::F16);
 }
 
 /// One sequence (the fixture's first fully unpadded row), prefilled then decoded for four steps in one session on
@@ -230,7 +243,7 @@ fn recorded_decode_steps_match_node_by_node() {
 fn recordings_ordered_by_data_match_issue_order_bit_for_bit() {
     let Some(_turn) = take_gpu() else { return };
     let mut failures = Vec::new();
-    for dtype in [ActDType::F32, ActDType::BF16] {
+    for dtype in [ActDType::F32, ActDType::BF16, ActDType::F16] {
         for (case, widen) in cases().into_iter().flat_map(|c| [(c.clone(), false), (c, true)]) {
             let name = case.file_name().unwrap().to_string_lossy().to_string();
             failures.extend(recorded_pairs_differ(
@@ -490,7 +503,7 @@ fn replayed_top_k_matches_the_host_selection_bit_for_bit() {
     for case in cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
         let inputs = Inputs::read(&case.join("inputs.json")).unwrap();
-        for dtype in [ActDType::F32, ActDType::BF16] {
+        for dtype in [ActDType::F32, ActDType::BF16, ActDType::F16] {
             let p = prepare(&case, Device::Cuda, dtype).unwrap();
             let v = p.model.config.vocab_size;
             let (mut a, mut b) =

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Time the PyTorch reference (tools/reference) on a checkpoint: prefill of a prompt and incremental decode steps,
-eager, under torch.compile of the whole model, and with each decoder layer under torch.compile, bf16 on CUDA. Prints
+eager, under torch.compile of the whole model, and with each decoder layer under torch.compile, on CUDA in bf16 (or
+`--dtype float16`). Prints
 one JSON line per finished phase (`"partial": true`, so that a run stopped from outside keeps what it measured) and a
 final one; a peer that fails records its error. Each phase runs once untimed before its `--runs` timed passes.
 
@@ -45,6 +46,7 @@ def main():
     ap.add_argument("--prompt", type=int, default=4096)
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--dtype", choices=["bfloat16", "float16"], default="bfloat16")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--peers", default=",".join(PEERS),
                     help="comma-separated: eager, compile (the whole model), compile-layers (each decoder layer: one "
@@ -58,11 +60,11 @@ def main():
     unknown = sorted(set(wanted) - set(PEERS))
     if unknown:
         ap.error(f"unknown peer(s) {', '.join(unknown)}: expected {', '.join(PEERS)}")
-    model = load(args.ckpt, dtype=torch.bfloat16).cuda()
+    model = load(args.ckpt, dtype=getattr(torch, args.dtype)).cuda()
     v = model.cfg.vocab_size
     ids = (torch.arange(args.batch * args.prompt, device="cuda").reshape(args.batch, args.prompt) * 31 + 7) % v
-    result = {"checkpoint": args.ckpt, "prompt": args.prompt, "decode": args.decode, "batch": args.batch,
-              "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__}
+    result = {"checkpoint": args.ckpt, "dtype": args.dtype, "prompt": args.prompt, "decode": args.decode,
+              "batch": args.batch, "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__}
 
     def decode(m):
         with torch.no_grad():

@@ -140,7 +140,7 @@ pub struct Manifest {
     pub target: String,
     /// CUDA architecture; `null` on the CPU.
     pub arch: Option<String>,
-    /// Activation dtype (`f32` on the CPU; `f32` or `bf16` on CUDA).
+    /// Activation dtype (`f32` on the CPU; `f32`, `bf16` or `f16` on CUDA).
     pub dtype: DType,
     /// How the weights are stored: `auto` (each in the checkpoint's dtype where that is exact, else as it is
     /// uploaded) or the dtype asked for.
@@ -275,12 +275,12 @@ pub fn compile(ckpt: &Path, out: &Path, spec: &CompileSpec) -> Result<CompileSum
     seconds.insert("build".to_string(), t.elapsed().as_secs_f64());
 
     let (pass_target, act) = match (&spec.target, spec.dtype) {
-        (ArtifactTarget::Cpu, _) => (Target::Cpu, DType::F32),
-        (ArtifactTarget::Cuda { .. }, None | Some(DType::F32)) => (Target::Cuda, DType::F32),
-        (ArtifactTarget::Cuda { .. }, Some(DType::BF16)) => (Target::Cuda, DType::BF16),
-        (ArtifactTarget::Cuda { .. }, Some(d)) => {
-            bail!("--dtype {d}: the CUDA executor runs f32 or bf16 activations")
-        }
+        (ArtifactTarget::Cpu, _) => (Target::Cpu, ActDType::F32),
+        (ArtifactTarget::Cuda { .. }, None) => (Target::Cuda, ActDType::F32),
+        (ArtifactTarget::Cuda { .. }, Some(d)) => match ActDType::of_storage(d) {
+            Some(a) => (Target::Cuda, a),
+            None => bail!("--dtype {d}: the CUDA executor runs f32, bf16 or f16 activations"),
+        },
     };
     if let (ArtifactTarget::Cpu, Some(d)) = (&spec.target, spec.dtype) {
         ensure!(d != DType::I64, "--dtype {d}: weights are stored as f32, bf16 or f16");
@@ -304,10 +304,7 @@ pub fn compile(ckpt: &Path, out: &Path, spec: &CompileSpec) -> Result<CompileSum
     let t = std::time::Instant::now();
     let upload: BTreeMap<String, DType> = match pass_target {
         Target::Cpu => BTreeMap::new(),
-        Target::Cuda => {
-            let a = if act == DType::BF16 { ActDType::BF16 } else { ActDType::F32 };
-            crate::exec::cuda::const_dtypes(&model.graph, a)?
-        }
+        Target::Cuda => crate::exec::cuda::const_dtypes(&model.graph, act)?,
     };
     let mut files = Files { files: Vec::new() };
     let (weights_bytes, weight_dtypes) =
@@ -350,7 +347,7 @@ pub fn compile(ckpt: &Path, out: &Path, spec: &CompileSpec) -> Result<CompileSum
             ArtifactTarget::Cpu => None,
             ArtifactTarget::Cuda { arch } => Some(arch.clone()),
         },
-        dtype: act,
+        dtype: act.storage(),
         weight_dtype: match (&spec.target, spec.dtype) {
             (ArtifactTarget::Cpu, Some(d)) => d.name().into(),
             _ => "auto".into(),
@@ -537,12 +534,14 @@ impl Artifact {
     }
 
     /// The activation dtype of a CUDA artifact.
-    pub fn act_dtype(&self) -> ActDType {
-        if self.manifest.dtype == DType::BF16 {
-            ActDType::BF16
-        } else {
-            ActDType::F32
-        }
+    pub fn act_dtype(&self) -> Result<ActDType> {
+        ActDType::of_storage(self.manifest.dtype).with_context(|| {
+            format!(
+                "{}: field `dtype` is {}, not an activation dtype (f32, bf16 or f16)",
+                self.dir.join(MANIFEST).display(),
+                self.manifest.dtype
+            )
+        })
     }
 }
 

@@ -356,7 +356,7 @@ fn run_cuda(a: &Args) -> Result<()> {
     let params = num_params;
     // Prefill: 2·parameters FLOPs per token (attention's quadratic term left out, so a lower bound); decode: every
     // weight read once per step in the activation dtype (caches left out, so a lower bound on the bytes).
-    let weight_bytes = params as f64 * if exec.dtype() == ActDType::BF16 { 2.0 } else { 4.0 };
+    let weight_bytes = params as f64 * exec.dtype().storage().size_of() as f64;
     let prefill_tflops = 2.0 * params as f64 * (a.batch * a.prompt) as f64 / p / 1e12;
     let decode_gbps =
         if a.decode > 0 { weight_bytes * decode_tps / a.batch as f64 / 1e9 } else { 0.0 };

@@ -27,7 +27,7 @@ pub struct Args {
     /// fused glue, plus the CUBIN of every kernel compiled by NVRTC for that architecture; no GPU needed).
     #[arg(long, default_value = "cpu")]
     pub target: String,
-    /// CUDA: the activation dtype (f32 or bf16; default f32), the weights stored as they are uploaded for it.
+    /// CUDA: the activation dtype (f32, bf16 or f16; default f32), the weights stored as they are uploaded for it.
     /// CPU: the weight storage dtype (default: each weight in the checkpoint's dtype when exact, else f32;
     /// bf16/f16 round the weights, which the CPU still computes with in f32).
     #[arg(long, value_enum)]

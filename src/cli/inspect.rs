@@ -27,7 +27,7 @@ pub struct Args {
     /// Tokens already in the caches before the planned call.
     #[arg(long, default_value_t = 0)]
     pub past: usize,
-    /// Activation width of the plan: f32, or bf16 (i64 values stay 8 bytes).
+    /// Activation width of the plan: f32, or bf16 and f16 (i64 values stay 8 bytes).
     #[arg(long, value_enum, default_value_t = crate::exec::cuda::ActDType::BF16)]
     pub dtype: crate::exec::cuda::ActDType,
 }
@@ -41,7 +41,7 @@ fn memory_report(m: &crate::model::build::Model, a: &Args) -> Result<serde_json:
         (Sym::new("S"), a.tokens as i64),
         (Sym::new("P"), a.past as i64),
     ]);
-    let width = if a.dtype == crate::exec::cuda::ActDType::BF16 { 2 } else { 4 };
+    let width = a.dtype.storage().size_of();
     let p =
         crate::passes::memory::plan(&m.graph, &b, |_, d| if d == DType::I64 { 8 } else { width })?;
     let after = Bindings::from([

@@ -1,5 +1,6 @@
 //! The CUDA executor: runs a (lowered) graph node by node on one device through the `cheems-ops` CUDA kernels,
-//! with activations in f32 or bf16 (f32 accumulation; SSD state, per-key mask values and routing scores in f32).
+//! with activations in f32, bf16 or f16 (f32 accumulation; SSD state, per-key mask values and routing scores in
+//! f32).
 //! Host tensors go in and out at the graph's boundary; [`CudaExecutor::run_device`] keeps them on the device.
 
 use super::cpu::rotary_tables;
@@ -11,7 +12,7 @@ use cheems_ops as ops;
 use cheems_ops::cuda::{Elem, Gpu};
 use cheems_ops::cudarc::cublas::{CudaBlas, Gemm};
 use cheems_ops::cudarc::driver::CudaSlice;
-use half::bf16;
+use half::{bf16, f16};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -20,16 +21,49 @@ use std::sync::Arc;
 pub enum ActDType {
     F32,
     BF16,
+    F16,
 }
 
 impl ActDType {
     pub fn name(self) -> &'static str {
+        self.storage().name()
+    }
+
+    /// The storage dtype of the activations (and of the weights uploaded for them).
+    pub fn storage(self) -> DType {
         match self {
-            ActDType::F32 => "f32",
-            ActDType::BF16 => "bf16",
+            ActDType::F32 => DType::F32,
+            ActDType::BF16 => DType::BF16,
+            ActDType::F16 => DType::F16,
         }
     }
+
+    /// The activation dtype whose storage is `d`, if the executor runs one.
+    pub fn of_storage(d: DType) -> Option<ActDType> {
+        [ActDType::F32, ActDType::BF16, ActDType::F16].into_iter().find(|a| a.storage() == d)
+    }
 }
+
+/// `$body` with the type `$t` standing for the element type of the activation dtype `$dtype`.
+macro_rules! with_act {
+    ($dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            ActDType::F32 => {
+                type $t = f32;
+                $body
+            }
+            ActDType::BF16 => {
+                type $t = half::bf16;
+                $body
+            }
+            ActDType::F16 => {
+                type $t = half::f16;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_act;
 
 /// What a recorded decode step adds to a run ([`CudaExecutor::run_nodes`]).
 pub(crate) struct RecordedRun<'a> {
@@ -75,6 +109,7 @@ fn reads_caches(g: &Graph, id: NodeId, appends: &std::collections::HashSet<NodeI
 pub enum Buf {
     F32(Dev<f32>),
     BF16(Dev<bf16>),
+    F16(Dev<f16>),
     I64(Dev<i64>),
     Empty,
 }
@@ -257,6 +292,19 @@ impl ActElem for bf16 {
     }
 }
 
+impl ActElem for f16 {
+    const DTYPE: ActDType = ActDType::F16;
+    fn get(b: &Buf) -> Option<&CudaSlice<f16>> {
+        match b {
+            Buf::F16(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn wrap_dev(d: Dev<f16>) -> Buf {
+        Buf::F16(d)
+    }
+}
+
 impl DTensor {
     fn len(&self) -> usize {
         self.dims.iter().product()
@@ -267,6 +315,7 @@ impl DTensor {
         match &self.buf {
             Buf::F32(s) => Some(gpu.span(s)),
             Buf::BF16(s) => Some(gpu.span(s)),
+            Buf::F16(s) => Some(gpu.span(s)),
             Buf::I64(s) => Some(gpu.span(s)),
             Buf::Empty => None,
         }
@@ -283,6 +332,7 @@ impl DTensor {
         let buf = match &t.buf {
             Buf::F32(s) => Buf::F32(Dev::view(gpu, t, s, offset, len)?),
             Buf::BF16(s) => Buf::BF16(Dev::view(gpu, t, s, offset, len)?),
+            Buf::F16(s) => Buf::F16(Dev::view(gpu, t, s, offset, len)?),
             Buf::I64(s) => Buf::I64(Dev::view(gpu, t, s, offset, len)?),
             Buf::Empty => Buf::Empty,
         };
@@ -397,7 +447,7 @@ pub fn const_dtypes(graph: &Graph, dtype: ActDType) -> Result<BTreeMap<String, D
         }
         let d = match (storage[&ValueId { node: id, port: 0 }], node.outputs[0].dtype) {
             (Store::I64, _) | (_, DType::I64) => DType::I64,
-            (Store::Act, _) if dtype == ActDType::BF16 => DType::BF16,
+            (Store::Act, _) => dtype.storage(),
             _ => DType::F32,
         };
         out.insert(node.name.clone(), d);
@@ -457,14 +507,20 @@ fn upload_f32(gpu: &Gpu, t: &Tensor, store: Store, dtype: ActDType) -> Result<DT
             let buf = Buf::I64(gpu.upload(v)?.into());
             return Ok(DTensor { dims, buf, host_i64: Some(v.to_vec()) });
         }
-        (Store::F32, _) | (Store::Act, _) if store == Store::F32 || dtype == ActDType::F32 => {
-            Buf::F32(gpu.upload(t.as_f32()?)?.into())
-        }
-        _ => Buf::BF16(
-            gpu.upload(&t.as_f32()?.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>())?.into(),
-        ),
+        (Store::F32, _) => Buf::F32(gpu.upload(t.as_f32()?)?.into()),
+        (Store::Act, _) => with_act!(dtype, T => T::wrap_dev(narrowed::<T>(gpu, t.as_f32()?)?)),
     };
     Ok(DTensor { dims, buf, host_i64: None })
+}
+
+/// `v` rounded to `T` (to nearest, ties to even).
+pub(crate) fn narrow<T: Elem>(v: &[f32]) -> Vec<T> {
+    v.iter().map(|&x| T::from_f32(x)).collect()
+}
+
+/// `v` rounded to `T` on the device.
+fn narrowed<T: Elem>(gpu: &Gpu, v: &[f32]) -> Result<Dev<T>> {
+    Ok(gpu.upload(&narrow::<T>(v))?.into())
 }
 
 /// Copies a device tensor back as an f32 or i64 host tensor.
@@ -472,15 +528,19 @@ pub fn download(gpu: &Gpu, t: &DTensor) -> Result<Tensor> {
     let dims = t.dims.clone();
     match &t.buf {
         Buf::F32(s) => Tensor::f32(dims, gpu.download(s)?),
-        Buf::BF16(s) => {
-            Tensor::f32(dims, gpu.download(s)?.into_iter().map(|x| x.to_f32()).collect())
-        }
+        Buf::BF16(s) => Tensor::f32(dims, widened(gpu, s)?),
+        Buf::F16(s) => Tensor::f32(dims, widened(gpu, s)?),
         Buf::I64(s) => Tensor::i64(dims, gpu.download(s)?),
         Buf::Empty => Ok(Tensor::zeros_f32(dims)),
     }
 }
 
-/// Each row's `k` best logits of device logits `[.., V]` (f32 or bf16): by the top-k kernel, which sends only them
+/// `s` in f32 on the host.
+fn widened<T: Elem>(gpu: &Gpu, s: &CudaSlice<T>) -> Result<Vec<f32>> {
+    Ok(gpu.download(s)?.into_iter().map(|x| x.to_f32()).collect())
+}
+
+/// Each row's `k` best logits of device logits `[.., V]` (f32, bf16 or f16): by the top-k kernel, which sends only them
 /// to the host, where `k` fits it; else from the downloaded logits.
 pub fn top_k(gpu: &Gpu, t: &DTensor, k: usize) -> Result<super::TopK> {
     use ops::logits_topk::{cuda::logits_top_k, LogitsTopKParams};
@@ -496,7 +556,8 @@ pub fn top_k(gpu: &Gpu, t: &DTensor, k: usize) -> Result<super::TopK> {
     match &t.buf {
         Buf::F32(s) => logits_top_k(gpu, &p, s, &mut values, &mut ids)?,
         Buf::BF16(s) => logits_top_k(gpu, &p, s, &mut values, &mut ids)?,
-        Buf::I64(_) | Buf::Empty => bail!("the logits are neither f32 nor bf16 on the device"),
+        Buf::F16(s) => logits_top_k(gpu, &p, s, &mut values, &mut ids)?,
+        Buf::I64(_) | Buf::Empty => bail!("the logits are not floating point on the device"),
     }
     Ok(super::TopK { k, values: gpu.download(&values)?, ids: gpu.download(&ids)? })
 }
@@ -557,8 +618,8 @@ impl CudaExecutor {
         let gpu = &self.gpu;
         let buf = match (self.storage[&ValueId { node: id, port: 0 }], self.dtype) {
             (Store::I64, _) => Buf::I64(gpu.zeros::<i64>(n)?.into()),
-            (Store::F32, _) | (Store::Act, ActDType::F32) => Buf::F32(gpu.zeros::<f32>(n)?.into()),
-            (Store::Act, ActDType::BF16) => Buf::BF16(gpu.zeros::<bf16>(n)?.into()),
+            (Store::F32, _) => Buf::F32(gpu.zeros::<f32>(n)?.into()),
+            (Store::Act, d) => with_act!(d, T => T::wrap_dev(gpu.zeros::<T>(n)?.into())),
         };
         Ok(DTensor { dims, buf, host_i64: None })
     }
@@ -683,14 +744,9 @@ impl CudaExecutor {
                             unreachable!("split linears feed slices only")
                         };
                         let b = bias.then(|| &args[2]);
-                        let t = match self.dtype {
-                            ActDType::F32 => {
-                                self.slice_linear::<f32>(&args[0], &args[1], b, start, len)
-                            }
-                            ActDType::BF16 => {
-                                self.slice_linear::<bf16>(&args[0], &args[1], b, start, len)
-                            }
-                        };
+                        let t = with_act!(self.dtype, T => {
+                            self.slice_linear::<T>(&args[0], &args[1], b, start, len)
+                        });
                         pending.insert(
                             sid,
                             t.with_context(|| format!("running node `{}`", node.name))?,
@@ -713,11 +769,8 @@ impl CudaExecutor {
                 };
                 let ins = g.inputs_of(mix);
                 if let (Some(x), Some(down)) = (values.peek(ins[0]), values.peek(ins[3])) {
-                    let r = match self.dtype {
-                        ActDType::F32 => self.weighed_route::<f32>(pk, e, &args, &x, &down),
-                        ActDType::BF16 => self.weighed_route::<bf16>(pk, e, &args, &x, &down),
-                    }
-                    .with_context(|| format!("running node `{}` on CUDA", node.name))?;
+                    let r = with_act!(self.dtype, T => self.weighed_route::<T>(pk, e, &args, &x, &down))
+                        .with_context(|| format!("running node `{}` on CUDA", node.name))?;
                     if let Some((outs, w)) = r {
                         if tracked {
                             reads.extend([&x, &down].iter().filter_map(|a| a.span(&self.gpu)));
@@ -731,11 +784,8 @@ impl CudaExecutor {
                 if tracked {
                     reads.extend(w.span(&self.gpu));
                 }
-                let t = match self.dtype {
-                    ActDType::F32 => self.summed_mix::<f32>(e, &args, &w),
-                    ActDType::BF16 => self.summed_mix::<bf16>(e, &args, &w),
-                }
-                .with_context(|| format!("running node `{}` on CUDA", node.name))?;
+                let t = with_act!(self.dtype, T => self.summed_mix::<T>(e, &args, &w))
+                    .with_context(|| format!("running node `{}` on CUDA", node.name))?;
                 early = Some(vec![Arc::new(t)]);
             }
             let mut memo_span = None;
@@ -751,10 +801,7 @@ impl CudaExecutor {
                         .with(self, id, len, |memo| {
                             memo_span = Some(self.gpu.span(&*memo));
                             let steps = ops::masked_attention::cuda::KeepSteps { memo, pos };
-                            match self.dtype {
-                                ActDType::F32 => self.attention::<f32>(at, &args, Some(steps)),
-                                ActDType::BF16 => self.attention::<bf16>(at, &args, Some(steps)),
-                            }
+                            with_act!(self.dtype, T => self.attention::<T>(at, &args, Some(steps)))
                         })
                         .with_context(|| format!("running node `{}` on CUDA", node.name))?;
                     early = Some(vec![Arc::new(t)]);
@@ -806,10 +853,7 @@ impl CudaExecutor {
                     }
                     Op::Const(_) => vec![self.consts[&id].clone()],
                     op => {
-                        let r = match self.dtype {
-                            ActDType::F32 => self.eval::<f32>(op, args),
-                            ActDType::BF16 => self.eval::<bf16>(op, args),
-                        };
+                        let r = with_act!(self.dtype, T => self.eval::<T>(op, args));
                         r.with_context(|| {
                             format!("running node `{}` ({:?}) on CUDA", node.name, op.kind())
                         })?
@@ -932,6 +976,7 @@ impl CudaExecutor {
         let buf = match &t.buf {
             Buf::F32(s) => Buf::F32(dup(&self.gpu, s)?),
             Buf::BF16(s) => Buf::BF16(dup(&self.gpu, s)?),
+            Buf::F16(s) => Buf::F16(dup(&self.gpu, s)?),
             Buf::I64(s) => Buf::I64(dup(&self.gpu, s)?),
             Buf::Empty => Buf::Empty,
         };
@@ -958,6 +1003,9 @@ impl CudaExecutor {
                 ops::elementwise::cuda::place_rows(gpu, x, outer, rows, inner, cap, pos, d)?
             }
             (Buf::BF16(d), Buf::BF16(x)) => {
+                ops::elementwise::cuda::place_rows(gpu, x, outer, rows, inner, cap, pos, d)?
+            }
+            (Buf::F16(d), Buf::F16(x)) => {
                 ops::elementwise::cuda::place_rows(gpu, x, outer, rows, inner, cap, pos, d)?
             }
             _ => bail!("the cache and the rows appended to it differ in dtype"),
@@ -993,21 +1041,17 @@ impl CudaExecutor {
             match &mut cache.buf {
                 Buf::F32(c) => self.rotate_at::<f32>(op, seq, inputs, pos, cap, c)?,
                 Buf::BF16(c) => self.rotate_at::<bf16>(op, seq, inputs, pos, cap, c)?,
-                _ => bail!("the key cache is neither f32 nor bf16"),
+                Buf::F16(c) => self.rotate_at::<f16>(op, seq, inputs, pos, cap, c)?,
+                Buf::I64(_) | Buf::Empty => bail!("the key cache is not floating point"),
             }
             return Ok(cache);
         }
         if let Op::ProjectedMaskValues { bias } = *op {
             let cap = cache.dims.get(2).copied().context("a mask-value cache of rank 3")?;
             let Buf::F32(c) = &mut cache.buf else { bail!("the mask-value cache is not f32") };
-            match self.dtype {
-                ActDType::F32 => {
-                    self.projected_mask_values::<f32>(inputs, bias, Some((pos, cap)), c)?
-                }
-                ActDType::BF16 => {
-                    self.projected_mask_values::<bf16>(inputs, bias, Some((pos, cap)), c)?
-                }
-            }
+            with_act!(self.dtype, T => {
+                self.projected_mask_values::<T>(inputs, bias, Some((pos, cap)), c)?
+            });
             return Ok(cache);
         }
         let ([dt, av], &[b, hm, cap]) = (inputs, &cache.dims[..]) else {
@@ -1022,20 +1066,9 @@ impl CudaExecutor {
         let p = ops::dynamic_mask::KeyValuesParams { batch: d[0], seq: d[1], heads: d[2] };
         let Buf::F32(c) = &mut cache.buf else { bail!("the mask-value cache is not f32") };
         let gpu = &*self.gpu;
-        match self.dtype {
-            ActDType::F32 => {
-                ops::dynamic_mask::cuda::key_values_at(gpu, &p, dt.f32()?, av.f32()?, pos, cap, c)?
-            }
-            ActDType::BF16 => ops::dynamic_mask::cuda::key_values_at(
-                gpu,
-                &p,
-                dt.act::<bf16>()?,
-                av.f32()?,
-                pos,
-                cap,
-                c,
-            )?,
-        }
+        with_act!(self.dtype, T => {
+            ops::dynamic_mask::cuda::key_values_at(gpu, &p, dt.act::<T>()?, av.f32()?, pos, cap, c)?
+        });
         Ok(cache)
     }
 

@@ -32,7 +32,10 @@
 //! computed from the mask length) are refused with the reason; with a learned mask the capacity is at most its
 //! `max_position_embeddings` positions.
 
-use super::cuda::{download, dup, top_k, ActDType, Buf, CudaExecutor, DTensor, Dev, RecordedRun};
+use super::cuda::{
+    download, dup, narrow, top_k, with_act, ActDType, ActElem, Buf, CudaExecutor, DTensor, Dev,
+    RecordedRun,
+};
 use super::{Held, TopK};
 use crate::ir::op::AttentionMask;
 use crate::ir::{Graph, NodeId, Op, Tensor};
@@ -43,7 +46,7 @@ use cheems_ops::cuda::graph::Recording;
 use cheems_ops::cuda::order::{Ordering, Segment};
 use cheems_ops::cuda::GraphBuffers;
 use cheems_ops::cudarc::driver::CudaSlice;
-use half::bf16;
+use half::{bf16, f16};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One recurrent state in its fixed buffer.
@@ -259,6 +262,7 @@ unsafe fn fixed(exec: &CudaExecutor, t: &DTensor) -> DTensor {
     let buf = match &t.buf {
         Buf::F32(s) => Buf::F32(Dev::fixed(gpu, s)),
         Buf::BF16(s) => Buf::BF16(Dev::fixed(gpu, s)),
+        Buf::F16(s) => Buf::F16(Dev::fixed(gpu, s)),
         Buf::I64(s) => Buf::I64(Dev::fixed(gpu, s)),
         Buf::Empty => Buf::Empty,
     };
@@ -360,6 +364,9 @@ impl<'e> DecodeGraph<'e> {
                         (Buf::BF16(c), Buf::BF16(x)) => {
                             place_rows(gpu, x, outer, past, inner, capacity, &zero, c)?
                         }
+                        (Buf::F16(c), Buf::F16(x)) => {
+                            place_rows(gpu, x, outer, past, inner, capacity, &zero, c)?
+                        }
                         _ => bail!("`{}` has an unexpected storage type", st.past),
                     }
                     let buf = DTensor { dims: cdims, buf, host_i64: None };
@@ -373,10 +380,7 @@ impl<'e> DecodeGraph<'e> {
             let dim = r.dim;
             let n = batch * dim;
             let table = |_: ()| -> Result<DTensor> {
-                let buf = match exec.dtype() {
-                    ActDType::F32 => Buf::F32(gpu.zeros::<f32>(n)?.into()),
-                    ActDType::BF16 => Buf::BF16(gpu.zeros::<bf16>(n)?.into()),
-                };
+                let buf = with_act!(exec.dtype(), T => T::wrap_dev(gpu.zeros::<T>(n)?.into()));
                 Ok(DTensor { dims: vec![batch, 1, dim], buf, host_i64: None })
             };
             rope.push(RopeSlot {
@@ -478,11 +482,9 @@ impl<'e> DecodeGraph<'e> {
                 let v = src.as_f32()?;
                 match &mut dst.buf {
                     Buf::F32(d) => s.memcpy_htod(v, &mut **d),
-                    Buf::BF16(d) => {
-                        let h: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
-                        s.memcpy_htod(&h, &mut **d)
-                    }
-                    _ => unreachable!("RoPE tables are f32 or bf16"),
+                    Buf::BF16(d) => s.memcpy_htod(&narrow::<bf16>(v), &mut **d),
+                    Buf::F16(d) => s.memcpy_htod(&narrow::<f16>(v), &mut **d),
+                    Buf::I64(_) | Buf::Empty => unreachable!("RoPE tables are floating point"),
                 }
                 .context("copying the RoPE tables")?;
             }
@@ -671,6 +673,11 @@ impl<'e> DecodeGraph<'e> {
                             let mut y = gpu.uninit::<bf16>(outer * len)?;
                             slice_cols(&gpu, c, outer, cols, 0, len, &mut y)?;
                             Buf::BF16(y.into())
+                        }
+                        Buf::F16(c) => {
+                            let mut y = gpu.uninit::<f16>(outer * len)?;
+                            slice_cols(&gpu, c, outer, cols, 0, len, &mut y)?;
+                            Buf::F16(y.into())
                         }
                         _ => bail!("`{}` has an unexpected storage type", s.past),
                     };

@@ -76,21 +76,28 @@ pub fn compare_rows(
     (worst, scale)
 }
 
-/// The bfloat16 bound on an executor's logits against a fixture's float32 ones: the larger of `rel × max|logit|`
-/// and 1.25 × how far the PyTorch reference itself lands when it runs in bfloat16
-/// (`tests/reference/bf16_deviation.json`, made by `tools/reference/bf16_deviation.py`). Routing by top-k can flip
-/// under bfloat16 rounding, so no bfloat16 executor can be held closer than the reference's own bfloat16 run;
-/// 1.25 leaves room for rounding at other points than the reference's.
+/// The bound on an executor's logits in a 16-bit dtype (`"bf16"` or `"f16"`) against a fixture's float32 ones: the
+/// larger of `rel × max|logit|` and 1.25 × how far the PyTorch reference itself lands when it runs in that dtype
+/// (`tests/reference/<dtype>_deviation.json`, made by `tools/reference/bf16_deviation.py`). Routing by top-k can flip
+/// under the rounding, so no executor in that dtype can be held closer than the reference's own run in it; 1.25
+/// leaves room for rounding at other points than the reference's. `None` where the reference's own logits are not
+/// all finite (float16 overflows past 65504): there is no bound to hold an executor to.
 #[allow(dead_code)]
-pub fn bf16_bound(case: &str, what: &str, scale: f32, rel: f32) -> f32 {
-    let path = std::path::Path::new("tests/reference/bf16_deviation.json");
-    let text = std::fs::read_to_string(path)
+pub fn half_bound(dtype: &str, case: &str, what: &str, scale: f32, rel: f32) -> Option<f32> {
+    let path = std::path::PathBuf::from(format!("tests/reference/{dtype}_deviation.json"));
+    let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run from the repository root)", path.display()));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let reference = v["cases"][case][what]["max_abs_diff"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{}: no `{case}`/`{what}` entry", path.display()));
-    (rel * scale).max(1.25 * reference as f32)
+    let entry = &v["cases"][case][what];
+    assert!(entry.is_object(), "{}: no `{case}`/`{what}` entry", path.display());
+    let reference = entry["max_abs_diff"].as_f64()?;
+    Some((rel * scale).max(1.25 * reference as f32))
+}
+
+/// Whether any value of `t` is NaN or infinite.
+#[allow(dead_code)]
+pub fn any_non_finite(t: &Tensor) -> bool {
+    t.as_f32().unwrap().iter().any(|v| !v.is_finite())
 }
 
 /// A 64-bit linear congruential generator (Knuth's MMIX constants): deterministic test data without a dependency.

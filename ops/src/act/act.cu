@@ -27,3 +27,8 @@ extern "C" __global__ void act_mul_bf16(const bf16_t *gate, const bf16_t *up, bf
     grid_entry();
     act_mul(gate, up, y, n, act);
 }
+
+extern "C" __global__ void act_mul_f16(const f16_t *gate, const f16_t *up, f16_t *y, const long n, const int act) {
+    grid_entry();
+    act_mul(gate, up, y, n, act);
+}

@@ -149,7 +149,8 @@ proptest! {
 
 /// CUDA against the CPU kernel. f32: the device's expf/erfcf/tanhf are within a few ulps of the host's, the
 /// rounding of x/√2 moves GELU's tail by about x²·2⁻²⁴ relative, and `1 + tanh` cancels for negative inputs
-/// (about |x|·2⁻²⁴ absolute, times |up| ≤ 3); bf16 rounds the activation and then the product (2⁻⁹ each).
+/// (about |x|·2⁻²⁴ absolute, times |up| ≤ 3); bf16 rounds the activation and then the product (2⁻⁹ each), f16 the
+/// same two (2⁻¹² each).
 mod gpu {
     use super::*;
     use crate::cuda::{test_gpu, Elem, Gpu};
@@ -157,6 +158,7 @@ mod gpu {
     const ATOL: f64 = 4e-6;
     const RTOL_F32: f64 = 1e-5;
     const RTOL_BF16: f64 = 2.0 * 0.00390625;
+    const RTOL_F16: f64 = 2.0 * 0.00048828125;
 
     fn run<T: Elem>(gpu: &Gpu, act: Act, gate: &[T], up: &[T]) -> crate::Result<Vec<f32>> {
         let (dg, du) = (gpu.upload(gate)?, gpu.upload(up)?);
@@ -186,6 +188,7 @@ mod gpu {
         for act in ACTS {
             check::<f32>(&gpu, act, gate, up, RTOL_F32);
             check::<half::bf16>(&gpu, act, gate, up, RTOL_BF16);
+            check::<half::f16>(&gpu, act, gate, up, RTOL_F16);
         }
     }
 

@@ -12,10 +12,47 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
     return r;
 }
 
+// IEEE half precision, held as a signed 16-bit word so that overloads tell it from bf16_t.
+typedef short f16_t;
+
+__device__ __forceinline__ float f16_to_f32(f16_t h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ f16_t f32_to_f16(float f) {
+    f16_t r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f));
+    return r;
+}
+
 // v rounded to T and back (identity for f32).
 template <typename T> __device__ __forceinline__ float round_to(float v);
 template <> __device__ __forceinline__ float round_to<float>(float v) { return v; }
 template <> __device__ __forceinline__ float round_to<bf16_t>(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+template <> __device__ __forceinline__ float round_to<f16_t>(float v) { return f16_to_f32(f32_to_f16(v)); }
+
+// The two 16-bit values of T (bf16 or f16) in a 32-bit word, as f32: the low half, the high half.
+template <typename T> __device__ __forceinline__ float word_lo(unsigned w);
+template <typename T> __device__ __forceinline__ float word_hi(unsigned w);
+template <> __device__ __forceinline__ float word_lo<bf16_t>(unsigned w) { return __uint_as_float(w << 16); }
+template <> __device__ __forceinline__ float word_hi<bf16_t>(unsigned w) { return __uint_as_float(w & 0xffff0000u); }
+template <> __device__ __forceinline__ float word_lo<f16_t>(unsigned w) { return f16_to_f32((f16_t)(w & 0xffffu)); }
+template <> __device__ __forceinline__ float word_hi<f16_t>(unsigned w) { return f16_to_f32((f16_t)(w >> 16)); }
+
+// (lo, hi) rounded to T (bf16 or f16) in one 32-bit word, lo in the low half.
+template <typename T> __device__ __forceinline__ unsigned pack2(float lo, float hi);
+template <> __device__ __forceinline__ unsigned pack2<bf16_t>(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+template <> __device__ __forceinline__ unsigned pack2<f16_t>(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
 
 // One element of rotate_half RoPE, the value stored as T: element i < dim/2 is own·cos − partner·sin with partner =
 // x[i + dim/2], element i ≥ dim/2 is own·cos + partner·sin with partner = x[i − dim/2]; each product is rounded to T,
@@ -26,14 +63,16 @@ __device__ __forceinline__ float rope_rotate(float own, float partner, float c, 
         __fadd_rn(round_to<T>(__fmul_rn(own, c)), round_to<T>(__fmul_rn(lower ? -partner : partner, s))));
 }
 
-// Element access in f32 to a buffer of T (f32 or bf16): one element at index i, or (ld4, st4) the four at i, a
+// Element access in f32 to a buffer of T (f32, bf16 or f16): one element at index i, or (ld4, st4) the four at i, a
 // multiple of 4, of a buffer that is aligned4.
 template <typename T> __device__ __forceinline__ float ld(const T *p, long i);
 template <> __device__ __forceinline__ float ld<float>(const float *p, long i) { return p[i]; }
 template <> __device__ __forceinline__ float ld<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(p[i]); }
+template <> __device__ __forceinline__ float ld<f16_t>(const f16_t *p, long i) { return f16_to_f32(p[i]); }
 template <typename T> __device__ __forceinline__ void st(T *p, long i, float v);
 template <> __device__ __forceinline__ void st<float>(float *p, long i, float v) { p[i] = v; }
 template <> __device__ __forceinline__ void st<bf16_t>(bf16_t *p, long i, float v) { p[i] = f32_to_bf16(v); }
+template <> __device__ __forceinline__ void st<f16_t>(f16_t *p, long i, float v) { p[i] = f32_to_f16(v); }
 __device__ __forceinline__ void ld4(const float *p, long i, float v[4]) {
     const float4 t = *reinterpret_cast<const float4 *>(p + i);
     v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
@@ -43,6 +82,10 @@ __device__ __forceinline__ void ld4(const bf16_t *p, long i, float v[4]) {
     v[0] = __uint_as_float(t.x << 16), v[1] = __uint_as_float(t.x & 0xffff0000u);
     v[2] = __uint_as_float(t.y << 16), v[3] = __uint_as_float(t.y & 0xffff0000u);
 }
+__device__ __forceinline__ void ld4(const f16_t *p, long i, float v[4]) {
+    const uint2 t = *reinterpret_cast<const uint2 *>(p + i);
+    v[0] = word_lo<f16_t>(t.x), v[1] = word_hi<f16_t>(t.x), v[2] = word_lo<f16_t>(t.y), v[3] = word_hi<f16_t>(t.y);
+}
 __device__ __forceinline__ void st4(float *p, long i, const float v[4]) {
     *reinterpret_cast<float4 *>(p + i) = make_float4(v[0], v[1], v[2], v[3]);
 }
@@ -51,6 +94,9 @@ __device__ __forceinline__ void st4(bf16_t *p, long i, const float v[4]) {
     t.x = (unsigned int)f32_to_bf16(v[0]) | ((unsigned int)f32_to_bf16(v[1]) << 16);
     t.y = (unsigned int)f32_to_bf16(v[2]) | ((unsigned int)f32_to_bf16(v[3]) << 16);
     *reinterpret_cast<uint2 *>(p + i) = t;
+}
+__device__ __forceinline__ void st4(f16_t *p, long i, const float v[4]) {
+    *reinterpret_cast<uint2 *>(p + i) = make_uint2(pack2<f16_t>(v[0], v[1]), pack2<f16_t>(v[2], v[3]));
 }
 // Whether p may be read or written four elements at a time.
 template <typename T> __device__ __forceinline__ bool aligned4(const T *p) {
@@ -208,6 +254,14 @@ __device__ __forceinline__ void ldv(const bf16_t *p, long i, float (&v)[8]) {
         v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
     }
 }
+__device__ __forceinline__ void ldv(const f16_t *p, long i, float (&v)[1]) { v[0] = f16_to_f32(p[i]); }
+__device__ __forceinline__ void ldv(const f16_t *p, long i, float (&v)[4]) { ld4(p, i, v); }
+__device__ __forceinline__ void ldv(const f16_t *p, long i, float (&v)[8]) {
+    const uint4 t = *reinterpret_cast<const uint4 *>(p + i);
+    const unsigned int w[4] = {t.x, t.y, t.z, t.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[2 * j] = word_lo<f16_t>(w[j]), v[2 * j + 1] = word_hi<f16_t>(w[j]);
+}
 template <typename T> __device__ __forceinline__ bool aligned16(const T *p) {
     return ((unsigned long long)p & 15) == 0;
 }
@@ -232,17 +286,14 @@ __device__ __forceinline__ float head_prob(const HeadSoftmax &hs, const float *s
     return norm ? p / hs.total : p;
 }
 
-// A 16-byte pack as floats: four f32 or eight bf16.
-__device__ __forceinline__ void unpackv(const uint4 &t, float (&v)[4]) {
-    v[0] = __uint_as_float(t.x), v[1] = __uint_as_float(t.y), v[2] = __uint_as_float(t.z), v[3] = __uint_as_float(t.w);
-}
-__device__ __forceinline__ void unpackv(const uint4 &t, float (&v)[8]) {
+// A 16-byte pack of T as floats: four f32, or eight bf16 or f16.
+template <typename T> __device__ __forceinline__ void unpackv(const uint4 &t, float (&v)[16 / sizeof(T)]) {
     const unsigned int w[4] = {t.x, t.y, t.z, t.w};
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        v[2 * j] = __uint_as_float(w[j] << 16);
-        v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
-    }
+    for (int j = 0; j < 4; ++j) v[2 * j] = word_lo<T>(w[j]), v[2 * j + 1] = word_hi<T>(w[j]);
+}
+template <> __device__ __forceinline__ void unpackv<float>(const uint4 &t, float (&v)[4]) {
+    v[0] = __uint_as_float(t.x), v[1] = __uint_as_float(t.y), v[2] = __uint_as_float(t.z), v[3] = __uint_as_float(t.w);
 }
 
 // Σ_c x[c]·down[c] over dim columns by one warp (every lane gets the sum): lanes stride over 16-byte packs when dim
@@ -283,7 +334,7 @@ __device__ __forceinline__ float down_dot(const T *xr, const T *dr, const int di
                 if (c0 + 32 * t >= packs) break;
                 float a[V], b[V];
                 ldv(xr, (long)(c0 + 32 * t) * V, a);
-                unpackv(h.d[t], b);
+                unpackv<T>(h.d[t], b);
 #pragma unroll
                 for (int i = 0; i < V; ++i) d += a[i] * b[i];
             }
@@ -336,13 +387,6 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsig
                  "{%0, %1, %2, %3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// (lo, hi) rounded to bf16 in one register, lo in the low half.
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-    unsigned r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
 }
 
 __device__ __forceinline__ float exp2_approx(float x) {

@@ -577,6 +577,19 @@ impl Elem for f32 {
     }
 }
 
+impl Elem for half::f16 {
+    const NAME: &'static str = "f16";
+    fn from_f32(x: f32) -> half::f16 {
+        half::f16::from_f32(x)
+    }
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    fn bits(self) -> u32 {
+        self.to_bits() as u32
+    }
+}
+
 impl Elem for half::bf16 {
     const NAME: &'static str = "bf16";
     fn from_f32(x: f32) -> half::bf16 {

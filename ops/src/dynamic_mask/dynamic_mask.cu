@@ -28,3 +28,4 @@ __device__ void dynamic_mask(const E *dt, const float *a, float *m, const int S,
     }
 INSTANTIATE(float, f32)
 INSTANTIATE(bf16_t, bf16)
+INSTANTIATE(f16_t, f16)

@@ -107,6 +107,7 @@ mod gpu {
         for (i, &(b, s, h)) in shapes.iter().enumerate() {
             run::<f32>(b, s, h, 100 + i as u64);
             run::<half::bf16>(b, s, h, 200 + i as u64);
+            run::<half::f16>(b, s, h, 200 + i as u64);
         }
     }
 
@@ -154,6 +155,7 @@ mod gpu {
         for (i, &(b, s, h, cap, pos)) in shapes.iter().enumerate() {
             run_at::<f32>(b, s, h, cap, pos, 300 + i as u64);
             run_at::<half::bf16>(b, s, h, cap, pos, 400 + i as u64);
+            run_at::<half::f16>(b, s, h, cap, pos, 400 + i as u64);
         }
         let Some(gpu) = test_gpu() else { return };
         let p = KeyValuesParams { batch: 1, seq: 2, heads: 2 };
@@ -206,6 +208,7 @@ mod gpu {
         fn random_shapes_match_the_cpu_kernel(b in 1usize..4, s in 1usize..3000, h in 1usize..9, seed: u64) {
             run::<f32>(b, s, h, seed);
             run::<half::bf16>(b, s, h, seed);
+            run::<half::f16>(b, s, h, seed);
         }
     }
 }

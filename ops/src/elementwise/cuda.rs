@@ -223,6 +223,10 @@ impl Placed for half::bf16 {
     const NAME: &'static str = "bf16";
 }
 
+impl Placed for half::f16 {
+    const NAME: &'static str = "f16";
+}
+
 impl Placed for i64 {
     const NAME: &'static str = "i64";
 }
@@ -260,28 +264,30 @@ pub fn place_rows<T: Placed>(
     fire(&name, n, l)
 }
 
-/// f32 → bf16, round to nearest even.
-pub fn cast_to_bf16(gpu: &Gpu, x: &CudaSlice<f32>, y: &mut CudaSlice<half::bf16>) -> Result<()> {
-    check("y", y.len(), x.len())?;
-    let nn = x.len() as i64;
-    if x.is_empty() {
-        return Ok(());
-    }
-    let name = "cast_f32_bf16";
-    let func = gpu.function(&SOURCE, name)?;
-    let mut l = gpu.stream().launch_builder(&func);
-    l.arg(x).arg(y).arg(&nn);
-    fire(name, x.len(), l)
+/// f32 → `T` (bf16 or f16), round to nearest even.
+pub fn cast_from_f32<T: Elem>(gpu: &Gpu, x: &CudaSlice<f32>, y: &mut CudaSlice<T>) -> Result<()> {
+    cast(gpu, &format!("cast_f32_{}", T::NAME), x, y)
 }
 
-/// bf16 → f32, exact.
-pub fn cast_to_f32(gpu: &Gpu, x: &CudaSlice<half::bf16>, y: &mut CudaSlice<f32>) -> Result<()> {
+/// `T` (bf16 or f16) → f32, exact.
+pub fn cast_to_f32<T: Elem>(gpu: &Gpu, x: &CudaSlice<T>, y: &mut CudaSlice<f32>) -> Result<()> {
+    cast(gpu, &format!("cast_{}_f32", T::NAME), x, y)
+}
+
+fn cast<A: Elem, B: Elem>(
+    gpu: &Gpu,
+    name: &str,
+    x: &CudaSlice<A>,
+    y: &mut CudaSlice<B>,
+) -> Result<()> {
+    if A::NAME == B::NAME {
+        return Err(KernelError::BadParams(format!("a cast from {} to itself", A::NAME)));
+    }
     check("y", y.len(), x.len())?;
-    let nn = x.len() as i64;
     if x.is_empty() {
         return Ok(());
     }
-    let name = "cast_bf16_f32";
+    let nn = x.len() as i64;
     let func = gpu.function(&SOURCE, name)?;
     let mut l = gpu.stream().launch_builder(&func);
     l.arg(x).arg(y).arg(&nn);

@@ -80,15 +80,27 @@ __device__ void place_rows(const T *x, T *dst, const long long *pos, long n, lon
 
 INSTANTIATE_PLACE(float, f32)
 INSTANTIATE_PLACE(bf16_t, bf16)
+INSTANTIATE_PLACE(f16_t, f16)
 INSTANTIATE_PLACE(long long, i64)
 INSTANTIATE(float, f32)
 INSTANTIATE(bf16_t, bf16)
+INSTANTIATE(f16_t, f16)
 
 extern "C" __global__ void cast_f32_bf16(const float *x, bf16_t *y, long n) {
     grid_entry();
     GRID_STRIDE(i, n) y[i] = f32_to_bf16(x[i]);
 }
+
+extern "C" __global__ void cast_f32_f16(const float *x, f16_t *y, long n) {
+    grid_entry();
+    GRID_STRIDE(i, n) y[i] = f32_to_f16(x[i]);
+}
 extern "C" __global__ void cast_bf16_f32(const bf16_t *x, float *y, long n) {
     grid_entry();
     GRID_STRIDE(i, n) y[i] = bf16_to_f32(x[i]);
+}
+
+extern "C" __global__ void cast_f16_f32(const f16_t *x, float *y, long n) {
+    grid_entry();
+    GRID_STRIDE(i, n) y[i] = f16_to_f32(x[i]);
 }

@@ -39,7 +39,7 @@ fn cpu_glue_matches_its_definitions() {
 /// CUDA against the CPU glue: exact for f32 (one rounding per element, same order), one bf16 rounding for bf16.
 mod gpu {
     use super::*;
-    use crate::cuda::{test_gpu, Elem};
+    use crate::cuda::{test_gpu, Elem, Gpu};
 
     fn up<T: Elem>(g: &crate::cuda::Gpu, v: &[f32]) -> cudarc::driver::CudaSlice<T> {
         g.upload(&v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>()).unwrap()
@@ -198,17 +198,41 @@ mod gpu {
         }
     }
 
+    fn check_casts<T: Elem + PartialEq + std::fmt::Debug>(g: &Gpu, x: &[f32]) {
+        let mut b = g.zeros::<T>(x.len()).unwrap();
+        cuda::cast_from_f32(g, &g.upload(x).unwrap(), &mut b).unwrap();
+        let want: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
+        assert_eq!(g.download(&b).unwrap(), want, "f32 → {}", T::NAME);
+        let mut back = g.zeros::<f32>(x.len()).unwrap();
+        cuda::cast_to_f32(g, &b, &mut back).unwrap();
+        let wide: Vec<u32> = want.iter().map(|v| v.to_f32().to_bits()).collect();
+        let got: Vec<u32> = g.download(&back).unwrap().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, wide, "{} → f32", T::NAME);
+    }
+
+    /// Casts round as `half` does (to nearest, ties to even), f16 overflowing to ±∞ from 65520 and keeping its
+    /// subnormals; the way back is exact.
     #[test]
     fn casts_round_to_nearest_even() {
         let Some(g) = test_gpu() else { return };
-        let x: Vec<f32> = Rng::new(9).vec(1000, -100.0, 100.0);
-        let mut b = g.zeros::<half::bf16>(1000).unwrap();
-        cuda::cast_to_bf16(&g, &g.upload(&x).unwrap(), &mut b).unwrap();
-        let want: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
-        assert_eq!(g.download(&b).unwrap(), want);
-        let mut back = g.zeros::<f32>(1000).unwrap();
-        cuda::cast_to_f32(&g, &b, &mut back).unwrap();
-        assert_eq!(g.download(&back).unwrap(), want.iter().map(|v| v.to_f32()).collect::<Vec<_>>());
+        let mut x: Vec<f32> = Rng::new(9).vec(1000, -100.0, 100.0);
+        x.extend([
+            65504.0,
+            65519.0,
+            65520.0,
+            -7e4,
+            1e-6,
+            -3e-8,
+            2.9e-8,
+            1e30,
+            f32::INFINITY,
+            -0.0,
+            1.0 + 1.0 / 2048.0,
+        ]);
+        check_casts::<half::bf16>(&g, &x);
+        check_casts::<half::f16>(&g, &x);
+        let mut same = g.zeros::<f32>(1).unwrap();
+        assert!(cuda::cast_to_f32(&g, &g.zeros::<f32>(1).unwrap(), &mut same).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 template <typename T> __device__ __forceinline__ T nan_of();
 template <> __device__ __forceinline__ float nan_of<float>() { return __int_as_float(0x7fc00000); }
 template <> __device__ __forceinline__ bf16_t nan_of<bf16_t>() { return (bf16_t)0x7fc0; }
+template <> __device__ __forceinline__ f16_t nan_of<f16_t>() { return (f16_t)0x7e00; }
 
 template <typename T>
 __device__ void embedding(const T *table, const long long *ids, T *y, const long long rows, const int dim) {
@@ -33,6 +34,12 @@ extern "C" __global__ void embedding_f32(const float *table, const long long *id
 }
 
 extern "C" __global__ void embedding_bf16(const bf16_t *table, const long long *ids, bf16_t *y, const long long rows,
+                                          const int dim) {
+    grid_entry();
+    embedding(table, ids, y, rows, dim);
+}
+
+extern "C" __global__ void embedding_f16(const f16_t *table, const long long *ids, f16_t *y, const long long rows,
                                           const int dim) {
     grid_entry();
     embedding(table, ids, y, rows, dim);

@@ -84,12 +84,23 @@ mod gpu {
         let got = run(&gpu, &table, rows, dim, &ids).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want), "embedding_f32 rows={rows} dim={dim} n={n}");
-        let table: Vec<half::bf16> = table.iter().map(|&x| half::bf16::from_f32(x)).collect();
+        check_narrow::<half::bf16>(&gpu, &table, rows, dim, &ids);
+        check_narrow::<half::f16>(&gpu, &table, rows, dim, &ids);
+    }
+
+    fn check_narrow<T: Elem + PartialEq + std::fmt::Debug>(
+        gpu: &Gpu,
+        table: &[f32],
+        rows: usize,
+        dim: usize,
+        ids: &[i64],
+    ) {
+        let table: Vec<T> = table.iter().map(|&x| T::from_f32(x)).collect();
         let wide: Vec<f32> = table.iter().map(|x| x.to_f32()).collect();
-        let want: Vec<half::bf16> =
-            gather(&wide, rows, dim, &ids).unwrap().into_iter().map(half::bf16::from_f32).collect();
-        let got = run(&gpu, &table, rows, dim, &ids).unwrap();
-        assert_eq!(got, want, "embedding_bf16 rows={rows} dim={dim} n={n}");
+        let want: Vec<T> =
+            gather(&wide, rows, dim, ids).unwrap().into_iter().map(T::from_f32).collect();
+        let got = run(gpu, &table, rows, dim, ids).unwrap();
+        assert_eq!(got, want, "embedding_{} rows={rows} dim={dim} n={}", T::NAME, ids.len());
     }
 
     #[test]

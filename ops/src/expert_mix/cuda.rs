@@ -170,6 +170,7 @@ fn down_dots<T: Elem>(
     use cudarc::driver::{DevicePtr, DevicePtrMut};
     let (ty, compute) = match T::NAME {
         "bf16" => (Ty::CUDA_R_16BF, Compute::CUBLAS_COMPUTE_32F),
+        "f16" => (Ty::CUDA_R_16F, Compute::CUBLAS_COMPUTE_32F),
         _ => (Ty::CUDA_R_32F, Compute::CUBLAS_COMPUTE_32F_PEDANTIC),
     };
     let (alpha, beta) = (1.0f32, 0.0f32);

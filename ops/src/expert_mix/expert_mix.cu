@@ -15,22 +15,14 @@
 #define EM_MAX_SEL 1024
 #define EM_THREADS 256
 
+// v to p[i .. i + N): one element, four (`st4`) or a 16-byte pack of a 16-bit type H.
 __device__ __forceinline__ void stv(float *p, long i, const float (&v)[1]) { p[i] = v[0]; }
-__device__ __forceinline__ void stv(bf16_t *p, long i, const float (&v)[1]) { p[i] = f32_to_bf16(v[0]); }
-__device__ __forceinline__ void stv(float *p, long i, const float (&v)[4]) {
-    *reinterpret_cast<float4 *>(p + i) = make_float4(v[0], v[1], v[2], v[3]);
-}
-__device__ __forceinline__ void stv(bf16_t *p, long i, const float (&v)[4]) {
-    uint2 t;
-    t.x = (unsigned int)f32_to_bf16(v[0]) | ((unsigned int)f32_to_bf16(v[1]) << 16);
-    t.y = (unsigned int)f32_to_bf16(v[2]) | ((unsigned int)f32_to_bf16(v[3]) << 16);
-    *reinterpret_cast<uint2 *>(p + i) = t;
-}
-__device__ __forceinline__ void stv(bf16_t *p, long i, const float (&v)[8]) {
-    unsigned int w[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) w[j] = (unsigned int)f32_to_bf16(v[2 * j]) | ((unsigned int)f32_to_bf16(v[2 * j + 1]) << 16);
-    *reinterpret_cast<uint4 *>(p + i) = make_uint4(w[0], w[1], w[2], w[3]);
+__device__ __forceinline__ void stv(float *p, long i, const float (&v)[4]) { st4(p, i, v); }
+template <typename H> __device__ __forceinline__ void stv(H *p, long i, const float (&v)[1]) { st(p, i, v[0]); }
+template <typename H> __device__ __forceinline__ void stv(H *p, long i, const float (&v)[4]) { st4(p, i, v); }
+template <typename H> __device__ __forceinline__ void stv(H *p, long i, const float (&v)[8]) {
+    *reinterpret_cast<uint4 *>(p + i) =
+        make_uint4(pack2<H>(v[0], v[1]), pack2<H>(v[2], v[3]), pack2<H>(v[4], v[5]), pack2<H>(v[6], v[7]));
 }
 // out[i .. i + V) = v, or T(v) + add[i .. i + V) when there is an addend.
 template <typename T, int V>
@@ -336,6 +328,7 @@ __device__ void expert_mix_rows(const T *x, const float *scores, const long long
     }
 EXPERT_MIX(f32, float)
 EXPERT_MIX(bf16, bf16_t)
+EXPERT_MIX(f16, f16_t)
 
 #define EXPERT_SPLIT(NAME, T)                                                                                           \
     extern "C" __global__ void __launch_bounds__(EM_THREADS)                                                            \
@@ -353,3 +346,4 @@ EXPERT_MIX(bf16, bf16_t)
     }
 EXPERT_SPLIT(f32, float)
 EXPERT_SPLIT(bf16, bf16_t)
+EXPERT_SPLIT(f16, f16_t)

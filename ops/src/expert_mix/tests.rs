@@ -281,7 +281,7 @@ mod plan {
 }
 
 /// CUDA against the CPU kernel, within a worst-case f32 rounding bound computed per element (see [`gpu::bound`]);
-/// bf16 adds one rounding of the output (2⁻⁸ relative, with margin).
+/// bf16 adds one rounding of the output (2⁻⁸ relative, with margin), f16 one of its own (2⁻¹¹, with margin).
 mod gpu {
     use super::*;
     use crate::cuda::{test_gpu, Elem, Gpu};
@@ -291,6 +291,7 @@ mod gpu {
     const LIPSCHITZ: f64 = 1.2;
     const RTOL_F32: f64 = 0.0;
     const RTOL_BF16: f64 = 0.00390625;
+    const RTOL_F16: f64 = 0.00048828125;
 
     /// Error of an f32 activation: a few ulps, the rounding of erfc's argument (z² ulps of GELU's tail), and an
     /// absolute ulp of z where `1 + tanh` cancels.
@@ -456,6 +457,7 @@ mod gpu {
             }
             check_add::<f32>(&gpu, &c, "edge");
             check_add::<half::bf16>(&gpu, &c, "edge");
+            check_add::<half::f16>(&gpu, &c, "edge");
         }
         let c = Case::random(params(2, 1, 2, 4, 5), 9);
         let (act, order) = (Act::Silu, ExpertAct::BeforeSoftmax);
@@ -482,6 +484,7 @@ mod gpu {
                 for norm in [false, true] {
                     check::<f32>(&gpu, c, act, order, norm, RTOL_F32);
                     check::<half::bf16>(&gpu, c, act, order, norm, RTOL_BF16);
+                    check::<half::f16>(&gpu, c, act, order, norm, RTOL_F16);
                 }
             }
         }
@@ -619,6 +622,7 @@ mod gpu {
             for order in [ExpertAct::BeforeSoftmax, ExpertAct::AfterSoftmax] {
                 check::<f32>(&gpu, &c, ACTS[which], order, seed % 2 == 0, RTOL_F32);
                 check::<half::bf16>(&gpu, &c, ACTS[which], order, seed % 2 == 1, RTOL_BF16);
+                check::<half::f16>(&gpu, &c, ACTS[which], order, seed % 2 == 1, RTOL_F16);
             }
         }
     }

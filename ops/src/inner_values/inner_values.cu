@@ -90,3 +90,10 @@ extern "C" __global__ void inner_values_bf16(const bf16_t *x, const bf16_t *vq, 
     grid_entry();
     inner_values(x, vq, v_keys, v_embed, out, heads, rv, nv, k, dim);
 }
+
+extern "C" __global__ void inner_values_f16(const f16_t *x, const f16_t *vq, const f16_t *v_keys,
+                                             const f16_t *v_embed, f16_t *out, const int heads, const int rv,
+                                             const int nv, const int k, const int dim) {
+    grid_entry();
+    inner_values(x, vq, v_keys, v_embed, out, heads, rv, nv, k, dim);
+}

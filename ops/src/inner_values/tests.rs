@@ -154,7 +154,8 @@ proptest! {
 
 /// CUDA against the CPU kernel. The similarities are bit-identical (the same f64 sums in the same order), so the
 /// same values are selected; their f32 sum over n = Hv·k rows differs from the CPU's rounded f64 sum by at most
-/// n·u·Σ|v| (u = 2⁻²⁴), times |x|, plus one rounding of the product; bf16 adds one output rounding (2⁻⁸ with margin).
+/// n·u·Σ|v| (u = 2⁻²⁴), times |x|, plus one rounding of the product; bf16 adds one output rounding (2⁻⁸ with margin),
+/// f16 one of its own (2⁻¹¹ with margin).
 mod gpu {
     use super::*;
     use crate::cuda::{test_gpu, Elem, Gpu};
@@ -163,6 +164,7 @@ mod gpu {
     const U: f64 = 1.0 / (1u64 << 24) as f64;
     const RTOL_F32: f64 = 2.0 * U;
     const RTOL_BF16: f64 = 0.00390625;
+    const RTOL_F16: f64 = 0.00048828125;
 
     /// The case with continuous similarities (ties only by accident).
     fn continuous(p: InnerValuesParams, seed: u64) -> Case {
@@ -202,6 +204,7 @@ mod gpu {
         for c in [Case::random(p, seed), continuous(p, seed)] {
             check::<f32>(&c, RTOL_F32);
             check::<half::bf16>(&c, RTOL_BF16);
+            check::<half::f16>(&c, RTOL_F16);
         }
     }
 

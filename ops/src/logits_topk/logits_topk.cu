@@ -156,3 +156,9 @@ extern "C" __global__ void __launch_bounds__(LT_THREADS)
     grid_entry();
     logits_topk(logits, values, ids, vocab, k);
 }
+
+extern "C" __global__ void __launch_bounds__(LT_THREADS)
+    logits_topk_f16(const f16_t *logits, float *values, long long *ids, const int vocab, const int k) {
+    grid_entry();
+    logits_topk(logits, values, ids, vocab, k);
+}

@@ -137,6 +137,7 @@ mod gpu {
         for special in [false, true] {
             check::<f32>(rows, vocab, k, special, seed);
             check::<half::bf16>(rows, vocab, k, special, seed);
+            check::<half::f16>(rows, vocab, k, special, seed);
         }
     }
 

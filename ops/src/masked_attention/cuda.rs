@@ -496,7 +496,7 @@ const GQA_CHUNK_STEP: usize = 64;
 
 /// Whether the GQA decode kernel takes `p` in `elem`.
 pub(crate) fn gqa_fits(p: &AttentionParams, elem: &str) -> bool {
-    (elem == "bf16" || elem == "f32")
+    ["f32", "bf16", "f16"].contains(&elem)
         && GQA_HEAD_DIMS.contains(&p.head_dim)
         && p.kv_heads > 0
         && p.batch * p.kv_heads <= 65535

@@ -681,20 +681,12 @@ __device__ void combine(const float *part, E *out, const int S, const int H, con
 // elements each), so a warp reads 32/LK consecutive rows and the block 4·32/LK; U keys per thread are loaded before
 // they are used. Online softmax per thread over its keys (one rescale per U keys), then merged over the lane groups
 // and warps into the same partial records as `decode`, part[row][split], which `combine` reads.
-// `load` reads a piece of a cached key or value: `ld_once` for bf16; a plain load for f32, whose Dh 64 form of two
-// queries has no register to spare for the cache policy at its 128-register bound.
-template <typename E> struct Piece;
-template <> struct Piece<bf16_t> {
+// `load` reads a piece of a cached key or value: `ld_once` for bf16 and f16; a plain load for f32, whose Dh 64 form of
+// two queries has no register to spare for the cache policy at its 128-register bound.
+template <typename E> struct Piece {
     static constexpr int EPT = 8;
-    __device__ static uint4 load(const bf16_t *p) { return ld_once(reinterpret_cast<const uint4 *>(p)); }
-    __device__ static void unpack(const uint4 &r, float (&x)[8]) {
-        const unsigned w[4] = {r.x, r.y, r.z, r.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            x[2 * e] = __uint_as_float(w[e] << 16);
-            x[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-        }
-    }
+    __device__ static uint4 load(const E *p) { return ld_once(reinterpret_cast<const uint4 *>(p)); }
+    __device__ static void unpack(const uint4 &r, float (&x)[8]) { unpackv<E>(r, x); }
 };
 template <> struct Piece<float> {
     static constexpr int EPT = 4;
@@ -704,14 +696,14 @@ template <> struct Piece<float> {
     }
 };
 
-// exp(x) for x ≤ 0 or -inf: expf for f32, ex2.approx for bf16, whose output rounding (2⁻⁹) dwarfs its error.
-template <typename E> __device__ __forceinline__ float decode_exp(float x);
-template <> __device__ __forceinline__ float decode_exp<float>(float x) { return expf(x); }
-template <> __device__ __forceinline__ float decode_exp<bf16_t>(float x) {
+// exp(x) for x ≤ 0 or -inf: expf for f32, ex2.approx for bf16 and f16, whose output rounding (2⁻⁹, 2⁻¹²) dwarfs its
+// error.
+template <typename E> __device__ __forceinline__ float decode_exp(float x) {
     float r;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x * 1.4426950408889634f));
     return r;
 }
+template <> __device__ __forceinline__ float decode_exp<float>(float x) { return expf(x); }
 
 template <typename E, int DH, int NQ>
 __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, const Mask mk, const int G,
@@ -891,6 +883,7 @@ __device__ void decode_gqa(const E *q, const E *k, const E *v, float *part, cons
     DECODE_GQA(E, NAME, 128, 8)
 DECODE_GQA_ALL(float, f32)
 DECODE_GQA_ALL(bf16_t, bf16)
+DECODE_GQA_ALL(f16_t, f16)
 
 #define PREFILL(E, NAME, DH, BQ)                                                                                       \
     extern "C" __global__ void __launch_bounds__(128) masked_attention_##NAME##_prefill_d##DH(                         \
@@ -927,6 +920,7 @@ DECODE_GQA_ALL(bf16_t, bf16)
 
 ALL(float, f32)
 ALL(bf16_t, bf16)
+ALL(f16_t, f16)
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Tensor-core prefill for bf16, Dh ∈ {64, 128}: mma.sync m16n8k16 (bf16 inputs, f32 accumulators), any mode; the
@@ -1311,9 +1305,6 @@ template <bool B> struct Flag {
     static constexpr bool value = B;
 };
 
-__device__ __forceinline__ float lo_f32(unsigned x) { return __uint_as_float(x << 16); }
-__device__ __forceinline__ float hi_f32(unsigned x) { return __uint_as_float(x & 0xffff0000u); }
-
 // How far a row's maximum may grow past the m its probabilities are taken against before o and l are rescaled, in
 // units of log2 e (the warpgroup softmax's, whose scores and maxima are s·log2e): 8, so a probability is at most 2⁸
 // (its bf16 rounding is relative, so no precision is lost). RESCALE_SLACK is the same slack in natural units.
@@ -1592,11 +1583,11 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
                     for (int t = 0; t < NS; ++t) {
-                        const unsigned p01 = pack_bf16(ex(s[mt][t][0], mt, 0), ex(s[mt][t][1], mt, 0));
-                        const unsigned p23 = pack_bf16(ex(s[mt][t][2], mt, 1), ex(s[mt][t][3], mt, 1));
+                        const unsigned p01 = pack2<bf16_t>(ex(s[mt][t][0], mt, 0), ex(s[mt][t][1], mt, 0));
+                        const unsigned p23 = pack2<bf16_t>(ex(s[mt][t][2], mt, 1), ex(s[mt][t][3], mt, 1));
                         if constexpr (MT == 1) {
-                            l[mt][0] += lo_f32(p01) + hi_f32(p01);
-                            l[mt][2] += lo_f32(p23) + hi_f32(p23);
+                            l[mt][0] += word_lo<bf16_t>(p01) + word_hi<bf16_t>(p01);
+                            l[mt][2] += word_lo<bf16_t>(p23) + word_hi<bf16_t>(p23);
                         }
                         pf[mt][t / 2][(t & 1) * 2] = p01;
                         pf[mt][t / 2][(t & 1) * 2 + 1] = p23;
@@ -1668,9 +1659,9 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 #pragma unroll
         for (int t = 0; t < ND; ++t) {
             const int d = 8 * t + 2 * tg;
-            *reinterpret_cast<unsigned *>(Om + gr * LD + d) = pack_bf16(o[mt][t][0] * l[mt][0], o[mt][t][1] * l[mt][0]);
+            *reinterpret_cast<unsigned *>(Om + gr * LD + d) = pack2<bf16_t>(o[mt][t][0] * l[mt][0], o[mt][t][1] * l[mt][0]);
             *reinterpret_cast<unsigned *>(Om + (gr + 8) * LD + d) =
-                pack_bf16(o[mt][t][2] * l[mt][1], o[mt][t][3] * l[mt][1]);
+                pack2<bf16_t>(o[mt][t][2] * l[mt][1], o[mt][t][3] * l[mt][1]);
         }
     }
     __syncwarp();
@@ -1794,8 +1785,8 @@ __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], un
                         e2 = exp2_approx(s[4 * t + 2] - w.m[1]), e3 = exp2_approx(s[4 * t + 3] - w.m[1]);
             sum[0] += e0 + e1;
             sum[1] += e2 + e3;
-            pf[t / 2][(t & 1) * 2] = pack_bf16(e0, e1);
-            pf[t / 2][(t & 1) * 2 + 1] = pack_bf16(e2, e3);
+            pf[t / 2][(t & 1) * 2] = pack2<bf16_t>(e0, e1);
+            pf[t / 2][(t & 1) * 2 + 1] = pack2<bf16_t>(e2, e3);
         }
     };
     {
@@ -1876,9 +1867,9 @@ __device__ __forceinline__ void wg_store(WgRows<DH> &w, unsigned char *stage, bf
 #pragma unroll
         for (int t = 0; t < 8; ++t) {
             *reinterpret_cast<unsigned *>(stage + sw128_at<16>(gr, t) + 4 * tg) =
-                pack_bf16(w.o[a][4 * t] * inv[0], w.o[a][4 * t + 1] * inv[0]);
+                pack2<bf16_t>(w.o[a][4 * t] * inv[0], w.o[a][4 * t + 1] * inv[0]);
             *reinterpret_cast<unsigned *>(stage + sw128_at<16>(gr + 8, t) + 4 * tg) =
-                pack_bf16(w.o[a][4 * t + 2] * inv[1], w.o[a][4 * t + 3] * inv[1]);
+                pack2<bf16_t>(w.o[a][4 * t + 2] * inv[1], w.o[a][4 * t + 3] * inv[1]);
         }
         __syncwarp();
 #pragma unroll
@@ -2124,10 +2115,10 @@ __device__ __forceinline__ void wg_uniform_rows(WgRows<DH> &w, const bf16_t *v, 
 #pragma unroll 8
     for (int j = 0; j < T; ++j) {
         const uint2 x = __ldg(col + (long)j * (DH / 4));
-        sum[0] += lo_f32(x.x);
-        sum[1] += hi_f32(x.x);
-        sum[2] += lo_f32(x.y);
-        sum[3] += hi_f32(x.y);
+        sum[0] += word_lo<bf16_t>(x.x);
+        sum[1] += word_hi<bf16_t>(x.x);
+        sum[2] += word_lo<bf16_t>(x.y);
+        sum[3] += word_hi<bf16_t>(x.y);
     }
     // o[a][4t + 2r + e] holds dim 64a + 8t + 2tg + e: sum[2(tg & 1) + e] of lane 16a + 2t + (tg >> 1).
 #pragma unroll

@@ -492,9 +492,6 @@ proptest! {
     }
 }
 
-/// CUDA against the CPU kernel (itself checked against the f64 definition above), on inputs rounded
-/// to the kernel's dtype first. f32: twice the CPU kernel's own tolerance against f64, as both sides
-/// are within it; bf16: one rounding of the output (2⁻⁹ relative) with a factor 4 to spare.
 /// The order of the keep window as one integer per key, larger when it beats: (order key of the bias, −j), the
 /// order key being `f32::total_cmp`'s with −0 as +0 (no NaN here); `masked_attention.cu`'s `beat_key`.
 fn beat(bias: f32, j: usize) -> u64 {
@@ -552,6 +549,10 @@ fn keep_window_step_rule_matches_a_new_selection() {
     }
 }
 
+/// CUDA against the CPU kernel (itself checked against the f64 definition above), on inputs rounded
+/// to the kernel's dtype first. f32: twice the CPU kernel's own tolerance against f64, as both sides
+/// are within it; bf16 and f16: one rounding of the output (2⁻⁹ or 2⁻¹² relative) with a factor 4 to
+/// spare.
 mod gpu {
     use super::*;
     use crate::cuda::{test_gpu, Elem, Gpu};
@@ -561,6 +562,8 @@ mod gpu {
     const RTOL_F32: f64 = 2.0 * RTOL;
     const ATOL_BF16: f64 = 2.0 * ATOL;
     const RTOL_BF16: f64 = 4.0 * 0.001953125;
+    const ATOL_F16: f64 = 2.0 * ATOL;
+    const RTOL_F16: f64 = 4.0 * 0.000244140625;
     /// Tensor-core prefill: each probability is rounded to bf16 (2⁻⁹ relative) before P·V and the
     /// row sum adds the rounded values (`mma` kernels) or the f32 ones (warpgroup kernels), so the
     /// normalised weights move by at most 2⁻⁸ relative and the output by at most 2⁻⁸·max|v| = 2⁻⁸
@@ -570,8 +573,8 @@ mod gpu {
     /// which the output's bf16 rounding takes to 1 or to 1 − 2⁻⁸, one unit below; the `mma`
     /// kernels' row sums add the rounded values, so theirs is exactly 1.
     const SUM_F32_BF16: f32 = 0.00390625;
-    // The GQA decode kernel takes the f32 and bf16 tolerances above: expf in f32, as the CPU kernel;
-    // in bf16 ex2.approx, whose relative error (about 2⁻²²) is far below the output rounding (2⁻⁹).
+    // The GQA decode kernel takes the tolerances above: expf in f32, as the CPU kernel; in bf16 and
+    // f16 ex2.approx, whose relative error (about 2⁻²²) is far below the output rounding (2⁻⁹, 2⁻¹²).
 
     /// Which kernel runs: the launcher's choice, or one forced (`Prefill`: the launcher's choice
     /// among the prefill kernels).
@@ -627,6 +630,8 @@ mod gpu {
         let got = on_gpu::<T>(gpu, &c, path).unwrap();
         let (atol, rtol) = if T::NAME == "f32" {
             (ATOL_F32, RTOL_F32)
+        } else if T::NAME == "f16" {
+            (ATOL_F16, RTOL_F16)
         } else if uses_tensor_cores::<T>(&c.p, c.mode, path, gpu.arch()) {
             (ATOL_MMA, RTOL_BF16)
         } else {
@@ -672,11 +677,12 @@ mod gpu {
         matches!(kernel_of::<T>(p, mode, path, arch), Kernel::Mma { .. } | Kernel::Wgmma)
     }
 
-    /// Both dtypes on both kernels.
+    /// Every dtype on both kernels.
     fn check_all(gpu: &Gpu, c: &Case, what: &str) {
         for path in PATHS {
             check_as::<f32>(gpu, c, path, what);
             check_as::<half::bf16>(gpu, c, path, what);
+            check_as::<half::f16>(gpu, c, path, what);
         }
     }
 
@@ -749,6 +755,16 @@ mod gpu {
     }
 
     #[test]
+    fn edge_shapes_match_the_cpu_kernel_prefill_f16() {
+        edge_shapes_on::<half::f16>(Path::Prefill);
+    }
+
+    #[test]
+    fn edge_shapes_match_the_cpu_kernel_decode_f16() {
+        edge_shapes_on::<half::f16>(Path::Decode);
+    }
+
+    #[test]
     fn edge_shapes_match_the_cpu_kernel_decode_f32() {
         edge_shapes_on::<f32>(Path::Decode);
     }
@@ -773,6 +789,7 @@ mod gpu {
                     c.attn_mask[t..t + t / 3].iter_mut().for_each(|m| *m = 0);
                     check_as::<f32>(&gpu, &c, Path::Auto, "decode");
                     check_as::<half::bf16>(&gpu, &c, Path::Auto, "decode");
+                    check_as::<half::f16>(&gpu, &c, Path::Auto, "decode");
                 }
             }
         }
@@ -792,6 +809,7 @@ mod gpu {
                 c.attn_mask[1000..1050].iter_mut().for_each(|m| *m = 0);
                 check_as::<f32>(&gpu, &c, Path::Auto, "cached prefix");
                 check_as::<half::bf16>(&gpu, &c, Path::Auto, "cached prefix");
+                check_as::<half::f16>(&gpu, &c, Path::Auto, "cached prefix");
             }
         }
     }
@@ -829,6 +847,7 @@ mod gpu {
                         }
                     }
                     check_as::<half::bf16>(&gpu, &c, path, "left padding");
+                    check_as::<half::f16>(&gpu, &c, path, "left padding");
                 }
             }
         }
@@ -851,6 +870,7 @@ mod gpu {
                     assert_uniform(&c, &out, b, h, i, &format!("Boolean {path:?}"));
                 }
                 check_as::<half::bf16>(&gpu, &c, path, "boolean uniform");
+                check_as::<half::f16>(&gpu, &c, path, "boolean uniform");
             }
         }
     }
@@ -915,6 +935,7 @@ mod gpu {
                     let c = Case { key_m: Some(rng.quantized(2 * 4 * t, 3, 0.5)), ..c };
                     check_as::<f32>(&gpu, &c, Path::Gqa, "gqa keep-window ties");
                     check_as::<half::bf16>(&gpu, &c, Path::Gqa, "gqa keep-window ties");
+                    check_as::<half::f16>(&gpu, &c, Path::Gqa, "gqa keep-window ties");
                 }
             }
         }
@@ -1280,7 +1301,7 @@ mod gpu {
             for name in cuda::WgForm::of(dh).kernels(dh) {
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
             }
-            for elem in ["f32", "bf16"] {
+            for elem in ["f32", "bf16", "f16"] {
                 for nq in [1, 2, 4, 8] {
                     let name = format!("masked_attention_{elem}_decode_gqa_d{dh}_q{nq}");
                     assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
@@ -1466,13 +1487,13 @@ mod gpu {
         }
     }
 
-    /// Decode steps take the GQA kernel for Dh 64 and 128 in f32 and bf16, the per-row kernel
+    /// Decode steps take the GQA kernel for Dh 64 and 128 in f32, bf16 and f16, the per-row kernel
     /// otherwise; the grid fills the H200 at B 1 and B 16 of the Doge-320M shape (no GPU needed).
     #[test]
     fn decode_launch_choices() {
         let step =
             |b, s, t, h, g, dh| AttentionParams { mask_heads: g, ..params(b, s, t, h, g, dh) };
-        for elem in ["f32", "bf16"] {
+        for elem in ["f32", "bf16", "f16"] {
             for dh in [64, 128] {
                 for s in 1..=cuda::DECODE_MAX_Q_LEN {
                     let p = step(2, s, 100, 6, 2, dh);
@@ -1503,7 +1524,7 @@ mod gpu {
 
     /// The GQA decode kernel on edge shapes: B 1 and 16, T around the 64-key slices, padding,
     /// H/G = 1, 2, 3 and 8 (query groups of up to 8, several per KV head), key_m per query or KV
-    /// head, S up to `DECODE_MAX_Q_LEN`, every mode, Dh 64 and 128, both dtypes.
+    /// head, S up to `DECODE_MAX_Q_LEN`, every mode, Dh 64 and 128, every dtype.
     #[test]
     fn gqa_decode_edge_shapes_match_the_cpu_kernel() {
         let Some(gpu) = test_gpu() else { return };
@@ -1532,6 +1553,7 @@ mod gpu {
                         let c = Case::random(p, mode, padding, seed);
                         check_as::<f32>(&gpu, &c, Path::Gqa, "gqa edge");
                         check_as::<half::bf16>(&gpu, &c, Path::Gqa, "gqa edge");
+                        check_as::<half::f16>(&gpu, &c, Path::Gqa, "gqa edge");
                     }
                 }
             }
@@ -1599,6 +1621,7 @@ mod gpu {
                 let mut rng = Rng::new(400 + n as u64);
                 c.key_m = Some(rng.quantized(b * 4 * t, 3, 0.5));
                 check_as::<half::bf16>(&gpu, &c, Path::Auto, "gqa long");
+                check_as::<half::f16>(&gpu, &c, Path::Auto, "gqa long");
                 if b == 1 {
                     check_as::<f32>(&gpu, &c, Path::Gqa, "gqa long");
                 }
@@ -1624,6 +1647,7 @@ mod gpu {
             let mut rng = Rng::new(700 + n as u64);
             c.key_m = Some(rng.quantized(b * 4 * t, 3, 0.5));
             check_as::<half::bf16>(&gpu, &c, Path::Auto, "keep beyond cache");
+            check_as::<half::f16>(&gpu, &c, Path::Auto, "keep beyond cache");
             check_as::<f32>(&gpu, &c, Path::Auto, "keep beyond cache");
         }
     }
@@ -1645,6 +1669,7 @@ mod gpu {
                 assert_uniform(&c, &out, b, h, i, "Boolean gqa");
             }
             check_as::<half::bf16>(&gpu, &c, Path::Gqa, "gqa boolean uniform");
+            check_as::<half::f16>(&gpu, &c, Path::Gqa, "gqa boolean uniform");
         }
     }
 
@@ -2030,13 +2055,13 @@ mod ptxas {
         }
     }
 
-    /// The GQA decode kernels of up to four queries spill no register (the bf16 forms of eight spill about 100 bytes
+    /// The GQA decode kernels of up to four queries spill no register (the 16-bit forms of eight spill about 100 bytes
     /// at 255 registers), and each keeps its static shared memory under 48 KiB, a quarter of it for the forms of at most
     /// two queries, whose launch bound asks four blocks a multiprocessor.
     #[test]
     fn gqa_decode_kernels_fit() {
         let Some(report) = report() else { return };
-        for (elem, dh, nq) in ["f32", "bf16"].into_iter().flat_map(|e| {
+        for (elem, dh, nq) in ["f32", "bf16", "f16"].into_iter().flat_map(|e| {
             [64, 128].into_iter().flat_map(move |dh| [1, 2, 4, 8].map(|nq| (e, dh, nq)))
         }) {
             let name = format!("masked_attention_{elem}_decode_gqa_d{dh}_q{nq}");

@@ -16,6 +16,10 @@ extern "C" __global__ void bias_add_bf16(bf16_t *y, const bf16_t *bias, const lo
     grid_entry();
     bias_add(y, bias, n, out);
 }
+extern "C" __global__ void bias_add_f16(f16_t *y, const f16_t *bias, const long n, const int out) {
+    grid_entry();
+    bias_add(y, bias, n, out);
+}
 
 // Few-row linear (decode): y[r, o] = Σ_i x[r, i]·w[o, i] (+ bias[o]) for r < R ≤ 4, accumulated in f32 and rounded
 // once to T, as the cuBLAS path does. Layout: x [R, in], w [out, in], y [R, out], row-major; bias [out] or null.
@@ -25,26 +29,6 @@ extern "C" __global__ void bias_add_bf16(bf16_t *y, const bf16_t *bias, const lo
 // are constants (no kernel writes them), so the first batch is loaded before grid_entry(): in a recorded step those
 // loads overlap the kernel this one depends on, and only x waits for it.
 #define GEMV_BATCH 8
-template <typename T> struct Vec16;
-template <> struct Vec16<float> { static constexpr int n = 4; };
-template <> struct Vec16<bf16_t> { static constexpr int n = 8; };
-
-template <typename T> __device__ __forceinline__ void unpack16(const uint4 &v, float *out);
-template <> __device__ __forceinline__ void unpack16<float>(const uint4 &v, float *out) {
-    out[0] = __uint_as_float(v.x);
-    out[1] = __uint_as_float(v.y);
-    out[2] = __uint_as_float(v.z);
-    out[3] = __uint_as_float(v.w);
-}
-template <> __device__ __forceinline__ void unpack16<bf16_t>(const uint4 &v, float *out) {
-    const unsigned int w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        out[2 * k] = __uint_as_float(w[k] << 16);
-        out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
-    }
-}
-
 // wp[u] ← pack c0 + 32·u of a weight row, for the packs below `packs` (`ld_once_const`).
 template <int N>
 __device__ __forceinline__ void load_packs(const uint4 *w4, uint4 (&wp)[N], const int c0, const int packs) {
@@ -61,7 +45,7 @@ __device__ __forceinline__ void gemv_rows(const T *x, const T *w, const int in, 
                                           Store store) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    constexpr int V = Vec16<T>::n;
+    constexpr int V = 16 / sizeof(T);
     const T *wr = w + (long)o * in;
     const uint4 *w4 = reinterpret_cast<const uint4 *>(wr);
     const int packs = in / V;
@@ -80,11 +64,11 @@ __device__ __forceinline__ void gemv_rows(const T *x, const T *w, const int in, 
                 const int c = c0 + 32 * u;
                 if (c >= packs) break;
                 float wv[V];
-                unpack16<T>(wp[u], wv);
+                unpackv<T>(wp[u], wv);
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
                     float xv[V];
-                    unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
+                    unpackv<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
 #pragma unroll
                     for (int k = 0; k < V; ++k) acc[r] = fmaf(xv[k], wv[k], acc[r]);
                 }
@@ -145,7 +129,7 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
                            const int out, const int vec, const int act) {
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    constexpr int V = Vec16<T>::n;
+    constexpr int V = 16 / sizeof(T);
     constexpr int B = GEMV_BATCH / 2;
     const T *gr = wg + (long)o * in, *ur = wu + (long)o * in;
     const uint4 *g4 = reinterpret_cast<const uint4 *>(gr), *u4 = reinterpret_cast<const uint4 *>(ur);
@@ -171,12 +155,12 @@ __device__ void gated_gemv(const T *x, const T *wg, const T *wu, const T *bg, co
                 const int c = c0 + 32 * u;
                 if (c >= packs) break;
                 float gv[V], uv[V];
-                unpack16<T>(gp[u], gv);
-                unpack16<T>(up[u], uv);
+                unpackv<T>(gp[u], gv);
+                unpackv<T>(up[u], uv);
 #pragma unroll
                 for (int r = 0; r < R; ++r) {
                     float xv[V];
-                    unpack16<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
+                    unpackv<T>(reinterpret_cast<const uint4 *>(x + (long)r * in)[c], xv);
 #pragma unroll
                     for (int k = 0; k < V; ++k) {
                         ag[r] = fmaf(xv[k], gv[k], ag[r]);
@@ -239,3 +223,7 @@ GEMV(bf16_t, bf16, 1)
 GEMV(bf16_t, bf16, 2)
 GEMV(bf16_t, bf16, 3)
 GEMV(bf16_t, bf16, 4)
+GEMV(f16_t, f16, 1)
+GEMV(f16_t, f16, 2)
+GEMV(f16_t, f16, 3)
+GEMV(f16_t, f16, 4)

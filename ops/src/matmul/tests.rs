@@ -141,12 +141,19 @@ fn mask_linear_is_key_values_of_linear() {
 }
 
 /// cuBLAS against the CPU `linear`: f32 without TF32 only reorders the sums (relative 1e-5 of the row's
-/// magnitude); bf16 inputs with f32 accumulation round the output once (2⁻⁸ relative) on top of that.
+/// magnitude); bf16 inputs with f32 accumulation round the output once (2⁻⁸ relative) on top of that, f16 inputs
+/// once as well (2⁻¹¹ relative).
 mod gpu {
     use super::*;
     use crate::act::Act;
     use crate::cuda::{test_gpu, Elem};
     use crate::testutil::{assert_close, in_shard, Rng};
+
+    const RTOL_BF16: f64 = 2.0 * 0.00390625;
+    const RTOL_F16: f64 = 2.0 * 0.00048828125;
+    /// One unit of a `dt` rounding (2⁻⁷ in bf16, 2⁻¹⁰ in f16; see `run_mask`).
+    const DT_RTOL_BF16: f64 = 0.0078125;
+    const DT_RTOL_F16: f64 = 0.0009765625;
 
     fn run<T: Elem>(rows: usize, inp: usize, out: usize, bias: bool, seed: u64, rtol: f64)
     where
@@ -237,7 +244,8 @@ mod gpu {
             for bias in [false, true] {
                 let act = acts[i % 4];
                 run_gated::<f32>(r, k, n, bias, act, 40 + i as u64, 1e-5);
-                run_gated::<half::bf16>(r, k, n, bias, act, 50 + i as u64, 2.0 * 0.00390625);
+                run_gated::<half::bf16>(r, k, n, bias, act, 50 + i as u64, RTOL_BF16);
+                run_gated::<half::f16>(r, k, n, bias, act, 70 + i as u64, RTOL_F16);
             }
         }
         let Some(gpu) = test_gpu() else { return };
@@ -255,7 +263,7 @@ mod gpu {
     /// against the CPU's `linear` and `key_values` with `dt` rounded where the device rounds it (the product, then
     /// with a bias the sum). Tolerance: m = exp(a·softplus(dt)) moves by at most |a|·|Δdt| relatively; the device's
     /// `dt` differs from the CPU's by the sums' order (`dt_atol`) and, in bf16, where that moves a value across a
-    /// rounding boundary, one unit (2⁻⁷ relative) of each rounding; on top, the device's expf and log1pf against the
+    /// rounding boundary, one unit (2⁻⁷ relative; 2⁻¹⁰ in f16) of each rounding; on top, the device's expf and log1pf against the
     /// CPU's (1e-5 relative, as in the dynamic-mask tests).
     #[allow(clippy::too_many_arguments)]
     fn run_mask<T: Elem>(
@@ -362,7 +370,8 @@ mod gpu {
         for (i, &(r, s, k, n, cache)) in shapes.iter().enumerate() {
             for bias in [false, true] {
                 run_mask::<f32>(r, s, k, n, bias, cache, 60 + i as u64, 0.0);
-                run_mask::<half::bf16>(r, s, k, n, bias, cache, 70 + i as u64, 0.0078125);
+                run_mask::<half::bf16>(r, s, k, n, bias, cache, 70 + i as u64, DT_RTOL_BF16);
+                run_mask::<half::f16>(r, s, k, n, bias, cache, 80 + i as u64, DT_RTOL_F16);
             }
         }
         let Some(gpu) = test_gpu() else { return };
@@ -407,7 +416,8 @@ mod gpu {
         {
             for bias in [false, true] {
                 run::<f32>(r, k, n, bias, i as u64, 1e-5);
-                run::<half::bf16>(r, k, n, bias, 10 + i as u64, 2.0 * 0.00390625);
+                run::<half::bf16>(r, k, n, bias, 10 + i as u64, RTOL_BF16);
+                run::<half::f16>(r, k, n, bias, 20 + i as u64, RTOL_F16);
             }
         }
     }
@@ -425,6 +435,9 @@ fn gemv_kernels_compile_for_sm_90() {
             cuda::gated_gemv_kernel::<half::bf16>(rows),
             cuda::mask_gemv_kernel::<f32>(rows),
             cuda::mask_gemv_kernel::<half::bf16>(rows),
+            cuda::gemv_kernel::<half::f16>(rows),
+            cuda::gated_gemv_kernel::<half::f16>(rows),
+            cuda::mask_gemv_kernel::<half::f16>(rows),
         ] {
             assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
         }

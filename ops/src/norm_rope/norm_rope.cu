@@ -71,3 +71,4 @@ __device__ void norm_rope(const T *x, const T *w, const T *cos_t, const T *sin_t
     }
 INSTANTIATE(float, f32)
 INSTANTIATE(bf16_t, bf16)
+INSTANTIATE(f16_t, f16)

@@ -112,18 +112,22 @@ proptest! {
     }
 }
 
-/// CUDA against the CPU kernel and against the two unfused CUDA kernels. Unfused: bit for bit in f32 and bf16 (the
-/// same block sum, roundings and rotation). CPU: f32 within the norm's f32 sum against the CPU's f64 one (a few
+/// CUDA against the CPU kernel and against the two unfused CUDA kernels. Unfused: bit for bit in f32, bf16 and f16
+/// (the same block sum, roundings and rotation). CPU: f32 within the norm's f32 sum against the CPU's f64 one (a few
 /// ulps, carried through the rotation); bf16 within the normalised value's two roundings plus the rotation's three,
-/// each at most bf16's unit roundoff 2⁻⁸ relative, so 5·2⁻⁸·(|n_c·cos| + |n_p·sin|) per element.
+/// each at most bf16's unit roundoff 2⁻⁸ relative, so 5·2⁻⁸·(|n_c·cos| + |n_p·sin|) per element; f16 the same at
+/// 2⁻¹¹, plus its subnormals' absolute steps.
 mod gpu {
     use super::cuda::MAX_DIM;
     use super::*;
     use crate::cuda::{test_gpu, Elem, Gpu};
-    use half::bf16;
 
     const RTOL_F32: f64 = 2e-5;
     const BF16_ROUNDINGS: f64 = 5.0 * 0.00390625;
+    /// The same five roundings at f16's unit roundoff 2⁻¹¹.
+    const F16_ROUNDINGS: f64 = 5.0 * 0.00048828125;
+    /// Five roundings of f16 subnormals, each off by at most half their step 2⁻²⁴.
+    const F16_FLOOR: f64 = 5.0 * 2.98023223876953125e-8;
 
     fn up<T: Elem>(gpu: &Gpu, v: &[f32]) -> cudarc::driver::CudaSlice<T> {
         gpu.upload(&v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>()).unwrap()
@@ -167,13 +171,22 @@ mod gpu {
         let wide: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
         assert_close(&fused, &wide, 1e-6, RTOL_F32, &format!("f32 against the CPU {what}"));
 
-        let q = |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect() };
+        check_narrow::<half::bf16>(&gpu, &c, BF16_ROUNDINGS, 1e-30);
+        check_narrow::<half::f16>(&gpu, &c, F16_ROUNDINGS, F16_FLOOR);
+    }
+
+    /// The kernels in `T` (bf16 or f16): fused and unfused bit for bit, and the CPU kernel on the rounded inputs
+    /// within `roundings`·(|n_c·cos| + |n_p·sin|) + `floor` per element.
+    fn check_narrow<T: Elem>(gpu: &Gpu, c: &Case, roundings: f64, floor: f64) {
+        let (rows, heads, dim) = (c.p.rows, c.p.heads, c.p.dim);
+        let what = format!("{} {:?}", T::NAME, c.p);
+        let q = |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| T::from_f32(x).to_f32()).collect() };
         let cq = Case { p: c.p, x: q(&c.x), w: q(&c.w), cos: q(&c.cos), sin: q(&c.sin) };
-        let (fused, two) = run::<bf16>(&gpu, &cq);
+        let (fused, two) = run::<T>(gpu, &cq);
         assert_eq!(
             fused.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             two.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            "bf16 fused vs unfused {what}"
+            "fused vs unfused {what}"
         );
         let np = crate::rms_norm::RmsNormParams { rows: rows * heads, cols: dim, eps: c.p.eps };
         let n = crate::rms_norm::rms_norm(&np, &cq.x, &cq.w).unwrap();
@@ -185,10 +198,10 @@ mod gpu {
             let p = if k < half { k + half } else { k - half };
             let terms =
                 (n[i] * cq.cos[r * dim + k]).abs() + (n[v * dim + p] * cq.sin[r * dim + k]).abs();
-            let bound = BF16_ROUNDINGS * f64::from(terms) + 1e-30;
+            let bound = roundings * f64::from(terms) + floor;
             assert!(
                 (f64::from(g) - f64::from(e)).abs() <= bound,
-                "bf16 element {i}: {g} against {e} (bound {bound}) {what}"
+                "element {i}: {g} against {e} (bound {bound}) {what}"
             );
         }
     }
@@ -265,7 +278,8 @@ mod gpu {
         ];
         for (i, &(b, s, h, d, cap, at)) in shapes.iter().enumerate() {
             check_at::<f32>(b, s, h, d, cap, at, 700 + i as u64);
-            check_at::<bf16>(b, s, h, d, cap, at, 710 + i as u64);
+            check_at::<half::bf16>(b, s, h, d, cap, at, 710 + i as u64);
+            check_at::<half::f16>(b, s, h, d, cap, at, 720 + i as u64);
         }
         let Some(gpu) = test_gpu() else { return };
         let z = |n: usize| gpu.zeros::<f32>(n).unwrap();

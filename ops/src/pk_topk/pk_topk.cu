@@ -8,6 +8,7 @@
 
 __device__ __forceinline__ double ld_f64(const float *p, long i) { return (double)p[i]; }
 __device__ __forceinline__ double ld_f64(const bf16_t *p, long i) { return (double)bf16_to_f32(p[i]); }
+__device__ __forceinline__ double ld_f64(const f16_t *p, long i) { return (double)f16_to_f32(p[i]); }
 __device__ __forceinline__ double ld_f64(const double *p, long i) { return p[i]; }
 
 // A staged key: copied in its own type, or widened to f64.
@@ -337,10 +338,13 @@ __device__ void pk_topk_row(const T *q, const T *keys, float *scores, long long 
 // The _wide kernels fit 64 registers (four blocks of 256 threads per multiprocessor) without spilling.
 PK_TOPK(pk_topk_f32_wide, float, double, true, 4)
 PK_TOPK(pk_topk_bf16_wide, bf16_t, double, true, 4)
+PK_TOPK(pk_topk_f16_wide, f16_t, double, true, 4)
 PK_TOPK(pk_topk_f32, float, float, true, 3)
 PK_TOPK(pk_topk_bf16, bf16_t, bf16_t, true, 3)
+PK_TOPK(pk_topk_f16, f16_t, f16_t, true, 3)
 PK_TOPK(pk_topk_f32_global, float, float, false, 3)
 PK_TOPK(pk_topk_bf16_global, bf16_t, bf16_t, false, 3)
+PK_TOPK(pk_topk_f16_global, f16_t, f16_t, false, 3)
 
 #define PK_TOPK_ROW(NAME, T, K, SMEM)                                                                                  \
     extern "C" __global__ void __launch_bounds__(256)                                                                 \
@@ -353,7 +357,10 @@ PK_TOPK(pk_topk_bf16_global, bf16_t, bf16_t, false, 3)
 
 PK_TOPK_ROW(pk_topk_row_f32_wide, float, double, true)
 PK_TOPK_ROW(pk_topk_row_bf16_wide, bf16_t, double, true)
+PK_TOPK_ROW(pk_topk_row_f16_wide, f16_t, double, true)
 PK_TOPK_ROW(pk_topk_row_f32, float, float, true)
 PK_TOPK_ROW(pk_topk_row_bf16, bf16_t, bf16_t, true)
+PK_TOPK_ROW(pk_topk_row_f16, f16_t, f16_t, true)
 PK_TOPK_ROW(pk_topk_row_f32_global, float, float, false)
 PK_TOPK_ROW(pk_topk_row_bf16_global, bf16_t, bf16_t, false)
+PK_TOPK_ROW(pk_topk_row_f16_global, f16_t, f16_t, false)

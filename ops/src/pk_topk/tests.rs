@@ -402,6 +402,7 @@ mod gpu {
         for quantized in [true, false] {
             check::<f32>(p, quantized, seed);
             check::<half::bf16>(p, quantized, seed);
+            check::<half::f16>(p, quantized, seed);
         }
     }
 

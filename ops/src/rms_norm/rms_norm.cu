@@ -41,6 +41,10 @@ extern "C" __global__ void rms_norm_bf16(const bf16_t *x, const bf16_t *w, bf16_
     rms_norm(x, w, y, cols, eps);
 }
 
+extern "C" __global__ void rms_norm_f16(const f16_t *x, const f16_t *w, f16_t *y, const int cols, const float eps) {
+    rms_norm(x, w, y, cols, eps);
+}
+
 // Fused learned residual and norm: h = s[c]*r + f (or r + f without s), y = w[c] * T(h * rsqrt(mean(h^2) + eps)).
 // Layout: r, f, h, y are [rows, cols]; s and w are [cols]. Launch: as rms_norm; h is rounded to T before the norm.
 template <typename T>
@@ -88,5 +92,10 @@ extern "C" __global__ void residual_rms_norm_f32(const float *s, const float *r,
 
 extern "C" __global__ void residual_rms_norm_bf16(const bf16_t *s, const bf16_t *r, const bf16_t *f, const bf16_t *w,
                                                   bf16_t *h, bf16_t *y, const int cols, const float eps) {
+    residual_rms_norm(s, r, f, w, h, y, cols, eps);
+}
+
+extern "C" __global__ void residual_rms_norm_f16(const f16_t *s, const f16_t *r, const f16_t *f, const f16_t *w,
+                                                  f16_t *h, f16_t *y, const int cols, const float eps) {
     residual_rms_norm(s, r, f, w, h, y, cols, eps);
 }

@@ -88,13 +88,15 @@ proptest! {
 }
 
 /// CUDA against the CPU kernel (itself checked against the f64 formula above). f32: a few ulps of the f32
-/// result; bf16: one bf16 rounding of the normalised value plus one of the product (2·2⁻⁸ relative).
+/// result; bf16: one bf16 rounding of the normalised value plus one of the product (2·2⁻⁸ relative); f16: the same
+/// two roundings (2·2⁻¹¹).
 mod gpu {
     use super::*;
     use crate::cuda::{test_gpu, Elem};
 
     const RTOL_F32: f64 = 1e-5;
-    const RTOL_BF16: f64 = 2.0 * 0.00390625;
+    pub(super) const RTOL_BF16: f64 = 2.0 * 0.00390625;
+    pub(super) const RTOL_F16: f64 = 2.0 * 0.00048828125;
 
     fn run<T: Elem>(rows: usize, cols: usize, seed: u64, rtol: f64) {
         let Some(gpu) = test_gpu() else { return };
@@ -119,6 +121,7 @@ mod gpu {
         {
             run::<f32>(rows, cols, 100 + i as u64, RTOL_F32);
             run::<half::bf16>(rows, cols, 200 + i as u64, RTOL_BF16);
+            run::<half::f16>(rows, cols, 200 + i as u64, RTOL_F16);
         }
     }
 
@@ -128,6 +131,7 @@ mod gpu {
         fn random_shapes_match_the_cpu_kernel(rows in 1usize..64, cols in 1usize..3000, seed in any::<u64>()) {
             run::<f32>(rows, cols, seed, RTOL_F32);
             run::<half::bf16>(rows, cols, seed, RTOL_BF16);
+            run::<half::f16>(rows, cols, seed, RTOL_F16);
         }
     }
 
@@ -143,6 +147,7 @@ mod gpu {
 
 /// The fused residual + norm against the two CPU steps (residual rounded to the dtype, then the norm).
 mod gpu_fused {
+    use super::gpu::{RTOL_BF16, RTOL_F16};
     use super::*;
     use crate::cuda::{test_gpu, Elem};
     use crate::elementwise::cpu::{add, scaled_residual};
@@ -190,7 +195,8 @@ mod gpu_fused {
         {
             for scaled in [false, true] {
                 run::<f32>(rows, cols, scaled, 300 + i as u64, 1e-5);
-                run::<half::bf16>(rows, cols, scaled, 400 + i as u64, 2.0 * 0.00390625);
+                run::<half::bf16>(rows, cols, scaled, 400 + i as u64, RTOL_BF16);
+                run::<half::f16>(rows, cols, scaled, 500 + i as u64, RTOL_F16);
             }
         }
     }

@@ -60,6 +60,12 @@ extern "C" __global__ void rope_tables_bf16(const long long *pos, const float *i
     rope_tables(pos, inv_freq, cos_t, sin_t, n, half);
 }
 
+extern "C" __global__ void rope_tables_f16(const long long *pos, const float *inv_freq, f16_t *cos_t, f16_t *sin_t,
+                                            const long n, const int half) {
+    grid_entry();
+    rope_tables(pos, inv_freq, cos_t, sin_t, n, half);
+}
+
 #define INSTANTIATE_APPLY(T, NAME)                                                                                 \
     extern "C" __global__ void rope_apply_##NAME(const T *x, const T *cos_t, const T *sin_t, T *y, const long rows, \
                                                  const int heads, const int dim) {                                 \
@@ -72,3 +78,4 @@ extern "C" __global__ void rope_tables_bf16(const long long *pos, const float *i
     }
 INSTANTIATE_APPLY(float, f32)
 INSTANTIATE_APPLY(bf16_t, bf16)
+INSTANTIATE_APPLY(f16_t, f16)

@@ -154,18 +154,22 @@ proptest! {
 
 /// CUDA against the CPU kernels. Tables: both sides take cos/sin of the same f32 angle in f64 and round once, so
 /// they agree except where the f64 value lies within an f64 ulp of an f32 rounding boundary (one f32 ulp, 2⁻²³
-/// relative); bf16 tables are those values rounded once more (2⁻⁸ relative). Apply: f32 is the CPU kernel bit for
-/// bit (the same two products and sum, no fused multiply-add); bf16 is PyTorch's bf16 order bit for bit (each
-/// product rounded to bf16, then the sum) and within three bf16 roundings (2⁻⁹ of |x·cos| + |x'·sin| each, with
-/// margin) of the CPU's f32 result.
+/// relative); bf16 and f16 tables are those values rounded once more. Apply: f32 is the CPU kernel bit for bit (the
+/// same two products and sum, no fused multiply-add); bf16 and f16 are PyTorch's order in that type bit for bit (each
+/// product rounded, then the sum) and within three roundings of |x·cos| + |x'·sin| of the CPU's f32 result.
 mod gpu {
     use super::*;
     use crate::cuda::{test_gpu, Elem, Gpu};
-    use half::bf16;
 
     const TABLE_RTOL_F32: f64 = 2.0 * 6e-8;
-    const TABLE_RTOL_BF16: f64 = 0.00390625;
-    const APPLY_BF16_REL: f64 = 4.0 * 0.001953125;
+    /// (atol, rtol) of the narrow tables: one more rounding, 2⁻⁸ in bf16; 2⁻¹¹ in f16, whose values below 2⁻¹⁴
+    /// are subnormal, rounded to steps of 2⁻²⁴.
+    const TABLE_BF16: (f64, f64) = (1e-45, 0.00390625);
+    const TABLE_F16: (f64, f64) = (5.960464477539063e-8, 0.00048828125);
+    /// (floor, rel) of a narrow rotation: three roundings of 2⁻⁹ (bf16) or 2⁻¹² (f16) with margin; f16's
+    /// subnormals add half a step of 2⁻²⁴ each.
+    const APPLY_BF16: (f64, f64) = (0.0, 4.0 * 0.001953125);
+    const APPLY_F16: (f64, f64) = (3.0 * 2.98023223876953125e-8, 4.0 * 0.000244140625);
 
     fn run_tables<T: Elem>(
         gpu: &Gpu,
@@ -191,11 +195,26 @@ mod gpu {
         let wide = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
         assert_close(&cos, &wide(&want_cos), 1e-45, TABLE_RTOL_F32, &format!("cos f32 {what}"));
         assert_close(&sin, &wide(&want_sin), 1e-45, TABLE_RTOL_F32, &format!("sin f32 {what}"));
-        let (cos, sin) = run_tables::<bf16>(&gpu, positions, &freqs).unwrap();
+        let want = (&want_cos[..], &want_sin[..]);
+        check_narrow_tables::<half::bf16>(&gpu, positions, &freqs, want, TABLE_BF16, &what);
+        check_narrow_tables::<half::f16>(&gpu, positions, &freqs, want, TABLE_F16, &what);
+    }
+
+    /// `T`'s tables against the CPU's f32 tables rounded to `T`, within `(atol, rtol)`.
+    fn check_narrow_tables<T: Elem>(
+        gpu: &Gpu,
+        positions: &[i64],
+        freqs: &[f32],
+        (want_cos, want_sin): (&[f32], &[f32]),
+        (atol, rtol): (f64, f64),
+        what: &str,
+    ) {
+        let (cos, sin) = run_tables::<T>(gpu, positions, freqs).unwrap();
         let narrow =
-            |v: &[f32]| v.iter().map(|&x| f64::from(bf16::from_f32(x))).collect::<Vec<_>>();
-        assert_close(&cos, &narrow(&want_cos), 1e-45, TABLE_RTOL_BF16, &format!("cos bf16 {what}"));
-        assert_close(&sin, &narrow(&want_sin), 1e-45, TABLE_RTOL_BF16, &format!("sin bf16 {what}"));
+            |v: &[f32]| v.iter().map(|&x| f64::from(T::from_f32(x).to_f32())).collect::<Vec<_>>();
+        let t = T::NAME;
+        assert_close(&cos, &narrow(want_cos), atol, rtol, &format!("cos {t} {what}"));
+        assert_close(&sin, &narrow(want_sin), atol, rtol, &format!("sin {t} {what}"));
     }
 
     #[test]
@@ -236,29 +255,43 @@ mod gpu {
         let (cos, sin) = tables(&positions, &inv_freq(10_000.0, dim));
         let got = run_apply::<f32>(&gpu, &p, &x, &cos, &sin).unwrap();
         assert_eq!(got, apply(&p, &x, &cos, &sin).unwrap(), "rope_apply_f32 {p:?}");
-        let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
-        let (xb, cb, sb) = (to(&x), to(&cos), to(&sin));
-        let got = run_apply::<bf16>(&gpu, &p, &xb, &cb, &sb).unwrap();
-        let wide = |v: &[bf16]| v.iter().map(|x| x.to_f32()).collect::<Vec<_>>();
+        check_narrow_apply::<half::bf16>(&gpu, &p, (&x, &cos, &sin), APPLY_BF16);
+        check_narrow_apply::<half::f16>(&gpu, &p, (&x, &cos, &sin), APPLY_F16);
+    }
+
+    /// `T`'s rotation: PyTorch's order in `T` bit for bit, and the CPU's f32 result within `(floor, rel)`: `rel` of
+    /// |x·cos| + |x'·sin|, plus `floor`.
+    fn check_narrow_apply<T: Elem>(
+        gpu: &Gpu,
+        p: &RopeParams,
+        (x, cos, sin): (&[f32], &[f32], &[f32]),
+        (floor, rel): (f64, f64),
+    ) {
+        let (heads, dim) = (p.heads, p.dim);
+        let to = |v: &[f32]| v.iter().map(|&x| T::from_f32(x)).collect::<Vec<_>>();
+        let (xb, cb, sb) = (to(x), to(cos), to(sin));
+        let got = run_apply::<T>(gpu, p, &xb, &cb, &sb).unwrap();
+        let wide = |v: &[T]| v.iter().map(|x| x.to_f32()).collect::<Vec<_>>();
         let (xw, cw, sw) = (wide(&xb), wide(&cb), wide(&sb));
-        let want = apply_rounded::<bf16>(&p, &xw, &cw, &sw).unwrap();
+        let want = apply_rounded::<T>(p, &xw, &cw, &sw).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let t = T::NAME;
         assert_eq!(
             bits(&wide(&got)),
             bits(&want),
-            "rope_apply_bf16 {p:?} against PyTorch's bf16 order"
+            "rope_apply_{t} {p:?} against PyTorch's {t} order"
         );
-        let want32 = apply(&p, &xw, &cw, &sw).unwrap();
+        let want32 = apply(p, &xw, &cw, &sw).unwrap();
         let half = dim / 2;
         for (i, (&g, &w)) in wide(&got).iter().zip(&want32).enumerate() {
             let (base, d) = (i - i % dim, i % dim);
             let cs = i / dim / heads * dim;
             let partner = if d < half { base + d + half } else { base + d - half };
             let terms = (xw[i] * cw[cs + d]).abs() + (xw[partner] * sw[cs + d]).abs();
-            let tol = APPLY_BF16_REL * f64::from(terms);
+            let tol = rel * f64::from(terms) + floor;
             assert!(
                 f64::from((g - w).abs()) <= tol,
-                "rope_apply_bf16 {p:?} element {i}: got {g}, CPU f32 {w}, tolerance {tol:e}"
+                "rope_apply_{t} {p:?} element {i}: got {g}, CPU f32 {w}, tolerance {tol:e}"
             );
         }
     }
@@ -331,7 +364,8 @@ mod gpu {
         ];
         for (i, &(b, s, h, d, cap, at)) in shapes.iter().enumerate() {
             check_apply_at::<f32>(b, s, h, d, cap, at, 800 + i as u64);
-            check_apply_at::<bf16>(b, s, h, d, cap, at, 810 + i as u64);
+            check_apply_at::<half::bf16>(b, s, h, d, cap, at, 810 + i as u64);
+            check_apply_at::<half::f16>(b, s, h, d, cap, at, 820 + i as u64);
         }
         let Some(gpu) = test_gpu() else { return };
         let z = |n: usize| gpu.zeros::<f32>(n).unwrap();
@@ -383,7 +417,7 @@ mod gpu {
 #[test]
 fn kernels_compile_for_sm_90() {
     let Some(cubin) = crate::testutil::sm90_cubin(&cuda::SOURCE) else { return };
-    for t in ["f32", "bf16"] {
+    for t in ["f32", "bf16", "f16"] {
         for k in ["rope_tables", "rope_apply", "rope_apply_at"] {
             let name = format!("{k}_{t}");
             assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");

@@ -129,3 +129,9 @@ extern "C" __global__ void router_topk_bf16(const bf16_t *logits, float *scores,
     grid_entry();
     router_topk(logits, scores, ids, tokens, nk, top_k, rank);
 }
+
+extern "C" __global__ void router_topk_f16(const f16_t *logits, float *scores, long long *ids, const int tokens,
+                                            const int nk, const int top_k, const int rank) {
+    grid_entry();
+    router_topk(logits, scores, ids, tokens, nk, top_k, rank);
+}

@@ -207,6 +207,7 @@ mod gpu {
         for quantized in [true, false] {
             check::<f32>(tokens, num_keys, top_k, quantized, seed);
             check::<half::bf16>(tokens, num_keys, top_k, quantized, seed);
+            check::<half::f16>(tokens, num_keys, top_k, quantized, seed);
         }
     }
 

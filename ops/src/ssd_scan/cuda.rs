@@ -79,12 +79,12 @@ fn chunks(p: &SsdScanParams, chunk: usize) -> usize {
     p.seq.div_ceil(chunk)
 }
 
-/// The three prefill kernels for element type `dtype` (`"f32"` or `"bf16"`) and sizes `p`, in launch order, each
-/// with its block size: bf16 takes the tensor-core chunk kernels (mma.sync, with f32 operands split into two bf16
-/// halves), with 16-byte loads (`_tc8`) when `head_dim` and `state_dim` are multiples of 8 and the buffers are
+/// The three prefill kernels for element type `dtype` (`"f32"`, `"bf16"` or `"f16"`) and sizes `p`, in launch order,
+/// each with its block size: bf16 takes the tensor-core chunk kernels (mma.sync, with f32 operands split into two
+/// bf16 halves), with 16-byte loads (`_tc8`) when `head_dim` and `state_dim` are multiples of 8 and the buffers are
 /// `aligned` (`x`, `b`, `c` and the workspace start 16-byte aligned, `y` 4-byte: a buffer can be a view into another
-/// at any element offset), else element loads (`_tc`); f32 keeps the FFMA chunk kernels, whose f32 operands the
-/// tensor cores would round.
+/// at any element offset), else element loads (`_tc`); f32 and f16 keep the FFMA chunk kernels: the tensor cores
+/// would round f32 operands, and f16 halves of them would lose the range of the decays and states.
 pub fn chunk_scan_kernels(dtype: &str, p: &SsdScanParams, aligned: bool) -> [(String, u32); 3] {
     let pass = ("ssd_state_pass_f32".to_string(), THREADS);
     if dtype == "bf16" {
@@ -326,7 +326,7 @@ pub fn step_layout(p: &SsdScanParams, aligned: bool, rope: bool) -> StepLayout {
     StepLayout::Vec { lanes, rows, blocks: blocks(rows) }
 }
 
-/// The kernel of `layout` (from [`step_layout`] for `p`) for element type `dtype` (`"f32"` or `"bf16"`):
+/// The kernel of `layout` (from [`step_layout`] for `p`) for element type `dtype` (`"f32"`, `"bf16"` or `"f16"`):
 /// `ssd_step[_rope]_vec<G>x<rows>_<dtype>` with `G` 4-column groups per lane, or `ssd_step[_rope]_<dtype>`.
 pub fn step_kernel(dtype: &str, p: &SsdScanParams, layout: StepLayout, rope: bool) -> String {
     let rope = if rope { "_rope" } else { "" };

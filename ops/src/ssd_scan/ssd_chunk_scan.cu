@@ -289,6 +289,13 @@ extern "C" __global__ void ssd_chunk_state_bf16(const bf16_t *x, const bf16_t *d
     ssd_chunk_state(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks, group);
 }
 
+extern "C" __global__ void ssd_chunk_state_f16(const f16_t *x, const f16_t *dt, const float *A, const f16_t *Bm,
+                                                float *ws, const int seq, const int heads, const int P, const int N,
+                                                const int L, const int chunks, const int group) {
+    grid_entry();
+    ssd_chunk_state(x, dt, A, Bm, ws, seq, heads, P, N, L, chunks, group);
+}
+
 extern "C" __global__ void ssd_state_pass_f32(float *state, float *ws, const long bhs, const int PN, const int chunks,
                                               const int group) {
     grid_entry();
@@ -310,6 +317,14 @@ extern "C" __global__ void ssd_chunk_out_bf16(const bf16_t *x, const bf16_t *dt,
     ssd_chunk_out(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks, group);
 }
 
+extern "C" __global__ void ssd_chunk_out_f16(const f16_t *x, const f16_t *dt, const float *A, const f16_t *Bm,
+                                              const f16_t *Cm, const float *ws, f16_t *y, const int seq,
+                                              const int heads, const int P, const int N, const int L, const int chunks,
+                                              const int group) {
+    grid_entry();
+    ssd_chunk_out(x, dt, A, Bm, Cm, ws, y, seq, heads, P, N, L, chunks, group);
+}
+
 // Tensor-core forms of ssd_chunk_state and ssd_chunk_out for bf16 inputs: mma.sync m16n8k16 (bf16 operands, f32
 // accumulators), 128 threads (4 warps). x, B and C enter the tensor cores exactly; every f32 operand (the decayed
 // weights w_s·B_s, the masked decay matrix M, the f32 state S_{c-1}) enters as the sum of two bf16 halves
@@ -324,8 +339,8 @@ namespace ssd_tc {
 
 // The bf16 pair (hi of v0, hi of v1) and the pair of their remainders.
 __device__ __forceinline__ void split2(float v0, float v1, unsigned &hi, unsigned &lo) {
-    hi = pack_bf16(v0, v1);
-    lo = pack_bf16(v0 - __uint_as_float(hi << 16), v1 - __uint_as_float(hi & 0xffff0000u));
+    hi = pack2<bf16_t>(v0, v1);
+    lo = pack2<bf16_t>(v0 - __uint_as_float(hi << 16), v1 - __uint_as_float(hi & 0xffff0000u));
 }
 
 __device__ __forceinline__ void split1(float v, bf16_t &hi, bf16_t &lo) {
@@ -761,7 +776,7 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
             const int t = r + 4 * e, p = p0 + 8 * j + 2 * q;
             bf16_t *dst = y + (row0 + (long)t * heads) * P + p;
             if (VEC) {
-                if (t < lc && p < P) *reinterpret_cast<unsigned *>(dst) = pack_bf16(yo[j][e], yo[j][e + 1]);
+                if (t < lc && p < P) *reinterpret_cast<unsigned *>(dst) = pack2<bf16_t>(yo[j][e], yo[j][e + 1]);
             } else {
                 if (t < lc && p < P) dst[0] = f32_to_bf16(yo[j][e]);
                 if (t < lc && p + 1 < P) dst[1] = f32_to_bf16(yo[j][e + 1]);

@@ -9,11 +9,12 @@
 
 #define SSD_STEP_THREADS 256
 
-// Read-only inputs through the non-coherent path; a 4-element group of B or C stays packed (float4 or two bf16
+// Read-only inputs through the non-coherent path; a 4-element group of B or C stays packed (float4 or two 16-bit
 // pairs) until it is used.
 template <typename T> __device__ __forceinline__ float ldg(const T *p, long i);
 template <> __device__ __forceinline__ float ldg<float>(const float *p, long i) { return __ldg(p + i); }
 template <> __device__ __forceinline__ float ldg<bf16_t>(const bf16_t *p, long i) { return bf16_to_f32(__ldg(p + i)); }
+template <> __device__ __forceinline__ float ldg<f16_t>(const f16_t *p, long i) { return f16_to_f32(__ldg(p + i)); }
 template <typename T> struct Quad;
 template <> struct Quad<float> {
     typedef float4 raw;
@@ -21,14 +22,16 @@ template <> struct Quad<float> {
 template <> struct Quad<bf16_t> {
     typedef uint2 raw;
 };
+template <> struct Quad<f16_t> {
+    typedef uint2 raw;
+};
 template <typename T> __device__ __forceinline__ typename Quad<T>::raw ldg4(const T *p, long i) {
     return __ldg(reinterpret_cast<const typename Quad<T>::raw *>(p + i));
 }
-__device__ __forceinline__ float4 unpack4(float4 v) { return v; }
-__device__ __forceinline__ float4 unpack4(uint2 u) {
-    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-                       __uint_as_float(u.y & 0xffff0000u));
+template <typename T> __device__ __forceinline__ float4 unpack4(typename Quad<T>::raw u) {
+    return make_float4(word_lo<T>(u.x), word_hi<T>(u.x), word_lo<T>(u.y), word_hi<T>(u.y));
 }
+template <> __device__ __forceinline__ float4 unpack4<float>(float4 v) { return v; }
 
 __device__ __forceinline__ float4 step4(float4 s, float decay, float dx, float4 b) {
     return make_float4(s.x * decay + dx * b.x, s.y * decay + dx * b.y, s.z * decay + dx * b.z, s.w * decay + dx * b.w);
@@ -102,12 +105,12 @@ __device__ __forceinline__ void ssd_step_vec(const T *x, const T *dt, const floa
     for (int g = 0; g < G; ++g) {
         const int j = lane + g * R;
         if (j < V) {
-            bv[g] = unpack4(b[g]);
-            cv[g] = unpack4(c[g]);
+            bv[g] = unpack4<T>(b[g]);
+            cv[g] = unpack4<T>(c[g]);
             if (ROPE) {
-                const float4 cs = unpack4(co[g]), sn = unpack4(si[g]);
-                bv[g] = rotate4<T>(bv[g], unpack4(bp[g]), cs, sn, j < half);
-                cv[g] = rotate4<T>(cv[g], unpack4(cp[g]), cs, sn, j < half);
+                const float4 cs = unpack4<T>(co[g]), sn = unpack4<T>(si[g]);
+                bv[g] = rotate4<T>(bv[g], unpack4<T>(bp[g]), cs, sn, j < half);
+                cv[g] = rotate4<T>(cv[g], unpack4<T>(cp[g]), cs, sn, j < half);
             }
         }
     }
@@ -195,6 +198,8 @@ SSD_STEP(ssd_step_f32, float, false, EMPTY, NO_ROPE_ARGS)
 SSD_STEP(ssd_step_bf16, bf16_t, false, EMPTY, NO_ROPE_ARGS)
 SSD_STEP(ssd_step_rope_f32, float, true, ROPE_PARAMS_OF(float), ROPE_ARGS)
 SSD_STEP(ssd_step_rope_bf16, bf16_t, true, ROPE_PARAMS_OF(bf16_t), ROPE_ARGS)
+SSD_STEP(ssd_step_f16, f16_t, false, EMPTY, NO_ROPE_ARGS)
+SSD_STEP(ssd_step_rope_f16, f16_t, true, ROPE_PARAMS_OF(f16_t), ROPE_ARGS)
 
 #define SSD_STEP_VEC_ONE(NAME, T, G, K, MIN_BLOCKS, ROPE, ROPE_PARAMS, ROPE_ARGS)                                      \
     extern "C" __global__ void __launch_bounds__(SSD_STEP_THREADS, MIN_BLOCKS)                                         \
@@ -208,6 +213,9 @@ SSD_STEP(ssd_step_rope_bf16, bf16_t, true, ROPE_PARAMS_OF(bf16_t), ROPE_ARGS)
     SSD_STEP_VEC_ONE(ssd_step_rope_vec##G##x##K##_f32, float, G, K, MIN_BLOCKS, true, ROPE_PARAMS_OF(float),           \
                      ROPE_ARGS)                                                                                        \
     SSD_STEP_VEC_ONE(ssd_step_rope_vec##G##x##K##_bf16, bf16_t, G, K, MIN_BLOCKS, true, ROPE_PARAMS_OF(bf16_t),        \
+                     ROPE_ARGS)                                                                                        \
+    SSD_STEP_VEC_ONE(ssd_step_vec##G##x##K##_f16, f16_t, G, K, MIN_BLOCKS, false, EMPTY, NO_ROPE_ARGS)                 \
+    SSD_STEP_VEC_ONE(ssd_step_rope_vec##G##x##K##_f16, f16_t, G, K, MIN_BLOCKS, true, ROPE_PARAMS_OF(f16_t),           \
                      ROPE_ARGS)
 
 SSD_STEP_VEC(1, 1, 4)

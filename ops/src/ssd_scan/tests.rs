@@ -238,7 +238,8 @@ proptest! {
 /// CPU's own error bound (`TOL_PER_STEP` per token, above) plus `F32_CHUNK` for the GPU's reassociation, where
 /// each output is one f32 sum of at most `L + N ≤ 320` products (`√320·2⁻²⁴` typical, a few times that at worst)
 /// after at most `S/L` f32 state hand-overs; it does not grow with the chunk length beyond that sum. bf16 outputs
-/// add one bf16 rounding (2⁻⁹ relative, doubled); the final state is f32 for both dtypes. The bf16 tensor-core
+/// add one bf16 rounding (2⁻⁹ relative, doubled), f16 outputs one f16 rounding (2⁻¹², doubled; past f16's range, ∞);
+/// the final state is f32 for every dtype. The bf16 tensor-core
 /// path feeds each f32 operand as two bf16 halves (≤ 2⁻¹⁸ relative per product, which stays within `F32_CHUNK`);
 /// one bf16 rounding of those operands (2⁻⁹ per product) would exceed it by more than 10×.
 mod gpu {
@@ -249,6 +250,10 @@ mod gpu {
 
     const F32_CHUNK: f64 = 1e-5;
     const RTOL_BF16: f64 = 2.0 * 0.001953125;
+    const RTOL_F16: f64 = 2.0 * 0.000244140625;
+    /// f16's largest finite value, and the least value it rounds to ∞.
+    const F16_MAX: f64 = 65504.0;
+    const F16_OVERFLOW: f64 = 65520.0;
 
     /// `k` with `x`, `dt`, `B` and `C` rounded through `T`.
     fn rounded<T: Elem>(k: &Case) -> Case {
@@ -333,8 +338,18 @@ mod gpu {
         let widen = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
         let (want_y, want_s) = (widen(want.0), widen(want.1));
         let tol = TOL_PER_STEP * (seq + 1) as f64 + F32_CHUNK;
-        let rtol_y = if T::NAME == "bf16" { RTOL_BF16 } else { 0.0 };
-        assert_close(&got.0, &want_y, tol * (1.0 + max_abs(&want_y)), rtol_y, &format!("{what} y"));
+        let rtol_y = match T::NAME {
+            "bf16" => RTOL_BF16,
+            "f16" => RTOL_F16,
+            _ => 0.0,
+        };
+        let atol_y = tol * (1.0 + max_abs(&want_y));
+        let (got_y, want_y) = if T::NAME == "f16" {
+            within_f16(&got.0, &want_y, atol_y, rtol_y, what)
+        } else {
+            (got.0, want_y)
+        };
+        assert_close(&got_y, &want_y, atol_y, rtol_y, &format!("{what} y"));
         assert_close(
             &got.1,
             &want_s,
@@ -342,6 +357,32 @@ mod gpu {
             0.0,
             &format!("{what} state"),
         );
+    }
+
+    /// The outputs an f16 `y` can hold, for `assert_close`: where the reference is past f16's range by more than the
+    /// tolerance, `got` must have overflowed to ∞ of its sign (as PyTorch's f16 does); where it is within the
+    /// tolerance of the range's end, either is right and the element is left out.
+    fn within_f16(
+        got: &[f32],
+        want: &[f64],
+        atol: f64,
+        rtol: f64,
+        what: &str,
+    ) -> (Vec<f32>, Vec<f64>) {
+        let mut kept = (Vec::new(), Vec::new());
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let margin = atol + rtol * w.abs();
+            if w.abs() + margin < F16_MAX {
+                kept.0.push(g);
+                kept.1.push(w);
+            } else if w.abs() - margin > F16_OVERFLOW {
+                assert!(
+                    g.is_infinite() && (g > 0.0) == (w > 0.0),
+                    "{what} y[{i}]: {g}, but the reference {w} overflows f16"
+                );
+            }
+        }
+        kept
     }
 
     fn prefill<T: Elem>(k: &Case, chunk: usize, what: &str) {
@@ -365,6 +406,7 @@ mod gpu {
     fn both(k: &Case, chunk: usize, what: &str) {
         prefill::<f32>(k, chunk, what);
         prefill::<half::bf16>(k, chunk, what);
+        prefill::<half::f16>(k, chunk, what);
     }
 
     const DECAY: (f32, f32) = (-2.0, 0.5);
@@ -540,10 +582,12 @@ mod gpu {
             let k = Case::random(params(b, 1, h, hp, n), DECAY, DT, 400 + i as u64);
             step::<f32>(&k, "edge");
             step::<half::bf16>(&k, "edge");
+            step::<half::f16>(&k, "edge");
         }
         let k = Case::random(params(2, 1, 3, 32, 64), (1.0, 2.0), (-1.0, 2.0), 450);
         step::<f32>(&k, "A>0");
         step::<half::bf16>(&k, "A>0");
+        step::<half::f16>(&k, "A>0");
     }
 
     /// Both decode kernels, both row counts per thread, lane counts 1 to 32 and two 4-column groups per lane, at
@@ -567,6 +611,7 @@ mod gpu {
             let k = Case::random(params(b, 1, h, hp, n), DECAY, DT, 700 + i as u64);
             step::<f32>(&k, "layout");
             step::<half::bf16>(&k, "layout");
+            step::<half::f16>(&k, "layout");
         }
     }
 
@@ -656,6 +701,7 @@ mod gpu {
             let k = Case::random(params(b, 1, h, hp, n), DECAY, DT, 900 + i as u64);
             step_rope::<f32>(&k, "rope");
             step_rope::<half::bf16>(&k, "rope");
+            step_rope::<half::f16>(&k, "rope");
         }
     }
 
@@ -738,6 +784,7 @@ mod gpu {
             let k = Case::random(params(b, s, h, hp, n), DECAY, DT, 500 + i as u64);
             prefill_then_step::<f32>(&k, chunk);
             prefill_then_step::<half::bf16>(&k, chunk);
+            prefill_then_step::<half::f16>(&k, chunk);
         }
     }
 
@@ -797,9 +844,11 @@ mod gpu {
             let k = Case::random(params(b, 1, h, hp, n), (-2.0, 1.0), (-4.0, 2.0), seed);
             step::<f32>(&k, "random");
             step::<half::bf16>(&k, "random");
+            step::<half::f16>(&k, "random");
             if n % 2 == 0 {
                 step_rope::<f32>(&k, "random");
                 step_rope::<half::bf16>(&k, "random");
+                step_rope::<half::f16>(&k, "random");
             }
         }
     }
@@ -893,7 +942,7 @@ fn step_kernels_compile_for_sm_90() {
         for (aligned, rope) in [(true, false), (false, false), (true, true), (false, true)] {
             let p = params(b, 1, h, hp, n);
             let layout = cuda::step_layout(&p, aligned, rope);
-            for dtype in ["f32", "bf16"] {
+            for dtype in ["f32", "bf16", "f16"] {
                 let name = cuda::step_kernel(dtype, &p, layout, rope);
                 assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
                 named.insert(name);
