@@ -14,6 +14,12 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
 
 // IEEE half precision, held as a signed 16-bit word so that overloads tell it from bf16_t.
 typedef short f16_t;
+template <typename T> struct IsF16 {
+    static constexpr bool value = false;
+};
+template <> struct IsF16<f16_t> {
+    static constexpr bool value = true;
+};
 
 __device__ __forceinline__ float f16_to_f32(f16_t h) {
     float f;
@@ -381,13 +387,25 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void *
                  : "r"(saddr(p)));
 }
 
-// d += a·b for a 16×16 row-major A, a 16×8 column-major B and a 16×8 f32 D.
-__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+// d += a·b for a 16×16 row-major A, a 16×8 column-major B (both of E: bf16 or f16) and a 16×8 f32 D.
+#define MMA_M16N8K16(TY)                                                                                               \
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "         \
+                 "{%8, %9}, {%0, %1, %2, %3};\n"                                                                        \
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                                        \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
+template <typename E> __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1);
+template <> __device__ __forceinline__ void mma<bf16_t>(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    MMA_M16N8K16("bf16");
 }
+template <> __device__ __forceinline__ void mma<f16_t>(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    MMA_M16N8K16("f16");
+}
+#undef MMA_M16N8K16
+
+// (1, 1) in E (bf16 or f16), one 32-bit word.
+template <typename E> __device__ __forceinline__ constexpr unsigned ones2();
+template <> __device__ __forceinline__ constexpr unsigned ones2<bf16_t>() { return 0x3f803f80u; }
+template <> __device__ __forceinline__ constexpr unsigned ones2<f16_t>() { return 0x3c003c00u; }
 
 __device__ __forceinline__ float exp2_approx(float x) {
     float r;
@@ -481,22 +499,38 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 #define WG_D32(i) WG_D8(i), WG_D8(i + 8), WG_D8(i + 16), WG_D8(i + 24)
 
 // d = a·b (acc 0) or d += a·b (acc 1) for m64n64k16 and m64n128k16, A (64×16) in registers in the layout of `mma`'s
-// A (each warp 16 rows), B (64×16 or 128×16) in shared memory, K-major or (NMAJOR, m64n64k16 only) N-major.
-template <int NMAJOR = 0>
+// A (each warp 16 rows), B (64×16 or 128×16) in shared memory, K-major or (NMAJOR, m64n64k16 only) N-major; A and B of
+// E (bf16 or f16).
+#define WGMMA_N64(TY)                                                                                                  \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                          \
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {" WG_REGS_0_31                             \
+                 "}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"                                                      \
+                 : WG_D32(0)                                                                                           \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc), "n"(NMAJOR))
+#define WGMMA_N128(TY)                                                                                                 \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                          \
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {" WG_REGS_0_31 ", " WG_REGS_32_63         \
+                 "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"                                                        \
+                 : WG_D32(0), WG_D32(32)                                                                               \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc))
+template <typename E, int NMAJOR = 0>
 __device__ __forceinline__ void wgmma_rs_n64(float (&d)[32], const unsigned (&a)[4], unsigned long long b, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {" WG_REGS_0_31
-                 "}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
-                 : WG_D32(0)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc), "n"(NMAJOR));
+    if constexpr (IsF16<E>::value) {
+        WGMMA_N64("f16");
+    } else {
+        WGMMA_N64("bf16");
+    }
 }
+template <typename E>
 __device__ __forceinline__ void wgmma_rs_n128(float (&d)[64], const unsigned (&a)[4], unsigned long long b, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" WG_REGS_0_31 ", " WG_REGS_32_63
-                 "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
-                 : WG_D32(0), WG_D32(32)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
+    if constexpr (IsF16<E>::value) {
+        WGMMA_N128("f16");
+    } else {
+        WGMMA_N128("bf16");
+    }
 }
+#undef WGMMA_N64
+#undef WGMMA_N128
 
 #undef WG_REGS_0_31
 #undef WG_REGS_32_63

@@ -613,17 +613,26 @@ pub struct TensorMap(cudarc::driver::sys::CUtensorMap);
 unsafe impl DeviceRepr for TensorMap {}
 
 impl Gpu {
-    /// The tensor map of the contiguous bf16 tensor in `buf` with `dims` elements (innermost first), read in boxes
-    /// of `boxes` elements stored with the 128-byte swizzle (`sw128_desc`'s layout; the innermost box side must be
-    /// 64); elements past the ends arrive as zeros.
-    pub fn tensor_map_bf16<T: Elem>(
+    /// The tensor map of the contiguous bf16 or f16 tensor in `buf` with `dims` elements (innermost first), read in
+    /// boxes of `boxes` elements stored with the 128-byte swizzle (`sw128_desc`'s layout; the innermost box side must
+    /// be 64); elements past the ends arrive as zeros.
+    pub fn tensor_map_16<T: Elem>(
         &self,
         buf: &CudaSlice<T>,
         dims: [u64; 3],
         boxes: [u32; 3],
     ) -> Result<TensorMap> {
         use cudarc::driver::{sys, DevicePtr};
-        if T::NAME != "bf16" || boxes[0] != 64 || dims.iter().product::<u64>() > buf.len() as u64 {
+        use sys::CUtensorMapDataType as Ty;
+        let ty = match T::NAME {
+            "bf16" => Ty::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            "f16" => Ty::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+            _ => Ty::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+        };
+        if std::mem::size_of::<T>() != 2
+            || boxes[0] != 64
+            || dims.iter().product::<u64>() > buf.len() as u64
+        {
             return Err(KernelError::BadParams(format!(
                 "tensor map of {} elements {dims:?} in boxes {boxes:?} over {} {} elements",
                 dims.iter().product::<u64>(),
@@ -641,7 +650,7 @@ impl Gpu {
         let r = unsafe {
             sys::cuTensorMapEncodeTiled(
                 map.as_mut_ptr(),
-                sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                ty,
                 3,
                 ptr as *mut std::ffi::c_void,
                 dims.as_ptr(),

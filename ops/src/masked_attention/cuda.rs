@@ -1,8 +1,8 @@
-//! CUDA launchers of [`super::masked_attention`]: for bf16 activations with a head dimension of 64 or 128, a
+//! CUDA launchers of [`super::masked_attention`]: for bf16 and f16 activations with a head dimension of 64 or 128, a
 //! tensor-core prefill kernel (`mma.sync` m16n8k16, flash-style online softmax over key tiles of 64, query tiles of
 //! 64 or 128 for one head, each warp taking 16 or 32 rows); otherwise a scalar flash-style prefill kernel (key tiles
 //! of 32, query tiles of one `(b, h)`). For `S ≤ DECODE_MAX_Q_LEN`, a split-key decode kernel writes per-slice partial
-//! softmax states that a second kernel combines: for f32 and bf16 with a head dimension of 64 or 128 the GQA kernel
+//! softmax states that a second kernel combines: for every dtype with a head dimension of 64 or 128 the GQA kernel
 //! (each block reads its slice of a KV head once, in 16-byte pieces, for up to 8 queries of that KV head's query
 //! heads), otherwise one block per query row and slice.
 //!
@@ -59,7 +59,7 @@ pub(crate) enum Kernel {
     DecodeGqa,
     /// `masked_attention_<T>_prefill_d<cap>`, with `cap` and its query tile from [`TILES`].
     Scalar,
-    /// `masked_attention_bf16_prefill_mma_d<head_dim>_m<tiles>`: `tiles` row tiles of 16 queries per warp,
+    /// `masked_attention_<T>_prefill_mma_d<head_dim>_m<tiles>` (T bf16 or f16): `tiles` row tiles of 16 queries per warp,
     /// 64·`tiles` queries of one head per block.
     Mma { tiles: usize },
     /// [`WgForm::kernel`]: two warpgroups of 64 queries of one head at a time on sm_90's warpgroup products, every
@@ -75,7 +75,7 @@ const MMA_TALL_MIN_BLOCKS: usize = 512;
 
 /// The kernel [`masked_attention`] runs on a device of architecture `arch` (`sm_90`): decode for
 /// `S ≤ DECODE_MAX_Q_LEN`; else the warpgroup kernel where [`wgmma_fits`], unless [`keep_lists_pay`]; else tensor
-/// cores for bf16 with `head_dim` 64 or 128 (32 rows a warp from
+/// cores for bf16 and f16 with `head_dim` 64 or 128 (32 rows a warp from
 /// [`MMA_TALL_MIN_BLOCKS`] blocks of 128 queries on, else 16), the scalar prefill kernel otherwise.
 pub(crate) fn pick_kernel(p: &AttentionParams, mode: MaskMode, elem: &str, arch: &str) -> Kernel {
     if p.q_len <= DECODE_MAX_Q_LEN {
@@ -98,7 +98,7 @@ pub(crate) const MMA_TILES: [usize; 2] = [1, 2];
 
 /// Whether the tensor-core kernel with `tiles` row tiles per warp takes `p` in `elem`.
 fn mma_fits(p: &AttentionParams, elem: &str, tiles: usize) -> bool {
-    elem == "bf16"
+    tensor_core_elem(elem)
         && MMA_HEAD_DIMS.contains(&p.head_dim)
         && MMA_TILES.contains(&tiles)
         && p.q_len.div_ceil(MMA_TILE * tiles) <= 65535
@@ -151,11 +151,11 @@ impl WgForm {
     /// The kernel for `head_dim` and `mode`: the `_keep` form with `keep` (`keep_until`'s positions); in the
     /// [`WgForm::Blocks`] form without it, the `_flat` kernel (biases without a branch on the mode) for every mode but
     /// the causal one.
-    pub(crate) fn kernel(self, head_dim: usize, keep: bool, mode: MaskMode) -> String {
+    pub(crate) fn kernel(self, elem: &str, head_dim: usize, keep: bool, mode: MaskMode) -> String {
         match self {
             WgForm::Pipelined => {
                 let keep = if keep { "_keep" } else { "" };
-                format!("masked_attention_bf16_prefill_tma_d{head_dim}{keep}")
+                format!("masked_attention_{elem}_prefill_tma_d{head_dim}{keep}")
             }
             WgForm::Blocks => {
                 let suffix = match (keep, mode) {
@@ -164,20 +164,20 @@ impl WgForm {
                     (false, _) => "_flat",
                 };
                 format!(
-                    "masked_attention_bf16_prefill_wgmma_d{head_dim}_k{}{suffix}",
+                    "masked_attention_{elem}_prefill_wgmma_d{head_dim}_k{}{suffix}",
                     self.key_tile()
                 )
             }
         }
     }
 
-    /// Every kernel of the form for `head_dim` ([`WgForm::kernel`]'s names).
+    /// Every kernel of the form for `head_dim` in `elem` ([`WgForm::kernel`]'s names).
     #[cfg(test)]
-    pub(crate) fn kernels(self, head_dim: usize) -> Vec<String> {
+    pub(crate) fn kernels(self, elem: &str, head_dim: usize) -> Vec<String> {
         let mut names: Vec<String> =
             [(false, MaskMode::Causal), (false, MaskMode::Boolean), (true, MaskMode::Causal)]
                 .into_iter()
-                .map(|(keep, mode)| self.kernel(head_dim, keep, mode))
+                .map(|(keep, mode)| self.kernel(elem, head_dim, keep, mode))
                 .collect();
         names.dedup();
         names
@@ -226,10 +226,15 @@ fn keep_lists_pay(p: &AttentionParams, mode: MaskMode) -> bool {
     matches!(mode, MaskMode::Additive { keep_window: Some(w), .. } if 2 * p.kv_len > 5 * w)
 }
 
-/// Whether the warpgroup kernel takes `p` in `elem` on `arch`: bf16, `head_dim` 64 or 128, and sm_90 itself (its
-/// CUBINs are compiled as sm_90a, whose warpgroup products later architectures lack).
+/// Whether the tensor-core prefills take activations of `elem`: bf16 and f16 (f32 would be rounded).
+fn tensor_core_elem(elem: &str) -> bool {
+    elem == "bf16" || elem == "f16"
+}
+
+/// Whether the warpgroup kernel takes `p` in `elem` on `arch`: bf16 or f16, `head_dim` 64 or 128, and sm_90 itself
+/// (its CUBINs are compiled as sm_90a, whose warpgroup products later architectures lack).
 pub(crate) fn wgmma_fits(p: &AttentionParams, elem: &str, arch: &str) -> bool {
-    elem == "bf16"
+    tensor_core_elem(elem)
         && arch == "sm_90"
         && MMA_HEAD_DIMS.contains(&p.head_dim)
         && p.q_len.div_ceil(WGMMA_QUERIES) <= 65535
@@ -902,7 +907,7 @@ pub(crate) fn attention_on<T: Elem>(
         gpu.recycle(part);
     } else if kernel == Kernel::Wgmma {
         let (dh, form) = (p.head_dim, WgForm::of(p.head_dim));
-        let name = form.kernel(dh, until.is_some(), mode);
+        let name = form.kernel(T::NAME, dh, until.is_some(), mode);
         let func = gpu.function(&SOURCE, &name)?;
         let smem = allow_shared_memory(&func, &name, form.smem_bytes(dh))?;
         let query_tiles = s.div_ceil(WGMMA_QUERIES);
@@ -910,8 +915,7 @@ pub(crate) fn attention_on<T: Elem>(
             WgForm::Pipelined => {
                 let dims = [dh as u64, t as u64, (b * p.kv_heads) as u64];
                 let boxes = [64, to_u32("key tile", form.key_tile())?, 1];
-                let maps =
-                    (gpu.tensor_map_bf16(k, dims, boxes)?, gpu.tensor_map_bf16(v, dims, boxes)?);
+                let maps = (gpu.tensor_map_16(k, dims, boxes)?, gpu.tensor_map_16(v, dims, boxes)?);
                 let blocks = to_u32("work items", tma_blocks(gpu, b * h * query_tiles))?;
                 ((blocks, 1, 1), Some((maps, to_i32("batch", b)?)))
             }
@@ -933,7 +937,7 @@ pub(crate) fn attention_on<T: Elem>(
             launch.arg(k_map).arg(v_map).arg(b_i);
         }
         // SAFETY: the argument list matches `form.kernel`'s (for the pipelined form, which reads K and V through
-        // them, the tensor maps of k and v, [B·G, T, Dh], and B after `until`) and `T` is bf16 on sm_90 (`wgmma_fits`
+        // them, the tensor maps of k and v, [B·G, T, Dh], and B after `until`) and `T` is bf16 or f16 on sm_90 (`wgmma_fits`
         // checked both above); `validate` checked q, k, v, out and every mask buffer against `p`, head_dim is the
         // kernel's Dh, null pointers stand for absent buffers the mode does not read (`keep` is never read: `until`,
         // B·Hm·T positions, carries the keep window, and the `_keep` kernel runs exactly when it is there), the grid
@@ -943,7 +947,7 @@ pub(crate) fn attention_on<T: Elem>(
         unsafe { launch.launch(cfg) }.map_err(|e| launch_error(&name, e))?;
     } else if let Kernel::Mma { tiles } = kernel {
         let dh = p.head_dim;
-        let name = format!("masked_attention_bf16_prefill_mma_d{dh}_m{tiles}");
+        let name = format!("masked_attention_{}_prefill_mma_d{dh}_m{tiles}", T::NAME);
         let func = gpu.function(&SOURCE, &name)?;
         let smem = allow_shared_memory(&func, &name, mma_smem_bytes(dh, tiles))?;
         let cfg = LaunchConfig {
@@ -968,7 +972,7 @@ pub(crate) fn attention_on<T: Elem>(
         arg_or_null(&mut launch, lists.as_ref().map(|l| &l.list), &null);
         arg_or_null(&mut launch, lists.as_ref().map(|l| &l.count), &null);
         launch.arg(&stride_i);
-        // SAFETY: the argument list matches `masked_attention_bf16_prefill_mma_d<Dh>_m<tiles>` and `T` is bf16
+        // SAFETY: the argument list matches `masked_attention_<T>_prefill_mma_d<Dh>_m<tiles>` and `T` is bf16 or f16
         // (`mma_fits` checked it above); `validate` checked q, k, v, out and every mask buffer against `p`, head_dim
         // is the kernel's Dh, null pointers stand for absent buffers the mode does not read (`keep` is never read:
         // `until`, B·Hm·T positions, carries the keep window), the lists (or null) were built for this grid's query

@@ -923,18 +923,18 @@ ALL(bf16_t, bf16)
 ALL(f16_t, f16)
 
 // ---------------------------------------------------------------------------------------------------------------------
-// Tensor-core prefill for bf16, Dh ∈ {64, 128}: mma.sync m16n8k16 (bf16 inputs, f32 accumulators), any mode; the
-// ratio threshold comes from `ratio_threshold`, the keep window from `keep_until` below.
+// Tensor-core prefill for E = bf16 or f16, Dh ∈ {64, 128}: mma.sync m16n8k16 (E inputs, f32 accumulators), any mode;
+// the ratio threshold comes from `ratio_threshold`, the keep window from `keep_until` below.
 // Block: 4 warps, 64·MT queries of one head; warp w takes queries i0 + 16·MT·w + [0, 16·MT) as MT row tiles of 16, so
 // each K and V fragment it loads from shared memory feeds MT products (MT = 1 holds the warp's Q fragments in
 // registers; MT = 2 loads them per key tile). Key tiles of 64 keys run through a two-stage cp.async pipeline (K, V and
 // the per-key bias of tile n + 1 load while tile n computes); tiles past the block's last causal key are skipped
 // unless a row of the block is still fully masked, in which case every remaining tile is visited as `prefill` does.
-// The probabilities are rounded to bf16 for the P·V product, and the row sums add those rounded values: for MT = 1 on
+// The probabilities are rounded to E for the P·V product, and the row sums add those rounded values: for MT = 1 on
 // the ALUs, for MT = 2 as P times a column of ones on the tensor cores (in P·V's order), which measured faster there
 // and slower with one row tile. Grid (B·H, ⌈S/(64·MT)⌉): query tiles from the last (most keys) to the first, so the
 // heaviest blocks start first.
-// Shared memory (dynamic, bytes): Q [64·MT][Dh + 8], K and V [2][64][Dh + 8] (bf16, rows padded by 16 bytes so the
+// Shared memory (dynamic, bytes): Q [64·MT][Dh + 8], K and V [2][64][Dh + 8] (E, rows padded by 16 bytes so the
 // eight rows of an ldmatrix fall in distinct banks), key bias f32 and keep-until position [2][64]; cuda.rs has the
 // same formula.
 
@@ -1357,15 +1357,15 @@ __device__ __forceinline__ KeyRaw key_raw(const Mask &mk, const int *until, int 
 
 // With LIST (KEEP only), the block visits the `listed` keys of keep_lists in tiles of BK: their positions in ix_s,
 // three stages (tile n's for its scores, n + 1's for its loads, n + 2's arriving with n + 1's keys), -1 past the list.
-template <int DH, int MT, bool KEEP, bool LIST>
-__device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk, const int G,
+template <typename E, int DH, int MT, bool KEEP, bool LIST>
+__device__ void prefill_mma(const E *q, const E *k, const E *v, E *out, const Mask mk, const int G,
                             const float scale, const int *until, const int *list, const int listed) {
     constexpr int NT = 128, LD = DH + 8, KD = DH / 16, NS = BK / 8, ND = DH / 8, CH = DH / 8, BQM = BQ * MT;
     static_assert(DH % 16 == 0 && ND % 2 == 0 && (MT == 1 || MT == 2), "head dimension, row tiles");
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16_t *const Qs = reinterpret_cast<bf16_t *>(smem);
-    bf16_t *const Ks = Qs + BQM * LD;
-    bf16_t *const Vs = Ks + 2 * BK * LD;
+    E *const Qs = reinterpret_cast<E *>(smem);
+    E *const Ks = Qs + BQM * LD;
+    E *const Vs = Ks + 2 * BK * LD;
     float *const kb_s = reinterpret_cast<float *>(Vs + 2 * BK * LD);
     int *const ku_s = reinterpret_cast<int *>(kb_s + 2 * BK);
     int *const ix_s = ku_s + 2 * BK;
@@ -1375,8 +1375,8 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     const int S = mk.S, T = mk.T, H = mk.H;
     const int b = blockIdx.x / H, h = blockIdx.x % H, g = h / (H / G);
     const int i0 = (gridDim.y - 1 - blockIdx.y) * BQM;
-    const bf16_t *const kg = k + ((long)b * G + g) * T * DH;
-    const bf16_t *const vg = v + ((long)b * G + g) * T * DH;
+    const E *const kg = k + ((long)b * G + g) * T * DH;
+    const E *const vg = v + ((long)b * G + g) * T * DH;
 
     // Q tile: 64·MT queries, zeros past S.
     for (int c = tid; c < BQM * CH; c += NT) {
@@ -1432,7 +1432,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
         for (int t = 0; t < ND; ++t) o[mt][t][0] = o[mt][t][1] = o[mt][t][2] = o[mt][t][3] = 0.0f;
     }
     // The Q fragments of one row tile start at qrow + 16·mt·LD; with one row tile they are held in qf.
-    const bf16_t *const qrow = Qs + (wrow + (lane & 15)) * LD + (lane >> 4) * 8;
+    const E *const qrow = Qs + (wrow + (lane & 15)) * LD + (lane >> 4) * 8;
     unsigned qf[MT == 1 ? KD : 1][4];
 
     const int kend = min(T, T - S + min(i0 + BQM, S));
@@ -1462,8 +1462,8 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 cp_async_commit();
                 next = fetch_bias(n + 1);
             }
-            const bf16_t *const Kt = Ks + st * BK * LD;
-            const bf16_t *const Vt = Vs + st * BK * LD;
+            const E *const Kt = Ks + st * BK * LD;
+            const E *const Vt = Vs + st * BK * LD;
 
             // s = q·kᵀ for the warp's 16·MT rows × 64 keys: n-tile t holds keys 8t + 2·tg + {0, 1}.
             float s[MT][NS][4];
@@ -1472,7 +1472,7 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
 #pragma unroll
                 for (int t = 0; t < NS; ++t) s[mt][t][0] = s[mt][t][1] = s[mt][t][2] = s[mt][t][3] = 0.0f;
             }
-            const bf16_t *const krow = Kt + ((lane >> 4) * 8 + (lane & 7)) * LD + ((lane >> 3) & 1) * 8;
+            const E *const krow = Kt + ((lane >> 4) * 8 + (lane & 7)) * LD + ((lane >> 3) & 1) * 8;
             if constexpr (MT == 1) {
                 if (!q_ready) {
 #pragma unroll
@@ -1485,8 +1485,8 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                     for (int kd = 0; kd < KD; ++kd) {
                         unsigned kf[4];
                         ldmatrix_x4(kf, krow + np * 16 * LD + kd * 16);
-                        mma(s[0][2 * np], qf[kd], kf[0], kf[1]);
-                        mma(s[0][2 * np + 1], qf[kd], kf[2], kf[3]);
+                        mma<E>(s[0][2 * np], qf[kd], kf[0], kf[1]);
+                        mma<E>(s[0][2 * np + 1], qf[kd], kf[2], kf[3]);
                     }
                 }
             } else {
@@ -1501,8 +1501,8 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                         ldmatrix_x4(kf, krow + np * 16 * LD + kd * 16);
 #pragma unroll
                         for (int mt = 0; mt < MT; ++mt) {
-                            mma(s[mt][2 * np], qa[mt], kf[0], kf[1]);
-                            mma(s[mt][2 * np + 1], qa[mt], kf[2], kf[3]);
+                            mma<E>(s[mt][2 * np], qa[mt], kf[0], kf[1]);
+                            mma<E>(s[mt][2 * np + 1], qa[mt], kf[2], kf[3]);
                         }
                     }
                 }
@@ -1583,11 +1583,11 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
                 for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
                     for (int t = 0; t < NS; ++t) {
-                        const unsigned p01 = pack2<bf16_t>(ex(s[mt][t][0], mt, 0), ex(s[mt][t][1], mt, 0));
-                        const unsigned p23 = pack2<bf16_t>(ex(s[mt][t][2], mt, 1), ex(s[mt][t][3], mt, 1));
+                        const unsigned p01 = pack2<E>(ex(s[mt][t][0], mt, 0), ex(s[mt][t][1], mt, 0));
+                        const unsigned p23 = pack2<E>(ex(s[mt][t][2], mt, 1), ex(s[mt][t][3], mt, 1));
                         if constexpr (MT == 1) {
-                            l[mt][0] += word_lo<bf16_t>(p01) + word_hi<bf16_t>(p01);
-                            l[mt][2] += word_lo<bf16_t>(p23) + word_hi<bf16_t>(p23);
+                            l[mt][0] += word_lo<E>(p01) + word_hi<E>(p01);
+                            l[mt][2] += word_lo<E>(p23) + word_hi<E>(p23);
                         }
                         pf[mt][t / 2][(t & 1) * 2] = p01;
                         pf[mt][t / 2][(t & 1) * 2 + 1] = p23;
@@ -1607,22 +1607,21 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
             }
 
             // o += P·V: d-tile pair dp covers dims 16·dp + [0, 16); with MT = 2, l += P·1 (bf16 ones).
-            constexpr unsigned ONES = 0x3f803f80u;
 #pragma unroll
             for (int kk = 0; kk < BK / 16; ++kk) {
                 if constexpr (MT == 2) {
 #pragma unroll
-                    for (int mt = 0; mt < MT; ++mt) mma(l[mt], pf[mt][kk], ONES, ONES);
+                    for (int mt = 0; mt < MT; ++mt) mma<E>(l[mt], pf[mt][kk], ones2<E>(), ones2<E>());
                 }
-                const bf16_t *vrow = Vt + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8;
+                const E *vrow = Vt + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8;
 #pragma unroll
                 for (int dp = 0; dp < ND / 2; ++dp) {
                     unsigned vf[4];
                     ldmatrix_x4_trans(vf, vrow + dp * 16);
 #pragma unroll
                     for (int mt = 0; mt < MT; ++mt) {
-                        mma(o[mt][2 * dp], pf[mt][kk], vf[0], vf[1]);
-                        mma(o[mt][2 * dp + 1], pf[mt][kk], vf[2], vf[3]);
+                        mma<E>(o[mt][2 * dp], pf[mt][kk], vf[0], vf[1]);
+                        mma<E>(o[mt][2 * dp + 1], pf[mt][kk], vf[2], vf[3]);
                     }
                 }
             }
@@ -1648,20 +1647,20 @@ __device__ void prefill_mma(const bf16_t *q, const bf16_t *k, const bf16_t *v, b
     cp_async_wait<0>();
 
     // out = o / l, staged through the warp's own rows of Qs for 16-byte stores.
-    bf16_t *const Ow = Qs + wrow * LD;
+    E *const Ow = Qs + wrow * LD;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             l[mt][r] = 1.0f / (MT == 1 ? quad_sum(l[mt][2 * r]) : l[mt][2 * r]);
         }
-        bf16_t *const Om = Ow + 16 * mt * LD;
+        E *const Om = Ow + 16 * mt * LD;
 #pragma unroll
         for (int t = 0; t < ND; ++t) {
             const int d = 8 * t + 2 * tg;
-            *reinterpret_cast<unsigned *>(Om + gr * LD + d) = pack2<bf16_t>(o[mt][t][0] * l[mt][0], o[mt][t][1] * l[mt][0]);
+            *reinterpret_cast<unsigned *>(Om + gr * LD + d) = pack2<E>(o[mt][t][0] * l[mt][0], o[mt][t][1] * l[mt][0]);
             *reinterpret_cast<unsigned *>(Om + (gr + 8) * LD + d) =
-                pack2<bf16_t>(o[mt][t][2] * l[mt][1], o[mt][t][3] * l[mt][1]);
+                pack2<E>(o[mt][t][2] * l[mt][1], o[mt][t][3] * l[mt][1]);
         }
     }
     __syncwarp();
@@ -1689,15 +1688,15 @@ template <int R> __device__ __forceinline__ int sw128_at(int r, int c) {
     return (c >> 3) * R * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4);
 }
 
-template <int BK> struct WgScores;
-template <> struct WgScores<64> {
+template <typename E, int BK> struct WgScores;
+template <typename E> struct WgScores<E, 64> {
     static __device__ __forceinline__ void mma(float (&d)[32], const unsigned (&a)[4], unsigned long long b, int acc) {
-        wgmma_rs_n64(d, a, b, acc);
+        wgmma_rs_n64<E>(d, a, b, acc);
     }
 };
-template <> struct WgScores<128> {
+template <typename E> struct WgScores<E, 128> {
     static __device__ __forceinline__ void mma(float (&d)[64], const unsigned (&a)[4], unsigned long long b, int acc) {
-        wgmma_rs_n128(d, a, b, acc);
+        wgmma_rs_n128<E>(d, a, b, acc);
     }
 };
 
@@ -1718,14 +1717,14 @@ template <int DH> struct WgRows {
 
 // Issues s = q·kᵀ for one key tile (k_desc: the tile's first 64-column block of BK rows): n-tile t of s holds keys
 // 8t + 2·tg + {0, 1} of rows gr (s[4t], s[4t + 1]) and gr + 8. The caller commits and waits.
-template <int DH, int BK>
+template <typename E, int DH, int BK>
 __device__ __forceinline__ void wg_scores(float (&s)[BK / 2], const unsigned (&qf)[DH / 16][4],
                                           unsigned long long k_desc) {
     wgmma_fence();
 #pragma unroll
     for (int kd = 0; kd < DH / 16; ++kd) {
         const int blk = kd >> 2, kin = (kd & 3) * 32;
-        WgScores<BK>::mma(s, qf[kd], desc_advance(k_desc, blk * BK * 128 + kin), kd > 0);
+        WgScores<E, BK>::mma(s, qf[kd], desc_advance(k_desc, blk * BK * 128 + kin), kd > 0);
     }
 }
 
@@ -1743,12 +1742,12 @@ __device__ __forceinline__ float wg_key_bias(float bias) {
 
 // One key tile's step of the online softmax, in units of log2 e: the scores s·scale_l2 (scale·log2e) with their bias
 // (kb_t / ku_t: the tile's wg_key_bias and keep-until positions from this thread's first key 2·tg; k0 the tile's
-// first key), the new row maxima, o and l rescaled, and P = 2^(s − m) (rounded to bf16, the A operand of P·V: key
+// first key), the new row maxima, o and l rescaled, and P = 2^(s − m) (rounded to E, the A operand of P·V: key
 // step kk covers n-tiles 2kk and 2kk + 1); a score of MASKED or -inf gives 0, and a row whose maximum is MASKED gives
 // 2^(MASKED − MASKED) = 1. The masks and the rescaling rule are prefill_mma's; l adds the f32 probabilities, as the
 // reference's softmax divides by the sum before rounding. The tile's maximum is only computed when a thread's partial
 // row sum of the probabilities against the running one reaches SPEC_BOUND (those are then computed again).
-template <int DH, int BK, bool KEEP>
+template <typename E, int DH, int BK, bool KEEP>
 __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], unsigned (&pf)[BK / 16][4],
                                            const float *kb_t, const int *ku_t, const int k0, const int warp_lim,
                                            const int lim0, const int T, const float scale_l2, const int tg) {
@@ -1785,8 +1784,8 @@ __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], un
                         e2 = exp2_approx(s[4 * t + 2] - w.m[1]), e3 = exp2_approx(s[4 * t + 3] - w.m[1]);
             sum[0] += e0 + e1;
             sum[1] += e2 + e3;
-            pf[t / 2][(t & 1) * 2] = pack2<bf16_t>(e0, e1);
-            pf[t / 2][(t & 1) * 2 + 1] = pack2<bf16_t>(e2, e3);
+            pf[t / 2][(t & 1) * 2] = pack2<E>(e0, e1);
+            pf[t / 2][(t & 1) * 2 + 1] = pack2<E>(e2, e3);
         }
     };
     {
@@ -1828,7 +1827,7 @@ __device__ __forceinline__ void wg_softmax(WgRows<DH> &w, float (&s)[BK / 2], un
 
 // Issues o += P·V for one key tile (v_desc: the tile's first 64-column block): V's rows are keys, so it is the N-major
 // B operand, one 64-dim block a product. The caller commits, waits and holds o.
-template <int DH, int BK>
+template <typename E, int DH, int BK>
 __device__ __forceinline__ void wg_pv(WgRows<DH> &w, const unsigned (&pf)[BK / 16][4], unsigned long long v_desc) {
 #pragma unroll
     for (int a = 0; a < WgRows<DH>::DA; ++a) wgmma_hold(w.o[a]);
@@ -1837,7 +1836,7 @@ __device__ __forceinline__ void wg_pv(WgRows<DH> &w, const unsigned (&pf)[BK / 1
     for (int kk = 0; kk < BK / 16; ++kk) {
 #pragma unroll
         for (int a = 0; a < WgRows<DH>::DA; ++a)
-            wgmma_rs_n64<1>(w.o[a], pf[kk], desc_advance(v_desc, a * BK * 128 + kk * 16 * 128), 1);
+            wgmma_rs_n64<E, 1>(w.o[a], pf[kk], desc_advance(v_desc, a * BK * 128 + kk * 16 * 128), 1);
     }
 }
 
@@ -1855,8 +1854,8 @@ template <int DH> __device__ __forceinline__ int wg_fully_masked(const WgRows<DH
 
 // out = o / l for the warp's 16 queries iw + [0, 16) (rows past S skipped), 64 dims at a time through the warp's own
 // 2 KiB of shared memory `stage` (16 swizzled rows of 128 bytes) for 16-byte stores.
-template <int DH>
-__device__ __forceinline__ void wg_store(WgRows<DH> &w, unsigned char *stage, bf16_t *out, int iw, int b, int h, int S,
+template <typename E, int DH>
+__device__ __forceinline__ void wg_store(WgRows<DH> &w, unsigned char *stage, E *out, int iw, int b, int h, int S,
                                          int H, int lane) {
     const int gr = lane >> 2, tg = lane & 3;
     float inv[2];
@@ -1867,9 +1866,9 @@ __device__ __forceinline__ void wg_store(WgRows<DH> &w, unsigned char *stage, bf
 #pragma unroll
         for (int t = 0; t < 8; ++t) {
             *reinterpret_cast<unsigned *>(stage + sw128_at<16>(gr, t) + 4 * tg) =
-                pack2<bf16_t>(w.o[a][4 * t] * inv[0], w.o[a][4 * t + 1] * inv[0]);
+                pack2<E>(w.o[a][4 * t] * inv[0], w.o[a][4 * t + 1] * inv[0]);
             *reinterpret_cast<unsigned *>(stage + sw128_at<16>(gr + 8, t) + 4 * tg) =
-                pack2<bf16_t>(w.o[a][4 * t + 2] * inv[1], w.o[a][4 * t + 3] * inv[1]);
+                pack2<E>(w.o[a][4 * t + 2] * inv[1], w.o[a][4 * t + 3] * inv[1]);
         }
         __syncwarp();
 #pragma unroll
@@ -1896,8 +1895,8 @@ __device__ __forceinline__ void wg_load_q(unsigned (&qf)[DH / 16][4], const unsi
         ldmatrix_x4(qf[kd], Qs + sw128_at<WG_BQ>(row0 + (lane & 15), 2 * kd + (lane >> 4)));
 }
 
-template <int DH, int BK, bool KEEP, bool FLAT>
-__device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, const Mask mk,
+template <typename E, int DH, int BK, bool KEEP, bool FLAT>
+__device__ void prefill_wgmma(const E *q, const E *k, const E *v, E *out, const Mask mk,
                               const int G, const float scale, const int *until) {
     constexpr int CH = DH / 8, KD = DH / 16, TILE = BK * DH * 2, NST = WG_STAGES;
     static_assert(DH % 64 == 0 && (BK == 64 || BK == 128), "head dimension, key tile");
@@ -1914,8 +1913,8 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     const int S = mk.S, T = mk.T, H = mk.H;
     const int b = blockIdx.x / H, h = blockIdx.x % H, g = h / (H / G);
     const int i0 = (gridDim.y - 1 - blockIdx.y) * WG_BQ;
-    const bf16_t *const kg = k + ((long)b * G + g) * T * DH;
-    const bf16_t *const vg = v + ((long)b * G + g) * T * DH;
+    const E *const kg = k + ((long)b * G + g) * T * DH;
+    const E *const vg = v + ((long)b * G + g) * T * DH;
     const float scale_l2 = scale * LOG2E;
 
     for (int c = tid; c < WG_BQ * CH; c += WG_NT) {
@@ -1945,7 +1944,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
     static_assert(BK * CH % WG_NT == 0 && WG_NT % CH == 0 && RP % 8 == 0, "tile loads");
     const int lr = tid / CH, lc = tid % CH;
     const int piece_at = sw128_at<BK>(lr, lc);
-    const bf16_t *const kp = kg + lr * DH + lc * 8, *const vp = vg + lr * DH + lc * 8;  // the piece in key row lr
+    const E *const kp = kg + lr * DH + lc * 8, *const vp = vg + lr * DH + lc * 8;  // the piece in key row lr
     auto load_kv = [&](int n, int st) {
         const int at = st * TILE + piece_at;
         if ((n + 1) * BK <= T) {
@@ -2012,16 +2011,16 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
 
             // P·V of tile n − 1 is still running: this wait ends it with the scores.
             float s[BK / 2];
-            wg_scores<DH, BK>(s, qf, desc_advance(k_desc, st * TILE));
+            wg_scores<E, DH, BK>(s, qf, desc_advance(k_desc, st * TILE));
             wgmma_commit();
             wgmma_wait<0>();
             wgmma_hold(s);
 #pragma unroll
             for (int a = 0; a < WgRows<DH>::DA; ++a) wgmma_hold(w.o[a]);
             unsigned pf[BK / 16][4];
-            wg_softmax<DH, BK, KEEP>(w, s, pf, kb_s + st * BK + 2 * tg, ku_s + st * BK + 2 * tg, k0, warp_lim, lim0,
+            wg_softmax<E, DH, BK, KEEP>(w, s, pf, kb_s + st * BK + 2 * tg, ku_s + st * BK + 2 * tg, k0, warp_lim, lim0,
                                      T, scale_l2, tg);
-            wg_pv<DH, BK>(w, pf, desc_advance(v_desc, st * TILE));
+            wg_pv<E, DH, BK>(w, pf, desc_advance(v_desc, st * TILE));
             wgmma_commit();
 
             if (more) store_bias(nst, next);
@@ -2036,7 +2035,7 @@ __device__ void prefill_wgmma(const bf16_t *q, const bf16_t *k, const bf16_t *v,
         prime(n);
     }
     cp_async_wait<0>();
-    wg_store<DH>(w, Qs + row0 * 128, out, iw, b, h, S, H, lane);
+    wg_store<E, DH>(w, Qs + row0 * 128, out, iw, b, h, S, H, lane);
 }
 
 // The pipelined, persistent form for Dh 128 (sm_90a). Each block (one a multiprocessor) walks its share of the work
@@ -2056,8 +2055,8 @@ __host__ __device__ constexpr int tma_smem_bytes() {
 
 // The warp's 16 rows iw + [0, 16) of head h as the A operand of S = Q·Kᵀ (wg_load_q's layout), from q [B, S, H, DH];
 // rows past S are zeros.
-template <int DH>
-__device__ __forceinline__ void wg_load_q_global(unsigned (&qf)[DH / 16][4], const bf16_t *q, int b, int h, int iw,
+template <typename E, int DH>
+__device__ __forceinline__ void wg_load_q_global(unsigned (&qf)[DH / 16][4], const E *q, int b, int h, int iw,
                                                  int S, int H, int lane) {
     const int gr = lane >> 2, tg = lane & 3;
     const unsigned *rows[2];
@@ -2103,8 +2102,8 @@ __device__ __forceinline__ bool tma_item(int r, int B, int S, int T, int H, int 
 // The rows of this thread (queries iw + gr and iw + gr + 8 below S) whose every score is MASKED: as in prefill_mma's
 // extension pass, each of the T keys then has probability 1, so o becomes Σ_j V_j of KV head bg (v [B·G, T, DH]) and
 // l T (a quarter in each thread of the quad). The warp sums V when any of its rows needs it, lane dims 4·lane + [0, 4).
-template <int DH>
-__device__ __forceinline__ void wg_uniform_rows(WgRows<DH> &w, const bf16_t *v, int bg, int T, int iw, int S,
+template <typename E, int DH>
+__device__ __forceinline__ void wg_uniform_rows(WgRows<DH> &w, const E *v, int bg, int T, int iw, int S,
                                                 int lane) {
     static_assert(DH == 128, "one lane a group of four dims");
     const int gr = lane >> 2, tg = lane & 3;
@@ -2115,10 +2114,10 @@ __device__ __forceinline__ void wg_uniform_rows(WgRows<DH> &w, const bf16_t *v, 
 #pragma unroll 8
     for (int j = 0; j < T; ++j) {
         const uint2 x = __ldg(col + (long)j * (DH / 4));
-        sum[0] += word_lo<bf16_t>(x.x);
-        sum[1] += word_hi<bf16_t>(x.x);
-        sum[2] += word_lo<bf16_t>(x.y);
-        sum[3] += word_hi<bf16_t>(x.y);
+        sum[0] += word_lo<E>(x.x);
+        sum[1] += word_hi<E>(x.x);
+        sum[2] += word_lo<E>(x.y);
+        sum[3] += word_hi<E>(x.y);
     }
     // o[a][4t + 2r + e] holds dim 64a + 8t + 2tg + e: sum[2(tg & 1) + e] of lane 16a + 2t + (tg >> 1).
 #pragma unroll
@@ -2142,9 +2141,9 @@ __device__ __forceinline__ void wg_uniform_rows(WgRows<DH> &w, const bf16_t *v, 
     }
 }
 
-template <bool KEEP>
-__device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k_map, const TensorMap &v_map,
-                            bf16_t *out, const Mask mk, const int B, const int G, const float scale, const int *until) {
+template <typename E, bool KEEP>
+__device__ void prefill_tma(const E *q, const E *v, const TensorMap &k_map, const TensorMap &v_map,
+                            E *out, const Mask mk, const int B, const int G, const float scale, const int *until) {
     constexpr int DH = 128, BK = 128, KD = DH / 16, TILE = BK * DH * 2, NST = TMA_STAGES;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     unsigned char *const Ks = smem_raw + ((1024u - (saddr(smem_raw) & 1023u)) & 1023u);
@@ -2204,7 +2203,7 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
     int cr = 0;
     bool ci_live = tma_item(0, B, S, T, H, G, ci);
     unsigned qf[KD][4];
-    if (ci_live) wg_load_q_global<DH>(qf, q, ci.b, ci.h, ci.i0 + row0, S, H, lane);
+    if (ci_live) wg_load_q_global<E, DH>(qf, q, ci.b, ci.h, ci.i0 + row0, S, H, lane);
 
     // The producing thread initialises the barriers and starts the first tiles' copies before the block's barrier,
     // so that they are in flight with Q's and the biases' loads; the biases are published after it.
@@ -2255,7 +2254,7 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
 
             float s[BK / 2];
             bar_sync(1 + wg, WG_NT);
-            wg_scores<DH, BK>(s, qf, desc_advance(k_desc, st * TILE));
+            wg_scores<E, DH, BK>(s, qf, desc_advance(k_desc, st * TILE));
             wgmma_commit();
             bar_arrive(2 - wg, WG_NT);
             KeyRaw next{1, 0.0f, 0};
@@ -2263,10 +2262,10 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
             wgmma_wait<0>();
             wgmma_hold(s);
             unsigned pf[BK / 16][4];
-            wg_softmax<DH, BK, KEEP>(w, s, pf, kb_s + st * BK + 2 * tg, ku_s + st * BK + 2 * tg, k0, warp_lim, lim0,
+            wg_softmax<E, DH, BK, KEEP>(w, s, pf, kb_s + st * BK + 2 * tg, ku_s + st * BK + 2 * tg, k0, warp_lim, lim0,
                                      T, scale_l2, tg);
             bar_sync(1 + wg, WG_NT);
-            wg_pv<DH, BK>(w, pf, desc_advance(v_desc, st * TILE));
+            wg_pv<E, DH, BK>(w, pf, desc_advance(v_desc, st * TILE));
             wgmma_commit();
             bar_arrive(2 - wg, WG_NT);
             wgmma_wait<0>();
@@ -2286,9 +2285,9 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
         // The next item's Q loads go out before this one's stores.
         const TmaItem done = ci;
         ci_live = tma_item(++cr, B, S, T, H, G, ci);
-        if (ci_live) wg_load_q_global<DH>(qf, q, ci.b, ci.h, ci.i0 + row0, S, H, lane);
-        wg_uniform_rows<DH>(w, v, done.bg, T, iw, S, lane);
-        wg_store<DH>(w, out_stage, out, iw, done.b, done.h, S, H, lane);
+        if (ci_live) wg_load_q_global<E, DH>(qf, q, ci.b, ci.h, ci.i0 + row0, S, H, lane);
+        wg_uniform_rows<E, DH>(w, v, done.bg, T, iw, S, lane);
+        wg_store<E, DH>(w, out_stage, out, iw, done.b, done.h, S, H, lane);
     }
     if (wg == 0) bar_sync(1, WG_NT);
 }
@@ -2299,9 +2298,9 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
 // `keep` is unused (null); `until` is keep_until's [B, Hm, T], or null without a keep window; `list` and `count` are
 // keep_lists' for query tiles of 64·MT (`stride` entries each), or null: a tile of count -2 sees no key the window
 // drops, one of -1 every key.
-#define PREFILL_MMA(DH, MT)                                                                                            \
-    extern "C" __global__ void __launch_bounds__(128) masked_attention_bf16_prefill_mma_d##DH##_m##MT(                 \
-        const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
+#define PREFILL_MMA(E, NAME, DH, MT)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128) masked_attention_##NAME##_prefill_mma_d##DH##_m##MT(             \
+        const E *q, const E *k, const E *v, E *out, MASK_PARAMS, const int G, const float scale,   \
         const int *until, const int *list, const int *count, const int stride) {                                       \
         grid_entry();                                                                                                  \
         const Mask mk = MASK_INIT;                                                                                     \
@@ -2309,14 +2308,17 @@ __device__ void prefill_tma(const bf16_t *q, const bf16_t *v, const TensorMap &k
                           blockIdx.y;                                                                                  \
         const int listed = list != nullptr ? count[tile] : -1;                                                         \
         if (until == nullptr || listed == -2)                                                                          \
-            tc::prefill_mma<DH, MT, false, false>(q, k, v, out, mk, G, scale, until, list, 0);                         \
-        else if (listed < 0) tc::prefill_mma<DH, MT, true, false>(q, k, v, out, mk, G, scale, until, list, 0);         \
-        else tc::prefill_mma<DH, MT, true, true>(q, k, v, out, mk, G, scale, until, list + tile * stride, listed);     \
+            tc::prefill_mma<E, DH, MT, false, false>(q, k, v, out, mk, G, scale, until, list, 0);                         \
+        else if (listed < 0) tc::prefill_mma<E, DH, MT, true, false>(q, k, v, out, mk, G, scale, until, list, 0);         \
+        else tc::prefill_mma<E, DH, MT, true, true>(q, k, v, out, mk, G, scale, until, list + tile * stride, listed);     \
     }
-PREFILL_MMA(64, 1)
-PREFILL_MMA(64, 2)
-PREFILL_MMA(128, 1)
-PREFILL_MMA(128, 2)
+#define PREFILL_MMA_ALL(E, NAME)                                                                                       \
+    PREFILL_MMA(E, NAME, 64, 1)                                                                                        \
+    PREFILL_MMA(E, NAME, 64, 2)                                                                                        \
+    PREFILL_MMA(E, NAME, 128, 1)                                                                                       \
+    PREFILL_MMA(E, NAME, 128, 2)
+PREFILL_MMA_ALL(bf16_t, bf16)
+PREFILL_MMA_ALL(f16_t, f16)
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // The warpgroup form (`tc::prefill_wgmma`): 128 queries of one head a block, BK keys a tile; `keep` is unused (null);
@@ -2324,31 +2326,36 @@ PREFILL_MMA(128, 2)
 // registers), unused (null) in the others. FLAT (the `_flat` kernel) takes the keys' biases through
 // Mask::key_bias_flat, without a branch on the mode: the form for every mode but the causal one, whose branches in
 // Mask::key_bias_of return first.
-#define PREFILL_WGMMA(DH, BK, MINB, KEEP, FLAT, SUFFIX)                                                                \
+#define PREFILL_WGMMA(E, NAME, DH, BK, MINB, KEEP, FLAT, SUFFIX)                                                       \
     extern "C" __global__ void __launch_bounds__(tc::WG_NT, MINB)                                                      \
-        masked_attention_bf16_prefill_wgmma_d##DH##_k##BK##SUFFIX(                                                     \
-            const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G,                  \
+        masked_attention_##NAME##_prefill_wgmma_d##DH##_k##BK##SUFFIX(                                                 \
+            const E *q, const E *k, const E *v, E *out, MASK_PARAMS, const int G,                  \
             const float scale, const int *until) {                                                                     \
         grid_entry();                                                                                                  \
-        tc::prefill_wgmma<DH, BK, KEEP, FLAT>(q, k, v, out, MASK_INIT, G, scale, until);                               \
+        tc::prefill_wgmma<E, DH, BK, KEEP, FLAT>(q, k, v, out, MASK_INIT, G, scale, until);                               \
     }
-PREFILL_WGMMA(64, 64, 2, false, false, )
-PREFILL_WGMMA(64, 64, 2, false, true, _flat)
-PREFILL_WGMMA(64, 64, 2, true, false, _keep)
+#define PREFILL_WGMMA_ALL(E, NAME)                                                                                     \
+    PREFILL_WGMMA(E, NAME, 64, 64, 2, false, false, )                                                                  \
+    PREFILL_WGMMA(E, NAME, 64, 64, 2, false, true, _flat)                                                              \
+    PREFILL_WGMMA(E, NAME, 64, 64, 2, true, false, _keep)
+PREFILL_WGMMA_ALL(bf16_t, bf16)
+PREFILL_WGMMA_ALL(f16_t, f16)
 
 // The pipelined, persistent form (`tc::prefill_tma`) for Dh 128: K and V through the tensor maps `k_map` and `v_map`
-// of k and v ([B·G, T, 128] bf16, boxes of 64 dims × 128 keys, 128-byte swizzle); `v` is read too, for rows whose
+// of k and v ([B·G, T, 128] of E, boxes of 64 dims × 128 keys, 128-byte swizzle); `v` is read too, for rows whose
 // every key is masked, `k` is not. Any grid width covers the B·H·⌈S/128⌉ items; one block a multiprocessor at most
 // keeps every block's share even.
-#define PREFILL_TMA(KEEP, SUFFIX)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(tc::WG_NT, 1) masked_attention_bf16_prefill_tma_d128##SUFFIX(        \
-        const bf16_t *q, const bf16_t *k, const bf16_t *v, bf16_t *out, MASK_PARAMS, const int G, const float scale,   \
+#define PREFILL_TMA(E, NAME, KEEP, SUFFIX)                                                                             \
+    extern "C" __global__ void __launch_bounds__(tc::WG_NT, 1) masked_attention_##NAME##_prefill_tma_d128##SUFFIX(    \
+        const E *q, const E *k, const E *v, E *out, MASK_PARAMS, const int G, const float scale,   \
         const int *until, const __grid_constant__ TensorMap k_map, const __grid_constant__ TensorMap v_map,           \
         const int B) {                                                                                                 \
         grid_entry();                                                                                                  \
-        tc::prefill_tma<KEEP>(q, v, k_map, v_map, out, MASK_INIT, B, G, scale, until);                                 \
+        tc::prefill_tma<E, KEEP>(q, v, k_map, v_map, out, MASK_INIT, B, G, scale, until);                                 \
     }
-PREFILL_TMA(false, )
-PREFILL_TMA(true, _keep)
+PREFILL_TMA(bf16_t, bf16, false, )
+PREFILL_TMA(bf16_t, bf16, true, _keep)
+PREFILL_TMA(f16_t, f16, false, )
+PREFILL_TMA(f16_t, f16, true, _keep)
 #endif
 #endif

@@ -573,6 +573,9 @@ mod gpu {
     /// which the output's bf16 rounding takes to 1 or to 1 − 2⁻⁸, one unit below; the `mma`
     /// kernels' row sums add the rounded values, so theirs is exactly 1.
     const SUM_F32_BF16: f32 = 0.00390625;
+    /// The same two for f16's probabilities (2⁻¹² relative): 2⁻¹¹ each.
+    const ATOL_MMA_F16: f64 = 0.00048828125;
+    const SUM_F32_F16: f32 = 0.00048828125;
     // The GQA decode kernel takes the tolerances above: expf in f32, as the CPU kernel; in bf16 and
     // f16 ex2.approx, whose relative error (about 2⁻²²) is far below the output rounding (2⁻⁹, 2⁻¹²).
 
@@ -628,14 +631,13 @@ mod gpu {
         let c = rounded::<T>(c);
         let want: Vec<f64> = c.run().unwrap().into_iter().map(f64::from).collect();
         let got = on_gpu::<T>(gpu, &c, path).unwrap();
-        let (atol, rtol) = if T::NAME == "f32" {
-            (ATOL_F32, RTOL_F32)
-        } else if T::NAME == "f16" {
-            (ATOL_F16, RTOL_F16)
-        } else if uses_tensor_cores::<T>(&c.p, c.mode, path, gpu.arch()) {
-            (ATOL_MMA, RTOL_BF16)
-        } else {
-            (ATOL_BF16, RTOL_BF16)
+        let tc = uses_tensor_cores::<T>(&c.p, c.mode, path, gpu.arch());
+        let (atol, rtol) = match (T::NAME, tc) {
+            ("f32", _) => (ATOL_F32, RTOL_F32),
+            ("f16", true) => (ATOL_MMA_F16, RTOL_F16),
+            ("f16", false) => (ATOL_F16, RTOL_F16),
+            (_, true) => (ATOL_MMA, RTOL_BF16),
+            (_, false) => (ATOL_BF16, RTOL_BF16),
         };
         let what = format!("{what} {} {path:?} {:?} {:?}", T::NAME, c.mode, c.p);
         assert_close(&got, &want, atol, rtol, &what);
@@ -675,6 +677,12 @@ mod gpu {
         arch: &str,
     ) -> bool {
         matches!(kernel_of::<T>(p, mode, path, arch), Kernel::Mma { .. } | Kernel::Wgmma)
+    }
+
+    /// Both dtypes of the tensor-core kernels on `path`.
+    fn check_tc(gpu: &Gpu, c: &Case, path: Path, what: &str) {
+        check_as::<half::bf16>(gpu, c, path, what);
+        check_as::<half::f16>(gpu, c, path, what);
     }
 
     /// Every dtype on both kernels.
@@ -1234,14 +1242,20 @@ mod gpu {
                     &["false, false, )", "false, true, _flat)", "true, false, _keep)"]
                 }
             };
-            for args in forms {
-                let decl = match form {
-                    cuda::WgForm::Pipelined => format!("PREFILL_TMA({args}"),
-                    cuda::WgForm::Blocks => {
-                        format!("PREFILL_WGMMA({dh}, {}, {blocks}, {args}", form.key_tile())
-                    }
+            for (args, ty) in forms.iter().flat_map(|a| [(a, "bf16_t, bf16"), (a, "f16_t, f16")]) {
+                let decls = match form {
+                    cuda::WgForm::Pipelined => vec![format!("PREFILL_TMA({ty}, {args}")],
+                    cuda::WgForm::Blocks => vec![
+                        format!(
+                            "PREFILL_WGMMA(E, NAME, {dh}, {}, {blocks}, {args}",
+                            form.key_tile()
+                        ),
+                        format!("PREFILL_WGMMA_ALL({ty})"),
+                    ],
                 };
-                assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
+                for decl in decls {
+                    assert!(src.contains(&decl), "masked_attention.cu instantiates {decl}");
+                }
             }
         }
         assert!(
@@ -1268,23 +1282,29 @@ mod gpu {
         let additive = MaskMode::Additive { ratio: 0.5, keep_window: None };
         let blocks = cuda::WgForm::of(64);
         assert_eq!(
-            blocks.kernel(64, false, MaskMode::Causal),
+            blocks.kernel("bf16", 64, false, MaskMode::Causal),
             "masked_attention_bf16_prefill_wgmma_d64_k64"
         );
         for mode in [MaskMode::Boolean, additive, MaskMode::Learned] {
             assert_eq!(
-                blocks.kernel(64, false, mode),
+                blocks.kernel("bf16", 64, false, mode),
                 "masked_attention_bf16_prefill_wgmma_d64_k64_flat"
             );
             assert_eq!(
-                blocks.kernel(64, true, mode),
+                blocks.kernel("bf16", 64, true, mode),
                 "masked_attention_bf16_prefill_wgmma_d64_k64_keep"
             );
         }
         let tma = cuda::WgForm::of(128);
         for mode in [MaskMode::Causal, additive] {
-            assert_eq!(tma.kernel(128, false, mode), "masked_attention_bf16_prefill_tma_d128");
-            assert_eq!(tma.kernel(128, true, mode), "masked_attention_bf16_prefill_tma_d128_keep");
+            assert_eq!(
+                tma.kernel("bf16", 128, false, mode),
+                "masked_attention_bf16_prefill_tma_d128"
+            );
+            assert_eq!(
+                tma.kernel("bf16", 128, true, mode),
+                "masked_attention_bf16_prefill_tma_d128_keep"
+            );
         }
     }
 
@@ -1294,12 +1314,14 @@ mod gpu {
     fn tensor_core_kernels_compile_for_sm_90() {
         let Some(cubin) = crate::testutil::sm90_cubin(&cuda::SOURCE) else { return };
         for dh in [64, 128] {
-            for tiles in cuda::MMA_TILES {
-                let name = format!("masked_attention_bf16_prefill_mma_d{dh}_m{tiles}");
-                assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
-            }
-            for name in cuda::WgForm::of(dh).kernels(dh) {
-                assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
+            for elem in ["bf16", "f16"] {
+                for tiles in cuda::MMA_TILES {
+                    let name = format!("masked_attention_{elem}_prefill_mma_d{dh}_m{tiles}");
+                    assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
+                }
+                for name in cuda::WgForm::of(dh).kernels(elem, dh) {
+                    assert!(crate::testutil::has_symbol(&cubin, &name), "{name} missing");
+                }
             }
             for elem in ["f32", "bf16", "f16"] {
                 for nq in [1, 2, 4, 8] {
@@ -1698,7 +1720,7 @@ mod gpu {
                 Case::random(params(b, s, t, h, g, dh), MaskMode::Learned, true, 950 + n as u64);
             let c = with_learned_edges(c, n);
             for path in tensor_core_paths(&c.p, gpu.arch()) {
-                check_as::<half::bf16>(&gpu, &c, path, "mma learned edge values");
+                check_tc(&gpu, &c, path, "mma learned edge values");
             }
         }
     }
@@ -1721,7 +1743,7 @@ mod gpu {
                     row.iter_mut().for_each(|v| *v += off);
                 }
                 for path in tensor_core_paths(&c.p, gpu.arch()) {
-                    check_as::<half::bf16>(&gpu, &c, path, "mma large biases");
+                    check_tc(&gpu, &c, path, "mma large biases");
                 }
             }
         }
@@ -1739,7 +1761,7 @@ mod gpu {
                         let seed = (5000 + n * 100 + m * 4 + x * 2 + usize::from(padding)) as u64;
                         let c = Case::random(p, mode, padding, seed);
                         for path in tensor_core_paths(&c.p, gpu.arch()) {
-                            check_as::<half::bf16>(&gpu, &c, path, "mma edge");
+                            check_tc(&gpu, &c, path, "mma edge");
                         }
                     }
                 }
@@ -1757,28 +1779,48 @@ mod gpu {
                 let pad = t - s + 3;
                 c.attn_mask[t..t + pad].iter_mut().for_each(|m| *m = 0);
                 for path in tensor_core_paths(&c.p, gpu.arch()) {
-                    let out = check_as::<half::bf16>(&gpu, &c, path, "mma left padding");
-                    let c = rounded::<half::bf16>(&c);
-                    for h in 0..4 {
-                        for i in 0..3 {
-                            let g = h / 2;
-                            let row = &out[((c.p.q_len + i) * 4 + h) * dh..][..dh];
-                            let want: Vec<f64> =
-                                (0..dh).map(|d| mean_of_values(&c, 1, g, d)).collect();
-                            let what = format!("{mode:?} {path:?} uniform row 1 {h} {i}");
-                            assert_close(row, &want, ATOL_MMA, RTOL_BF16, &what);
-                        }
-                    }
-                    let mut ones = c;
-                    ones.v.iter_mut().for_each(|v| *v = 1.0);
-                    let out = on_gpu::<half::bf16>(&gpu, &ones, path).unwrap();
-                    let worst = out.iter().map(|o| (o - 1.0).abs()).fold(0.0, f32::max);
-                    let what = format!("{mode:?} {path:?} S={s} T={t}");
-                    let allowed = if matches!(path, Path::Wgmma) { SUM_F32_BF16 } else { 0.0 };
-                    assert!(worst <= allowed, "{what}: Σ_j p_j / l is {worst} from 1 in bf16");
+                    uniform_and_summing::<half::bf16>(
+                        &gpu,
+                        &c,
+                        path,
+                        (ATOL_MMA, RTOL_BF16),
+                        SUM_F32_BF16,
+                    );
+                    uniform_and_summing::<half::f16>(
+                        &gpu,
+                        &c,
+                        path,
+                        (ATOL_MMA_F16, RTOL_F16),
+                        SUM_F32_F16,
+                    );
                 }
             }
         }
+    }
+
+    /// `c` (sequence 1 left-padded past its first queries' horizon) in `T` on `path`: the fully masked rows are the
+    /// mean of the values within `tol`, and with every value 1 the outputs are 1, exactly on the `mma` kernels (their
+    /// row sums add the rounded probabilities), within `sum` on the warpgroup kernels.
+    fn uniform_and_summing<T: Elem>(gpu: &Gpu, c: &Case, path: Path, tol: (f64, f64), sum: f32) {
+        let (mode, dh) = (c.mode, c.p.head_dim);
+        let out = check_as::<T>(gpu, c, path, "mma left padding");
+        let c = rounded::<T>(c);
+        for h in 0..4 {
+            for i in 0..3 {
+                let g = h / 2;
+                let row = &out[((c.p.q_len + i) * 4 + h) * dh..][..dh];
+                let want: Vec<f64> = (0..dh).map(|d| mean_of_values(&c, 1, g, d)).collect();
+                let what = format!("{} {mode:?} {path:?} uniform row 1 {h} {i}", T::NAME);
+                assert_close(row, &want, tol.0, tol.1, &what);
+            }
+        }
+        let mut ones = c;
+        ones.v.iter_mut().for_each(|v| *v = 1.0);
+        let out = on_gpu::<T>(gpu, &ones, path).unwrap();
+        let worst = out.iter().map(|o| (o - 1.0).abs()).fold(0.0, f32::max);
+        let what = format!("{mode:?} {path:?} S={} T={}", ones.p.q_len, ones.p.kv_len);
+        let allowed = if matches!(path, Path::Wgmma) { sum } else { 0.0 };
+        assert!(worst <= allowed, "{what}: Σ_j p_j / l is {worst} from 1 in {}", T::NAME);
     }
 
     /// The pipelined kernel walks its work items from any grid width with the same output, bit for bit: one block
@@ -1841,7 +1883,7 @@ mod gpu {
                 let mut rng = Rng::new(60 + n as u64);
                 c.key_m = Some(rng.quantized(2 * 4 * t, 3, 0.5));
                 for path in tensor_core_paths(&c.p, gpu.arch()) {
-                    check_as::<half::bf16>(&gpu, &c, path, "mma keep-window ties");
+                    check_tc(&gpu, &c, path, "mma keep-window ties");
                 }
             }
         }
@@ -1865,7 +1907,7 @@ mod gpu {
                 let mut rng = Rng::new(22);
                 m.iter_mut().for_each(|v| *v = rng.uniform(-3.0, 3.0));
             }
-            check_as::<half::bf16>(&gpu, &c, Path::Auto, "long mma");
+            check_tc(&gpu, &c, Path::Auto, "long mma");
         }
     }
 
@@ -1891,7 +1933,7 @@ mod gpu {
             let Some(gpu) = test_gpu() else { return Ok(()) };
             let c = Case::random(p, mode, padding, seed);
             for path in tensor_core_paths(&c.p, gpu.arch()) {
-                check_as::<half::bf16>(&gpu, &c, path, "mma random");
+                check_tc(&gpu, &c, path, "mma random");
             }
         }
     }
@@ -2043,7 +2085,8 @@ mod ptxas {
     #[test]
     fn wgmma_kernels_keep_their_products_in_flight() {
         let Some(report) = report() else { return };
-        for name in [64, 128].into_iter().flat_map(|dh| cuda::WgForm::of(dh).kernels(dh)) {
+        let forms = [64, 128].into_iter().flat_map(|dh| [(dh, "bf16"), (dh, "f16")]);
+        for name in forms.flat_map(|(dh, elem)| cuda::WgForm::of(dh).kernels(elem, dh)) {
             let quoted = format!("'{name}'");
             let advisories: Vec<&str> = report
                 .lines()

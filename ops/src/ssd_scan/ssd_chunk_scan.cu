@@ -529,11 +529,11 @@ __device__ void ssd_chunk_state_tc(const bf16_t *x, const bf16_t *dt, const floa
             for (int j = 0; j < 8; j += 2) {
                 unsigned bf[4];
                 frag_b2(bf, &bh_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
-                mma(z[j], af, bf[0], bf[1]);
-                mma(z[j + 1], af, bf[2], bf[3]);
+                mma<bf16_t>(z[j], af, bf[0], bf[1]);
+                mma<bf16_t>(z[j + 1], af, bf[2], bf[3]);
                 frag_b2(bf, &bl_[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
-                mma(z[j], af, bf[0], bf[1]);
-                mma(z[j + 1], af, bf[2], bf[3]);
+                mma<bf16_t>(z[j], af, bf[0], bf[1]);
+                mma<bf16_t>(z[j + 1], af, bf[2], bf[3]);
             }
         }
     }
@@ -727,15 +727,15 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
                 unsigned bf[4];
                 if (j <= 2 * warp) {
                     frag_b2(bf, &bs[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
-                    mma(gm[j], af, bf[0], bf[1]);
-                    mma(gm[j + 1], af, bf[2], bf[3]);
+                    mma<bf16_t>(gm[j], af, bf[0], bf[1]);
+                    mma<bf16_t>(gm[j + 1], af, bf[2], bf[3]);
                 }
                 frag_b2(bf, &sh[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
-                mma(yo[j], af, bf[0], bf[1]);
-                mma(yo[j + 1], af, bf[2], bf[3]);
+                mma<bf16_t>(yo[j], af, bf[0], bf[1]);
+                mma<bf16_t>(yo[j + 1], af, bf[2], bf[3]);
                 frag_b2(bf, &sl[0][0], SSD_TC_KN_PAD, 8 * j, 16 * kk);
-                mma(yo[j], af, bf[0], bf[1]);
-                mma(yo[j + 1], af, bf[2], bf[3]);
+                mma<bf16_t>(yo[j], af, bf[0], bf[1]);
+                mma<bf16_t>(yo[j + 1], af, bf[2], bf[3]);
             }
         }
     }
@@ -763,10 +763,10 @@ __device__ void ssd_chunk_out_tc(const bf16_t *x, const bf16_t *dt, const float 
         for (int j = 0; j < 8; j += 2) {
             unsigned bf[4];
             frag_b2(bf, &xt[0][0], SSD_TC_PAD, 8 * j, 16 * kk);
-            mma(yo[j], ah, bf[0], bf[1]);
-            mma(yo[j], al, bf[0], bf[1]);
-            mma(yo[j + 1], ah, bf[2], bf[3]);
-            mma(yo[j + 1], al, bf[2], bf[3]);
+            mma<bf16_t>(yo[j], ah, bf[0], bf[1]);
+            mma<bf16_t>(yo[j], al, bf[0], bf[1]);
+            mma<bf16_t>(yo[j + 1], ah, bf[2], bf[3]);
+            mma<bf16_t>(yo[j + 1], al, bf[2], bf[3]);
         }
     }
 #pragma unroll
